@@ -1,0 +1,185 @@
+"""Type stubs for the Rust engine (``ringq._core``), written by hand.
+
+The engine stores bytes; encoding Python objects is the SDK's job. Every call
+that can block (waiting for a message, for capacity, or for fsync) releases
+the GIL while it waits.
+"""
+
+from typing import Any, final
+
+__version__: str
+FORMAT_VERSION: int
+
+class RingqError(Exception):
+    """Root of every error ringq raises."""
+
+class QueueLocked(RingqError):
+    """Another process owns the queue directory. ``pid`` and ``path`` say which."""
+
+    pid: int | None
+    path: str
+
+class QueueFull(RingqError):
+    """The queue holds ``capacity`` messages (``block=False`` or the timeout ran out)."""
+
+class QueueClosed(RingqError):
+    """The queue was closed."""
+
+class LeaseLost(RingqError):
+    """The lease token is stale: the message expired and may belong to someone else.
+
+    ``ids`` lists the message ids whose acks/nacks/extends were rejected.
+    """
+
+    ids: list[str]
+
+class VersionConflict(RingqError):
+    """``expected_version`` did not match the live message's version."""
+
+    expected: int
+    actual: int
+
+class LimitExceeded(RingqError, ValueError):
+    """A payload, key, topic or header block is larger than the configured limit."""
+
+class ConfigError(RingqError, ValueError):
+    """An option has an invalid value."""
+
+class CorruptionError(RingqError):
+    """A journal or snapshot file is damaged before valid data; ``path`` and ``offset`` say where."""
+
+    path: str
+    offset: int
+
+class StorageError(RingqError, OSError):
+    """A write, fsync or file creation failed (disk full, I/O error)."""
+
+class NotFound(RingqError, KeyError):
+    """No message or dead letter with that id."""
+
+@final
+class Delivery:
+    """A message checked out under a lease."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def dedup_key(self) -> str | None: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def causation_id(self) -> str | None: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def enqueued_at(self) -> float: ...
+    @property
+    def lease_deadline(self) -> float: ...
+    @property
+    def lease_token(self) -> int: ...
+
+@final
+class DeadLetter:
+    """A message that left the queue for the dead-letter ring, and why."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def message(self) -> Delivery: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def error_message(self) -> str | None: ...
+    @property
+    def traceback(self) -> str | None: ...
+    @property
+    def handler(self) -> str | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def first_failed_at(self) -> float | None: ...
+    @property
+    def dead_lettered_at(self) -> float: ...
+
+# One item of publish_many / staged publishes:
+# (topic, payload, dedup_key, delay, headers, correlation_id, causation_id)
+PublishItem = tuple[
+    str, bytes, str | None, float | None, dict[str, str] | None, str | None, str | None
+]
+
+@final
+class Engine:
+    def __init__(
+        self,
+        path: str,
+        *,
+        capacity: int = 100_000,
+        durability: str = "batch",
+        fsync_interval: float = 0.05,
+        max_attempts: int = 5,
+        segment_size: int = 16 * 1024 * 1024,
+        snapshot_every: int = 1_000_000,
+        snapshot_interval: float = 300.0,
+        max_payload: int = 1024 * 1024,
+        max_key: int = 1024,
+        max_headers: int = 64 * 1024,
+        dlq_capacity: int = 10_000,
+    ) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        dedup_key: str | None = None,
+        delay: float | None = None,
+        headers: dict[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        on_duplicate: str = "replace",
+        expected_version: int | None = None,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> str: ...
+    def publish_many(
+        self, items: list[PublishItem], block: bool = True, timeout: float | None = None
+    ) -> list[str]: ...
+    def checkout(
+        self, topic: str, max_messages: int = 1, lease: float = 30.0, timeout: float | None = None
+    ) -> list[Delivery]: ...
+    def ack(self, deliveries: Delivery | list[Delivery], publish: list[PublishItem] | None = None) -> None: ...
+    def nack(
+        self,
+        delivery: Delivery,
+        delay: float | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        traceback: str | None = None,
+        handler: str | None = None,
+        dead_letter_reason: str | None = None,
+    ) -> None: ...
+    def extend(self, delivery: Delivery, seconds: float) -> float: ...
+    def is_superseded(self, delivery: Delivery) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+    def topic_stats(self) -> dict[str, dict[str, int]]: ...
+    def snapshot(self) -> int: ...
+    def dlq_list(
+        self, topic: str | None = None, reason: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]: ...
+    def dlq_get(self, id: str) -> DeadLetter: ...
+    def dlq_replay(self, ids: list[str] | None = None) -> int: ...
+    def dlq_purge(self, ids: list[str] | None = None) -> int: ...
+    def close(self) -> None: ...
+    def _inject_fault(self, kind: str, errno: int, count: int) -> None: ...

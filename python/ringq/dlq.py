@@ -1,0 +1,83 @@
+"""``ringq.DeadLetterQueue``: the persisted, bounded ring of dead letters.
+
+A message lands here when its attempts are exhausted (``max_attempts``), its
+last lease expired with no attempts left (``lease_expired``), or a handler
+declared its error non-retryable (``non_retryable``). Dead letters keep the
+original message plus the last error; they survive restarts. Replaying one
+publishes it again under a new id with its attempts reset and its
+correlation id kept.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from ringq._core import DeadLetter
+
+if TYPE_CHECKING:
+    from ringq._core import Engine
+
+__all__ = ["DeadLetterPredicate", "DeadLetterQueue"]
+
+DeadLetterPredicate = Callable[[DeadLetter], bool]
+
+
+class DeadLetterQueue:
+    """Dead letters of one queue (``Queue.dlq``), oldest first."""
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def list(
+        self, topic: str | None = None, reason: str | None = None, limit: int | None = None
+    ) -> builtins.list[DeadLetter]:
+        """Dead letters, oldest first, optionally of one topic and/or reason."""
+        return self._engine.dlq_list(topic, reason, limit)
+
+    def get(self, id: str) -> DeadLetter:
+        """The dead letter of message ``id``; raises ``ringq.NotFound``."""
+        return self._engine.dlq_get(id)
+
+    def replay(
+        self, ids: Iterable[str] | None = None, where: DeadLetterPredicate | None = None
+    ) -> int:
+        """Publish dead letters again (new ids, attempts reset); returns how many.
+
+        ``ids`` and ``where`` select which (both: the ids that also match the
+        predicate); with neither, all of them are replayed.
+        """
+        selected = self._select(ids, where)
+        return 0 if selected == [] else self._engine.dlq_replay(selected)
+
+    def purge(
+        self, ids: Iterable[str] | None = None, where: DeadLetterPredicate | None = None
+    ) -> int:
+        """Delete dead letters for good; selection as for ``replay``. Returns how many."""
+        selected = self._select(ids, where)
+        return 0 if selected == [] else self._engine.dlq_purge(selected)
+
+    def _select(
+        self, ids: Iterable[str] | None, where: DeadLetterPredicate | None
+    ) -> builtins.list[str] | None:
+        """The engine's id list: ``None`` means all."""
+        wanted = [ids] if isinstance(ids, str) else None if ids is None else list(ids)
+        if where is None:
+            return wanted
+        candidates = self._engine.dlq_list()
+        if wanted is not None:
+            keep = set(wanted)
+            candidates = [d for d in candidates if d.id in keep]
+        return [d.id for d in candidates if where(d)]
+
+    def __len__(self) -> int:
+        return int(self._engine.stats()["dead"])
+
+    def __iter__(self) -> Iterator[DeadLetter]:
+        return iter(self._engine.dlq_list())
+
+    def __repr__(self) -> str:
+        return f"<ringq.DeadLetterQueue of {self._engine.path!r}>"

@@ -1,0 +1,47 @@
+"""The exceptions ringq raises.
+
+They are defined in the Rust engine (``ringq._core``) so that the engine can
+raise them directly; this module re-exports them under a stable name.
+
+Hierarchy::
+
+    RingqError                      root of every ringq error
+    ├── QueueLocked                 another process owns the directory (.pid, .path)
+    ├── QueueFull                   capacity reached (block=False or timeout ran out)
+    ├── QueueClosed                 the queue was closed
+    ├── LeaseLost                   stale lease token on ack/nack/extend (.ids)
+    ├── VersionConflict             expected_version mismatch (.expected, .actual)
+    ├── LimitExceeded (ValueError)  payload, key, topic or headers too large
+    ├── ConfigError (ValueError)    an option has an invalid value
+    ├── CorruptionError             damaged journal/snapshot before valid data (.path, .offset)
+    ├── StorageError (OSError)      write, fsync or file creation failed (.errno)
+    └── NotFound (KeyError)         no message or dead letter with that id
+"""
+
+from ringq._core import (
+    ConfigError,
+    CorruptionError,
+    LeaseLost,
+    LimitExceeded,
+    NotFound,
+    QueueClosed,
+    QueueFull,
+    QueueLocked,
+    RingqError,
+    StorageError,
+    VersionConflict,
+)
+
+__all__ = [
+    "ConfigError",
+    "CorruptionError",
+    "LeaseLost",
+    "LimitExceeded",
+    "NotFound",
+    "QueueClosed",
+    "QueueFull",
+    "QueueLocked",
+    "RingqError",
+    "StorageError",
+    "VersionConflict",
+]

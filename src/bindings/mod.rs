@@ -1,0 +1,20 @@
+//! The Python module `ringq._core`. The only place PyO3 is used: the engine
+//! knows nothing of Python. Calls that cannot block run with the GIL held;
+//! a call that must wait (for a message, for room, for fsync) first tries
+//! without waiting and only then releases the GIL (`Python::detach`).
+
+mod errors;
+mod pyengine;
+mod types;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("FORMAT_VERSION", crate::journal::FORMAT_VERSION)?;
+    errors::register(m)?;
+    types::register(m)?;
+    pyengine::register(m)?;
+    Ok(())
+}

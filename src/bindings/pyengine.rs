@@ -1,0 +1,515 @@
+//! `ringq._core.Engine`: argument conversion and GIL handling around
+//! `crate::Engine`. See `python/ringq/_core.pyi` for the Python signatures.
+
+use super::errors::{config_err, to_py};
+use super::types::{PyDeadLetter, PyDelivery};
+use crate::engine::{Engine, Publish, PublishOpts, Stat};
+use crate::error::Error;
+use crate::storage::FaultPoint;
+use crate::types::{Durability, Failure, NewMessage, OnDuplicate, Options, Wait};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use std::time::Duration;
+
+#[pyclass(frozen, name = "Engine", module = "ringq._core")]
+pub struct PyEngine {
+    engine: Engine,
+}
+
+fn secs(name: &str, v: f64) -> PyResult<Duration> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(config_err(format!(
+            "{name}={v} (must be a finite number >= 0)"
+        )));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn opt_delay(delay: Option<f64>) -> PyResult<Option<Duration>> {
+    match delay {
+        None => Ok(None),
+        Some(d) if d.is_finite() && d >= 0.0 => Ok(Some(Duration::from_secs_f64(d))),
+        Some(d) => Err(PyValueError::new_err(format!(
+            "delay={d} (must be a finite number of seconds >= 0)"
+        ))),
+    }
+}
+
+fn parse_id(id: &str) -> PyResult<u64> {
+    if id.len() == 16
+        && let Ok(v) = u64::from_str_radix(id, 16)
+    {
+        return Ok(v);
+    }
+    Err(to_py(Error::NotFound(format!(
+        "{id:?} (ids are 16 hex digits)"
+    ))))
+}
+
+fn headers_vec(h: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
+    let Some(h) = h else { return Ok(Vec::new()) };
+    h.iter()
+        .map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<String>()?)))
+        .collect()
+}
+
+/// Items of `publish_many` / staged publishes:
+/// `(topic, payload, dedup_key, delay, headers, correlation_id, causation_id)`.
+fn new_messages(items: &Bound<'_, PyAny>) -> PyResult<Vec<NewMessage>> {
+    let mut out = Vec::new();
+    for item in items.try_iter()? {
+        let item = item?;
+        let t = item
+            .cast::<PyTuple>()
+            .map_err(|_| PyValueError::new_err("publish items must be 7-tuples"))?;
+        if t.len() != 7 {
+            return Err(PyValueError::new_err(format!(
+                "publish items must be 7-tuples, got {}",
+                t.len()
+            )));
+        }
+        let headers: Option<Bound<'_, PyDict>> = t.get_item(4)?.extract()?;
+        out.push(NewMessage {
+            topic: t.get_item(0)?.extract()?,
+            payload: t.get_item(1)?.extract::<Vec<u8>>()?,
+            dedup_key: t.get_item(2)?.extract()?,
+            delay: opt_delay(t.get_item(3)?.extract()?)?,
+            headers: headers_vec(headers.as_ref())?,
+            correlation_id: t.get_item(5)?.extract()?,
+            causation_id: t.get_item(6)?.extract()?,
+        });
+    }
+    Ok(out)
+}
+
+/// The (id, token) pairs of one delivery or a list of them.
+fn leases(deliveries: &Bound<'_, PyAny>) -> PyResult<Vec<(u64, u64)>> {
+    if let Ok(d) = deliveries.cast::<PyDelivery>() {
+        let d = d.get();
+        return Ok(vec![(d.id, d.lease_token)]);
+    }
+    let mut out = Vec::new();
+    for item in deliveries.try_iter()? {
+        let item = item?;
+        let d = item
+            .cast::<PyDelivery>()
+            .map_err(|_| PyValueError::new_err("ack() takes Delivery objects"))?;
+        let d = d.get();
+        out.push((d.id, d.lease_token));
+    }
+    Ok(out)
+}
+
+fn lease_of(d: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
+    let d = d
+        .cast::<PyDelivery>()
+        .map_err(|_| PyValueError::new_err("expected a Delivery"))?;
+    let d = d.get();
+    Ok((d.id, d.lease_token))
+}
+
+impl PyEngine {
+    /// Runs `f` without waiting first (GIL held); if it reports `Full` and
+    /// the caller may block, runs it again with the GIL released.
+    fn with_room<T: Send>(
+        &self,
+        py: Python<'_>,
+        block: bool,
+        timeout: Option<f64>,
+        f: impl Fn(Wait) -> crate::Result<T> + Send + Sync,
+    ) -> PyResult<T> {
+        match f(Wait::No) {
+            Err(Error::Full { .. }) if block && timeout != Some(0.0) => {
+                let wait = Wait::from_timeout(timeout);
+                py.detach(|| f(wait)).map_err(to_py)
+            }
+            r => r.map_err(to_py),
+        }
+    }
+
+    fn durable(&self, py: Python<'_>, lsn: Option<u64>) -> PyResult<()> {
+        if lsn.is_some() && self.engine.durability() == Durability::Always {
+            py.detach(|| self.engine.wait_durable(lsn)).map_err(to_py)?;
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (path, *, capacity=100_000, durability="batch", fsync_interval=0.05, max_attempts=5,
+        segment_size=16*1024*1024, snapshot_every=1_000_000, snapshot_interval=300.0,
+        max_payload=1024*1024, max_key=1024, max_headers=64*1024, dlq_capacity=10_000))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        capacity: i64,
+        durability: &str,
+        fsync_interval: f64,
+        max_attempts: i64,
+        segment_size: i64,
+        snapshot_every: i64,
+        snapshot_interval: f64,
+        max_payload: i64,
+        max_key: i64,
+        max_headers: i64,
+        dlq_capacity: i64,
+    ) -> PyResult<Self> {
+        let mut bad = Vec::new();
+        let mut nonneg = |name: &str, v: i64| -> u64 {
+            if v < 0 {
+                bad.push(format!("{name}={v} (must be >= 0)"));
+                0
+            } else {
+                v as u64
+            }
+        };
+        let capacity = nonneg("capacity", capacity) as usize;
+        let max_attempts = nonneg("max_attempts", max_attempts).min(u32::MAX as u64) as u32;
+        let segment_size = nonneg("segment_size", segment_size) as usize;
+        let snapshot_every = nonneg("snapshot_every", snapshot_every);
+        let max_payload = nonneg("max_payload", max_payload) as usize;
+        let max_key = nonneg("max_key", max_key) as usize;
+        let max_headers = nonneg("max_headers", max_headers) as usize;
+        let dlq_capacity = nonneg("dlq_capacity", dlq_capacity) as usize;
+        let durability = Durability::parse(durability)
+            .map_err(|e| bad.push(e.to_string().replace("invalid option: ", "")))
+            .ok();
+        let fsync_interval = secs("fsync_interval", fsync_interval)
+            .map_err(|_| bad.push(format!("fsync_interval={fsync_interval} (must be >= 0)")))
+            .ok();
+        let snapshot_interval = secs("snapshot_interval", snapshot_interval)
+            .map_err(|_| {
+                bad.push(format!(
+                    "snapshot_interval={snapshot_interval} (must be > 0)"
+                ))
+            })
+            .ok();
+        if !bad.is_empty() {
+            return Err(config_err(bad.join("; ")));
+        }
+        let opts = Options {
+            capacity,
+            durability: durability.expect("checked"),
+            fsync_interval: fsync_interval.expect("checked"),
+            max_attempts,
+            segment_size,
+            snapshot_every,
+            snapshot_interval: snapshot_interval.expect("checked"),
+            max_payload,
+            max_key,
+            max_headers,
+            dlq_capacity,
+        };
+        let engine = py.detach(|| Engine::open(&path, opts)).map_err(to_py)?;
+        Ok(PyEngine { engine })
+    }
+
+    #[getter]
+    fn path(&self) -> String {
+        self.engine.path().display().to_string()
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.engine.is_closed()
+    }
+
+    #[getter]
+    fn durability(&self) -> &'static str {
+        self.engine.durability().as_str()
+    }
+
+    #[pyo3(signature = (topic, payload, dedup_key=None, delay=None, headers=None, correlation_id=None,
+        causation_id=None, on_duplicate="replace", expected_version=None, block=true, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        payload: &[u8],
+        dedup_key: Option<&str>,
+        delay: Option<f64>,
+        headers: Option<Bound<'_, PyDict>>,
+        correlation_id: Option<&str>,
+        causation_id: Option<&str>,
+        on_duplicate: &str,
+        expected_version: Option<u32>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<String> {
+        let headers = headers_vec(headers.as_ref())?;
+        let p = Publish {
+            topic,
+            payload,
+            dedup_key,
+            delay: opt_delay(delay)?,
+            headers: &headers,
+            correlation_id,
+            causation_id,
+        };
+        let opts = PublishOpts {
+            on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?,
+            expected_version,
+        };
+        let (id, lsn) = self.with_room(py, block, timeout, |w| self.engine.publish(p, opts, w))?;
+        self.durable(py, lsn)?;
+        Ok(crate::error::fmt_id(id))
+    }
+
+    /// Many payloads to one topic: the fast batch path.
+    #[pyo3(signature = (topic, payloads, block=true, timeout=None))]
+    fn publish_batch(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        payloads: &Bound<'_, PyList>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<String>> {
+        let mut held = Vec::with_capacity(payloads.len());
+        for item in payloads.iter() {
+            held.push(
+                item.cast_into::<PyBytes>()
+                    .map_err(|_| PyValueError::new_err("publish_batch takes bytes"))?,
+            );
+        }
+        let items: Vec<Publish<'_>> = held
+            .iter()
+            .map(|b| Publish {
+                topic,
+                payload: b.as_bytes(),
+                ..Default::default()
+            })
+            .collect();
+        let (ids, lsn) = self.with_room(py, block, timeout, |w| {
+            self.engine.publish_many(&items, PublishOpts::default(), w)
+        })?;
+        self.durable(py, lsn)?;
+        Ok(ids.into_iter().map(crate::error::fmt_id).collect())
+    }
+
+    #[pyo3(signature = (items, block=true, timeout=None))]
+    fn publish_many(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyAny>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<String>> {
+        let msgs = new_messages(items)?;
+        let items: Vec<Publish<'_>> = msgs.iter().map(Publish::from_new).collect();
+        let (ids, lsn) = self.with_room(py, block, timeout, |w| {
+            self.engine.publish_many(&items, PublishOpts::default(), w)
+        })?;
+        self.durable(py, lsn)?;
+        Ok(ids.into_iter().map(crate::error::fmt_id).collect())
+    }
+
+    #[pyo3(signature = (topic, max_messages=1, lease=30.0, timeout=None))]
+    fn checkout(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        max_messages: usize,
+        lease: f64,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<PyDelivery>> {
+        if !(lease.is_finite() && lease > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "lease={lease} (must be > 0 seconds)"
+            )));
+        }
+        let lease = Duration::from_secs_f64(lease);
+        let mut got = self
+            .engine
+            .checkout(topic, max_messages, lease, Wait::No)
+            .map_err(to_py)?;
+        if got.is_empty() && !matches!(timeout, Some(t) if t <= 0.0) {
+            let wait = Wait::from_timeout(timeout);
+            got = py
+                .detach(|| self.engine.checkout(topic, max_messages, lease, wait))
+                .map_err(to_py)?;
+        }
+        Ok(got
+            .into_iter()
+            .map(|d| PyDelivery::from_delivered(py, d))
+            .collect())
+    }
+
+    #[pyo3(signature = (deliveries, publish=None))]
+    fn ack(
+        &self,
+        py: Python<'_>,
+        deliveries: &Bound<'_, PyAny>,
+        publish: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let leases = leases(deliveries)?;
+        let msgs = match publish {
+            Some(p) => new_messages(p)?,
+            None => Vec::new(),
+        };
+        let items: Vec<Publish<'_>> = msgs.iter().map(Publish::from_new).collect();
+        let out = self.engine.ack(&leases, &items, Wait::No).map_err(to_py)?;
+        self.durable(py, out.lsn)?;
+        if !out.lost.is_empty() {
+            return Err(to_py(Error::LeaseLost { ids: out.lost }));
+        }
+        Ok(())
+    }
+
+    #[pyo3(signature = (delivery, delay=None, error_type=None, error_message=None, traceback=None, handler=None,
+        dead_letter_reason=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn nack(
+        &self,
+        py: Python<'_>,
+        delivery: &Bound<'_, PyAny>,
+        delay: Option<f64>,
+        error_type: Option<String>,
+        error_message: Option<String>,
+        traceback: Option<String>,
+        handler: Option<String>,
+        dead_letter_reason: Option<&str>,
+    ) -> PyResult<()> {
+        let (id, token) = lease_of(delivery)?;
+        let failure = Failure {
+            error_type,
+            error_message,
+            traceback,
+            handler,
+        };
+        let lsn = self
+            .engine
+            .nack(id, token, opt_delay(delay)?, failure, dead_letter_reason)
+            .map_err(to_py)?;
+        self.durable(py, lsn)
+    }
+
+    fn extend(&self, delivery: &Bound<'_, PyAny>, seconds: f64) -> PyResult<f64> {
+        let (id, token) = lease_of(delivery)?;
+        if !(seconds.is_finite() && seconds > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "seconds={seconds} (must be > 0)"
+            )));
+        }
+        let d = self
+            .engine
+            .extend(id, token, Duration::from_secs_f64(seconds))
+            .map_err(to_py)?;
+        Ok(d as f64 / 1e6)
+    }
+
+    fn is_superseded(&self, delivery: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.engine.is_superseded(lease_of(delivery)?.0))
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.engine.stats() {
+            match v {
+                Stat::Int(i) => d.set_item(k, i)?,
+                Stat::Float(f) => d.set_item(k, f)?,
+                Stat::Text(s) => d.set_item(k, s)?,
+                Stat::None => d.set_item(k, py.None())?,
+            }
+        }
+        Ok(d)
+    }
+
+    fn topic_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, [r, f, dl]) in self.engine.topic_stats() {
+            let t = PyDict::new(py);
+            t.set_item("ready", r)?;
+            t.set_item("in_flight", f)?;
+            t.set_item("delayed", dl)?;
+            d.set_item(name, t)?;
+        }
+        Ok(d)
+    }
+
+    fn snapshot(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.engine.snapshot()).map_err(to_py)
+    }
+
+    #[pyo3(signature = (topic=None, reason=None, limit=None))]
+    fn dlq_list(
+        &self,
+        topic: Option<&str>,
+        reason: Option<&str>,
+        limit: Option<usize>,
+    ) -> Vec<PyDeadLetter> {
+        self.engine
+            .dlq_list(topic, reason, limit)
+            .into_iter()
+            .map(PyDeadLetter::new)
+            .collect()
+    }
+
+    fn dlq_get(&self, id: &str) -> PyResult<PyDeadLetter> {
+        self.engine
+            .dlq_get(parse_id(id)?)
+            .map(PyDeadLetter::new)
+            .map_err(to_py)
+    }
+
+    #[pyo3(signature = (ids=None))]
+    fn dlq_replay(&self, py: Python<'_>, ids: Option<Vec<String>>) -> PyResult<usize> {
+        let ids = ids
+            .map(|v| {
+                v.iter()
+                    .map(|s| parse_id(s))
+                    .collect::<PyResult<Vec<u64>>>()
+            })
+            .transpose()?;
+        let (n, lsn) = self.engine.dlq_replay(ids.as_deref()).map_err(to_py)?;
+        self.durable(py, lsn)?;
+        Ok(n)
+    }
+
+    #[pyo3(signature = (ids=None))]
+    fn dlq_purge(&self, py: Python<'_>, ids: Option<Vec<String>>) -> PyResult<usize> {
+        let ids = ids
+            .map(|v| {
+                v.iter()
+                    .map(|s| parse_id(s))
+                    .collect::<PyResult<Vec<u64>>>()
+            })
+            .transpose()?;
+        let (n, lsn) = self.engine.dlq_purge(ids.as_deref()).map_err(to_py)?;
+        self.durable(py, lsn)?;
+        Ok(n)
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.engine.close()).map_err(to_py)
+    }
+
+    /// Test hook: fail the next `count` calls at `kind` ("segment_create",
+    /// "sync", "snapshot_write") with `errno`; -1 until cleared with 0.
+    fn _inject_fault(&self, kind: &str, errno: i32, count: i64) -> PyResult<()> {
+        let point = FaultPoint::parse(kind).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "fault kind {kind:?}: expected segment_create, sync or snapshot_write"
+            ))
+        })?;
+        self.engine.inject_fault(point, errno, count);
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Engine({:?}, durability={:?})",
+            self.engine.path().display().to_string(),
+            self.engine.durability().as_str()
+        )
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEngine>()
+}

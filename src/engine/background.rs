@@ -1,0 +1,153 @@
+//! The engine's three threads. Each sleeps on a condvar until it has work:
+//! - timer: lease expiries and delayed messages falling due, plus the
+//!   time-based snapshot trigger; sleeps until the earliest deadline;
+//! - flusher: fsyncs the journal when a writer waits (`always`) or every
+//!   `fsync_interval` while there are unsynced records (`batch`);
+//! - snapshotter: writes snapshots when a trigger asks.
+
+use super::{Shared, expiry_op};
+use crate::storage;
+use crate::sync::Job;
+use crate::types::{Durability, now_micros};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(super) fn start(sh: &Arc<Shared>) {
+    let mut threads = sh.threads.lock();
+    let s = sh.clone();
+    threads.push(spawn("ringq-timer", move || timer_loop(&s)));
+    let s = sh.clone();
+    threads.push(spawn("ringq-flusher", move || flusher_loop(&s)));
+    let s = sh.clone();
+    threads.push(spawn("ringq-snapshot", move || snapshot_loop(&s)));
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawning an engine thread")
+}
+
+fn timer_loop(sh: &Shared) {
+    let mut g = sh.inner.lock();
+    loop {
+        if g.closed {
+            return;
+        }
+        let now = now_micros();
+        // Leases that ran out: back to ready, dead letter, or dropped.
+        let mut ops = Vec::new();
+        while let Some(id) = g.state.leases.pop_due(now) {
+            let m = g.state.slab.get(id).expect("leased message exists");
+            ops.push(expiry_op(
+                m.superseded,
+                m.attempt,
+                sh.opts.max_attempts,
+                id,
+                now,
+                "no ack in time",
+            ));
+        }
+        if !ops.is_empty() {
+            let n = ops.len();
+            let kinds: Vec<(u64, bool)> =
+                ops.iter()
+                    .map(|op| match op {
+                        crate::record::Op::Requeue { id, .. } => (*id, true),
+                        crate::record::Op::DeadLetter { id, .. }
+                        | crate::record::Op::Drop { id } => (*id, false),
+                        _ => unreachable!(),
+                    })
+                    .collect();
+            let topics: Vec<u32> = kinds
+                .iter()
+                .map(|(id, _)| g.state.slab.get(*id).expect("exists").topic)
+                .collect();
+            match sh.commit(&mut g, ops) {
+                Ok(_) => {
+                    g.counters.expired += n as u64;
+                    for ((_, requeued), t) in kinds.iter().zip(&topics) {
+                        if *requeued {
+                            sh.wake_topic(&g, *t, 1);
+                        } else {
+                            g.counters.dead_lettered += 1;
+                        }
+                    }
+                    sh.not_full.notify_all();
+                }
+                Err(e) => {
+                    // The disk refused the record: keep the leases and retry soon.
+                    let retry = now + 1_000_000;
+                    for (id, _) in &kinds {
+                        let token = g.state.slab.get(*id).map_or(0, |m| m.lease_token);
+                        g.state.lease(*id, token, retry);
+                    }
+                    g.degraded.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        for t in g.state.release_due(now) {
+            sh.wake_topic(&g, t, usize::MAX);
+        }
+        // Time-based snapshot trigger.
+        let snap_due = g.snapshot_at + sh.opts.snapshot_interval;
+        if g.records_since_snapshot > 0 && Instant::now() >= snap_due && !g.snapshot_wanted {
+            g.snapshot_wanted = true;
+            sh.snap_cv.notify_one();
+        }
+        let next_timer = [g.state.leases.peek().map(|e| e.0), g.state.delays.peek()]
+            .into_iter()
+            .flatten()
+            .min();
+        g.timer_next = next_timer.unwrap_or(u64::MAX);
+        let until_timer = next_timer.map(|t| Duration::from_micros(t.saturating_sub(now_micros())));
+        let until_snap = snap_due
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        let sleep = until_timer.map_or(until_snap, |d| d.min(until_snap));
+        sh.timer_cv.wait_for(&mut g, sleep);
+    }
+}
+
+fn flusher_loop(sh: &Shared) {
+    let interval = match sh.opts.durability {
+        Durability::Batch => Some(sh.opts.fsync_interval),
+        Durability::Always | Durability::Os => None,
+    };
+    loop {
+        match sh.sync.next_job(interval) {
+            Job::Stop => return,
+            Job::Sync { upto, target } => {
+                let res = storage::sync_file(&sh.faults, &target);
+                let res = res.map_err(|e| {
+                    let msg = format!("fsync of the journal failed: {e}");
+                    sh.inner.lock().degraded.get_or_insert_with(|| msg.clone());
+                    (e.raw_os_error(), msg)
+                });
+                sh.sync.complete(upto, res);
+            }
+        }
+    }
+}
+
+fn snapshot_loop(sh: &Shared) {
+    loop {
+        {
+            let mut g = sh.inner.lock();
+            while !g.snapshot_wanted && !g.closed {
+                sh.snap_cv.wait(&mut g);
+            }
+            if g.closed {
+                return;
+            }
+        }
+        if let Err(e) = sh.snapshot() {
+            let mut g = sh.inner.lock();
+            g.snapshot_wanted = false;
+            // Retry on the next trigger; record why for stats().
+            g.degraded
+                .get_or_insert_with(|| format!("background snapshot failed: {e}"));
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! The engine: one lock over the state and the journal writer, so the order
+//! operations are applied in is the order they are journaled in (LSN order),
+//! which is what makes replay exact. Calls hold the lock for microseconds;
+//! everything slow (fsync, writing snapshot files, waiting) happens outside
+//! it, on background threads or in `SyncPoint` waits.
+//!
+//! Lock order: `inner` → `sync`'s lock. Nothing takes `inner` while holding
+//! `sync`'s lock, and no engine code calls back into Python.
+
+mod background;
+mod ops;
+mod publish;
+
+pub use ops::{AckOutcome, Stat};
+pub use publish::{Publish, PublishOpts};
+
+use crate::error::{Error, Result};
+use crate::journal::Journal;
+use crate::lock::{self, DirLock};
+use crate::record::Op;
+use crate::recovery::{self, RecoveryReport};
+use crate::snapshot;
+use crate::state::State;
+use crate::storage::{self, FaultPoint, Faults};
+use crate::sync::SyncPoint;
+use crate::types::{Durability, Failure, Lsn, Micros, MsgState, Options, now_micros};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Counters since this engine opened the directory.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub published: u64,
+    pub replaced: u64,
+    pub kept: u64,
+    pub superseded: u64,
+    pub superseded_dropped: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub nacked: u64,
+    pub expired: u64,
+    pub dead_lettered: u64,
+    pub dlq_replayed: u64,
+    pub dlq_purged: u64,
+    pub snapshots: u64,
+}
+
+pub(crate) struct Inner {
+    pub state: State,
+    pub journal: Journal,
+    pub epoch: u64,
+    pub token_seq: u64,
+    pub counters: Counters,
+    pub report: RecoveryReport,
+    /// When the timer thread will next wake up (u64::MAX: not scheduled).
+    pub timer_next: Micros,
+    pub snapshot_lsn: Lsn,
+    pub snapshot_at: Instant,
+    pub records_since_snapshot: u64,
+    pub snapshot_wanted: bool,
+    /// Set when an fsync failed: what was written since may not be on disk.
+    /// Cleared by a successful snapshot (which persists the whole state).
+    pub degraded: Option<String>,
+    pub closed: bool,
+    pub lock: Option<DirLock>,
+}
+
+pub(crate) struct Shared {
+    pub path: PathBuf,
+    pub opts: Options,
+    pub inner: Mutex<Inner>,
+    pub not_full: Condvar,
+    pub timer_cv: Condvar,
+    pub snap_cv: Condvar,
+    pub sync: SyncPoint<Arc<File>>,
+    pub faults: Arc<Faults>,
+    pub snapshot_lock: Mutex<()>,
+    pub threads: Mutex<Vec<JoinHandle<()>>>,
+    pub closed: AtomicBool,
+}
+
+/// A durable queue in one directory. Closing (or dropping) it takes a final
+/// snapshot and releases the directory.
+pub struct Engine {
+    sh: Arc<Shared>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the queue at `path`.
+    pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Engine> {
+        opts.validate()?;
+        let path = path.as_ref().to_owned();
+        lock::ensure_dir(&path)?;
+        let dir_lock = DirLock::acquire(&path)?;
+        let epoch = lock::bump_epoch(&path)?;
+        let faults = Arc::new(Faults::default());
+        let loaded = recovery::load(&path, opts.dlq_capacity, true, &faults)?;
+        let next_lsn = loaded.report.last_lsn + 1;
+        let journal = Journal::create(
+            &path,
+            faults.clone(),
+            opts.segment_size,
+            next_lsn,
+            loaded.segments,
+        )?;
+        let sync = SyncPoint::new(next_lsn - 1, Some(journal.active_file()));
+        let snapshot_lsn = loaded.report.snapshot_lsn;
+        let inner = Inner {
+            state: loaded.state,
+            journal,
+            epoch,
+            token_seq: 0,
+            counters: Counters::default(),
+            report: loaded.report,
+            timer_next: u64::MAX,
+            snapshot_lsn,
+            snapshot_at: Instant::now(),
+            records_since_snapshot: 0,
+            snapshot_wanted: false,
+            degraded: None,
+            closed: false,
+            lock: Some(dir_lock),
+        };
+        let sh = Arc::new(Shared {
+            path,
+            opts,
+            inner: Mutex::new(inner),
+            not_full: Condvar::new(),
+            timer_cv: Condvar::new(),
+            snap_cv: Condvar::new(),
+            sync,
+            faults,
+            snapshot_lock: Mutex::new(()),
+            threads: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        });
+        let engine = Engine { sh };
+        engine.finish_recovery()?;
+        background::start(&engine.sh);
+        Ok(engine)
+    }
+
+    /// Messages in flight when the previous owner stopped come back (or go
+    /// to the dead-letter ring if out of attempts); due delays become ready.
+    fn finish_recovery(&self) -> Result<()> {
+        let sh = &self.sh;
+        let mut g = sh.inner.lock();
+        let now = now_micros();
+        let mut in_flight: Vec<u64> = g
+            .state
+            .slab
+            .iter()
+            .filter(|m| m.state == MsgState::InFlight)
+            .map(|m| m.id)
+            .collect();
+        in_flight.sort_unstable();
+        let ops: Vec<Op> = in_flight
+            .into_iter()
+            .map(|id| {
+                let m = g.state.slab.get(id).expect("listed");
+                expiry_op(
+                    m.superseded,
+                    m.attempt,
+                    sh.opts.max_attempts,
+                    id,
+                    now,
+                    "the queue was reopened",
+                )
+            })
+            .collect();
+        if !ops.is_empty() {
+            sh.commit(&mut g, ops)?;
+        }
+        g.state.release_due(now);
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.sh.path
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.sh.opts
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.sh.opts.durability
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.sh.closed.load(Ordering::Acquire)
+    }
+
+    /// With `durability="always"`, waits until `lsn` is on disk (group
+    /// commit). Other modes return at once.
+    pub fn wait_durable(&self, lsn: Option<Lsn>) -> Result<()> {
+        let Some(lsn) = lsn else { return Ok(()) };
+        if self.sh.opts.durability != Durability::Always {
+            return Ok(());
+        }
+        self.sh.sync.wait_durable(lsn).map_err(|f| {
+            let e = std::io::Error::from_raw_os_error(f.errno.unwrap_or(libc::EIO));
+            let mut g = self.sh.inner.lock();
+            if g.degraded.is_none() {
+                g.degraded = Some(f.message.clone());
+            }
+            Error::storage(
+                format!("fsync of the journal (record {lsn} may not be on disk)"),
+                &self.sh.path,
+                e,
+            )
+        })
+    }
+
+    /// Writes a snapshot now; returns its LSN.
+    pub fn snapshot(&self) -> Result<Lsn> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.sh.snapshot()
+    }
+
+    /// Takes a final snapshot, stops the background threads and releases the
+    /// directory. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        let sh = &self.sh;
+        if sh.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        {
+            let mut g = sh.inner.lock();
+            g.closed = true;
+            for t in &g.state.topics {
+                t.cv.notify_all();
+            }
+        }
+        sh.not_full.notify_all();
+        let snap = sh.snapshot();
+        sh.sync.request();
+        sh.sync.shutdown();
+        sh.timer_cv.notify_all();
+        sh.snap_cv.notify_all();
+        let threads = std::mem::take(&mut *sh.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+        let mut g = sh.inner.lock();
+        // Whatever the snapshot did not cover is in the journal: make it durable.
+        let _ = storage::sync_file(&sh.faults, &g.journal.active_file());
+        g.lock = None;
+        snap.map(|_| ())
+    }
+
+    /// Test hook: make the next `count` calls at `point` fail with `errno`
+    /// (`count = -1`: until cleared with `count = 0`).
+    pub fn inject_fault(&self, point: FaultPoint, errno: i32, count: i64) {
+        self.sh.faults.set(point, errno, count);
+    }
+
+    /// What recovery found when this engine opened the directory.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.sh.inner.lock().report.clone()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// What a lease expiry (or a restart with the message in flight) does.
+pub(crate) fn expiry_op(
+    superseded: bool,
+    attempt: u32,
+    max_attempts: u32,
+    id: u64,
+    now: Micros,
+    why: &str,
+) -> Op {
+    if superseded {
+        Op::Drop { id }
+    } else if attempt >= max_attempts {
+        Op::DeadLetter {
+            id,
+            reason: "lease_expired".into(),
+            failure: Failure {
+                error_type: Some("LeaseExpired".into()),
+                error_message: Some(format!(
+                    "lease expired on delivery {attempt} of {max_attempts} ({why})"
+                )),
+                ..Default::default()
+            },
+            at: now,
+        }
+    } else {
+        Op::Requeue {
+            id,
+            visible_at: 0,
+            failed_at: now,
+        }
+    }
+}
+
+impl Shared {
+    /// Journals `ops` as one record and applies them. On error nothing changed.
+    pub(crate) fn commit(&self, g: &mut Inner, ops: Vec<Op>) -> Result<Lsn> {
+        let lsn = g.journal.append(&ops, &self.sync)?;
+        for op in ops {
+            if let Err(e) = g.state.apply(op) {
+                panic!("ringq internal error: a live operation did not apply: {e}");
+            }
+        }
+        self.sync.written(lsn);
+        g.records_since_snapshot += 1;
+        if g.records_since_snapshot >= self.opts.snapshot_every && !g.snapshot_wanted {
+            g.snapshot_wanted = true;
+            self.snap_cv.notify_one();
+        }
+        Ok(lsn)
+    }
+
+    /// Refuses to change anything while an fsync failure is unresolved,
+    /// unless a snapshot (which persists the whole state) succeeds now.
+    pub(crate) fn ensure_healthy(&self, g: &mut MutexGuard<'_, Inner>) -> Result<()> {
+        if g.closed {
+            return Err(Error::Closed);
+        }
+        if g.degraded.is_none() {
+            return Ok(());
+        }
+        self.snapshot_locked(g).map(|_| ())
+    }
+
+    pub(crate) fn next_token(&self, g: &mut Inner) -> u64 {
+        g.token_seq += 1;
+        (g.epoch << 40) | (g.token_seq & ((1 << 40) - 1))
+    }
+
+    /// Encodes a snapshot under the lock (rolling the journal so older
+    /// segments can go), writes it outside the lock, then deletes what it
+    /// covers.
+    pub(crate) fn snapshot(&self) -> Result<Lsn> {
+        let _one = self.snapshot_lock.lock();
+        let (image, lsn) = {
+            let mut g = self.inner.lock();
+            match self.prepare_snapshot(&mut g)? {
+                Some(x) => x,
+                None => return Ok(g.snapshot_lsn),
+            }
+        };
+        let written = storage::write_atomic(
+            Some(&self.faults),
+            &self.path,
+            &snapshot::snapshot_name(lsn),
+            &image,
+        );
+        let mut g = self.inner.lock();
+        written.map_err(|e| {
+            Error::storage(
+                "writing snapshot",
+                self.path.join(snapshot::snapshot_name(lsn)),
+                e,
+            )
+        })?;
+        self.finish_snapshot(&mut g, lsn);
+        Ok(lsn)
+    }
+
+    /// The same, holding the lock throughout (used to heal after an fsync
+    /// failure, when nothing may change until the state is on disk).
+    fn snapshot_locked(&self, g: &mut Inner) -> Result<Lsn> {
+        let Some((image, lsn)) = self.prepare_snapshot(g)? else {
+            return Ok(g.snapshot_lsn);
+        };
+        storage::write_atomic(
+            Some(&self.faults),
+            &self.path,
+            &snapshot::snapshot_name(lsn),
+            &image,
+        )
+        .map_err(|e| {
+            Error::storage(
+                "writing snapshot",
+                self.path.join(snapshot::snapshot_name(lsn)),
+                e,
+            )
+        })?;
+        self.finish_snapshot(g, lsn);
+        Ok(lsn)
+    }
+
+    fn prepare_snapshot(&self, g: &mut Inner) -> Result<Option<(Vec<u8>, Lsn)>> {
+        let lsn = g.journal.next_lsn() - 1;
+        if lsn == g.snapshot_lsn && g.degraded.is_none() && g.report.snapshot_path.is_some() {
+            g.snapshot_wanted = false;
+            return Ok(None);
+        }
+        if g.journal.active_used() > crate::journal::SEGMENT_HEADER_LEN {
+            g.journal.roll(0, &self.sync)?;
+        }
+        let image = snapshot::encode(&g.state, lsn);
+        g.records_since_snapshot = 0;
+        g.snapshot_wanted = false;
+        Ok(Some((image, lsn)))
+    }
+
+    fn finish_snapshot(&self, g: &mut Inner, lsn: Lsn) {
+        g.journal.delete_through(lsn);
+        if let Ok((snaps, _)) = recovery::list_files(&self.path) {
+            for (l, p) in snaps {
+                if l < lsn {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        g.snapshot_lsn = lsn.max(g.snapshot_lsn);
+        g.snapshot_at = Instant::now();
+        g.report.snapshot_path = Some(self.path.join(snapshot::snapshot_name(lsn)));
+        g.counters.snapshots += 1;
+        g.degraded = None;
+        self.sync.synced_externally(lsn, None);
+    }
+
+    /// Wakes up to `n` checkout waiters of `topic`.
+    pub(crate) fn wake_topic(&self, g: &Inner, topic: u32, n: usize) {
+        let t = &g.state.topics[topic as usize];
+        if t.waiters == 0 {
+            return;
+        }
+        if n >= t.waiters {
+            t.cv.notify_all();
+        } else {
+            for _ in 0..n {
+                t.cv.notify_one();
+            }
+        }
+    }
+
+    /// Makes the timer thread re-plan if `at` is earlier than its wake-up.
+    pub(crate) fn wake_timer_for(&self, g: &mut Inner, at: Micros) {
+        if at < g.timer_next {
+            g.timer_next = at;
+            self.timer_cv.notify_one();
+        }
+    }
+}

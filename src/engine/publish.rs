@@ -1,0 +1,424 @@
+//! Publishing: limits are checked before anything else, then the publish is
+//! *planned* against the current state (dedup decisions, versions, how many
+//! new slots it needs), capacity is waited for, ids are assigned, and the
+//! plan is committed as one journal record. A batch is planned item by item,
+//! so a key published twice in one batch behaves as two publishes would.
+
+use super::{Engine, Inner, Shared};
+use crate::error::{Error, Result};
+use crate::record::Op;
+use crate::types::{
+    MAX_TOPIC, Message, Meta, MsgState, NewMessage, OnDuplicate, SLOT_BITS, Wait, now_micros,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// One message to publish, borrowed from the caller.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Publish<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub dedup_key: Option<&'a str>,
+    pub delay: Option<Duration>,
+    pub headers: &'a [(String, String)],
+    pub correlation_id: Option<&'a str>,
+    pub causation_id: Option<&'a str>,
+}
+
+impl<'a> Publish<'a> {
+    pub fn from_new(m: &'a NewMessage) -> Self {
+        Publish {
+            topic: &m.topic,
+            payload: &m.payload,
+            dedup_key: m.dedup_key.as_deref(),
+            delay: m.delay,
+            headers: &m.headers,
+            correlation_id: m.correlation_id.as_deref(),
+            causation_id: m.causation_id.as_deref(),
+        }
+    }
+}
+
+/// Options that apply to every message of a publish call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PublishOpts {
+    pub on_duplicate: OnDuplicate,
+    pub expected_version: Option<u32>,
+}
+
+/// Where a publish's result id comes from.
+enum Target {
+    Existing(u64),
+    /// Index of an `Op::Enqueue` in the plan (its id is assigned later).
+    New(usize),
+}
+
+#[derive(Default)]
+pub(crate) struct Plan {
+    ops: Vec<Op>,
+    targets: Vec<Target>,
+    new_count: usize,
+    replaced: u64,
+    kept: u64,
+    superseded: u64,
+    /// Earliest due time of a delayed message in the plan.
+    earliest_delay: Option<u64>,
+}
+
+impl Shared {
+    pub(crate) fn check_limits(&self, p: &Publish<'_>) -> Result<()> {
+        let o = &self.opts;
+        if p.topic.is_empty() {
+            return Err(Error::Invalid("topic must not be empty".into()));
+        }
+        if p.topic.len() > MAX_TOPIC {
+            return Err(Error::Limit {
+                what: "topic",
+                size: p.topic.len(),
+                limit: MAX_TOPIC,
+            });
+        }
+        if p.payload.len() > o.max_payload {
+            return Err(Error::Limit {
+                what: "payload",
+                size: p.payload.len(),
+                limit: o.max_payload,
+            });
+        }
+        for (what, v) in [
+            ("dedup_key", p.dedup_key),
+            ("correlation_id", p.correlation_id),
+            ("causation_id", p.causation_id),
+        ] {
+            if let Some(v) = v
+                && v.len() > o.max_key
+            {
+                return Err(Error::Limit {
+                    what,
+                    size: v.len(),
+                    limit: o.max_key,
+                });
+            }
+        }
+        if p.dedup_key == Some("") {
+            return Err(Error::Invalid(
+                "dedup_key must not be empty (use None for no key)".into(),
+            ));
+        }
+        let hsize: usize = p.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if hsize > o.max_headers {
+            return Err(Error::Limit {
+                what: "headers",
+                size: hsize,
+                limit: o.max_headers,
+            });
+        }
+        Ok(())
+    }
+
+    /// Plans `items` against the state. `freed` counts slots the same
+    /// transaction frees first (acks committed together with publishes).
+    pub(crate) fn plan(&self, g: &Inner, items: &[Publish<'_>], opts: PublishOpts) -> Result<Plan> {
+        let now = now_micros();
+        let mut plan = Plan {
+            ops: Vec::with_capacity(items.len()),
+            ..Default::default()
+        };
+        let mut pending: HashMap<(&str, &str), usize> = HashMap::new();
+        for p in items {
+            let meta = build_meta(p);
+            let visible_at = p
+                .delay
+                .filter(|d| !d.is_zero())
+                .map(|d| now + d.as_micros() as u64);
+            if let Some(v) = visible_at {
+                plan.earliest_delay = Some(plan.earliest_delay.map_or(v, |e: u64| e.min(v)));
+            }
+            let Some(key) = p.dedup_key else {
+                if opts.expected_version.is_some() {
+                    return Err(Error::Invalid("expected_version needs a dedup_key".into()));
+                }
+                plan.push_new(p, meta, 1, visible_at, now, None);
+                continue;
+            };
+            // An earlier item of this batch holds the key.
+            if let Some(&ix) = pending.get(&(p.topic, key)) {
+                let (held_id, version) = match &plan.ops[ix] {
+                    Op::Enqueue { msg, .. } => (None, msg.version),
+                    Op::Replace { id, version, .. } => (Some(*id), *version),
+                    _ => unreachable!("pending points at enqueue/replace"),
+                };
+                check_version(key, opts.expected_version, version)?;
+                let target = held_id.map_or(Target::New(ix), Target::Existing);
+                if opts.on_duplicate == OnDuplicate::Keep {
+                    plan.kept += 1;
+                } else {
+                    plan.replaced += 1;
+                    match &mut plan.ops[ix] {
+                        Op::Enqueue { msg, .. } => {
+                            msg.payload = p.payload.into();
+                            msg.meta = meta;
+                            msg.version += 1;
+                        }
+                        Op::Replace {
+                            payload,
+                            meta: m,
+                            version,
+                            ..
+                        } => {
+                            *payload = p.payload.into();
+                            *m = meta;
+                            *version += 1;
+                        }
+                        _ => unreachable!(),
+                    }
+                }
+                plan.targets.push(target);
+                continue;
+            }
+            let holder = g
+                .state
+                .topic_id(p.topic)
+                .and_then(|t| g.state.dedup.get(t, key));
+            let Some(hid) = holder else {
+                check_version(key, opts.expected_version, 0)?;
+                let ix = plan.push_new(p, meta, 1, visible_at, now, None);
+                pending.insert((p.topic, key), ix);
+                continue;
+            };
+            let h = g
+                .state
+                .slab
+                .get(hid)
+                .expect("dedup index points at a live message");
+            check_version(key, opts.expected_version, h.version)?;
+            if opts.on_duplicate == OnDuplicate::Keep {
+                plan.kept += 1;
+                plan.targets.push(Target::Existing(hid));
+                continue;
+            }
+            if h.state == MsgState::InFlight {
+                plan.superseded += 1;
+                let ix = plan.push_new(p, meta, h.version + 1, visible_at, now, Some(hid));
+                pending.insert((p.topic, key), ix);
+            } else {
+                plan.replaced += 1;
+                plan.ops.push(Op::Replace {
+                    id: hid,
+                    version: h.version + 1,
+                    payload: p.payload.into(),
+                    meta,
+                });
+                pending.insert((p.topic, key), plan.ops.len() - 1);
+                plan.targets.push(Target::Existing(hid));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Gives every new message of the plan a slot and an id.
+    fn assign_ids(&self, g: &mut Inner, plan: &mut Plan) -> Vec<u32> {
+        let mut slots = Vec::with_capacity(plan.new_count);
+        for op in plan.ops.iter_mut() {
+            if let Op::Enqueue { msg, .. } = op {
+                let slot = g.state.slab.alloc();
+                msg.id = (g.state.next_seq << SLOT_BITS) | slot as u64;
+                g.state.next_seq += 1;
+                slots.push(slot);
+            }
+        }
+        slots
+    }
+
+    /// Waits (per `wait`) until the plan fits, then commits it with `prefix`
+    /// operations (acks) in the same record. Returns the result ids and LSN.
+    pub(crate) fn publish_locked(
+        &self,
+        g: &mut parking_lot::MutexGuard<'_, Inner>,
+        items: &[Publish<'_>],
+        opts: PublishOpts,
+        prefix: Vec<Op>,
+        freed: usize,
+        wait: Wait,
+    ) -> Result<(Vec<u64>, Option<u64>)> {
+        let mut plan = loop {
+            self.ensure_healthy(g)?;
+            let plan = self.plan(g, items, opts)?;
+            let live = g.state.slab.live() - freed;
+            if plan.new_count == 0 || live + plan.new_count <= self.opts.capacity {
+                break plan;
+            }
+            if plan.new_count > self.opts.capacity {
+                return Err(Error::Full {
+                    capacity: self.opts.capacity,
+                });
+            }
+            let timed_out = match wait {
+                Wait::No => true,
+                Wait::Until(t) => self.not_full.wait_until(g, t).timed_out(),
+                Wait::Forever => {
+                    self.not_full.wait(g);
+                    false
+                }
+            };
+            if timed_out && g.state.slab.live() - freed + plan.new_count > self.opts.capacity {
+                return Err(Error::Full {
+                    capacity: self.opts.capacity,
+                });
+            }
+        };
+        let slots = self.assign_ids(g, &mut plan);
+        let mut ops = prefix;
+        let base = ops.len();
+        ops.append(&mut plan.ops);
+        let mut ids = Vec::with_capacity(plan.targets.len());
+        for t in &plan.targets {
+            ids.push(match t {
+                Target::Existing(id) => *id,
+                Target::New(ix) => match &ops[base + ix] {
+                    Op::Enqueue { msg, .. } => msg.id,
+                    _ => unreachable!(),
+                },
+            });
+        }
+        let mut ready_topics: Vec<&str> = Vec::new();
+        for op in &ops[base..] {
+            if let Op::Enqueue { topic, msg, .. } = op
+                && msg.state == MsgState::Ready
+                && !ready_topics.contains(&topic.as_str())
+            {
+                ready_topics.push(topic);
+            }
+        }
+        let ready_topics: Vec<String> = ready_topics.into_iter().map(str::to_owned).collect();
+        let n_new = plan.new_count;
+        let lsn = if ops.is_empty() {
+            None
+        } else {
+            match self.commit(g, ops) {
+                Ok(lsn) => Some(lsn),
+                Err(e) => {
+                    for s in slots {
+                        g.state.slab.unalloc(s);
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        let c = &mut g.counters;
+        c.published += n_new as u64;
+        c.replaced += plan.replaced;
+        c.kept += plan.kept;
+        c.superseded += plan.superseded;
+        for t in ready_topics {
+            let tid = g.state.topic_id(&t).expect("interned by apply");
+            self.wake_topic(g, tid, n_new.max(1));
+        }
+        if let Some(at) = plan.earliest_delay {
+            self.wake_timer_for(g, at);
+        }
+        Ok((ids, lsn))
+    }
+}
+
+impl Plan {
+    fn push_new(
+        &mut self,
+        p: &Publish<'_>,
+        meta: Option<Box<Meta>>,
+        version: u32,
+        visible_at: Option<u64>,
+        now: u64,
+        supersedes: Option<u64>,
+    ) -> usize {
+        let msg = Message {
+            id: 0,
+            topic: 0,
+            state: if visible_at.is_some() {
+                MsgState::Delayed
+            } else {
+                MsgState::Ready
+            },
+            superseded: false,
+            attempt: 0,
+            version,
+            enqueued_at: now,
+            visible_at: visible_at.unwrap_or(0),
+            lease_token: 0,
+            lease_deadline: 0,
+            ticket: 0,
+            payload: p.payload.into(),
+            meta,
+        };
+        self.ops.push(Op::Enqueue {
+            topic: p.topic.to_owned(),
+            msg,
+            supersedes,
+        });
+        self.new_count += 1;
+        self.targets.push(Target::New(self.ops.len() - 1));
+        self.ops.len() - 1
+    }
+}
+
+fn check_version(key: &str, expected: Option<u32>, actual: u32) -> Result<()> {
+    match expected {
+        Some(e) if e != actual => Err(Error::VersionConflict {
+            key: key.to_owned(),
+            expected: e,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn build_meta(p: &Publish<'_>) -> Option<Box<Meta>> {
+    if p.dedup_key.is_none()
+        && p.headers.is_empty()
+        && p.correlation_id.is_none()
+        && p.causation_id.is_none()
+    {
+        return None;
+    }
+    Some(Box::new(Meta {
+        dedup_key: p.dedup_key.map(str::to_owned),
+        headers: p.headers.to_vec(),
+        correlation_id: p.correlation_id.map(str::to_owned),
+        causation_id: p.causation_id.map(str::to_owned),
+        first_failed_at: None,
+    }))
+}
+
+impl Engine {
+    /// Publishes one message; returns its id (or the id of the message that
+    /// now carries its dedup key) and the LSN to wait on for durability.
+    pub fn publish(
+        &self,
+        p: Publish<'_>,
+        opts: PublishOpts,
+        wait: Wait,
+    ) -> Result<(u64, Option<u64>)> {
+        self.sh.check_limits(&p)?;
+        let mut g = self.sh.inner.lock();
+        let (ids, lsn) = self
+            .sh
+            .publish_locked(&mut g, &[p], opts, Vec::new(), 0, wait)?;
+        Ok((ids[0], lsn))
+    }
+
+    /// Publishes a batch as one journal record: all or nothing, and it waits
+    /// for room for the whole batch.
+    pub fn publish_many(
+        &self,
+        items: &[Publish<'_>],
+        opts: PublishOpts,
+        wait: Wait,
+    ) -> Result<(Vec<u64>, Option<u64>)> {
+        for p in items {
+            self.sh.check_limits(p)?;
+        }
+        let mut g = self.sh.inner.lock();
+        self.sh
+            .publish_locked(&mut g, items, opts, Vec::new(), 0, wait)
+    }
+}

@@ -1,0 +1,163 @@
+//! One error type for the engine, converted to Python exceptions in exactly one
+//! place (`bindings::errors`).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Every way an engine call can fail.
+#[derive(Debug)]
+pub enum Error {
+    /// Another process (or another handle in this process) owns the directory.
+    Locked { path: PathBuf, pid: Option<u32> },
+    /// The queue holds `capacity` messages.
+    Full { capacity: usize },
+    /// The engine was closed.
+    Closed,
+    /// Lease tokens that no longer match their message (expired, re-delivered, acked).
+    LeaseLost { ids: Vec<u64> },
+    /// `expected_version` did not match.
+    VersionConflict {
+        key: String,
+        expected: u32,
+        actual: u32,
+    },
+    /// A payload, key, topic or header block over its limit.
+    Limit {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    /// A bad option value.
+    Config(String),
+    /// A damaged file: where, and what is wrong.
+    Corruption {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+    /// A failed write/fsync/create: the operation and the OS error.
+    Storage {
+        op: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// No message or dead letter with that id.
+    NotFound(String),
+    /// Bad argument that is not a limit (unknown `on_duplicate`, empty topic, ...).
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn storage(
+        op: impl Into<String>,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> Self {
+        Error::Storage {
+            op: op.into(),
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corruption(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::Corruption {
+            path: path.into(),
+            offset,
+            detail: detail.into(),
+        }
+    }
+
+    /// The OS errno of a storage error, if any.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Storage { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn fmt_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Locked {
+                path,
+                pid: Some(pid),
+            } => write!(
+                f,
+                "queue directory {} is owned by process {pid}; close that queue or wait for the process to exit",
+                path.display()
+            ),
+            Error::Locked { path, pid: None } => write!(
+                f,
+                "queue directory {} is owned by another process (pid unknown)",
+                path.display()
+            ),
+            Error::Full { capacity } => write!(
+                f,
+                "queue is full ({capacity} messages); ack messages, raise `capacity`, or publish with block=True"
+            ),
+            Error::Closed => write!(f, "the queue is closed"),
+            Error::LeaseLost { ids } => {
+                let shown: Vec<String> = ids.iter().take(8).map(|i| fmt_id(*i)).collect();
+                write!(
+                    f,
+                    "lease lost for {} message(s) [{}]: the lease expired or the message was delivered again",
+                    ids.len(),
+                    shown.join(", ")
+                )
+            }
+            Error::VersionConflict {
+                key,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "version conflict on dedup key {key:?}: expected version {expected}, live version is {actual}"
+            ),
+            Error::Limit { what, size, limit } => {
+                write!(
+                    f,
+                    "{what} is {size} bytes, over the limit of {limit} bytes; nothing was written"
+                )
+            }
+            Error::Config(msg) => write!(f, "invalid option: {msg}"),
+            Error::Corruption {
+                path,
+                offset,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "corrupt file {} at offset {offset}: {detail}",
+                    path.display()
+                )
+            }
+            Error::Storage { op, path, source } => {
+                write!(f, "{op} failed for {}: {source}", path.display())
+            }
+            Error::NotFound(id) => write!(f, "no message or dead letter with id {id}"),
+            Error::Invalid(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Storage { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! ringq's engine: a durable, crash-safe message queue in one directory.
+//!
+//! - [`ring`](crate::ring): slots and per-topic ready lists; [`dedup`]:
+//!   the key index; [`timers`]: lease and delay heaps; [`dlq`]: the
+//!   dead-letter ring; [`state`]: all of them and the one `apply` that
+//!   changes them.
+//! - [`journal`]: the write-ahead log (mmap'd, preallocated, CRC'd segments);
+//!   [`snapshot`]; [`recovery`]; [`sync`]: group commit; [`storage`]: file
+//!   operations with fault injection.
+//! - [`engine`]: the public [`Engine`].
+//! - `bindings` (feature `python`): the only place PyO3 appears.
+//!
+//! ```
+//! use ringq::{Engine, Options, Publish, PublishOpts, Wait};
+//! use std::time::Duration;
+//! let dir = tempfile::tempdir().unwrap();
+//! let q = Engine::open(dir.path().join("q"), Options::default()).unwrap();
+//! let p = Publish { topic: "orders", payload: b"hello", ..Default::default() };
+//! let (id, _lsn) = q.publish(p, PublishOpts::default(), Wait::No).unwrap();
+//! let got = q.checkout("orders", 10, Duration::from_secs(30), Wait::No).unwrap();
+//! assert_eq!(got[0].id, id);
+//! q.ack(&[(got[0].id, got[0].lease_token)], &[], Wait::No).unwrap();
+//! q.close().unwrap();
+//! ```
+
+mod codec;
+mod dedup;
+mod dlq;
+pub mod engine;
+pub mod error;
+pub mod journal;
+mod lock;
+#[doc(hidden)]
+pub mod loom;
+pub mod record;
+pub mod recovery;
+mod ring;
+pub mod snapshot;
+mod state;
+pub mod storage;
+pub mod sync;
+mod timers;
+pub mod types;
+
+#[cfg(feature = "python")]
+mod bindings;
+
+pub use engine::{AckOutcome, Engine, Publish, PublishOpts, Stat};
+pub use error::{Error, Result};
+pub use lock::{LOCK_FILE, MANIFEST_FILE, read_owner_pid};
+pub use recovery::RecoveryReport;
+pub use storage::FaultPoint;
+pub use types::*;

@@ -1,0 +1,460 @@
+//! Journal record bodies: a transaction is a list of operations applied
+//! atomically (one record, one CRC). Records log *effects* (which message went
+//! where), not requests, so replay never re-decides anything: the live path
+//! decides, writes the record, then applies it with the same code replay uses
+//! (`state::State::apply`).
+//!
+//! Byte layout: `docs/format.md`, section "Operations".
+
+use crate::codec::{DResult, DecodeError, Reader, Writer};
+use crate::types::{Failure, Message, Meta, Micros, MsgState};
+
+/// Operation tags (one byte). New tags may be added; old ones never change.
+mod tag {
+    pub const ENQUEUE: u8 = 1;
+    pub const REPLACE: u8 = 2;
+    pub const CHECKOUT: u8 = 3;
+    pub const ACK: u8 = 4;
+    pub const REQUEUE: u8 = 5;
+    pub const DEAD_LETTER: u8 = 6;
+    pub const DROP: u8 = 7;
+    pub const DLQ_REMOVE: u8 = 8;
+}
+
+/// One state change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A new message. `supersedes` names the in-flight holder of the same
+    /// dedup key that this message supersedes.
+    Enqueue {
+        topic: String,
+        msg: Message,
+        supersedes: Option<u64>,
+    },
+    /// Replace a ready/delayed message's payload and metadata in place.
+    Replace {
+        id: u64,
+        version: u32,
+        payload: Box<[u8]>,
+        meta: Option<Box<Meta>>,
+    },
+    /// Deliveries: each message goes in flight, attempt + 1.
+    Checkout { ids: Vec<u64> },
+    /// Removed by their lease holders.
+    Ack { ids: Vec<u64> },
+    /// Back to ready (`visible_at` <= now) or delayed, after a failure at `failed_at`.
+    Requeue {
+        id: u64,
+        visible_at: Micros,
+        failed_at: Micros,
+    },
+    /// Moved to the dead-letter ring.
+    DeadLetter {
+        id: u64,
+        reason: String,
+        failure: Failure,
+        at: Micros,
+    },
+    /// Removed without a dead letter (a superseded message that failed).
+    Drop { id: u64 },
+    /// Dead letters removed (purge, or replay which also enqueues copies).
+    DlqRemove { ids: Vec<u64> },
+}
+
+pub(crate) fn encode_meta(w: &mut Writer<'_>, meta: Option<&Meta>) {
+    let Some(m) = meta else {
+        w.u8(0);
+        return;
+    };
+    w.u8(1);
+    w.opt_str(m.dedup_key.as_deref());
+    w.u32(m.headers.len() as u32);
+    for (k, v) in &m.headers {
+        w.str(k);
+        w.str(v);
+    }
+    w.opt_str(m.correlation_id.as_deref());
+    w.opt_str(m.causation_id.as_deref());
+    match m.first_failed_at {
+        Some(t) => {
+            w.u8(1);
+            w.u64(t)
+        }
+        None => w.u8(0),
+    }
+}
+
+pub(crate) fn decode_meta(r: &mut Reader<'_>) -> DResult<Option<Box<Meta>>> {
+    match r.u8()? {
+        0 => return Ok(None),
+        1 => {}
+        t => return Err(DecodeError(format!("bad meta tag {t}"))),
+    }
+    let dedup_key = r.opt_string()?;
+    let n = r.count(8)?;
+    let mut headers = Vec::with_capacity(n);
+    for _ in 0..n {
+        headers.push((r.string()?, r.string()?));
+    }
+    let correlation_id = r.opt_string()?;
+    let causation_id = r.opt_string()?;
+    let first_failed_at = match r.u8()? {
+        0 => None,
+        1 => Some(r.u64()?),
+        t => return Err(DecodeError(format!("bad first_failed_at tag {t}"))),
+    };
+    Ok(Some(Box::new(Meta {
+        dedup_key,
+        headers,
+        correlation_id,
+        causation_id,
+        first_failed_at,
+    })))
+}
+
+/// Every field of a message except its topic (the caller writes the topic as a
+/// name in the journal and as an index in snapshots). Lease fields are not
+/// stored: leases do not survive a restart.
+pub(crate) fn encode_message(w: &mut Writer<'_>, m: &Message) {
+    w.u64(m.id);
+    w.u8(m.state as u8);
+    w.u8(m.superseded as u8);
+    w.u32(m.attempt);
+    w.u32(m.version);
+    w.u64(m.enqueued_at);
+    w.u64(m.visible_at);
+    encode_meta(w, m.meta.as_deref());
+    w.bytes(&m.payload);
+}
+
+pub(crate) fn decode_message(r: &mut Reader<'_>, topic: u32) -> DResult<Message> {
+    let id = r.u64()?;
+    let state =
+        MsgState::from_u8(r.u8()?).ok_or_else(|| DecodeError("bad message state".into()))?;
+    let superseded = match r.u8()? {
+        0 => false,
+        1 => true,
+        t => return Err(DecodeError(format!("bad superseded flag {t}"))),
+    };
+    let attempt = r.u32()?;
+    let version = r.u32()?;
+    let enqueued_at = r.u64()?;
+    let visible_at = r.u64()?;
+    let meta = decode_meta(r)?;
+    let payload: Box<[u8]> = r.bytes()?.into();
+    Ok(Message {
+        id,
+        topic,
+        state,
+        superseded,
+        attempt,
+        version,
+        enqueued_at,
+        visible_at,
+        lease_token: 0,
+        lease_deadline: 0,
+        ticket: 0,
+        payload,
+        meta,
+    })
+}
+
+fn encode_ids(w: &mut Writer<'_>, ids: &[u64]) {
+    w.u32(ids.len() as u32);
+    for id in ids {
+        w.u64(*id);
+    }
+}
+
+fn decode_ids(r: &mut Reader<'_>) -> DResult<Vec<u64>> {
+    let n = r.count(8)?;
+    (0..n).map(|_| r.u64()).collect()
+}
+
+pub(crate) fn encode_failure(w: &mut Writer<'_>, f: &Failure) {
+    w.opt_str(f.error_type.as_deref());
+    w.opt_str(f.error_message.as_deref());
+    w.opt_str(f.traceback.as_deref());
+    w.opt_str(f.handler.as_deref());
+}
+
+pub(crate) fn decode_failure(r: &mut Reader<'_>) -> DResult<Failure> {
+    Ok(Failure {
+        error_type: r.opt_string()?,
+        error_message: r.opt_string()?,
+        traceback: r.opt_string()?,
+        handler: r.opt_string()?,
+    })
+}
+
+/// Appends the encoded transaction body to `buf`.
+pub fn encode_txn(ops: &[Op], buf: &mut Vec<u8>) {
+    let mut w = Writer::new(buf);
+    w.u32(ops.len() as u32);
+    for op in ops {
+        encode_op(&mut w, op);
+    }
+}
+
+fn encode_op(w: &mut Writer<'_>, op: &Op) {
+    match op {
+        Op::Enqueue {
+            topic,
+            msg,
+            supersedes,
+        } => {
+            w.u8(tag::ENQUEUE);
+            w.str(topic);
+            w.u64(supersedes.unwrap_or(0));
+            encode_message(w, msg);
+        }
+        Op::Replace {
+            id,
+            version,
+            payload,
+            meta,
+        } => {
+            w.u8(tag::REPLACE);
+            w.u64(*id);
+            w.u32(*version);
+            encode_meta(w, meta.as_deref());
+            w.bytes(payload);
+        }
+        Op::Checkout { ids } => {
+            w.u8(tag::CHECKOUT);
+            encode_ids(w, ids);
+        }
+        Op::Ack { ids } => {
+            w.u8(tag::ACK);
+            encode_ids(w, ids);
+        }
+        Op::Requeue {
+            id,
+            visible_at,
+            failed_at,
+        } => {
+            w.u8(tag::REQUEUE);
+            w.u64(*id);
+            w.u64(*visible_at);
+            w.u64(*failed_at);
+        }
+        Op::DeadLetter {
+            id,
+            reason,
+            failure,
+            at,
+        } => {
+            w.u8(tag::DEAD_LETTER);
+            w.u64(*id);
+            w.str(reason);
+            encode_failure(w, failure);
+            w.u64(*at);
+        }
+        Op::Drop { id } => {
+            w.u8(tag::DROP);
+            w.u64(*id);
+        }
+        Op::DlqRemove { ids } => {
+            w.u8(tag::DLQ_REMOVE);
+            encode_ids(w, ids);
+        }
+    }
+}
+
+/// Decodes a transaction body. Never panics on hostile input.
+pub fn decode_txn(body: &[u8]) -> Result<Vec<Op>, String> {
+    let mut r = Reader::new(body);
+    let ops = decode_ops(&mut r).map_err(|e| e.0)?;
+    if !r.is_empty() {
+        return Err(format!(
+            "{} trailing bytes after the last operation",
+            body.len() - r.pos()
+        ));
+    }
+    Ok(ops)
+}
+
+fn decode_ops(r: &mut Reader<'_>) -> DResult<Vec<Op>> {
+    let n = r.count(9)?;
+    let mut ops = Vec::with_capacity(n);
+    for _ in 0..n {
+        ops.push(decode_op(r)?);
+    }
+    Ok(ops)
+}
+
+fn decode_op(r: &mut Reader<'_>) -> DResult<Op> {
+    Ok(match r.u8()? {
+        tag::ENQUEUE => {
+            let topic = r.string()?;
+            let sup = r.u64()?;
+            let msg = decode_message(r, 0)?;
+            Op::Enqueue {
+                topic,
+                msg,
+                supersedes: (sup != 0).then_some(sup),
+            }
+        }
+        tag::REPLACE => {
+            let id = r.u64()?;
+            let version = r.u32()?;
+            let meta = decode_meta(r)?;
+            let payload = r.bytes()?.into();
+            Op::Replace {
+                id,
+                version,
+                payload,
+                meta,
+            }
+        }
+        tag::CHECKOUT => Op::Checkout {
+            ids: decode_ids(r)?,
+        },
+        tag::ACK => Op::Ack {
+            ids: decode_ids(r)?,
+        },
+        tag::REQUEUE => Op::Requeue {
+            id: r.u64()?,
+            visible_at: r.u64()?,
+            failed_at: r.u64()?,
+        },
+        tag::DEAD_LETTER => {
+            let id = r.u64()?;
+            let reason = r.string()?;
+            let failure = decode_failure(r)?;
+            Op::DeadLetter {
+                id,
+                reason,
+                failure,
+                at: r.u64()?,
+            }
+        }
+        tag::DROP => Op::Drop { id: r.u64()? },
+        tag::DLQ_REMOVE => Op::DlqRemove {
+            ids: decode_ids(r)?,
+        },
+        t => return Err(DecodeError(format!("unknown operation tag {t}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn msg(id: u64, payload: Vec<u8>, meta: Option<Box<Meta>>) -> Message {
+        Message {
+            id,
+            topic: 0,
+            state: MsgState::Ready,
+            superseded: false,
+            attempt: 2,
+            version: 3,
+            enqueued_at: 11,
+            visible_at: 12,
+            lease_token: 0,
+            lease_deadline: 0,
+            ticket: 0,
+            payload: payload.into(),
+            meta,
+        }
+    }
+
+    fn arb_meta() -> impl Strategy<Value = Option<Box<Meta>>> {
+        proptest::option::of(
+            (
+                proptest::option::of(".{0,8}"),
+                proptest::collection::vec((".{0,4}", ".{0,4}"), 0..3),
+                proptest::option::of("[a-z]{0,6}"),
+                proptest::option::of("[a-z]{0,6}"),
+                proptest::option::of(any::<u64>()),
+            )
+                .prop_map(|(k, h, c, ca, f)| {
+                    Box::new(Meta {
+                        dedup_key: k,
+                        headers: h,
+                        correlation_id: c,
+                        causation_id: ca,
+                        first_failed_at: f,
+                    })
+                }),
+        )
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..64),
+                arb_meta(),
+                any::<Option<u64>>()
+            )
+                .prop_map(|(id, p, m, s)| Op::Enqueue {
+                    topic: "t".into(),
+                    msg: msg(id, p, m),
+                    supersedes: s.filter(|v| *v != 0)
+                }),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..32),
+                arb_meta()
+            )
+                .prop_map(|(id, version, p, meta)| Op::Replace {
+                    id,
+                    version,
+                    payload: p.into(),
+                    meta
+                }),
+            proptest::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Op::Checkout { ids }),
+            proptest::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Op::Ack { ids }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(id, visible_at, failed_at)| {
+                Op::Requeue {
+                    id,
+                    visible_at,
+                    failed_at,
+                }
+            }),
+            (
+                any::<u64>(),
+                ".{0,10}",
+                proptest::option::of(".{0,10}"),
+                any::<u64>()
+            )
+                .prop_map(|(id, reason, e, at)| Op::DeadLetter {
+                    id,
+                    reason,
+                    failure: Failure {
+                        error_message: e,
+                        ..Default::default()
+                    },
+                    at
+                }),
+            any::<u64>().prop_map(|id| Op::Drop { id }),
+            proptest::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Op::DlqRemove { ids }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn txn_encoding_round_trips(ops in proptest::collection::vec(arb_op(), 0..6)) {
+            let mut buf = Vec::new();
+            encode_txn(&ops, &mut buf);
+            prop_assert_eq!(decode_txn(&buf).unwrap(), ops);
+        }
+
+        #[test]
+        fn txn_decoder_never_panics_on_garbage(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_txn(&data);
+        }
+
+        #[test]
+        fn txn_decoder_rejects_every_truncation(ops in proptest::collection::vec(arb_op(), 1..4)) {
+            let mut buf = Vec::new();
+            encode_txn(&ops, &mut buf);
+            for cut in 0..buf.len() {
+                prop_assert!(decode_txn(&buf[..cut]).is_err());
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Snapshots: the whole state at an LSN, written to a temp file, fsynced,
+//! renamed, and the directory fsynced (`storage::write_atomic`). After a
+//! snapshot is durable, journal segments wholly at or before its LSN are
+//! deleted, so disk use follows live data, not history.
+//!
+//! Layout (`docs/format.md`): a 40-byte header — magic `RINGQSNP`, format
+//! version (u32), header length (u32), LSN (u64), body length (u64), body
+//! CRC32C (u32), header CRC32C (u32) — then the body: next sequence, topic
+//! names, messages (each topic's ready list in order, then the delayed and
+//! in-flight ones), dead letters, and the eviction count.
+
+use crate::codec::{DResult, Reader, Writer};
+use crate::error::{Error, Result};
+use crate::record::{decode_failure, decode_message, encode_failure, encode_message};
+use crate::state::State;
+use crate::types::{DeadLetter, Lsn, MsgState};
+use std::path::Path;
+
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RINGQSNP";
+pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_HEADER_LEN: usize = 40;
+
+pub fn snapshot_name(lsn: Lsn) -> String {
+    format!("{lsn:020}.snap")
+}
+
+/// Encodes `state` as of `lsn` into a complete snapshot file image.
+pub(crate) fn encode(state: &State, lsn: Lsn) -> Vec<u8> {
+    let mut buf = vec![0u8; SNAPSHOT_HEADER_LEN];
+    // Rough size: payloads plus ~64 bytes of fields per message.
+    buf.reserve(state.slab.iter().map(|m| m.payload.len() + 64).sum());
+    let mut w = Writer::new(&mut buf);
+    w.u64(state.next_seq);
+    w.u32(state.topics.len() as u32);
+    for t in &state.topics {
+        w.str(&t.name);
+    }
+    w.u32(state.slab.live() as u32);
+    for t in &state.topics {
+        for id in t.ready.live_ids(&state.slab) {
+            let m = state.slab.get(id).expect("ready id is live");
+            w.u32(m.topic);
+            encode_message(&mut w, m);
+        }
+    }
+    for m in state.slab.iter().filter(|m| m.state != MsgState::Ready) {
+        w.u32(m.topic);
+        encode_message(&mut w, m);
+    }
+    w.u32(state.dlq.len() as u32);
+    for d in state.dlq.iter() {
+        w.str(&d.topic);
+        w.str(&d.reason);
+        encode_failure(&mut w, &d.failure);
+        w.u64(d.dead_lettered_at);
+        encode_message(&mut w, &d.message);
+    }
+    w.u64(state.dlq_evicted);
+    let body_len = (buf.len() - SNAPSHOT_HEADER_LEN) as u64;
+    let body_crc = crc32c::crc32c(&buf[SNAPSHOT_HEADER_LEN..]);
+    let h = &mut buf[..SNAPSHOT_HEADER_LEN];
+    h[0..8].copy_from_slice(SNAPSHOT_MAGIC);
+    h[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(SNAPSHOT_HEADER_LEN as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&lsn.to_le_bytes());
+    h[24..32].copy_from_slice(&body_len.to_le_bytes());
+    h[32..36].copy_from_slice(&body_crc.to_le_bytes());
+    let hcrc = crc32c::crc32c(&h[0..36]);
+    h[36..40].copy_from_slice(&hcrc.to_le_bytes());
+    buf
+}
+
+/// Decodes a snapshot file image into a state and its LSN.
+pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize) -> Result<(State, Lsn)> {
+    let bad = |off: usize, what: String| Error::corruption(path, off as u64, what);
+    if data.len() < SNAPSHOT_HEADER_LEN || &data[0..8] != SNAPSHOT_MAGIC {
+        return Err(bad(
+            0,
+            "not a ringq snapshot (bad magic or too short)".into(),
+        ));
+    }
+    let h = &data[..SNAPSHOT_HEADER_LEN];
+    let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4"));
+    let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8"));
+    if crc32c::crc32c(&h[0..36]) != u32_at(36) {
+        return Err(bad(0, "snapshot header fails its CRC check".into()));
+    }
+    let version = u32_at(8);
+    if version > SNAPSHOT_VERSION {
+        return Err(bad(
+            8,
+            format!("snapshot format {version} is newer than this ringq reads; upgrade ringq"),
+        ));
+    }
+    let lsn = u64_at(16);
+    let body_len = u64_at(24) as usize;
+    let body = data
+        .get(SNAPSHOT_HEADER_LEN..SNAPSHOT_HEADER_LEN.saturating_add(body_len))
+        .ok_or_else(|| {
+            bad(
+                SNAPSHOT_HEADER_LEN,
+                format!("body of {body_len} bytes is cut short"),
+            )
+        })?;
+    if crc32c::crc32c(body) != u32_at(32) {
+        return Err(bad(
+            SNAPSHOT_HEADER_LEN,
+            "snapshot body fails its CRC check".into(),
+        ));
+    }
+    let mut r = Reader::new(body);
+    let state = decode_body(&mut r, dlq_capacity).map_err(|e| {
+        bad(
+            SNAPSHOT_HEADER_LEN + r.pos(),
+            format!("undecodable snapshot body: {}", e.0),
+        )
+    })?;
+    Ok((state, lsn))
+}
+
+fn decode_body(r: &mut Reader<'_>, dlq_capacity: usize) -> DResult<State> {
+    use crate::codec::DecodeError;
+    let mut state = State::new(dlq_capacity);
+    state.next_seq = r.u64()?;
+    let nt = r.count(4)?;
+    for _ in 0..nt {
+        let name = r.str()?;
+        state.intern(name);
+    }
+    let nm = r.count(40)?;
+    for _ in 0..nm {
+        let topic = r.u32()?;
+        if topic as usize >= state.topics.len() {
+            return Err(DecodeError(format!(
+                "message names topic {topic} of {}",
+                state.topics.len()
+            )));
+        }
+        let m = decode_message(r, topic)?;
+        let name = state.topics[topic as usize].name.clone();
+        let op = crate::record::Op::Enqueue {
+            topic: name,
+            msg: m,
+            supersedes: None,
+        };
+        // An in-flight message goes in as such: apply() refuses in-flight
+        // enqueues, so place it ready and check it out without an attempt.
+        apply_snapshot_message(&mut state, op).map_err(DecodeError)?;
+    }
+    let nd = r.count(40)?;
+    for _ in 0..nd {
+        let topic = r.string()?;
+        let reason = r.string()?;
+        let failure = decode_failure(r)?;
+        let dead_lettered_at = r.u64()?;
+        let message = decode_message(r, 0)?;
+        state.dlq.push(
+            DeadLetter {
+                message,
+                topic,
+                reason,
+                failure,
+                dead_lettered_at,
+            },
+            usize::MAX,
+        );
+    }
+    state.dlq_evicted = r.u64()?;
+    if !r.is_empty() {
+        return Err(DecodeError("trailing bytes after the snapshot body".into()));
+    }
+    Ok(state)
+}
+
+fn apply_snapshot_message(
+    state: &mut State,
+    op: crate::record::Op,
+) -> std::result::Result<(), String> {
+    let crate::record::Op::Enqueue { topic, mut msg, .. } = op else {
+        unreachable!()
+    };
+    let in_flight = msg.state == MsgState::InFlight;
+    if in_flight {
+        msg.state = MsgState::Ready;
+    }
+    let (id, attempt) = (msg.id, msg.attempt);
+    state.apply(crate::record::Op::Enqueue {
+        topic,
+        msg,
+        supersedes: None,
+    })?;
+    if in_flight {
+        state.apply(crate::record::Op::Checkout { ids: vec![id] })?;
+        state.slab.get_mut(id).expect("just added").attempt = attempt;
+    }
+    Ok(())
+}

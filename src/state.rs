@@ -1,0 +1,323 @@
+//! The queue's in-memory state and the one function that changes it:
+//! `State::apply(op)`. The live path decides an operation, writes it to the
+//! journal, then applies it; recovery applies the journal's operations in
+//! LSN order with the same function. So a replayed state is the live state.
+//!
+//! Counts (`n_ready`, ...) are maintained here, next to the transitions, and
+//! checked against a recount by `check_invariants` in tests.
+
+use crate::dedup::DedupIndex;
+use crate::dlq::DeadLetterRing;
+use crate::record::Op;
+use crate::ring::{ReadyList, Slab};
+use crate::timers::{DelayHeap, LeaseHeap};
+use crate::types::{DeadLetter, Message, Micros, MsgState, SLOT_BITS};
+use parking_lot::Condvar;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(crate) struct Topic {
+    pub name: String,
+    pub ready: ReadyList,
+    pub n_ready: usize,
+    pub n_in_flight: usize,
+    pub n_delayed: usize,
+    /// Checkout waiters on this topic sleep here (with the engine's lock).
+    pub cv: Arc<Condvar>,
+    pub waiters: usize,
+}
+
+impl Topic {
+    fn new(name: String) -> Self {
+        Topic {
+            name,
+            ready: ReadyList::default(),
+            n_ready: 0,
+            n_in_flight: 0,
+            n_delayed: 0,
+            cv: Arc::new(Condvar::new()),
+            waiters: 0,
+        }
+    }
+}
+
+pub(crate) struct State {
+    pub slab: Slab,
+    pub topics: Vec<Topic>,
+    pub topic_ids: HashMap<String, u32>,
+    pub dedup: DedupIndex,
+    pub dlq: DeadLetterRing,
+    pub leases: LeaseHeap,
+    pub delays: DelayHeap,
+    /// The next id's sequence part; only grows.
+    pub next_seq: u64,
+    pub dlq_capacity: usize,
+    pub dlq_evicted: u64,
+}
+
+type Applied = Result<(), String>;
+
+impl State {
+    pub fn new(dlq_capacity: usize) -> Self {
+        State {
+            slab: Slab::default(),
+            topics: Vec::new(),
+            topic_ids: HashMap::new(),
+            dedup: DedupIndex::default(),
+            dlq: DeadLetterRing::default(),
+            leases: LeaseHeap::default(),
+            delays: DelayHeap::default(),
+            next_seq: 1,
+            dlq_capacity,
+            dlq_evicted: 0,
+        }
+    }
+
+    pub fn topic_id(&self, name: &str) -> Option<u32> {
+        self.topic_ids.get(name).copied()
+    }
+
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(t) = self.topic_ids.get(name) {
+            return *t;
+        }
+        let t = self.topics.len() as u32;
+        self.topics.push(Topic::new(name.to_owned()));
+        self.topic_ids.insert(name.to_owned(), t);
+        t
+    }
+
+    pub fn totals(&self) -> (usize, usize, usize) {
+        self.topics.iter().fold((0, 0, 0), |(r, f, d), t| {
+            (r + t.n_ready, f + t.n_in_flight, d + t.n_delayed)
+        })
+    }
+
+    /// Puts a message (already in the slab, `state` set) on its list.
+    fn place(&mut self, id: u64) {
+        let m = self.slab.get_mut(id).expect("placed message exists");
+        let t = &mut self.topics[m.topic as usize];
+        match m.state {
+            MsgState::Ready => {
+                t.ready.push(m);
+                t.n_ready += 1;
+            }
+            MsgState::Delayed => {
+                self.delays.push(m.visible_at, id);
+                t.n_delayed += 1;
+            }
+            MsgState::InFlight => {
+                t.n_in_flight += 1;
+                if m.lease_token != 0 {
+                    self.leases.set(id, m.lease_deadline);
+                }
+            }
+        }
+    }
+
+    /// Takes a message off its list (its ready entry goes stale by itself).
+    fn unplace(&mut self, id: u64) {
+        let m = self.slab.get_mut(id).expect("unplaced message exists");
+        let t = &mut self.topics[m.topic as usize];
+        match m.state {
+            MsgState::Ready => t.n_ready -= 1,
+            MsgState::Delayed => t.n_delayed -= 1,
+            MsgState::InFlight => {
+                t.n_in_flight -= 1;
+                m.lease_token = 0;
+                m.lease_deadline = 0;
+                self.leases.remove(id);
+            }
+        }
+    }
+
+    fn remove_message(&mut self, id: u64) -> Message {
+        self.unplace(id);
+        let m = self.slab.remove(id).expect("removed message exists");
+        if let Some(k) = m.dedup_key() {
+            self.dedup.remove_if(m.topic, k, m.id);
+        }
+        m
+    }
+
+    fn require(&self, id: u64, states: &[MsgState], what: &str) -> Applied {
+        match self.slab.get(id) {
+            Some(m) if states.contains(&m.state) => Ok(()),
+            Some(m) => Err(format!("{what}: message {id:016x} is {:?}", m.state)),
+            None => Err(format!("{what}: no message {id:016x}")),
+        }
+    }
+
+    /// Applies one operation. Errors mean the journal does not fit the state
+    /// (corruption or a bug); the live path never produces one.
+    pub fn apply(&mut self, op: Op) -> Applied {
+        use MsgState::*;
+        match op {
+            Op::Enqueue {
+                topic,
+                mut msg,
+                supersedes,
+            } => {
+                let tid = self.intern(&topic);
+                msg.topic = tid;
+                if matches!(msg.state, InFlight) {
+                    return Err(format!("enqueue of {:016x} in flight", msg.id));
+                }
+                if let Some(old) = supersedes {
+                    self.require(old, &[InFlight], "supersede")?;
+                    self.slab.get_mut(old).expect("checked").superseded = true;
+                }
+                let id = msg.id;
+                if let Some(k) = msg.dedup_key()
+                    && !msg.superseded
+                {
+                    self.dedup.set(tid, k, id);
+                }
+                self.next_seq = self.next_seq.max((id >> SLOT_BITS) + 1);
+                msg.lease_token = 0;
+                if !self.slab.insert(msg) {
+                    return Err(format!("enqueue of {id:016x}: slot is taken"));
+                }
+                self.place(id);
+            }
+            Op::Replace {
+                id,
+                version,
+                payload,
+                meta,
+            } => {
+                self.require(id, &[Ready, Delayed], "replace")?;
+                let m = self.slab.get_mut(id).expect("checked");
+                let first_failed_at = m.meta.as_ref().and_then(|x| x.first_failed_at);
+                m.version = version;
+                m.payload = payload;
+                m.meta = meta;
+                if first_failed_at.is_some() {
+                    m.meta_mut().first_failed_at = first_failed_at;
+                }
+            }
+            Op::Checkout { ids } => {
+                for id in ids {
+                    self.require(id, &[Ready, Delayed], "checkout")?;
+                    self.unplace(id);
+                    let m = self.slab.get_mut(id).expect("checked");
+                    m.state = InFlight;
+                    m.attempt = m.attempt.saturating_add(1);
+                    self.place(id);
+                }
+            }
+            Op::Ack { ids } => {
+                for id in &ids {
+                    self.require(*id, &[InFlight], "ack")?;
+                }
+                for id in ids {
+                    self.remove_message(id);
+                }
+            }
+            Op::Requeue {
+                id,
+                visible_at,
+                failed_at,
+            } => {
+                self.require(id, &[InFlight], "requeue")?;
+                self.unplace(id);
+                let m = self.slab.get_mut(id).expect("checked");
+                m.meta_mut().first_failed_at.get_or_insert(failed_at);
+                m.visible_at = visible_at;
+                m.state = if visible_at == 0 { Ready } else { Delayed };
+                self.place(id);
+            }
+            Op::DeadLetter {
+                id,
+                reason,
+                failure,
+                at,
+            } => {
+                self.require(id, &[Ready, Delayed, InFlight], "dead-letter")?;
+                let mut message = self.remove_message(id);
+                message.meta_mut().first_failed_at.get_or_insert(at);
+                let topic = self.topics[message.topic as usize].name.clone();
+                let dl = DeadLetter {
+                    message,
+                    topic,
+                    reason,
+                    failure,
+                    dead_lettered_at: at,
+                };
+                if self.dlq.push(dl, self.dlq_capacity).is_some() {
+                    self.dlq_evicted += 1;
+                }
+            }
+            Op::Drop { id } => {
+                self.require(id, &[Ready, Delayed, InFlight], "drop")?;
+                self.remove_message(id);
+            }
+            Op::DlqRemove { ids } => {
+                for id in ids {
+                    self.dlq.remove(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves delayed messages that are due to their ready lists; returns the
+    /// topics that got messages.
+    pub fn release_due(&mut self, now: Micros) -> Vec<u32> {
+        let mut woke = Vec::new();
+        while let Some((due, id)) = self.delays.pop_due(now) {
+            let Some(m) = self.slab.get_mut(id) else {
+                continue;
+            };
+            if m.state != MsgState::Delayed || m.visible_at != due {
+                continue;
+            }
+            let t = m.topic;
+            self.unplace(id);
+            let m = self.slab.get_mut(id).expect("exists");
+            m.state = MsgState::Ready;
+            self.place(id);
+            if !woke.contains(&t) {
+                woke.push(t);
+            }
+        }
+        woke
+    }
+
+    /// Grants a lease on an in-flight message (live path, after `apply`).
+    pub fn lease(&mut self, id: u64, token: u64, deadline: Micros) {
+        let m = self.slab.get_mut(id).expect("leased message exists");
+        m.lease_token = token;
+        m.lease_deadline = deadline;
+        self.leases.set(id, deadline);
+    }
+
+    /// Recounts everything; used by tests to check the maintained counts.
+    #[cfg(test)]
+    pub fn check_invariants(&self) {
+        let mut counts = vec![(0usize, 0usize, 0usize); self.topics.len()];
+        for m in self.slab.iter() {
+            let c = &mut counts[m.topic as usize];
+            match m.state {
+                MsgState::Ready => c.0 += 1,
+                MsgState::InFlight => c.1 += 1,
+                MsgState::Delayed => c.2 += 1,
+            }
+        }
+        for (t, c) in self.topics.iter().zip(&counts) {
+            assert_eq!(
+                (t.n_ready, t.n_in_flight, t.n_delayed),
+                *c,
+                "counts of topic {}",
+                t.name
+            );
+            assert_eq!(
+                t.ready.live_ids(&self.slab).count(),
+                c.0,
+                "ready list of {}",
+                t.name
+            );
+        }
+        assert_eq!(self.slab.live(), self.slab.iter().count());
+    }
+}

@@ -1,0 +1,299 @@
+//! Plain data: options, messages, dead letters and what calls return.
+
+use crate::error::{Error, Result};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Wall-clock microseconds since the Unix epoch (what the files store).
+pub type Micros = u64;
+/// Journal sequence number; the first record is 1.
+pub type Lsn = u64;
+
+pub fn now_micros() -> Micros {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The slot part of a message id has this many bits; the rest is a sequence
+/// number that never repeats, so ids are unique across restarts and sort in
+/// publish order.
+pub const SLOT_BITS: u32 = 24;
+pub const MAX_CAPACITY: usize = (1 << SLOT_BITS) - 1;
+pub const MAX_TOPIC: usize = 255;
+
+pub(crate) fn slot_of(id: u64) -> u32 {
+    (id & ((1u64 << SLOT_BITS) - 1)) as u32
+}
+
+/// When `publish`/`checkout` return: what durability means for each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Return after fsync; concurrent callers share one fsync (group commit).
+    Always,
+    /// fsync at least every `fsync_interval`.
+    Batch,
+    /// Leave flushing to the OS.
+    Os,
+}
+
+impl Durability {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "always" => Ok(Durability::Always),
+            "batch" => Ok(Durability::Batch),
+            "os" => Ok(Durability::Os),
+            other => Err(Error::Config(format!(
+                "durability={other:?}: expected \"always\", \"batch\" or \"os\""
+            ))),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Always => "always",
+            Durability::Batch => "batch",
+            Durability::Os => "os",
+        }
+    }
+}
+
+/// Queue options. Defaults are documented in the README's options table.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub capacity: usize,
+    pub durability: Durability,
+    pub fsync_interval: Duration,
+    pub max_attempts: u32,
+    pub segment_size: usize,
+    pub snapshot_every: u64,
+    pub snapshot_interval: Duration,
+    pub max_payload: usize,
+    pub max_key: usize,
+    pub max_headers: usize,
+    pub dlq_capacity: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            capacity: 100_000,
+            durability: Durability::Batch,
+            fsync_interval: Duration::from_millis(50),
+            max_attempts: 5,
+            segment_size: 16 * 1024 * 1024,
+            snapshot_every: 1_000_000,
+            snapshot_interval: Duration::from_secs(300),
+            max_payload: 1024 * 1024,
+            max_key: 1024,
+            max_headers: 64 * 1024,
+            dlq_capacity: 10_000,
+        }
+    }
+}
+
+impl Options {
+    /// Checks every field and reports all bad ones at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut bad = Vec::new();
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            bad.push(format!(
+                "capacity={} (must be 1..={MAX_CAPACITY})",
+                self.capacity
+            ));
+        }
+        if self.fsync_interval.is_zero() && self.durability == Durability::Batch {
+            bad.push("fsync_interval=0 (must be > 0 with durability=\"batch\")".into());
+        }
+        if self.max_attempts == 0 {
+            bad.push("max_attempts=0 (must be >= 1)".into());
+        }
+        if self.max_payload == 0 || self.max_payload > 64 * 1024 * 1024 {
+            bad.push(format!(
+                "max_payload={} (must be 1..=64 MiB)",
+                self.max_payload
+            ));
+        }
+        if self.max_key == 0 || self.max_key > 64 * 1024 {
+            bad.push(format!("max_key={} (must be 1..=65536)", self.max_key));
+        }
+        if self.max_headers > 16 * 1024 * 1024 {
+            bad.push(format!(
+                "max_headers={} (must be <= 16 MiB)",
+                self.max_headers
+            ));
+        }
+        let need = self.max_record_size() + crate::journal::SEGMENT_HEADER_LEN;
+        if self.segment_size < 64 * 1024
+            || self.segment_size < need
+            || self.segment_size > (1 << 31)
+        {
+            bad.push(format!(
+                "segment_size={} (must be >= 64 KiB, >= {need} to hold the largest record, and < 2 GiB)",
+                self.segment_size
+            ));
+        }
+        if self.snapshot_every == 0 {
+            bad.push("snapshot_every=0 (must be >= 1)".into());
+        }
+        if self.snapshot_interval.is_zero() {
+            bad.push("snapshot_interval=0 (must be > 0)".into());
+        }
+        if self.dlq_capacity == 0 {
+            bad.push("dlq_capacity=0 (must be >= 1)".into());
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(bad.join("; ")))
+        }
+    }
+
+    /// Upper bound of one single-message record (publish of a max-size message).
+    pub fn max_record_size(&self) -> usize {
+        self.max_payload + self.max_key + self.max_headers + 3 * MAX_TOPIC + 4096
+    }
+}
+
+/// Where a message is. (A free slot has no message.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MsgState {
+    Ready = 1,
+    Delayed = 2,
+    InFlight = 3,
+}
+
+impl MsgState {
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(MsgState::Ready),
+            2 => Some(MsgState::Delayed),
+            3 => Some(MsgState::InFlight),
+            _ => None,
+        }
+    }
+}
+
+/// Rarely-set fields, boxed so a plain message stays small.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub dedup_key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub first_failed_at: Option<Micros>,
+}
+
+/// A message in the ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: u64,
+    pub topic: u32,
+    pub state: MsgState,
+    pub superseded: bool,
+    pub attempt: u32,
+    pub version: u32,
+    pub enqueued_at: Micros,
+    pub visible_at: Micros,
+    /// Current lease (0 when not in flight) and its deadline.
+    pub lease_token: u64,
+    pub lease_deadline: Micros,
+    /// Incremented each time the message enters a ready list; a ready-list
+    /// entry is live only while its ticket matches (see `ring`).
+    pub ticket: u32,
+    pub payload: Box<[u8]>,
+    pub meta: Option<Box<Meta>>,
+}
+
+impl Message {
+    pub fn dedup_key(&self) -> Option<&str> {
+        self.meta.as_ref().and_then(|m| m.dedup_key.as_deref())
+    }
+    pub(crate) fn meta_mut(&mut self) -> &mut Meta {
+        self.meta.get_or_insert_with(Default::default)
+    }
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, Default)]
+pub struct NewMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub dedup_key: Option<String>,
+    pub delay: Option<Duration>,
+    pub headers: Vec<(String, String)>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+}
+
+/// What to do when a dedup key is already live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDuplicate {
+    #[default]
+    Replace,
+    Keep,
+}
+
+impl OnDuplicate {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "replace" => Ok(OnDuplicate::Replace),
+            "keep" => Ok(OnDuplicate::Keep),
+            o => Err(Error::Invalid(format!(
+                "on_duplicate={o:?}: expected \"replace\" or \"keep\""
+            ))),
+        }
+    }
+}
+
+/// How long a call may wait.
+#[derive(Debug, Clone, Copy)]
+pub enum Wait {
+    No,
+    Until(Instant),
+    Forever,
+}
+
+impl Wait {
+    /// `None` waits forever; `Some(0)` never waits.
+    pub fn from_timeout(t: Option<f64>) -> Wait {
+        match t {
+            None => Wait::Forever,
+            Some(s) if s <= 0.0 => Wait::No,
+            Some(s) => Wait::Until(Instant::now() + Duration::from_secs_f64(s.min(1e9))),
+        }
+    }
+}
+
+/// A delivered message (a copy; the ring keeps its own).
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub id: u64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub attempt: u32,
+    pub version: u32,
+    pub enqueued_at: Micros,
+    pub lease_token: u64,
+    pub lease_deadline: Micros,
+    pub meta: Option<Box<Meta>>,
+}
+
+/// Why a message failed, as the caller tells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failure {
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub traceback: Option<String>,
+    pub handler: Option<String>,
+}
+
+/// An entry of the dead-letter ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message: Message,
+    pub topic: String,
+    pub reason: String,
+    pub failure: Failure,
+    pub dead_lettered_at: Micros,
+}

@@ -1,0 +1,157 @@
+"""Dedup keys: replace in place, keep, supersede an in-flight holder, versions."""
+
+from __future__ import annotations
+
+import pytest
+import ringq
+from conftest import OpenQueue, drain
+
+
+def test_replace_in_place_keeps_id_and_position(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    first = q.publish(b"before", dedup_key="k")
+    other = q.publish(b"other")
+    again = q.publish(b"after", dedup_key="k")
+    assert again == first
+    s = q.stats()
+    assert (s["ready"], s["total"], s["replaced"]) == (2, 2, 1)
+    ds = drain(q)
+    assert [d.id for d in ds] == [first, other]
+    assert ds[0].payload == b"after"
+    assert ds[0].version == 2
+    assert ds[0].dedup_key == "k"
+    assert ds[1].version == 1
+
+
+def test_replace_bumps_version_each_time(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    ids = {q.publish(b"v%d" % i, dedup_key="k") for i in range(5)}
+    assert len(ids) == 1
+    [d] = q.checkout(timeout=0)
+    assert (d.version, d.payload) == (5, b"v4")
+
+
+def test_dedup_keys_are_per_topic(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    a = q.publish(b"a", "a", dedup_key="k")
+    b = q.publish(b"b", "b", dedup_key="k")
+    assert a != b
+    assert q.stats()["ready"] == 2
+
+
+def test_replace_of_delayed_message_keeps_it_delayed(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    first = q.publish(b"old", dedup_key="k", delay=60.0)
+    assert q.publish(b"new", dedup_key="k", delay=60.0) == first
+    s = q.stats()
+    assert (s["delayed"], s["ready"], s["total"]) == (1, 0, 1)
+
+
+def test_keep_returns_live_id_and_ignores_new_payload(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    first = q.publish(b"original", dedup_key="k")
+    assert q.publish(b"ignored", dedup_key="k", on_duplicate="keep") == first
+    s = q.stats()
+    assert (s["kept"], s["replaced"], s["total"]) == (1, 0, 1)
+    [d] = q.checkout(timeout=0)
+    assert (d.id, d.payload, d.version) == (first, b"original", 1)
+    # keep also applies while the holder is in flight
+    assert q.publish(b"ignored again", dedup_key="k", on_duplicate="keep") == first
+    assert q.stats()["total"] == 1
+    assert not q._engine.is_superseded(d)
+
+
+def test_replace_while_in_flight_queues_new_message_and_supersedes_old(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue()
+    first = q.publish(b"v1", dedup_key="k")
+    [held] = q.checkout(timeout=0)
+    assert not q._engine.is_superseded(held)
+    second = q.publish(b"v2", dedup_key="k")
+    assert second != first
+    assert second > first
+    assert q._engine.is_superseded(held)
+    s = q.stats()
+    assert (s["ready"], s["in_flight"], s["superseded"]) == (1, 1, 1)
+    # the supersede publishes replace the queued successor in place
+    assert q.publish(b"v3", dedup_key="k") == second
+    [d] = q.checkout(timeout=0)
+    assert (d.id, d.payload, d.attempt) == (second, b"v3", 1)
+
+
+def test_nack_of_superseded_message_drops_it_instead_of_retrying(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue()
+    first = q.publish(b"v1", dedup_key="k")
+    [held] = q.checkout(timeout=0)
+    second = q.publish(b"v2", dedup_key="k")
+    q.nack(held, error="failed")
+    s = q.stats()
+    assert s["superseded_dropped"] == 1
+    assert s["dead"] == 0
+    assert (s["ready"], s["in_flight"], s["total"]) == (1, 0, 1)
+    ds = drain(q)
+    assert [d.id for d in ds] == [second]
+    assert first not in {d.id for d in ds}
+    assert len(q.dlq) == 0
+
+
+def test_ack_of_superseded_message_leaves_successor_queued(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    q.publish(b"v1", dedup_key="k")
+    [held] = q.checkout(timeout=0)
+    second = q.publish(b"v2", dedup_key="k")
+    q.ack(held)
+    [d] = q.checkout(timeout=0)
+    assert (d.id, d.payload) == (second, b"v2")
+
+
+def test_expected_version_zero_means_must_not_exist(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    first = q.publish(b"v1", dedup_key="k", expected_version=0)
+    with pytest.raises(ringq.VersionConflict) as info:
+        q.publish(b"v1 again", dedup_key="k", expected_version=0)
+    assert (info.value.expected, info.value.actual) == (0, 1)
+    assert q.publish(b"v2", dedup_key="k", expected_version=1) == first
+    with pytest.raises(ringq.VersionConflict) as info:
+        q.publish(b"stale", dedup_key="k", expected_version=1)
+    assert (info.value.expected, info.value.actual) == (1, 2)
+    with pytest.raises(ringq.VersionConflict) as info:
+        q.publish(b"future", dedup_key="k", expected_version=5)
+    assert (info.value.expected, info.value.actual) == (5, 2)
+    # conflicts change nothing
+    s = q.stats()
+    assert (s["total"], s["replaced"]) == (1, 1)
+    [d] = q.checkout(timeout=0)
+    assert (d.id, d.payload, d.version) == (first, b"v2", 2)
+
+
+def test_expected_version_on_missing_key_conflicts(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    with pytest.raises(ringq.VersionConflict) as info:
+        q.publish(b"x", dedup_key="k", expected_version=3)
+    assert (info.value.expected, info.value.actual) == (3, 0)
+    assert q.stats()["total"] == 0
+
+
+def test_key_is_free_again_after_ack(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    first = q.publish(b"v1", dedup_key="k")
+    [d] = q.checkout(timeout=0)
+    q.ack(d)
+    second = q.publish(b"v2", dedup_key="k", expected_version=0)
+    assert second > first
+    [d2] = q.checkout(timeout=0)
+    assert (d2.id, d2.version, d2.payload) == (second, 1, b"v2")
+
+
+def test_dedup_survives_reopen(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    first = q.publish(b"v1", dedup_key="k")
+    q.close()
+    q = open_queue()
+    assert q.publish(b"v2", dedup_key="k") == first
+    [d] = q.checkout(timeout=0)
+    assert (d.id, d.version, d.payload) == (first, 2, b"v2")

@@ -1,0 +1,125 @@
+"""Storage faults (disk full, I/O errors) fail the call cleanly; the queue recovers.
+
+Faults come from the engine's private test hook
+``Engine._inject_fault(kind, errno, count)``: the next ``count`` operations of
+that kind fail with ``errno`` (``-1``: until cleared with ``count=0``).
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import ringq
+from conftest import OpenQueue, drain
+
+SEGMENT = 1024 * 1024
+UNCHANGED = ("published", "total", "ready", "lsn", "journal_segments")
+
+
+def test_enospc_creating_next_segment_fails_publish_and_changes_nothing(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue(segment_size=SEGMENT)
+    payload = b"s" * (32 * 1024)
+    published: list[str] = []
+    q._engine._inject_fault("segment_create", errno.ENOSPC, -1)
+    for i in range(4 * SEGMENT // len(payload)):
+        before = q.stats()
+        try:
+            published.append(q.publish(payload + b"%d" % i))
+        except ringq.StorageError as exc:
+            error = exc
+            break
+    else:
+        pytest.fail("publishing 4 segments' worth never needed a new segment")
+    assert isinstance(error, OSError)
+    assert error.errno == errno.ENOSPC
+    after = q.stats()
+    for key in UNCHANGED:
+        assert after[key] == before[key], key
+    # still failing while the disk is "full"; batches too
+    with pytest.raises(ringq.StorageError):
+        q.publish(payload)
+    with pytest.raises(ringq.StorageError):
+        q.publish_many([payload, payload])
+    assert q.stats()["published"] == before["published"]
+
+    q._engine._inject_fault("segment_create", 0, 0)
+    published.append(q.publish(b"after the fault"))
+    published += q.publish_many([payload] * 40)
+    q.close()
+
+    q = open_queue(segment_size=SEGMENT)
+    assert [d.id for d in drain(q)] == published
+
+
+def test_eio_on_fsync_with_durability_always_raises_storage_error(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue(durability="always")
+    first = q.publish(b"before")
+    q._engine._inject_fault("sync", errno.EIO, 1)
+    with pytest.raises(ringq.StorageError) as info:
+        q.publish(b"during")
+    assert info.value.errno == errno.EIO
+    # the fault is over: the queue works again
+    second = q.publish(b"after")
+    [d] = q.checkout(timeout=0)
+    assert d.id == first
+    q.ack(d)
+    q.close()
+
+    q = open_queue(durability="always")
+    ids = [d.id for d in drain(q)]
+    assert first not in ids
+    assert second in ids
+    assert ids == sorted(ids)
+
+
+def test_eio_on_fsync_fails_ack_until_cleared(open_queue: OpenQueue) -> None:
+    q = open_queue(durability="always")
+    q.publish(b"x")
+    [d] = q.checkout(timeout=0)
+    q._engine._inject_fault("sync", errno.EIO, -1)
+    with pytest.raises(ringq.StorageError):
+        q.ack(d)
+    with pytest.raises(ringq.StorageError):
+        q.publish(b"y")
+    q._engine._inject_fault("sync", 0, 0)
+    q.publish(b"z")
+    assert q.stats()["fsyncs"] > 0
+
+
+def test_enospc_writing_snapshot_fails_snapshot_only(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    ids = q.publish_many([b"%d" % i for i in range(100)])
+    good = q.snapshot()
+    q._engine._inject_fault("snapshot_write", errno.ENOSPC, 1)
+    with pytest.raises(ringq.StorageError) as info:
+        q.snapshot()
+    assert info.value.errno == errno.ENOSPC
+    assert q.stats()["snapshot_lsn"] == good
+    ids.append(q.publish(b"after"))
+    [d] = q.checkout(timeout=0)
+    q.ack(d)
+    assert q.snapshot() > good
+    q.close()
+
+    q = open_queue()
+    assert [x.id for x in drain(q)] == ids[1:]
+
+
+def test_failing_automatic_snapshots_do_not_fail_publishes_or_lose_data(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue(snapshot_every=50)
+    start = q.stats()["snapshot_lsn"]
+    q._engine._inject_fault("snapshot_write", errno.ENOSPC, -1)
+    ids = [q.publish(b"%d" % i) for i in range(500)]
+    assert q.stats()["snapshot_lsn"] == start
+    q._engine._inject_fault("snapshot_write", 0, 0)
+    ids.append(q.publish(b"last"))
+    q.close()
+    q = open_queue()
+    assert [d.id for d in drain(q)] == ids
