@@ -195,3 +195,9 @@ fn apply_snapshot_message(
     }
     Ok(())
 }
+
+/// Decodes a snapshot image completely (every message and dead letter) and
+/// returns its LSN; for `verify` tools and the fuzzer.
+pub fn verify(path: &Path, data: &[u8]) -> Result<Lsn> {
+    decode(path, data, usize::MAX).map(|(_, lsn)| lsn)
+}
