@@ -75,14 +75,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     pub fn u32(&mut self) -> DResult<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
     pub fn u64(&mut self) -> DResult<u64> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
     pub fn bytes(&mut self) -> DResult<&'a [u8]> {
         let n = self.u32()? as usize;
@@ -107,9 +103,7 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         let left = self.data.len() - self.pos;
         if n.saturating_mul(min_size.max(1)) > left {
-            return Err(DecodeError(format!(
-                "count {n} larger than the {left} bytes left"
-            )));
+            return Err(DecodeError(format!("count {n} larger than the {left} bytes left")));
         }
         Ok(n)
     }

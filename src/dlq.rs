@@ -11,14 +11,16 @@ pub(crate) struct DeadLetterRing {
 }
 
 impl DeadLetterRing {
-    /// Adds an entry; returns the evicted oldest one when over `capacity`.
-    pub fn push(&mut self, dl: DeadLetter, capacity: usize) -> Option<DeadLetter> {
+    /// Adds an entry; evicts the oldest while over `capacity` (the capacity
+    /// may have shrunk since the entries were written); returns how many.
+    pub fn push(&mut self, dl: DeadLetter, capacity: usize) -> usize {
         self.entries.push_back(dl);
-        if self.entries.len() > capacity {
-            self.entries.pop_front()
-        } else {
-            None
+        let mut evicted = 0;
+        while self.entries.len() > capacity {
+            self.entries.pop_front();
+            evicted += 1;
         }
+        evicted
     }
 
     pub fn get(&self, id: u64) -> Option<&DeadLetter> {

@@ -17,31 +17,15 @@ pub enum Error {
     /// Lease tokens that no longer match their message (expired, re-delivered, acked).
     LeaseLost { ids: Vec<u64> },
     /// `expected_version` did not match.
-    VersionConflict {
-        key: String,
-        expected: u32,
-        actual: u32,
-    },
+    VersionConflict { key: String, expected: u32, actual: u32 },
     /// A payload, key, topic or header block over its limit.
-    Limit {
-        what: &'static str,
-        size: usize,
-        limit: usize,
-    },
+    Limit { what: &'static str, size: usize, limit: usize },
     /// A bad option value.
     Config(String),
     /// A damaged file: where, and what is wrong.
-    Corruption {
-        path: PathBuf,
-        offset: u64,
-        detail: String,
-    },
+    Corruption { path: PathBuf, offset: u64, detail: String },
     /// A failed write/fsync/create: the operation and the OS error.
-    Storage {
-        op: String,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Storage { op: String, path: PathBuf, source: io::Error },
     /// No message or dead letter with that id.
     NotFound(String),
     /// Bad argument that is not a limit (unknown `on_duplicate`, empty topic, ...).
@@ -51,28 +35,12 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn storage(
-        op: impl Into<String>,
-        path: impl Into<PathBuf>,
-        source: io::Error,
-    ) -> Self {
-        Error::Storage {
-            op: op.into(),
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn storage(op: impl Into<String>, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Storage { op: op.into(), path: path.into(), source }
     }
 
-    pub(crate) fn corruption(
-        path: impl Into<PathBuf>,
-        offset: u64,
-        detail: impl Into<String>,
-    ) -> Self {
-        Error::Corruption {
-            path: path.into(),
-            offset,
-            detail: detail.into(),
-        }
+    pub(crate) fn corruption(path: impl Into<PathBuf>, offset: u64, detail: impl Into<String>) -> Self {
+        Error::Corruption { path: path.into(), offset, detail: detail.into() }
     }
 
     /// The OS errno of a storage error, if any.
@@ -91,19 +59,14 @@ pub(crate) fn fmt_id(id: u64) -> String {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Locked {
-                path,
-                pid: Some(pid),
-            } => write!(
+            Error::Locked { path, pid: Some(pid) } => write!(
                 f,
                 "queue directory {} is owned by process {pid}; close that queue or wait for the process to exit",
                 path.display()
             ),
-            Error::Locked { path, pid: None } => write!(
-                f,
-                "queue directory {} is owned by another process (pid unknown)",
-                path.display()
-            ),
+            Error::Locked { path, pid: None } => {
+                write!(f, "queue directory {} is owned by another process (pid unknown)", path.display())
+            }
             Error::Full { capacity } => write!(
                 f,
                 "queue is full ({capacity} messages); ack messages, raise `capacity`, or publish with block=True"
@@ -118,31 +81,16 @@ impl fmt::Display for Error {
                     shown.join(", ")
                 )
             }
-            Error::VersionConflict {
-                key,
-                expected,
-                actual,
-            } => write!(
+            Error::VersionConflict { key, expected, actual } => write!(
                 f,
                 "version conflict on dedup key {key:?}: expected version {expected}, live version is {actual}"
             ),
             Error::Limit { what, size, limit } => {
-                write!(
-                    f,
-                    "{what} is {size} bytes, over the limit of {limit} bytes; nothing was written"
-                )
+                write!(f, "{what} is {size} bytes, over the limit of {limit} bytes; nothing was written")
             }
             Error::Config(msg) => write!(f, "invalid option: {msg}"),
-            Error::Corruption {
-                path,
-                offset,
-                detail,
-            } => {
-                write!(
-                    f,
-                    "corrupt file {} at offset {offset}: {detail}",
-                    path.display()
-                )
+            Error::Corruption { path, offset, detail } => {
+                write!(f, "corrupt file {} at offset {offset}: {detail}", path.display())
             }
             Error::Storage { op, path, source } => {
                 write!(f, "{op} failed for {}: {source}", path.display())

@@ -111,17 +111,12 @@ impl Journal {
         existing: Vec<(Lsn, PathBuf)>,
     ) -> Result<Journal> {
         let active = Self::new_segment(dir, &faults, segment_size, next_lsn)?;
-        storage::sync_dir(dir)
-            .map_err(|e| Error::storage("fsync of the queue directory", dir, e))?;
+        storage::sync_dir(dir).map_err(|e| Error::storage("fsync of the queue directory", dir, e))?;
         let closed = existing
             .into_iter()
             .map(|(first_lsn, path)| {
                 let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                Closed {
-                    first_lsn,
-                    path,
-                    len,
-                }
+                Closed { first_lsn, path, len }
             })
             .collect();
         Ok(Journal {
@@ -140,14 +135,8 @@ impl Journal {
         let path = dir.join(segment_name(first_lsn));
         let file = storage::create_segment(faults, &path, size, &segment_header(first_lsn))
             .map_err(|e| Error::storage("creating journal segment", &path, e))?;
-        let map =
-            map_segment(&file).map_err(|e| Error::storage("mapping journal segment", &path, e))?;
-        Ok(Active {
-            path,
-            file: Arc::new(file),
-            map,
-            pos: SEGMENT_HEADER_LEN,
-        })
+        let map = map_segment(&file).map_err(|e| Error::storage("mapping journal segment", &path, e))?;
+        Ok(Active { path, file: Arc::new(file), map, pos: SEGMENT_HEADER_LEN })
     }
 
     pub fn next_lsn(&self) -> Lsn {
@@ -165,6 +154,9 @@ impl Journal {
         self.scratch.resize(RECORD_HEADER_LEN, 0);
         encode_txn(ops, &mut self.scratch);
         let need = self.scratch.len();
+        if need - RECORD_HEADER_LEN > u32::MAX as usize {
+            return Err(Error::Limit { what: "journal record (batch)", size: need, limit: u32::MAX as usize });
+        }
         if self.active.pos + need > self.active.map.len() {
             self.roll(need + SEGMENT_HEADER_LEN, sync)?;
         }
@@ -189,20 +181,12 @@ impl Journal {
         let synced = storage::sync_file(&self.faults, &self.active.file);
         if let Err(e) = synced {
             let _ = fs::remove_file(&new.path);
-            return Err(Error::storage(
-                "fsync of journal segment",
-                &self.active.path,
-                e,
-            ));
+            return Err(Error::storage("fsync of journal segment", &self.active.path, e));
         }
         let _ = storage::sync_dir(&self.dir);
         let old = std::mem::replace(&mut self.active, new);
         let len = old.map.len() as u64;
-        self.closed.push(Closed {
-            first_lsn: self.active_first_lsn,
-            path: old.path,
-            len,
-        });
+        self.closed.push(Closed { first_lsn: self.active_first_lsn, path: old.path, len });
         self.active_first_lsn = self.next_lsn;
         sync.synced_externally(self.next_lsn - 1, Some(self.active.file.clone()));
         Ok(())
@@ -212,12 +196,7 @@ impl Journal {
     /// durable snapshot).
     pub fn delete_through(&mut self, lsn: Lsn) {
         let mut keep = Vec::new();
-        let firsts: Vec<Lsn> = self
-            .closed
-            .iter()
-            .map(|c| c.first_lsn)
-            .chain([self.active_first_lsn])
-            .collect();
+        let firsts: Vec<Lsn> = self.closed.iter().map(|c| c.first_lsn).chain([self.active_first_lsn]).collect();
         for (i, c) in std::mem::take(&mut self.closed).into_iter().enumerate() {
             let last = firsts[i + 1] - 1;
             if last <= lsn {
@@ -270,14 +249,13 @@ pub fn read_segment_header(path: &Path, data: &[u8]) -> Result<Option<Lsn>> {
     }
     let h = &data[..SEGMENT_HEADER_LEN];
     if &h[0..8] != SEGMENT_MAGIC {
-        return Err(Error::corruption(
-            path,
-            0,
-            "not a ringq journal segment (bad magic)",
-        ));
+        return Err(Error::corruption(path, 0, "not a ringq journal segment (bad magic)"));
     }
     let crc = u32::from_le_bytes(h[28..32].try_into().expect("4"));
     if crc32c::crc32c(&h[0..28]) != crc {
+        if valid_record_after(data, SEGMENT_HEADER_LEN, 0) {
+            return Err(Error::corruption(path, 0, "segment header fails its CRC check but holds valid records"));
+        }
         return Ok(None);
     }
     let version = u32::from_le_bytes(h[8..12].try_into().expect("4"));
@@ -285,9 +263,7 @@ pub fn read_segment_header(path: &Path, data: &[u8]) -> Result<Option<Lsn>> {
         return Err(Error::corruption(
             path,
             8,
-            format!(
-                "format version {version} is newer than this ringq reads ({FORMAT_VERSION}); upgrade ringq"
-            ),
+            format!("format version {version} is newer than this ringq reads ({FORMAT_VERSION}); upgrade ringq"),
         ));
     }
     Ok(Some(u64::from_le_bytes(h[16..24].try_into().expect("8"))))
@@ -333,9 +309,7 @@ pub fn scan_segment(
     let mut next = expect_first;
     let mut records = 0;
     loop {
-        if off + RECORD_HEADER_LEN > data.len()
-            || data[off..off + RECORD_HEADER_LEN].iter().all(|b| *b == 0)
-        {
+        if off + RECORD_HEADER_LEN > data.len() || data[off..off + RECORD_HEADER_LEN].iter().all(|b| *b == 0) {
             // End of data. Anything non-zero after here is a torn write.
             let rest = &data[off.min(data.len())..];
             let torn = rest.iter().rposition(|b| *b != 0).map(|last| TornTail {
@@ -344,19 +318,9 @@ pub fn scan_segment(
                 bytes: last as u64 + 1,
             });
             if torn.is_some() && valid_record_after(data, off + 1, next.saturating_sub(1)) {
-                return Err(Error::corruption(
-                    path,
-                    off as u64,
-                    "zeroed record followed by valid records",
-                ));
+                return Err(Error::corruption(path, off as u64, "zeroed record followed by valid records"));
             }
-            return Ok(SegmentScan {
-                first_lsn: expect_first,
-                last_lsn: next - 1,
-                end: off as u64,
-                records,
-                torn,
-            });
+            return Ok(SegmentScan { first_lsn: expect_first, last_lsn: next - 1, end: off as u64, records, torn });
         }
         match valid_record_at(data, off) {
             Some((lsn, end)) if lsn == next => {
@@ -369,9 +333,7 @@ pub fn scan_segment(
                 return Err(Error::corruption(
                     path,
                     off as u64,
-                    format!(
-                        "record has LSN {lsn}, expected {next} (records missing or out of order)"
-                    ),
+                    format!("record has LSN {lsn}, expected {next} (records missing or out of order)"),
                 ));
             }
             None => {
@@ -388,11 +350,7 @@ pub fn scan_segment(
                     last_lsn: next - 1,
                     end: off as u64,
                     records,
-                    torn: Some(TornTail {
-                        path: path.to_owned(),
-                        offset: off as u64,
-                        bytes: last_nonzero as u64 + 1,
-                    }),
+                    torn: Some(TornTail { path: path.to_owned(), offset: off as u64, bytes: last_nonzero as u64 + 1 }),
                 });
             }
         }
@@ -402,17 +360,13 @@ pub fn scan_segment(
 /// Maps a segment read-only for scanning.
 pub fn map_for_read(path: &Path) -> Result<Option<Mmap>> {
     let file = File::open(path).map_err(|e| Error::storage("opening journal segment", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::storage("stat of journal segment", path, e))?
-        .len();
+    let len = file.metadata().map_err(|e| Error::storage("stat of journal segment", path, e))?.len();
     if len == 0 {
         return Ok(None);
     }
     // SAFETY: read-only view; ringq never truncates a segment that another
     // handle may be reading.
-    let map = unsafe { Mmap::map(&file) }
-        .map_err(|e| Error::storage("mapping journal segment", path, e))?;
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::storage("mapping journal segment", path, e))?;
     Ok(Some(map))
 }
 
@@ -425,10 +379,8 @@ pub fn zero_torn_tail(faults: &Faults, torn: &TornTail) -> Result<()> {
         .open(&torn.path)
         .map_err(|e| Error::storage("opening torn segment", &torn.path, e))?;
     let zeros = vec![0u8; torn.bytes as usize];
-    file.write_all_at(&zeros, torn.offset)
-        .map_err(|e| Error::storage("zeroing torn tail", &torn.path, e))?;
-    storage::sync_file(faults, &file)
-        .map_err(|e| Error::storage("fsync of repaired segment", &torn.path, e))
+    file.write_all_at(&zeros, torn.offset).map_err(|e| Error::storage("zeroing torn tail", &torn.path, e))?;
+    storage::sync_file(faults, &file).map_err(|e| Error::storage("fsync of repaired segment", &torn.path, e))
 }
 
 #[cfg(test)]
@@ -498,19 +450,13 @@ mod tests {
             let whole = ends.iter().filter(|e| **e <= cut).count() as u64;
             assert_eq!(scan.records, whole, "cut at {cut}");
             assert_eq!(seen, (1..=whole).collect::<Vec<_>>());
-            assert_eq!(
-                scan.torn.is_some(),
-                !ends.contains(&cut) && cut != SEGMENT_HEADER_LEN
-            );
+            assert_eq!(scan.torn.is_some(), !ends.contains(&cut) && cut != SEGMENT_HEADER_LEN);
         }
     }
 
     #[test]
     fn journal_lsn_gap_is_corruption() {
         let data = segment_with(&[rec(1), rec(3)]);
-        assert!(matches!(
-            scan_segment(Path::new("x"), &data, 1, |_, _, _| Ok(())),
-            Err(Error::Corruption { .. })
-        ));
+        assert!(matches!(scan_segment(Path::new("x"), &data, 1, |_, _, _| Ok(())), Err(Error::Corruption { .. })));
     }
 }

@@ -25,10 +25,7 @@ pub struct DirLock {
 
 pub fn read_owner_pid(dir: &Path) -> Option<u32> {
     let mut s = String::new();
-    File::open(dir.join(LOCK_FILE))
-        .ok()?
-        .read_to_string(&mut s)
-        .ok()?;
+    File::open(dir.join(LOCK_FILE)).ok()?.read_to_string(&mut s).ok()?;
     s.trim().parse().ok()
 }
 
@@ -46,10 +43,7 @@ impl DirLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: dir.to_owned(),
-                    pid: read_owner_pid(dir),
-                });
+                return Err(Error::Locked { path: dir.to_owned(), pid: read_owner_pid(dir) });
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(Error::storage("locking", &path, e));
@@ -66,19 +60,36 @@ impl DirLock {
     }
 }
 
+/// Checks the manifest (if any) without changing it.
+pub fn check_manifest(dir: &Path) -> Result<()> {
+    read_epoch(dir).map(|_| ())
+}
+
 /// Reads the manifest (if any), checks its version, writes it back with the
 /// epoch increased, and returns the new epoch.
 pub fn bump_epoch(dir: &Path) -> Result<u64> {
     let path = dir.join(MANIFEST_FILE);
-    let epoch = match std::fs::read(&path) {
+    let epoch = read_epoch(dir)? + 1;
+    let mut data = Vec::with_capacity(24);
+    data.extend_from_slice(MANIFEST_MAGIC);
+    data.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+    data.extend_from_slice(&epoch.to_le_bytes());
+    let crc = crc32c::crc32c(&data);
+    data.extend_from_slice(&crc.to_le_bytes());
+    storage::write_atomic(None, dir, MANIFEST_FILE, &data)
+        .map_err(|e| Error::storage("writing the manifest", &path, e))?;
+    Ok(epoch)
+}
+
+fn read_epoch(dir: &Path) -> Result<u64> {
+    let path = dir.join(MANIFEST_FILE);
+    match std::fs::read(&path) {
         Ok(data) => {
             let bad = |what: &str| Error::corruption(&path, 0, what.to_string());
             if data.len() != 24 || &data[0..8] != MANIFEST_MAGIC {
                 return Err(bad("not a ringq manifest"));
             }
-            if crc32c::crc32c(&data[0..20])
-                != u32::from_le_bytes(data[20..24].try_into().expect("4"))
-            {
+            if crc32c::crc32c(&data[0..20]) != u32::from_le_bytes(data[20..24].try_into().expect("4")) {
                 return Err(bad("manifest fails its CRC check"));
             }
             let version = u32::from_le_bytes(data[8..12].try_into().expect("4"));
@@ -89,21 +100,11 @@ pub fn bump_epoch(dir: &Path) -> Result<u64> {
                     format!("queue format {version} is newer than this ringq reads; upgrade ringq"),
                 ));
             }
-            u64::from_le_bytes(data[12..20].try_into().expect("8"))
+            Ok(u64::from_le_bytes(data[12..20].try_into().expect("8")))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(Error::storage("reading the manifest", &path, e)),
-    };
-    let epoch = epoch + 1;
-    let mut data = Vec::with_capacity(24);
-    data.extend_from_slice(MANIFEST_MAGIC);
-    data.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
-    data.extend_from_slice(&epoch.to_le_bytes());
-    let crc = crc32c::crc32c(&data);
-    data.extend_from_slice(&crc.to_le_bytes());
-    storage::write_atomic(None, dir, MANIFEST_FILE, &data)
-        .map_err(|e| Error::storage("writing the manifest", &path, e))?;
-    Ok(epoch)
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::storage("reading the manifest", &path, e)),
+    }
 }
 
 /// Creates the directory with mode 0700 if it does not exist.

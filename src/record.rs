@@ -26,35 +26,17 @@ mod tag {
 pub enum Op {
     /// A new message. `supersedes` names the in-flight holder of the same
     /// dedup key that this message supersedes.
-    Enqueue {
-        topic: String,
-        msg: Message,
-        supersedes: Option<u64>,
-    },
+    Enqueue { topic: String, msg: Message, supersedes: Option<u64> },
     /// Replace a ready/delayed message's payload and metadata in place.
-    Replace {
-        id: u64,
-        version: u32,
-        payload: Box<[u8]>,
-        meta: Option<Box<Meta>>,
-    },
+    Replace { id: u64, version: u32, payload: Box<[u8]>, meta: Option<Box<Meta>> },
     /// Deliveries: each message goes in flight, attempt + 1.
     Checkout { ids: Vec<u64> },
     /// Removed by their lease holders.
     Ack { ids: Vec<u64> },
     /// Back to ready (`visible_at` <= now) or delayed, after a failure at `failed_at`.
-    Requeue {
-        id: u64,
-        visible_at: Micros,
-        failed_at: Micros,
-    },
+    Requeue { id: u64, visible_at: Micros, failed_at: Micros },
     /// Moved to the dead-letter ring.
-    DeadLetter {
-        id: u64,
-        reason: String,
-        failure: Failure,
-        at: Micros,
-    },
+    DeadLetter { id: u64, reason: String, failure: Failure, at: Micros },
     /// Removed without a dead letter (a superseded message that failed).
     Drop { id: u64 },
     /// Dead letters removed (purge, or replay which also enqueues copies).
@@ -103,13 +85,7 @@ pub(crate) fn decode_meta(r: &mut Reader<'_>) -> DResult<Option<Box<Meta>>> {
         1 => Some(r.u64()?),
         t => return Err(DecodeError(format!("bad first_failed_at tag {t}"))),
     };
-    Ok(Some(Box::new(Meta {
-        dedup_key,
-        headers,
-        correlation_id,
-        causation_id,
-        first_failed_at,
-    })))
+    Ok(Some(Box::new(Meta { dedup_key, headers, correlation_id, causation_id, first_failed_at })))
 }
 
 /// Every field of a message except its topic (the caller writes the topic as a
@@ -129,8 +105,7 @@ pub(crate) fn encode_message(w: &mut Writer<'_>, m: &Message) {
 
 pub(crate) fn decode_message(r: &mut Reader<'_>, topic: u32) -> DResult<Message> {
     let id = r.u64()?;
-    let state =
-        MsgState::from_u8(r.u8()?).ok_or_else(|| DecodeError("bad message state".into()))?;
+    let state = MsgState::from_u8(r.u8()?).ok_or_else(|| DecodeError("bad message state".into()))?;
     let superseded = match r.u8()? {
         0 => false,
         1 => true,
@@ -198,22 +173,13 @@ pub fn encode_txn(ops: &[Op], buf: &mut Vec<u8>) {
 
 fn encode_op(w: &mut Writer<'_>, op: &Op) {
     match op {
-        Op::Enqueue {
-            topic,
-            msg,
-            supersedes,
-        } => {
+        Op::Enqueue { topic, msg, supersedes } => {
             w.u8(tag::ENQUEUE);
             w.str(topic);
             w.u64(supersedes.unwrap_or(0));
             encode_message(w, msg);
         }
-        Op::Replace {
-            id,
-            version,
-            payload,
-            meta,
-        } => {
+        Op::Replace { id, version, payload, meta } => {
             w.u8(tag::REPLACE);
             w.u64(*id);
             w.u32(*version);
@@ -228,22 +194,13 @@ fn encode_op(w: &mut Writer<'_>, op: &Op) {
             w.u8(tag::ACK);
             encode_ids(w, ids);
         }
-        Op::Requeue {
-            id,
-            visible_at,
-            failed_at,
-        } => {
+        Op::Requeue { id, visible_at, failed_at } => {
             w.u8(tag::REQUEUE);
             w.u64(*id);
             w.u64(*visible_at);
             w.u64(*failed_at);
         }
-        Op::DeadLetter {
-            id,
-            reason,
-            failure,
-            at,
-        } => {
+        Op::DeadLetter { id, reason, failure, at } => {
             w.u8(tag::DEAD_LETTER);
             w.u64(*id);
             w.str(reason);
@@ -266,16 +223,13 @@ pub fn decode_txn(body: &[u8]) -> Result<Vec<Op>, String> {
     let mut r = Reader::new(body);
     let ops = decode_ops(&mut r).map_err(|e| e.0)?;
     if !r.is_empty() {
-        return Err(format!(
-            "{} trailing bytes after the last operation",
-            body.len() - r.pos()
-        ));
+        return Err(format!("{} trailing bytes after the last operation", body.len() - r.pos()));
     }
     Ok(ops)
 }
 
 fn decode_ops(r: &mut Reader<'_>) -> DResult<Vec<Op>> {
-    let n = r.count(9)?;
+    let n = r.count(5)?;
     let mut ops = Vec::with_capacity(n);
     for _ in 0..n {
         ops.push(decode_op(r)?);
@@ -289,50 +243,26 @@ fn decode_op(r: &mut Reader<'_>) -> DResult<Op> {
             let topic = r.string()?;
             let sup = r.u64()?;
             let msg = decode_message(r, 0)?;
-            Op::Enqueue {
-                topic,
-                msg,
-                supersedes: (sup != 0).then_some(sup),
-            }
+            Op::Enqueue { topic, msg, supersedes: (sup != 0).then_some(sup) }
         }
         tag::REPLACE => {
             let id = r.u64()?;
             let version = r.u32()?;
             let meta = decode_meta(r)?;
             let payload = r.bytes()?.into();
-            Op::Replace {
-                id,
-                version,
-                payload,
-                meta,
-            }
+            Op::Replace { id, version, payload, meta }
         }
-        tag::CHECKOUT => Op::Checkout {
-            ids: decode_ids(r)?,
-        },
-        tag::ACK => Op::Ack {
-            ids: decode_ids(r)?,
-        },
-        tag::REQUEUE => Op::Requeue {
-            id: r.u64()?,
-            visible_at: r.u64()?,
-            failed_at: r.u64()?,
-        },
+        tag::CHECKOUT => Op::Checkout { ids: decode_ids(r)? },
+        tag::ACK => Op::Ack { ids: decode_ids(r)? },
+        tag::REQUEUE => Op::Requeue { id: r.u64()?, visible_at: r.u64()?, failed_at: r.u64()? },
         tag::DEAD_LETTER => {
             let id = r.u64()?;
             let reason = r.string()?;
             let failure = decode_failure(r)?;
-            Op::DeadLetter {
-                id,
-                reason,
-                failure,
-                at: r.u64()?,
-            }
+            Op::DeadLetter { id, reason, failure, at: r.u64()? }
         }
         tag::DROP => Op::Drop { id: r.u64()? },
-        tag::DLQ_REMOVE => Op::DlqRemove {
-            ids: decode_ids(r)?,
-        },
+        tag::DLQ_REMOVE => Op::DlqRemove { ids: decode_ids(r)? },
         t => return Err(DecodeError(format!("unknown operation tag {t}"))),
     })
 }
@@ -370,66 +300,29 @@ mod tests {
                 proptest::option::of(any::<u64>()),
             )
                 .prop_map(|(k, h, c, ca, f)| {
-                    Box::new(Meta {
-                        dedup_key: k,
-                        headers: h,
-                        correlation_id: c,
-                        causation_id: ca,
-                        first_failed_at: f,
-                    })
+                    Box::new(Meta { dedup_key: k, headers: h, correlation_id: c, causation_id: ca, first_failed_at: f })
                 }),
         )
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (
-                any::<u64>(),
-                proptest::collection::vec(any::<u8>(), 0..64),
-                arb_meta(),
-                any::<Option<u64>>()
-            )
-                .prop_map(|(id, p, m, s)| Op::Enqueue {
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64), arb_meta(), any::<Option<u64>>()).prop_map(
+                |(id, p, m, s)| Op::Enqueue {
                     topic: "t".into(),
                     msg: msg(id, p, m),
                     supersedes: s.filter(|v| *v != 0)
-                }),
-            (
-                any::<u64>(),
-                any::<u32>(),
-                proptest::collection::vec(any::<u8>(), 0..32),
-                arb_meta()
-            )
-                .prop_map(|(id, version, p, meta)| Op::Replace {
-                    id,
-                    version,
-                    payload: p.into(),
-                    meta
-                }),
+                }
+            ),
+            (any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..32), arb_meta())
+                .prop_map(|(id, version, p, meta)| Op::Replace { id, version, payload: p.into(), meta }),
             proptest::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Op::Checkout { ids }),
             proptest::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Op::Ack { ids }),
-            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(id, visible_at, failed_at)| {
-                Op::Requeue {
-                    id,
-                    visible_at,
-                    failed_at,
-                }
+            (any::<u64>(), any::<u64>(), any::<u64>())
+                .prop_map(|(id, visible_at, failed_at)| { Op::Requeue { id, visible_at, failed_at } }),
+            (any::<u64>(), ".{0,10}", proptest::option::of(".{0,10}"), any::<u64>()).prop_map(|(id, reason, e, at)| {
+                Op::DeadLetter { id, reason, failure: Failure { error_message: e, ..Default::default() }, at }
             }),
-            (
-                any::<u64>(),
-                ".{0,10}",
-                proptest::option::of(".{0,10}"),
-                any::<u64>()
-            )
-                .prop_map(|(id, reason, e, at)| Op::DeadLetter {
-                    id,
-                    reason,
-                    failure: Failure {
-                        error_message: e,
-                        ..Default::default()
-                    },
-                    at
-                }),
             any::<u64>().prop_map(|id| Op::Drop { id }),
             proptest::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Op::DlqRemove { ids }),
         ]

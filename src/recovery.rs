@@ -45,12 +45,14 @@ fn parse_name(name: &str, ext: &str) -> Option<Lsn> {
     (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
 }
 
+/// Files named by an LSN, sorted by it.
+pub(crate) type LsnFiles = Vec<(Lsn, PathBuf)>;
+
 /// Lists `(lsn, path)` of snapshots and segments, each sorted by LSN.
-pub(crate) fn list_files(dir: &Path) -> Result<(Vec<(Lsn, PathBuf)>, Vec<(Lsn, PathBuf)>)> {
+pub(crate) fn list_files(dir: &Path) -> Result<(LsnFiles, LsnFiles)> {
     let mut snaps = Vec::new();
     let mut segs = Vec::new();
-    let rd =
-        fs::read_dir(dir).map_err(|e| Error::storage("listing the queue directory", dir, e))?;
+    let rd = fs::read_dir(dir).map_err(|e| Error::storage("listing the queue directory", dir, e))?;
     for entry in rd {
         let entry = entry.map_err(|e| Error::storage("listing the queue directory", dir, e))?;
         let name = entry.file_name();
@@ -70,17 +72,12 @@ pub(crate) fn list_files(dir: &Path) -> Result<(Vec<(Lsn, PathBuf)>, Vec<(Lsn, P
 /// leftovers (temp files, torn segment headers, segments and snapshots
 /// superseded by a newer snapshot) are removed; without it nothing on disk
 /// changes (read-only inspection).
-pub(crate) fn load(
-    dir: &Path,
-    dlq_capacity: usize,
-    repair: bool,
-    faults: &crate::storage::Faults,
-) -> Result<Loaded> {
+pub(crate) fn load(dir: &Path, dlq_capacity: usize, repair: bool, faults: &crate::storage::Faults) -> Result<Loaded> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     if repair && let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
-            if e.file_name().to_str().is_some_and(|n| n.ends_with(".tmp")) {
+            if e.file_name().to_str().is_some_and(|n| n.contains(".snap.tmp") || n.starts_with("MANIFEST.tmp")) {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -116,11 +113,7 @@ pub(crate) fn load(
                 }
                 continue;
             }
-            return Err(Error::corruption(
-                path,
-                0,
-                "empty journal segment before newer ones",
-            ));
+            return Err(Error::corruption(path, 0, "empty journal segment before newer ones"));
         };
         let Some(first) = journal::read_segment_header(path, &map)? else {
             if is_last {
@@ -130,11 +123,7 @@ pub(crate) fn load(
                 }
                 continue;
             }
-            return Err(Error::corruption(
-                path,
-                0,
-                "segment header is damaged and newer segments follow",
-            ));
+            return Err(Error::corruption(path, 0, "segment header is damaged and newer segments follow"));
         };
         if first != *name_lsn {
             return Err(Error::corruption(
@@ -158,26 +147,19 @@ pub(crate) fn load(
             return Err(Error::corruption(
                 path,
                 16,
-                format!(
-                    "journal resumes at LSN {first} but LSN {next} is missing (segment deleted?)"
-                ),
+                format!("journal resumes at LSN {first} but LSN {next} is missing (segment deleted?)"),
             ));
         }
         let scan = journal::scan_segment(path, &map, first, |lsn, off, body| {
             if lsn < next {
                 return Ok(());
             }
-            let ops = decode_txn(body).map_err(|e| {
-                Error::corruption(path, off, format!("record {lsn} does not decode: {e}"))
-            })?;
+            let ops = decode_txn(body)
+                .map_err(|e| Error::corruption(path, off, format!("record {lsn} does not decode: {e}")))?;
             for op in ops {
-                state.apply(op).map_err(|e| {
-                    Error::corruption(
-                        path,
-                        off,
-                        format!("record {lsn} does not fit the state: {e}"),
-                    )
-                })?;
+                state
+                    .apply(op)
+                    .map_err(|e| Error::corruption(path, off, format!("record {lsn} does not fit the state: {e}")))?;
             }
             report.records_replayed += 1;
             next = lsn + 1;
@@ -197,16 +179,22 @@ pub(crate) fn load(
                 "record fails its CRC check and a newer segment holds records",
             ));
         }
-        if let Some(t) = scan.torn {
-            torn_at = Some(t);
-        } else if is_last && scan.records == 0 && first == next {
-            // The newest segment holds nothing: the writer will start a fresh
-            // one at this LSN, so this one goes.
+        if is_last && scan.records == 0 && first == next {
+            // The newest segment holds no record (at most a torn one): the
+            // writer starts a fresh segment at this LSN, so this one goes.
+            if let Some(t) = scan.torn {
+                report.torn.push(t);
+            }
             if repair {
                 drop(map);
                 let _ = fs::remove_file(path);
-                continue;
+            } else {
+                kept.push((first, path.clone()));
             }
+            continue;
+        }
+        if let Some(t) = scan.torn {
+            torn_at = Some(t);
         }
         kept.push((first, path.clone()));
     }
@@ -219,9 +207,5 @@ pub(crate) fn load(
     state.slab.rebuild_free_list();
     report.last_lsn = next - 1;
     report.seconds = started.elapsed().as_secs_f64();
-    Ok(Loaded {
-        state,
-        report,
-        segments: kept,
-    })
+    Ok(Loaded { state, report, segments: kept })
 }

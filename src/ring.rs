@@ -63,17 +63,11 @@ impl Slab {
     }
 
     pub fn get(&self, id: u64) -> Option<&Message> {
-        self.slots
-            .get(slot_of(id) as usize)?
-            .as_ref()
-            .filter(|m| m.id == id)
+        self.slots.get(slot_of(id) as usize)?.as_ref().filter(|m| m.id == id)
     }
 
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Message> {
-        self.slots
-            .get_mut(slot_of(id) as usize)?
-            .as_mut()
-            .filter(|m| m.id == id)
+        self.slots.get_mut(slot_of(id) as usize)?.as_mut().filter(|m| m.id == id)
     }
 
     /// Removes and returns the message; its slot becomes free.
@@ -91,10 +85,7 @@ impl Slab {
 
     /// After replay placed messages by id: every empty slot becomes free.
     pub fn rebuild_free_list(&mut self) {
-        self.free = (0..self.slots.len() as u32)
-            .rev()
-            .filter(|s| self.slots[*s as usize].is_none())
-            .collect();
+        self.free = (0..self.slots.len() as u32).rev().filter(|s| self.slots[*s as usize].is_none()).collect();
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Message> {
@@ -120,8 +111,7 @@ impl ReadyList {
     }
 
     fn is_live(slab: &Slab, (id, ticket): (u64, u32)) -> bool {
-        slab.get(id)
-            .is_some_and(|m| m.state == MsgState::Ready && m.ticket == ticket)
+        slab.get(id).is_some_and(|m| m.state == MsgState::Ready && m.ticket == ticket)
     }
 
     /// Up to `max` ready ids from the front, in order, without removing them.
@@ -155,10 +145,7 @@ impl ReadyList {
 
     /// Ready ids in order (for snapshots and inspection).
     pub fn live_ids<'a>(&'a self, slab: &'a Slab) -> impl Iterator<Item = u64> + 'a {
-        self.entries
-            .iter()
-            .filter(move |e| Self::is_live(slab, **e))
-            .map(|e| e.0)
+        self.entries.iter().filter(move |e| Self::is_live(slab, **e)).map(|e| e.0)
     }
 }
 
@@ -190,19 +177,13 @@ mod tests {
         let s = slab.alloc();
         let id1 = (1u64 << SLOT_BITS) | s as u64;
         assert!(slab.insert(msg(id1)));
-        assert!(
-            !slab.insert(msg(id1)),
-            "an occupied slot is never overwritten"
-        );
+        assert!(!slab.insert(msg(id1)), "an occupied slot is never overwritten");
         assert!(slab.remove(id1).is_some());
         let s2 = slab.alloc();
         assert_eq!(s, s2, "freed slot is reused");
         let id2 = (2u64 << SLOT_BITS) | s2 as u64;
         assert!(slab.insert(msg(id2)));
-        assert!(
-            slab.get(id1).is_none(),
-            "a stale id never matches the new occupant"
-        );
+        assert!(slab.get(id1).is_none(), "a stale id never matches the new occupant");
         assert!(slab.get(id2).is_some());
         assert_eq!(slab.live(), 1);
     }

@@ -74,10 +74,7 @@ pub(crate) fn encode(state: &State, lsn: Lsn) -> Vec<u8> {
 pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize) -> Result<(State, Lsn)> {
     let bad = |off: usize, what: String| Error::corruption(path, off as u64, what);
     if data.len() < SNAPSHOT_HEADER_LEN || &data[0..8] != SNAPSHOT_MAGIC {
-        return Err(bad(
-            0,
-            "not a ringq snapshot (bad magic or too short)".into(),
-        ));
+        return Err(bad(0, "not a ringq snapshot (bad magic or too short)".into()));
     }
     let h = &data[..SNAPSHOT_HEADER_LEN];
     let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4"));
@@ -87,34 +84,31 @@ pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize) -> Result<(S
     }
     let version = u32_at(8);
     if version > SNAPSHOT_VERSION {
-        return Err(bad(
-            8,
-            format!("snapshot format {version} is newer than this ringq reads; upgrade ringq"),
-        ));
+        return Err(bad(8, format!("snapshot format {version} is newer than this ringq reads; upgrade ringq")));
     }
     let lsn = u64_at(16);
     let body_len = u64_at(24) as usize;
     let body = data
         .get(SNAPSHOT_HEADER_LEN..SNAPSHOT_HEADER_LEN.saturating_add(body_len))
-        .ok_or_else(|| {
-            bad(
-                SNAPSHOT_HEADER_LEN,
-                format!("body of {body_len} bytes is cut short"),
-            )
-        })?;
-    if crc32c::crc32c(body) != u32_at(32) {
+        .ok_or_else(|| bad(SNAPSHOT_HEADER_LEN, format!("body of {body_len} bytes is cut short")))?;
+    if data.len() != SNAPSHOT_HEADER_LEN + body_len {
         return Err(bad(
-            SNAPSHOT_HEADER_LEN,
-            "snapshot body fails its CRC check".into(),
+            data.len(),
+            format!("{} bytes after the snapshot body", data.len() - SNAPSHOT_HEADER_LEN - body_len),
         ));
     }
+    if let Some(name_lsn) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".snap"))
+        && let Ok(name_lsn) = name_lsn.parse::<u64>()
+        && name_lsn != lsn
+    {
+        return Err(bad(16, format!("header says LSN {lsn}, file name says {name_lsn}")));
+    }
+    if crc32c::crc32c(body) != u32_at(32) {
+        return Err(bad(SNAPSHOT_HEADER_LEN, "snapshot body fails its CRC check".into()));
+    }
     let mut r = Reader::new(body);
-    let state = decode_body(&mut r, dlq_capacity).map_err(|e| {
-        bad(
-            SNAPSHOT_HEADER_LEN + r.pos(),
-            format!("undecodable snapshot body: {}", e.0),
-        )
-    })?;
+    let state = decode_body(&mut r, dlq_capacity)
+        .map_err(|e| bad(SNAPSHOT_HEADER_LEN + r.pos(), format!("undecodable snapshot body: {}", e.0)))?;
     Ok((state, lsn))
 }
 
@@ -131,18 +125,11 @@ fn decode_body(r: &mut Reader<'_>, dlq_capacity: usize) -> DResult<State> {
     for _ in 0..nm {
         let topic = r.u32()?;
         if topic as usize >= state.topics.len() {
-            return Err(DecodeError(format!(
-                "message names topic {topic} of {}",
-                state.topics.len()
-            )));
+            return Err(DecodeError(format!("message names topic {topic} of {}", state.topics.len())));
         }
         let m = decode_message(r, topic)?;
         let name = state.topics[topic as usize].name.clone();
-        let op = crate::record::Op::Enqueue {
-            topic: name,
-            msg: m,
-            supersedes: None,
-        };
+        let op = crate::record::Op::Enqueue { topic: name, msg: m, supersedes: None };
         // An in-flight message goes in as such: apply() refuses in-flight
         // enqueues, so place it ready and check it out without an attempt.
         apply_snapshot_message(&mut state, op).map_err(DecodeError)?;
@@ -154,16 +141,7 @@ fn decode_body(r: &mut Reader<'_>, dlq_capacity: usize) -> DResult<State> {
         let failure = decode_failure(r)?;
         let dead_lettered_at = r.u64()?;
         let message = decode_message(r, 0)?;
-        state.dlq.push(
-            DeadLetter {
-                message,
-                topic,
-                reason,
-                failure,
-                dead_lettered_at,
-            },
-            usize::MAX,
-        );
+        state.dlq.push(DeadLetter { message, topic, reason, failure, dead_lettered_at }, usize::MAX);
     }
     state.dlq_evicted = r.u64()?;
     if !r.is_empty() {
@@ -172,23 +150,14 @@ fn decode_body(r: &mut Reader<'_>, dlq_capacity: usize) -> DResult<State> {
     Ok(state)
 }
 
-fn apply_snapshot_message(
-    state: &mut State,
-    op: crate::record::Op,
-) -> std::result::Result<(), String> {
-    let crate::record::Op::Enqueue { topic, mut msg, .. } = op else {
-        unreachable!()
-    };
+fn apply_snapshot_message(state: &mut State, op: crate::record::Op) -> std::result::Result<(), String> {
+    let crate::record::Op::Enqueue { topic, mut msg, .. } = op else { unreachable!() };
     let in_flight = msg.state == MsgState::InFlight;
     if in_flight {
         msg.state = MsgState::Ready;
     }
     let (id, attempt) = (msg.id, msg.attempt);
-    state.apply(crate::record::Op::Enqueue {
-        topic,
-        msg,
-        supersedes: None,
-    })?;
+    state.apply(crate::record::Op::Enqueue { topic, msg, supersedes: None })?;
     if in_flight {
         state.apply(crate::record::Op::Checkout { ids: vec![id] })?;
         state.slab.get_mut(id).expect("just added").attempt = attempt;

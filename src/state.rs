@@ -88,9 +88,7 @@ impl State {
     }
 
     pub fn totals(&self) -> (usize, usize, usize) {
-        self.topics.iter().fold((0, 0, 0), |(r, f, d), t| {
-            (r + t.n_ready, f + t.n_in_flight, d + t.n_delayed)
-        })
+        self.topics.iter().fold((0, 0, 0), |(r, f, d), t| (r + t.n_ready, f + t.n_in_flight, d + t.n_delayed))
     }
 
     /// Puts a message (already in the slab, `state` set) on its list.
@@ -153,11 +151,7 @@ impl State {
     pub fn apply(&mut self, op: Op) -> Applied {
         use MsgState::*;
         match op {
-            Op::Enqueue {
-                topic,
-                mut msg,
-                supersedes,
-            } => {
+            Op::Enqueue { topic, mut msg, supersedes } => {
                 let tid = self.intern(&topic);
                 msg.topic = tid;
                 if matches!(msg.state, InFlight) {
@@ -180,12 +174,7 @@ impl State {
                 }
                 self.place(id);
             }
-            Op::Replace {
-                id,
-                version,
-                payload,
-                meta,
-            } => {
+            Op::Replace { id, version, payload, meta } => {
                 self.require(id, &[Ready, Delayed], "replace")?;
                 let m = self.slab.get_mut(id).expect("checked");
                 let first_failed_at = m.meta.as_ref().and_then(|x| x.first_failed_at);
@@ -214,11 +203,7 @@ impl State {
                     self.remove_message(id);
                 }
             }
-            Op::Requeue {
-                id,
-                visible_at,
-                failed_at,
-            } => {
+            Op::Requeue { id, visible_at, failed_at } => {
                 self.require(id, &[InFlight], "requeue")?;
                 self.unplace(id);
                 let m = self.slab.get_mut(id).expect("checked");
@@ -227,26 +212,13 @@ impl State {
                 m.state = if visible_at == 0 { Ready } else { Delayed };
                 self.place(id);
             }
-            Op::DeadLetter {
-                id,
-                reason,
-                failure,
-                at,
-            } => {
+            Op::DeadLetter { id, reason, failure, at } => {
                 self.require(id, &[Ready, Delayed, InFlight], "dead-letter")?;
                 let mut message = self.remove_message(id);
                 message.meta_mut().first_failed_at.get_or_insert(at);
                 let topic = self.topics[message.topic as usize].name.clone();
-                let dl = DeadLetter {
-                    message,
-                    topic,
-                    reason,
-                    failure,
-                    dead_lettered_at: at,
-                };
-                if self.dlq.push(dl, self.dlq_capacity).is_some() {
-                    self.dlq_evicted += 1;
-                }
+                let dl = DeadLetter { message, topic, reason, failure, dead_lettered_at: at };
+                self.dlq_evicted += self.dlq.push(dl, self.dlq_capacity) as u64;
             }
             Op::Drop { id } => {
                 self.require(id, &[Ready, Delayed, InFlight], "drop")?;
@@ -305,18 +277,8 @@ impl State {
             }
         }
         for (t, c) in self.topics.iter().zip(&counts) {
-            assert_eq!(
-                (t.n_ready, t.n_in_flight, t.n_delayed),
-                *c,
-                "counts of topic {}",
-                t.name
-            );
-            assert_eq!(
-                t.ready.live_ids(&self.slab).count(),
-                c.0,
-                "ready list of {}",
-                t.name
-            );
+            assert_eq!((t.n_ready, t.n_in_flight, t.n_delayed), *c, "counts of topic {}", t.name);
+            assert_eq!(t.ready.live_ids(&self.slab).count(), c.0, "ready list of {}", t.name);
         }
         assert_eq!(self.slab.live(), self.slab.iter().count());
     }

@@ -45,8 +45,7 @@ impl Faults {
     pub fn set(&self, point: FaultPoint, errno: i32, count: i64) {
         let mut t = self.table.lock();
         t[point as usize] = (errno, count);
-        self.armed
-            .store(t.iter().any(|(_, c)| *c != 0), Ordering::Release);
+        self.armed.store(t.iter().any(|(_, c)| *c != 0), Ordering::Release);
     }
 
     pub fn check(&self, point: FaultPoint) -> io::Result<()> {
@@ -70,22 +69,12 @@ pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// Opens a new file with mode 0600 for writing.
 pub(crate) fn create_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(path)
+    OpenOptions::new().read(true).write(true).create_new(true).mode(FILE_MODE).open(path)
 }
 
 /// Creates `path`, reserves `size` bytes on disk (so writes through a mapping
 /// can never hit ENOSPC as a SIGBUS later) and writes `header` at offset 0.
-pub(crate) fn create_segment(
-    faults: &Faults,
-    path: &Path,
-    size: usize,
-    header: &[u8],
-) -> io::Result<File> {
+pub(crate) fn create_segment(faults: &Faults, path: &Path, size: usize, header: &[u8]) -> io::Result<File> {
     faults.check(FaultPoint::SegmentCreate)?;
     let file = create_file(path)?;
     let result = (|| {
@@ -95,7 +84,7 @@ pub(crate) fn create_segment(
             return Err(io::Error::from_raw_os_error(rc));
         }
         (&file).write_all(header)?;
-        Ok(())
+        file.sync_data()
     })();
     match result {
         Ok(()) => Ok(file),
@@ -120,14 +109,10 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Writes `data` to `dir/name` atomically: temp file, fsync, rename, fsync dir.
-pub(crate) fn write_atomic(
-    faults: Option<&Faults>,
-    dir: &Path,
-    name: &str,
-    data: &[u8],
-) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let _ = fs::remove_file(&tmp);
+pub(crate) fn write_atomic(faults: Option<&Faults>, dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.tmp{n}"));
     let result = (|| {
         if let Some(f) = faults {
             f.check(FaultPoint::SnapshotWrite)?;

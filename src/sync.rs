@@ -181,12 +181,7 @@ impl<F: Clone> SyncPoint<F> {
                 }
             }
             Err((errno, message)) => {
-                st.last_failure = Some(SyncFailure {
-                    round: st.round,
-                    target: upto,
-                    errno,
-                    message,
-                });
+                st.last_failure = Some(SyncFailure { round: st.round, target: upto, errno, message });
                 // Do not spin on a failing disk: the next round needs a new request.
                 st.requested = st.durable;
             }

@@ -9,10 +9,7 @@ pub type Micros = u64;
 pub type Lsn = u64;
 
 pub fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// The slot part of a message id has this many bits; the rest is a sequence
@@ -43,9 +40,7 @@ impl Durability {
             "always" => Ok(Durability::Always),
             "batch" => Ok(Durability::Batch),
             "os" => Ok(Durability::Os),
-            other => Err(Error::Config(format!(
-                "durability={other:?}: expected \"always\", \"batch\" or \"os\""
-            ))),
+            other => Err(Error::Config(format!("durability={other:?}: expected \"always\", \"batch\" or \"os\""))),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -96,10 +91,7 @@ impl Options {
     pub fn validate(&self) -> Result<()> {
         let mut bad = Vec::new();
         if self.capacity == 0 || self.capacity > MAX_CAPACITY {
-            bad.push(format!(
-                "capacity={} (must be 1..={MAX_CAPACITY})",
-                self.capacity
-            ));
+            bad.push(format!("capacity={} (must be 1..={MAX_CAPACITY})", self.capacity));
         }
         if self.fsync_interval.is_zero() && self.durability == Durability::Batch {
             bad.push("fsync_interval=0 (must be > 0 with durability=\"batch\")".into());
@@ -108,29 +100,17 @@ impl Options {
             bad.push("max_attempts=0 (must be >= 1)".into());
         }
         if self.max_payload == 0 || self.max_payload > 64 * 1024 * 1024 {
-            bad.push(format!(
-                "max_payload={} (must be 1..=64 MiB)",
-                self.max_payload
-            ));
+            bad.push(format!("max_payload={} (must be 1..=64 MiB)", self.max_payload));
         }
         if self.max_key == 0 || self.max_key > 64 * 1024 {
             bad.push(format!("max_key={} (must be 1..=65536)", self.max_key));
         }
         if self.max_headers > 16 * 1024 * 1024 {
-            bad.push(format!(
-                "max_headers={} (must be <= 16 MiB)",
-                self.max_headers
-            ));
+            bad.push(format!("max_headers={} (must be <= 16 MiB)", self.max_headers));
         }
-        let need = self.max_record_size() + crate::journal::SEGMENT_HEADER_LEN;
-        if self.segment_size < 64 * 1024
-            || self.segment_size < need
-            || self.segment_size > (1 << 31)
-        {
-            bad.push(format!(
-                "segment_size={} (must be >= 64 KiB, >= {need} to hold the largest record, and < 2 GiB)",
-                self.segment_size
-            ));
+        // A record larger than a segment gets a segment of its own size.
+        if self.segment_size < 64 * 1024 || self.segment_size >= (1 << 31) {
+            bad.push(format!("segment_size={} (must be >= 64 KiB and < 2 GiB)", self.segment_size));
         }
         if self.snapshot_every == 0 {
             bad.push("snapshot_every=0 (must be >= 1)".into());
@@ -141,16 +121,7 @@ impl Options {
         if self.dlq_capacity == 0 {
             bad.push("dlq_capacity=0 (must be >= 1)".into());
         }
-        if bad.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Config(bad.join("; ")))
-        }
-    }
-
-    /// Upper bound of one single-message record (publish of a max-size message).
-    pub fn max_record_size(&self) -> usize {
-        self.max_payload + self.max_key + self.max_headers + 3 * MAX_TOPIC + 4096
+        if bad.is_empty() { Ok(()) } else { Err(Error::Config(bad.join("; "))) }
     }
 }
 
@@ -239,9 +210,7 @@ impl OnDuplicate {
         match s {
             "replace" => Ok(OnDuplicate::Replace),
             "keep" => Ok(OnDuplicate::Keep),
-            o => Err(Error::Invalid(format!(
-                "on_duplicate={o:?}: expected \"replace\" or \"keep\""
-            ))),
+            o => Err(Error::Invalid(format!("on_duplicate={o:?}: expected \"replace\" or \"keep\""))),
         }
     }
 }

@@ -188,7 +188,7 @@ class QueueMatchesModel(RuleBasedStateMachine):
 
 
 QueueMatchesModel.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=40,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

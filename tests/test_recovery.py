@@ -158,9 +158,11 @@ def test_crash_after_snapshot_replays_the_journal_tail(
 
 def test_disk_use_stays_bounded_over_a_long_run(open_queue: OpenQueue, qdir: Path) -> None:
     segment = 1024 * 1024
-    q = open_queue(segment_size=segment, snapshot_every=2000, durability="os")
+    # a segment must hold the largest possible record: shrink the limits with it
+    small = {"segment_size": segment, "max_payload": 256 * 1024, "max_headers": 4096}
+    q = open_queue(snapshot_every=2000, durability="os", **small)
     payload = b"p" * 256
-    rounds, per_round = 160, 500
+    rounds, per_round = 480, 500
     peak = 0
     for r in range(rounds):
         for _ in range(per_round):
@@ -168,19 +170,20 @@ def test_disk_use_stays_bounded_over_a_long_run(open_queue: OpenQueue, qdir: Pat
         batch = q.checkout(max_messages=per_round, timeout=0)
         assert len(batch) == per_round
         q.ack(batch)
-        if r % 10 == 9:
+        if r % 5 == 4:
             peak = max(peak, dir_size(qdir))
     history = rounds * per_round * len(payload)
     s = q.stats()
     assert s["total"] == 0
     assert s["published"] == rounds * per_round
     assert s["snapshot_lsn"] > 0
-    # live data is empty: a few segments and a small snapshot, far below the history
-    bound = 6 * segment
-    assert history > 2.5 * bound
+    # Live data is at most one round. Snapshots run in the background, so a few
+    # segments may wait for the next one; the bound is far below the history.
+    bound = 16 * segment
+    assert history > 3 * bound
     assert peak <= bound, (peak, s["journal_segments"])
-    assert s["journal_segments"] <= 5
     q.close()
-    assert dir_size(qdir) <= bound
-    q = open_queue(segment_size=segment, snapshot_every=2000)
+    # close snapshots: what is left is about one segment and a small snapshot
+    assert dir_size(qdir) <= 2 * segment
+    q = open_queue(snapshot_every=2000, **small)
     assert q.stats()["total"] == 0

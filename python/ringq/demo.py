@@ -30,7 +30,7 @@ from ringq.queue import Queue
 
 PAYLOAD_SIZE = 100
 BATCH = 256
-CRASH_KILL_AFTER = 3_000  # ids the child reports before it is killed
+CRASH_RUN_SECONDS = 0.5  # how long the child publishes before it is killed
 CRASH_TOPIC = "crash"
 
 
@@ -116,7 +116,7 @@ def run(root: Path, n: int, console: Console) -> int:
     table.add_row("published", f"{n:,} x {PAYLOAD_SIZE} B")
     table.add_row("publish rate", f"{n / publish_seconds:,.0f} msg/s (one call each)")
     table.add_row("consume rate", f"{consumed / consume_seconds:,.0f} msg/s (batches of {BATCH})")
-    table.add_row("killed in flight", f"child SIGKILLed after {crash.reported:,} publishes")
+    table.add_row("killed in flight", f"SIGKILL after {crash.reported:,} reported ids")
     table.add_row("recovered after kill", f"{crash.found:,} (incl. {crash.unreported} unreported)")
     table.add_row("lost", f"[{'green' if lost == 0 else 'red'}]{lost}[/]")
     table.add_row("reopen time", f"{reopen_seconds * 1000:.1f} ms")
@@ -150,9 +150,12 @@ def crash_test(crash_dir: Path) -> CrashResult:
     )
     assert child.stdout is not None
     reported: list[str] = []
+    kill_at: float | None = None
     for line in child.stdout:
         reported.append(line.strip())
-        if len(reported) >= CRASH_KILL_AFTER:
+        if kill_at is None:
+            kill_at = time.monotonic() + CRASH_RUN_SECONDS
+        elif time.monotonic() >= kill_at:
             os.kill(child.pid, signal.SIGKILL)
             break
     child.wait()

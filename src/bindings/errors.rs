@@ -25,92 +25,39 @@ struct Classes {
 
 static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
 
-fn make<'py>(
-    py: Python<'py>,
-    name: &str,
-    bases: &[&Bound<'py, PyType>],
-    doc: &str,
-) -> PyResult<Py<PyType>> {
+fn make<'py>(py: Python<'py>, name: &str, bases: &[&Bound<'py, PyType>], doc: &str) -> PyResult<Py<PyType>> {
     let ns = PyDict::new(py);
     ns.set_item("__module__", "ringq")?;
     ns.set_item("__doc__", doc)?;
     let bases = PyTuple::new(py, bases)?;
-    let t = py
-        .import("builtins")?
-        .getattr("type")?
-        .call1((name, bases, ns))?;
+    let t = py.import("builtins")?.getattr("type")?.call1((name, bases, ns))?;
     Ok(t.cast_into::<PyType>()?.unbind())
 }
 
 fn classes(py: Python<'_>) -> PyResult<&Classes> {
     CLASSES.get_or_try_init(py, || {
         let exc = py.get_type::<PyException>();
-        let base = make(
-            py,
-            "RingqError",
-            &[&exc],
-            "Root of every error ringq raises.",
-        )?;
+        let base = make(py, "RingqError", &[&exc], "Root of every error ringq raises.")?;
         let b = base.bind(py).clone();
         let val = py.get_type::<PyValueError>();
         let os = py.get_type::<PyOSError>();
         let key = py.get_type::<PyKeyError>();
         Ok::<_, PyErr>(Classes {
-            locked: make(
-                py,
-                "QueueLocked",
-                &[&b],
-                "Another process owns the queue directory (see .pid).",
-            )?,
-            full: make(
-                py,
-                "QueueFull",
-                &[&b],
-                "The queue holds `capacity` messages.",
-            )?,
+            locked: make(py, "QueueLocked", &[&b], "Another process owns the queue directory (see .pid).")?,
+            full: make(py, "QueueFull", &[&b], "The queue holds `capacity` messages.")?,
             closed: make(py, "QueueClosed", &[&b], "The queue was closed.")?,
-            lease_lost: make(
-                py,
-                "LeaseLost",
-                &[&b],
-                "A stale lease token: the message expired (see .ids).",
-            )?,
+            lease_lost: make(py, "LeaseLost", &[&b], "A stale lease token: the message expired (see .ids).")?,
             version_conflict: make(
                 py,
                 "VersionConflict",
                 &[&b],
                 "expected_version did not match (.expected, .actual).",
             )?,
-            limit: make(
-                py,
-                "LimitExceeded",
-                &[&b, &val],
-                "A payload, key, topic or headers over its limit.",
-            )?,
-            config: make(
-                py,
-                "ConfigError",
-                &[&b, &val],
-                "An option has an invalid value.",
-            )?,
-            corruption: make(
-                py,
-                "CorruptionError",
-                &[&b],
-                "A damaged file (see .path and .offset).",
-            )?,
-            storage: make(
-                py,
-                "StorageError",
-                &[&b, &os],
-                "A write, fsync or file creation failed.",
-            )?,
-            not_found: make(
-                py,
-                "NotFound",
-                &[&b, &key],
-                "No message or dead letter with that id.",
-            )?,
+            limit: make(py, "LimitExceeded", &[&b, &val], "A payload, key, topic or headers over its limit.")?,
+            config: make(py, "ConfigError", &[&b, &val], "An option has an invalid value.")?,
+            corruption: make(py, "CorruptionError", &[&b], "A damaged file (see .path and .offset).")?,
+            storage: make(py, "StorageError", &[&b, &os], "A write, fsync or file creation failed.")?,
+            not_found: make(py, "NotFound", &[&b, &key], "No message or dead letter with that id.")?,
             base,
         })
     })
@@ -155,9 +102,7 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
             x.setattr("ids", ids.iter().map(|i| fmt_id(*i)).collect::<Vec<_>>())?;
             x
         }
-        Error::VersionConflict {
-            expected, actual, ..
-        } => {
+        Error::VersionConflict { expected, actual, .. } => {
             let x = c.version_conflict.bind(py).call1((msg,))?;
             x.setattr("expected", expected)?;
             x.setattr("actual", actual)?;
@@ -172,11 +117,7 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
             x.setattr("offset", offset)?;
             x
         }
-        Error::Storage {
-            ref source,
-            ref path,
-            ..
-        } => {
+        Error::Storage { ref source, ref path, .. } => {
             let errno = source.raw_os_error().unwrap_or(libc::EIO);
             let x = c.storage.bind(py).call1((errno, msg.clone()))?;
             x.setattr("filename", path.display().to_string())?;

@@ -19,9 +19,7 @@ pub struct PyEngine {
 
 fn secs(name: &str, v: f64) -> PyResult<Duration> {
     if !v.is_finite() || v < 0.0 {
-        return Err(config_err(format!(
-            "{name}={v} (must be a finite number >= 0)"
-        )));
+        return Err(config_err(format!("{name}={v} (must be a finite number >= 0)")));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -30,9 +28,7 @@ fn opt_delay(delay: Option<f64>) -> PyResult<Option<Duration>> {
     match delay {
         None => Ok(None),
         Some(d) if d.is_finite() && d >= 0.0 => Ok(Some(Duration::from_secs_f64(d))),
-        Some(d) => Err(PyValueError::new_err(format!(
-            "delay={d} (must be a finite number of seconds >= 0)"
-        ))),
+        Some(d) => Err(PyValueError::new_err(format!("delay={d} (must be a finite number of seconds >= 0)"))),
     }
 }
 
@@ -42,16 +38,12 @@ fn parse_id(id: &str) -> PyResult<u64> {
     {
         return Ok(v);
     }
-    Err(to_py(Error::NotFound(format!(
-        "{id:?} (ids are 16 hex digits)"
-    ))))
+    Err(to_py(Error::NotFound(format!("{id:?} (ids are 16 hex digits)"))))
 }
 
 fn headers_vec(h: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
     let Some(h) = h else { return Ok(Vec::new()) };
-    h.iter()
-        .map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<String>()?)))
-        .collect()
+    h.iter().map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<String>()?))).collect()
 }
 
 /// Items of `publish_many` / staged publishes:
@@ -60,14 +52,9 @@ fn new_messages(items: &Bound<'_, PyAny>) -> PyResult<Vec<NewMessage>> {
     let mut out = Vec::new();
     for item in items.try_iter()? {
         let item = item?;
-        let t = item
-            .cast::<PyTuple>()
-            .map_err(|_| PyValueError::new_err("publish items must be 7-tuples"))?;
+        let t = item.cast::<PyTuple>().map_err(|_| PyValueError::new_err("publish items must be 7-tuples"))?;
         if t.len() != 7 {
-            return Err(PyValueError::new_err(format!(
-                "publish items must be 7-tuples, got {}",
-                t.len()
-            )));
+            return Err(PyValueError::new_err(format!("publish items must be 7-tuples, got {}", t.len())));
         }
         let headers: Option<Bound<'_, PyDict>> = t.get_item(4)?.extract()?;
         out.push(NewMessage {
@@ -92,9 +79,7 @@ fn leases(deliveries: &Bound<'_, PyAny>) -> PyResult<Vec<(u64, u64)>> {
     let mut out = Vec::new();
     for item in deliveries.try_iter()? {
         let item = item?;
-        let d = item
-            .cast::<PyDelivery>()
-            .map_err(|_| PyValueError::new_err("ack() takes Delivery objects"))?;
+        let d = item.cast::<PyDelivery>().map_err(|_| PyValueError::new_err("ack() takes Delivery objects"))?;
         let d = d.get();
         out.push((d.id, d.lease_token));
     }
@@ -102,9 +87,7 @@ fn leases(deliveries: &Bound<'_, PyAny>) -> PyResult<Vec<(u64, u64)>> {
 }
 
 fn lease_of(d: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
-    let d = d
-        .cast::<PyDelivery>()
-        .map_err(|_| PyValueError::new_err("expected a Delivery"))?;
+    let d = d.cast::<PyDelivery>().map_err(|_| PyValueError::new_err("expected a Delivery"))?;
     let d = d.get();
     Ok((d.id, d.lease_token))
 }
@@ -175,18 +158,13 @@ impl PyEngine {
         let max_key = nonneg("max_key", max_key) as usize;
         let max_headers = nonneg("max_headers", max_headers) as usize;
         let dlq_capacity = nonneg("dlq_capacity", dlq_capacity) as usize;
-        let durability = Durability::parse(durability)
-            .map_err(|e| bad.push(e.to_string().replace("invalid option: ", "")))
-            .ok();
+        let durability =
+            Durability::parse(durability).map_err(|e| bad.push(e.to_string().replace("invalid option: ", ""))).ok();
         let fsync_interval = secs("fsync_interval", fsync_interval)
             .map_err(|_| bad.push(format!("fsync_interval={fsync_interval} (must be >= 0)")))
             .ok();
         let snapshot_interval = secs("snapshot_interval", snapshot_interval)
-            .map_err(|_| {
-                bad.push(format!(
-                    "snapshot_interval={snapshot_interval} (must be > 0)"
-                ))
-            })
+            .map_err(|_| bad.push(format!("snapshot_interval={snapshot_interval} (must be > 0)")))
             .ok();
         if !bad.is_empty() {
             return Err(config_err(bad.join("; ")));
@@ -251,10 +229,7 @@ impl PyEngine {
             correlation_id,
             causation_id,
         };
-        let opts = PublishOpts {
-            on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?,
-            expected_version,
-        };
+        let opts = PublishOpts { on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?, expected_version };
         let (id, lsn) = self.with_room(py, block, timeout, |w| self.engine.publish(p, opts, w))?;
         self.durable(py, lsn)?;
         Ok(crate::error::fmt_id(id))
@@ -272,22 +247,12 @@ impl PyEngine {
     ) -> PyResult<Vec<String>> {
         let mut held = Vec::with_capacity(payloads.len());
         for item in payloads.iter() {
-            held.push(
-                item.cast_into::<PyBytes>()
-                    .map_err(|_| PyValueError::new_err("publish_batch takes bytes"))?,
-            );
+            held.push(item.cast_into::<PyBytes>().map_err(|_| PyValueError::new_err("publish_batch takes bytes"))?);
         }
-        let items: Vec<Publish<'_>> = held
-            .iter()
-            .map(|b| Publish {
-                topic,
-                payload: b.as_bytes(),
-                ..Default::default()
-            })
-            .collect();
-        let (ids, lsn) = self.with_room(py, block, timeout, |w| {
-            self.engine.publish_many(&items, PublishOpts::default(), w)
-        })?;
+        let items: Vec<Publish<'_>> =
+            held.iter().map(|b| Publish { topic, payload: b.as_bytes(), ..Default::default() }).collect();
+        let (ids, lsn) =
+            self.with_room(py, block, timeout, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
         self.durable(py, lsn)?;
         Ok(ids.into_iter().map(crate::error::fmt_id).collect())
     }
@@ -302,9 +267,8 @@ impl PyEngine {
     ) -> PyResult<Vec<String>> {
         let msgs = new_messages(items)?;
         let items: Vec<Publish<'_>> = msgs.iter().map(Publish::from_new).collect();
-        let (ids, lsn) = self.with_room(py, block, timeout, |w| {
-            self.engine.publish_many(&items, PublishOpts::default(), w)
-        })?;
+        let (ids, lsn) =
+            self.with_room(py, block, timeout, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
         self.durable(py, lsn)?;
         Ok(ids.into_iter().map(crate::error::fmt_id).collect())
     }
@@ -319,34 +283,19 @@ impl PyEngine {
         timeout: Option<f64>,
     ) -> PyResult<Vec<PyDelivery>> {
         if !(lease.is_finite() && lease > 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "lease={lease} (must be > 0 seconds)"
-            )));
+            return Err(PyValueError::new_err(format!("lease={lease} (must be > 0 seconds)")));
         }
         let lease = Duration::from_secs_f64(lease);
-        let mut got = self
-            .engine
-            .checkout(topic, max_messages, lease, Wait::No)
-            .map_err(to_py)?;
+        let mut got = self.engine.checkout(topic, max_messages, lease, Wait::No).map_err(to_py)?;
         if got.is_empty() && !matches!(timeout, Some(t) if t <= 0.0) {
             let wait = Wait::from_timeout(timeout);
-            got = py
-                .detach(|| self.engine.checkout(topic, max_messages, lease, wait))
-                .map_err(to_py)?;
+            got = py.detach(|| self.engine.checkout(topic, max_messages, lease, wait)).map_err(to_py)?;
         }
-        Ok(got
-            .into_iter()
-            .map(|d| PyDelivery::from_delivered(py, d))
-            .collect())
+        Ok(got.into_iter().map(|d| PyDelivery::from_delivered(py, d)).collect())
     }
 
     #[pyo3(signature = (deliveries, publish=None))]
-    fn ack(
-        &self,
-        py: Python<'_>,
-        deliveries: &Bound<'_, PyAny>,
-        publish: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    fn ack(&self, py: Python<'_>, deliveries: &Bound<'_, PyAny>, publish: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let leases = leases(deliveries)?;
         let msgs = match publish {
             Some(p) => new_messages(p)?,
@@ -376,30 +325,17 @@ impl PyEngine {
         dead_letter_reason: Option<&str>,
     ) -> PyResult<()> {
         let (id, token) = lease_of(delivery)?;
-        let failure = Failure {
-            error_type,
-            error_message,
-            traceback,
-            handler,
-        };
-        let lsn = self
-            .engine
-            .nack(id, token, opt_delay(delay)?, failure, dead_letter_reason)
-            .map_err(to_py)?;
+        let failure = Failure { error_type, error_message, traceback, handler };
+        let lsn = self.engine.nack(id, token, opt_delay(delay)?, failure, dead_letter_reason).map_err(to_py)?;
         self.durable(py, lsn)
     }
 
     fn extend(&self, delivery: &Bound<'_, PyAny>, seconds: f64) -> PyResult<f64> {
         let (id, token) = lease_of(delivery)?;
         if !(seconds.is_finite() && seconds > 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "seconds={seconds} (must be > 0)"
-            )));
+            return Err(PyValueError::new_err(format!("seconds={seconds} (must be > 0)")));
         }
-        let d = self
-            .engine
-            .extend(id, token, Duration::from_secs_f64(seconds))
-            .map_err(to_py)?;
+        let d = self.engine.extend(id, token, Duration::from_secs_f64(seconds)).map_err(to_py)?;
         Ok(d as f64 / 1e6)
     }
 
@@ -437,35 +373,17 @@ impl PyEngine {
     }
 
     #[pyo3(signature = (topic=None, reason=None, limit=None))]
-    fn dlq_list(
-        &self,
-        topic: Option<&str>,
-        reason: Option<&str>,
-        limit: Option<usize>,
-    ) -> Vec<PyDeadLetter> {
-        self.engine
-            .dlq_list(topic, reason, limit)
-            .into_iter()
-            .map(PyDeadLetter::new)
-            .collect()
+    fn dlq_list(&self, topic: Option<&str>, reason: Option<&str>, limit: Option<usize>) -> Vec<PyDeadLetter> {
+        self.engine.dlq_list(topic, reason, limit).into_iter().map(PyDeadLetter::new).collect()
     }
 
     fn dlq_get(&self, id: &str) -> PyResult<PyDeadLetter> {
-        self.engine
-            .dlq_get(parse_id(id)?)
-            .map(PyDeadLetter::new)
-            .map_err(to_py)
+        self.engine.dlq_get(parse_id(id)?).map(PyDeadLetter::new).map_err(to_py)
     }
 
     #[pyo3(signature = (ids=None))]
     fn dlq_replay(&self, py: Python<'_>, ids: Option<Vec<String>>) -> PyResult<usize> {
-        let ids = ids
-            .map(|v| {
-                v.iter()
-                    .map(|s| parse_id(s))
-                    .collect::<PyResult<Vec<u64>>>()
-            })
-            .transpose()?;
+        let ids = ids.map(|v| v.iter().map(|s| parse_id(s)).collect::<PyResult<Vec<u64>>>()).transpose()?;
         let (n, lsn) = self.engine.dlq_replay(ids.as_deref()).map_err(to_py)?;
         self.durable(py, lsn)?;
         Ok(n)
@@ -473,13 +391,7 @@ impl PyEngine {
 
     #[pyo3(signature = (ids=None))]
     fn dlq_purge(&self, py: Python<'_>, ids: Option<Vec<String>>) -> PyResult<usize> {
-        let ids = ids
-            .map(|v| {
-                v.iter()
-                    .map(|s| parse_id(s))
-                    .collect::<PyResult<Vec<u64>>>()
-            })
-            .transpose()?;
+        let ids = ids.map(|v| v.iter().map(|s| parse_id(s)).collect::<PyResult<Vec<u64>>>()).transpose()?;
         let (n, lsn) = self.engine.dlq_purge(ids.as_deref()).map_err(to_py)?;
         self.durable(py, lsn)?;
         Ok(n)
@@ -493,9 +405,7 @@ impl PyEngine {
     /// "sync", "snapshot_write") with `errno`; -1 until cleared with 0.
     fn _inject_fault(&self, kind: &str, errno: i32, count: i64) -> PyResult<()> {
         let point = FaultPoint::parse(kind).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "fault kind {kind:?}: expected segment_create, sync or snapshot_write"
-            ))
+            PyValueError::new_err(format!("fault kind {kind:?}: expected segment_create, sync or snapshot_write"))
         })?;
         self.engine.inject_fault(point, errno, count);
         Ok(())

@@ -108,8 +108,7 @@ impl PyDelivery {
             self.topic,
             self.attempt,
             self.version,
-            self.dedup_key()
-                .map_or("None".to_string(), |k| format!("{k:?}"))
+            self.dedup_key().map_or("None".to_string(), |k| format!("{k:?}"))
         )
     }
 }
@@ -178,12 +177,7 @@ impl PyDeadLetter {
     }
     #[getter]
     fn first_failed_at(&self) -> Option<f64> {
-        self.dl
-            .message
-            .meta
-            .as_ref()
-            .and_then(|m| m.first_failed_at)
-            .map(secs)
+        self.dl.message.meta.as_ref().and_then(|m| m.first_failed_at).map(secs)
     }
     #[getter]
     fn dead_lettered_at(&self) -> f64 {

@@ -23,10 +23,7 @@ pub(super) fn start(sh: &Arc<Shared>) {
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .expect("spawning an engine thread")
+    std::thread::Builder::new().name(name.into()).spawn(f).expect("spawning an engine thread")
 }
 
 fn timer_loop(sh: &Shared) {
@@ -40,30 +37,19 @@ fn timer_loop(sh: &Shared) {
         let mut ops = Vec::new();
         while let Some(id) = g.state.leases.pop_due(now) {
             let m = g.state.slab.get(id).expect("leased message exists");
-            ops.push(expiry_op(
-                m.superseded,
-                m.attempt,
-                sh.opts.max_attempts,
-                id,
-                now,
-                "no ack in time",
-            ));
+            ops.push(expiry_op(m.superseded, m.attempt, sh.opts.max_attempts, id, now, "no ack in time"));
         }
         if !ops.is_empty() {
             let n = ops.len();
-            let kinds: Vec<(u64, bool)> =
-                ops.iter()
-                    .map(|op| match op {
-                        crate::record::Op::Requeue { id, .. } => (*id, true),
-                        crate::record::Op::DeadLetter { id, .. }
-                        | crate::record::Op::Drop { id } => (*id, false),
-                        _ => unreachable!(),
-                    })
-                    .collect();
-            let topics: Vec<u32> = kinds
+            let kinds: Vec<(u64, bool)> = ops
                 .iter()
-                .map(|(id, _)| g.state.slab.get(*id).expect("exists").topic)
+                .map(|op| match op {
+                    crate::record::Op::Requeue { id, .. } => (*id, true),
+                    crate::record::Op::DeadLetter { id, .. } | crate::record::Op::Drop { id } => (*id, false),
+                    _ => unreachable!(),
+                })
                 .collect();
+            let topics: Vec<u32> = kinds.iter().map(|(id, _)| g.state.slab.get(*id).expect("exists").topic).collect();
             match sh.commit(&mut g, ops) {
                 Ok(_) => {
                     g.counters.expired += n as u64;
@@ -96,15 +82,10 @@ fn timer_loop(sh: &Shared) {
             g.snapshot_wanted = true;
             sh.snap_cv.notify_one();
         }
-        let next_timer = [g.state.leases.peek().map(|e| e.0), g.state.delays.peek()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next_timer = [g.state.leases.peek().map(|e| e.0), g.state.delays.peek()].into_iter().flatten().min();
         g.timer_next = next_timer.unwrap_or(u64::MAX);
         let until_timer = next_timer.map(|t| Duration::from_micros(t.saturating_sub(now_micros())));
-        let until_snap = snap_due
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(10));
+        let until_snap = snap_due.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
         let sleep = until_timer.map_or(until_snap, |d| d.min(until_snap));
         sh.timer_cv.wait_for(&mut g, sleep);
     }
@@ -146,8 +127,7 @@ fn snapshot_loop(sh: &Shared) {
             let mut g = sh.inner.lock();
             g.snapshot_wanted = false;
             // Retry on the next trigger; record why for stats().
-            g.degraded
-                .get_or_insert_with(|| format!("background snapshot failed: {e}"));
+            g.degraded.get_or_insert_with(|| format!("background snapshot failed: {e}"));
         }
     }
 }

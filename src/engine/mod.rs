@@ -8,6 +8,8 @@
 //! `sync`'s lock, and no engine code calls back into Python.
 
 mod background;
+#[cfg(test)]
+mod model_tests;
 mod ops;
 mod publish;
 
@@ -97,17 +99,13 @@ impl Engine {
         let path = path.as_ref().to_owned();
         lock::ensure_dir(&path)?;
         let dir_lock = DirLock::acquire(&path)?;
-        let epoch = lock::bump_epoch(&path)?;
+        lock::check_manifest(&path)?;
         let faults = Arc::new(Faults::default());
         let loaded = recovery::load(&path, opts.dlq_capacity, true, &faults)?;
+        // Only once the directory reads cleanly does this open count.
+        let epoch = lock::bump_epoch(&path)?;
         let next_lsn = loaded.report.last_lsn + 1;
-        let journal = Journal::create(
-            &path,
-            faults.clone(),
-            opts.segment_size,
-            next_lsn,
-            loaded.segments,
-        )?;
+        let journal = Journal::create(&path, faults.clone(), opts.segment_size, next_lsn, loaded.segments)?;
         let sync = SyncPoint::new(next_lsn - 1, Some(journal.active_file()));
         let snapshot_lsn = loaded.report.snapshot_lsn;
         let inner = Inner {
@@ -151,26 +149,14 @@ impl Engine {
         let sh = &self.sh;
         let mut g = sh.inner.lock();
         let now = now_micros();
-        let mut in_flight: Vec<u64> = g
-            .state
-            .slab
-            .iter()
-            .filter(|m| m.state == MsgState::InFlight)
-            .map(|m| m.id)
-            .collect();
+        let mut in_flight: Vec<u64> =
+            g.state.slab.iter().filter(|m| m.state == MsgState::InFlight).map(|m| m.id).collect();
         in_flight.sort_unstable();
         let ops: Vec<Op> = in_flight
             .into_iter()
             .map(|id| {
                 let m = g.state.slab.get(id).expect("listed");
-                expiry_op(
-                    m.superseded,
-                    m.attempt,
-                    sh.opts.max_attempts,
-                    id,
-                    now,
-                    "the queue was reopened",
-                )
+                expiry_op(m.superseded, m.attempt, sh.opts.max_attempts, id, now, "the queue was reopened")
             })
             .collect();
         if !ops.is_empty() {
@@ -209,11 +195,7 @@ impl Engine {
             if g.degraded.is_none() {
                 g.degraded = Some(f.message.clone());
             }
-            Error::storage(
-                format!("fsync of the journal (record {lsn} may not be on disk)"),
-                &self.sh.path,
-                e,
-            )
+            Error::storage(format!("fsync of the journal (record {lsn} may not be on disk)"), &self.sh.path, e)
         })
     }
 
@@ -275,14 +257,7 @@ impl Drop for Engine {
 }
 
 /// What a lease expiry (or a restart with the message in flight) does.
-pub(crate) fn expiry_op(
-    superseded: bool,
-    attempt: u32,
-    max_attempts: u32,
-    id: u64,
-    now: Micros,
-    why: &str,
-) -> Op {
+pub(crate) fn expiry_op(superseded: bool, attempt: u32, max_attempts: u32, id: u64, now: Micros, why: &str) -> Op {
     if superseded {
         Op::Drop { id }
     } else if attempt >= max_attempts {
@@ -291,19 +266,13 @@ pub(crate) fn expiry_op(
             reason: "lease_expired".into(),
             failure: Failure {
                 error_type: Some("LeaseExpired".into()),
-                error_message: Some(format!(
-                    "lease expired on delivery {attempt} of {max_attempts} ({why})"
-                )),
+                error_message: Some(format!("lease expired on delivery {attempt} of {max_attempts} ({why})")),
                 ..Default::default()
             },
             at: now,
         }
     } else {
-        Op::Requeue {
-            id,
-            visible_at: 0,
-            failed_at: now,
-        }
+        Op::Requeue { id, visible_at: 0, failed_at: now }
     }
 }
 
@@ -354,20 +323,9 @@ impl Shared {
                 None => return Ok(g.snapshot_lsn),
             }
         };
-        let written = storage::write_atomic(
-            Some(&self.faults),
-            &self.path,
-            &snapshot::snapshot_name(lsn),
-            &image,
-        );
+        let written = storage::write_atomic(Some(&self.faults), &self.path, &snapshot::snapshot_name(lsn), &image);
         let mut g = self.inner.lock();
-        written.map_err(|e| {
-            Error::storage(
-                "writing snapshot",
-                self.path.join(snapshot::snapshot_name(lsn)),
-                e,
-            )
-        })?;
+        written.map_err(|e| Error::storage("writing snapshot", self.path.join(snapshot::snapshot_name(lsn)), e))?;
         self.finish_snapshot(&mut g, lsn);
         Ok(lsn)
     }
@@ -378,19 +336,8 @@ impl Shared {
         let Some((image, lsn)) = self.prepare_snapshot(g)? else {
             return Ok(g.snapshot_lsn);
         };
-        storage::write_atomic(
-            Some(&self.faults),
-            &self.path,
-            &snapshot::snapshot_name(lsn),
-            &image,
-        )
-        .map_err(|e| {
-            Error::storage(
-                "writing snapshot",
-                self.path.join(snapshot::snapshot_name(lsn)),
-                e,
-            )
-        })?;
+        storage::write_atomic(Some(&self.faults), &self.path, &snapshot::snapshot_name(lsn), &image)
+            .map_err(|e| Error::storage("writing snapshot", self.path.join(snapshot::snapshot_name(lsn)), e))?;
         self.finish_snapshot(g, lsn);
         Ok(lsn)
     }

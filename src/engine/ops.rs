@@ -5,9 +5,7 @@ use super::publish::{Publish, PublishOpts};
 use super::{Engine, Inner};
 use crate::error::{Error, Result};
 use crate::record::Op;
-use crate::types::{
-    DeadLetter, Delivered, Failure, Message, MsgState, SLOT_BITS, Wait, now_micros,
-};
+use crate::types::{DeadLetter, Delivered, Failure, Message, MsgState, SLOT_BITS, Wait, now_micros};
 use std::time::Duration;
 
 /// What `ack` did: the LSN to wait on and the ids whose lease was stale.
@@ -43,32 +41,20 @@ fn delivered(m: &Message, topic: &str) -> Delivered {
 impl Inner {
     /// The message if `token` is its current lease.
     fn leased(&self, id: u64, token: u64) -> Option<&Message> {
-        self.state
-            .slab
-            .get(id)
-            .filter(|m| m.state == MsgState::InFlight && m.lease_token == token && token != 0)
+        self.state.slab.get(id).filter(|m| m.state == MsgState::InFlight && m.lease_token == token && token != 0)
     }
 }
 
 impl Engine {
     /// Takes up to `max` ready messages of `topic` under a lease of `lease`.
     /// Waits per `wait` when none is ready; returns an empty list on timeout.
-    pub fn checkout(
-        &self,
-        topic: &str,
-        max: usize,
-        lease: Duration,
-        wait: Wait,
-    ) -> Result<Vec<Delivered>> {
+    pub fn checkout(&self, topic: &str, max: usize, lease: Duration, wait: Wait) -> Result<Vec<Delivered>> {
         let sh = &self.sh;
         if max == 0 {
             return Err(Error::Invalid("max_messages must be >= 1".into()));
         }
         if topic.is_empty() || topic.len() > crate::types::MAX_TOPIC {
-            return Err(Error::Invalid(format!(
-                "topic must be 1..=255 bytes, got {}",
-                topic.len()
-            )));
+            return Err(Error::Invalid(format!("topic must be 1..=255 bytes, got {}", topic.len())));
         }
         let mut g = sh.inner.lock();
         let mut ids = Vec::new();
@@ -82,9 +68,7 @@ impl Engine {
                 continue;
             };
             let st = &mut g.state;
-            st.topics[tid as usize]
-                .ready
-                .peek_front(&st.slab, max, &mut ids);
+            st.topics[tid as usize].ready.peek_front(&st.slab, max, &mut ids);
             if !ids.is_empty() {
                 break tid;
             }
@@ -101,9 +85,7 @@ impl Engine {
             g.state.topics[tid as usize].waiters -= 1;
             if timed_out {
                 let st = &mut g.state;
-                st.topics[tid as usize]
-                    .ready
-                    .peek_front(&st.slab, max, &mut ids);
+                st.topics[tid as usize].ready.peek_front(&st.slab, max, &mut ids);
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -129,12 +111,7 @@ impl Engine {
     /// Acks `leases` (id, token) and, in the same journal record, publishes
     /// `publish` (handler chaining). Acks with stale tokens change nothing and
     /// are reported in `lost`; with publishes, any stale token rejects all.
-    pub fn ack(
-        &self,
-        leases: &[(u64, u64)],
-        publish: &[Publish<'_>],
-        wait: Wait,
-    ) -> Result<AckOutcome> {
+    pub fn ack(&self, leases: &[(u64, u64)], publish: &[Publish<'_>], wait: Wait) -> Result<AckOutcome> {
         let sh = &self.sh;
         for p in publish {
             sh.check_limits(p)?;
@@ -154,20 +131,11 @@ impl Engine {
             return Err(Error::LeaseLost { ids: lost });
         }
         let freed = valid.len();
-        let prefix = if valid.is_empty() {
-            Vec::new()
-        } else {
-            vec![Op::Ack { ids: valid }]
-        };
+        let prefix = if valid.is_empty() { Vec::new() } else { vec![Op::Ack { ids: valid }] };
         let lsn = if publish.is_empty() {
-            if prefix.is_empty() {
-                None
-            } else {
-                Some(sh.commit(&mut g, prefix)?)
-            }
+            if prefix.is_empty() { None } else { Some(sh.commit(&mut g, prefix)?) }
         } else {
-            sh.publish_locked(&mut g, publish, PublishOpts::default(), prefix, freed, wait)?
-                .1
+            sh.publish_locked(&mut g, publish, PublishOpts::default(), prefix, freed, wait)?.1
         };
         g.counters.acked += freed as u64;
         if freed > 0 {
@@ -198,28 +166,12 @@ impl Engine {
         let op = if superseded {
             Op::Drop { id }
         } else if let Some(reason) = dead_letter {
-            Op::DeadLetter {
-                id,
-                reason: reason.to_owned(),
-                failure,
-                at: now,
-            }
+            Op::DeadLetter { id, reason: reason.to_owned(), failure, at: now }
         } else if attempt >= sh.opts.max_attempts {
-            Op::DeadLetter {
-                id,
-                reason: "max_attempts".into(),
-                failure,
-                at: now,
-            }
+            Op::DeadLetter { id, reason: "max_attempts".into(), failure, at: now }
         } else {
-            let visible_at = delay
-                .filter(|d| !d.is_zero())
-                .map_or(0, |d| now + d.as_micros() as u64);
-            Op::Requeue {
-                id,
-                visible_at,
-                failed_at: now,
-            }
+            let visible_at = delay.filter(|d| !d.is_zero()).map_or(0, |d| now + d.as_micros() as u64);
+            Op::Requeue { id, visible_at, failed_at: now }
         };
         let kind = std::mem::discriminant(&op);
         let requeue_at = match &op {
@@ -261,22 +213,11 @@ impl Engine {
 
     /// Whether a newer publish with the same dedup key superseded `id`.
     pub fn is_superseded(&self, id: u64) -> bool {
-        self.sh
-            .inner
-            .lock()
-            .state
-            .slab
-            .get(id)
-            .is_some_and(|m| m.superseded)
+        self.sh.inner.lock().state.slab.get(id).is_some_and(|m| m.superseded)
     }
 
     /// Dead letters, oldest first, filtered.
-    pub fn dlq_list(
-        &self,
-        topic: Option<&str>,
-        reason: Option<&str>,
-        limit: Option<usize>,
-    ) -> Vec<DeadLetter> {
+    pub fn dlq_list(&self, topic: Option<&str>, reason: Option<&str>, limit: Option<usize>) -> Vec<DeadLetter> {
         let g = self.sh.inner.lock();
         g.state
             .dlq
@@ -289,11 +230,7 @@ impl Engine {
 
     pub fn dlq_get(&self, id: u64) -> Result<DeadLetter> {
         let g = self.sh.inner.lock();
-        g.state
-            .dlq
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(crate::error::fmt_id(id)))
+        g.state.dlq.get(id).cloned().ok_or_else(|| Error::NotFound(crate::error::fmt_id(id)))
     }
 
     /// Puts dead letters back in the queue as new messages (attempts reset,
@@ -311,12 +248,9 @@ impl Engine {
             .iter()
             .filter(|d| ids.is_none_or(|ids| ids.contains(&d.message.id)))
             .filter(|d| {
-                d.message.dedup_key().is_none_or(|k| {
-                    g.state
-                        .topic_id(&d.topic)
-                        .and_then(|t| g.state.dedup.get(t, k))
-                        .is_none()
-                })
+                d.message
+                    .dedup_key()
+                    .is_none_or(|k| g.state.topic_id(&d.topic).and_then(|t| g.state.dedup.get(t, k)).is_none())
             })
             .take(room)
             .cloned()
@@ -324,9 +258,7 @@ impl Engine {
         if chosen.is_empty() {
             return Ok((0, None));
         }
-        let mut ops = vec![Op::DlqRemove {
-            ids: chosen.iter().map(|d| d.message.id).collect(),
-        }];
+        let mut ops = vec![Op::DlqRemove { ids: chosen.iter().map(|d| d.message.id).collect() }];
         let mut slots = Vec::new();
         for d in chosen {
             let slot = g.state.slab.alloc();
@@ -342,11 +274,7 @@ impl Engine {
             if let Some(meta) = msg.meta.as_mut() {
                 meta.first_failed_at = None;
             }
-            ops.push(Op::Enqueue {
-                topic: d.topic,
-                msg,
-                supersedes: None,
-            });
+            ops.push(Op::Enqueue { topic: d.topic, msg, supersedes: None });
         }
         let n = slots.len();
         let lsn = match sh.commit(&mut g, ops) {
@@ -370,13 +298,8 @@ impl Engine {
         let sh = &self.sh;
         let mut g = sh.inner.lock();
         sh.ensure_healthy(&mut g)?;
-        let chosen: Vec<u64> = g
-            .state
-            .dlq
-            .iter()
-            .map(|d| d.message.id)
-            .filter(|id| ids.is_none_or(|ids| ids.contains(id)))
-            .collect();
+        let chosen: Vec<u64> =
+            g.state.dlq.iter().map(|d| d.message.id).filter(|id| ids.is_none_or(|ids| ids.contains(id))).collect();
         if chosen.is_empty() {
             return Ok((0, None));
         }
@@ -423,20 +346,14 @@ impl Engine {
             ("journal_bytes", i(journal_bytes)),
             ("journal_segments", i(segments as u64)),
             ("snapshot_lsn", i(g.snapshot_lsn)),
-            (
-                "snapshot_age",
-                Stat::Float(g.snapshot_at.elapsed().as_secs_f64()),
-            ),
+            ("snapshot_age", Stat::Float(g.snapshot_at.elapsed().as_secs_f64())),
             ("fsyncs", i(sh.sync.fsyncs())),
             ("recovered_records", i(r.records_replayed)),
             ("torn_tail_bytes", i(r.torn_bytes())),
             ("torn_tail_records", i(r.torn.len() as u64)),
             ("recovery_seconds", Stat::Float(r.seconds)),
             ("durability", Stat::Text(sh.opts.durability.as_str().into())),
-            (
-                "degraded",
-                g.degraded.clone().map_or(Stat::None, Stat::Text),
-            ),
+            ("degraded", g.degraded.clone().map_or(Stat::None, Stat::Text)),
         ]
     }
 
@@ -446,12 +363,7 @@ impl Engine {
         g.state
             .topics
             .iter()
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    [t.n_ready as u64, t.n_in_flight as u64, t.n_delayed as u64],
-                )
-            })
+            .map(|t| (t.name.clone(), [t.n_ready as u64, t.n_in_flight as u64, t.n_delayed as u64]))
             .collect()
     }
 }

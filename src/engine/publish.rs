@@ -7,9 +7,7 @@
 use super::{Engine, Inner, Shared};
 use crate::error::{Error, Result};
 use crate::record::Op;
-use crate::types::{
-    MAX_TOPIC, Message, Meta, MsgState, NewMessage, OnDuplicate, SLOT_BITS, Wait, now_micros,
-};
+use crate::types::{MAX_TOPIC, Message, Meta, MsgState, NewMessage, OnDuplicate, SLOT_BITS, Wait, now_micros};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -72,46 +70,27 @@ impl Shared {
             return Err(Error::Invalid("topic must not be empty".into()));
         }
         if p.topic.len() > MAX_TOPIC {
-            return Err(Error::Limit {
-                what: "topic",
-                size: p.topic.len(),
-                limit: MAX_TOPIC,
-            });
+            return Err(Error::Limit { what: "topic", size: p.topic.len(), limit: MAX_TOPIC });
         }
         if p.payload.len() > o.max_payload {
-            return Err(Error::Limit {
-                what: "payload",
-                size: p.payload.len(),
-                limit: o.max_payload,
-            });
+            return Err(Error::Limit { what: "payload", size: p.payload.len(), limit: o.max_payload });
         }
-        for (what, v) in [
-            ("dedup_key", p.dedup_key),
-            ("correlation_id", p.correlation_id),
-            ("causation_id", p.causation_id),
-        ] {
+        for (what, v) in
+            [("dedup_key", p.dedup_key), ("correlation_id", p.correlation_id), ("causation_id", p.causation_id)]
+        {
             if let Some(v) = v
                 && v.len() > o.max_key
             {
-                return Err(Error::Limit {
-                    what,
-                    size: v.len(),
-                    limit: o.max_key,
-                });
+                return Err(Error::Limit { what, size: v.len(), limit: o.max_key });
             }
         }
         if p.dedup_key == Some("") {
-            return Err(Error::Invalid(
-                "dedup_key must not be empty (use None for no key)".into(),
-            ));
+            return Err(Error::Invalid("dedup_key must not be empty (use None for no key)".into()));
         }
-        let hsize: usize = p.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        // Each pair costs its bytes plus two length prefixes on disk.
+        let hsize: usize = p.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
         if hsize > o.max_headers {
-            return Err(Error::Limit {
-                what: "headers",
-                size: hsize,
-                limit: o.max_headers,
-            });
+            return Err(Error::Limit { what: "headers", size: hsize, limit: o.max_headers });
         }
         Ok(())
     }
@@ -120,17 +99,11 @@ impl Shared {
     /// transaction frees first (acks committed together with publishes).
     pub(crate) fn plan(&self, g: &Inner, items: &[Publish<'_>], opts: PublishOpts) -> Result<Plan> {
         let now = now_micros();
-        let mut plan = Plan {
-            ops: Vec::with_capacity(items.len()),
-            ..Default::default()
-        };
+        let mut plan = Plan { ops: Vec::with_capacity(items.len()), ..Default::default() };
         let mut pending: HashMap<(&str, &str), usize> = HashMap::new();
         for p in items {
             let meta = build_meta(p);
-            let visible_at = p
-                .delay
-                .filter(|d| !d.is_zero())
-                .map(|d| now + d.as_micros() as u64);
+            let visible_at = p.delay.filter(|d| !d.is_zero()).map(|d| now + d.as_micros() as u64);
             if let Some(v) = visible_at {
                 plan.earliest_delay = Some(plan.earliest_delay.map_or(v, |e: u64| e.min(v)));
             }
@@ -160,12 +133,7 @@ impl Shared {
                             msg.meta = meta;
                             msg.version += 1;
                         }
-                        Op::Replace {
-                            payload,
-                            meta: m,
-                            version,
-                            ..
-                        } => {
+                        Op::Replace { payload, meta: m, version, .. } => {
                             *payload = p.payload.into();
                             *m = meta;
                             *version += 1;
@@ -176,21 +144,14 @@ impl Shared {
                 plan.targets.push(target);
                 continue;
             }
-            let holder = g
-                .state
-                .topic_id(p.topic)
-                .and_then(|t| g.state.dedup.get(t, key));
+            let holder = g.state.topic_id(p.topic).and_then(|t| g.state.dedup.get(t, key));
             let Some(hid) = holder else {
                 check_version(key, opts.expected_version, 0)?;
                 let ix = plan.push_new(p, meta, 1, visible_at, now, None);
                 pending.insert((p.topic, key), ix);
                 continue;
             };
-            let h = g
-                .state
-                .slab
-                .get(hid)
-                .expect("dedup index points at a live message");
+            let h = g.state.slab.get(hid).expect("dedup index points at a live message");
             check_version(key, opts.expected_version, h.version)?;
             if opts.on_duplicate == OnDuplicate::Keep {
                 plan.kept += 1;
@@ -203,12 +164,7 @@ impl Shared {
                 pending.insert((p.topic, key), ix);
             } else {
                 plan.replaced += 1;
-                plan.ops.push(Op::Replace {
-                    id: hid,
-                    version: h.version + 1,
-                    payload: p.payload.into(),
-                    meta,
-                });
+                plan.ops.push(Op::Replace { id: hid, version: h.version + 1, payload: p.payload.into(), meta });
                 pending.insert((p.topic, key), plan.ops.len() - 1);
                 plan.targets.push(Target::Existing(hid));
             }
@@ -249,9 +205,7 @@ impl Shared {
                 break plan;
             }
             if plan.new_count > self.opts.capacity {
-                return Err(Error::Full {
-                    capacity: self.opts.capacity,
-                });
+                return Err(Error::Full { capacity: self.opts.capacity });
             }
             let timed_out = match wait {
                 Wait::No => true,
@@ -262,9 +216,7 @@ impl Shared {
                 }
             };
             if timed_out && g.state.slab.live() - freed + plan.new_count > self.opts.capacity {
-                return Err(Error::Full {
-                    capacity: self.opts.capacity,
-                });
+                return Err(Error::Full { capacity: self.opts.capacity });
             }
         };
         let slots = self.assign_ids(g, &mut plan);
@@ -334,11 +286,7 @@ impl Plan {
         let msg = Message {
             id: 0,
             topic: 0,
-            state: if visible_at.is_some() {
-                MsgState::Delayed
-            } else {
-                MsgState::Ready
-            },
+            state: if visible_at.is_some() { MsgState::Delayed } else { MsgState::Ready },
             superseded: false,
             attempt: 0,
             version,
@@ -350,11 +298,7 @@ impl Plan {
             payload: p.payload.into(),
             meta,
         };
-        self.ops.push(Op::Enqueue {
-            topic: p.topic.to_owned(),
-            msg,
-            supersedes,
-        });
+        self.ops.push(Op::Enqueue { topic: p.topic.to_owned(), msg, supersedes });
         self.new_count += 1;
         self.targets.push(Target::New(self.ops.len() - 1));
         self.ops.len() - 1
@@ -363,21 +307,13 @@ impl Plan {
 
 fn check_version(key: &str, expected: Option<u32>, actual: u32) -> Result<()> {
     match expected {
-        Some(e) if e != actual => Err(Error::VersionConflict {
-            key: key.to_owned(),
-            expected: e,
-            actual,
-        }),
+        Some(e) if e != actual => Err(Error::VersionConflict { key: key.to_owned(), expected: e, actual }),
         _ => Ok(()),
     }
 }
 
 fn build_meta(p: &Publish<'_>) -> Option<Box<Meta>> {
-    if p.dedup_key.is_none()
-        && p.headers.is_empty()
-        && p.correlation_id.is_none()
-        && p.causation_id.is_none()
-    {
+    if p.dedup_key.is_none() && p.headers.is_empty() && p.correlation_id.is_none() && p.causation_id.is_none() {
         return None;
     }
     Some(Box::new(Meta {
@@ -392,17 +328,10 @@ fn build_meta(p: &Publish<'_>) -> Option<Box<Meta>> {
 impl Engine {
     /// Publishes one message; returns its id (or the id of the message that
     /// now carries its dedup key) and the LSN to wait on for durability.
-    pub fn publish(
-        &self,
-        p: Publish<'_>,
-        opts: PublishOpts,
-        wait: Wait,
-    ) -> Result<(u64, Option<u64>)> {
+    pub fn publish(&self, p: Publish<'_>, opts: PublishOpts, wait: Wait) -> Result<(u64, Option<u64>)> {
         self.sh.check_limits(&p)?;
         let mut g = self.sh.inner.lock();
-        let (ids, lsn) = self
-            .sh
-            .publish_locked(&mut g, &[p], opts, Vec::new(), 0, wait)?;
+        let (ids, lsn) = self.sh.publish_locked(&mut g, &[p], opts, Vec::new(), 0, wait)?;
         Ok((ids[0], lsn))
     }
 
@@ -418,7 +347,6 @@ impl Engine {
             self.sh.check_limits(p)?;
         }
         let mut g = self.sh.inner.lock();
-        self.sh
-            .publish_locked(&mut g, items, opts, Vec::new(), 0, wait)
+        self.sh.publish_locked(&mut g, items, opts, Vec::new(), 0, wait)
     }
 }

@@ -1,0 +1,848 @@
+"""ringq against the stdlib ``queue.Queue``, measured in this one process.
+
+Run ``python -m ringq.bench [--quick] [--out FILE]``. Every scenario uses
+100-byte payloads and a fresh temporary directory per repetition, and runs
+its stdlib counterpart in the same repetition (the order alternates between
+repetitions), so ratios are paired; the cyclic GC is off while timing, as
+in ``timeit``. Figures are medians of 5 repetitions (3 with ``--quick``)
+with the noise as min/max. The JSON result goes to stdout (and to
+``--out``); progress, each scenario's target and whether it was met go to
+stderr.
+
+Scenarios (``durability="batch"`` unless stated):
+
+- ``publish_single``: ``q.publish(payload, topic="t")`` N times vs
+  ``queue.Queue.put`` (target ratio >= 1.0).
+- ``publish_many``: ``q.publish_many(batch_of_1000, topic="t")`` vs ``put``
+  (target ratio >= 3).
+- ``checkout_ack``: draining N ready messages with
+  ``checkout(max_messages=256, timeout=0)`` + ``ack(list)`` vs
+  ``get()`` + ``task_done()`` (target ratio >= 1.0).
+- ``producer_consumer``: one thread publishing N singly while another checks
+  out (256 at a time, blocking with a timeout) and acks, vs the same pair on
+  ``queue.Queue``; counts and FIFO order are verified before a figure is kept
+  (target ratio >= 1.5).
+- ``always_publish_many``: ``durability="always"``, ``publish_many`` of 1000
+  (target >= 1M msg/s).
+- ``always_threads``: ``durability="always"``, 8 threads publishing singly vs
+  one thread; group commit should share fsyncs (target ratio >= 5).
+- ``reopen_1m``: 1M ready messages, closed, then ``ringq.Queue(path)``
+  reopened in a fresh subprocess: seconds (target <= 1 s) and VmRSS after
+  the reopen (target <= 250 MB). ``--quick`` uses 200k messages.
+
+If ``ringq.Queue`` is not usable, the measurements go to
+``ringq._core.Engine`` directly and the JSON says ``"api": "engine"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import ringq
+from ringq._core import Delivery, Engine
+
+__all__ = ["main"]
+
+PAYLOAD_SIZE = 100
+TOPIC = "t"
+BATCH = 1000
+CHECKOUT_MAX = 256
+THREADS = 8
+
+Durability = Literal["always", "batch", "os"]
+
+
+class BenchQueue(Protocol):
+    """The part of ``ringq.Queue`` the benchmark uses."""
+
+    def publish(self, payload: bytes, topic: str | None = None) -> str: ...
+    def publish_many(self, payloads: Iterable[bytes], topic: str | None = None) -> list[str]: ...
+    def checkout(
+        self,
+        topic: str = ...,
+        max_messages: int = 1,
+        lease: float | None = None,
+        timeout: float | None = None,
+    ) -> list[Delivery]: ...
+    def ack(self, deliveries: list[Delivery]) -> None: ...
+    def stats(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class EngineQueue:
+    """Fallback with ``ringq.Queue``'s signatures straight over the engine."""
+
+    def __init__(self, path: str, *, capacity: int, durability: Durability) -> None:
+        self._engine = Engine(path, capacity=capacity, durability=durability)
+
+    def publish(self, payload: bytes, topic: str | None = None) -> str:
+        return self._engine.publish(topic or "default", payload)
+
+    def publish_many(self, payloads: Iterable[bytes], topic: str | None = None) -> list[str]:
+        t = topic or "default"
+        return self._engine.publish_many([(t, p, None, None, None, None, None) for p in payloads])
+
+    def checkout(
+        self,
+        topic: str = "default",
+        max_messages: int = 1,
+        lease: float | None = None,
+        timeout: float | None = None,
+    ) -> list[Delivery]:
+        return self._engine.checkout(topic, max_messages, 30.0 if lease is None else lease, timeout)
+
+    def ack(self, deliveries: list[Delivery]) -> None:
+        self._engine.ack(deliveries)
+
+    def stats(self) -> dict[str, Any]:
+        return self._engine.stats()
+
+    def close(self) -> None:
+        self._engine.close()
+
+
+class VerifyError(Exception):
+    """A run delivered the wrong messages: its figure is not kept."""
+
+
+@dataclass
+class Config:
+    quick: bool
+    reps: int
+    api: str  # "queue" or "engine"
+    tmp_base: str | None
+    n: int = 200_000
+    always_n: int = 200_000
+    threads_each: int = 2000
+    single_n: int = 1000
+    reopen_n: int = 1_000_000
+    _payloads: list[bytes] = field(default_factory=list)
+
+    def payloads(self, n: int) -> list[bytes]:
+        """``n`` distinct 100-byte payloads, the first 8 bytes a sequence number."""
+        if len(self._payloads) < n:
+            fill = bytes(range(PAYLOAD_SIZE - 8))
+            self._payloads = [i.to_bytes(8, "big") + fill for i in range(n)]
+        return self._payloads[:n]
+
+    def open(self, path: str, *, capacity: int, durability: Durability = "batch") -> BenchQueue:
+        if self.api == "queue":
+            return ringq.Queue(path, capacity=capacity, durability=durability)
+        return EngineQueue(path, capacity=capacity, durability=durability)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def fresh_dir(cfg: Config) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="ringq-bench-", dir=cfg.tmp_base) as d:
+        yield os.path.join(d, "q")
+
+
+def spread(values: list[float], digits: int = 0) -> dict[str, float]:
+    """Median with min/max (the noise across repetitions)."""
+
+    def r(v: float) -> float:
+        return round(v, digits) if digits else float(round(v))
+
+    return {"median": r(statistics.median(values)), "min": r(min(values)), "max": r(max(values))}
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """Collect, then keep the cyclic GC off while timing (as ``timeit`` does).
+
+    The runs keep every delivery for the FIFO check afterwards; with the GC
+    on, collections over that growing list would be timed as queue cost.
+    """
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def timed(fn: Callable[[], None]) -> float:
+    with no_gc():
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+
+def verify_fifo(received: list[bytes], expected: list[bytes], what: str) -> None:
+    if len(received) != len(expected):
+        raise VerifyError(f"{what}: received {len(received)} messages, expected {len(expected)}")
+    if received != expected:
+        first = next(i for i, (a, b) in enumerate(zip(received, expected, strict=True)) if a != b)
+        raise VerifyError(f"{what}: out of order or wrong payload at position {first}")
+
+
+def verify_ready(q: BenchQueue, n: int, what: str) -> None:
+    ready = q.stats().get("ready")
+    if ready != n:
+        raise VerifyError(f"{what}: stats()['ready'] = {ready}, expected {n}")
+
+
+def publish_batches(q: BenchQueue, batches: list[list[bytes]]) -> None:
+    pub = q.publish_many
+    for b in batches:
+        pub(b, topic=TOPIC)
+
+
+# -- paired comparisons against queue.Queue ---------------------------------
+
+
+def paired(
+    cfg: Config,
+    name: str,
+    run_ringq: Callable[[str], float],
+    run_stdlib: Callable[[], float],
+    target_ratio: float,
+    unit: str = "msg/s",
+) -> dict[str, Any]:
+    """Runs ``cfg.reps`` repetitions of both sides (alternating which goes
+    first) and summarizes rates and per-repetition ratios."""
+    ours: list[float] = []
+    theirs: list[float] = []
+    ratios: list[float] = []
+    errors: list[str] = []
+    for rep in range(cfg.reps):
+        try:
+            if rep % 2 == 0:
+                with fresh_dir(cfg) as path:
+                    a = run_ringq(path)
+                b = run_stdlib()
+            else:
+                b = run_stdlib()
+                with fresh_dir(cfg) as path:
+                    a = run_ringq(path)
+        except VerifyError as e:
+            errors.append(f"repetition {rep + 1}: {e}")
+            log(f"  {name}: repetition {rep + 1} discarded: {e}")
+            continue
+        ours.append(a)
+        theirs.append(b)
+        ratios.append(a / b)
+        log(f"  {name} rep {rep + 1}: ringq {a:,.0f} {unit}, queue.Queue {b:,.0f} {unit}")
+    out: dict[str, Any] = {"unit": unit, "target": f"ratio >= {target_ratio}"}
+    if ratios:
+        out["ringq"] = spread(ours)
+        out["stdlib_queue"] = spread(theirs)
+        out["ratio"] = spread(ratios, 3)
+        out["met"] = out["ratio"]["median"] >= target_ratio
+    else:
+        out["met"] = False
+    if errors:
+        out["errors"] = errors
+    return out
+
+
+def publish_single(cfg: Config) -> dict[str, Any]:
+    n = cfg.n
+    payloads = cfg.payloads(n)
+
+    def ours(path: str) -> float:
+        q = cfg.open(path, capacity=n)
+        try:
+            pub = q.publish
+
+            def run() -> None:
+                for p in payloads:
+                    pub(p, topic=TOPIC)
+
+            dt = timed(run)
+            verify_ready(q, n, "publish_single")
+        finally:
+            q.close()
+        return n / dt
+
+    def theirs() -> float:
+        sq: queue.Queue[bytes] = queue.Queue()
+        put = sq.put
+
+        def run() -> None:
+            for p in payloads:
+                put(p)
+
+        return n / timed(run)
+
+    res = paired(cfg, "publish_single", ours, theirs, 1.0)
+    return {"n": n, "durability": "batch", **res}
+
+
+def publish_many(cfg: Config) -> dict[str, Any]:
+    n = cfg.n - cfg.n % BATCH
+    payloads = cfg.payloads(n)
+    batches = [payloads[i : i + BATCH] for i in range(0, n, BATCH)]
+    batch_path: list[float] = []
+
+    def ours(path: str) -> float:
+        q = cfg.open(path, capacity=n)
+        try:
+            dt = timed(partial(publish_batches, q, batches))
+            verify_ready(q, n, "publish_many")
+        finally:
+            q.close()
+        # For reference: the engine's single-topic batch call, no SDK layer.
+        engine = Engine(path + "-engine", capacity=n, durability="batch")
+        try:
+            fast = getattr(engine, "publish_batch", None)
+            if fast is not None:
+
+                def run_fast() -> None:
+                    for b in batches:
+                        fast(TOPIC, b)
+
+                batch_path.append(n / timed(run_fast))
+        finally:
+            engine.close()
+        return n / dt
+
+    def theirs() -> float:
+        sq: queue.Queue[bytes] = queue.Queue()
+        put = sq.put
+
+        def run() -> None:
+            for p in payloads:
+                put(p)
+
+        return n / timed(run)
+
+    res = paired(cfg, "publish_many", ours, theirs, 3.0)
+    out = {"n": n, "batch": BATCH, "durability": "batch", **res}
+    if batch_path:
+        out["reference_engine_publish_batch"] = spread(batch_path)
+        out["reference_note"] = (
+            "ringq._core.Engine.publish_batch(topic, payloads) called directly, "
+            "same batches; not counted toward the target"
+        )
+    return out
+
+
+def checkout_ack(cfg: Config) -> dict[str, Any]:
+    n = cfg.n
+    payloads = cfg.payloads(n)
+
+    def ours(path: str) -> float:
+        q = cfg.open(path, capacity=n)
+        try:
+            for i in range(0, n, BATCH):
+                q.publish_many(payloads[i : i + BATCH], topic=TOPIC)
+            received: list[Delivery] = []
+            co = q.checkout
+            ack = q.ack
+            keep = received.extend
+
+            def run() -> None:
+                while True:
+                    ds = co(TOPIC, max_messages=CHECKOUT_MAX, timeout=0)
+                    if not ds:
+                        return
+                    ack(ds)
+                    keep(ds)
+
+            dt = timed(run)
+            verify_fifo([d.payload for d in received], payloads, "checkout_ack")
+            verify_ready(q, 0, "checkout_ack")
+        finally:
+            q.close()
+        return n / dt
+
+    def theirs() -> float:
+        sq: queue.Queue[bytes] = queue.Queue()
+        for p in payloads:
+            sq.put(p)
+        received: list[bytes] = []
+        get = sq.get
+        done = sq.task_done
+        keep = received.append
+
+        def run() -> None:
+            for _ in range(n):
+                keep(get())
+                done()
+
+        dt = timed(run)
+        verify_fifo(received, payloads, "queue.Queue checkout_ack")
+        return n / dt
+
+    res = paired(cfg, "checkout_ack", ours, theirs, 1.0)
+    return {"n": n, "max_messages": CHECKOUT_MAX, "durability": "batch", **res}
+
+
+def run_pair(produce: Callable[[], None], consume: Callable[[], None]) -> float:
+    """Runs producer and consumer threads from a common start; returns seconds."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def wrap(fn: Callable[[], None]) -> Callable[[], None]:
+        def body() -> None:
+            start.wait()
+            try:
+                fn()
+            except BaseException as e:
+                errors.append(e)
+
+        return body
+
+    threads = [threading.Thread(target=wrap(f), daemon=True) for f in (produce, consume)]
+    for t in threads:
+        t.start()
+    with no_gc():
+        start.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        dt = time.perf_counter() - t0
+    if errors:
+        raise VerifyError(f"a thread failed: {type(errors[0]).__name__}: {errors[0]}")
+    return dt
+
+
+def producer_consumer(cfg: Config) -> dict[str, Any]:
+    n = cfg.n
+    payloads = cfg.payloads(n)
+
+    def ours(path: str) -> float:
+        q = cfg.open(path, capacity=n)
+        received: list[Delivery] = []
+        try:
+
+            def produce() -> None:
+                pub = q.publish
+                for p in payloads:
+                    pub(p, topic=TOPIC)
+
+            def consume() -> None:
+                co = q.checkout
+                ack = q.ack
+                keep = received.extend
+                got = 0
+                while got < n:
+                    ds = co(TOPIC, max_messages=CHECKOUT_MAX, timeout=10.0)
+                    if not ds:
+                        raise VerifyError(f"consumer waited 10 s with {got} of {n} received")
+                    ack(ds)
+                    keep(ds)
+                    got += len(ds)
+
+            dt = run_pair(produce, consume)
+            verify_fifo([d.payload for d in received], payloads, "producer_consumer")
+            verify_ready(q, 0, "producer_consumer")
+        finally:
+            q.close()
+        return n / dt
+
+    def theirs() -> float:
+        sq: queue.Queue[bytes] = queue.Queue()
+        received: list[bytes] = []
+
+        def produce() -> None:
+            put = sq.put
+            for p in payloads:
+                put(p)
+
+        def consume() -> None:
+            get = sq.get
+            done = sq.task_done
+            keep = received.append
+            for _ in range(n):
+                keep(get(timeout=10.0))
+                done()
+
+        dt = run_pair(produce, consume)
+        verify_fifo(received, payloads, "queue.Queue producer_consumer")
+        return n / dt
+
+    res = paired(cfg, "producer_consumer", ours, theirs, 1.5)
+    return {"n": n, "max_messages": CHECKOUT_MAX, "durability": "batch", **res}
+
+
+# -- durability="always" ----------------------------------------------------
+
+
+def always_publish_many(cfg: Config) -> dict[str, Any]:
+    n = cfg.always_n - cfg.always_n % BATCH
+    payloads = cfg.payloads(n)
+    batches = [payloads[i : i + BATCH] for i in range(0, n, BATCH)]
+    rates: list[float] = []
+    fsyncs: list[float] = []
+    errors: list[str] = []
+    target = 1_000_000.0
+    for rep in range(cfg.reps):
+        with fresh_dir(cfg) as path:
+            q = cfg.open(path, capacity=n, durability="always")
+            try:
+                f0 = q.stats()["fsyncs"]
+                dt = timed(partial(publish_batches, q, batches))
+                fsyncs.append(q.stats()["fsyncs"] - f0)
+                verify_ready(q, n, "always_publish_many")
+            except VerifyError as e:
+                errors.append(f"repetition {rep + 1}: {e}")
+                continue
+            finally:
+                q.close()
+        rates.append(n / dt)
+        log(f"  always_publish_many rep {rep + 1}: {n / dt:,.0f} msg/s, {fsyncs[-1]:.0f} fsyncs")
+    out: dict[str, Any] = {
+        "n": n,
+        "batch": BATCH,
+        "durability": "always",
+        "unit": "msg/s",
+        "target": f"msg/s >= {target:,.0f}",
+    }
+    if rates:
+        out["ringq"] = spread(rates)
+        out["fsyncs"] = spread(fsyncs)
+        out["met"] = out["ringq"]["median"] >= target
+    else:
+        out["met"] = False
+    if errors:
+        out["errors"] = errors
+    return out
+
+
+def publish_threads(q: BenchQueue, threads: int, each: int, payloads: list[bytes]) -> float:
+    """``threads`` threads publishing ``each`` messages singly; returns seconds."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads + 1)
+
+    def body(k: int) -> None:
+        pub = q.publish
+        mine = payloads[k * each : (k + 1) * each]
+        start.wait()
+        try:
+            for p in mine:
+                pub(p, topic=TOPIC)
+        except BaseException as e:
+            errors.append(e)
+
+    ts = [threading.Thread(target=body, args=(k,), daemon=True) for k in range(threads)]
+    for t in ts:
+        t.start()
+    with no_gc():
+        start.wait()
+        t0 = time.perf_counter()
+        for t in ts:
+            t.join()
+        dt = time.perf_counter() - t0
+    if errors:
+        raise VerifyError(f"a publisher failed: {type(errors[0]).__name__}: {errors[0]}")
+    return dt
+
+
+def always_threads(cfg: Config) -> dict[str, Any]:
+    each, single = cfg.threads_each, cfg.single_n
+    payloads = cfg.payloads(max(THREADS * each, single))
+    multi_rates: list[float] = []
+    single_rates: list[float] = []
+    ratios: list[float] = []
+    multi_fsyncs: list[float] = []
+    single_fsyncs: list[float] = []
+    errors: list[str] = []
+    target = 5.0
+
+    def run(threads: int, count: int) -> tuple[float, float]:
+        with fresh_dir(cfg) as path:
+            q = cfg.open(path, capacity=threads * count, durability="always")
+            try:
+                f0 = q.stats()["fsyncs"]
+                dt = publish_threads(q, threads, count, payloads)
+                f = q.stats()["fsyncs"] - f0
+                verify_ready(q, threads * count, f"always_threads ({threads} threads)")
+            finally:
+                q.close()
+        return threads * count / dt, float(f)
+
+    for rep in range(cfg.reps):
+        try:
+            if rep % 2 == 0:
+                m, mf = run(THREADS, each)
+                s, sf = run(1, single)
+            else:
+                s, sf = run(1, single)
+                m, mf = run(THREADS, each)
+        except VerifyError as e:
+            errors.append(f"repetition {rep + 1}: {e}")
+            continue
+        multi_rates.append(m)
+        single_rates.append(s)
+        ratios.append(m / s)
+        multi_fsyncs.append(mf)
+        single_fsyncs.append(sf)
+        log(
+            f"  always_threads rep {rep + 1}: {THREADS} threads {m:,.0f} msg/s ({mf:.0f} fsyncs),"
+            f" 1 thread {s:,.0f} msg/s ({sf:.0f} fsyncs)"
+        )
+    out: dict[str, Any] = {
+        "threads": THREADS,
+        "per_thread": each,
+        "single_thread_n": single,
+        "durability": "always",
+        "unit": "msg/s",
+        "target": f"ratio (8 threads / 1 thread) >= {target}",
+    }
+    if ratios:
+        out["ringq_8_threads"] = spread(multi_rates)
+        out["ringq_1_thread"] = spread(single_rates)
+        out["ratio"] = spread(ratios, 3)
+        out["fsyncs_8_threads"] = spread(multi_fsyncs)
+        out["fsyncs_1_thread"] = spread(single_fsyncs)
+        out["messages_per_fsync_8_threads"] = round(
+            THREADS * each / statistics.median(multi_fsyncs), 2
+        )
+        out["met"] = out["ratio"]["median"] >= target
+    else:
+        out["met"] = False
+    if errors:
+        out["errors"] = errors
+    return out
+
+
+# -- reopen -----------------------------------------------------------------
+
+
+def rss_mb(field_name: str = "VmRSS") -> float:
+    """``field_name`` of /proc/self/status in MB (0 where there is no /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def reopen_child(path: str, count: int, api: str) -> int:
+    """In a fresh process: reopen ``path``, print seconds and RSS as JSON."""
+    cfg = Config(quick=False, reps=1, api=api, tmp_base=None)
+    gc.collect()
+    before = rss_mb()
+    t0 = time.perf_counter()
+    q = cfg.open(path, capacity=count)
+    dt = time.perf_counter() - t0
+    after = rss_mb()
+    peak = rss_mb("VmHWM")
+    ready = q.stats().get("ready")
+    t1 = time.perf_counter()
+    q.close()
+    close_s = time.perf_counter() - t1
+    result = {
+        "seconds": dt,
+        "rss_mb": after,
+        "rss_before_open_mb": before,
+        "peak_rss_mb": peak,
+        "ready": ready,
+        "close_seconds": close_s,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def reopen_1m(cfg: Config) -> dict[str, Any]:
+    n = cfg.reopen_n - cfg.reopen_n % BATCH
+    batches = [cfg.payloads(BATCH)] * (n // BATCH)
+    seconds: list[float] = []
+    rss: list[float] = []
+    rss_base: list[float] = []
+    peaks: list[float] = []
+    fill_rates: list[float] = []
+    errors: list[str] = []
+    max_s, max_mb = 1.0, 250.0
+    for rep in range(cfg.reps):
+        with fresh_dir(cfg) as path:
+            q = cfg.open(path, capacity=n)
+            try:
+                fill_rates.append(n / timed(partial(publish_batches, q, batches)))
+            finally:
+                q.close()
+            cmd = [sys.executable, "-m", "ringq.bench", "--reopen-child", path]
+            cmd += ["--count", str(n), "--api", cfg.api]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        try:
+            if proc.returncode != 0:
+                raise VerifyError(f"reopen child failed ({proc.returncode}): {proc.stderr[-500:]}")
+            child = json.loads(proc.stdout.strip().splitlines()[-1])
+            if child["ready"] != n:
+                raise VerifyError(f"reopened with {child['ready']} ready, expected {n}")
+        except (VerifyError, ValueError, IndexError, KeyError) as e:
+            errors.append(f"repetition {rep + 1}: {e}")
+            log(f"  reopen: repetition {rep + 1} discarded: {e}")
+            continue
+        seconds.append(child["seconds"])
+        rss.append(child["rss_mb"])
+        rss_base.append(child["rss_before_open_mb"])
+        peaks.append(child["peak_rss_mb"])
+        log(
+            f"  reopen rep {rep + 1}: {child['seconds']:.3f} s, RSS {child['rss_mb']:.0f} MB"
+            f" (peak {child['peak_rss_mb']:.0f} MB) with {n:,} ready"
+        )
+    out: dict[str, Any] = {
+        "n": n,
+        "durability": "batch",
+        "target": f"reopen seconds <= {max_s} and VmRSS after reopen <= {max_mb:.0f} MB"
+        " (with 1M ready)",
+    }
+    if n != 1_000_000:
+        out["note"] = f"--quick: measured with {n:,} messages, not 1M; targets are for 1M"
+    if seconds:
+        out["reopen_seconds"] = spread(seconds, 3)
+        out["rss_mb"] = spread(rss, 1)
+        out["rss_before_open_mb"] = spread(rss_base, 1)
+        out["peak_rss_mb"] = spread(peaks, 1)
+        out["fill_publish_many_msg_s"] = spread(fill_rates)
+        out["met_seconds"] = out["reopen_seconds"]["median"] <= max_s
+        out["met_rss"] = out["rss_mb"]["median"] <= max_mb
+        out["met"] = out["met_seconds"] and out["met_rss"]
+    else:
+        out["met"] = False
+    if errors:
+        out["errors"] = errors
+    return out
+
+
+# -- driver -----------------------------------------------------------------
+
+SCENARIOS: dict[str, Callable[[Config], dict[str, Any]]] = {
+    "publish_single": publish_single,
+    "publish_many": publish_many,
+    "checkout_ack": checkout_ack,
+    "producer_consumer": producer_consumer,
+    "always_publish_many": always_publish_many,
+    "always_threads": always_threads,
+    "reopen_1m": reopen_1m,
+}
+
+
+def probe_queue_api(tmp_base: str | None) -> str | None:
+    """``None`` if ``ringq.Queue`` works for everything measured, else why not."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="ringq-bench-", dir=tmp_base) as d:
+            q = ringq.Queue(os.path.join(d, "q"), capacity=16, durability="batch")
+            try:
+                q.publish(b"a", topic=TOPIC)
+                q.publish_many([b"b", b"c"], topic=TOPIC)
+                ds = q.checkout(TOPIC, max_messages=CHECKOUT_MAX, timeout=0)
+                if [d.payload for d in ds] != [b"a", b"b", b"c"]:
+                    return f"checkout returned {[d.payload for d in ds]!r}"
+                q.ack(ds)
+                if q.stats().get("ready") != 0 or "fsyncs" not in q.stats():
+                    return "stats() lacks 'ready' or 'fsyncs'"
+            finally:
+                q.close()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def summary_line(name: str, res: dict[str, Any]) -> str:
+    verdict = "met" if res.get("met") else "NOT met"
+    if "ratio" in res:
+        fig = f"ratio {res['ratio']['median']:.2f}x"
+        if "ringq" in res:
+            fig += f" (ringq {res['ringq']['median']:,.0f} {res['unit']})"
+    elif "reopen_seconds" in res:
+        fig = f"{res['reopen_seconds']['median']:.3f} s, RSS {res['rss_mb']['median']:.0f} MB"
+    elif "ringq" in res:
+        fig = f"{res['ringq']['median']:,.0f} {res['unit']}"
+    else:
+        fig = "no valid repetition"
+    return f"{name}: {fig}; target {res['target']}: {verdict}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ringq.bench", description="ringq vs queue.Queue benchmarks (JSON)"
+    )
+    parser.add_argument("--quick", action="store_true", help="3 repetitions, smaller reopen")
+    parser.add_argument("--out", metavar="FILE", help="also write the JSON here")
+    parser.add_argument("--tmpdir", metavar="DIR", help="where the temporary queues go")
+    parser.add_argument("--only", metavar="NAMES", help="comma-separated scenarios (default: all)")
+    parser.add_argument("--reopen-child", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--api", default="queue", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.reopen_child:
+        return reopen_child(args.reopen_child, args.count, args.api)
+
+    names = list(SCENARIOS) if not args.only else [s.strip() for s in args.only.split(",")]
+    unknown = [s for s in names if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
+
+    problem = probe_queue_api(args.tmpdir)
+    api = "queue" if problem is None else "engine"
+    cfg = Config(quick=args.quick, reps=3 if args.quick else 5, api=api, tmp_base=args.tmpdir)
+    if args.quick:
+        cfg.always_n = 100_000
+        cfg.threads_each = 500
+        cfg.single_n = 300
+        cfg.reopen_n = 200_000
+    if problem is not None:
+        log(f"ringq.Queue not usable ({problem}); measuring ringq._core.Engine directly")
+
+    report: dict[str, Any] = {
+        "tool": "ringq.bench",
+        "ringq_version": ringq.__version__,
+        "api": api,
+        "quick": args.quick,
+        "repetitions": cfg.reps,
+        "payload_bytes": PAYLOAD_SIZE,
+        "statistic": "median of repetitions; min/max show the noise",
+        "gc": "cyclic GC off during timed sections (as timeit does), for both sides",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "tmpdir": args.tmpdir or tempfile.gettempdir(),
+    }
+    if problem is not None:
+        report["api_note"] = f"ringq.Queue not usable: {problem}"
+    results: dict[str, Any] = {}
+    report["scenarios"] = results
+    started = time.perf_counter()
+    for name in names:
+        log(f"{name} ...")
+        t0 = time.perf_counter()
+        res = SCENARIOS[name](cfg)
+        res["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        results[name] = res
+        log(summary_line(name, res))
+    met = [n for n, r in results.items() if r.get("met")]
+    report["summary"] = {
+        "met": len(met),
+        "total": len(results),
+        "not_met": [n for n in results if n not in met],
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
