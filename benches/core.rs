@@ -91,7 +91,7 @@ fn drain(q: &Engine) {
 /// as every such record: the encoding is fixed-width).
 fn enqueue_op(payload: &[u8]) -> Op {
     Op::Enqueue {
-        topic: TOPIC.to_owned(),
+        topic: TOPIC.into(),
         msg: Message {
             id: 1,
             topic: 0,
@@ -459,5 +459,8 @@ criterion_group!(benches, engine_cycle_single, engine_cycle_batched, journal_app
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    summary();
+    // `--test` runs each benchmark once and `--list` runs none: no figures.
+    if !std::env::args().any(|a| a == "--test" || a == "--list") {
+        summary();
+    }
 }

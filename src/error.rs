@@ -52,8 +52,19 @@ impl Error {
     }
 }
 
+/// A message id as users see it: 16 lowercase hex digits (so ids sort as
+/// text in publish order).
+pub fn hex_id(id: u64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
 pub(crate) fn fmt_id(id: u64) -> String {
-    format!("{id:016x}")
+    String::from_utf8(hex_id(id).to_vec()).expect("hex is ASCII")
 }
 
 impl fmt::Display for Error {

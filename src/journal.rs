@@ -209,6 +209,15 @@ impl Journal {
         let _ = storage::sync_dir(&self.dir);
     }
 
+    /// Deletes the active segment if it holds no record (at close, after a
+    /// snapshot covered everything). The journal must not be appended to after.
+    pub fn discard_if_empty(&mut self) {
+        if self.active.pos == SEGMENT_HEADER_LEN {
+            let _ = fs::remove_file(&self.active.path);
+            let _ = storage::sync_dir(&self.dir);
+        }
+    }
+
     /// Bytes of journal on disk (preallocated size) and number of segments.
     pub fn disk_usage(&self) -> (u64, usize) {
         let closed: u64 = self.closed.iter().map(|c| c.len).sum();

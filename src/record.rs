@@ -8,6 +8,7 @@
 
 use crate::codec::{DResult, DecodeError, Reader, Writer};
 use crate::types::{Failure, Message, Meta, Micros, MsgState};
+use std::sync::Arc;
 
 /// Operation tags (one byte). New tags may be added; old ones never change.
 mod tag {
@@ -26,7 +27,7 @@ mod tag {
 pub enum Op {
     /// A new message. `supersedes` names the in-flight holder of the same
     /// dedup key that this message supersedes.
-    Enqueue { topic: String, msg: Message, supersedes: Option<u64> },
+    Enqueue { topic: Arc<str>, msg: Message, supersedes: Option<u64> },
     /// Replace a ready/delayed message's payload and metadata in place.
     Replace { id: u64, version: u32, payload: Box<[u8]>, meta: Option<Box<Meta>> },
     /// Deliveries: each message goes in flight, attempt + 1.
@@ -240,7 +241,7 @@ fn decode_ops(r: &mut Reader<'_>) -> DResult<Vec<Op>> {
 fn decode_op(r: &mut Reader<'_>) -> DResult<Op> {
     Ok(match r.u8()? {
         tag::ENQUEUE => {
-            let topic = r.string()?;
+            let topic: Arc<str> = r.str()?.into();
             let sup = r.u64()?;
             let msg = decode_message(r, 0)?;
             Op::Enqueue { topic, msg, supersedes: (sup != 0).then_some(sup) }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub(crate) struct Topic {
-    pub name: String,
+    pub name: Arc<str>,
     pub ready: ReadyList,
     pub n_ready: usize,
     pub n_in_flight: usize,
@@ -28,7 +28,7 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
-    fn new(name: String) -> Self {
+    fn new(name: Arc<str>) -> Self {
         Topic {
             name,
             ready: ReadyList::default(),
@@ -44,7 +44,8 @@ impl Topic {
 pub(crate) struct State {
     pub slab: Slab,
     pub topics: Vec<Topic>,
-    pub topic_ids: HashMap<String, u32>,
+    pub topic_ids: HashMap<Arc<str>, u32>,
+    last_topic: u32,
     pub dedup: DedupIndex,
     pub dlq: DeadLetterRing,
     pub leases: LeaseHeap,
@@ -63,6 +64,7 @@ impl State {
             slab: Slab::default(),
             topics: Vec::new(),
             topic_ids: HashMap::new(),
+            last_topic: 0,
             dedup: DedupIndex::default(),
             dlq: DeadLetterRing::default(),
             leases: LeaseHeap::default(),
@@ -78,13 +80,30 @@ impl State {
     }
 
     pub fn intern(&mut self, name: &str) -> u32 {
-        if let Some(t) = self.topic_ids.get(name) {
-            return *t;
+        // Most operations hit the topic the previous one did.
+        if let Some(t) = self.topics.get(self.last_topic as usize)
+            && *t.name == *name
+        {
+            return self.last_topic;
         }
-        let t = self.topics.len() as u32;
-        self.topics.push(Topic::new(name.to_owned()));
-        self.topic_ids.insert(name.to_owned(), t);
+        let t = match self.topic_ids.get(name) {
+            Some(t) => *t,
+            None => {
+                let t = self.topics.len() as u32;
+                let name: Arc<str> = name.into();
+                self.topics.push(Topic::new(name.clone()));
+                self.topic_ids.insert(name, t);
+                t
+            }
+        };
+        self.last_topic = t;
         t
+    }
+
+    /// The shared name of a topic (creating it), for operations to carry.
+    pub fn topic_name(&mut self, name: &str) -> Arc<str> {
+        let t = self.intern(name);
+        self.topics[t as usize].name.clone()
     }
 
     pub fn totals(&self) -> (usize, usize, usize) {
@@ -216,7 +235,7 @@ impl State {
                 self.require(id, &[Ready, Delayed, InFlight], "dead-letter")?;
                 let mut message = self.remove_message(id);
                 message.meta_mut().first_failed_at.get_or_insert(at);
-                let topic = self.topics[message.topic as usize].name.clone();
+                let topic = self.topics[message.topic as usize].name.to_string();
                 let dl = DeadLetter { message, topic, reason, failure, dead_lettered_at: at };
                 self.dlq_evicted += self.dlq.push(dl, self.dlq_capacity) as u64;
             }

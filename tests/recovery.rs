@@ -204,7 +204,7 @@ fn golden_fixture_of_format_v1_is_read() {
     assert_eq!(meta.dedup_key.as_deref(), Some("k"));
     assert_eq!(meta.correlation_id, None, "the replace carried no correlation id");
     assert_eq!(drain(&e, "beta"), vec![b"b2".to_vec()]);
-    let dead = e.dlq_list(None, None, None);
+    let dead = e.dlq_list(None, None, None).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].topic, "beta");
     assert_eq!(dead[0].reason, "non_retryable");
@@ -247,6 +247,7 @@ fn long_run_disk_use_stays_bounded_by_live_data() {
 
 fn count(e: &Engine, key: &str) -> u64 {
     e.stats()
+        .unwrap()
         .into_iter()
         .find(|(k, _)| *k == key)
         .map(|(_, v)| if let ringq::Stat::Int(i) = v { i } else { 0 })

@@ -46,7 +46,10 @@ class ConfigError(RingqError, ValueError):
     """An option has an invalid value."""
 
 class CorruptionError(RingqError):
-    """A journal or snapshot file is damaged before valid data; ``path`` and ``offset`` say where."""
+    """A journal or snapshot file is damaged before valid data.
+
+    ``path`` and ``offset`` say where.
+    """
 
     path: str
     offset: int
@@ -93,6 +96,8 @@ class DeadLetter:
     @property
     def id(self) -> str: ...
     @property
+    def topic(self) -> str: ...
+    @property
     def message(self) -> Delivery: ...
     @property
     def reason(self) -> str: ...
@@ -111,7 +116,7 @@ class DeadLetter:
     @property
     def dead_lettered_at(self) -> float: ...
 
-# One item of publish_many / staged publishes:
+# One item of publish_many / staged publishes (a name for type checkers only):
 # (topic, payload, dedup_key, delay, headers, correlation_id, causation_id)
 PublishItem = tuple[
     str, bytes, str | None, float | None, dict[str, str] | None, str | None, str | None
@@ -139,6 +144,8 @@ class Engine:
     def path(self) -> str: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def durability(self) -> str: ...
     def publish(
         self,
         topic: str,
@@ -156,10 +163,15 @@ class Engine:
     def publish_many(
         self, items: list[PublishItem], block: bool = True, timeout: float | None = None
     ) -> list[str]: ...
+    def publish_batch(
+        self, topic: str, payloads: list[bytes], block: bool = True, timeout: float | None = None
+    ) -> list[str]: ...
     def checkout(
         self, topic: str, max_messages: int = 1, lease: float = 30.0, timeout: float | None = None
     ) -> list[Delivery]: ...
-    def ack(self, deliveries: Delivery | list[Delivery], publish: list[PublishItem] | None = None) -> None: ...
+    def ack(
+        self, deliveries: Delivery | list[Delivery], publish: list[PublishItem] | None = None
+    ) -> None: ...
     def nack(
         self,
         delivery: Delivery,

@@ -167,6 +167,9 @@ class Queue:
         per-message options. Returns the ids in item order.
         """
         default_topic = DEFAULT_TOPIC if topic is None else topic
+        if type(payloads) is list and all(type(p) is bytes for p in payloads):
+            # Fast path: plain bytes to one topic cross the boundary as-is.
+            return self._engine.publish_batch(default_topic, payloads, block, timeout)
         items: list[PublishItem] = [
             (default_topic, p, None, None, None, None, None)
             if type(p) is bytes

@@ -9,7 +9,7 @@ use crate::storage::FaultPoint;
 use crate::types::{Durability, Failure, NewMessage, OnDuplicate, Options, Wait};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use std::time::Duration;
 
 #[pyclass(frozen, name = "Engine", module = "ringq._core")]
@@ -90,6 +90,15 @@ fn lease_of(d: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
     let d = d.cast::<PyDelivery>().map_err(|_| PyValueError::new_err("expected a Delivery"))?;
     let d = d.get();
     Ok((d.id, d.lease_token))
+}
+
+fn id_str(py: Python<'_>, id: u64) -> Bound<'_, PyString> {
+    let hex = crate::error::hex_id(id);
+    PyString::new(py, std::str::from_utf8(&hex).expect("hex is ASCII"))
+}
+
+fn id_list<'py>(py: Python<'py>, ids: &[u64]) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, ids.iter().map(|id| id_str(py, *id)))
 }
 
 impl PyEngine {
@@ -204,9 +213,9 @@ impl PyEngine {
     #[pyo3(signature = (topic, payload, dedup_key=None, delay=None, headers=None, correlation_id=None,
         causation_id=None, on_duplicate="replace", expected_version=None, block=true, timeout=None))]
     #[allow(clippy::too_many_arguments)]
-    fn publish(
+    fn publish<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         topic: &str,
         payload: &[u8],
         dedup_key: Option<&str>,
@@ -218,7 +227,7 @@ impl PyEngine {
         expected_version: Option<u32>,
         block: bool,
         timeout: Option<f64>,
-    ) -> PyResult<String> {
+    ) -> PyResult<Bound<'py, PyString>> {
         let headers = headers_vec(headers.as_ref())?;
         let p = Publish {
             topic,
@@ -232,19 +241,19 @@ impl PyEngine {
         let opts = PublishOpts { on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?, expected_version };
         let (id, lsn) = self.with_room(py, block, timeout, |w| self.engine.publish(p, opts, w))?;
         self.durable(py, lsn)?;
-        Ok(crate::error::fmt_id(id))
+        Ok(id_str(py, id))
     }
 
     /// Many payloads to one topic: the fast batch path.
     #[pyo3(signature = (topic, payloads, block=true, timeout=None))]
-    fn publish_batch(
+    fn publish_batch<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         topic: &str,
-        payloads: &Bound<'_, PyList>,
+        payloads: &Bound<'py, PyList>,
         block: bool,
         timeout: Option<f64>,
-    ) -> PyResult<Vec<String>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let mut held = Vec::with_capacity(payloads.len());
         for item in payloads.iter() {
             held.push(item.cast_into::<PyBytes>().map_err(|_| PyValueError::new_err("publish_batch takes bytes"))?);
@@ -254,23 +263,23 @@ impl PyEngine {
         let (ids, lsn) =
             self.with_room(py, block, timeout, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
         self.durable(py, lsn)?;
-        Ok(ids.into_iter().map(crate::error::fmt_id).collect())
+        id_list(py, &ids)
     }
 
     #[pyo3(signature = (items, block=true, timeout=None))]
-    fn publish_many(
+    fn publish_many<'py>(
         &self,
-        py: Python<'_>,
-        items: &Bound<'_, PyAny>,
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
         block: bool,
         timeout: Option<f64>,
-    ) -> PyResult<Vec<String>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let msgs = new_messages(items)?;
         let items: Vec<Publish<'_>> = msgs.iter().map(Publish::from_new).collect();
         let (ids, lsn) =
             self.with_room(py, block, timeout, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
         self.durable(py, lsn)?;
-        Ok(ids.into_iter().map(crate::error::fmt_id).collect())
+        id_list(py, &ids)
     }
 
     #[pyo3(signature = (topic, max_messages=1, lease=30.0, timeout=None))]
@@ -340,12 +349,12 @@ impl PyEngine {
     }
 
     fn is_superseded(&self, delivery: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(self.engine.is_superseded(lease_of(delivery)?.0))
+        self.engine.is_superseded(lease_of(delivery)?.0).map_err(to_py)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (k, v) in self.engine.stats() {
+        for (k, v) in self.engine.stats().map_err(to_py)? {
             match v {
                 Stat::Int(i) => d.set_item(k, i)?,
                 Stat::Float(f) => d.set_item(k, f)?,
@@ -358,7 +367,7 @@ impl PyEngine {
 
     fn topic_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (name, [r, f, dl]) in self.engine.topic_stats() {
+        for (name, [r, f, dl]) in self.engine.topic_stats().map_err(to_py)? {
             let t = PyDict::new(py);
             t.set_item("ready", r)?;
             t.set_item("in_flight", f)?;
@@ -373,8 +382,8 @@ impl PyEngine {
     }
 
     #[pyo3(signature = (topic=None, reason=None, limit=None))]
-    fn dlq_list(&self, topic: Option<&str>, reason: Option<&str>, limit: Option<usize>) -> Vec<PyDeadLetter> {
-        self.engine.dlq_list(topic, reason, limit).into_iter().map(PyDeadLetter::new).collect()
+    fn dlq_list(&self, topic: Option<&str>, reason: Option<&str>, limit: Option<usize>) -> PyResult<Vec<PyDeadLetter>> {
+        Ok(self.engine.dlq_list(topic, reason, limit).map_err(to_py)?.into_iter().map(PyDeadLetter::new).collect())
     }
 
     fn dlq_get(&self, id: &str) -> PyResult<PyDeadLetter> {

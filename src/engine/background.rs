@@ -124,10 +124,11 @@ fn snapshot_loop(sh: &Shared) {
             }
         }
         if let Err(e) = sh.snapshot() {
+            // The journal still holds everything: publishing goes on, the
+            // snapshot is retried on the next trigger, and stats() says why.
             let mut g = sh.inner.lock();
             g.snapshot_wanted = false;
-            // Retry on the next trigger; record why for stats().
-            g.degraded.get_or_insert_with(|| format!("background snapshot failed: {e}"));
+            g.snapshot_error = Some(e.to_string());
         }
     }
 }

@@ -68,6 +68,9 @@ pub(crate) struct Inner {
     /// Set when an fsync failed: what was written since may not be on disk.
     /// Cleared by a successful snapshot (which persists the whole state).
     pub degraded: Option<String>,
+    /// Why the last background snapshot failed (the journal still holds
+    /// everything; snapshots are retried on the next trigger).
+    pub snapshot_error: Option<String>,
     pub closed: bool,
     pub lock: Option<DirLock>,
 }
@@ -121,6 +124,7 @@ impl Engine {
             records_since_snapshot: 0,
             snapshot_wanted: false,
             degraded: None,
+            snapshot_error: None,
             closed: false,
             lock: Some(dir_lock),
         };
@@ -232,8 +236,13 @@ impl Engine {
             let _ = t.join();
         }
         let mut g = sh.inner.lock();
-        // Whatever the snapshot did not cover is in the journal: make it durable.
+        // Whatever the snapshot did not cover is in the journal: make it
+        // durable; an active segment with no record after the snapshot goes,
+        // so the next open has nothing to scan.
         let _ = storage::sync_file(&sh.faults, &g.journal.active_file());
+        if snap.is_ok() {
+            g.journal.discard_if_empty();
+        }
         g.lock = None;
         snap.map(|_| ())
     }
@@ -306,6 +315,12 @@ impl Shared {
         self.snapshot_locked(g).map(|_| ())
     }
 
+    /// The lock, for calls that only read: refused once closed.
+    pub(crate) fn open_inner(&self) -> Result<MutexGuard<'_, Inner>> {
+        let g = self.inner.lock();
+        if g.closed { Err(Error::Closed) } else { Ok(g) }
+    }
+
     pub(crate) fn next_token(&self, g: &mut Inner) -> u64 {
         g.token_seq += 1;
         (g.epoch << 40) | (g.token_seq & ((1 << 40) - 1))
@@ -371,6 +386,7 @@ impl Shared {
         g.report.snapshot_path = Some(self.path.join(snapshot::snapshot_name(lsn)));
         g.counters.snapshots += 1;
         g.degraded = None;
+        g.snapshot_error = None;
         self.sync.synced_externally(lsn, None);
     }
 

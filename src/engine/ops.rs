@@ -121,10 +121,24 @@ impl Engine {
         let mut valid = Vec::with_capacity(leases.len());
         let mut lost = Vec::new();
         for &(id, token) in leases {
-            if g.leased(id, token).is_some() && !valid.contains(&id) {
+            if g.leased(id, token).is_some() {
                 valid.push(id);
             } else {
                 lost.push(id);
+            }
+        }
+        // The same delivery twice in one call: the second is stale.
+        if valid.len() > 1 {
+            let mut sorted = valid.clone();
+            sorted.sort_unstable();
+            if sorted.windows(2).any(|w| w[0] == w[1]) {
+                let mut seen = std::collections::HashSet::with_capacity(valid.len());
+                valid.retain(|id| {
+                    seen.insert(*id) || {
+                        lost.push(*id);
+                        false
+                    }
+                });
             }
         }
         if !publish.is_empty() && !lost.is_empty() {
@@ -212,24 +226,25 @@ impl Engine {
     }
 
     /// Whether a newer publish with the same dedup key superseded `id`.
-    pub fn is_superseded(&self, id: u64) -> bool {
-        self.sh.inner.lock().state.slab.get(id).is_some_and(|m| m.superseded)
+    pub fn is_superseded(&self, id: u64) -> Result<bool> {
+        let g = self.sh.open_inner()?;
+        Ok(g.state.slab.get(id).is_some_and(|m| m.superseded))
     }
 
     /// Dead letters, oldest first, filtered.
-    pub fn dlq_list(&self, topic: Option<&str>, reason: Option<&str>, limit: Option<usize>) -> Vec<DeadLetter> {
-        let g = self.sh.inner.lock();
-        g.state
+    pub fn dlq_list(&self, topic: Option<&str>, reason: Option<&str>, limit: Option<usize>) -> Result<Vec<DeadLetter>> {
+        let g = self.sh.open_inner()?;
+        Ok(g.state
             .dlq
             .iter()
             .filter(|d| topic.is_none_or(|t| d.topic == t) && reason.is_none_or(|r| d.reason == r))
             .take(limit.unwrap_or(usize::MAX))
             .cloned()
-            .collect()
+            .collect())
     }
 
     pub fn dlq_get(&self, id: u64) -> Result<DeadLetter> {
-        let g = self.sh.inner.lock();
+        let g = self.sh.open_inner()?;
         g.state.dlq.get(id).cloned().ok_or_else(|| Error::NotFound(crate::error::fmt_id(id)))
     }
 
@@ -274,7 +289,8 @@ impl Engine {
             if let Some(meta) = msg.meta.as_mut() {
                 meta.first_failed_at = None;
             }
-            ops.push(Op::Enqueue { topic: d.topic, msg, supersedes: None });
+            let topic = g.state.topic_name(&d.topic);
+            ops.push(Op::Enqueue { topic, msg, supersedes: None });
         }
         let n = slots.len();
         let lsn = match sh.commit(&mut g, ops) {
@@ -310,15 +326,15 @@ impl Engine {
     }
 
     /// Numbers for `stats()`: gauges, counters since open, recovery facts.
-    pub fn stats(&self) -> Vec<(&'static str, Stat)> {
+    pub fn stats(&self) -> Result<Vec<(&'static str, Stat)>> {
         let sh = &self.sh;
-        let g = sh.inner.lock();
+        let g = sh.open_inner()?;
         let (ready, in_flight, delayed) = g.state.totals();
         let (journal_bytes, segments) = g.journal.disk_usage();
         let c = &g.counters;
         let r = &g.report;
         let i = |v: u64| Stat::Int(v);
-        vec![
+        Ok(vec![
             ("ready", i(ready as u64)),
             ("in_flight", i(in_flight as u64)),
             ("delayed", i(delayed as u64)),
@@ -354,16 +370,17 @@ impl Engine {
             ("recovery_seconds", Stat::Float(r.seconds)),
             ("durability", Stat::Text(sh.opts.durability.as_str().into())),
             ("degraded", g.degraded.clone().map_or(Stat::None, Stat::Text)),
-        ]
+            ("last_snapshot_error", g.snapshot_error.clone().map_or(Stat::None, Stat::Text)),
+        ])
     }
 
     /// Per topic: ready, in flight, delayed.
-    pub fn topic_stats(&self) -> Vec<(String, [u64; 3])> {
-        let g = self.sh.inner.lock();
-        g.state
+    pub fn topic_stats(&self) -> Result<Vec<(String, [u64; 3])>> {
+        let g = self.sh.open_inner()?;
+        Ok(g.state
             .topics
             .iter()
-            .map(|t| (t.name.clone(), [t.n_ready as u64, t.n_in_flight as u64, t.n_delayed as u64]))
-            .collect()
+            .map(|t| (t.name.to_string(), [t.n_ready as u64, t.n_in_flight as u64, t.n_delayed as u64]))
+            .collect())
     }
 }

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::record::Op;
 use crate::types::{MAX_TOPIC, Message, Meta, MsgState, NewMessage, OnDuplicate, SLOT_BITS, Wait, now_micros};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One message to publish, borrowed from the caller.
@@ -97,11 +98,20 @@ impl Shared {
 
     /// Plans `items` against the state. `freed` counts slots the same
     /// transaction frees first (acks committed together with publishes).
-    pub(crate) fn plan(&self, g: &Inner, items: &[Publish<'_>], opts: PublishOpts) -> Result<Plan> {
+    pub(crate) fn plan(&self, g: &mut Inner, items: &[Publish<'_>], opts: PublishOpts) -> Result<Plan> {
         let now = now_micros();
         let mut plan = Plan { ops: Vec::with_capacity(items.len()), ..Default::default() };
         let mut pending: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut topic: Option<(&str, Arc<str>)> = None;
         for p in items {
+            let name = match &topic {
+                Some((t, name)) if *t == p.topic => name.clone(),
+                _ => {
+                    let name = g.state.topic_name(p.topic);
+                    topic = Some((p.topic, name.clone()));
+                    name
+                }
+            };
             let meta = build_meta(p);
             let visible_at = p.delay.filter(|d| !d.is_zero()).map(|d| now + d.as_micros() as u64);
             if let Some(v) = visible_at {
@@ -111,7 +121,7 @@ impl Shared {
                 if opts.expected_version.is_some() {
                     return Err(Error::Invalid("expected_version needs a dedup_key".into()));
                 }
-                plan.push_new(p, meta, 1, visible_at, now, None);
+                plan.push_new(name, p, meta, 1, visible_at, now, None);
                 continue;
             };
             // An earlier item of this batch holds the key.
@@ -147,7 +157,7 @@ impl Shared {
             let holder = g.state.topic_id(p.topic).and_then(|t| g.state.dedup.get(t, key));
             let Some(hid) = holder else {
                 check_version(key, opts.expected_version, 0)?;
-                let ix = plan.push_new(p, meta, 1, visible_at, now, None);
+                let ix = plan.push_new(name, p, meta, 1, visible_at, now, None);
                 pending.insert((p.topic, key), ix);
                 continue;
             };
@@ -160,7 +170,7 @@ impl Shared {
             }
             if h.state == MsgState::InFlight {
                 plan.superseded += 1;
-                let ix = plan.push_new(p, meta, h.version + 1, visible_at, now, Some(hid));
+                let ix = plan.push_new(name, p, meta, h.version + 1, visible_at, now, Some(hid));
                 pending.insert((p.topic, key), ix);
             } else {
                 plan.replaced += 1;
@@ -173,17 +183,14 @@ impl Shared {
     }
 
     /// Gives every new message of the plan a slot and an id.
-    fn assign_ids(&self, g: &mut Inner, plan: &mut Plan) -> Vec<u32> {
-        let mut slots = Vec::with_capacity(plan.new_count);
+    fn assign_ids(&self, g: &mut Inner, plan: &mut Plan) {
         for op in plan.ops.iter_mut() {
             if let Op::Enqueue { msg, .. } = op {
                 let slot = g.state.slab.alloc();
                 msg.id = (g.state.next_seq << SLOT_BITS) | slot as u64;
                 g.state.next_seq += 1;
-                slots.push(slot);
             }
         }
-        slots
     }
 
     /// Waits (per `wait`) until the plan fits, then commits it with `prefix`
@@ -219,7 +226,7 @@ impl Shared {
                 return Err(Error::Full { capacity: self.opts.capacity });
             }
         };
-        let slots = self.assign_ids(g, &mut plan);
+        self.assign_ids(g, &mut plan);
         let mut ops = prefix;
         let base = ops.len();
         ops.append(&mut plan.ops);
@@ -233,24 +240,25 @@ impl Shared {
                 },
             });
         }
-        let mut ready_topics: Vec<&str> = Vec::new();
-        for op in &ops[base..] {
-            if let Op::Enqueue { topic, msg, .. } = op
-                && msg.state == MsgState::Ready
-                && !ready_topics.contains(&topic.as_str())
-            {
-                ready_topics.push(topic);
-            }
-        }
-        let ready_topics: Vec<String> = ready_topics.into_iter().map(str::to_owned).collect();
         let n_new = plan.new_count;
         let lsn = if ops.is_empty() {
             None
         } else {
+            let new_slots: Vec<u32> = if n_new == 0 {
+                Vec::new()
+            } else {
+                ops[base..]
+                    .iter()
+                    .filter_map(|op| match op {
+                        Op::Enqueue { msg, .. } => Some(crate::types::slot_of(msg.id)),
+                        _ => None,
+                    })
+                    .collect()
+            };
             match self.commit(g, ops) {
                 Ok(lsn) => Some(lsn),
                 Err(e) => {
-                    for s in slots {
+                    for s in new_slots {
                         g.state.slab.unalloc(s);
                     }
                     return Err(e);
@@ -262,9 +270,16 @@ impl Shared {
         c.replaced += plan.replaced;
         c.kept += plan.kept;
         c.superseded += plan.superseded;
-        for t in ready_topics {
-            let tid = g.state.topic_id(&t).expect("interned by apply");
-            self.wake_topic(g, tid, n_new.max(1));
+        // Wake consumers of each topic that got a ready message.
+        let mut last = u32::MAX;
+        for (id, t) in ids.iter().zip(&plan.targets) {
+            if let (Target::New(_), Some(m)) = (t, g.state.slab.get(*id))
+                && m.state == MsgState::Ready
+                && m.topic != last
+            {
+                last = m.topic;
+                self.wake_topic(g, m.topic, n_new);
+            }
         }
         if let Some(at) = plan.earliest_delay {
             self.wake_timer_for(g, at);
@@ -274,8 +289,10 @@ impl Shared {
 }
 
 impl Plan {
+    #[allow(clippy::too_many_arguments)]
     fn push_new(
         &mut self,
+        topic: Arc<str>,
         p: &Publish<'_>,
         meta: Option<Box<Meta>>,
         version: u32,
@@ -298,7 +315,7 @@ impl Plan {
             payload: p.payload.into(),
             meta,
         };
-        self.ops.push(Op::Enqueue { topic: p.topic.to_owned(), msg, supersedes });
+        self.ops.push(Op::Enqueue { topic, msg, supersedes });
         self.new_count += 1;
         self.targets.push(Target::New(self.ops.len() - 1));
         self.ops.len() - 1
