@@ -47,7 +47,7 @@ mod bindings;
 
 pub use engine::{AckOutcome, Engine, Publish, PublishOpts, Stat};
 pub use error::{Error, Result};
-pub use lock::{LOCK_FILE, MANIFEST_FILE, read_owner_pid};
+pub use lock::{LOCK_FILE, MANIFEST_FILE, Manifest, read_manifest, read_owner_pid};
 pub use recovery::RecoveryReport;
 pub use storage::FaultPoint;
 pub use types::*;

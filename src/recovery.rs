@@ -72,7 +72,14 @@ pub(crate) fn list_files(dir: &Path) -> Result<(LsnFiles, LsnFiles)> {
 /// leftovers (temp files, torn segment headers, segments and snapshots
 /// superseded by a newer snapshot) are removed; without it nothing on disk
 /// changes (read-only inspection).
-pub(crate) fn load(dir: &Path, dlq_capacity: usize, repair: bool, faults: &crate::storage::Faults) -> Result<Loaded> {
+/// `slot_limit` bounds the slot of every message id (see `lock::Manifest`).
+pub(crate) fn load(
+    dir: &Path,
+    dlq_capacity: usize,
+    slot_limit: usize,
+    repair: bool,
+    faults: &crate::storage::Faults,
+) -> Result<Loaded> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     if repair && let Ok(rd) = fs::read_dir(dir) {
@@ -87,11 +94,11 @@ pub(crate) fn load(dir: &Path, dlq_capacity: usize, repair: bool, faults: &crate
     let (mut state, snap_lsn) = match snaps.last() {
         Some((_, path)) => {
             let data = fs::read(path).map_err(|e| Error::storage("reading snapshot", path, e))?;
-            let (state, lsn) = snapshot::decode(path, &data, dlq_capacity)?;
+            let (state, lsn) = snapshot::decode(path, &data, dlq_capacity, slot_limit)?;
             report.snapshot_path = Some(path.clone());
             (state, lsn)
         }
-        None => (State::new(dlq_capacity), 0),
+        None => (State::new(dlq_capacity, slot_limit), 0),
     };
     report.snapshot_lsn = snap_lsn;
     if repair {

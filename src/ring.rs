@@ -31,6 +31,11 @@ impl Slab {
         self.live
     }
 
+    /// How many slots exist (occupied or free).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
     /// A free slot for a new message (not yet occupied: `insert` does that).
     pub fn alloc(&mut self) -> u32 {
         if let Some(s) = self.free.pop() {

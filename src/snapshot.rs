@@ -71,7 +71,7 @@ pub(crate) fn encode(state: &State, lsn: Lsn) -> Vec<u8> {
 }
 
 /// Decodes a snapshot file image into a state and its LSN.
-pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize) -> Result<(State, Lsn)> {
+pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize, slot_limit: usize) -> Result<(State, Lsn)> {
     let bad = |off: usize, what: String| Error::corruption(path, off as u64, what);
     if data.len() < SNAPSHOT_HEADER_LEN || &data[0..8] != SNAPSHOT_MAGIC {
         return Err(bad(0, "not a ringq snapshot (bad magic or too short)".into()));
@@ -107,14 +107,14 @@ pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize) -> Result<(S
         return Err(bad(SNAPSHOT_HEADER_LEN, "snapshot body fails its CRC check".into()));
     }
     let mut r = Reader::new(body);
-    let state = decode_body(&mut r, dlq_capacity)
+    let state = decode_body(&mut r, dlq_capacity, slot_limit)
         .map_err(|e| bad(SNAPSHOT_HEADER_LEN + r.pos(), format!("undecodable snapshot body: {}", e.0)))?;
     Ok((state, lsn))
 }
 
-fn decode_body(r: &mut Reader<'_>, dlq_capacity: usize) -> DResult<State> {
+fn decode_body(r: &mut Reader<'_>, dlq_capacity: usize, slot_limit: usize) -> DResult<State> {
     use crate::codec::DecodeError;
-    let mut state = State::new(dlq_capacity);
+    let mut state = State::new(dlq_capacity, slot_limit);
     state.next_seq = r.u64()?;
     let nt = r.count(4)?;
     for _ in 0..nt {
@@ -166,7 +166,8 @@ fn apply_snapshot_message(state: &mut State, op: crate::record::Op) -> std::resu
 }
 
 /// Decodes a snapshot image completely (every message and dead letter) and
-/// returns its LSN; for `verify` tools and the fuzzer.
-pub fn verify(path: &Path, data: &[u8]) -> Result<Lsn> {
-    decode(path, data, usize::MAX).map(|(_, lsn)| lsn)
+/// returns its LSN; for `verify` tools and the fuzzer. Message slots must be
+/// below `slot_limit` (`lock::read_manifest(dir)?.slot_bound(capacity)`).
+pub fn verify(path: &Path, data: &[u8], slot_limit: usize) -> Result<Lsn> {
+    decode(path, data, usize::MAX, slot_limit).map(|(_, lsn)| lsn)
 }

@@ -11,7 +11,7 @@ use crate::dlq::DeadLetterRing;
 use crate::record::Op;
 use crate::ring::{ReadyList, Slab};
 use crate::timers::{DelayHeap, LeaseHeap};
-use crate::types::{DeadLetter, Message, Micros, MsgState, SLOT_BITS};
+use crate::types::{DeadLetter, Message, Micros, MsgState, SLOT_BITS, slot_of};
 use parking_lot::Condvar;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,12 +54,14 @@ pub(crate) struct State {
     pub next_seq: u64,
     pub dlq_capacity: usize,
     pub dlq_evicted: u64,
+    /// Message slots must be below this (see `lock::Manifest`).
+    pub slot_limit: usize,
 }
 
 type Applied = Result<(), String>;
 
 impl State {
-    pub fn new(dlq_capacity: usize) -> Self {
+    pub fn new(dlq_capacity: usize, slot_limit: usize) -> Self {
         State {
             slab: Slab::default(),
             topics: Vec::new(),
@@ -72,6 +74,7 @@ impl State {
             next_seq: 1,
             dlq_capacity,
             dlq_evicted: 0,
+            slot_limit,
         }
     }
 
@@ -175,6 +178,14 @@ impl State {
                 msg.topic = tid;
                 if matches!(msg.state, InFlight) {
                     return Err(format!("enqueue of {:016x} in flight", msg.id));
+                }
+                if slot_of(msg.id) as usize >= self.slot_limit {
+                    return Err(format!(
+                        "message {:016x} uses slot {}, but this queue never had more than {} slots",
+                        msg.id,
+                        slot_of(msg.id),
+                        self.slot_limit
+                    ));
                 }
                 if let Some(old) = supersedes {
                     self.require(old, &[InFlight], "supersede")?;

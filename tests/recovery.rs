@@ -211,6 +211,58 @@ fn golden_fixture_of_format_v1_is_read() {
     assert_eq!(dead[0].message.payload.as_ref(), b"b1");
     assert_eq!(dead[0].failure.error_type.as_deref(), Some("ValueError"));
     e.close().unwrap();
+    // The format-1 manifest (no slot limit) was rewritten as format 2.
+    let m = ringq::read_manifest(&dir).unwrap();
+    assert_eq!(m.slot_limit, Some(small().capacity as u32));
+}
+
+/// The fuzzer's find: a valid 116-byte snapshot whose one message names slot
+/// 2^24-1 made recovery allocate 1.4 GiB of empty slots. The manifest now
+/// bounds slots by the largest capacity the queue ever had.
+#[test]
+fn snapshot_naming_a_slot_beyond_any_capacity_is_corruption_not_a_huge_allocation() {
+    let forged = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/snapshot/slab-resize-1.4GiB.bin");
+    let data = fs::read(&forged).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let opts = Options { capacity: 1000, ..small() };
+    Engine::open(&dir, opts.clone()).unwrap().close().unwrap();
+    for f in fs::read_dir(&dir).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|x| x == "snap" || x == "wal") {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    let snap = dir.join(ringq::snapshot::snapshot_name(1));
+    fs::write(&snap, &data).unwrap();
+    match Engine::open(&dir, opts.clone()) {
+        Err(Error::Corruption { path, detail, .. }) => {
+            assert_eq!(path, snap);
+            assert!(detail.contains("slot 16777215") && detail.contains("1000 slots"), "{detail}");
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(fs::read(&snap).unwrap(), data, "the file is left as it was");
+    assert!(ringq::snapshot::verify(&snap, &data, 1000).is_err());
+}
+
+#[test]
+fn lowering_capacity_keeps_messages_in_high_slots_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, Options { capacity: 500, ..small() }).unwrap();
+    for i in 0..400u32 {
+        publish(&e, "t", &i.to_le_bytes());
+    }
+    // Keep only the newest message (its slot is 399).
+    let ds = e.checkout("t", 399, Duration::from_secs(60), Wait::No).unwrap();
+    let acks: Vec<_> = ds.iter().map(|d| (d.id, d.lease_token)).collect();
+    e.ack(&acks, &[], Wait::No).unwrap();
+    e.close().unwrap();
+    let e = Engine::open(&dir, Options { capacity: 10, ..small() }).unwrap();
+    assert_eq!(drain(&e, "t"), vec![399u32.to_le_bytes().to_vec()]);
+    e.close().unwrap();
+    assert_eq!(ringq::read_manifest(&dir).unwrap().slot_limit, Some(500));
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -12,9 +12,12 @@ use libfuzzer_sys::fuzz_target;
 use ringq::snapshot::{SNAPSHOT_HEADER_LEN, SNAPSHOT_MAGIC, verify};
 use std::path::Path;
 
+/// Message slots must be below this; the default capacity (100,000).
+const SLOT_LIMIT: usize = 100_000;
+
 fuzz_target!(|data: &[u8]| {
     let path = Path::new("fuzz.snap");
-    let _ = verify(path, data);
+    let _ = verify(path, data, SLOT_LIMIT);
 
     if data.len() < SNAPSHOT_HEADER_LEN {
         return;
@@ -30,6 +33,6 @@ fuzz_target!(|data: &[u8]| {
     let hcrc = crc32c::crc32c(&h[0..36]);
     h[36..40].copy_from_slice(&hcrc.to_le_bytes());
     if fixed != data {
-        let _ = verify(path, &fixed);
+        let _ = verify(path, &fixed, SLOT_LIMIT);
     }
 });

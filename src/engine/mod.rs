@@ -102,11 +102,13 @@ impl Engine {
         let path = path.as_ref().to_owned();
         lock::ensure_dir(&path)?;
         let dir_lock = DirLock::acquire(&path)?;
-        lock::check_manifest(&path)?;
+        let manifest = lock::check_manifest(&path)?;
         let faults = Arc::new(Faults::default());
-        let loaded = recovery::load(&path, opts.dlq_capacity, true, &faults)?;
+        let bound = manifest.slot_bound(opts.capacity);
+        let loaded = recovery::load(&path, opts.dlq_capacity, bound, true, &faults)?;
         // Only once the directory reads cleanly does this open count.
-        let epoch = lock::bump_epoch(&path)?;
+        let slots = opts.capacity.max(loaded.state.slab.slot_count());
+        let epoch = lock::bump_epoch(&path, manifest, slots)?;
         let next_lsn = loaded.report.last_lsn + 1;
         let journal = Journal::create(&path, faults.clone(), opts.segment_size, next_lsn, loaded.segments)?;
         let sync = SyncPoint::new(next_lsn - 1, Some(journal.active_file()));
