@@ -45,7 +45,7 @@ pub mod types;
 #[cfg(feature = "python")]
 mod bindings;
 
-pub use engine::{AckOutcome, Engine, Publish, PublishOpts, Stat};
+pub use engine::{AckOutcome, Engine, Publish, PublishOpts, Stat, TopicPolicy};
 pub use error::{Error, Result};
 pub use lock::{LOCK_FILE, MANIFEST_FILE, Manifest, read_manifest, read_owner_pid};
 pub use recovery::RecoveryReport;

@@ -25,6 +25,8 @@ pub(crate) struct Topic {
     /// Checkout waiters on this topic sleep here (with the engine's lock).
     pub cv: Arc<Condvar>,
     pub waiters: usize,
+    /// Bumped by `Engine::interrupt`: waiters that see it change return.
+    pub interrupts: u64,
 }
 
 impl Topic {
@@ -37,6 +39,7 @@ impl Topic {
             n_delayed: 0,
             cv: Arc::new(Condvar::new()),
             waiters: 0,
+            interrupts: 0,
         }
     }
 }

@@ -348,6 +348,17 @@ impl PyEngine {
         Ok(d as f64 / 1e6)
     }
 
+    /// Makes checkouts now waiting on `topic` return at once.
+    fn interrupt(&self, topic: &str) -> PyResult<()> {
+        self.engine.interrupt(topic).map_err(to_py)
+    }
+
+    /// Per-topic `max_attempts` and handler name (in memory; `None`s clear).
+    #[pyo3(signature = (topic, max_attempts=None, handler=None))]
+    fn set_topic_policy(&self, topic: &str, max_attempts: Option<u32>, handler: Option<String>) -> PyResult<()> {
+        self.engine.set_topic_policy(topic, crate::TopicPolicy { max_attempts, handler }).map_err(to_py)
+    }
+
     fn is_superseded(&self, delivery: &Bound<'_, PyAny>) -> PyResult<bool> {
         self.engine.is_superseded(lease_of(delivery)?.0).map_err(to_py)
     }

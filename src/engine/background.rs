@@ -5,7 +5,7 @@
 //!   `fsync_interval` while there are unsynced records (`batch`);
 //! - snapshotter: writes snapshots when a trigger asks.
 
-use super::{Shared, expiry_op};
+use super::Shared;
 use crate::storage;
 use crate::sync::Job;
 use crate::types::{Durability, now_micros};
@@ -36,8 +36,7 @@ fn timer_loop(sh: &Shared) {
         // Leases that ran out: back to ready, dead letter, or dropped.
         let mut ops = Vec::new();
         while let Some(id) = g.state.leases.pop_due(now) {
-            let m = g.state.slab.get(id).expect("leased message exists");
-            ops.push(expiry_op(m.superseded, m.attempt, sh.opts.max_attempts, id, now, "no ack in time"));
+            ops.push(g.expiry_op(sh.opts.max_attempts, id, now, "no ack in time"));
         }
         if !ops.is_empty() {
             let n = ops.len();

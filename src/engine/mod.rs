@@ -73,6 +73,36 @@ pub(crate) struct Inner {
     pub snapshot_error: Option<String>,
     pub closed: bool,
     pub lock: Option<DirLock>,
+    /// Per-topic overrides set by the SDK's handlers (not persisted).
+    pub policies: std::collections::HashMap<u32, TopicPolicy>,
+}
+
+/// What a topic's handler asks of the engine; see `Engine::set_topic_policy`.
+#[derive(Clone, Debug, Default)]
+pub struct TopicPolicy {
+    /// Deliveries before a failed or expired message is dead-lettered.
+    pub max_attempts: Option<u32>,
+    /// Recorded on dead letters of this topic that the engine makes.
+    pub handler: Option<String>,
+}
+
+impl Inner {
+    /// `max_attempts` for a message of `topic`.
+    pub(crate) fn max_attempts(&self, topic: u32, default: u32) -> u32 {
+        self.policies.get(&topic).and_then(|p| p.max_attempts).unwrap_or(default)
+    }
+
+    /// The handler name to record on a dead letter of `topic`.
+    pub(crate) fn handler(&self, topic: u32) -> Option<String> {
+        self.policies.get(&topic).and_then(|p| p.handler.clone())
+    }
+
+    /// What a lease expiry (or a restart with the message in flight) does to `id`.
+    pub(crate) fn expiry_op(&self, default_max: u32, id: u64, now: Micros, why: &str) -> Op {
+        let m = self.state.slab.get(id).expect("leased message exists");
+        let max = self.max_attempts(m.topic, default_max);
+        expiry_op(m.superseded, m.attempt, max, self.handler(m.topic), id, now, why)
+    }
 }
 
 pub(crate) struct Shared {
@@ -129,6 +159,7 @@ impl Engine {
             snapshot_error: None,
             closed: false,
             lock: Some(dir_lock),
+            policies: std::collections::HashMap::new(),
         };
         let sh = Arc::new(Shared {
             path,
@@ -160,10 +191,7 @@ impl Engine {
         in_flight.sort_unstable();
         let ops: Vec<Op> = in_flight
             .into_iter()
-            .map(|id| {
-                let m = g.state.slab.get(id).expect("listed");
-                expiry_op(m.superseded, m.attempt, sh.opts.max_attempts, id, now, "the queue was reopened")
-            })
+            .map(|id| g.expiry_op(sh.opts.max_attempts, id, now, "the queue was reopened"))
             .collect();
         if !ops.is_empty() {
             sh.commit(&mut g, ops)?;
@@ -268,7 +296,15 @@ impl Drop for Engine {
 }
 
 /// What a lease expiry (or a restart with the message in flight) does.
-pub(crate) fn expiry_op(superseded: bool, attempt: u32, max_attempts: u32, id: u64, now: Micros, why: &str) -> Op {
+pub(crate) fn expiry_op(
+    superseded: bool,
+    attempt: u32,
+    max_attempts: u32,
+    handler: Option<String>,
+    id: u64,
+    now: Micros,
+    why: &str,
+) -> Op {
     if superseded {
         Op::Drop { id }
     } else if attempt >= max_attempts {
@@ -278,7 +314,8 @@ pub(crate) fn expiry_op(superseded: bool, attempt: u32, max_attempts: u32, id: u
             failure: Failure {
                 error_type: Some("LeaseExpired".into()),
                 error_message: Some(format!("lease expired on delivery {attempt} of {max_attempts} ({why})")),
-                ..Default::default()
+                traceback: None,
+                handler,
             },
             at: now,
         }

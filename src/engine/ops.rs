@@ -73,6 +73,7 @@ impl Engine {
                 break tid;
             }
             let cv = st.topics[tid as usize].cv.clone();
+            let gen_before = st.topics[tid as usize].interrupts;
             st.topics[tid as usize].waiters += 1;
             let timed_out = match wait {
                 Wait::No => true,
@@ -83,7 +84,7 @@ impl Engine {
                 }
             };
             g.state.topics[tid as usize].waiters -= 1;
-            if timed_out {
+            if timed_out || g.state.topics[tid as usize].interrupts != gen_before {
                 let st = &mut g.state;
                 st.topics[tid as usize].ready.peek_front(&st.slab, max, &mut ids);
                 if ids.is_empty() {
@@ -166,7 +167,7 @@ impl Engine {
         id: u64,
         token: u64,
         delay: Option<Duration>,
-        failure: Failure,
+        mut failure: Failure,
         dead_letter: Option<&str>,
     ) -> Result<Option<u64>> {
         let sh = &self.sh;
@@ -177,11 +178,14 @@ impl Engine {
         };
         let now = now_micros();
         let (topic, superseded, attempt) = (m.topic, m.superseded, m.attempt);
+        if failure.handler.is_none() {
+            failure.handler = g.handler(topic);
+        }
         let op = if superseded {
             Op::Drop { id }
         } else if let Some(reason) = dead_letter {
             Op::DeadLetter { id, reason: reason.to_owned(), failure, at: now }
-        } else if attempt >= sh.opts.max_attempts {
+        } else if attempt >= g.max_attempts(topic, sh.opts.max_attempts) {
             Op::DeadLetter { id, reason: "max_attempts".into(), failure, at: now }
         } else {
             let visible_at = delay.filter(|d| !d.is_zero()).map_or(0, |d| now + d.as_micros() as u64);
@@ -207,6 +211,45 @@ impl Engine {
             }
         }
         Ok(Some(lsn))
+    }
+
+    /// Makes every `checkout` now waiting on `topic` return what is ready
+    /// (often nothing) at once, as if its timeout ran out; later calls wait
+    /// as usual. Dispatchers use it to stop workers without polling.
+    pub fn interrupt(&self, topic: &str) -> Result<()> {
+        let sh = &self.sh;
+        let mut g = sh.inner.lock();
+        if g.closed {
+            return Err(Error::Closed);
+        }
+        if let Some(tid) = g.state.topic_id(topic) {
+            let t = &mut g.state.topics[tid as usize];
+            t.interrupts += 1;
+            t.cv.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Sets (or with `TopicPolicy::default()`, clears) what a topic's handler
+    /// asks of the engine: its `max_attempts` (for nacks and lease expiries
+    /// alike) and the handler name recorded on dead letters. Kept in memory
+    /// only: a handler sets it each time it starts.
+    pub fn set_topic_policy(&self, topic: &str, policy: super::TopicPolicy) -> Result<()> {
+        if policy.max_attempts == Some(0) {
+            return Err(Error::Invalid("max_attempts must be >= 1".into()));
+        }
+        let sh = &self.sh;
+        let mut g = sh.inner.lock();
+        if g.closed {
+            return Err(Error::Closed);
+        }
+        let tid = g.state.intern(topic);
+        if policy.max_attempts.is_none() && policy.handler.is_none() {
+            g.policies.remove(&tid);
+        } else {
+            g.policies.insert(tid, policy);
+        }
+        Ok(())
     }
 
     /// Pushes the lease deadline to now + `by`; returns the new deadline.
