@@ -7,8 +7,21 @@
 ...     q.ack(d)
 """
 
+from ringq import codecs, di
 from ringq._core import DeadLetter, Delivery
 from ringq._core import __version__ as __version__
+from ringq.codecs import (
+    Codec,
+    JsonCodec,
+    MsgpackCodec,
+    PickleCodec,
+    PickleWarning,
+    UndecodableError,
+    message,
+)
+from ringq.config import HandlerOptions, QueueOptions
+from ringq.context import Cancelled, Context
+from ringq.di import ResolutionError
 from ringq.dlq import DeadLetterQueue
 from ringq.errors import (
     ConfigError,
@@ -23,24 +36,43 @@ from ringq.errors import (
     StorageError,
     VersionConflict,
 )
+from ringq.handlers import Handler
 from ringq.queue import Message, Queue
+from ringq.retry import Backoff, Retry
 
 __all__ = [
+    "Backoff",
+    "Cancelled",
+    "Codec",
     "ConfigError",
+    "Context",
     "CorruptionError",
     "DeadLetter",
     "DeadLetterQueue",
     "Delivery",
+    "Handler",
+    "HandlerOptions",
+    "JsonCodec",
     "LeaseLost",
     "LimitExceeded",
     "Message",
+    "MsgpackCodec",
     "NotFound",
+    "PickleCodec",
+    "PickleWarning",
     "Queue",
     "QueueClosed",
     "QueueFull",
     "QueueLocked",
+    "QueueOptions",
+    "ResolutionError",
+    "Retry",
     "RingqError",
     "StorageError",
+    "UndecodableError",
     "VersionConflict",
     "__version__",
+    "codecs",
+    "di",
+    "message",
 ]

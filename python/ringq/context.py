@@ -1,0 +1,220 @@
+"""``ringq.Context``: what a handler knows about the message it is running.
+
+One ``Context`` is made per delivery. It carries the message's ids, attempt
+and headers, lets the handler renew its lease (``heartbeat``), notice that
+its time ran out (``cancelled`` / ``raise_if_cancelled``), and stage further
+messages (``publish``) that are committed atomically with this message's
+ack: if the attempt fails, nothing it staged is published.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ringq._core import Delivery, RingqError
+from ringq.codecs import TYPE_HEADER, encode_message
+
+if TYPE_CHECKING:
+    from ringq._core import Engine, PublishItem
+
+__all__ = ["Cancelled", "Context"]
+
+
+class Cancelled(RingqError):
+    """The handler's lease ran out; the message is being retried elsewhere."""
+
+
+class Context:
+    """The running handler's view of its message (see the module docstring).
+
+    Attributes: ``message_id``, ``topic``, ``attempt`` (1 on the first
+    delivery), ``dedup_key``, ``correlation_id``, ``causation_id``,
+    ``headers``, ``enqueued_at`` (epoch seconds), ``handler`` (its name).
+    """
+
+    __slots__ = (
+        "_delivery",
+        "_engine",
+        "_event",
+        "_expired",
+        "_lease",
+        "_log",
+        "_staged",
+        "deadline",
+        "handler",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        delivery: Delivery,
+        handler: str,
+        lease: float,
+    ) -> None:
+        self._engine = engine
+        self._delivery = delivery
+        self.handler = handler
+        self._lease = lease
+        self._staged: list[PublishItem] | None = None
+        self._event: threading.Event | None = None
+        self._expired = False
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        #: When the lease runs out (epoch seconds); moved by ``heartbeat``.
+        self.deadline = delivery.lease_deadline
+
+    # -- the message -----------------------------------------------------
+
+    @property
+    def delivery(self) -> Delivery:
+        """The raw delivery (payload bytes, lease token, ...)."""
+        return self._delivery
+
+    @property
+    def message_id(self) -> str:
+        return self._delivery.id
+
+    @property
+    def topic(self) -> str:
+        return self._delivery.topic
+
+    @property
+    def attempt(self) -> int:
+        return self._delivery.attempt
+
+    @property
+    def dedup_key(self) -> str | None:
+        return self._delivery.dedup_key
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self._delivery.correlation_id
+
+    @property
+    def causation_id(self) -> str | None:
+        return self._delivery.causation_id
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._delivery.headers
+
+    @property
+    def enqueued_at(self) -> float:
+        return self._delivery.enqueued_at
+
+    @property
+    def superseded(self) -> bool:
+        """True once a newer message with this one's dedup key was published
+        while this one is in flight: if this attempt fails, the message is
+        dropped instead of retried (the newer one carries the payload)."""
+        return self._engine.is_superseded(self._delivery)
+
+    # -- time --------------------------------------------------------------
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the lease ran out before the handler finished. The
+        message is then retried (or dead-lettered) and this attempt's ack
+        will be rejected; a long handler should check it and stop."""
+        ev = self._event
+        if ev is None:
+            ev = threading.Event()
+            self._event = ev
+            # The monitor sets _expired before reading _event: one of the two
+            # sides always sees the other's write.
+            if self._expired:
+                ev.set()
+        return ev
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``ringq.Cancelled`` if the lease ran out."""
+        if self._expired:
+            raise Cancelled(f"lease of message {self.message_id} ran out")
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left on the lease (negative once it ran out)."""
+        return self.deadline - time.time()
+
+    def heartbeat(self, seconds: float | None = None) -> float:
+        """Renew the lease for ``seconds`` (default: the handler's timeout)
+        from now; returns the new deadline. Raises ``ringq.LeaseLost`` if the
+        lease already ran out and ``ringq.Cancelled`` after cancellation."""
+        self.raise_if_cancelled()
+        deadline = self._engine.extend(self._delivery, self._lease if seconds is None else seconds)
+        self.deadline = deadline
+        return deadline
+
+    def _expire(self) -> None:
+        """Called by the lease monitor when the deadline passed."""
+        self._expired = True
+        ev = self._event
+        if ev is not None:
+            ev.set()
+
+    # -- chaining ----------------------------------------------------------
+
+    def publish(
+        self,
+        payload: object,
+        topic: str | None = None,
+        *,
+        dedup_key: str | None = None,
+        delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Stage a message, published atomically with this message's ack.
+
+        It inherits this message's correlation id (or takes this message's
+        id as its correlation id when there is none) and its causation id is
+        this message's id. Nothing is published if the attempt fails.
+        """
+        default_topic, data, tag = encode_message(payload)
+        hdrs: dict[str, str] | None = dict(headers) if headers else None
+        if tag is not None:
+            hdrs = {**(hdrs or {}), TYPE_HEADER: tag}
+        d = self._delivery
+        item: PublishItem = (
+            default_topic if topic is None else topic,
+            data,
+            dedup_key,
+            delay,
+            hdrs,
+            d.correlation_id or d.id,
+            d.id,
+        )
+        if self._staged is None:
+            self._staged = [item]
+        else:
+            self._staged.append(item)
+
+    @property
+    def staged(self) -> list[PublishItem]:
+        """The messages ``publish`` staged so far (committed with the ack)."""
+        return [] if self._staged is None else list(self._staged)
+
+    # -- logging -------------------------------------------------------------
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger (``ringq.handler.<name>``) whose records carry
+        ``message_id``, ``correlation_id``, ``attempt`` and ``handler``."""
+        if self._log is None:
+            extra: dict[str, Any] = {
+                "message_id": self.message_id,
+                "correlation_id": self.correlation_id,
+                "attempt": self.attempt,
+                "handler": self.handler,
+            }
+            logger = logging.getLogger(f"ringq.handler.{self.handler}")
+            self._log = logging.LoggerAdapter(logger, extra)
+        return self._log
+
+    def __repr__(self) -> str:
+        return (
+            f"<ringq.Context {self.handler} message={self.message_id} attempt={self.attempt}"
+            f"{' cancelled' if self._expired else ''}>"
+        )

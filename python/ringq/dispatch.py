@@ -1,0 +1,567 @@
+"""The dispatcher: worker threads that run handlers.
+
+Each handler gets a pool of worker threads (``max_parallelism`` of them, or
+what ``scale`` set). A worker checks out up to ``prefetch`` messages of the
+handler's topic in one engine call, waiting inside the engine with the GIL
+released until a message arrives: nothing polls. For each message it decodes
+the payload into the handler's type, runs the handler, and then:
+
+- success: acks (staged ``ctx.publish`` messages are committed in the same
+  journal record as the ack; plain acks of one batch are sent together);
+- exception listed in ``dead_letter_on``: dead letter, reason
+  ``non_retryable``;
+- other exception: retried after the handler's backoff (the engine's timer
+  makes it visible again; no worker sleeps), or dead-lettered with reason
+  ``max_attempts`` when its attempts are used up;
+- undecodable payload: dead letter, reason ``undecodable``, at once.
+
+A worker never dies of a handler's exception (or of a dependency that fails
+to resolve: that is a failed attempt like any other).
+
+**Timeouts.** ``timeout`` is the lease. A lease monitor thread (one per
+dispatcher, sleeping until the earliest deadline) notices a handler that ran
+past its lease: it sets ``ctx.cancelled``, and the engine has already made
+the message ready again (or dead-lettered it). Python threads cannot be
+killed, so the overrunning thread is *abandoned*: a fresh worker replaces it
+at once, keeping the handler's parallelism, and the abandoned thread exits
+as soon as its handler returns (its late ack is rejected with ``LeaseLost``
+and logged). ``stats()`` counts abandoned threads still running.
+
+**Stopping.** ``stop(drain=True)`` lets workers finish what is ready, then
+stop; ``drain=False`` finishes only the messages being handled and gives
+prefetched ones back at once. ``timeout`` bounds the wait; workers still
+busy after it are left to finish (their messages come back when their lease
+runs out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ringq._core import Delivery, LeaseLost, QueueClosed, RingqError
+from ringq.codecs import TYPE_HEADER, UndecodableError
+from ringq.context import Context
+from ringq.di import Container, Resolver, build
+
+if TYPE_CHECKING:
+    from ringq._core import Engine
+    from ringq.handlers import HandlerRegistry, HandlerSpec
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger("ringq.dispatch")
+
+MAX_WORKERS = 1024
+
+ErrorFields = tuple[str | None, str | None, str | None]
+
+
+def _describe(error: BaseException) -> ErrorFields:
+    from ringq.queue import describe_error
+
+    return describe_error(error)
+
+
+class _Counters:
+    """One worker's tallies (summed by ``stats``; no lock needed)."""
+
+    __slots__ = (
+        "dead_lettered",
+        "failed",
+        "late_acks",
+        "processed",
+        "retried",
+        "succeeded",
+        "undecodable",
+    )
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.undecodable = 0
+        self.late_acks = 0
+
+
+class _Worker:
+    __slots__ = ("abandoned", "counters", "ctx", "current", "deadline", "pool", "thread")
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        #: The delivery being handled, its context (if the handler takes
+        #: one) and its lease deadline (epoch seconds).
+        self.current: Delivery | None = None
+        self.ctx: Context | None = None
+        self.deadline = 0.0
+        self.abandoned = False
+        self.counters = _Counters()
+        self.thread: threading.Thread | None = None
+
+
+class _Pool:
+    """The workers of one handler."""
+
+    def __init__(self, dispatcher: Dispatcher, spec: HandlerSpec) -> None:
+        self.d = dispatcher
+        self.spec = spec
+        self.lock = threading.Lock()
+        self.target = spec.options.max_parallelism
+        self.workers: set[_Worker] = set()
+        self.retired: list[_Counters] = []
+        self.abandoned_running = 0
+        self.abandoned_total = 0
+        self.stopping = False
+        self.drain = False
+        self.seq = 0
+        # Per message work we can skip: the type tag (bytes and str ignore
+        # it) and the context (a function handler that does not take one).
+        self.needs_tag = spec.message_type not in (bytes, str)
+        self.needs_context = spec.cls is not None or spec.pass_context
+
+    # -- membership (call with self.lock held) ------------------------------
+
+    def _spawn_locked(self) -> None:
+        w = _Worker(self)
+        self.seq += 1
+        t = threading.Thread(
+            target=self.d._run, args=(w,), name=f"ringq-{self.spec.name}-{self.seq}", daemon=True
+        )
+        w.thread = t
+        self.workers.add(w)
+        t.start()
+
+    def fill_locked(self) -> None:
+        while not self.stopping and len(self.workers) < self.target:
+            self._spawn_locked()
+
+    def should_exit(self, w: _Worker) -> bool:
+        with self.lock:
+            if w.abandoned:
+                return True
+            if self.stopping and not self.drain:
+                self._leave_locked(w)
+                return True
+            if len(self.workers) > self.target:
+                self._leave_locked(w)
+                return True
+            return False
+
+    def _leave_locked(self, w: _Worker) -> None:
+        if w in self.workers:
+            self.workers.discard(w)
+            self.retired.append(w.counters)
+
+    def leave(self, w: _Worker) -> None:
+        with self.lock:
+            if w.abandoned:
+                self.abandoned_running -= 1
+                self.retired.append(w.counters)
+            else:
+                self._leave_locked(w)
+
+    # -- running handlers ---------------------------------------------------------
+
+    # begin/end run per message and take no lock: the worker publishes
+    # what it handles (`current` last) and the monitor reads it under the
+    # pool lock. If a handler finishes just as the monitor decides it
+    # overran, the worker is abandoned one message late, which is harmless:
+    # it exits after that message and a fresh worker has replaced it.
+
+    def begin(self, w: _Worker, d: Delivery, ctx: Context | None, deadline: float) -> None:
+        w.deadline = deadline
+        w.ctx = ctx
+        w.current = d
+        self.d.monitor.watch(deadline)
+
+    @staticmethod
+    def end(w: _Worker) -> None:
+        w.current = None
+        w.ctx = None
+
+    def expire(self, w: _Worker, d: Delivery) -> None:
+        """The lease monitor found ``d`` (handled by ``w``) past its deadline."""
+        with self.lock:
+            if w.current is not d or w.abandoned:
+                return
+            if w.ctx is not None:
+                w.ctx._expire()
+            w.abandoned = True
+            self.abandoned_running += 1
+            self.abandoned_total += 1
+            self.workers.discard(w)
+            self.fill_locked()
+        log.warning(
+            "handler %s ran past its %.3gs lease on message %s (attempt %d): "
+            "cancelled; the message is retried and a fresh worker took this one's place",
+            self.spec.name,
+            self.spec.options.timeout,
+            d.id,
+            d.attempt,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            counters = [w.counters for w in self.workers] + self.retired
+            out: dict[str, Any] = {
+                "topic": self.spec.topic,
+                "workers": len(self.workers),
+                "target": self.target,
+                "active": sum(1 for w in self.workers if w.current is not None),
+                "abandoned_running": self.abandoned_running,
+                "abandoned_total": self.abandoned_total,
+            }
+        for name in _Counters.__slots__:
+            out[name] = sum(getattr(c, name) for c in counters)
+        return out
+
+
+class _LeaseMonitor:
+    """Sleeps until the earliest handler deadline, then cancels overrunners."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.d = dispatcher
+        self.cond = threading.Condition()
+        self.heap: list[float] = []
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="ringq-lease-monitor", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def watch(self, deadline: float) -> None:
+        """A handler started with this deadline: wake up by then."""
+        # Fast path, no lock: a wake-up at or before this deadline is
+        # already scheduled. (The worker published its deadline before
+        # calling this, so a scan that empties the heap meanwhile sees it.)
+        heap = self.heap
+        try:
+            if heap[0] <= deadline:
+                return
+        except IndexError:
+            pass
+        with self.cond:
+            if not self.heap or deadline < self.heap[0]:
+                heapq.heappush(self.heap, deadline)
+                self.cond.notify()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.stopped:
+                    now = time.time()
+                    if self.heap and self.heap[0] <= now:
+                        self.heap.clear()
+                        break
+                    self.cond.wait(None if not self.heap else self.heap[0] - now)
+                if self.stopped:
+                    return
+            # Check every running handler; schedule the next wake-up.
+            now = time.time()
+            nearest = None
+            for pool in self.d.pools():
+                with pool.lock:
+                    running = [
+                        (w, w.current, w.ctx.deadline if w.ctx is not None else w.deadline)
+                        for w in pool.workers
+                        if w.current is not None
+                    ]
+                for w, d, deadline in running:
+                    if d is None:
+                        continue
+                    if deadline <= now:
+                        pool.expire(w, d)
+                    elif nearest is None or deadline < nearest:
+                        nearest = deadline
+            if nearest is not None:
+                self.watch(nearest)
+
+
+class Dispatcher:
+    """Runs the handlers of a ``HandlerRegistry`` against an engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        registry: HandlerRegistry,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.resolver: Resolver = resolver if resolver is not None else Container()
+        self._pools: dict[str, _Pool] = {}
+        self._lock = threading.Lock()
+        self.monitor = _LeaseMonitor(self)
+        self.running = False
+
+    def pools(self) -> list[_Pool]:
+        with self._lock:
+            return list(self._pools.values())
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self.running:
+                return
+            self.running = True
+        self.monitor.start()
+        for spec in self.registry:
+            self.add(spec)
+
+    def add(self, spec: HandlerSpec) -> None:
+        """Start the workers of a handler (registered before or after ``start``)."""
+        self.engine.set_topic_policy(
+            spec.topic, max_attempts=spec.options.retry.max_attempts, handler=spec.name
+        )
+        pool = _Pool(self, spec)
+        with self._lock:
+            self._pools[spec.name] = pool
+        with pool.lock:
+            pool.fill_locked()
+
+    def scale(self, name: str, workers: int) -> None:
+        """Run ``workers`` workers for handler ``name`` (0 pauses it)."""
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise TypeError(f"workers must be an int, got {workers!r}")
+        if not 0 <= workers <= MAX_WORKERS:
+            from ringq._core import ConfigError
+
+            raise ConfigError(f"workers={workers} (must be 0..={MAX_WORKERS})")
+        spec = self.registry.get(name)
+        with self._lock:
+            pool = self._pools.get(name)
+        if pool is None:
+            raise RingqError(f"handler {name!r} is not running (call start() first)")
+        with pool.lock:
+            pool.target = workers
+            shrink = len(pool.workers) > workers
+            pool.fill_locked()
+        if shrink:
+            # Idle workers are waiting in checkout: wake them to leave.
+            self.engine.interrupt(spec.topic)
+        log.info("handler %s scaled to %d workers", name, workers)
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
+        """Stop every worker; True if all of them stopped within ``timeout``."""
+        with self._lock:
+            if not self.running:
+                return True
+            self.running = False
+            pools = list(self._pools.values())
+        for pool in pools:
+            with pool.lock:
+                pool.stopping = True
+                pool.drain = drain
+        deadline = None if timeout is None else time.monotonic() + timeout
+        threads: list[tuple[_Pool, threading.Thread]] = []
+        for pool in pools:
+            with pool.lock:
+                threads += [(pool, w.thread) for w in pool.workers if w.thread is not None]
+        for pool, t in threads:
+            # A worker may be on its way into checkout when the interrupt
+            # lands; interrupt again until it is out (shutdown only).
+            while t.is_alive():
+                with contextlib.suppress(QueueClosed):
+                    self.engine.interrupt(pool.spec.topic)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                t.join(0.05 if left is None else min(0.05, left))
+        self.monitor.stop()
+        stopped = all(not t.is_alive() for _, t in threads)
+        if not stopped:
+            log.warning("stop(): some handler threads were still busy after %ss", timeout)
+        return stopped
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {p.spec.name: p.stats() for p in self.pools()}
+
+    # -- the worker ----------------------------------------------------------------
+
+    def _run(self, w: _Worker) -> None:
+        pool = w.pool
+        spec = pool.spec
+        engine = self.engine
+        topic, lease, prefetch = spec.topic, spec.options.timeout, spec.options.prefetch
+        try:
+            while not pool.should_exit(w):
+                try:
+                    if pool.stopping:
+                        # Draining: take what is ready, never wait.
+                        batch = engine.checkout(topic, prefetch, lease, 0)
+                        if not batch:
+                            with pool.lock:
+                                pool._leave_locked(w)
+                            return
+                    else:
+                        batch = engine.checkout(topic, prefetch, lease, None)
+                except QueueClosed:
+                    return
+                except RingqError as e:
+                    # E.g. a storage fault: the engine recovers when it clears.
+                    log.error("handler %s: checkout failed: %s", spec.name, e)
+                    time.sleep(0.5)
+                    continue
+                if batch:
+                    self._handle_batch(w, batch)
+        except QueueClosed:
+            return
+        except BaseException:  # pragma: no cover - a bug in ringq itself
+            log.exception("handler %s: worker crashed", spec.name)
+            raise
+        finally:
+            pool.leave(w)
+
+    def _handle_batch(self, w: _Worker, batch: list[Delivery]) -> None:
+        pool = w.pool
+        spec = pool.spec
+        engine = self.engine
+        lease = spec.options.timeout
+        checked_out = time.time()
+        done: list[Delivery] = []
+        try:
+            for i, d in enumerate(batch):
+                deadline = d.lease_deadline
+                if i and (w.abandoned or (pool.stopping and not pool.drain)):
+                    self._release(batch[i:])
+                    return
+                if i and time.time() - checked_out > 0.1 * lease:
+                    # Prefetched and waited a while: a full lease from now.
+                    if done:
+                        self._ack(w, done)
+                        done = []
+                    try:
+                        deadline = engine.extend(d, lease)
+                    except LeaseLost:
+                        continue  # expired while waiting; the engine retries it
+                self._handle_one(w, d, done, deadline)
+        finally:
+            if done:
+                self._ack(w, done)
+
+    def _release(self, rest: list[Delivery]) -> None:
+        """Give prefetched, unstarted messages back at once."""
+        for d in rest:
+            with contextlib.suppress(LeaseLost):
+                self.engine.nack(d)
+
+    def _ack(self, w: _Worker, done: list[Delivery]) -> None:
+        try:
+            self.engine.ack(done)
+        except LeaseLost as e:
+            w.counters.late_acks += len(e.ids)
+            log.warning(
+                "handler %s: late ack rejected for %s (their leases ran out; "
+                "the messages were retried)",
+                w.pool.spec.name,
+                ", ".join(e.ids),
+            )
+
+    def _handle_one(self, w: _Worker, d: Delivery, done: list[Delivery], deadline: float) -> None:
+        pool = w.pool
+        spec = pool.spec
+        c = w.counters
+        c.processed += 1
+        try:
+            msg = spec.decode(d.payload, d.headers.get(TYPE_HEADER) if pool.needs_tag else None)
+        except UndecodableError as e:
+            c.undecodable += 1
+            c.dead_lettered += 1
+            self._nack(w, d, e, None, "undecodable")
+            return
+        ctx: Context | None = None
+        if pool.needs_context:
+            ctx = Context(self.engine, d, spec.name, spec.options.timeout)
+            ctx.deadline = deadline
+        pool.begin(w, d, ctx, deadline)
+        try:
+            self._call(spec, msg, ctx)
+        except Exception as e:
+            pool.end(w)
+            c.failed += 1
+            if w.abandoned:
+                log.warning(
+                    "handler %s failed on message %s after its lease ran out: %r",
+                    spec.name,
+                    d.id,
+                    e,
+                )
+                return
+            if isinstance(e, spec.options.dead_letter_on):
+                c.dead_lettered += 1
+                self._nack(w, d, e, None, "non_retryable")
+                return
+            delay = spec.options.retry.next_delay(d.attempt)
+            if delay is None:
+                c.dead_lettered += 1
+                self._nack(w, d, e, None, "max_attempts")
+            else:
+                c.retried += 1
+                self._nack(w, d, e, delay, None)
+            return
+        pool.end(w)
+        c.succeeded += 1
+        staged = None if ctx is None else ctx._staged
+        if staged:
+            try:
+                self.engine.ack(d, publish=staged)
+            except LeaseLost:
+                c.late_acks += 1
+                log.warning(
+                    "handler %s: late ack of message %s rejected (its lease ran out); "
+                    "its %d staged messages were not published",
+                    spec.name,
+                    d.id,
+                    len(staged),
+                )
+        else:
+            done.append(d)
+
+    def _call(self, spec: HandlerSpec, msg: object, ctx: Context | None) -> None:
+        if spec.cls is not None:
+            assert ctx is not None  # class handlers always get one
+            with self.resolver.scope() as scope:
+                handler = build(spec.cls, scope)
+                handler.handle(msg, ctx)
+        elif spec.pass_context:
+            func: Callable[..., object] = spec.func  # type: ignore[assignment]
+            func(msg, ctx)
+        else:
+            func = spec.func  # type: ignore[assignment]
+            func(msg)
+
+    def _nack(
+        self,
+        w: _Worker,
+        d: Delivery,
+        error: BaseException,
+        delay: float | None,
+        reason: str | None,
+    ) -> None:
+        error_type, error_message, tb = _describe(error)
+        try:
+            self.engine.nack(d, delay, error_type, error_message, tb, w.pool.spec.name, reason)
+        except LeaseLost:
+            w.counters.late_acks += 1
+            log.warning(
+                "handler %s: could not record the failure of message %s: its lease ran out",
+                w.pool.spec.name,
+                d.id,
+            )
+        except QueueClosed:
+            raise
+        except RingqError as e:
+            log.error("handler %s: nack of message %s failed: %s", w.pool.spec.name, d.id, e)

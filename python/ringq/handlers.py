@@ -1,0 +1,212 @@
+"""Handlers: what to do with each message type.
+
+Two ways to declare one, both registered on a ``ringq.Queue``:
+
+- a function, with the decorator::
+
+      @q.handler(OrderPlaced, timeout=30.0, max_parallelism=4,
+                 retry=ringq.Retry(max_attempts=5), dead_letter_on=(ValueError,))
+      def on_order(msg: OrderPlaced, ctx: ringq.Context) -> None: ...
+
+  (the message type may be left out when the first parameter is annotated;
+  a function taking one parameter is called without the context);
+
+- a class, built per message by the queue's dependency resolver
+  (``ringq.di``), its options as class attributes::
+
+      class OnOrder(ringq.Handler[OrderPlaced]):
+          timeout = 10.0
+          def __init__(self, repo: OrderRepo) -> None: self.repo = repo
+          def handle(self, msg: OrderPlaced, ctx: ringq.Context) -> None: ...
+
+      q.register(OnOrder)
+
+A handler consumes exactly one topic: its message type's topic
+(``ringq.codecs.topic_for``, ``@ringq.message("...")``) or ``topic=``. A
+union of types sharing one topic is fine (the type tag picks the class);
+a union spanning topics is refused — register one handler per topic. A topic
+has at most one handler (competing workers of that handler share it).
+
+Options resolve in this order, later wins: ``HandlerOptions`` defaults, the
+decorator's keywords or the class attributes, then the queue's configuration
+for that handler name (``QueueOptions.handlers[name]``), so operators can
+retune a deployed handler without touching code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from ringq._core import ConfigError
+from ringq.codecs import decoder_for, topics_for
+from ringq.config import HandlerOptions, QueueOptions
+from ringq.context import Context
+from ringq.retry import Retry
+
+__all__ = ["Handler", "HandlerRegistry", "HandlerSpec"]
+
+M = TypeVar("M")
+
+
+class Handler(Generic[M]):
+    """Base class of class-based handlers; see the module docstring.
+
+    Class attributes (``None`` keeps the default): ``name`` (default: the
+    class name), ``topic``, ``timeout``, ``max_parallelism``, ``prefetch``,
+    ``retry``, ``dead_letter_on``.
+    """
+
+    name: ClassVar[str | None] = None
+    topic: ClassVar[str | None] = None
+    timeout: ClassVar[float | None] = None
+    max_parallelism: ClassVar[int | None] = None
+    prefetch: ClassVar[int | None] = None
+    retry: ClassVar[Retry | None] = None
+    dead_letter_on: ClassVar[tuple[type[BaseException], ...] | None] = None
+
+    def handle(self, msg: M, ctx: Context) -> None:
+        raise NotImplementedError(f"{type(self).__qualname__}.handle")
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """A registered handler: its name, message type, topic and options."""
+
+    name: str
+    message_type: Any
+    topic: str
+    options: HandlerOptions
+    func: Callable[..., object] | None
+    cls: type[Handler[Any]] | None
+    pass_context: bool
+    decode: Callable[[bytes, str | None], Any]
+
+    @property
+    def kind(self) -> str:
+        return "class" if self.cls is not None else "function"
+
+
+class HandlerRegistry:
+    """The handlers of one queue, by name and by topic."""
+
+    __slots__ = ("_by_name", "_by_topic")
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, HandlerSpec] = {}
+        self._by_topic: dict[str, HandlerSpec] = {}
+
+    def add(self, spec: HandlerSpec) -> None:
+        if spec.name in self._by_name:
+            raise ConfigError(f"a handler named {spec.name!r} is already registered")
+        other = self._by_topic.get(spec.topic)
+        if other is not None:
+            raise ConfigError(
+                f"topic {spec.topic!r} already has handler {other.name!r}; "
+                f"a topic has one handler (raise its max_parallelism for more workers)"
+            )
+        self._by_name[spec.name] = spec
+        self._by_topic[spec.topic] = spec
+
+    def get(self, name: str) -> HandlerSpec:
+        """The handler named ``name``; ``KeyError`` lists the known names."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(sorted(self._by_name)) or "none"
+            raise KeyError(f"no handler named {name!r} (registered: {known})") from None
+
+    def for_topic(self, topic: str) -> HandlerSpec | None:
+        return self._by_topic.get(topic)
+
+    def __iter__(self) -> Iterator[HandlerSpec]:
+        return iter(list(self._by_name.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+
+def message_type_of_class(cls: type[Handler[Any]]) -> Any:
+    """``M`` of ``class C(ringq.Handler[M])`` (searching base classes too)."""
+    for klass in cls.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            if typing.get_origin(base) is Handler:
+                args = typing.get_args(base)
+                if args and not isinstance(args[0], TypeVar):
+                    return args[0]
+    raise ConfigError(
+        f"{cls.__qualname__} must subclass ringq.Handler[MessageType] to say what it handles"
+    )
+
+
+def message_type_of_function(func: Callable[..., object]) -> Any:
+    """The annotation of ``func``'s first parameter."""
+    params = list(inspect.signature(func).parameters.values())
+    if not params:
+        raise ConfigError(f"handler {func.__qualname__} must take the message as a parameter")
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as e:
+        raise ConfigError(f"cannot read the annotations of {func.__qualname__}: {e}") from e
+    tp = hints.get(params[0].name)
+    if tp is None:
+        raise ConfigError(
+            f"handler {func.__qualname__}: give the message type, "
+            f"@q.handler(MessageType), or annotate its first parameter"
+        )
+    return tp
+
+
+def takes_context(func: Callable[..., object]) -> bool:
+    """Whether ``func`` takes a second (context) parameter."""
+    params = [
+        p
+        for p in inspect.signature(func).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    return len(params) >= 2
+
+
+def build_spec(
+    *,
+    name: str,
+    message_type: Any,
+    topic: str | None,
+    func: Callable[..., object] | None,
+    cls: type[Handler[Any]] | None,
+    declared: dict[str, Any],
+    config: QueueOptions | None,
+) -> HandlerSpec:
+    """Resolve a handler's topic, decoder and options (see the module docstring)."""
+    if topic is None:
+        topics = topics_for(message_type)
+        if len(topics) != 1:
+            raise ConfigError(
+                f"handler {name!r}: {message_type!r} spans topics {topics}; "
+                f"register one handler per topic (or pass topic=)"
+            )
+        topic = topics[0]
+    given = {k: v for k, v in declared.items() if v is not None}
+    options = dataclasses.replace(HandlerOptions(), **given) if given else HandlerOptions()
+    if config is not None:
+        options = config.handler_options(name, options)
+    pass_context = True if func is None else takes_context(func)
+    return HandlerSpec(
+        name=name,
+        message_type=message_type,
+        topic=topic,
+        options=options,
+        func=func,
+        cls=cls,
+        pass_context=pass_context,
+        decode=decoder_for(message_type),
+    )

@@ -1,0 +1,204 @@
+"""The handler half of ``ringq.Queue``: register handlers, start, stop, scale.
+
+``Queue`` inherits these methods; see ``ringq.handlers`` for declaring
+handlers and ``ringq.dispatch`` for how they run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ringq._core import ConfigError
+from ringq.dispatch import Dispatcher
+from ringq.handlers import (
+    Handler,
+    HandlerRegistry,
+    build_spec,
+    message_type_of_class,
+    message_type_of_function,
+)
+
+if TYPE_CHECKING:
+    from ringq._core import Engine
+    from ringq.config import QueueOptions
+    from ringq.di import Resolver
+    from ringq.retry import Retry
+
+__all__ = ["HandlerHost"]
+
+log = logging.getLogger("ringq")
+
+F = TypeVar("F", bound=Callable[..., object])
+H = TypeVar("H", bound=type[Handler[Any]])
+
+
+class HandlerHost:
+    """Mixin of ``ringq.Queue``: handler registration and the dispatcher."""
+
+    _engine: Engine
+    _config: QueueOptions | None
+    _resolver: Resolver | None
+    _registry: HandlerRegistry
+    _dispatcher: Dispatcher | None
+
+    def _init_handlers(self, config: QueueOptions | None, resolver: Resolver | None) -> None:
+        self._config = config
+        self._resolver = resolver
+        self._registry = HandlerRegistry()
+        self._dispatcher = None
+
+    @overload
+    def handler(self, message_type: F, /) -> F: ...
+
+    @overload
+    def handler(
+        self,
+        message_type: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        topic: str | None = None,
+        timeout: float | None = None,
+        max_parallelism: int | None = None,
+        prefetch: int | None = None,
+        retry: Retry | None = None,
+        dead_letter_on: tuple[type[BaseException], ...] | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def handler(
+        self,
+        message_type: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        topic: str | None = None,
+        timeout: float | None = None,
+        max_parallelism: int | None = None,
+        prefetch: int | None = None,
+        retry: Retry | None = None,
+        dead_letter_on: tuple[type[BaseException], ...] | None = None,
+    ) -> Any:
+        """Register a function as the handler of ``message_type``'s topic.
+
+        ``@q.handler(Order, timeout=30.0, max_parallelism=4, retry=...,
+        dead_letter_on=(ValueError,))`` on ``def f(msg: Order, ctx)``; the
+        type may come from the first parameter's annotation instead
+        (``@q.handler()`` or bare ``@q.handler``). ``timeout`` is the lease
+        in seconds. Returns the function unchanged.
+        """
+        if inspect.isfunction(message_type) or inspect.ismethod(message_type):
+            # Bare @q.handler: the type comes from the annotation.
+            func = message_type
+            self._add(func, None, None, None, {})
+            return func
+        declared = {
+            "timeout": timeout,
+            "max_parallelism": max_parallelism,
+            "prefetch": prefetch,
+            "retry": retry,
+            "dead_letter_on": dead_letter_on,
+        }
+
+        def register(func: F) -> F:
+            self._add(func, message_type, name, topic, declared)
+            return func
+
+        return register
+
+    def _add(
+        self,
+        func: Callable[..., object],
+        message_type: Any,
+        name: str | None,
+        topic: str | None,
+        declared: dict[str, Any],
+    ) -> None:
+        if not callable(func):
+            raise ConfigError(f"a handler must be callable, got {func!r}")
+        tp = message_type if message_type is not None else message_type_of_function(func)
+        spec = build_spec(
+            name=name or func.__name__,
+            message_type=tp,
+            topic=topic,
+            func=func,
+            cls=None,
+            declared=declared,
+            config=self._config,
+        )
+        self._registry.add(spec)
+        if self._dispatcher is not None and self._dispatcher.running:
+            self._dispatcher.add(spec)
+
+    def register(self, cls: H, *, name: str | None = None) -> H:
+        """Register a ``ringq.Handler[M]`` subclass; built per message by the
+        queue's resolver. Its options are its class attributes."""
+        if not (isinstance(cls, type) and issubclass(cls, Handler)):
+            raise ConfigError(f"register() takes a ringq.Handler subclass, got {cls!r}")
+        declared = {
+            "timeout": cls.timeout,
+            "max_parallelism": cls.max_parallelism,
+            "prefetch": cls.prefetch,
+            "retry": cls.retry,
+            "dead_letter_on": cls.dead_letter_on,
+        }
+        spec = build_spec(
+            name=name or cls.name or cls.__name__,
+            message_type=message_type_of_class(cls),
+            topic=cls.topic,
+            func=None,
+            cls=cls,
+            declared=declared,
+            config=self._config,
+        )
+        self._registry.add(spec)
+        if self._dispatcher is not None and self._dispatcher.running:
+            self._dispatcher.add(spec)
+        return cls
+
+    @property
+    def handlers(self) -> HandlerRegistry:
+        """The registered handlers (by name: ``q.handlers.get("on_order")``)."""
+        return self._registry
+
+    def start(self) -> None:
+        """Start worker threads for every registered handler (and for those
+        registered later). Calling it again while running does nothing."""
+        if self._dispatcher is not None and self._dispatcher.running:
+            return
+        if len(self._registry) == 0:
+            log.warning("start(): no handlers are registered yet")
+        self._dispatcher = Dispatcher(self._engine, self._registry, self._resolver)
+        self._dispatcher.start()
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
+        """Stop the workers, then take a snapshot. ``drain=True`` handles
+        every message ready now first; ``drain=False`` finishes only the
+        messages being handled. Returns False if ``timeout`` ran out first
+        (those threads finish on their own; their messages come back when
+        their leases run out)."""
+        if self._dispatcher is None:
+            return True
+        stopped = self._dispatcher.stop(drain=drain, timeout=timeout)
+        if not self._engine.closed:
+            self._engine.snapshot()
+        return stopped
+
+    @property
+    def running(self) -> bool:
+        """Whether handlers are running (between ``start`` and ``stop``)."""
+        return self._dispatcher is not None and self._dispatcher.running
+
+    def scale(self, name: str, workers: int) -> None:
+        """Run ``workers`` worker threads for handler ``name`` from now on
+        (0 pauses it; busy workers finish their message first)."""
+        if self._dispatcher is None or not self._dispatcher.running:
+            raise ConfigError("scale(): the queue's handlers are not running; call start()")
+        self._dispatcher.scale(name, workers)
+
+    def handler_stats(self) -> dict[str, dict[str, Any]]:
+        """Per handler: workers, active, processed, succeeded, failed,
+        retried, dead_lettered, undecodable, late_acks, abandoned threads."""
+        return {} if self._dispatcher is None else self._dispatcher.stats()
