@@ -253,7 +253,15 @@ pub struct SegmentScan {
 /// Validates a segment header; `Ok(None)` means the header itself is torn
 /// (short or zero) — possible only for the newest segment.
 pub fn read_segment_header(path: &Path, data: &[u8]) -> Result<Option<Lsn>> {
-    if data.len() < SEGMENT_HEADER_LEN || data[..SEGMENT_HEADER_LEN].iter().all(|b| *b == 0) {
+    if data.len() < SEGMENT_HEADER_LEN {
+        return Ok(None);
+    }
+    if data[..SEGMENT_HEADER_LEN].iter().all(|b| *b == 0) {
+        // The header is fsynced before any record goes in, so a zeroed
+        // header in front of valid records is damage, not a torn creation.
+        if valid_record_after(data, SEGMENT_HEADER_LEN, 0) {
+            return Err(Error::corruption(path, 0, "segment header is zeroed but valid records follow it"));
+        }
         return Ok(None);
     }
     let h = &data[..SEGMENT_HEADER_LEN];

@@ -132,6 +132,28 @@ fn flipped_byte_mid_journal_fails_naming_file_and_offset() {
 }
 
 #[test]
+fn zeroed_segment_header_in_front_of_valid_records_is_corruption_not_a_torn_segment() {
+    let (tmp, mut files) = crashed_queue_with(&[b"one", b"two"]);
+    let wal = wal_name(&files);
+    for (n, b) in files.iter_mut() {
+        if *n == wal {
+            b[..SEGMENT_HEADER_LEN].fill(0);
+        }
+    }
+    let dir = tmp.path().join("zeroed");
+    restore(&files, &dir);
+    match Engine::open(&dir, small()) {
+        Err(Error::Corruption { path, offset, detail }) => {
+            assert_eq!((path, offset), (dir.join(&wal), 0));
+            assert!(detail.contains("zeroed"), "{detail}");
+        }
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok(_) => panic!("the segment's records were dropped"),
+    }
+    assert!(snapshot_files(&dir) == files, "a failed open changed the directory");
+}
+
+#[test]
 fn damaged_snapshot_is_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("q");
