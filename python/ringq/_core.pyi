@@ -5,6 +5,7 @@ that can block (waiting for a message, for capacity, or for fsync) releases
 the GIL while it waits.
 """
 
+from collections.abc import Callable, Iterable
 from typing import Any, final
 
 __version__: str
@@ -139,17 +140,25 @@ class Engine:
         max_key: int = 1024,
         max_headers: int = 64 * 1024,
         dlq_capacity: int = 10_000,
+        lease: float = 30.0,
     ) -> None: ...
     @property
     def path(self) -> str: ...
     @property
+    def lease(self) -> float:
+        """The default lease of ``checkout``, in seconds."""
+    @property
     def closed(self) -> bool: ...
     @property
     def durability(self) -> str: ...
+    # publish, publish_payloads, checkout, ack and extend have the signatures
+    # and semantics of ringq.Queue's publish, publish_many, checkout, ack and
+    # extend: a Queue binds them to its instances (no Python frame per call).
     def publish(
         self,
-        topic: str,
-        payload: bytes,
+        payload: object,
+        topic: str | None = None,
+        *,
         dedup_key: str | None = None,
         delay: float | None = None,
         headers: dict[str, str] | None = None,
@@ -159,18 +168,37 @@ class Engine:
         expected_version: int | None = None,
         block: bool = True,
         timeout: float | None = None,
-    ) -> str: ...
+    ) -> str:
+        """``bytes`` as given (``topic`` default ``"default"``); anything else
+        through the encoder (``TypeError`` without one)."""
+    def publish_payloads(
+        self,
+        payloads: Iterable[object],
+        topic: str | None = None,
+        *,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """``Queue.publish_many``: ``bytes`` items as given, others through
+        the encoder's ``encode_item`` (``TypeError`` without an encoder)."""
     def publish_many(
-        self, items: list[PublishItem], block: bool = True, timeout: float | None = None
-    ) -> list[str]: ...
+        self, items: Iterable[PublishItem], block: bool = True, timeout: float | None = None
+    ) -> list[str]:
+        """Items already encoded: ``PublishItem`` 7-tuples."""
     def publish_batch(
         self, topic: str, payloads: list[bytes], block: bool = True, timeout: float | None = None
     ) -> list[str]: ...
     def checkout(
-        self, topic: str, max_messages: int = 1, lease: float = 30.0, timeout: float | None = None
+        self,
+        topic: str = "default",
+        max_messages: int = 1,
+        lease: float | None = None,
+        timeout: float | None = None,
     ) -> list[Delivery]: ...
     def ack(
-        self, deliveries: Delivery | list[Delivery], publish: list[PublishItem] | None = None
+        self,
+        deliveries: Delivery | Iterable[Delivery],
+        publish: Iterable[PublishItem] | None = None,
     ) -> None: ...
     def nack(
         self,
@@ -198,4 +226,12 @@ class Engine:
     def dlq_replay(self, ids: list[str] | None = None) -> int: ...
     def dlq_purge(self, ids: list[str] | None = None) -> int: ...
     def close(self) -> None: ...
+    def _set_encoder(
+        self,
+        encode: Callable[[object], tuple[str, bytes, str | None]] | None,
+        encode_item: Callable[[object, str | None], PublishItem] | None = None,
+        *,
+        type_header: str = "ringq-type",
+    ) -> None:
+        """How non-``bytes`` payloads are encoded (``None``: refused)."""
     def _inject_fault(self, kind: str, errno: int, count: int) -> None: ...

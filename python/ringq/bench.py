@@ -93,7 +93,7 @@ class EngineQueue:
         self._engine = Engine(path, capacity=capacity, durability=durability)
 
     def publish(self, payload: bytes, topic: str | None = None) -> str:
-        return self._engine.publish(topic or "default", payload)
+        return self._engine.publish(payload, topic)
 
     def publish_many(self, payloads: Iterable[bytes], topic: str | None = None) -> list[str]:
         t = topic or "default"

@@ -1,31 +1,41 @@
 """``ringq.Queue``: the low-level API over the Rust engine.
 
 ``Queue`` owns one ``ringq._core.Engine`` (one queue directory) and adds what
-belongs on the Python side of the boundary: encoding objects to bytes, the
-default lease, and turning exceptions into dead-letter error fields. Every
-method is a thin call into the engine; the hot ones (``publish`` of bytes,
-``checkout``, ``ack``) do no other work.
+belongs on the Python side of the boundary: encoding objects to bytes and
+turning exceptions into dead-letter error fields.
+
+The hot methods (``publish``, ``publish_many``, ``checkout``, ``ack``,
+``extend``) are implemented by the engine with exactly the signatures and
+semantics documented here. Each ``Queue`` binds the engine's methods over its
+own (instance attributes), so ``q.publish(...)`` goes from the caller straight
+into Rust without a Python frame in between; encoding non-``bytes`` payloads is
+the one step that calls back into Python (``_encode`` / ``_publish_item``). The
+methods below remain the reference (and what ``help(ringq.Queue)`` shows), and
+calling them through the class (``Queue.publish(q, ...)``) does the same thing.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ringq._core import ConfigError, Delivery, Engine
-from ringq.codecs import DEFAULT_TOPIC, encode
+from ringq.codecs import DEFAULT_TOPIC, TYPE_HEADER, encode_message
+from ringq.config import Durability, QueueOptions
 from ringq.dlq import DeadLetterQueue
+from ringq.hosting import HandlerHost
 
 if TYPE_CHECKING:
     from ringq._core import PublishItem
+    from ringq.di import Resolver
 
 __all__ = ["Message", "Queue"]
 
-Durability = Literal["always", "batch", "os"]
 OnDuplicate = Literal["replace", "keep"]
 
 
@@ -42,7 +52,7 @@ class Message:
     causation_id: str | None = None
 
 
-class Queue:
+class Queue(HandlerHost):
     """A durable queue stored in one directory, owned by this process.
 
     ``capacity`` bounds the number of live messages; ``durability`` is
@@ -52,9 +62,18 @@ class Queue:
     checkout lease in seconds. The remaining options are passed to the engine
     unchanged; ``None`` keeps the engine's default. Invalid options raise
     ``ringq.ConfigError``.
+
+    ``options`` (a ``ringq.QueueOptions``, e.g. from ``QueueOptions.from_env()``)
+    gives all of these at once, plus per-handler overrides; pass either
+    ``options`` or the keywords, not both. ``resolver`` (``ringq.di``) builds
+    class handlers per message; by default a fresh ``ringq.di.Container``.
+    Handlers: ``handler``, ``register``, ``start``, ``stop``, ``scale``
+    (see ``ringq.hosting``).
     """
 
-    __slots__ = ("_dlq", "_engine", "_lease")
+    # No __slots__: __init__ shadows the hot methods with instance attributes.
+    _engine: Engine
+    _dlq: DeadLetterQueue
 
     def __init__(
         self,
@@ -72,7 +91,36 @@ class Queue:
         max_key: int | None = None,
         max_headers: int | None = None,
         dlq_capacity: int | None = None,
+        options: QueueOptions | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
+        if options is not None:
+            given = {
+                k: v
+                for k, v in locals().items()
+                if k in _KEYWORD_DEFAULTS and v != _KEYWORD_DEFAULTS[k]
+            }
+            if given:
+                raise ConfigError(
+                    "pass queue options either as keywords or as options=, not both "
+                    f"(also given: {', '.join(sorted(given))})"
+                )
+            kw = options.engine_kwargs()
+            capacity = kw.pop("capacity", capacity)
+            durability = kw.pop("durability", durability)
+            fsync_interval = kw.pop("fsync_interval", fsync_interval)
+            max_attempts = kw.pop("max_attempts", max_attempts)
+            lease = kw.pop("lease", lease)
+            segment_size = kw.pop("segment_size", None)
+            snapshot_every = kw.pop("snapshot_every", None)
+            snapshot_interval = kw.pop("snapshot_interval", None)
+            max_payload = kw.pop("max_payload", None)
+            max_key = kw.pop("max_key", None)
+            max_headers = kw.pop("max_headers", None)
+            dlq_capacity = kw.pop("dlq_capacity", None)
+            if kw:
+                raise ConfigError(f"QueueOptions has options Queue does not know: {sorted(kw)}")
+        self._init_handlers(options, resolver)
         if not lease > 0:  # also rejects NaN
             raise ConfigError(f"lease must be > 0 seconds, got {lease!r}")
         optional = {
@@ -84,17 +132,42 @@ class Queue:
             "max_headers": max_headers,
             "dlq_capacity": dlq_capacity,
         }
-        options: dict[str, Any] = {k: v for k, v in optional.items() if v is not None}
-        self._engine = Engine(
+        engine_options: dict[str, Any] = {k: v for k, v in optional.items() if v is not None}
+        engine = Engine(
             os.fspath(path),
             capacity=capacity,
             durability=durability,
             fsync_interval=fsync_interval,
             max_attempts=max_attempts,
-            **options,
+            lease=lease,
+            **engine_options,
         )
-        self._lease = float(lease)
-        self._dlq = DeadLetterQueue(self._engine)
+        engine._set_encoder(_encode, _publish_item, type_header=TYPE_HEADER)
+        self._engine = engine
+        self._dlq = DeadLetterQueue(engine)
+        self._bind_engine_methods()
+
+    def _bind_engine_methods(self) -> None:
+        """Shadow the hot methods with the engine's bound methods.
+
+        The engine implements ``publish``, ``publish_many``
+        (``publish_payloads``), ``checkout``, ``ack`` and ``extend`` with the
+        signatures and semantics of the methods below, so binding them here
+        only removes a Python frame (about 0.5 us) from every call. mypy is
+        told to allow assigning to a method ([method-assign]); it still checks
+        that each engine method's type fits the method it replaces.
+        """
+        cls, e = type(self), self._engine
+        if cls.publish is _REFERENCE["publish"]:
+            self.publish = e.publish  # type: ignore[method-assign]
+        if cls.publish_many is _REFERENCE["publish_many"]:
+            self.publish_many = e.publish_payloads  # type: ignore[method-assign]
+        if cls.checkout is _REFERENCE["checkout"]:
+            self.checkout = e.checkout  # type: ignore[method-assign]
+        if cls.ack is _REFERENCE["ack"]:
+            self.ack = e.ack  # type: ignore[method-assign]
+        if cls.extend is _REFERENCE["extend"]:
+            self.extend = e.extend  # type: ignore[method-assign]
 
     # -- publishing ---------------------------------------------------------
 
@@ -117,40 +190,26 @@ class Queue:
 
         ``bytes`` are stored as given, ``str`` as UTF-8, other objects as
         msgspec JSON on the topic named after their type (unless ``topic`` is
-        given). ``dedup_key`` replaces a live message with the same key in
+        given), with their type tag in the ``"ringq-type"`` header (added to a
+        copy of ``headers``). Without ``topic``, bytes and str go to
+        ``"default"``. ``dedup_key`` replaces a live message with the same key in
         place (or keeps it, with ``on_duplicate="keep"``); the returned id is
         the message now carrying the key's payload. A full queue blocks
         (``timeout`` bounds the wait) or, with ``block=False``, raises
         ``QueueFull``.
         """
-        if type(payload) is bytes:
-            # The hot path: nothing but the engine call.
-            return self._engine.publish(
-                DEFAULT_TOPIC if topic is None else topic,
-                payload,
-                dedup_key,
-                delay,
-                headers,
-                correlation_id,
-                causation_id,
-                on_duplicate,
-                expected_version,
-                block,
-                timeout,
-            )
-        default_topic, data = encode(payload)
         return self._engine.publish(
-            default_topic if topic is None else topic,
-            data,
-            dedup_key,
-            delay,
-            headers,
-            correlation_id,
-            causation_id,
-            on_duplicate,
-            expected_version,
-            block,
-            timeout,
+            payload,
+            topic,
+            dedup_key=dedup_key,
+            delay=delay,
+            headers=headers,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            on_duplicate=on_duplicate,
+            expected_version=expected_version,
+            block=block,
+            timeout=timeout,
         )
 
     def publish_many(
@@ -163,20 +222,11 @@ class Queue:
     ) -> list[str]:
         """Publish several messages atomically (all or none) in one engine call.
 
-        Items are payloads (as for ``publish``) or ``ringq.Message`` for
-        per-message options. Returns the ids in item order.
+        Items are payloads (as for ``publish``; ``topic`` applies to all of
+        them) or ``ringq.Message`` for per-message options (its ``topic`` wins).
+        Returns the ids in item order.
         """
-        default_topic = DEFAULT_TOPIC if topic is None else topic
-        if type(payloads) is list and all(type(p) is bytes for p in payloads):
-            # Fast path: plain bytes to one topic cross the boundary as-is.
-            return self._engine.publish_batch(default_topic, payloads, block, timeout)
-        items: list[PublishItem] = [
-            (default_topic, p, None, None, None, None, None)
-            if type(p) is bytes
-            else _publish_item(p, topic)
-            for p in payloads
-        ]
-        return self._engine.publish_many(items, block, timeout)
+        return self._engine.publish_payloads(payloads, topic, block=block, timeout=timeout)
 
     # -- consuming ----------------------------------------------------------
 
@@ -193,9 +243,7 @@ class Queue:
         limit, ``0``: never wait) and returns ``[]`` if none came. ``lease``
         defaults to the queue's ``lease``.
         """
-        return self._engine.checkout(
-            topic, max_messages, self._lease if lease is None else lease, timeout
-        )
+        return self._engine.checkout(topic, max_messages, lease, timeout)
 
     def ack(self, deliveries: Delivery | Iterable[Delivery]) -> None:
         """Remove delivered messages for good.
@@ -203,8 +251,6 @@ class Queue:
         With several deliveries, the valid ones are acked and ``LeaseLost``
         lists the stale ones.
         """
-        if type(deliveries) is not Delivery and type(deliveries) is not list:
-            deliveries = list(deliveries)
         self._engine.ack(deliveries)
 
     def nack(
@@ -250,7 +296,10 @@ class Queue:
         return self._engine.closed
 
     def close(self) -> None:
-        """Snapshot, release the directory lock and stop the engine's threads."""
+        """Stop running handlers (without draining), snapshot, release the
+        directory lock and stop the engine's threads."""
+        if self.running:
+            self.stop(drain=False)
         self._engine.close()
 
     def __enter__(self) -> Queue:
@@ -262,6 +311,10 @@ class Queue:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Leaving ``with q:`` drains and stops running handlers (without
+        draining if the block raised), then closes."""
+        if self.running:
+            self.stop(drain=exc_type is None)
         self.close()
 
     def __repr__(self) -> str:
@@ -269,24 +322,64 @@ class Queue:
         return f"<ringq.Queue {self.path!r} {state}>"
 
 
+#: Queue's keyword options and their defaults (checked against ``options=``).
+_KEYWORD_DEFAULTS: dict[str, object] = {
+    "capacity": 100_000,
+    "durability": "batch",
+    "fsync_interval": 0.05,
+    "max_attempts": 5,
+    "lease": 30.0,
+    "segment_size": None,
+    "snapshot_every": None,
+    "snapshot_interval": None,
+    "max_payload": None,
+    "max_key": None,
+    "max_headers": None,
+    "dlq_capacity": None,
+}
+
+# The Python methods, to tell them from a subclass's overrides (or a test's
+# patches on the class), which ``_bind_engine_methods`` leaves alone.
+_REFERENCE: dict[str, object] = {
+    name: getattr(Queue, name) for name in ("publish", "publish_many", "checkout", "ack", "extend")
+}
+
+_encode: Callable[[object], tuple[str, bytes, str | None]] = functools.partial(
+    encode_message, codec=None
+)
+"""``(default_topic, payload, type_tag)`` of a non-``bytes`` payload (the engine's encoder)."""
+
+
 def _publish_item(obj: object, topic: str | None) -> PublishItem:
+    """The engine item of a non-``bytes`` ``publish_many`` item (``Message`` or payload)."""
     if isinstance(obj, Message):
-        default_topic, data = encode(obj.payload)
+        default_topic, data, tag = encode_message(obj.payload)
         if obj.topic is not None:
             default_topic = obj.topic
         elif topic is not None:
             default_topic = topic
+        headers = obj.headers
+        if tag is not None:
+            headers = {**(headers or {}), TYPE_HEADER: tag}
         return (
             default_topic,
             data,
             obj.dedup_key,
             obj.delay,
-            obj.headers,
+            headers,
             obj.correlation_id,
             obj.causation_id,
         )
-    default_topic, data = encode(obj)
-    return (default_topic if topic is None else topic, data, None, None, None, None, None)
+    default_topic, data, tag = encode_message(obj)
+    return (
+        default_topic if topic is None else topic,
+        data,
+        None,
+        None,
+        None if tag is None else {TYPE_HEADER: tag},
+        None,
+        None,
+    )
 
 
 def describe_error(

@@ -1,5 +1,12 @@
 //! `ringq._core.Engine`: argument conversion and GIL handling around
 //! `crate::Engine`. See `python/ringq/_core.pyi` for the Python signatures.
+//!
+//! `publish`, `publish_payloads`, `checkout`, `ack` and `extend` have the
+//! signatures and semantics of `ringq.Queue`'s methods of the same names
+//! (`publish_payloads` is `Queue.publish_many`): a `Queue` binds them to its
+//! instances, so a call goes from Python straight to Rust with no Python frame
+//! in between. What only Python can do — encoding objects — is a callable set
+//! once with `_set_encoder`; `bytes` never reach it.
 
 use super::errors::{config_err, to_py};
 use super::types::{PyDeadLetter, PyDelivery};
@@ -7,14 +14,73 @@ use crate::engine::{Engine, Publish, PublishOpts, Stat};
 use crate::error::Error;
 use crate::storage::FaultPoint;
 use crate::types::{Durability, Failure, NewMessage, OnDuplicate, Options, Wait};
+use parking_lot::Mutex;
+use pyo3::exceptions::PyTypeError;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The topic of payloads published without one (`ringq.codecs.DEFAULT_TOPIC`).
+const DEFAULT_TOPIC: &str = "default";
 
 #[pyclass(frozen, name = "Engine", module = "ringq._core")]
 pub struct PyEngine {
     engine: Engine,
+    /// The lease of a `checkout` that does not give one.
+    lease: Duration,
+    /// How non-`bytes` payloads become bytes (`None`: they are refused).
+    encoder: Mutex<Option<Arc<Encoder>>>,
+}
+
+/// The Python callables set with `Engine._set_encoder`.
+struct Encoder {
+    /// `encode(obj) -> (default_topic, payload_bytes, type_tag | None)`.
+    encode: Py<PyAny>,
+    /// `encode_item(obj, topic | None) -> PublishItem` for the non-`bytes`
+    /// items of `publish_payloads`; without it they go through `encode`.
+    encode_item: Option<Py<PyAny>>,
+    /// The header that carries a type tag (`ringq.codecs.TYPE_HEADER`).
+    type_header: String,
+}
+
+/// A payload encoded by `Encoder::encode`; the Python objects keep the
+/// borrowed topic and bytes alive.
+struct Encoded<'py> {
+    topic: Bound<'py, PyString>,
+    data: Bound<'py, PyBytes>,
+    tag: Option<String>,
+}
+
+impl Encoder {
+    fn encode<'py>(&self, obj: &Bound<'py, PyAny>) -> PyResult<Encoded<'py>> {
+        let bad = || PyTypeError::new_err("the encoder must return (topic: str, payload: bytes, type_tag: str | None)");
+        let out = self.encode.bind(obj.py()).call1((obj,))?;
+        let t = out.cast_into::<PyTuple>().map_err(|_| bad())?;
+        if t.len() != 3 {
+            return Err(bad());
+        }
+        Ok(Encoded {
+            topic: t.get_item(0)?.cast_into::<PyString>().map_err(|_| bad())?,
+            data: t.get_item(1)?.cast_into::<PyBytes>().map_err(|_| bad())?,
+            tag: t.get_item(2)?.extract().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Sets `name: value` in `headers`, replacing an entry of that name.
+fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
+    match headers.iter_mut().find(|(k, _)| k == name) {
+        Some(h) => h.1 = value,
+        None => headers.push((name.to_owned(), value)),
+    }
+}
+
+/// One item of `publish_payloads`: `bytes` as given, anything else encoded.
+enum Item<'py> {
+    Raw(Bound<'py, PyBytes>),
+    Encoded(NewMessage),
 }
 
 fn secs(name: &str, v: f64) -> PyResult<Duration> {
@@ -51,23 +117,26 @@ fn headers_vec(h: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>>
 fn new_messages(items: &Bound<'_, PyAny>) -> PyResult<Vec<NewMessage>> {
     let mut out = Vec::new();
     for item in items.try_iter()? {
-        let item = item?;
-        let t = item.cast::<PyTuple>().map_err(|_| PyValueError::new_err("publish items must be 7-tuples"))?;
-        if t.len() != 7 {
-            return Err(PyValueError::new_err(format!("publish items must be 7-tuples, got {}", t.len())));
-        }
-        let headers: Option<Bound<'_, PyDict>> = t.get_item(4)?.extract()?;
-        out.push(NewMessage {
-            topic: t.get_item(0)?.extract()?,
-            payload: t.get_item(1)?.extract::<Vec<u8>>()?,
-            dedup_key: t.get_item(2)?.extract()?,
-            delay: opt_delay(t.get_item(3)?.extract()?)?,
-            headers: headers_vec(headers.as_ref())?,
-            correlation_id: t.get_item(5)?.extract()?,
-            causation_id: t.get_item(6)?.extract()?,
-        });
+        out.push(new_message(&item?)?);
     }
     Ok(out)
+}
+
+fn new_message(item: &Bound<'_, PyAny>) -> PyResult<NewMessage> {
+    let t = item.cast::<PyTuple>().map_err(|_| PyValueError::new_err("publish items must be 7-tuples"))?;
+    if t.len() != 7 {
+        return Err(PyValueError::new_err(format!("publish items must be 7-tuples, got {}", t.len())));
+    }
+    let headers: Option<Bound<'_, PyDict>> = t.get_item(4)?.extract()?;
+    Ok(NewMessage {
+        topic: t.get_item(0)?.extract()?,
+        payload: t.get_item(1)?.extract::<Vec<u8>>()?,
+        dedup_key: t.get_item(2)?.extract()?,
+        delay: opt_delay(t.get_item(3)?.extract()?)?,
+        headers: headers_vec(headers.as_ref())?,
+        correlation_id: t.get_item(5)?.extract()?,
+        causation_id: t.get_item(6)?.extract()?,
+    })
 }
 
 /// The (id, token) pairs of one delivery or a list of them.
@@ -76,14 +145,15 @@ fn leases(deliveries: &Bound<'_, PyAny>) -> PyResult<Vec<(u64, u64)>> {
         let d = d.get();
         return Ok(vec![(d.id, d.lease_token)]);
     }
-    let mut out = Vec::new();
-    for item in deliveries.try_iter()? {
-        let item = item?;
+    let lease = |item: &Bound<'_, PyAny>| -> PyResult<(u64, u64)> {
         let d = item.cast::<PyDelivery>().map_err(|_| PyValueError::new_err("ack() takes Delivery objects"))?;
         let d = d.get();
-        out.push((d.id, d.lease_token));
+        Ok((d.id, d.lease_token))
+    };
+    if let Ok(list) = deliveries.cast::<PyList>() {
+        return list.iter().map(|item| lease(&item)).collect();
     }
-    Ok(out)
+    deliveries.try_iter()?.map(|item| lease(&item?)).collect()
 }
 
 fn lease_of(d: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
@@ -120,6 +190,15 @@ impl PyEngine {
         }
     }
 
+    fn encoder(&self) -> Option<Arc<Encoder>> {
+        self.encoder.lock().clone()
+    }
+
+    fn no_encoder(what: &str, obj: &Bound<'_, PyAny>) -> PyErr {
+        let ty = obj.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        PyTypeError::new_err(format!("{what} takes bytes, not {ty}: this engine has no encoder (ringq.Queue sets one)"))
+    }
+
     fn durable(&self, py: Python<'_>, lsn: Option<u64>) -> PyResult<()> {
         if lsn.is_some() && self.engine.durability() == Durability::Always {
             py.detach(|| self.engine.wait_durable(lsn)).map_err(to_py)?;
@@ -133,7 +212,7 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (path, *, capacity=100_000, durability="batch", fsync_interval=0.05, max_attempts=5,
         segment_size=16*1024*1024, snapshot_every=1_000_000, snapshot_interval=300.0,
-        max_payload=1024*1024, max_key=1024, max_headers=64*1024, dlq_capacity=10_000))]
+        max_payload=1024*1024, max_key=1024, max_headers=64*1024, dlq_capacity=10_000, lease=30.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -149,6 +228,7 @@ impl PyEngine {
         max_key: i64,
         max_headers: i64,
         dlq_capacity: i64,
+        lease: f64,
     ) -> PyResult<Self> {
         let mut bad = Vec::new();
         let mut nonneg = |name: &str, v: i64| -> u64 {
@@ -175,6 +255,9 @@ impl PyEngine {
         let snapshot_interval = secs("snapshot_interval", snapshot_interval)
             .map_err(|_| bad.push(format!("snapshot_interval={snapshot_interval} (must be > 0)")))
             .ok();
+        if !(lease.is_finite() && lease > 0.0) {
+            bad.push(format!("lease={lease} (must be a finite number of seconds > 0)"));
+        }
         if !bad.is_empty() {
             return Err(config_err(bad.join("; ")));
         }
@@ -192,7 +275,7 @@ impl PyEngine {
             dlq_capacity,
         };
         let engine = py.detach(|| Engine::open(&path, opts)).map_err(to_py)?;
-        Ok(PyEngine { engine })
+        Ok(PyEngine { engine, lease: Duration::from_secs_f64(lease), encoder: Mutex::new(None) })
     }
 
     #[getter]
@@ -210,17 +293,24 @@ impl PyEngine {
         self.engine.durability().as_str()
     }
 
-    #[pyo3(signature = (topic, payload, dedup_key=None, delay=None, headers=None, correlation_id=None,
+    /// Publish one message and return its id (`ringq.Queue.publish`).
+    ///
+    /// `bytes` are stored as given, on `topic` or "default". Any other payload
+    /// goes through the encoder (`_set_encoder`), which gives the bytes, the
+    /// default topic and a type tag, stored in the type-tag header. A full
+    /// queue blocks (`timeout` bounds the wait) or, with `block=False`, raises
+    /// `QueueFull`.
+    #[pyo3(signature = (payload, topic=None, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
         causation_id=None, on_duplicate="replace", expected_version=None, block=true, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn publish<'py>(
         &self,
         py: Python<'py>,
-        topic: &str,
-        payload: &[u8],
+        payload: &Bound<'py, PyAny>,
+        topic: Option<&str>,
         dedup_key: Option<&str>,
         delay: Option<f64>,
-        headers: Option<Bound<'_, PyDict>>,
+        headers: Option<&Bound<'py, PyDict>>,
         correlation_id: Option<&str>,
         causation_id: Option<&str>,
         on_duplicate: &str,
@@ -228,7 +318,23 @@ impl PyEngine {
         block: bool,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyString>> {
-        let headers = headers_vec(headers.as_ref())?;
+        let encoded;
+        let (topic, payload, tag) = if let Ok(b) = payload.cast::<PyBytes>() {
+            (topic.unwrap_or(DEFAULT_TOPIC), b.as_bytes(), None)
+        } else {
+            let enc = self.encoder().ok_or_else(|| Self::no_encoder("publish()", payload))?;
+            encoded = enc.encode(payload)?;
+            let topic = match topic {
+                Some(t) => t,
+                None => encoded.topic.to_str()?,
+            };
+            let tag = encoded.tag.map(|t| (enc, t));
+            (topic, encoded.data.as_bytes(), tag)
+        };
+        let mut headers = headers_vec(headers)?;
+        if let Some((enc, tag)) = tag {
+            set_header(&mut headers, &enc.type_header, tag);
+        }
         let p = Publish {
             topic,
             payload,
@@ -242,6 +348,81 @@ impl PyEngine {
         let (id, lsn) = self.with_room(py, block, timeout, |w| self.engine.publish(p, opts, w))?;
         self.durable(py, lsn)?;
         Ok(id_str(py, id))
+    }
+
+    /// Publish several messages atomically (all or none); returns the ids in
+    /// item order (`ringq.Queue.publish_many`).
+    ///
+    /// `bytes` items go to `topic` (or "default") as given; other items go
+    /// through the encoder's `encode_item(obj, topic)` (`ringq.Message` items
+    /// carry their own options there).
+    #[pyo3(signature = (payloads, topic=None, *, block=true, timeout=None))]
+    fn publish_payloads<'py>(
+        &self,
+        py: Python<'py>,
+        payloads: &Bound<'py, PyAny>,
+        topic: Option<&str>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let list = payloads.cast::<PyList>().ok();
+        let mut encoder: Option<Arc<Encoder>> = None;
+        let mut held: Vec<Item<'py>> = Vec::with_capacity(list.map_or(0, |l| l.len()));
+        let mut add = |obj: Bound<'py, PyAny>| -> PyResult<()> {
+            let obj = match obj.cast_into::<PyBytes>() {
+                Ok(b) => {
+                    held.push(Item::Raw(b));
+                    return Ok(());
+                }
+                Err(e) => e.into_inner(),
+            };
+            if encoder.is_none() {
+                encoder = Some(self.encoder().ok_or_else(|| Self::no_encoder("publish_many()", &obj))?);
+            }
+            let enc = encoder.as_ref().expect("set above");
+            let msg = match &enc.encode_item {
+                Some(f) => new_message(&f.bind(py).call1((&obj, topic))?)?,
+                None => {
+                    let e = enc.encode(&obj)?;
+                    let mut headers = Vec::new();
+                    if let Some(tag) = e.tag {
+                        headers.push((enc.type_header.clone(), tag));
+                    }
+                    NewMessage {
+                        topic: match topic {
+                            Some(t) => t.to_owned(),
+                            None => e.topic.to_str()?.to_owned(),
+                        },
+                        payload: e.data.as_bytes().to_vec(),
+                        headers,
+                        ..Default::default()
+                    }
+                }
+            };
+            held.push(Item::Encoded(msg));
+            Ok(())
+        };
+        if let Some(list) = list {
+            for item in list.iter() {
+                add(item)?;
+            }
+        } else {
+            for item in payloads.try_iter()? {
+                add(item?)?;
+            }
+        }
+        let default_topic = topic.unwrap_or(DEFAULT_TOPIC);
+        let items: Vec<Publish<'_>> = held
+            .iter()
+            .map(|it| match it {
+                Item::Raw(b) => Publish { topic: default_topic, payload: b.as_bytes(), ..Default::default() },
+                Item::Encoded(m) => Publish::from_new(m),
+            })
+            .collect();
+        let (ids, lsn) =
+            self.with_room(py, block, timeout, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
+        self.durable(py, lsn)?;
+        id_list(py, &ids)
     }
 
     /// Many payloads to one topic: the fast batch path.
@@ -282,19 +463,26 @@ impl PyEngine {
         id_list(py, &ids)
     }
 
-    #[pyo3(signature = (topic, max_messages=1, lease=30.0, timeout=None))]
+    /// Take up to `max_messages` ready messages of `topic` under a lease
+    /// (`ringq.Queue.checkout`).
+    ///
+    /// Waits for the first message up to `timeout` seconds (`None`: no limit,
+    /// `0`: never wait) and returns `[]` if none came. `lease` defaults to the
+    /// engine's `lease`.
+    #[pyo3(signature = (topic="default", max_messages=1, lease=None, timeout=None))]
     fn checkout(
         &self,
         py: Python<'_>,
         topic: &str,
         max_messages: usize,
-        lease: f64,
+        lease: Option<f64>,
         timeout: Option<f64>,
     ) -> PyResult<Vec<PyDelivery>> {
-        if !(lease.is_finite() && lease > 0.0) {
-            return Err(PyValueError::new_err(format!("lease={lease} (must be > 0 seconds)")));
-        }
-        let lease = Duration::from_secs_f64(lease);
+        let lease = match lease {
+            None => self.lease,
+            Some(l) if l.is_finite() && l > 0.0 => Duration::from_secs_f64(l),
+            Some(l) => return Err(PyValueError::new_err(format!("lease={l} (must be > 0 seconds)"))),
+        };
         let mut got = self.engine.checkout(topic, max_messages, lease, Wait::No).map_err(to_py)?;
         if got.is_empty() && !matches!(timeout, Some(t) if t <= 0.0) {
             let wait = Wait::from_timeout(timeout);
@@ -303,6 +491,10 @@ impl PyEngine {
         Ok(got.into_iter().map(|d| PyDelivery::from_delivered(py, d)).collect())
     }
 
+    /// Remove delivered messages for good (`ringq.Queue.ack`): a `Delivery`
+    /// or any iterable of them. With several, the valid ones are acked and
+    /// `LeaseLost` lists the stale ones. `publish` (7-tuples) is committed in
+    /// the same journal record (a handler's chained publishes).
     #[pyo3(signature = (deliveries, publish=None))]
     fn ack(&self, py: Python<'_>, deliveries: &Bound<'_, PyAny>, publish: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let leases = leases(deliveries)?;
@@ -339,6 +531,7 @@ impl PyEngine {
         self.durable(py, lsn)
     }
 
+    /// Push the lease deadline `seconds` from now; returns it (epoch seconds).
     fn extend(&self, delivery: &Bound<'_, PyAny>, seconds: f64) -> PyResult<f64> {
         let (id, token) = lease_of(delivery)?;
         if !(seconds.is_finite() && seconds > 0.0) {
@@ -419,6 +612,37 @@ impl PyEngine {
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| self.engine.close()).map_err(to_py)
+    }
+
+    /// How `publish`/`publish_payloads` turn non-`bytes` payloads into bytes:
+    /// `encode(obj) -> (default_topic, payload, type_tag | None)`, and for
+    /// `publish_payloads` items `encode_item(obj, topic | None) -> PublishItem`
+    /// (default: `encode`). A type tag goes in the header `type_header`.
+    /// `None` removes the encoder (non-`bytes` payloads raise `TypeError`).
+    #[pyo3(signature = (encode, encode_item=None, *, type_header="ringq-type"))]
+    fn _set_encoder(
+        &self,
+        py: Python<'_>,
+        encode: Option<Py<PyAny>>,
+        encode_item: Option<Py<PyAny>>,
+        type_header: &str,
+    ) -> PyResult<()> {
+        for f in [&encode, &encode_item].into_iter().flatten() {
+            if !f.bind(py).is_callable() {
+                return Err(PyTypeError::new_err("_set_encoder() takes callables"));
+            }
+        }
+        let new = encode.map(|encode| Arc::new(Encoder { encode, encode_item, type_header: type_header.to_owned() }));
+        // Drop the old encoder after unlocking: dropping Python objects can run Python code.
+        let old = std::mem::replace(&mut *self.encoder.lock(), new);
+        drop(old);
+        Ok(())
+    }
+
+    /// The default lease of `checkout`, in seconds.
+    #[getter]
+    fn lease(&self) -> f64 {
+        self.lease.as_secs_f64()
     }
 
     /// Test hook: fail the next `count` calls at `kind` ("segment_create",

@@ -1,0 +1,412 @@
+"""The hot ``Queue`` methods are the engine's own methods (no Python frame per
+call), with the public signatures and semantics of DESIGN §4.
+
+``ringq.Queue`` documents ``publish``, ``publish_many``, ``checkout``, ``ack``
+and ``extend`` as Python methods; each instance shadows them with the bound
+methods of its ``ringq._core.Engine``. Most tests here run twice: through the
+instance (the engine's methods) and through the class (``Queue.publish(q,
+...)``, the documented Python bodies), since both must behave the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ringq
+from conftest import OpenQueue, drain
+from ringq._core import Engine
+from ringq.codecs import TYPE_HEADER, topic_for, type_tag
+
+HOT = {
+    # Queue method -> the Engine method an instance binds in its place
+    "publish": "publish",
+    "publish_many": "publish_payloads",
+    "checkout": "checkout",
+    "ack": "ack",
+    "extend": "extend",
+}
+
+
+@dataclass
+class OrderPlaced:
+    order_id: str
+    amount: float
+
+
+class Plain:
+    """Not encodable by the msgspec codecs."""
+
+
+class Api:
+    """The hot methods of one queue, reached one way or the other."""
+
+    def __init__(self, q: ringq.Queue, via: str) -> None:
+        self.q = q
+        self.via = via
+        for name in HOT:
+            if via == "instance":
+                setattr(self, name, getattr(q, name))
+            else:
+                setattr(self, name, functools.partial(getattr(ringq.Queue, name), q))
+
+    publish: Callable[..., str]
+    publish_many: Callable[..., list[str]]
+    checkout: Callable[..., list[ringq.Delivery]]
+    ack: Callable[..., None]
+    extend: Callable[..., float]
+
+
+@pytest.fixture(params=["instance", "class"])
+def api(request: pytest.FixtureRequest, open_queue: OpenQueue) -> Iterator[Callable[..., Api]]:
+    """``api(**queue_options)``: a new queue's hot methods, via the instance
+    (the engine's bound methods) or via the class (the Python bodies)."""
+
+    def make(**options: Any) -> Api:
+        return Api(open_queue(**options), request.param)
+
+    yield make
+
+
+# -- the fast path is in use ----------------------------------------------------------
+
+
+def test_hot_methods_are_the_engines_bound_methods(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    for name, engine_name in HOT.items():
+        bound = getattr(q, name)
+        assert inspect.isbuiltin(bound), f"q.{name} is {bound!r}, not the engine's method"
+        assert bound.__self__ is q._engine
+        assert bound == getattr(q._engine, engine_name)
+    # the rest stay Python methods
+    assert inspect.ismethod(q.nack) and inspect.ismethod(q.stats)
+
+
+@pytest.mark.parametrize("name", sorted(HOT))
+def test_engine_signatures_match_the_documented_ones(open_queue: OpenQueue, name: str) -> None:
+    q = open_queue()
+    documented = list(inspect.signature(getattr(ringq.Queue, name)).parameters.values())[1:]
+    fast = list(inspect.signature(getattr(q, name)).parameters.values())
+    # ack keeps the engine's extra publish= (atomic chaining) after the public ones
+    assert [(p.name, p.kind, p.default) for p in fast[: len(documented)]] == [
+        (p.name, p.kind, p.default) for p in documented
+    ]
+    assert [p.name for p in fast[len(documented) :]] == (["publish"] if name == "ack" else [])
+
+
+def test_a_subclass_override_is_not_shadowed(open_queue: OpenQueue, qdir: Path) -> None:
+    calls: list[object] = []
+
+    class Audited(ringq.Queue):
+        def publish(self, payload: object, topic: str | None = None, **kw: Any) -> str:
+            calls.append(payload)
+            return super().publish(payload, topic, **kw)
+
+    q = Audited(qdir)
+    try:
+        assert inspect.ismethod(q.publish)
+        mid = q.publish(b"x", "t", dedup_key="k")
+        assert calls == [b"x"]
+        assert [d.id for d in q.checkout("t", timeout=0)] == [mid]
+        assert inspect.isbuiltin(q.checkout), "methods it does not override keep the fast path"
+    finally:
+        q.close()
+
+
+# -- publish --------------------------------------------------------------------------
+
+
+def test_publish_bytes_and_str_with_and_without_topic(api: Callable[..., Api]) -> None:
+    a = api()
+    ids = [a.publish(b"raw"), a.publish("héllo"), a.publish(b"t1", "t"), a.publish("t2", topic="t")]
+    assert len(set(ids)) == 4
+    assert [(d.payload, d.headers) for d in drain(a.q)] == [(b"raw", {}), ("héllo".encode(), {})]
+    assert [d.payload for d in drain(a.q, "t")] == [b"t1", b"t2"]
+
+
+def test_publish_bytes_like_payloads_are_copied_to_bytes(api: Callable[..., Api]) -> None:
+    class Blob(bytes):
+        pass
+
+    a = api()
+    a.publish(bytearray(b"ba"))
+    a.publish(memoryview(b"mv"))
+    a.publish(Blob(b"sub"))
+    assert [(d.topic, d.payload, d.headers) for d in drain(a.q)] == [
+        ("default", b"ba", {}),
+        ("default", b"mv", {}),
+        ("default", b"sub", {}),
+    ]
+
+
+def test_publish_object_goes_to_its_type_topic_with_the_type_tag(api: Callable[..., Api]) -> None:
+    a = api()
+    headers = {"trace": "abc"}
+    a.publish(OrderPlaced("o-1", 9.5), headers=headers)
+    a.publish(OrderPlaced("o-2", 1.0), "explicit", headers=headers)
+    assert headers == {"trace": "abc"}, "the caller's dict is not modified"
+    [d] = drain(a.q, topic_for(OrderPlaced))
+    assert d.payload == b'{"order_id":"o-1","amount":9.5}'
+    assert d.headers == {"trace": "abc", TYPE_HEADER: type_tag(OrderPlaced)}
+    [e] = drain(a.q, "explicit")
+    assert e.headers == {"trace": "abc", TYPE_HEADER: type_tag(OrderPlaced)}
+    assert TYPE_HEADER == "ringq-type"
+
+
+def test_the_type_tag_replaces_a_type_header_given_by_the_caller(api: Callable[..., Api]) -> None:
+    a = api()
+    a.publish(OrderPlaced("o", 1.0), "t", headers={TYPE_HEADER: "forged", "k": "v"})
+    a.publish(b"raw", "t", headers={TYPE_HEADER: "kept for bytes"})
+    first, second = drain(a.q, "t")
+    assert first.headers == {TYPE_HEADER: type_tag(OrderPlaced), "k": "v"}
+    assert second.headers == {TYPE_HEADER: "kept for bytes"}
+
+
+def test_builtin_values_are_json_on_the_default_topic_without_a_tag(
+    api: Callable[..., Api],
+) -> None:
+    a = api()
+    a.publish({"a": 1})
+    a.publish([1, 2], "t")
+    [d] = drain(a.q)
+    assert (d.payload, d.headers) == (b'{"a":1}', {})
+    assert drain(a.q, "t")[0].payload == b"[1,2]"
+
+
+def test_unencodable_payload_raises_and_publishes_nothing(api: Callable[..., Api]) -> None:
+    a = api()
+    with pytest.raises(TypeError):
+        a.publish(Plain())
+    assert a.q.stats()["total"] == 0
+
+
+def test_options_are_keyword_only(api: Callable[..., Api]) -> None:
+    a = api()
+    with pytest.raises(TypeError):
+        a.publish(b"x", "t", "dedup-key")
+    with pytest.raises(TypeError):
+        a.publish_many([b"x"], "t", False)
+    assert a.q.stats()["total"] == 0
+
+
+def test_keyword_options_reach_the_engine(api: Callable[..., Api]) -> None:
+    a = api(capacity=4)
+    first = a.publish(b"v1", "t", dedup_key="k")
+    second = a.publish(b"v2", "t", dedup_key="k", correlation_id="c", causation_id="z")
+    assert second == first, "replaced in place"
+    assert a.publish(b"v3", "t", dedup_key="k", on_duplicate="keep") == first
+    with pytest.raises(ringq.VersionConflict):
+        a.publish(b"v4", "t", dedup_key="k", expected_version=7)
+    a.publish(b"later", "t", delay=60.0)
+    with pytest.raises(ValueError):
+        a.publish(b"x", "t", on_duplicate="sometimes")
+    with pytest.raises(ValueError):
+        a.publish(b"x", "t", delay=-1.0)
+    [d] = a.checkout("t", timeout=0)
+    assert (d.payload, d.version, d.dedup_key) == (b"v2", 2, "k")
+    assert (d.correlation_id, d.causation_id) == ("c", "z")
+    assert a.q.stats()["delayed"] == 1
+    a.publish(b"3", "t")
+    a.publish(b"4", "t")
+    t0 = time.monotonic()
+    with pytest.raises(ringq.QueueFull):
+        a.publish(b"full", "t", block=False)
+    with pytest.raises(ringq.QueueFull):
+        a.publish(b"full", "t", timeout=0.05)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_blocking_publish_waits_for_room_with_the_gil_released(api: Callable[..., Api]) -> None:
+    a = api(capacity=1)
+    a.publish(b"first")
+    published: list[str] = []
+    t = threading.Thread(target=lambda: published.append(a.publish(b"second", timeout=10.0)))
+    t.start()
+    time.sleep(0.1)
+    assert published == [] and t.is_alive(), "waits while the queue is full"
+    # this thread runs Python meanwhile: the waiting publisher released the GIL
+    [d] = a.checkout(timeout=0)
+    a.ack(d)
+    t.join(5.0)
+    assert len(published) == 1
+    assert [x.payload for x in drain(a.q)] == [b"second"]
+
+
+# -- publish_many ---------------------------------------------------------------------
+
+
+def test_publish_many_mixed_items_with_tags_and_message_options(api: Callable[..., Api]) -> None:
+    a = api()
+
+    def items() -> Iterator[object]:  # any iterable, not just a list
+        yield b"raw"
+        yield "text"
+        yield OrderPlaced("o-1", 2.0)
+        yield ringq.Message(OrderPlaced("o-2", 3.0), topic="own", dedup_key="k", headers={"h": "1"})
+        yield ringq.Message(b"bytes-msg", correlation_id="c")
+
+    ids = a.publish_many(items(), topic="t")
+    assert len(ids) == 5
+    got = drain(a.q, "t")
+    assert [(d.id, d.payload, d.headers) for d in got] == [
+        (ids[0], b"raw", {}),
+        (ids[1], b"text", {}),
+        (ids[2], b'{"order_id":"o-1","amount":2.0}', {TYPE_HEADER: type_tag(OrderPlaced)}),
+        (ids[4], b"bytes-msg", {}),
+    ]
+    assert got[3].correlation_id == "c"
+    [own] = drain(a.q, "own")
+    assert (own.id, own.dedup_key) == (ids[3], "k")
+    assert own.headers == {"h": "1", TYPE_HEADER: type_tag(OrderPlaced)}
+
+
+def test_publish_many_without_topic_uses_each_items_default(api: Callable[..., Api]) -> None:
+    a = api()
+    a.publish_many([b"a", OrderPlaced("o", 1.0), ringq.Message("m")])
+    assert [d.payload for d in drain(a.q)] == [b"a", b"m"]
+    assert len(drain(a.q, topic_for(OrderPlaced))) == 1
+    assert a.publish_many([]) == []
+    assert a.publish_many((b"x" for _ in range(3)), "g") != []
+
+
+def test_publish_many_is_all_or_nothing(api: Callable[..., Api]) -> None:
+    a = api(capacity=3)
+    with pytest.raises(TypeError):
+        a.publish_many([b"ok", Plain()])
+    with pytest.raises(ringq.QueueFull):
+        a.publish_many([b"1", b"2", b"3", b"4"], block=False)
+    with pytest.raises(ringq.QueueFull):
+        a.publish_many([b"1", b"2", b"3", b"4"], timeout=0.05)
+    assert a.q.stats()["total"] == 0
+
+
+# -- checkout, ack, extend ------------------------------------------------------------
+
+
+def test_checkout_defaults_to_the_queues_lease(api: Callable[..., Api]) -> None:
+    a = api(lease=7.0)
+    assert a.q._engine.lease == 7.0
+    a.publish(b"a")
+    a.publish(b"b")
+    before = time.time()
+    [d] = a.checkout()  # topic "default", one message, the queue's lease
+    assert d.payload == b"a"
+    assert before + 7.0 - 0.05 <= d.lease_deadline <= time.time() + 7.0 + 0.5
+    [e] = a.checkout("default", 1, 120.0, 0)  # positional, as the dispatcher calls it
+    assert e.lease_deadline >= before + 119.0
+    with pytest.raises(ValueError):
+        a.checkout(lease=0)
+    assert a.checkout(timeout=0) == []
+
+
+def test_checkout_waits_for_a_message_up_to_the_timeout(api: Callable[..., Api]) -> None:
+    a = api()
+    t0 = time.monotonic()
+    assert a.checkout("t", timeout=0.1) == []
+    assert time.monotonic() - t0 >= 0.09
+    threading.Timer(0.1, lambda: a.publish(b"late", "t")).start()
+    [d] = a.checkout("t", max_messages=10, timeout=5.0)
+    assert d.payload == b"late"
+
+
+def test_ack_takes_a_delivery_or_any_iterable_of_them(api: Callable[..., Api]) -> None:
+    a = api()
+    a.publish_many([b"%d" % i for i in range(7)])
+    ds = a.checkout(max_messages=7, timeout=0)
+    a.ack(ds[0])
+    a.ack((ds[1], ds[2]))
+    a.ack(d for d in ds[3:5])
+    a.ack([ds[5]])
+    a.ack({ds[6]: None}.keys())
+    a.ack(())
+    s = a.q.stats()
+    assert (s["total"], s["acked"]) == (0, 7)
+
+
+def test_ack_refuses_non_deliveries_and_reports_stale_leases(api: Callable[..., Api]) -> None:
+    a = api()
+    a.publish_many([b"a", b"b"])
+    d1, d2 = a.checkout(max_messages=2, lease=0.2, timeout=0)
+    with pytest.raises(ValueError):
+        a.ack([d1, "not a delivery"])
+    with pytest.raises(TypeError):
+        a.ack(42)
+    a.ack(d2)
+    time.sleep(0.4)  # d1's lease expires and it is ready again
+    with pytest.raises(ringq.LeaseLost) as info:
+        a.ack((d1,))
+    assert info.value.ids == [d1.id]
+    assert [d.payload for d in a.checkout(timeout=0)] == [b"a"]
+
+
+def test_extend_pushes_the_deadline(api: Callable[..., Api]) -> None:
+    a = api(lease=5.0)
+    a.publish(b"x")
+    [d] = a.checkout(timeout=0)
+    deadline = a.extend(d, 60.0)
+    assert deadline >= time.time() + 59.0
+    with pytest.raises(ValueError):
+        a.extend(d, 0)
+
+
+# -- the raw engine -------------------------------------------------------------------
+
+
+def test_engine_without_an_encoder_takes_bytes_only(tmp_path: Path) -> None:
+    e = Engine(str(tmp_path / "q"))
+    try:
+        assert e.lease == 30.0
+        e.publish(b"ok")
+        e.publish(b"ok", "t", dedup_key="k")
+        for bad in ("text", OrderPlaced("o", 1.0), bytearray(b"x")):
+            with pytest.raises(TypeError, match="no encoder"):
+                e.publish(bad)
+            with pytest.raises(TypeError, match="no encoder"):
+                e.publish_payloads([b"fine", bad])
+        assert e.publish_payloads([b"a", b"b"], "t") != []
+        assert e.stats()["total"] == 4
+        # the internal forms keep working
+        e.publish_many([("t", b"c", None, None, None, None, None)])
+        e.publish_batch("t", [b"d"])
+        got = e.checkout("t", 10, timeout=0)
+        assert [d.payload for d in got] == [b"ok", b"a", b"b", b"c", b"d"]
+    finally:
+        e.close()
+
+
+def test_engine_encoder_contract(tmp_path: Path) -> None:
+    e = Engine(str(tmp_path / "q"), lease=3.0)
+    try:
+        with pytest.raises(TypeError):
+            e._set_encoder(42)  # type: ignore[arg-type]
+        e._set_encoder(lambda obj: ("enc", repr(obj).encode(), "tag.v1"), type_header="x-type")
+        e.publish(123, headers={"a": "b"})
+        e.publish_payloads([456], "t")  # no encode_item: the encoder, the topic given
+        [d] = e.checkout("enc", timeout=0)
+        assert (d.payload, d.headers) == (b"123", {"a": "b", "x-type": "tag.v1"})
+        [d2] = e.checkout("t", timeout=0)
+        assert (d2.payload, d2.headers) == (b"456", {"x-type": "tag.v1"})
+        assert d.lease_deadline - time.time() < 3.5
+        e._set_encoder(lambda obj: ("t", "not bytes", None))  # type: ignore[arg-type,return-value]
+        with pytest.raises(TypeError, match="encoder must return"):
+            e.publish(1)
+        e._set_encoder(None)
+        with pytest.raises(TypeError, match="no encoder"):
+            e.publish(1)
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("lease", [0.0, -1.0, float("inf"), float("nan")])
+def test_invalid_default_lease_is_a_config_error(qdir: Path, lease: float) -> None:
+    with pytest.raises(ringq.ConfigError):
+        Engine(str(qdir), lease=lease)
+    with pytest.raises(ringq.ConfigError):
+        ringq.Queue(qdir, lease=lease)
