@@ -26,6 +26,10 @@ Scenarios (``durability="batch"`` unless stated):
   (target >= 1M msg/s).
 - ``always_threads``: ``durability="always"``, 8 threads publishing singly vs
   one thread; group commit should share fsyncs (target ratio >= 5).
+- ``handler_pair`` / ``handler_latency``: a producer thread with a trivial
+  handler vs ``queue.Queue`` with a consumer thread (target ratio >= 1.5), and
+  publish -> handler start on an idle queue (p50 <= 100 us, p99 reported);
+  see ``ringq.bench_handlers``.
 - ``reopen_1m``: 1M ready messages, closed, then ``ringq.Queue(path)``
   reopened in a fresh subprocess: seconds (target <= 1 s) and VmRSS after
   the reopen (target <= 250 MB). ``--quick`` uses 200k messages.
@@ -734,7 +738,16 @@ SCENARIOS: dict[str, Callable[[Config], dict[str, Any]]] = {
     "always_publish_many": always_publish_many,
     "always_threads": always_threads,
     "reopen_1m": reopen_1m,
+    "handler_pair": lambda cfg: _handler_scenarios().handler_pair(cfg),
+    "handler_latency": lambda cfg: _handler_scenarios().handler_latency(cfg),
 }
+
+
+def _handler_scenarios() -> Any:
+    """``ringq.bench_handlers`` (imported late: it imports this module)."""
+    from ringq import bench_handlers
+
+    return bench_handlers
 
 
 def probe_queue_api(tmp_base: str | None) -> str | None:

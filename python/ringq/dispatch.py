@@ -125,6 +125,8 @@ class _Pool:
         # it) and the context (a function handler that does not take one).
         self.needs_tag = spec.message_type not in (bytes, str)
         self.needs_context = spec.cls is not None or spec.pass_context
+        #: The function of a handler called without a context.
+        self.plain: Callable[[object], object] = _no_plain if self.needs_context else spec.func  # type: ignore[assignment]
 
     # -- membership (call with self.lock held) ------------------------------
 
@@ -169,22 +171,11 @@ class _Pool:
 
     # -- running handlers ---------------------------------------------------------
 
-    # begin/end run per message and take no lock: the worker publishes
-    # what it handles (`current` last) and the monitor reads it under the
+    # Per message, the worker publishes what it handles (w.deadline, w.ctx,
+    # then w.current) without a lock, and the monitor reads it under the
     # pool lock. If a handler finishes just as the monitor decides it
     # overran, the worker is abandoned one message late, which is harmless:
     # it exits after that message and a fresh worker has replaced it.
-
-    def begin(self, w: _Worker, d: Delivery, ctx: Context | None, deadline: float) -> None:
-        w.deadline = deadline
-        w.ctx = ctx
-        w.current = d
-        self.d.monitor.watch(deadline)
-
-    @staticmethod
-    def end(w: _Worker) -> None:
-        w.current = None
-        w.ctx = None
 
     def expire(self, w: _Worker, d: Delivery) -> None:
         """The lease monitor found ``d`` (handled by ``w``) past its deadline."""
@@ -221,6 +212,10 @@ class _Pool:
         for name in _Counters.__slots__:
             out[name] = sum(getattr(c, name) for c in counters)
         return out
+
+
+def _no_plain(msg: object) -> object:  # pragma: no cover - never called
+    raise AssertionError("handler needs a context")
 
 
 class _LeaseMonitor:
@@ -486,11 +481,18 @@ class Dispatcher:
         if pool.needs_context:
             ctx = Context(self.engine, d, spec.name, spec.options.timeout)
             ctx.deadline = deadline
-        pool.begin(w, d, ctx, deadline)
+        # pool.begin / pool.end, inlined: this runs for every message.
+        w.deadline = deadline
+        w.ctx = ctx
+        w.current = d
+        self.monitor.watch(deadline)
         try:
-            self._call(spec, msg, ctx)
+            if ctx is None:
+                pool.plain(msg)
+            else:
+                self._call(spec, msg, ctx)
         except Exception as e:
-            pool.end(w)
+            w.current = w.ctx = None
             c.failed += 1
             if w.abandoned:
                 log.warning(
@@ -512,7 +514,7 @@ class Dispatcher:
                 c.retried += 1
                 self._nack(w, d, e, delay, None)
             return
-        pool.end(w)
+        w.current = w.ctx = None
         c.succeeded += 1
         staged = None if ctx is None else ctx._staged
         if staged:
