@@ -131,6 +131,48 @@ fn flipped_byte_mid_journal_fails_naming_file_and_offset() {
     assert!(snapshot_files(&dir) == files, "a failed open changed the directory");
 }
 
+/// Handler chaining: an ack and the messages the handler published are one
+/// journal record, so a crash anywhere inside it commits all or nothing.
+#[test]
+fn ack_with_chained_publishes_is_all_or_nothing_at_every_torn_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let e = Engine::open(&src, small()).unwrap();
+    publish(&e, "orders", b"order-1");
+    let d = e.checkout("orders", 1, Duration::from_secs(60), Wait::No).unwrap();
+    let chained = [
+        Publish { topic: "ship", payload: b"ship-1", causation_id: Some("c"), ..Default::default() },
+        Publish { topic: "notify", payload: b"notify-1", causation_id: Some("c"), ..Default::default() },
+    ];
+    e.ack(&[(d[0].id, d[0].lease_token)], &chained, Wait::No).unwrap();
+    let files = snapshot_files(&src);
+    e.close().unwrap();
+    let wal = wal_name(&files);
+    let image = files.iter().find(|(n, _)| *n == wal).unwrap().1.clone();
+    let ends = record_ends(Path::new(&wal), &image);
+    assert_eq!(ends.len(), 3, "publish, checkout, ack+publishes");
+    let dir = tmp.path().join("cut");
+    for cut in ends[1]..=ends[2] {
+        let mut cut_files = files.clone();
+        for (n, b) in cut_files.iter_mut() {
+            if *n == wal {
+                b.truncate(cut as usize);
+            }
+        }
+        restore(&cut_files, &dir);
+        let e = Engine::open(&dir, small()).unwrap_or_else(|err| panic!("cut at {cut}: {err}"));
+        let (orders, ship, notify) = (drain(&e, "orders"), drain(&e, "ship"), drain(&e, "notify"));
+        if cut == ends[2] {
+            assert!(orders.is_empty(), "acked");
+            assert_eq!((ship, notify), (vec![b"ship-1".to_vec()], vec![b"notify-1".to_vec()]));
+        } else {
+            assert_eq!(orders, vec![b"order-1".to_vec()], "cut at {cut}: not acked, so it comes back");
+            assert!(ship.is_empty() && notify.is_empty(), "cut at {cut}: a partial chain was published");
+        }
+        e.close().unwrap();
+    }
+}
+
 #[test]
 fn zeroed_segment_header_in_front_of_valid_records_is_corruption_not_a_torn_segment() {
     let (tmp, mut files) = crashed_queue_with(&[b"one", b"two"]);

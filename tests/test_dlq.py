@@ -134,6 +134,24 @@ def test_replay_by_ids_and_by_predicate(open_queue: OpenQueue) -> None:
     assert [d.payload for d in q.checkout("b", max_messages=5, timeout=0)] == [b"b"]
 
 
+def test_replay_with_a_rate_paces_the_messages_and_keeps_their_order(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue()
+    ids = [dead_letter(q, f"m{i}".encode(), "t") for i in range(30)]
+    t0 = time.monotonic()
+    assert q.dlq.replay(rate=100.0) == 30
+    took = time.monotonic() - t0
+    assert took >= 0.25, f"30 messages at 100/s took only {took:.3f}s"
+    assert len(q.dlq) == 0
+    got = q.checkout("t", max_messages=100, timeout=0)
+    assert [d.payload for d in got] == [f"m{i}".encode() for i in range(30)]
+    assert all(d.id not in ids for d in got)
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ringq.ConfigError, match="rate"):
+            q.dlq.replay(rate=bad)
+
+
 def test_purge_by_ids_predicate_and_all(open_queue: OpenQueue) -> None:
     q = open_queue()
     ids = [dead_letter(q, b"%d" % i) for i in range(5)]

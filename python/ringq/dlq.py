@@ -11,10 +11,12 @@ correlation id kept.
 from __future__ import annotations
 
 import builtins
+import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from ringq._core import DeadLetter
+from ringq._core import ConfigError, DeadLetter
 
 if TYPE_CHECKING:
     from ringq._core import Engine
@@ -43,15 +45,40 @@ class DeadLetterQueue:
         return self._engine.dlq_get(id)
 
     def replay(
-        self, ids: Iterable[str] | None = None, where: DeadLetterPredicate | None = None
+        self,
+        ids: Iterable[str] | None = None,
+        where: DeadLetterPredicate | None = None,
+        rate: float | None = None,
     ) -> int:
-        """Publish dead letters again (new ids, attempts reset); returns how many.
+        """Publish dead letters again (new ids, attempts reset, correlation
+        kept); returns how many.
 
         ``ids`` and ``where`` select which (both: the ids that also match the
-        predicate); with neither, all of them are replayed.
+        predicate); with neither, all of them are replayed. ``rate`` caps the
+        pace in messages per second (replayed in small batches, oldest
+        first), so a large backlog does not flood the handlers; without it
+        everything goes back in one atomic step.
         """
+        if rate is not None and not (isinstance(rate, int | float) and 0 < rate < math.inf):
+            raise ConfigError(f"rate={rate!r} (must be a positive number of messages per second)")
         selected = self._select(ids, where)
-        return 0 if selected == [] else self._engine.dlq_replay(selected)
+        if selected == []:
+            return 0
+        if rate is None:
+            return self._engine.dlq_replay(selected)
+        if selected is None:
+            selected = [d.id for d in self._engine.dlq_list()]
+        # Batches of about 1/20 s worth, paced from the start time.
+        step = max(1, int(rate / 20))
+        started = time.monotonic()
+        done = 0
+        for i in range(0, len(selected), step):
+            due = started + done / rate
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            done += self._engine.dlq_replay(selected[i : i + step])
+        return done
 
     def purge(
         self, ids: Iterable[str] | None = None, where: DeadLetterPredicate | None = None
