@@ -94,54 +94,25 @@ class Queue(HandlerHost):
         options: QueueOptions | None = None,
         resolver: Resolver | None = None,
     ) -> None:
+        settings = {k: v for k, v in locals().items() if k in _KEYWORD_DEFAULTS}
         if options is not None:
-            given = {
-                k: v
-                for k, v in locals().items()
-                if k in _KEYWORD_DEFAULTS and v != _KEYWORD_DEFAULTS[k]
-            }
+            given = sorted(k for k, v in settings.items() if v != _KEYWORD_DEFAULTS[k])
             if given:
                 raise ConfigError(
                     "pass queue options either as keywords or as options=, not both "
-                    f"(also given: {', '.join(sorted(given))})"
+                    f"(also given: {', '.join(given)})"
                 )
-            kw = options.engine_kwargs()
-            capacity = kw.pop("capacity", capacity)
-            durability = kw.pop("durability", durability)
-            fsync_interval = kw.pop("fsync_interval", fsync_interval)
-            max_attempts = kw.pop("max_attempts", max_attempts)
-            lease = kw.pop("lease", lease)
-            segment_size = kw.pop("segment_size", None)
-            snapshot_every = kw.pop("snapshot_every", None)
-            snapshot_interval = kw.pop("snapshot_interval", None)
-            max_payload = kw.pop("max_payload", None)
-            max_key = kw.pop("max_key", None)
-            max_headers = kw.pop("max_headers", None)
-            dlq_capacity = kw.pop("dlq_capacity", None)
-            if kw:
-                raise ConfigError(f"QueueOptions has options Queue does not know: {sorted(kw)}")
+            from_options = options.engine_kwargs()
+            unknown = sorted(set(from_options) - set(_KEYWORD_DEFAULTS))
+            if unknown:
+                raise ConfigError(f"QueueOptions has options Queue does not know: {unknown}")
+            settings = {**_KEYWORD_DEFAULTS, **from_options}
         self._init_handlers(options, resolver)
+        lease = settings["lease"]
         if not lease > 0:  # also rejects NaN
             raise ConfigError(f"lease must be > 0 seconds, got {lease!r}")
-        optional = {
-            "segment_size": segment_size,
-            "snapshot_every": snapshot_every,
-            "snapshot_interval": snapshot_interval,
-            "max_payload": max_payload,
-            "max_key": max_key,
-            "max_headers": max_headers,
-            "dlq_capacity": dlq_capacity,
-        }
-        engine_options: dict[str, Any] = {k: v for k, v in optional.items() if v is not None}
-        engine = Engine(
-            os.fspath(path),
-            capacity=capacity,
-            durability=durability,
-            fsync_interval=fsync_interval,
-            max_attempts=max_attempts,
-            lease=lease,
-            **engine_options,
-        )
+        # None means "the engine's default": leave those out.
+        engine = Engine(os.fspath(path), **{k: v for k, v in settings.items() if v is not None})
         engine._set_encoder(_encode, _publish_item, type_header=TYPE_HEADER)
         self._engine = engine
         self._dlq = DeadLetterQueue(engine)
