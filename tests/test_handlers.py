@@ -586,3 +586,134 @@ def test_queue_options_configure_the_engine_and_refuse_mixed_keywords(qdir: Path
         assert q.handlers.get("on_order").options.timeout == 2.0
     with pytest.raises(ringq.ConfigError, match="capacity"):
         ringq.Queue(qdir, options=options, capacity=10)
+
+
+# -- regressions from review ----------------------------------------------------------
+
+
+def test_a_heartbeating_handler_keeps_its_batch_neighbours_alive_and_acks_the_done_ones(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue()
+    handled: list[str] = []
+
+    @q.handler(str, topic="t", timeout=0.5, prefetch=3, retry=ringq.Retry(max_attempts=1))
+    def h(msg: str, ctx: ringq.Context) -> None:
+        handled.append(msg)
+        if msg == "slow":
+            for _ in range(12):  # 1.2 s under a 0.5 s lease
+                time.sleep(0.1)
+                ctx.heartbeat()
+
+    q.publish_many(["fast", "slow", "after"], topic="t")
+    q.start()
+    assert wait_until(lambda: len(handled) == 3, 10)
+    time.sleep(0.6)
+    q.stop()
+    assert handled == ["fast", "slow", "after"], "each exactly once"
+    s = q.handler_stats()["h"]
+    assert (s["succeeded"], s["late_acks"]) == (3, 0)
+    assert len(q.dlq) == 0
+
+
+def test_stop_without_drain_never_dead_letters_a_message_that_did_not_run(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue()
+    started = threading.Event()
+    seen: list[str] = []
+
+    @q.handler(str, topic="t", prefetch=5, retry=ringq.Retry(max_attempts=1))
+    def h(msg: str) -> None:
+        seen.append(msg)
+        started.set()
+        time.sleep(0.05)
+
+    q.publish_many([f"m{i}" for i in range(5)], topic="t")
+    q.start()
+    assert started.wait(5)
+    assert q.stop(drain=False, timeout=10)
+    assert len(q.dlq) == 0, [d.message.payload for d in q.dlq.list()]
+    assert q.stats()["in_flight"] == 0
+    assert len(seen) + q.stats()["ready"] == 5
+
+
+def test_a_staged_publish_the_engine_refuses_fails_the_attempt_and_the_worker_survives(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue(max_payload=1000)
+
+    @q.handler(str, topic="t", max_parallelism=2, retry=FAST)
+    def h(msg: str, ctx: ringq.Context) -> None:
+        ctx.publish(b"x" * (2000 if msg == "big" else 10), topic="out")
+
+    big = q.publish("big", topic="t")
+    q.start()
+    assert wait_until(lambda: len(q.dlq) == 1)
+    assert q.dlq.get(big).error_type == "ringq.LimitExceeded"
+    q.publish("small", topic="t")
+    assert wait_until(lambda: q.stats()["ready"] == 1, 5), "the small message chained one"
+    assert q.handler_stats()["h"]["workers"] == 2
+    q.stop()
+    assert [d.payload for d in q.checkout("out", max_messages=5, timeout=0)] == [b"x" * 10]
+
+
+def test_stop_does_not_wait_for_handler_threads_the_monitor_abandoned(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue()
+    started = threading.Event()
+    release = threading.Event()
+
+    @q.handler(str, topic="t", timeout=0.5, retry=ringq.Retry(max_attempts=1))
+    def h(msg: str) -> None:
+        started.set()
+        release.wait(10)
+
+    q.publish("stuck", topic="t")
+    q.start()
+    assert started.wait(5)
+    t0 = time.monotonic()
+    # stop() starts waiting for the busy worker; its lease runs out meanwhile.
+    assert q.stop()
+    took = time.monotonic() - t0
+    release.set()
+    assert took < 3.0, f"stop() waited {took:.1f}s for an abandoned thread"
+    assert q.handler_stats()["h"]["abandoned_total"] == 1
+
+
+def test_a_handler_raising_system_exit_is_a_failed_attempt_and_the_worker_survives(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue()
+
+    @q.handler(str, topic="t", max_parallelism=2, retry=ringq.Retry(max_attempts=1))
+    def h(msg: str) -> None:
+        raise SystemExit(3)
+
+    mid = q.publish("x", topic="t")
+    q.start()
+    assert wait_until(lambda: len(q.dlq) == 1)
+    assert q.handler_stats()["h"]["workers"] == 2
+    q.stop()
+    assert q.dlq.get(mid).error_type == "SystemExit"
+    assert q.stats()["in_flight"] == 0
+
+
+def test_after_a_drain_timeout_workers_take_no_new_messages(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    count = 0
+
+    @q.handler(str, topic="t", prefetch=1)
+    def h(msg: str) -> None:
+        nonlocal count
+        time.sleep(0.1)
+        count += 1
+
+    q.publish_many([f"m{i}" for i in range(20)], topic="t")
+    q.start()
+    time.sleep(0.05)
+    assert not q.stop(drain=True, timeout=0.2)
+    after_stop = count
+    time.sleep(0.5)
+    assert count <= after_stop + 1, "only the message being handled finishes"

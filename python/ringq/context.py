@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ringq._core import Delivery, RingqError
@@ -37,6 +37,7 @@ class Context:
     """
 
     __slots__ = (
+        "_before_heartbeat",
         "_delivery",
         "_engine",
         "_event",
@@ -63,6 +64,9 @@ class Context:
         self._event: threading.Event | None = None
         self._expired = False
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        #: Set by the dispatcher: sends pending acks of the batch and renews
+        #: its unstarted messages' leases before this one is renewed.
+        self._before_heartbeat: Callable[[], None] | None = None
         #: When the lease runs out (epoch seconds); moved by ``heartbeat``.
         self.deadline = delivery.lease_deadline
 
@@ -144,6 +148,8 @@ class Context:
         from now; returns the new deadline. Raises ``ringq.LeaseLost`` if the
         lease already ran out and ``ringq.Cancelled`` after cancellation."""
         self.raise_if_cancelled()
+        if self._before_heartbeat is not None:
+            self._before_heartbeat()
         deadline = self._engine.extend(self._delivery, self._lease if seconds is None else seconds)
         self.deadline = deadline
         return deadline

@@ -37,6 +37,7 @@ runs out).
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import logging
 import threading
@@ -92,10 +93,29 @@ class _Counters:
 
 
 class _Worker:
-    __slots__ = ("abandoned", "counters", "ctx", "current", "deadline", "pool", "thread")
+    __slots__ = (
+        "abandoned",
+        "batch",
+        "counters",
+        "ctx",
+        "current",
+        "deadline",
+        "hook",
+        "index",
+        "pending",
+        "pool",
+        "thread",
+    )
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
+        #: The batch being worked through and the position in it.
+        self.batch: list[Delivery] = []
+        self.index = 0
+        #: Handled messages whose ack is still to be sent (one call per batch).
+        self.pending: list[Delivery] = []
+        #: Run by ``ctx.heartbeat()`` before it renews the lease.
+        self.hook: Callable[[], None] = functools.partial(pool.d._heartbeat, self)
         #: The delivery being handled, its context (if the handler takes
         #: one) and its lease deadline (epoch seconds).
         self.current: Delivery | None = None
@@ -182,9 +202,12 @@ class _Pool:
         with self.lock:
             if w.current is not d or w.abandoned:
                 return
-            if w.ctx is not None:
-                w.ctx._expire()
+            ctx = w.ctx
+            if (ctx.deadline if ctx is not None else w.deadline) > time.time():
+                return  # a heartbeat renewed it meanwhile
             w.abandoned = True
+            if ctx is not None:
+                ctx._expire()
             self.abandoned_running += 1
             self.abandoned_total += 1
             self.workers.discard(w)
@@ -254,34 +277,43 @@ class _LeaseMonitor:
 
     def _run(self) -> None:
         while True:
-            with self.cond:
-                while not self.stopped:
-                    now = time.time()
-                    if self.heap and self.heap[0] <= now:
-                        self.heap.clear()
-                        break
-                    self.cond.wait(None if not self.heap else self.heap[0] - now)
-                if self.stopped:
+            try:
+                if not self._wait():
                     return
-            # Check every running handler; schedule the next wake-up.
-            now = time.time()
-            nearest = None
-            for pool in self.d.pools():
-                with pool.lock:
-                    running = [
-                        (w, w.current, w.ctx.deadline if w.ctx is not None else w.deadline)
-                        for w in pool.workers
-                        if w.current is not None
-                    ]
-                for w, d, deadline in running:
-                    if d is None:
-                        continue
-                    if deadline <= now:
-                        pool.expire(w, d)
-                    elif nearest is None or deadline < nearest:
-                        nearest = deadline
-            if nearest is not None:
-                self.watch(nearest)
+                self._check()
+            except Exception:  # pragma: no cover - a bug in ringq itself
+                log.exception("lease monitor: unexpected error; continuing")
+                time.sleep(0.1)
+
+    def _wait(self) -> bool:
+        """Sleeps until the earliest deadline passed; False once stopped."""
+        with self.cond:
+            while not self.stopped:
+                now = time.time()
+                if self.heap and self.heap[0] <= now:
+                    self.heap.clear()
+                    return True
+                self.cond.wait(None if not self.heap else self.heap[0] - now)
+            return False
+
+    def _check(self) -> None:
+        """Cancels every handler past its deadline; schedules the next wake-up."""
+        now = time.time()
+        nearest = None
+        for pool in self.d.pools():
+            with pool.lock:
+                running = []
+                for w in pool.workers:
+                    d, ctx = w.current, w.ctx
+                    if d is not None:
+                        running.append((w, d, ctx.deadline if ctx is not None else w.deadline))
+            for w, d, deadline in running:
+                if deadline <= now:
+                    pool.expire(w, d)
+                elif nearest is None or deadline < nearest:
+                    nearest = deadline
+        if nearest is not None:
+            self.watch(nearest)
 
 
 class Dispatcher:
@@ -342,15 +374,29 @@ class Dispatcher:
             raise RingqError(f"handler {name!r} is not running (call start() first)")
         with pool.lock:
             pool.target = workers
-            shrink = len(pool.workers) > workers
             pool.fill_locked()
-        if shrink:
-            # Idle workers are waiting in checkout: wake them to leave.
-            self.engine.interrupt(spec.topic)
+        # Idle workers wait in checkout: wake them to leave. An interrupt
+        # only wakes calls already waiting, so repeat briefly while idle
+        # workers above the target remain (busy ones leave after their batch).
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:
+            with pool.lock:
+                idle_excess = len(pool.workers) > pool.target and any(
+                    w.current is None for w in pool.workers
+                )
+            if not idle_excess:
+                break
+            with contextlib.suppress(QueueClosed):
+                self.engine.interrupt(spec.topic)
+            time.sleep(0.005)
         log.info("handler %s scaled to %d workers", name, workers)
 
     def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
-        """Stop every worker; True if all of them stopped within ``timeout``."""
+        """Stop every worker; True if all of them stopped within ``timeout``.
+
+        Workers abandoned by the lease monitor are not waited for: their
+        messages were already given back.
+        """
         with self._lock:
             if not self.running:
                 return True
@@ -361,25 +407,30 @@ class Dispatcher:
                 pool.stopping = True
                 pool.drain = drain
         deadline = None if timeout is None else time.monotonic() + timeout
-        threads: list[tuple[_Pool, threading.Thread]] = []
+        workers: list[_Worker] = []
         for pool in pools:
             with pool.lock:
-                threads += [(pool, w.thread) for w in pool.workers if w.thread is not None]
-        for pool, t in threads:
+                workers += list(pool.workers)
+        for w in workers:
+            t = w.thread
             # A worker may be on its way into checkout when the interrupt
             # lands; interrupt again until it is out (shutdown only).
-            while t.is_alive():
+            while t is not None and t.is_alive() and not w.abandoned:
                 with contextlib.suppress(QueueClosed):
-                    self.engine.interrupt(pool.spec.topic)
+                    self.engine.interrupt(w.pool.spec.topic)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
                 t.join(0.05 if left is None else min(0.05, left))
         self.monitor.stop()
-        stopped = all(not t.is_alive() for _, t in threads)
-        if not stopped:
-            log.warning("stop(): some handler threads were still busy after %ss", timeout)
-        return stopped
+        busy = [w for w in workers if w.thread is not None and w.thread.is_alive()]
+        if busy:
+            for pool in pools:
+                with pool.lock:
+                    pool.drain = False  # finish the current message, take no more
+            if any(not w.abandoned for w in busy):
+                log.warning("stop(): some handler threads were still busy after %ss", timeout)
+        return all(w.abandoned for w in busy)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return {p.spec.name: p.stats() for p in self.pools()}
@@ -411,49 +462,52 @@ class Dispatcher:
                     time.sleep(0.5)
                     continue
                 if batch:
-                    self._handle_batch(w, batch)
-        except QueueClosed:
-            return
-        except BaseException:  # pragma: no cover - a bug in ringq itself
-            log.exception("handler %s: worker crashed", spec.name)
-            raise
+                    try:
+                        self._handle_batch(w, batch)
+                    except QueueClosed:
+                        return
+                    except Exception:  # pragma: no cover - a bug in ringq itself
+                        log.exception("handler %s: unexpected error in the worker", spec.name)
         finally:
             pool.leave(w)
 
     def _handle_batch(self, w: _Worker, batch: list[Delivery]) -> None:
         pool = w.pool
-        spec = pool.spec
         engine = self.engine
-        lease = spec.options.timeout
+        lease = pool.spec.options.timeout
+        last_attempt = pool.spec.options.retry.max_attempts
         checked_out = time.time()
-        done: list[Delivery] = []
+        w.batch = batch
         try:
             for i, d in enumerate(batch):
+                w.index = i
                 deadline = d.lease_deadline
-                if i and (w.abandoned or (pool.stopping and not pool.drain)):
-                    self._release(batch[i:])
-                    return
+                # Stopping (or abandoned): give unstarted messages back at
+                # once, except one on its last attempt: giving it back would
+                # dead-letter a message that never ran, so it is handled.
+                giving_back = w.abandoned or (pool.stopping and not pool.drain)
+                if i and giving_back and d.attempt < last_attempt:
+                    with contextlib.suppress(LeaseLost):
+                        engine.nack(d)
+                    continue
                 if i and time.time() - checked_out > 0.1 * lease:
                     # Prefetched and waited a while: a full lease from now.
-                    if done:
-                        self._ack(w, done)
-                        done = []
+                    self._flush(w)
                     try:
                         deadline = engine.extend(d, lease)
                     except LeaseLost:
                         continue  # expired while waiting; the engine retries it
-                self._handle_one(w, d, done, deadline)
+                self._handle_one(w, d, deadline)
         finally:
-            if done:
-                self._ack(w, done)
+            w.batch = []
+            self._flush(w)
 
-    def _release(self, rest: list[Delivery]) -> None:
-        """Give prefetched, unstarted messages back at once."""
-        for d in rest:
-            with contextlib.suppress(LeaseLost):
-                self.engine.nack(d)
-
-    def _ack(self, w: _Worker, done: list[Delivery]) -> None:
+    def _flush(self, w: _Worker) -> None:
+        """Sends the acks of handled messages (one engine call)."""
+        done = w.pending
+        if not done:
+            return
+        w.pending = []
         try:
             self.engine.ack(done)
         except LeaseLost as e:
@@ -464,8 +518,23 @@ class Dispatcher:
                 w.pool.spec.name,
                 ", ".join(e.ids),
             )
+        except QueueClosed:
+            raise
+        except RingqError as e:
+            # E.g. a failed fsync: the messages stay in flight and come back.
+            log.error("handler %s: ack of %d messages failed: %s", w.pool.spec.name, len(done), e)
 
-    def _handle_one(self, w: _Worker, d: Delivery, done: list[Delivery], deadline: float) -> None:
+    def _heartbeat(self, w: _Worker) -> None:
+        """Before a handler renews its lease: send pending acks and renew the
+        leases of the batch's unstarted messages too, so a long handler does
+        not let its neighbours expire."""
+        self._flush(w)
+        lease = w.pool.spec.options.timeout
+        for d in w.batch[w.index + 1 :]:
+            with contextlib.suppress(LeaseLost):
+                self.engine.extend(d, lease)
+
+    def _handle_one(self, w: _Worker, d: Delivery, deadline: float) -> None:
         pool = w.pool
         spec = pool.spec
         c = w.counters
@@ -474,14 +543,15 @@ class Dispatcher:
             msg = spec.decode(d.payload, d.headers.get(TYPE_HEADER) if pool.needs_tag else None)
         except UndecodableError as e:
             c.undecodable += 1
-            c.dead_lettered += 1
-            self._nack(w, d, e, None, "undecodable")
+            if self._nack(w, d, e, None, "undecodable"):
+                c.dead_lettered += 1
             return
         ctx: Context | None = None
         if pool.needs_context:
             ctx = Context(self.engine, d, spec.name, spec.options.timeout)
             ctx.deadline = deadline
-        # pool.begin / pool.end, inlined: this runs for every message.
+            ctx._before_heartbeat = w.hook
+        # Published without a lock (see _Pool); this runs for every message.
         w.deadline = deadline
         w.ctx = ctx
         w.current = d
@@ -491,59 +561,65 @@ class Dispatcher:
                 pool.plain(msg)
             else:
                 self._call(spec, msg, ctx)
-        except Exception as e:
+        except BaseException as e:  # a handler's SystemExit must not kill the worker
             w.current = w.ctx = None
-            c.failed += 1
-            if w.abandoned:
-                log.warning(
-                    "handler %s failed on message %s after its lease ran out: %r",
-                    spec.name,
-                    d.id,
-                    e,
-                )
-                return
-            if isinstance(e, spec.options.dead_letter_on):
-                c.dead_lettered += 1
-                self._nack(w, d, e, None, "non_retryable")
-                return
-            delay = spec.options.retry.next_delay(d.attempt)
-            if delay is None:
-                c.dead_lettered += 1
-                self._nack(w, d, e, None, "max_attempts")
-            else:
-                c.retried += 1
-                self._nack(w, d, e, delay, None)
+            self._failed(w, d, e)
             return
         w.current = w.ctx = None
-        c.succeeded += 1
         staged = None if ctx is None else ctx._staged
-        if staged:
-            try:
-                self.engine.ack(d, publish=staged)
-            except LeaseLost:
-                c.late_acks += 1
-                log.warning(
-                    "handler %s: late ack of message %s rejected (its lease ran out); "
-                    "its %d staged messages were not published",
-                    spec.name,
-                    d.id,
-                    len(staged),
-                )
+        if not staged:
+            c.succeeded += 1
+            w.pending.append(d)
+            return
+        try:
+            self.engine.ack(d, publish=staged)
+        except LeaseLost:
+            c.late_acks += 1
+            log.warning(
+                "handler %s: late ack of message %s rejected (its lease ran out); "
+                "its %d staged messages were not published",
+                spec.name,
+                d.id,
+                len(staged),
+            )
+        except QueueClosed:
+            raise
+        except (RingqError, ValueError, TypeError) as e:
+            # A staged message the engine refuses (too big, full queue, bad
+            # option): the attempt fails as a whole and nothing is published.
+            self._failed(w, d, e)
         else:
-            done.append(d)
+            c.succeeded += 1
 
-    def _call(self, spec: HandlerSpec, msg: object, ctx: Context | None) -> None:
+    def _failed(self, w: _Worker, d: Delivery, e: BaseException) -> None:
+        """A failed attempt: retry after the backoff, or dead-letter."""
+        spec = w.pool.spec
+        c = w.counters
+        c.failed += 1
+        if w.abandoned:
+            log.warning(
+                "handler %s failed on message %s after its lease ran out: %r", spec.name, d.id, e
+            )
+            return
+        if isinstance(e, spec.options.dead_letter_on):
+            if self._nack(w, d, e, None, "non_retryable"):
+                c.dead_lettered += 1
+            return
+        delay = spec.options.retry.next_delay(d.attempt)
+        if delay is None:
+            if self._nack(w, d, e, None, "max_attempts"):
+                c.dead_lettered += 1
+        elif self._nack(w, d, e, delay, None):
+            c.retried += 1
+
+    def _call(self, spec: HandlerSpec, msg: object, ctx: Context) -> None:
         if spec.cls is not None:
-            assert ctx is not None  # class handlers always get one
             with self.resolver.scope() as scope:
                 handler = build(spec.cls, scope)
                 handler.handle(msg, ctx)
-        elif spec.pass_context:
+        else:
             func: Callable[..., object] = spec.func  # type: ignore[assignment]
             func(msg, ctx)
-        else:
-            func = spec.func  # type: ignore[assignment]
-            func(msg)
 
     def _nack(
         self,
@@ -552,10 +628,12 @@ class Dispatcher:
         error: BaseException,
         delay: float | None,
         reason: str | None,
-    ) -> None:
+    ) -> bool:
+        """Records the failure on the message; False if the engine refused."""
         error_type, error_message, tb = _describe(error)
         try:
             self.engine.nack(d, delay, error_type, error_message, tb, w.pool.spec.name, reason)
+            return True
         except LeaseLost:
             w.counters.late_acks += 1
             log.warning(
@@ -567,3 +645,4 @@ class Dispatcher:
             raise
         except RingqError as e:
             log.error("handler %s: nack of message %s failed: %s", w.pool.spec.name, d.id, e)
+        return False

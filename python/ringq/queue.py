@@ -284,9 +284,11 @@ class Queue(HandlerHost):
     ) -> None:
         """Leaving ``with q:`` drains and stops running handlers (without
         draining if the block raised), then closes."""
-        if self.running:
-            self.stop(drain=exc_type is None)
-        self.close()
+        try:
+            if self.running:
+                self.stop(drain=exc_type is None)
+        finally:
+            self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
