@@ -43,6 +43,13 @@ fn restore(files: &[(String, Vec<u8>)], dir: &Path) {
     }
 }
 
+/// `files` with the segment `wal` changed by `edit`.
+fn edit_wal(files: &[(String, Vec<u8>)], wal: &str, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<(String, Vec<u8>)> {
+    let mut out = files.to_vec();
+    edit(&mut out.iter_mut().find(|(n, _)| n == wal).expect("the segment").1);
+    out
+}
+
 fn wal_name(files: &[(String, Vec<u8>)]) -> String {
     files.iter().find(|(n, _)| n.ends_with(".wal")).unwrap().0.clone()
 }
@@ -85,13 +92,7 @@ fn torn_tail_at_every_byte_offset_reopens_to_a_valid_prefix() {
     assert_eq!(ends.len(), 5);
     let dir = tmp.path().join("cut");
     for cut in 0..=*ends.last().unwrap() {
-        let mut cut_files = files.clone();
-        for (n, b) in cut_files.iter_mut() {
-            if *n == wal {
-                b.truncate(cut as usize);
-            }
-        }
-        restore(&cut_files, &dir);
+        restore(&edit_wal(&files, &wal, |b| b.truncate(cut as usize)), &dir);
         let e = Engine::open(&dir, small()).unwrap_or_else(|err| panic!("cut at {cut}: {err}"));
         let whole = ends.iter().filter(|end| **end <= cut).count();
         assert_eq!(drain(&e, "t"), payloads[..whole].to_vec(), "cut at {cut}");
@@ -108,15 +109,11 @@ fn torn_tail_at_every_byte_offset_reopens_to_a_valid_prefix() {
 
 #[test]
 fn flipped_byte_mid_journal_fails_naming_file_and_offset() {
-    let (tmp, mut files) = crashed_queue_with(&[b"one", b"two", b"three", b"four"]);
+    let (tmp, files) = crashed_queue_with(&[b"one", b"two", b"three", b"four"]);
     let wal = wal_name(&files);
     let ends = record_ends(Path::new(&wal), &files.iter().find(|(n, _)| *n == wal).unwrap().1);
     let second = ends[0] as usize;
-    for (n, b) in files.iter_mut() {
-        if *n == wal {
-            b[second + 24] ^= 0x10;
-        }
-    }
+    let files = edit_wal(&files, &wal, |b| b[second + 24] ^= 0x10);
     let dir = tmp.path().join("flipped");
     restore(&files, &dir);
     match Engine::open(&dir, small()) {
@@ -153,13 +150,7 @@ fn ack_with_chained_publishes_is_all_or_nothing_at_every_torn_offset() {
     assert_eq!(ends.len(), 3, "publish, checkout, ack+publishes");
     let dir = tmp.path().join("cut");
     for cut in ends[1]..=ends[2] {
-        let mut cut_files = files.clone();
-        for (n, b) in cut_files.iter_mut() {
-            if *n == wal {
-                b.truncate(cut as usize);
-            }
-        }
-        restore(&cut_files, &dir);
+        restore(&edit_wal(&files, &wal, |b| b.truncate(cut as usize)), &dir);
         let e = Engine::open(&dir, small()).unwrap_or_else(|err| panic!("cut at {cut}: {err}"));
         let (orders, ship, notify) = (drain(&e, "orders"), drain(&e, "ship"), drain(&e, "notify"));
         if cut == ends[2] {
@@ -175,13 +166,9 @@ fn ack_with_chained_publishes_is_all_or_nothing_at_every_torn_offset() {
 
 #[test]
 fn zeroed_segment_header_in_front_of_valid_records_is_corruption_not_a_torn_segment() {
-    let (tmp, mut files) = crashed_queue_with(&[b"one", b"two"]);
+    let (tmp, files) = crashed_queue_with(&[b"one", b"two"]);
     let wal = wal_name(&files);
-    for (n, b) in files.iter_mut() {
-        if *n == wal {
-            b[..SEGMENT_HEADER_LEN].fill(0);
-        }
-    }
+    let files = edit_wal(&files, &wal, |b| b[..SEGMENT_HEADER_LEN].fill(0));
     let dir = tmp.path().join("zeroed");
     restore(&files, &dir);
     match Engine::open(&dir, small()) {
