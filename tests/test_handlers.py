@@ -4,6 +4,7 @@ chaining, heartbeats, DI failures, undecodable payloads, scaling, stopping."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import resource
@@ -72,6 +73,19 @@ def test_registry_lookup_by_name_and_topic_with_config_overrides(open_queue: Ope
         @q.handler()
         def untyped(msg, ctx):  # type: ignore[no-untyped-def]
             pass
+
+    with pytest.raises(ringq.ConfigError, match="keyword-only"):
+
+        @q.handler(Note)
+        def kw_ctx(msg: Note, *, ctx: ringq.Context) -> None:
+            pass
+
+    def shared(prefix: str, msg: Note) -> None:
+        pass
+
+    with pytest.raises(ringq.ConfigError, match="name="):
+        q.handler(functools.partial(shared, "p"))
+    assert "kw_ctx" not in q.handlers and len(q.handlers) == 2
 
 
 def test_enqueue_dispatch_ack_runs_each_message_once_in_order(open_queue: OpenQueue) -> None:

@@ -150,25 +150,34 @@ def message_type_of_function(func: Callable[..., object]) -> Any:
     """The annotation of ``func``'s first parameter."""
     params = list(inspect.signature(func).parameters.values())
     if not params:
-        raise ConfigError(f"handler {func.__qualname__} must take the message as a parameter")
+        raise ConfigError(f"handler {func!r} must take the message as a parameter")
     try:
         hints = typing.get_type_hints(func)
     except Exception as e:
-        raise ConfigError(f"cannot read the annotations of {func.__qualname__}: {e}") from e
+        raise ConfigError(f"cannot read the annotations of handler {func!r}: {e}") from e
     tp = hints.get(params[0].name)
     if tp is None:
         raise ConfigError(
-            f"handler {func.__qualname__}: give the message type, "
+            f"handler {func!r}: give the message type, "
             f"@q.handler(MessageType), or annotate its first parameter"
         )
     return tp
 
 
 def takes_context(func: Callable[..., object]) -> bool:
-    """Whether ``func`` takes a second (context) parameter."""
+    """Whether ``func`` takes a second (context) parameter. Handlers are
+    called as ``func(msg)`` or ``func(msg, ctx)``: a required keyword-only
+    parameter could never be given, so it is refused here."""
+    all_params = inspect.signature(func).parameters.values()
+    required_kw = [p.name for p in all_params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if required_kw:
+        raise ConfigError(
+            f"handler {func!r}: keyword-only parameters "
+            f"{required_kw} are never passed; take (msg) or (msg, ctx) positionally"
+        )
     params = [
         p
-        for p in inspect.signature(func).parameters.values()
+        for p in all_params
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
     ]
     if any(p.kind is p.VAR_POSITIONAL for p in params):

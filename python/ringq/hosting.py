@@ -6,7 +6,6 @@ handlers and ``ringq.dispatch`` for how they run.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -89,8 +88,10 @@ class HandlerHost:
         (``@q.handler()`` or bare ``@q.handler``). ``timeout`` is the lease
         in seconds. Returns the function unchanged.
         """
-        if inspect.isfunction(message_type) or inspect.ismethod(message_type):
-            # Bare @q.handler: the type comes from the annotation.
+        if callable(message_type) and not isinstance(message_type, type):
+            # Bare @q.handler (on a function, method, partial or callable
+            # object; message types are classes): the type comes from the
+            # first parameter's annotation.
             func = message_type
             self._add(func, None, None, None, {})
             return func
@@ -118,9 +119,12 @@ class HandlerHost:
     ) -> None:
         if not callable(func):
             raise ConfigError(f"a handler must be callable, got {func!r}")
+        name = name or getattr(func, "__name__", None)
+        if not name:
+            raise ConfigError(f"handler {func!r} has no __name__: pass name=")
         tp = message_type if message_type is not None else message_type_of_function(func)
         spec = build_spec(
-            name=name or func.__name__,
+            name=name,
             message_type=tp,
             topic=topic,
             func=func,
