@@ -28,6 +28,7 @@ mod dedup;
 mod dlq;
 pub mod engine;
 pub mod error;
+pub mod inspect;
 pub mod journal;
 mod lock;
 #[doc(hidden)]

@@ -52,6 +52,20 @@ pub fn read_owner_pid(dir: &Path) -> Option<u32> {
     s.trim().parse().ok()
 }
 
+/// The pid of the process holding `dir` now, or `None` if nobody does (a
+/// shared lock probe on `LOCK`, released at once; changes nothing).
+pub fn locked_by(dir: &Path) -> Option<u32> {
+    let file = File::open(dir.join(LOCK_FILE)).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            None
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Some(read_owner_pid(dir).unwrap_or(0)),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
 impl DirLock {
     pub fn acquire(dir: &Path) -> Result<DirLock> {
         let path = dir.join(LOCK_FILE);

@@ -446,3 +446,44 @@ fn second_open_in_the_same_process_is_locked_with_our_pid() {
 fn libc_enospc() -> i32 {
     28
 }
+
+#[test]
+fn inspect_reads_an_owned_queue_without_taking_or_changing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    publish(&e, "a", b"1");
+    publish(&e, "a", b"2");
+    publish(&e, "b", b"3");
+    e.checkout("a", 1, Duration::from_secs(60), Wait::No).unwrap();
+    let before = snapshot_files(&dir);
+    let seen = ringq::inspect::inspect(&dir).unwrap();
+    assert_eq!(snapshot_files(&dir), before, "inspect changed the directory");
+    assert_eq!(seen.owner_pid, Some(std::process::id()));
+    let counts: Vec<(String, u64, u64)> = seen.topics.iter().map(|t| (t.name.clone(), t.ready, t.in_flight)).collect();
+    assert_eq!(counts, vec![("a".into(), 1, 1), ("b".into(), 1, 0)]);
+    assert_eq!((seen.last_lsn, seen.records_replayed, seen.torn_tail_bytes), (4, 4, 0));
+    // The owner carries on undisturbed.
+    assert_eq!(drain(&e, "b"), vec![b"3".to_vec()]);
+    e.close().unwrap();
+    assert_eq!(ringq::inspect::inspect(&dir).unwrap().owner_pid, None);
+}
+
+#[test]
+fn inspect_of_a_damaged_journal_names_file_and_offset_and_changes_nothing() {
+    let (tmp, files) = crashed_queue_with(&[b"one", b"two", b"three"]);
+    let wal = wal_name(&files);
+    let ends = record_ends(Path::new(&wal), &files.iter().find(|(n, _)| *n == wal).unwrap().1);
+    let first = ends[0] as usize;
+    let files = edit_wal(&files, &wal, |b| b[first - 1] ^= 0x01);
+    let dir = tmp.path().join("damaged");
+    restore(&files, &dir);
+    match ringq::inspect::inspect(&dir) {
+        Err(Error::Corruption { path, offset, .. }) => {
+            assert_eq!((path, offset), (dir.join(&wal), SEGMENT_HEADER_LEN as u64));
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|_| ())),
+    }
+    assert!(snapshot_files(&dir) == files);
+    assert!(ringq::inspect::inspect(&tmp.path().join("missing")).is_err());
+}

@@ -235,3 +235,13 @@ class Engine:
     ) -> None:
         """How non-``bytes`` payloads are encoded (``None``: refused)."""
     def _inject_fault(self, kind: str, errno: int, count: int) -> None: ...
+
+def inspect(path: str) -> dict[str, Any]:
+    """Read a queue directory without taking its lock or changing it.
+
+    Keys: path, owner_pid, epoch, slot_limit, snapshot_path, snapshot_lsn,
+    last_lsn, records_replayed, segments, torn_tail_bytes, torn_tail_at,
+    topics (list of {name, ready, in_flight, delayed}), ready, in_flight,
+    delayed, dead, dedup_keys, seconds. Raises ``CorruptionError`` naming the
+    damaged file and offset.
+    """

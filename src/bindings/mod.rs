@@ -4,6 +4,7 @@
 //! without waiting and only then releases the GIL (`Python::detach`).
 
 mod errors;
+mod inspect;
 mod pyengine;
 mod types;
 
@@ -16,5 +17,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     types::register(m)?;
     pyengine::register(m)?;
+    inspect::register(m)?;
     Ok(())
 }

@@ -1,0 +1,49 @@
+//! `ringq._core.inspect(path)`: the read-only view of a queue directory.
+
+use super::errors::to_py;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use std::path::PathBuf;
+
+/// Reads a queue directory without taking its lock or changing it; returns
+/// a dict. Raises `CorruptionError` (with path and offset) on damage.
+#[pyfunction]
+fn inspect(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
+    let i = py.detach(|| crate::inspect::inspect(&path)).map_err(to_py)?;
+    let d = PyDict::new(py);
+    let s = |p: &std::path::Path| p.display().to_string();
+    d.set_item("path", s(&i.path))?;
+    d.set_item("owner_pid", i.owner_pid)?;
+    d.set_item("epoch", i.epoch)?;
+    d.set_item("slot_limit", i.slot_limit)?;
+    d.set_item("snapshot_path", i.snapshot_path.as_deref().map(s))?;
+    d.set_item("snapshot_lsn", i.snapshot_lsn)?;
+    d.set_item("last_lsn", i.last_lsn)?;
+    d.set_item("records_replayed", i.records_replayed)?;
+    d.set_item("segments", i.segments.iter().map(|p| s(p)).collect::<Vec<_>>())?;
+    d.set_item("torn_tail_bytes", i.torn_tail_bytes)?;
+    d.set_item("torn_tail_at", i.torn_tail_at.as_ref().map(|(p, o)| (s(p), *o)))?;
+    let topics = PyList::empty(py);
+    let (mut ready, mut in_flight, mut delayed) = (0, 0, 0);
+    for t in &i.topics {
+        let td = PyDict::new(py);
+        td.set_item("name", &t.name)?;
+        td.set_item("ready", t.ready)?;
+        td.set_item("in_flight", t.in_flight)?;
+        td.set_item("delayed", t.delayed)?;
+        topics.append(td)?;
+        (ready, in_flight, delayed) = (ready + t.ready, in_flight + t.in_flight, delayed + t.delayed);
+    }
+    d.set_item("topics", topics)?;
+    d.set_item("ready", ready)?;
+    d.set_item("in_flight", in_flight)?;
+    d.set_item("delayed", delayed)?;
+    d.set_item("dead", i.dead)?;
+    d.set_item("dedup_keys", i.dedup_keys)?;
+    d.set_item("seconds", i.seconds)?;
+    Ok(d)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(inspect, m)?)
+}

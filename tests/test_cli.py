@@ -1,0 +1,86 @@
+"""The ``ringq`` command: ``inspect`` and ``verify`` are read-only and work on
+a directory another process owns; ``verify`` names the damaged file and offset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import Spawn, kill_and_collect, read_line
+
+
+def ringq_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ringq.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def files_of(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.name != "LOCK"}
+
+
+def test_inspect_shows_an_owned_queue_without_touching_it(qdir: Path, spawn: Spawn) -> None:
+    child = spawn(
+        """
+        import sys, time, ringq
+        q = ringq.Queue(sys.argv[1])
+        q.publish_many([b"a", b"b", b"c"], topic="orders")
+        q.publish(b"x", topic="mail", delay=3600)
+        q.checkout("orders", timeout=0)
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+        str(qdir),
+    )
+    assert read_line(child) == "ready"
+    before = files_of(qdir)
+    done = ringq_cli("inspect", str(qdir), "--json")
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["owner_pid"] == child.pid
+    assert (info["ready"], info["in_flight"], info["delayed"]) == (2, 1, 1)
+    by_topic = {t["name"]: (t["ready"], t["in_flight"], t["delayed"]) for t in info["topics"]}
+    assert by_topic == {"orders": (2, 1, 0), "mail": (0, 0, 1)}
+    table = ringq_cli("inspect", str(qdir))
+    assert table.returncode == 0, table.stderr
+    assert f"pid {child.pid}" in table.stdout and "orders" in table.stdout
+    assert files_of(qdir) == before, "inspect changed the directory"
+    with_lock = ringq_cli("verify", str(qdir))
+    assert with_lock.returncode == 0, with_lock.stderr
+    assert with_lock.stdout.startswith("ok: ")
+
+
+def test_verify_names_the_damaged_file_and_offset(qdir: Path, spawn: Spawn) -> None:
+    child = spawn(
+        """
+        import sys, time, ringq
+        q = ringq.Queue(sys.argv[1])
+        for i in range(5):
+            q.publish(f"message {i}".encode())
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+        str(qdir),
+    )
+    assert read_line(child) == "ready"
+    kill_and_collect(child)  # no snapshot at close: the records stay in the journal
+    [wal] = sorted(qdir.glob("*.wal"))
+    data = bytearray(wal.read_bytes())
+    data[32 + 20 + 3] ^= 0xFF  # inside the first record's body
+    wal.write_bytes(bytes(data))
+    done = ringq_cli("verify", str(qdir))
+    assert done.returncode == 1
+    assert str(wal) in done.stderr and "offset 32" in done.stderr, done.stderr
+    as_json = json.loads(ringq_cli("verify", str(qdir), "--json").stdout)
+    assert (as_json["ok"], as_json["file"], as_json["offset"]) == (False, str(wal), 32)
+    assert ringq_cli("verify", str(qdir.parent / "nope")).returncode == 2
+
+
+def test_the_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "ringq"
+    assert script.exists() and os.access(script, os.X_OK)
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "inspect" in done.stdout and "verify" in done.stdout
