@@ -44,8 +44,12 @@ pub struct Inspection {
 
 /// Inspects `dir`; a damaged file is `Error::Corruption` naming file and offset.
 pub fn inspect(dir: &Path) -> Result<Inspection> {
-    if !dir.is_dir() {
-        return Err(crate::Error::Invalid(format!("{} is not a queue directory", dir.display())));
+    if !dir.is_dir() || !dir.join(lock::MANIFEST_FILE).is_file() {
+        return Err(crate::Error::Invalid(format!(
+            "{} is not a ringq queue directory (no {})",
+            dir.display(),
+            lock::MANIFEST_FILE
+        )));
     }
     let manifest = lock::read_manifest(dir)?;
     let bound = manifest.slot_bound(0);

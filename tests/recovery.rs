@@ -486,4 +486,5 @@ fn inspect_of_a_damaged_journal_names_file_and_offset_and_changes_nothing() {
     }
     assert!(snapshot_files(&dir) == files);
     assert!(ringq::inspect::inspect(&tmp.path().join("missing")).is_err());
+    assert!(ringq::inspect::inspect(tmp.path()).is_err(), "a directory without a MANIFEST");
 }
