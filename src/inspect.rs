@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::lock;
 use crate::recovery;
 use crate::storage::Faults;
-use crate::types::Lsn;
+use crate::types::{DeadLetter, Lsn, Message, MsgState};
 use std::path::{Path, PathBuf};
 
 /// Per-topic counts.
@@ -42,8 +42,8 @@ pub struct Inspection {
     pub seconds: f64,
 }
 
-/// Inspects `dir`; a damaged file is `Error::Corruption` naming file and offset.
-pub fn inspect(dir: &Path) -> Result<Inspection> {
+/// The directory's state as recovery would rebuild it, read-only.
+fn load(dir: &Path) -> Result<(lock::Manifest, recovery::Loaded)> {
     if !dir.is_dir() || !dir.join(lock::MANIFEST_FILE).is_file() {
         return Err(crate::Error::Invalid(format!(
             "{} is not a ringq queue directory (no {})",
@@ -54,6 +54,35 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
     let manifest = lock::read_manifest(dir)?;
     let bound = manifest.slot_bound(0);
     let loaded = recovery::load(dir, usize::MAX, bound, false, &Faults::default())?;
+    Ok((manifest, loaded))
+}
+
+/// Up to `limit` messages of `topic`: ready ones in delivery order, then
+/// delayed and in-flight ones by id (read-only, like `inspect`).
+pub fn peek(dir: &Path, topic: &str, limit: usize) -> Result<Vec<Message>> {
+    let (_, loaded) = load(dir)?;
+    let st = &loaded.state;
+    let Some(tid) = st.topic_id(topic) else { return Ok(Vec::new()) };
+    let t = &st.topics[tid as usize];
+    let mut out: Vec<Message> =
+        t.ready.live_ids(&st.slab).filter_map(|id| st.slab.get(id)).take(limit).cloned().collect();
+    if out.len() < limit {
+        let mut rest: Vec<&Message> = st.slab.iter().filter(|m| m.topic == tid && m.state != MsgState::Ready).collect();
+        rest.sort_by_key(|m| m.id);
+        out.extend(rest.into_iter().take(limit - out.len()).cloned());
+    }
+    Ok(out)
+}
+
+/// Up to `limit` dead letters, oldest first (read-only, like `inspect`).
+pub fn dead_letters(dir: &Path, limit: usize) -> Result<Vec<DeadLetter>> {
+    let (_, loaded) = load(dir)?;
+    Ok(loaded.state.dlq.iter().take(limit).cloned().collect())
+}
+
+/// Inspects `dir`; a damaged file is `Error::Corruption` naming file and offset.
+pub fn inspect(dir: &Path) -> Result<Inspection> {
+    let (manifest, loaded) = load(dir)?;
     let st = &loaded.state;
     let r = &loaded.report;
     Ok(Inspection {

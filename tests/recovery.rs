@@ -463,6 +463,13 @@ fn inspect_reads_an_owned_queue_without_taking_or_changing_it() {
     let counts: Vec<(String, u64, u64)> = seen.topics.iter().map(|t| (t.name.clone(), t.ready, t.in_flight)).collect();
     assert_eq!(counts, vec![("a".into(), 1, 1), ("b".into(), 1, 0)]);
     assert_eq!((seen.last_lsn, seen.records_replayed, seen.torn_tail_bytes), (4, 4, 0));
+    // peek: ready ones in delivery order, then the in-flight one.
+    let msgs = ringq::inspect::peek(&dir, "a", 10).unwrap();
+    let got: Vec<(Vec<u8>, ringq::MsgState)> = msgs.iter().map(|m| (m.payload.to_vec(), m.state)).collect();
+    assert_eq!(got, vec![(b"2".to_vec(), ringq::MsgState::Ready), (b"1".to_vec(), ringq::MsgState::InFlight)]);
+    assert_eq!(ringq::inspect::peek(&dir, "a", 1).unwrap().len(), 1);
+    assert!(ringq::inspect::peek(&dir, "nope", 10).unwrap().is_empty());
+    assert!(ringq::inspect::dead_letters(&dir, 10).unwrap().is_empty());
     // The owner carries on undisturbed.
     assert_eq!(drain(&e, "b"), vec![b"3".to_vec()]);
     e.close().unwrap();

@@ -84,3 +84,46 @@ def test_the_console_script_is_installed() -> None:
     assert script.exists() and os.access(script, os.X_OK)
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and "inspect" in done.stdout and "verify" in done.stdout
+
+
+def test_peek_and_dlq_show_messages_and_dead_letters_of_an_owned_queue(
+    qdir: Path, spawn: Spawn
+) -> None:
+    child = spawn(
+        """
+        import sys, time, ringq
+        q = ringq.Queue(sys.argv[1])
+        q.publish_many([b"first", b"second", b"third"], topic="orders")
+        q.publish(b"v1", topic="orders", dedup_key="k")
+        q.publish(b"v2", topic="orders", dedup_key="k")
+        bad = q.publish(b"poison", topic="mail")
+        [d] = q.checkout("mail", timeout=0)
+        q._engine.nack(
+            d, None, "ValueError", "cannot parse", "Traceback: ...", "on_mail", "non_retryable"
+        )
+        print(bad, flush=True)
+        time.sleep(60)
+        """,
+        str(qdir),
+    )
+    bad = read_line(child)
+    before = files_of(qdir)
+    done = ringq_cli("peek", str(qdir), "--topic", "orders", "--limit", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    msgs = json.loads(done.stdout)
+    assert [m["payload"] for m in msgs] == ["first", "second", "third"]
+    assert all(m["state"] == "ready" and m["attempt"] == 0 for m in msgs)
+    keyed = json.loads(ringq_cli("peek", str(qdir), "--topic", "orders", "--json").stdout)[-1]
+    assert (keyed["payload"], keyed["version"], keyed["dedup_key"]) == ("v2", 2, "k")
+    table = ringq_cli("peek", str(qdir), "--topic", "orders")
+    assert table.returncode == 0 and "second" in table.stdout
+    listed = json.loads(ringq_cli("dlq", "list", str(qdir), "--json").stdout)
+    assert [(d["id"], d["reason"], d["handler"]) for d in listed] == [
+        (bad, "non_retryable", "on_mail")
+    ]
+    shown = ringq_cli("dlq", "show", str(qdir), bad)
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout)["error_message"] == "cannot parse"
+    assert ringq_cli("dlq", "show", str(qdir), "00000000deadbeef").returncode == 2
+    assert "ValueError" in ringq_cli("dlq", "list", str(qdir)).stdout
+    assert files_of(qdir) == before, "peek/dlq changed the directory"

@@ -245,3 +245,11 @@ def inspect(path: str) -> dict[str, Any]:
     delayed, dead, dedup_keys, seconds. Raises ``CorruptionError`` naming the
     damaged file and offset.
     """
+
+def peek(path: str, topic: str, limit: int = 10) -> list[dict[str, Any]]:
+    """Up to ``limit`` messages of ``topic``, read-only: ready ones in
+    delivery order, then delayed and in-flight ones. Keys: id, topic, state,
+    attempt, version, dedup_key, enqueued_at, payload."""
+
+def dead_letters(path: str, limit: int | None = None) -> list[DeadLetter]:
+    """Up to ``limit`` dead letters, oldest first, read-only."""

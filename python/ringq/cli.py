@@ -2,6 +2,10 @@
 
 - ``ringq inspect PATH``: what a queue directory holds (per topic ready / in
   flight / delayed, dead letters, journal and snapshot positions, the owner).
+- ``ringq peek PATH --topic T [--limit N]``: the next messages of a topic
+  (ready in delivery order, then delayed and in flight), payloads shortened.
+- ``ringq dlq list PATH [--limit N]`` / ``ringq dlq show PATH ID``: dead
+  letters with their reason and last error.
 - ``ringq verify PATH``: reads every journal record and the snapshot,
   checking each CRC and decoding each operation as recovery would; exit 0 if
   all is sound, 1 naming the damaged file and byte offset otherwise.
@@ -23,7 +27,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ringq._core import CorruptionError, RingqError, inspect
+from ringq._core import CorruptionError, DeadLetter, RingqError, dead_letters, inspect, peek
 
 __all__ = ["main"]
 
@@ -135,6 +139,110 @@ def _fail(e: Exception, as_json: bool, code: int) -> NoReturn:
     else:
         click.echo(f"{type(e).__name__}: {e}", err=True)
     sys.exit(code)
+
+
+def _short(payload: bytes, width: int = 60) -> str:
+    text = payload.decode("utf-8", errors="backslashreplace")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@main.command("peek")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--topic", default="default", show_default=True, help="the topic to look at")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="print JSON (payloads as UTF-8 text)")
+def peek_cmd(path: str, topic: str, limit: int, as_json: bool) -> None:
+    """Show the next messages of a topic (read-only)."""
+    try:
+        msgs = peek(path, topic, limit)
+    except CorruptionError as e:
+        _fail(e, as_json, EXIT_DAMAGED)
+    except (RingqError, ValueError, OSError) as e:
+        _fail(e, as_json, EXIT_ERROR)
+    if as_json:
+        for m in msgs:
+            m["payload"] = m["payload"].decode("utf-8", errors="backslashreplace")
+        click.echo(json.dumps(msgs, indent=2))
+        return
+    table = Table(title=f"{topic}: {len(msgs)} message(s)", title_justify="left")
+    for col in ("id", "state", "attempt", "version", "dedup key", "payload"):
+        table.add_column(col)
+    for m in msgs:
+        table.add_row(
+            m["id"],
+            m["state"],
+            str(m["attempt"]),
+            str(m["version"]),
+            m["dedup_key"] or "",
+            _short(m["payload"]),
+        )
+    Console().print(table)
+
+
+@main.group("dlq")
+def dlq_group() -> None:
+    """Dead letters (read-only: list and show)."""
+
+
+def _dead_letter_dict(d: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "topic": d.topic,
+        "reason": d.reason,
+        "attempts": d.attempts,
+        "handler": d.handler,
+        "error_type": d.error_type,
+        "error_message": d.error_message,
+        "traceback": d.traceback,
+        "first_failed_at": d.first_failed_at,
+        "dead_lettered_at": d.dead_lettered_at,
+        "payload": d.message.payload.decode("utf-8", errors="backslashreplace"),
+    }
+
+
+@dlq_group.command("list")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def dlq_list_cmd(path: str, limit: int, as_json: bool) -> None:
+    """List dead letters, oldest first."""
+    try:
+        dead = dead_letters(path, limit)
+    except CorruptionError as e:
+        _fail(e, as_json, EXIT_DAMAGED)
+    except (RingqError, ValueError, OSError) as e:
+        _fail(e, as_json, EXIT_ERROR)
+    if as_json:
+        click.echo(json.dumps([_dead_letter_dict(d) for d in dead], indent=2))
+        return
+    table = Table(title=f"{len(dead)} dead letter(s)", title_justify="left")
+    for col in ("id", "topic", "reason", "attempts", "handler", "error"):
+        table.add_column(col)
+    for d in dead:
+        error = ": ".join(x for x in (d.error_type, d.error_message) if x)
+        table.add_row(
+            d.id, d.topic, d.reason, str(d.attempts), d.handler or "", _short(error.encode())
+        )
+    Console().print(table)
+
+
+@dlq_group.command("show")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.argument("message_id")
+def dlq_show_cmd(path: str, message_id: str) -> None:
+    """Show one dead letter in full (JSON), traceback included."""
+    try:
+        dead = dead_letters(path)
+    except CorruptionError as e:
+        _fail(e, False, EXIT_DAMAGED)
+    except (RingqError, ValueError, OSError) as e:
+        _fail(e, False, EXIT_ERROR)
+    for d in dead:
+        if d.id == message_id:
+            click.echo(json.dumps(_dead_letter_dict(d), indent=2))
+            return
+    click.echo(f"no dead letter with id {message_id}", err=True)
+    sys.exit(EXIT_ERROR)
 
 
 @main.command("demo", context_settings={"ignore_unknown_options": True})

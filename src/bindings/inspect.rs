@@ -1,8 +1,11 @@
-//! `ringq._core.inspect(path)`: the read-only view of a queue directory.
+//! `ringq._core.inspect / peek / dead_letters(path, ...)`: read-only views
+//! of a queue directory (no lock taken, nothing changed).
 
 use super::errors::to_py;
+use super::types::PyDeadLetter;
+use crate::types::MsgState;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use std::path::PathBuf;
 
 /// Reads a queue directory without taking its lock or changing it; returns
@@ -44,6 +47,43 @@ fn inspect(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+/// Up to `limit` messages of `topic` (ready in delivery order, then delayed
+/// and in flight), read-only, as dicts.
+#[pyfunction]
+#[pyo3(signature = (path, topic, limit=10))]
+fn peek<'py>(py: Python<'py>, path: PathBuf, topic: &str, limit: usize) -> PyResult<Bound<'py, PyList>> {
+    let msgs = py.detach(|| crate::inspect::peek(&path, topic, limit)).map_err(to_py)?;
+    let out = PyList::empty(py);
+    for m in msgs {
+        let d = PyDict::new(py);
+        d.set_item("id", crate::error::fmt_id(m.id))?;
+        d.set_item("topic", topic)?;
+        let state = match m.state {
+            MsgState::Ready => "ready",
+            MsgState::Delayed => "delayed",
+            MsgState::InFlight => "in_flight",
+        };
+        d.set_item("state", state)?;
+        d.set_item("attempt", m.attempt)?;
+        d.set_item("version", m.version)?;
+        d.set_item("dedup_key", m.dedup_key())?;
+        d.set_item("enqueued_at", m.enqueued_at as f64 / 1e6)?;
+        d.set_item("payload", PyBytes::new(py, &m.payload))?;
+        out.append(d)?;
+    }
+    Ok(out)
+}
+
+/// Up to `limit` dead letters, oldest first, read-only.
+#[pyfunction]
+#[pyo3(signature = (path, limit=None))]
+fn dead_letters(py: Python<'_>, path: PathBuf, limit: Option<usize>) -> PyResult<Vec<PyDeadLetter>> {
+    let dls = py.detach(|| crate::inspect::dead_letters(&path, limit.unwrap_or(usize::MAX))).map_err(to_py)?;
+    Ok(dls.into_iter().map(PyDeadLetter::new).collect())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(inspect, m)?)
+    m.add_function(wrap_pyfunction!(inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(peek, m)?)?;
+    m.add_function(wrap_pyfunction!(dead_letters, m)?)
 }
