@@ -127,3 +127,40 @@ def test_peek_and_dlq_show_messages_and_dead_letters_of_an_owned_queue(
     assert ringq_cli("dlq", "show", str(qdir), "00000000deadbeef").returncode == 2
     assert "ValueError" in ringq_cli("dlq", "list", str(qdir)).stdout
     assert files_of(qdir) == before, "peek/dlq changed the directory"
+
+
+def test_changing_commands_refuse_an_owned_queue_and_work_on_a_closed_one(
+    qdir: Path, spawn: Spawn
+) -> None:
+    child = spawn(
+        """
+        import sys, time, ringq
+        q = ringq.Queue(sys.argv[1], max_attempts=1)
+        for p in (b"a", b"b", b"c"):
+            q.publish(p, topic="t")
+        for d in q.checkout("t", max_messages=3, timeout=0):
+            q.nack(d, error="bad")
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+        str(qdir),
+    )
+    assert read_line(child) == "ready"
+    for args in (("snapshot",), ("dlq", "replay"), ("dlq", "purge", "--all")):
+        done = ringq_cli(*args, str(qdir))
+        assert done.returncode == 3, (args, done.stderr)
+        assert f"pid {child.pid}" in done.stderr
+    kill_and_collect(child)
+    dead = json.loads(ringq_cli("dlq", "list", str(qdir), "--json").stdout)
+    assert len(dead) == 3
+    replay = ringq_cli("dlq", "replay", str(qdir), dead[0]["id"])
+    assert replay.returncode == 0 and "replayed 1" in replay.stdout
+    assert ringq_cli("dlq", "purge", str(qdir)).returncode == 2, "needs ids or --all"
+    purge = ringq_cli("dlq", "purge", str(qdir), "--all")
+    assert purge.returncode == 0 and "purged 2" in purge.stdout
+    snap = ringq_cli("snapshot", str(qdir))
+    assert snap.returncode == 0 and "snapshot of" in snap.stdout
+    info = json.loads(ringq_cli("inspect", str(qdir), "--json").stdout)
+    assert (info["ready"], info["dead"], info["records_replayed"]) == (1, 0, 0)
+    assert ringq_cli("snapshot", str(qdir.parent / "elsewhere")).returncode == 2
+    assert not (qdir.parent / "elsewhere").exists(), "no queue is created by mistake"

@@ -10,7 +10,11 @@
   checking each CRC and decoding each operation as recovery would; exit 0 if
   all is sound, 1 naming the damaged file and byte offset otherwise.
 
-Both are read-only: they take no lock and change no byte, so they work
+``ringq snapshot PATH``, ``ringq dlq replay PATH`` and ``ringq dlq purge
+PATH`` change the queue, so they open it: on a directory another process
+owns they refuse (exit 3) and name that process.
+
+The read-only ones take no lock and change no byte, so they work
 while another process owns the queue (a record that process is writing at
 that moment may show as a torn tail). ``--json`` prints machine-readable
 output. ``ringq demo`` and ``ringq bench`` run ``python -m ringq.demo`` and
@@ -21,18 +25,28 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ringq._core import CorruptionError, DeadLetter, RingqError, dead_letters, inspect, peek
+from ringq._core import (
+    CorruptionError,
+    DeadLetter,
+    QueueLocked,
+    RingqError,
+    dead_letters,
+    inspect,
+    peek,
+)
 
 __all__ = ["main"]
 
 EXIT_DAMAGED = 1
 EXIT_ERROR = 2
+EXIT_OWNED = 3
 
 
 def _load(path: str) -> dict[str, Any]:
@@ -243,6 +257,71 @@ def dlq_show_cmd(path: str, message_id: str) -> None:
             return
     click.echo(f"no dead letter with id {message_id}", err=True)
     sys.exit(EXIT_ERROR)
+
+
+def _open_for_change(path: str) -> Any:
+    """Opens the queue to change it; refuses (exit 3) if another process owns it."""
+    from ringq.queue import Queue
+
+    if not (Path(path) / "MANIFEST").is_file():
+        # Opening would create a new, empty queue there.
+        _fail(ValueError(f"{path} is not a ringq queue directory (no MANIFEST)"), False, EXIT_ERROR)
+    try:
+        return Queue(path)
+    except QueueLocked as e:
+        click.echo(
+            f"refused: {path} is owned by a running process (pid {e.pid}); "
+            "stop it, or change the queue from inside that process",
+            err=True,
+        )
+        sys.exit(EXIT_OWNED)
+    except CorruptionError as e:
+        _fail(e, False, EXIT_DAMAGED)
+    except (RingqError, ValueError, OSError) as e:
+        _fail(e, False, EXIT_ERROR)
+
+
+@main.command("snapshot")
+@click.argument("path", type=click.Path(file_okay=False))
+def snapshot_cmd(path: str) -> None:
+    """Write a snapshot of PATH now (compacting its journal)."""
+    q = _open_for_change(path)
+    try:
+        lsn = q.snapshot()
+    finally:
+        q.close()
+    click.echo(f"snapshot of {path} at LSN {lsn:,}")
+
+
+@dlq_group.command("replay")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.argument("ids", nargs=-1)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="messages per second")
+def dlq_replay_cmd(path: str, ids: tuple[str, ...], rate: float | None) -> None:
+    """Publish dead letters again (all, or the IDS given); attempts reset."""
+    q = _open_for_change(path)
+    try:
+        n = q.dlq.replay(ids or None, rate=rate)
+    finally:
+        q.close()
+    click.echo(f"replayed {n} dead letter(s)")
+
+
+@dlq_group.command("purge")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.argument("ids", nargs=-1)
+@click.option("--all", "purge_all", is_flag=True, help="purge every dead letter")
+def dlq_purge_cmd(path: str, ids: tuple[str, ...], purge_all: bool) -> None:
+    """Delete dead letters for good: the IDS given, or --all."""
+    if not ids and not purge_all:
+        click.echo("give dead-letter ids, or --all", err=True)
+        sys.exit(EXIT_ERROR)
+    q = _open_for_change(path)
+    try:
+        n = q.dlq.purge(ids or None)
+    finally:
+        q.close()
+    click.echo(f"purged {n} dead letter(s)")
 
 
 @main.command("demo", context_settings={"ignore_unknown_options": True})
