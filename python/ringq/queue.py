@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ringq._core import ConfigError, Delivery, Engine
+from ringq.admin import Admin
 from ringq.codecs import DEFAULT_TOPIC, TYPE_HEADER, encode_message
 from ringq.config import Durability, QueueOptions
 from ringq.dlq import DeadLetterQueue
@@ -74,6 +75,7 @@ class Queue(HandlerHost):
     # No __slots__: __init__ shadows the hot methods with instance attributes.
     _engine: Engine
     _dlq: DeadLetterQueue
+    _admin: Admin
 
     def __init__(
         self,
@@ -116,6 +118,7 @@ class Queue(HandlerHost):
         engine._set_encoder(_encode, _publish_item, type_header=TYPE_HEADER)
         self._engine = engine
         self._dlq = DeadLetterQueue(engine)
+        self._admin = Admin(self)
         self._bind_engine_methods()
 
     def _bind_engine_methods(self) -> None:
@@ -252,6 +255,12 @@ class Queue(HandlerHost):
     def snapshot(self) -> int:
         """Write a snapshot now; returns the LSN it covers."""
         return self._engine.snapshot()
+
+    @property
+    def admin(self) -> Admin:
+        """Administration: stats, scale/pause/resume handlers, snapshot,
+        dead letters, drain; every action is logged (``ringq.admin``)."""
+        return self._admin
 
     @property
     def dlq(self) -> DeadLetterQueue:
