@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import ringq
@@ -55,6 +56,40 @@ def test_metrics_expose_queue_topic_and_handler_numbers(qdir: Path) -> None:
         assert m[("ringq_handler_succeeded_total", hlabel)] == 1
         assert m[("ringq_handler_failed_total", hlabel)] == 1
         assert m[("ringq_handler_workers", hlabel)] == 1
+        assert m[("ringq_handler_handler_duration_seconds_count", hlabel)] == 2
+        inf = (("handler", "on_order"), ("le", "+Inf"), ("queue", "orders-q"))
+        assert m[("ringq_handler_queue_wait_seconds_bucket", inf)] == 2
+        assert 0 < m[("ringq_handler_queue_wait_seconds_sum", hlabel)] < 60
         q.stop()
     # A closed queue contributes nothing (and does not fail the scrape).
     assert not any(name.startswith("ringq_") for name, _ in scrape(registry))
+
+
+def test_handler_histograms_bucket_and_sum_the_durations(qdir: Path) -> None:
+    registry = CollectorRegistry()
+    with ringq.Queue(qdir) as q:
+        ringq.metrics.register(q, registry)
+
+        @q.handler(bytes, topic="t", max_parallelism=2)
+        def slow(msg: bytes) -> None:
+            time.sleep(0.03)
+
+        q.publish_many([b"1", b"2", b"3"], topic="t")
+        q.start()
+        assert wait_until(lambda: q.handler_stats()["slow"]["succeeded"] == 3)
+        m = scrape(registry)
+        base = {"handler": "slow", "queue": q.path}
+
+        def sample(name: str, **extra: str) -> float:
+            return m[(name, tuple(sorted({**base, **extra}.items())))]
+
+        hist = "ringq_handler_handler_duration_seconds"
+        assert sample(f"{hist}_count") == 3
+        assert 0.09 <= sample(f"{hist}_sum") < 1.0
+        assert sample(f"{hist}_bucket", le="0.025") == 0, "every run took >= 30 ms"
+        assert sample(f"{hist}_bucket", le="+Inf") == 3
+        # Buckets are cumulative and never decrease.
+        bounds = ("0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "+Inf")
+        values = [sample(f"{hist}_bucket", le=b) for b in bounds]
+        assert values == sorted(values)
+        q.stop()

@@ -36,6 +36,7 @@ runs out).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import heapq
@@ -69,10 +70,36 @@ def _describe(error: BaseException) -> ErrorFields:
     return describe_error(error)
 
 
+#: Upper bounds (seconds) of the queue-wait and handler-duration histograms.
+BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+
+class _Histogram:
+    """Bucket counts and a sum, owned by one worker (no lock needed)."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    @staticmethod
+    def merged(hs: list[_Histogram]) -> dict[str, Any]:
+        counts = [sum(h.counts[i] for h in hs) for i in range(len(BUCKETS) + 1)]
+        return {"buckets": BUCKETS, "counts": counts, "sum": sum(h.total for h in hs)}
+
+
 class _Counters:
     """One worker's tallies (summed by ``stats``; no lock needed)."""
 
-    __slots__ = (
+    SCALARS = (
         "dead_lettered",
         "failed",
         "late_acks",
@@ -81,6 +108,7 @@ class _Counters:
         "succeeded",
         "undecodable",
     )
+    __slots__ = (*SCALARS, "handler_duration", "queue_wait")
 
     def __init__(self) -> None:
         self.processed = 0
@@ -90,6 +118,10 @@ class _Counters:
         self.dead_lettered = 0
         self.undecodable = 0
         self.late_acks = 0
+        #: Publish to handler start (for a retry: since the first publish),
+        #: and the handler's run time.
+        self.queue_wait = _Histogram()
+        self.handler_duration = _Histogram()
 
 
 class _Worker:
@@ -232,8 +264,10 @@ class _Pool:
                 "abandoned_running": self.abandoned_running,
                 "abandoned_total": self.abandoned_total,
             }
-        for name in _Counters.__slots__:
+        for name in _Counters.SCALARS:
             out[name] = sum(getattr(c, name) for c in counters)
+        out["queue_wait"] = _Histogram.merged([c.queue_wait for c in counters])
+        out["handler_duration"] = _Histogram.merged([c.handler_duration for c in counters])
         return out
 
 
@@ -324,8 +358,12 @@ class Dispatcher:
         engine: Engine,
         registry: HandlerRegistry,
         resolver: Resolver | None = None,
+        timing: bool = False,
     ) -> None:
         self.engine = engine
+        #: Fill the queue-wait and handler-duration histograms (``ringq.metrics``
+        #: turns this on; off, the per-message path reads no clock).
+        self.timing = timing
         self.registry = registry
         self.resolver: Resolver = resolver if resolver is not None else Container()
         self._pools: dict[str, _Pool] = {}
@@ -556,15 +594,23 @@ class Dispatcher:
         w.ctx = ctx
         w.current = d
         self.monitor.watch(deadline)
+        started = 0.0
+        if self.timing:  # only while metrics are collected (it costs ~0.3 us)
+            c.queue_wait.observe(max(0.0, time.time() - d.enqueued_at))
+            started = time.perf_counter()
         try:
             if ctx is None:
                 pool.plain(msg)
             else:
                 self._call(spec, msg, ctx)
         except BaseException as e:  # a handler's SystemExit must not kill the worker
+            if started:
+                c.handler_duration.observe(time.perf_counter() - started)
             w.current = w.ctx = None
             self._failed(w, d, e)
             return
+        if started:
+            c.handler_duration.observe(time.perf_counter() - started)
         w.current = w.ctx = None
         staged = None if ctx is None else ctx._staged
         if not staged:

@@ -42,12 +42,14 @@ class HandlerHost:
     _resolver: Resolver | None
     _registry: HandlerRegistry
     _dispatcher: Dispatcher | None
+    _timing: bool
 
     def _init_handlers(self, config: QueueOptions | None, resolver: Resolver | None) -> None:
         self._config = config
         self._resolver = resolver
         self._registry = HandlerRegistry()
         self._dispatcher = None
+        self._timing = False
 
     @overload
     def handler(self, message_type: F, /) -> F: ...
@@ -174,7 +176,7 @@ class HandlerHost:
             return
         if len(self._registry) == 0:
             log.warning("start(): no handlers are registered yet")
-        self._dispatcher = Dispatcher(self._engine, self._registry, self._resolver)
+        self._dispatcher = Dispatcher(self._engine, self._registry, self._resolver, self._timing)
         self._dispatcher.start()
 
     def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
@@ -201,6 +203,13 @@ class HandlerHost:
         if self._dispatcher is None or not self._dispatcher.running:
             raise ConfigError("scale(): the queue's handlers are not running; call start()")
         self._dispatcher.scale(name, workers)
+
+    def _enable_timing(self) -> None:
+        """Have handlers fill the queue-wait and duration histograms (what
+        ``ringq.metrics.register`` asks for)."""
+        self._timing = True
+        if self._dispatcher is not None:
+            self._dispatcher.timing = True
 
     def handler_stats(self) -> dict[str, dict[str, Any]]:
         """Per handler: workers, active, processed, succeeded, failed,

@@ -32,7 +32,11 @@ Series (``_total`` counters, the rest gauges):
   ``..._succeeded_total``, ``..._failed_total``, ``..._retried_total``,
   ``..._dead_lettered_total``, ``..._undecodable_total``,
   ``..._late_acks_total``; ``ringq_handler_workers``,
-  ``ringq_handler_active``, ``ringq_handler_abandoned_running``.
+  ``ringq_handler_active``, ``ringq_handler_abandoned_running``; histograms
+  ``ringq_handler_queue_wait_seconds`` and
+  ``ringq_handler_handler_duration_seconds`` (kept per worker thread and
+  merged at scrape time: no lock per message; handlers only read the clock
+  for them once ``register`` was called).
 """
 
 from __future__ import annotations
@@ -42,7 +46,12 @@ from typing import TYPE_CHECKING
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
     from prometheus_client.registry import Collector
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -99,6 +108,10 @@ _HANDLER_COUNTERS = (
     "late_acks",
 )
 _HANDLER_GAUGES = ("workers", "active", "abandoned_running")
+_HANDLER_HISTOGRAMS = (
+    ("queue_wait", "Publish to handler start (a retry counts from its first publish)."),
+    ("handler_duration", "Time the handler ran, per attempt."),
+)
 
 
 class RingqCollector(Collector):
@@ -152,6 +165,19 @@ class RingqCollector(Collector):
             for name, hs in sorted(handlers.items()):
                 g.add_metric([self._name, name], float(hs[key]))
             yield g
+        for key, doc in _HANDLER_HISTOGRAMS:
+            h = HistogramMetricFamily(
+                f"ringq_handler_{key}_seconds", doc, labels=["queue", "handler"]
+            )
+            for name, hs in sorted(handlers.items()):
+                hist = hs[key]
+                cumulative, buckets = 0, []
+                for bound, count in zip(hist["buckets"], hist["counts"], strict=False):
+                    cumulative += count
+                    buckets.append((repr(float(bound)), float(cumulative)))
+                buckets.append(("+Inf", float(sum(hist["counts"]))))
+                h.add_metric([self._name, name], buckets, float(hist["sum"]))
+            yield h
 
 
 def register(
@@ -161,4 +187,5 @@ def register(
     removes it)."""
     collector = RingqCollector(queue, name)
     registry.register(collector)
+    queue._enable_timing()
     return collector
