@@ -30,6 +30,7 @@ from ringq.codecs import DEFAULT_TOPIC, TYPE_HEADER, encode_message
 from ringq.config import Durability, QueueOptions
 from ringq.dlq import DeadLetterQueue
 from ringq.hosting import HandlerHost
+from ringq.server import AdminServer
 
 if TYPE_CHECKING:
     from ringq._core import PublishItem
@@ -119,6 +120,7 @@ class Queue(HandlerHost):
         self._engine = engine
         self._dlq = DeadLetterQueue(engine)
         self._admin = Admin(self)
+        self._servers: list[AdminServer] = []
         self._bind_engine_methods()
 
     def _bind_engine_methods(self) -> None:
@@ -262,6 +264,15 @@ class Queue(HandlerHost):
         dead letters, drain; every action is logged (``ringq.admin``)."""
         return self._admin
 
+    def serve_admin(
+        self, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    ) -> AdminServer:
+        """Serve ``/metrics``, ``/stats``, ``/dlq`` and admin actions over HTTP
+        (see ``ringq.server``); actions need ``token``. Stopped by ``close()``."""
+        server = AdminServer(self, host, port, token)
+        self._servers.append(server)
+        return server
+
     @property
     def dlq(self) -> DeadLetterQueue:
         """The dead-letter queue: list, get, replay and purge dead letters."""
@@ -278,6 +289,9 @@ class Queue(HandlerHost):
     def close(self) -> None:
         """Stop running handlers (without draining), snapshot, release the
         directory lock and stop the engine's threads."""
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
         if self.running:
             self.stop(drain=False)
         self._engine.close()

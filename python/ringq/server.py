@@ -1,0 +1,176 @@
+"""``q.serve_admin(...)``: a small HTTP endpoint for operators.
+
+Binds 127.0.0.1 by default. Reading is open to whoever can connect; every
+action needs ``Authorization: Bearer <token>`` (without a token configured,
+actions are refused). Each action goes through ``q.admin``, so it is logged.
+
+GET  ``/metrics``                      Prometheus text (needs prometheus_client)
+GET  ``/stats``                        ``q.admin.stats()`` as JSON
+GET  ``/dlq?topic=&reason=&limit=``    dead letters as JSON
+POST ``/snapshot``                     write a snapshot
+POST ``/dlq/replay``   ``{"ids": [...]?, "rate": n?}``
+POST ``/dlq/purge``    ``{"ids": [...]}`` or ``{"all": true}``
+POST ``/handlers/<name>/scale``  ``{"workers": n}``
+POST ``/handlers/<name>/pause`` and ``/resume``
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlparse
+
+from ringq._core import DeadLetter, RingqError
+
+if TYPE_CHECKING:
+    from ringq.queue import Queue
+
+__all__ = ["AdminServer"]
+
+log = logging.getLogger("ringq.admin")
+
+
+def _dead_letter(d: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "topic": d.topic,
+        "reason": d.reason,
+        "attempts": d.attempts,
+        "handler": d.handler,
+        "error_type": d.error_type,
+        "error_message": d.error_message,
+        "first_failed_at": d.first_failed_at,
+        "dead_lettered_at": d.dead_lettered_at,
+    }
+
+
+class AdminServer:
+    """The running endpoint; ``url`` says where, ``close()`` stops it."""
+
+    def __init__(self, queue: Queue, host: str, port: int, token: str | None) -> None:
+        self._q = queue
+        self._token = token
+        server = ThreadingHTTPServer((host, port), _handler_for(self))
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="ringq-admin-http", daemon=True
+        )
+        self._thread.start()
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("admin endpoint on %s: reachable beyond this machine", self.url)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    # -- request handling (called from the server's threads) -----------------
+
+    def authorized(self, header: str | None) -> int:
+        """0 if allowed, else the HTTP status to refuse with."""
+        if self._token is None:
+            return 403
+        if not header or not header.startswith("Bearer "):
+            return 401
+        given = header.removeprefix("Bearer ").encode()
+        return 0 if hmac.compare_digest(given, self._token.encode()) else 403
+
+    def get(self, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+        q = self._q
+        if path == "/stats":
+            return _json(200, q.admin.stats())
+        if path == "/dlq":
+            one = {k: v[0] for k, v in query.items()}
+            limit = int(one["limit"]) if "limit" in one else None
+            dead = q.admin.dead_letters(one.get("topic"), one.get("reason"), limit)
+            return _json(200, [_dead_letter(d) for d in dead])
+        if path == "/metrics":
+            try:
+                from prometheus_client import CollectorRegistry, generate_latest
+
+                from ringq.metrics import RingqCollector
+            except ImportError:
+                return _json(501, {"error": "pip install 'ringq[prometheus]' for /metrics"})
+            registry = CollectorRegistry()
+            registry.register(RingqCollector(q))
+            return 200, "text/plain; version=0.0.4", generate_latest(registry)
+        return _json(404, {"error": f"no such resource: {path}"})
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, str, bytes]:
+        admin = self._q.admin
+        parts = path.strip("/").split("/")
+        if parts == ["snapshot"]:
+            return _json(200, {"lsn": admin.snapshot()})
+        if parts == ["dlq", "replay"]:
+            return _json(200, {"replayed": admin.replay(body.get("ids"), rate=body.get("rate"))})
+        if parts == ["dlq", "purge"]:
+            if not body.get("ids") and body.get("all") is not True:
+                return _json(400, {"error": 'give "ids" or "all": true'})
+            return _json(200, {"purged": admin.purge(body.get("ids"))})
+        if len(parts) == 3 and parts[0] == "handlers":
+            name, action = parts[1], parts[2]
+            if action == "scale":
+                admin.scale(name, body["workers"])
+            elif action == "pause":
+                admin.pause(name)
+            elif action == "resume":
+                admin.resume(name)
+            else:
+                return _json(404, {"error": f"no handler action {action!r}"})
+            return _json(200, {"handler": name, "action": action})
+        return _json(404, {"error": f"no such action: {path}"})
+
+
+def _json(status: int, value: Any) -> tuple[int, str, bytes]:
+    return status, "application/json", json.dumps(value).encode()
+
+
+def _handler_for(server: AdminServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            self._answer(lambda: server.get(url.path, parse_qs(url.query)))
+
+        def do_POST(self) -> None:
+            refused = server.authorized(self.headers.get("Authorization"))
+            if refused:
+                self._send(*_json(refused, {"error": "actions need the admin token"}))
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
+            except ValueError as e:
+                self._send(*_json(400, {"error": f"bad JSON body: {e}"}))
+                return
+            self._answer(lambda: server.post(urlparse(self.path).path, body))
+
+        def _answer(self, call: Any) -> None:
+            try:
+                result = call()
+            except (KeyError, ValueError, TypeError, RingqError) as e:
+                result = _json(400, {"error": f"{type(e).__name__}: {e}"})
+            self._send(*result)
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("admin http: " + format, *args)
+
+    return Handler

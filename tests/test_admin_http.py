@@ -1,0 +1,84 @@
+"""The admin endpoint over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from conftest import OpenQueue, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def call(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        raw = resp.read()
+        if resp.headers.get_content_type() == "application/json":
+            return json.loads(raw)
+        return raw.decode()
+
+
+def status_of(url: str, body: dict[str, Any], token: str | None = None) -> int:
+    try:
+        call(url, body, token)
+    except urllib.error.HTTPError as e:
+        return e.code
+    return 200
+
+
+def test_admin_endpoint_reads_openly_and_acts_only_with_the_token(open_queue: OpenQueue) -> None:
+    q = open_queue(max_attempts=1)
+    for p in (b"a", b"b"):
+        q.publish(p, topic="t")
+    for d in q.checkout("t", max_messages=2, timeout=0):
+        q.nack(d, error="bad")
+    seen: list[bytes] = []
+
+    @q.handler(bytes, topic="t")
+    def h(msg: bytes) -> None:
+        seen.append(msg)
+
+    q.start()
+    server = q.serve_admin(token="s3cret")
+    base = server.url
+    assert base.startswith("http://127.0.0.1:")
+
+    stats = call(f"{base}/stats")
+    assert stats["queue"]["dead"] == 2 and "h" in stats["handlers"]
+    dead = call(f"{base}/dlq?topic=t&limit=1")
+    assert [d["reason"] for d in dead] == ["max_attempts"]
+    families = {f.name for f in text_string_to_metric_families(call(f"{base}/metrics"))}
+    assert {"ringq_published", "ringq_ready", "ringq_handler_processed"} <= families
+
+    replay = f"{base}/dlq/replay"
+    assert status_of(replay, {}) == 401, "no token"
+    assert status_of(replay, {}, token="wrong") == 403
+    assert call(replay, {"ids": [dead[0]["id"]]}, token="s3cret") == {"replayed": 1}
+    assert wait_until(lambda: seen == [b"a"])
+    assert status_of(f"{base}/dlq/purge", {}, token="s3cret") == 400, "needs ids or all"
+    assert call(f"{base}/dlq/purge", {"all": True}, token="s3cret") == {"purged": 1}
+    assert call(f"{base}/handlers/h/pause", {}, token="s3cret")["action"] == "pause"
+    assert q.admin.paused == ["h"]
+    assert call(f"{base}/handlers/h/scale", {"workers": 2}, token="s3cret")["action"] == "scale"
+    assert q.handler_stats()["h"]["workers"] == 2
+    assert status_of(f"{base}/handlers/nope/scale", {"workers": 1}, token="s3cret") == 400
+    assert call(f"{base}/snapshot", {}, token="s3cret")["lsn"] == q.stats()["snapshot_lsn"]
+    assert status_of(f"{base}/nothing", {}, token="s3cret") == 404
+    q.close()
+    try:
+        urllib.request.urlopen(f"{base}/stats", timeout=2)
+        raise AssertionError("the endpoint must stop with the queue")
+    except urllib.error.URLError:
+        pass
+
+
+def test_without_a_token_every_action_is_refused(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    server = q.serve_admin()
+    assert status_of(f"{server.url}/snapshot", {}, token="anything") == 403
+    assert call(f"{server.url}/stats")["queue"]["ready"] == 0
