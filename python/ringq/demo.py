@@ -8,7 +8,11 @@ Run ``python -m ringq.demo [--dir PATH] [--messages N]``. It
    id ``publish`` returned, kills it with SIGKILL mid-stream, reopens that
    directory and checks every reported id is there;
 4. closes and reopens the main queue and checks the remaining half survived;
-5. prints a summary and exits non-zero if anything was lost.
+5. runs a chain of handlers (order -> ship -> notify) over ``DIR/shop``,
+   with retried and dead-lettered failures (``ringq.demo_shop``);
+6. prints a summary and exits non-zero if anything was lost.
+
+The directory stays for ``ringq inspect DIR/shop`` and ``ringq dlq list``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ringq.demo_shop import run_shop
 from ringq.queue import Queue
 
 PAYLOAD_SIZE = 100
@@ -100,6 +105,9 @@ def run(root: Path, n: int, console: Console) -> int:
     console.print("[bold]crash test:[/] child publishes, then gets SIGKILL ...")
     crash = crash_test(root / "crash")
 
+    console.print("[bold]handlers:[/] order -> ship -> notify, with failures ...")
+    shop = run_shop(root / "shop", max(100, min(n // 10, 20_000)), console)
+
     before_close = q.stats()
     q.close()
     t0 = time.perf_counter()
@@ -110,6 +118,7 @@ def run(root: Path, n: int, console: Console) -> int:
     remaining_expected = n - consumed
     # fewer than expected: lost; more: acked messages came back. Both are failures.
     lost = crash.lost + abs(remaining_expected - int(final["ready"]))
+    lost += shop.orders - shop.notified - shop.dead
     table = Table(title="ringq demo", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -126,6 +135,14 @@ def run(root: Path, n: int, console: Console) -> int:
     for key in ("journal_segments", "journal_bytes", "snapshot_lsn", "torn_tail_bytes"):
         table.add_row(f"stats.{key} (after reopen)", f"{final[key]:,}")
     table.add_row("durability", str(final["durability"]))
+    table.add_row("handler chain", f"{shop.orders:,} orders in {shop.seconds:.2f} s")
+    table.add_row(
+        "  notified / dead letters / retries", f"{shop.notified:,} / {shop.dead} / {shop.retries}"
+    )
+    table.add_row(
+        "  order -> notify latency",
+        f"p50 {shop.median * 1000:.1f} ms, p99 {shop.percentile(0.99) * 1000:.1f} ms",
+    )
     console.print(table)
     if lost:
         console.print(f"[bold red]LOST {lost} message(s)[/]")

@@ -7,6 +7,7 @@ handlers and ``ringq.dispatch`` for how they run.
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -51,13 +52,12 @@ class HandlerHost:
         self._dispatcher = None
         self._timing = False
 
-    @overload
-    def handler(self, message_type: F, /) -> F: ...
-
+    # Classes (and unions of them) name the message type; any other callable
+    # is a bare ``@q.handler`` on the function itself.
     @overload
     def handler(
         self,
-        message_type: Any = None,
+        message_type: type[Any] | types.UnionType | None = None,
         /,
         *,
         name: str | None = None,
@@ -68,6 +68,9 @@ class HandlerHost:
         retry: Retry | None = None,
         dead_letter_on: tuple[type[BaseException], ...] | None = None,
     ) -> Callable[[F], F]: ...
+
+    @overload
+    def handler(self, message_type: F, /) -> F: ...
 
     def handler(
         self,
