@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -34,13 +35,13 @@ from rich.table import Table
 
 from ringq._core import (
     CorruptionError,
-    DeadLetter,
     QueueLocked,
     RingqError,
     dead_letters,
     inspect,
     peek,
 )
+from ringq.dlq import as_dict
 
 __all__ = ["main"]
 
@@ -49,8 +50,17 @@ EXIT_ERROR = 2
 EXIT_OWNED = 3
 
 
-def _load(path: str) -> dict[str, Any]:
-    return inspect(path)
+T = TypeVar("T")
+
+
+def _read(as_json: bool, call: Callable[..., T], *args: Any) -> T:
+    """Runs a read-only call; exits 1 on damage, 2 if the directory cannot be read."""
+    try:
+        return call(*args)
+    except CorruptionError as e:
+        _fail(e, as_json, EXIT_DAMAGED)
+    except (RingqError, ValueError, OSError) as e:
+        _fail(e, as_json, EXIT_ERROR)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,12 +73,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
 def inspect_cmd(path: str, as_json: bool) -> None:
     """Show what the queue directory PATH holds (read-only)."""
-    try:
-        info = _load(path)
-    except CorruptionError as e:
-        _fail(e, as_json, EXIT_DAMAGED)
-    except (RingqError, ValueError, OSError) as e:
-        _fail(e, as_json, EXIT_ERROR)
+    info = _read(as_json, inspect, path)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -111,12 +116,7 @@ def verify_cmd(path: str, as_json: bool) -> None:
 
     Exit status: 0 sound, 1 damaged (file and offset printed), 2 not readable.
     """
-    try:
-        info = _load(path)
-    except CorruptionError as e:
-        _fail(e, as_json, EXIT_DAMAGED)
-    except (RingqError, ValueError, OSError) as e:
-        _fail(e, as_json, EXIT_ERROR)
+    info = _read(as_json, inspect, path)
     result = {
         "ok": True,
         "path": info["path"],
@@ -167,12 +167,7 @@ def _short(payload: bytes, width: int = 60) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print JSON (payloads as UTF-8 text)")
 def peek_cmd(path: str, topic: str, limit: int, as_json: bool) -> None:
     """Show the next messages of a topic (read-only)."""
-    try:
-        msgs = peek(path, topic, limit)
-    except CorruptionError as e:
-        _fail(e, as_json, EXIT_DAMAGED)
-    except (RingqError, ValueError, OSError) as e:
-        _fail(e, as_json, EXIT_ERROR)
+    msgs = _read(as_json, peek, path, topic, limit)
     if as_json:
         for m in msgs:
             m["payload"] = m["payload"].decode("utf-8", errors="backslashreplace")
@@ -198,36 +193,15 @@ def dlq_group() -> None:
     """Dead letters (read-only: list and show)."""
 
 
-def _dead_letter_dict(d: DeadLetter) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "topic": d.topic,
-        "reason": d.reason,
-        "attempts": d.attempts,
-        "handler": d.handler,
-        "error_type": d.error_type,
-        "error_message": d.error_message,
-        "traceback": d.traceback,
-        "first_failed_at": d.first_failed_at,
-        "dead_lettered_at": d.dead_lettered_at,
-        "payload": d.message.payload.decode("utf-8", errors="backslashreplace"),
-    }
-
-
 @dlq_group.command("list")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def dlq_list_cmd(path: str, limit: int, as_json: bool) -> None:
     """List dead letters, oldest first."""
-    try:
-        dead = dead_letters(path, limit)
-    except CorruptionError as e:
-        _fail(e, as_json, EXIT_DAMAGED)
-    except (RingqError, ValueError, OSError) as e:
-        _fail(e, as_json, EXIT_ERROR)
+    dead = _read(as_json, dead_letters, path, limit)
     if as_json:
-        click.echo(json.dumps([_dead_letter_dict(d) for d in dead], indent=2))
+        click.echo(json.dumps([as_dict(d) for d in dead], indent=2))
         return
     table = Table(title=f"{len(dead)} dead letter(s)", title_justify="left")
     for col in ("id", "topic", "reason", "attempts", "handler", "error"):
@@ -245,15 +219,10 @@ def dlq_list_cmd(path: str, limit: int, as_json: bool) -> None:
 @click.argument("message_id")
 def dlq_show_cmd(path: str, message_id: str) -> None:
     """Show one dead letter in full (JSON), traceback included."""
-    try:
-        dead = dead_letters(path)
-    except CorruptionError as e:
-        _fail(e, False, EXIT_DAMAGED)
-    except (RingqError, ValueError, OSError) as e:
-        _fail(e, False, EXIT_ERROR)
+    dead = _read(False, dead_letters, path)
     for d in dead:
         if d.id == message_id:
-            click.echo(json.dumps(_dead_letter_dict(d), indent=2))
+            click.echo(json.dumps(as_dict(d), indent=2))
             return
     click.echo(f"no dead letter with id {message_id}", err=True)
     sys.exit(EXIT_ERROR)

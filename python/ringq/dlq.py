@@ -21,7 +21,7 @@ from ringq._core import ConfigError, DeadLetter
 if TYPE_CHECKING:
     from ringq._core import Engine
 
-__all__ = ["DeadLetterPredicate", "DeadLetterQueue"]
+__all__ = ["DeadLetterPredicate", "DeadLetterQueue", "as_dict"]
 
 DeadLetterPredicate = Callable[[DeadLetter], bool]
 
@@ -108,3 +108,23 @@ class DeadLetterQueue:
 
     def __repr__(self) -> str:
         return f"<ringq.DeadLetterQueue of {self._engine.path!r}>"
+
+
+def as_dict(d: DeadLetter, payload: bool = True) -> dict[str, object]:
+    """A dead letter as plain JSON-able data (the CLI and the admin endpoint);
+    the payload as UTF-8 text (undecodable bytes escaped) unless left out."""
+    out: dict[str, object] = {
+        "id": d.id,
+        "topic": d.topic,
+        "reason": d.reason,
+        "attempts": d.attempts,
+        "handler": d.handler,
+        "error_type": d.error_type,
+        "error_message": d.error_message,
+        "traceback": d.traceback,
+        "first_failed_at": d.first_failed_at,
+        "dead_lettered_at": d.dead_lettered_at,
+    }
+    if payload:
+        out["payload"] = d.message.payload.decode("utf-8", errors="backslashreplace")
+    return out

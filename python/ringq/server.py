@@ -24,7 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
-from ringq._core import DeadLetter, RingqError
+from ringq._core import RingqError
+from ringq.dlq import as_dict
 
 if TYPE_CHECKING:
     from ringq.queue import Queue
@@ -32,20 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["AdminServer"]
 
 log = logging.getLogger("ringq.admin")
-
-
-def _dead_letter(d: DeadLetter) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "topic": d.topic,
-        "reason": d.reason,
-        "attempts": d.attempts,
-        "handler": d.handler,
-        "error_type": d.error_type,
-        "error_message": d.error_message,
-        "first_failed_at": d.first_failed_at,
-        "dead_lettered_at": d.dead_lettered_at,
-    }
 
 
 class AdminServer:
@@ -93,7 +80,7 @@ class AdminServer:
             one = {k: v[0] for k, v in query.items()}
             limit = int(one["limit"]) if "limit" in one else None
             dead = q.admin.dead_letters(one.get("topic"), one.get("reason"), limit)
-            return _json(200, [_dead_letter(d) for d in dead])
+            return _json(200, [as_dict(d, payload=False) for d in dead])
         if path == "/metrics":
             try:
                 from prometheus_client import CollectorRegistry, generate_latest
