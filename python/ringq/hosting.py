@@ -16,6 +16,7 @@ from ringq.dispatch import Dispatcher
 from ringq.handlers import (
     Handler,
     HandlerRegistry,
+    HandlerSpec,
     build_spec,
     message_type_of_class,
     message_type_of_function,
@@ -137,6 +138,10 @@ class HandlerHost:
             declared=declared,
             config=self._config,
         )
+        self._install(spec)
+
+    def _install(self, spec: HandlerSpec) -> None:
+        """Registers ``spec``; its workers start now if handlers are running."""
         self._registry.add(spec)
         if self._dispatcher is not None and self._dispatcher.running:
             self._dispatcher.add(spec)
@@ -162,9 +167,7 @@ class HandlerHost:
             declared=declared,
             config=self._config,
         )
-        self._registry.add(spec)
-        if self._dispatcher is not None and self._dispatcher.running:
-            self._dispatcher.add(spec)
+        self._install(spec)
         return cls
 
     @property
@@ -188,12 +191,14 @@ class HandlerHost:
         messages being handled. Returns False if ``timeout`` ran out first
         (those threads finish on their own; their messages come back when
         their leases run out)."""
-        if self._dispatcher is None:
-            return True
-        stopped = self._dispatcher.stop(drain=drain, timeout=timeout)
+        stopped = self._stop_workers(drain, timeout)
         if not self._engine.closed:
             self._engine.snapshot()
         return stopped
+
+    def _stop_workers(self, drain: bool, timeout: float | None = None) -> bool:
+        """``stop`` without the snapshot (``close`` writes its own)."""
+        return True if self._dispatcher is None else self._dispatcher.stop(drain, timeout)
 
     @property
     def running(self) -> bool:

@@ -292,8 +292,7 @@ class Queue(HandlerHost):
         for server in self._servers:
             server.close()
         self._servers.clear()
-        if self.running:
-            self.stop(drain=False)
+        self._stop_workers(drain=False)
         self._engine.close()
 
     def __enter__(self) -> Queue:
@@ -308,8 +307,7 @@ class Queue(HandlerHost):
         """Leaving ``with q:`` drains and stops running handlers (without
         draining if the block raised), then closes."""
         try:
-            if self.running:
-                self.stop(drain=exc_type is None)
+            self._stop_workers(drain=exc_type is None)
         finally:
             self.close()
 
