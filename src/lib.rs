@@ -28,6 +28,7 @@ mod dedup;
 mod dlq;
 pub mod engine;
 pub mod error;
+pub mod histogram;
 pub mod inspect;
 pub mod journal;
 mod lock;

@@ -164,3 +164,67 @@ def test_changing_commands_refuse_an_owned_queue_and_work_on_a_closed_one(
     assert (info["ready"], info["dead"], info["records_replayed"]) == (1, 0, 0)
     assert ringq_cli("snapshot", str(qdir.parent / "elsewhere")).returncode == 2
     assert not (qdir.parent / "elsewhere").exists(), "no queue is created by mistake"
+
+
+def test_changing_commands_go_through_the_owners_admin_endpoint(
+    qdir: Path, spawn: Spawn, tmp_path: Path
+) -> None:
+    child = spawn(
+        """
+        import sys, time, ringq
+        q = ringq.Queue(sys.argv[1], max_attempts=1)
+        for p in (b"a", b"b", b"c"):
+            q.publish(p, topic="t")
+        for d in q.checkout("t", max_messages=3, timeout=0):
+            q.nack(d, error="bad")
+        server = q.serve_admin(port=0, token="s3cret")
+        print(server.url, flush=True)
+        time.sleep(60)
+        """,
+        str(qdir),
+    )
+    url = read_line(child)
+    remote = ("--admin-url", url, "--token", "s3cret")
+    dead = json.loads(ringq_cli("dlq", "list", str(qdir), "--json").stdout)
+    assert len(dead) == 3
+
+    no_token = ringq_cli("dlq", "purge", str(qdir), "--all", "--admin-url", url)
+    assert no_token.returncode == 2 and "401" in no_token.stderr and "--token" in no_token.stderr
+    wrong = ringq_cli("snapshot", str(qdir), "--admin-url", url, "--token", "nope")
+    assert wrong.returncode == 2 and "403" in wrong.stderr
+    other = ringq_cli("snapshot", str(tmp_path / "other"), *remote)
+    assert other.returncode == 2 and "serves the queue at" in other.stderr
+
+    replay = ringq_cli("dlq", "replay", str(qdir), dead[0]["id"], *remote)
+    assert replay.returncode == 0 and "replayed 1" in replay.stdout, replay.stderr
+    purge = ringq_cli("dlq", "purge", str(qdir), dead[1]["id"], *remote)
+    assert purge.returncode == 0 and "purged 1" in purge.stdout, purge.stderr
+    env_token = subprocess.run(
+        [sys.executable, "-m", "ringq.cli", "snapshot", str(qdir), "--admin-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RINGQ_ADMIN_TOKEN": "s3cret"},
+    )
+    assert env_token.returncode == 0 and "snapshot of" in env_token.stdout, env_token.stderr
+    # The owner did all of it: its snapshot covers the changes, read back here.
+    info = json.loads(ringq_cli("inspect", str(qdir), "--json").stdout)
+    assert (info["ready"], info["dead"], info["owner_pid"]) == (1, 1, child.pid)
+    assert info["records_replayed"] == 0
+    kill_and_collect(child)
+    gone = ringq_cli("snapshot", str(qdir), *remote)
+    assert gone.returncode == 2 and "cannot reach the admin endpoint" in gone.stderr
+
+
+def test_bench_command_runs_every_scenario_and_prints_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = ringq_cli("bench", "--smoke", "--tmpdir", str(tmp_path), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report == json.loads(out.read_text())
+    assert report["smoke"] is True and report["api"] == "queue"
+    assert report["summary"]["total"] == len(report["scenarios"]) >= 9
+    assert all("errors" not in r for r in report["scenarios"].values())
+    assert "publish_single" in done.stderr, "progress goes to stderr"
+    bad = ringq_cli("bench", "--only", "no_such_scenario")
+    assert bad.returncode == 2 and "unknown scenarios" in bad.stderr

@@ -93,3 +93,54 @@ def test_handler_histograms_bucket_and_sum_the_durations(qdir: Path) -> None:
         values = [sample(f"{hist}_bucket", le=b) for b in bounds]
         assert values == sorted(values)
         q.stop()
+
+
+def test_end_to_end_histogram_counts_successes_from_the_first_publish(qdir: Path) -> None:
+    registry = CollectorRegistry()
+    with ringq.Queue(qdir) as q:
+        ringq.metrics.register(q, registry)
+        seen: list[int] = []
+
+        retry = ringq.Retry(max_attempts=3, backoff=ringq.Backoff.fixed(0.05))
+
+        @q.handler(bytes, topic="t", retry=retry)
+        def flaky(msg: bytes, ctx: ringq.Context) -> None:
+            seen.append(ctx.attempt)
+            if msg == b"retry" and ctx.attempt == 1:
+                raise ValueError("first attempt fails")
+
+        q.publish_many([b"ok", b"retry"], topic="t")
+        q.start()
+        assert wait_until(lambda: q.handler_stats()["flaky"]["succeeded"] == 2)
+        m = scrape(registry)
+        labels = (("handler", "flaky"), ("queue", q.path))
+        # Two successes (the failed attempt is not one); the retried one
+        # waited out its 50 ms backoff, so the sum includes it.
+        assert m[("ringq_handler_end_to_end_seconds_count", labels)] == 2
+        assert m[("ringq_handler_end_to_end_seconds_sum", labels)] >= 0.05
+        assert m[("ringq_handler_handler_duration_seconds_count", labels)] == 3
+        q.stop()
+
+
+def test_engine_histograms_time_fsyncs_and_snapshots(qdir: Path) -> None:
+    registry = CollectorRegistry()
+    with ringq.Queue(qdir, durability="always") as q:
+        ringq.metrics.register(q, registry, name="q")
+        for i in range(5):
+            q.publish(b"x%d" % i, topic="t")
+        q.snapshot()
+        q.snapshot()  # nothing new: no snapshot written, none observed
+        m = scrape(registry)
+        label = (("queue", "q"),)
+        stats = q.stats()
+        fsyncs = m[("ringq_fsync_seconds_count", label)]
+        # Every publish waited for an fsync of its own (one writer, no overlap);
+        # the snapshot's own fsyncs (file, directory) are in the snapshot's time.
+        assert 5 <= fsyncs <= stats["fsyncs"]
+        assert m[("ringq_fsync_seconds_bucket", (("le", "+Inf"), ("queue", "q")))] == fsyncs
+        assert 0 < m[("ringq_fsync_seconds_sum", label)] < 60
+        assert m[("ringq_snapshot_seconds_count", label)] == stats["snapshots"] == 1
+        assert m[("ringq_snapshot_seconds_sum", label)] > 0
+        h = q._engine.histograms()["fsync"]
+        assert len(h["counts"]) == len(h["buckets"]) + 1
+        assert list(h["buckets"]) == sorted(h["buckets"])

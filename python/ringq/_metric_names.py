@@ -48,4 +48,10 @@ _HANDLER_GAUGES = ("workers", "active", "abandoned_running")
 _HANDLER_HISTOGRAMS = (
     ("queue_wait", "Publish to handler start (a retry counts from its first publish)."),
     ("handler_duration", "Time the handler ran, per attempt."),
+    ("end_to_end", "First publish to the handler's success (retries included)."),
+)
+# Engine histograms: (key of Engine.histograms(), metric name, help)
+_ENGINE_HISTOGRAMS = (
+    ("fsync", "ringq_fsync_seconds", "Journal fsyncs by the flusher."),
+    ("snapshot", "ringq_snapshot_seconds", "Snapshot duration: encode, write, fsync, rename."),
 )

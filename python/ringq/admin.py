@@ -34,9 +34,10 @@ class Admin:
         self._paused: dict[str, int] = {}
 
     def stats(self) -> dict[str, Any]:
-        """``{"queue": q.stats(), "topics": {...}, "handlers": {...}}``."""
+        """``{"path": ..., "queue": q.stats(), "topics": {...}, "handlers": {...}}``."""
         q = self._q
         return {
+            "path": q.path,
             "queue": q.stats(),
             "topics": q._engine.topic_stats(),
             "handlers": q.handler_stats(),

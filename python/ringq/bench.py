@@ -793,6 +793,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m ringq.bench", description="ringq vs queue.Queue benchmarks (JSON)"
     )
     parser.add_argument("--quick", action="store_true", help="3 repetitions, smaller reopen")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, one repetition: checks that every scenario runs (figures mean nothing)",
+    )
     parser.add_argument("--out", metavar="FILE", help="also write the JSON here")
     parser.add_argument("--tmpdir", metavar="DIR", help="where the temporary queues go")
     parser.add_argument("--only", metavar="NAMES", help="comma-separated scenarios (default: all)")
@@ -816,6 +821,18 @@ def main(argv: list[str] | None = None) -> int:
         cfg.threads_each = 500
         cfg.single_n = 300
         cfg.reopen_n = 200_000
+    if args.smoke:
+        cfg = Config(
+            quick=True,
+            reps=1,
+            api=api,
+            tmp_base=args.tmpdir,
+            n=3000,
+            always_n=2000,
+            threads_each=50,
+            single_n=50,
+            reopen_n=3000,
+        )
     if problem is not None:
         log(f"ringq.Queue not usable ({problem}); measuring ringq._core.Engine directly")
 
@@ -824,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         "ringq_version": ringq.__version__,
         "api": api,
         "quick": args.quick,
+        "smoke": args.smoke,
         "repetitions": cfg.reps,
         "payload_bytes": PAYLOAD_SIZE,
         "statistic": "median of repetitions; min/max show the noise",

@@ -12,7 +12,10 @@
 
 ``ringq snapshot PATH``, ``ringq dlq replay PATH`` and ``ringq dlq purge
 PATH`` change the queue, so they open it: on a directory another process
-owns they refuse (exit 3) and name that process.
+owns they refuse (exit 3) and name that process. With ``--admin-url URL``
+(and ``--token``, or ``RINGQ_ADMIN_TOKEN``) they ask that process instead,
+through its ``q.serve_admin`` endpoint, after checking that the endpoint
+serves the queue at PATH.
 
 The read-only ones take no lock and change no byte, so they work
 while another process owns the queue (a record that process is writing at
@@ -24,7 +27,10 @@ output. ``ringq demo`` and ``ringq bench`` run ``python -m ringq.demo`` and
 from __future__ import annotations
 
 import json
+import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -240,7 +246,7 @@ def _open_for_change(path: str) -> Any:
     except QueueLocked as e:
         click.echo(
             f"refused: {path} is owned by a running process (pid {e.pid}); "
-            "stop it, or change the queue from inside that process",
+            "stop it, or go through its admin endpoint with --admin-url",
             err=True,
         )
         sys.exit(EXIT_OWNED)
@@ -250,15 +256,70 @@ def _open_for_change(path: str) -> Any:
         _fail(e, False, EXIT_ERROR)
 
 
+def _admin_call(url: str, token: str | None, path: str, body: dict[str, Any] | None) -> Any:
+    """One request to a ``q.serve_admin`` endpoint; exits 2 with the reason on failure."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        url.rstrip("/") + path, data=data, method="GET" if data is None else "POST"
+    )
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            reason = json.loads(e.read()).get("error", "")
+        except ValueError:
+            reason = ""
+        hint = " (give --token or set RINGQ_ADMIN_TOKEN)" if e.code in (401, 403) else ""
+        _fail(RuntimeError(f"{url}{path} answered {e.code}: {reason}{hint}"), False, EXIT_ERROR)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        _fail(RuntimeError(f"cannot reach the admin endpoint {url}: {e}"), False, EXIT_ERROR)
+
+
+def _remote(
+    admin_url: str, token: str | None, queue_path: str, action: str, body: dict[str, Any]
+) -> Any:
+    """Runs ``action`` through the endpoint, once it proved to serve ``queue_path``."""
+    served = _admin_call(admin_url, None, "/stats", None).get("path")
+    if served is None or os.path.realpath(served) != os.path.realpath(queue_path):
+        _fail(
+            ValueError(f"{admin_url} serves the queue at {served}, not {queue_path}"),
+            False,
+            EXIT_ERROR,
+        )
+    return _admin_call(admin_url, token, action, body)
+
+
+def _remote_options(f: Callable[..., None]) -> Callable[..., None]:
+    f = click.option(
+        "--token",
+        envvar="RINGQ_ADMIN_TOKEN",
+        help="the endpoint's admin token (default: $RINGQ_ADMIN_TOKEN)",
+    )(f)
+    return click.option(
+        "--admin-url",
+        metavar="URL",
+        help="ask the process that owns PATH, through its q.serve_admin endpoint",
+    )(f)
+
+
 @main.command("snapshot")
 @click.argument("path", type=click.Path(file_okay=False))
-def snapshot_cmd(path: str) -> None:
+@_remote_options
+def snapshot_cmd(path: str, admin_url: str | None, token: str | None) -> None:
     """Write a snapshot of PATH now (compacting its journal)."""
-    q = _open_for_change(path)
-    try:
-        lsn = q.snapshot()
-    finally:
-        q.close()
+    if admin_url:
+        lsn = _remote(admin_url, token, path, "/snapshot", {})["lsn"]
+    else:
+        q = _open_for_change(path)
+        try:
+            lsn = q.snapshot()
+        finally:
+            q.close()
     click.echo(f"snapshot of {path} at LSN {lsn:,}")
 
 
@@ -266,13 +327,20 @@ def snapshot_cmd(path: str) -> None:
 @click.argument("path", type=click.Path(file_okay=False))
 @click.argument("ids", nargs=-1)
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="messages per second")
-def dlq_replay_cmd(path: str, ids: tuple[str, ...], rate: float | None) -> None:
+@_remote_options
+def dlq_replay_cmd(
+    path: str, ids: tuple[str, ...], rate: float | None, admin_url: str | None, token: str | None
+) -> None:
     """Publish dead letters again (all, or the IDS given); attempts reset."""
-    q = _open_for_change(path)
-    try:
-        n = q.dlq.replay(ids or None, rate=rate)
-    finally:
-        q.close()
+    if admin_url:
+        body = {"ids": list(ids) or None, "rate": rate}
+        n = _remote(admin_url, token, path, "/dlq/replay", body)["replayed"]
+    else:
+        q = _open_for_change(path)
+        try:
+            n = q.dlq.replay(ids or None, rate=rate)
+        finally:
+            q.close()
     click.echo(f"replayed {n} dead letter(s)")
 
 
@@ -280,16 +348,23 @@ def dlq_replay_cmd(path: str, ids: tuple[str, ...], rate: float | None) -> None:
 @click.argument("path", type=click.Path(file_okay=False))
 @click.argument("ids", nargs=-1)
 @click.option("--all", "purge_all", is_flag=True, help="purge every dead letter")
-def dlq_purge_cmd(path: str, ids: tuple[str, ...], purge_all: bool) -> None:
+@_remote_options
+def dlq_purge_cmd(
+    path: str, ids: tuple[str, ...], purge_all: bool, admin_url: str | None, token: str | None
+) -> None:
     """Delete dead letters for good: the IDS given, or --all."""
     if not ids and not purge_all:
         click.echo("give dead-letter ids, or --all", err=True)
         sys.exit(EXIT_ERROR)
-    q = _open_for_change(path)
-    try:
-        n = q.dlq.purge(ids or None)
-    finally:
-        q.close()
+    if admin_url:
+        body = {"ids": list(ids)} if ids else {"all": True}
+        n = _remote(admin_url, token, path, "/dlq/purge", body)["purged"]
+    else:
+        q = _open_for_change(path)
+        try:
+            n = q.dlq.purge(ids or None)
+        finally:
+            q.close()
     click.echo(f"purged {n} dead letter(s)")
 
 

@@ -108,7 +108,7 @@ class _Counters:
         "succeeded",
         "undecodable",
     )
-    __slots__ = (*SCALARS, "handler_duration", "queue_wait")
+    __slots__ = (*SCALARS, "end_to_end", "handler_duration", "queue_wait")
 
     def __init__(self) -> None:
         self.processed = 0
@@ -119,9 +119,11 @@ class _Counters:
         self.undecodable = 0
         self.late_acks = 0
         #: Publish to handler start (for a retry: since the first publish),
-        #: and the handler's run time.
+        #: the handler's run time, and publish to success (handler returned
+        #: and its ack handed to the engine or to the batch being acked).
         self.queue_wait = _Histogram()
         self.handler_duration = _Histogram()
+        self.end_to_end = _Histogram()
 
 
 class _Worker:
@@ -268,6 +270,7 @@ class _Pool:
             out[name] = sum(getattr(c, name) for c in counters)
         out["queue_wait"] = _Histogram.merged([c.queue_wait for c in counters])
         out["handler_duration"] = _Histogram.merged([c.handler_duration for c in counters])
+        out["end_to_end"] = _Histogram.merged([c.end_to_end for c in counters])
         return out
 
 
@@ -616,6 +619,8 @@ class Dispatcher:
         if not staged:
             c.succeeded += 1
             w.pending.append(d)
+            if started:
+                c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
             return
         try:
             self.engine.ack(d, publish=staged)
@@ -636,6 +641,8 @@ class Dispatcher:
             self._failed(w, d, e)
         else:
             c.succeeded += 1
+            if started:
+                c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
 
     def _failed(self, w: _Worker, d: Delivery, e: BaseException) -> None:
         """A failed attempt: retry after the backoff, or dead-letter."""

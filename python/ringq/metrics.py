@@ -34,15 +34,19 @@ Series (``_total`` counters, the rest gauges):
   ``..._late_acks_total``; ``ringq_handler_workers``,
   ``ringq_handler_active``, ``ringq_handler_abandoned_running``; histograms
   ``ringq_handler_queue_wait_seconds`` and
-  ``ringq_handler_handler_duration_seconds`` (kept per worker thread and
-  merged at scrape time: no lock per message; handlers only read the clock
-  for them once ``register`` was called).
+  ``ringq_handler_handler_duration_seconds`` and
+  ``ringq_handler_end_to_end_seconds`` (first publish to success; kept per
+  worker thread and merged at scrape time: no lock per message; handlers only
+  read the clock for them once ``register`` was called);
+- engine histograms: ``ringq_fsync_seconds`` (the flusher's journal fsyncs)
+  and ``ringq_snapshot_seconds`` (whole snapshots), filled by the engine's
+  background threads with one atomic add each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry
@@ -60,6 +64,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from ringq._metric_names import (
     _COUNTERS,
+    _ENGINE_HISTOGRAMS,
     _GAUGES,
     _HANDLER_COUNTERS,
     _HANDLER_GAUGES,
@@ -129,14 +134,24 @@ class RingqCollector(Collector):
                 f"ringq_handler_{key}_seconds", doc, labels=["queue", "handler"]
             )
             for name, hs in sorted(handlers.items()):
-                hist = hs[key]
-                cumulative, buckets = 0, []
-                for bound, count in zip(hist["buckets"], hist["counts"], strict=False):
-                    cumulative += count
-                    buckets.append((repr(float(bound)), float(cumulative)))
-                buckets.append(("+Inf", float(sum(hist["counts"]))))
-                h.add_metric([self._name, name], buckets, float(hist["sum"]))
+                _add_histogram(h, [self._name, name], hs[key])
             yield h
+        engine_hists = q._engine.histograms()
+        for key, metric, doc in _ENGINE_HISTOGRAMS:
+            h = HistogramMetricFamily(metric, doc, labels=["queue"])
+            _add_histogram(h, label, engine_hists[key])
+            yield h
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], hist: dict[str, Any]) -> None:
+    """Adds one series from per-bucket counts (``buckets`` bounds, one more
+    count for above the last bound) as Prometheus' cumulative buckets."""
+    cumulative, buckets = 0, []
+    for bound, count in zip(hist["buckets"], hist["counts"], strict=False):
+        cumulative += count
+        buckets.append((repr(float(bound)), float(cumulative)))
+    buckets.append(("+Inf", float(sum(hist["counts"]))))
+    family.add_metric(labels, buckets, float(hist["sum"]))
 
 
 def register(

@@ -10,6 +10,11 @@ names follow ``ringq.metrics`` with dots: ``ringq.published`` (counter),
 ``ringq.ready`` (gauge), ``ringq.topic.ready`` (attribute ``topic``),
 ``ringq.handler.succeeded`` (attribute ``handler``), ... Every observation
 carries ``ringq.queue`` (the directory, or ``name``).
+
+The latency histograms (queue wait, handler duration, end-to-end, fsync,
+snapshot) are exported by ``ringq.metrics`` only: the OpenTelemetry API has
+no asynchronous histogram, and recording into the SDK's synchronous one would
+take its lock once per message on the handler path.
 """
 
 from __future__ import annotations

@@ -569,6 +569,21 @@ impl PyEngine {
         Ok(d)
     }
 
+    /// `{"fsync": {...}, "snapshot": {...}}`, each with `buckets` (upper
+    /// bounds in seconds), `counts` (per bucket, one more than `buckets`:
+    /// the last is above every bound) and `sum` (seconds).
+    fn histograms<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, h) in self.engine.histograms() {
+            let e = PyDict::new(py);
+            e.set_item("buckets", PyTuple::new(py, crate::histogram::BOUNDS_SECONDS)?)?;
+            e.set_item("counts", h.counts)?;
+            e.set_item("sum", h.sum_seconds)?;
+            d.set_item(name, e)?;
+        }
+        Ok(d)
+    }
+
     fn topic_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (name, [r, f, dl]) in self.engine.topic_stats().map_err(to_py)? {

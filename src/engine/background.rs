@@ -99,7 +99,9 @@ fn flusher_loop(sh: &Shared) {
         match sh.sync.next_job(interval) {
             Job::Stop => return,
             Job::Sync { upto, target } => {
+                let started = Instant::now();
                 let res = storage::sync_file(&sh.faults, &target);
+                sh.fsync_latency.observe(started.elapsed());
                 let res = res.map_err(|e| {
                     let msg = format!("fsync of the journal failed: {e}");
                     sh.inner.lock().degraded.get_or_insert_with(|| msg.clone());

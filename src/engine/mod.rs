@@ -17,6 +17,7 @@ pub use ops::{AckOutcome, Stat};
 pub use publish::{Publish, PublishOpts};
 
 use crate::error::{Error, Result};
+use crate::histogram::Histogram;
 use crate::journal::Journal;
 use crate::lock::{self, DirLock};
 use crate::record::Op;
@@ -121,6 +122,10 @@ pub(crate) struct Shared {
     pub snapshot_lock: Mutex<()>,
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     pub closed: AtomicBool,
+    /// Journal fsyncs by the flusher (group commits and batch rounds).
+    pub fsync_latency: Histogram,
+    /// Whole snapshots: encode, write, fsync, rename.
+    pub snapshot_duration: Histogram,
 }
 
 /// A durable queue in one directory. Closing (or dropping) it takes a final
@@ -181,6 +186,8 @@ impl Engine {
             snapshot_lock: Mutex::new(()),
             threads: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            fsync_latency: Histogram::default(),
+            snapshot_duration: Histogram::default(),
         });
         let engine = Engine { sh };
         engine.finish_recovery()?;
@@ -378,6 +385,7 @@ impl Shared {
     /// covers.
     pub(crate) fn snapshot(&self) -> Result<Lsn> {
         let _one = self.snapshot_lock.lock();
+        let started = Instant::now();
         let (image, lsn) = {
             let mut g = self.inner.lock();
             match self.prepare_snapshot(&mut g)? {
@@ -389,18 +397,21 @@ impl Shared {
         let mut g = self.inner.lock();
         written.map_err(|e| Error::storage("writing snapshot", self.path.join(snapshot::snapshot_name(lsn)), e))?;
         self.finish_snapshot(&mut g, lsn);
+        self.snapshot_duration.observe(started.elapsed());
         Ok(lsn)
     }
 
     /// The same, holding the lock throughout (used to heal after an fsync
     /// failure, when nothing may change until the state is on disk).
     fn snapshot_locked(&self, g: &mut Inner) -> Result<Lsn> {
+        let started = Instant::now();
         let Some((image, lsn)) = self.prepare_snapshot(g)? else {
             return Ok(g.snapshot_lsn);
         };
         storage::write_atomic(Some(&self.faults), &self.path, &snapshot::snapshot_name(lsn), &image)
             .map_err(|e| Error::storage("writing snapshot", self.path.join(snapshot::snapshot_name(lsn)), e))?;
         self.finish_snapshot(g, lsn);
+        self.snapshot_duration.observe(started.elapsed());
         Ok(lsn)
     }
 

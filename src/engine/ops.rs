@@ -4,6 +4,7 @@
 use super::publish::{Publish, PublishOpts};
 use super::{Engine, Inner};
 use crate::error::{Error, Result};
+use crate::histogram::HistogramRead;
 use crate::record::Op;
 use crate::types::{DeadLetter, Delivered, Failure, Message, MsgState, SLOT_BITS, Wait, now_micros};
 use std::time::Duration;
@@ -415,6 +416,13 @@ impl Engine {
             ("degraded", g.degraded.clone().map_or(Stat::None, Stat::Text)),
             ("last_snapshot_error", g.snapshot_error.clone().map_or(Stat::None, Stat::Text)),
         ])
+    }
+
+    /// The engine's latency histograms: `fsync` (the flusher's journal
+    /// fsyncs) and `snapshot` (whole snapshots). Bounds are
+    /// [`BOUNDS_SECONDS`](crate::histogram::BOUNDS_SECONDS). No lock.
+    pub fn histograms(&self) -> [(&'static str, HistogramRead); 2] {
+        [("fsync", self.sh.fsync_latency.read()), ("snapshot", self.sh.snapshot_duration.read())]
     }
 
     /// Per topic: ready, in flight, delayed.
