@@ -1,0 +1,251 @@
+"""Turns the suite's JSON into the results page section, the chart and the
+verdict on each target of issue #4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BEGIN = "<!-- peers:begin (written by benches/peers/suite.py; edits here are overwritten) -->"
+END = "<!-- peers:end -->"
+DASH, TIMES = "\u2013", "\u00d7"  # for the page (en dash, multiplication sign)
+
+#: (workload, ringq variant, peer, minimum ratio, how it is compared)
+RATIO_TARGETS = (
+    ("C", "ringq_b100", "queue", 1.5, "durable, and faster than the in-memory queue"),
+    ("C", "ringq_b100", "rocksq_b100", 1.2, "both in batches of 100"),
+    ("B", "ringq", "rocksq", 2.0, "one message per checkout + ack vs one pop per call"),
+    ("C", "ringq_b100", "redis_b100", 4.0, "both in batches of 100, Redis AOF everysec"),
+    ("C", "ringq", "taskito_tuned", 100.0, "one message per call vs one job per call"),
+    ("C", "ringq", "sqliteack", 50.0, "both one message per call"),
+)
+
+
+def _res(report: dict[str, Any], key: str, w: str) -> dict[str, Any] | None:
+    peer = report["peers"].get(key)
+    return None if peer is None else peer["results"].get(w)
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    peers = report["peers"]
+    for w, ours, theirs, need, how in RATIO_TARGETS:
+        a, b = _res(report, ours, w), _res(report, theirs, w)
+        name = f"{w}: {peers.get(ours, {}).get('label', ours)} >= {need:g}x " + (
+            f"{peers.get(theirs, {}).get('label', theirs)}"
+        )
+        if not a or not b or "median" not in a or "median" not in b:
+            out.append({"target": name, "how": how, "status": "not run"})
+            continue
+        ratio = a["median"] / b["median"]
+        out.append({"target": name, "how": how, "ratio": ratio,
+                    "status": "met" if ratio >= need else "missed"})  # fmt: skip
+    crash = []
+    for key, p in peers.items():
+        if key.startswith("ringq"):
+            for part in ("Dput", "Dack"):
+                r = p["results"].get(part)
+                if r and "lost" in r:
+                    crash.append((key, part, r["lost"], r["redelivered"]))
+    if crash:
+        bad = [c for c in crash if c[2] or c[3]]
+        out.append({"target": "D: zero lost and zero acked-then-redelivered, every ringq mode",
+                    "how": f"{len(crash)} crash workloads, {report['repetitions']} runs each",
+                    "status": "missed" if bad else "met", "detail": bad})  # fmt: skip
+    else:
+        out.append({"target": "D: zero lost, zero redelivered", "status": "not run"})
+    ours_f = _res(report, "ringq", "F")
+    durable = {k: _res(report, k, "F") for k in peers if k != "queue" and not k.startswith("ringq")}
+    durable_p50 = {k: r["p50_us"] for k, r in durable.items() if r and "p50_us" in r}
+    if ours_f and "p50_us" in ours_f and durable_p50:
+        best = min(durable_p50, key=lambda k: durable_p50[k])
+        out.append(
+            {
+                "target": "F: ringq p50 below every durable peer's",
+                "how": f"ringq {_us(ours_f['p50_us'])}; best durable peer {peers[best]['label']} "
+                f"{_us(durable_p50[best])}",
+                "status": "met" if ours_f["p50_us"] < durable_p50[best] else "missed",
+            }
+        )
+    else:
+        out.append({"target": "F: ringq p50 below every durable peer's", "status": "not run"})
+    return out
+
+
+def _rate(r: dict[str, Any] | None) -> str:
+    if not r:
+        return DASH
+    if r.get("errors") and "median" not in r:
+        return "error"
+    v = r["median"]
+    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.1f}k" if v >= 1e3 else f"{v:.0f}"
+
+
+def _crash(r: dict[str, Any] | None, ack: bool) -> str:
+    if not r:
+        return DASH
+    if "lost" not in r:
+        return "error"
+    if ack:
+        return f"{r['redelivered']} / {r['lost']}"
+    return f"{r['lost']:,} of {r['confirmed']:,}"
+
+
+def table(report: dict[str, Any]) -> str:
+    head = (
+        "| peer | version | durability | N | A produce | B consume+ack | C prod+cons | "
+        "D lost of confirmed puts | D acked-redelivered / lost | E reopen 1M | F p50 / p99 |"
+    )
+    lines = [head, "|" + " --- |" * 11]
+    for key, p in report["peers"].items():
+        r = p["results"]
+        e = r.get("E")
+        e_txt = (f"{e['median']:.2f} s ({e['rss_mb']:.0f} MB)" if e and "median" in e
+                 else "error" if e else DASH)  # fmt: skip
+        f = r.get("F")
+        f_txt = (f"{_us(f['p50_us'])} / {_us(f['p99_us'])}" if f and "p50_us" in f
+                 else "error" if f else DASH)  # fmt: skip
+        n = DASH if key == "ringq_os" else f"{p['n']:,}"
+        lines.append(
+            f"| {p['label']} | {p['version']} | {p['durability']} | {n} | {_rate(r.get('A'))} | "
+            f"{_rate(r.get('B'))} | {_rate(r.get('C'))} | {_crash(r.get('Dput'), False)} | "
+            f"{_crash(r.get('Dack'), True)} | {e_txt} | {f_txt} |"
+        )
+    return "\n".join(lines)
+
+
+def _us(v: float) -> str:
+    return f"{v / 1000:.1f} ms" if v >= 1000 else f"{v:.0f} µs"
+
+
+def spread(report: dict[str, Any]) -> str:
+    worst = (1.0, "")
+    ratios = []
+    for p in report["peers"].values():
+        for w in "ABC":
+            r = p["results"].get(w)
+            if r and "median" in r and r["min"] > 0:
+                x = r["max"] / r["min"]
+                ratios.append(x)
+                if x > worst[0]:
+                    worst = (x, f"{p['label']} {w}")
+    if not ratios:
+        return ""
+    ratios.sort()
+    mid = ratios[len(ratios) // 2]
+    return (
+        f"Noise: max/min across the repetitions of one A/B/C figure is {mid:.2f}{TIMES} at the "
+        f"median and {worst[0]:.2f}{TIMES} at worst ({worst[1]})."
+    )
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = [f"peers suite: {len(report['peers'])} peers, {report['wall_seconds']} s"]
+    for t in report.get("targets", []):
+        fig = f" ({t['ratio']:.2f}x)" if "ratio" in t else ""
+        lines.append(f"  {t['status']:>7}: {t['target']}{fig}")
+    return "\n".join(lines)
+
+
+def section(report: dict[str, Any], chart: str | None) -> str:
+    m = report["machine"]
+    s = report["sizes"]
+    parts = [
+        BEGIN,
+        "## Against the peers: `benches/peers/run`",
+        "",
+        f"Measured {m['date']} on {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, "
+        f"{m['platform']}, CPython {m['python']}; {report['repetitions']} repetitions "
+        f"(medians), wall time {report['wall_seconds'] / 60:.1f} min. Command: "
+        "`benches/peers/run` (installs the peers and redis-server, then runs "
+        f"`{report['command']}`).",
+        "",
+        "Throughput in messages (taskito: jobs) per second, 100-byte payloads, a fresh "
+        "process and directory per run. N is the count per A/B/C run: "
+        f"{s['fast']:,} for peers doing roughly 50k/s or more, {s['slow']:,} for the "
+        "others (an fsync per operation, or SQLite per item), fewer for taskito. "
+        "D sums its repetitions: the producer is SIGKILLed "
+        f"{s['kill_after']} s after its first confirmed put (every put confirmed before "
+        "the kill must be there after a reopen), then a consumer is SIGKILLed "
+        f"{s['kill_after_ack']} s after its first confirmed ack on a pre-filled queue "
+        '(acks confirmed before the kill must not be delivered again; "lost" counts '
+        "messages neither acked, nor with an ack begun, nor delivered again: a peer whose "
+        "read deletes loses what it handed out and the consumer had not finished). "
+        "For taskito a job having run is its ack (taskito records completion right "
+        "after), and a job running at the kill that is not run again within 2 s of the "
+        'reopen counts as lost (taskito leaves it "running"). queue.Queue has no '
+        "consumer crash to run (a new process finds it empty). For Redis, redis-server "
+        "is SIGKILLed at the same moment and restarted on its AOF. E opens a queue "
+        "holding 1M messages in a new process and reads the first (for Redis: the "
+        "server restart on its AOF plus the first read); only peers that fill 1M in "
+        "seconds run it. F: publish → the consumer has it, on an idle queue (2 ms "
+        "between messages); peers without a blocking read are polled every 0.1 ms; "
+        "taskito: enqueue → the job starts.",
+        "",
+        table(report),
+        "",
+        spread(report),
+        "",
+    ]
+    if chart:
+        parts += [f"![throughput per peer]({Path(chart).name})", ""]
+    parts += ["### Where each target stands (issue #4, measured in this run)", "",
+              "| target | compared | result |", "| --- | --- | --- |"]  # fmt: skip
+    for t in report.get("targets", []):
+        res = t["status"]
+        if "ratio" in t:
+            res = f"{t['ratio']:.2f}{TIMES} — {t['status']}"
+        parts.append(f"| {t['target']} | {t.get('how', '')} | {res} |")
+    errors = [(p["label"], w, e) for p in report["peers"].values()
+              for w, r in p["results"].items() for e in r["errors"]]  # fmt: skip
+    if errors:
+        parts += ["", "Runs that failed their own check (no figure kept):", ""]
+        parts += [f"- {label} {w}: {e}" for label, w, e in errors]
+    parts += ["", END]
+    return "\n".join(parts)
+
+
+def rewrite(page: Path, report: dict[str, Any], chart: str | None) -> None:
+    text = page.read_text() if page.exists() else "# ringq benchmarks\n"
+    new = section(report, chart)
+    if BEGIN in text and END in text:
+        before, rest = text.split(BEGIN, 1)
+        after = rest.split(END, 1)[1]
+        text = before + new + after
+    else:
+        first, _, rest = text.partition("\n## ")
+        text = first.rstrip() + "\n\n" + new + "\n\n## " + rest if rest else text + "\n" + new
+    page.write_text(text)
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    peers = [(k, p) for k, p in report["peers"].items() if any(w in p["results"] for w in "ABC")]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(peers) + 1.5))
+    height = 0.27
+    colors = {"A": "#4c72b0", "B": "#55a868", "C": "#c44e52"}
+    names = {"A": "A produce", "B": "B consume + ack", "C": "C producer + consumer"}
+    for i, w in enumerate("ABC"):
+        ys, xs = [], []
+        for row, (_k, p) in enumerate(peers):
+            r = p["results"].get(w)
+            if r and "median" in r:
+                ys.append(row + (i - 1) * height)
+                xs.append(r["median"])
+        ax.barh(ys, xs, height=height, color=colors[w], label=names[w])
+    ax.set_yticks(range(len(peers)))
+    ax.set_yticklabels([p["label"] for _k, p in peers])
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("messages (taskito: jobs) per second, median, log scale")
+    m = report["machine"]
+    ax.set_title(f"ringq and its peers, 100-byte payloads ({m['cpus']} CPUs, {m['date']})")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,530 @@
+"""One adapter per peer, all with the same small surface, so every workload
+runs the same loop against each of them.
+
+``put(items)`` stores a list (one item for the one-per-call variants, 100
+for the batched ones) and returns once the peer says it is stored.
+``get(n, timeout)`` returns up to ``n`` ``(handle, payload)`` pairs, waiting
+up to ``timeout`` seconds for the first (peers with no blocking read are
+polled every 0.1 ms, the best case a user would write). ``ack(handles)``
+confirms them (a no-op where reading deletes). ``close()`` closes cleanly.
+
+taskito is a task queue, not a message queue: it has its own workloads in
+``work.py`` and only its facts live here.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+POLL = 0.0001  # seconds between polls for peers with no blocking read
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """What the results table says about a peer variant."""
+
+    key: str
+    label: str
+    package: str  # distribution name for the version ("" = stdlib / ours)
+    durability: str  # what a put survives, in words
+    batch: int  # items per put / get call
+    fsync_per_op: bool  # every put waits for an fsync
+    consume: str  # "ack" (lease + ack), "delete" (read removes), "task" (a job runs)
+
+
+def version_of(info: PeerInfo) -> str:
+    if info.key.startswith("ringq"):
+        import ringq
+
+        return str(ringq.__version__)
+    if not info.package:
+        import platform
+
+        return f"Python {platform.python_version()}"
+    v = importlib.metadata.version(info.package)
+    if info.package == "redis":
+        from redisd import version
+
+        v = f"redis-py {v}, redis-server {version()}"
+    return v
+
+
+class Peer:
+    info: PeerInfo
+
+    def put(self, items: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
+        raise NotImplementedError
+
+    def ack(self, handles: list[Any]) -> None:
+        pass
+
+    def size(self) -> int:
+        """Items stored and not yet read (checks a produce run)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def _poll(
+        self, pop: Callable[[int], list[tuple[Any, bytes]]], n: int, timeout: float
+    ) -> list[tuple[Any, bytes]]:
+        got = pop(n)
+        if got or timeout <= 0:
+            return got
+        deadline = time.perf_counter() + timeout
+        while True:
+            time.sleep(POLL)
+            got = pop(n)
+            if got or time.perf_counter() >= deadline:
+                return got
+
+
+class StdQueue(Peer):
+    """``queue.Queue``: the in-memory ceiling; a new process finds it empty."""
+
+    def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
+        self.info = info
+        self.q: queue.Queue[bytes] = queue.Queue()
+
+    def put(self, items: list[bytes]) -> None:
+        for x in items:
+            self.q.put(x)
+
+    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
+        try:
+            first = self.q.get(timeout=timeout) if timeout > 0 else self.q.get_nowait()
+        except queue.Empty:
+            return []
+        out = [(None, first)]
+        while len(out) < n:
+            try:
+                out.append((None, self.q.get_nowait()))
+            except queue.Empty:
+                break
+        return out
+
+    def ack(self, handles: list[Any]) -> None:
+        for _ in handles:
+            self.q.task_done()
+
+    def size(self) -> int:
+        return self.q.qsize()
+
+
+class Ringq(Peer):
+    def __init__(
+        self, info: PeerInfo, path: Path, durability: str = "batch", capacity: int = 0
+    ) -> None:
+        import ringq
+
+        self.info = info
+        self.q = ringq.Queue(path, durability=durability, capacity=max(capacity, 200_000))
+
+    def put(self, items: list[bytes]) -> None:
+        if len(items) == 1:
+            self.q.publish(items[0], topic="t")
+        else:
+            self.q.publish_many(items, topic="t")
+
+    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
+        return [(d, d.payload) for d in self.q.checkout("t", max_messages=n, timeout=timeout)]
+
+    def ack(self, handles: list[Any]) -> None:
+        self.q.ack(handles[0] if len(handles) == 1 else handles)
+
+    def size(self) -> int:
+        return int(self.q.stats()["ready"])
+
+    def close(self) -> None:
+        self.q.close()
+
+
+class PersistQueue(Peer):
+    """``persistqueue.Queue`` (files), defaults (``autosave=False``)."""
+
+    def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
+        import persistqueue
+
+        self.info = info
+        self.empty = persistqueue.Empty
+        self.q = persistqueue.Queue(str(path), tempdir=str(path.parent))
+
+    def put(self, items: list[bytes]) -> None:
+        for x in items:
+            self.q.put(x)
+
+    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
+        try:
+            first = self.q.get(timeout=timeout) if timeout > 0 else self.q.get(block=False)
+        except self.empty:
+            return []
+        out = [(None, first)]
+        while len(out) < n:
+            try:
+                out.append((None, self.q.get(block=False)))
+            except self.empty:
+                break
+        return out
+
+    def ack(self, handles: list[Any]) -> None:
+        for _ in handles:
+            self.q.task_done()
+
+    def size(self) -> int:
+        return int(self.q.qsize())
+
+    def close(self) -> None:
+        del self.q  # persistqueue.Queue has no close(); this closes its files
+
+
+class SQLiteAck(Peer):
+    """``persistqueue.SQLiteAckQueue`` (``multithreading=True`` so a consumer
+    thread may share it; SQLite ``synchronous=FULL``: an fsync per commit)."""
+
+    def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
+        import persistqueue
+
+        self.info = info
+        self.empty = persistqueue.Empty
+        self.q = persistqueue.SQLiteAckQueue(str(path), multithreading=True)
+
+    def put(self, items: list[bytes]) -> None:
+        for x in items:
+            self.q.put(x)
+
+    def _pop(self, n: int) -> list[tuple[Any, bytes]]:
+        out: list[tuple[Any, bytes]] = []
+        while len(out) < n:
+            try:
+                item = self.q.get(block=False, raw=True)
+            except self.empty:
+                break
+            out.append((item["pqid"], item["data"]))
+        return out
+
+    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
+        return self._poll(self._pop, n, timeout)
+
+    def ack(self, handles: list[Any]) -> None:
+        for h in handles:
+            self.q.ack(id=h)
+
+    def size(self) -> int:
+        return int(self.q.qsize())
+
+    def close(self) -> None:
+        self.q.close()
+
+
+class Lite(Peer):
+    """``litequeue.LiteQueue``: pop locks a row, ``done`` finishes it."""
+
+    def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
+        from litequeue import LiteQueue
+
+        self.info = info
+        path.mkdir(parents=True, exist_ok=True)
+        self.q = LiteQueue(str(path / "q.db"))
+
+    def put(self, items: list[bytes]) -> None:
+        for x in items:
+            self.q.put(x)
+
+    def _pop(self, n: int) -> list[tuple[Any, bytes]]:
+        out: list[tuple[Any, bytes]] = []
+        while len(out) < n:
+            m = self.q.pop()
+            if m is None:
+                break
+            data = m.data if isinstance(m.data, bytes) else str(m.data).encode()
+            out.append((m.message_id, data))
+        return out
+
+    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
+        return self._poll(self._pop, n, timeout)
+
+    def ack(self, handles: list[Any]) -> None:
+        for h in handles:
+            self.q.done(h)
+
+    def size(self) -> int:
+        return int(self.q.qsize())
+
+    def close(self) -> None:
+        self.q.close()
+
+
+class Huey(Peer):
+    """huey's ``SqliteStorage`` (storage level: dequeue deletes)."""
+
+    def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
+        from huey.storage import SqliteStorage
+
+        self.info = info
+        path.mkdir(parents=True, exist_ok=True)
+        self.q = SqliteStorage(name="bench", filename=str(path / "huey.db"))
+
+    def put(self, items: list[bytes]) -> None:
+        for x in items:
+            self.q.enqueue(x)
+
+    def _pop(self, n: int) -> list[tuple[Any, bytes]]:
+        out: list[tuple[Any, bytes]] = []
+        while len(out) < n:
+            x = self.q.dequeue()
+            if x is None:
+                break
+            out.append((None, bytes(x)))
+        return out
+
+    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
+        return self._poll(self._pop, n, timeout)
+
+    def size(self) -> int:
+        return int(self.q.queue_size())
+
+    def close(self) -> None:
+        self.q.close()
+
+
+class DiskDeque(Peer):
+    """``diskcache.Deque`` (``popleft`` deletes)."""
+
+    def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
+        from diskcache import Deque
+
+        self.info = info
+        self.q = Deque(directory=str(path))
+
+    def put(self, items: list[bytes]) -> None:
+        for x in items:
+            self.q.append(x)
+
+    def _pop(self, n: int) -> list[tuple[Any, bytes]]:
+        out: list[tuple[Any, bytes]] = []
+        while len(out) < n:
+            try:
+                out.append((None, self.q.popleft()))
+            except IndexError:
+                break
+        return out
+
+    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
+        return self._poll(self._pop, n, timeout)
+
+    def size(self) -> int:
+        return len(self.q)
+
+    def close(self) -> None:
+        self.q.cache.close()
+
+
+class RocksQ(Peer):
+    """rocksq's blocking ``PersistentQueueWithCapacity`` (pop deletes)."""
+
+    def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
+        from rocksq.blocking import PersistentQueueWithCapacity
+
+        self.info = info
+        self.q = PersistentQueueWithCapacity(str(path), max_elements=10_000_000)
+
+    def put(self, items: list[bytes]) -> None:
+        self.q.push(items)
+
+    def _pop(self, n: int) -> list[tuple[Any, bytes]]:
+        return [(None, x) for x in self.q.pop(max_elements=n)]
+
+    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
+        return self._poll(self._pop, n, timeout)
+
+    def size(self) -> int:
+        return int(self.q.len)
+
+    def close(self) -> None:
+        del self.q  # no close(): dropping it closes RocksDB and its LOCK
+
+
+class RedisStreams(Peer):
+    """A stream with one consumer group: XADD, XREADGROUP, XACK (pipelined
+    when the batch is larger than one)."""
+
+    STREAM, GROUP, CONSUMER = "s", "g", "c"
+
+    def __init__(self, info: PeerInfo, path: Path, port: int = 0, **_: Any) -> None:
+        import redis
+
+        self.info = info
+        self.r = redis.Redis(host="127.0.0.1", port=port)
+        # A second connection for reads, so a blocked XREADGROUP never holds up a put.
+        self.reader = redis.Redis(host="127.0.0.1", port=port)
+        try:
+            self.r.xgroup_create(self.STREAM, self.GROUP, id="0", mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+        self.pending_first = True  # after a restart: deliveries never acked come first
+
+    def put(self, items: list[bytes]) -> None:
+        if len(items) == 1:
+            self.r.xadd(self.STREAM, {"d": items[0]})
+            return
+        p = self.r.pipeline(transaction=False)
+        for x in items:
+            p.xadd(self.STREAM, {"d": x})
+        p.execute()
+
+    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
+        if self.pending_first:
+            resp = self.reader.xreadgroup(self.GROUP, self.CONSUMER, {self.STREAM: "0"}, count=n)
+            got = [(mid, f[b"d"]) for _s, entries in resp for mid, f in entries]
+            if got:
+                return got
+            self.pending_first = False
+        block = int(timeout * 1000) if timeout > 0 else None
+        if block == 0:
+            block = 1
+        resp = self.reader.xreadgroup(
+            self.GROUP, self.CONSUMER, {self.STREAM: ">"}, count=n, block=block
+        )
+        return [(mid, f[b"d"]) for _s, entries in resp for mid, f in entries]
+
+    def ack(self, handles: list[Any]) -> None:
+        self.r.xack(self.STREAM, self.GROUP, *handles)
+
+    def size(self) -> int:
+        return int(self.r.xlen(self.STREAM))
+
+    def close(self) -> None:
+        self.r.close()
+        self.reader.close()
+
+
+def _i(key: str, label: str, package: str, durability: str, batch: int = 1,
+       fsync: bool = False, consume: str = "delete") -> PeerInfo:  # fmt: skip
+    return PeerInfo(key, label, package, durability, batch, fsync, consume)
+
+
+#: Every variant the suite runs, in table order.
+INFOS: dict[str, PeerInfo] = {
+    p.key: p
+    for p in (
+        _i("ringq", "ringq", "", "batch: fsync every 50 ms", consume="ack"),
+        _i(
+            "ringq_b100",
+            "ringq, batches of 100",
+            "",
+            "batch: fsync every 50 ms",
+            100,
+            consume="ack",
+        ),
+        _i(
+            "ringq_always",
+            "ringq always",
+            "",
+            "always: fsync before put returns",
+            fsync=True,
+            consume="ack",
+        ),
+        _i("ringq_os", "ringq os", "", "os: no explicit fsync", consume="ack"),
+        _i(
+            "ringq_always_b100",
+            "ringq always, batches of 100",
+            "",
+            "always: fsync before put returns",
+            100,
+            True,
+            "ack",
+        ),
+        _i("queue", "queue.Queue", "", "none (memory)", consume="ack"),
+        _i(
+            "persistqueue",
+            "persistqueue.Queue",
+            "persist-queue",
+            "page cache; fsync per 100-item chunk",
+        ),
+        _i(
+            "sqliteack",
+            "persistqueue.SQLiteAckQueue",
+            "persist-queue",
+            "SQLite synchronous=FULL",
+            fsync=True,
+            consume="ack",
+        ),
+        _i("litequeue", "litequeue", "litequeue", "SQLite WAL, synchronous=NORMAL", consume="ack"),
+        _i("huey", "huey SqliteStorage", "huey", "SQLite synchronous=FULL", fsync=True),
+        _i("diskcache", "diskcache.Deque", "diskcache", "SQLite WAL, synchronous=NORMAL"),
+        _i("rocksq", "rocksq", "rocksq", "RocksDB WAL, no fsync"),
+        _i("rocksq_b100", "rocksq, batches of 100", "rocksq", "RocksDB WAL, no fsync", 100),
+        _i(
+            "taskito",
+            "taskito (defaults)",
+            "taskito",
+            "SQLite WAL, synchronous=NORMAL",
+            consume="task",
+        ),
+        _i(
+            "taskito_tuned",
+            "taskito (1 ms poll)",
+            "taskito",
+            "SQLite WAL, synchronous=NORMAL",
+            consume="task",
+        ),
+        _i("redis", "Redis Streams everysec", "redis", "AOF, fsync every second", consume="ack"),
+        _i(
+            "redis_b100",
+            "Redis Streams everysec, pipelined 100",
+            "redis",
+            "AOF, fsync every second",
+            100,
+            consume="ack",
+        ),
+        _i(
+            "redis_always",
+            "Redis Streams always",
+            "redis",
+            "AOF, fsync per write",
+            fsync=True,
+            consume="ack",
+        ),
+        _i(
+            "redis_always_b100",
+            "Redis Streams always, pipelined 100",
+            "redis",
+            "AOF, fsync per write",
+            100,
+            True,
+            "ack",
+        ),
+    )
+}
+
+
+def open_peer(key: str, path: Path, port: int = 0, capacity: int = 0) -> Peer:
+    info = INFOS[key]
+    if key.startswith("ringq"):
+        durability = "always" if "always" in key else "os" if key == "ringq_os" else "batch"
+        return Ringq(info, path, durability=durability, capacity=capacity)
+    cls: dict[str, Callable[..., Peer]] = {
+        "queue": StdQueue,
+        "persistqueue": PersistQueue,
+        "sqliteack": SQLiteAck,
+        "litequeue": Lite,
+        "huey": Huey,
+        "diskcache": DiskDeque,
+        "rocksq": RocksQ,
+        "rocksq_b100": RocksQ,
+        "redis": RedisStreams,
+        "redis_b100": RedisStreams,
+        "redis_always": RedisStreams,
+        "redis_always_b100": RedisStreams,
+    }
+    return cls[key](info, path, port=port)

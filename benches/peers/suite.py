@@ -1,0 +1,437 @@
+"""ringq against the queues users would pick instead, on this machine, in one run.
+
+    benches/peers/run                 # installs the peers, then runs this (~10 min)
+    python benches/peers/suite.py [--smoke] [--only ringq,rocksq] [--workloads ABCDEF]
+                                  [--reps 3] [--results FILE] [--page FILE] [--chart FILE]
+
+Every run is a fresh process on a fresh directory (``work.py``); Redis
+runs get a fresh ``redis-server`` that this process starts on 127.0.0.1 and
+stops by pid. Workloads (100-byte payloads):
+
+- A produce N; B consume + ack N (pre-filled); C a producer thread and a
+  consumer thread at once; figures are messages (or jobs) per second;
+- D crash: SIGKILL a producer 0.3 s after its first confirmed put, reopen
+  in a new process, count confirmed puts that are gone; then SIGKILL a
+  consumer 0.05 s after its first confirmed ack on a pre-filled queue,
+  reopen, count confirmed acks delivered again, and messages neither acked
+  (ack begun) nor delivered again (lost). A run whose stream ended before
+  the kill is an error, not a figure. For Redis the
+  server is SIGKILLed at the same moment (the process holding the data
+  dies, as it does for the in-process queues) and restarted on its AOF;
+- E reopen with 1M queued messages (open + first read, in a new process);
+- F publish -> consumer receives on an idle queue, p50 / p99.
+
+Every timed run checks its result (count, and FIFO order except taskito's
+parallel workers) and is reported as an error instead of a figure when the
+check fails. Medians of ``--reps`` repetitions, interleaved (rep 1 of every
+peer, then rep 2, ...) so machine noise spreads across peers. ``--smoke``
+runs every peer and workload at tiny sizes once (CI uses it: the figures
+mean nothing, the checks do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from peers import INFOS, version_of  # noqa: E402
+from redisd import RedisServer  # noqa: E402
+
+ROOT = HERE.parent.parent
+WORKLOADS = "ABCDEF"
+#: Peers the D (crash) workload runs for and the others do not.
+CRASH_ONLY = {"ringq_os"}
+#: E needs 1M messages in the peer first; filling the others takes minutes.
+REOPEN_PEERS = ("ringq", "rocksq_b100", "redis_b100")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    fast: int = 100_000  # A/B/C for peers doing >= ~50k msg/s
+    slow: int = 5_000  # ... for the others (fsync per op, or SQLite per item)
+    taskito: int = 200  # jobs, defaults (~75 jobs/s)
+    taskito_tuned: int = 1_000  # jobs, 1 ms poll (~600 jobs/s)
+    reopen: int = 1_000_000
+    latency: int = 300  # F samples
+    latency_taskito: int = 40
+    crash_fast: int = 2_000_000  # D: puts available before the kill
+    crash_slow: int = 50_000
+    crash_fill_fast: int = 200_000  # D: pre-filled for the consumer crash
+    crash_fill_slow: int = 5_000
+    kill_after: float = 0.3  # D: seconds after the first confirmed put
+    kill_after_ack: float = 0.05  # D: seconds after the first confirmed ack
+
+
+SMOKE = Sizes(
+    fast=2000,
+    slow=300,
+    taskito=30,
+    taskito_tuned=100,
+    reopen=5000,
+    latency=10,
+    latency_taskito=3,
+    crash_fast=200_000,
+    crash_slow=20_000,
+    crash_fill_fast=50_000,
+    crash_fill_slow=1000,
+    kill_after=0.2,
+    kill_after_ack=0.02,
+)
+
+FAST = {"ringq", "ringq_b100", "ringq_always_b100", "ringq_os", "queue", "rocksq",
+        "rocksq_b100", "redis_b100", "redis_always_b100"}  # fmt: skip
+
+
+def n_for(key: str, sizes: Sizes) -> int:
+    if key == "taskito":
+        return sizes.taskito
+    if key == "taskito_tuned":
+        return sizes.taskito_tuned
+    return sizes.fast if key in FAST else sizes.slow
+
+
+class Runner:
+    def __init__(self, tmp: Path, timeout: float) -> None:
+        self.tmp = tmp
+        self.timeout = timeout
+        self.seq = 0
+
+    def fresh(self, tag: str) -> Path:
+        self.seq += 1
+        return self.tmp / f"{self.seq:04d}-{tag}"
+
+    def child(self, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, str(HERE / "work.py"), json.dumps(spec)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def run(self, spec: dict[str, Any]) -> dict[str, Any]:
+        out = Path(spec["dir"] + ".json")
+        spec = {**spec, "out": str(out)}
+        proc = self.child(spec)
+        try:
+            _, err = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return {"error": f"timed out after {self.timeout} s"}
+        if not out.exists():
+            tail = err.decode(errors="replace")[-800:]
+            return {"error": f"exit {proc.returncode} without a result: {tail}"}
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+    def with_redis(self, key: str, d: Path) -> RedisServer | None:
+        if not key.startswith("redis"):
+            return None
+        server = RedisServer(
+            d.with_name(d.name + "-redis"), "always" if "always" in key else "everysec"
+        )
+        server.start()
+        return server
+
+    # -- workloads ------------------------------------------------------------
+
+    def timed(self, key: str, role: str, n: int, **extra: Any) -> dict[str, Any]:
+        d = self.fresh(f"{key}-{role}")
+        server = self.with_redis(key, d)
+        try:
+            return self.run({"peer": key, "role": role, "n": n, "dir": str(d),
+                             "port": server.port if server else 0, **extra})  # fmt: skip
+        finally:
+            if server:
+                server.stop()
+
+    def reopen(self, key: str, n: int) -> dict[str, Any]:
+        d = self.fresh(f"{key}-E")
+        server = self.with_redis(key, d)
+        spec = {"peer": key, "n": n, "dir": str(d), "port": server.port if server else 0}
+        try:
+            filled = self.run({**spec, "role": "fill"})
+            if "error" in filled:
+                return filled
+            extra = 0.0
+            if server:  # the server is what reopens: restart it on its AOF
+                server.stop()
+                extra = server.start(timeout=300)
+            res = self.run({**spec, "role": "reopen", "dir": str(d)})
+            if "seconds" in res:
+                res["seconds"] += extra
+                res["server_restart_seconds"] = extra
+            return res
+        finally:
+            if server:
+                server.stop()
+
+    def crash(self, key: str, part: str, sizes: Sizes) -> dict[str, Any]:
+        """``part`` is ``put`` or ``ack``: kill, reopen, compare with the log."""
+        fast = key in FAST
+        d = self.fresh(f"{key}-D{part}")
+        log = d.with_name(d.name + ".log")
+        server = self.with_redis(key, d)
+        task = INFOS[key].consume == "task"
+        n_fill = (sizes.crash_fill_fast if fast else sizes.crash_fill_slow) if part == "ack" else 0
+        if part == "ack" and key.startswith("redis"):
+            n_fill = min(n_fill, sizes.crash_fill_fast // 10)  # ~70k/s at best: plenty
+        if task and part == "ack":
+            n_fill = n_for(key, sizes)
+        n = n_fill or (sizes.crash_fast if fast else sizes.crash_slow)
+        spec = {"peer": key, "n": n, "dir": str(d), "port": server.port if server else 0}
+        try:
+            if part == "ack":
+                filled = self.run({**spec, "role": "fill"})
+                if "error" in filled:
+                    return filled
+            proc = self.child({**spec, "role": f"crash_{part}", "log": str(log),
+                               "out": str(d) + ".crash.json"})  # fmt: skip
+            # Mid-stream: a moment after the first confirmation is logged.
+            deadline = time.monotonic() + 60
+            while not (log.exists() and log.stat().st_size > 0):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    err = proc.communicate()[1].decode(errors="replace")[-800:]
+                    return {"error": f"the {part} child never got going: {err}"}
+                time.sleep(0.001)
+            time.sleep(sizes.kill_after if part == "put" else sizes.kill_after_ack)
+            if server:
+                server.kill()
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            if server:
+                server.start(timeout=300)
+            lines = log.read_text().split() if log.exists() else []
+            drained = self.run({**spec, "role": "drain", "after": f"crash_{part}"})
+        finally:
+            if server:
+                server.stop()
+        if "error" in drained:
+            return drained
+        started = {int(x[1:]) for x in lines if x.startswith("r")}
+        confirmed = [int(x[1:]) for x in lines if x.startswith("a")]
+        whole = len(confirmed) >= n if part == "ack" else max(confirmed, default=-1) + 1 >= n
+        if whole:
+            return {"error": f"the kill came after the whole stream ({len(confirmed)} confirmed)"}
+        res = judge(part, confirmed, started, drained, n_fill)
+        if "left" in drained:  # taskito: jobs still pending / running after the drain
+            res["left"] = drained["left"]
+        return res
+
+
+def judge(
+    part: str, confirmed: list[int], started: set[int], drained: dict[str, Any], n_fill: int
+) -> dict[str, Any]:
+    """``confirmed``: puts (or acks) that returned before the kill; ``started``:
+    messages whose ack had begun (gone afterwards is fine: the ack may have
+    landed)."""
+    if part == "put":
+        # One producer, in order: every sequence up to the last confirmed one.
+        n = max(confirmed) + 1 if confirmed else 0
+        if "count" in drained:  # taskito: queued jobs are counted, not read back
+            return {"confirmed": n, "lost": max(0, n - drained["count"]), "redelivered": 0}
+        present = set(drained["seqs"])
+        lost = sum(1 for s in range(n) if s not in present)
+        return {"confirmed": n, "lost": lost, "redelivered": 0}
+    acked = set(confirmed)
+    again = set(drained["seqs"])
+    redelivered = len(again & acked)
+    lost = n_fill - len(acked | started | again)
+    return {"confirmed": len(acked), "lost": lost, "redelivered": redelivered}
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def plan(keys: list[str], workloads: str) -> list[tuple[str, str]]:
+    steps = []
+    for key in keys:
+        for w in workloads:
+            if key in CRASH_ONLY and w != "D":
+                continue
+            if w == "E" and key not in REOPEN_PEERS:
+                continue
+            if w == "D":
+                steps.append((key, "Dput"))
+                if key != "queue":  # in memory: a new process has nothing to read
+                    steps.append((key, "Dack"))
+            else:
+                steps.append((key, w))
+    return steps
+
+
+def run_suite(args: argparse.Namespace) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    sizes = SMOKE if args.smoke else Sizes()
+    reps = 1 if args.smoke else args.reps
+    keys = list(INFOS) if not args.only else [k.strip() for k in args.only.split(",")]
+    unknown = [k for k in keys if k not in INFOS]
+    if unknown:
+        raise SystemExit(f"unknown peers {unknown}; known: {', '.join(INFOS)}")
+    steps = plan(keys, args.workloads)
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {k: {} for k in keys}
+    tmp = Path(tempfile.mkdtemp(prefix="ringq-peers-", dir=args.tmpdir))
+    runner = Runner(tmp, timeout=600)
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    try:
+        with Progress(*columns, transient=False) as progress:
+            bar = progress.add_task("peers", total=len(steps) * reps)
+            for rep in range(reps):
+                for key, w in steps:
+                    progress.update(bar, description=f"rep {rep + 1}/{reps} {key} {w}")
+                    n = n_for(key, sizes)
+                    t0 = time.perf_counter()
+                    if w in "ABC":
+                        res = runner.timed(key, w, n)
+                    elif w == "F":
+                        samples = (
+                            sizes.latency_taskito if key.startswith("taskito") else sizes.latency
+                        )
+                        res = runner.timed(key, "F", samples)
+                    elif w == "E":
+                        res = runner.reopen(key, sizes.reopen)
+                    else:
+                        res = runner.crash(key, w[1:], sizes)
+                    res["rep"] = rep
+                    res["n"] = n
+                    res["wall"] = time.perf_counter() - t0
+                    raw[key].setdefault(w, []).append(res)
+                    if "error" in res:
+                        progress.console.print(f"[red]{key} {w}: {res['error']}[/red]")
+                    progress.advance(bar)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "tool": "benches/peers/suite.py",
+        "command": " ".join(["python", "benches/peers/suite.py", *sys.argv[1:]]),
+        "smoke": args.smoke,
+        "repetitions": reps,
+        "sizes": sizes.__dict__,
+        "machine": machine(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "peers": {
+            k: {
+                "label": INFOS[k].label,
+                "version": version_of(INFOS[k]),
+                "durability": INFOS[k].durability,
+                "batch": INFOS[k].batch,
+                "consume": INFOS[k].consume,
+                "n": n_for(k, sizes),
+                "results": aggregate(raw[k]),
+            }
+            for k in keys
+        },
+    }
+
+
+def aggregate(by_w: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for w, runs in by_w.items():
+        good = [r for r in runs if "error" not in r]
+        errors = [r["error"] for r in runs if "error" in r]
+        wall = round(sum(r["wall"] for r in runs), 1)
+        entry: dict[str, Any] = {"runs": len(runs), "errors": errors, "wall_seconds": wall}
+        if w in "ABC" and good:
+            entry |= summarize([r["rate"] for r in good])
+        elif w == "E" and good:
+            entry |= summarize([r["seconds"] for r in good])
+            entry["rss_mb"] = statistics.median(r["rss_mb"] for r in good)
+        elif w == "F" and good:
+            entry |= {"p50_us": statistics.median(r["p50_us"] for r in good),
+                      "p99_us": statistics.median(r["p99_us"] for r in good)}  # fmt: skip
+        elif w.startswith("D") and good:
+            entry |= {k: sum(r[k] for r in good) for k in ("confirmed", "lost", "redelivered")}
+            if any("left" in r for r in good):
+                entry["left_after_drain"] = [r.get("left") for r in good]
+        out[w] = entry
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem, 1),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="benches/peers/suite.py", description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition (CI)")
+    p.add_argument("--only", metavar="PEERS", help=f"comma-separated: {', '.join(INFOS)}")
+    p.add_argument("--workloads", default=WORKLOADS, help="subset of ABCDEF (default: all)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--tmpdir", help="where the fresh directories go (default: $TMPDIR)")
+    p.add_argument(
+        "--results",
+        help="JSON written here (default: benches/peers/results.json; with --smoke, "
+        "$TMPDIR/ringq-peers-smoke.json, so a smoke run never replaces a full run's figures)",
+    )
+    p.add_argument("--page", help="rewrite the peers section of this Markdown page")
+    p.add_argument("--chart", help="write the throughput chart (PNG) here")
+    p.add_argument(
+        "--render",
+        metavar="RESULTS",
+        help="run nothing: redo the verdicts, page and chart from a results.json of a past run",
+    )
+    args = p.parse_args(argv)
+    if not set(args.workloads) <= set(WORKLOADS) or not args.workloads:
+        p.error(f"--workloads takes letters of {WORKLOADS}")
+    if args.results is None:
+        smoke = Path(args.tmpdir or tempfile.gettempdir()) / "ringq-peers-smoke.json"
+        args.results = str(smoke if args.smoke else HERE / "results.json")
+    if args.render:
+        try:
+            report = json.loads(Path(args.render).read_text())
+        except (OSError, ValueError) as e:
+            p.error(f"--render {args.render}: {e}")
+        args.results = args.render
+    else:
+        report = run_suite(args)
+        Path(args.results).write_text(json.dumps(report, indent=2) + "\n")
+    import page
+
+    verdicts = page.targets(report)
+    report["targets"] = verdicts
+    Path(args.results).write_text(json.dumps(report, indent=2) + "\n")
+    if args.chart:
+        page.chart(report, Path(args.chart))
+    if args.page:
+        page.rewrite(Path(args.page), report, args.chart)
+    print(page.summary(report))
+    errors = [(k, w, e) for k, v in report["peers"].items()
+              for w, r in v["results"].items() for e in r["errors"]]  # fmt: skip
+    for k, w, e in errors:
+        print(f"error: {k} {w}: {e}", file=sys.stderr)
+    ringq_errors = [x for x in errors if x[0].startswith("ringq")]
+    return 1 if ringq_errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

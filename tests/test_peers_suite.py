@@ -1,0 +1,89 @@
+"""The peer benchmark suite runs end to end at tiny sizes (``--smoke``):
+every peer adapter works against the real package (and a real
+redis-server), every run passes its own checks, ringq loses nothing in the
+crash runs, and the page section, the chart and the JSON are written. The
+figures themselves mean nothing at these sizes and are not asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SUITE = Path(__file__).resolve().parent.parent / "benches" / "peers" / "suite.py"
+
+
+def test_smoke_run_of_every_peer_and_workload(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# ringq benchmarks\n\nintro\n\n## Python\n\nkept as is\n")
+    results, chart = tmp_path / "results.json", tmp_path / "peers.png"
+    done = subprocess.run(
+        [sys.executable, str(SUITE), "--smoke", "--tmpdir", str(tmp_path),
+         "--results", str(results), "--page", str(page), "--chart", str(chart)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(results.read_text())
+    errors = {
+        (k, w): r["errors"]
+        for k, p in report["peers"].items()
+        for w, r in p["results"].items()
+        if r["errors"]
+    }
+    assert not errors, errors
+    peers = report["peers"]
+    assert {"queue", "persistqueue", "sqliteack", "litequeue", "huey", "diskcache", "rocksq",
+            "rocksq_b100", "taskito", "taskito_tuned", "redis", "redis_b100", "redis_always",
+            "redis_always_b100"} <= set(peers)  # fmt: skip
+    for key, p in peers.items():
+        want = {"Dput", "Dack"} if key == "ringq_os" else {"A", "B", "C", "Dput", "Dack", "F"}
+        if key == "queue":
+            want.discard("Dack")  # in memory: nothing for a new process to read
+        assert want <= set(p["results"]), (key, sorted(p["results"]))
+    for key in ("ringq", "ringq_os", "ringq_always", "ringq_b100"):
+        for part in ("Dput", "Dack"):
+            r = peers[key]["results"][part]
+            assert r["confirmed"] > 0, (key, part, "the kill came before anything was confirmed")
+            assert (r["lost"], r["redelivered"]) == (0, 0), (key, part, r)
+    # The in-memory queue loses everything, which shows the crash check can fail.
+    assert (
+        peers["queue"]["results"]["Dput"]["lost"] == peers["queue"]["results"]["Dput"]["confirmed"]
+    )
+    assert {"ringq", "rocksq_b100", "redis_b100"} <= {
+        k for k, p in peers.items() if "E" in p["results"]
+    }
+    assert [t["status"] for t in report["targets"]] and all(
+        t["status"] in ("met", "missed") for t in report["targets"]
+    )
+    text = page.read_text()
+    assert "## Against the peers" in text and "kept as is" in text and "peers.png" in text
+    assert text.count("<!-- peers:begin") == 1
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_render_redoes_page_and_verdicts_from_a_kept_run(tmp_path: Path) -> None:
+    """``--render`` runs nothing: the page and verdicts come from the JSON of a
+    past run (here the committed full run), and a target whose figure is
+    changed in that JSON changes its verdict."""
+    kept = json.loads((SUITE.parent / "results.json").read_text())
+    assert kept["repetitions"] == 3 and len(kept["peers"]) == 19
+    kept["peers"]["ringq"]["results"]["C"]["median"] = 1.0  # far below every peer
+    results, page = tmp_path / "results.json", tmp_path / "benchmarks.md"
+    results.write_text(json.dumps(kept))
+    page.write_text("# ringq benchmarks\n")
+    done = subprocess.run(
+        [sys.executable, str(SUITE), "--render", str(results), "--page", str(page)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "missed: C: ringq >= 50x persistqueue.SQLiteAckQueue" in done.stdout
+    assert "met: B: ringq >= 2x rocksq" in done.stdout
+    verdicts = {t["target"]: t["status"] for t in json.loads(results.read_text())["targets"]}
+    assert verdicts["C: ringq >= 100x taskito (1 ms poll)"] == "missed"
+    assert "| C: ringq >= 50x persistqueue.SQLiteAckQueue |" in page.read_text()
+    bad = subprocess.run(
+        [sys.executable, str(SUITE), "--render", str(tmp_path / "missing.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "missing.json" in bad.stderr
