@@ -129,9 +129,9 @@ def test_peek_and_dlq_show_messages_and_dead_letters_of_an_owned_queue(
     assert files_of(qdir) == before, "peek/dlq changed the directory"
 
 
-def test_changing_commands_refuse_an_owned_queue_and_work_on_a_closed_one(
-    qdir: Path, spawn: Spawn
-) -> None:
+def own_with_three_dead_letters(spawn: Spawn, qdir: Path) -> tuple[subprocess.Popen[str], str]:
+    """A live process owning ``qdir`` with three dead letters on topic ``t``,
+    serving its admin endpoint (token ``s3cret``); returns it and the URL."""
     child = spawn(
         """
         import sys, time, ringq
@@ -140,12 +140,19 @@ def test_changing_commands_refuse_an_owned_queue_and_work_on_a_closed_one(
             q.publish(p, topic="t")
         for d in q.checkout("t", max_messages=3, timeout=0):
             q.nack(d, error="bad")
-        print("ready", flush=True)
+        server = q.serve_admin(port=0, token="s3cret")
+        print(server.url, flush=True)
         time.sleep(60)
         """,
         str(qdir),
     )
-    assert read_line(child) == "ready"
+    return child, read_line(child)
+
+
+def test_changing_commands_refuse_an_owned_queue_and_work_on_a_closed_one(
+    qdir: Path, spawn: Spawn
+) -> None:
+    child, _url = own_with_three_dead_letters(spawn, qdir)
     for args in (("snapshot",), ("dlq", "replay"), ("dlq", "purge", "--all")):
         done = ringq_cli(*args, str(qdir))
         assert done.returncode == 3, (args, done.stderr)
@@ -169,21 +176,7 @@ def test_changing_commands_refuse_an_owned_queue_and_work_on_a_closed_one(
 def test_changing_commands_go_through_the_owners_admin_endpoint(
     qdir: Path, spawn: Spawn, tmp_path: Path
 ) -> None:
-    child = spawn(
-        """
-        import sys, time, ringq
-        q = ringq.Queue(sys.argv[1], max_attempts=1)
-        for p in (b"a", b"b", b"c"):
-            q.publish(p, topic="t")
-        for d in q.checkout("t", max_messages=3, timeout=0):
-            q.nack(d, error="bad")
-        server = q.serve_admin(port=0, token="s3cret")
-        print(server.url, flush=True)
-        time.sleep(60)
-        """,
-        str(qdir),
-    )
-    url = read_line(child)
+    child, url = own_with_three_dead_letters(spawn, qdir)
     remote = ("--admin-url", url, "--token", "s3cret")
     dead = json.loads(ringq_cli("dlq", "list", str(qdir), "--json").stdout)
     assert len(dead) == 3

@@ -56,16 +56,50 @@ def version_of(info: PeerInfo) -> str:
 
 
 class Peer:
+    """The common surface. Most peers store and confirm one item per call and
+    have no blocking read: they give ``put_one`` / ``pop_one`` / ``ack_one``
+    and get ``put`` / ``get`` (polled every ``POLL`` s) / ``ack`` from here.
+    Peers with batch calls or a blocking read override those instead."""
+
     info: PeerInfo
 
-    def put(self, items: list[bytes]) -> None:
+    def put_one(self, item: bytes) -> None:
         raise NotImplementedError
+
+    def pop_one(self) -> tuple[Any, bytes] | None:
+        """The next ``(handle, payload)``, or None when there is none now."""
+        raise NotImplementedError
+
+    def ack_one(self, handle: Any) -> None:
+        pass  # reading deleted it
+
+    def put(self, items: list[bytes]) -> None:
+        for x in items:
+            self.put_one(x)
+
+    def pop(self, n: int) -> list[tuple[Any, bytes]]:
+        out: list[tuple[Any, bytes]] = []
+        while len(out) < n:
+            m = self.pop_one()
+            if m is None:
+                break
+            out.append(m)
+        return out
 
     def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
-        raise NotImplementedError
+        got = self.pop(n)
+        if got or timeout <= 0:
+            return got
+        deadline = time.perf_counter() + timeout
+        while True:
+            time.sleep(POLL)
+            got = self.pop(n)
+            if got or time.perf_counter() >= deadline:
+                return got
 
     def ack(self, handles: list[Any]) -> None:
-        pass
+        for h in handles:
+            self.ack_one(h)
 
     def size(self) -> int:
         """Items stored and not yet read (checks a produce run)."""
@@ -74,50 +108,44 @@ class Peer:
     def close(self) -> None:
         pass
 
-    def _poll(
-        self, pop: Callable[[int], list[tuple[Any, bytes]]], n: int, timeout: float
-    ) -> list[tuple[Any, bytes]]:
-        got = pop(n)
-        if got or timeout <= 0:
-            return got
-        deadline = time.perf_counter() + timeout
-        while True:
-            time.sleep(POLL)
-            got = pop(n)
-            if got or time.perf_counter() >= deadline:
-                return got
 
+class _BlockingGet(Peer):
+    """``queue.Queue``-style peers: ``get(timeout=)`` blocks, ``task_done``
+    confirms; ``self.empty`` is the exception an empty ``get`` raises."""
 
-class StdQueue(Peer):
-    """``queue.Queue``: the in-memory ceiling; a new process finds it empty."""
+    q: Any
+    empty: type[Exception]
 
-    def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
-        self.info = info
-        self.q: queue.Queue[bytes] = queue.Queue()
-
-    def put(self, items: list[bytes]) -> None:
-        for x in items:
-            self.q.put(x)
+    def put_one(self, item: bytes) -> None:
+        self.q.put(item)
 
     def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
         try:
-            first = self.q.get(timeout=timeout) if timeout > 0 else self.q.get_nowait()
-        except queue.Empty:
+            first = self.q.get(timeout=timeout) if timeout > 0 else self.q.get(block=False)
+        except self.empty:
             return []
         out = [(None, first)]
         while len(out) < n:
             try:
-                out.append((None, self.q.get_nowait()))
-            except queue.Empty:
+                out.append((None, self.q.get(block=False)))
+            except self.empty:
                 break
         return out
 
-    def ack(self, handles: list[Any]) -> None:
-        for _ in handles:
-            self.q.task_done()
+    def ack_one(self, handle: Any) -> None:
+        self.q.task_done()
 
     def size(self) -> int:
-        return self.q.qsize()
+        return int(self.q.qsize())
+
+
+class StdQueue(_BlockingGet):
+    """``queue.Queue``: the in-memory ceiling; a new process finds it empty."""
+
+    def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
+        self.info = info
+        self.empty = queue.Empty
+        self.q = queue.Queue()
 
 
 class Ringq(Peer):
@@ -148,7 +176,7 @@ class Ringq(Peer):
         self.q.close()
 
 
-class PersistQueue(Peer):
+class PersistQueue(_BlockingGet):
     """``persistqueue.Queue`` (files), defaults (``autosave=False``)."""
 
     def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
@@ -157,30 +185,6 @@ class PersistQueue(Peer):
         self.info = info
         self.empty = persistqueue.Empty
         self.q = persistqueue.Queue(str(path), tempdir=str(path.parent))
-
-    def put(self, items: list[bytes]) -> None:
-        for x in items:
-            self.q.put(x)
-
-    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
-        try:
-            first = self.q.get(timeout=timeout) if timeout > 0 else self.q.get(block=False)
-        except self.empty:
-            return []
-        out = [(None, first)]
-        while len(out) < n:
-            try:
-                out.append((None, self.q.get(block=False)))
-            except self.empty:
-                break
-        return out
-
-    def ack(self, handles: list[Any]) -> None:
-        for _ in handles:
-            self.q.task_done()
-
-    def size(self) -> int:
-        return int(self.q.qsize())
 
     def close(self) -> None:
         del self.q  # persistqueue.Queue has no close(); this closes its files
@@ -197,26 +201,18 @@ class SQLiteAck(Peer):
         self.empty = persistqueue.Empty
         self.q = persistqueue.SQLiteAckQueue(str(path), multithreading=True)
 
-    def put(self, items: list[bytes]) -> None:
-        for x in items:
-            self.q.put(x)
+    def put_one(self, item: bytes) -> None:
+        self.q.put(item)
 
-    def _pop(self, n: int) -> list[tuple[Any, bytes]]:
-        out: list[tuple[Any, bytes]] = []
-        while len(out) < n:
-            try:
-                item = self.q.get(block=False, raw=True)
-            except self.empty:
-                break
-            out.append((item["pqid"], item["data"]))
-        return out
+    def pop_one(self) -> tuple[Any, bytes] | None:
+        try:
+            item = self.q.get(block=False, raw=True)
+        except self.empty:
+            return None
+        return item["pqid"], item["data"]
 
-    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
-        return self._poll(self._pop, n, timeout)
-
-    def ack(self, handles: list[Any]) -> None:
-        for h in handles:
-            self.q.ack(id=h)
+    def ack_one(self, handle: Any) -> None:
+        self.q.ack(id=handle)
 
     def size(self) -> int:
         return int(self.q.qsize())
@@ -235,26 +231,17 @@ class Lite(Peer):
         path.mkdir(parents=True, exist_ok=True)
         self.q = LiteQueue(str(path / "q.db"))
 
-    def put(self, items: list[bytes]) -> None:
-        for x in items:
-            self.q.put(x)
+    def put_one(self, item: bytes) -> None:
+        self.q.put(item)
 
-    def _pop(self, n: int) -> list[tuple[Any, bytes]]:
-        out: list[tuple[Any, bytes]] = []
-        while len(out) < n:
-            m = self.q.pop()
-            if m is None:
-                break
-            data = m.data if isinstance(m.data, bytes) else str(m.data).encode()
-            out.append((m.message_id, data))
-        return out
+    def pop_one(self) -> tuple[Any, bytes] | None:
+        m = self.q.pop()
+        if m is None:
+            return None
+        return m.message_id, m.data if isinstance(m.data, bytes) else str(m.data).encode()
 
-    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
-        return self._poll(self._pop, n, timeout)
-
-    def ack(self, handles: list[Any]) -> None:
-        for h in handles:
-            self.q.done(h)
+    def ack_one(self, handle: Any) -> None:
+        self.q.done(handle)
 
     def size(self) -> int:
         return int(self.q.qsize())
@@ -273,21 +260,12 @@ class Huey(Peer):
         path.mkdir(parents=True, exist_ok=True)
         self.q = SqliteStorage(name="bench", filename=str(path / "huey.db"))
 
-    def put(self, items: list[bytes]) -> None:
-        for x in items:
-            self.q.enqueue(x)
+    def put_one(self, item: bytes) -> None:
+        self.q.enqueue(item)
 
-    def _pop(self, n: int) -> list[tuple[Any, bytes]]:
-        out: list[tuple[Any, bytes]] = []
-        while len(out) < n:
-            x = self.q.dequeue()
-            if x is None:
-                break
-            out.append((None, bytes(x)))
-        return out
-
-    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
-        return self._poll(self._pop, n, timeout)
+    def pop_one(self) -> tuple[Any, bytes] | None:
+        x = self.q.dequeue()
+        return None if x is None else (None, bytes(x))
 
     def size(self) -> int:
         return int(self.q.queue_size())
@@ -305,21 +283,14 @@ class DiskDeque(Peer):
         self.info = info
         self.q = Deque(directory=str(path))
 
-    def put(self, items: list[bytes]) -> None:
-        for x in items:
-            self.q.append(x)
+    def put_one(self, item: bytes) -> None:
+        self.q.append(item)
 
-    def _pop(self, n: int) -> list[tuple[Any, bytes]]:
-        out: list[tuple[Any, bytes]] = []
-        while len(out) < n:
-            try:
-                out.append((None, self.q.popleft()))
-            except IndexError:
-                break
-        return out
-
-    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
-        return self._poll(self._pop, n, timeout)
+    def pop_one(self) -> tuple[Any, bytes] | None:
+        try:
+            return None, self.q.popleft()
+        except IndexError:
+            return None
 
     def size(self) -> int:
         return len(self.q)
@@ -329,7 +300,8 @@ class DiskDeque(Peer):
 
 
 class RocksQ(Peer):
-    """rocksq's blocking ``PersistentQueueWithCapacity`` (pop deletes)."""
+    """rocksq's blocking ``PersistentQueueWithCapacity`` (pop deletes; both
+    calls take a list, so one call per put / get, polled like the others)."""
 
     def __init__(self, info: PeerInfo, path: Path, **_: Any) -> None:
         from rocksq.blocking import PersistentQueueWithCapacity
@@ -340,11 +312,8 @@ class RocksQ(Peer):
     def put(self, items: list[bytes]) -> None:
         self.q.push(items)
 
-    def _pop(self, n: int) -> list[tuple[Any, bytes]]:
+    def pop(self, n: int) -> list[tuple[Any, bytes]]:
         return [(None, x) for x in self.q.pop(max_elements=n)]
-
-    def get(self, n: int, timeout: float) -> list[tuple[Any, bytes]]:
-        return self._poll(self._pop, n, timeout)
 
     def size(self) -> int:
         return int(self.q.len)

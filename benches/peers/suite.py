@@ -85,11 +85,11 @@ SMOKE = Sizes(
     reopen=5000,
     latency=10,
     latency_taskito=3,
-    crash_fast=200_000,
+    crash_fast=1_000_000,  # ringq in batches of 100 puts ~1M/s: the kill must come first
     crash_slow=20_000,
-    crash_fill_fast=50_000,
+    crash_fill_fast=100_000,
     crash_fill_slow=1000,
-    kill_after=0.2,
+    kill_after=0.1,
     kill_after_ack=0.02,
 )
 
@@ -225,9 +225,9 @@ class Runner:
             return drained
         started = {int(x[1:]) for x in lines if x.startswith("r")}
         confirmed = [int(x[1:]) for x in lines if x.startswith("a")]
-        whole = len(confirmed) >= n if part == "ack" else max(confirmed, default=-1) + 1 >= n
-        if whole:
-            return {"error": f"the kill came after the whole stream ({len(confirmed)} confirmed)"}
+        done = len(confirmed) if part == "ack" else max(confirmed, default=-1) + 1
+        if done >= n:
+            return {"error": f"the kill came after the whole stream ({done:,} of {n:,} confirmed)"}
         res = judge(part, confirmed, started, drained, n_fill)
         if "left" in drained:  # taskito: jobs still pending / running after the drain
             res["left"] = drained["left"]
