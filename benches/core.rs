@@ -284,8 +284,9 @@ fn journal_append(c: &mut Criterion) {
     {
         let name = "journal_append/journal_raw";
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut j =
-            Journal::create(dir.path(), Arc::new(Faults::default()), SEGMENT_SIZE, 1, Vec::new()).expect("journal");
+        let (mut j, _spares) =
+            Journal::open(dir.path(), Arc::new(Faults::default()), SEGMENT_SIZE, 1, Default::default())
+                .expect("journal");
         let sync: SyncPoint<Arc<File>> = SyncPoint::new(0, Some(j.active_file()));
         let ops = std::slice::from_ref(&op);
         g.bench_function(name, |b| {

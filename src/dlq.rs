@@ -23,6 +23,14 @@ impl DeadLetterRing {
         evicted
     }
 
+    /// Evicts the oldest entries over `capacity` (after loading a snapshot
+    /// written with a larger one); returns how many.
+    pub fn trim(&mut self, capacity: usize) -> usize {
+        let over = self.entries.len().saturating_sub(capacity);
+        self.entries.drain(..over);
+        over
+    }
+
     pub fn get(&self, id: u64) -> Option<&DeadLetter> {
         self.entries.iter().find(|d| d.message.id == id)
     }

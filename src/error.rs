@@ -10,12 +10,18 @@ use std::path::PathBuf;
 pub enum Error {
     /// Another process (or another handle in this process) owns the directory.
     Locked { path: PathBuf, pid: Option<u32> },
-    /// The queue holds `capacity` messages.
-    Full { capacity: usize },
+    /// No room for `need` new messages in a queue of `capacity` (`waited`:
+    /// the caller's timeout ran out).
+    Full { capacity: usize, need: usize, waited: bool },
     /// The engine was closed.
     Closed,
+    /// A `fork()` child's copy of an engine its parent (`pid`) opened.
+    Forked { path: PathBuf, pid: u32 },
     /// Lease tokens that no longer match their message (expired, re-delivered, acked).
     LeaseLost { ids: Vec<u64> },
+    /// A delivery of another queue (`delivery_queue` is its instance id), or
+    /// of an earlier queue at this path, handed to this one.
+    Foreign { id: u64, delivery_queue: u64, this_queue: u64 },
     /// `expected_version` did not match.
     VersionConflict { key: String, expected: u32, actual: u32 },
     /// A payload, key, topic or header block over its limit.
@@ -78,11 +84,28 @@ impl fmt::Display for Error {
             Error::Locked { path, pid: None } => {
                 write!(f, "queue directory {} is owned by another process (pid unknown)", path.display())
             }
-            Error::Full { capacity } => write!(
+            Error::Full { capacity, need, .. } if need > capacity => write!(
                 f,
-                "queue is full ({capacity} messages); ack messages, raise `capacity`, or publish with block=True"
+                "{need} new messages can never fit a queue of capacity {capacity}: publish fewer at a time, \
+                 or raise `capacity`"
+            ),
+            Error::Full { capacity, waited: true, .. } => write!(
+                f,
+                "queue is full ({capacity} messages) and no room came before the timeout; ack messages or \
+                 raise `capacity`"
+            ),
+            Error::Full { capacity, .. } => write!(
+                f,
+                "queue is full ({capacity} messages); ack messages, raise `capacity`, or publish with \
+                 block=True to wait for room"
             ),
             Error::Closed => write!(f, "the queue is closed"),
+            Error::Forked { path, pid } => write!(
+                f,
+                "queue {} was opened by process {pid} before a fork(); this child process cannot use it \
+                 (its threads and lock stayed with the parent): open the queue in the child, after the fork",
+                path.display()
+            ),
             Error::LeaseLost { ids } => {
                 let shown: Vec<String> = ids.iter().take(8).map(|i| fmt_id(*i)).collect();
                 write!(
@@ -92,6 +115,14 @@ impl fmt::Display for Error {
                     shown.join(", ")
                 )
             }
+            Error::Foreign { id, delivery_queue, this_queue } => write!(
+                f,
+                "delivery {} came from another queue (instance {}), not this one (instance {}): ack, nack or \
+                 extend it on the queue that delivered it; nothing was changed",
+                fmt_id(*id),
+                fmt_id(*delivery_queue),
+                fmt_id(*this_queue)
+            ),
             Error::VersionConflict { key, expected, actual } => write!(
                 f,
                 "version conflict on dedup key {key:?}: expected version {expected}, live version is {actual}"

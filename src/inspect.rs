@@ -7,6 +7,7 @@
 
 use crate::error::Result;
 use crate::lock;
+use crate::manifest::{self, Manifest};
 use crate::recovery;
 use crate::storage::Faults;
 use crate::types::{DeadLetter, Lsn, Message, MsgState};
@@ -29,6 +30,10 @@ pub struct Inspection {
     pub owner_pid: Option<u32>,
     pub epoch: u64,
     pub slot_limit: Option<u32>,
+    /// The directory's identity (0 before its first open by format 3).
+    pub instance_id: u64,
+    /// Records a torn tail dropped (a power cut lost pages in front of them).
+    pub dropped_records: u64,
     pub snapshot_path: Option<PathBuf>,
     pub snapshot_lsn: Lsn,
     pub last_lsn: Lsn,
@@ -43,17 +48,23 @@ pub struct Inspection {
 }
 
 /// The directory's state as recovery would rebuild it, read-only.
-fn load(dir: &Path) -> Result<(lock::Manifest, recovery::Loaded)> {
-    if !dir.is_dir() || !dir.join(lock::MANIFEST_FILE).is_file() {
-        return Err(crate::Error::Invalid(format!(
-            "{} is not a ringq queue directory (no {})",
-            dir.display(),
-            lock::MANIFEST_FILE
-        )));
-    }
-    let manifest = lock::read_manifest(dir)?;
+fn load(dir: &Path) -> Result<(Manifest, recovery::Loaded)> {
+    let manifest = match dir.is_dir().then(|| manifest::read(dir)).transpose()?.flatten() {
+        Some(m) => m,
+        None => {
+            if dir.is_dir() && recovery::list_files(dir)?.holds_queue_files() {
+                // What `Engine::open` says too.
+                return Err(crate::engine::missing_manifest(dir, &recovery::list_files(dir)?));
+            }
+            return Err(crate::Error::Invalid(format!(
+                "{} is not a ringq queue directory (no {})",
+                dir.display(),
+                manifest::MANIFEST_FILE
+            )));
+        }
+    };
     let bound = manifest.slot_bound(0);
-    let loaded = recovery::load(dir, usize::MAX, bound, false, &Faults::default())?;
+    let loaded = recovery::load(dir, usize::MAX, bound, false, &Faults::default(), &manifest)?;
     Ok((manifest, loaded))
 }
 
@@ -90,11 +101,13 @@ pub fn inspect(dir: &Path) -> Result<Inspection> {
         owner_pid: lock::locked_by(dir),
         epoch: manifest.epoch,
         slot_limit: manifest.slot_limit,
+        instance_id: manifest.instance_id,
+        dropped_records: r.dropped_records,
         snapshot_path: r.snapshot_path.clone(),
         snapshot_lsn: r.snapshot_lsn,
         last_lsn: r.last_lsn,
         records_replayed: r.records_replayed,
-        segments: loaded.segments.iter().map(|(_, p)| p.clone()).collect(),
+        segments: loaded.journal.used.iter().map(|s| s.path.clone()).collect(),
         torn_tail_bytes: r.torn_bytes(),
         torn_tail_at: r.torn.first().map(|t| (t.path.clone(), t.offset)),
         topics: st

@@ -4,9 +4,11 @@
 //!   the key index; [`timers`]: lease and delay heaps; [`dlq`]: the
 //!   dead-letter ring; [`state`]: all of them and the one `apply` that
 //!   changes them.
-//! - [`journal`]: the write-ahead log (mmap'd, preallocated, CRC'd segments);
-//!   [`snapshot`]; [`recovery`]; [`sync`]: group commit; [`storage`]: file
-//!   operations with fault injection.
+//! - [`journal`]: the write-ahead log (mmap'd, preallocated, CRC'd segments,
+//!   prepared ahead); [`snapshot`]; [`recovery`]; [`sync`]: group commit;
+//!   [`storage`]: file operations with fault injection and a durability
+//!   observer; [`manifest`]: what a directory is and must hold; [`fork`]:
+//!   what a `fork()` child may not do.
 //! - [`engine`]: the public [`Engine`].
 //! - `bindings` (feature `python`): the only place PyO3 appears.
 //!
@@ -28,12 +30,14 @@ mod dedup;
 mod dlq;
 pub mod engine;
 pub mod error;
+pub mod fork;
 pub mod histogram;
 pub mod inspect;
 pub mod journal;
 mod lock;
 #[doc(hidden)]
 pub mod loom;
+pub mod manifest;
 pub mod record;
 pub mod recovery;
 mod ring;
@@ -47,9 +51,10 @@ pub mod types;
 #[cfg(feature = "python")]
 mod bindings;
 
-pub use engine::{AckOutcome, Engine, Publish, PublishOpts, Stat, TopicPolicy};
+pub use engine::{AckOutcome, Checkout, Engine, Publish, PublishOpts, Stat, TopicPolicy, TopicStat};
 pub use error::{Error, Result};
-pub use lock::{LOCK_FILE, MANIFEST_FILE, Manifest, read_manifest, read_owner_pid};
+pub use lock::{LOCK_FILE, read_owner_pid};
+pub use manifest::{MANIFEST_FILE, Manifest};
 pub use recovery::RecoveryReport;
 pub use storage::FaultPoint;
 pub use types::*;

@@ -3,11 +3,10 @@
 //! owner never blocks the next opener. A second opener — another process or
 //! another handle in this one — gets `Error::Locked` with the owner's pid.
 //!
-//! The `MANIFEST` holds the format version, an epoch that grows by one on
-//! every open (lease tokens carry it, so they are unique across restarts) and
-//! the slot limit: the most slots the queue has ever been allowed, so that
-//! recovery can refuse a message id naming a slot no live queue could have
-//! used (a damaged or forged file must not make ringq allocate gigabytes).
+//! A `flock` belongs to the open file description, which a `fork()` child
+//! shares: a child that outlived its parent would keep the directory locked.
+//! So the lock's descriptor is registered with `fork`, which points it at
+//! `/dev/null` in every child (the parent's lock stays; the child holds none).
 
 use crate::error::{Error, Result};
 use crate::storage;
@@ -17,33 +16,17 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub const LOCK_FILE: &str = "LOCK";
-pub const MANIFEST_FILE: &str = "MANIFEST";
-const MANIFEST_MAGIC: &[u8; 8] = b"RINGQMAN";
-pub const MANIFEST_VERSION: u32 = 2;
-const MANIFEST_V1_LEN: usize = 24;
-const MANIFEST_V2_LEN: usize = 28;
-
-/// What the `MANIFEST` says.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Manifest {
-    pub epoch: u64,
-    /// Slots any message may use; `None` for a format-1 manifest or none.
-    pub slot_limit: Option<u32>,
-}
-
-impl Manifest {
-    /// The bound recovery checks slots against when opening with `capacity`.
-    pub fn slot_bound(&self, capacity: usize) -> usize {
-        match self.slot_limit {
-            Some(l) => (l as usize).max(capacity),
-            None => 1 << crate::types::SLOT_BITS,
-        }
-    }
-}
-
 /// Held for as long as the engine owns the directory.
 pub struct DirLock {
-    _file: File,
+    file: File,
+    /// Where `fork` keeps the descriptor (see the module docs).
+    slot: Option<usize>,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        crate::fork::unregister_lock_fd(self.slot, std::os::unix::io::AsRawFd::as_raw_fd(&self.file));
+    }
 }
 
 pub fn read_owner_pid(dir: &Path) -> Option<u32> {
@@ -93,60 +76,9 @@ impl DirLock {
             file.sync_data()
         })();
         written.map_err(|e| Error::storage("writing the owner pid", &path, e))?;
-        Ok(DirLock { _file: file })
+        let slot = crate::fork::register_lock_fd(std::os::unix::io::AsRawFd::as_raw_fd(&file));
+        Ok(DirLock { file, slot })
     }
-}
-
-/// Reads and checks the manifest (if any) without changing it.
-pub fn check_manifest(dir: &Path) -> Result<Manifest> {
-    read_manifest(dir)
-}
-
-/// Writes the manifest back with the epoch increased and the slot limit
-/// raised to `slots` (if higher), and returns the new epoch.
-pub fn bump_epoch(dir: &Path, old: Manifest, slots: usize) -> Result<u64> {
-    let path = dir.join(MANIFEST_FILE);
-    let epoch = old.epoch + 1;
-    let limit = old.slot_limit.unwrap_or(0).max(u32::try_from(slots).unwrap_or(u32::MAX));
-    let mut data = Vec::with_capacity(MANIFEST_V2_LEN);
-    data.extend_from_slice(MANIFEST_MAGIC);
-    data.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
-    data.extend_from_slice(&epoch.to_le_bytes());
-    data.extend_from_slice(&limit.to_le_bytes());
-    let crc = crc32c::crc32c(&data);
-    data.extend_from_slice(&crc.to_le_bytes());
-    storage::write_atomic(None, dir, MANIFEST_FILE, &data)
-        .map_err(|e| Error::storage("writing the manifest", &path, e))?;
-    Ok(epoch)
-}
-
-/// Reads the manifest; a missing one reads as epoch 0 with no slot limit.
-pub fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join(MANIFEST_FILE);
-    let data = match std::fs::read(&path) {
-        Ok(data) => data,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
-        Err(e) => return Err(Error::storage("reading the manifest", &path, e)),
-    };
-    let bad = |off: u64, what: String| Error::corruption(&path, off, what);
-    if data.len() < 12 || &data[0..8] != MANIFEST_MAGIC {
-        return Err(bad(0, "not a ringq manifest".into()));
-    }
-    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().expect("4"));
-    let version = u32_at(8);
-    if version > MANIFEST_VERSION {
-        return Err(bad(8, format!("queue format {version} is newer than this ringq reads; upgrade ringq")));
-    }
-    let want = if version == 1 { MANIFEST_V1_LEN } else { MANIFEST_V2_LEN };
-    if version == 0 || data.len() != want {
-        return Err(bad(0, format!("manifest of format {version} is {} bytes, not {want}", data.len())));
-    }
-    if crc32c::crc32c(&data[..want - 4]) != u32_at(want - 4) {
-        return Err(bad(0, "manifest fails its CRC check".into()));
-    }
-    let epoch = u64::from_le_bytes(data[12..20].try_into().expect("8"));
-    let slot_limit = (version >= 2).then(|| u32_at(20));
-    Ok(Manifest { epoch, slot_limit })
 }
 
 /// Creates the directory with mode 0700 if it does not exist.

@@ -20,6 +20,8 @@ mod tag {
     pub const DEAD_LETTER: u8 = 6;
     pub const DROP: u8 = 7;
     pub const DLQ_REMOVE: u8 = 8;
+    /// Journal format 2.
+    pub const RELEASE: u8 = 9;
 }
 
 /// One state change.
@@ -42,6 +44,10 @@ pub enum Op {
     Drop { id: u64 },
     /// Dead letters removed (purge, or replay which also enqueues copies).
     DlqRemove { ids: Vec<u64> },
+    /// Given back unstarted: each goes to the front of its ready list (in
+    /// this order) with the delivery that checkout counted undone; a
+    /// superseded one is dropped instead.
+    Release { ids: Vec<u64> },
 }
 
 pub(crate) fn encode_meta(w: &mut Writer<'_>, meta: Option<&Meta>) {
@@ -216,6 +222,10 @@ fn encode_op(w: &mut Writer<'_>, op: &Op) {
             w.u8(tag::DLQ_REMOVE);
             encode_ids(w, ids);
         }
+        Op::Release { ids } => {
+            w.u8(tag::RELEASE);
+            encode_ids(w, ids);
+        }
     }
 }
 
@@ -264,6 +274,7 @@ fn decode_op(r: &mut Reader<'_>) -> DResult<Op> {
         }
         tag::DROP => Op::Drop { id: r.u64()? },
         tag::DLQ_REMOVE => Op::DlqRemove { ids: decode_ids(r)? },
+        tag::RELEASE => Op::Release { ids: decode_ids(r)? },
         t => return Err(DecodeError(format!("unknown operation tag {t}"))),
     })
 }
@@ -326,6 +337,7 @@ mod tests {
             }),
             any::<u64>().prop_map(|id| Op::Drop { id }),
             proptest::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Op::DlqRemove { ids }),
+            proptest::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Op::Release { ids }),
         ]
     }
 

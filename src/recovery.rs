@@ -1,15 +1,28 @@
 //! Opening a directory: the newest snapshot, then every journal record after
-//! its LSN, in order. A torn tail (the newest segment ends in a partial
-//! record) is dropped, reported, and zeroed on disk; a damaged record with
-//! valid ones after it, a gap in LSNs, or an unreadable snapshot is an error
-//! naming the file and offset. Recovery never silently skips data.
+//! its LSN, in order. Recovery never silently skips data:
+//! - a torn tail (what a crash or a power cut leaves at the end of the log,
+//!   see `journal::scan`) is dropped, reported (with the records dropped
+//!   after it) and zeroed on disk;
+//! - a damaged record that was on disk before a later one, a gap in LSNs, a
+//!   segment cut short (format 2 headers say how big the file was made), a
+//!   segment a seal or the MANIFEST names that is not there, a snapshot the
+//!   MANIFEST names that is not there, or an unreadable snapshot is an error
+//!   naming the file and offset.
+//!
+//! Segments wholly covered by the snapshot are not read at all, so damage
+//! in them (even to their headers) does not block opening; they are deleted
+//! after the next snapshot.
 
 use crate::error::{Error, Result};
-use crate::journal::{self, TornTail};
+use crate::journal::writer::{Recovered, UsedSegment, zero_torn_tail};
+use crate::journal::{self, SegmentHeader, TornTail, prepare};
+use crate::manifest::Manifest;
 use crate::record::decode_txn;
 use crate::snapshot;
 use crate::state::State;
+use crate::storage::{self, Faults};
 use crate::types::Lsn;
+use memmap2::Mmap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,8 +35,13 @@ pub struct RecoveryReport {
     pub records_replayed: u64,
     pub last_lsn: Lsn,
     pub torn: Vec<TornTail>,
-    /// Segments whose header was torn (a crash while creating it); removed.
+    /// Segments whose header was torn (a crash while creating one); removed.
     pub torn_segments: Vec<PathBuf>,
+    /// Segments after a torn tail whose records were dropped with it (none
+    /// of them had reached the disk through an fsync); made unused again.
+    pub dropped_segments: Vec<PathBuf>,
+    /// Whole records dropped after a torn tail, in its segment and later ones.
+    pub dropped_records: u64,
     pub seconds: f64,
 }
 
@@ -36,62 +54,107 @@ impl RecoveryReport {
 pub(crate) struct Loaded {
     pub state: State,
     pub report: RecoveryReport,
-    /// Segments on disk after recovery (first LSN, path), oldest first.
-    pub segments: Vec<(Lsn, PathBuf)>,
+    pub journal: Recovered,
 }
 
-fn parse_name(name: &str, ext: &str) -> Option<Lsn> {
+fn parse_name(name: &str, ext: &str) -> Option<u64> {
     let stem = name.strip_suffix(ext)?;
     (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
 }
 
-/// Files named by an LSN, sorted by it.
-pub(crate) type LsnFiles = Vec<(Lsn, PathBuf)>;
+/// Files named by a number (LSN or sequence), sorted by it.
+pub(crate) type NumberedFiles = Vec<(u64, PathBuf)>;
 
-/// Lists `(lsn, path)` of snapshots and segments, each sorted by LSN.
-pub(crate) fn list_files(dir: &Path) -> Result<(LsnFiles, LsnFiles)> {
-    let mut snaps = Vec::new();
-    let mut segs = Vec::new();
+/// The directory's snapshots (by LSN), format-1 segments (by first LSN) and
+/// format-2 segments (by sequence number).
+pub(crate) struct Listing {
+    pub snapshots: NumberedFiles,
+    pub wal_v1: NumberedFiles,
+    pub segments: NumberedFiles,
+}
+
+pub(crate) fn list_files(dir: &Path) -> Result<Listing> {
+    let mut l = Listing { snapshots: Vec::new(), wal_v1: Vec::new(), segments: Vec::new() };
     let rd = fs::read_dir(dir).map_err(|e| Error::storage("listing the queue directory", dir, e))?;
     for entry in rd {
         let entry = entry.map_err(|e| Error::storage("listing the queue directory", dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(l) = parse_name(name, ".snap") {
-            snaps.push((l, entry.path()));
-        } else if let Some(l) = parse_name(name, ".wal") {
-            segs.push((l, entry.path()));
+        if let Some(n) = parse_name(name, ".snap") {
+            l.snapshots.push((n, entry.path()));
+        } else if let Some(n) = parse_name(name, ".wal") {
+            l.wal_v1.push((n, entry.path()));
+        } else if let Some(n) = parse_name(name, ".log") {
+            l.segments.push((n, entry.path()));
         }
     }
-    snaps.sort();
-    segs.sort();
-    Ok((snaps, segs))
+    l.snapshots.sort();
+    l.wal_v1.sort();
+    l.segments.sort();
+    Ok(l)
+}
+
+impl Listing {
+    pub fn holds_queue_files(&self) -> bool {
+        !(self.snapshots.is_empty() && self.wal_v1.is_empty() && self.segments.is_empty())
+    }
+}
+
+/// A segment of the journal chain, header read.
+struct ChainSegment {
+    path: PathBuf,
+    /// Format 1: the first LSN from the name (its header is read when scanned).
+    name_lsn: Option<Lsn>,
+    header: Option<SegmentHeader>,
+    map: Option<Mmap>,
+}
+
+impl ChainSegment {
+    fn first_lsn(&self) -> Lsn {
+        self.header.map_or_else(|| self.name_lsn.unwrap_or(0), |h| h.first_lsn)
+    }
+}
+
+/// A change recovery makes to the directory, done only once everything
+/// read cleanly (a failed open leaves the evidence as it was).
+enum Repair {
+    Remove(PathBuf),
+    /// Make a format-2 segment unused again (zeros up to `end`).
+    Reset {
+        path: PathBuf,
+        seq: u64,
+        end: u64,
+    },
+    ZeroTail(TornTail),
 }
 
 /// Loads a directory's state. With `repair`, torn tails are zeroed and
-/// leftovers (temp files, torn segment headers, segments and snapshots
-/// superseded by a newer snapshot) are removed; without it nothing on disk
-/// changes (read-only inspection).
-/// `slot_limit` bounds the slot of every message id (see `lock::Manifest`).
+/// leftovers (temp files, torn segment headers, segments dropped after a
+/// torn tail, snapshots older than the newest) are removed or reset, once
+/// everything read cleanly; without it nothing on disk changes (read-only
+/// inspection). `slot_limit` bounds the slot of every message id (see
+/// `manifest`).
 pub(crate) fn load(
     dir: &Path,
     dlq_capacity: usize,
     slot_limit: usize,
     repair: bool,
-    faults: &crate::storage::Faults,
+    faults: &Faults,
+    manifest: &Manifest,
 ) -> Result<Loaded> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
-    if repair && let Ok(rd) = fs::read_dir(dir) {
+    let mut repairs: Vec<Repair> = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             if e.file_name().to_str().is_some_and(|n| n.contains(".snap.tmp") || n.starts_with("MANIFEST.tmp")) {
-                let _ = fs::remove_file(e.path());
+                repairs.push(Repair::Remove(e.path()));
             }
         }
     }
-    let (snaps, segs) = list_files(dir)?;
+    let files = list_files(dir)?;
 
-    let (mut state, snap_lsn) = match snaps.last() {
+    let (mut state, snap_lsn) = match files.snapshots.last() {
         Some((_, path)) => {
             let data = fs::read(path).map_err(|e| Error::storage("reading snapshot", path, e))?;
             let (state, lsn) = snapshot::decode(path, &data, dlq_capacity, slot_limit)?;
@@ -100,119 +163,271 @@ pub(crate) fn load(
         }
         None => (State::new(dlq_capacity, slot_limit), 0),
     };
+    if manifest.snapshot_lsn > snap_lsn {
+        let missing = dir.join(snapshot::snapshot_name(manifest.snapshot_lsn));
+        return Err(Error::corruption(
+            &missing,
+            0,
+            format!(
+                "snapshot is missing: the MANIFEST says a snapshot at LSN {} was written, but the newest here is {}",
+                manifest.snapshot_lsn,
+                report.snapshot_path.as_ref().map_or("none".to_owned(), |p| p.display().to_string())
+            ),
+        ));
+    }
     report.snapshot_lsn = snap_lsn;
-    if repair {
-        for (_, p) in &snaps[..snaps.len().saturating_sub(1)] {
-            let _ = fs::remove_file(p);
-        }
+    for (_, p) in &files.snapshots[..files.snapshots.len().saturating_sub(1)] {
+        repairs.push(Repair::Remove(p.clone()));
     }
 
-    let mut next = snap_lsn + 1;
-    let mut kept: Vec<(Lsn, PathBuf)> = Vec::new();
-    let mut torn_at: Option<TornTail> = None;
-    for (i, (name_lsn, path)) in segs.iter().enumerate() {
-        let is_last = i + 1 == segs.len();
-        let Some(map) = journal::map_for_read(path)? else {
-            if is_last {
-                report.torn_segments.push(path.clone());
-                if repair {
-                    let _ = fs::remove_file(path);
-                }
-                continue;
-            }
-            return Err(Error::corruption(path, 0, "empty journal segment before newer ones"));
+    // Format-2 headers: prepared segments are spares; torn ones (a crash
+    // while one was being prepared) go; used ones form the chain.
+    let mut out = Recovered { next_seq: 1, ..Default::default() };
+    let mut chain: Vec<ChainSegment> = files
+        .wal_v1
+        .iter()
+        .map(|(lsn, path)| ChainSegment { path: path.clone(), name_lsn: Some(*lsn), header: None, map: None })
+        .collect();
+    let mut present = Vec::new();
+    for (seq, path) in &files.segments {
+        out.next_seq = out.next_seq.max(seq + 1);
+        present.push(*seq);
+        let map = journal::map_for_read(path)?;
+        let header = match &map {
+            Some(m) => journal::read_segment_header(path, m)?,
+            None => None,
         };
-        let Some(first) = journal::read_segment_header(path, &map)? else {
-            if is_last {
-                report.torn_segments.push(path.clone());
-                if repair {
-                    let _ = fs::remove_file(path);
-                }
-                continue;
-            }
-            return Err(Error::corruption(path, 0, "segment header is damaged and newer segments follow"));
+        let Some(h) = header else {
+            report.torn_segments.push(path.clone());
+            repairs.push(Repair::Remove(path.clone()));
+            continue;
         };
-        if first != *name_lsn {
+        let map = map.expect("a header was read");
+        if h.version < 2 || h.seq != Some(*seq) {
             return Err(Error::corruption(
                 path,
-                16,
-                format!("header says first LSN {first}, file name says {name_lsn}"),
+                24,
+                format!("header names segment {:?}, the file name says {seq}", h.seq),
             ));
         }
-        // Wholly covered by the snapshot: skip without reading records.
-        if let Some((next_first, _)) = segs.get(i + 1)
-            && *next_first <= snap_lsn + 1
+        let size = h.size.unwrap_or(0);
+        if (map.len() as u64) < size {
+            return Err(Error::corruption(
+                path,
+                map.len() as u64,
+                format!(
+                    "journal segment is {} bytes but was created with {size}: the file was cut short and \
+                     the records after byte {} are lost; restore it from a backup",
+                    map.len(),
+                    map.len()
+                ),
+            ));
+        }
+        if h.is_unused() {
+            if map[journal::SEGMENT_HEADER_LEN..].iter().any(|b| *b != 0) {
+                // A header that never reached the disk in front of records
+                // that did: nothing in it was fsynced. Start it over.
+                report.dropped_segments.push(path.clone());
+                repairs.push(Repair::Reset { path: path.clone(), seq: *seq, end: map.len() as u64 });
+            }
+            out.spares.push((*seq, path.clone()));
+            continue;
+        }
+        chain.push(ChainSegment { path: path.clone(), name_lsn: None, header: Some(h), map: Some(map) });
+    }
+    if manifest.journal_anchor != 0 && !present.contains(&manifest.journal_anchor) {
+        let missing = dir.join(journal::segment_name(manifest.journal_anchor));
+        return Err(Error::corruption(
+            &missing,
+            0,
+            "journal segment is missing: the MANIFEST says the journal continues in it (deleted?); \
+             restore it from a backup",
+        ));
+    }
+
+    let on_disk = journal::marker::read(dir);
+    let mut next = snap_lsn + 1;
+    // A torn tail, and the LSN that was lost first: every later record is
+    // dropped unless it proves that one was on disk (then: corruption).
+    let mut tear: Option<(TornTail, Lsn)> = None;
+    let n = chain.len();
+    for i in 0..n {
+        let is_last = i + 1 == n;
+        let next_first = chain.get(i + 1).map(ChainSegment::first_lsn);
+        let successor = chain.get(i + 1).and_then(|s| s.header.and_then(|h| h.seq));
+        let seg = &mut chain[i];
+        // Wholly covered by the snapshot: not read (it goes after the next snapshot).
+        if let Some(nf) = next_first
+            && nf <= snap_lsn + 1
+            && tear.is_none()
         {
-            if repair {
-                let _ = fs::remove_file(path);
-            } else {
-                kept.push((first, path.clone()));
+            let len = fs::metadata(&seg.path).map_or(0, |m| m.len());
+            out.used.push(UsedSegment {
+                path: seg.path.clone(),
+                version: seg.header.map_or(1, |h| h.version),
+                seq: seg.header.and_then(|h| h.seq),
+                first_lsn: seg.first_lsn(),
+                last_lsn: nf - 1,
+                end: 0,
+                sealed: true,
+                len,
+            });
+            continue;
+        }
+        if seg.map.is_none() {
+            seg.map = journal::map_for_read(&seg.path)?;
+        }
+        let path = seg.path.clone();
+        let header = match (&seg.header, &seg.map) {
+            (Some(h), _) => *h,
+            (None, Some(map)) => match journal::read_segment_header(&path, map)? {
+                Some(h) => h,
+                None if is_last => {
+                    report.torn_segments.push(path.clone());
+                    repairs.push(Repair::Remove(path.clone()));
+                    continue;
+                }
+                None => {
+                    return Err(Error::corruption(&path, 0, "segment header is damaged and newer segments follow"));
+                }
+            },
+            (None, None) if is_last => {
+                report.torn_segments.push(path.clone());
+                repairs.push(Repair::Remove(path.clone()));
+                continue;
+            }
+            (None, None) => return Err(Error::corruption(&path, 0, "empty journal segment before newer ones")),
+        };
+        if let Some(name_lsn) = seg.name_lsn
+            && header.first_lsn != name_lsn
+        {
+            return Err(Error::corruption(
+                &path,
+                16,
+                format!("header says first LSN {}, file name says {name_lsn}", header.first_lsn),
+            ));
+        }
+        let map = seg.map.as_ref().expect("mapped above");
+        let first = header.first_lsn;
+        if let Some((t, lost)) = &tear {
+            // After a torn tail: these records are dropped with it, unless
+            // one proves the lost record had reached the disk.
+            let scan = journal::scan_segment(&path, map, &header, on_disk, |_, _, _| Ok(()))?;
+            let proven = scan.proven_durable.max(on_disk);
+            if scan.records > 0 && (header.version < 2 || proven >= *lost) {
+                return Err(Error::corruption(
+                    &t.path,
+                    t.offset,
+                    format!(
+                        "record {lost} is damaged, and {} holds records written after it reached the disk",
+                        path.display()
+                    ),
+                ));
+            }
+            report.dropped_records += scan.records;
+            report.dropped_segments.push(path.clone());
+            match header.seq {
+                Some(seq) => {
+                    let end = map.len() as u64;
+                    repairs.push(Repair::Reset { path: path.clone(), seq, end });
+                    out.spares.push((seq, path.clone()));
+                }
+                None => repairs.push(Repair::Remove(path.clone())),
             }
             continue;
         }
         if first > next {
             return Err(Error::corruption(
-                path,
+                &path,
                 16,
                 format!("journal resumes at LSN {first} but LSN {next} is missing (segment deleted?)"),
             ));
         }
-        let scan = journal::scan_segment(path, &map, first, |lsn, off, body| {
+        let mut replayed = 0;
+        let scan = journal::scan_segment(&path, map, &header, on_disk, |lsn, off, body| {
             if lsn < next {
                 return Ok(());
             }
             let ops = decode_txn(body)
-                .map_err(|e| Error::corruption(path, off, format!("record {lsn} does not decode: {e}")))?;
+                .map_err(|e| Error::corruption(&path, off, format!("record {lsn} does not decode: {e}")))?;
             for op in ops {
                 state
                     .apply(op)
-                    .map_err(|e| Error::corruption(path, off, format!("record {lsn} does not fit the state: {e}")))?;
+                    .map_err(|e| Error::corruption(&path, off, format!("record {lsn} does not fit the state: {e}")))?;
             }
-            report.records_replayed += 1;
+            replayed += 1;
             next = lsn + 1;
             Ok(())
         })?;
-        if scan.last_lsn >= next {
-            next = scan.last_lsn + 1;
-        }
-        if let Some(t) = &torn_at
-            && scan.records > 0
-        {
-            // A damaged end of an older segment with records after it is
-            // corruption, not a torn tail.
-            return Err(Error::corruption(
-                &t.path,
-                t.offset,
-                "record fails its CRC check and a newer segment holds records",
-            ));
-        }
-        if is_last && scan.records == 0 && first == next {
-            // The newest segment holds no record (at most a torn one): the
-            // writer starts a fresh segment at this LSN, so this one goes.
-            if let Some(t) = scan.torn {
-                report.torn.push(t);
+        report.records_replayed += replayed;
+        next = next.max(scan.last_lsn + 1);
+        if let Some(seal) = scan.sealed {
+            let known = successor == Some(seal.next_seq) || (is_last && present.contains(&seal.next_seq));
+            if !known {
+                let missing = dir.join(journal::segment_name(seal.next_seq));
+                return Err(Error::corruption(
+                    &missing,
+                    0,
+                    format!(
+                        "journal segment is missing: {} ends in a seal saying the journal continues there \
+                         at LSN {} (deleted?); restore it from a backup",
+                        path.display(),
+                        seal.next_lsn
+                    ),
+                ));
             }
-            if repair {
-                drop(map);
-                let _ = fs::remove_file(path);
-            } else {
-                kept.push((first, path.clone()));
-            }
-            continue;
         }
-        if let Some(t) = scan.torn {
-            torn_at = Some(t);
+        if let Some(t) = &scan.torn {
+            report.dropped_records += t.dropped_records;
+            tear = Some((t.clone(), scan.last_lsn + 1));
         }
-        kept.push((first, path.clone()));
+        out.used.push(UsedSegment {
+            path: path.clone(),
+            version: header.version,
+            seq: header.seq,
+            first_lsn: first,
+            last_lsn: scan.last_lsn,
+            end: scan.end,
+            sealed: scan.sealed.is_some(),
+            len: map.len() as u64,
+        });
     }
-    if let Some(t) = torn_at {
-        if repair {
-            journal::zero_torn_tail(faults, &t)?;
-        }
+    let last_path = chain.last().map(|c| c.path.clone());
+    drop(chain);
+    if on_disk >= next && on_disk > snap_lsn {
+        // Fsynced records are gone: not something a crash or power cut does.
+        let path = last_path.unwrap_or_else(|| dir.join(journal::marker::DURABLE_FILE));
+        return Err(Error::corruption(
+            &path,
+            0,
+            format!(
+                "the journal ends at LSN {}, but it had been fsynced up to LSN {on_disk}: records {}..={on_disk} \
+                 are missing (a segment was cut short, deleted or damaged); restore the directory from a backup",
+                next - 1,
+                next
+            ),
+        ));
+    }
+    if let Some((t, _)) = tear {
+        repairs.push(Repair::ZeroTail(t.clone()));
         report.torn.push(t);
     }
+    if repair {
+        for r in repairs {
+            match r {
+                Repair::Remove(p) => {
+                    let _ = storage::remove_file(&p);
+                }
+                Repair::Reset { path, seq, end } => prepare::reset(faults, &path, seq, end)
+                    .map_err(|e| Error::storage("resetting a journal segment", &path, e))?,
+                Repair::ZeroTail(t) => zero_torn_tail(faults, &t)?,
+            }
+        }
+        let _ = storage::sync_dir(dir);
+    }
     state.slab.rebuild_free_list();
+    state.trim_dlq();
     report.last_lsn = next - 1;
     report.seconds = started.elapsed().as_secs_f64();
-    Ok(Loaded { state, report, segments: kept })
+    Ok(Loaded { state, report, journal: out })
 }

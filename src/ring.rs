@@ -115,6 +115,12 @@ impl ReadyList {
         self.entries.push_back((msg.id, msg.ticket));
     }
 
+    /// Puts `msg` first (a message given back unstarted takes its turn again).
+    pub fn push_front(&mut self, msg: &mut Message) {
+        msg.ticket = msg.ticket.wrapping_add(1);
+        self.entries.push_front((msg.id, msg.ticket));
+    }
+
     fn is_live(slab: &Slab, (id, ticket): (u64, u32)) -> bool {
         slab.get(id).is_some_and(|m| m.state == MsgState::Ready && m.ticket == ticket)
     }

@@ -81,6 +81,20 @@ impl State {
         }
     }
 
+    /// The id of a new message in `slot`: the next sequence number, which
+    /// only grows. Refused (never wrapped) once the sequence part is used up.
+    pub fn new_id(&mut self, slot: u32) -> crate::error::Result<u64> {
+        if self.next_seq >= (1u64 << crate::types::SEQ_BITS) {
+            return Err(crate::error::Error::Invalid(format!(
+                "this queue has used all {} message ids; move its messages to a new queue directory",
+                1u64 << crate::types::SEQ_BITS
+            )));
+        }
+        let id = (self.next_seq << SLOT_BITS) | slot as u64;
+        self.next_seq += 1;
+        Ok(id)
+    }
+
     pub fn topic_id(&self, name: &str) -> Option<u32> {
         self.topic_ids.get(name).copied()
     }
@@ -118,11 +132,20 @@ impl State {
 
     /// Puts a message (already in the slab, `state` set) on its list.
     fn place(&mut self, id: u64) {
+        self.place_at(id, false);
+    }
+
+    /// The same; a ready message goes first with `front`.
+    fn place_at(&mut self, id: u64, front: bool) {
         let m = self.slab.get_mut(id).expect("placed message exists");
         let t = &mut self.topics[m.topic as usize];
         match m.state {
             MsgState::Ready => {
-                t.ready.push(m);
+                if front {
+                    t.ready.push_front(m);
+                } else {
+                    t.ready.push(m);
+                }
                 t.n_ready += 1;
             }
             MsgState::Delayed => {
@@ -229,10 +252,8 @@ impl State {
                 }
             }
             Op::Ack { ids } => {
-                for id in &ids {
-                    self.require(*id, &[InFlight], "ack")?;
-                }
                 for id in ids {
+                    self.require(id, &[InFlight], "ack")?;
                     self.remove_message(id);
                 }
             }
@@ -262,8 +283,27 @@ impl State {
                     self.dlq.remove(id);
                 }
             }
+            Op::Release { ids } => {
+                for id in ids.into_iter().rev() {
+                    self.require(id, &[InFlight], "release")?;
+                    if self.slab.get(id).expect("checked").superseded {
+                        self.remove_message(id);
+                        continue;
+                    }
+                    self.unplace(id);
+                    let m = self.slab.get_mut(id).expect("checked");
+                    m.state = Ready;
+                    m.attempt = m.attempt.saturating_sub(1);
+                    self.place_at(id, true);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Evicts dead letters over `dlq_capacity` (counted as evictions).
+    pub fn trim_dlq(&mut self) {
+        self.dlq_evicted += self.dlq.trim(self.dlq_capacity) as u64;
     }
 
     /// Moves delayed messages that are due to their ready lists; returns the

@@ -7,14 +7,13 @@ use parking_lot::Mutex;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where a fault can be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultPoint {
-    /// Creating and preallocating a journal segment.
+    /// Creating and preallocating a journal segment (prepared ahead, or by a roll).
     SegmentCreate = 0,
     /// fsync of the journal.
     Sync = 1,
@@ -72,40 +71,69 @@ pub(crate) fn create_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).create_new(true).mode(FILE_MODE).open(path)
 }
 
-/// Creates `path`, reserves `size` bytes on disk (so writes through a mapping
-/// can never hit ENOSPC as a SIGBUS later) and writes `header` at offset 0.
-pub(crate) fn create_segment(faults: &Faults, path: &Path, size: usize, header: &[u8]) -> io::Result<File> {
-    faults.check(FaultPoint::SegmentCreate)?;
-    let file = create_file(path)?;
-    let result = (|| {
-        // SAFETY: plain syscall on a valid fd; arguments are in range.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        (&file).write_all(header)?;
-        file.sync_data()
-    })();
-    match result {
-        Ok(()) => Ok(file),
-        Err(e) => {
-            drop(file);
-            let _ = fs::remove_file(path);
-            Err(e)
-        }
-    }
-}
-
 /// fdatasync of a journal segment. On Linux this also writes back pages
 /// dirtied through a shared mapping of the file.
 pub(crate) fn sync_file(faults: &Faults, file: &File) -> io::Result<()> {
     faults.check(FaultPoint::Sync)?;
-    file.sync_data()
+    file.sync_data()?;
+    observe(|o| o.file_synced(file));
+    Ok(())
+}
+
+/// fdatasync of a file the journal is preparing (its own fault point,
+/// `SegmentCreate`, is checked by the caller).
+pub(crate) fn sync_new_file(file: &File) -> io::Result<()> {
+    file.sync_data()?;
+    observe(|o| o.file_synced(file));
+    Ok(())
 }
 
 /// fsync of a directory, so a create, rename or unlink inside it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()?;
+    observe(|o| o.dir_synced(dir));
+    Ok(())
+}
+
+/// Removes a file (not durable until the directory is synced).
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    observe(|o| o.removing(path));
+    fs::remove_file(path)
+}
+
+/// What reached the disk, as fsync and directory fsync report it: the
+/// crash-consistency test (`tests/crash_consistency.rs`) keeps a model of
+/// the durable disk with it and "cuts the power" by discarding the rest.
+/// Every fsync, directory fsync and removal of the engine goes through this
+/// module, so the model sees all of them.
+pub trait Observer: Send + Sync {
+    /// `file` was fsynced: its content now is durable.
+    fn file_synced(&self, file: &File);
+    /// `dir` was fsynced: its entries now are durable.
+    fn dir_synced(&self, dir: &Path);
+    /// `path` is about to be removed.
+    fn removing(&self, path: &Path);
+}
+
+static OBSERVED: AtomicBool = AtomicBool::new(false);
+static OBSERVER: Mutex<Option<std::sync::Arc<dyn Observer>>> = Mutex::new(None);
+
+/// Installs (or with `None` removes) the process-wide observer. A test hook:
+/// off, each call costs one relaxed load.
+pub fn set_observer(o: Option<std::sync::Arc<dyn Observer>>) {
+    let mut g = OBSERVER.lock();
+    OBSERVED.store(o.is_some(), Ordering::Release);
+    *g = o;
+}
+
+fn observe(f: impl FnOnce(&dyn Observer)) {
+    if !OBSERVED.load(Ordering::Relaxed) {
+        return;
+    }
+    let o = OBSERVER.lock().clone();
+    if let Some(o) = o {
+        f(&*o);
+    }
 }
 
 /// Writes `data` to `dir/name` atomically: temp file, fsync, rename, fsync dir.
@@ -120,12 +148,13 @@ pub(crate) fn write_atomic(faults: Option<&Faults>, dir: &Path, name: &str, data
         let mut file = create_file(&tmp)?;
         file.write_all(data)?;
         file.sync_all()?;
+        observe(|o| o.file_synced(&file));
         drop(file);
         fs::rename(&tmp, dir.join(name))?;
         sync_dir(dir)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = remove_file(&tmp);
     }
     result
 }

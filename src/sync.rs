@@ -11,6 +11,12 @@
 //!   failed fsync round that started after the waiter asked and covered `lsn`;
 //! - no wake-up is lost: a waiter always registers its request under the
 //!   same lock the flusher checks before sleeping.
+//!
+//! The flusher syncs the segments the writer rolled away from (oldest
+//! first) before the active one, so "durable up to N" means every segment
+//! holding a record up to N was synced. `journal_durable` is that watermark
+//! for the journal alone (a snapshot makes records durable too, but not the
+//! journal's copy of them): records carry it as their durable gap.
 
 use crate::loom::{Condvar, Mutex, lock, wait};
 use crate::types::Lsn;
@@ -34,6 +40,10 @@ struct State<F> {
     shutdown: bool,
     /// What the flusher syncs (the active segment's file).
     target: Option<F>,
+    /// Segments rolled away from, not yet synced, oldest first.
+    retiring: Vec<F>,
+    /// How many of `retiring` the job under way covers.
+    job_retiring: usize,
     fsyncs: u64,
     /// Waiters that asked since the flusher took its last job, and how many
     /// the last job served: the flusher gathers about that many again.
@@ -49,11 +59,17 @@ pub struct SyncPoint<F> {
     /// How long the flusher may wait for as many writers as its last round
     /// served before starting an fsync (0: never wait). See `set_gather`.
     gather: std::sync::atomic::AtomicU64,
+    /// Everything up to here was in a journal segment when it was synced.
+    journal_durable: std::sync::atomic::AtomicU64,
 }
 
 /// What the flusher should do next.
 pub enum Job<F> {
-    Sync { upto: Lsn, target: F },
+    /// Sync `targets` in order (segments rolled away from, then the active one).
+    Sync {
+        upto: Lsn,
+        targets: Vec<F>,
+    },
     Stop,
 }
 
@@ -68,6 +84,8 @@ impl<F: Clone> SyncPoint<F> {
                 last_failure: None,
                 shutdown: false,
                 target,
+                retiring: Vec::new(),
+                job_retiring: 0,
                 fsyncs: 0,
                 arrivals: 0,
                 last_batch: 0,
@@ -75,7 +93,22 @@ impl<F: Clone> SyncPoint<F> {
             work: Condvar::new(),
             done: Condvar::new(),
             gather: std::sync::atomic::AtomicU64::new(0),
+            journal_durable: std::sync::atomic::AtomicU64::new(durable),
         }
+    }
+
+    /// Everything up to the returned LSN reached the disk through the
+    /// journal's own fsyncs (no lock: read by every append).
+    pub fn journal_durable(&self) -> Lsn {
+        self.journal_durable.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The writer moved to a new segment: `old` must be synced (before
+    /// `new`) by the next job.
+    pub fn roll(&self, new: F, old: F) {
+        let mut st = lock(&self.st);
+        st.retiring.push(old);
+        st.target = Some(new);
     }
 
     /// Lets the flusher wait up to `d` for as many writers as its previous
@@ -95,15 +128,15 @@ impl<F: Clone> SyncPoint<F> {
         }
     }
 
-    /// Everything up to `lsn` was made durable by someone else (a segment
-    /// roll fsyncs the old segment itself); `target` is the new file to sync.
-    pub fn synced_externally(&self, lsn: Lsn, target: Option<F>) {
+    /// Everything up to `lsn` was made durable by someone else: a snapshot
+    /// (`journal: false`), or the writer syncing the journal itself.
+    pub fn synced_externally(&self, lsn: Lsn, journal: bool) {
         let mut st = lock(&self.st);
         if lsn > st.durable {
             st.durable = lsn;
         }
-        if target.is_some() {
-            st.target = target;
+        if journal {
+            self.journal_durable.fetch_max(lsn, std::sync::atomic::Ordering::AcqRel);
         }
         st.fsyncs += 1;
         drop(st);
@@ -200,12 +233,11 @@ impl<F: Clone> SyncPoint<F> {
         // writer descheduled for a while must not collapse the batching.
         st.last_batch = if gathered { st.arrivals } else { st.arrivals.max(st.last_batch - 1) };
         st.arrivals = 0;
-        let target = st.target.clone();
-        let upto = st.written;
-        match target {
-            Some(target) => Job::Sync { upto, target },
-            None => Job::Stop,
-        }
+        let Some(active) = st.target.clone() else { return Job::Stop };
+        let mut targets = st.retiring.clone();
+        st.job_retiring = targets.len();
+        targets.push(active);
+        Job::Sync { upto: st.written, targets }
     }
 
     /// Reports the outcome of the fsync that `next_job` asked for.
@@ -218,9 +250,13 @@ impl<F: Clone> SyncPoint<F> {
                 if upto > st.durable {
                     st.durable = upto;
                 }
+                let n = st.job_retiring;
+                st.retiring.drain(..n);
+                self.journal_durable.fetch_max(upto, std::sync::atomic::Ordering::AcqRel);
             }
             Err((errno, message)) => {
                 st.last_failure = Some(SyncFailure { round: st.round, target: upto, errno, message });
+                // The segments stay in `retiring` for the next round.
                 // Do not spin on a failing disk: the next round needs a new request.
                 st.requested = st.durable;
             }
@@ -235,6 +271,12 @@ impl<F: Clone> SyncPoint<F> {
         drop(st);
         self.work.notify_all();
         self.done.notify_all();
+    }
+
+    /// Files not known to be synced (at close, after the flusher stopped).
+    pub fn unsynced_files(&self) -> Vec<F> {
+        let st = lock(&self.st);
+        st.retiring.iter().cloned().chain(st.target.clone()).collect()
     }
 
     pub fn durable(&self) -> Lsn {

@@ -12,6 +12,14 @@ pub fn now_micros() -> Micros {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
+/// `at` plus `d`, saturating (a huge duration means "never", not a wrap).
+pub fn micros_after(at: Micros, d: Duration) -> Micros {
+    at.saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Message ids have this many bits for the sequence part.
+pub const SEQ_BITS: u32 = 64 - SLOT_BITS;
+
 /// The slot part of a message id has this many bits; the rest is a sequence
 /// number that never repeats, so ids are unique across restarts and sort in
 /// publish order.
@@ -225,11 +233,13 @@ pub enum Wait {
 
 impl Wait {
     /// `None` waits forever; `Some(0)` never waits.
+    /// (NaN waits forever too; callers validate before.)
     pub fn from_timeout(t: Option<f64>) -> Wait {
         match t {
             None => Wait::Forever,
             Some(s) if s <= 0.0 => Wait::No,
-            Some(s) => Wait::Until(Instant::now() + Duration::from_secs_f64(s.min(1e9))),
+            Some(s) if s.is_nan() || s > 1e9 => Wait::Forever,
+            Some(s) => Instant::now().checked_add(Duration::from_secs_f64(s)).map_or(Wait::Forever, Wait::Until),
         }
     }
 }

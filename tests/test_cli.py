@@ -30,6 +30,9 @@ def test_inspect_shows_an_owned_queue_without_touching_it(qdir: Path, spawn: Spa
         q.publish_many([b"a", b"b", b"c"], topic="orders")
         q.publish(b"x", topic="mail", delay=3600)
         q.checkout("orders", timeout=0)
+        # Quiet: the flusher synced everything, the next segment is prepared.
+        while (s := q.stats())["durable_lsn"] < s["lsn"] or s["journal_spares"] < 1:
+            time.sleep(0.001)
         print("ready", flush=True)
         time.sleep(60)
         """,
@@ -57,7 +60,7 @@ def test_verify_names_the_damaged_file_and_offset(qdir: Path, spawn: Spawn) -> N
     child = spawn(
         """
         import sys, time, ringq
-        q = ringq.Queue(sys.argv[1])
+        q = ringq.Queue(sys.argv[1], durability="always")
         for i in range(5):
             q.publish(f"message {i}".encode())
         print("ready", flush=True)
@@ -67,15 +70,16 @@ def test_verify_names_the_damaged_file_and_offset(qdir: Path, spawn: Spawn) -> N
     )
     assert read_line(child) == "ready"
     kill_and_collect(child)  # no snapshot at close: the records stay in the journal
-    [wal] = sorted(qdir.glob("*.wal"))
+    # The segment in use (a prepared spare's header has first LSN 0).
+    [wal] = [p for p in sorted(qdir.glob("*.log")) if p.read_bytes()[16:24] != bytes(8)]
     data = bytearray(wal.read_bytes())
-    data[32 + 20 + 3] ^= 0xFF  # inside the first record's body
+    data[48 + 20 + 3] ^= 0xFF  # inside the first record's body (fsynced: records follow)
     wal.write_bytes(bytes(data))
     done = ringq_cli("verify", str(qdir))
     assert done.returncode == 1
-    assert str(wal) in done.stderr and "offset 32" in done.stderr, done.stderr
+    assert str(wal) in done.stderr and "offset 48" in done.stderr, done.stderr
     as_json = json.loads(ringq_cli("verify", str(qdir), "--json").stdout)
-    assert (as_json["ok"], as_json["file"], as_json["offset"]) == (False, str(wal), 32)
+    assert (as_json["ok"], as_json["file"], as_json["offset"]) == (False, str(wal), 48)
     assert ringq_cli("verify", str(qdir.parent / "nope")).returncode == 2
 
 
@@ -101,6 +105,9 @@ def test_peek_and_dlq_show_messages_and_dead_letters_of_an_owned_queue(
         q._engine.nack(
             d, None, "ValueError", "cannot parse", "Traceback: ...", "on_mail", "non_retryable"
         )
+        # Quiet: the flusher synced everything, the next segment is prepared.
+        while (s := q.stats())["durable_lsn"] < s["lsn"] or s["journal_spares"] < 1:
+            time.sleep(0.001)
         print(bad, flush=True)
         time.sleep(60)
         """,

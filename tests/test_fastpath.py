@@ -94,11 +94,14 @@ def test_engine_signatures_match_the_documented_ones(open_queue: OpenQueue, name
     q = open_queue()
     documented = list(inspect.signature(getattr(ringq.Queue, name)).parameters.values())[1:]
     fast = list(inspect.signature(getattr(q, name)).parameters.values())
-    # ack keeps the engine's extra publish= (atomic chaining) after the public ones
+    # ack keeps the engine's extra publish= (atomic chaining) after the public
+    # ones, checkout the dispatcher's share= and since= (fair share, sticky
+    # interrupts)
     assert [(p.name, p.kind, p.default) for p in fast[: len(documented)]] == [
         (p.name, p.kind, p.default) for p in documented
     ]
-    assert [p.name for p in fast[len(documented) :]] == (["publish"] if name == "ack" else [])
+    extra = {"ack": ["publish"], "checkout": ["share", "since"]}.get(name, [])
+    assert [p.name for p in fast[len(documented) :]] == extra
 
 
 def test_a_subclass_override_is_not_shadowed(open_queue: OpenQueue, qdir: Path) -> None:

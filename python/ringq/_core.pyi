@@ -26,6 +26,11 @@ class QueueFull(RingqError):
 class QueueClosed(RingqError):
     """The queue was closed."""
 
+class QueueForked(QueueClosed):
+    """A queue opened before ``fork()``, used in the child: open it there instead."""
+
+    pid: int
+
 class LeaseLost(RingqError):
     """The lease token is stale: the message expired and may belong to someone else.
 
@@ -33,6 +38,9 @@ class LeaseLost(RingqError):
     """
 
     ids: list[str]
+
+class ForeignDelivery(LeaseLost):
+    """A delivery of another queue (or of an earlier queue at this path)."""
 
 class VersionConflict(RingqError):
     """``expected_version`` did not match the live message's version."""
@@ -89,6 +97,9 @@ class Delivery:
     def lease_deadline(self) -> float: ...
     @property
     def lease_token(self) -> int: ...
+    @property
+    def queue_id(self) -> str:
+        """The instance id of the queue that delivered it."""
 
 @final
 class DeadLetter:
@@ -129,19 +140,20 @@ class Engine:
         self,
         path: str,
         *,
-        capacity: int = 100_000,
+        capacity: int | None = None,
         durability: str = "batch",
-        fsync_interval: float = 0.05,
-        max_attempts: int = 5,
-        segment_size: int = 16 * 1024 * 1024,
-        snapshot_every: int = 1_000_000,
-        snapshot_interval: float = 300.0,
-        max_payload: int = 1024 * 1024,
-        max_key: int = 1024,
-        max_headers: int = 64 * 1024,
-        dlq_capacity: int = 10_000,
-        lease: float = 30.0,
-    ) -> None: ...
+        fsync_interval: float | None = None,
+        max_attempts: int | None = None,
+        segment_size: int | None = None,
+        snapshot_every: int | None = None,
+        snapshot_interval: float | None = None,
+        max_payload: int | None = None,
+        max_key: int | None = None,
+        max_headers: int | None = None,
+        dlq_capacity: int | None = None,
+        lease: float | None = None,
+    ) -> None:
+        """``None`` keeps the engine's default (see the README's options table)."""
     @property
     def path(self) -> str: ...
     @property
@@ -149,6 +161,11 @@ class Engine:
         """The default lease of ``checkout``, in seconds."""
     @property
     def closed(self) -> bool: ...
+    @property
+    def forked(self) -> bool:
+        """True in a ``fork()`` child: the queue belongs to the parent."""
+    @property
+    def instance_id(self) -> str: ...
     @property
     def durability(self) -> str: ...
     # publish, publish_payloads, checkout, ack and extend have the signatures
@@ -194,7 +211,15 @@ class Engine:
         max_messages: int = 1,
         lease: float | None = None,
         timeout: float | None = None,
-    ) -> list[Delivery]: ...
+        *,
+        share: int = 1,
+        since: int | None = None,
+    ) -> list[Delivery]:
+        """``share``: take at most ``ceil(ready / share)``; ``since``: do not
+        wait if ``interrupt(topic)`` was called after ``interrupts(topic)``
+        returned this value."""
+    def interrupts(self, topic: str) -> int: ...
+    def release(self, deliveries: Delivery | Iterable[Delivery]) -> None: ...
     def ack(
         self,
         deliveries: Delivery | Iterable[Delivery],
@@ -217,7 +242,8 @@ class Engine:
     ) -> None: ...
     def is_superseded(self, delivery: Delivery) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
-    def topic_stats(self) -> dict[str, dict[str, int]]: ...
+    def topic_stats(self) -> dict[str, dict[str, int]]:
+        """Per topic: ready, in_flight, delayed, dead_lettered (since open)."""
     def histograms(self) -> dict[str, dict[str, Any]]: ...
     def snapshot(self) -> int: ...
     def dlq_list(

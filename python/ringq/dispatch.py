@@ -1,10 +1,10 @@
 """The dispatcher: worker threads that run handlers.
 
 Each handler gets a pool of worker threads (``max_parallelism`` of them, or
-what ``scale`` set). A worker checks out up to ``prefetch`` messages of the
-handler's topic in one engine call, waiting inside the engine with the GIL
-released until a message arrives: nothing polls. For each message it decodes
-the payload into the handler's type, runs the handler, and then:
+what ``scale`` set). A worker checks out a batch of the handler's topic in
+one engine call, waiting inside the engine with the GIL released until a
+message arrives: nothing polls. For each message it decodes the payload into
+the handler's type, runs the handler, and then:
 
 - success: acks (staged ``ctx.publish`` messages are committed in the same
   journal record as the ack; plain acks of one batch are sent together);
@@ -18,6 +18,25 @@ the payload into the handler's type, runs the handler, and then:
 A worker never dies of a handler's exception (or of a dependency that fails
 to resolve: that is a failed attempt like any other).
 
+**Batches (prefetch) never cost a message its attempts or its turn.** How
+many messages a worker takes at once:
+
+- never more than ``prefetch``;
+- never more than a fair share of what is ready: ``ceil(ready / workers)``
+  (the engine takes ``share=workers``), so ``max_parallelism=N`` runs N
+  handlers at once whenever N messages are ready;
+- only as many as the handler runs in about 5 ms (1/20 of the lease if
+  that is less), from the average time per message measured over recent
+  batches: slow handlers take one message at a time, trivial ones batch.
+
+A message of a batch that has not started yet is *released* when its
+worker holds it longer than ``hold`` (20 ms, at most 0.4 of the lease) —
+its handler before it is slow — or when the handler heartbeats, the worker
+is abandoned, or the queue stops: it goes back to the front of its topic
+with the delivery undone (``attempt`` as before), for the next free worker.
+So it is never dead-lettered, charged an attempt, or queued behind retries
+because a neighbour in its batch was slow.
+
 **Timeouts.** ``timeout`` is the lease. A lease monitor thread (one per
 dispatcher, sleeping until the earliest deadline) notices a handler that ran
 past its lease: it sets ``ctx.cancelled``, and the engine has already made
@@ -28,18 +47,27 @@ as soon as its handler returns (its late ack is rejected with ``LeaseLost``
 and logged). ``stats()`` counts abandoned threads still running.
 
 **Stopping.** ``stop(drain=True)`` lets workers finish what is ready, then
-stop; ``drain=False`` finishes only the messages being handled and gives
-prefetched ones back at once. ``timeout`` bounds the wait; workers still
-busy after it are left to finish (their messages come back when their lease
-runs out).
+stop; ``drain=False`` finishes only the messages being handled and releases
+the unstarted ones at once. ``timeout`` bounds the wait; workers still busy
+after it are left to finish (their messages come back when their lease runs
+out). Stopping and scaling wake idle workers with a sticky engine interrupt
+(``checkout(since=...)``): no loop sleeps or polls.
+
+**Counts.** ``stats()`` counts a success only once its ack is accepted (a
+late ack is counted in ``late_acks``, not as a success), and takes
+``dead_lettered`` from the engine's count for the handler's topic, so it
+includes messages the engine dead-lettered itself (lease expiries) and agrees
+with the dead-letter queue.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import functools
 import heapq
+import inspect
 import logging
 import threading
 import time
@@ -60,6 +88,11 @@ __all__ = ["Dispatcher"]
 log = logging.getLogger("ringq.dispatch")
 
 MAX_WORKERS = 1024
+
+#: A batch holds about this much handler time (or 1/20 of the lease if less).
+BATCH_BUDGET = 0.005
+#: Unstarted messages of a batch go back after this long (at most 0.4 x lease).
+HOLD = 0.02
 
 ErrorFields = tuple[str | None, str | None, str | None]
 
@@ -134,8 +167,9 @@ class _Worker:
         "ctx",
         "current",
         "deadline",
+        "finished",
+        "hold_until",
         "hook",
-        "index",
         "pending",
         "pool",
         "thread",
@@ -143,9 +177,13 @@ class _Worker:
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
-        #: The batch being worked through and the position in it.
-        self.batch: list[Delivery] = []
-        self.index = 0
+        #: The unstarted messages of the batch being worked through. The
+        #: worker and the lease monitor both take from its left (each
+        #: ``popleft`` is atomic), so a message is either started or
+        #: released, never both.
+        self.batch: collections.deque[Delivery] = collections.deque()
+        #: When the unstarted messages go back (epoch seconds).
+        self.hold_until = 0.0
         #: Handled messages whose ack is still to be sent (one call per batch).
         self.pending: list[Delivery] = []
         #: Run by ``ctx.heartbeat()`` before it renews the lease.
@@ -156,6 +194,8 @@ class _Worker:
         self.ctx: Context | None = None
         self.deadline = 0.0
         self.abandoned = False
+        #: Its thread left the pool (set last, under the dispatcher's ``done``).
+        self.finished = False
         self.counters = _Counters()
         self.thread: threading.Thread | None = None
 
@@ -175,6 +215,14 @@ class _Pool:
         self.stopping = False
         self.drain = False
         self.seq = 0
+        lease = spec.options.timeout
+        #: Handler time a batch should hold, and how long unstarted messages wait.
+        self.budget = min(BATCH_BUDGET, lease / 20)
+        self.hold = min(0.4 * lease, max(HOLD, 4 * self.budget))
+        #: Average handler seconds per message over recent batches (0: none yet).
+        self.per_message = 0.0
+        #: The engine's dead-letter count of the topic when the pool started.
+        self.dead_base = 0
         # Per message work we can skip: the type tag (bytes and str ignore
         # it) and the context (a function handler that does not take one).
         self.needs_tag = spec.message_type not in (bytes, str)
@@ -222,6 +270,21 @@ class _Pool:
                 self.retired.append(w.counters)
             else:
                 self._leave_locked(w)
+        self.d._finished(w)
+
+    def batch_size(self) -> int:
+        """How many messages to take at once (see the module docstring)."""
+        prefetch = self.spec.options.prefetch
+        per = self.per_message
+        if per <= 0.0:
+            return prefetch
+        return max(1, min(prefetch, int(self.budget / per)))
+
+    def observe(self, seconds: float, messages: int) -> None:
+        """A batch of ``messages`` took ``seconds`` of handler time."""
+        x = seconds / messages
+        per = self.per_message
+        self.per_message = x if per <= 0.0 else 0.8 * per + 0.2 * x
 
     # -- running handlers ---------------------------------------------------------
 
@@ -246,6 +309,8 @@ class _Pool:
             self.abandoned_total += 1
             self.workers.discard(w)
             self.fill_locked()
+        self.d._finished(w)
+        self.d._release_rest(w)
         log.warning(
             "handler %s ran past its %.3gs lease on message %s (attempt %d): "
             "cancelled; the message is retried and a fresh worker took this one's place",
@@ -255,7 +320,8 @@ class _Pool:
             d.attempt,
         )
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, dead: int | None) -> dict[str, Any]:
+        """``dead``: the engine's dead-letter count of the topic now."""
         with self.lock:
             counters = [w.counters for w in self.workers] + self.retired
             out: dict[str, Any] = {
@@ -268,6 +334,9 @@ class _Pool:
             }
         for name in _Counters.SCALARS:
             out[name] = sum(getattr(c, name) for c in counters)
+        if dead is not None:
+            out["dead_lettered"] = dead - self.dead_base
+        out["batch_size"] = self.batch_size()
         out["queue_wait"] = _Histogram.merged([c.queue_wait for c in counters])
         out["handler_duration"] = _Histogram.merged([c.handler_duration for c in counters])
         out["end_to_end"] = _Histogram.merged([c.end_to_end for c in counters])
@@ -278,8 +347,21 @@ def _no_plain(msg: object) -> object:  # pragma: no cover - never called
     raise AssertionError("handler needs a context")
 
 
+def _not_awaited(name: str, result: object) -> TypeError:
+    """A handler returned an awaitable: it did not run, so the attempt fails."""
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()  # no "never awaited" warning: this error says it
+    return TypeError(
+        f"handler {name} returned {type(result).__name__}, an awaitable, which ringq cannot run "
+        "on a worker thread: the message was not handled. Write the handler as a plain def "
+        "(it may call asyncio.run(...)); async handlers are refused when registered"
+    )
+
+
 class _LeaseMonitor:
-    """Sleeps until the earliest handler deadline, then cancels overrunners."""
+    """Sleeps until the earliest handler deadline (or batch hold), then
+    cancels overrunners and releases messages held too long unstarted."""
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.d = dispatcher
@@ -334,21 +416,30 @@ class _LeaseMonitor:
             return False
 
     def _check(self) -> None:
-        """Cancels every handler past its deadline; schedules the next wake-up."""
+        """Cancels every handler past its deadline, releases batches held
+        past their hold time; schedules the next wake-up."""
         now = time.time()
         nearest = None
         for pool in self.d.pools():
             with pool.lock:
                 running = []
+                holding = []
                 for w in pool.workers:
                     d, ctx = w.current, w.ctx
                     if d is not None:
                         running.append((w, d, ctx.deadline if ctx is not None else w.deadline))
+                    if w.batch:
+                        holding.append(w)
             for w, d, deadline in running:
                 if deadline <= now:
                     pool.expire(w, d)
                 elif nearest is None or deadline < nearest:
                     nearest = deadline
+            for w in holding:
+                if w.hold_until <= now:
+                    self.d._release_rest(w)
+                elif w.batch and (nearest is None or w.hold_until < nearest):
+                    nearest = w.hold_until
         if nearest is not None:
             self.watch(nearest)
 
@@ -371,6 +462,8 @@ class Dispatcher:
         self.resolver: Resolver = resolver if resolver is not None else Container()
         self._pools: dict[str, _Pool] = {}
         self._lock = threading.Lock()
+        #: Notified when a worker leaves or is abandoned (``stop`` waits on it).
+        self._done = threading.Condition()
         self.monitor = _LeaseMonitor(self)
         self.running = False
 
@@ -395,6 +488,7 @@ class Dispatcher:
             spec.topic, max_attempts=spec.options.retry.max_attempts, handler=spec.name
         )
         pool = _Pool(self, spec)
+        pool.dead_base = self._dead_counts().get(spec.topic, 0)
         with self._lock:
             self._pools[spec.name] = pool
         with pool.lock:
@@ -416,20 +510,13 @@ class Dispatcher:
         with pool.lock:
             pool.target = workers
             pool.fill_locked()
-        # Idle workers wait in checkout: wake them to leave. An interrupt
-        # only wakes calls already waiting, so repeat briefly while idle
-        # workers above the target remain (busy ones leave after their batch).
-        until = time.monotonic() + 1.0
-        while time.monotonic() < until:
-            with pool.lock:
-                idle_excess = len(pool.workers) > pool.target and any(
-                    w.current is None for w in pool.workers
-                )
-            if not idle_excess:
-                break
+            excess = len(pool.workers) > pool.target
+        if excess:
+            # Idle workers wait in checkout: the interrupt is sticky, so it
+            # also stops one on its way in; each re-checks its membership
+            # (busy ones leave after their batch).
             with contextlib.suppress(QueueClosed):
                 self.engine.interrupt(spec.topic)
-            time.sleep(0.005)
         log.info("handler %s scaled to %d workers", name, workers)
 
     def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
@@ -452,19 +539,17 @@ class Dispatcher:
         for pool in pools:
             with pool.lock:
                 workers += list(pool.workers)
-        for w in workers:
-            t = w.thread
-            # A worker may be on its way into checkout when the interrupt
-            # lands; interrupt again until it is out (shutdown only).
-            while t is not None and t.is_alive() and not w.abandoned:
-                with contextlib.suppress(QueueClosed):
-                    self.engine.interrupt(w.pool.spec.topic)
+            # Sticky: also stops a worker on its way into checkout.
+            with contextlib.suppress(QueueClosed):
+                self.engine.interrupt(pool.spec.topic)
+        with self._done:
+            while any(not (w.finished or w.abandoned) for w in workers):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                t.join(0.05 if left is None else min(0.05, left))
+                self._done.wait(left)
         self.monitor.stop()
-        busy = [w for w in workers if w.thread is not None and w.thread.is_alive()]
+        busy = [w for w in workers if not w.finished]
         if busy:
             for pool in pools:
                 with pool.lock:
@@ -473,8 +558,23 @@ class Dispatcher:
                 log.warning("stop(): some handler threads were still busy after %ss", timeout)
         return all(w.abandoned for w in busy)
 
+    def _finished(self, w: _Worker) -> None:
+        """A worker left its pool, or the monitor abandoned it."""
+        with self._done:
+            if not w.abandoned:
+                w.finished = True
+            self._done.notify_all()
+
     def stats(self) -> dict[str, dict[str, Any]]:
-        return {p.spec.name: p.stats() for p in self.pools()}
+        dead = self._dead_counts()
+        return {p.spec.name: p.stats(dead.get(p.spec.topic)) for p in self.pools()}
+
+    def _dead_counts(self) -> dict[str, int]:
+        """Dead letters per topic since the engine opened (``{}`` once closed)."""
+        try:
+            return {t: s["dead_lettered"] for t, s in self.engine.topic_stats().items()}
+        except RingqError:
+            return {}
 
     # -- the worker ----------------------------------------------------------------
 
@@ -482,19 +582,25 @@ class Dispatcher:
         pool = w.pool
         spec = pool.spec
         engine = self.engine
-        topic, lease, prefetch = spec.topic, spec.options.timeout, spec.options.prefetch
+        topic, lease = spec.topic, spec.options.timeout
         try:
-            while not pool.should_exit(w):
+            while True:
                 try:
+                    # Read before deciding to wait: an interrupt after this
+                    # point makes the checkout below return at once.
+                    since = engine.interrupts(topic)
+                    if pool.should_exit(w):
+                        return
+                    size, share = pool.batch_size(), max(1, pool.target)
                     if pool.stopping:
                         # Draining: take what is ready, never wait.
-                        batch = engine.checkout(topic, prefetch, lease, 0)
+                        batch = engine.checkout(topic, size, lease, 0, share=share)
                         if not batch:
                             with pool.lock:
                                 pool._leave_locked(w)
                             return
                     else:
-                        batch = engine.checkout(topic, prefetch, lease, None)
+                        batch = engine.checkout(topic, size, lease, None, share=share, since=since)
                 except QueueClosed:
                     return
                 except RingqError as e:
@@ -516,43 +622,74 @@ class Dispatcher:
         pool = w.pool
         engine = self.engine
         lease = pool.spec.options.timeout
-        last_attempt = pool.spec.options.retry.max_attempts
         checked_out = time.time()
-        w.batch = batch
+        clock = time.perf_counter()
+        unstarted = w.batch
+        unstarted.extend(batch)
+        if len(batch) > 1:
+            w.hold_until = checked_out + pool.hold
+            self.monitor.watch(w.hold_until)
+        started = 0
         try:
-            for i, d in enumerate(batch):
-                w.index = i
+            while True:
+                try:
+                    d = unstarted.popleft()
+                except IndexError:
+                    break
+                if w.abandoned or (pool.stopping and not pool.drain):
+                    # Stopping (or abandoned): the unstarted ones go back,
+                    # their deliveries undone.
+                    unstarted.appendleft(d)
+                    self._release_rest(w)
+                    break
                 deadline = d.lease_deadline
-                # Stopping (or abandoned): give unstarted messages back at
-                # once, except one on its last attempt: giving it back would
-                # dead-letter a message that never ran, so it is handled.
-                giving_back = w.abandoned or (pool.stopping and not pool.drain)
-                if i and giving_back and d.attempt < last_attempt:
-                    with contextlib.suppress(LeaseLost):
-                        engine.nack(d)
-                    continue
-                if i and time.time() - checked_out > 0.1 * lease:
-                    # Prefetched and waited a while: a full lease from now.
+                if started and time.time() - checked_out > 0.1 * lease:
+                    # Waited a while behind its neighbours: a full lease from now.
                     self._flush(w)
                     try:
                         deadline = engine.extend(d, lease)
                     except LeaseLost:
-                        continue  # expired while waiting; the engine retries it
+                        continue  # expired meanwhile; the engine retries it
+                started += 1
                 self._handle_one(w, d, deadline)
         finally:
-            w.batch = []
             self._flush(w)
+            if started:
+                pool.observe(time.perf_counter() - clock, started)
+
+    def _release_rest(self, w: _Worker) -> None:
+        """Gives back the unstarted messages of ``w``'s batch (front of the
+        topic, deliveries undone), whoever calls it first."""
+        rest: list[Delivery] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                rest.append(w.batch.popleft())
+        if not rest:
+            return
+        try:
+            self.engine.release(rest)
+        except LeaseLost:
+            pass  # some had expired already: the engine retries those
+        except QueueClosed:
+            pass
+        except RingqError as e:
+            log.error(
+                "handler %s: release of %d messages failed: %s", w.pool.spec.name, len(rest), e
+            )
 
     def _flush(self, w: _Worker) -> None:
-        """Sends the acks of handled messages (one engine call)."""
+        """Sends the acks of handled messages (one engine call); counts the
+        accepted ones as successes."""
         done = w.pending
         if not done:
             return
         w.pending = []
+        c = w.counters
         try:
             self.engine.ack(done)
         except LeaseLost as e:
-            w.counters.late_acks += len(e.ids)
+            c.late_acks += len(e.ids)
+            c.succeeded += len(done) - len(e.ids)
             log.warning(
                 "handler %s: late ack rejected for %s (their leases ran out; "
                 "the messages were retried)",
@@ -564,16 +701,15 @@ class Dispatcher:
         except RingqError as e:
             # E.g. a failed fsync: the messages stay in flight and come back.
             log.error("handler %s: ack of %d messages failed: %s", w.pool.spec.name, len(done), e)
+        else:
+            c.succeeded += len(done)
 
     def _heartbeat(self, w: _Worker) -> None:
-        """Before a handler renews its lease: send pending acks and renew the
-        leases of the batch's unstarted messages too, so a long handler does
-        not let its neighbours expire."""
+        """Before a handler renews its lease: send pending acks and release
+        the batch's unstarted messages (a long handler gives its neighbours
+        to free workers instead of keeping them waiting)."""
         self._flush(w)
-        lease = w.pool.spec.options.timeout
-        for d in w.batch[w.index + 1 :]:
-            with contextlib.suppress(LeaseLost):
-                self.engine.extend(d, lease)
+        self._release_rest(w)
 
     def _handle_one(self, w: _Worker, d: Delivery, deadline: float) -> None:
         pool = w.pool
@@ -602,10 +738,9 @@ class Dispatcher:
             c.queue_wait.observe(max(0.0, time.time() - d.enqueued_at))
             started = time.perf_counter()
         try:
-            if ctx is None:
-                pool.plain(msg)
-            else:
-                self._call(spec, msg, ctx)
+            result = pool.plain(msg) if ctx is None else self._call(spec, msg, ctx)
+            if result is not None and inspect.isawaitable(result):
+                raise _not_awaited(spec.name, result)
         except BaseException as e:  # a handler's SystemExit must not kill the worker
             if started:
                 c.handler_duration.observe(time.perf_counter() - started)
@@ -617,7 +752,6 @@ class Dispatcher:
         w.current = w.ctx = None
         staged = None if ctx is None else ctx._staged
         if not staged:
-            c.succeeded += 1
             w.pending.append(d)
             if started:
                 c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
@@ -665,14 +799,14 @@ class Dispatcher:
         elif self._nack(w, d, e, delay, None):
             c.retried += 1
 
-    def _call(self, spec: HandlerSpec, msg: object, ctx: Context) -> None:
+    def _call(self, spec: HandlerSpec, msg: object, ctx: Context) -> object:
         if spec.cls is not None:
             with self.resolver.scope() as scope:
                 handler = build(spec.cls, scope)
-                handler.handle(msg, ctx)
-        else:
-            func: Callable[..., object] = spec.func  # type: ignore[assignment]
-            func(msg, ctx)
+                handle: Callable[..., object] = handler.handle
+                return handle(msg, ctx)
+        func: Callable[..., object] = spec.func  # type: ignore[assignment]
+        return func(msg, ctx)
 
     def _nack(
         self,

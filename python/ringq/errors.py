@@ -9,7 +9,9 @@ Hierarchy::
     ├── QueueLocked                 another process owns the directory (.pid, .path)
     ├── QueueFull                   capacity reached (block=False or timeout ran out)
     ├── QueueClosed                 the queue was closed
-    ├── LeaseLost                   stale lease token on ack/nack/extend (.ids)
+    │   └── QueueForked             used in a fork() child of the process that opened it (.pid)
+    ├── LeaseLost                   stale lease token on ack/nack/extend/release (.ids)
+    │   └── ForeignDelivery         a delivery of another queue (or an earlier one at this path)
     ├── VersionConflict             expected_version mismatch (.expected, .actual)
     ├── LimitExceeded (ValueError)  payload, key, topic or headers too large
     ├── ConfigError (ValueError)    an option has an invalid value
@@ -21,10 +23,12 @@ Hierarchy::
 from ringq._core import (
     ConfigError,
     CorruptionError,
+    ForeignDelivery,
     LeaseLost,
     LimitExceeded,
     NotFound,
     QueueClosed,
+    QueueForked,
     QueueFull,
     QueueLocked,
     RingqError,
@@ -35,10 +39,12 @@ from ringq._core import (
 __all__ = [
     "ConfigError",
     "CorruptionError",
+    "ForeignDelivery",
     "LeaseLost",
     "LimitExceeded",
     "NotFound",
     "QueueClosed",
+    "QueueForked",
     "QueueFull",
     "QueueLocked",
     "RingqError",

@@ -164,6 +164,23 @@ def message_type_of_function(func: Callable[..., object]) -> Any:
     return tp
 
 
+def refuse_async(name: str, func: Callable[..., object]) -> None:
+    """Refuses an ``async def`` handler (or a callable whose call is one):
+    ringq runs handlers on worker threads and would never await it, so its
+    messages would be acked without running."""
+    plain = inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, type)
+    # A callable object: look at its class's __call__.
+    call = None if plain else inspect.getattr_static(type(func), "__call__", None)
+    if inspect.iscoroutinefunction(func) or (
+        call is not None and inspect.iscoroutinefunction(call)
+    ):
+        raise ConfigError(
+            f"handler {name!r} is an async def: ringq runs handlers on worker threads and cannot "
+            "await it (its messages would be acked without running). Write it as a plain def "
+            "(calling asyncio.run(...) inside if it must await)"
+        )
+
+
 def takes_context(func: Callable[..., object]) -> bool:
     """Whether ``func`` takes a second (context) parameter. Handlers are
     called as ``func(msg)`` or ``func(msg, ctx)``: a required keyword-only
@@ -208,6 +225,10 @@ def build_spec(
     options = dataclasses.replace(HandlerOptions(), **given) if given else HandlerOptions()
     if config is not None:
         options = config.handler_options(name, options)
+    if func is not None:
+        refuse_async(name, func)
+    if cls is not None:
+        refuse_async(name, cls.handle)
     pass_context = True if func is None else takes_context(func)
     return HandlerSpec(
         name=name,

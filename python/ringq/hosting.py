@@ -182,6 +182,9 @@ class HandlerHost:
             return
         if len(self._registry) == 0:
             log.warning("start(): no handlers are registered yet")
+        if self._config is not None:
+            # A misspelt RINGQ_HANDLER__ON_ORDR__TIMEOUT is an error, not silence.
+            self._config.check_handler_names(spec.name for spec in self._registry)
         self._dispatcher = Dispatcher(self._engine, self._registry, self._resolver, self._timing)
         self._dispatcher.start()
 

@@ -111,11 +111,9 @@ class Queue(HandlerHost):
                 raise ConfigError(f"QueueOptions has options Queue does not know: {unknown}")
             settings = {**_KEYWORD_DEFAULTS, **from_options}
         self._init_handlers(options, resolver)
-        lease = settings["lease"]
-        if not lease > 0:  # also rejects NaN
-            raise ConfigError(f"lease must be > 0 seconds, got {lease!r}")
-        # None means "the engine's default": leave those out.
-        engine = Engine(os.fspath(path), **{k: v for k, v in settings.items() if v is not None})
+        # The engine checks every option (one message shape, all bad ones
+        # at once); None means "the engine's default".
+        engine = Engine(os.fspath(path), **settings)
         engine._set_encoder(_encode, _publish_item, type_header=TYPE_HEADER)
         self._engine = engine
         self._dlq = DeadLetterQueue(engine)
@@ -229,6 +227,14 @@ class Queue(HandlerHost):
         """
         self._engine.ack(deliveries)
 
+    def release(self, deliveries: Delivery | Iterable[Delivery]) -> None:
+        """Give deliveries back *unstarted*: each goes to the front of its
+        topic and its delivery is not counted (``attempt`` stays as it was).
+        For messages a consumer took but will not work on (shutting down,
+        took too many); a failed attempt is ``nack``. Stale leases raise
+        ``LeaseLost`` (the valid ones are released)."""
+        self._engine.release(deliveries)
+
     def nack(
         self,
         delivery: Delivery,
@@ -288,7 +294,12 @@ class Queue(HandlerHost):
 
     def close(self) -> None:
         """Stop running handlers (without draining), snapshot, release the
-        directory lock and stop the engine's threads."""
+        directory lock and stop the engine's threads. In a ``fork()`` child
+        of the process that opened it, only marks this copy closed (the
+        queue, its threads and its lock are the parent's)."""
+        if self._engine.forked:
+            self._engine.close()
+            return
         for server in self._servers:
             server.close()
         self._servers.clear()

@@ -14,7 +14,9 @@ struct Classes {
     locked: Py<PyType>,
     full: Py<PyType>,
     closed: Py<PyType>,
+    forked: Py<PyType>,
     lease_lost: Py<PyType>,
+    foreign: Py<PyType>,
     version_conflict: Py<PyType>,
     limit: Py<PyType>,
     config: Py<PyType>,
@@ -42,11 +44,25 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
         let val = py.get_type::<PyValueError>();
         let os = py.get_type::<PyOSError>();
         let key = py.get_type::<PyKeyError>();
+        let closed = make(py, "QueueClosed", &[&b], "The queue was closed.")?;
+        let lease_lost = make(py, "LeaseLost", &[&b], "A stale lease token: the message expired (see .ids).")?;
         Ok::<_, PyErr>(Classes {
             locked: make(py, "QueueLocked", &[&b], "Another process owns the queue directory (see .pid).")?,
             full: make(py, "QueueFull", &[&b], "The queue holds `capacity` messages.")?,
-            closed: make(py, "QueueClosed", &[&b], "The queue was closed.")?,
-            lease_lost: make(py, "LeaseLost", &[&b], "A stale lease token: the message expired (see .ids).")?,
+            forked: make(
+                py,
+                "QueueForked",
+                &[closed.bind(py)],
+                "A queue opened before fork() used in the child: open it in the child instead (.pid: the opener).",
+            )?,
+            foreign: make(
+                py,
+                "ForeignDelivery",
+                &[lease_lost.bind(py)],
+                "A delivery of another queue (or of an earlier queue at this path): nothing was changed.",
+            )?,
+            closed,
+            lease_lost,
             version_conflict: make(
                 py,
                 "VersionConflict",
@@ -70,7 +86,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         &c.locked,
         &c.full,
         &c.closed,
+        &c.forked,
         &c.lease_lost,
+        &c.foreign,
         &c.version_conflict,
         &c.limit,
         &c.config,
@@ -97,6 +115,16 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
         }
         Error::Full { .. } => c.full.bind(py).call1((msg,))?,
         Error::Closed => c.closed.bind(py).call1((msg,))?,
+        Error::Forked { pid, .. } => {
+            let x = c.forked.bind(py).call1((msg,))?;
+            x.setattr("pid", pid)?;
+            x
+        }
+        Error::Foreign { id, .. } => {
+            let x = c.foreign.bind(py).call1((msg,))?;
+            x.setattr("ids", vec![fmt_id(id)])?;
+            x
+        }
         Error::LeaseLost { ids } => {
             let x = c.lease_lost.bind(py).call1((msg,))?;
             x.setattr("ids", ids.iter().map(|i| fmt_id(*i)).collect::<Vec<_>>())?;

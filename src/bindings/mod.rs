@@ -3,6 +3,8 @@
 //! a call that must wait (for a message, for room, for fsync) first tries
 //! without waiting and only then releases the GIL (`Python::detach`).
 
+mod args;
+mod convert;
 mod errors;
 mod inspect;
 mod pyengine;

@@ -8,12 +8,14 @@
 //! in between. What only Python can do — encoding objects — is a callable set
 //! once with `_set_encoder`; `bytes` never reach it.
 
+use super::args::{self, Kind};
+use super::convert::{headers_vec, id_list, id_str, lease_of, leases, new_message, new_messages, parse_id, set_header};
 use super::errors::{config_err, to_py};
 use super::types::{PyDeadLetter, PyDelivery};
-use crate::engine::{Engine, Publish, PublishOpts, Stat};
+use crate::engine::{Checkout, Engine, Publish, PublishOpts, Stat};
 use crate::error::Error;
 use crate::storage::FaultPoint;
-use crate::types::{Durability, Failure, NewMessage, OnDuplicate, Options, Wait};
+use crate::types::{Durability, Failure, MAX_CAPACITY, NewMessage, OnDuplicate, Options, Wait};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
 use pyo3::exceptions::PyValueError;
@@ -24,6 +26,8 @@ use std::time::Duration;
 
 /// The topic of payloads published without one (`ringq.codecs.DEFAULT_TOPIC`).
 const DEFAULT_TOPIC: &str = "default";
+/// The most messages one checkout may ask for.
+const MAX_CHECKOUT: i64 = 1_000_000;
 
 #[pyclass(frozen, name = "Engine", module = "ringq._core")]
 pub struct PyEngine {
@@ -69,123 +73,33 @@ impl Encoder {
     }
 }
 
-/// Sets `name: value` in `headers`, replacing an entry of that name.
-fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
-    match headers.iter_mut().find(|(k, _)| k == name) {
-        Some(h) => h.1 = value,
-        None => headers.push((name.to_owned(), value)),
-    }
-}
-
 /// One item of `publish_payloads`: `bytes` as given, anything else encoded.
 enum Item<'py> {
     Raw(Bound<'py, PyBytes>),
     Encoded(NewMessage),
 }
 
-fn secs(name: &str, v: f64) -> PyResult<Duration> {
-    if !v.is_finite() || v < 0.0 {
-        return Err(config_err(format!("{name}={v} (must be a finite number >= 0)")));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-fn opt_delay(delay: Option<f64>) -> PyResult<Option<Duration>> {
-    match delay {
-        None => Ok(None),
-        Some(d) if d.is_finite() && d >= 0.0 => Ok(Some(Duration::from_secs_f64(d))),
-        Some(d) => Err(PyValueError::new_err(format!("delay={d} (must be a finite number of seconds >= 0)"))),
-    }
-}
-
-fn parse_id(id: &str) -> PyResult<u64> {
-    if id.len() == 16
-        && let Ok(v) = u64::from_str_radix(id, 16)
-    {
-        return Ok(v);
-    }
-    Err(to_py(Error::NotFound(format!("{id:?} (ids are 16 hex digits)"))))
-}
-
-fn headers_vec(h: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, String)>> {
-    let Some(h) = h else { return Ok(Vec::new()) };
-    h.iter().map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<String>()?))).collect()
-}
-
-/// Items of `publish_many` / staged publishes:
-/// `(topic, payload, dedup_key, delay, headers, correlation_id, causation_id)`.
-fn new_messages(items: &Bound<'_, PyAny>) -> PyResult<Vec<NewMessage>> {
-    let mut out = Vec::new();
-    for item in items.try_iter()? {
-        out.push(new_message(&item?)?);
-    }
-    Ok(out)
-}
-
-fn new_message(item: &Bound<'_, PyAny>) -> PyResult<NewMessage> {
-    let t = item.cast::<PyTuple>().map_err(|_| PyValueError::new_err("publish items must be 7-tuples"))?;
-    if t.len() != 7 {
-        return Err(PyValueError::new_err(format!("publish items must be 7-tuples, got {}", t.len())));
-    }
-    let headers: Option<Bound<'_, PyDict>> = t.get_item(4)?.extract()?;
-    Ok(NewMessage {
-        topic: t.get_item(0)?.extract()?,
-        payload: t.get_item(1)?.extract::<Vec<u8>>()?,
-        dedup_key: t.get_item(2)?.extract()?,
-        delay: opt_delay(t.get_item(3)?.extract()?)?,
-        headers: headers_vec(headers.as_ref())?,
-        correlation_id: t.get_item(5)?.extract()?,
-        causation_id: t.get_item(6)?.extract()?,
-    })
-}
-
-/// The (id, token) pairs of one delivery or a list of them.
-fn leases(deliveries: &Bound<'_, PyAny>) -> PyResult<Vec<(u64, u64)>> {
-    if let Ok(d) = deliveries.cast::<PyDelivery>() {
-        let d = d.get();
-        return Ok(vec![(d.id, d.lease_token)]);
-    }
-    let lease = |item: &Bound<'_, PyAny>| -> PyResult<(u64, u64)> {
-        let d = item.cast::<PyDelivery>().map_err(|_| PyValueError::new_err("ack() takes Delivery objects"))?;
-        let d = d.get();
-        Ok((d.id, d.lease_token))
-    };
-    if let Ok(list) = deliveries.cast::<PyList>() {
-        return list.iter().map(|item| lease(&item)).collect();
-    }
-    deliveries.try_iter()?.map(|item| lease(&item?)).collect()
-}
-
-fn lease_of(d: &Bound<'_, PyAny>) -> PyResult<(u64, u64)> {
-    let d = d.cast::<PyDelivery>().map_err(|_| PyValueError::new_err("expected a Delivery"))?;
-    let d = d.get();
-    Ok((d.id, d.lease_token))
-}
-
-fn id_str(py: Python<'_>, id: u64) -> Bound<'_, PyString> {
-    let hex = crate::error::hex_id(id);
-    PyString::new(py, std::str::from_utf8(&hex).expect("hex is ASCII"))
-}
-
-fn id_list<'py>(py: Python<'py>, ids: &[u64]) -> PyResult<Bound<'py, PyList>> {
-    PyList::new(py, ids.iter().map(|id| id_str(py, *id)))
-}
-
 impl PyEngine {
-    /// Runs `f` without waiting first (GIL held); if it reports `Full` and
-    /// the caller may block, runs it again with the GIL released.
+    /// Runs an engine call: with the GIL held when it cannot wait (the
+    /// engine's lock is free and no failed fsync needs healing), else with
+    /// the GIL released, so a snapshot or a slow disk never stalls the
+    /// process's other threads.
+    fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+        if self.engine.would_wait() { py.detach(f) } else { f() }.map_err(to_py)
+    }
+
+    /// Runs `f` without waiting first; if it reports `Full` and the caller
+    /// may block, runs it again with the GIL released.
     fn with_room<T: Send>(
         &self,
         py: Python<'_>,
         block: bool,
-        timeout: Option<f64>,
+        wait: Wait,
         f: impl Fn(Wait) -> crate::Result<T> + Send + Sync,
     ) -> PyResult<T> {
-        match f(Wait::No) {
-            Err(Error::Full { .. }) if block && timeout != Some(0.0) => {
-                let wait = Wait::from_timeout(timeout);
-                py.detach(|| f(wait)).map_err(to_py)
-            }
+        let first = if self.engine.would_wait() { py.detach(|| f(Wait::No)) } else { f(Wait::No) };
+        match first {
+            Err(Error::Full { .. }) if block && !matches!(wait, Wait::No) => py.detach(|| f(wait)).map_err(to_py),
             r => r.map_err(to_py),
         }
     }
@@ -205,77 +119,102 @@ impl PyEngine {
         }
         Ok(())
     }
+
+    fn queue(&self) -> u64 {
+        self.engine.instance_id()
+    }
+}
+
+fn block_flag(v: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    v.map_or(Ok(true), |v| args::flag("block", v))
 }
 
 #[pymethods]
 impl PyEngine {
+    /// Options left out (or `None`) take the engine's defaults (`Options::default`).
     #[new]
-    #[pyo3(signature = (path, *, capacity=100_000, durability="batch", fsync_interval=0.05, max_attempts=5,
-        segment_size=16*1024*1024, snapshot_every=1_000_000, snapshot_interval=300.0,
-        max_payload=1024*1024, max_key=1024, max_headers=64*1024, dlq_capacity=10_000, lease=30.0))]
+    #[pyo3(signature = (path, *, capacity=None, durability="batch", fsync_interval=None, max_attempts=None,
+        segment_size=None, snapshot_every=None, snapshot_interval=None, max_payload=None, max_key=None,
+        max_headers=None, dlq_capacity=None, lease=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
-        capacity: i64,
+        capacity: Option<&Bound<'_, PyAny>>,
         durability: &str,
-        fsync_interval: f64,
-        max_attempts: i64,
-        segment_size: i64,
-        snapshot_every: i64,
-        snapshot_interval: f64,
-        max_payload: i64,
-        max_key: i64,
-        max_headers: i64,
-        dlq_capacity: i64,
-        lease: f64,
+        fsync_interval: Option<&Bound<'_, PyAny>>,
+        max_attempts: Option<&Bound<'_, PyAny>>,
+        segment_size: Option<&Bound<'_, PyAny>>,
+        snapshot_every: Option<&Bound<'_, PyAny>>,
+        snapshot_interval: Option<&Bound<'_, PyAny>>,
+        max_payload: Option<&Bound<'_, PyAny>>,
+        max_key: Option<&Bound<'_, PyAny>>,
+        max_headers: Option<&Bound<'_, PyAny>>,
+        dlq_capacity: Option<&Bound<'_, PyAny>>,
+        lease: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let mut bad = Vec::new();
-        let mut nonneg = |name: &str, v: i64| -> u64 {
-            if v < 0 {
-                bad.push(format!("{name}={v} (must be >= 0)"));
-                0
-            } else {
-                v as u64
+        // Every bad option is reported at once (one ConfigError).
+        let mut bad: Vec<String> = Vec::new();
+        let mut type_err: Option<PyErr> = None;
+        let mut take = |r: PyResult<()>| {
+            if let Err(e) = r {
+                if e.is_instance_of::<PyTypeError>(py) {
+                    type_err.get_or_insert(e);
+                } else {
+                    bad.push(e.value(py).to_string().replace("invalid option: ", ""));
+                }
             }
         };
-        let capacity = nonneg("capacity", capacity) as usize;
-        let max_attempts = nonneg("max_attempts", max_attempts).min(u32::MAX as u64) as u32;
-        let segment_size = nonneg("segment_size", segment_size) as usize;
-        let snapshot_every = nonneg("snapshot_every", snapshot_every);
-        let max_payload = nonneg("max_payload", max_payload) as usize;
-        let max_key = nonneg("max_key", max_key) as usize;
-        let max_headers = nonneg("max_headers", max_headers) as usize;
-        let dlq_capacity = nonneg("dlq_capacity", dlq_capacity) as usize;
-        let durability =
-            Durability::parse(durability).map_err(|e| bad.push(e.to_string().replace("invalid option: ", ""))).ok();
-        let fsync_interval = secs("fsync_interval", fsync_interval)
-            .map_err(|_| bad.push(format!("fsync_interval={fsync_interval} (must be >= 0)")))
-            .ok();
-        let snapshot_interval = secs("snapshot_interval", snapshot_interval)
-            .map_err(|_| bad.push(format!("snapshot_interval={snapshot_interval} (must be > 0)")))
-            .ok();
-        if !(lease.is_finite() && lease > 0.0) {
-            bad.push(format!("lease={lease} (must be a finite number of seconds > 0)"));
+        let mut o = Options::default();
+        let int = |name: &str, v: Option<&Bound<'_, PyAny>>, lo: i64, hi: i64, slot: &mut i64| -> PyResult<()> {
+            if let Some(v) = v.filter(|v| !v.is_none()) {
+                *slot = args::int(Kind::Option, name, v, lo, hi)?;
+            }
+            Ok(())
+        };
+        let secs = |name: &str, v: Option<&Bound<'_, PyAny>>, positive: bool, slot: &mut Duration| -> PyResult<()> {
+            if let Some(v) = v.filter(|v| !v.is_none()) {
+                *slot = args::seconds(Kind::Option, name, v, positive)?;
+            }
+            Ok(())
+        };
+        let (mut cap, mut attempts, mut seg, mut every) =
+            (o.capacity as i64, o.max_attempts as i64, o.segment_size as i64, o.snapshot_every as i64);
+        let (mut payload, mut key, mut hdrs, mut dlq) =
+            (o.max_payload as i64, o.max_key as i64, o.max_headers as i64, o.dlq_capacity as i64);
+        let mut lease_d = Duration::from_secs(30);
+        take(int("capacity", capacity, 1, MAX_CAPACITY as i64, &mut cap));
+        take(int("max_attempts", max_attempts, 1, 1_000_000, &mut attempts));
+        take(int("segment_size", segment_size, 64 * 1024, (1 << 31) - 1, &mut seg));
+        take(int("snapshot_every", snapshot_every, 1, i64::MAX, &mut every));
+        take(int("max_payload", max_payload, 1, 64 * 1024 * 1024, &mut payload));
+        take(int("max_key", max_key, 1, 64 * 1024, &mut key));
+        take(int("max_headers", max_headers, 0, 16 * 1024 * 1024, &mut hdrs));
+        take(int("dlq_capacity", dlq_capacity, 1, MAX_CAPACITY as i64, &mut dlq));
+        take(secs("fsync_interval", fsync_interval, false, &mut o.fsync_interval));
+        take(secs("snapshot_interval", snapshot_interval, true, &mut o.snapshot_interval));
+        take(secs("lease", lease, true, &mut lease_d));
+        if let Some(e) = type_err {
+            return Err(e);
+        }
+        match Durability::parse(durability) {
+            Ok(d) => o.durability = d,
+            Err(e) => bad.push(e.to_string().replace("invalid option: ", "")),
+        }
+        (o.capacity, o.max_attempts, o.segment_size, o.snapshot_every) =
+            (cap as usize, attempts as u32, seg as usize, every as u64);
+        (o.max_payload, o.max_key, o.max_headers, o.dlq_capacity) =
+            (payload as usize, key as usize, hdrs as usize, dlq as usize);
+        if bad.is_empty()
+            && let Err(e) = o.validate()
+        {
+            bad.push(e.to_string().replace("invalid option: ", ""));
         }
         if !bad.is_empty() {
             return Err(config_err(bad.join("; ")));
         }
-        let opts = Options {
-            capacity,
-            durability: durability.expect("checked"),
-            fsync_interval: fsync_interval.expect("checked"),
-            max_attempts,
-            segment_size,
-            snapshot_every,
-            snapshot_interval: snapshot_interval.expect("checked"),
-            max_payload,
-            max_key,
-            max_headers,
-            dlq_capacity,
-        };
-        let engine = py.detach(|| Engine::open(&path, opts)).map_err(to_py)?;
-        Ok(PyEngine { engine, lease: Duration::from_secs_f64(lease), encoder: Mutex::new(None) })
+        let engine = py.detach(|| Engine::open(&path, o)).map_err(to_py)?;
+        Ok(PyEngine { engine, lease: lease_d, encoder: Mutex::new(None) })
     }
 
     #[getter]
@@ -286,6 +225,18 @@ impl PyEngine {
     #[getter]
     fn closed(&self) -> bool {
         self.engine.is_closed()
+    }
+
+    /// True in a `fork()` child: the queue belongs to the parent.
+    #[getter]
+    fn forked(&self) -> bool {
+        self.engine.is_forked()
+    }
+
+    /// The queue directory's identity (16 hex digits).
+    #[getter]
+    fn instance_id(&self) -> String {
+        crate::error::fmt_id(self.engine.instance_id())
     }
 
     #[getter]
@@ -301,7 +252,9 @@ impl PyEngine {
     /// queue blocks (`timeout` bounds the wait) or, with `block=False`, raises
     /// `QueueFull`.
     #[pyo3(signature = (payload, topic=None, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
-        causation_id=None, on_duplicate="replace", expected_version=None, block=true, timeout=None))]
+        causation_id=None, on_duplicate="replace", expected_version=None, block=None, timeout=None),
+        text_signature = "($self, payload, topic=None, *, dedup_key=None, delay=None, headers=None, \
+        correlation_id=None, causation_id=None, on_duplicate='replace', expected_version=None, block=True, timeout=None)")]
     #[allow(clippy::too_many_arguments)]
     fn publish<'py>(
         &self,
@@ -309,15 +262,20 @@ impl PyEngine {
         payload: &Bound<'py, PyAny>,
         topic: Option<&str>,
         dedup_key: Option<&str>,
-        delay: Option<f64>,
+        delay: Option<&Bound<'py, PyAny>>,
         headers: Option<&Bound<'py, PyDict>>,
         correlation_id: Option<&str>,
         causation_id: Option<&str>,
         on_duplicate: &str,
-        expected_version: Option<u32>,
-        block: bool,
-        timeout: Option<f64>,
+        expected_version: Option<&Bound<'py, PyAny>>,
+        block: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyString>> {
+        let delay = args::opt_seconds("delay", delay, false)?;
+        let expected_version =
+            args::opt_int("expected_version", expected_version, 0, u32::MAX as i64)?.map(|v| v as u32);
+        let block = block_flag(block)?;
+        let wait = args::timeout(timeout)?;
         let encoded;
         let (topic, payload, tag) = if let Ok(b) = payload.cast::<PyBytes>() {
             (topic.unwrap_or(DEFAULT_TOPIC), b.as_bytes(), None)
@@ -335,17 +293,9 @@ impl PyEngine {
         if let Some((enc, tag)) = tag {
             set_header(&mut headers, &enc.type_header, tag);
         }
-        let p = Publish {
-            topic,
-            payload,
-            dedup_key,
-            delay: opt_delay(delay)?,
-            headers: &headers,
-            correlation_id,
-            causation_id,
-        };
+        let p = Publish { topic, payload, dedup_key, delay, headers: &headers, correlation_id, causation_id };
         let opts = PublishOpts { on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?, expected_version };
-        let (id, lsn) = self.with_room(py, block, timeout, |w| self.engine.publish(p, opts, w))?;
+        let (id, lsn) = self.with_room(py, block, wait, |w| self.engine.publish(p, opts, w))?;
         self.durable(py, lsn)?;
         Ok(id_str(py, id))
     }
@@ -356,15 +306,18 @@ impl PyEngine {
     /// `bytes` items go to `topic` (or "default") as given; other items go
     /// through the encoder's `encode_item(obj, topic)` (`ringq.Message` items
     /// carry their own options there).
-    #[pyo3(signature = (payloads, topic=None, *, block=true, timeout=None))]
+    #[pyo3(signature = (payloads, topic=None, *, block=None, timeout=None),
+        text_signature = "($self, payloads, topic=None, *, block=True, timeout=None)")]
     fn publish_payloads<'py>(
         &self,
         py: Python<'py>,
         payloads: &Bound<'py, PyAny>,
         topic: Option<&str>,
-        block: bool,
-        timeout: Option<f64>,
+        block: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let block = block_flag(block)?;
+        let wait = args::timeout(timeout)?;
         let list = payloads.cast::<PyList>().ok();
         let mut encoder: Option<Arc<Encoder>> = None;
         let mut held: Vec<Item<'py>> = Vec::with_capacity(list.map_or(0, |l| l.len()));
@@ -420,21 +373,23 @@ impl PyEngine {
             })
             .collect();
         let (ids, lsn) =
-            self.with_room(py, block, timeout, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
+            self.with_room(py, block, wait, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
         self.durable(py, lsn)?;
         id_list(py, &ids)
     }
 
     /// Many payloads to one topic: the fast batch path.
-    #[pyo3(signature = (topic, payloads, block=true, timeout=None))]
+    #[pyo3(signature = (topic, payloads, block=None, timeout=None))]
     fn publish_batch<'py>(
         &self,
         py: Python<'py>,
         topic: &str,
         payloads: &Bound<'py, PyList>,
-        block: bool,
-        timeout: Option<f64>,
+        block: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let block = block_flag(block)?;
+        let wait = args::timeout(timeout)?;
         let mut held = Vec::with_capacity(payloads.len());
         for item in payloads.iter() {
             held.push(item.cast_into::<PyBytes>().map_err(|_| PyValueError::new_err("publish_batch takes bytes"))?);
@@ -442,23 +397,25 @@ impl PyEngine {
         let items: Vec<Publish<'_>> =
             held.iter().map(|b| Publish { topic, payload: b.as_bytes(), ..Default::default() }).collect();
         let (ids, lsn) =
-            self.with_room(py, block, timeout, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
+            self.with_room(py, block, wait, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
         self.durable(py, lsn)?;
         id_list(py, &ids)
     }
 
-    #[pyo3(signature = (items, block=true, timeout=None))]
+    #[pyo3(signature = (items, block=None, timeout=None))]
     fn publish_many<'py>(
         &self,
         py: Python<'py>,
         items: &Bound<'py, PyAny>,
-        block: bool,
-        timeout: Option<f64>,
+        block: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let block = block_flag(block)?;
+        let wait = args::timeout(timeout)?;
         let msgs = new_messages(items)?;
         let items: Vec<Publish<'_>> = msgs.iter().map(Publish::from_new).collect();
         let (ids, lsn) =
-            self.with_room(py, block, timeout, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
+            self.with_room(py, block, wait, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
         self.durable(py, lsn)?;
         id_list(py, &ids)
     }
@@ -469,26 +426,37 @@ impl PyEngine {
     /// Waits for the first message up to `timeout` seconds (`None`: no limit,
     /// `0`: never wait) and returns `[]` if none came. `lease` defaults to the
     /// engine's `lease`.
-    #[pyo3(signature = (topic="default", max_messages=1, lease=None, timeout=None))]
+    #[pyo3(signature = (topic="default", max_messages=None, lease=None, timeout=None, *, share=None, since=None),
+        text_signature = "($self, topic='default', max_messages=1, lease=None, timeout=None, *, share=1, since=None)")]
+    #[allow(clippy::too_many_arguments)]
     fn checkout(
         &self,
         py: Python<'_>,
         topic: &str,
-        max_messages: usize,
-        lease: Option<f64>,
-        timeout: Option<f64>,
+        max_messages: Option<&Bound<'_, PyAny>>,
+        lease: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        share: Option<&Bound<'_, PyAny>>,
+        since: Option<u64>,
     ) -> PyResult<Vec<PyDelivery>> {
-        let lease = match lease {
-            None => self.lease,
-            Some(l) if l.is_finite() && l > 0.0 => Duration::from_secs_f64(l),
-            Some(l) => return Err(PyValueError::new_err(format!("lease={l} (must be > 0 seconds)"))),
-        };
-        let mut got = self.engine.checkout(topic, max_messages, lease, Wait::No).map_err(to_py)?;
-        if got.is_empty() && !matches!(timeout, Some(t) if t <= 0.0) {
-            let wait = Wait::from_timeout(timeout);
-            got = py.detach(|| self.engine.checkout(topic, max_messages, lease, wait)).map_err(to_py)?;
+        let max = args::opt_int("max_messages", max_messages, 1, MAX_CHECKOUT)?.unwrap_or(1) as usize;
+        let lease = args::opt_seconds("lease", lease, true)?.unwrap_or(self.lease);
+        let wait = args::timeout(timeout)?;
+        let share = args::opt_int("share", share, 1, 1 << 20)?.unwrap_or(1) as usize;
+        let mut c = Checkout { max, lease, wait: Wait::No, share, since };
+        let mut got = self.run(py, || self.engine.checkout_with(topic, c))?;
+        if got.is_empty() && !matches!(wait, Wait::No) {
+            c.wait = wait;
+            got = py.detach(|| self.engine.checkout_with(topic, c)).map_err(to_py)?;
         }
-        Ok(got.into_iter().map(|d| PyDelivery::from_delivered(py, d)).collect())
+        let queue = self.queue();
+        Ok(got.into_iter().map(|d| PyDelivery::from_delivered(py, d, queue)).collect())
+    }
+
+    /// The topic's interrupt count: pass it as `checkout(since=...)` so an
+    /// `interrupt` that comes before the checkout starts waiting still stops it.
+    fn interrupts(&self, py: Python<'_>, topic: &str) -> PyResult<u64> {
+        self.run(py, || self.engine.interrupts(topic))
     }
 
     /// Remove delivered messages for good (`ringq.Queue.ack`): a `Delivery`
@@ -497,13 +465,26 @@ impl PyEngine {
     /// the same journal record (a handler's chained publishes).
     #[pyo3(signature = (deliveries, publish=None))]
     fn ack(&self, py: Python<'_>, deliveries: &Bound<'_, PyAny>, publish: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let leases = leases(deliveries)?;
+        let leases = leases(deliveries, self.queue(), "ack")?;
         let msgs = match publish {
             Some(p) => new_messages(p)?,
             None => Vec::new(),
         };
         let items: Vec<Publish<'_>> = msgs.iter().map(Publish::from_new).collect();
-        let out = self.engine.ack(&leases, &items, Wait::No).map_err(to_py)?;
+        let out = self.run(py, || self.engine.ack(&leases, &items, Wait::No))?;
+        self.durable(py, out.lsn)?;
+        if !out.lost.is_empty() {
+            return Err(to_py(Error::LeaseLost { ids: out.lost }));
+        }
+        Ok(())
+    }
+
+    /// Give deliveries back unstarted: each goes to the front of its topic,
+    /// its delivery not counted (`attempt` as before). Stale leases raise
+    /// `LeaseLost` (the valid ones are released).
+    fn release(&self, py: Python<'_>, deliveries: &Bound<'_, PyAny>) -> PyResult<()> {
+        let leases = leases(deliveries, self.queue(), "release")?;
+        let out = self.run(py, || self.engine.release(&leases))?;
         self.durable(py, out.lsn)?;
         if !out.lost.is_empty() {
             return Err(to_py(Error::LeaseLost { ids: out.lost }));
@@ -518,47 +499,53 @@ impl PyEngine {
         &self,
         py: Python<'_>,
         delivery: &Bound<'_, PyAny>,
-        delay: Option<f64>,
+        delay: Option<&Bound<'_, PyAny>>,
         error_type: Option<String>,
         error_message: Option<String>,
         traceback: Option<String>,
         handler: Option<String>,
         dead_letter_reason: Option<&str>,
     ) -> PyResult<()> {
-        let (id, token) = lease_of(delivery)?;
+        let (id, token) = lease_of(delivery, self.queue())?;
+        let delay = args::opt_seconds("delay", delay, false)?;
         let failure = Failure { error_type, error_message, traceback, handler };
-        let lsn = self.engine.nack(id, token, opt_delay(delay)?, failure, dead_letter_reason).map_err(to_py)?;
+        let lsn = self.run(py, || self.engine.nack(id, token, delay, failure, dead_letter_reason))?;
         self.durable(py, lsn)
     }
 
     /// Push the lease deadline `seconds` from now; returns it (epoch seconds).
-    fn extend(&self, delivery: &Bound<'_, PyAny>, seconds: f64) -> PyResult<f64> {
-        let (id, token) = lease_of(delivery)?;
-        if !(seconds.is_finite() && seconds > 0.0) {
-            return Err(PyValueError::new_err(format!("seconds={seconds} (must be > 0)")));
-        }
-        let d = self.engine.extend(id, token, Duration::from_secs_f64(seconds)).map_err(to_py)?;
+    fn extend(&self, py: Python<'_>, delivery: &Bound<'_, PyAny>, seconds: &Bound<'_, PyAny>) -> PyResult<f64> {
+        let (id, token) = lease_of(delivery, self.queue())?;
+        let by = args::seconds(Kind::Arg, "seconds", seconds, true)?;
+        let d = self.run(py, || self.engine.extend(id, token, by))?;
         Ok(d as f64 / 1e6)
     }
 
-    /// Makes checkouts now waiting on `topic` return at once.
-    fn interrupt(&self, topic: &str) -> PyResult<()> {
-        self.engine.interrupt(topic).map_err(to_py)
+    /// Makes checkouts now waiting on `topic` return at once (and those
+    /// that pass an older `since`).
+    fn interrupt(&self, py: Python<'_>, topic: &str) -> PyResult<()> {
+        self.run(py, || self.engine.interrupt(topic))
     }
 
     /// Per-topic `max_attempts` and handler name (in memory; `None`s clear).
     #[pyo3(signature = (topic, max_attempts=None, handler=None))]
-    fn set_topic_policy(&self, topic: &str, max_attempts: Option<u32>, handler: Option<String>) -> PyResult<()> {
+    fn set_topic_policy(
+        &self,
+        topic: &str,
+        max_attempts: Option<&Bound<'_, PyAny>>,
+        handler: Option<String>,
+    ) -> PyResult<()> {
+        let max_attempts = args::opt_int("max_attempts", max_attempts, 1, 1_000_000)?.map(|v| v as u32);
         self.engine.set_topic_policy(topic, crate::TopicPolicy { max_attempts, handler }).map_err(to_py)
     }
 
     fn is_superseded(&self, delivery: &Bound<'_, PyAny>) -> PyResult<bool> {
-        self.engine.is_superseded(lease_of(delivery)?.0).map_err(to_py)
+        self.engine.is_superseded(lease_of(delivery, self.queue())?.0).map_err(to_py)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (k, v) in self.engine.stats().map_err(to_py)? {
+        for (k, v) in self.run(py, || self.engine.stats())? {
             match v {
                 Stat::Int(i) => d.set_item(k, i)?,
                 Stat::Float(f) => d.set_item(k, f)?,
@@ -586,12 +573,13 @@ impl PyEngine {
 
     fn topic_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (name, [r, f, dl]) in self.engine.topic_stats().map_err(to_py)? {
+        for ts in self.run(py, || self.engine.topic_stats())? {
             let t = PyDict::new(py);
-            t.set_item("ready", r)?;
-            t.set_item("in_flight", f)?;
-            t.set_item("delayed", dl)?;
-            d.set_item(name, t)?;
+            t.set_item("ready", ts.ready)?;
+            t.set_item("in_flight", ts.in_flight)?;
+            t.set_item("delayed", ts.delayed)?;
+            t.set_item("dead_lettered", ts.dead_lettered)?;
+            d.set_item(ts.name, t)?;
         }
         Ok(d)
     }
@@ -601,18 +589,27 @@ impl PyEngine {
     }
 
     #[pyo3(signature = (topic=None, reason=None, limit=None))]
-    fn dlq_list(&self, topic: Option<&str>, reason: Option<&str>, limit: Option<usize>) -> PyResult<Vec<PyDeadLetter>> {
-        Ok(self.engine.dlq_list(topic, reason, limit).map_err(to_py)?.into_iter().map(PyDeadLetter::new).collect())
+    fn dlq_list(
+        &self,
+        py: Python<'_>,
+        topic: Option<&str>,
+        reason: Option<&str>,
+        limit: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<PyDeadLetter>> {
+        let limit = args::opt_int("limit", limit, 0, i64::MAX)?.map(|v| v as usize);
+        let found = self.run(py, || self.engine.dlq_list(topic, reason, limit))?;
+        Ok(found.into_iter().map(PyDeadLetter::new).collect())
     }
 
-    fn dlq_get(&self, id: &str) -> PyResult<PyDeadLetter> {
-        self.engine.dlq_get(parse_id(id)?).map(PyDeadLetter::new).map_err(to_py)
+    fn dlq_get(&self, py: Python<'_>, id: &str) -> PyResult<PyDeadLetter> {
+        let id = parse_id(id)?;
+        self.run(py, || self.engine.dlq_get(id)).map(PyDeadLetter::new)
     }
 
     #[pyo3(signature = (ids=None))]
     fn dlq_replay(&self, py: Python<'_>, ids: Option<Vec<String>>) -> PyResult<usize> {
         let ids = ids.map(|v| v.iter().map(|s| parse_id(s)).collect::<PyResult<Vec<u64>>>()).transpose()?;
-        let (n, lsn) = self.engine.dlq_replay(ids.as_deref()).map_err(to_py)?;
+        let (n, lsn) = self.run(py, || self.engine.dlq_replay(ids.as_deref()))?;
         self.durable(py, lsn)?;
         Ok(n)
     }
@@ -620,7 +617,7 @@ impl PyEngine {
     #[pyo3(signature = (ids=None))]
     fn dlq_purge(&self, py: Python<'_>, ids: Option<Vec<String>>) -> PyResult<usize> {
         let ids = ids.map(|v| v.iter().map(|s| parse_id(s)).collect::<PyResult<Vec<u64>>>()).transpose()?;
-        let (n, lsn) = self.engine.dlq_purge(ids.as_deref()).map_err(to_py)?;
+        let (n, lsn) = self.run(py, || self.engine.dlq_purge(ids.as_deref()))?;
         self.durable(py, lsn)?;
         Ok(n)
     }

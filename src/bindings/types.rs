@@ -15,6 +15,8 @@ fn secs(micros: u64) -> f64 {
 #[pyclass(frozen, name = "Delivery", module = "ringq")]
 pub struct PyDelivery {
     pub id: u64,
+    /// The instance id of the queue it came from (0: a dead letter's copy).
+    pub queue: u64,
     topic: String,
     payload: Py<PyBytes>,
     attempt: u32,
@@ -26,9 +28,10 @@ pub struct PyDelivery {
 }
 
 impl PyDelivery {
-    pub fn from_delivered(py: Python<'_>, d: Delivered) -> Self {
+    pub fn from_delivered(py: Python<'_>, d: Delivered, queue: u64) -> Self {
         PyDelivery {
             id: d.id,
+            queue,
             topic: d.topic,
             payload: PyBytes::new(py, &d.payload).unbind(),
             attempt: d.attempt,
@@ -101,6 +104,11 @@ impl PyDelivery {
     fn lease_token(&self) -> u64 {
         self.lease_token
     }
+    /// The instance id of the queue this delivery came from.
+    #[getter]
+    fn queue_id(&self) -> String {
+        fmt_id(self.queue)
+    }
     fn __repr__(&self) -> String {
         format!(
             "Delivery(id={:?}, topic={:?}, attempt={}, version={}, dedup_key={})",
@@ -141,6 +149,7 @@ impl PyDeadLetter {
         let m = &self.dl.message;
         PyDelivery {
             id: m.id,
+            queue: 0,
             topic: self.dl.topic.clone(),
             payload: PyBytes::new(py, &m.payload).unbind(),
             attempt: m.attempt,

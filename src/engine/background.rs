@@ -1,9 +1,11 @@
-//! The engine's three threads. Each sleeps on a condvar until it has work:
+//! The engine's four threads. Each sleeps on a condvar until it has work:
 //! - timer: lease expiries and delayed messages falling due, plus the
 //!   time-based snapshot trigger; sleeps until the earliest deadline;
 //! - flusher: fsyncs the journal when a writer waits (`always`) or every
 //!   `fsync_interval` while there are unsynced records (`batch`);
-//! - snapshotter: writes snapshots when a trigger asks.
+//! - snapshotter: writes snapshots when a trigger asks;
+//! - preparer: creates the next journal segment before the writer needs it
+//!   (`journal::prepare`).
 
 use super::Shared;
 use crate::storage;
@@ -20,6 +22,8 @@ pub(super) fn start(sh: &Arc<Shared>) {
     threads.push(spawn("ringq-flusher", move || flusher_loop(&s)));
     let s = sh.clone();
     threads.push(spawn("ringq-snapshot", move || snapshot_loop(&s)));
+    let s = sh.clone();
+    threads.push(spawn("ringq-prepare", move || s.spares.run(&s.path, &s.faults, s.opts.segment_size)));
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
@@ -48,15 +52,20 @@ fn timer_loop(sh: &Shared) {
                     _ => unreachable!(),
                 })
                 .collect();
-            let topics: Vec<u32> = kinds.iter().map(|(id, _)| g.state.slab.get(*id).expect("exists").topic).collect();
+            let topics: Vec<(u32, bool)> = kinds
+                .iter()
+                .map(|(id, _)| g.state.slab.get(*id).map(|m| (m.topic, m.superseded)).expect("exists"))
+                .collect();
             match sh.commit(&mut g, ops) {
                 Ok(_) => {
                     g.counters.expired += n as u64;
-                    for ((_, requeued), t) in kinds.iter().zip(&topics) {
+                    for ((_, requeued), (t, superseded)) in kinds.iter().zip(&topics) {
                         if *requeued {
                             sh.wake_topic(&g, *t, 1);
+                        } else if *superseded {
+                            g.counters.superseded_dropped += 1;
                         } else {
-                            g.counters.dead_lettered += 1;
+                            g.count_dead(*t);
                         }
                     }
                     sh.not_full.notify_all();
@@ -68,7 +77,7 @@ fn timer_loop(sh: &Shared) {
                         let token = g.state.slab.get(*id).map_or(0, |m| m.lease_token);
                         g.state.lease(*id, token, retry);
                     }
-                    g.degraded.get_or_insert_with(|| e.to_string());
+                    sh.mark_degraded(&mut g, e.to_string());
                 }
             }
         }
@@ -98,15 +107,19 @@ fn flusher_loop(sh: &Shared) {
     loop {
         match sh.sync.next_job(interval) {
             Job::Stop => return,
-            Job::Sync { upto, target } => {
+            Job::Sync { upto, targets } => {
                 let started = Instant::now();
-                let res = storage::sync_file(&sh.faults, &target);
+                let res = targets.iter().try_for_each(|f| storage::sync_file(&sh.faults, f));
                 sh.fsync_latency.observe(started.elapsed());
                 let res = res.map_err(|e| {
                     let msg = format!("fsync of the journal failed: {e}");
-                    sh.inner.lock().degraded.get_or_insert_with(|| msg.clone());
+                    let mut g = sh.inner.lock();
+                    sh.mark_degraded(&mut g, msg.clone());
                     (e.raw_os_error(), msg)
                 });
+                if res.is_ok() {
+                    sh.marker.lock().record(upto);
+                }
                 sh.sync.complete(upto, res);
             }
         }

@@ -1,28 +1,39 @@
 //! The engine: one lock over the state and the journal writer, so the order
 //! operations are applied in is the order they are journaled in (LSN order),
 //! which is what makes replay exact. Calls hold the lock for microseconds;
-//! everything slow (fsync, writing snapshot files, waiting) happens outside
-//! it, on background threads or in `SyncPoint` waits.
+//! everything slow (fsync, creating segments, writing snapshot files,
+//! waiting) happens outside it, on background threads or in `SyncPoint`
+//! waits.
 //!
-//! Lock order: `inner` → `sync`'s lock. Nothing takes `inner` while holding
-//! `sync`'s lock, and no engine code calls back into Python.
+//! Lock order: `snapshot_lock` → `inner` → `sync`'s lock → `spares`' lock.
+//! No engine code calls back into Python.
+//!
+//! A `fork()` child inherits a copy of an open engine but none of its
+//! threads: every call there fails with `Error::Forked` (see `fork`), and
+//! closing or dropping it touches nothing the parent owns.
 
 mod background;
+mod dead;
 #[cfg(test)]
 mod model_tests;
 mod ops;
 mod publish;
+mod snapshots;
+mod stats;
 
-pub use ops::{AckOutcome, Stat};
+pub use ops::{AckOutcome, Checkout, Stat};
 pub use publish::{Publish, PublishOpts};
+pub use stats::TopicStat;
 
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
 use crate::journal::Journal;
+use crate::journal::marker::{DURABLE_FILE, Marker};
+use crate::journal::prepare::Spares;
 use crate::lock::{self, DirLock};
+use crate::manifest::{self, Manifest};
 use crate::record::Op;
 use crate::recovery::{self, RecoveryReport};
-use crate::snapshot;
 use crate::state::State;
 use crate::storage::{self, FaultPoint, Faults};
 use crate::sync::SyncPoint;
@@ -44,6 +55,7 @@ pub struct Counters {
     pub superseded: u64,
     pub superseded_dropped: u64,
     pub delivered: u64,
+    pub released: u64,
     pub acked: u64,
     pub nacked: u64,
     pub expired: u64,
@@ -60,9 +72,15 @@ const GROUP_COMMIT_GATHER: Duration = Duration::from_micros(250);
 pub(crate) struct Inner {
     pub state: State,
     pub journal: Journal,
-    pub epoch: u64,
+    /// What the MANIFEST says now (rewritten at open and after snapshots).
+    pub manifest: Manifest,
+    /// Lease tokens are `salt + n` (never 0): random per open, so a token
+    /// of another queue, or of an earlier open of this one, never matches.
+    pub token_salt: u64,
     pub token_seq: u64,
     pub counters: Counters,
+    /// Dead letters per topic since open (every cause: nack, expiry, reopen).
+    pub dead_by_topic: Vec<u64>,
     pub report: RecoveryReport,
     /// When the timer thread will next wake up (u64::MAX: not scheduled).
     pub timer_next: Micros,
@@ -73,6 +91,9 @@ pub(crate) struct Inner {
     /// Set when an fsync failed: what was written since may not be on disk.
     /// Cleared by a successful snapshot (which persists the whole state).
     pub degraded: Option<String>,
+    /// Bumped whenever `degraded` is set, so a snapshot prepared before a
+    /// new failure does not clear it.
+    pub degraded_gen: u64,
     /// Why the last background snapshot failed (the journal still holds
     /// everything; snapshots are retried on the next trigger).
     pub snapshot_error: Option<String>,
@@ -108,6 +129,16 @@ impl Inner {
         let max = self.max_attempts(m.topic, default_max);
         expiry_op(m.superseded, m.attempt, max, self.handler(m.topic), id, now, why)
     }
+
+    /// Counts a dead letter of `topic`.
+    pub(crate) fn count_dead(&mut self, topic: u32) {
+        let t = topic as usize;
+        if self.dead_by_topic.len() <= t {
+            self.dead_by_topic.resize(t + 1, 0);
+        }
+        self.dead_by_topic[t] += 1;
+        self.counters.dead_lettered += 1;
+    }
 }
 
 pub(crate) struct Shared {
@@ -119,9 +150,18 @@ pub(crate) struct Shared {
     pub snap_cv: Condvar,
     pub sync: SyncPoint<Arc<File>>,
     pub faults: Arc<Faults>,
+    pub spares: Arc<Spares>,
+    /// `DURABLE`, written by the flusher after each journal fsync.
+    pub marker: Mutex<Marker>,
     pub snapshot_lock: Mutex<()>,
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     pub closed: AtomicBool,
+    /// Mirrors `Inner::degraded` for `would_wait` (no lock).
+    pub degraded: AtomicBool,
+    /// `fork::generation()` when the engine was opened.
+    pub fork_generation: u64,
+    pub owner_pid: u32,
+    pub instance_id: u64,
     /// Journal fsyncs by the flusher (group commits and batch rounds).
     pub fsync_latency: Histogram,
     /// Whole snapshots: encode, write, fsync, rename.
@@ -138,18 +178,40 @@ impl Engine {
     /// Opens (creating if needed) the queue at `path`.
     pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Engine> {
         opts.validate()?;
+        crate::fork::install();
         let path = path.as_ref().to_owned();
         lock::ensure_dir(&path)?;
         let dir_lock = DirLock::acquire(&path)?;
-        let manifest = lock::check_manifest(&path)?;
+        let old = match manifest::read(&path)? {
+            Some(m) => m,
+            None => {
+                let files = recovery::list_files(&path)?;
+                if files.holds_queue_files() {
+                    return Err(missing_manifest(&path, &files));
+                }
+                Manifest::default()
+            }
+        };
         let faults = Arc::new(Faults::default());
-        let bound = manifest.slot_bound(opts.capacity);
-        let loaded = recovery::load(&path, opts.dlq_capacity, bound, true, &faults)?;
-        // Only once the directory reads cleanly does this open count.
+        let bound = old.slot_bound(opts.capacity);
+        let loaded = recovery::load(&path, opts.dlq_capacity, bound, true, &faults, &old)?;
         let slots = opts.capacity.max(loaded.state.slab.slot_count());
-        let epoch = lock::bump_epoch(&path, manifest, slots)?;
         let next_lsn = loaded.report.last_lsn + 1;
-        let journal = Journal::create(&path, faults.clone(), opts.segment_size, next_lsn, loaded.segments)?;
+        let (journal, spares) = Journal::open(&path, faults.clone(), opts.segment_size, next_lsn, loaded.journal)?;
+        // Journal::open synced every recovered record.
+        let mut marker = Marker::open(&path).map_err(|e| Error::storage("opening", path.join(DURABLE_FILE), e))?;
+        marker.record(next_lsn - 1);
+        // Only once the directory reads cleanly and the journal continues
+        // does this open count.
+        let new = Manifest {
+            version: manifest::MANIFEST_VERSION,
+            epoch: old.epoch + 1,
+            slot_limit: Some(old.slot_limit.unwrap_or(0).max(u32::try_from(slots).unwrap_or(u32::MAX))),
+            instance_id: if old.instance_id != 0 { old.instance_id } else { manifest::random_u64() },
+            journal_anchor: journal.active_seq(),
+            snapshot_lsn: loaded.report.snapshot_lsn,
+        };
+        manifest::write(&path, &new)?;
         let sync = SyncPoint::new(next_lsn - 1, Some(journal.active_file()));
         if opts.durability == Durability::Always {
             // About one fsync's time: concurrent writers share fsyncs.
@@ -159,9 +221,11 @@ impl Engine {
         let inner = Inner {
             state: loaded.state,
             journal,
-            epoch,
+            manifest: new,
+            token_salt: manifest::random_u64(),
             token_seq: 0,
             counters: Counters::default(),
+            dead_by_topic: Vec::new(),
             report: loaded.report,
             timer_next: u64::MAX,
             snapshot_lsn,
@@ -169,6 +233,7 @@ impl Engine {
             records_since_snapshot: 0,
             snapshot_wanted: false,
             degraded: None,
+            degraded_gen: 0,
             snapshot_error: None,
             closed: false,
             lock: Some(dir_lock),
@@ -183,9 +248,15 @@ impl Engine {
             snap_cv: Condvar::new(),
             sync,
             faults,
+            spares,
+            marker: Mutex::new(marker),
             snapshot_lock: Mutex::new(()),
             threads: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            degraded: AtomicBool::new(false),
+            fork_generation: crate::fork::generation(),
+            owner_pid: std::process::id(),
+            instance_id: new.instance_id,
             fsync_latency: Histogram::default(),
             snapshot_duration: Histogram::default(),
         });
@@ -209,7 +280,17 @@ impl Engine {
             .map(|id| g.expiry_op(sh.opts.max_attempts, id, now, "the queue was reopened"))
             .collect();
         if !ops.is_empty() {
+            let dead: Vec<u32> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::DeadLetter { id, .. } => g.state.slab.get(*id).map(|m| m.topic),
+                    _ => None,
+                })
+                .collect();
             sh.commit(&mut g, ops)?;
+            for t in dead {
+                g.count_dead(t);
+            }
         }
         g.state.release_due(now);
         Ok(())
@@ -227,8 +308,24 @@ impl Engine {
         self.sh.opts.durability
     }
 
+    /// This queue directory's identity (random, fixed when it was created).
+    pub fn instance_id(&self) -> u64 {
+        self.sh.instance_id
+    }
+
     pub fn is_closed(&self) -> bool {
         self.sh.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether this is a `fork()` child's copy of an engine its parent opened.
+    pub fn is_forked(&self) -> bool {
+        crate::fork::generation() != self.sh.fork_generation
+    }
+
+    /// Whether a call now would wait for the engine's lock (another thread
+    /// holds it) or heal a failed fsync: the bindings release the GIL then.
+    pub fn would_wait(&self) -> bool {
+        self.sh.inner.is_locked() || self.sh.degraded.load(Ordering::Relaxed)
     }
 
     /// With `durability="always"`, waits until `lsn` is on disk (group
@@ -241,15 +338,14 @@ impl Engine {
         self.sh.sync.wait_durable(lsn).map_err(|f| {
             let e = std::io::Error::from_raw_os_error(f.errno.unwrap_or(libc::EIO));
             let mut g = self.sh.inner.lock();
-            if g.degraded.is_none() {
-                g.degraded = Some(f.message.clone());
-            }
+            self.sh.mark_degraded(&mut g, f.message.clone());
             Error::storage(format!("fsync of the journal (record {lsn} may not be on disk)"), &self.sh.path, e)
         })
     }
 
     /// Writes a snapshot now; returns its LSN.
     pub fn snapshot(&self) -> Result<Lsn> {
+        self.sh.check()?;
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -257,10 +353,11 @@ impl Engine {
     }
 
     /// Takes a final snapshot, stops the background threads and releases the
-    /// directory. Idempotent.
+    /// directory. Idempotent. In a `fork()` child it only marks the copy
+    /// closed: the files, threads and lock are the parent's.
     pub fn close(&self) -> Result<()> {
         let sh = &self.sh;
-        if sh.closed.swap(true, Ordering::AcqRel) {
+        if sh.closed.swap(true, Ordering::AcqRel) || self.is_forked() {
             return Ok(());
         }
         {
@@ -274,21 +371,23 @@ impl Engine {
         let snap = sh.snapshot();
         sh.sync.request();
         sh.sync.shutdown();
+        sh.spares.stop();
         sh.timer_cv.notify_all();
         sh.snap_cv.notify_all();
         let threads = std::mem::take(&mut *sh.threads.lock());
         for t in threads {
             let _ = t.join();
         }
-        let mut g = sh.inner.lock();
         // Whatever the snapshot did not cover is in the journal: make it
-        // durable; an active segment with no record after the snapshot goes,
-        // so the next open has nothing to scan.
-        let _ = storage::sync_file(&sh.faults, &g.journal.active_file());
-        if snap.is_ok() {
-            g.journal.discard_if_empty();
+        // durable (segments rolled away from first). The active segment
+        // stays for the next open to continue in; spares go.
+        let synced = sh.sync.unsynced_files().iter().all(|f| storage::sync_file(&sh.faults, f).is_ok());
+        if synced {
+            let last = sh.inner.lock().journal.next_lsn() - 1;
+            sh.marker.lock().record(last);
         }
-        g.lock = None;
+        sh.spares.discard(&sh.path);
+        sh.inner.lock().lock = None;
         snap.map(|_| ())
     }
 
@@ -308,6 +407,21 @@ impl Drop for Engine {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+pub(crate) fn missing_manifest(dir: &Path, files: &recovery::Listing) -> Error {
+    Error::corruption(
+        dir.join(manifest::MANIFEST_FILE),
+        0,
+        format!(
+            "the MANIFEST is missing, but the directory holds {} journal segment(s) and {} snapshot(s): \
+             restore the MANIFEST from a backup, or rebuild it with `ringq repair {}` (the queue then \
+             gets a new identity: deliveries taken before are refused)",
+            files.wal_v1.len() + files.segments.len(),
+            files.snapshots.len(),
+            dir.display()
+        ),
+    )
 }
 
 /// What a lease expiry (or a restart with the message in flight) does.
@@ -340,6 +454,24 @@ pub(crate) fn expiry_op(
 }
 
 impl Shared {
+    /// An fsync failed: nothing may change until a snapshot persisted the
+    /// whole state (`lock_healthy`).
+    pub(crate) fn mark_degraded(&self, g: &mut Inner, why: String) {
+        if g.degraded.is_none() {
+            g.degraded = Some(why);
+        }
+        g.degraded_gen += 1;
+        self.degraded.store(true, Ordering::Release);
+    }
+
+    /// Refuses calls on a `fork()` child's copy of the engine.
+    pub(crate) fn check(&self) -> Result<()> {
+        if crate::fork::generation() != self.fork_generation {
+            return Err(Error::Forked { path: self.path.clone(), pid: self.owner_pid });
+        }
+        Ok(())
+    }
+
     /// Journals `ops` as one record and applies them. On error nothing changed.
     pub(crate) fn commit(&self, g: &mut Inner, ops: Vec<Op>) -> Result<Lsn> {
         let lsn = g.journal.append(&ops, &self.sync)?;
@@ -357,95 +489,56 @@ impl Shared {
         Ok(lsn)
     }
 
-    /// Refuses to change anything while an fsync failure is unresolved,
-    /// unless a snapshot (which persists the whole state) succeeds now.
+    /// The lock, for a call that changes something: refused once closed or
+    /// in a forked child; while an fsync failure is unresolved, first heals
+    /// it with a snapshot (which persists the whole state) taken without
+    /// holding the lock.
+    pub(crate) fn lock_healthy(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.check()?;
+        loop {
+            let g = self.inner.lock();
+            if g.closed {
+                return Err(Error::Closed);
+            }
+            if g.degraded.is_none() {
+                return Ok(g);
+            }
+            drop(g);
+            self.snapshot()?;
+        }
+    }
+
+    /// The same check for a call already holding the lock (a blocked call
+    /// that woke up): fails rather than heal under the lock.
     pub(crate) fn ensure_healthy(&self, g: &mut MutexGuard<'_, Inner>) -> Result<()> {
         if g.closed {
             return Err(Error::Closed);
         }
-        if g.degraded.is_none() {
-            return Ok(());
+        match &g.degraded {
+            None => Ok(()),
+            Some(why) => Err(Error::storage(
+                format!("the journal could not be synced ({why}); retry: the next call heals it with a snapshot"),
+                &self.path,
+                std::io::Error::from_raw_os_error(libc::EIO),
+            )),
         }
-        self.snapshot_locked(g).map(|_| ())
     }
 
     /// The lock, for calls that only read: refused once closed.
     pub(crate) fn open_inner(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.check()?;
         let g = self.inner.lock();
         if g.closed { Err(Error::Closed) } else { Ok(g) }
     }
 
     pub(crate) fn next_token(&self, g: &mut Inner) -> u64 {
-        g.token_seq += 1;
-        (g.epoch << 40) | (g.token_seq & ((1 << 40) - 1))
-    }
-
-    /// Encodes a snapshot under the lock (rolling the journal so older
-    /// segments can go), writes it outside the lock, then deletes what it
-    /// covers.
-    pub(crate) fn snapshot(&self) -> Result<Lsn> {
-        let _one = self.snapshot_lock.lock();
-        let started = Instant::now();
-        let (image, lsn) = {
-            let mut g = self.inner.lock();
-            match self.prepare_snapshot(&mut g)? {
-                Some(x) => x,
-                None => return Ok(g.snapshot_lsn),
-            }
-        };
-        let written = storage::write_atomic(Some(&self.faults), &self.path, &snapshot::snapshot_name(lsn), &image);
-        let mut g = self.inner.lock();
-        written.map_err(|e| Error::storage("writing snapshot", self.path.join(snapshot::snapshot_name(lsn)), e))?;
-        self.finish_snapshot(&mut g, lsn);
-        self.snapshot_duration.observe(started.elapsed());
-        Ok(lsn)
-    }
-
-    /// The same, holding the lock throughout (used to heal after an fsync
-    /// failure, when nothing may change until the state is on disk).
-    fn snapshot_locked(&self, g: &mut Inner) -> Result<Lsn> {
-        let started = Instant::now();
-        let Some((image, lsn)) = self.prepare_snapshot(g)? else {
-            return Ok(g.snapshot_lsn);
-        };
-        storage::write_atomic(Some(&self.faults), &self.path, &snapshot::snapshot_name(lsn), &image)
-            .map_err(|e| Error::storage("writing snapshot", self.path.join(snapshot::snapshot_name(lsn)), e))?;
-        self.finish_snapshot(g, lsn);
-        self.snapshot_duration.observe(started.elapsed());
-        Ok(lsn)
-    }
-
-    fn prepare_snapshot(&self, g: &mut Inner) -> Result<Option<(Vec<u8>, Lsn)>> {
-        let lsn = g.journal.next_lsn() - 1;
-        if lsn == g.snapshot_lsn && g.degraded.is_none() && g.report.snapshot_path.is_some() {
-            g.snapshot_wanted = false;
-            return Ok(None);
-        }
-        if g.journal.active_used() > crate::journal::SEGMENT_HEADER_LEN {
-            g.journal.roll(0, &self.sync)?;
-        }
-        let image = snapshot::encode(&g.state, lsn);
-        g.records_since_snapshot = 0;
-        g.snapshot_wanted = false;
-        Ok(Some((image, lsn)))
-    }
-
-    fn finish_snapshot(&self, g: &mut Inner, lsn: Lsn) {
-        g.journal.delete_through(lsn);
-        if let Ok((snaps, _)) = recovery::list_files(&self.path) {
-            for (l, p) in snaps {
-                if l < lsn {
-                    let _ = std::fs::remove_file(p);
-                }
+        loop {
+            g.token_seq += 1;
+            let t = g.token_salt.wrapping_add(g.token_seq);
+            if t != 0 {
+                return t;
             }
         }
-        g.snapshot_lsn = lsn.max(g.snapshot_lsn);
-        g.snapshot_at = Instant::now();
-        g.report.snapshot_path = Some(self.path.join(snapshot::snapshot_name(lsn)));
-        g.counters.snapshots += 1;
-        g.degraded = None;
-        g.snapshot_error = None;
-        self.sync.synced_externally(lsn, None);
     }
 
     /// Wakes up to `n` checkout waiters of `topic`.

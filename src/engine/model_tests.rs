@@ -1,6 +1,7 @@
 //! The engine against a plain model: random publishes (with and without
-//! dedup keys, replace and keep), checkouts, acks, nacks, clean reopens and
-//! crashes (no close, no snapshot: what SIGKILL leaves). After every step
+//! dedup keys, replace and keep), checkouts (with a fair share), acks,
+//! releases, nacks, clean reopens and crashes (no close, no snapshot: what
+//! SIGKILL leaves). After every step
 //! the engine's answers, counts and internal invariants must match.
 
 use super::*;
@@ -15,8 +16,9 @@ const MAX_ATTEMPTS: u32 = 3;
 enum Step {
     Publish { topic: u8, key: Option<u8>, keep: bool, payload: u8 },
     Batch { topic: u8, n: u8 },
-    Checkout { topic: u8, max: u8 },
+    Checkout { topic: u8, max: u8, share: u8 },
     Ack { pick: u8 },
+    Release { pick: u8, n: u8 },
     Nack { pick: u8 },
     Reopen,
     Crash,
@@ -28,8 +30,9 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (0u8..2, proptest::option::of(0u8..3), any::<bool>(), any::<u8>())
             .prop_map(|(topic, key, keep, payload)| Step::Publish { topic, key, keep, payload }),
         1 => (0u8..2, 1u8..5).prop_map(|(topic, n)| Step::Batch { topic, n }),
-        3 => (0u8..2, 1u8..4).prop_map(|(topic, max)| Step::Checkout { topic, max }),
+        3 => (0u8..2, 1u8..4, 1u8..4).prop_map(|(topic, max, share)| Step::Checkout { topic, max, share }),
         2 => any::<u8>().prop_map(|pick| Step::Ack { pick }),
+        1 => (any::<u8>(), 1u8..4).prop_map(|(pick, n)| Step::Release { pick, n }),
         2 => any::<u8>().prop_map(|pick| Step::Nack { pick }),
         1 => Just(Step::Reopen),
         1 => Just(Step::Crash),
@@ -104,6 +107,7 @@ fn crash(e: Engine) {
     sh.closed.store(true, Ordering::Release);
     sh.inner.lock().closed = true;
     sh.sync.shutdown();
+    sh.spares.stop();
     sh.timer_cv.notify_all();
     sh.snap_cv.notify_all();
     for t in std::mem::take(&mut *sh.threads.lock()) {
@@ -177,9 +181,15 @@ fn run(steps: Vec<Step>) {
                     m.ready[topic as usize].push_back(id);
                 }
             }
-            Step::Checkout { topic, max } => {
-                let got = e.checkout(topic_name(topic), max as usize, Duration::from_secs(3600), Wait::No).unwrap();
-                let want: Vec<u64> = m.ready[topic as usize].iter().take(max as usize).copied().collect();
+            Step::Checkout { topic, max, share } => {
+                let c = crate::Checkout {
+                    share: share as usize,
+                    ..crate::Checkout::new(max as usize, Duration::from_secs(3600), Wait::No)
+                };
+                let got = e.checkout_with(topic_name(topic), c).unwrap();
+                let ready = m.ready[topic as usize].len();
+                let take = (max as usize).min(ready.div_ceil(share as usize));
+                let want: Vec<u64> = m.ready[topic as usize].iter().take(take).copied().collect();
                 assert_eq!(got.iter().map(|d| d.id).collect::<Vec<_>>(), want, "FIFO per topic");
                 for d in got {
                     m.ready[topic as usize].pop_front();
@@ -202,6 +212,33 @@ fn run(steps: Vec<Step>) {
                 // A second ack with the same token is stale.
                 let again = e.ack(&[(id, token)], &[], Wait::No).unwrap();
                 assert_eq!(again.lost, vec![id]);
+            }
+            Step::Release { pick, n } => {
+                if m.in_flight.is_empty() {
+                    continue;
+                }
+                let mut picked = Vec::new();
+                for k in 0..n as usize {
+                    if m.in_flight.is_empty() {
+                        break;
+                    }
+                    picked.push(m.in_flight.remove((pick as usize + k) % m.in_flight.len()));
+                }
+                let out = e.release(&picked).unwrap();
+                assert!(out.lost.is_empty());
+                // They go first, in the order given; their delivery is undone.
+                for (id, _) in picked.iter().rev() {
+                    let mm = m.msgs.get_mut(id).unwrap();
+                    if mm.superseded {
+                        m.remove(*id);
+                        continue;
+                    }
+                    mm.attempt -= 1;
+                    m.ready[mm.topic as usize].push_front(*id);
+                }
+                // Released leases are stale.
+                let again = e.release(&picked[..1]).unwrap();
+                assert_eq!(again.lost, vec![picked[0].0]);
             }
             Step::Nack { pick } => {
                 if m.in_flight.is_empty() {

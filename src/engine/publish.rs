@@ -7,7 +7,7 @@
 use super::{Engine, Inner, Shared};
 use crate::error::{Error, Result};
 use crate::record::Op;
-use crate::types::{MAX_TOPIC, Message, Meta, MsgState, NewMessage, OnDuplicate, SLOT_BITS, Wait, now_micros};
+use crate::types::{MAX_TOPIC, Message, Meta, MsgState, NewMessage, OnDuplicate, Wait, micros_after, now_micros};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,7 +113,7 @@ impl Shared {
                 }
             };
             let meta = build_meta(p);
-            let visible_at = p.delay.filter(|d| !d.is_zero()).map(|d| now + d.as_micros() as u64);
+            let visible_at = p.delay.filter(|d| !d.is_zero()).map(|d| micros_after(now, d));
             if let Some(v) = visible_at {
                 plan.earliest_delay = Some(plan.earliest_delay.map_or(v, |e: u64| e.min(v)));
             }
@@ -182,15 +182,29 @@ impl Shared {
         Ok(plan)
     }
 
-    /// Gives every new message of the plan a slot and an id.
-    fn assign_ids(&self, g: &mut Inner, plan: &mut Plan) {
+    /// Gives every new message of the plan a slot and an id (on error, the
+    /// slots taken so far are given back).
+    fn assign_ids(&self, g: &mut Inner, plan: &mut Plan) -> Result<()> {
+        let mut taken = Vec::new();
         for op in plan.ops.iter_mut() {
             if let Op::Enqueue { msg, .. } = op {
                 let slot = g.state.slab.alloc();
-                msg.id = (g.state.next_seq << SLOT_BITS) | slot as u64;
-                g.state.next_seq += 1;
+                match g.state.new_id(slot) {
+                    Ok(id) => {
+                        msg.id = id;
+                        taken.push(slot);
+                    }
+                    Err(e) => {
+                        g.state.slab.unalloc(slot);
+                        for s in taken {
+                            g.state.slab.unalloc(s);
+                        }
+                        return Err(e);
+                    }
+                }
             }
         }
+        Ok(())
     }
 
     /// Waits (per `wait`) until the plan fits, then commits it with `prefix`
@@ -211,8 +225,9 @@ impl Shared {
             if plan.new_count == 0 || live + plan.new_count <= self.opts.capacity {
                 break plan;
             }
+            let full = |waited| Error::Full { capacity: self.opts.capacity, need: plan.new_count, waited };
             if plan.new_count > self.opts.capacity {
-                return Err(Error::Full { capacity: self.opts.capacity });
+                return Err(full(false));
             }
             let timed_out = match wait {
                 Wait::No => true,
@@ -223,10 +238,10 @@ impl Shared {
                 }
             };
             if timed_out && g.state.slab.live() - freed + plan.new_count > self.opts.capacity {
-                return Err(Error::Full { capacity: self.opts.capacity });
+                return Err(full(!matches!(wait, Wait::No)));
             }
         };
-        self.assign_ids(g, &mut plan);
+        self.assign_ids(g, &mut plan)?;
         let mut ops = prefix;
         let base = ops.len();
         ops.append(&mut plan.ops);
@@ -347,7 +362,7 @@ impl Engine {
     /// now carries its dedup key) and the LSN to wait on for durability.
     pub fn publish(&self, p: Publish<'_>, opts: PublishOpts, wait: Wait) -> Result<(u64, Option<u64>)> {
         self.sh.check_limits(&p)?;
-        let mut g = self.sh.inner.lock();
+        let mut g = self.sh.lock_healthy()?;
         let (ids, lsn) = self.sh.publish_locked(&mut g, &[p], opts, Vec::new(), 0, wait)?;
         Ok((ids[0], lsn))
     }
@@ -363,7 +378,7 @@ impl Engine {
         for p in items {
             self.sh.check_limits(p)?;
         }
-        let mut g = self.sh.inner.lock();
+        let mut g = self.sh.lock_healthy()?;
         self.sh.publish_locked(&mut g, items, opts, Vec::new(), 0, wait)
     }
 }

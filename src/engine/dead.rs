@@ -1,0 +1,99 @@
+//! The dead-letter calls: list, get, replay, purge.
+
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::record::Op;
+use crate::types::{DeadLetter, MsgState, now_micros};
+
+impl Engine {
+    /// Dead letters, oldest first, filtered.
+    pub fn dlq_list(&self, topic: Option<&str>, reason: Option<&str>, limit: Option<usize>) -> Result<Vec<DeadLetter>> {
+        let g = self.sh.open_inner()?;
+        Ok(g.state
+            .dlq
+            .iter()
+            .filter(|d| topic.is_none_or(|t| d.topic == t) && reason.is_none_or(|r| d.reason == r))
+            .take(limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
+    }
+
+    pub fn dlq_get(&self, id: u64) -> Result<DeadLetter> {
+        let g = self.sh.open_inner()?;
+        g.state.dlq.get(id).cloned().ok_or_else(|| Error::NotFound(crate::error::fmt_id(id)))
+    }
+
+    /// Puts dead letters back in the queue as new messages (attempts reset,
+    /// correlation and causation kept). `None` replays all. An entry whose
+    /// dedup key is live in the queue again, or that finds no room, stays.
+    pub fn dlq_replay(&self, ids: Option<&[u64]>) -> Result<(usize, Option<u64>)> {
+        let sh = &self.sh;
+        let mut g = sh.lock_healthy()?;
+        let now = now_micros();
+        let room = sh.opts.capacity.saturating_sub(g.state.slab.live());
+        let chosen: Vec<DeadLetter> = g
+            .state
+            .dlq
+            .iter()
+            .filter(|d| ids.is_none_or(|ids| ids.contains(&d.message.id)))
+            .filter(|d| {
+                d.message
+                    .dedup_key()
+                    .is_none_or(|k| g.state.topic_id(&d.topic).and_then(|t| g.state.dedup.get(t, k)).is_none())
+            })
+            .take(room)
+            .cloned()
+            .collect();
+        if chosen.is_empty() {
+            return Ok((0, None));
+        }
+        let mut ops = vec![Op::DlqRemove { ids: chosen.iter().map(|d| d.message.id).collect() }];
+        let mut slots = Vec::new();
+        for d in chosen {
+            let slot = g.state.slab.alloc();
+            slots.push(slot);
+            let mut msg = d.message;
+            msg.id = g.state.new_id(slot)?;
+            msg.state = MsgState::Ready;
+            msg.attempt = 0;
+            msg.superseded = false;
+            msg.visible_at = 0;
+            msg.enqueued_at = now;
+            if let Some(meta) = msg.meta.as_mut() {
+                meta.first_failed_at = None;
+            }
+            let topic = g.state.topic_name(&d.topic);
+            ops.push(Op::Enqueue { topic, msg, supersedes: None });
+        }
+        let n = slots.len();
+        let lsn = match sh.commit(&mut g, ops) {
+            Ok(l) => l,
+            Err(e) => {
+                for s in slots {
+                    g.state.slab.unalloc(s);
+                }
+                return Err(e);
+            }
+        };
+        g.counters.dlq_replayed += n as u64;
+        for t in 0..g.state.topics.len() as u32 {
+            sh.wake_topic(&g, t, n);
+        }
+        Ok((n, Some(lsn)))
+    }
+
+    /// Deletes dead letters (`None`: all). Returns how many.
+    pub fn dlq_purge(&self, ids: Option<&[u64]>) -> Result<(usize, Option<u64>)> {
+        let sh = &self.sh;
+        let mut g = sh.lock_healthy()?;
+        let chosen: Vec<u64> =
+            g.state.dlq.iter().map(|d| d.message.id).filter(|id| ids.is_none_or(|ids| ids.contains(id))).collect();
+        if chosen.is_empty() {
+            return Ok((0, None));
+        }
+        let n = chosen.len();
+        let lsn = sh.commit(&mut g, vec![Op::DlqRemove { ids: chosen }])?;
+        g.counters.dlq_purged += n as u64;
+        Ok((n, Some(lsn)))
+    }
+}

@@ -1,0 +1,84 @@
+//! Snapshots from the engine's side: the state is encoded under the lock
+//! (the journal is *not* rolled: a snapshot needs no new segment, only room
+//! for its own file), written and fsynced outside it, then the MANIFEST is
+//! rewritten (the newest snapshot's LSN, the segment the journal continues
+//! in) and only then are the segments and snapshots it covers deleted.
+
+use super::{Inner, Shared};
+use crate::error::{Error, Result};
+use crate::manifest::{self, Manifest};
+use crate::snapshot;
+use crate::storage;
+use crate::types::Lsn;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// A snapshot encoded under the lock, to be written outside it.
+struct Prepared {
+    image: Vec<u8>,
+    lsn: Lsn,
+    manifest: Manifest,
+    degraded_gen: u64,
+}
+
+impl Shared {
+    /// Writes a snapshot (unless nothing changed since the last one) and
+    /// returns the LSN it covers. One at a time (`snapshot_lock`).
+    pub(crate) fn snapshot(&self) -> Result<Lsn> {
+        let _one = self.snapshot_lock.lock();
+        let started = Instant::now();
+        let p = {
+            let mut g = self.inner.lock();
+            match self.prepare_snapshot(&mut g) {
+                Some(p) => p,
+                None => return Ok(g.snapshot_lsn),
+            }
+        };
+        let name = snapshot::snapshot_name(p.lsn);
+        storage::write_atomic(Some(&self.faults), &self.path, &name, &p.image)
+            .map_err(|e| Error::storage("writing snapshot", self.path.join(&name), e))?;
+        drop(p.image);
+        // The MANIFEST first: once it names this snapshot, the files it
+        // covers may go.
+        manifest::write(&self.path, &p.manifest)?;
+        let mut g = self.inner.lock();
+        self.finish_snapshot(&mut g, p.lsn, p.manifest, p.degraded_gen);
+        self.snapshot_duration.observe(started.elapsed());
+        Ok(p.lsn)
+    }
+
+    fn prepare_snapshot(&self, g: &mut Inner) -> Option<Prepared> {
+        let lsn = g.journal.next_lsn() - 1;
+        if lsn == g.snapshot_lsn && g.degraded.is_none() && g.report.snapshot_path.is_some() {
+            g.snapshot_wanted = false;
+            return None;
+        }
+        let image = snapshot::encode(&g.state, lsn);
+        g.records_since_snapshot = 0;
+        g.snapshot_wanted = false;
+        let manifest = Manifest { journal_anchor: g.journal.active_seq(), snapshot_lsn: lsn, ..g.manifest };
+        Some(Prepared { image, lsn, manifest, degraded_gen: g.degraded_gen })
+    }
+
+    fn finish_snapshot(&self, g: &mut Inner, lsn: Lsn, manifest: Manifest, degraded_gen: u64) {
+        g.manifest = manifest;
+        g.journal.delete_through(lsn);
+        if let Ok(files) = crate::recovery::list_files(&self.path) {
+            for (l, p) in files.snapshots {
+                if l < lsn {
+                    let _ = storage::remove_file(&p);
+                }
+            }
+        }
+        g.snapshot_lsn = lsn.max(g.snapshot_lsn);
+        g.snapshot_at = Instant::now();
+        g.report.snapshot_path = Some(self.path.join(snapshot::snapshot_name(lsn)));
+        g.counters.snapshots += 1;
+        if g.degraded_gen == degraded_gen {
+            g.degraded = None;
+            self.degraded.store(false, Ordering::Release);
+        }
+        g.snapshot_error = None;
+        self.sync.synced_externally(lsn, false);
+    }
+}

@@ -1,0 +1,137 @@
+//! The write-ahead journal: a chain of segment files, each preallocated and
+//! written through a shared memory mapping. A record is in the OS page cache
+//! the moment `append` returns — no syscall on the hot path — so a process
+//! killed with SIGKILL loses nothing that was appended; fsync (by the
+//! flusher, see `sync`) is what protects against power loss.
+//!
+//! One file per role (as fjall splits its journal): this module holds the
+//! byte layout; [`scan`] reads segments and tells a torn tail from
+//! corruption; [`writer`] appends, seals and rolls; [`prepare`] creates
+//! segments ahead of the writer, off its lock.
+//!
+//! Layout (`docs/format.md` has every byte). Format 2, written now:
+//! - a segment is `{seq:020}.log`, named by a sequence number, not by its
+//!   first LSN: segments are created (preallocated, header fsynced, name
+//!   fsynced) *before* the writer needs them, when the first LSN is not
+//!   known yet. Its 48-byte header holds magic `RINGQWAL`, format version,
+//!   header length, first LSN (0: prepared, not yet used), the sequence
+//!   number, the size it was created with, and a CRC32C;
+//! - records, back to back: length of body (u32), CRC32C (u32) of everything
+//!   in the record but itself, LSN (u64), kind (u8), and the *durable gap*
+//!   (u24): how many records before this one were not yet known to be on
+//!   disk (fsynced) when it was written. Recovery uses it to tell damage
+//!   that a power cut can cause (a hole in unsynced pages, which the kernel
+//!   writes back in any order) from damage to data that was on disk;
+//! - a segment that the writer left ends in a *seal* record (kind 2) naming
+//!   the next segment, so a missing newest segment is noticed;
+//! - then zeros (the preallocated rest): an all-zero record header ends the log.
+//!
+//! Format 1 (`{first_lsn:020}.wal`, 32-byte header, no seal, no gap) is still
+//! read; such segments are deleted once a snapshot covers them.
+
+pub mod marker;
+pub mod prepare;
+pub mod scan;
+pub mod writer;
+
+pub use scan::{Seal, SegmentHeader, SegmentScan, TornTail, map_for_read, read_segment_header, scan_segment};
+pub use writer::Journal;
+
+use crate::record::{Op, encode_txn};
+use crate::types::Lsn;
+
+pub const SEGMENT_MAGIC: &[u8; 8] = b"RINGQWAL";
+/// The segment format this version writes.
+pub const FORMAT_VERSION: u32 = 2;
+pub const SEGMENT_HEADER_LEN_V1: usize = 32;
+pub const SEGMENT_HEADER_LEN: usize = 48;
+pub const RECORD_HEADER_LEN: usize = 20;
+pub const RECORD_TXN: u8 = 1;
+pub const RECORD_SEAL: u8 = 2;
+/// Bytes a seal record takes (header + the next segment's sequence number).
+pub const SEAL_LEN: usize = RECORD_HEADER_LEN + 8;
+/// The durable gap saturates here: "not known" (no fsync for a long while,
+/// or `durability="os"`).
+pub const GAP_UNKNOWN: u32 = 0x00FF_FFFF;
+/// Segment sizes are whole pages.
+pub const PAGE: usize = 4096;
+
+/// `{seq:020}.log`, the name of a format-2 segment.
+pub fn segment_name(seq: u64) -> String {
+    format!("{seq:020}.log")
+}
+
+/// `{first_lsn:020}.wal`, the name of a format-1 segment.
+pub fn segment_name_v1(first_lsn: Lsn) -> String {
+    format!("{first_lsn:020}.wal")
+}
+
+/// The 48-byte header of a format-2 segment.
+pub fn segment_header(first_lsn: Lsn, seq: u64, size: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[0..8].copy_from_slice(SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&first_lsn.to_le_bytes());
+    h[24..32].copy_from_slice(&seq.to_le_bytes());
+    h[32..40].copy_from_slice(&size.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..44]);
+    h[44..48].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// The 32-byte header of a format-1 segment (tests and tools: this version
+/// never writes one).
+pub fn segment_header_v1(first_lsn: Lsn) -> [u8; SEGMENT_HEADER_LEN_V1] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN_V1];
+    h[0..8].copy_from_slice(SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN_V1 as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&first_lsn.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Frames the body in `buf[RECORD_HEADER_LEN..]` as a record in place.
+pub(crate) fn frame(buf: &mut [u8], lsn: Lsn, kind: u8, gap: u32) {
+    let len = (buf.len() - RECORD_HEADER_LEN) as u32;
+    buf[0..4].copy_from_slice(&len.to_le_bytes());
+    buf[8..16].copy_from_slice(&lsn.to_le_bytes());
+    buf[16] = kind;
+    buf[17..20].copy_from_slice(&gap.min(GAP_UNKNOWN).to_le_bytes()[..3]);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[0..4]), &buf[8..]);
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A complete transaction record (header + body), for tests and tools; its
+/// durable gap is 0 (everything before it was on disk).
+pub fn encode_record(lsn: Lsn, ops: &[Op]) -> Vec<u8> {
+    encode_record_with_gap(lsn, ops, 0)
+}
+
+/// The same with a given durable gap.
+pub fn encode_record_with_gap(lsn: Lsn, ops: &[Op], gap: u32) -> Vec<u8> {
+    let mut buf = vec![0u8; RECORD_HEADER_LEN];
+    encode_txn(ops, &mut buf);
+    frame(&mut buf, lsn, RECORD_TXN, gap);
+    buf
+}
+
+/// A format-1 transaction record (its padding bytes are zero).
+pub fn encode_record_v1(lsn: Lsn, ops: &[Op]) -> Vec<u8> {
+    encode_record_with_gap(lsn, ops, 0)
+}
+
+/// A seal record: the journal continues at `next_lsn` in segment `next_seq`.
+pub fn encode_seal(next_lsn: Lsn, next_seq: u64) -> [u8; SEAL_LEN] {
+    let mut buf = [0u8; SEAL_LEN];
+    buf[RECORD_HEADER_LEN..].copy_from_slice(&next_seq.to_le_bytes());
+    frame(&mut buf, next_lsn, RECORD_SEAL, 0);
+    buf
+}
+
+/// Rounds a segment size up to whole pages.
+pub(crate) fn page_round(n: usize) -> usize {
+    n.div_ceil(PAGE) * PAGE
+}

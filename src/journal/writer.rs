@@ -1,0 +1,318 @@
+//! The journal writer, owned by the engine and used under its lock.
+//!
+//! `append` frames a transaction into the active segment's mapping. When a
+//! record does not fit (a seal's room is always kept free), `roll` writes a
+//! seal naming the next segment, takes a prepared segment (or creates one),
+//! writes its header, and hands the old segment to the flusher, which
+//! fsyncs old segments before the active one: a record counts as durable
+//! only once every segment up to it was synced.
+//!
+//! Segments are deleted once a snapshot covers every record in them; the
+//! active segment is never deleted (a snapshot does not roll the journal,
+//! so it needs no new segment and no free space beyond its own file). When
+//! the disk is full and every record of the active segment is covered by a
+//! snapshot, a roll rewinds the active segment in place instead.
+
+use super::prepare::{self, Prepared, Spares};
+use super::{
+    GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_TXN, SEAL_LEN, SEGMENT_HEADER_LEN, encode_seal, frame, page_round,
+    segment_header, segment_name,
+};
+use crate::error::{Error, Result};
+use crate::record::{Op, encode_txn};
+use crate::storage::{self, Faults};
+use crate::sync::SyncPoint;
+use crate::types::Lsn;
+use memmap2::MmapMut;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+struct Active {
+    seq: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    map: MmapMut,
+    pos: usize,
+    first_lsn: Lsn,
+}
+
+/// A segment before the active one, still on disk.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    pub path: PathBuf,
+    pub first_lsn: Lsn,
+    pub last_lsn: Lsn,
+    pub len: u64,
+}
+
+/// A segment recovery found in use, in journal order.
+#[derive(Debug, Clone)]
+pub struct UsedSegment {
+    pub path: PathBuf,
+    pub version: u32,
+    /// Format 2 only.
+    pub seq: Option<u64>,
+    pub first_lsn: Lsn,
+    pub last_lsn: Lsn,
+    /// Just past the last valid record.
+    pub end: u64,
+    pub sealed: bool,
+    pub len: u64,
+}
+
+/// What recovery hands the writer.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub used: Vec<UsedSegment>,
+    /// Prepared, unused format-2 segments (sequence, path).
+    pub spares: Vec<(u64, PathBuf)>,
+    /// Above every sequence number on disk.
+    pub next_seq: u64,
+}
+
+pub struct Journal {
+    dir: PathBuf,
+    faults: Arc<Faults>,
+    segment_size: usize,
+    active: Active,
+    closed: Vec<Closed>,
+    next_lsn: Lsn,
+    /// Everything up to here is in a snapshot (the active segment may be
+    /// rewound when the disk is full and all of it is covered).
+    covered: Lsn,
+    spares: Arc<Spares>,
+    scratch: Vec<u8>,
+}
+
+impl Journal {
+    /// Continues the journal recovery found: in its newest segment if that
+    /// reaches the end of the log and is format 2 and unsealed, else in a
+    /// fresh segment starting at `next_lsn`. The segment written last
+    /// before is fsynced first, so every recovered record is on disk before
+    /// a new record claims it is.
+    pub fn open(
+        dir: &Path,
+        faults: Arc<Faults>,
+        segment_size: usize,
+        next_lsn: Lsn,
+        recovered: Recovered,
+    ) -> Result<(Journal, Arc<Spares>)> {
+        let mut ready = Vec::new();
+        for (seq, path) in recovered.spares {
+            // Keep one spare; more are left over from a larger segment size or
+            // an interrupted close.
+            if ready.is_empty()
+                && let Ok((file, map)) = prepare::open(&path)
+                && map.len() >= page_round(segment_size)
+            {
+                ready.push(Prepared { seq, path, file, map });
+            } else {
+                let _ = storage::remove_file(&path);
+            }
+        }
+        let spares = Arc::new(Spares::new(recovered.next_seq.max(1), ready));
+        let mut used = recovered.used;
+        let reuse = used.last().is_some_and(|s| {
+            s.version >= 2 && !s.sealed && s.last_lsn + 1 == next_lsn && (s.end as usize) + SEAL_LEN < s.len as usize
+        });
+        let active = if reuse {
+            let s = used.pop().expect("checked");
+            let (file, map) =
+                prepare::open(&s.path).map_err(|e| Error::storage("opening journal segment", &s.path, e))?;
+            storage::sync_file(&faults, &file).map_err(|e| Error::storage("fsync of journal segment", &s.path, e))?;
+            Active {
+                seq: s.seq.expect("format 2"),
+                path: s.path,
+                file: Arc::new(file),
+                map,
+                pos: s.end as usize,
+                first_lsn: s.first_lsn,
+            }
+        } else {
+            if let Some(last) = used.last() {
+                let f = File::open(&last.path).map_err(|e| Error::storage("opening journal segment", &last.path, e))?;
+                storage::sync_file(&faults, &f)
+                    .map_err(|e| Error::storage("fsync of journal segment", &last.path, e))?;
+            }
+            let p = match spares.take(0) {
+                Some(p) => p,
+                None => {
+                    let seq = spares.alloc_seq();
+                    prepare::create(dir, &faults, seq, segment_size)
+                        .map_err(|e| Error::storage("creating journal segment", dir.join(segment_name(seq)), e))?
+                }
+            };
+            let mut active = start(p, next_lsn);
+            let header = segment_header(next_lsn, active.seq, active.map.len() as u64);
+            active.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
+            storage::sync_file(&faults, &active.file)
+                .map_err(|e| Error::storage("writing segment header", &active.path, e))?;
+            active
+        };
+        let closed = used
+            .into_iter()
+            .map(|s| Closed { path: s.path, first_lsn: s.first_lsn, last_lsn: s.last_lsn, len: s.len })
+            .collect();
+        let journal = Journal {
+            dir: dir.to_owned(),
+            faults,
+            segment_size,
+            active,
+            closed,
+            next_lsn,
+            covered: 0,
+            spares: spares.clone(),
+            scratch: Vec::with_capacity(4096),
+        };
+        Ok((journal, spares))
+    }
+
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    pub fn active_file(&self) -> Arc<File> {
+        self.active.file.clone()
+    }
+
+    /// The active segment's sequence number (what the MANIFEST anchors).
+    pub fn active_seq(&self) -> u64 {
+        self.active.seq
+    }
+
+    /// Writes one transaction record. On error nothing was written and the
+    /// LSN was not used, so the caller's state must not change either.
+    pub fn append(&mut self, ops: &[Op], sync: &SyncPoint<Arc<File>>) -> Result<Lsn> {
+        self.scratch.clear();
+        self.scratch.resize(RECORD_HEADER_LEN, 0);
+        encode_txn(ops, &mut self.scratch);
+        let need = self.scratch.len();
+        if need - RECORD_HEADER_LEN > (u32::MAX as usize) - SEGMENT_HEADER_LEN - SEAL_LEN {
+            return Err(Error::Limit { what: "journal record (batch)", size: need, limit: u32::MAX as usize });
+        }
+        if self.active.pos + need + SEAL_LEN > self.active.map.len() {
+            self.roll(need, sync)?;
+        }
+        let lsn = self.next_lsn;
+        let gap = lsn.saturating_sub(sync.journal_durable()).min(GAP_UNKNOWN as u64) as u32;
+        frame(&mut self.scratch, lsn, RECORD_TXN, gap);
+        let pos = self.active.pos;
+        self.active.map[pos..pos + need].copy_from_slice(&self.scratch);
+        self.active.pos += need;
+        self.next_lsn += 1;
+        if self.scratch.capacity() > 1 << 20 {
+            self.scratch = Vec::with_capacity(4096);
+        }
+        Ok(lsn)
+    }
+
+    /// Seals the active segment and continues in a prepared one big enough
+    /// for a record of `need` bytes. On error nothing changed.
+    fn roll(&mut self, need: usize, sync: &SyncPoint<Arc<File>>) -> Result<()> {
+        let min_size = page_round(SEGMENT_HEADER_LEN + need + SEAL_LEN);
+        let new = match self.spares.take(min_size) {
+            Some(p) => p,
+            None => {
+                let size = self.segment_size.max(min_size);
+                let seq = self.spares.alloc_seq();
+                match prepare::create(&self.dir, &self.faults, seq, size) {
+                    Ok(p) => p,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.can_rewind(min_size) => {
+                        return self.rewind(sync);
+                    }
+                    Err(e) => {
+                        return Err(Error::storage("creating journal segment", self.dir.join(segment_name(seq)), e));
+                    }
+                }
+            }
+        };
+        let pos = self.active.pos;
+        self.active.map[pos..pos + SEAL_LEN].copy_from_slice(&encode_seal(self.next_lsn, new.seq));
+        let mut next = start(new, self.next_lsn);
+        let header = segment_header(self.next_lsn, next.seq, next.map.len() as u64);
+        next.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
+        let old = std::mem::replace(&mut self.active, next);
+        self.closed.push(Closed {
+            path: old.path,
+            first_lsn: old.first_lsn,
+            last_lsn: self.next_lsn - 1,
+            len: old.map.len() as u64,
+        });
+        sync.roll(self.active.file.clone(), old.file);
+        self.spares.kick();
+        Ok(())
+    }
+
+    /// Whether the active segment holds nothing a snapshot does not cover
+    /// and is big enough for the record.
+    fn can_rewind(&self, min_size: usize) -> bool {
+        self.next_lsn - 1 <= self.covered && self.active.map.len() >= min_size
+    }
+
+    /// Starts the active segment over at the next LSN (the disk is full and
+    /// all its records are in a snapshot): zeros, then the new header, each
+    /// fsynced, so a power cut leaves old records or none, never a mix.
+    fn rewind(&mut self, sync: &SyncPoint<Arc<File>>) -> Result<()> {
+        let a = &mut self.active;
+        let path = a.path.clone();
+        prepare::zero_range(&self.faults, &a.file, SEGMENT_HEADER_LEN as u64, a.pos as u64)
+            .map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
+        let header = segment_header(self.next_lsn, a.seq, a.map.len() as u64);
+        a.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
+        storage::sync_file(&self.faults, &a.file).map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
+        a.pos = SEGMENT_HEADER_LEN;
+        a.first_lsn = self.next_lsn;
+        sync.synced_externally(self.next_lsn - 1, true);
+        Ok(())
+    }
+
+    /// Everything up to `lsn` is in a durable snapshot: deletes the
+    /// segments wholly at or before it. Returns whether any went.
+    pub fn delete_through(&mut self, lsn: Lsn) -> bool {
+        self.covered = self.covered.max(lsn);
+        let before = self.closed.len();
+        self.closed.retain(|c| {
+            if c.last_lsn <= lsn {
+                let _ = storage::remove_file(&c.path);
+                false
+            } else {
+                true
+            }
+        });
+        let deleted = self.closed.len() != before;
+        if deleted {
+            let _ = storage::sync_dir(&self.dir);
+            self.spares.kick();
+        }
+        deleted
+    }
+
+    /// Bytes of journal on disk (preallocated sizes, spares included) and
+    /// the number of segments holding records.
+    pub fn disk_usage(&self) -> (u64, usize) {
+        let closed: u64 = self.closed.iter().map(|c| c.len).sum();
+        let (spare, _) = self.spares.bytes();
+        (closed + self.active.map.len() as u64 + spare, self.closed.len() + 1)
+    }
+
+    /// Bytes of records in the active segment.
+    pub fn active_used(&self) -> usize {
+        self.active.pos
+    }
+}
+
+fn start(p: Prepared, first_lsn: Lsn) -> Active {
+    Active { seq: p.seq, path: p.path, file: Arc::new(p.file), map: p.map, pos: SEGMENT_HEADER_LEN, first_lsn }
+}
+
+/// Overwrites a torn tail (and whatever was dropped with it) with zeros and
+/// fsyncs, so the segment reads cleanly from now on.
+pub fn zero_torn_tail(faults: &Faults, torn: &super::TornTail) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&torn.path)
+        .map_err(|e| Error::storage("opening torn segment", &torn.path, e))?;
+    prepare::zero_range(faults, &file, torn.offset, torn.offset + torn.bytes)
+        .map_err(|e| Error::storage("zeroing torn tail", &torn.path, e))
+}
