@@ -40,6 +40,7 @@ pub mod loom;
 pub mod manifest;
 pub mod record;
 pub mod recovery;
+pub mod repair;
 mod ring;
 pub mod snapshot;
 mod state;

@@ -106,12 +106,16 @@ struct ChainSegment {
     /// Format 1: the first LSN from the name (its header is read when scanned).
     name_lsn: Option<Lsn>,
     header: Option<SegmentHeader>,
+    /// A format-2 header that does not check out: an error only if the
+    /// snapshot does not cover the segment.
+    damaged: Option<Error>,
     map: Option<Mmap>,
 }
 
 impl ChainSegment {
-    fn first_lsn(&self) -> Lsn {
-        self.header.map_or_else(|| self.name_lsn.unwrap_or(0), |h| h.first_lsn)
+    /// Its first LSN, if known.
+    fn first_lsn(&self) -> Option<Lsn> {
+        self.header.map(|h| h.first_lsn).or(self.name_lsn)
     }
 }
 
@@ -141,6 +145,20 @@ pub(crate) fn load(
     repair: bool,
     faults: &Faults,
     manifest: &Manifest,
+) -> Result<Loaded> {
+    load_with_marker(dir, dlq_capacity, slot_limit, repair, faults, manifest, journal::marker::read(dir))
+}
+
+/// `load` with the `DURABLE` marker's LSN given (`repair` reads without it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn load_with_marker(
+    dir: &Path,
+    dlq_capacity: usize,
+    slot_limit: usize,
+    repair: bool,
+    faults: &Faults,
+    manifest: &Manifest,
+    on_disk: Lsn,
 ) -> Result<Loaded> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
@@ -186,7 +204,13 @@ pub(crate) fn load(
     let mut chain: Vec<ChainSegment> = files
         .wal_v1
         .iter()
-        .map(|(lsn, path)| ChainSegment { path: path.clone(), name_lsn: Some(*lsn), header: None, map: None })
+        .map(|(lsn, path)| ChainSegment {
+            path: path.clone(),
+            name_lsn: Some(*lsn),
+            header: None,
+            damaged: None,
+            map: None,
+        })
         .collect();
     let mut present = Vec::new();
     for (seq, path) in &files.segments {
@@ -194,7 +218,19 @@ pub(crate) fn load(
         present.push(*seq);
         let map = journal::map_for_read(path)?;
         let header = match &map {
-            Some(m) => journal::read_segment_header(path, m)?,
+            Some(m) => match journal::read_segment_header(path, m) {
+                Ok(h) => h,
+                Err(e) => {
+                    chain.push(ChainSegment {
+                        path: path.clone(),
+                        name_lsn: None,
+                        header: None,
+                        damaged: Some(e),
+                        map,
+                    });
+                    continue;
+                }
+            },
             None => None,
         };
         let Some(h) = header else {
@@ -233,7 +269,7 @@ pub(crate) fn load(
             out.spares.push((*seq, path.clone()));
             continue;
         }
-        chain.push(ChainSegment { path: path.clone(), name_lsn: None, header: Some(h), map: Some(map) });
+        chain.push(ChainSegment { path: path.clone(), name_lsn: None, header: Some(h), damaged: None, map: Some(map) });
     }
     if manifest.journal_anchor != 0 && !present.contains(&manifest.journal_anchor) {
         let missing = dir.join(journal::segment_name(manifest.journal_anchor));
@@ -245,7 +281,6 @@ pub(crate) fn load(
         ));
     }
 
-    let on_disk = journal::marker::read(dir);
     let mut next = snap_lsn + 1;
     // A torn tail, and the LSN that was lost first: every later record is
     // dropped unless it proves that one was on disk (then: corruption).
@@ -253,7 +288,9 @@ pub(crate) fn load(
     let n = chain.len();
     for i in 0..n {
         let is_last = i + 1 == n;
-        let next_first = chain.get(i + 1).map(ChainSegment::first_lsn);
+        // The first LSN of the next segment whose header is known (LSNs
+        // grow along the chain: if it is covered, so is everything before).
+        let next_first = chain[i + 1..].iter().find_map(ChainSegment::first_lsn);
         let successor = chain.get(i + 1).and_then(|s| s.header.and_then(|h| h.seq));
         let seg = &mut chain[i];
         // Wholly covered by the snapshot: not read (it goes after the next snapshot).
@@ -266,13 +303,16 @@ pub(crate) fn load(
                 path: seg.path.clone(),
                 version: seg.header.map_or(1, |h| h.version),
                 seq: seg.header.and_then(|h| h.seq),
-                first_lsn: seg.first_lsn(),
+                first_lsn: seg.first_lsn().unwrap_or(0),
                 last_lsn: nf - 1,
                 end: 0,
                 sealed: true,
                 len,
             });
             continue;
+        }
+        if let Some(e) = seg.damaged.take() {
+            return Err(e);
         }
         if seg.map.is_none() {
             seg.map = journal::map_for_read(&seg.path)?;

@@ -86,6 +86,12 @@ pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize, slot_limit: 
     if version > SNAPSHOT_VERSION {
         return Err(bad(8, format!("snapshot format {version} is newer than this ringq reads; upgrade ringq")));
     }
+    if version == 0 {
+        return Err(bad(8, "snapshot format 0 (no ringq writes it): damaged header".into()));
+    }
+    if u32_at(12) as usize != SNAPSHOT_HEADER_LEN {
+        return Err(bad(12, format!("header length {} (format {version} has {SNAPSHOT_HEADER_LEN})", u32_at(12))));
+    }
     let lsn = u64_at(16);
     let body_len = u64_at(24) as usize;
     let body = data
@@ -93,7 +99,7 @@ pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize, slot_limit: 
         .ok_or_else(|| bad(SNAPSHOT_HEADER_LEN, format!("body of {body_len} bytes is cut short")))?;
     if data.len() != SNAPSHOT_HEADER_LEN + body_len {
         return Err(bad(
-            data.len(),
+            SNAPSHOT_HEADER_LEN + body_len,
             format!("{} bytes after the snapshot body", data.len() - SNAPSHOT_HEADER_LEN - body_len),
         ));
     }

@@ -337,6 +337,11 @@ impl State {
         self.leases.set(id, deadline);
     }
 
+    #[cfg(test)]
+    pub fn set_next_seq(&mut self, seq: u64) {
+        self.next_seq = seq;
+    }
+
     /// Recounts everything; used by tests to check the maintained counts.
     #[cfg(test)]
     pub fn check_invariants(&self) {
@@ -354,5 +359,22 @@ impl State {
             assert_eq!(t.ready.live_ids(&self.slab).count(), c.0, "ready list of {}", t.name);
         }
         assert_eq!(self.slab.live(), self.slab.iter().count());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_refused_not_wrapped_when_the_sequence_part_runs_out() {
+        let mut st = State::new(10, 1 << SLOT_BITS);
+        let last = (1u64 << crate::types::SEQ_BITS) - 1;
+        st.set_next_seq(last);
+        let id = st.new_id(5).unwrap();
+        assert_eq!((id >> SLOT_BITS, id & ((1 << SLOT_BITS) - 1)), (last, 5));
+        let err = st.new_id(6).unwrap_err();
+        assert!(err.to_string().contains("used all"), "{err}");
+        assert_eq!(st.next_seq, last + 1, "a refused id changes nothing");
     }
 }

@@ -266,10 +266,10 @@ class Engine:
 def inspect(path: str) -> dict[str, Any]:
     """Read a queue directory without taking its lock or changing it.
 
-    Keys: path, owner_pid, epoch, slot_limit, snapshot_path, snapshot_lsn,
+    Keys: path, owner_pid, epoch, instance_id, slot_limit, snapshot_path, snapshot_lsn,
     last_lsn, records_replayed, segments, torn_tail_bytes, torn_tail_at,
     topics (list of {name, ready, in_flight, delayed}), ready, in_flight,
-    delayed, dead, dedup_keys, seconds. Raises ``CorruptionError`` naming the
+    delayed, dead, dedup_keys, dropped_records, seconds. Raises ``CorruptionError`` naming the
     damaged file and offset.
     """
 
@@ -280,3 +280,7 @@ def peek(path: str, topic: str, limit: int = 10) -> list[dict[str, Any]]:
 
 def dead_letters(path: str, limit: int | None = None) -> list[DeadLetter]:
     """Up to ``limit`` dead letters, oldest first, read-only."""
+
+def repair(path: str) -> dict[str, Any]:
+    """Accept damage recovery refuses to open silently, and say what it was
+    (``ringq repair``): keys changes (list of str), last_lsn, instance_id."""

@@ -9,6 +9,9 @@
 - ``ringq verify PATH``: reads every journal record and the snapshot,
   checking each CRC and decoding each operation as recovery would; exit 0 if
   all is sound, 1 naming the damaged file and byte offset otherwise.
+- ``ringq repair PATH``: accepts damage that recovery refuses to open
+  silently (a lost MANIFEST, a segment cut short or deleted, fsynced records
+  gone) and prints what was lost; the queue then opens.
 
 ``ringq snapshot PATH``, ``ringq dlq replay PATH`` and ``ringq dlq purge
 PATH`` change the queue, so they open it: on a directory another process
@@ -46,6 +49,7 @@ from ringq._core import (
     dead_letters,
     inspect,
     peek,
+    repair,
 )
 from ringq.dlq import as_dict
 
@@ -148,6 +152,36 @@ def verify_cmd(path: str, as_json: bool) -> None:
             "(an interrupted last write: dropped on the next open, nothing confirmed is lost)"
         )
     click.echo(msg)
+
+
+@main.command("repair")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
+def repair_cmd(path: str, as_json: bool) -> None:
+    """Accept damage that recovery refuses to open silently, and say what it was.
+
+    A lost MANIFEST is rebuilt (with a new identity), a journal segment cut
+    short is extended with zeros, a deleted newest segment or lost fsynced
+    records are written off. Nothing is invented; damage in the middle of the
+    journal is not repaired. Exit status: 0 repaired (or nothing to do), 1
+    damage it cannot repair, 2 not a queue, 3 owned by a running process.
+    """
+    try:
+        result = repair(path)
+    except QueueLocked as e:
+        click.echo(f"refused: {path} is owned by a running process (pid {e.pid})", err=True)
+        sys.exit(EXIT_OWNED)
+    except CorruptionError as e:
+        _fail(e, as_json, EXIT_DAMAGED)
+    except (RingqError, ValueError, OSError) as e:
+        _fail(e, as_json, EXIT_ERROR)
+    if as_json:
+        click.echo(json.dumps({"ok": True, **result}, indent=2))
+        return
+    for change in result["changes"]:
+        click.echo(f"repaired: {change}")
+    if not result["changes"]:
+        click.echo(f"nothing to repair: {path} reads cleanly up to LSN {result['last_lsn']:,}")
 
 
 def _fail(e: Exception, as_json: bool, code: int) -> NoReturn:

@@ -62,10 +62,15 @@ fn number(name: &str, v: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
 
 /// A duration in `0..=MAX_SECONDS` (`positive`: above 0).
 pub fn seconds(kind: Kind, name: &str, v: &Bound<'_, PyAny>, positive: bool) -> PyResult<Duration> {
-    let s = number(name, v, "a number of seconds")?;
+    checked_seconds(kind, name, v, positive, "")
+}
+
+fn checked_seconds(kind: Kind, name: &str, v: &Bound<'_, PyAny>, positive: bool, or: &str) -> PyResult<Duration> {
+    let s = number(name, v, &format!("{or}a number of seconds"))?;
     let ok = s.is_finite() && s <= MAX_SECONDS && if positive { s > 0.0 } else { s >= 0.0 };
     if !ok {
-        return Err(out_of_range(kind, name, v, if positive { POSITIVE_RANGE } else { SECONDS_RANGE }));
+        let range = if positive { POSITIVE_RANGE } else { SECONDS_RANGE };
+        return Err(out_of_range(kind, name, v, &format!("{or}{range}")));
     }
     Ok(Duration::from_secs_f64(s))
 }
@@ -75,7 +80,7 @@ pub fn opt_seconds(name: &str, v: Option<&Bound<'_, PyAny>>, positive: bool) -> 
     match v {
         None => Ok(None),
         Some(v) if v.is_none() => Ok(None),
-        Some(v) => seconds(Kind::Arg, name, v, positive).map(Some),
+        Some(v) => checked_seconds(Kind::Arg, name, v, positive, "None or ").map(Some),
     }
 }
 
@@ -90,12 +95,16 @@ pub fn timeout(v: Option<&Bound<'_, PyAny>>) -> PyResult<Wait> {
 
 /// An int (not bool, not float) in `lo..=hi`.
 pub fn int(kind: Kind, name: &str, v: &Bound<'_, PyAny>, lo: i64, hi: i64) -> PyResult<i64> {
+    checked_int(kind, name, v, lo, hi, "")
+}
+
+fn checked_int(kind: Kind, name: &str, v: &Bound<'_, PyAny>, lo: i64, hi: i64, or: &str) -> PyResult<i64> {
     if v.is_instance_of::<PyBool>() || !v.is_instance_of::<PyInt>() {
-        return Err(wrong_type(name, v, "an int"));
+        return Err(wrong_type(name, v, &format!("{or}an int")));
     }
     match v.extract::<i64>() {
         Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-        _ => Err(out_of_range(kind, name, v, &format!("an int in {lo}..={hi}"))),
+        _ => Err(out_of_range(kind, name, v, &format!("{or}an int in {lo}..={hi}"))),
     }
 }
 
@@ -104,7 +113,7 @@ pub fn opt_int(name: &str, v: Option<&Bound<'_, PyAny>>, lo: i64, hi: i64) -> Py
     match v {
         None => Ok(None),
         Some(v) if v.is_none() => Ok(None),
-        Some(v) => int(Kind::Arg, name, v, lo, hi).map(Some),
+        Some(v) => checked_int(Kind::Arg, name, v, lo, hi, "None or ").map(Some),
     }
 }
 

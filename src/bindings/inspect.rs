@@ -18,6 +18,8 @@ fn inspect(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("path", s(&i.path))?;
     d.set_item("owner_pid", i.owner_pid)?;
     d.set_item("epoch", i.epoch)?;
+    d.set_item("instance_id", crate::error::fmt_id(i.instance_id))?;
+    d.set_item("dropped_records", i.dropped_records)?;
     d.set_item("slot_limit", i.slot_limit)?;
     d.set_item("snapshot_path", i.snapshot_path.as_deref().map(s))?;
     d.set_item("snapshot_lsn", i.snapshot_lsn)?;
@@ -82,8 +84,21 @@ fn dead_letters(py: Python<'_>, path: PathBuf, limit: Option<usize>) -> PyResult
     Ok(dls.into_iter().map(PyDeadLetter::new).collect())
 }
 
+/// Repairs `path` (see `ringq::repair`): `{"changes": [...], "last_lsn",
+/// "instance_id"}`. Takes the directory's lock (`QueueLocked` if owned).
+#[pyfunction]
+fn repair(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyDict>> {
+    let r = py.detach(|| crate::repair::repair(&path)).map_err(to_py)?;
+    let d = PyDict::new(py);
+    d.set_item("changes", r.changes)?;
+    d.set_item("last_lsn", r.last_lsn)?;
+    d.set_item("instance_id", crate::error::fmt_id(r.instance_id))?;
+    Ok(d)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(peek, m)?)?;
-    m.add_function(wrap_pyfunction!(dead_letters, m)?)
+    m.add_function(wrap_pyfunction!(dead_letters, m)?)?;
+    m.add_function(wrap_pyfunction!(repair, m)?)
 }

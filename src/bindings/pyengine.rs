@@ -439,10 +439,16 @@ impl PyEngine {
         share: Option<&Bound<'_, PyAny>>,
         since: Option<u64>,
     ) -> PyResult<Vec<PyDelivery>> {
-        let max = args::opt_int("max_messages", max_messages, 1, MAX_CHECKOUT)?.unwrap_or(1) as usize;
+        let max = match max_messages.filter(|v| !v.is_none()) {
+            Some(v) => args::int(Kind::Arg, "max_messages", v, 1, MAX_CHECKOUT)? as usize,
+            None => 1,
+        };
         let lease = args::opt_seconds("lease", lease, true)?.unwrap_or(self.lease);
         let wait = args::timeout(timeout)?;
-        let share = args::opt_int("share", share, 1, 1 << 20)?.unwrap_or(1) as usize;
+        let share = match share.filter(|v| !v.is_none()) {
+            Some(v) => args::int(Kind::Arg, "share", v, 1, 1 << 20)? as usize,
+            None => 1,
+        };
         let mut c = Checkout { max, lease, wait: Wait::No, share, since };
         let mut got = self.run(py, || self.engine.checkout_with(topic, c))?;
         if got.is_empty() && !matches!(wait, Wait::No) {

@@ -474,7 +474,18 @@ impl Shared {
 
     /// Journals `ops` as one record and applies them. On error nothing changed.
     pub(crate) fn commit(&self, g: &mut Inner, ops: Vec<Op>) -> Result<Lsn> {
-        let lsn = g.journal.append(&ops, &self.sync)?;
+        let lsn = match g.journal.append(&ops, &self.sync) {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                if e.errno() == Some(libc::ENOSPC) && !g.snapshot_wanted {
+                    // No room for a new segment: a snapshot lets the active
+                    // one be started over (or frees older ones).
+                    g.snapshot_wanted = true;
+                    self.snap_cv.notify_one();
+                }
+                return Err(e);
+            }
+        };
         for op in ops {
             if let Err(e) = g.state.apply(op) {
                 panic!("ringq internal error: a live operation did not apply: {e}");

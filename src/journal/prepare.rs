@@ -9,6 +9,11 @@
 //! the thread waits to be kicked (after a snapshot freed space, or a roll
 //! took the spare) instead of retrying in a loop; a roll that finds no
 //! spare creates one itself and fails the append if that fails too.
+//!
+//! Sequence numbers are used in increasing order, so the order of the file
+//! names is the order of the journal: a roll waits for a preparation under
+//! way rather than overtake it, and a spare numbered below a segment already
+//! used (one made for a record bigger than the spares) is deleted, never used.
 
 use super::{SEGMENT_HEADER_LEN, page_round, segment_header, segment_name};
 use crate::storage::{self, FaultPoint, Faults};
@@ -110,6 +115,10 @@ struct SpareState {
     ready: Vec<Prepared>,
     /// The next sequence number to create.
     next_seq: u64,
+    /// Spares numbered below this are stale (a later number is in use).
+    floor: u64,
+    /// The preparer is making one now.
+    busy: bool,
     /// How many to keep ready.
     keep: usize,
     /// The last preparation error; cleared by a success.
@@ -122,7 +131,16 @@ struct SpareState {
 impl Spares {
     pub fn new(next_seq: u64, ready: Vec<Prepared>) -> Self {
         Spares {
-            st: Mutex::new(SpareState { ready, next_seq, keep: 1, error: None, blocked: false, stop: false }),
+            st: Mutex::new(SpareState {
+                ready,
+                next_seq,
+                floor: 0,
+                busy: false,
+                keep: 1,
+                error: None,
+                blocked: false,
+                stop: false,
+            }),
             cv: Condvar::new(),
         }
     }
@@ -134,14 +152,31 @@ impl Spares {
         st.next_seq - 1
     }
 
-    /// A prepared segment of at least `min_size` bytes, if one is ready.
+    /// A prepared segment of at least `min_size` bytes, if one is ready or
+    /// being made now (then it waits for it: a few milliseconds).
     pub fn take(&self, min_size: usize) -> Option<Prepared> {
         let mut st = self.st.lock();
+        while st.busy && !st.ready.iter().any(|p| p.size() >= min_size) {
+            self.cv.wait(&mut st);
+        }
         let i = st.ready.iter().position(|p| p.size() >= min_size)?;
         let p = st.ready.remove(i);
         st.blocked = false;
         self.cv.notify_all();
         Some(p)
+    }
+
+    /// The writer now uses segment `seq`: spares numbered below it are stale.
+    pub fn used(&self, seq: u64, dir: &Path) {
+        let stale: Vec<Prepared> = {
+            let mut st = self.st.lock();
+            st.floor = st.floor.max(seq + 1);
+            let floor = st.floor;
+            let (stale, keep) = std::mem::take(&mut st.ready).into_iter().partition(|p| p.seq < floor);
+            st.ready = keep;
+            stale
+        };
+        remove_all(stale, dir);
     }
 
     /// Try again after an error (space may have been freed).
@@ -170,15 +205,7 @@ impl Spares {
     /// next open, and a closed queue should not hold spare disk).
     pub fn discard(&self, dir: &Path) {
         let ready = std::mem::take(&mut self.st.lock().ready);
-        if ready.is_empty() {
-            return;
-        }
-        for p in ready {
-            let path = p.path.clone();
-            drop(p);
-            let _ = storage::remove_file(&path);
-        }
-        let _ = storage::sync_dir(dir);
+        remove_all(ready, dir);
     }
 
     /// The preparer thread's loop: keep `keep` segments of `size` ready.
@@ -192,21 +219,26 @@ impl Spares {
                 if st.stop {
                     return;
                 }
+                st.busy = true;
                 st.next_seq += 1;
                 st.next_seq - 1
             };
             let made = create(dir, faults, seq, size);
             let mut st = self.st.lock();
+            st.busy = false;
+            self.cv.notify_all();
             match made {
-                Ok(p) if !st.stop => {
+                Ok(p) if !st.stop && p.seq >= st.floor => {
                     st.ready.push(p);
                     st.error = None;
                 }
                 Ok(p) => {
-                    let path = p.path.clone();
-                    drop(p);
-                    let _ = storage::remove_file(&path);
-                    return;
+                    let stop = st.stop;
+                    drop(st);
+                    remove_all(vec![p], dir);
+                    if stop {
+                        return;
+                    }
                 }
                 Err(e) => {
                     st.error = Some(format!("preparing journal segment {}: {e}", segment_name(seq)));
@@ -215,4 +247,16 @@ impl Spares {
             }
         }
     }
+}
+
+fn remove_all(segments: Vec<Prepared>, dir: &Path) {
+    if segments.is_empty() {
+        return;
+    }
+    for p in segments {
+        let path = p.path.clone();
+        drop(p);
+        let _ = storage::remove_file(&path);
+    }
+    let _ = storage::sync_dir(dir);
 }

@@ -113,6 +113,9 @@ impl Journal {
         }
         let spares = Arc::new(Spares::new(recovered.next_seq.max(1), ready));
         let mut used = recovered.used;
+        if let Some(seq) = used.last().and_then(|s| s.seq) {
+            spares.used(seq, dir);
+        }
         let reuse = used.last().is_some_and(|s| {
             s.version >= 2 && !s.sealed && s.last_lsn + 1 == next_lsn && (s.end as usize) + SEAL_LEN < s.len as usize
         });
@@ -143,6 +146,7 @@ impl Journal {
                         .map_err(|e| Error::storage("creating journal segment", dir.join(segment_name(seq)), e))?
                 }
             };
+            spares.used(p.seq, dir);
             let mut active = start(p, next_lsn);
             let header = segment_header(next_lsn, active.seq, active.map.len() as u64);
             active.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
@@ -227,6 +231,7 @@ impl Journal {
                 }
             }
         };
+        self.spares.used(new.seq, &self.dir);
         let pos = self.active.pos;
         self.active.map[pos..pos + SEAL_LEN].copy_from_slice(&encode_seal(self.next_lsn, new.seq));
         let mut next = start(new, self.next_lsn);

@@ -1,0 +1,346 @@
+//! What happens to a queue directory that was damaged or ran out of space:
+//! a lost or shortened segment, a lost MANIFEST, a lost snapshot, damage in
+//! files a snapshot already covers, records bigger than a segment, a disk
+//! that cannot hold a new segment. Each is either opened with what it holds
+//! or refused naming the file, and `inspect` (what `ringq verify` runs) says
+//! the same as `Engine::open`; `repair` accepts a loss explicitly.
+
+mod common;
+
+use common::*;
+use ringq::journal::SEGMENT_HEADER_LEN;
+use ringq::{Durability, Engine, Error, FaultPoint, Options, Publish, PublishOpts, Wait};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Open and read-only inspection fail alike, naming a file that contains `needle`.
+fn refused_naming(dir: &Path, needle: &str) -> String {
+    let open = match Engine::open(dir, small()) {
+        Err(Error::Corruption { path, detail, .. }) => (path, detail),
+        Err(e) => panic!("expected corruption on open, got {e}"),
+        Ok(_) => panic!("the damaged directory opened"),
+    };
+    assert!(open.0.to_string_lossy().contains(needle), "open names {:?}, wanted {needle}", open.0);
+    match ringq::inspect::inspect(dir) {
+        Err(Error::Corruption { path, .. }) => assert_eq!(path, open.0, "verify and open agree"),
+        Err(e) => panic!("expected corruption from inspect, got {e}"),
+        Ok(_) => panic!("inspect read the damaged directory as sound"),
+    }
+    open.1
+}
+
+fn segments_in_use(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "log")
+                && ringq::journal::read_segment_header(p, &fs::read(p).unwrap())
+                    .unwrap()
+                    .is_some_and(|h| h.first_lsn != 0)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ids(e: &Engine, topic: &str) -> usize {
+    drain(e, topic).len()
+}
+
+#[test]
+fn deleting_the_newest_segment_of_a_closed_queue_is_refused_and_repair_accepts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    for i in 0..200u32 {
+        publish(&e, "t", &i.to_le_bytes());
+    }
+    let d = e.checkout("t", 50, Duration::from_secs(60), Wait::No).unwrap();
+    let leases: Vec<_> = d.iter().map(|d| (d.id, d.lease_token)).collect();
+    e.ack(&leases, &[], Wait::No).unwrap();
+    e.close().unwrap();
+    let [newest] = &segments_in_use(&dir)[..] else { panic!("one segment in use") };
+    fs::remove_file(newest).unwrap();
+    let detail = refused_naming(&dir, &newest.file_name().unwrap().to_string_lossy());
+    assert!(detail.contains("missing"), "{detail}");
+    // The loss accepted explicitly: the closing snapshot held everything.
+    let report = ringq::repair::repair(&dir).unwrap();
+    assert!(report.changes.iter().any(|c| c.contains("missing")), "{:?}", report.changes);
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(ids(&e, "t"), 150, "the acked 50 stay acked, the rest is there");
+    e.close().unwrap();
+}
+
+#[test]
+fn deleting_the_newest_of_several_segments_after_a_crash_is_refused() {
+    // 64 KiB segments and ~100-byte records: the journal rolls several times.
+    let payloads: Vec<Vec<u8>> = (0..2000u32).map(|i| [i.to_le_bytes().to_vec(), vec![7; 96]].concat()).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+    let (tmp, files) = crashed_queue_with(&refs);
+    let dir = tmp.path().join("crashed");
+    restore(&files, &dir);
+    let used = segments_in_use(&dir);
+    assert!(used.len() >= 3, "the journal rolled: {used:?}");
+    let newest = used.last().unwrap().clone();
+    fs::remove_file(&newest).unwrap();
+    let detail = refused_naming(&dir, &newest.file_name().unwrap().to_string_lossy());
+    assert!(detail.contains("seal") || detail.contains("MANIFEST"), "{detail}");
+}
+
+#[test]
+fn a_newest_segment_cut_short_is_refused_not_read_as_a_small_torn_tail() {
+    let payloads: Vec<Vec<u8>> = (0..300u32).map(|i| vec![i as u8; 100]).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+    let (tmp, files) = crashed_queue_with(&refs);
+    let wal = wal_name(&files);
+    let ends = record_ends(Path::new(&wal), &files.iter().find(|(n, _)| *n == wal).unwrap().1);
+    let cut = 16 * 1024;
+    let dir = tmp.path().join("cut");
+    restore(&edit_wal(&files, &wal, |b| b.truncate(cut)), &dir);
+    let detail = refused_naming(&dir, &wal);
+    assert!(detail.contains("cut short"), "{detail}");
+    let report = ringq::repair::repair(&dir).unwrap();
+    assert!(report.changes.iter().any(|c| c.contains("cut short")), "{:?}", report.changes);
+    let e = Engine::open(&dir, small()).unwrap();
+    let whole = ends.iter().filter(|end| **end <= cut as u64).count();
+    assert!(whole > 50 && whole < 300);
+    assert_eq!(ids(&e, "t"), whole, "the records before the cut are kept");
+    e.close().unwrap();
+}
+
+#[test]
+fn fsynced_records_that_are_gone_are_refused_even_when_every_file_is_there() {
+    // The journal was fsynced (always) up to the end; zeroing its last records
+    // makes it end early: a power cut cannot do that to fsynced data.
+    let always = Options { durability: Durability::Always, ..small() };
+    let (tmp, files) = crashed_queue_with_opts(&[b"one", b"two", b"three"], always);
+    let wal = wal_name(&files);
+    let ends = record_ends(Path::new(&wal), &files.iter().find(|(n, _)| *n == wal).unwrap().1);
+    let dir = tmp.path().join("zeroed");
+    restore(&edit_wal(&files, &wal, |b| tear_at(b, ends[0] as usize)), &dir);
+    let detail = refused_naming(&dir, &wal);
+    assert!(detail.contains("fsynced up to"), "{detail}");
+}
+
+#[test]
+fn a_lost_manifest_is_refused_and_repair_rebuilds_it_with_a_new_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    let before = e.instance_id();
+    publish(&e, "t", b"kept");
+    e.close().unwrap();
+    fs::remove_file(dir.join("MANIFEST")).unwrap();
+    let detail = refused_naming(&dir, "MANIFEST");
+    assert!(detail.contains("ringq repair"), "the error says what to do: {detail}");
+    let report = ringq::repair::repair(&dir).unwrap();
+    assert!(report.changes.iter().any(|c| c.contains("MANIFEST was missing")), "{:?}", report.changes);
+    assert_ne!(report.instance_id, before, "a rebuilt MANIFEST is a new identity");
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(e.instance_id(), report.instance_id);
+    assert_eq!(drain(&e, "t"), vec![b"kept".to_vec()]);
+    e.close().unwrap();
+    // Nothing left to repair.
+    assert!(ringq::repair::repair(&dir).unwrap().changes.is_empty());
+}
+
+#[test]
+fn a_lost_newest_snapshot_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    publish(&e, "t", b"x");
+    let lsn = e.snapshot().unwrap();
+    e.close().unwrap();
+    let snaps: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+        .collect();
+    assert!(!snaps.is_empty());
+    for s in snaps {
+        fs::remove_file(s).unwrap();
+    }
+    let detail = refused_naming(&dir, ".snap");
+    assert!(detail.contains("snapshot is missing") && lsn > 0, "{detail}");
+}
+
+#[test]
+fn damage_in_a_segment_the_snapshot_covers_does_not_block_opening() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let e = Engine::open(&src, small()).unwrap();
+    for i in 0..2000u32 {
+        publish(&e, "t", &[i.to_le_bytes().to_vec(), vec![1; 96]].concat());
+    }
+    settle(&e);
+    // A crash image with every segment, then a snapshot covering them
+    // (which the live engine takes, deleting its covered segments).
+    let mut files = snapshot_files(&src);
+    e.snapshot().unwrap();
+    for (name, bytes) in snapshot_files(&src) {
+        if name.ends_with(".snap") || name == "MANIFEST" {
+            files.retain(|(n, _)| *n != name);
+            files.push((name, bytes));
+        }
+    }
+    e.close().unwrap();
+    let dir = tmp.path().join("q");
+    restore(&files, &dir);
+    let used = segments_in_use(&dir);
+    assert!(used.len() >= 3);
+    // Flip a header bit and a record bit in the oldest (covered) segment.
+    let oldest = used[0].file_name().unwrap().to_string_lossy().to_string();
+    restore(
+        &edit_wal(&files, &oldest, |b| {
+            b[20] ^= 1;
+            b[SEGMENT_HEADER_LEN + 30] ^= 1;
+        }),
+        &dir,
+    );
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(ids(&e, "t"), 2000);
+    e.close().unwrap();
+}
+
+#[test]
+fn segment_and_snapshot_format_version_0_is_refused() {
+    let (tmp, files) = crashed_queue_with(&[b"a", b"b"]);
+    let wal = wal_name(&files);
+    let dir = tmp.path().join("v0");
+    restore(&edit_wal(&files, &wal, |b| b[8..12].copy_from_slice(&0u32.to_le_bytes())), &dir);
+    let detail = refused_naming(&dir, &wal);
+    assert!(detail.contains("version 0"), "{detail}");
+
+    let dir = tmp.path().join("snap0");
+    let e = Engine::open(&dir, small()).unwrap();
+    publish(&e, "t", b"x");
+    let lsn = e.snapshot().unwrap();
+    e.close().unwrap();
+    let snap = dir.join(ringq::snapshot::snapshot_name(lsn));
+    let mut b = fs::read(&snap).unwrap();
+    b[8..12].copy_from_slice(&0u32.to_le_bytes());
+    let crc = crc32c::crc32c(&b[0..36]);
+    b[36..40].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&snap, &b).unwrap();
+    let detail = refused_naming(&dir, ".snap");
+    assert!(detail.contains("format 0"), "{detail}");
+}
+
+#[test]
+fn dead_letters_over_a_smaller_dlq_capacity_are_evicted_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, Options { dlq_capacity: 10, ..small() }).unwrap();
+    for i in 0..8u8 {
+        publish(&e, "t", &[i]);
+        let d = e.checkout("t", 1, Duration::from_secs(60), Wait::No).unwrap();
+        e.nack(d[0].id, d[0].lease_token, None, Default::default(), Some("non_retryable")).unwrap();
+    }
+    e.close().unwrap();
+    let e = Engine::open(&dir, Options { dlq_capacity: 3, ..small() }).unwrap();
+    let dead = e.dlq_list(None, None, None).unwrap();
+    assert_eq!(dead.iter().map(|d| d.message.payload[0]).collect::<Vec<_>>(), vec![5, 6, 7], "the newest stay");
+    assert_eq!(count(&e, "dlq_evicted"), 5, "evictions are counted");
+    e.close().unwrap();
+}
+
+#[test]
+fn a_record_bigger_than_a_segment_works_fresh_after_reopen_and_after_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let big = vec![9u8; 100 * 1024];
+    let e = Engine::open(&dir, small()).unwrap();
+    publish(&e, "t", &big);
+    e.close().unwrap();
+    let e = Engine::open(&dir, small()).unwrap();
+    publish(&e, "t", &big);
+    e.snapshot().unwrap();
+    publish(&e, "t", &big);
+    e.close().unwrap();
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(drain(&e, "t"), vec![big.clone(), big.clone(), big]);
+    e.close().unwrap();
+}
+
+#[test]
+fn snapshot_close_and_reopen_need_no_new_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    settle(&e);
+    // From now on no segment can be made (as on a full disk).
+    e.inject_fault(FaultPoint::SegmentCreate, libc_enospc(), -1);
+    publish(&e, "t", b"a");
+    e.snapshot().unwrap();
+    publish(&e, "t", b"b");
+    e.close().unwrap();
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(drain(&e, "t"), vec![b"a".to_vec(), b"b".to_vec()]);
+    e.close().unwrap();
+}
+
+#[test]
+fn a_full_disk_rewinds_an_active_segment_a_snapshot_covers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    settle(&e);
+    e.inject_fault(FaultPoint::SegmentCreate, libc_enospc(), -1);
+    let payload = [3u8; 200];
+    let mut failures = 0;
+    // Runs `call`; on ENOSPC takes a snapshot and tries once more.
+    let mut retry = |call: &dyn Fn() -> ringq::Result<()>| {
+        if let Err(err) = call() {
+            assert_eq!(err.errno(), Some(libc_enospc()), "{err}");
+            failures += 1;
+            e.snapshot().unwrap();
+            call().unwrap();
+        }
+    };
+    // Nothing stays live; far more records than two segments hold. Each
+    // time the active segment fills, the roll finds no room for a new one;
+    // once a snapshot covers the journal the segment is started over in
+    // place and work goes on.
+    for _ in 0..3000 {
+        retry(&|| {
+            e.publish(Publish { topic: "t", payload: &payload, ..Default::default() }, PublishOpts::default(), Wait::No)
+                .map(|_| ())
+        });
+        let d = e.checkout("t", 1, Duration::from_secs(60), Wait::No);
+        let d = match d {
+            Ok(d) => d,
+            Err(err) => {
+                assert_eq!(err.errno(), Some(libc_enospc()), "{err}");
+                e.snapshot().unwrap();
+                e.checkout("t", 1, Duration::from_secs(60), Wait::No).unwrap()
+            }
+        };
+        retry(&|| e.ack(&[(d[0].id, d[0].lease_token)], &[], Wait::No).map(|_| ()));
+    }
+    assert!((1..=30).contains(&failures), "{failures} ENOSPC errors");
+    publish(&e, "t", b"last");
+    e.close().unwrap();
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(drain(&e, "t"), vec![b"last".to_vec()]);
+    e.close().unwrap();
+}
+
+#[test]
+fn lease_tokens_of_different_queues_and_opens_differ() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = |name: &str| {
+        let e = Engine::open(tmp.path().join(name), small()).unwrap();
+        publish(&e, "t", b"x");
+        let d = e.checkout("t", 1, Duration::from_secs(60), Wait::No).unwrap();
+        e.close().unwrap();
+        (d[0].id, d[0].lease_token)
+    };
+    let (a_id, a) = token("a");
+    let (b_id, b) = token("b");
+    let (_, a_again) = token("a");
+    assert_eq!(a_id, b_id, "ids start alike in every queue");
+    assert!(a != b && a != a_again, "tokens never do: {a:x} {b:x} {a_again:x}");
+}
