@@ -117,8 +117,8 @@ impl fmt::Display for Error {
             }
             Error::Foreign { id, delivery_queue, this_queue } => write!(
                 f,
-                "delivery {} came from another queue (instance {}), not this one (instance {}): ack, nack or \
-                 extend it on the queue that delivered it; nothing was changed",
+                "delivery {} came from another queue (instance {}), not this one (instance {}): use it on the \
+                 queue that delivered it; nothing was changed",
                 fmt_id(*id),
                 fmt_id(*delivery_queue),
                 fmt_id(*this_queue)

@@ -285,6 +285,8 @@ pub(crate) fn load_with_marker(
     // A torn tail, and the LSN that was lost first: every later record is
     // dropped unless it proves that one was on disk (then: corruption).
     let mut tear: Option<(TornTail, Lsn)> = None;
+    // The segment read last: its path, where its records end, whether it was sealed.
+    let mut prev: Option<(PathBuf, u64, bool)> = None;
     let n = chain.len();
     for i in 0..n {
         let is_last = i + 1 == n;
@@ -349,6 +351,16 @@ pub(crate) fn load_with_marker(
         }
         let map = seg.map.as_ref().expect("mapped above");
         let first = header.first_lsn;
+        if first > next
+            && tear.is_none()
+            && let Some((prev_path, prev_end, false)) = &prev
+        {
+            // The segment before ends short of this one and without its
+            // seal: its unsynced tail (and the seal) was lost in a power
+            // cut. That is a tear at its end, unless proven otherwise below.
+            let t = TornTail { path: prev_path.clone(), offset: *prev_end, bytes: 0, dropped_records: 0 };
+            tear = Some((t, next));
+        }
         if let Some((t, lost)) = &tear {
             // After a torn tail: these records are dropped with it, unless
             // one proves the lost record had reached the disk.
@@ -421,6 +433,7 @@ pub(crate) fn load_with_marker(
             report.dropped_records += t.dropped_records;
             tear = Some((t.clone(), scan.last_lsn + 1));
         }
+        prev = (header.version >= 2).then(|| (path.clone(), scan.end, scan.sealed.is_some()));
         out.used.push(UsedSegment {
             path: path.clone(),
             version: header.version,

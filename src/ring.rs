@@ -177,7 +177,7 @@ mod tests {
             lease_token: 0,
             lease_deadline: 0,
             ticket: 0,
-            payload: Box::new([]),
+            payload: std::sync::Arc::from(&[][..]),
             meta: None,
         }
     }

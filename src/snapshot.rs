@@ -13,7 +13,7 @@ use crate::codec::{DResult, Reader, Writer};
 use crate::error::{Error, Result};
 use crate::record::{decode_failure, decode_message, encode_failure, encode_message};
 use crate::state::State;
-use crate::types::{DeadLetter, Lsn, MsgState};
+use crate::types::{DeadLetter, Lsn, Message, MsgState};
 use std::path::Path;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RINGQSNP";
@@ -24,38 +24,60 @@ pub fn snapshot_name(lsn: Lsn) -> String {
     format!("{lsn:020}.snap")
 }
 
-/// Encodes `state` as of `lsn` into a complete snapshot file image.
-pub(crate) fn encode(state: &State, lsn: Lsn) -> Vec<u8> {
+/// What a snapshot holds, taken from the state under the engine's lock:
+/// messages are copied field by field, but their payloads are shared (no
+/// bytes copied), so taking it is a fraction of encoding it, which happens
+/// after the lock is released.
+pub(crate) struct Image {
+    next_seq: u64,
+    topics: Vec<std::sync::Arc<str>>,
+    /// Each topic's ready list in order, then the delayed and in-flight ones.
+    messages: Vec<Message>,
+    dead: Vec<DeadLetter>,
+    dlq_evicted: u64,
+}
+
+/// Takes the image of `state` (see [`Image`]).
+pub(crate) fn collect(state: &State) -> Image {
+    let mut messages = Vec::with_capacity(state.slab.live());
+    for t in &state.topics {
+        messages.extend(t.ready.live_ids(&state.slab).map(|id| state.slab.get(id).expect("ready id is live").clone()));
+    }
+    messages.extend(state.slab.iter().filter(|m| m.state != MsgState::Ready).cloned());
+    Image {
+        next_seq: state.next_seq,
+        topics: state.topics.iter().map(|t| t.name.clone()).collect(),
+        messages,
+        dead: state.dlq.iter().cloned().collect(),
+        dlq_evicted: state.dlq_evicted,
+    }
+}
+
+/// Encodes an image as of `lsn` into a complete snapshot file.
+pub(crate) fn encode(image: &Image, lsn: Lsn) -> Vec<u8> {
     let mut buf = vec![0u8; SNAPSHOT_HEADER_LEN];
     // Rough size: payloads plus ~64 bytes of fields per message.
-    buf.reserve(state.slab.iter().map(|m| m.payload.len() + 64).sum());
+    buf.reserve(image.messages.iter().map(|m| m.payload.len() + 64).sum());
     let mut w = Writer::new(&mut buf);
-    w.u64(state.next_seq);
-    w.u32(state.topics.len() as u32);
-    for t in &state.topics {
-        w.str(&t.name);
+    w.u64(image.next_seq);
+    w.u32(image.topics.len() as u32);
+    for t in &image.topics {
+        w.str(t);
     }
-    w.u32(state.slab.live() as u32);
-    for t in &state.topics {
-        for id in t.ready.live_ids(&state.slab) {
-            let m = state.slab.get(id).expect("ready id is live");
-            w.u32(m.topic);
-            encode_message(&mut w, m);
-        }
-    }
-    for m in state.slab.iter().filter(|m| m.state != MsgState::Ready) {
+    w.u32(image.messages.len() as u32);
+    for m in &image.messages {
         w.u32(m.topic);
         encode_message(&mut w, m);
     }
-    w.u32(state.dlq.len() as u32);
-    for d in state.dlq.iter() {
+    w.u32(image.dead.len() as u32);
+    for d in &image.dead {
         w.str(&d.topic);
         w.str(&d.reason);
         encode_failure(&mut w, &d.failure);
         w.u64(d.dead_lettered_at);
         encode_message(&mut w, &d.message);
     }
-    w.u64(state.dlq_evicted);
+    w.u64(image.dlq_evicted);
     let body_len = (buf.len() - SNAPSHOT_HEADER_LEN) as u64;
     let body_crc = crc32c::crc32c(&buf[SNAPSHOT_HEADER_LEN..]);
     let h = &mut buf[..SNAPSHOT_HEADER_LEN];

@@ -1,6 +1,7 @@
 //! Plain data: options, messages, dead letters and what calls return.
 
 use crate::error::{Error, Result};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Wall-clock microseconds since the Unix epoch (what the files store).
@@ -180,7 +181,8 @@ pub struct Message {
     /// Incremented each time the message enters a ready list; a ready-list
     /// entry is live only while its ticket matches (see `ring`).
     pub ticket: u32,
-    pub payload: Box<[u8]>,
+    /// Shared, so a delivery or a snapshot takes it without a copy.
+    pub payload: Arc<[u8]>,
     pub meta: Option<Box<Meta>>,
 }
 
@@ -244,12 +246,12 @@ impl Wait {
     }
 }
 
-/// A delivered message (a copy; the ring keeps its own).
+/// A delivered message (the payload is shared with the ring's copy).
 #[derive(Debug, Clone)]
 pub struct Delivered {
     pub id: u64,
     pub topic: String,
-    pub payload: Vec<u8>,
+    pub payload: Arc<[u8]>,
     pub attempt: u32,
     pub version: u32,
     pub enqueued_at: Micros,

@@ -1,7 +1,9 @@
 //! The engine calls a dispatcher relies on: interrupting blocked checkouts
-//! and per-topic policies (max attempts, handler name on dead letters).
+//! (sticky with `since`), fair-share checkouts, releasing unstarted
+//! deliveries, and per-topic policies (max attempts, handler name on dead
+//! letters).
 
-use ringq::{Engine, Failure, Options, Publish, PublishOpts, TopicPolicy, Wait};
+use ringq::{Checkout, Engine, Failure, Options, Publish, PublishOpts, TopicPolicy, Wait};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,73 @@ fn interrupt_wakes_a_blocked_checkout_which_returns_empty_and_later_calls_wait_a
     e.interrupt("never-seen").unwrap();
     publish(&e, "t");
     assert_eq!(e.checkout("t", 1, LEASE, Wait::Forever).unwrap().len(), 1);
+}
+
+#[test]
+fn an_interrupt_before_the_checkout_starts_waiting_still_stops_it_when_it_passes_since() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = open(tmp.path());
+    // A worker reads the count, decides to wait... and the interrupt lands
+    // before it is inside checkout: with `since` it returns at once.
+    let since = e.interrupts("t").unwrap();
+    e.interrupt("t").unwrap();
+    let t0 = Instant::now();
+    let c = Checkout { since: Some(since), ..Checkout::new(1, LEASE, Wait::Forever) };
+    assert!(e.checkout_with("t", c).unwrap().is_empty());
+    assert!(t0.elapsed() < Duration::from_secs(1), "it must not wait");
+    // With the current count it waits (here: for its timeout).
+    let now = e.interrupts("t").unwrap();
+    assert_eq!(now, since + 1);
+    let c = Checkout {
+        since: Some(now),
+        ..Checkout::new(1, LEASE, Wait::Until(Instant::now() + Duration::from_millis(50)))
+    };
+    let t0 = Instant::now();
+    assert!(e.checkout_with("t", c).unwrap().is_empty());
+    assert!(t0.elapsed() >= Duration::from_millis(45));
+    // What is ready is still taken.
+    publish(&e, "t");
+    let c = Checkout { since: Some(since), ..Checkout::new(1, LEASE, Wait::Forever) };
+    assert_eq!(e.checkout_with("t", c).unwrap().len(), 1);
+}
+
+#[test]
+fn a_worker_of_a_pool_takes_its_fair_share_of_what_is_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = open(tmp.path());
+    for _ in 0..6 {
+        publish(&e, "t");
+    }
+    let take = |share| {
+        let c = Checkout { share, ..Checkout::new(16, LEASE, Wait::No) };
+        e.checkout_with("t", c).unwrap().len()
+    };
+    // Three workers, six messages: ceil(6/3), ceil(4/3), ceil(2/3): all
+    // three start at once, one message is left for whoever is free first.
+    assert_eq!((take(3), take(3), take(3)), (2, 2, 1));
+    for _ in 0..4 {
+        publish(&e, "t");
+    }
+    // Five ready: ceil(5/3) = 2, ceil(3/3) = 1, ceil(2/3) = 1; a lone worker takes all.
+    assert_eq!((take(3), take(3), take(3), take(1)), (2, 1, 1, 1));
+}
+
+#[test]
+fn released_deliveries_go_first_with_their_delivery_undone_and_stale_ones_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = open(tmp.path());
+    let ids: Vec<u64> = (0..4).map(|_| publish(&e, "t")).collect();
+    let got = e.checkout("t", 3, LEASE, Wait::No).unwrap();
+    assert!(got.iter().all(|d| d.attempt == 1));
+    let leases: Vec<(u64, u64)> = got.iter().map(|d| (d.id, d.lease_token)).collect();
+    // Give back the 2nd and 3rd (in that order); the 1st was worked on.
+    let out = e.release(&leases[1..]).unwrap();
+    assert!(out.lost.is_empty());
+    let again = e.checkout("t", 4, LEASE, Wait::No).unwrap();
+    let order: Vec<(u64, u32)> = again.iter().map(|d| (d.id, d.attempt)).collect();
+    assert_eq!(order, vec![(ids[1], 1), (ids[2], 1), (ids[3], 1)], "first, in order, not counted");
+    // Their old leases are stale now.
+    assert_eq!(e.release(&leases[1..2]).unwrap().lost, vec![ids[1]]);
 }
 
 #[test]
@@ -90,4 +159,25 @@ fn topic_policy_applies_to_lease_expiry() {
     assert_eq!(dead.len(), 1, "the expired lease dead-letters after 1 attempt");
     assert_eq!(dead[0].reason, "lease_expired");
     assert_eq!(dead[0].failure.handler.as_deref(), Some("on_t"));
+}
+
+#[test]
+fn ack_with_a_chained_publish_of_the_acked_messages_own_dedup_key_publishes_it_anew() {
+    // The ack frees the key in the same transaction, so the chained message
+    // is a new holder of it: not a supersede of the message being acked.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, Options { segment_size: 64 * 1024, ..Options::default() }).unwrap();
+    let p = |payload| Publish { topic: "t", payload, dedup_key: Some("k"), ..Default::default() };
+    e.publish(p(b"v1"), PublishOpts::default(), Wait::No).unwrap();
+    let d = e.checkout("t", 1, LEASE, Wait::No).unwrap();
+    e.ack(&[(d[0].id, d[0].lease_token)], &[p(b"v2")], Wait::No).unwrap();
+    let next = e.checkout("t", 1, LEASE, Wait::No).unwrap();
+    assert_eq!((&next[0].payload[..], next[0].attempt), (&b"v2"[..], 1));
+    e.close().unwrap();
+    // And the journal replays.
+    let e = Engine::open(&dir, Options { segment_size: 64 * 1024, ..Options::default() }).unwrap();
+    let again = e.checkout("t", 1, LEASE, Wait::No).unwrap();
+    assert_eq!(&again[0].payload[..], b"v2");
+    e.close().unwrap();
 }

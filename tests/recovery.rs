@@ -187,7 +187,7 @@ fn golden_fixture_of_format_v1_is_read() {
     let e = Engine::open(&dir, small()).unwrap();
     // a1 was in flight at the "crash": it comes back (at the back), attempt kept.
     let alpha = e.checkout("alpha", 10, Duration::from_secs(60), Wait::No).unwrap();
-    let got: Vec<(&[u8], u32, u32)> = alpha.iter().map(|d| (d.payload.as_slice(), d.attempt, d.version)).collect();
+    let got: Vec<(&[u8], u32, u32)> = alpha.iter().map(|d| (&d.payload[..], d.attempt, d.version)).collect();
     assert_eq!(got, vec![(&b"a2-v2"[..], 1, 2), (&b"a1"[..], 2, 1)]);
     let meta = alpha[0].meta.as_ref().unwrap();
     assert_eq!(meta.dedup_key.as_deref(), Some("k"));

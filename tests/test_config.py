@@ -127,20 +127,20 @@ def test_config_validation_lists_every_bad_field() -> None:
         },
     )
     expected = [
-        "capacity=0 (must be 1..=16777215)",
+        "capacity=0 (must be an int in 1..=16777215)",
         "durability='fast' (must be 'always', 'batch' or 'os')",
-        "fsync_interval=-1 (must be >= 0)",
-        "max_attempts=0 (must be 1..=4294967295)",
-        "lease=0 (must be > 0)",
-        "segment_size=1024 (must be 65536..=2147483647)",
-        "snapshot_every=0 (must be >= 1)",
-        "snapshot_interval=0.0 (must be > 0)",
-        "max_payload=0 (must be 1..=67108864)",
-        "max_key=70000 (must be 1..=65536)",
-        "max_headers=-1 (must be 0..=16777216)",
-        "dlq_capacity=0 (must be >= 1)",
-        "handlers.on_order.timeout=-1 (must be > 0)",
-        "handlers.on_order.prefetch=0 (must be 1..=1024)",
+        "fsync_interval=-1 (must be a number of seconds in 0..=31536000)",
+        "max_attempts=0 (must be an int in 1..=4294967295)",
+        "lease=0 (must be a number of seconds > 0 and <= 31536000)",
+        "segment_size=1024 (must be None or an int in 65536..=2147483647)",
+        "snapshot_every=0 (must be None or an int >= 1)",
+        "snapshot_interval=0.0 (must be None or a number of seconds > 0 and <= 31536000)",
+        "max_payload=0 (must be None or an int in 1..=67108864)",
+        "max_key=70000 (must be None or an int in 1..=65536)",
+        "max_headers=-1 (must be None or an int in 0..=16777216)",
+        "dlq_capacity=0 (must be None or an int >= 1)",
+        "handlers.on_order.timeout=-1 (must be a number of seconds > 0 and <= 31536000)",
+        "handlers.on_order.prefetch=0 (must be an int in 1..=1024)",
         "handlers.on_order.backoff.kind='x' (must be 'fixed' or 'exponential')",
     ]
     assert msg.startswith("invalid queue options: ")
@@ -149,27 +149,31 @@ def test_config_validation_lists_every_bad_field() -> None:
 
 def test_constructor_validates_like_the_loaders() -> None:
     msg = error_of(QueueOptions, capacity=-5, lease=math.inf)
-    assert msg == "invalid queue options: capacity=-5 (must be 1..=16777215); lease=inf " + (
-        "(must be a finite number)"
+    assert (
+        msg
+        == "invalid queue options: capacity=-5 (must be an int in 1..=16777215); lease=inf "
+        + ("(must be a number of seconds > 0 and <= 31536000)")
     )
 
 
 @pytest.mark.parametrize("field", ["capacity", "max_attempts", "segment_size", "dlq_capacity"])
 def test_bool_is_not_accepted_as_an_integer(field: str) -> None:
     msg = error_of(QueueOptions.from_mapping, {field: True})
-    assert f"{field}=True (must be an integer, not bool)" in msg
+    assert f"{field}=True (must be " in msg and ", not bool)" in msg
 
 
 @pytest.mark.parametrize("field", ["lease", "fsync_interval", "snapshot_interval"])
 def test_bool_is_not_accepted_as_a_duration(field: str) -> None:
     msg = error_of(QueueOptions.from_mapping, {field: False})
-    assert f"{field}=False (must be a number, not bool)" in msg
+    assert (
+        f"{field}=False (must be " in msg and "a number of seconds" in msg and ", not bool)" in msg
+    )
 
 
 def test_float_and_string_counts_are_rejected() -> None:
     msg = error_of(QueueOptions.from_mapping, {"capacity": 10.0, "max_key": "64"})
-    assert "capacity=10.0 (must be an integer, not float)" in msg
-    assert "max_key='64' (must be an integer, not str)" in msg
+    assert "capacity=10.0 (must be an int in 1..=16777215, not float)" in msg
+    assert "max_key='64' (must be None or an int in 1..=65536, not str)" in msg
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -178,8 +182,8 @@ def test_nan_and_infinite_durations_are_rejected(value: float) -> None:
         QueueOptions.from_mapping,
         {"lease": value, "handlers": {"h": {"timeout": value}}},
     )
-    assert f"lease={value!r} (must be a finite number)" in msg
-    assert f"handlers.h.timeout={value!r} (must be a finite number)" in msg
+    assert f"lease={value!r} (must be a number of seconds > 0 and <= 31536000)" in msg
+    assert f"handlers.h.timeout={value!r} (must be a number of seconds > 0 and <= 31536000)" in msg
 
 
 def test_batch_durability_needs_a_positive_fsync_interval() -> None:
@@ -201,9 +205,9 @@ def test_handler_options_validation_lists_every_bad_field() -> None:
         dead_letter_on=[Fatal],
     )
     assert msg.removeprefix("invalid handler options: ").split("; ") == [
-        "timeout=0 (must be > 0)",
-        "max_parallelism=True (must be an integer, not bool)",
-        "prefetch=2000 (must be 1..=1024)",
+        "timeout=0 (must be a number of seconds > 0 and <= 31536000)",
+        "max_parallelism=True (must be an int in 1..=1024, not bool)",
+        "prefetch=2000 (must be an int in 1..=1024)",
         "retry='3' (must be a ringq.Retry)",
         f"dead_letter_on={[Fatal]!r} (must be a tuple of exception classes)",
     ]
@@ -269,12 +273,12 @@ def test_merged_lists_every_bad_override() -> None:
     )
     assert msg.removeprefix("invalid handler options: ").split("; ") == [
         "timout (unknown handler option, did you mean 'timeout'?)",
-        "max_parallelism=0 (must be 1..=1024)",
-        "max_attempts=1.5 (must be an integer, not float)",
+        "max_parallelism=0 (must be an int in 1..=1024)",
+        "max_attempts=1.5 (must be an int >= 1, not float)",
         "dead_letter_on (unknown handler option, expected one of: " + ", ".join(HANDLER_KEYS) + ")",
         "backoff.jiter (unknown exponential backoff option, did you mean 'jitter'?)",
         "backoff.initial (missing)",
-        "backoff.factor=0.5 (must be >= 1)",
+        "backoff.factor=0.5 (must be a number >= 1)",
     ]
 
 
@@ -284,13 +288,19 @@ def test_merged_lists_every_bad_override() -> None:
         ({"seconds": 1}, "backoff.kind (missing, expected 'fixed' or 'exponential')"),
         ({"kind": "fixed"}, "backoff.seconds (missing)"),
         ({"kind": "fixed", "seconds": 1, "cap": 2}, "backoff.cap (unknown fixed backoff option"),
-        ({"kind": "fixed", "seconds": True}, "backoff.seconds=True (must be a number, not bool)"),
+        (
+            {"kind": "fixed", "seconds": True},
+            "backoff.seconds=True (must be a number of seconds in 0..=31536000, not bool)",
+        ),
         ({"kind": "exponential", "initial": 1, "jitter": 1}, "backoff.jitter=1 (must be true"),
         ("fixed:seconds=soon", "backoff.seconds='soon' (must be a number)"),
         ("fixed:seconds", "backoff='fixed:seconds' (cannot read 'seconds': expected key=value)"),
         ("fixed:seconds=1,seconds=2", "(seconds is given twice)"),
         ("exponential:initial=1,jitter=maybe", "backoff.jitter='maybe' (must be true or false)"),
-        ("exponential:initial=nan", "backoff.initial=nan (must be a finite number)"),
+        (
+            "exponential:initial=nan",
+            "backoff.initial=nan (must be a number of seconds in 0..=31536000)",
+        ),
         (5, "backoff=5 (must be a mapping like"),
     ],
 )
@@ -414,13 +424,13 @@ def test_from_env_errors_name_the_variables_and_list_all_of_them() -> None:
     )
     assert msg.startswith("invalid queue options from the environment: ")
     for problem in [
-        "RINGQ_CAPACITY='lots' (must be an integer)",
-        "RINGQ_MAX_KEY='1.5' (must be an integer)",
-        "RINGQ_LEASE=nan (must be a finite number)",
-        "RINGQ_MAX_ATTEMPTS='true' (must be an integer)",
+        "RINGQ_CAPACITY='lots' (must be an int)",
+        "RINGQ_MAX_KEY='1.5' (must be an int)",
+        "RINGQ_LEASE=nan (must be a number of seconds > 0 and <= 31536000)",
+        "RINGQ_MAX_ATTEMPTS='true' (must be an int)",
         "RINGQ_DURABILITY='ALWAYS' (must be 'always', 'batch' or 'os')",
-        "RINGQ_HANDLER__ON_ORDER__TIMEOUT=-1.0 (must be > 0)",
-        "RINGQ_HANDLER__ON_ORDER__BACKOFF.factor=0.5 (must be >= 1)",
+        "RINGQ_HANDLER__ON_ORDER__TIMEOUT=-1.0 (must be a number of seconds > 0 and <= 31536000)",
+        "RINGQ_HANDLER__ON_ORDER__BACKOFF.factor=0.5 (must be a number >= 1)",
         "RINGQ_HANDLER__ON_ORDER__BACKOFF.cap=1.0 (must be >= initial=2)",
         "RINGQ_HANDLER__ON_ORDER__TIMEOT (unknown handler option, "
         "did you mean RINGQ_HANDLER__ON_ORDER__TIMEOUT?)",
@@ -514,9 +524,10 @@ def test_from_toml_errors_name_the_file_and_every_field(tmp_path: Path) -> None:
     path.write_text("lease = nan\ncapacity = true\n[handlers.on_order]\ntimeout = inf\nx = 1\n")
     msg = error_of(QueueOptions.from_toml, path)
     assert msg == (
-        f"invalid queue options in {path}: capacity=True (must be an integer, not bool); "
-        "lease=nan (must be a finite number); "
-        "handlers.on_order.timeout=inf (must be a finite number); "
+        f"invalid queue options in {path}: "
+        "capacity=True (must be an int in 1..=16777215, not bool); "
+        "lease=nan (must be a number of seconds > 0 and <= 31536000); "
+        "handlers.on_order.timeout=inf (must be a number of seconds > 0 and <= 31536000); "
         "handlers.on_order.x (unknown handler option, expected one of: "
         + ", ".join(HANDLER_KEYS)
         + ")"

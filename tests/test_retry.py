@@ -161,7 +161,7 @@ def test_retry_validation_lists_every_bad_field() -> None:
         Retry(max_attempts=0, backoff="fast")  # type: ignore[arg-type]
     msg = str(e.value)
     assert msg.startswith("invalid retry options: ")
-    assert "max_attempts=0 (must be >= 1)" in msg
+    assert "max_attempts=0 (must be an int >= 1)" in msg
     assert "backoff='fast' (must be a ringq.Backoff" in msg
 
 
@@ -171,9 +171,9 @@ def test_backoff_validation_lists_every_bad_field() -> None:
     msg = str(e.value)
     assert msg.startswith("invalid backoff options: ")
     for part in (
-        "initial=nan (must be a finite number)",
-        "factor=0.5 (must be >= 1)",
-        "cap=-1.0 (must be > 0)",
+        "initial=nan (must be a number of seconds in 0..=31536000)",
+        "factor=0.5 (must be a number >= 1)",
+        "cap=-1.0 (must be None or a number of seconds > 0 and <= 31536000)",
         "jitter=1 (must be true or false, not int)",
     ):
         assert part in msg
@@ -197,14 +197,18 @@ def test_fixed_backoff_rejects_non_finite_negative_and_too_long(value: float) ->
     ],
 )
 def test_backoff_rejects_bools_and_other_non_numbers(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ringq.ConfigError, match="must be a number"):
+    with pytest.raises(ringq.ConfigError, match=r"must be (None or )?a number"):
         Backoff.exponential(**kwargs)  # type: ignore[arg-type]
 
 
 def test_retry_rejects_bool_and_float_max_attempts() -> None:
-    with pytest.raises(ringq.ConfigError, match=r"max_attempts=True \(must be an integer"):
+    with pytest.raises(
+        ringq.ConfigError, match=r"max_attempts=True \(must be an int >= 1, not bool"
+    ):
         Retry(max_attempts=True)
-    with pytest.raises(ringq.ConfigError, match=r"max_attempts=3.0 \(must be an integer"):
+    with pytest.raises(
+        ringq.ConfigError, match=r"max_attempts=3.0 \(must be an int >= 1, not float"
+    ):
         Retry(max_attempts=3.0)  # type: ignore[arg-type]
 
 

@@ -166,6 +166,8 @@ class Engine:
         """True in a ``fork()`` child: the queue belongs to the parent."""
     @property
     def instance_id(self) -> str: ...
+    def check_not_forked(self) -> None:
+        """Raises ``QueueForked`` in a ``fork()`` child of the process that opened it."""
     @property
     def durability(self) -> str: ...
     # publish, publish_payloads, checkout, ack and extend have the signatures
@@ -262,6 +264,8 @@ class Engine:
     ) -> None:
         """How non-``bytes`` payloads are encoded (``None``: refused)."""
     def _inject_fault(self, kind: str, errno: int, count: int) -> None: ...
+    def _hold_lock(self, seconds: float) -> None:
+        """Test hook: hold the engine's lock (GIL released)."""
 
 def inspect(path: str) -> dict[str, Any]:
     """Read a queue directory without taking its lock or changing it.

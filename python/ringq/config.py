@@ -337,7 +337,7 @@ def _parse_text(p: _Problems, path: str, text: str, kind: str) -> object:
         try:
             return int(s)
         except ValueError:
-            p.add(path, text, "must be an integer")
+            p.add(path, text, "must be an int")
             return _BAD
     if kind == "float":
         try:

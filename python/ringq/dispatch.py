@@ -185,7 +185,9 @@ class _Worker:
         #: When the unstarted messages go back (epoch seconds).
         self.hold_until = 0.0
         #: Handled messages whose ack is still to be sent (one call per batch).
-        self.pending: list[Delivery] = []
+        #: Like ``batch``, drained with ``popleft`` by the worker or, for a
+        #: batch held past its hold time, by the lease monitor.
+        self.pending: collections.deque[Delivery] = collections.deque()
         #: Run by ``ctx.heartbeat()`` before it renews the lease.
         self.hook: Callable[[], None] = functools.partial(pool.d._heartbeat, self)
         #: The delivery being handled, its context (if the handler takes
@@ -223,6 +225,8 @@ class _Pool:
         self.per_message = 0.0
         #: The engine's dead-letter count of the topic when the pool started.
         self.dead_base = 0
+        #: Acks the lease monitor sent for this pool's workers (only it writes).
+        self.monitor_counters = _Counters()
         # Per message work we can skip: the type tag (bytes and str ignore
         # it) and the context (a function handler that does not take one).
         self.needs_tag = spec.message_type not in (bytes, str)
@@ -324,6 +328,7 @@ class _Pool:
         """``dead``: the engine's dead-letter count of the topic now."""
         with self.lock:
             counters = [w.counters for w in self.workers] + self.retired
+            counters.append(self.monitor_counters)
             out: dict[str, Any] = {
                 "topic": self.spec.topic,
                 "workers": len(self.workers),
@@ -428,18 +433,22 @@ class _LeaseMonitor:
                     d, ctx = w.current, w.ctx
                     if d is not None:
                         running.append((w, d, ctx.deadline if ctx is not None else w.deadline))
-                    if w.batch:
+                    if w.batch or w.pending:
                         holding.append(w)
+            for w in holding:
+                if w.hold_until <= now:
+                    # A slow message in the batch: its unstarted neighbours go
+                    # to free workers, the finished ones are acked now rather
+                    # than when it ends (their leases end with its lease).
+                    self.d._release_rest(w)
+                    self.d._flush(w, pool.monitor_counters)
+                elif (w.batch or w.pending) and (nearest is None or w.hold_until < nearest):
+                    nearest = w.hold_until
             for w, d, deadline in running:
                 if deadline <= now:
                     pool.expire(w, d)
                 elif nearest is None or deadline < nearest:
                     nearest = deadline
-            for w in holding:
-                if w.hold_until <= now:
-                    self.d._release_rest(w)
-                elif w.batch and (nearest is None or w.hold_until < nearest):
-                    nearest = w.hold_until
         if nearest is not None:
             self.watch(nearest)
 
@@ -496,12 +505,13 @@ class Dispatcher:
 
     def scale(self, name: str, workers: int) -> None:
         """Run ``workers`` workers for handler ``name`` (0 pauses it)."""
+        want = f"an int in 0..={MAX_WORKERS}"
         if isinstance(workers, bool) or not isinstance(workers, int):
-            raise TypeError(f"workers must be an int, got {workers!r}")
+            raise TypeError(f"workers must be {want}, not {type(workers).__name__}")
         if not 0 <= workers <= MAX_WORKERS:
             from ringq._core import ConfigError
 
-            raise ConfigError(f"workers={workers} (must be 0..={MAX_WORKERS})")
+            raise ConfigError(f"workers={workers!r} (must be {want})")
         spec = self.registry.get(name)
         with self._lock:
             pool = self._pools.get(name)
@@ -626,8 +636,8 @@ class Dispatcher:
         clock = time.perf_counter()
         unstarted = w.batch
         unstarted.extend(batch)
+        w.hold_until = checked_out + pool.hold
         if len(batch) > 1:
-            w.hold_until = checked_out + pool.hold
             self.monitor.watch(w.hold_until)
         started = 0
         try:
@@ -677,14 +687,16 @@ class Dispatcher:
                 "handler %s: release of %d messages failed: %s", w.pool.spec.name, len(rest), e
             )
 
-    def _flush(self, w: _Worker) -> None:
+    def _flush(self, w: _Worker, counters: _Counters | None = None) -> None:
         """Sends the acks of handled messages (one engine call); counts the
-        accepted ones as successes."""
-        done = w.pending
+        accepted ones as successes (in ``counters``, the worker's by default)."""
+        done: list[Delivery] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                done.append(w.pending.popleft())
         if not done:
             return
-        w.pending = []
-        c = w.counters
+        c = w.counters if counters is None else counters
         try:
             self.engine.ack(done)
         except LeaseLost as e:

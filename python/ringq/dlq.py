@@ -11,7 +11,6 @@ correlation id kept.
 from __future__ import annotations
 
 import builtins
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -59,8 +58,12 @@ class DeadLetterQueue:
         first), so a large backlog does not flood the handlers; without it
         everything goes back in one atomic step.
         """
-        if rate is not None and not (isinstance(rate, int | float) and 0 < rate < math.inf):
-            raise ConfigError(f"rate={rate!r} (must be a positive number of messages per second)")
+        if rate is not None:
+            want = "None or a number of messages per second > 0 and <= 1000000000"
+            if isinstance(rate, bool) or not isinstance(rate, int | float):
+                raise TypeError(f"rate must be {want}, not {type(rate).__name__}")
+            if not 0 < rate <= 1e9:  # also refuses NaN
+                raise ConfigError(f"rate={rate!r} (must be {want})")
         selected = self._select(ids, where)
         if selected == []:
             return 0

@@ -36,6 +36,7 @@ retune a deployed handler without touching code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Iterator
@@ -164,16 +165,22 @@ def message_type_of_function(func: Callable[..., object]) -> Any:
     return tp
 
 
+def _is_async(func: object) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+
+
 def refuse_async(name: str, func: Callable[..., object]) -> None:
-    """Refuses an ``async def`` handler (or a callable whose call is one):
-    ringq runs handlers on worker threads and would never await it, so its
-    messages would be acked without running."""
-    plain = inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, type)
+    """Refuses an ``async def`` handler (a coroutine or async generator
+    function, a ``functools.partial`` of one, or a callable object whose
+    ``__call__`` is one): ringq runs handlers on worker threads and would
+    never await it, so its messages would be acked without running."""
+    target: object = func
+    while isinstance(target, functools.partial):
+        target = target.func
+    plain = inspect.isfunction(target) or inspect.ismethod(target) or isinstance(target, type)
     # A callable object: look at its class's __call__.
-    call = None if plain else inspect.getattr_static(type(func), "__call__", None)
-    if inspect.iscoroutinefunction(func) or (
-        call is not None and inspect.iscoroutinefunction(call)
-    ):
+    call = None if plain else inspect.getattr_static(type(target), "__call__", None)
+    if _is_async(func) or _is_async(target) or (call is not None and _is_async(call)):
         raise ConfigError(
             f"handler {name!r} is an async def: ringq runs handlers on worker threads and cannot "
             "await it (its messages would be acked without running). Write it as a plain def "

@@ -20,7 +20,9 @@ from ringq.handlers import (
     build_spec,
     message_type_of_class,
     message_type_of_function,
+    refuse_async,
 )
+from ringq.retry import check_seconds
 
 if TYPE_CHECKING:
     from ringq._core import Engine
@@ -125,6 +127,7 @@ class HandlerHost:
     ) -> None:
         if not callable(func):
             raise ConfigError(f"a handler must be callable, got {func!r}")
+        refuse_async(name or getattr(func, "__name__", None) or repr(func), func)
         name = name or getattr(func, "__name__", None)
         if not name:
             raise ConfigError(f"handler {func!r} has no __name__: pass name=")
@@ -178,6 +181,7 @@ class HandlerHost:
     def start(self) -> None:
         """Start worker threads for every registered handler (and for those
         registered later). Calling it again while running does nothing."""
+        self._engine.check_not_forked()
         if self._dispatcher is not None and self._dispatcher.running:
             return
         if len(self._registry) == 0:
@@ -194,23 +198,31 @@ class HandlerHost:
         messages being handled. Returns False if ``timeout`` ran out first
         (those threads finish on their own; their messages come back when
         their leases run out)."""
+        check_seconds("timeout", timeout, optional=True)
+        self._engine.check_not_forked()
         stopped = self._stop_workers(drain, timeout)
         if not self._engine.closed:
             self._engine.snapshot()
         return stopped
 
     def _stop_workers(self, drain: bool, timeout: float | None = None) -> bool:
-        """``stop`` without the snapshot (``close`` writes its own)."""
-        return True if self._dispatcher is None else self._dispatcher.stop(drain, timeout)
+        """``stop`` without the snapshot (``close`` writes its own). In a
+        ``fork()`` child there is nothing to stop: the workers are the parent's."""
+        if self._dispatcher is None or self._engine.forked:
+            return True
+        return self._dispatcher.stop(drain, timeout)
 
     @property
     def running(self) -> bool:
-        """Whether handlers are running (between ``start`` and ``stop``)."""
-        return self._dispatcher is not None and self._dispatcher.running
+        """Whether handlers are running (between ``start`` and ``stop``; never
+        in a ``fork()`` child, which has none of the parent's threads)."""
+        d = self._dispatcher
+        return d is not None and d.running and not self._engine.forked
 
     def scale(self, name: str, workers: int) -> None:
         """Run ``workers`` worker threads for handler ``name`` from now on
         (0 pauses it; busy workers finish their message first)."""
+        self._engine.check_not_forked()
         if self._dispatcher is None or not self._dispatcher.running:
             raise ConfigError("scale(): the queue's handlers are not running; call start()")
         self._dispatcher.scale(name, workers)
@@ -225,4 +237,5 @@ class HandlerHost:
     def handler_stats(self) -> dict[str, dict[str, Any]]:
         """Per handler: workers, active, processed, succeeded, failed,
         retried, dead_lettered, undecodable, late_acks, abandoned threads."""
+        self._engine.check_not_forked()
         return {} if self._dispatcher is None else self._dispatcher.stats()

@@ -93,6 +93,7 @@ class _Problems:
         gt: float | None = None,
         le: float | None = MAX_SECONDS,
         optional: bool = False,
+        what: str = "a number of seconds",
     ) -> float | None:
         """``value`` as a finite float within the bounds, or ``None`` (and a problem).
 
@@ -101,23 +102,23 @@ class _Problems:
         """
         if value is None and optional:
             return None
+        want = _number_range(ge, gt, le, what, optional)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.add(path, value, f"must be a number, not {type(value).__name__}")
+            self.add(path, value, f"must be {want}, not {type(value).__name__}")
             return None
         try:
             v = float(value)
         except OverflowError:
             v = math.inf
-        if not math.isfinite(v):
-            self.add(path, value, "must be a finite number")
-        elif ge is not None and not v >= ge:
-            self.add(path, value, f"must be >= {_fmt(ge)}")
-        elif gt is not None and not v > gt:
-            self.add(path, value, f"must be > {_fmt(gt)}")
-        elif le is not None and not v <= le:
-            self.add(path, value, f"must be <= {_fmt(le)}")
-        else:
+        ok = (
+            math.isfinite(v)
+            and (ge is None or v >= ge)
+            and (gt is None or v > gt)
+            and (le is None or v <= le)
+        )
+        if ok:
             return v
+        self.add(path, value, f"must be {want}")
         return None
 
     def integer(
@@ -135,12 +136,14 @@ class _Problems:
         """
         if value is None and optional:
             return None
+        want = ("None or " if optional else "") + (
+            f"an int >= {ge}" if le == 2**63 - 1 else f"an int in {ge}..={le}"
+        )
         if isinstance(value, bool) or not isinstance(value, int):
-            self.add(path, value, f"must be an integer, not {type(value).__name__}")
+            self.add(path, value, f"must be {want}, not {type(value).__name__}")
             return None
         if not ge <= value <= le:
-            bound = f">= {ge}" if le == 2**63 - 1 else f"{ge}..={le}"
-            self.add(path, value, f"must be {bound}")
+            self.add(path, value, f"must be {want}")
             return None
         return int(value)
 
@@ -156,6 +159,35 @@ def _fmt(x: float) -> str:
     return str(int(x)) if x.is_integer() else repr(x)
 
 
+def _number_range(
+    ge: float | None, gt: float | None, le: float | None, what: str, optional: bool
+) -> str:
+    """``"a number of seconds in 0..=31536000"`` and the like: the range a
+    number must be in, phrased as the engine's argument checks phrase it."""
+    lead = ("None or " if optional else "") + what
+    if ge is not None and le is not None:
+        return f"{lead} in {_fmt(ge)}..={_fmt(le)}"
+    low = f">= {_fmt(ge)}" if ge is not None else f"> {_fmt(gt)}" if gt is not None else ""
+    high = f"<= {_fmt(le)}" if le is not None else ""
+    return " ".join(x for x in (lead, low, "and" if low and high else "", high) if x)
+
+
+def check_seconds(name: str, value: object, *, optional: bool = False) -> float | None:
+    """A duration argument of a call, checked as the engine checks its own:
+    ``TypeError`` for a non-number (``bool`` included), ``ValueError`` for
+    NaN, infinities, negative or more than ``MAX_SECONDS``."""
+    if value is None and optional:
+        return None
+    p = _Problems()
+    v = p.number(name, value, ge=0.0, optional=optional)
+    if v is None:
+        msg = p.items[0]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(msg.replace(f"{name}={value!r} (", f"{name} ", 1).rstrip(")"))
+        raise ValueError(msg)
+    return v
+
+
 def _check_fixed(p: _Problems, prefix: str, seconds: object) -> float | None:
     return p.number(prefix + "seconds", seconds, ge=0.0)
 
@@ -166,7 +198,7 @@ def _check_exponential(
     """The normalized fields of an exponential backoff, or ``None`` if any is bad."""
     before = len(p.items)
     i = p.number(prefix + "initial", initial, ge=0.0)
-    f = p.number(prefix + "factor", factor, ge=1.0, le=None)
+    f = p.number(prefix + "factor", factor, ge=1.0, le=None, what="a number")
     c = p.number(prefix + "cap", cap, gt=0.0, optional=True)
     j = p.boolean(prefix + "jitter", jitter)
     if i is not None and c is not None and c < i:

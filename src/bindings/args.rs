@@ -2,9 +2,10 @@
 //! one message shape, before anything else happens:
 //!
 //! - a value out of range: `ValueError` (`ConfigError` for queue options)
-//!   `"{name}={value!r}: must be {range}"`;
+//!   `"{name}={value!r} (must be {range})"`, the shape `ringq.config` uses
+//!   for options from mappings, the environment and TOML;
 //! - a value of the wrong type (a `bool` where a number goes, a `str`, ...):
-//!   `TypeError` `"{name} must be {what}, not {type}"`.
+//!   `TypeError` `"{name} must be {range}, not {type}"`.
 //!
 //! NaN, infinities, negative, huge and fractional counts all end here, so
 //! nothing reaches the engine that could make it panic or wait forever by
@@ -17,10 +18,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt};
 use std::time::{Duration, Instant};
 
-/// The longest duration accepted anywhere (100 years, in seconds).
-pub const MAX_SECONDS: f64 = 3_155_760_000.0;
-const SECONDS_RANGE: &str = "a number of seconds in 0..=3155760000 (100 years)";
-const POSITIVE_RANGE: &str = "a number of seconds > 0 and <= 3155760000 (100 years)";
+/// The longest duration accepted anywhere: 365 days (`ringq.retry.MAX_SECONDS`).
+pub const MAX_SECONDS: f64 = 31_536_000.0;
+const SECONDS_RANGE: &str = "a number of seconds in 0..=31536000";
+const POSITIVE_RANGE: &str = "a number of seconds > 0 and <= 31536000";
 
 /// Which exception a bad value raises.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -40,21 +41,21 @@ fn repr(v: &Bound<'_, PyAny>) -> String {
 }
 
 fn out_of_range(kind: Kind, name: &str, v: &Bound<'_, PyAny>, range: &str) -> PyErr {
-    let msg = format!("{name}={}: must be {range}", repr(v));
+    let msg = format!("{name}={} (must be {range})", repr(v));
     match kind {
         Kind::Arg => PyValueError::new_err(msg),
         Kind::Option => config_err(msg),
     }
 }
 
-fn wrong_type(name: &str, v: &Bound<'_, PyAny>, what: &str) -> PyErr {
-    PyTypeError::new_err(format!("{name} must be {what}, not {}", type_name(v)))
+fn wrong_type(name: &str, v: &Bound<'_, PyAny>, range: &str) -> PyErr {
+    PyTypeError::new_err(format!("{name} must be {range}, not {}", type_name(v)))
 }
 
 /// A number (int or float, not bool) as f64.
-fn number(name: &str, v: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
+fn number(name: &str, v: &Bound<'_, PyAny>, range: &str) -> PyResult<f64> {
     if v.is_instance_of::<PyBool>() || !(v.is_instance_of::<PyInt>() || v.is_instance_of::<PyFloat>()) {
-        return Err(wrong_type(name, v, what));
+        return Err(wrong_type(name, v, range));
     }
     // A huge int becomes a huge float (or inf): the range check catches it.
     Ok(v.extract::<f64>().unwrap_or(f64::INFINITY))
@@ -66,11 +67,11 @@ pub fn seconds(kind: Kind, name: &str, v: &Bound<'_, PyAny>, positive: bool) -> 
 }
 
 fn checked_seconds(kind: Kind, name: &str, v: &Bound<'_, PyAny>, positive: bool, or: &str) -> PyResult<Duration> {
-    let s = number(name, v, &format!("{or}a number of seconds"))?;
+    let range = format!("{or}{}", if positive { POSITIVE_RANGE } else { SECONDS_RANGE });
+    let s = number(name, v, &range)?;
     let ok = s.is_finite() && s <= MAX_SECONDS && if positive { s > 0.0 } else { s >= 0.0 };
     if !ok {
-        let range = if positive { POSITIVE_RANGE } else { SECONDS_RANGE };
-        return Err(out_of_range(kind, name, v, &format!("{or}{range}")));
+        return Err(out_of_range(kind, name, v, &range));
     }
     Ok(Duration::from_secs_f64(s))
 }
@@ -99,12 +100,13 @@ pub fn int(kind: Kind, name: &str, v: &Bound<'_, PyAny>, lo: i64, hi: i64) -> Py
 }
 
 fn checked_int(kind: Kind, name: &str, v: &Bound<'_, PyAny>, lo: i64, hi: i64, or: &str) -> PyResult<i64> {
+    let range = if hi == i64::MAX { format!("{or}an int >= {lo}") } else { format!("{or}an int in {lo}..={hi}") };
     if v.is_instance_of::<PyBool>() || !v.is_instance_of::<PyInt>() {
-        return Err(wrong_type(name, v, &format!("{or}an int")));
+        return Err(wrong_type(name, v, &range));
     }
     match v.extract::<i64>() {
         Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-        _ => Err(out_of_range(kind, name, v, &format!("{or}an int in {lo}..={hi}"))),
+        _ => Err(out_of_range(kind, name, v, &range)),
     }
 }
 

@@ -184,13 +184,13 @@ impl PyEngine {
             (o.max_payload as i64, o.max_key as i64, o.max_headers as i64, o.dlq_capacity as i64);
         let mut lease_d = Duration::from_secs(30);
         take(int("capacity", capacity, 1, MAX_CAPACITY as i64, &mut cap));
-        take(int("max_attempts", max_attempts, 1, 1_000_000, &mut attempts));
+        take(int("max_attempts", max_attempts, 1, u32::MAX as i64, &mut attempts));
         take(int("segment_size", segment_size, 64 * 1024, (1 << 31) - 1, &mut seg));
         take(int("snapshot_every", snapshot_every, 1, i64::MAX, &mut every));
         take(int("max_payload", max_payload, 1, 64 * 1024 * 1024, &mut payload));
         take(int("max_key", max_key, 1, 64 * 1024, &mut key));
         take(int("max_headers", max_headers, 0, 16 * 1024 * 1024, &mut hdrs));
-        take(int("dlq_capacity", dlq_capacity, 1, MAX_CAPACITY as i64, &mut dlq));
+        take(int("dlq_capacity", dlq_capacity, 1, i64::MAX, &mut dlq));
         take(secs("fsync_interval", fsync_interval, false, &mut o.fsync_interval));
         take(secs("snapshot_interval", snapshot_interval, true, &mut o.snapshot_interval));
         take(secs("lease", lease, true, &mut lease_d));
@@ -231,6 +231,12 @@ impl PyEngine {
     #[getter]
     fn forked(&self) -> bool {
         self.engine.is_forked()
+    }
+
+    /// Raises `QueueForked` in a `fork()` child (for calls that do not
+    /// reach the engine otherwise, like starting handlers).
+    fn check_not_forked(&self) -> PyResult<()> {
+        self.engine.check_not_forked().map_err(to_py)
     }
 
     /// The queue directory's identity (16 hex digits).
@@ -537,16 +543,19 @@ impl PyEngine {
     #[pyo3(signature = (topic, max_attempts=None, handler=None))]
     fn set_topic_policy(
         &self,
+        py: Python<'_>,
         topic: &str,
         max_attempts: Option<&Bound<'_, PyAny>>,
         handler: Option<String>,
     ) -> PyResult<()> {
-        let max_attempts = args::opt_int("max_attempts", max_attempts, 1, 1_000_000)?.map(|v| v as u32);
-        self.engine.set_topic_policy(topic, crate::TopicPolicy { max_attempts, handler }).map_err(to_py)
+        let max_attempts = args::opt_int("max_attempts", max_attempts, 1, u32::MAX as i64)?.map(|v| v as u32);
+        let policy = crate::TopicPolicy { max_attempts, handler };
+        self.run(py, || self.engine.set_topic_policy(topic, policy))
     }
 
-    fn is_superseded(&self, delivery: &Bound<'_, PyAny>) -> PyResult<bool> {
-        self.engine.is_superseded(lease_of(delivery, self.queue())?.0).map_err(to_py)
+    fn is_superseded(&self, py: Python<'_>, delivery: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let id = lease_of(delivery, self.queue())?.0;
+        self.run(py, || self.engine.is_superseded(id))
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -661,6 +670,13 @@ impl PyEngine {
     #[getter]
     fn lease(&self) -> f64 {
         self.lease.as_secs_f64()
+    }
+
+    /// Test hook: hold the engine's lock for `seconds` (GIL released).
+    fn _hold_lock(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        let d = args::seconds(Kind::Arg, "seconds", seconds, false)?;
+        py.detach(|| self.engine.hold_lock_for(d));
+        Ok(())
     }
 
     /// Test hook: fail the next `count` calls at `kind` ("segment_create",

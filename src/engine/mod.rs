@@ -189,7 +189,16 @@ impl Engine {
                 if files.holds_queue_files() {
                     return Err(missing_manifest(&path, &files));
                 }
-                Manifest::default()
+                // A new queue: the MANIFEST comes first, so that a crash
+                // before the first open finishes leaves a queue that opens.
+                let fresh = Manifest {
+                    version: manifest::MANIFEST_VERSION,
+                    instance_id: manifest::random_u64(),
+                    slot_limit: Some(u32::try_from(opts.capacity).unwrap_or(u32::MAX)),
+                    ..Manifest::default()
+                };
+                manifest::write(&path, &fresh)?;
+                fresh
             }
         };
         let faults = Arc::new(Faults::default());
@@ -322,6 +331,11 @@ impl Engine {
         crate::fork::generation() != self.sh.fork_generation
     }
 
+    /// `Error::Forked` in a `fork()` child (see [`is_forked`](Self::is_forked)).
+    pub fn check_not_forked(&self) -> Result<()> {
+        self.sh.check()
+    }
+
     /// Whether a call now would wait for the engine's lock (another thread
     /// holds it) or heal a failed fsync: the bindings release the GIL then.
     pub fn would_wait(&self) -> bool {
@@ -395,6 +409,13 @@ impl Engine {
     /// (`count = -1`: until cleared with `count = 0`).
     pub fn inject_fault(&self, point: FaultPoint, errno: i32, count: i64) {
         self.sh.faults.set(point, errno, count);
+    }
+
+    /// Test hook: holds the engine's lock for `d` (as a slow snapshot or
+    /// disk would), to show that callers waiting for it let other threads run.
+    pub fn hold_lock_for(&self, d: Duration) {
+        let _g = self.sh.inner.lock();
+        std::thread::sleep(d);
     }
 
     /// What recovery found when this engine opened the directory.

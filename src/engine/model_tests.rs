@@ -196,7 +196,7 @@ fn run(steps: Vec<Step>) {
                     let mm = m.msgs.get_mut(&d.id).unwrap();
                     mm.attempt += 1;
                     assert_eq!(d.attempt, mm.attempt, "attempt counts deliveries");
-                    assert_eq!(d.payload, mm.payload);
+                    assert_eq!(&d.payload[..], &mm.payload[..]);
                     assert_eq!(d.version, mm.version);
                     m.in_flight.push((d.id, d.lease_token));
                 }

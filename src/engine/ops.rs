@@ -4,7 +4,7 @@ use super::publish::{Publish, PublishOpts};
 use super::{Engine, Inner};
 use crate::error::{Error, Result};
 use crate::record::Op;
-use crate::types::{Delivered, Failure, Message, MsgState, Wait, micros_after, now_micros};
+use crate::types::{Delivered, Failure, Message, Micros, MsgState, Wait, micros_after, now_micros};
 use std::time::Duration;
 
 /// What `ack` (and `release`) did: the LSN to wait on and the ids whose
@@ -51,7 +51,7 @@ fn delivered(m: &Message, topic: &str) -> Delivered {
     Delivered {
         id: m.id,
         topic: topic.to_owned(),
-        payload: m.payload.to_vec(),
+        payload: m.payload.clone(),
         attempt: m.attempt,
         version: m.version,
         enqueued_at: m.enqueued_at,
@@ -62,18 +62,24 @@ fn delivered(m: &Message, topic: &str) -> Delivered {
 }
 
 impl Inner {
-    /// The message if `token` is its current lease.
-    pub(crate) fn leased(&self, id: u64, token: u64) -> Option<&Message> {
-        self.state.slab.get(id).filter(|m| m.state == MsgState::InFlight && m.lease_token == token && token != 0)
+    /// The message if `token` is its current lease and the lease has not
+    /// run out at `now` (even if the timer has not reclaimed it yet: a lease
+    /// past its deadline belongs to nobody).
+    pub(crate) fn leased(&self, id: u64, token: u64, now: Micros) -> Option<&Message> {
+        self.state
+            .slab
+            .get(id)
+            .filter(|m| m.state == MsgState::InFlight && m.lease_token == token && token != 0 && m.lease_deadline > now)
     }
 
     /// Splits `leases` into the ids whose lease is current (each once) and
     /// the stale ones.
     fn current_leases(&self, leases: &[(u64, u64)]) -> (Vec<u64>, Vec<u64>) {
+        let now = now_micros();
         let mut valid = Vec::with_capacity(leases.len());
         let mut lost = Vec::new();
         for &(id, token) in leases {
-            if self.leased(id, token).is_some() {
+            if self.leased(id, token, now).is_some() {
                 valid.push(id);
             } else {
                 lost.push(id);
@@ -259,10 +265,10 @@ impl Engine {
     ) -> Result<Option<u64>> {
         let sh = &self.sh;
         let mut g = sh.lock_healthy()?;
-        let Some(m) = g.leased(id, token) else {
+        let now = now_micros();
+        let Some(m) = g.leased(id, token, now) else {
             return Err(Error::LeaseLost { ids: vec![id] });
         };
-        let now = now_micros();
         let (topic, superseded, attempt) = (m.topic, m.superseded, m.attempt);
         if failure.handler.is_none() {
             failure.handler = g.handler(topic);
@@ -335,10 +341,11 @@ impl Engine {
     pub fn extend(&self, id: u64, token: u64, by: Duration) -> Result<u64> {
         let sh = &self.sh;
         let mut g = sh.open_inner()?;
-        if g.leased(id, token).is_none() {
+        let now = now_micros();
+        if g.leased(id, token, now).is_none() {
             return Err(Error::LeaseLost { ids: vec![id] });
         }
-        let deadline = micros_after(now_micros(), by);
+        let deadline = micros_after(now, by);
         g.state.lease(id, token, deadline);
         sh.wake_timer_for(&mut g, deadline);
         Ok(deadline)

@@ -96,9 +96,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Plans `items` against the state. `freed` counts slots the same
-    /// transaction frees first (acks committed together with publishes).
-    pub(crate) fn plan(&self, g: &mut Inner, items: &[Publish<'_>], opts: PublishOpts) -> Result<Plan> {
+    /// Plans `items` against the state, as it will be once the messages
+    /// `gone` are removed (acks committed in the same transaction: their
+    /// dedup keys are free).
+    pub(crate) fn plan(&self, g: &mut Inner, items: &[Publish<'_>], opts: PublishOpts, gone: &[u64]) -> Result<Plan> {
         let now = now_micros();
         let mut plan = Plan { ops: Vec::with_capacity(items.len()), ..Default::default() };
         let mut pending: HashMap<(&str, &str), usize> = HashMap::new();
@@ -154,7 +155,8 @@ impl Shared {
                 plan.targets.push(target);
                 continue;
             }
-            let holder = g.state.topic_id(p.topic).and_then(|t| g.state.dedup.get(t, key));
+            let holder =
+                g.state.topic_id(p.topic).and_then(|t| g.state.dedup.get(t, key)).filter(|h| !gone.contains(h));
             let Some(hid) = holder else {
                 check_version(key, opts.expected_version, 0)?;
                 let ix = plan.push_new(name, p, meta, 1, visible_at, now, None);
@@ -220,7 +222,11 @@ impl Shared {
     ) -> Result<(Vec<u64>, Option<u64>)> {
         let mut plan = loop {
             self.ensure_healthy(g)?;
-            let plan = self.plan(g, items, opts)?;
+            let gone: &[u64] = match prefix.first() {
+                Some(Op::Ack { ids }) => ids,
+                _ => &[],
+            };
+            let plan = self.plan(g, items, opts, gone)?;
             let live = g.state.slab.live() - freed;
             if plan.new_count == 0 || live + plan.new_count <= self.opts.capacity {
                 break plan;

@@ -1,6 +1,7 @@
-//! Snapshots from the engine's side: the state is encoded under the lock
-//! (the journal is *not* rolled: a snapshot needs no new segment, only room
-//! for its own file), written and fsynced outside it, then the MANIFEST is
+//! Snapshots from the engine's side: the state is copied under the lock
+//! (payloads shared, not copied; the journal is *not* rolled: a snapshot
+//! needs no new segment, only room for its own file), encoded, written and
+//! fsynced outside it, then the MANIFEST is
 //! rewritten (the newest snapshot's LSN, the segment the journal continues
 //! in) and only then are the segments and snapshots it covers deleted.
 
@@ -13,9 +14,9 @@ use crate::types::Lsn;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-/// A snapshot encoded under the lock, to be written outside it.
+/// A snapshot taken under the lock, to be encoded and written outside it.
 struct Prepared {
-    image: Vec<u8>,
+    image: snapshot::Image,
     lsn: Lsn,
     manifest: Manifest,
     degraded_gen: u64,
@@ -35,9 +36,11 @@ impl Shared {
             }
         };
         let name = snapshot::snapshot_name(p.lsn);
-        storage::write_atomic(Some(&self.faults), &self.path, &name, &p.image)
-            .map_err(|e| Error::storage("writing snapshot", self.path.join(&name), e))?;
+        let bytes = snapshot::encode(&p.image, p.lsn);
         drop(p.image);
+        storage::write_atomic(Some(&self.faults), &self.path, &name, &bytes)
+            .map_err(|e| Error::storage("writing snapshot", self.path.join(&name), e))?;
+        drop(bytes);
         // The MANIFEST first: once it names this snapshot, the files it
         // covers may go.
         manifest::write(&self.path, &p.manifest)?;
@@ -53,7 +56,7 @@ impl Shared {
             g.snapshot_wanted = false;
             return None;
         }
-        let image = snapshot::encode(&g.state, lsn);
+        let image = snapshot::collect(&g.state);
         g.records_since_snapshot = 0;
         g.snapshot_wanted = false;
         let manifest = Manifest { journal_anchor: g.journal.active_seq(), snapshot_lsn: lsn, ..g.manifest };

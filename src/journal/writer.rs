@@ -116,6 +116,13 @@ impl Journal {
         if let Some(seq) = used.last().and_then(|s| s.seq) {
             spares.used(seq, dir);
         }
+        // A process killed before its flusher ran left dirty pages in any
+        // of them: everything recovery read must be on disk before a new
+        // record (its durable gap, the DURABLE marker) says it is.
+        for s in &used {
+            let f = File::open(&s.path).map_err(|e| Error::storage("opening journal segment", &s.path, e))?;
+            storage::sync_file(&faults, &f).map_err(|e| Error::storage("fsync of journal segment", &s.path, e))?;
+        }
         let reuse = used.last().is_some_and(|s| {
             s.version >= 2 && !s.sealed && s.last_lsn + 1 == next_lsn && (s.end as usize) + SEAL_LEN < s.len as usize
         });
@@ -123,7 +130,6 @@ impl Journal {
             let s = used.pop().expect("checked");
             let (file, map) =
                 prepare::open(&s.path).map_err(|e| Error::storage("opening journal segment", &s.path, e))?;
-            storage::sync_file(&faults, &file).map_err(|e| Error::storage("fsync of journal segment", &s.path, e))?;
             Active {
                 seq: s.seq.expect("format 2"),
                 path: s.path,
@@ -133,11 +139,6 @@ impl Journal {
                 first_lsn: s.first_lsn,
             }
         } else {
-            if let Some(last) = used.last() {
-                let f = File::open(&last.path).map_err(|e| Error::storage("opening journal segment", &last.path, e))?;
-                storage::sync_file(&faults, &f)
-                    .map_err(|e| Error::storage("fsync of journal segment", &last.path, e))?;
-            }
             let p = match spares.take(0) {
                 Some(p) => p,
                 None => {

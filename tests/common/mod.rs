@@ -20,7 +20,7 @@ pub fn publish(e: &Engine, topic: &str, payload: &[u8]) -> u64 {
 
 pub fn drain(e: &Engine, topic: &str) -> Vec<Vec<u8>> {
     let got = e.checkout(topic, 10_000, Duration::from_secs(60), Wait::No).unwrap();
-    got.into_iter().map(|d| d.payload).collect()
+    got.into_iter().map(|d| d.payload.to_vec()).collect()
 }
 
 /// (name, bytes) of every file in `dir`.
