@@ -273,10 +273,20 @@ impl<F: Clone> SyncPoint<F> {
         self.done.notify_all();
     }
 
-    /// Files not known to be synced (at close, after the flusher stopped).
-    pub fn unsynced_files(&self) -> Vec<F> {
-        let st = lock(&self.st);
-        st.retiring.iter().cloned().chain(st.target.clone()).collect()
+    /// Takes the files not known to be synced (at close, after the flusher
+    /// stopped): the caller syncs them; none is held here any longer (a
+    /// deleted segment's space is freed once its last handle goes).
+    pub fn take_files(&self) -> Vec<F> {
+        let mut st = lock(&self.st);
+        let mut files = std::mem::take(&mut st.retiring);
+        files.extend(st.target.take());
+        files
+    }
+
+    /// The writer moved to a new segment that nothing needs to fsync
+    /// (`durability="os"`): only the target changes.
+    pub fn switch(&self, new: F) {
+        lock(&self.st).target = Some(new);
     }
 
     pub fn durable(&self) -> Lsn {

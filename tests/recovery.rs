@@ -139,12 +139,18 @@ fn damaged_snapshot_is_an_error_naming_the_file() {
     }
 }
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden-v1")
+fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
-/// Writes the golden fixture (run once per format version, then commit it):
+/// Writes the golden fixture of the current format (run once per format
+/// version, then commit it; older fixtures stay, read by their own tests):
 /// `RINGQ_WRITE_GOLDEN=1 cargo test --test recovery write_golden_fixture -- --ignored`
+///
+/// What it holds, at a "crash" (a copy taken while the engine is open): a
+/// snapshot, then after it a replace in place, a dead letter, an in-flight
+/// message, released deliveries (op 9), and enough records to roll to a
+/// second segment (a seal).
 #[test]
 #[ignore]
 fn write_golden_fixture() {
@@ -173,17 +179,75 @@ fn write_golden_fixture() {
     };
     e.nack(d[0].id, d[0].lease_token, None, failure, Some("non_retryable")).unwrap();
     e.checkout("alpha", 1, Duration::from_secs(60), Wait::No).unwrap();
-    let files = snapshot_files(&src);
-    let out = fixture_dir();
-    restore(&files, &out);
+    // Released unstarted: back first, not counted.
+    let filler = [0x5a_u8; 200];
+    for _ in 0..3 {
+        publish(&e, "gamma", &filler);
+    }
+    let g = e.checkout("gamma", 3, Duration::from_secs(60), Wait::No).unwrap();
+    let leases: Vec<_> = g.iter().map(|d| (d.id, d.lease_token)).collect();
+    e.ack(&leases[..1], &[], Wait::No).unwrap();
+    e.release(&leases[1..]).unwrap();
+    // Enough records to roll once (the first segment ends in a seal).
+    for i in 0..300u32 {
+        let d = publish(&e, "delta", &[&i.to_le_bytes()[..], &filler].concat());
+        let got = e.checkout("delta", 1, Duration::from_secs(60), Wait::No).unwrap();
+        assert_eq!(got[0].id, d);
+        e.ack(&[(got[0].id, got[0].lease_token)], &[], Wait::No).unwrap();
+    }
+    publish(&e, "delta", b"last");
+    settle(&e);
+    // Let the flusher sync it all (so DURABLE has a value).
+    while stat(&e, "durable_lsn") < stat(&e, "lsn") {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The segments in use, the snapshot, MANIFEST and DURABLE: not the spare.
+    let files: Vec<_> = snapshot_files(&src)
+        .into_iter()
+        .filter(|(n, b)| {
+            !n.ends_with(".log")
+                || ringq::journal::read_segment_header(Path::new(n), b).unwrap().is_some_and(|h| h.first_lsn != 0)
+        })
+        .collect();
+    restore(&files, &fixture_dir("golden-v2"));
     e.close().unwrap();
+}
+
+#[test]
+fn golden_fixture_of_format_v2_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    restore(&snapshot_files(&fixture_dir("golden-v2")), &dir);
+    assert_eq!(
+        fs::read_dir(&dir)
+            .unwrap()
+            .filter(|f| f.as_ref().unwrap().path().extension().is_some_and(|x| x == "log"))
+            .count(),
+        2,
+        "two segments: the first one sealed"
+    );
+    let e = Engine::open(&dir, small()).unwrap();
+    let alpha = e.checkout("alpha", 10, Duration::from_secs(60), Wait::No).unwrap();
+    let got: Vec<(&[u8], u32, u32)> = alpha.iter().map(|d| (&d.payload[..], d.attempt, d.version)).collect();
+    assert_eq!(got, vec![(&b"a2-v2"[..], 1, 2), (&b"a1"[..], 2, 1)]);
+    assert_eq!(drain(&e, "beta"), vec![b"b2".to_vec()]);
+    let dead = e.dlq_list(None, None, None).unwrap();
+    assert_eq!((dead.len(), dead[0].reason.as_str()), (1, "non_retryable"));
+    // The two released ones come back first, in order, at attempt 1.
+    let gamma = e.checkout("gamma", 10, Duration::from_secs(60), Wait::No).unwrap();
+    assert_eq!(gamma.iter().map(|d| d.attempt).collect::<Vec<_>>(), vec![1, 1]);
+    assert_eq!(drain(&e, "delta"), vec![b"last".to_vec()], "300 acked, one left");
+    assert_eq!(e.recovery_report().torn_bytes(), 0);
+    e.close().unwrap();
+    let m = ringq::manifest::read(&dir).unwrap().unwrap();
+    assert_eq!(m.version, 3);
 }
 
 #[test]
 fn golden_fixture_of_format_v1_is_read() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("q");
-    restore(&snapshot_files(&fixture_dir()), &dir);
+    restore(&snapshot_files(&fixture_dir("golden-v1")), &dir);
     let e = Engine::open(&dir, small()).unwrap();
     // a1 was in flight at the "crash": it comes back (at the back), attempt kept.
     let alpha = e.checkout("alpha", 10, Duration::from_secs(60), Wait::No).unwrap();

@@ -206,7 +206,8 @@ impl Engine {
         let loaded = recovery::load(&path, opts.dlq_capacity, bound, true, &faults, &old)?;
         let slots = opts.capacity.max(loaded.state.slab.slot_count());
         let next_lsn = loaded.report.last_lsn + 1;
-        let (journal, spares) = Journal::open(&path, faults.clone(), opts.segment_size, next_lsn, loaded.journal)?;
+        let (mut journal, spares) = Journal::open(&path, faults.clone(), opts.segment_size, next_lsn, loaded.journal)?;
+        journal.set_sync_old(opts.durability != Durability::Os);
         // Journal::open synced every recovered record.
         let mut marker = Marker::open(&path).map_err(|e| Error::storage("opening", path.join(DURABLE_FILE), e))?;
         marker.record(next_lsn - 1);
@@ -395,13 +396,18 @@ impl Engine {
         // Whatever the snapshot did not cover is in the journal: make it
         // durable (segments rolled away from first). The active segment
         // stays for the next open to continue in; spares go.
-        let synced = sh.sync.unsynced_files().iter().all(|f| storage::sync_file(&sh.faults, f).is_ok());
+        let synced = sh.sync.take_files().iter().all(|f| storage::sync_file(&sh.faults, f).is_ok());
+        let mut g = sh.inner.lock();
+        let mut marker = sh.marker.lock();
         if synced {
-            let last = sh.inner.lock().journal.next_lsn() - 1;
-            sh.marker.lock().record(last);
+            marker.record(g.journal.next_lsn() - 1);
         }
+        // Hold no file, mapping or lock once closed (a queue object may
+        // outlive its close until the garbage collector finds it).
+        marker.release();
+        g.journal.release();
         sh.spares.discard(&sh.path);
-        sh.inner.lock().lock = None;
+        g.lock = None;
         snap.map(|_| ())
     }
 

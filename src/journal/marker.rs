@@ -56,7 +56,8 @@ pub fn read(dir: &Path) -> Lsn {
 
 /// The writer side, owned by the flusher.
 pub struct Marker {
-    file: File,
+    /// `None` once released (the engine closed).
+    file: Option<File>,
     counter: u64,
     last: Lsn,
 }
@@ -70,19 +71,25 @@ impl Marker {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => storage::create_file(&path)?,
             Err(e) => return Err(e),
         };
-        Ok(Marker { file, counter: 0, last: read(dir) })
+        Ok(Marker { file: Some(file), counter: 0, last: read(dir) })
     }
 
     /// Records that the journal is on disk up to `lsn` (never lowers it).
     pub fn record(&mut self, lsn: Lsn) {
+        let Some(file) = &self.file else { return };
         if lsn <= self.last {
             return;
         }
         self.counter += 1;
         let at = (self.counter % 2) * SLOT as u64;
-        if self.file.write_all_at(&encode(lsn, self.counter), at).is_ok() {
+        if file.write_all_at(&encode(lsn, self.counter), at).is_ok() {
             self.last = lsn;
         }
+    }
+
+    /// Closes the file (the engine closed).
+    pub fn release(&mut self) {
+        self.file = None;
     }
 }
 

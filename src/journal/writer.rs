@@ -75,7 +75,9 @@ pub struct Journal {
     dir: PathBuf,
     faults: Arc<Faults>,
     segment_size: usize,
-    active: Active,
+    /// `None` once released (the engine closed): no file or mapping is
+    /// held then, so a deleted segment's space is freed at once.
+    active_slot: Option<Active>,
     closed: Vec<Closed>,
     next_lsn: Lsn,
     /// Everything up to here is in a snapshot (the active segment may be
@@ -83,6 +85,9 @@ pub struct Journal {
     covered: Lsn,
     spares: Arc<Spares>,
     scratch: Vec<u8>,
+    /// Whether segments rolled away from are fsynced (not with
+    /// `durability="os"`, where the OS decides: they are let go at once).
+    sync_old: bool,
 }
 
 impl Journal {
@@ -163,27 +168,47 @@ impl Journal {
             dir: dir.to_owned(),
             faults,
             segment_size,
-            active,
+            active_slot: Some(active),
             closed,
             next_lsn,
             covered: 0,
             spares: spares.clone(),
             scratch: Vec::with_capacity(4096),
+            sync_old: true,
         };
         Ok((journal, spares))
+    }
+
+    fn active(&self) -> &Active {
+        self.active_slot.as_ref().expect("the journal is in use")
+    }
+
+    fn active_mut(&mut self) -> &mut Active {
+        self.active_slot.as_mut().expect("the journal is in use")
+    }
+
+    /// Lets go of the active segment's file and mapping (at close; the
+    /// journal is not written to again).
+    pub fn release(&mut self) {
+        self.active_slot = None;
     }
 
     pub fn next_lsn(&self) -> Lsn {
         self.next_lsn
     }
 
+    /// With `false`, segments rolled away from are not fsynced (`durability="os"`).
+    pub fn set_sync_old(&mut self, sync_old: bool) {
+        self.sync_old = sync_old;
+    }
+
     pub fn active_file(&self) -> Arc<File> {
-        self.active.file.clone()
+        self.active().file.clone()
     }
 
     /// The active segment's sequence number (what the MANIFEST anchors).
     pub fn active_seq(&self) -> u64 {
-        self.active.seq
+        self.active_slot.as_ref().map_or(0, |a| a.seq)
     }
 
     /// Writes one transaction record. On error nothing was written and the
@@ -196,15 +221,16 @@ impl Journal {
         if need - RECORD_HEADER_LEN > (u32::MAX as usize) - SEGMENT_HEADER_LEN - SEAL_LEN {
             return Err(Error::Limit { what: "journal record (batch)", size: need, limit: u32::MAX as usize });
         }
-        if self.active.pos + need + SEAL_LEN > self.active.map.len() {
+        if self.active().pos + need + SEAL_LEN > self.active().map.len() {
             self.roll(need, sync)?;
         }
         let lsn = self.next_lsn;
         let gap = lsn.saturating_sub(sync.journal_durable()).min(GAP_UNKNOWN as u64) as u32;
         frame(&mut self.scratch, lsn, RECORD_TXN, gap);
-        let pos = self.active.pos;
-        self.active.map[pos..pos + need].copy_from_slice(&self.scratch);
-        self.active.pos += need;
+        let a = self.active_slot.as_mut().expect("the journal is in use");
+        let pos = a.pos;
+        a.map[pos..pos + need].copy_from_slice(&self.scratch);
+        a.pos += need;
         self.next_lsn += 1;
         if self.scratch.capacity() > 1 << 20 {
             self.scratch = Vec::with_capacity(4096);
@@ -233,19 +259,25 @@ impl Journal {
             }
         };
         self.spares.used(new.seq, &self.dir);
-        let pos = self.active.pos;
-        self.active.map[pos..pos + SEAL_LEN].copy_from_slice(&encode_seal(self.next_lsn, new.seq));
+        let seal = encode_seal(self.next_lsn, new.seq);
+        let a = self.active_mut();
+        let pos = a.pos;
+        a.map[pos..pos + SEAL_LEN].copy_from_slice(&seal);
         let mut next = start(new, self.next_lsn);
         let header = segment_header(self.next_lsn, next.seq, next.map.len() as u64);
         next.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
-        let old = std::mem::replace(&mut self.active, next);
+        let old = self.active_slot.replace(next).expect("the journal is in use");
         self.closed.push(Closed {
             path: old.path,
             first_lsn: old.first_lsn,
             last_lsn: self.next_lsn - 1,
             len: old.map.len() as u64,
         });
-        sync.roll(self.active.file.clone(), old.file);
+        if self.sync_old {
+            sync.roll(self.active_file(), old.file);
+        } else {
+            sync.switch(self.active_file());
+        }
         self.spares.kick();
         Ok(())
     }
@@ -253,23 +285,25 @@ impl Journal {
     /// Whether the active segment holds nothing a snapshot does not cover
     /// and is big enough for the record.
     fn can_rewind(&self, min_size: usize) -> bool {
-        self.next_lsn - 1 <= self.covered && self.active.map.len() >= min_size
+        self.next_lsn - 1 <= self.covered && self.active().map.len() >= min_size
     }
 
     /// Starts the active segment over at the next LSN (the disk is full and
     /// all its records are in a snapshot): zeros, then the new header, each
     /// fsynced, so a power cut leaves old records or none, never a mix.
     fn rewind(&mut self, sync: &SyncPoint<Arc<File>>) -> Result<()> {
-        let a = &mut self.active;
+        let faults = self.faults.clone();
+        let next_lsn = self.next_lsn;
+        let a = self.active_mut();
         let path = a.path.clone();
-        prepare::zero_range(&self.faults, &a.file, SEGMENT_HEADER_LEN as u64, a.pos as u64)
+        prepare::zero_range(&faults, &a.file, SEGMENT_HEADER_LEN as u64, a.pos as u64)
             .map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
-        let header = segment_header(self.next_lsn, a.seq, a.map.len() as u64);
+        let header = segment_header(next_lsn, a.seq, a.map.len() as u64);
         a.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
-        storage::sync_file(&self.faults, &a.file).map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
+        storage::sync_file(&faults, &a.file).map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
         a.pos = SEGMENT_HEADER_LEN;
-        a.first_lsn = self.next_lsn;
-        sync.synced_externally(self.next_lsn - 1, true);
+        a.first_lsn = next_lsn;
+        sync.synced_externally(next_lsn - 1, true);
         Ok(())
     }
 
@@ -299,12 +333,13 @@ impl Journal {
     pub fn disk_usage(&self) -> (u64, usize) {
         let closed: u64 = self.closed.iter().map(|c| c.len).sum();
         let (spare, _) = self.spares.bytes();
-        (closed + self.active.map.len() as u64 + spare, self.closed.len() + 1)
+        let active = self.active_slot.as_ref().map_or(0, |a| a.map.len() as u64);
+        (closed + active + spare, self.closed.len() + 1)
     }
 
     /// Bytes of records in the active segment.
     pub fn active_used(&self) -> usize {
-        self.active.pos
+        self.active_slot.as_ref().map_or(0, |a| a.pos)
     }
 }
 
