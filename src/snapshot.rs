@@ -195,7 +195,7 @@ fn apply_snapshot_message(state: &mut State, op: crate::record::Op) -> std::resu
 
 /// Decodes a snapshot image completely (every message and dead letter) and
 /// returns its LSN; for `verify` tools and the fuzzer. Message slots must be
-/// below `slot_limit` (`lock::read_manifest(dir)?.slot_bound(capacity)`).
+/// below `slot_limit` (`manifest::read(dir)?.map_or(.., |m| m.slot_bound(capacity))`).
 pub fn verify(path: &Path, data: &[u8], slot_limit: usize) -> Result<Lsn> {
     decode(path, data, usize::MAX, slot_limit).map(|(_, lsn)| lsn)
 }

@@ -233,19 +233,6 @@ pub enum Wait {
     Forever,
 }
 
-impl Wait {
-    /// `None` waits forever; `Some(0)` never waits.
-    /// (NaN waits forever too; callers validate before.)
-    pub fn from_timeout(t: Option<f64>) -> Wait {
-        match t {
-            None => Wait::Forever,
-            Some(s) if s <= 0.0 => Wait::No,
-            Some(s) if s.is_nan() || s > 1e9 => Wait::Forever,
-            Some(s) => Instant::now().checked_add(Duration::from_secs_f64(s)).map_or(Wait::Forever, Wait::Until),
-        }
-    }
-}
-
 /// A delivered message (the payload is shared with the ring's copy).
 #[derive(Debug, Clone)]
 pub struct Delivered {

@@ -228,3 +228,42 @@ def test_bench_command_runs_every_scenario_and_prints_json(tmp_path: Path) -> No
     assert "publish_single" in done.stderr, "progress goes to stderr"
     bad = ringq_cli("bench", "--only", "no_such_scenario")
     assert bad.returncode == 2 and "unknown scenarios" in bad.stderr
+
+
+def test_repair_accepts_a_lost_manifest_and_says_what_it_did(qdir: Path, spawn: Spawn) -> None:
+    import ringq
+
+    with ringq.Queue(qdir) as q:
+        q.publish(b"kept", topic="t")
+    (qdir / "MANIFEST").unlink()
+    # open and verify refuse alike, and say what to do
+    done = ringq_cli("verify", str(qdir))
+    assert done.returncode == 1 and "ringq repair" in done.stderr, done.stderr
+    try:
+        ringq.Queue(qdir)
+    except ringq.CorruptionError as e:
+        assert "MANIFEST" in str(e) and "ringq repair" in str(e)
+    else:
+        raise AssertionError("a queue without its MANIFEST opened")
+    done = ringq_cli("repair", str(qdir))
+    assert done.returncode == 0, done.stderr
+    assert "MANIFEST was missing" in done.stdout and "new instance id" in done.stdout
+    again = json.loads(ringq_cli("repair", str(qdir), "--json").stdout)
+    assert again["ok"] and again["changes"] == []
+    with ringq.Queue(qdir) as q:
+        [d] = q.checkout("t", timeout=0)
+        assert d.payload == b"kept"
+    # not on a queue a running process owns, nor on what is not a queue
+    child = spawn(
+        """
+        import sys, time, ringq
+        q = ringq.Queue(sys.argv[1])
+        print("ready", flush=True)
+        time.sleep(60)
+        """,
+        str(qdir),
+    )
+    assert read_line(child) == "ready"
+    owned = ringq_cli("repair", str(qdir))
+    assert owned.returncode == 3 and str(child.pid) in owned.stderr, owned.stderr
+    assert ringq_cli("repair", str(qdir.parent / "nope")).returncode == 2
