@@ -195,18 +195,6 @@ impl Message {
     }
 }
 
-/// A message to publish.
-#[derive(Debug, Clone, Default)]
-pub struct NewMessage {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub dedup_key: Option<String>,
-    pub delay: Option<Duration>,
-    pub headers: Vec<(String, String)>,
-    pub correlation_id: Option<String>,
-    pub causation_id: Option<String>,
-}
-
 /// What to do when a dedup key is already live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnDuplicate {

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ringq.bench import SCENARIOS, Config
+from ringq.bench import SCENARIOS
+from ringq.bench_kit import Config
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -14,7 +15,6 @@ def test_bench_scenario_runs_and_verifies_its_results(name: str, tmp_path: Path)
     cfg = Config(
         quick=True,
         reps=1,
-        api="queue",
         tmp_base=str(tmp_path),
         n=3000,
         always_n=2000,

@@ -58,7 +58,7 @@ def test_keep_returns_live_id_and_ignores_new_payload(open_queue: OpenQueue) -> 
     # keep also applies while the holder is in flight
     assert q.publish(b"ignored again", dedup_key="k", on_duplicate="keep") == first
     assert q.stats()["total"] == 1
-    assert not q._engine.is_superseded(d)
+    assert not q._backend.is_superseded(d)
 
 
 def test_replace_while_in_flight_queues_new_message_and_supersedes_old(
@@ -67,11 +67,11 @@ def test_replace_while_in_flight_queues_new_message_and_supersedes_old(
     q = open_queue()
     first = q.publish(b"v1", dedup_key="k")
     [held] = q.checkout(timeout=0)
-    assert not q._engine.is_superseded(held)
+    assert not q._backend.is_superseded(held)
     second = q.publish(b"v2", dedup_key="k")
     assert second != first
     assert second > first
-    assert q._engine.is_superseded(held)
+    assert q._backend.is_superseded(held)
     s = q.stats()
     assert (s["ready"], s["in_flight"], s["superseded"]) == (1, 1, 1)
     # the supersede publishes replace the queued successor in place

@@ -18,7 +18,7 @@ def dead_letter(q: ringq.Queue, payload: bytes, topic: str = "default", **publis
     mid = q.publish(payload, topic, **publish)  # type: ignore[arg-type]
     [d] = q.checkout(topic, timeout=0)
     assert d.id == mid
-    q._engine.nack(d, error_message="bad", dead_letter_reason="non_retryable")
+    q._backend.nack(d, error_message="bad", dead_letter_reason="non_retryable")
     return mid
 
 

@@ -1,11 +1,13 @@
 """The hot ``Queue`` methods are the engine's own methods (no Python frame per
 call), with the public signatures and semantics of DESIGN §4.
 
-``ringq.Queue`` documents ``publish``, ``publish_many``, ``checkout``, ``ack``
-and ``extend`` as Python methods; each instance shadows them with the bound
-methods of its ``ringq._core.Engine``. Most tests here run twice: through the
-instance (the engine's methods) and through the class (``Queue.publish(q,
-...)``, the documented Python bodies), since both must behave the same.
+``ringq.Queue`` documents ``publish``, ``publish_many``, ``checkout``, ``ack``,
+``release`` and ``extend`` as Python methods (``ringq.core.QueueCore``, on any
+backend); with the in-process engine each instance shadows them with the
+engine's bound methods, after handing it ``ringq.core.outgoing`` as encoder.
+Most tests here run twice: through the instance (the engine's methods) and
+through the class (``Queue.publish(q, ...)``, the Python bodies every other
+backend uses), since both must behave the same.
 """
 
 from __future__ import annotations
@@ -22,17 +24,11 @@ from typing import Any
 import pytest
 import ringq
 from conftest import OpenQueue, drain
-from ringq._core import Engine
+from ringq.backends.local import open_local
 from ringq.codecs import TYPE_HEADER, topic_for, type_tag
+from ringq.core import FAST_PATH, outgoing
 
-HOT = {
-    # Queue method -> the Engine method an instance binds in its place
-    "publish": "publish",
-    "publish_many": "publish_payloads",
-    "checkout": "checkout",
-    "ack": "ack",
-    "extend": "extend",
-}
+HOT = ("publish", "publish_many", "checkout", "ack", "release", "extend")
 
 
 @dataclass
@@ -61,6 +57,7 @@ class Api:
     publish_many: Callable[..., list[str]]
     checkout: Callable[..., list[ringq.Delivery]]
     ack: Callable[..., None]
+    release: Callable[..., None]
     extend: Callable[..., float]
 
 
@@ -80,11 +77,12 @@ def api(request: pytest.FixtureRequest, open_queue: OpenQueue) -> Iterator[Calla
 
 def test_hot_methods_are_the_engines_bound_methods(open_queue: OpenQueue) -> None:
     q = open_queue()
-    for name, engine_name in HOT.items():
+    assert set(HOT) == set(FAST_PATH)
+    for name in HOT:
         bound = getattr(q, name)
         assert inspect.isbuiltin(bound), f"q.{name} is {bound!r}, not the engine's method"
-        assert bound.__self__ is q._engine
-        assert bound == getattr(q._engine, engine_name)
+        assert bound.__self__ is q._backend
+        assert bound == getattr(q._backend, name)
     # the rest stay Python methods
     assert inspect.ismethod(q.nack) and inspect.ismethod(q.stats)
 
@@ -295,7 +293,7 @@ def test_publish_many_is_all_or_nothing(api: Callable[..., Api]) -> None:
 
 def test_checkout_defaults_to_the_queues_lease(api: Callable[..., Api]) -> None:
     a = api(lease=7.0)
-    assert a.q._engine.lease == 7.0
+    assert a.q._backend.lease == 7.0
     a.publish(b"a")
     a.publish(b"b")
     before = time.time()
@@ -359,57 +357,111 @@ def test_extend_pushes_the_deadline(api: Callable[..., Api]) -> None:
         a.extend(d, 0)
 
 
-# -- the raw engine -------------------------------------------------------------------
+# -- the raw engine (the local backend) ------------------------------------------------
 
 
-def test_engine_without_an_encoder_takes_bytes_only(tmp_path: Path) -> None:
-    e = Engine(str(tmp_path / "q"))
+def test_engine_without_an_encoder_takes_bytes_and_outgoing_messages(tmp_path: Path) -> None:
+    e = open_local(str(tmp_path / "q"))
     try:
         assert e.lease == 30.0
         e.publish(b"ok")
         e.publish(b"ok", "t", dedup_key="k")
         for bad in ("text", OrderPlaced("o", 1.0), bytearray(b"x")):
-            with pytest.raises(TypeError, match="no encoder"):
-                e.publish(bad)
-            with pytest.raises(TypeError, match="no encoder"):
-                e.publish_payloads([b"fine", bad])
-        assert e.publish_payloads([b"a", b"b"], "t") != []
-        assert e.stats()["total"] == 4
-        # the internal forms keep working
-        e.publish_many([("t", b"c", None, None, None, None, None)])
-        e.publish_batch("t", [b"d"])
+            with pytest.raises(TypeError, match="takes bytes"):
+                e.publish(bad)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="takes bytes or OutgoingMessage"):
+                e.publish_many([b"fine", bad])  # type: ignore[list-item]
+        assert e.publish_many([b"a", b"b"], "t") != []
+        msg = ringq.OutgoingMessage("t", b"c", headers={"h": "1"}, correlation_id="c1")
+        e.publish_many([msg])
+        assert e.stats()["total"] == 5
         got = e.checkout("t", 10, timeout=0)
-        assert [d.payload for d in got] == [b"ok", b"a", b"b", b"c", b"d"]
+        assert [d.payload for d in got] == [b"ok", b"a", b"b", b"c"]
+        assert (got[3].headers, got[3].correlation_id) == ({"h": "1"}, "c1")
     finally:
         e.close()
 
 
 def test_engine_encoder_contract(tmp_path: Path) -> None:
-    e = Engine(str(tmp_path / "q"), lease=3.0)
+    e = open_local(str(tmp_path / "q"), lease=3.0)
+    seen: list[tuple[object, str | None]] = []
+
+    def convert(obj: object, topic: str | None) -> bytes | ringq.OutgoingMessage:
+        seen.append((obj, topic))
+        if obj == "raw":
+            return b"as bytes"
+        if obj == "bad":
+            return "not bytes"  # type: ignore[return-value]
+        return ringq.OutgoingMessage(
+            topic or "enc", repr(obj).encode(), headers={"x-type": "tag.v1"}, dedup_key="from-enc"
+        )
+
     try:
+        set_encoder = e._set_encoder  # type: ignore[attr-defined]
         with pytest.raises(TypeError):
-            e._set_encoder(42)  # type: ignore[arg-type]
-        e._set_encoder(lambda obj: ("enc", repr(obj).encode(), "tag.v1"), type_header="x-type")
-        e.publish(123, headers={"a": "b"})
-        e.publish_payloads([456], "t")  # no encode_item: the encoder, the topic given
+            set_encoder(42)
+        set_encoder(convert)
+        with pytest.raises(ValueError, match="already"):
+            set_encoder(convert)
+        e.publish(123, headers={"a": "b", "x-type": "forged"})  # type: ignore[arg-type]
+        e.publish_many([456], "t")  # type: ignore[list-item]
+        e.publish("raw", "r")  # type: ignore[arg-type]
+        assert seen == [(123, None), (456, "t"), ("raw", "r")]
         [d] = e.checkout("enc", timeout=0)
-        assert (d.payload, d.headers) == (b"123", {"a": "b", "x-type": "tag.v1"})
+        # the encoder's topic, its headers over the caller's, its options as defaults
+        assert (d.payload, d.headers, d.dedup_key) == (
+            b"123",
+            {"a": "b", "x-type": "tag.v1"},
+            "from-enc",
+        )
         [d2] = e.checkout("t", timeout=0)
         assert (d2.payload, d2.headers) == (b"456", {"x-type": "tag.v1"})
+        assert [x.payload for x in e.checkout("r", timeout=0)] == [b"as bytes"]
         assert d.lease_deadline - time.time() < 3.5
-        e._set_encoder(lambda obj: ("t", "not bytes", None))  # type: ignore[arg-type,return-value]
+        # keywords win over the encoder's options
+        e.publish(7, dedup_key="mine")  # type: ignore[arg-type]
+        [d3] = e.checkout("enc", timeout=0)
+        assert d3.dedup_key == "mine"
         with pytest.raises(TypeError, match="encoder must return"):
-            e.publish(1)
-        e._set_encoder(None)
-        with pytest.raises(TypeError, match="no encoder"):
-            e.publish(1)
+            e.publish("bad")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="encoder must return"):
+            e.publish_many([b"fine", "bad"])  # type: ignore[list-item]
+        assert e.stats()["total"] == 4
     finally:
         e.close()
+
+
+def test_publish_of_a_message_takes_its_options_and_keywords_win(api: Callable[..., Api]) -> None:
+    a = api()
+    a.publish(
+        ringq.Message(b"m1", topic="own", dedup_key="k", headers={"h": "1"}, correlation_id="c")
+    )
+    a.publish(
+        ringq.Message(b"m2", topic="own", dedup_key="k2"), dedup_key="kw", correlation_id="kc"
+    )
+    first, second = drain(a.q, "own")
+    assert (first.payload, first.dedup_key, first.headers, first.correlation_id) == (
+        b"m1",
+        "k",
+        {"h": "1"},
+        "c",
+    )
+    assert (second.payload, second.dedup_key, second.correlation_id) == (b"m2", "kw", "kc")
+
+
+def test_outgoing_is_what_both_paths_publish() -> None:
+    assert outgoing(b"x", "t") == b"x"
+    m = outgoing("text", None)
+    assert isinstance(m, ringq.OutgoingMessage)
+    assert (m.topic, m.payload, m.headers) == ("default", b"text", {})
+    o = outgoing(OrderPlaced("o", 1.0), None)
+    assert isinstance(o, ringq.OutgoingMessage)
+    assert (o.topic, o.headers) == (topic_for(OrderPlaced), {TYPE_HEADER: type_tag(OrderPlaced)})
 
 
 @pytest.mark.parametrize("lease", [0.0, -1.0, float("inf"), float("nan")])
 def test_invalid_default_lease_is_a_config_error(qdir: Path, lease: float) -> None:
     with pytest.raises(ringq.ConfigError):
-        Engine(str(qdir), lease=lease)
+        open_local(str(qdir), lease=lease)
     with pytest.raises(ringq.ConfigError):
         ringq.Queue(qdir, lease=lease)

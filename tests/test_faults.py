@@ -26,7 +26,7 @@ def test_enospc_creating_next_segment_fails_publish_and_changes_nothing(
     q = open_queue(**SMALL)
     payload = b"s" * (32 * 1024)
     published: list[str] = []
-    q._engine._inject_fault("segment_create", errno.ENOSPC, -1)
+    q._backend._inject_fault("segment_create", errno.ENOSPC, -1)
     for i in range(4 * SEGMENT // len(payload)):
         before = q.stats()
         try:
@@ -48,7 +48,7 @@ def test_enospc_creating_next_segment_fails_publish_and_changes_nothing(
         q.publish_many([payload, payload])
     assert q.stats()["published"] == before["published"]
 
-    q._engine._inject_fault("segment_create", 0, 0)
+    q._backend._inject_fault("segment_create", 0, 0)
     published.append(q.publish(b"after the fault"))
     published += q.publish_many([payload] * 40)
     q.close()
@@ -62,7 +62,7 @@ def test_eio_on_fsync_with_durability_always_raises_storage_error(
 ) -> None:
     q = open_queue(durability="always")
     first = q.publish(b"before")
-    q._engine._inject_fault("sync", errno.EIO, 1)
+    q._backend._inject_fault("sync", errno.EIO, 1)
     with pytest.raises(ringq.StorageError) as info:
         q.publish(b"during")
     assert info.value.errno == errno.EIO
@@ -84,12 +84,12 @@ def test_eio_on_fsync_fails_ack_until_cleared(open_queue: OpenQueue) -> None:
     q = open_queue(durability="always")
     q.publish(b"x")
     [d] = q.checkout(timeout=0)
-    q._engine._inject_fault("sync", errno.EIO, -1)
+    q._backend._inject_fault("sync", errno.EIO, -1)
     with pytest.raises(ringq.StorageError):
         q.ack(d)
     with pytest.raises(ringq.StorageError):
         q.publish(b"y")
-    q._engine._inject_fault("sync", 0, 0)
+    q._backend._inject_fault("sync", 0, 0)
     q.publish(b"z")
     assert q.stats()["fsyncs"] > 0
 
@@ -99,7 +99,7 @@ def test_enospc_writing_snapshot_fails_snapshot_only(open_queue: OpenQueue) -> N
     ids = q.publish_many([b"%d" % i for i in range(100)])
     good = q.snapshot()
     ids.append(q.publish(b"not in the good snapshot"))
-    q._engine._inject_fault("snapshot_write", errno.ENOSPC, 1)
+    q._backend._inject_fault("snapshot_write", errno.ENOSPC, 1)
     with pytest.raises(ringq.StorageError) as info:
         q.snapshot()
     assert info.value.errno == errno.ENOSPC
@@ -119,7 +119,7 @@ def test_failing_automatic_snapshots_do_not_fail_publishes_or_lose_data(
 ) -> None:
     q = open_queue(snapshot_every=50)
     start = q.stats()["snapshot_lsn"]
-    q._engine._inject_fault("snapshot_write", errno.ENOSPC, -1)
+    q._backend._inject_fault("snapshot_write", errno.ENOSPC, -1)
     try:
         ids = [q.publish(b"%d" % i) for i in range(200)]
         time.sleep(0.3)  # the background snapshotter has tried (and failed) by now
@@ -129,7 +129,7 @@ def test_failing_automatic_snapshots_do_not_fail_publishes_or_lose_data(
         q.ack(d)
         assert q.stats()["snapshot_lsn"] == start
     finally:
-        q._engine._inject_fault("snapshot_write", 0, 0)
+        q._backend._inject_fault("snapshot_write", 0, 0)
     ids.append(q.publish(b"last"))
     q.close()
     q = open_queue()

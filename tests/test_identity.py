@@ -136,7 +136,7 @@ def test_queue_id_is_the_instance_id_which_survives_reopen_and_differs_between_d
     q = open_queue()
     instance = q.stats()["instance_id"]
     assert isinstance(instance, str) and instance
-    assert q._engine.instance_id == instance
+    assert q._backend.instance_id == instance
     q.publish(b"x")
     [d] = q.checkout(timeout=0)
     assert d.queue_id == instance

@@ -132,7 +132,7 @@ def test_nack_with_non_retryable_reason_dead_letters_at_once(open_queue: OpenQue
     q = open_queue(max_attempts=5)
     mid = q.publish(b"x")
     [d] = q.checkout(timeout=0)
-    q._engine.nack(
+    q._backend.nack(
         d, error_type="app.Bad", error_message="bad input", dead_letter_reason="non_retryable"
     )
     assert q.stats()["dead"] == 1

@@ -141,6 +141,6 @@ def test_engine_histograms_time_fsyncs_and_snapshots(qdir: Path) -> None:
         assert 0 < m[("ringq_fsync_seconds_sum", label)] < 60
         assert m[("ringq_snapshot_seconds_count", label)] == stats["snapshots"] == 1
         assert m[("ringq_snapshot_seconds_sum", label)] > 0
-        h = q._engine.histograms()["fsync"]
+        h = q._backend.histograms()["fsync"]
         assert len(h["counts"]) == len(h["buckets"]) + 1
         assert list(h["buckets"]) == sorted(h["buckets"])

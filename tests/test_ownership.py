@@ -50,7 +50,7 @@ def test_directory_is_0700_and_files_are_0600(open_queue: OpenQueue, qdir: Path)
     q = open_queue(dlq_capacity=10)
     q.publish_many([b"x" * 100] * 100)
     [d] = q.checkout(timeout=0)
-    q._engine.nack(d, dead_letter_reason="non_retryable")
+    q._backend.nack(d, dead_letter_reason="non_retryable")
     q.snapshot()
     q.publish(b"after snapshot")
 

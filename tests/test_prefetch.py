@@ -150,10 +150,10 @@ def test_stop_without_drain_gives_back_prefetched_messages_with_their_attempt_un
     def work(msg: bytes) -> None:
         handled.append(int(msg))
         if len(handled) == 1:
-            before = q._engine.interrupts(TOPIC)
+            before = q._backend.interrupts(TOPIC)
             started.set()
             # stop() marks the pool stopping, then interrupts the topic.
-            assert wait_until(lambda: q._engine.interrupts(TOPIC) > before, 10)
+            assert wait_until(lambda: q._backend.interrupts(TOPIC) > before, 10)
 
     q.publish_many([str(i).encode() for i in range(10)], topic=TOPIC)
     q.start()
@@ -301,7 +301,7 @@ def test_release_of_a_superseded_delivery_drops_it_and_keeps_the_newer_message(
     [old] = q.checkout(TOPIC, timeout=0)
     newer = q.publish(b"v2", TOPIC, dedup_key="k")  # while v1 is in flight
     assert newer != old.id
-    assert q._engine.is_superseded(old)
+    assert q._backend.is_superseded(old)
     q.release(old)
     [d] = drain(q, TOPIC)
     assert (d.id, d.payload, d.attempt) == (newer, b"v2", 1)

@@ -17,7 +17,7 @@ def test_close_and_reopen_keeps_ready_delayed_dead_and_id_counter(open_queue: Op
     delayed = q.publish(b"later", "t", delay=60)
     dead = q.publish(b"dead", "d")
     [d] = q.checkout("d", timeout=0)
-    q._engine.nack(d, error_message="boom", dead_letter_reason="non_retryable")
+    q._backend.nack(d, error_message="boom", dead_letter_reason="non_retryable")
     keyed = q.publish(b"k1", "t", dedup_key="key")
     q.publish(b"k2", "t", dedup_key="key")
     before = q.stats()
@@ -116,7 +116,7 @@ more = q.publish_many([b"more%d" % i for i in range(3)])
 q.publish(b"v2", "keys", dedup_key="k")
 [held] = q.checkout(timeout=0)
 [dead] = q.checkout(timeout=0)
-q._engine.nack(dead, error_message="boom", dead_letter_reason="non_retryable")
+q._backend.nack(dead, error_message="boom", dead_letter_reason="non_retryable")
 delayed = q.publish(b"later", "delayed", delay=30)
 print(json.dumps({
     "ids": ids, "keyed": keyed, "snap": snap, "acked": [d.id for d in acked],

@@ -45,7 +45,7 @@ def _ticker_gap_while(q: ringq.Queue, op: Callable[[], object]) -> tuple[float, 
     for t in threads:
         t.start()
     assert wait_until(lambda: len(calls) > 10 and len(gaps) > 10)
-    q._engine._hold_lock(HOLD)
+    q._backend._hold_lock(HOLD)
     stop.set()
     for t in threads:
         t.join()

@@ -8,8 +8,8 @@
 """
 
 from ringq import codecs, di
-from ringq._core import DeadLetter, Delivery
-from ringq._core import __version__ as __version__
+from ringq.backend import Backend, DeadLetter, Delivery, OutgoingMessage
+from ringq.backends.local import ENGINE_VERSION as __version__
 from ringq.codecs import (
     Codec,
     JsonCodec,
@@ -30,6 +30,7 @@ from ringq.errors import (
     LeaseLost,
     LimitExceeded,
     NotFound,
+    OwnerGone,
     QueueClosed,
     QueueForked,
     QueueFull,
@@ -43,6 +44,7 @@ from ringq.queue import Message, Queue
 from ringq.retry import Backoff, Retry
 
 __all__ = [
+    "Backend",
     "Backoff",
     "Cancelled",
     "Codec",
@@ -61,6 +63,8 @@ __all__ = [
     "Message",
     "MsgpackCodec",
     "NotFound",
+    "OutgoingMessage",
+    "OwnerGone",
     "PickleCodec",
     "PickleWarning",
     "Queue",

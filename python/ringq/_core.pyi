@@ -2,77 +2,36 @@
 
 The engine stores bytes; encoding Python objects is the SDK's job. Every call
 that can block (waiting for a message, for capacity, or for fsync) releases
-the GIL while it waits.
+the GIL while it waits. Errors are the classes of ``ringq.errors``.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, final
 
 __version__: str
 FORMAT_VERSION: int
 
-class RingqError(Exception):
-    """Root of every error ringq raises."""
-
-class QueueLocked(RingqError):
-    """Another process owns the queue directory. ``pid`` and ``path`` say which."""
-
-    pid: int | None
-    path: str
-
-class QueueFull(RingqError):
-    """The queue holds ``capacity`` messages (``block=False`` or the timeout ran out)."""
-
-class QueueClosed(RingqError):
-    """The queue was closed."""
-
-class QueueForked(QueueClosed):
-    """A queue opened before ``fork()``, used in the child: open it there instead."""
-
-    pid: int
-
-class LeaseLost(RingqError):
-    """The lease token is stale: the message expired and may belong to someone else.
-
-    ``ids`` lists the message ids whose acks/nacks/extends were rejected.
-    """
-
-    ids: list[str]
-
-class ForeignDelivery(LeaseLost):
-    """A delivery of another queue (or of an earlier queue at this path)."""
-
-class VersionConflict(RingqError):
-    """``expected_version`` did not match the live message's version."""
-
-    expected: int
-    actual: int
-
-class LimitExceeded(RingqError, ValueError):
-    """A payload, key, topic or header block is larger than the configured limit."""
-
-class ConfigError(RingqError, ValueError):
-    """An option has an invalid value."""
-
-class CorruptionError(RingqError):
-    """A journal or snapshot file is damaged before valid data.
-
-    ``path`` and ``offset`` say where.
-    """
-
-    path: str
-    offset: int
-
-class StorageError(RingqError, OSError):
-    """A write, fsync or file creation failed (disk full, I/O error)."""
-
-class NotFound(RingqError, KeyError):
-    """No message or dead letter with that id."""
-
 @final
 class Delivery:
     """A message checked out under a lease."""
 
+    def __init__(
+        self,
+        id: str,
+        topic: str,
+        payload: bytes,
+        *,
+        attempt: int = 1,
+        version: int = 1,
+        dedup_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        enqueued_at: float = 0.0,
+        lease_deadline: float = 0.0,
+        lease_token: int = 0,
+        queue_id: str | None = None,
+    ) -> None: ...
     @property
     def id(self) -> str: ...
     @property
@@ -105,6 +64,18 @@ class Delivery:
 class DeadLetter:
     """A message that left the queue for the dead-letter ring, and why."""
 
+    def __init__(
+        self,
+        message: Delivery,
+        reason: str,
+        *,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        traceback: str | None = None,
+        handler: str | None = None,
+        first_failed_at: float | None = None,
+        dead_lettered_at: float = 0.0,
+    ) -> None: ...
     @property
     def id(self) -> str: ...
     @property
@@ -128,14 +99,41 @@ class DeadLetter:
     @property
     def dead_lettered_at(self) -> float: ...
 
-# One item of publish_many / staged publishes (a name for type checkers only):
-# (topic, payload, dedup_key, delay, headers, correlation_id, causation_id)
-PublishItem = tuple[
-    str, bytes, str | None, float | None, dict[str, str] | None, str | None, str | None
-]
+@final
+class OutgoingMessage:
+    """A message to publish, already encoded (``publish_many`` items, a
+    handler's staged ``ctx.publish``)."""
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        dedup_key: str | None = None,
+        delay: float | None = None,
+        headers: dict[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def dedup_key(self) -> str | None: ...
+    @property
+    def delay(self) -> float | None: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def causation_id(self) -> str | None: ...
 
 @final
 class Engine:
+    """The in-process backend (``ringq.backend.Backend``)."""
+
     def __init__(
         self,
         path: str,
@@ -170,12 +168,9 @@ class Engine:
         """Raises ``QueueForked`` in a ``fork()`` child of the process that opened it."""
     @property
     def durability(self) -> str: ...
-    # publish, publish_payloads, checkout, ack and extend have the signatures
-    # and semantics of ringq.Queue's publish, publish_many, checkout, ack and
-    # extend: a Queue binds them to its instances (no Python frame per call).
     def publish(
         self,
-        payload: object,
+        payload: bytes,
         topic: str | None = None,
         *,
         dedup_key: str | None = None,
@@ -187,25 +182,14 @@ class Engine:
         expected_version: int | None = None,
         block: bool = True,
         timeout: float | None = None,
-    ) -> str:
-        """``bytes`` as given (``topic`` default ``"default"``); anything else
-        through the encoder (``TypeError`` without one)."""
-    def publish_payloads(
+    ) -> str: ...
+    def publish_many(
         self,
-        payloads: Iterable[object],
+        payloads: Iterable[bytes | OutgoingMessage],
         topic: str | None = None,
         *,
         block: bool = True,
         timeout: float | None = None,
-    ) -> list[str]:
-        """``Queue.publish_many``: ``bytes`` items as given, others through
-        the encoder's ``encode_item`` (``TypeError`` without an encoder)."""
-    def publish_many(
-        self, items: Iterable[PublishItem], block: bool = True, timeout: float | None = None
-    ) -> list[str]:
-        """Items already encoded: ``PublishItem`` 7-tuples."""
-    def publish_batch(
-        self, topic: str, payloads: list[bytes], block: bool = True, timeout: float | None = None
     ) -> list[str]: ...
     def checkout(
         self,
@@ -225,7 +209,7 @@ class Engine:
     def ack(
         self,
         deliveries: Delivery | Iterable[Delivery],
-        publish: Iterable[PublishItem] | None = None,
+        publish: Sequence[OutgoingMessage] | None = None,
     ) -> None: ...
     def nack(
         self,
@@ -256,13 +240,10 @@ class Engine:
     def dlq_purge(self, ids: list[str] | None = None) -> int: ...
     def close(self) -> None: ...
     def _set_encoder(
-        self,
-        encode: Callable[[object], tuple[str, bytes, str | None]] | None,
-        encode_item: Callable[[object, str | None], PublishItem] | None = None,
-        *,
-        type_header: str = "ringq-type",
+        self, convert: Callable[[object, str | None], bytes | OutgoingMessage]
     ) -> None:
-        """How non-``bytes`` payloads are encoded (``None``: refused)."""
+        """Once: how non-``bytes`` payloads of ``publish``/``publish_many``
+        become messages (``ringq.core.outgoing``)."""
     def _inject_fault(self, kind: str, errno: int, count: int) -> None: ...
     def _hold_lock(self, seconds: float) -> None:
         """Test hook: hold the engine's lock (GIL released)."""

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ringq._core import DeadLetter
+from ringq.backend import DeadLetter
 
 if TYPE_CHECKING:
+    from ringq.core import QueueCore
     from ringq.dlq import DeadLetterPredicate
-    from ringq.queue import Queue
 
 __all__ = ["Admin"]
 
@@ -28,7 +28,7 @@ class Admin:
 
     __slots__ = ("_paused", "_q")
 
-    def __init__(self, queue: Queue) -> None:
+    def __init__(self, queue: QueueCore) -> None:
         self._q = queue
         #: Worker counts of paused handlers, to restore on resume.
         self._paused: dict[str, int] = {}
@@ -39,7 +39,7 @@ class Admin:
         return {
             "path": q.path,
             "queue": q.stats(),
-            "topics": q._engine.topic_stats(),
+            "topics": q.topic_stats(),
             "handlers": q.handler_stats(),
         }
 

@@ -34,8 +34,6 @@ Scenarios (``durability="batch"`` unless stated):
   reopened in a fresh subprocess: seconds (target <= 1 s) and VmRSS after
   the reopen (target <= 250 MB). ``--quick`` uses 200k messages.
 
-If ``ringq.Queue`` is not usable, the measurements go to
-``ringq._core.Engine`` directly and the JSON says ``"api": "engine"``.
 """
 
 from __future__ import annotations
@@ -52,215 +50,36 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import ringq
-from ringq._core import Delivery, Engine
+from ringq import Delivery, bench_handlers
+from ringq.backends.local import open_local
+from ringq.bench_kit import (
+    BATCH,
+    CHECKOUT_MAX,
+    PAYLOAD_SIZE,
+    THREADS,
+    TOPIC,
+    BenchQueue,
+    Config,
+    VerifyError,
+    fresh_dir,
+    log,
+    no_gc,
+    paired,
+    publish_batches,
+    run_pair,
+    spread,
+    timed,
+    verify_fifo,
+    verify_ready,
+)
 
 __all__ = ["main"]
-
-PAYLOAD_SIZE = 100
-TOPIC = "t"
-BATCH = 1000
-CHECKOUT_MAX = 256
-THREADS = 8
-
-Durability = Literal["always", "batch", "os"]
-
-
-class BenchQueue(Protocol):
-    """The part of ``ringq.Queue`` the benchmark uses."""
-
-    def publish(self, payload: bytes, topic: str | None = None) -> str: ...
-    def publish_many(self, payloads: Iterable[bytes], topic: str | None = None) -> list[str]: ...
-    def checkout(
-        self,
-        topic: str = ...,
-        max_messages: int = 1,
-        lease: float | None = None,
-        timeout: float | None = None,
-    ) -> list[Delivery]: ...
-    def ack(self, deliveries: list[Delivery]) -> None: ...
-    def stats(self) -> dict[str, Any]: ...
-    def close(self) -> None: ...
-
-
-class EngineQueue:
-    """Fallback with ``ringq.Queue``'s signatures straight over the engine."""
-
-    def __init__(self, path: str, *, capacity: int, durability: Durability) -> None:
-        self._engine = Engine(path, capacity=capacity, durability=durability)
-
-    def publish(self, payload: bytes, topic: str | None = None) -> str:
-        return self._engine.publish(payload, topic)
-
-    def publish_many(self, payloads: Iterable[bytes], topic: str | None = None) -> list[str]:
-        t = topic or "default"
-        return self._engine.publish_many([(t, p, None, None, None, None, None) for p in payloads])
-
-    def checkout(
-        self,
-        topic: str = "default",
-        max_messages: int = 1,
-        lease: float | None = None,
-        timeout: float | None = None,
-    ) -> list[Delivery]:
-        return self._engine.checkout(topic, max_messages, 30.0 if lease is None else lease, timeout)
-
-    def ack(self, deliveries: list[Delivery]) -> None:
-        self._engine.ack(deliveries)
-
-    def stats(self) -> dict[str, Any]:
-        return self._engine.stats()
-
-    def close(self) -> None:
-        self._engine.close()
-
-
-class VerifyError(Exception):
-    """A run delivered the wrong messages: its figure is not kept."""
-
-
-@dataclass
-class Config:
-    quick: bool
-    reps: int
-    api: str  # "queue" or "engine"
-    tmp_base: str | None
-    n: int = 200_000
-    always_n: int = 200_000
-    threads_each: int = 2000
-    single_n: int = 1000
-    reopen_n: int = 1_000_000
-    _payloads: list[bytes] = field(default_factory=list)
-
-    def payloads(self, n: int) -> list[bytes]:
-        """``n`` distinct 100-byte payloads, the first 8 bytes a sequence number."""
-        if len(self._payloads) < n:
-            fill = bytes(range(PAYLOAD_SIZE - 8))
-            self._payloads = [i.to_bytes(8, "big") + fill for i in range(n)]
-        return self._payloads[:n]
-
-    def open(self, path: str, *, capacity: int, durability: Durability = "batch") -> BenchQueue:
-        if self.api == "queue":
-            return ringq.Queue(path, capacity=capacity, durability=durability)
-        return EngineQueue(path, capacity=capacity, durability=durability)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-@contextmanager
-def fresh_dir(cfg: Config) -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="ringq-bench-", dir=cfg.tmp_base) as d:
-        yield os.path.join(d, "q")
-
-
-def spread(values: list[float], digits: int = 0) -> dict[str, float]:
-    """Median with min/max (the noise across repetitions)."""
-
-    def r(v: float) -> float:
-        return round(v, digits) if digits else float(round(v))
-
-    return {"median": r(statistics.median(values)), "min": r(min(values)), "max": r(max(values))}
-
-
-@contextmanager
-def no_gc() -> Iterator[None]:
-    """Collect, then keep the cyclic GC off while timing (as ``timeit`` does).
-
-    The runs keep every delivery for the FIFO check afterwards; with the GC
-    on, collections over that growing list would be timed as queue cost.
-    """
-    gc.collect()
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
-def timed(fn: Callable[[], None]) -> float:
-    with no_gc():
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-
-
-def verify_fifo(received: list[bytes], expected: list[bytes], what: str) -> None:
-    if len(received) != len(expected):
-        raise VerifyError(f"{what}: received {len(received)} messages, expected {len(expected)}")
-    if received != expected:
-        first = next(i for i, (a, b) in enumerate(zip(received, expected, strict=True)) if a != b)
-        raise VerifyError(f"{what}: out of order or wrong payload at position {first}")
-
-
-def verify_ready(q: BenchQueue, n: int, what: str) -> None:
-    ready = q.stats().get("ready")
-    if ready != n:
-        raise VerifyError(f"{what}: stats()['ready'] = {ready}, expected {n}")
-
-
-def publish_batches(q: BenchQueue, batches: list[list[bytes]]) -> None:
-    pub = q.publish_many
-    for b in batches:
-        pub(b, topic=TOPIC)
-
-
-# -- paired comparisons against queue.Queue ---------------------------------
-
-
-def paired(
-    cfg: Config,
-    name: str,
-    run_ringq: Callable[[str], float],
-    run_stdlib: Callable[[], float],
-    target_ratio: float,
-    unit: str = "msg/s",
-) -> dict[str, Any]:
-    """Runs ``cfg.reps`` repetitions of both sides (alternating which goes
-    first) and summarizes rates and per-repetition ratios."""
-    ours: list[float] = []
-    theirs: list[float] = []
-    ratios: list[float] = []
-    errors: list[str] = []
-    for rep in range(cfg.reps):
-        try:
-            if rep % 2 == 0:
-                with fresh_dir(cfg) as path:
-                    a = run_ringq(path)
-                b = run_stdlib()
-            else:
-                b = run_stdlib()
-                with fresh_dir(cfg) as path:
-                    a = run_ringq(path)
-        except VerifyError as e:
-            errors.append(f"repetition {rep + 1}: {e}")
-            log(f"  {name}: repetition {rep + 1} discarded: {e}")
-            continue
-        ours.append(a)
-        theirs.append(b)
-        ratios.append(a / b)
-        log(f"  {name} rep {rep + 1}: ringq {a:,.0f} {unit}, queue.Queue {b:,.0f} {unit}")
-    out: dict[str, Any] = {"unit": unit, "target": f"ratio >= {target_ratio}"}
-    if ratios:
-        out["ringq"] = spread(ours)
-        out["stdlib_queue"] = spread(theirs)
-        out["ratio"] = spread(ratios, 3)
-        out["met"] = out["ratio"]["median"] >= target_ratio
-    else:
-        out["met"] = False
-    if errors:
-        out["errors"] = errors
-    return out
 
 
 def publish_single(cfg: Config) -> dict[str, Any]:
@@ -309,19 +128,18 @@ def publish_many(cfg: Config) -> dict[str, Any]:
             verify_ready(q, n, "publish_many")
         finally:
             q.close()
-        # For reference: the engine's single-topic batch call, no SDK layer.
-        engine = Engine(path + "-engine", capacity=n, durability="batch")
+        # For reference: the backend's batch call, no SDK layer.
+        backend = open_local(path + "-engine", capacity=n, durability="batch")
         try:
-            fast = getattr(engine, "publish_batch", None)
-            if fast is not None:
+            publish = backend.publish_many
 
-                def run_fast() -> None:
-                    for b in batches:
-                        fast(TOPIC, b)
+            def run_backend() -> None:
+                for b in batches:
+                    publish(b, TOPIC)
 
-                batch_path.append(n / timed(run_fast))
+            batch_path.append(n / timed(run_backend))
         finally:
-            engine.close()
+            backend.close()
         return n / dt
 
     def theirs() -> float:
@@ -337,9 +155,9 @@ def publish_many(cfg: Config) -> dict[str, Any]:
     res = paired(cfg, "publish_many", ours, theirs, 3.0)
     out = {"n": n, "batch": BATCH, "durability": "batch", **res}
     if batch_path:
-        out["reference_engine_publish_batch"] = spread(batch_path)
+        out["reference_backend_publish_many"] = spread(batch_path)
         out["reference_note"] = (
-            "ringq._core.Engine.publish_batch(topic, payloads) called directly, "
+            "the local backend's publish_many(payloads, topic) called directly, "
             "same batches; not counted toward the target"
         )
     return out
@@ -394,35 +212,6 @@ def checkout_ack(cfg: Config) -> dict[str, Any]:
 
     res = paired(cfg, "checkout_ack", ours, theirs, 1.0)
     return {"n": n, "max_messages": CHECKOUT_MAX, "durability": "batch", **res}
-
-
-def run_pair(produce: Callable[[], None], consume: Callable[[], None]) -> float:
-    """Runs producer and consumer threads from a common start; returns seconds."""
-    errors: list[BaseException] = []
-    start = threading.Barrier(3)
-
-    def wrap(fn: Callable[[], None]) -> Callable[[], None]:
-        def body() -> None:
-            start.wait()
-            try:
-                fn()
-            except BaseException as e:
-                errors.append(e)
-
-        return body
-
-    threads = [threading.Thread(target=wrap(f), daemon=True) for f in (produce, consume)]
-    for t in threads:
-        t.start()
-    with no_gc():
-        start.wait()
-        t0 = time.perf_counter()
-        for t in threads:
-            t.join()
-        dt = time.perf_counter() - t0
-    if errors:
-        raise VerifyError(f"a thread failed: {type(errors[0]).__name__}: {errors[0]}")
-    return dt
 
 
 def producer_consumer(cfg: Config) -> dict[str, Any]:
@@ -640,9 +429,9 @@ def rss_mb(field_name: str = "VmRSS") -> float:
     return 0.0
 
 
-def reopen_child(path: str, count: int, api: str) -> int:
+def reopen_child(path: str, count: int) -> int:
     """In a fresh process: reopen ``path``, print seconds and RSS as JSON."""
-    cfg = Config(quick=False, reps=1, api=api, tmp_base=None)
+    cfg = Config(quick=False, reps=1, tmp_base=None)
     gc.collect()
     before = rss_mb()
     t0 = time.perf_counter()
@@ -684,7 +473,7 @@ def reopen_1m(cfg: Config) -> dict[str, Any]:
             finally:
                 q.close()
             cmd = [sys.executable, "-m", "ringq.bench", "--reopen-child", path]
-            cmd += ["--count", str(n), "--api", cfg.api]
+            cmd += ["--count", str(n)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         try:
             if proc.returncode != 0:
@@ -738,37 +527,9 @@ SCENARIOS: dict[str, Callable[[Config], dict[str, Any]]] = {
     "always_publish_many": always_publish_many,
     "always_threads": always_threads,
     "reopen_1m": reopen_1m,
-    "handler_pair": lambda cfg: _handler_scenarios().handler_pair(cfg),
-    "handler_latency": lambda cfg: _handler_scenarios().handler_latency(cfg),
+    "handler_pair": bench_handlers.handler_pair,
+    "handler_latency": bench_handlers.handler_latency,
 }
-
-
-def _handler_scenarios() -> Any:
-    """``ringq.bench_handlers`` (imported late: it imports this module)."""
-    from ringq import bench_handlers
-
-    return bench_handlers
-
-
-def probe_queue_api(tmp_base: str | None) -> str | None:
-    """``None`` if ``ringq.Queue`` works for everything measured, else why not."""
-    try:
-        with tempfile.TemporaryDirectory(prefix="ringq-bench-", dir=tmp_base) as d:
-            q = ringq.Queue(os.path.join(d, "q"), capacity=16, durability="batch")
-            try:
-                q.publish(b"a", topic=TOPIC)
-                q.publish_many([b"b", b"c"], topic=TOPIC)
-                ds = q.checkout(TOPIC, max_messages=CHECKOUT_MAX, timeout=0)
-                if [d.payload for d in ds] != [b"a", b"b", b"c"]:
-                    return f"checkout returned {[d.payload for d in ds]!r}"
-                q.ack(ds)
-                if q.stats().get("ready") != 0 or "fsyncs" not in q.stats():
-                    return "stats() lacks 'ready' or 'fsyncs'"
-            finally:
-                q.close()
-    except Exception as e:
-        return f"{type(e).__name__}: {e}"
-    return None
 
 
 def summary_line(name: str, res: dict[str, Any]) -> str:
@@ -803,19 +564,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", metavar="NAMES", help="comma-separated scenarios (default: all)")
     parser.add_argument("--reopen-child", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--api", default="queue", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.reopen_child:
-        return reopen_child(args.reopen_child, args.count, args.api)
+        return reopen_child(args.reopen_child, args.count)
 
     names = list(SCENARIOS) if not args.only else [s.strip() for s in args.only.split(",")]
     unknown = [s for s in names if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
 
-    problem = probe_queue_api(args.tmpdir)
-    api = "queue" if problem is None else "engine"
-    cfg = Config(quick=args.quick, reps=3 if args.quick else 5, api=api, tmp_base=args.tmpdir)
+    cfg = Config(quick=args.quick, reps=3 if args.quick else 5, tmp_base=args.tmpdir)
     if args.quick:
         cfg.always_n = 100_000
         cfg.threads_each = 500
@@ -825,7 +583,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg = Config(
             quick=True,
             reps=1,
-            api=api,
             tmp_base=args.tmpdir,
             n=3000,
             always_n=2000,
@@ -833,13 +590,10 @@ def main(argv: list[str] | None = None) -> int:
             single_n=50,
             reopen_n=3000,
         )
-    if problem is not None:
-        log(f"ringq.Queue not usable ({problem}); measuring ringq._core.Engine directly")
 
     report: dict[str, Any] = {
         "tool": "ringq.bench",
         "ringq_version": ringq.__version__,
-        "api": api,
         "quick": args.quick,
         "smoke": args.smoke,
         "repetitions": cfg.reps,
@@ -851,8 +605,6 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "tmpdir": args.tmpdir or tempfile.gettempdir(),
     }
-    if problem is not None:
-        report["api_note"] = f"ringq.Queue not usable: {problem}"
     results: dict[str, Any] = {}
     report["scenarios"] = results
     started = time.perf_counter()

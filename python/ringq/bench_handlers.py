@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import ringq
-from ringq.bench import (
+from ringq.bench_kit import (
     TOPIC,
     Config,
     VerifyError,

@@ -42,16 +42,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ringq._core import (
-    CorruptionError,
-    QueueLocked,
-    RingqError,
-    dead_letters,
-    inspect,
-    peek,
-    repair,
-)
+from ringq.backends.local import dead_letters, inspect, peek, repair
 from ringq.dlq import as_dict
+from ringq.errors import CorruptionError, QueueLocked, RingqError
 
 __all__ = ["main"]
 

@@ -88,7 +88,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
-from ringq._core import RingqError
+from ringq.errors import RingqError
 
 __all__ = [
     "DEFAULT_TOPIC",

@@ -100,7 +100,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
-from ringq._core import ConfigError
+from ringq.errors import ConfigError
 from ringq.retry import (
     Backoff,
     FixedBackoff,

@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ringq._core import Delivery, RingqError
+from ringq.backend import Delivery, OutgoingMessage
 from ringq.codecs import TYPE_HEADER, encode_message
+from ringq.errors import RingqError
 
 if TYPE_CHECKING:
-    from ringq._core import Engine, PublishItem
+    from ringq.backend import Backend
 
 __all__ = ["Cancelled", "Context"]
 
@@ -37,9 +38,9 @@ class Context:
     """
 
     __slots__ = (
+        "_backend",
         "_before_heartbeat",
         "_delivery",
-        "_engine",
         "_event",
         "_expired",
         "_lease",
@@ -51,16 +52,16 @@ class Context:
 
     def __init__(
         self,
-        engine: Engine,
+        backend: Backend,
         delivery: Delivery,
         handler: str,
         lease: float,
     ) -> None:
-        self._engine = engine
+        self._backend = backend
         self._delivery = delivery
         self.handler = handler
         self._lease = lease
-        self._staged: list[PublishItem] | None = None
+        self._staged: list[OutgoingMessage] | None = None
         self._event: threading.Event | None = None
         self._expired = False
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
@@ -114,7 +115,7 @@ class Context:
         """True once a newer message with this one's dedup key was published
         while this one is in flight: if this attempt fails, the message is
         dropped instead of retried (the newer one carries the payload)."""
-        return self._engine.is_superseded(self._delivery)
+        return self._backend.is_superseded(self._delivery)
 
     # -- time --------------------------------------------------------------
 
@@ -150,7 +151,7 @@ class Context:
         self.raise_if_cancelled()
         if self._before_heartbeat is not None:
             self._before_heartbeat()
-        deadline = self._engine.extend(self._delivery, self._lease if seconds is None else seconds)
+        deadline = self._backend.extend(self._delivery, self._lease if seconds is None else seconds)
         self.deadline = deadline
         return deadline
 
@@ -183,14 +184,14 @@ class Context:
         if tag is not None:
             hdrs = {**(hdrs or {}), TYPE_HEADER: tag}
         d = self._delivery
-        item: PublishItem = (
+        item = OutgoingMessage(
             default_topic if topic is None else topic,
             data,
-            dedup_key,
-            delay,
-            hdrs,
-            d.correlation_id or d.id,
-            d.id,
+            dedup_key=dedup_key,
+            delay=delay,
+            headers=hdrs,
+            correlation_id=d.correlation_id or d.id,
+            causation_id=d.id,
         )
         if self._staged is None:
             self._staged = [item]
@@ -198,7 +199,7 @@ class Context:
             self._staged.append(item)
 
     @property
-    def staged(self) -> list[PublishItem]:
+    def staged(self) -> list[OutgoingMessage]:
         """The messages ``publish`` staged so far (committed with the ack)."""
         return [] if self._staged is None else list(self._staged)
 

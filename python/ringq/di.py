@@ -155,7 +155,7 @@ import typing
 from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, Protocol, TypeVar, cast
 
-from ringq._core import RingqError
+from ringq.errors import RingqError
 
 if TYPE_CHECKING:
     import dependency_injector.containers

@@ -74,13 +74,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ringq._core import Delivery, LeaseLost, QueueClosed, RingqError
+from ringq.backend import Delivery
 from ringq.codecs import TYPE_HEADER, UndecodableError
 from ringq.context import Context
 from ringq.di import Container, Resolver, build
+from ringq.errors import LeaseLost, QueueClosed, RingqError, describe_error
 
 if TYPE_CHECKING:
-    from ringq._core import Engine
+    from ringq.backend import Backend
     from ringq.handlers import HandlerRegistry, HandlerSpec
 
 __all__ = ["Dispatcher"]
@@ -93,14 +94,6 @@ MAX_WORKERS = 1024
 BATCH_BUDGET = 0.005
 #: Unstarted messages of a batch go back after this long (at most 0.4 x lease).
 HOLD = 0.02
-
-ErrorFields = tuple[str | None, str | None, str | None]
-
-
-def _describe(error: BaseException) -> ErrorFields:
-    from ringq.queue import describe_error
-
-    return describe_error(error)
 
 
 #: Upper bounds (seconds) of the queue-wait and handler-duration histograms.
@@ -458,12 +451,12 @@ class Dispatcher:
 
     def __init__(
         self,
-        engine: Engine,
+        backend: Backend,
         registry: HandlerRegistry,
         resolver: Resolver | None = None,
         timing: bool = False,
     ) -> None:
-        self.engine = engine
+        self.engine = backend
         #: Fill the queue-wait and handler-duration histograms (``ringq.metrics``
         #: turns this on; off, the per-message path reads no clock).
         self.timing = timing
@@ -509,7 +502,7 @@ class Dispatcher:
         if isinstance(workers, bool) or not isinstance(workers, int):
             raise TypeError(f"workers must be {want}, not {type(workers).__name__}")
         if not 0 <= workers <= MAX_WORKERS:
-            from ringq._core import ConfigError
+            from ringq.errors import ConfigError
 
             raise ConfigError(f"workers={workers!r} (must be {want})")
         spec = self.registry.get(name)
@@ -829,7 +822,7 @@ class Dispatcher:
         reason: str | None,
     ) -> bool:
         """Records the failure on the message; False if the engine refused."""
-        error_type, error_message, tb = _describe(error)
+        error_type, error_message, tb = describe_error(error)
         try:
             self.engine.nack(d, delay, error_type, error_message, tb, w.pool.spec.name, reason)
             return True

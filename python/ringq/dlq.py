@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from ringq._core import ConfigError, DeadLetter
+from ringq.backend import DeadLetter
+from ringq.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ringq._core import Engine
+    from ringq.backend import Backend
 
 __all__ = ["DeadLetterPredicate", "DeadLetterQueue", "as_dict"]
 
@@ -28,20 +29,20 @@ DeadLetterPredicate = Callable[[DeadLetter], bool]
 class DeadLetterQueue:
     """Dead letters of one queue (``Queue.dlq``), oldest first."""
 
-    __slots__ = ("_engine",)
+    __slots__ = ("_backend",)
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
 
     def list(
         self, topic: str | None = None, reason: str | None = None, limit: int | None = None
     ) -> builtins.list[DeadLetter]:
         """Dead letters, oldest first, optionally of one topic and/or reason."""
-        return self._engine.dlq_list(topic, reason, limit)
+        return self._backend.dlq_list(topic, reason, limit)
 
     def get(self, id: str) -> DeadLetter:
         """The dead letter of message ``id``; raises ``ringq.NotFound``."""
-        return self._engine.dlq_get(id)
+        return self._backend.dlq_get(id)
 
     def replay(
         self,
@@ -68,9 +69,9 @@ class DeadLetterQueue:
         if selected == []:
             return 0
         if rate is None:
-            return self._engine.dlq_replay(selected)
+            return self._backend.dlq_replay(selected)
         if selected is None:
-            selected = [d.id for d in self._engine.dlq_list()]
+            selected = [d.id for d in self._backend.dlq_list()]
         # Batches of about 1/20 s worth, paced from the start time.
         step = max(1, int(rate / 20))
         started = time.monotonic()
@@ -80,7 +81,7 @@ class DeadLetterQueue:
             wait = due - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            done += self._engine.dlq_replay(selected[i : i + step])
+            done += self._backend.dlq_replay(selected[i : i + step])
         return done
 
     def purge(
@@ -88,29 +89,29 @@ class DeadLetterQueue:
     ) -> int:
         """Delete dead letters for good; selection as for ``replay``. Returns how many."""
         selected = self._select(ids, where)
-        return 0 if selected == [] else self._engine.dlq_purge(selected)
+        return 0 if selected == [] else self._backend.dlq_purge(selected)
 
     def _select(
         self, ids: Iterable[str] | None, where: DeadLetterPredicate | None
     ) -> builtins.list[str] | None:
-        """The engine's id list: ``None`` means all."""
+        """The backend's id list: ``None`` means all."""
         wanted = [ids] if isinstance(ids, str) else None if ids is None else list(ids)
         if where is None:
             return wanted
-        candidates = self._engine.dlq_list()
+        candidates = self._backend.dlq_list()
         if wanted is not None:
             keep = set(wanted)
             candidates = [d for d in candidates if d.id in keep]
         return [d.id for d in candidates if where(d)]
 
     def __len__(self) -> int:
-        return int(self._engine.stats()["dead"])
+        return int(self._backend.stats()["dead"])
 
     def __iter__(self) -> Iterator[DeadLetter]:
-        return iter(self._engine.dlq_list())
+        return iter(self._backend.dlq_list())
 
     def __repr__(self) -> str:
-        return f"<ringq.DeadLetterQueue of {self._engine.path!r}>"
+        return f"<ringq.DeadLetterQueue of {self._backend.path!r}>"
 
 
 def as_dict(d: DeadLetter, payload: bool = True) -> dict[str, object]:

@@ -1,7 +1,7 @@
-"""The exceptions ringq raises.
+"""The exceptions ringq raises, on every backend.
 
-They are defined in the Rust engine (``ringq._core``) so that the engine can
-raise them directly; this module re-exports them under a stable name.
+Defined here, in Python; the engine (``ringq._core``) raises these very
+classes, and so do the other backends.
 
 Hierarchy::
 
@@ -10,6 +10,7 @@ Hierarchy::
     ├── QueueFull                   capacity reached (block=False or timeout ran out)
     ├── QueueClosed                 the queue was closed
     │   └── QueueForked             used in a fork() child of the process that opened it (.pid)
+    ├── OwnerGone                   a shared queue's owner went away during the call
     ├── LeaseLost                   stale lease token on ack/nack/extend/release (.ids)
     │   └── ForeignDelivery         a delivery of another queue (or an earlier one at this path)
     ├── VersionConflict             expected_version mismatch (.expected, .actual)
@@ -20,21 +21,9 @@ Hierarchy::
     └── NotFound (KeyError)         no message or dead letter with that id
 """
 
-from ringq._core import (
-    ConfigError,
-    CorruptionError,
-    ForeignDelivery,
-    LeaseLost,
-    LimitExceeded,
-    NotFound,
-    QueueClosed,
-    QueueForked,
-    QueueFull,
-    QueueLocked,
-    RingqError,
-    StorageError,
-    VersionConflict,
-)
+from __future__ import annotations
+
+import traceback
 
 __all__ = [
     "ConfigError",
@@ -43,6 +32,7 @@ __all__ = [
     "LeaseLost",
     "LimitExceeded",
     "NotFound",
+    "OwnerGone",
     "QueueClosed",
     "QueueForked",
     "QueueFull",
@@ -50,4 +40,134 @@ __all__ = [
     "RingqError",
     "StorageError",
     "VersionConflict",
+    "describe_error",
+    "qualified_name",
 ]
+
+
+class RingqError(Exception):
+    """Root of every error ringq raises."""
+
+
+class QueueLocked(RingqError):
+    """Another process owns the queue directory. ``pid`` and ``path`` say which."""
+
+    pid: int | None = None
+    path: str = ""
+
+
+class QueueFull(RingqError):
+    """The queue holds ``capacity`` messages (``block=False`` or the timeout ran out)."""
+
+
+class QueueClosed(RingqError):
+    """The queue was closed."""
+
+
+class QueueForked(QueueClosed):
+    """A queue opened before ``fork()``, used in the child: open it there instead.
+    ``pid`` is the process that opened it."""
+
+    pid: int | None = None
+
+
+class OwnerGone(RingqError):
+    """A shared queue's owning process went away while the call was under way:
+    whether it took effect is unknown (a publish with a ``dedup_key`` can be
+    repeated safely). The next call reconnects, or takes the queue over."""
+
+
+class LeaseLost(RingqError):
+    """The lease token is stale: the message expired and may belong to someone else.
+
+    ``ids`` lists the message ids whose acks/nacks/extends were rejected.
+    """
+
+    ids: list[str]
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.ids = []
+
+
+class ForeignDelivery(LeaseLost):
+    """A delivery of another queue (or of an earlier queue at this path):
+    nothing was changed."""
+
+
+class VersionConflict(RingqError):
+    """``expected_version`` did not match the live message's version."""
+
+    expected: int = 0
+    actual: int = 0
+
+
+class LimitExceeded(RingqError, ValueError):
+    """A payload, key, topic or header block is larger than the configured limit."""
+
+
+class ConfigError(RingqError, ValueError):
+    """An option has an invalid value."""
+
+
+class CorruptionError(RingqError):
+    """A journal or snapshot file is damaged before valid data.
+
+    ``path`` and ``offset`` say where.
+    """
+
+    path: str = ""
+    offset: int = 0
+
+
+class StorageError(RingqError, OSError):
+    """A write, fsync or file creation failed (disk full, I/O error)."""
+
+
+class NotFound(RingqError, KeyError):
+    """No message or dead letter with that id."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; the message reads better as is.
+        return str(self.args[0]) if self.args else ""
+
+
+def describe_error(
+    error: str | BaseException | None,
+) -> tuple[str | None, str | None, str | None]:
+    """``(error_type, error_message, traceback)`` of a failure, as a dead
+    letter records it."""
+    if error is None:
+        return None, None, None
+    if isinstance(error, str):
+        return None, error, None
+    return qualified_name(type(error)), str(error), "".join(traceback.format_exception(error))
+
+
+def qualified_name(cls: type) -> str:
+    """``module.QualName``, or just ``QualName`` for builtins."""
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# Users meet these as ``ringq.<Name>`` (tracebacks, dead letters' error_type,
+# pickles): that is where they live publicly.
+for _cls in (
+    RingqError,
+    QueueLocked,
+    QueueFull,
+    QueueClosed,
+    QueueForked,
+    OwnerGone,
+    LeaseLost,
+    ForeignDelivery,
+    VersionConflict,
+    LimitExceeded,
+    ConfigError,
+    CorruptionError,
+    StorageError,
+    NotFound,
+):
+    _cls.__module__ = "ringq"
+del _cls

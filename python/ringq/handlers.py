@@ -43,10 +43,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from ringq._core import ConfigError
 from ringq.codecs import decoder_for, topics_for
 from ringq.config import HandlerOptions, QueueOptions
 from ringq.context import Context
+from ringq.errors import ConfigError
 from ringq.retry import Retry
 
 __all__ = ["Handler", "HandlerRegistry", "HandlerSpec"]

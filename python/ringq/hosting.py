@@ -11,8 +11,8 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ringq._core import ConfigError
 from ringq.dispatch import Dispatcher
+from ringq.errors import ConfigError
 from ringq.handlers import (
     Handler,
     HandlerRegistry,
@@ -25,7 +25,7 @@ from ringq.handlers import (
 from ringq.retry import check_seconds
 
 if TYPE_CHECKING:
-    from ringq._core import Engine
+    from ringq.backend import Backend
     from ringq.config import QueueOptions
     from ringq.di import Resolver
     from ringq.retry import Retry
@@ -41,7 +41,7 @@ H = TypeVar("H", bound=type[Handler[Any]])
 class HandlerHost:
     """Mixin of ``ringq.Queue``: handler registration and the dispatcher."""
 
-    _engine: Engine
+    _backend: Backend
     _config: QueueOptions | None
     _resolver: Resolver | None
     _registry: HandlerRegistry
@@ -181,7 +181,7 @@ class HandlerHost:
     def start(self) -> None:
         """Start worker threads for every registered handler (and for those
         registered later). Calling it again while running does nothing."""
-        self._engine.check_not_forked()
+        self._backend.check_not_forked()
         if self._dispatcher is not None and self._dispatcher.running:
             return
         if len(self._registry) == 0:
@@ -189,7 +189,7 @@ class HandlerHost:
         if self._config is not None:
             # A misspelt RINGQ_HANDLER__ON_ORDR__TIMEOUT is an error, not silence.
             self._config.check_handler_names(spec.name for spec in self._registry)
-        self._dispatcher = Dispatcher(self._engine, self._registry, self._resolver, self._timing)
+        self._dispatcher = Dispatcher(self._backend, self._registry, self._resolver, self._timing)
         self._dispatcher.start()
 
     def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
@@ -199,16 +199,16 @@ class HandlerHost:
         (those threads finish on their own; their messages come back when
         their leases run out)."""
         check_seconds("timeout", timeout, optional=True)
-        self._engine.check_not_forked()
+        self._backend.check_not_forked()
         stopped = self._stop_workers(drain, timeout)
-        if not self._engine.closed:
-            self._engine.snapshot()
+        if not self._backend.closed:
+            self._backend.snapshot()
         return stopped
 
     def _stop_workers(self, drain: bool, timeout: float | None = None) -> bool:
         """``stop`` without the snapshot (``close`` writes its own). In a
         ``fork()`` child there is nothing to stop: the workers are the parent's."""
-        if self._dispatcher is None or self._engine.forked:
+        if self._dispatcher is None or self._backend.forked:
             return True
         return self._dispatcher.stop(drain, timeout)
 
@@ -217,12 +217,12 @@ class HandlerHost:
         """Whether handlers are running (between ``start`` and ``stop``; never
         in a ``fork()`` child, which has none of the parent's threads)."""
         d = self._dispatcher
-        return d is not None and d.running and not self._engine.forked
+        return d is not None and d.running and not self._backend.forked
 
     def scale(self, name: str, workers: int) -> None:
         """Run ``workers`` worker threads for handler ``name`` from now on
         (0 pauses it; busy workers finish their message first)."""
-        self._engine.check_not_forked()
+        self._backend.check_not_forked()
         if self._dispatcher is None or not self._dispatcher.running:
             raise ConfigError("scale(): the queue's handlers are not running; call start()")
         self._dispatcher.scale(name, workers)
@@ -237,5 +237,5 @@ class HandlerHost:
     def handler_stats(self) -> dict[str, dict[str, Any]]:
         """Per handler: workers, active, processed, succeeded, failed,
         retried, dead_lettered, undecodable, late_acks, abandoned threads."""
-        self._engine.check_not_forked()
+        self._backend.check_not_forked()
         return {} if self._dispatcher is None else self._dispatcher.stats()

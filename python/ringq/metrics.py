@@ -73,7 +73,7 @@ from ringq._metric_names import (
 )
 
 if TYPE_CHECKING:
-    from ringq.queue import Queue
+    from ringq.core import QueueCore as Queue
 
 __all__ = ["RingqCollector", "register"]
 
@@ -105,7 +105,7 @@ class RingqCollector(Collector):
         degraded.add_metric(label, 0.0 if stats["degraded"] is None else 1.0)
         yield degraded
 
-        topics = q._engine.topic_stats()
+        topics = q.topic_stats()
         for key in _TOPIC_GAUGES:
             g = GaugeMetricFamily(
                 f"ringq_topic_{key}", f"Messages {key} per topic.", labels=["queue", "topic"]
@@ -136,7 +136,7 @@ class RingqCollector(Collector):
             for name, hs in sorted(handlers.items()):
                 _add_histogram(h, [self._name, name], hs[key])
             yield h
-        engine_hists = q._engine.histograms()
+        engine_hists = q.backend.histograms()
         for key, metric, doc in _ENGINE_HISTOGRAMS:
             h = HistogramMetricFamily(metric, doc, labels=["queue"])
             _add_histogram(h, label, engine_hists[key])

@@ -37,7 +37,7 @@ from ringq._metric_names import (
 )
 
 if TYPE_CHECKING:
-    from ringq.queue import Queue
+    from ringq.core import QueueCore as Queue
 
 __all__ = ["instrument"]
 
@@ -64,7 +64,7 @@ def instrument(
         def observe(_: CallbackOptions) -> Iterable[Observation]:
             if queue.closed:
                 return []
-            topics: dict[str, dict[str, int]] = queue._engine.topic_stats()
+            topics: dict[str, dict[str, int]] = queue.topic_stats()
             return [Observation(float(c[key]), {**base, "topic": t}) for t, c in topics.items()]
 
         return observe

@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ringq._core import ConfigError
+from ringq.errors import ConfigError
 
 __all__ = [
     "DEFAULT_BACKOFF",

@@ -5,7 +5,7 @@ action needs ``Authorization: Bearer <token>`` (without a token configured,
 actions are refused). Each action goes through ``q.admin``, so it is logged.
 
 GET  ``/metrics``                      Prometheus text (needs prometheus_client)
-GET  ``/stats``                        ``q.admin.stats()`` as JSON
+GET  ``/stats``                        ``self._admin.stats()`` as JSON
 GET  ``/dlq?topic=&reason=&limit=``    dead letters as JSON
 POST ``/snapshot``                     write a snapshot
 POST ``/dlq/replay``   ``{"ids": [...]?, "rate": n?}``
@@ -24,11 +24,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
-from ringq._core import RingqError
 from ringq.dlq import as_dict
+from ringq.errors import RingqError
 
 if TYPE_CHECKING:
-    from ringq.queue import Queue
+    from ringq.admin import Admin
+    from ringq.core import QueueCore
 
 __all__ = ["AdminServer"]
 
@@ -38,8 +39,11 @@ log = logging.getLogger("ringq.admin")
 class AdminServer:
     """The running endpoint; ``url`` says where, ``close()`` stops it."""
 
-    def __init__(self, queue: Queue, host: str, port: int, token: str | None) -> None:
+    def __init__(
+        self, queue: QueueCore, admin: Admin, host: str, port: int, token: str | None
+    ) -> None:
         self._q = queue
+        self._admin = admin
         self._token = token
         server = ThreadingHTTPServer((host, port), _handler_for(self))
         server.daemon_threads = True
@@ -73,13 +77,12 @@ class AdminServer:
         return 0 if hmac.compare_digest(given, self._token.encode()) else 403
 
     def get(self, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
-        q = self._q
         if path == "/stats":
-            return _json(200, q.admin.stats())
+            return _json(200, self._admin.stats())
         if path == "/dlq":
             one = {k: v[0] for k, v in query.items()}
             limit = int(one["limit"]) if "limit" in one else None
-            dead = q.admin.dead_letters(one.get("topic"), one.get("reason"), limit)
+            dead = self._admin.dead_letters(one.get("topic"), one.get("reason"), limit)
             return _json(200, [as_dict(d, payload=False) for d in dead])
         if path == "/metrics":
             try:
@@ -89,12 +92,12 @@ class AdminServer:
             except ImportError:
                 return _json(501, {"error": "pip install 'ringq[prometheus]' for /metrics"})
             registry = CollectorRegistry()
-            registry.register(RingqCollector(q))
+            registry.register(RingqCollector(self._q))
             return 200, "text/plain; version=0.0.4", generate_latest(registry)
         return _json(404, {"error": f"no such resource: {path}"})
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, str, bytes]:
-        admin = self._q.admin
+        admin = self._admin
         parts = path.strip("/").split("/")
         if parts == ["snapshot"]:
             return _json(200, {"lsn": admin.snapshot()})

@@ -1,22 +1,12 @@
-//! Python values to engine values and back: publish items, leases of
-//! deliveries (checked to belong to this queue), ids.
+//! Python values to engine values and back: leases of deliveries (checked
+//! to belong to this queue), ids, headers.
 
-use super::args;
 use super::errors::to_py;
 use super::types::PyDelivery;
 use crate::error::Error;
-use crate::types::NewMessage;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-
-/// Sets `name: value` in `headers`, replacing an entry of that name.
-pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) {
-    match headers.iter_mut().find(|(k, _)| k == name) {
-        Some(h) => h.1 = value,
-        None => headers.push((name.to_owned(), value)),
-    }
-}
+use pyo3::types::{PyDict, PyList, PyString};
 
 pub fn parse_id(id: &str) -> PyResult<u64> {
     if id.len() == 16
@@ -32,32 +22,12 @@ pub fn headers_vec(h: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Strin
     h.iter().map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<String>()?))).collect()
 }
 
-/// Items of `publish_many` / staged publishes:
-/// `(topic, payload, dedup_key, delay, headers, correlation_id, causation_id)`.
-pub fn new_messages(items: &Bound<'_, PyAny>) -> PyResult<Vec<NewMessage>> {
-    let mut out = Vec::new();
-    for item in items.try_iter()? {
-        out.push(new_message(&item?)?);
+/// Sets header `k` to `v`, replacing an existing value.
+pub fn set_header(headers: &mut Vec<(String, String)>, k: &str, v: &str) {
+    match headers.iter_mut().find(|(name, _)| name == k) {
+        Some(h) => v.clone_into(&mut h.1),
+        None => headers.push((k.to_owned(), v.to_owned())),
     }
-    Ok(out)
-}
-
-pub fn new_message(item: &Bound<'_, PyAny>) -> PyResult<NewMessage> {
-    let t = item.cast::<PyTuple>().map_err(|_| PyValueError::new_err("publish items must be 7-tuples"))?;
-    if t.len() != 7 {
-        return Err(PyValueError::new_err(format!("publish items must be 7-tuples, got {}", t.len())));
-    }
-    let headers: Option<Bound<'_, PyDict>> = t.get_item(4)?.extract()?;
-    let delay = t.get_item(3)?;
-    Ok(NewMessage {
-        topic: t.get_item(0)?.extract()?,
-        payload: t.get_item(1)?.extract::<Vec<u8>>()?,
-        dedup_key: t.get_item(2)?.extract()?,
-        delay: args::opt_seconds("delay", Some(&delay), false)?,
-        headers: headers_vec(headers.as_ref())?,
-        correlation_id: t.get_item(5)?.extract()?,
-        causation_id: t.get_item(6)?.extract()?,
-    })
 }
 
 /// The (id, token) of a delivery of the queue with instance id `queue`;

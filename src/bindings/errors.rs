@@ -1,16 +1,14 @@
-//! The exception hierarchy (rooted at `ringq.RingqError`) and the one
-//! conversion from `crate::Error` to `PyErr`. Classes with two bases
-//! (`LimitExceeded` is also a `ValueError`, `StorageError` an `OSError`) are
-//! made with `type(...)`, which `create_exception!` cannot do.
+//! The one conversion from `crate::Error` to `PyErr`. The exception classes
+//! are Python's (`ringq.errors`, shared by every backend); this module
+//! raises them with their attributes (`.pid`, `.ids`, `.path`, ...).
 
 use crate::error::{Error, fmt_id};
-use pyo3::exceptions::{PyException, PyKeyError, PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::PyType;
 
 struct Classes {
-    base: Py<PyType>,
     locked: Py<PyType>,
     full: Py<PyType>,
     closed: Py<PyType>,
@@ -27,79 +25,26 @@ struct Classes {
 
 static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
 
-fn make<'py>(py: Python<'py>, name: &str, bases: &[&Bound<'py, PyType>], doc: &str) -> PyResult<Py<PyType>> {
-    let ns = PyDict::new(py);
-    ns.set_item("__module__", "ringq")?;
-    ns.set_item("__doc__", doc)?;
-    let bases = PyTuple::new(py, bases)?;
-    let t = py.import("builtins")?.getattr("type")?.call1((name, bases, ns))?;
-    Ok(t.cast_into::<PyType>()?.unbind())
-}
-
+/// The classes of `ringq.errors` (imported once, on the first error).
 fn classes(py: Python<'_>) -> PyResult<&Classes> {
     CLASSES.get_or_try_init(py, || {
-        let exc = py.get_type::<PyException>();
-        let base = make(py, "RingqError", &[&exc], "Root of every error ringq raises.")?;
-        let b = base.bind(py).clone();
-        let val = py.get_type::<PyValueError>();
-        let os = py.get_type::<PyOSError>();
-        let key = py.get_type::<PyKeyError>();
-        let closed = make(py, "QueueClosed", &[&b], "The queue was closed.")?;
-        let lease_lost = make(py, "LeaseLost", &[&b], "A stale lease token: the message expired (see .ids).")?;
+        let m = py.import("ringq.errors")?;
+        let get = |name: &str| -> PyResult<Py<PyType>> { Ok(m.getattr(name)?.cast_into::<PyType>()?.unbind()) };
         Ok::<_, PyErr>(Classes {
-            locked: make(py, "QueueLocked", &[&b], "Another process owns the queue directory (see .pid).")?,
-            full: make(py, "QueueFull", &[&b], "The queue holds `capacity` messages.")?,
-            forked: make(
-                py,
-                "QueueForked",
-                &[closed.bind(py)],
-                "A queue opened before fork() used in the child: open it in the child instead (.pid: the opener).",
-            )?,
-            foreign: make(
-                py,
-                "ForeignDelivery",
-                &[lease_lost.bind(py)],
-                "A delivery of another queue (or of an earlier queue at this path): nothing was changed.",
-            )?,
-            closed,
-            lease_lost,
-            version_conflict: make(
-                py,
-                "VersionConflict",
-                &[&b],
-                "expected_version did not match (.expected, .actual).",
-            )?,
-            limit: make(py, "LimitExceeded", &[&b, &val], "A payload, key, topic or headers over its limit.")?,
-            config: make(py, "ConfigError", &[&b, &val], "An option has an invalid value.")?,
-            corruption: make(py, "CorruptionError", &[&b], "A damaged file (see .path and .offset).")?,
-            storage: make(py, "StorageError", &[&b, &os], "A write, fsync or file creation failed.")?,
-            not_found: make(py, "NotFound", &[&b, &key], "No message or dead letter with that id.")?,
-            base,
+            locked: get("QueueLocked")?,
+            full: get("QueueFull")?,
+            closed: get("QueueClosed")?,
+            forked: get("QueueForked")?,
+            lease_lost: get("LeaseLost")?,
+            foreign: get("ForeignDelivery")?,
+            version_conflict: get("VersionConflict")?,
+            limit: get("LimitExceeded")?,
+            config: get("ConfigError")?,
+            corruption: get("CorruptionError")?,
+            storage: get("StorageError")?,
+            not_found: get("NotFound")?,
         })
     })
-}
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let c = classes(m.py())?;
-    for t in [
-        &c.base,
-        &c.locked,
-        &c.full,
-        &c.closed,
-        &c.forked,
-        &c.lease_lost,
-        &c.foreign,
-        &c.version_conflict,
-        &c.limit,
-        &c.config,
-        &c.corruption,
-        &c.storage,
-        &c.not_found,
-    ] {
-        let t = t.bind(m.py());
-        m.add(t.name()?, t)?;
-    }
-    Ok(())
 }
 
 /// Builds the exception instance with its attributes.

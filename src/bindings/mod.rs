@@ -16,7 +16,6 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("FORMAT_VERSION", crate::journal::FORMAT_VERSION)?;
-    errors::register(m)?;
     types::register(m)?;
     pyengine::register(m)?;
     inspect::register(m)?;

@@ -1,27 +1,28 @@
-//! `ringq._core.Engine`: argument conversion and GIL handling around
-//! `crate::Engine`. See `python/ringq/_core.pyi` for the Python signatures.
+//! `ringq._core.Engine`, the in-process backend (`ringq.backend.Backend`):
+//! argument conversion and GIL handling around `crate::Engine`. See
+//! `python/ringq/_core.pyi` for the Python signatures. It takes and returns
+//! bytes and the seam's types (`OutgoingMessage`, `Delivery`, `DeadLetter`);
+//! encoding objects is the SDK's job.
 //!
-//! `publish`, `publish_payloads`, `checkout`, `ack` and `extend` have the
-//! signatures and semantics of `ringq.Queue`'s methods of the same names
-//! (`publish_payloads` is `Queue.publish_many`): a `Queue` binds them to its
-//! instances, so a call goes from Python straight to Rust with no Python frame
-//! in between. What only Python can do — encoding objects — is a callable set
-//! once with `_set_encoder`; `bytes` never reach it.
+//! One shortcut beyond the seam: `ringq.Queue` hands the engine its encoder
+//! once (`_set_encoder`) and then binds `publish`, `publish_many`,
+//! `checkout`, `ack`, `release` and `extend` of its instances to the
+//! engine's methods, so a call goes from Python straight to Rust with no
+//! Python frame in between. `bytes` never reach the encoder.
 
 use super::args::{self, Kind};
-use super::convert::{headers_vec, id_list, id_str, lease_of, leases, new_message, new_messages, parse_id, set_header};
+use super::convert::{headers_vec, id_list, id_str, lease_of, leases, parse_id, set_header};
 use super::errors::{config_err, to_py};
-use super::types::{PyDeadLetter, PyDelivery};
+use super::types::{PyDeadLetter, PyDelivery, PyOutgoing};
 use crate::engine::{Checkout, Engine, Publish, PublishOpts, Stat};
 use crate::error::Error;
 use crate::storage::FaultPoint;
-use crate::types::{Durability, Failure, MAX_CAPACITY, NewMessage, OnDuplicate, Options, Wait};
-use parking_lot::Mutex;
+use crate::types::{Durability, Failure, MAX_CAPACITY, OnDuplicate, Options, Wait};
 use pyo3::exceptions::PyTypeError;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The topic of payloads published without one (`ringq.codecs.DEFAULT_TOPIC`).
@@ -34,49 +35,9 @@ pub struct PyEngine {
     engine: Engine,
     /// The lease of a `checkout` that does not give one.
     lease: Duration,
-    /// How non-`bytes` payloads become bytes (`None`: they are refused).
-    encoder: Mutex<Option<Arc<Encoder>>>,
-}
-
-/// The Python callables set with `Engine._set_encoder`.
-struct Encoder {
-    /// `encode(obj) -> (default_topic, payload_bytes, type_tag | None)`.
-    encode: Py<PyAny>,
-    /// `encode_item(obj, topic | None) -> PublishItem` for the non-`bytes`
-    /// items of `publish_payloads`; without it they go through `encode`.
-    encode_item: Option<Py<PyAny>>,
-    /// The header that carries a type tag (`ringq.codecs.TYPE_HEADER`).
-    type_header: String,
-}
-
-/// A payload encoded by `Encoder::encode`; the Python objects keep the
-/// borrowed topic and bytes alive.
-struct Encoded<'py> {
-    topic: Bound<'py, PyString>,
-    data: Bound<'py, PyBytes>,
-    tag: Option<String>,
-}
-
-impl Encoder {
-    fn encode<'py>(&self, obj: &Bound<'py, PyAny>) -> PyResult<Encoded<'py>> {
-        let bad = || PyTypeError::new_err("the encoder must return (topic: str, payload: bytes, type_tag: str | None)");
-        let out = self.encode.bind(obj.py()).call1((obj,))?;
-        let t = out.cast_into::<PyTuple>().map_err(|_| bad())?;
-        if t.len() != 3 {
-            return Err(bad());
-        }
-        Ok(Encoded {
-            topic: t.get_item(0)?.cast_into::<PyString>().map_err(|_| bad())?,
-            data: t.get_item(1)?.cast_into::<PyBytes>().map_err(|_| bad())?,
-            tag: t.get_item(2)?.extract().map_err(|_| bad())?,
-        })
-    }
-}
-
-/// One item of `publish_payloads`: `bytes` as given, anything else encoded.
-enum Item<'py> {
-    Raw(Bound<'py, PyBytes>),
-    Encoded(NewMessage),
+    /// `convert(obj, topic | None) -> bytes | OutgoingMessage` for payloads
+    /// that are not `bytes` (`ringq.core.outgoing`); unset: refused.
+    encoder: OnceLock<Py<PyAny>>,
 }
 
 impl PyEngine {
@@ -104,15 +65,6 @@ impl PyEngine {
         }
     }
 
-    fn encoder(&self) -> Option<Arc<Encoder>> {
-        self.encoder.lock().clone()
-    }
-
-    fn no_encoder(what: &str, obj: &Bound<'_, PyAny>) -> PyErr {
-        let ty = obj.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string());
-        PyTypeError::new_err(format!("{what} takes bytes, not {ty}: this engine has no encoder (ringq.Queue sets one)"))
-    }
-
     fn durable(&self, py: Python<'_>, lsn: Option<u64>) -> PyResult<()> {
         if lsn.is_some() && self.engine.durability() == Durability::Always {
             py.detach(|| self.engine.wait_durable(lsn)).map_err(to_py)?;
@@ -122,6 +74,102 @@ impl PyEngine {
 
     fn queue(&self) -> u64 {
         self.engine.instance_id()
+    }
+}
+
+fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
+fn not_bytes(what: &str, v: &Bound<'_, PyAny>) -> PyErr {
+    PyTypeError::new_err(format!("Engine.{what} takes bytes, not {} (ringq.Queue encodes objects)", type_name(v)))
+}
+
+/// What the encoder made of a payload that was not `bytes`.
+enum Converted<'py> {
+    Raw(Bound<'py, PyBytes>),
+    Message(Bound<'py, PyOutgoing>),
+}
+
+impl PyEngine {
+    /// `obj` through the encoder, or `TypeError` without one.
+    fn convert<'py>(&self, what: &str, obj: &Bound<'py, PyAny>, topic: Option<&str>) -> PyResult<Converted<'py>> {
+        let Some(enc) = self.encoder.get() else { return Err(not_bytes(what, obj)) };
+        let out = enc.bind(obj.py()).call1((obj, topic))?;
+        let out = match out.cast_into::<PyBytes>() {
+            Ok(b) => return Ok(Converted::Raw(b)),
+            Err(e) => e.into_inner(),
+        };
+        out.cast_into::<PyOutgoing>().map(Converted::Message).map_err(|e| {
+            PyTypeError::new_err(format!(
+                "the encoder must return bytes or OutgoingMessage, not {}",
+                type_name(&e.into_inner())
+            ))
+        })
+    }
+}
+
+/// An item of `publish_many` or of an ack's `publish=`.
+enum Item<'py> {
+    Raw(Bound<'py, PyBytes>),
+    Message(Bound<'py, PyOutgoing>),
+}
+
+impl Item<'_> {
+    fn publish<'a>(&'a self, py: Python<'_>, topic: &'a str) -> Publish<'a> {
+        match self {
+            Item::Raw(b) => Publish { topic, payload: b.as_bytes(), ..Default::default() },
+            Item::Message(m) => {
+                let m = m.get();
+                Publish {
+                    topic: &m.topic,
+                    payload: m.payload.as_bytes(py),
+                    dedup_key: m.dedup_key.as_deref(),
+                    delay: m.delay,
+                    headers: &m.headers,
+                    correlation_id: m.correlation_id.as_deref(),
+                    causation_id: m.causation_id.as_deref(),
+                }
+            }
+        }
+    }
+}
+
+impl PyEngine {
+    /// The items of `publish_many` (or of an ack's `publish=`): `bytes`,
+    /// `OutgoingMessage`, or anything the encoder takes.
+    fn outgoing_items<'py>(
+        &self,
+        items: &Bound<'py, PyAny>,
+        topic: Option<&str>,
+        what: &str,
+    ) -> PyResult<Vec<Item<'py>>> {
+        let one = |obj: Bound<'py, PyAny>| -> PyResult<Item<'py>> {
+            let obj = match obj.cast_into::<PyBytes>() {
+                Ok(b) => return Ok(Item::Raw(b)),
+                Err(e) => e.into_inner(),
+            };
+            match obj.cast_into::<PyOutgoing>() {
+                Ok(m) => Ok(Item::Message(m)),
+                Err(e) => {
+                    let obj = e.into_inner();
+                    if self.encoder.get().is_none() {
+                        let ty = type_name(&obj);
+                        return Err(PyTypeError::new_err(format!(
+                            "{what} takes bytes or OutgoingMessage items, not {ty}"
+                        )));
+                    }
+                    Ok(match self.convert(what, &obj, topic)? {
+                        Converted::Raw(b) => Item::Raw(b),
+                        Converted::Message(m) => Item::Message(m),
+                    })
+                }
+            }
+        };
+        match items.cast::<PyList>() {
+            Ok(list) => list.iter().map(one).collect(),
+            Err(_) => items.try_iter()?.map(|i| one(i?)).collect(),
+        }
     }
 }
 
@@ -214,7 +262,7 @@ impl PyEngine {
             return Err(config_err(bad.join("; ")));
         }
         let engine = py.detach(|| Engine::open(&path, o)).map_err(to_py)?;
-        Ok(PyEngine { engine, lease: lease_d, encoder: Mutex::new(None) })
+        Ok(PyEngine { engine, lease: lease_d, encoder: OnceLock::new() })
     }
 
     #[getter]
@@ -250,13 +298,9 @@ impl PyEngine {
         self.engine.durability().as_str()
     }
 
-    /// Publish one message and return its id (`ringq.Queue.publish`).
-    ///
-    /// `bytes` are stored as given, on `topic` or "default". Any other payload
-    /// goes through the encoder (`_set_encoder`), which gives the bytes, the
-    /// default topic and a type tag, stored in the type-tag header. A full
-    /// queue blocks (`timeout` bounds the wait) or, with `block=False`, raises
-    /// `QueueFull`.
+    /// Publish one message (already encoded) and return its id; see
+    /// `ringq.Queue.publish`. A full queue blocks (`timeout` bounds the wait)
+    /// or, with `block=False`, raises `QueueFull`.
     #[pyo3(signature = (payload, topic=None, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
         causation_id=None, on_duplicate="replace", expected_version=None, block=None, timeout=None),
         text_signature = "($self, payload, topic=None, *, dedup_key=None, delay=None, headers=None, \
@@ -282,24 +326,36 @@ impl PyEngine {
             args::opt_int("expected_version", expected_version, 0, u32::MAX as i64)?.map(|v| v as u32);
         let block = block_flag(block)?;
         let wait = args::timeout(timeout)?;
-        let encoded;
-        let (topic, payload, tag) = if let Ok(b) = payload.cast::<PyBytes>() {
-            (topic.unwrap_or(DEFAULT_TOPIC), b.as_bytes(), None)
-        } else {
-            let enc = self.encoder().ok_or_else(|| Self::no_encoder("publish()", payload))?;
-            encoded = enc.encode(payload)?;
-            let topic = match topic {
-                Some(t) => t,
-                None => encoded.topic.to_str()?,
-            };
-            let tag = encoded.tag.map(|t| (enc, t));
-            (topic, encoded.data.as_bytes(), tag)
-        };
         let mut headers = headers_vec(headers)?;
-        if let Some((enc, tag)) = tag {
-            set_header(&mut headers, &enc.type_header, tag);
+        let converted = match payload.cast::<PyBytes>() {
+            Ok(b) => Converted::Raw(b.clone()),
+            Err(_) => self.convert("publish", payload, topic)?,
+        };
+        let message = match &converted {
+            Converted::Message(m) => Some(m.get()),
+            Converted::Raw(_) => None,
+        };
+        // The encoder's topic and headers (a type tag replaces the caller's);
+        // its options where no keyword gives one.
+        let mut p = Publish {
+            topic: topic.unwrap_or(DEFAULT_TOPIC),
+            payload: &[],
+            dedup_key: dedup_key.or_else(|| message.and_then(|m| m.dedup_key.as_deref())),
+            delay: delay.or_else(|| message.and_then(|m| m.delay)),
+            headers: &[],
+            correlation_id: correlation_id.or_else(|| message.and_then(|m| m.correlation_id.as_deref())),
+            causation_id: causation_id.or_else(|| message.and_then(|m| m.causation_id.as_deref())),
+        };
+        if let Some(m) = message {
+            p.topic = &m.topic;
+            p.payload = m.payload.as_bytes(py);
+            for (k, v) in &m.headers {
+                set_header(&mut headers, k, v);
+            }
+        } else if let Converted::Raw(b) = &converted {
+            p.payload = b.as_bytes();
         }
-        let p = Publish { topic, payload, dedup_key, delay, headers: &headers, correlation_id, causation_id };
+        p.headers = &headers;
         let opts = PublishOpts { on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?, expected_version };
         let (id, lsn) = self.with_room(py, block, wait, |w| self.engine.publish(p, opts, w))?;
         self.durable(py, lsn)?;
@@ -307,14 +363,11 @@ impl PyEngine {
     }
 
     /// Publish several messages atomically (all or none); returns the ids in
-    /// item order (`ringq.Queue.publish_many`).
-    ///
-    /// `bytes` items go to `topic` (or "default") as given; other items go
-    /// through the encoder's `encode_item(obj, topic)` (`ringq.Message` items
-    /// carry their own options there).
+    /// item order. Items are `bytes` (to `topic`), `OutgoingMessage`, or
+    /// what the encoder takes.
     #[pyo3(signature = (payloads, topic=None, *, block=None, timeout=None),
         text_signature = "($self, payloads, topic=None, *, block=True, timeout=None)")]
-    fn publish_payloads<'py>(
+    fn publish_many<'py>(
         &self,
         py: Python<'py>,
         payloads: &Bound<'py, PyAny>,
@@ -324,104 +377,11 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyList>> {
         let block = block_flag(block)?;
         let wait = args::timeout(timeout)?;
-        let list = payloads.cast::<PyList>().ok();
-        let mut encoder: Option<Arc<Encoder>> = None;
-        let mut held: Vec<Item<'py>> = Vec::with_capacity(list.map_or(0, |l| l.len()));
-        let mut add = |obj: Bound<'py, PyAny>| -> PyResult<()> {
-            let obj = match obj.cast_into::<PyBytes>() {
-                Ok(b) => {
-                    held.push(Item::Raw(b));
-                    return Ok(());
-                }
-                Err(e) => e.into_inner(),
-            };
-            if encoder.is_none() {
-                encoder = Some(self.encoder().ok_or_else(|| Self::no_encoder("publish_many()", &obj))?);
-            }
-            let enc = encoder.as_ref().expect("set above");
-            let msg = match &enc.encode_item {
-                Some(f) => new_message(&f.bind(py).call1((&obj, topic))?)?,
-                None => {
-                    let e = enc.encode(&obj)?;
-                    let mut headers = Vec::new();
-                    if let Some(tag) = e.tag {
-                        headers.push((enc.type_header.clone(), tag));
-                    }
-                    NewMessage {
-                        topic: match topic {
-                            Some(t) => t.to_owned(),
-                            None => e.topic.to_str()?.to_owned(),
-                        },
-                        payload: e.data.as_bytes().to_vec(),
-                        headers,
-                        ..Default::default()
-                    }
-                }
-            };
-            held.push(Item::Encoded(msg));
-            Ok(())
-        };
-        if let Some(list) = list {
-            for item in list.iter() {
-                add(item)?;
-            }
-        } else {
-            for item in payloads.try_iter()? {
-                add(item?)?;
-            }
-        }
-        let default_topic = topic.unwrap_or(DEFAULT_TOPIC);
-        let items: Vec<Publish<'_>> = held
-            .iter()
-            .map(|it| match it {
-                Item::Raw(b) => Publish { topic: default_topic, payload: b.as_bytes(), ..Default::default() },
-                Item::Encoded(m) => Publish::from_new(m),
-            })
-            .collect();
+        let held = self.outgoing_items(payloads, topic, "publish_many")?;
+        let topic = topic.unwrap_or(DEFAULT_TOPIC);
+        let batch: Vec<Publish<'_>> = held.iter().map(|it| it.publish(py, topic)).collect();
         let (ids, lsn) =
-            self.with_room(py, block, wait, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
-        self.durable(py, lsn)?;
-        id_list(py, &ids)
-    }
-
-    /// Many payloads to one topic: the fast batch path.
-    #[pyo3(signature = (topic, payloads, block=None, timeout=None))]
-    fn publish_batch<'py>(
-        &self,
-        py: Python<'py>,
-        topic: &str,
-        payloads: &Bound<'py, PyList>,
-        block: Option<&Bound<'py, PyAny>>,
-        timeout: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let block = block_flag(block)?;
-        let wait = args::timeout(timeout)?;
-        let mut held = Vec::with_capacity(payloads.len());
-        for item in payloads.iter() {
-            held.push(item.cast_into::<PyBytes>().map_err(|_| PyValueError::new_err("publish_batch takes bytes"))?);
-        }
-        let items: Vec<Publish<'_>> =
-            held.iter().map(|b| Publish { topic, payload: b.as_bytes(), ..Default::default() }).collect();
-        let (ids, lsn) =
-            self.with_room(py, block, wait, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
-        self.durable(py, lsn)?;
-        id_list(py, &ids)
-    }
-
-    #[pyo3(signature = (items, block=None, timeout=None))]
-    fn publish_many<'py>(
-        &self,
-        py: Python<'py>,
-        items: &Bound<'py, PyAny>,
-        block: Option<&Bound<'py, PyAny>>,
-        timeout: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let block = block_flag(block)?;
-        let wait = args::timeout(timeout)?;
-        let msgs = new_messages(items)?;
-        let items: Vec<Publish<'_>> = msgs.iter().map(Publish::from_new).collect();
-        let (ids, lsn) =
-            self.with_room(py, block, wait, |w| self.engine.publish_many(&items, PublishOpts::default(), w))?;
+            self.with_room(py, block, wait, |w| self.engine.publish_many(&batch, PublishOpts::default(), w))?;
         self.durable(py, lsn)?;
         id_list(py, &ids)
     }
@@ -478,11 +438,11 @@ impl PyEngine {
     #[pyo3(signature = (deliveries, publish=None))]
     fn ack(&self, py: Python<'_>, deliveries: &Bound<'_, PyAny>, publish: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let leases = leases(deliveries, self.queue(), "ack")?;
-        let msgs = match publish {
-            Some(p) => new_messages(p)?,
+        let held = match publish {
+            Some(p) => self.outgoing_items(p, None, "ack(publish=)")?,
             None => Vec::new(),
         };
-        let items: Vec<Publish<'_>> = msgs.iter().map(Publish::from_new).collect();
+        let items: Vec<Publish<'_>> = held.iter().map(|it| it.publish(py, DEFAULT_TOPIC)).collect();
         let out = self.run(py, || self.engine.ack(&leases, &items, Wait::No))?;
         self.durable(py, out.lsn)?;
         if !out.lost.is_empty() {
@@ -641,35 +601,23 @@ impl PyEngine {
         py.detach(|| self.engine.close()).map_err(to_py)
     }
 
-    /// How `publish`/`publish_payloads` turn non-`bytes` payloads into bytes:
-    /// `encode(obj) -> (default_topic, payload, type_tag | None)`, and for
-    /// `publish_payloads` items `encode_item(obj, topic | None) -> PublishItem`
-    /// (default: `encode`). A type tag goes in the header `type_header`.
-    /// `None` removes the encoder (non-`bytes` payloads raise `TypeError`).
-    #[pyo3(signature = (encode, encode_item=None, *, type_header="ringq-type"))]
-    fn _set_encoder(
-        &self,
-        py: Python<'_>,
-        encode: Option<Py<PyAny>>,
-        encode_item: Option<Py<PyAny>>,
-        type_header: &str,
-    ) -> PyResult<()> {
-        for f in [&encode, &encode_item].into_iter().flatten() {
-            if !f.bind(py).is_callable() {
-                return Err(PyTypeError::new_err("_set_encoder() takes callables"));
-            }
-        }
-        let new = encode.map(|encode| Arc::new(Encoder { encode, encode_item, type_header: type_header.to_owned() }));
-        // Drop the old encoder after unlocking: dropping Python objects can run Python code.
-        let old = std::mem::replace(&mut *self.encoder.lock(), new);
-        drop(old);
-        Ok(())
-    }
-
     /// The default lease of `checkout`, in seconds.
     #[getter]
     fn lease(&self) -> f64 {
         self.lease.as_secs_f64()
+    }
+
+    /// Sets, once, how payloads that are not `bytes` become messages:
+    /// `convert(obj, topic | None) -> bytes | OutgoingMessage`, called with
+    /// the GIL held for each such payload of `publish` and item of
+    /// `publish_many`/`ack(publish=)`. For `publish`, the result's topic and
+    /// headers are used (over the caller's headers) and its options fill the
+    /// keywords not given. `ringq.Queue` sets `ringq.core.outgoing`.
+    fn _set_encoder(&self, py: Python<'_>, convert: Py<PyAny>) -> PyResult<()> {
+        if !convert.bind(py).is_callable() {
+            return Err(PyTypeError::new_err("_set_encoder() takes a callable"));
+        }
+        self.encoder.set(convert).map_err(|_| PyValueError::new_err("this engine already has an encoder"))
     }
 
     /// Test hook: hold the engine's lock for `seconds` (GIL released).

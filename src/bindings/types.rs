@@ -1,14 +1,42 @@
-//! `Delivery` and `DeadLetter`, the objects checkout and the dead-letter
-//! calls return. Fields are turned into Python objects lazily, on access,
-//! except the payload, which is almost always read.
+//! The values that cross the backend seam (`ringq.backend`): `Delivery` and
+//! `DeadLetter` (what checkout and the dead-letter calls return) and
+//! `OutgoingMessage` (an encoded message to publish). All three can be made
+//! from Python too, so every backend returns the same types. Fields become
+//! Python objects lazily, on access, except the payload, which is almost
+//! always read.
 
+use super::args;
+use super::convert::{headers_vec, parse_id};
 use crate::error::fmt_id;
-use crate::types::{DeadLetter, Delivered, Meta};
+use crate::types::{DeadLetter, Delivered, Failure, Message, Meta, MsgState};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
+use std::time::Duration;
 
 fn secs(micros: u64) -> f64 {
     micros as f64 / 1e6
+}
+
+fn micros(name: &str, s: f64) -> PyResult<u64> {
+    if !(s.is_finite() && s >= 0.0) {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!("{name}={s} (must be epoch seconds >= 0)")));
+    }
+    Ok((s * 1e6) as u64)
+}
+
+fn meta_of(
+    dedup_key: Option<String>,
+    headers: Vec<(String, String)>,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+    first_failed_at: Option<u64>,
+) -> Option<Box<Meta>> {
+    let empty = dedup_key.is_none()
+        && headers.is_empty()
+        && correlation_id.is_none()
+        && causation_id.is_none()
+        && first_failed_at.is_none();
+    (!empty).then(|| Box::new(Meta { dedup_key, headers, correlation_id, causation_id, first_failed_at }))
 }
 
 /// A message checked out under a lease.
@@ -56,6 +84,41 @@ fn headers_dict<'py>(py: Python<'py>, meta: Option<&Meta>) -> PyResult<Bound<'py
 
 #[pymethods]
 impl PyDelivery {
+    /// A delivery made by a backend written in Python (ids, lease tokens and
+    /// queue ids are 16 hex digits / 64-bit ints on every backend).
+    #[new]
+    #[pyo3(signature = (id, topic, payload, *, attempt=1, version=1, dedup_key=None, headers=None,
+        correlation_id=None, causation_id=None, enqueued_at=0.0, lease_deadline=0.0, lease_token=0, queue_id=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn py_new(
+        id: &str,
+        topic: String,
+        payload: Py<PyBytes>,
+        attempt: u32,
+        version: u32,
+        dedup_key: Option<String>,
+        headers: Option<&Bound<'_, PyDict>>,
+        correlation_id: Option<String>,
+        causation_id: Option<String>,
+        enqueued_at: f64,
+        lease_deadline: f64,
+        lease_token: u64,
+        queue_id: Option<&str>,
+    ) -> PyResult<Self> {
+        Ok(PyDelivery {
+            id: parse_id(id)?,
+            queue: queue_id.map(parse_id).transpose()?.unwrap_or(0),
+            topic,
+            payload,
+            attempt,
+            version,
+            enqueued_at: micros("enqueued_at", enqueued_at)?,
+            lease_token,
+            lease_deadline: micros("lease_deadline", lease_deadline)?,
+            meta: meta_of(dedup_key, headers_vec(headers)?, correlation_id, causation_id, None),
+        })
+    }
+
     #[getter]
     fn id(&self) -> String {
         fmt_id(self.id)
@@ -135,6 +198,54 @@ impl PyDeadLetter {
 
 #[pymethods]
 impl PyDeadLetter {
+    /// A dead letter made by a backend written in Python, around `message`
+    /// (a `Delivery`: its lease fields are ignored).
+    #[new]
+    #[pyo3(signature = (message, reason, *, error_type=None, error_message=None, traceback=None, handler=None,
+        first_failed_at=None, dead_lettered_at=0.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn py_new(
+        py: Python<'_>,
+        message: &Bound<'_, PyDelivery>,
+        reason: String,
+        error_type: Option<String>,
+        error_message: Option<String>,
+        traceback: Option<String>,
+        handler: Option<String>,
+        first_failed_at: Option<f64>,
+        dead_lettered_at: f64,
+    ) -> PyResult<Self> {
+        let d = message.get();
+        let mut meta = d.meta.clone();
+        if let Some(t) = first_failed_at {
+            meta.get_or_insert_with(Default::default).first_failed_at = Some(micros("first_failed_at", t)?);
+        }
+        let msg = Message {
+            id: d.id,
+            topic: 0,
+            state: MsgState::Ready,
+            superseded: false,
+            attempt: d.attempt,
+            version: d.version,
+            enqueued_at: d.enqueued_at,
+            visible_at: 0,
+            lease_token: 0,
+            lease_deadline: 0,
+            ticket: 0,
+            payload: d.payload.as_bytes(py).into(),
+            meta,
+        };
+        Ok(PyDeadLetter {
+            dl: DeadLetter {
+                message: msg,
+                topic: d.topic.clone(),
+                reason,
+                failure: Failure { error_type, error_message, traceback, handler },
+                dead_lettered_at: micros("dead_lettered_at", dead_lettered_at)?,
+            },
+        })
+    }
+
     #[getter]
     fn id(&self) -> String {
         fmt_id(self.dl.message.id)
@@ -203,8 +314,83 @@ impl PyDeadLetter {
     }
 }
 
+/// A message to publish, already encoded: what `Queue.publish_many` and a
+/// handler's staged `ctx.publish` hand a backend.
+#[pyclass(frozen, name = "OutgoingMessage", module = "ringq")]
+pub struct PyOutgoing {
+    pub topic: String,
+    pub payload: Py<PyBytes>,
+    pub dedup_key: Option<String>,
+    pub delay: Option<Duration>,
+    pub headers: Vec<(String, String)>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+}
+
+#[pymethods]
+impl PyOutgoing {
+    #[new]
+    #[pyo3(signature = (topic, payload, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
+        causation_id=None))]
+    fn py_new(
+        topic: String,
+        payload: Py<PyBytes>,
+        dedup_key: Option<String>,
+        delay: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyDict>>,
+        correlation_id: Option<String>,
+        causation_id: Option<String>,
+    ) -> PyResult<Self> {
+        Ok(PyOutgoing {
+            topic,
+            payload,
+            dedup_key,
+            delay: args::opt_seconds("delay", delay, false)?,
+            headers: headers_vec(headers)?,
+            correlation_id,
+            causation_id,
+        })
+    }
+    #[getter]
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    #[getter]
+    fn payload(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.payload.clone_ref(py)
+    }
+    #[getter]
+    fn dedup_key(&self) -> Option<&str> {
+        self.dedup_key.as_deref()
+    }
+    #[getter]
+    fn delay(&self) -> Option<f64> {
+        self.delay.map(|d| d.as_secs_f64())
+    }
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.headers {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+    #[getter]
+    fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+    #[getter]
+    fn causation_id(&self) -> Option<&str> {
+        self.causation_id.as_deref()
+    }
+    fn __repr__(&self) -> String {
+        format!("OutgoingMessage(topic={:?}, dedup_key={:?})", self.topic, self.dedup_key)
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDelivery>()?;
     m.add_class::<PyDeadLetter>()?;
+    m.add_class::<PyOutgoing>()?;
     Ok(())
 }

@@ -7,7 +7,7 @@
 use super::{Engine, Inner, Shared};
 use crate::error::{Error, Result};
 use crate::record::Op;
-use crate::types::{MAX_TOPIC, Message, Meta, MsgState, NewMessage, OnDuplicate, Wait, micros_after, now_micros};
+use crate::types::{MAX_TOPIC, Message, Meta, MsgState, OnDuplicate, Wait, micros_after, now_micros};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,20 +22,6 @@ pub struct Publish<'a> {
     pub headers: &'a [(String, String)],
     pub correlation_id: Option<&'a str>,
     pub causation_id: Option<&'a str>,
-}
-
-impl<'a> Publish<'a> {
-    pub fn from_new(m: &'a NewMessage) -> Self {
-        Publish {
-            topic: &m.topic,
-            payload: &m.payload,
-            dedup_key: m.dedup_key.as_deref(),
-            delay: m.delay,
-            headers: &m.headers,
-            correlation_id: m.correlation_id.as_deref(),
-            causation_id: m.causation_id.as_deref(),
-        }
-    }
 }
 
 /// Options that apply to every message of a publish call.

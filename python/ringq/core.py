@@ -1,0 +1,343 @@
+"""``QueueCore``: the queue API on top of a ``ringq.backend.Backend``.
+
+It adds what belongs on the Python side of the seam: encoding objects to
+bytes (``ringq.codecs``), turning exceptions into dead-letter error fields,
+the dead-letter view and the handlers (``ringq.hosting``). ``ringq.Queue``
+is this plus the operator tools (``q.admin``, ``q.serve_admin``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from ringq.backend import Backend, Delivery, OutgoingMessage
+from ringq.backends import open_backend
+from ringq.codecs import DEFAULT_TOPIC, TYPE_HEADER, encode_message
+from ringq.config import Durability, QueueOptions
+from ringq.dlq import DeadLetterQueue
+from ringq.errors import ConfigError, describe_error
+from ringq.hosting import HandlerHost
+
+if TYPE_CHECKING:
+    from ringq.di import Resolver
+
+__all__ = ["Message", "QueueCore"]
+
+OnDuplicate = Literal["replace", "keep"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One item of ``Queue.publish_many`` that carries more than a payload."""
+
+    payload: object
+    topic: str | None = None
+    dedup_key: str | None = None
+    delay: float | None = None
+    headers: dict[str, str] | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+#: The queue options and their defaults (``None``: the backend's default).
+KEYWORD_DEFAULTS: dict[str, object] = {
+    "capacity": 100_000,
+    "durability": "batch",
+    "fsync_interval": 0.05,
+    "max_attempts": 5,
+    "lease": 30.0,
+    "segment_size": None,
+    "snapshot_every": None,
+    "snapshot_interval": None,
+    "max_payload": None,
+    "max_key": None,
+    "max_headers": None,
+    "dlq_capacity": None,
+}
+
+
+#: The methods a backend that encodes (``_set_encoder``) serves directly.
+FAST_PATH = ("publish", "publish_many", "checkout", "ack", "release", "extend")
+
+
+def resolve_settings(options: QueueOptions | None, given: dict[str, object]) -> dict[str, object]:
+    """The backend's options: the keywords, or ``options`` (not both)."""
+    if options is None:
+        return given
+    also = sorted(k for k, v in given.items() if v != KEYWORD_DEFAULTS[k])
+    if also:
+        raise ConfigError(
+            "pass queue options either as keywords or as options=, not both "
+            f"(also given: {', '.join(also)})"
+        )
+    from_options = options.engine_kwargs()
+    unknown = sorted(set(from_options) - set(KEYWORD_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"QueueOptions has options Queue does not know: {unknown}")
+    return {**KEYWORD_DEFAULTS, **from_options}
+
+
+def outgoing(item: object, topic: str | None) -> bytes | OutgoingMessage:
+    """A ``publish_many`` item as the backend takes it: ``bytes`` as is (to
+    the call's topic), anything else encoded."""
+    if type(item) is bytes:
+        return item
+    if isinstance(item, Message):
+        default_topic, data, tag = encode_message(item.payload)
+        headers = item.headers
+        if tag is not None:
+            headers = {**(headers or {}), TYPE_HEADER: tag}
+        return OutgoingMessage(
+            item.topic if item.topic is not None else topic or default_topic,
+            data,
+            dedup_key=item.dedup_key,
+            delay=item.delay,
+            headers=headers,
+            correlation_id=item.correlation_id,
+            causation_id=item.causation_id,
+        )
+    default_topic, data, tag = encode_message(item)
+    return OutgoingMessage(
+        topic if topic is not None else default_topic,
+        data,
+        headers=None if tag is None else {TYPE_HEADER: tag},
+    )
+
+
+class QueueCore(HandlerHost):
+    """A durable queue on a backend (by default the engine in this process,
+    in the directory ``path``). See ``ringq.Queue`` for the options."""
+
+    _backend: Backend
+    _dlq: DeadLetterQueue
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        capacity: int = 100_000,
+        durability: Durability = "batch",
+        fsync_interval: float = 0.05,
+        max_attempts: int = 5,
+        lease: float = 30.0,
+        segment_size: int | None = None,
+        snapshot_every: int | None = None,
+        snapshot_interval: float | None = None,
+        max_payload: int | None = None,
+        max_key: int | None = None,
+        max_headers: int | None = None,
+        dlq_capacity: int | None = None,
+        options: QueueOptions | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        given = {k: v for k, v in locals().items() if k in KEYWORD_DEFAULTS}
+        settings = resolve_settings(options, given)
+        self._init_handlers(options, resolver)
+        # The backend checks every option (one message shape, all bad ones at once).
+        backend = open_backend(path, **settings)
+        self._backend = backend
+        self._dlq = DeadLetterQueue(backend)
+        self._bind_fast_path(backend)
+
+    def _bind_fast_path(self, backend: Backend) -> None:
+        """A backend that can encode through ``outgoing`` itself (the engine
+        in this process) serves the hot methods directly: the instance's
+        attributes become the backend's bound methods, so a call has no
+        Python frame. Methods a subclass overrides stay its own."""
+        set_encoder = getattr(backend, "_set_encoder", None)
+        if set_encoder is None:
+            return
+        set_encoder(outgoing)
+        for name in FAST_PATH:
+            if getattr(type(self), name) is getattr(QueueCore, name):
+                setattr(self, name, getattr(backend, name))
+
+    # -- publishing ---------------------------------------------------------
+
+    def publish(
+        self,
+        payload: object,
+        topic: str | None = None,
+        *,
+        dedup_key: str | None = None,
+        delay: float | None = None,
+        headers: dict[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        on_duplicate: OnDuplicate = "replace",
+        expected_version: int | None = None,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> str:
+        """Publish one message and return its id.
+
+        ``bytes`` are stored as given, ``str`` as UTF-8, other objects as
+        msgspec JSON on the topic named after their type (unless ``topic`` is
+        given), with their type tag in the ``"ringq-type"`` header (added to a
+        copy of ``headers``). Without ``topic``, bytes and str go to
+        ``"default"``. ``dedup_key`` replaces a live message with the same key in
+        place (or keeps it, with ``on_duplicate="keep"``); the returned id is
+        the message now carrying the key's payload. A full queue blocks
+        (``timeout`` bounds the wait) or, with ``block=False``, raises
+        ``QueueFull``. A ``ringq.Message`` gives its topic, headers and
+        options (keywords win).
+        """
+        if type(payload) is not bytes:
+            m = outgoing(payload, topic)
+            if isinstance(m, OutgoingMessage):
+                topic, payload = m.topic, m.payload
+                if m.headers:
+                    headers = {**(headers or {}), **m.headers}
+                dedup_key = m.dedup_key if dedup_key is None else dedup_key
+                delay = m.delay if delay is None else delay
+                correlation_id = m.correlation_id if correlation_id is None else correlation_id
+                causation_id = m.causation_id if causation_id is None else causation_id
+            else:
+                payload = m
+        return self._backend.publish(
+            payload,
+            topic,
+            dedup_key=dedup_key,
+            delay=delay,
+            headers=headers,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            on_duplicate=on_duplicate,
+            expected_version=expected_version,
+            block=block,
+            timeout=timeout,
+        )
+
+    def publish_many(
+        self,
+        payloads: Iterable[object],
+        topic: str | None = None,
+        *,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """Publish several messages atomically (all or none) in one backend call.
+
+        Items are payloads (as for ``publish``; ``topic`` applies to all of
+        them) or ``ringq.Message`` for per-message options (its ``topic`` wins).
+        Returns the ids in item order.
+        """
+        items = [p if type(p) is bytes else outgoing(p, topic) for p in payloads]
+        return self._backend.publish_many(items, topic, block=block, timeout=timeout)
+
+    # -- consuming ----------------------------------------------------------
+
+    def checkout(
+        self,
+        topic: str = DEFAULT_TOPIC,
+        max_messages: int = 1,
+        lease: float | None = None,
+        timeout: float | None = None,
+    ) -> list[Delivery]:
+        """Take up to ``max_messages`` ready messages of ``topic`` under a lease.
+
+        Waits for the first message up to ``timeout`` seconds (``None``: no
+        limit, ``0``: never wait) and returns ``[]`` if none came. ``lease``
+        defaults to the queue's ``lease``.
+        """
+        return self._backend.checkout(topic, max_messages, lease, timeout)
+
+    def ack(self, deliveries: Delivery | Iterable[Delivery]) -> None:
+        """Remove delivered messages for good.
+
+        With several deliveries, the valid ones are acked and ``LeaseLost``
+        lists the stale ones.
+        """
+        self._backend.ack(deliveries)
+
+    def release(self, deliveries: Delivery | Iterable[Delivery]) -> None:
+        """Give deliveries back *unstarted*: each goes to the front of its
+        topic and its delivery is not counted (``attempt`` stays as it was).
+        For messages a consumer took but will not work on (shutting down,
+        took too many); a failed attempt is ``nack``. Stale leases raise
+        ``LeaseLost`` (the valid ones are released)."""
+        self._backend.release(deliveries)
+
+    def nack(
+        self,
+        delivery: Delivery,
+        delay: float | None = None,
+        error: str | BaseException | None = None,
+    ) -> None:
+        """Give a delivery back: retried after ``delay``, or dead-lettered when
+        its attempts are exhausted (or dropped if it was superseded).
+
+        ``error`` is recorded on the dead letter: a message string, or an
+        exception (its type name, message and formatted traceback).
+        """
+        error_type, error_message, tb = describe_error(error)
+        self._backend.nack(delivery, delay, error_type, error_message, tb)
+
+    def extend(self, delivery: Delivery, seconds: float) -> float:
+        """Push the lease deadline ``seconds`` from now; returns it (epoch seconds)."""
+        return self._backend.extend(delivery, seconds)
+
+    # -- administration -----------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and counters (``ready``, ``in_flight``, ``delayed``, ``dead``, ...)."""
+        return self._backend.stats()
+
+    def topic_stats(self) -> dict[str, dict[str, int]]:
+        """Per topic: ``ready``, ``in_flight``, ``delayed``, ``dead_lettered``."""
+        return self._backend.topic_stats()
+
+    def snapshot(self) -> int:
+        """Write a snapshot now; returns the LSN it covers."""
+        return self._backend.snapshot()
+
+    @property
+    def dlq(self) -> DeadLetterQueue:
+        """The dead-letter queue: list, get, replay and purge dead letters."""
+        return self._dlq
+
+    @property
+    def backend(self) -> Backend:
+        """The store behind this queue (``ringq.backend.Backend``)."""
+        return self._backend
+
+    @property
+    def path(self) -> str:
+        return self._backend.path
+
+    @property
+    def closed(self) -> bool:
+        return self._backend.closed
+
+    def close(self) -> None:
+        """Stop running handlers (without draining), snapshot, release the
+        directory lock and stop the engine's threads. In a ``fork()`` child
+        of the process that opened it, only marks this copy closed (the
+        queue, its threads and its lock are the parent's)."""
+        if not self._backend.forked:
+            self._stop_workers(drain=False)
+        self._backend.close()
+
+    def __enter__(self) -> QueueCore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Leaving ``with q:`` drains and stops running handlers (without
+        draining if the block raised), then closes."""
+        try:
+            self._stop_workers(drain=exc_type is None)
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<ringq.{type(self).__name__} {self.path!r} {state}>"
