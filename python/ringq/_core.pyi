@@ -5,7 +5,7 @@ that can block (waiting for a message, for capacity, or for fsync) releases
 the GIL while it waits. Errors are the classes of ``ringq.errors``.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, final
 
 __version__: str
@@ -172,7 +172,6 @@ class Engine:
         self,
         payload: bytes,
         topic: str | None = None,
-        *,
         dedup_key: str | None = None,
         delay: float | None = None,
         headers: dict[str, str] | None = None,
@@ -239,11 +238,6 @@ class Engine:
     def dlq_replay(self, ids: list[str] | None = None) -> int: ...
     def dlq_purge(self, ids: list[str] | None = None) -> int: ...
     def close(self) -> None: ...
-    def _set_encoder(
-        self, convert: Callable[[object, str | None], bytes | OutgoingMessage]
-    ) -> None:
-        """Once: how non-``bytes`` payloads of ``publish``/``publish_many``
-        become messages (``ringq.core.outgoing``)."""
     def _inject_fault(self, kind: str, errno: int, count: int) -> None: ...
     def _hold_lock(self, seconds: float) -> None:
         """Test hook: hold the engine's lock (GIL released)."""

@@ -20,13 +20,14 @@ written as 16 hex digits. Durations are seconds; timestamps are epoch seconds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ringq._core import DeadLetter, Delivery, OutgoingMessage
 
 __all__ = ["Backend", "DeadLetter", "Delivery", "OutgoingMessage"]
 
 
+@runtime_checkable
 class Backend(Protocol):
     """A queue store. Every call that may wait (for a message, for room, for
     fsync, for a lock or the network) lets other Python threads run."""
@@ -60,7 +61,6 @@ class Backend(Protocol):
         self,
         payload: bytes,
         topic: str | None = None,
-        *,
         dedup_key: str | None = None,
         delay: float | None = None,
         headers: dict[str, str] | None = None,

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from ringq.backend import Backend, Delivery, OutgoingMessage
 from ringq.backends import open_backend
@@ -25,9 +25,23 @@ from ringq.hosting import HandlerHost
 if TYPE_CHECKING:
     from ringq.di import Resolver
 
-__all__ = ["Message", "QueueCore"]
+__all__ = ["Message", "PublishOptions", "QueueCore"]
 
 OnDuplicate = Literal["replace", "keep"]
+
+
+class PublishOptions(TypedDict, total=False):
+    """The keyword options of ``Queue.publish`` (all optional)."""
+
+    dedup_key: str | None
+    delay: float | None
+    headers: dict[str, str] | None
+    correlation_id: str | None
+    causation_id: str | None
+    on_duplicate: OnDuplicate
+    expected_version: int | None
+    block: bool
+    timeout: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +72,6 @@ KEYWORD_DEFAULTS: dict[str, object] = {
     "max_headers": None,
     "dlq_capacity": None,
 }
-
-
-#: The methods a backend that encodes (``_set_encoder``) serves directly.
-FAST_PATH = ("publish", "publish_many", "checkout", "ack", "release", "extend")
 
 
 def resolve_settings(options: QueueOptions | None, given: dict[str, object]) -> dict[str, object]:
@@ -141,37 +151,11 @@ class QueueCore(HandlerHost):
         backend = open_backend(path, **settings)
         self._backend = backend
         self._dlq = DeadLetterQueue(backend)
-        self._bind_fast_path(backend)
-
-    def _bind_fast_path(self, backend: Backend) -> None:
-        """A backend that can encode through ``outgoing`` itself (the engine
-        in this process) serves the hot methods directly: the instance's
-        attributes become the backend's bound methods, so a call has no
-        Python frame. Methods a subclass overrides stay its own."""
-        set_encoder = getattr(backend, "_set_encoder", None)
-        if set_encoder is None:
-            return
-        set_encoder(outgoing)
-        for name in FAST_PATH:
-            if getattr(type(self), name) is getattr(QueueCore, name):
-                setattr(self, name, getattr(backend, name))
 
     # -- publishing ---------------------------------------------------------
 
     def publish(
-        self,
-        payload: object,
-        topic: str | None = None,
-        *,
-        dedup_key: str | None = None,
-        delay: float | None = None,
-        headers: dict[str, str] | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-        on_duplicate: OnDuplicate = "replace",
-        expected_version: int | None = None,
-        block: bool = True,
-        timeout: float | None = None,
+        self, payload: object, topic: str | None = None, **options: Unpack[PublishOptions]
     ) -> str:
         """Publish one message and return its id.
 
@@ -179,38 +163,37 @@ class QueueCore(HandlerHost):
         msgspec JSON on the topic named after their type (unless ``topic`` is
         given), with their type tag in the ``"ringq-type"`` header (added to a
         copy of ``headers``). Without ``topic``, bytes and str go to
-        ``"default"``. ``dedup_key`` replaces a live message with the same key in
-        place (or keeps it, with ``on_duplicate="keep"``); the returned id is
-        the message now carrying the key's payload. A full queue blocks
-        (``timeout`` bounds the wait) or, with ``block=False``, raises
+        ``"default"``. The options (keywords only, ``PublishOptions``):
+        ``dedup_key`` replaces a live message with the same key in place (or
+        keeps it, with ``on_duplicate="keep"``; ``expected_version`` makes the
+        replacement conditional); the returned id is the message now carrying
+        the key's payload. ``delay`` (seconds) holds it back; ``headers``,
+        ``correlation_id`` and ``causation_id`` travel with it. A full queue
+        blocks (``timeout`` bounds the wait) or, with ``block=False``, raises
         ``QueueFull``. A ``ringq.Message`` gives its topic, headers and
         options (keywords win).
         """
-        if type(payload) is not bytes:
-            m = outgoing(payload, topic)
-            if isinstance(m, OutgoingMessage):
-                topic, payload = m.topic, m.payload
-                if m.headers:
-                    headers = {**(headers or {}), **m.headers}
-                dedup_key = m.dedup_key if dedup_key is None else dedup_key
-                delay = m.delay if delay is None else delay
-                correlation_id = m.correlation_id if correlation_id is None else correlation_id
-                causation_id = m.causation_id if causation_id is None else causation_id
-            else:
-                payload = m
-        return self._backend.publish(
-            payload,
-            topic,
-            dedup_key=dedup_key,
-            delay=delay,
-            headers=headers,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            on_duplicate=on_duplicate,
-            expected_version=expected_version,
-            block=block,
-            timeout=timeout,
-        )
+        # ``**options`` rather than named keyword-only parameters: a call
+        # that gives none costs one frame and no default lookups.
+        if type(payload) is bytes:
+            if options:
+                return self._backend.publish(payload, topic, **options)
+            return self._backend.publish(payload, topic)
+        m = outgoing(payload, topic)
+        if not isinstance(m, OutgoingMessage):
+            return self._backend.publish(m, topic, **options)
+        merged: dict[str, Any] = {
+            "dedup_key": m.dedup_key,
+            "delay": m.delay,
+            "correlation_id": m.correlation_id,
+            "causation_id": m.causation_id,
+        }
+        merged.update((k, v) for k, v in options.items() if v is not None)
+        headers = options.get("headers")
+        if m.headers:
+            headers = {**(headers or {}), **m.headers}
+        merged["headers"] = headers
+        return self._backend.publish(m.payload, m.topic, **merged)
 
     def publish_many(
         self,

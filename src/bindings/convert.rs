@@ -22,14 +22,6 @@ pub fn headers_vec(h: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Strin
     h.iter().map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<String>()?))).collect()
 }
 
-/// Sets header `k` to `v`, replacing an existing value.
-pub fn set_header(headers: &mut Vec<(String, String)>, k: &str, v: &str) {
-    match headers.iter_mut().find(|(name, _)| name == k) {
-        Some(h) => v.clone_into(&mut h.1),
-        None => headers.push((k.to_owned(), v.to_owned())),
-    }
-}
-
 /// The (id, token) of a delivery of the queue with instance id `queue`;
 /// a delivery of another queue (or of an earlier queue at this path) is
 /// refused before anything changes.

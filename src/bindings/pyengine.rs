@@ -2,16 +2,12 @@
 //! argument conversion and GIL handling around `crate::Engine`. See
 //! `python/ringq/_core.pyi` for the Python signatures. It takes and returns
 //! bytes and the seam's types (`OutgoingMessage`, `Delivery`, `DeadLetter`);
-//! encoding objects is the SDK's job.
-//!
-//! One shortcut beyond the seam: `ringq.Queue` hands the engine its encoder
-//! once (`_set_encoder`) and then binds `publish`, `publish_many`,
-//! `checkout`, `ack`, `release` and `extend` of its instances to the
-//! engine's methods, so a call goes from Python straight to Rust with no
-//! Python frame in between. `bytes` never reach the encoder.
+//! encoding objects is the SDK's job, done before the call, and nothing here
+//! calls back into Python. `publish` takes its options positionally too, so
+//! the SDK's call (one per message) needs no keyword matching.
 
 use super::args::{self, Kind};
-use super::convert::{headers_vec, id_list, id_str, lease_of, leases, parse_id, set_header};
+use super::convert::{headers_vec, id_list, id_str, lease_of, leases, parse_id};
 use super::errors::{config_err, to_py};
 use super::types::{PyDeadLetter, PyDelivery, PyOutgoing};
 use crate::engine::{Checkout, Engine, Publish, PublishOpts, Stat};
@@ -22,7 +18,6 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The topic of payloads published without one (`ringq.codecs.DEFAULT_TOPIC`).
@@ -35,9 +30,6 @@ pub struct PyEngine {
     engine: Engine,
     /// The lease of a `checkout` that does not give one.
     lease: Duration,
-    /// `convert(obj, topic | None) -> bytes | OutgoingMessage` for payloads
-    /// that are not `bytes` (`ringq.core.outgoing`); unset: refused.
-    encoder: OnceLock<Py<PyAny>>,
 }
 
 impl PyEngine {
@@ -85,30 +77,6 @@ fn not_bytes(what: &str, v: &Bound<'_, PyAny>) -> PyErr {
     PyTypeError::new_err(format!("Engine.{what} takes bytes, not {} (ringq.Queue encodes objects)", type_name(v)))
 }
 
-/// What the encoder made of a payload that was not `bytes`.
-enum Converted<'py> {
-    Raw(Bound<'py, PyBytes>),
-    Message(Bound<'py, PyOutgoing>),
-}
-
-impl PyEngine {
-    /// `obj` through the encoder, or `TypeError` without one.
-    fn convert<'py>(&self, what: &str, obj: &Bound<'py, PyAny>, topic: Option<&str>) -> PyResult<Converted<'py>> {
-        let Some(enc) = self.encoder.get() else { return Err(not_bytes(what, obj)) };
-        let out = enc.bind(obj.py()).call1((obj, topic))?;
-        let out = match out.cast_into::<PyBytes>() {
-            Ok(b) => return Ok(Converted::Raw(b)),
-            Err(e) => e.into_inner(),
-        };
-        out.cast_into::<PyOutgoing>().map(Converted::Message).map_err(|e| {
-            PyTypeError::new_err(format!(
-                "the encoder must return bytes or OutgoingMessage, not {}",
-                type_name(&e.into_inner())
-            ))
-        })
-    }
-}
-
 /// An item of `publish_many` or of an ack's `publish=`.
 enum Item<'py> {
     Raw(Bound<'py, PyBytes>),
@@ -135,41 +103,22 @@ impl Item<'_> {
     }
 }
 
-impl PyEngine {
-    /// The items of `publish_many` (or of an ack's `publish=`): `bytes`,
-    /// `OutgoingMessage`, or anything the encoder takes.
-    fn outgoing_items<'py>(
-        &self,
-        items: &Bound<'py, PyAny>,
-        topic: Option<&str>,
-        what: &str,
-    ) -> PyResult<Vec<Item<'py>>> {
-        let one = |obj: Bound<'py, PyAny>| -> PyResult<Item<'py>> {
-            let obj = match obj.cast_into::<PyBytes>() {
-                Ok(b) => return Ok(Item::Raw(b)),
-                Err(e) => e.into_inner(),
-            };
-            match obj.cast_into::<PyOutgoing>() {
-                Ok(m) => Ok(Item::Message(m)),
-                Err(e) => {
-                    let obj = e.into_inner();
-                    if self.encoder.get().is_none() {
-                        let ty = type_name(&obj);
-                        return Err(PyTypeError::new_err(format!(
-                            "{what} takes bytes or OutgoingMessage items, not {ty}"
-                        )));
-                    }
-                    Ok(match self.convert(what, &obj, topic)? {
-                        Converted::Raw(b) => Item::Raw(b),
-                        Converted::Message(m) => Item::Message(m),
-                    })
-                }
-            }
+/// The items of `publish_many` (or of an ack's `publish=`): `bytes` or
+/// `OutgoingMessage`.
+fn outgoing_items<'py>(items: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Item<'py>>> {
+    let one = |obj: Bound<'py, PyAny>| -> PyResult<Item<'py>> {
+        let obj = match obj.cast_into::<PyBytes>() {
+            Ok(b) => return Ok(Item::Raw(b)),
+            Err(e) => e.into_inner(),
         };
-        match items.cast::<PyList>() {
-            Ok(list) => list.iter().map(one).collect(),
-            Err(_) => items.try_iter()?.map(|i| one(i?)).collect(),
-        }
+        obj.cast_into::<PyOutgoing>().map(Item::Message).map_err(|e| {
+            let ty = type_name(&e.into_inner());
+            PyTypeError::new_err(format!("{what} takes bytes or OutgoingMessage items, not {ty}"))
+        })
+    };
+    match items.cast::<PyList>() {
+        Ok(list) => list.iter().map(one).collect(),
+        Err(_) => items.try_iter()?.map(|i| one(i?)).collect(),
     }
 }
 
@@ -262,7 +211,7 @@ impl PyEngine {
             return Err(config_err(bad.join("; ")));
         }
         let engine = py.detach(|| Engine::open(&path, o)).map_err(to_py)?;
-        Ok(PyEngine { engine, lease: lease_d, encoder: OnceLock::new() })
+        Ok(PyEngine { engine, lease: lease_d })
     }
 
     #[getter]
@@ -301,9 +250,9 @@ impl PyEngine {
     /// Publish one message (already encoded) and return its id; see
     /// `ringq.Queue.publish`. A full queue blocks (`timeout` bounds the wait)
     /// or, with `block=False`, raises `QueueFull`.
-    #[pyo3(signature = (payload, topic=None, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
+    #[pyo3(signature = (payload, topic=None, dedup_key=None, delay=None, headers=None, correlation_id=None,
         causation_id=None, on_duplicate="replace", expected_version=None, block=None, timeout=None),
-        text_signature = "($self, payload, topic=None, *, dedup_key=None, delay=None, headers=None, \
+        text_signature = "($self, payload, topic=None, dedup_key=None, delay=None, headers=None, \
         correlation_id=None, causation_id=None, on_duplicate='replace', expected_version=None, block=True, timeout=None)")]
     #[allow(clippy::too_many_arguments)]
     fn publish<'py>(
@@ -321,41 +270,22 @@ impl PyEngine {
         block: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyString>> {
+        let payload = payload.cast::<PyBytes>().map_err(|_| not_bytes("publish", payload))?;
         let delay = args::opt_seconds("delay", delay, false)?;
         let expected_version =
             args::opt_int("expected_version", expected_version, 0, u32::MAX as i64)?.map(|v| v as u32);
         let block = block_flag(block)?;
         let wait = args::timeout(timeout)?;
-        let mut headers = headers_vec(headers)?;
-        let converted = match payload.cast::<PyBytes>() {
-            Ok(b) => Converted::Raw(b.clone()),
-            Err(_) => self.convert("publish", payload, topic)?,
-        };
-        let message = match &converted {
-            Converted::Message(m) => Some(m.get()),
-            Converted::Raw(_) => None,
-        };
-        // The encoder's topic and headers (a type tag replaces the caller's);
-        // its options where no keyword gives one.
-        let mut p = Publish {
+        let headers = headers_vec(headers)?;
+        let p = Publish {
             topic: topic.unwrap_or(DEFAULT_TOPIC),
-            payload: &[],
-            dedup_key: dedup_key.or_else(|| message.and_then(|m| m.dedup_key.as_deref())),
-            delay: delay.or_else(|| message.and_then(|m| m.delay)),
-            headers: &[],
-            correlation_id: correlation_id.or_else(|| message.and_then(|m| m.correlation_id.as_deref())),
-            causation_id: causation_id.or_else(|| message.and_then(|m| m.causation_id.as_deref())),
+            payload: payload.as_bytes(),
+            dedup_key,
+            delay,
+            headers: &headers,
+            correlation_id,
+            causation_id,
         };
-        if let Some(m) = message {
-            p.topic = &m.topic;
-            p.payload = m.payload.as_bytes(py);
-            for (k, v) in &m.headers {
-                set_header(&mut headers, k, v);
-            }
-        } else if let Converted::Raw(b) = &converted {
-            p.payload = b.as_bytes();
-        }
-        p.headers = &headers;
         let opts = PublishOpts { on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?, expected_version };
         let (id, lsn) = self.with_room(py, block, wait, |w| self.engine.publish(p, opts, w))?;
         self.durable(py, lsn)?;
@@ -363,8 +293,7 @@ impl PyEngine {
     }
 
     /// Publish several messages atomically (all or none); returns the ids in
-    /// item order. Items are `bytes` (to `topic`), `OutgoingMessage`, or
-    /// what the encoder takes.
+    /// item order. Items are `bytes` (to `topic`) or `OutgoingMessage`.
     #[pyo3(signature = (payloads, topic=None, *, block=None, timeout=None),
         text_signature = "($self, payloads, topic=None, *, block=True, timeout=None)")]
     fn publish_many<'py>(
@@ -377,7 +306,7 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyList>> {
         let block = block_flag(block)?;
         let wait = args::timeout(timeout)?;
-        let held = self.outgoing_items(payloads, topic, "publish_many")?;
+        let held = outgoing_items(payloads, "publish_many")?;
         let topic = topic.unwrap_or(DEFAULT_TOPIC);
         let batch: Vec<Publish<'_>> = held.iter().map(|it| it.publish(py, topic)).collect();
         let (ids, lsn) =
@@ -439,7 +368,7 @@ impl PyEngine {
     fn ack(&self, py: Python<'_>, deliveries: &Bound<'_, PyAny>, publish: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let leases = leases(deliveries, self.queue(), "ack")?;
         let held = match publish {
-            Some(p) => self.outgoing_items(p, None, "ack(publish=)")?,
+            Some(p) => outgoing_items(p, "ack(publish=)")?,
             None => Vec::new(),
         };
         let items: Vec<Publish<'_>> = held.iter().map(|it| it.publish(py, DEFAULT_TOPIC)).collect();
@@ -605,19 +534,6 @@ impl PyEngine {
     #[getter]
     fn lease(&self) -> f64 {
         self.lease.as_secs_f64()
-    }
-
-    /// Sets, once, how payloads that are not `bytes` become messages:
-    /// `convert(obj, topic | None) -> bytes | OutgoingMessage`, called with
-    /// the GIL held for each such payload of `publish` and item of
-    /// `publish_many`/`ack(publish=)`. For `publish`, the result's topic and
-    /// headers are used (over the caller's headers) and its options fill the
-    /// keywords not given. `ringq.Queue` sets `ringq.core.outgoing`.
-    fn _set_encoder(&self, py: Python<'_>, convert: Py<PyAny>) -> PyResult<()> {
-        if !convert.bind(py).is_callable() {
-            return Err(PyTypeError::new_err("_set_encoder() takes a callable"));
-        }
-        self.encoder.set(convert).map_err(|_| PyValueError::new_err("this engine already has an encoder"))
     }
 
     /// Test hook: hold the engine's lock for `seconds` (GIL released).

@@ -173,19 +173,17 @@ impl Shared {
     /// Gives every new message of the plan a slot and an id (on error, the
     /// slots taken so far are given back).
     fn assign_ids(&self, g: &mut Inner, plan: &mut Plan) -> Result<()> {
-        let mut taken = Vec::new();
-        for op in plan.ops.iter_mut() {
-            if let Op::Enqueue { msg, .. } = op {
+        for i in 0..plan.ops.len() {
+            if let Op::Enqueue { msg, .. } = &mut plan.ops[i] {
                 let slot = g.state.slab.alloc();
                 match g.state.new_id(slot) {
-                    Ok(id) => {
-                        msg.id = id;
-                        taken.push(slot);
-                    }
+                    Ok(id) => msg.id = id,
                     Err(e) => {
                         g.state.slab.unalloc(slot);
-                        for s in taken {
-                            g.state.slab.unalloc(s);
+                        for op in &plan.ops[..i] {
+                            if let Op::Enqueue { msg, .. } = op {
+                                g.state.slab.unalloc(crate::types::slot_of(msg.id));
+                            }
                         }
                         return Err(e);
                     }
@@ -234,9 +232,14 @@ impl Shared {
             }
         };
         self.assign_ids(g, &mut plan)?;
-        let mut ops = prefix;
-        let base = ops.len();
-        ops.append(&mut plan.ops);
+        let base = prefix.len();
+        let ops = if prefix.is_empty() {
+            std::mem::take(&mut plan.ops)
+        } else {
+            let mut ops = prefix;
+            ops.append(&mut plan.ops);
+            ops
+        };
         let mut ids = Vec::with_capacity(plan.targets.len());
         for t in &plan.targets {
             ids.push(match t {
@@ -251,20 +254,17 @@ impl Shared {
         let lsn = if ops.is_empty() {
             None
         } else {
-            let new_slots: Vec<u32> = if n_new == 0 {
-                Vec::new()
-            } else {
-                ops[base..]
-                    .iter()
-                    .filter_map(|op| match op {
-                        Op::Enqueue { msg, .. } => Some(crate::types::slot_of(msg.id)),
-                        _ => None,
-                    })
-                    .collect()
-            };
             match self.commit(g, ops) {
                 Ok(lsn) => Some(lsn),
                 Err(e) => {
+                    // Give back the new messages' slots (a key published
+                    // twice in the batch targets one message twice).
+                    let mut new_slots: Vec<u32> = (ids.iter().zip(&plan.targets))
+                        .filter(|(_, t)| matches!(t, Target::New(_)))
+                        .map(|(id, _)| crate::types::slot_of(*id))
+                        .collect();
+                    new_slots.sort_unstable();
+                    new_slots.dedup();
                     for s in new_slots {
                         g.state.slab.unalloc(s);
                     }

@@ -1,18 +1,12 @@
-"""The hot ``Queue`` methods are the engine's own methods (no Python frame per
-call), with the public signatures and semantics of DESIGN §4.
-
-``ringq.Queue`` documents ``publish``, ``publish_many``, ``checkout``, ``ack``,
-``release`` and ``extend`` as Python methods (``ringq.core.QueueCore``, on any
-backend); with the in-process engine each instance shadows them with the
-engine's bound methods, after handing it ``ringq.core.outgoing`` as encoder.
-Most tests here run twice: through the instance (the engine's methods) and
-through the class (``Queue.publish(q, ...)``, the Python bodies every other
-backend uses), since both must behave the same.
+"""``Queue``'s hot methods (``publish``, ``publish_many``, ``checkout``,
+``ack``, ``release``, ``extend``) with the public signatures and semantics of
+DESIGN §4, on the seam: each is one Python frame that encodes (if needed) and
+calls the backend (``ringq.backend.Backend``) with bytes or
+``OutgoingMessage`` values; the engine never calls back into Python.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import threading
 import time
@@ -24,9 +18,10 @@ from typing import Any
 import pytest
 import ringq
 from conftest import OpenQueue, drain
+from ringq.backend import Backend
 from ringq.backends.local import open_local
 from ringq.codecs import TYPE_HEADER, topic_for, type_tag
-from ringq.core import FAST_PATH, outgoing
+from ringq.core import PublishOptions, outgoing
 
 HOT = ("publish", "publish_many", "checkout", "ack", "release", "extend")
 
@@ -42,16 +37,12 @@ class Plain:
 
 
 class Api:
-    """The hot methods of one queue, reached one way or the other."""
+    """The hot methods of one queue."""
 
-    def __init__(self, q: ringq.Queue, via: str) -> None:
+    def __init__(self, q: ringq.Queue) -> None:
         self.q = q
-        self.via = via
         for name in HOT:
-            if via == "instance":
-                setattr(self, name, getattr(q, name))
-            else:
-                setattr(self, name, functools.partial(getattr(ringq.Queue, name), q))
+            setattr(self, name, getattr(q, name))
 
     publish: Callable[..., str]
     publish_many: Callable[..., list[str]]
@@ -61,48 +52,72 @@ class Api:
     extend: Callable[..., float]
 
 
-@pytest.fixture(params=["instance", "class"])
-def api(request: pytest.FixtureRequest, open_queue: OpenQueue) -> Iterator[Callable[..., Api]]:
-    """``api(**queue_options)``: a new queue's hot methods, via the instance
-    (the engine's bound methods) or via the class (the Python bodies)."""
+@pytest.fixture
+def api(open_queue: OpenQueue) -> Iterator[Callable[..., Api]]:
+    """``api(**queue_options)``: a new queue's hot methods."""
 
     def make(**options: Any) -> Api:
-        return Api(open_queue(**options), request.param)
+        return Api(open_queue(**options))
 
     yield make
 
 
-# -- the fast path is in use ----------------------------------------------------------
+# -- the seam ---------------------------------------------------------------------------
 
 
-def test_hot_methods_are_the_engines_bound_methods(open_queue: OpenQueue) -> None:
+def test_hot_methods_are_python_methods_over_the_backend(open_queue: OpenQueue) -> None:
     q = open_queue()
-    assert set(HOT) == set(FAST_PATH)
     for name in HOT:
-        bound = getattr(q, name)
-        assert inspect.isbuiltin(bound), f"q.{name} is {bound!r}, not the engine's method"
-        assert bound.__self__ is q._backend
-        assert bound == getattr(q._backend, name)
-    # the rest stay Python methods
-    assert inspect.ismethod(q.nack) and inspect.ismethod(q.stats)
+        assert inspect.ismethod(getattr(q, name)), name
+    assert isinstance(q.backend, Backend)
+    assert q.backend is q._backend
 
 
-@pytest.mark.parametrize("name", sorted(HOT))
-def test_engine_signatures_match_the_documented_ones(open_queue: OpenQueue, name: str) -> None:
-    q = open_queue()
-    documented = list(inspect.signature(getattr(ringq.Queue, name)).parameters.values())[1:]
-    fast = list(inspect.signature(getattr(q, name)).parameters.values())
-    # ack keeps the engine's extra publish= (atomic chaining) after the public
-    # ones, checkout the dispatcher's share= and since= (fair share, sticky
-    # interrupts)
-    assert [(p.name, p.kind, p.default) for p in fast[: len(documented)]] == [
-        (p.name, p.kind, p.default) for p in documented
-    ]
-    extra = {"ack": ["publish"], "checkout": ["share", "since"]}.get(name, [])
-    assert [p.name for p in fast[len(documented) :]] == extra
+def test_the_engine_has_the_protocols_signatures() -> None:
+    """Every method of ``Backend`` exists on the engine with the same
+    parameter names, kinds and defaults (the stub ``_core.pyi`` is checked
+    by mypy; this checks the compiled module)."""
+    from ringq import _core
+
+    for name, member in inspect.getmembers(Backend, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        engine_method = getattr(_core.Engine, name)
+        want = list(inspect.signature(member).parameters.values())[1:]
+        got = list(inspect.signature(engine_method).parameters.values())[1:]
+        assert [p.name for p in got] == [p.name for p in want], name
+        assert [p.kind for p in got] == [p.kind for p in want], name
+        defaults = [p.default for p in got]
+        assert defaults == [p.default for p in want], name
 
 
-def test_a_subclass_override_is_not_shadowed(open_queue: OpenQueue, qdir: Path) -> None:
+def test_publish_signature_is_payload_topic_and_keyword_options() -> None:
+    params = inspect.signature(ringq.Queue.publish).parameters
+    assert list(params) == ["self", "payload", "topic", "options"]
+    assert params["options"].kind is inspect.Parameter.VAR_KEYWORD
+    assert set(PublishOptions.__annotations__) == {
+        "dedup_key",
+        "delay",
+        "headers",
+        "correlation_id",
+        "causation_id",
+        "on_duplicate",
+        "expected_version",
+        "block",
+        "timeout",
+    }
+
+
+def test_unknown_publish_options_are_refused(api: Callable[..., Api]) -> None:
+    a = api()
+    with pytest.raises(TypeError, match="dedupe_key"):
+        a.publish(b"x", "t", dedupe_key="k")
+    with pytest.raises(TypeError, match="dedupe_key"):
+        a.publish("obj", "t", dedupe_key="k")
+    assert a.q.stats()["total"] == 0
+
+
+def test_a_subclass_override_is_called(qdir: Path) -> None:
     calls: list[object] = []
 
     class Audited(ringq.Queue):
@@ -112,11 +127,9 @@ def test_a_subclass_override_is_not_shadowed(open_queue: OpenQueue, qdir: Path) 
 
     q = Audited(qdir)
     try:
-        assert inspect.ismethod(q.publish)
         mid = q.publish(b"x", "t", dedup_key="k")
         assert calls == [b"x"]
         assert [d.id for d in q.checkout("t", timeout=0)] == [mid]
-        assert inspect.isbuiltin(q.checkout), "methods it does not override keep the fast path"
     finally:
         q.close()
 
@@ -382,51 +395,26 @@ def test_engine_without_an_encoder_takes_bytes_and_outgoing_messages(tmp_path: P
         e.close()
 
 
-def test_engine_encoder_contract(tmp_path: Path) -> None:
-    e = open_local(str(tmp_path / "q"), lease=3.0)
-    seen: list[tuple[object, str | None]] = []
+def test_the_engine_never_calls_back_into_python(tmp_path: Path) -> None:
+    """Objects are refused, not encoded: encoding is the SDK's, before the call."""
+    e = open_local(str(tmp_path / "q"))
+    calls: list[str] = []
 
-    def convert(obj: object, topic: str | None) -> bytes | ringq.OutgoingMessage:
-        seen.append((obj, topic))
-        if obj == "raw":
-            return b"as bytes"
-        if obj == "bad":
-            return "not bytes"  # type: ignore[return-value]
-        return ringq.OutgoingMessage(
-            topic or "enc", repr(obj).encode(), headers={"x-type": "tag.v1"}, dedup_key="from-enc"
-        )
+    class Sneaky:
+        def __bytes__(self) -> bytes:
+            calls.append("bytes")
+            return b"x"
+
+        def __iter__(self) -> Iterator[int]:
+            calls.append("iter")
+            return iter(b"x")
 
     try:
-        set_encoder = e._set_encoder  # type: ignore[attr-defined]
-        with pytest.raises(TypeError):
-            set_encoder(42)
-        set_encoder(convert)
-        with pytest.raises(ValueError, match="already"):
-            set_encoder(convert)
-        e.publish(123, headers={"a": "b", "x-type": "forged"})  # type: ignore[arg-type]
-        e.publish_many([456], "t")  # type: ignore[list-item]
-        e.publish("raw", "r")  # type: ignore[arg-type]
-        assert seen == [(123, None), (456, "t"), ("raw", "r")]
-        [d] = e.checkout("enc", timeout=0)
-        # the encoder's topic, its headers over the caller's, its options as defaults
-        assert (d.payload, d.headers, d.dedup_key) == (
-            b"123",
-            {"a": "b", "x-type": "tag.v1"},
-            "from-enc",
-        )
-        [d2] = e.checkout("t", timeout=0)
-        assert (d2.payload, d2.headers) == (b"456", {"x-type": "tag.v1"})
-        assert [x.payload for x in e.checkout("r", timeout=0)] == [b"as bytes"]
-        assert d.lease_deadline - time.time() < 3.5
-        # keywords win over the encoder's options
-        e.publish(7, dedup_key="mine")  # type: ignore[arg-type]
-        [d3] = e.checkout("enc", timeout=0)
-        assert d3.dedup_key == "mine"
-        with pytest.raises(TypeError, match="encoder must return"):
-            e.publish("bad")  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="encoder must return"):
-            e.publish_many([b"fine", "bad"])  # type: ignore[list-item]
-        assert e.stats()["total"] == 4
+        with pytest.raises(TypeError, match="takes bytes"):
+            e.publish(Sneaky())  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="takes bytes or OutgoingMessage"):
+            e.publish_many([Sneaky()])  # type: ignore[list-item]
+        assert calls == []
     finally:
         e.close()
 
