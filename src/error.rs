@@ -36,6 +36,10 @@ pub enum Error {
     NotFound(String),
     /// Bad argument that is not a limit (unknown `on_duplicate`, empty topic, ...).
     Invalid(String),
+    /// A shared queue's owner went away (or cannot be reached) during the call.
+    OwnerGone(String),
+    /// The other side of a shared queue's socket broke the protocol.
+    Protocol(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -138,6 +142,8 @@ impl fmt::Display for Error {
                 write!(f, "{op} failed for {}: {source}", path.display())
             }
             Error::NotFound(id) => write!(f, "no message or dead letter with id {id}"),
+            Error::OwnerGone(why) => write!(f, "{why}"),
+            Error::Protocol(why) => write!(f, "shared queue protocol error: {why}"),
             Error::Invalid(msg) => write!(f, "{msg}"),
         }
     }

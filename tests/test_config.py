@@ -66,6 +66,7 @@ def test_engine_kwargs_open_a_real_queue(tmp_path: Path) -> None:
         "lease": 30.0,
         "max_key": 100,
         "dlq_capacity": 5,
+        "shared": False,
     }
     with ringq.Queue(tmp_path / "q", **kwargs) as q:
         for i in range(10):
@@ -93,12 +94,20 @@ def test_from_mapping_reads_every_field() -> None:
         "max_key": 64,
         "max_headers": 0,
         "dlq_capacity": 100,
+        "shared": True,
         "handlers": {"on_order": {"timeout": 5}},
     }
     opts = QueueOptions.from_mapping(m)
     assert opts.engine_kwargs() == {k: v for k, v in m.items() if k != "handlers"}
     assert isinstance(opts.lease, float) and isinstance(opts.snapshot_interval, float)
     assert opts.handlers == {"on_order": {"timeout": 5.0}}
+
+
+def test_shared_is_a_bool_from_code_mappings_and_the_environment() -> None:
+    assert QueueOptions.from_env(environ={"RINGQ_SHARED": "yes"}).shared is True
+    assert QueueOptions.from_env(environ={"RINGQ_SHARED": "0"}).shared is False
+    assert "RINGQ_SHARED" in error_of(QueueOptions.from_env, environ={"RINGQ_SHARED": "maybe"})
+    assert "shared" in error_of(QueueOptions, shared=1)
 
 
 def test_from_mapping_rejects_unknown_keys_with_a_hint() -> None:

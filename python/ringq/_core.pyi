@@ -132,7 +132,8 @@ class OutgoingMessage:
 
 @final
 class Engine:
-    """The in-process backend (``ringq.backend.Backend``)."""
+    """A backend (``ringq.backend.Backend``): the engine in this process,
+    or with ``shared=True`` a directory shared by processes (owner or client)."""
 
     def __init__(
         self,
@@ -150,6 +151,7 @@ class Engine:
         max_headers: int | None = None,
         dlq_capacity: int | None = None,
         lease: float | None = None,
+        shared: bool = False,
     ) -> None:
         """``None`` keeps the engine's default (see the README's options table)."""
     @property
@@ -159,6 +161,10 @@ class Engine:
         """The default lease of ``checkout``, in seconds."""
     @property
     def closed(self) -> bool: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def address(self) -> str | None: ...
     @property
     def forked(self) -> bool:
         """True in a ``fork()`` child: the queue belongs to the parent."""

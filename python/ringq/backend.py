@@ -12,6 +12,10 @@ Backends (``ringq.backends``):
 
 - ``local``: the Rust engine in this process (``ringq._core.Engine``, which
   implements this protocol directly, so a call costs one boundary crossing).
+- ``shared``: a directory shared by processes: the first to open it owns it
+  (the engine, plus a Unix socket in the directory it serves); later ones
+  are its clients over that socket (``docs/protocol.md``). Same class, same
+  protocol; ``role`` says which.
 
 Ids, lease tokens and queue ids are 64-bit values; ids and queue ids are
 written as 16 hex digits. Durations are seconds; timestamps are epoch seconds.
@@ -49,6 +53,15 @@ class Backend(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+    @property
+    def role(self) -> str:
+        """``"local"`` (this process only), ``"owner"`` (shared, served from
+        here) or ``"client"`` (shared, served by another process)."""
+
+    @property
+    def address(self) -> str | None:
+        """Where a shared queue's owner listens, in the owner; else ``None``."""
 
     @property
     def forked(self) -> bool:

@@ -13,9 +13,15 @@
   silently (a lost MANIFEST, a segment cut short or deleted, fsynced records
   gone) and prints what was lost; the queue then opens.
 
+``ringq serve PATH`` owns a shared queue in the foreground (processes open
+it with ``Queue(PATH, shared=True)`` as its clients) until SIGTERM or
+SIGINT, then closes it cleanly (exit 0; 3 if another process already owns
+PATH).
+
 ``ringq snapshot PATH``, ``ringq dlq replay PATH`` and ``ringq dlq purge
-PATH`` change the queue, so they open it: on a directory another process
-owns they refuse (exit 3) and name that process. With ``--admin-url URL``
+PATH`` change the queue, so they open it: on a directory a shared queue's
+owner serves they go through its socket; on one another process owns
+unshared they refuse (exit 3) and name that process. With ``--admin-url URL``
 (and ``--token``, or ``RINGQ_ADMIN_TOKEN``) they ask that process instead,
 through its ``q.serve_admin`` endpoint, after checking that the endpoint
 serves the queue at PATH.
@@ -269,6 +275,9 @@ def _open_for_change(path: str) -> Any:
         # Opening would create a new, empty queue there.
         _fail(ValueError(f"{path} is not a ringq queue directory (no MANIFEST)"), False, EXIT_ERROR)
     try:
+        if (Path(path) / "SOCKET").is_file():
+            # A shared queue's owner serves it: be its client.
+            return Queue(path, shared=True)
         return Queue(path)
     except QueueLocked as e:
         click.echo(
@@ -393,6 +402,47 @@ def dlq_purge_cmd(
         finally:
             q.close()
     click.echo(f"purged {n} dead letter(s)")
+
+
+@main.command("serve")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--capacity", type=click.IntRange(min=1), help="most live messages (default 100,000)")
+@click.option(
+    "--durability",
+    type=click.Choice(["always", "batch", "os"]),
+    default="batch",
+    show_default=True,
+    help="when publishes reach the disk",
+)
+@click.option("--max-attempts", type=click.IntRange(min=1), help="deliveries before dead letter")
+@click.option(
+    "--stats-every",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="seconds between stats lines in the log (0: none)",
+)
+def serve_cmd(
+    path: str,
+    capacity: int | None,
+    durability: str,
+    max_attempts: int | None,
+    stats_every: float,
+) -> None:
+    """Own the shared queue at PATH and serve its clients until SIGTERM/SIGINT.
+
+    Processes open it with ``ringq.Queue(PATH, shared=True)``; with this
+    command running they are all clients (for example the workers of
+    ``uvicorn --workers 4``). Logs go to stderr.
+    """
+    from ringq.serve import serve
+
+    options: dict[str, Any] = {"durability": durability}
+    if capacity is not None:
+        options["capacity"] = capacity
+    if max_attempts is not None:
+        options["max_attempts"] = max_attempts
+    sys.exit(serve(path, options, stats_every))
 
 
 @main.command("demo", context_settings={"ignore_unknown_options": True})

@@ -31,6 +31,7 @@ max_payload        None (1MiB)  RINGQ_MAX_PAYLOAD           1..=67_108_864 bytes
 max_key            None (1024)  RINGQ_MAX_KEY               1..=65_536 bytes
 max_headers        None (64KiB) RINGQ_MAX_HEADERS           0..=16_777_216 bytes
 dlq_capacity       None (10000) RINGQ_DLQ_CAPACITY          >= 1 dead letters
+shared             False        RINGQ_SHARED                True: processes share it
 handlers           {}           RINGQ_HANDLER__<NAME>__*    per-handler overrides, see below
 =================  ===========  ==========================  =================================
 
@@ -345,6 +346,11 @@ def _parse_text(p: _Problems, path: str, text: str, kind: str) -> object:
         except ValueError:
             p.add(path, text, "must be a number")
             return _BAD
+    if kind == "bool":
+        if s.lower() in _BOOLS:
+            return _BOOLS[s.lower()]
+        p.add(path, text, "must be true/false/1/0/yes/no/on/off")
+        return _BAD
     return s
 
 
@@ -363,6 +369,7 @@ _ENV_KINDS: Final[Mapping[str, str]] = {
     "max_key": "int",
     "max_headers": "int",
     "dlq_capacity": "int",
+    "shared": "bool",
 }
 _HANDLER_ENV_KINDS: Final[Mapping[str, str]] = {
     "timeout": "float",
@@ -398,6 +405,7 @@ class QueueOptions:
     max_key: int | None = None
     max_headers: int | None = None
     dlq_capacity: int | None = None
+    shared: bool = False
     handlers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -595,6 +603,9 @@ def _check_queue(p: _Problems, v: Mapping[str, Any]) -> dict[str, Any]:
         "max_headers", v["max_headers"], ge=0, le=16 * mib, optional=True
     )
     out["dlq_capacity"] = p.integer("dlq_capacity", v["dlq_capacity"], ge=1, optional=True)
+    shared = out["shared"] = v["shared"]
+    if not isinstance(shared, bool):
+        p.add("shared", shared, "must be True or False")
     out["handlers"] = _check_handlers(p, v["handlers"])
     return out
 

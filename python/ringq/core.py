@@ -71,6 +71,7 @@ KEYWORD_DEFAULTS: dict[str, object] = {
     "max_key": None,
     "max_headers": None,
     "dlq_capacity": None,
+    "shared": False,
 }
 
 
@@ -141,6 +142,7 @@ class QueueCore(HandlerHost):
         max_key: int | None = None,
         max_headers: int | None = None,
         dlq_capacity: int | None = None,
+        shared: bool = False,
         options: QueueOptions | None = None,
         resolver: Resolver | None = None,
     ) -> None:
@@ -148,7 +150,8 @@ class QueueCore(HandlerHost):
         settings = resolve_settings(options, given)
         self._init_handlers(options, resolver)
         # The backend checks every option (one message shape, all bad ones at once).
-        backend = open_backend(path, **settings)
+        is_shared = settings.pop("shared", False) is True
+        backend = open_backend(path, shared=is_shared, **settings)
         self._backend = backend
         self._dlq = DeadLetterQueue(backend)
 
@@ -295,6 +298,11 @@ class QueueCore(HandlerHost):
     @property
     def closed(self) -> bool:
         return self._backend.closed
+
+    @property
+    def role(self) -> str:
+        """``"local"``, or for a shared queue ``"owner"`` / ``"client"``."""
+        return self._backend.role
 
     def close(self) -> None:
         """Stop running handlers (without draining), snapshot, release the

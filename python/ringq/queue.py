@@ -15,7 +15,13 @@ __all__ = ["Message", "Queue"]
 
 
 class Queue(QueueCore):
-    """A durable queue stored in one directory, owned by this process.
+    """A durable queue stored in one directory.
+
+    By default this process owns the directory (another process opening it
+    gets ``ringq.QueueLocked``). With ``shared=True`` processes share it: the
+    first to open it owns it and serves the others over a Unix socket in the
+    directory; the rest are its clients, with the same API (``q.role`` says
+    which; see ``ringq.backends.shared``).
 
     ``capacity`` bounds the number of live messages; ``durability`` is
     ``"always"`` (publish/ack return after fsync), ``"batch"`` (fsync at least

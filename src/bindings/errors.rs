@@ -21,6 +21,8 @@ struct Classes {
     corruption: Py<PyType>,
     storage: Py<PyType>,
     not_found: Py<PyType>,
+    owner_gone: Py<PyType>,
+    base: Py<PyType>,
 }
 
 static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
@@ -43,6 +45,8 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
             corruption: get("CorruptionError")?,
             storage: get("StorageError")?,
             not_found: get("NotFound")?,
+            owner_gone: get("OwnerGone")?,
+            base: get("RingqError")?,
         })
     })
 }
@@ -97,6 +101,8 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
             x
         }
         Error::NotFound(_) => c.not_found.bind(py).call1((msg,))?,
+        Error::OwnerGone(_) => c.owner_gone.bind(py).call1((msg,))?,
+        Error::Protocol(_) => c.base.bind(py).call1((msg,))?,
     };
     Ok(PyErr::from_value(inst))
 }

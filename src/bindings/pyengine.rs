@@ -12,7 +12,9 @@ use super::errors::{config_err, to_py};
 use super::types::{PyDeadLetter, PyDelivery, PyOutgoing};
 use crate::engine::{Checkout, Engine, Publish, PublishOpts, Stat};
 use crate::error::Error;
+use crate::shared::SharedQueue;
 use crate::storage::FaultPoint;
+use crate::store::Store;
 use crate::types::{Durability, Failure, MAX_CAPACITY, OnDuplicate, Options, Wait};
 use pyo3::exceptions::PyTypeError;
 use pyo3::exceptions::PyValueError;
@@ -27,18 +29,42 @@ const MAX_CHECKOUT: i64 = 1_000_000;
 
 #[pyclass(frozen, name = "Engine", module = "ringq._core")]
 pub struct PyEngine {
-    engine: Engine,
+    core: Core,
     /// The lease of a `checkout` that does not give one.
     lease: Duration,
 }
 
+/// The queue behind an `Engine` object.
+enum Core {
+    /// The engine, in this process only.
+    Local(Engine),
+    /// A directory shared by processes: owned here, or reached as a client.
+    Shared(Box<SharedQueue>),
+}
+
 impl PyEngine {
+    fn store(&self) -> &dyn Store {
+        match &self.core {
+            Core::Local(e) => e,
+            Core::Shared(s) => &**s,
+        }
+    }
+
+    /// Runs `f` on the engine in this process (test hooks).
+    fn with_engine(&self, mut f: impl FnMut(&Engine)) -> PyResult<()> {
+        if self.store().with_engine(&mut f) {
+            Ok(())
+        } else {
+            Err(PyValueError::new_err("this test hook needs the queue's owner, not a client"))
+        }
+    }
+
     /// Runs an engine call: with the GIL held when it cannot wait (the
     /// engine's lock is free and no failed fsync needs healing), else with
     /// the GIL released, so a snapshot or a slow disk never stalls the
     /// process's other threads.
     fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-        if self.engine.would_wait() { py.detach(f) } else { f() }.map_err(to_py)
+        if self.store().would_wait() { py.detach(f) } else { f() }.map_err(to_py)
     }
 
     /// Runs `f` without waiting first; if it reports `Full` and the caller
@@ -50,7 +76,7 @@ impl PyEngine {
         wait: Wait,
         f: impl Fn(Wait) -> crate::Result<T> + Send + Sync,
     ) -> PyResult<T> {
-        let first = if self.engine.would_wait() { py.detach(|| f(Wait::No)) } else { f(Wait::No) };
+        let first = if self.store().would_wait() { py.detach(|| f(Wait::No)) } else { f(Wait::No) };
         match first {
             Err(Error::Full { .. }) if block && !matches!(wait, Wait::No) => py.detach(|| f(wait)).map_err(to_py),
             r => r.map_err(to_py),
@@ -58,14 +84,14 @@ impl PyEngine {
     }
 
     fn durable(&self, py: Python<'_>, lsn: Option<u64>) -> PyResult<()> {
-        if lsn.is_some() && self.engine.durability() == Durability::Always {
-            py.detach(|| self.engine.wait_durable(lsn)).map_err(to_py)?;
+        if lsn.is_some() && self.store().durability() == Durability::Always {
+            py.detach(|| self.store().wait_durable(lsn)).map_err(to_py)?;
         }
         Ok(())
     }
 
     fn queue(&self) -> u64 {
-        self.engine.instance_id()
+        self.store().instance_id()
     }
 }
 
@@ -129,10 +155,12 @@ fn block_flag(v: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
 #[pymethods]
 impl PyEngine {
     /// Options left out (or `None`) take the engine's defaults (`Options::default`).
+    /// `shared=True`: the directory is shared by processes (the first owns
+    /// it and serves a socket in it; later ones are its clients).
     #[new]
     #[pyo3(signature = (path, *, capacity=None, durability="batch", fsync_interval=None, max_attempts=None,
         segment_size=None, snapshot_every=None, snapshot_interval=None, max_payload=None, max_key=None,
-        max_headers=None, dlq_capacity=None, lease=None))]
+        max_headers=None, dlq_capacity=None, lease=None, shared=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -149,6 +177,7 @@ impl PyEngine {
         max_headers: Option<&Bound<'_, PyAny>>,
         dlq_capacity: Option<&Bound<'_, PyAny>>,
         lease: Option<&Bound<'_, PyAny>>,
+        shared: bool,
     ) -> PyResult<Self> {
         // Every bad option is reported at once (one ConfigError).
         let mut bad: Vec<String> = Vec::new();
@@ -210,41 +239,64 @@ impl PyEngine {
         if !bad.is_empty() {
             return Err(config_err(bad.join("; ")));
         }
-        let engine = py.detach(|| Engine::open(&path, o)).map_err(to_py)?;
-        Ok(PyEngine { engine, lease: lease_d })
+        let core = if shared {
+            Core::Shared(Box::new(py.detach(|| SharedQueue::open(&path, o)).map_err(to_py)?))
+        } else {
+            Core::Local(py.detach(|| Engine::open(&path, o)).map_err(to_py)?)
+        };
+        Ok(PyEngine { core, lease: lease_d })
     }
 
     #[getter]
     fn path(&self) -> String {
-        self.engine.path().display().to_string()
+        self.store().path().display().to_string()
     }
 
     #[getter]
     fn closed(&self) -> bool {
-        self.engine.is_closed()
+        self.store().is_closed()
     }
 
     /// True in a `fork()` child: the queue belongs to the parent.
     #[getter]
     fn forked(&self) -> bool {
-        self.engine.is_forked()
+        self.store().is_forked()
     }
 
     /// Raises `QueueForked` in a `fork()` child (for calls that do not
     /// reach the engine otherwise, like starting handlers).
     fn check_not_forked(&self) -> PyResult<()> {
-        self.engine.check_not_forked().map_err(to_py)
+        self.store().check_not_forked().map_err(to_py)
+    }
+
+    /// `"local"` (this process only), `"owner"` (shared, served from this
+    /// process) or `"client"` (shared, served by another process).
+    #[getter]
+    fn role(&self) -> &'static str {
+        match &self.core {
+            Core::Local(_) => "local",
+            Core::Shared(s) => s.role(),
+        }
+    }
+
+    /// Where a shared queue's owner listens (`None` unless this process owns it).
+    #[getter]
+    fn address(&self) -> Option<String> {
+        match &self.core {
+            Core::Local(_) => None,
+            Core::Shared(s) => s.address(),
+        }
     }
 
     /// The queue directory's identity (16 hex digits).
     #[getter]
     fn instance_id(&self) -> String {
-        crate::error::fmt_id(self.engine.instance_id())
+        crate::error::fmt_id(self.store().instance_id())
     }
 
     #[getter]
     fn durability(&self) -> &'static str {
-        self.engine.durability().as_str()
+        self.store().durability().as_str()
     }
 
     /// Publish one message (already encoded) and return its id; see
@@ -287,7 +339,7 @@ impl PyEngine {
             causation_id,
         };
         let opts = PublishOpts { on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?, expected_version };
-        let (id, lsn) = self.with_room(py, block, wait, |w| self.engine.publish(p, opts, w))?;
+        let (id, lsn) = self.with_room(py, block, wait, |w| self.store().publish(p, opts, w))?;
         self.durable(py, lsn)?;
         Ok(id_str(py, id))
     }
@@ -310,7 +362,7 @@ impl PyEngine {
         let topic = topic.unwrap_or(DEFAULT_TOPIC);
         let batch: Vec<Publish<'_>> = held.iter().map(|it| it.publish(py, topic)).collect();
         let (ids, lsn) =
-            self.with_room(py, block, wait, |w| self.engine.publish_many(&batch, PublishOpts::default(), w))?;
+            self.with_room(py, block, wait, |w| self.store().publish_many(&batch, PublishOpts::default(), w))?;
         self.durable(py, lsn)?;
         id_list(py, &ids)
     }
@@ -345,10 +397,10 @@ impl PyEngine {
             None => 1,
         };
         let mut c = Checkout { max, lease, wait: Wait::No, share, since };
-        let mut got = self.run(py, || self.engine.checkout_with(topic, c))?;
+        let mut got = self.run(py, || self.store().checkout_with(topic, c))?;
         if got.is_empty() && !matches!(wait, Wait::No) {
             c.wait = wait;
-            got = py.detach(|| self.engine.checkout_with(topic, c)).map_err(to_py)?;
+            got = py.detach(|| self.store().checkout_with(topic, c)).map_err(to_py)?;
         }
         let queue = self.queue();
         Ok(got.into_iter().map(|d| PyDelivery::from_delivered(py, d, queue)).collect())
@@ -357,7 +409,7 @@ impl PyEngine {
     /// The topic's interrupt count: pass it as `checkout(since=...)` so an
     /// `interrupt` that comes before the checkout starts waiting still stops it.
     fn interrupts(&self, py: Python<'_>, topic: &str) -> PyResult<u64> {
-        self.run(py, || self.engine.interrupts(topic))
+        self.run(py, || self.store().interrupts(topic))
     }
 
     /// Remove delivered messages for good (`ringq.Queue.ack`): a `Delivery`
@@ -372,7 +424,7 @@ impl PyEngine {
             None => Vec::new(),
         };
         let items: Vec<Publish<'_>> = held.iter().map(|it| it.publish(py, DEFAULT_TOPIC)).collect();
-        let out = self.run(py, || self.engine.ack(&leases, &items, Wait::No))?;
+        let out = self.run(py, || self.store().ack(&leases, &items, Wait::No))?;
         self.durable(py, out.lsn)?;
         if !out.lost.is_empty() {
             return Err(to_py(Error::LeaseLost { ids: out.lost }));
@@ -385,7 +437,7 @@ impl PyEngine {
     /// `LeaseLost` (the valid ones are released).
     fn release(&self, py: Python<'_>, deliveries: &Bound<'_, PyAny>) -> PyResult<()> {
         let leases = leases(deliveries, self.queue(), "release")?;
-        let out = self.run(py, || self.engine.release(&leases))?;
+        let out = self.run(py, || self.store().release(&leases))?;
         self.durable(py, out.lsn)?;
         if !out.lost.is_empty() {
             return Err(to_py(Error::LeaseLost { ids: out.lost }));
@@ -410,7 +462,7 @@ impl PyEngine {
         let (id, token) = lease_of(delivery, self.queue())?;
         let delay = args::opt_seconds("delay", delay, false)?;
         let failure = Failure { error_type, error_message, traceback, handler };
-        let lsn = self.run(py, || self.engine.nack(id, token, delay, failure, dead_letter_reason))?;
+        let lsn = self.run(py, || self.store().nack(id, token, delay, failure, dead_letter_reason))?;
         self.durable(py, lsn)
     }
 
@@ -418,14 +470,14 @@ impl PyEngine {
     fn extend(&self, py: Python<'_>, delivery: &Bound<'_, PyAny>, seconds: &Bound<'_, PyAny>) -> PyResult<f64> {
         let (id, token) = lease_of(delivery, self.queue())?;
         let by = args::seconds(Kind::Arg, "seconds", seconds, true)?;
-        let d = self.run(py, || self.engine.extend(id, token, by))?;
+        let d = self.run(py, || self.store().extend(id, token, by))?;
         Ok(d as f64 / 1e6)
     }
 
     /// Makes checkouts now waiting on `topic` return at once (and those
     /// that pass an older `since`).
     fn interrupt(&self, py: Python<'_>, topic: &str) -> PyResult<()> {
-        self.run(py, || self.engine.interrupt(topic))
+        self.run(py, || self.store().interrupt(topic))
     }
 
     /// Per-topic `max_attempts` and handler name (in memory; `None`s clear).
@@ -439,17 +491,17 @@ impl PyEngine {
     ) -> PyResult<()> {
         let max_attempts = args::opt_int("max_attempts", max_attempts, 1, u32::MAX as i64)?.map(|v| v as u32);
         let policy = crate::TopicPolicy { max_attempts, handler };
-        self.run(py, || self.engine.set_topic_policy(topic, policy))
+        self.run(py, || self.store().set_topic_policy(topic, policy))
     }
 
     fn is_superseded(&self, py: Python<'_>, delivery: &Bound<'_, PyAny>) -> PyResult<bool> {
         let id = lease_of(delivery, self.queue())?.0;
-        self.run(py, || self.engine.is_superseded(id))
+        self.run(py, || self.store().is_superseded(id))
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (k, v) in self.run(py, || self.engine.stats())? {
+        for (k, v) in self.run(py, || self.store().stats())? {
             match v {
                 Stat::Int(i) => d.set_item(k, i)?,
                 Stat::Float(f) => d.set_item(k, f)?,
@@ -465,7 +517,7 @@ impl PyEngine {
     /// the last is above every bound) and `sum` (seconds).
     fn histograms<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (name, h) in self.engine.histograms() {
+        for (name, h) in self.run(py, || self.store().histograms())? {
             let e = PyDict::new(py);
             e.set_item("buckets", PyTuple::new(py, crate::histogram::BOUNDS_SECONDS)?)?;
             e.set_item("counts", h.counts)?;
@@ -477,7 +529,7 @@ impl PyEngine {
 
     fn topic_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for ts in self.run(py, || self.engine.topic_stats())? {
+        for ts in self.run(py, || self.store().topic_stats())? {
             let t = PyDict::new(py);
             t.set_item("ready", ts.ready)?;
             t.set_item("in_flight", ts.in_flight)?;
@@ -489,7 +541,7 @@ impl PyEngine {
     }
 
     fn snapshot(&self, py: Python<'_>) -> PyResult<u64> {
-        py.detach(|| self.engine.snapshot()).map_err(to_py)
+        py.detach(|| self.store().snapshot()).map_err(to_py)
     }
 
     #[pyo3(signature = (topic=None, reason=None, limit=None))]
@@ -501,19 +553,19 @@ impl PyEngine {
         limit: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<PyDeadLetter>> {
         let limit = args::opt_int("limit", limit, 0, i64::MAX)?.map(|v| v as usize);
-        let found = self.run(py, || self.engine.dlq_list(topic, reason, limit))?;
+        let found = self.run(py, || self.store().dlq_list(topic, reason, limit))?;
         Ok(found.into_iter().map(PyDeadLetter::new).collect())
     }
 
     fn dlq_get(&self, py: Python<'_>, id: &str) -> PyResult<PyDeadLetter> {
         let id = parse_id(id)?;
-        self.run(py, || self.engine.dlq_get(id)).map(PyDeadLetter::new)
+        self.run(py, || self.store().dlq_get(id)).map(PyDeadLetter::new)
     }
 
     #[pyo3(signature = (ids=None))]
     fn dlq_replay(&self, py: Python<'_>, ids: Option<Vec<String>>) -> PyResult<usize> {
         let ids = ids.map(|v| v.iter().map(|s| parse_id(s)).collect::<PyResult<Vec<u64>>>()).transpose()?;
-        let (n, lsn) = self.run(py, || self.engine.dlq_replay(ids.as_deref()))?;
+        let (n, lsn) = self.run(py, || self.store().dlq_replay(ids.as_deref()))?;
         self.durable(py, lsn)?;
         Ok(n)
     }
@@ -521,13 +573,13 @@ impl PyEngine {
     #[pyo3(signature = (ids=None))]
     fn dlq_purge(&self, py: Python<'_>, ids: Option<Vec<String>>) -> PyResult<usize> {
         let ids = ids.map(|v| v.iter().map(|s| parse_id(s)).collect::<PyResult<Vec<u64>>>()).transpose()?;
-        let (n, lsn) = self.run(py, || self.engine.dlq_purge(ids.as_deref()))?;
+        let (n, lsn) = self.run(py, || self.store().dlq_purge(ids.as_deref()))?;
         self.durable(py, lsn)?;
         Ok(n)
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.engine.close()).map_err(to_py)
+        py.detach(|| self.store().close()).map_err(to_py)
     }
 
     /// The default lease of `checkout`, in seconds.
@@ -539,8 +591,7 @@ impl PyEngine {
     /// Test hook: hold the engine's lock for `seconds` (GIL released).
     fn _hold_lock(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
         let d = args::seconds(Kind::Arg, "seconds", seconds, false)?;
-        py.detach(|| self.engine.hold_lock_for(d));
-        Ok(())
+        py.detach(|| self.with_engine(|e| e.hold_lock_for(d)))
     }
 
     /// Test hook: fail the next `count` calls at `kind` ("segment_create",
@@ -549,15 +600,14 @@ impl PyEngine {
         let point = FaultPoint::parse(kind).ok_or_else(|| {
             PyValueError::new_err(format!("fault kind {kind:?}: expected segment_create, sync or snapshot_write"))
         })?;
-        self.engine.inject_fault(point, errno, count);
-        Ok(())
+        self.with_engine(|e| e.inject_fault(point, errno, count))
     }
 
     fn __repr__(&self) -> String {
         format!(
             "Engine({:?}, durability={:?})",
-            self.engine.path().display().to_string(),
-            self.engine.durability().as_str()
+            self.store().path().display().to_string(),
+            self.store().durability().as_str()
         )
     }
 }

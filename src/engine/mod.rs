@@ -182,6 +182,9 @@ impl Engine {
         let path = path.as_ref().to_owned();
         lock::ensure_dir(&path)?;
         let dir_lock = DirLock::acquire(&path)?;
+        // A shared owner that died left its socket's address behind: nobody
+        // serves it now (whoever serves the directory holds its lock).
+        crate::shared::addr::clear(&path);
         let old = match manifest::read(&path)? {
             Some(m) => m,
             None => {

@@ -351,6 +351,28 @@ impl Engine {
         Ok(deadline)
     }
 
+    /// Ends the given leases now, as if they had run out (the timer takes
+    /// them at once: back to ready with the delivery counted, dead-lettered
+    /// after the last attempt, dropped if superseded). Leases no longer
+    /// current are skipped. For a shared queue's client that went away
+    /// holding them. Returns how many were ended.
+    pub fn expire_leases(&self, leases: &[(u64, u64)]) -> Result<usize> {
+        let sh = &self.sh;
+        let mut g = sh.open_inner()?;
+        let now = now_micros();
+        let mut n = 0;
+        for &(id, token) in leases {
+            if g.leased(id, token, now).is_some() {
+                g.state.lease(id, token, now);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            sh.wake_timer_for(&mut g, now);
+        }
+        Ok(n)
+    }
+
     /// Whether a newer publish with the same dedup key superseded `id`.
     pub fn is_superseded(&self, id: u64) -> Result<bool> {
         let g = self.sh.open_inner()?;

@@ -10,9 +10,16 @@ from ringq.backend import Backend
 __all__ = ["open_backend"]
 
 
-def open_backend(target: str | os.PathLike[str], **options: Any) -> Backend:
-    """The backend for ``target``: a directory (the engine in this process).
+def open_backend(
+    target: str | os.PathLike[str], *, shared: bool = False, **options: Any
+) -> Backend:
+    """The backend for ``target``: a directory, owned by this process
+    (``shared=False``), or shared by processes (``ringq.backends.shared``).
     ``options`` are the queue options; ``None`` values keep the defaults."""
+    if shared:
+        from ringq.backends.shared import open_shared
+
+        return open_shared(os.fspath(target), **options)
     from ringq.backends.local import open_local
 
     return open_local(os.fspath(target), **options)

@@ -1,0 +1,91 @@
+"""``ringq serve PATH``: a dedicated owner for a shared queue.
+
+It opens ``PATH`` with ``shared=True``, refuses if another process already
+owns it, logs where it listens, a stats line now and then, and closes the
+queue cleanly on SIGTERM or SIGINT (clients' calls in flight then raise
+``ringq.OwnerGone``; a restarted ``ringq serve`` recovers the directory and
+they carry on).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ringq.errors import CorruptionError, RingqError
+
+__all__ = ["EXIT_DAMAGED", "EXIT_ERROR", "EXIT_OK", "EXIT_OWNED", "serve"]
+
+EXIT_OK = 0
+EXIT_DAMAGED = 1
+EXIT_ERROR = 2
+EXIT_OWNED = 3
+
+log = logging.getLogger("ringq.serve")
+
+
+def serve(path: str, options: dict[str, Any], stats_every: float = 60.0) -> int:
+    """Serves ``path`` until SIGTERM/SIGINT; returns the exit code."""
+    from ringq.queue import Queue
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            q = Queue(path, shared=True, **options)
+        except CorruptionError as e:
+            log.error("cannot open %s: %s", path, e)
+            return EXIT_DAMAGED
+        except (RingqError, ValueError, OSError) as e:
+            log.error("cannot open %s: %s", path, e)
+            return EXIT_ERROR
+        try:
+            if q.role != "owner":
+                log.error("%s is already served by another process (pid %s)", path, _owner(path))
+                return EXIT_OWNED
+            log.info(
+                "serving %s at %s (pid %d, durability %s)",
+                path,
+                q.backend.address,
+                os.getpid(),
+                q.backend.durability,
+            )
+            while not stop.wait(stats_every if stats_every > 0 else None):
+                st = q.stats()
+                log.info(
+                    "clients %s, ready %s, in flight %s, delayed %s, dead %s",
+                    st.get("shared_clients"),
+                    st.get("ready"),
+                    st.get("in_flight"),
+                    st.get("delayed"),
+                    st.get("dead"),
+                )
+        finally:
+            q.close()
+        log.info("closed %s", path)
+        return EXIT_OK
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _owner(path: str) -> str:
+    """The pid in the directory's ``LOCK`` file (the owner's), or "unknown"."""
+    try:
+        return (Path(path) / "LOCK").read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"

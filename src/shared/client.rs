@@ -1,0 +1,506 @@
+//! A client of a shared queue's owner: the queue's operations as requests
+//! over the owner's Unix socket.
+//!
+//! Calls from many threads share one connection. Each call adds its frame
+//! to an outgoing buffer; if no thread is writing, it writes everything
+//! buffered in one go (so concurrent callers' requests leave together, as
+//! one write: group commit on the socket) and goes on writing what arrived
+//! meanwhile. A reader thread hands each answer to the caller waiting for
+//! its request id. If the connection breaks, every call in flight fails with
+//! `OwnerGone` (whether it took effect is unknown) and the next call
+//! connects again.
+
+use super::addr::{self, Address};
+use super::wire::{self, Welcome, op};
+use crate::codec::{DResult, Reader, Writer};
+use crate::engine::{AckOutcome, Checkout, Engine, Publish, PublishOpts, TopicPolicy, TopicStat};
+use crate::error::{Error, Result};
+use crate::store::{Histograms, Stats, Store};
+use crate::types::{DeadLetter, Delivered, Durability, Failure, Lsn, Wait};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A connection to the owner (one per client, rebuilt after a break).
+struct Conn {
+    stream: UnixStream,
+    out: Mutex<Outgoing>,
+    pending: Mutex<Pending>,
+    reader: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Outgoing {
+    buf: Vec<u8>,
+    /// A thread is writing; it will also write what is added meanwhile.
+    writing: bool,
+}
+
+#[derive(Default)]
+struct Pending {
+    waiting: HashMap<u64, Arc<Slot>>,
+    /// Why the connection broke (then nothing more is sent on it).
+    broken: Option<String>,
+}
+
+/// Where a caller waits for its answer.
+#[derive(Default)]
+struct Slot {
+    answer: Mutex<Option<Result<Vec<u8>>>>,
+    cv: Condvar,
+}
+
+impl Slot {
+    fn fill(&self, v: Result<Vec<u8>>) {
+        *self.answer.lock() = Some(v);
+        self.cv.notify_one();
+    }
+
+    fn wait(&self) -> Result<Vec<u8>> {
+        let mut a = self.answer.lock();
+        loop {
+            if let Some(v) = a.take() {
+                return v;
+            }
+            self.cv.wait(&mut a);
+        }
+    }
+}
+
+impl Conn {
+    fn is_broken(&self) -> bool {
+        self.pending.lock().broken.is_some()
+    }
+
+    /// Fails every call in flight; nothing more goes out on this connection.
+    fn fail_all(&self, why: String) {
+        let waiting: Vec<Arc<Slot>> = {
+            let mut p = self.pending.lock();
+            if p.broken.is_none() {
+                p.broken = Some(why.clone());
+            }
+            p.waiting.drain().map(|(_, s)| s).collect()
+        };
+        for s in waiting {
+            s.fill(Err(Error::OwnerGone(why.clone())));
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Queues `frame`; the first caller in writes for everyone.
+    fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        let mut out = self.out.lock();
+        out.buf.extend_from_slice(frame);
+        if out.writing {
+            return Ok(());
+        }
+        out.writing = true;
+        let mut spare = Vec::new();
+        loop {
+            std::mem::swap(&mut spare, &mut out.buf);
+            let written = MutexGuard::unlocked(&mut out, || (&self.stream).write_all(&spare));
+            spare.clear();
+            if let Err(e) = written {
+                out.writing = false;
+                out.buf.clear();
+                return Err(e);
+            }
+            if out.buf.is_empty() {
+                out.writing = false;
+                if out.buf.capacity() < spare.capacity() {
+                    std::mem::swap(&mut spare, &mut out.buf);
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn read_frame(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if !(wire::HEADER..=wire::MAX_FRAME).contains(&len) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame length {len}")));
+    }
+    let mut frame = vec![0u8; len];
+    r.read_exact(&mut frame)?;
+    Ok(frame)
+}
+
+fn reader_loop(conn: &Conn, mut stream: std::io::BufReader<UnixStream>, gone: String) {
+    while let Ok(frame) = read_frame(&mut stream) {
+        let Ok((id, code, body)) = wire::split(&frame) else { break };
+        let slot = conn.pending.lock().waiting.remove(&id);
+        let Some(slot) = slot else { continue };
+        slot.fill(match code {
+            wire::OK => Ok(body.to_vec()),
+            _ => Err(wire::get_error(&mut Reader::new(body))
+                .unwrap_or_else(|e| Error::Protocol(format!("unreadable error from the owner: {}", e.0)))),
+        });
+    }
+    conn.fail_all(gone);
+}
+
+/// A client of the owner serving the queue directory `dir`.
+pub struct Client {
+    dir: PathBuf,
+    conn: Mutex<Option<Arc<Conn>>>,
+    welcome: Welcome,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    fork_generation: u64,
+    /// The process that connected (a `fork()` child may not use the client).
+    opener_pid: u32,
+    /// Topic policies set through this client, sent again to a new owner.
+    policies: Mutex<Vec<(String, TopicPolicy)>>,
+}
+
+impl Client {
+    /// Connects to the owner of `dir`. `OwnerGone` if nobody answers there.
+    pub fn connect(dir: &Path) -> Result<Client> {
+        crate::fork::install();
+        let (conn, welcome) = open_conn(dir, 1)?;
+        Ok(Client {
+            dir: dir.to_owned(),
+            conn: Mutex::new(Some(conn)),
+            welcome,
+            next_id: AtomicU64::new(2),
+            closed: AtomicBool::new(false),
+            fork_generation: crate::fork::generation(),
+            opener_pid: std::process::id(),
+            policies: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// What the owner said when this client first connected.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    fn check(&self) -> Result<()> {
+        self.check_not_forked()?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// A live connection: the current one, or a new one to whoever owns the
+    /// directory now (`OwnerGone` if nobody does).
+    pub fn connection(&self) -> Result<()> {
+        self.live().map(|_| ())
+    }
+
+    fn live(&self) -> Result<Arc<Conn>> {
+        self.check()?;
+        let mut slot = self.conn.lock();
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_broken()) {
+            return Ok(Arc::clone(c));
+        }
+        if let Some(old) = slot.take() {
+            join_reader(&old);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (conn, welcome) = open_conn(&self.dir, id)?;
+        if welcome.instance_id != self.welcome.instance_id {
+            conn.fail_all("replaced".into());
+            return Err(Error::OwnerGone(format!(
+                "the queue directory {} now holds another queue (identity {}, was {}): open it again",
+                self.dir.display(),
+                crate::error::fmt_id(welcome.instance_id),
+                crate::error::fmt_id(self.welcome.instance_id)
+            )));
+        }
+        *slot = Some(Arc::clone(&conn));
+        drop(slot);
+        // A new owner knows nothing of this process's topic policies.
+        let policies = self.policies.lock().clone();
+        for (topic, p) in policies {
+            self.request_on(&conn, op::SET_TOPIC_POLICY, |w| put_policy(w, &topic, &p))?;
+        }
+        Ok(conn)
+    }
+
+    /// Sends one request and waits for its answer.
+    fn request(&self, code: u8, put: impl FnOnce(&mut Writer<'_>)) -> Result<Vec<u8>> {
+        let conn = self.live()?;
+        self.request_on(&conn, code, put)
+    }
+
+    fn request_on(&self, conn: &Conn, code: u8, put: impl FnOnce(&mut Writer<'_>)) -> Result<Vec<u8>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::with_capacity(64);
+        let start = wire::begin(&mut frame, id, code);
+        put(&mut Writer::new(&mut frame));
+        wire::finish(&mut frame, start)?;
+        let slot = Arc::new(Slot::default());
+        {
+            let mut p = conn.pending.lock();
+            if let Some(why) = &p.broken {
+                return Err(Error::OwnerGone(why.clone()));
+            }
+            p.waiting.insert(id, Arc::clone(&slot));
+        }
+        if let Err(e) = conn.send(&frame) {
+            conn.fail_all(self.gone(&format!("writing to its socket failed: {e}")));
+        }
+        slot.wait()
+    }
+
+    fn gone(&self, why: &str) -> String {
+        format!(
+            "the owner of the shared queue {} (pid {}) went away during the call ({why}); whether the call took \
+             effect is unknown. The next call connects to the new owner (or takes the queue over)",
+            self.dir.display(),
+            self.welcome.owner_pid
+        )
+    }
+
+    /// Closes the connection (the owner ends the leases this client holds).
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if crate::fork::generation() != self.fork_generation {
+            return;
+        }
+        if let Some(c) = self.conn.lock().take() {
+            c.fail_all("the queue was closed".into());
+            join_reader(&c);
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn join_reader(c: &Conn) {
+    if let Some(t) = c.reader.lock().take() {
+        let _ = t.join();
+    }
+}
+
+/// Connects to the owner of `dir` and says hello (request id `id`).
+fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
+    let no_owner = |why: String| {
+        Error::OwnerGone(format!(
+            "no process serves the shared queue {} ({why}): open it with shared=True in a process that can own \
+             it, or run `ringq serve {}`",
+            dir.display(),
+            dir.display()
+        ))
+    };
+    let address: Address = addr::read(dir).ok_or_else(|| no_owner("no socket address recorded".into()))?;
+    let stream = address.connect().map_err(|e| no_owner(format!("connecting to {address}: {e}")))?;
+    let mut hello = Vec::new();
+    let start = wire::begin(&mut hello, id, op::HELLO);
+    wire::put_hello(&mut Writer::new(&mut hello));
+    wire::finish(&mut hello, start)?;
+    (&stream).write_all(&hello).map_err(|e| no_owner(format!("saying hello: {e}")))?;
+    let mut r = std::io::BufReader::with_capacity(256 * 1024, stream.try_clone().map_err(|e| no_owner(e.to_string()))?);
+    let frame = read_frame(&mut r).map_err(|e| no_owner(format!("waiting for its hello: {e}")))?;
+    let (_, code, body) = wire::split(&frame).map_err(|e| Error::Protocol(e.0))?;
+    if code != wire::OK {
+        return Err(wire::get_error(&mut Reader::new(body)).unwrap_or_else(|e| Error::Protocol(e.0)));
+    }
+    let welcome = parse(body, wire::get_welcome)?;
+    let conn = Arc::new(Conn {
+        stream,
+        out: Mutex::new(Outgoing::default()),
+        pending: Mutex::new(Pending::default()),
+        reader: Mutex::new(None),
+    });
+    let me = Arc::clone(&conn);
+    let gone = format!(
+        "the owner of the shared queue {} (pid {}) went away during the call; whether the call took effect is \
+         unknown. The next call connects to the new owner (or takes the queue over)",
+        dir.display(),
+        welcome.owner_pid
+    );
+    let t = std::thread::Builder::new()
+        .name("ringq-client-reader".into())
+        .spawn(move || reader_loop(&me, r, gone))
+        .map_err(|e| Error::storage("starting the shared queue client's reader thread", dir, e))?;
+    *conn.reader.lock() = Some(t);
+    Ok((conn, welcome))
+}
+
+fn parse<T>(body: &[u8], f: impl FnOnce(&mut Reader<'_>) -> DResult<T>) -> Result<T> {
+    let mut r = Reader::new(body);
+    let v = f(&mut r).map_err(|e| Error::Protocol(format!("malformed answer: {}", e.0)))?;
+    if !r.is_empty() {
+        return Err(Error::Protocol("malformed answer: bytes after its end".into()));
+    }
+    Ok(v)
+}
+
+fn put_policy(w: &mut Writer<'_>, topic: &str, p: &TopicPolicy) {
+    w.str(topic);
+    wire::put_opt_u64(w, p.max_attempts.map(u64::from));
+    w.opt_str(p.handler.as_deref());
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
+impl Store for Client {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+    fn instance_id(&self) -> u64 {
+        self.welcome.instance_id
+    }
+    fn durability(&self) -> Durability {
+        self.welcome.durability
+    }
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+    fn is_forked(&self) -> bool {
+        crate::fork::generation() != self.fork_generation
+    }
+    fn check_not_forked(&self) -> Result<()> {
+        if self.is_forked() {
+            return Err(Error::Forked { path: self.dir.clone(), pid: self.opener_pid });
+        }
+        Ok(())
+    }
+    fn would_wait(&self) -> bool {
+        true
+    }
+    fn wait_durable(&self, _lsn: Option<Lsn>) -> Result<()> {
+        // The owner waited before it answered.
+        Ok(())
+    }
+    fn publish(&self, p: Publish<'_>, opts: PublishOpts, wait: Wait) -> Result<(u64, Option<Lsn>)> {
+        let b = self.request(op::PUBLISH, |w| {
+            wire::put_publish(w, &p);
+            wire::put_publish_opts(w, opts);
+            wire::put_wait(w, wait);
+        })?;
+        Ok((parse(&b, |r| r.u64())?, None))
+    }
+    fn publish_many(&self, items: &[Publish<'_>], opts: PublishOpts, wait: Wait) -> Result<(Vec<u64>, Option<Lsn>)> {
+        if opts.expected_version.is_some() || opts.on_duplicate != crate::types::OnDuplicate::Replace {
+            return Err(Error::Invalid("publish_many takes no on_duplicate or expected_version".into()));
+        }
+        let b = self.request(op::PUBLISH_MANY, |w| {
+            wire::put_publishes(w, items);
+            wire::put_wait(w, wait);
+        })?;
+        Ok((parse(&b, wire::get_ids)?, None))
+    }
+    fn checkout_with(&self, topic: &str, c: Checkout) -> Result<Vec<Delivered>> {
+        let b = self.request(op::CHECKOUT, |w| wire::put_checkout(w, topic, &c))?;
+        parse(&b, wire::get_deliveries)
+    }
+    fn interrupts(&self, topic: &str) -> Result<u64> {
+        let b = self.request(op::INTERRUPTS, |w| w.str(topic))?;
+        parse(&b, |r| r.u64())
+    }
+    fn interrupt(&self, topic: &str) -> Result<()> {
+        self.request(op::INTERRUPT, |w| w.str(topic)).map(|_| ())
+    }
+    fn ack(&self, leases: &[(u64, u64)], publish: &[Publish<'_>], wait: Wait) -> Result<AckOutcome> {
+        let b = self.request(op::ACK, |w| {
+            wire::put_leases(w, leases);
+            wire::put_publishes(w, publish);
+            wire::put_wait(w, wait);
+        })?;
+        Ok(AckOutcome { lsn: None, lost: parse(&b, wire::get_ids)? })
+    }
+    fn release(&self, leases: &[(u64, u64)]) -> Result<AckOutcome> {
+        let b = self.request(op::RELEASE, |w| wire::put_leases(w, leases))?;
+        Ok(AckOutcome { lsn: None, lost: parse(&b, wire::get_ids)? })
+    }
+    fn nack(
+        &self,
+        id: u64,
+        token: u64,
+        delay: Option<Duration>,
+        failure: Failure,
+        dead_letter_reason: Option<&str>,
+    ) -> Result<Option<Lsn>> {
+        self.request(op::NACK, |w| {
+            w.u64(id);
+            w.u64(token);
+            wire::put_opt_u64(w, delay.map(micros));
+            wire::put_failure(w, &failure);
+            w.opt_str(dead_letter_reason);
+        })?;
+        Ok(None)
+    }
+    fn extend(&self, id: u64, token: u64, by: Duration) -> Result<u64> {
+        let b = self.request(op::EXTEND, |w| {
+            w.u64(id);
+            w.u64(token);
+            w.u64(micros(by));
+        })?;
+        parse(&b, |r| r.u64())
+    }
+    fn set_topic_policy(&self, topic: &str, policy: TopicPolicy) -> Result<()> {
+        self.request(op::SET_TOPIC_POLICY, |w| put_policy(w, topic, &policy))?;
+        let mut ps = self.policies.lock();
+        ps.retain(|(t, _)| t != topic);
+        ps.push((topic.to_owned(), policy));
+        Ok(())
+    }
+    fn is_superseded(&self, id: u64) -> Result<bool> {
+        let b = self.request(op::IS_SUPERSEDED, |w| w.u64(id))?;
+        parse(&b, wire::get_flag)
+    }
+    fn stats(&self) -> Result<Stats> {
+        let b = self.request(op::STATS, |_| {})?;
+        parse(&b, wire::get_stats)
+    }
+    fn histograms(&self) -> Result<Histograms> {
+        let b = self.request(op::HISTOGRAMS, |_| {})?;
+        parse(&b, wire::get_histograms)
+    }
+    fn topic_stats(&self) -> Result<Vec<TopicStat>> {
+        let b = self.request(op::TOPIC_STATS, |_| {})?;
+        parse(&b, wire::get_topic_stats)
+    }
+    fn snapshot(&self) -> Result<Lsn> {
+        let b = self.request(op::SNAPSHOT, |_| {})?;
+        parse(&b, |r| r.u64())
+    }
+    fn dlq_list(&self, topic: Option<&str>, reason: Option<&str>, limit: Option<usize>) -> Result<Vec<DeadLetter>> {
+        let b = self.request(op::DLQ_LIST, |w| {
+            w.opt_str(topic);
+            w.opt_str(reason);
+            wire::put_opt_u64(w, limit.map(|v| v as u64));
+        })?;
+        parse(&b, wire::get_dead_letters)
+    }
+    fn dlq_get(&self, id: u64) -> Result<DeadLetter> {
+        let b = self.request(op::DLQ_GET, |w| w.u64(id))?;
+        parse(&b, wire::get_dead_letter)
+    }
+    fn dlq_replay(&self, ids: Option<&[u64]>) -> Result<(usize, Option<Lsn>)> {
+        let b = self.request(op::DLQ_REPLAY, |w| wire::put_opt_ids(w, ids))?;
+        Ok((parse(&b, |r| r.u64())? as usize, None))
+    }
+    fn dlq_purge(&self, ids: Option<&[u64]>) -> Result<(usize, Option<Lsn>)> {
+        let b = self.request(op::DLQ_PURGE, |w| wire::put_opt_ids(w, ids))?;
+        Ok((parse(&b, |r| r.u64())? as usize, None))
+    }
+    fn close(&self) -> Result<()> {
+        Client::close(self);
+        Ok(())
+    }
+    fn with_engine(&self, _f: &mut dyn FnMut(&Engine)) -> bool {
+        false
+    }
+}

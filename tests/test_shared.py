@@ -1,0 +1,341 @@
+"""Many processes on one directory: ``Queue(path, shared=True)``.
+
+Real processes: the owner (this test's process or a child) serves a Unix
+socket in the directory; clients are other Python processes. Kills are
+SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ringq
+from conftest import OpenQueue, Spawn, read_line
+
+CLIENT_PUBLISH = """
+import sys, ringq
+q = ringq.Queue(sys.argv[1], shared=True)
+print(q.role, flush=True)
+for i in range(int(sys.argv[2])):
+    q.publish(b"c-%d" % i, "t")
+print("done", flush=True)
+q.close()
+"""
+
+HOLD_LEASES = """
+import sys, time, ringq
+q = ringq.Queue(sys.argv[1], shared=True)
+got = q.checkout("t", max_messages=int(sys.argv[2]), lease=600, timeout=5)
+print(q.role, len(got), flush=True)
+time.sleep(600)
+"""
+
+
+def wait_until(cond: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_without_shared_a_second_process_is_refused(open_queue: OpenQueue, qdir: Path) -> None:
+    open_queue()
+    code = (
+        "import sys, ringq\n"
+        "try:\n"
+        "    ringq.Queue(sys.argv[1])\n"
+        "except ringq.QueueLocked:\n"
+        "    print('locked')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(qdir)], capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == "locked", out.stderr
+
+
+def test_a_client_process_publishes_and_the_owner_consumes(
+    open_queue: OpenQueue, qdir: Path, spawn: Spawn
+) -> None:
+    q = open_queue(shared=True)
+    assert q.role == "owner"
+    assert (qdir / "SOCKET").read_text() == "unix ringq.sock\n"
+    assert (qdir / "ringq.sock").stat().st_mode & 0o777 == 0o600
+    child = spawn(CLIENT_PUBLISH, str(qdir), "500")
+    assert read_line(child) == "client"
+    assert read_line(child) == "done"
+    assert child.wait(30) == 0
+    got = q.checkout("t", max_messages=1000, timeout=0)
+    assert [d.payload for d in got] == [b"c-%d" % i for i in range(500)]
+    q.ack(got)
+    assert q.stats()["total"] == 0
+
+
+def test_a_client_has_the_same_api(open_queue: OpenQueue, qdir: Path) -> None:
+    """Within one process a second shared open is a client of the first."""
+    owner = open_queue(shared=True)
+    client = open_queue(shared=True)
+    assert (owner.role, client.role) == ("owner", "client")
+    assert client.backend.instance_id == owner.backend.instance_id
+    mid = client.publish({"n": 1}, "t", dedup_key="k", headers={"h": "v"})
+    [d] = client.checkout("t", lease=5, timeout=0)
+    assert (d.id, d.payload, d.dedup_key, d.headers) == (mid, b'{"n":1}', "k", {"h": "v"})
+    assert client.extend(d, 60) >= time.time() + 59
+    client.nack(d, delay=0, error=ValueError("boom"))
+    [d2] = client.checkout("t", timeout=0)
+    assert d2.attempt == 2
+    with pytest.raises(ringq.LeaseLost):
+        client.ack(d)
+    client.ack(d2)
+    assert len(client.publish_many([b"a", b"b"], "m")) == 2
+    assert [x.payload for x in owner.checkout("m", 5, timeout=0)] == [b"a", b"b"]
+    s = client.stats()
+    assert s["shared_role"] == "client"
+    assert owner.stats()["shared_clients"] == 1
+    assert client.topic_stats()["m"]["in_flight"] == 2
+    assert client.snapshot() > 0
+
+
+def test_a_killed_clients_leases_come_back_at_once(
+    open_queue: OpenQueue, qdir: Path, spawn: Spawn
+) -> None:
+    q = open_queue(shared=True, lease=600)
+    q.publish_many([b"x%d" % i for i in range(10)], "t")
+    child = spawn(HOLD_LEASES, str(qdir), "7")
+    assert read_line(child) == "client 7"
+    assert q.stats()["in_flight"] == 7
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    # Not after the 600 s lease: as soon as the owner sees the connection close.
+    assert wait_until(lambda: q.stats()["in_flight"] == 0, 5.0)
+    got = q.checkout("t", max_messages=10, timeout=0)
+    assert sorted(d.attempt for d in got) == [1] * 3 + [2] * 7, (
+        "the killed client's deliveries count"
+    )
+
+
+def test_the_owners_death_fails_calls_in_flight_and_the_next_call_takes_over(
+    qdir: Path, spawn: Spawn
+) -> None:
+    owner = spawn(
+        """
+        import sys, time, ringq
+        q = ringq.Queue(sys.argv[1], shared=True)
+        q.publish(b"before", "t")
+        print(q.role, flush=True)
+        time.sleep(600)
+        """,
+        str(qdir),
+    )
+    assert read_line(owner) == "owner"
+    q = ringq.Queue(qdir, shared=True)
+    try:
+        assert q.role == "client"
+        [d] = q.checkout("t", timeout=0)
+        assert d.payload == b"before"
+        failed: list[BaseException] = []
+
+        def wait_for_more() -> None:
+            try:
+                q.checkout("never", timeout=60)
+            except BaseException as e:
+                failed.append(e)
+
+        t = threading.Thread(target=wait_for_more)
+        t.start()
+        time.sleep(0.2)
+        os.kill(owner.pid, signal.SIGKILL)
+        t.join(10)
+        assert not t.is_alive()
+        assert len(failed) == 1 and isinstance(failed[0], ringq.OwnerGone), failed
+        assert "whether the call took effect is unknown" in str(failed[0])
+        # The next call finds nobody and takes the directory over.
+        q.publish(b"after", "t")
+        assert q.role == "owner"
+        got = q.checkout("t", max_messages=10, timeout=0)
+        assert sorted(x.payload for x in got) == [b"after", b"before"], (
+            "the dead owner's lease ended with it"
+        )
+        with pytest.raises(ringq.LeaseLost):
+            q.ack(d)
+    finally:
+        q.close()
+
+
+def test_a_deep_directory_uses_an_abstract_socket(tmp_path: Path, spawn: Spawn) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "q"
+    assert len(str(deep / "ringq.sock")) > 107
+    q = ringq.Queue(deep, shared=True)
+    try:
+        assert (deep / "SOCKET").read_text().startswith("abstract ringq/")
+        assert not (deep / "ringq.sock").exists()
+        child = spawn(CLIENT_PUBLISH, str(deep), "3")
+        assert read_line(child) == "client"
+        assert read_line(child) == "done"
+        assert len(q.checkout("t", max_messages=5, timeout=0)) == 3
+    finally:
+        q.close()
+    assert not (deep / "SOCKET").exists(), "a closed owner forgets its address"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
+def test_another_user_is_refused() -> None:
+    # Outside pytest's private tmp tree, so the other user can reach it; an
+    # abstract socket (a deep path) has no file permissions to stop anyone.
+    base = Path(tempfile.mkdtemp(prefix="ringq-uid-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        deep = base / ("d" * 120) / "q"
+        q = ringq.Queue(deep, shared=True)
+        try:
+            for p in (deep.parent, deep):
+                os.chmod(p, 0o755)
+            os.chmod(deep / "SOCKET", 0o644)
+            code = (
+                # Everything imported first: the other user cannot read root's Python.
+                "import os, sys, ringq, ringq.errors, ringq.backends.shared\n"
+                "os.setgid(65534); os.setuid(65534)\n"
+                "try:\n"
+                "    ringq.Queue(sys.argv[1], shared=True)\n"
+                "except Exception as e:\n"
+                "    print(type(e).__name__, e)\n"
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", code, str(deep)], capture_output=True, text=True, timeout=60
+            )
+            assert "serves only processes of its owner's user" in out.stdout, (
+                out.stdout,
+                out.stderr,
+            )
+            assert out.stdout.startswith("RingqError"), out.stdout
+            assert q.stats()["shared_clients"] == 0
+        finally:
+            q.close()
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_dead_owners_socket_does_not_confuse_the_next_open(qdir: Path, spawn: Spawn) -> None:
+    owner = spawn(
+        """
+        import sys, time, ringq
+        q = ringq.Queue(sys.argv[1], shared=True)
+        q.publish(b"kept", "t")
+        print("ready", flush=True)
+        time.sleep(600)
+        """,
+        str(qdir),
+    )
+    assert read_line(owner) == "ready"
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    assert (qdir / "SOCKET").exists()
+    q = ringq.Queue(qdir)  # not shared: owns it, and forgets the dead owner's socket
+    try:
+        assert not (qdir / "SOCKET").exists() and not (qdir / "ringq.sock").exists()
+        assert [d.payload for d in q.checkout("t", timeout=0)] == [b"kept"]
+    finally:
+        q.close()
+
+
+def test_ringq_serve_owns_until_sigterm(qdir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "ringq.cli", "serve", str(qdir), "--stats-every", "0.2"]
+    server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stderr is not None
+        first = server.stderr.readline()
+        assert "serving" in first and str(qdir) in first, first
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+        assert second.returncode == 3 and "already served" in second.stderr
+        q = ringq.Queue(qdir, shared=True)
+        try:
+            assert q.role == "client"
+            q.publish(b"via serve", "t")
+        finally:
+            q.close()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        rest = server.stderr.read()
+        assert "SIGTERM received" in rest and "closed" in rest
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    q = ringq.Queue(qdir)
+    try:
+        assert [d.payload for d in q.checkout("t", timeout=0)] == [b"via serve"]
+    finally:
+        q.close()
+
+
+PRODUCER = """
+import sys, ringq
+q = ringq.Queue(sys.argv[1], shared=True, capacity=100_000)
+name, n = sys.argv[2], int(sys.argv[3])
+i = 0
+while i < n:
+    batch = [f"{name}-{j}".encode() for j in range(i, min(n, i + 7))]
+    q.publish_many(batch, "work") if i % 2 else [q.publish(b, "work") for b in batch]
+    i += len(batch)
+print("published", flush=True)
+q.close()
+"""
+
+CONSUMER = """
+import sys, ringq
+q = ringq.Queue(sys.argv[1], shared=True, capacity=100_000)
+idle = 0
+while idle < 20:
+    got = q.checkout("work", max_messages=int(sys.argv[2]), timeout=0.1)
+    if not got:
+        idle += 1
+        continue
+    idle = 0
+    q.ack(got)
+    sys.stdout.write("".join(d.payload.decode() + "\\n" for d in got))
+    sys.stdout.flush()
+q.close()
+"""
+
+
+def test_producers_and_consumers_in_many_processes_ack_each_message_once(
+    qdir: Path, open_queue: OpenQueue
+) -> None:
+    q = open_queue(shared=True, capacity=100_000)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PRODUCER, str(qdir), f"p{i}", "3000"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    consumers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONSUMER, str(qdir), str(m)], stdout=subprocess.PIPE, text=True
+        )
+        for m in (1, 16, 64)
+    ]
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0 and out.strip() == "published"
+    seen: list[str] = []
+    for c in consumers:
+        out, _ = c.communicate(timeout=120)
+        assert c.returncode == 0
+        seen.extend(out.split())
+    expected = {f"p{i}-{j}" for i in range(3) for j in range(3000)}
+    assert len(seen) == len(expected), "every message acked exactly once"
+    assert set(seen) == expected
+    assert q.stats()["total"] == 0
