@@ -258,6 +258,7 @@ def test_undecodable_payload_goes_to_the_dead_letters_at_once_and_the_worker_sur
         assert d.reason == "undecodable"
         assert d.attempts == 1
         assert d.handler == "on_order"
+        assert d.error_type == "ringq.codecs.UndecodableError", "named where users import it"
     assert q.handler_stats()["on_order"]["undecodable"] == 2
 
 
@@ -430,6 +431,7 @@ def test_a_dependency_that_fails_to_resolve_is_a_failed_attempt_and_the_worker_s
     dead = q.dlq.get(mid)
     assert dead.reason == "max_attempts" and dead.attempts == 3
     assert dead.error_message is not None and "db down" in (dead.traceback or "")
+    assert dead.error_type == "ringq.di.ResolutionError", "named where users import it"
 
 
 def test_superseded_message_is_visible_to_its_handler_and_dropped_when_it_fails(

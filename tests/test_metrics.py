@@ -95,6 +95,26 @@ def test_handler_histograms_bucket_and_sum_the_durations(qdir: Path) -> None:
         q.stop()
 
 
+def test_handler_histograms_have_the_engines_buckets(qdir: Path) -> None:
+    with ringq.Queue(qdir) as q:
+
+        @q.handler(bytes, topic="t")
+        def h(msg: bytes) -> None:
+            pass
+
+        q.start()
+        engine = q.backend.histograms()
+        stats = q.handler_stats()["h"]
+        for name in ("queue_wait", "handler_duration", "end_to_end"):
+            assert (
+                stats[name]["buckets"]
+                == engine["fsync"]["buckets"]
+                == engine["snapshot"]["buckets"]
+            )
+            assert len(stats[name]["counts"]) == len(stats[name]["buckets"]) + 1
+        q.stop()
+
+
 def test_end_to_end_histogram_counts_successes_from_the_first_publish(qdir: Path) -> None:
     registry = CollectorRegistry()
     with ringq.Queue(qdir) as q:

@@ -49,6 +49,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ringq.backends.local import dead_letters, inspect, peek, repair
+from ringq.codecs.identity import DEFAULT_TOPIC
 from ringq.dlq import as_dict
 from ringq.errors import CorruptionError, QueueLocked, RingqError
 
@@ -201,7 +202,7 @@ def _short(payload: bytes, width: int = 60) -> str:
 
 @main.command("peek")
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--topic", default="default", show_default=True, help="the topic to look at")
+@click.option("--topic", default=DEFAULT_TOPIC, show_default=True, help="the topic to look at")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="print JSON (payloads as UTF-8 text)")
 def peek_cmd(path: str, topic: str, limit: int, as_json: bool) -> None:

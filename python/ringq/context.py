@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ringq.backend import Delivery, OutgoingMessage
-from ringq.codecs import TYPE_HEADER, encode_message
+from ringq.codecs.encoding import outgoing_message
 from ringq.errors import RingqError
 
 if TYPE_CHECKING:
@@ -179,17 +179,13 @@ class Context:
         id as its correlation id when there is none) and its causation id is
         this message's id. Nothing is published if the attempt fails.
         """
-        default_topic, data, tag = encode_message(payload)
-        hdrs: dict[str, str] | None = dict(headers) if headers else None
-        if tag is not None:
-            hdrs = {**(hdrs or {}), TYPE_HEADER: tag}
         d = self._delivery
-        item = OutgoingMessage(
-            default_topic if topic is None else topic,
-            data,
+        item = outgoing_message(
+            payload,
+            topic,
+            headers=headers,
             dedup_key=dedup_key,
             delay=delay,
-            headers=hdrs,
             correlation_id=d.correlation_id or d.id,
             causation_id=d.id,
         )

@@ -43,7 +43,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from ringq.codecs import decoder_for, topics_for
+from ringq.codecs.decoding import decoder_for
+from ringq.codecs.identity import topics_for
 from ringq.config import HandlerOptions, QueueOptions
 from ringq.context import Context
 from ringq.errors import ConfigError

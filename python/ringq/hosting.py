@@ -27,7 +27,7 @@ from ringq.retry import check_seconds
 if TYPE_CHECKING:
     from ringq.backend import Backend
     from ringq.config import QueueOptions
-    from ringq.di import Resolver
+    from ringq.di.protocol import Resolver
     from ringq.retry import Retry
 
 __all__ = ["HandlerHost"]

@@ -2,9 +2,11 @@
 
 A handler's ``Retry`` says how many deliveries a message gets
 (``max_attempts``, counting the first) and how long it waits between them
-(``backoff``). ``Retry.next_delay(attempt)`` is the whole decision the
-dispatcher needs after the ``attempt``-th delivery failed: a delay in seconds,
-or ``None`` for "dead-letter it now".
+(``backoff``). ``Retry.next_delay(attempt)`` is what the dispatcher asks
+after the ``attempt``-th delivery failed: a delay in seconds, or ``None`` once
+the attempts are used up. The engine holds the same ``max_attempts`` (the
+dispatcher sets it as the topic's policy) and dead-letters the message itself,
+as it does when a lease runs out (see ``ringq.dispatch.failures``).
 
 Policies are immutable, hashable values, validated when they are built: a bad
 field raises ``ringq.ConfigError`` naming every bad field at once.

@@ -1,0 +1,172 @@
+"""``Dispatcher``: starts, scales and stops the worker pools of a queue's
+handlers.
+
+``start`` starts the lease monitor and a pool per registered handler; ``add``
+starts one more (a handler registered while running). Each handler's topic
+gets the handler's ``max_attempts`` and name as its engine policy first, so
+the engine dead-letters its messages (on nacks and lease expiries alike)
+after the handler's attempts and records the handler on them.
+
+**Stopping.** ``stop(drain=True)`` lets workers finish what is ready, then
+stop; ``drain=False`` finishes only the messages being handled and releases
+the unstarted ones at once. ``timeout`` bounds the wait; workers still busy
+after it are left to finish (their messages come back when their lease runs
+out). Stopping and scaling wake idle workers with a sticky engine interrupt
+(``checkout(since=...)``): no loop sleeps or polls.
+
+**Counts.** ``stats()`` counts a success only once its ack is accepted (a
+late ack is counted in ``late_acks``, not as a success), and takes
+``dead_lettered`` from the engine's count for the handler's topic, so it
+includes messages the engine dead-lettered itself (lease expiries) and agrees
+with the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ringq.di.container import Container
+from ringq.dispatch.monitor import LeaseMonitor
+from ringq.dispatch.pool import Pool, Worker, check_workers
+from ringq.dispatch.runner import Runner
+from ringq.dispatch.tallies import histogram_bounds
+from ringq.errors import QueueClosed, RingqError
+
+if TYPE_CHECKING:
+    from ringq.backend import Backend
+    from ringq.di.protocol import Resolver
+    from ringq.handlers import HandlerRegistry, HandlerSpec
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger("ringq.dispatch")
+
+
+class Dispatcher:
+    """Runs the handlers of a ``HandlerRegistry`` against an engine."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        registry: HandlerRegistry,
+        resolver: Resolver | None = None,
+        timing: bool = False,
+    ) -> None:
+        self.engine = backend
+        self.registry = registry
+        self._pools: dict[str, Pool] = {}
+        self._lock = threading.Lock()
+        #: Notified when a worker leaves or is abandoned (``stop`` waits on it).
+        self._done = threading.Condition()
+        self.monitor = LeaseMonitor(backend, self.pools)
+        self.runner = Runner(
+            backend, self.monitor, resolver if resolver is not None else Container(), timing
+        )
+        self.running = False
+
+    @property
+    def timing(self) -> bool:
+        """Whether handlers fill the queue-wait and duration histograms."""
+        return self.runner.timing
+
+    @timing.setter
+    def timing(self, on: bool) -> None:
+        self.runner.timing = on
+
+    def pools(self) -> list[Pool]:
+        with self._lock:
+            return list(self._pools.values())
+
+    def start(self) -> None:
+        with self._lock:
+            if self.running:
+                return
+            self.running = True
+        self.monitor.start()
+        for spec in self.registry:
+            self.add(spec)
+
+    def add(self, spec: HandlerSpec) -> None:
+        """Start the workers of a handler (registered before or after ``start``)."""
+        self.engine.set_topic_policy(
+            spec.topic, max_attempts=spec.options.retry.max_attempts, handler=spec.name
+        )
+        pool = Pool(spec, histogram_bounds(self.engine), self.runner.run, self._finished)
+        pool.dead_base = self._dead_counts().get(spec.topic, 0)
+        with self._lock:
+            self._pools[spec.name] = pool
+        with pool.lock:
+            pool.fill_locked()
+
+    def scale(self, name: str, workers: int) -> None:
+        """Run ``workers`` workers for handler ``name`` (0 pauses it)."""
+        check_workers(workers)
+        spec = self.registry.get(name)
+        with self._lock:
+            pool = self._pools.get(name)
+        if pool is None:
+            raise RingqError(f"handler {name!r} is not running (call start() first)")
+        if pool.scale(workers):
+            # Idle workers wait in checkout: the interrupt is sticky, so it
+            # also stops one on its way in; each re-checks its membership
+            # (busy ones leave after their batch).
+            with contextlib.suppress(QueueClosed):
+                self.engine.interrupt(spec.topic)
+        log.info("handler %s scaled to %d workers", name, workers)
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
+        """Stop every worker; True if all of them stopped within ``timeout``.
+
+        Workers abandoned by the lease monitor are not waited for: their
+        messages were already given back.
+        """
+        with self._lock:
+            if not self.running:
+                return True
+            self.running = False
+            pools = list(self._pools.values())
+        for pool in pools:
+            pool.begin_stop(drain)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        workers: list[Worker] = []
+        for pool in pools:
+            workers += pool.members()
+            # Sticky: also stops a worker on its way into checkout.
+            with contextlib.suppress(QueueClosed):
+                self.engine.interrupt(pool.spec.topic)
+        with self._done:
+            while any(not (w.finished or w.abandoned) for w in workers):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._done.wait(left)
+        self.monitor.stop()
+        busy = [w for w in workers if not w.finished]
+        if busy:
+            for pool in pools:
+                pool.stop_draining()  # finish the current message, take no more
+            if any(not w.abandoned for w in busy):
+                log.warning("stop(): some handler threads were still busy after %ss", timeout)
+        return all(w.abandoned for w in busy)
+
+    def _finished(self, w: Worker) -> None:
+        """A worker left its pool, or the monitor abandoned it."""
+        with self._done:
+            if not w.abandoned:
+                w.finished = True
+            self._done.notify_all()
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        dead = self._dead_counts()
+        return {p.spec.name: p.stats(dead.get(p.spec.topic)) for p in self.pools()}
+
+    def _dead_counts(self) -> dict[str, int]:
+        """Dead letters per topic since the engine opened (``{}`` once closed)."""
+        try:
+            return {t: s["dead_lettered"] for t, s in self.engine.topic_stats().items()}
+        except RingqError:
+            return {}

@@ -1,0 +1,237 @@
+"""What a worker thread does, from checkout to ack.
+
+A worker checks out a batch of its handler's topic in one engine call,
+waiting inside the engine with the GIL released until a message arrives
+(an interrupt of the topic ends the wait: ``stop`` and ``scale`` use it).
+For each message it decodes the payload into the handler's type, runs the
+handler (a class handler is built in a fresh scope of the resolver,
+``ringq.di``), and then:
+
+- success: acks (staged ``ctx.publish`` messages are committed in the same
+  journal record as the ack; plain acks of one batch are sent together,
+  ``ringq.dispatch.acks``), counted as a success once the engine accepts it;
+- failure, or a payload that does not decode: ``ringq.dispatch.failures``.
+
+A worker never dies of a handler's exception (or of a dependency that fails
+to resolve: that is a failed attempt like any other). A handler that
+returns an awaitable fails its attempt: it did not run. A message that
+waited behind its neighbours for a tenth of its lease gets a full lease
+from when it starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ringq.codecs.decoding import UndecodableError
+from ringq.codecs.identity import TYPE_HEADER
+from ringq.context import Context
+from ringq.di.injection import build
+from ringq.dispatch.acks import flush, release_rest
+from ringq.dispatch.failures import attempt_failed, undecodable
+from ringq.errors import LeaseLost, QueueClosed, RingqError
+
+if TYPE_CHECKING:
+    from ringq.backend import Backend, Delivery
+    from ringq.di.protocol import Resolver
+    from ringq.dispatch.monitor import LeaseMonitor
+    from ringq.dispatch.pool import Worker
+    from ringq.handlers import HandlerSpec
+
+__all__ = ["Runner"]
+
+log = logging.getLogger("ringq.dispatch")
+
+
+class Runner:
+    """Runs the worker threads of a dispatcher's pools (``run`` is a
+    worker thread's target)."""
+
+    def __init__(
+        self, engine: Backend, monitor: LeaseMonitor, resolver: Resolver, timing: bool
+    ) -> None:
+        self.engine = engine
+        self.monitor = monitor
+        self.resolver = resolver
+        #: Fill the queue-wait and handler-duration histograms (``ringq.metrics``
+        #: turns this on; off, the per-message path reads no clock).
+        self.timing = timing
+
+    def run(self, w: Worker) -> None:
+        """The life of worker ``w``: batch after batch until it leaves its pool."""
+        pool = w.pool
+        spec = pool.spec
+        engine = self.engine
+        topic, lease = spec.topic, spec.options.timeout
+        w.hook = functools.partial(self._heartbeat, w)
+        try:
+            while True:
+                try:
+                    # Read before deciding to wait: an interrupt after this
+                    # point makes the checkout below return at once.
+                    since = engine.interrupts(topic)
+                    if pool.should_exit(w):
+                        return
+                    size, share = pool.batch_size(), max(1, pool.target)
+                    if pool.stopping:
+                        # Draining: take what is ready, never wait.
+                        batch = engine.checkout(topic, size, lease, 0, share=share)
+                        if not batch:
+                            with pool.lock:
+                                pool.leave_locked(w)
+                            return
+                    else:
+                        batch = engine.checkout(topic, size, lease, None, share=share, since=since)
+                except QueueClosed:
+                    return
+                except RingqError as e:
+                    # E.g. a storage fault: the engine recovers when it clears.
+                    log.error("handler %s: checkout failed: %s", spec.name, e)
+                    time.sleep(0.5)
+                    continue
+                if batch:
+                    try:
+                        self._handle_batch(w, batch)
+                    except QueueClosed:
+                        return
+                    except Exception:  # pragma: no cover - a bug in ringq itself
+                        log.exception("handler %s: unexpected error in the worker", spec.name)
+        finally:
+            pool.leave(w)
+
+    def _handle_batch(self, w: Worker, batch: list[Delivery]) -> None:
+        pool = w.pool
+        engine = self.engine
+        lease = pool.spec.options.timeout
+        checked_out = time.time()
+        clock = time.perf_counter()
+        unstarted = w.batch
+        unstarted.extend(batch)
+        w.hold_until = checked_out + pool.hold
+        if len(batch) > 1:
+            self.monitor.watch(w.hold_until)
+        started = 0
+        try:
+            while True:
+                try:
+                    d = unstarted.popleft()
+                except IndexError:
+                    break
+                if w.abandoned or (pool.stopping and not pool.drain):
+                    # Stopping (or abandoned): the unstarted ones go back,
+                    # their deliveries undone.
+                    unstarted.appendleft(d)
+                    release_rest(engine, w)
+                    break
+                deadline = d.lease_deadline
+                if started and time.time() - checked_out > 0.1 * lease:
+                    # Waited a while behind its neighbours: a full lease from now.
+                    flush(engine, w)
+                    try:
+                        deadline = engine.extend(d, lease)
+                    except LeaseLost:
+                        continue  # expired meanwhile; the engine retries it
+                started += 1
+                self._handle_one(w, d, deadline)
+        finally:
+            flush(engine, w)
+            if started:
+                pool.observe(time.perf_counter() - clock, started)
+
+    def _heartbeat(self, w: Worker) -> None:
+        """Before a handler renews its lease: send pending acks and release
+        the batch's unstarted messages (a long handler gives its neighbours
+        to free workers instead of keeping them waiting)."""
+        flush(self.engine, w)
+        release_rest(self.engine, w)
+
+    def _handle_one(self, w: Worker, d: Delivery, deadline: float) -> None:
+        pool = w.pool
+        spec = pool.spec
+        c = w.counters
+        c.processed += 1
+        try:
+            msg = spec.decode(d.payload, d.headers.get(TYPE_HEADER) if pool.needs_tag else None)
+        except UndecodableError as e:
+            undecodable(self.engine, w, d, e)
+            return
+        ctx: Context | None = None
+        if pool.needs_context:
+            ctx = Context(self.engine, d, spec.name, spec.options.timeout)
+            ctx.deadline = deadline
+            ctx._before_heartbeat = w.hook
+        # Published without a lock (see Pool.abandon); this runs for every message.
+        w.deadline = deadline
+        w.ctx = ctx
+        w.current = d
+        self.monitor.watch(deadline)
+        started = 0.0
+        if self.timing:  # only while metrics are collected (it costs ~0.3 us)
+            c.queue_wait.observe(max(0.0, time.time() - d.enqueued_at))
+            started = time.perf_counter()
+        try:
+            result = pool.plain(msg) if ctx is None else self._call(spec, msg, ctx)
+            if result is not None and inspect.isawaitable(result):
+                raise _not_awaited(spec.name, result)
+        except BaseException as e:  # a handler's SystemExit must not kill the worker
+            if started:
+                c.handler_duration.observe(time.perf_counter() - started)
+            w.current = w.ctx = None
+            attempt_failed(self.engine, w, d, e)
+            return
+        if started:
+            c.handler_duration.observe(time.perf_counter() - started)
+        w.current = w.ctx = None
+        staged = None if ctx is None else ctx._staged
+        if not staged:
+            w.pending.append(d)
+            if started:
+                c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
+            return
+        try:
+            self.engine.ack(d, publish=staged)
+        except LeaseLost:
+            c.late_acks += 1
+            log.warning(
+                "handler %s: late ack of message %s rejected (its lease ran out); "
+                "its %d staged messages were not published",
+                spec.name,
+                d.id,
+                len(staged),
+            )
+        except QueueClosed:
+            raise
+        except (RingqError, ValueError, TypeError) as e:
+            # A staged message the engine refuses (too big, full queue, bad
+            # option): the attempt fails as a whole and nothing is published.
+            attempt_failed(self.engine, w, d, e)
+        else:
+            c.succeeded += 1
+            if started:
+                c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
+
+    def _call(self, spec: HandlerSpec, msg: object, ctx: Context) -> object:
+        if spec.cls is not None:
+            with self.resolver.scope() as scope:
+                handler = build(spec.cls, scope)
+                handle: Callable[..., object] = handler.handle
+                return handle(msg, ctx)
+        func: Callable[..., object] = spec.func  # type: ignore[assignment]
+        return func(msg, ctx)
+
+
+def _not_awaited(name: str, result: object) -> TypeError:
+    """A handler returned an awaitable: it did not run, so the attempt fails."""
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()  # no "never awaited" warning: this error says it
+    return TypeError(
+        f"handler {name} returned {type(result).__name__}, an awaitable, which ringq cannot run "
+        "on a worker thread: the message was not handled. Write the handler as a plain def "
+        "(it may call asyncio.run(...)); async handlers are refused when registered"
+    )
