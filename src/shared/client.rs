@@ -306,9 +306,15 @@ fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
     let start = wire::begin(&mut hello, id, op::HELLO);
     wire::put_hello(&mut Writer::new(&mut hello));
     wire::finish(&mut hello, start)?;
-    (&stream).write_all(&hello).map_err(|e| no_owner(format!("saying hello: {e}")))?;
+    // If the owner refuses us it answers before our hello and hangs up: a
+    // failed write still leaves its answer to read.
+    let sent = (&stream).write_all(&hello);
     let mut r = std::io::BufReader::with_capacity(256 * 1024, stream.try_clone().map_err(|e| no_owner(e.to_string()))?);
-    let frame = read_frame(&mut r).map_err(|e| no_owner(format!("waiting for its hello: {e}")))?;
+    let frame = match (read_frame(&mut r), sent) {
+        (Ok(f), _) => f,
+        (Err(_), Err(e)) => return Err(no_owner(format!("saying hello: {e}"))),
+        (Err(e), Ok(())) => return Err(no_owner(format!("waiting for its hello: {e}"))),
+    };
     let (_, code, body) = wire::split(&frame).map_err(|e| Error::Protocol(e.0))?;
     if code != wire::OK {
         return Err(wire::get_error(&mut Reader::new(body)).unwrap_or_else(|e| Error::Protocol(e.0)));
