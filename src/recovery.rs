@@ -5,9 +5,19 @@
 //!   after it) and zeroed on disk;
 //! - a damaged record that was on disk before a later one, a gap in LSNs, a
 //!   segment cut short (format 2 headers say how big the file was made), a
-//!   segment a seal or the MANIFEST names that is not there, a snapshot the
-//!   MANIFEST names that is not there, or an unreadable snapshot is an error
-//!   naming the file and offset.
+//!   segment a seal or the MANIFEST names that is not there, a segment in
+//!   use that lost its header (below), a snapshot the MANIFEST names that is
+//!   not there, or an unreadable snapshot is an error naming the file and
+//!   offset.
+//!
+//! A format-2 segment without a valid header (empty, shorter than the
+//! header, or a zeroed or torn header with no valid record after it) is what
+//! a crash while `journal::prepare::create` made it leaves (the file created
+//! but empty, or preallocated before its header was written), and is removed
+//! — unless something says the journal was in use there: the MANIFEST
+//! anchors it, a seal names it, or a segment after it is in use (and holds
+//! records the snapshot does not cover). A segment is only used once its
+//! creation is durable, so then it is damage.
 //!
 //! Segments wholly covered by the snapshot are not read at all, so damage
 //! in them (even to their headers) does not block opening; they are deleted
@@ -55,6 +65,48 @@ pub(crate) struct Loaded {
     pub state: State,
     pub report: RecoveryReport,
     pub journal: Recovered,
+    /// Segments in use that lost their header (`load_for_repair` only:
+    /// `load` refuses them).
+    pub lost: Vec<LostSegment>,
+}
+
+/// A format-2 segment without a valid header.
+#[derive(Debug, Clone)]
+pub(crate) struct LostSegment {
+    pub seq: u64,
+    pub path: PathBuf,
+    /// The file's length.
+    pub len: u64,
+    /// Why it counts as in use (empty while nothing says so).
+    pub why: String,
+}
+
+impl LostSegment {
+    /// What is wrong with the file, for messages.
+    pub fn what(&self) -> String {
+        match self.len {
+            0 => "is empty".to_owned(),
+            n if n < journal::SEGMENT_HEADER_LEN as u64 => {
+                format!("is {n} bytes, shorter than its {}-byte header", journal::SEGMENT_HEADER_LEN)
+            }
+            _ => "has no valid header (zeroed or failing its CRC check) and no valid record".to_owned(),
+        }
+    }
+
+    fn refused(&self, dir: &Path) -> Error {
+        Error::corruption(
+            &self.path,
+            0,
+            format!(
+                "journal segment {}, but the journal was in use there ({}): the records it held are lost \
+                 (an interrupted segment creation never leaves a used segment like this); restore it from \
+                 a backup, or accept the loss with `ringq repair {}`",
+                self.what(),
+                self.why,
+                dir.display()
+            ),
+        )
+    }
 }
 
 fn parse_name(name: &str, ext: &str) -> Option<u64> {
@@ -146,12 +198,21 @@ pub(crate) fn load(
     faults: &Faults,
     manifest: &Manifest,
 ) -> Result<Loaded> {
-    load_with_marker(dir, dlq_capacity, slot_limit, repair, faults, manifest, journal::marker::read(dir))
+    let on_disk = journal::marker::read(dir);
+    load_from(dir, dlq_capacity, slot_limit, repair, faults, manifest, on_disk, false)
 }
 
-/// `load` with the `DURABLE` marker's LSN given (`repair` reads without it).
+/// What `ringq repair` reads: the same without changing anything, without
+/// `DURABLE` and without the checks that the MANIFEST's anchor and snapshot
+/// exist (it rebuilds them), with unlimited dead letters; segments in use
+/// that lost their header are listed in `Loaded::lost` instead of refused
+/// (the MANIFEST's anchor still counts as evidence of use).
+pub(crate) fn load_for_repair(dir: &Path, slot_limit: usize, manifest: &Manifest) -> Result<Loaded> {
+    load_from(dir, usize::MAX, slot_limit, false, &Faults::default(), manifest, 0, true)
+}
+
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn load_with_marker(
+fn load_from(
     dir: &Path,
     dlq_capacity: usize,
     slot_limit: usize,
@@ -159,6 +220,7 @@ pub(crate) fn load_with_marker(
     faults: &Faults,
     manifest: &Manifest,
     on_disk: Lsn,
+    for_repair: bool,
 ) -> Result<Loaded> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
@@ -181,7 +243,7 @@ pub(crate) fn load_with_marker(
         }
         None => (State::new(dlq_capacity, slot_limit), 0),
     };
-    if manifest.snapshot_lsn > snap_lsn {
+    if manifest.snapshot_lsn > snap_lsn && !for_repair {
         let missing = dir.join(snapshot::snapshot_name(manifest.snapshot_lsn));
         return Err(Error::corruption(
             &missing,
@@ -199,7 +261,8 @@ pub(crate) fn load_with_marker(
     }
 
     // Format-2 headers: prepared segments are spares; torn ones (a crash
-    // while one was being prepared) go; used ones form the chain.
+    // while one was being prepared) go unless the journal was in use there;
+    // used ones form the chain.
     let mut out = Recovered { next_seq: 1, ..Default::default() };
     let mut chain: Vec<ChainSegment> = files
         .wal_v1
@@ -213,6 +276,11 @@ pub(crate) fn load_with_marker(
         })
         .collect();
     let mut present = Vec::new();
+    // Without a valid header.
+    let mut torn: Vec<LostSegment> = Vec::new();
+    // The chain's format-2 segments: sequence number, first LSN (`None`: the
+    // header is damaged).
+    let mut used_seqs: Vec<(u64, Option<Lsn>)> = Vec::new();
     for (seq, path) in &files.segments {
         out.next_seq = out.next_seq.max(seq + 1);
         present.push(*seq);
@@ -221,6 +289,7 @@ pub(crate) fn load_with_marker(
             Some(m) => match journal::read_segment_header(path, m) {
                 Ok(h) => h,
                 Err(e) => {
+                    used_seqs.push((*seq, None));
                     chain.push(ChainSegment {
                         path: path.clone(),
                         name_lsn: None,
@@ -234,17 +303,26 @@ pub(crate) fn load_with_marker(
             None => None,
         };
         let Some(h) = header else {
-            report.torn_segments.push(path.clone());
-            repairs.push(Repair::Remove(path.clone()));
+            let len = map.as_ref().map_or(0, |m| m.len() as u64);
+            torn.push(LostSegment { seq: *seq, path: path.clone(), len, why: String::new() });
             continue;
         };
         let map = map.expect("a header was read");
-        if h.version < 2 || h.seq != Some(*seq) {
-            return Err(Error::corruption(
-                path,
-                24,
-                format!("header names segment {:?}, the file name says {seq}", h.seq),
-            ));
+        match h.seq {
+            Some(s) if h.version >= 2 && s == *seq => {}
+            Some(s) => {
+                return Err(Error::corruption(path, 24, format!("header names segment {s}, the file name says {seq}")));
+            }
+            None => {
+                return Err(Error::corruption(
+                    path,
+                    8,
+                    format!(
+                        "header is format {} (no segment number) in a .log file, whose name says segment {seq}",
+                        h.version
+                    ),
+                ));
+            }
         }
         let size = h.size.unwrap_or(0);
         if (map.len() as u64) < size {
@@ -269,9 +347,10 @@ pub(crate) fn load_with_marker(
             out.spares.push((*seq, path.clone()));
             continue;
         }
+        used_seqs.push((*seq, Some(h.first_lsn)));
         chain.push(ChainSegment { path: path.clone(), name_lsn: None, header: Some(h), damaged: None, map: Some(map) });
     }
-    if manifest.journal_anchor != 0 && !present.contains(&manifest.journal_anchor) {
+    if manifest.journal_anchor != 0 && !present.contains(&manifest.journal_anchor) && !for_repair {
         let missing = dir.join(journal::segment_name(manifest.journal_anchor));
         return Err(Error::corruption(
             &missing,
@@ -279,6 +358,30 @@ pub(crate) fn load_with_marker(
             "journal segment is missing: the MANIFEST says the journal continues in it (deleted?); \
              restore it from a backup",
         ));
+    }
+
+    // A segment without a header is an interrupted creation unless the
+    // MANIFEST anchors it or a segment after it is in use (a seal naming it
+    // is checked in the chain below). A later segment whose records start
+    // within the snapshot leaves nothing uncovered before it.
+    let mut lost: Vec<LostSegment> = Vec::new();
+    let mut interrupted: Vec<LostSegment> = Vec::new();
+    for mut t in torn {
+        let later = used_seqs.iter().find(|(s, _)| *s > t.seq);
+        if t.seq == manifest.journal_anchor {
+            t.why = "the MANIFEST says the journal continues in it".to_owned();
+        } else if let Some((s, first)) = later
+            && first.is_none_or(|f| f > snap_lsn + 1)
+        {
+            t.why = format!("{} after it is in use", journal::segment_name(*s));
+        }
+        if t.why.is_empty() {
+            interrupted.push(t);
+        } else if for_repair {
+            lost.push(t);
+        } else {
+            return Err(t.refused(dir));
+        }
     }
 
     let mut next = snap_lsn + 1;
@@ -413,20 +516,46 @@ pub(crate) fn load_with_marker(
         })?;
         report.records_replayed += replayed;
         next = next.max(scan.last_lsn + 1);
-        if let Some(seal) = scan.sealed {
-            let known = successor == Some(seal.next_seq) || (is_last && present.contains(&seal.next_seq));
-            if !known {
-                let missing = dir.join(journal::segment_name(seal.next_seq));
-                return Err(Error::corruption(
-                    &missing,
-                    0,
-                    format!(
-                        "journal segment is missing: {} ends in a seal saying the journal continues there \
-                         at LSN {} (deleted?); restore it from a backup",
-                        path.display(),
-                        seal.next_lsn
-                    ),
-                ));
+        if let Some(seal) = scan.sealed
+            && successor != Some(seal.next_seq)
+            && !lost.iter().any(|l| l.seq == seal.next_seq)
+        {
+            if is_last && let Some(i) = interrupted.iter().position(|t| t.seq == seal.next_seq) {
+                // The journal continued there: not an interrupted creation.
+                let mut t = interrupted.remove(i);
+                t.why = format!(
+                    "{} ends in a seal saying the journal continues there at LSN {}",
+                    path.display(),
+                    seal.next_lsn
+                );
+                if !for_repair {
+                    return Err(t.refused(dir));
+                }
+                lost.push(t);
+            } else {
+                let named_present = present.contains(&seal.next_seq);
+                // A segment below the MANIFEST's anchor may be gone: if a
+                // snapshot wrote the MANIFEST, every segment before its
+                // anchor was closed when it took its state, so covered and
+                // deleted (a power cut can keep any subset of a snapshot's
+                // unlinks). If an open wrote it, its anchor's header was
+                // durable first, so a later chain segment follows and the
+                // LSN check below refuses a gap that held records.
+                let deleted_below_anchor = seal.next_seq < manifest.journal_anchor && !named_present;
+                let accepted = (is_last && named_present) || deleted_below_anchor;
+                if !accepted {
+                    let missing = dir.join(journal::segment_name(seal.next_seq));
+                    return Err(Error::corruption(
+                        &missing,
+                        0,
+                        format!(
+                            "journal segment is missing: {} ends in a seal saying the journal continues there \
+                             at LSN {} (deleted?); restore it from a backup",
+                            path.display(),
+                            seal.next_lsn
+                        ),
+                    ));
+                }
             }
         }
         if let Some(t) = &scan.torn {
@@ -465,6 +594,10 @@ pub(crate) fn load_with_marker(
         repairs.push(Repair::ZeroTail(t.clone()));
         report.torn.push(t);
     }
+    for t in interrupted {
+        report.torn_segments.push(t.path.clone());
+        repairs.push(Repair::Remove(t.path));
+    }
     if repair {
         for r in repairs {
             match r {
@@ -482,5 +615,5 @@ pub(crate) fn load_with_marker(
     state.trim_dlq();
     report.last_lsn = next - 1;
     report.seconds = started.elapsed().as_secs_f64();
-    Ok(Loaded { state, report, journal: out })
+    Ok(Loaded { state, report, journal: out, lost })
 }

@@ -4,6 +4,8 @@
 //!
 //! - a journal segment cut short is extended back to its size with zeros
 //!   (the records before the cut stay; what was after it is gone);
+//! - a segment in use that lost its header (cut below it, emptied or
+//!   zeroed) is made an unused segment again (its records are gone);
 //! - a lost or outdated `MANIFEST` is rebuilt from the files present (a lost
 //!   one gets a new instance id: deliveries taken before are then refused);
 //! - a `DURABLE` marker past the end of the journal (fsynced records that
@@ -14,7 +16,7 @@
 //! The directory must not be owned by a running process.
 
 use crate::error::{Error, Result};
-use crate::journal::{self, marker};
+use crate::journal::{self, marker, prepare};
 use crate::lock::DirLock;
 use crate::manifest::{self, Manifest};
 use crate::recovery;
@@ -104,14 +106,25 @@ pub fn repair(dir: &Path) -> Result<RepairReport> {
             crate::snapshot::snapshot_name(m.snapshot_lsn)
         ));
     }
+    // Read everything as recovery would (no slot bound beyond the id space:
+    // this is an explicit operator action), without the durable marker; the
+    // old anchor only says which headerless segment was in use.
+    let bound = m.slot_bound(0);
+    let probe = Manifest { snapshot_lsn: 0, ..m };
     m.journal_anchor = anchor;
     m.snapshot_lsn = snapshot_lsn;
-    // Read everything as recovery would (no slot bound beyond the id space:
-    // this is an explicit operator action), without the durable marker.
-    let bound = m.slot_bound(0);
-    let probe = Manifest { journal_anchor: 0, snapshot_lsn: 0, ..m };
     let on_disk = marker::read(dir);
-    let loaded = recovery::load_with_marker(dir, usize::MAX, bound, false, &Faults::default(), &probe, 0)?;
+    let loaded = recovery::load_for_repair(dir, bound, &probe)?;
+    for l in &loaded.lost {
+        prepare::remake_unused(&Faults::default(), &l.path, l.seq)
+            .map_err(|e| Error::storage("rewriting the header of", &l.path, e))?;
+        report.changes.push(format!(
+            "{}: {}, but the journal was in use there ({}); made an unused segment (the records it held are lost)",
+            l.path.display(),
+            l.what(),
+            l.why
+        ));
+    }
     let last = loaded.report.last_lsn;
     if on_disk > last {
         fs::remove_file(dir.join(marker::DURABLE_FILE))

@@ -97,6 +97,12 @@ impl Slab {
         self.slots.iter().filter_map(|m| m.as_ref())
     }
 
+    /// Slots `alloc` can hand out without growing.
+    #[cfg(test)]
+    pub fn free_slots(&self) -> usize {
+        self.free.len()
+    }
+
     #[cfg(test)]
     pub fn ids(&self) -> Vec<u64> {
         self.iter().map(|m| m.id).collect()

@@ -57,7 +57,7 @@ pub(crate) struct State {
     pub next_seq: u64,
     pub dlq_capacity: usize,
     pub dlq_evicted: u64,
-    /// Message slots must be below this (see `lock::Manifest`).
+    /// Message slots must be below this (see `manifest::Manifest::slot_bound`).
     pub slot_limit: usize,
 }
 
@@ -93,6 +93,26 @@ impl State {
         let id = (self.next_seq << SLOT_BITS) | slot as u64;
         self.next_seq += 1;
         Ok(id)
+    }
+
+    /// A slot and an id for a new message of a call that makes several:
+    /// the slot is added to `taken`. When ids run out the slot, and every
+    /// slot in `taken`, is given back (the call fails and changes nothing).
+    pub fn alloc_message(&mut self, taken: &mut Vec<u32>) -> crate::error::Result<u64> {
+        let slot = self.slab.alloc();
+        match self.new_id(slot) {
+            Ok(id) => {
+                taken.push(slot);
+                Ok(id)
+            }
+            Err(e) => {
+                self.slab.unalloc(slot);
+                for s in taken.drain(..) {
+                    self.slab.unalloc(s);
+                }
+                Err(e)
+            }
+        }
     }
 
     pub fn topic_id(&self, name: &str) -> Option<u32> {
@@ -376,5 +396,19 @@ mod tests {
         let err = st.new_id(6).unwrap_err();
         assert!(err.to_string().contains("used all"), "{err}");
         assert_eq!(st.next_seq, last + 1, "a refused id changes nothing");
+    }
+
+    #[test]
+    fn a_refused_message_id_gives_back_every_slot_its_call_took() {
+        let mut st = State::new(10, 1 << SLOT_BITS);
+        st.set_next_seq((1u64 << crate::types::SEQ_BITS) - 2);
+        let mut taken = Vec::new();
+        st.alloc_message(&mut taken).unwrap();
+        st.alloc_message(&mut taken).unwrap();
+        assert_eq!(taken.len(), 2);
+        let err = st.alloc_message(&mut taken).unwrap_err();
+        assert!(err.to_string().contains("used all"), "{err}");
+        assert!(taken.is_empty());
+        assert_eq!((st.slab.slot_count(), st.slab.free_slots()), (3, 3), "no slot leaked");
     }
 }

@@ -86,7 +86,7 @@
 //! instead of stopping at the first.
 
 use ringq::storage::{self, Observer};
-use ringq::{Durability, Engine, Error, Lsn, Options, Publish, PublishOpts, Stat, Wait};
+use ringq::{Durability, Engine, Error, FaultPoint, Lsn, Options, Publish, PublishOpts, Stat, Wait};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -1609,5 +1609,126 @@ fn power_cut_during_the_first_open() {
             c.check(&format!("first open: {} ({style:?})", cap.label), &power_cut(cap, style, &mut rng), 0);
         }
     }
+    tracker().untrack();
+}
+
+/// (f) `close()` with `durability="os"` whose final snapshot fails (a full
+/// disk): the journal is then all that holds the work, partly in segments
+/// the writer rolled away from without an fsync. `close()` records the last
+/// LSN in `DURABLE`, so it must have synced them first: a power cut after
+/// it may lose nothing, and a page the OS had not written back yet must not
+/// turn into a corruption error.
+#[test]
+fn power_cut_after_closing_with_os_durability_and_a_failed_final_snapshot() {
+    let _one = lock(&SERIAL);
+    let mut c = Case::new("close-os", Options { snapshot_every: 1 << 40, ..options(Durability::Os) });
+    let e = c.open();
+    let last = c.publish(&e, 40, 4000, false);
+    assert!(stat(&e, "journal_segments") >= 3, "the journal rolled");
+    e.inject_fault(FaultPoint::SnapshotWrite, 28, -1);
+    assert!(e.close().is_err(), "the final snapshot failed");
+    drop(e);
+    let cap = tracker().capture("after close");
+    // DURABLE as close() left it; every other file only as fsynced.
+    let synced_only = cut_with(&cap, |n, d, cur| if n == "DURABLE" { cur.to_vec() } else { padded(d, 0, cur.len()) });
+    c.check("os: power cut after close, only what was fsynced", &synced_only, last);
+    let mut rng = Rng::new(17);
+    for _ in 0..20 {
+        let style = Style::random(&mut rng);
+        c.check(&format!("os: power cut after close ({style:?})"), &power_cut(&cap, style, &mut rng), last);
+    }
+    tracker().untrack();
+}
+
+/// (g) A cut at every step of a snapshot while the journal rolls under it:
+/// the snapshot takes its state (LSN 16, the last record segment 1 holds)
+/// and anchors segment 1; before it is written, record 17 rolls the journal.
+/// The MANIFEST then names a segment whose records the snapshot covers, so
+/// that segment must stay (until the next snapshot), and every image must
+/// open — with the anchored segment covered and sealed, or cut short.
+#[test]
+fn power_cut_at_every_step_of_a_snapshot_the_journal_rolls_under() {
+    let _one = lock(&SERIAL);
+    let opts =
+        Options { fsync_interval: Duration::from_secs(3600), snapshot_every: 1 << 40, ..options(Durability::Batch) };
+    let mut c = Case::new("snapshot-roll", opts);
+    let e = c.open();
+    let t0 = Instant::now();
+    while stat(&e, "journal_spares") == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no spare segment");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // 4,082-byte records: 16 fit in a 64 KiB segment, the 17th does not.
+    c.publish(&e, 16, 4000, false);
+    assert_eq!(stat(&e, "journal_segments"), 1);
+    tracker().take_pending();
+    tracker().set_hooks(0.0, true, 19);
+    let lsn = e
+        .snapshot_interleaved(|| {
+            c.publish(&e, 1, 4000, false);
+        })
+        .expect("snapshot");
+    tracker().set_hooks(0.0, false, 19);
+    assert_eq!((lsn, stat(&e, "journal_segments")), (16, 2), "the journal rolled; the anchored segment stays");
+    c.sync_lsn(&e);
+    let mut caps = tracker().take_pending();
+    caps.push(tracker().capture("after the snapshot"));
+    drop(e);
+    assert!(caps.len() >= 4, "a snapshot makes at least 4 fsyncs: {}", caps.len());
+    let mut rng = Rng::new(23);
+    for cap in &caps {
+        for i in 0..12 {
+            let style = match i {
+                0 => Style::NOTHING,
+                1 => Style::EVERYTHING,
+                _ => Style::random(&mut rng),
+            };
+            let what = format!("snapshot under a roll: {} ({style:?})", cap.label);
+            c.check(&what, &power_cut(cap, style, &mut rng), cap.required);
+        }
+    }
+    tracker().untrack();
+}
+
+/// (h) A snapshot deletes several covered segments and then fsyncs the
+/// directory once: a power cut before that fsync completes may keep any
+/// subset of the unlinks. Here the newer deleted segment is gone and the
+/// older one stays, and the headers the writer put on the later segments
+/// never reached the disk (no flusher round since the rolls), so the older
+/// segment is the newest one in use and its seal names a deleted segment.
+/// Everything it led to is in the snapshot the MANIFEST names: the queue
+/// must open.
+#[test]
+fn power_cut_when_only_some_of_a_snapshots_deletions_reached_the_disk() {
+    let _one = lock(&SERIAL);
+    let opts =
+        Options { fsync_interval: Duration::from_secs(3600), snapshot_every: 1 << 40, ..options(Durability::Batch) };
+    let mut c = Case::new("deletions", opts);
+    let e = c.open();
+    c.publish(&e, 150, 1000, false);
+    assert!(stat(&e, "journal_segments") >= 3, "segments 1 and 2 closed");
+    tracker().take_pending();
+    tracker().set_hooks(0.0, true, 29);
+    e.snapshot().expect("snapshot");
+    tracker().set_hooks(0.0, false, 29);
+    drop(e);
+    let (one, two, three) = ("00000000000000000001.log", "00000000000000000002.log", "00000000000000000003.log");
+    // The cut while the directory fsync after the deletions was in flight.
+    let cap = tracker()
+        .take_pending()
+        .into_iter()
+        .find(|cap| cap.disk.entries.contains_key(one) && !cap.now.contains_key(one) && !cap.now.contains_key(two))
+        .expect("a cut with both unlinks made and not yet durable");
+    let mut img: Image = Vec::new();
+    for (n, i) in cap.now.iter().chain(cap.disk.entries.iter().filter(|(n, _)| *n == one)) {
+        let bytes = if n == three {
+            // Its header (first LSN 0 at preparation) as last fsynced.
+            padded(cap.durable_of(i), 0, cap.current_of(i).len())
+        } else {
+            cap.current_of(i).to_vec()
+        };
+        img.push((n.clone(), bytes));
+    }
+    c.check("segment 1's unlink lost, segment 2's durable, segment 3's header lost", &img, cap.required);
     tracker().untrack();
 }

@@ -203,6 +203,13 @@ fn damage_in_a_segment_the_snapshot_covers_does_not_block_opening() {
     let e = Engine::open(&dir, small()).unwrap();
     assert_eq!(ids(&e, "t"), 2000);
     e.close().unwrap();
+    // The same segment cut below its header: what it held is in the
+    // snapshot, so the segments after it say nothing against removing it.
+    restore(&edit_wal(&files, &oldest, |b| b.truncate(0)), &dir);
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(e.recovery_report().torn_segments, vec![dir.join(&oldest)]);
+    assert_eq!(ids(&e, "t"), 2000);
+    e.close().unwrap();
 }
 
 #[test]
@@ -343,4 +350,132 @@ fn lease_tokens_of_different_queues_and_opens_differ() {
     let (_, a_again) = token("a");
     assert_eq!(a_id, b_id, "ids start alike in every queue");
     assert!(a != b && a != a_again, "tokens never do: {a:x} {b:x} {a_again:x}");
+}
+
+/// The name of the prepared (unused) segment in a directory image.
+fn spare_name(files: &[(String, Vec<u8>)]) -> String {
+    files
+        .iter()
+        .find(|(n, b)| {
+            n.ends_with(".log")
+                && ringq::journal::read_segment_header(Path::new(n), b).unwrap().is_some_and(|h| h.first_lsn == 0)
+        })
+        .expect("a spare segment")
+        .0
+        .clone()
+}
+
+#[test]
+fn a_roll_while_a_snapshot_is_written_keeps_the_segment_its_manifest_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    settle(&e);
+    // 4,000-byte payloads make 4,077-byte records: 16 fill segment 1 so
+    // that the 17th does not fit (48 + 16 × 4,077 + 4,077 + 28 > 65,536).
+    let payload = [5u8; 4000];
+    for _ in 0..16 {
+        publish(&e, "t", &payload);
+    }
+    assert_eq!(stat(&e, "journal_segments"), 1);
+    // The snapshot takes LSN 16 and anchors segment 1; before it is
+    // written, record 17 rolls the journal: segment 1 is closed with its
+    // last record at exactly the snapshot's LSN.
+    let lsn = e
+        .snapshot_interleaved(|| {
+            publish(&e, "t", &payload);
+            assert_eq!(stat(&e, "journal_segments"), 2, "the journal rolled during the snapshot");
+        })
+        .unwrap();
+    assert_eq!(lsn, 16);
+    let anchor = ringq::manifest::read(&dir).unwrap().unwrap().journal_anchor;
+    let anchored = dir.join(ringq::journal::segment_name(anchor));
+    assert!(anchored.exists(), "the MANIFEST names {}, which the snapshot deleted", anchored.display());
+    // What a crash leaves now opens, with every message.
+    settle(&e);
+    let files = snapshot_files(&dir);
+    let crashed = tmp.path().join("crashed");
+    restore(&files, &crashed);
+    let reopened = Engine::open(&crashed, small()).unwrap();
+    assert_eq!(ids(&reopened, "t"), 17);
+    reopened.close().unwrap();
+    // The next snapshot anchors the newer segment and deletes the old one.
+    publish(&e, "t", b"x");
+    e.snapshot().unwrap();
+    assert!(!anchored.exists(), "a covered segment no MANIFEST names is deleted");
+    assert_eq!(stat(&e, "journal_segments"), 1);
+    e.close().unwrap();
+}
+
+#[test]
+fn an_interrupted_segment_creation_is_still_cleaned_up() {
+    let (tmp, files) = crashed_queue_with(&[b"a", b"b", b"c"]);
+    let spare = spare_name(&files);
+    // What prepare::create can leave: the file created but empty, or
+    // preallocated (zeros) before its header was written.
+    let empty = |b: &mut Vec<u8>| b.clear();
+    let no_header = |b: &mut Vec<u8>| b.fill(0);
+    for (what, edit) in [("empty", &empty as &dyn Fn(&mut Vec<u8>)), ("no-header", &no_header)] {
+        let dir = tmp.path().join(what);
+        restore(&edit_wal(&files, &spare, edit), &dir);
+        let e = Engine::open(&dir, small()).unwrap_or_else(|err| panic!("{what}: {err}"));
+        assert_eq!(e.recovery_report().torn_segments, vec![dir.join(&spare)], "{what}");
+        assert_eq!(ids(&e, "t"), 3, "{what}");
+        e.close().unwrap();
+    }
+}
+
+#[test]
+fn a_used_segment_cut_below_its_header_is_refused_and_repair_accepts_the_loss() {
+    // durability="os": no flusher round, so `DURABLE` does not see the loss.
+    let os = Options { durability: Durability::Os, ..small() };
+    let (tmp, files) = crashed_queue_with_opts(&[b"one", b"two", b"three"], os);
+    let wal = wal_name(&files);
+    for cut in [0usize, 20] {
+        let dir = tmp.path().join(format!("cut-{cut}"));
+        restore(&edit_wal(&files, &wal, |b| b.truncate(cut)), &dir);
+        let detail = refused_naming(&dir, &wal);
+        assert!(detail.contains("MANIFEST") && detail.contains("ringq repair"), "cut at {cut}: {detail}");
+        let report = ringq::repair::repair(&dir).unwrap();
+        assert!(report.changes.iter().any(|c| c.contains(&wal) && c.contains("lost")), "{:?}", report.changes);
+        let e = Engine::open(&dir, small()).unwrap();
+        assert_eq!(ids(&e, "t"), 0, "cut at {cut}: the three records are gone, and the queue says so");
+        e.close().unwrap();
+        assert!(ringq::repair::repair(&dir).unwrap().changes.is_empty(), "cut at {cut}: nothing left to repair");
+    }
+}
+
+#[test]
+fn a_newest_segment_a_seal_names_cut_below_its_header_is_refused() {
+    let payloads: Vec<Vec<u8>> = (0..2000u32).map(|i| [i.to_le_bytes().to_vec(), vec![7; 96]].concat()).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+    let (tmp, files) = crashed_queue_with(&refs);
+    let dir = tmp.path().join("crashed");
+    restore(&files, &dir);
+    let used = segments_in_use(&dir);
+    assert!(used.len() >= 3, "the journal rolled: {used:?}");
+    let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().to_string();
+    let newest = name(used.last().unwrap());
+    restore(&edit_wal(&files, &newest, |b| b.truncate(0)), &dir);
+    let detail = refused_naming(&dir, &newest);
+    assert!(detail.contains("seal"), "{detail}");
+    // One before it: the segment after it is in use.
+    let middle = name(&used[used.len() - 2]);
+    restore(&edit_wal(&files, &middle, |b| b.truncate(0)), &dir);
+    let detail = refused_naming(&dir, &middle);
+    assert!(detail.contains(&format!("{newest} after it is in use")), "{detail}");
+}
+
+#[test]
+fn a_segment_under_another_number_is_refused_naming_both_numbers() {
+    let (tmp, files) = crashed_queue_with(&[b"a"]);
+    let wal = wal_name(&files);
+    assert_eq!(wal, ringq::journal::segment_name(1));
+    let renamed = ringq::journal::segment_name(7);
+    let moved: Files =
+        files.iter().map(|(n, b)| (if *n == wal { renamed.clone() } else { n.clone() }, b.clone())).collect();
+    let dir = tmp.path().join("renamed");
+    restore(&moved, &dir);
+    let detail = refused_naming(&dir, &renamed);
+    assert!(detail.contains("header names segment 1, the file name says 7"), "{detail}");
 }

@@ -33,6 +33,7 @@ fn torn_tail_at_every_byte_offset_reopens_to_a_valid_prefix() {
         let report = e.recovery_report();
         let mid_record = cut > SEGMENT_HEADER_LEN as u64 && !first_record_start.contains(&cut);
         assert_eq!(report.torn_bytes() > 0, mid_record, "torn tail reported for cut at {cut}");
+        assert_eq!(count(&e, "torn_tails"), u64::from(mid_record), "stats() counts the torn tail, cut at {cut}");
         e.close().unwrap();
         // Reopening the repaired directory again is clean.
         let e = Engine::open(&dir, small()).unwrap();

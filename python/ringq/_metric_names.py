@@ -32,7 +32,7 @@ _GAUGES = (
     ("recovery_seconds", "ringq_recovery_seconds", "Time the last open spent recovering."),
     ("recovered_records", "ringq_recovered_records", "Records replayed by the last open."),
     ("torn_tail_bytes", "ringq_torn_tail_bytes", "Torn-tail bytes dropped by the last open."),
-    ("torn_tail_records", "ringq_torn_tail_records", "Torn tails dropped by the last open."),
+    ("torn_tails", "ringq_torn_tails", "Torn tails (0 or 1) the last open found and dropped."),
 )
 _TOPIC_GAUGES = ("ready", "in_flight", "delayed")
 _HANDLER_COUNTERS = (

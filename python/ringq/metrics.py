@@ -25,7 +25,7 @@ Series (``_total`` counters, the rest gauges):
   ``ringq_snapshot_age_seconds``, ``ringq_lsn``, ``ringq_durable_lsn``,
   ``ringq_degraded`` (1 while an fsync failure is unresolved), and from the
   last open ``ringq_recovery_seconds``, ``ringq_recovered_records``,
-  ``ringq_torn_tail_bytes``, ``ringq_torn_tail_records``;
+  ``ringq_torn_tail_bytes``, ``ringq_torn_tails``;
 - per topic (label ``topic``): ``ringq_topic_ready``,
   ``ringq_topic_in_flight``, ``ringq_topic_delayed``;
 - per handler (label ``handler``): ``ringq_handler_processed_total``,

@@ -50,10 +50,9 @@ impl Engine {
         let mut ops = vec![Op::DlqRemove { ids: chosen.iter().map(|d| d.message.id).collect() }];
         let mut slots = Vec::new();
         for d in chosen {
-            let slot = g.state.slab.alloc();
-            slots.push(slot);
             let mut msg = d.message;
-            msg.id = g.state.new_id(slot)?;
+            // Refused when ids run out: the slots taken so far go back.
+            msg.id = g.state.alloc_message(&mut slots)?;
             msg.state = MsgState::Ready;
             msg.attempt = 0;
             msg.superseded = false;
@@ -95,5 +94,38 @@ impl Engine {
         let lsn = sh.commit(&mut g, vec![Op::DlqRemove { ids: chosen }])?;
         g.counters.dlq_purged += n as u64;
         Ok((n, Some(lsn)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::types::{Options, Wait};
+    use crate::{Engine, Publish, PublishOpts};
+    use std::time::Duration;
+
+    #[test]
+    fn dlq_replay_refused_for_want_of_ids_gives_its_slots_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = Engine::open(tmp.path().join("q"), Options::default()).unwrap();
+        for p in [b"a", b"b", b"c"] {
+            e.publish(Publish { topic: "t", payload: p, ..Default::default() }, PublishOpts::default(), Wait::No)
+                .unwrap();
+        }
+        for d in e.checkout("t", 3, Duration::from_secs(60), Wait::No).unwrap() {
+            e.nack(d.id, d.lease_token, None, Default::default(), Some("non_retryable")).unwrap();
+        }
+        let free = |e: &Engine| {
+            let g = e.sh.inner.lock();
+            (g.state.slab.free_slots(), g.state.slab.slot_count() - g.state.slab.live())
+        };
+        let (free_before, empty_before) = free(&e);
+        assert_eq!((free_before, empty_before), (3, 3));
+        // One id left: the first replayed dead letter gets it, the second is refused.
+        e.sh.inner.lock().state.set_next_seq((1u64 << crate::types::SEQ_BITS) - 1);
+        let err = e.dlq_replay(None).unwrap_err();
+        assert!(err.to_string().contains("used all"), "{err}");
+        assert_eq!(free(&e), (3, 3), "every slot taken for the refused replay is free again");
+        assert_eq!(e.dlq_list(None, None, None).unwrap().len(), 3, "nothing was replayed");
+        e.close().unwrap();
     }
 }

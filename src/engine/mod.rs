@@ -370,6 +370,18 @@ impl Engine {
         self.sh.snapshot()
     }
 
+    /// Test hook: a snapshot that calls `between` once the state is copied
+    /// and the engine's lock released, before the snapshot file and the
+    /// MANIFEST are written — where a busy engine goes on appending and may
+    /// roll the journal.
+    pub fn snapshot_interleaved(&self, between: impl FnOnce()) -> Result<Lsn> {
+        self.sh.check()?;
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.sh.snapshot_with(between)
+    }
+
     /// Takes a final snapshot, stops the background threads and releases the
     /// directory. Idempotent. In a `fork()` child it only marks the copy
     /// closed: the files, threads and lock are the parent's.
@@ -387,7 +399,17 @@ impl Engine {
         }
         sh.not_full.notify_all();
         let snap = sh.snapshot();
-        sh.sync.request();
+        // With durability="os" the segments rolled away from were never
+        // fsynced. A final snapshot deletes them; when it failed they hold
+        // records only the journal has, so they are synced before the
+        // flusher's last round (or the sync below) lets `DURABLE` say the
+        // journal is on disk up to its last record.
+        let unsynced = sh.inner.lock().journal.unsynced_closed();
+        let older_synced =
+            unsynced.iter().all(|p| File::open(p).and_then(|f| storage::sync_file(&sh.faults, &f)).is_ok());
+        if older_synced {
+            sh.sync.request();
+        }
         sh.sync.shutdown();
         sh.spares.stop();
         sh.timer_cv.notify_all();
@@ -399,7 +421,8 @@ impl Engine {
         // Whatever the snapshot did not cover is in the journal: make it
         // durable (segments rolled away from first). The active segment
         // stays for the next open to continue in; spares go.
-        let synced = sh.sync.take_files().iter().all(|f| storage::sync_file(&sh.faults, f).is_ok());
+        let files = sh.sync.take_files();
+        let synced = older_synced && files.iter().all(|f| storage::sync_file(&sh.faults, f).is_ok());
         let mut g = sh.inner.lock();
         let mut marker = sh.marker.lock();
         if synced {

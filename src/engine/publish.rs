@@ -173,21 +173,10 @@ impl Shared {
     /// Gives every new message of the plan a slot and an id (on error, the
     /// slots taken so far are given back).
     fn assign_ids(&self, g: &mut Inner, plan: &mut Plan) -> Result<()> {
-        for i in 0..plan.ops.len() {
-            if let Op::Enqueue { msg, .. } = &mut plan.ops[i] {
-                let slot = g.state.slab.alloc();
-                match g.state.new_id(slot) {
-                    Ok(id) => msg.id = id,
-                    Err(e) => {
-                        g.state.slab.unalloc(slot);
-                        for op in &plan.ops[..i] {
-                            if let Op::Enqueue { msg, .. } = op {
-                                g.state.slab.unalloc(crate::types::slot_of(msg.id));
-                            }
-                        }
-                        return Err(e);
-                    }
-                }
+        let mut taken = Vec::new();
+        for op in plan.ops.iter_mut() {
+            if let Op::Enqueue { msg, .. } = op {
+                msg.id = g.state.alloc_message(&mut taken)?;
             }
         }
         Ok(())

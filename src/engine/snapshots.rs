@@ -26,6 +26,13 @@ impl Shared {
     /// Writes a snapshot (unless nothing changed since the last one) and
     /// returns the LSN it covers. One at a time (`snapshot_lock`).
     pub(crate) fn snapshot(&self) -> Result<Lsn> {
+        self.snapshot_with(|| {})
+    }
+
+    /// `snapshot`, calling `between` once the state is copied and the lock
+    /// is released, before anything is written: where the engine goes on
+    /// appending (and may roll the journal). A test hook.
+    pub(crate) fn snapshot_with(&self, between: impl FnOnce()) -> Result<Lsn> {
         let _one = self.snapshot_lock.lock();
         let started = Instant::now();
         let p = {
@@ -35,6 +42,7 @@ impl Shared {
                 None => return Ok(g.snapshot_lsn),
             }
         };
+        between();
         let name = snapshot::snapshot_name(p.lsn);
         let bytes = snapshot::encode(&p.image, p.lsn);
         drop(p.image);
@@ -65,7 +73,7 @@ impl Shared {
 
     fn finish_snapshot(&self, g: &mut Inner, lsn: Lsn, manifest: Manifest, degraded_gen: u64) {
         g.manifest = manifest;
-        g.journal.delete_through(lsn);
+        g.journal.delete_through(lsn, manifest.journal_anchor);
         if let Ok(files) = crate::recovery::list_files(&self.path) {
             for (l, p) in files.snapshots {
                 if l < lsn {

@@ -59,7 +59,7 @@ impl Engine {
             ("fsyncs", i(sh.sync.fsyncs())),
             ("recovered_records", i(r.records_replayed)),
             ("torn_tail_bytes", i(r.torn_bytes())),
-            ("torn_tail_records", i(r.torn.len() as u64)),
+            ("torn_tails", i(r.torn.len() as u64)),
             ("dropped_records", i(r.dropped_records)),
             ("recovery_seconds", Stat::Float(r.seconds)),
             ("durability", Stat::Text(sh.opts.durability.as_str().into())),

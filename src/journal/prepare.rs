@@ -92,6 +92,18 @@ pub fn reset(faults: &Faults, path: &Path, seq: u64, end: u64) -> io::Result<()>
     storage::sync_file(faults, &file)
 }
 
+/// Makes segment `seq` at `path` a valid unused one whatever is left of it
+/// (`ringq repair` of a segment in use that lost its header): at least one
+/// page, zeros after a header with first LSN 0.
+pub fn remake_unused(faults: &Faults, path: &Path, seq: u64) -> io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len() as usize;
+    let size = page_round(len.max(SEGMENT_HEADER_LEN + 64)) as u64;
+    file.set_len(size)?;
+    drop(file);
+    reset(faults, path, seq, size)
+}
+
 /// Writes zeros over `[from, to)` of `file` and fsyncs it.
 pub fn zero_range(faults: &Faults, file: &File, from: u64, to: u64) -> io::Result<()> {
     const CHUNK: usize = 1 << 20;

@@ -163,8 +163,11 @@ struct Valid {
     end: usize,
 }
 
-/// Checks the record at `off`: whole, CRC matching, a known kind, and (in
-/// format 1) zero padding.
+/// Checks the record at `off`: whole, CRC matching, a known kind, (in
+/// format 1) zero padding, and (in format 2) a durable gap the writer could
+/// have written: at most the record's LSN (`L − J` with `0 ≤ J < L`), or
+/// "unknown". A CRC-valid record claiming more is damage or forgery, and is
+/// treated like any other invalid record (never as proof).
 fn valid_record_at(data: &[u8], off: usize, version: u32) -> Option<Valid> {
     let h = data.get(off..off.checked_add(RECORD_HEADER_LEN)?)?;
     let len = u32_at(h, 0) as usize;
@@ -174,16 +177,20 @@ fn valid_record_at(data: &[u8], off: usize, version: u32) -> Option<Valid> {
     }
     let kind = h[16];
     let gap = u32::from_le_bytes([h[17], h[18], h[19], 0]);
+    let lsn = u64_at(h, 8);
     let known = match version {
         1 => kind == RECORD_TXN && gap == 0,
-        _ => kind == RECORD_TXN || (kind == RECORD_SEAL && len == 8 && gap == 0),
+        _ => {
+            (kind == RECORD_TXN && (gap == GAP_UNKNOWN || u64::from(gap) <= lsn))
+                || (kind == RECORD_SEAL && len == 8 && gap == 0)
+        }
     };
     if !known {
         return None;
     }
     let crc = u32_at(h, 4);
     let got = crc32c::crc32c_append(crc32c::crc32c(&h[0..4]), &data[off + 8..end]);
-    (got == crc).then(|| Valid { lsn: u64_at(h, 8), kind, gap, end })
+    (got == crc).then_some(Valid { lsn, kind, gap, end })
 }
 
 /// The next valid record at or after `from` with an LSN after `after` (a
@@ -209,6 +216,13 @@ fn valid_record_after(data: &[u8], from: usize, after: Lsn) -> bool {
     next_valid(data, from, after, 2).is_some() || next_valid(data, from, after, 1).is_some()
 }
 
+/// The LSN up to which a format-2 record says the journal was on disk when
+/// it was written (`None` if its gap exceeds its LSN: `valid_record_at`
+/// refuses such a record, so this is only a second guard).
+fn durable_before(v: &Valid) -> Option<Lsn> {
+    v.lsn.checked_sub(u64::from(v.gap))
+}
+
 /// What the valid records after a hole say about it.
 struct AfterHole {
     /// Valid transaction records found after the hole.
@@ -226,7 +240,7 @@ fn after_hole(data: &[u8], from: usize, missing: Lsn, version: u32, on_disk: Lsn
     while let Some((at, v)) = next_valid(data, off, missing.saturating_sub(1), version) {
         if v.kind == RECORD_TXN {
             out.records += 1;
-            let proves = version >= 2 && v.gap < GAP_UNKNOWN && v.lsn - v.gap as u64 >= missing;
+            let proves = version >= 2 && v.gap < GAP_UNKNOWN && durable_before(&v).is_some_and(|d| d >= missing);
             if version == 1 || proves || missing <= on_disk {
                 out.proof.get_or_insert((at, v.lsn));
             }
@@ -269,8 +283,11 @@ pub fn scan_segment(
         match valid {
             Some(v) if v.lsn == next && v.kind == RECORD_TXN => {
                 each(v.lsn, off as u64, &data[off + RECORD_HEADER_LEN..v.end])?;
-                if version >= 2 && v.gap < GAP_UNKNOWN {
-                    proven_durable = proven_durable.max(v.lsn - v.gap as u64);
+                if version >= 2
+                    && v.gap < GAP_UNKNOWN
+                    && let Some(d) = durable_before(&v)
+                {
+                    proven_durable = proven_durable.max(d);
                 }
                 records += 1;
                 next += 1;
@@ -429,6 +446,32 @@ mod tests {
         let c = encode_record_with_gap(3, &[Op::Drop { id: 3 }], GAP_UNKNOWN);
         let data = segment_with(&[a, vec![0u8; 30], c]);
         assert!(scan(&data).unwrap().torn.is_some());
+    }
+
+    #[test]
+    fn journal_record_whose_gap_exceeds_its_lsn_is_invalid_not_proof() {
+        // The writer's gap is L - J with J < L, so never above L. A
+        // CRC-valid record claiming more is not a record the writer made.
+        let forged = |lsn: Lsn, gap: u32| encode_record_with_gap(lsn, &[Op::Drop { id: lsn }], gap);
+        // Where the first record should be: a torn tail, nothing replayed.
+        let data = segment_with(&[forged(1, 2)]);
+        let s = scan(&data).unwrap();
+        assert_eq!((s.records, s.proven_durable), (0, 0));
+        assert_eq!(s.torn.unwrap().offset as usize, SEGMENT_HEADER_LEN);
+        // After a hole: it proves nothing and is not counted as a record.
+        let a = rec(1);
+        let data = segment_with(&[a.clone(), vec![0u8; 30], forged(3, 9)]);
+        let s = scan(&data).unwrap();
+        assert_eq!(s.records, 1);
+        let t = s.torn.unwrap();
+        assert_eq!((t.offset as usize, t.dropped_records), (SEGMENT_HEADER_LEN + a.len(), 0));
+        // With DURABLE past the hole neither: no valid record follows it (so
+        // the scan ends there, and recovery refuses a journal that ends
+        // before DURABLE).
+        let err = scan_segment(Path::new("x"), &data, &H, 2, |_, _, _| Ok(()));
+        assert!(err.as_ref().is_ok_and(|s| s.torn.is_some()), "{err:?}");
+        // A gap equal to the LSN is valid (nothing was on disk before it).
+        assert_eq!(scan(&segment_with(&[forged(1, 1), forged(2, 2)])).unwrap().records, 2);
     }
 
     #[test]

@@ -7,9 +7,14 @@
 //! fsyncs old segments before the active one: a record counts as durable
 //! only once every segment up to it was synced.
 //!
-//! Segments are deleted once a snapshot covers every record in them; the
-//! active segment is never deleted (a snapshot does not roll the journal,
-//! so it needs no new segment and no free space beyond its own file). When
+//! Segments are deleted once a snapshot covers every record in them and
+//! the MANIFEST written after it names a later segment (it names the one
+//! the journal was in when the snapshot took its state: a roll meanwhile
+//! leaves that one to the next snapshot); the active segment is never
+//! deleted (a snapshot does not roll the journal, so it needs no new
+//! segment and no free space beyond its own file). With
+//! `durability="os"` rolled-away segments are not fsynced; `close` syncs
+//! the ones still on disk before `DURABLE` vouches for them. When
 //! the disk is full and every record of the active segment is covered by a
 //! snapshot, a roll rewinds the active segment in place instead.
 
@@ -41,9 +46,14 @@ struct Active {
 #[derive(Debug, Clone)]
 pub struct Closed {
     pub path: PathBuf,
+    /// Format 2 only.
+    pub seq: Option<u64>,
     pub first_lsn: Lsn,
     pub last_lsn: Lsn,
     pub len: u64,
+    /// Rolled away from without an fsync (`durability="os"`): `close`
+    /// syncs it if it is still there.
+    pub unsynced: bool,
 }
 
 /// A segment recovery found in use, in journal order.
@@ -162,7 +172,14 @@ impl Journal {
         };
         let closed = used
             .into_iter()
-            .map(|s| Closed { path: s.path, first_lsn: s.first_lsn, last_lsn: s.last_lsn, len: s.len })
+            .map(|s| Closed {
+                path: s.path,
+                seq: s.seq,
+                first_lsn: s.first_lsn,
+                last_lsn: s.last_lsn,
+                len: s.len,
+                unsynced: false,
+            })
             .collect();
         let journal = Journal {
             dir: dir.to_owned(),
@@ -269,9 +286,11 @@ impl Journal {
         let old = self.active_slot.replace(next).expect("the journal is in use");
         self.closed.push(Closed {
             path: old.path,
+            seq: Some(old.seq),
             first_lsn: old.first_lsn,
             last_lsn: self.next_lsn - 1,
             len: old.map.len() as u64,
+            unsynced: !self.sync_old,
         });
         if self.sync_old {
             sync.roll(self.active_file(), old.file);
@@ -307,13 +326,18 @@ impl Journal {
         Ok(())
     }
 
-    /// Everything up to `lsn` is in a durable snapshot: deletes the
-    /// segments wholly at or before it. Returns whether any went.
-    pub fn delete_through(&mut self, lsn: Lsn) -> bool {
+    /// Everything up to `lsn` is in a durable snapshot, and the MANIFEST
+    /// naming it says the journal continues in segment `anchor`: deletes
+    /// the segments wholly at or before `lsn`, except the anchor and any
+    /// after it (the journal may have rolled since the snapshot took its
+    /// state, closing the anchor with its last record at `lsn`; a crash
+    /// must find the segment the MANIFEST names). Returns whether any went.
+    pub fn delete_through(&mut self, lsn: Lsn, anchor: u64) -> bool {
         self.covered = self.covered.max(lsn);
         let before = self.closed.len();
         self.closed.retain(|c| {
-            if c.last_lsn <= lsn {
+            let anchored = anchor != 0 && c.seq.is_some_and(|s| s >= anchor);
+            if c.last_lsn <= lsn && !anchored {
                 let _ = storage::remove_file(&c.path);
                 false
             } else {
@@ -326,6 +350,13 @@ impl Journal {
             self.spares.kick();
         }
         deleted
+    }
+
+    /// The segments rolled away from without an fsync (`durability="os"`)
+    /// that are still on disk, oldest first: `close` syncs them before
+    /// `DURABLE` may say their records are on disk.
+    pub fn unsynced_closed(&self) -> Vec<PathBuf> {
+        self.closed.iter().filter(|c| c.unsynced).map(|c| c.path.clone()).collect()
     }
 
     /// Bytes of journal on disk (preallocated sizes, spares included) and
