@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from ringq.backend import Backend, Delivery, OutgoingMessage
 from ringq.backends import open_backend
-from ringq.codecs import DEFAULT_TOPIC, TYPE_HEADER, encode_message
+from ringq.codecs import DEFAULT_TOPIC
+from ringq.codecs.encoding import outgoing_message
 from ringq.config import Durability, QueueOptions
 from ringq.dlq import DeadLetterQueue
 from ringq.errors import ConfigError, describe_error
@@ -94,29 +95,20 @@ def resolve_settings(options: QueueOptions | None, given: dict[str, object]) -> 
 
 def outgoing(item: object, topic: str | None) -> bytes | OutgoingMessage:
     """A ``publish_many`` item as the backend takes it: ``bytes`` as is (to
-    the call's topic), anything else encoded."""
+    the call's topic), anything else encoded (a ``Message``'s topic wins)."""
     if type(item) is bytes:
         return item
     if isinstance(item, Message):
-        default_topic, data, tag = encode_message(item.payload)
-        headers = item.headers
-        if tag is not None:
-            headers = {**(headers or {}), TYPE_HEADER: tag}
-        return OutgoingMessage(
-            item.topic if item.topic is not None else topic or default_topic,
-            data,
+        return outgoing_message(
+            item.payload,
+            item.topic if item.topic is not None else topic,
+            headers=item.headers,
             dedup_key=item.dedup_key,
             delay=item.delay,
-            headers=headers,
             correlation_id=item.correlation_id,
             causation_id=item.causation_id,
         )
-    default_topic, data, tag = encode_message(item)
-    return OutgoingMessage(
-        topic if topic is not None else default_topic,
-        data,
-        headers=None if tag is None else {TYPE_HEADER: tag},
-    )
+    return outgoing_message(item, topic)
 
 
 class QueueCore(HandlerHost):
