@@ -1,0 +1,57 @@
+"""A FastAPI app whose workers share one ringq queue.
+
+Run it with several workers; every worker opens the same directory with
+``shared=True`` (the first to start owns it and serves the others, or all of
+them are clients of ``ringq serve``)::
+
+    RINGQ_PATH=/var/lib/myapp/queue uvicorn examples.fastapi_app:app --workers 4
+
+``POST /orders`` publishes an ``OrderPlaced`` message to the topic
+``orders`` and answers with its id; a separate process (or the same app's handlers) consumes them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import ringq
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
+
+
+@dataclass
+class OrderPlaced:
+    order_id: str
+    amount: float
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    q = ringq.Queue(os.environ["RINGQ_PATH"], shared=True)
+    app.state.queue = q
+    try:
+        yield
+    finally:
+        q.close()
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.post("/orders")
+async def place_order(order: dict[str, Any], request: Request) -> dict[str, Any]:
+    q: ringq.Queue = request.app.state.queue
+    # publish may wait for the disk (or the owner): keep it off the event loop
+    msg = OrderPlaced(str(order["order_id"]), float(order["amount"]))
+    mid = await run_in_threadpool(q.publish, msg, "orders", dedup_key=msg.order_id)
+    return {"id": mid, "pid": os.getpid(), "role": q.role}
+
+
+@app.get("/stats")
+async def stats(request: Request) -> dict[str, Any]:
+    q: ringq.Queue = request.app.state.queue
+    return await run_in_threadpool(q.stats)
