@@ -339,3 +339,44 @@ def test_producers_and_consumers_in_many_processes_ack_each_message_once(
     assert len(seen) == len(expected), "every message acked exactly once"
     assert set(seen) == expected
     assert q.stats()["total"] == 0
+
+
+HANDLER_CLIENT = """
+import sys, ringq
+q = ringq.Queue(sys.argv[1], shared=True)
+
+@q.handler(bytes, topic="jobs")
+def on_job(payload: bytes, ctx: ringq.Context) -> None:
+    print(q.role, payload.decode(), flush=True)
+
+q.start()
+print("started", q.role, flush=True)
+import time
+time.sleep(600)
+"""
+
+
+def test_handlers_run_in_a_client_and_survive_the_owner_leaving(qdir: Path, spawn: Spawn) -> None:
+    owner = ringq.Queue(qdir, shared=True)
+    child = spawn(HANDLER_CLIENT, str(qdir))
+    assert read_line(child) == "started client"
+    owner.publish_many([b"a%d" % i for i in range(20)], "jobs")
+    got = sorted(read_line(child) for _ in range(20))
+    assert got == sorted(f"client a{i}" for i in range(20))
+    assert wait_until(lambda: owner.stats()["total"] == 0, 10.0), "the client's handler acked them"
+    # The owner leaves: the client's workers find nobody and take over.
+    owner.close()
+
+    def child_owns() -> bool:
+        lock = (qdir / "LOCK").read_text().strip()
+        return lock == str(child.pid) and (qdir / "SOCKET").exists()
+
+    assert wait_until(child_owns, 10.0)
+    late = ringq.Queue(qdir, shared=True)
+    try:
+        assert late.role == "client"
+        late.publish_many([b"b%d" % i for i in range(5)], "jobs")
+        got = sorted(read_line(child) for _ in range(5))
+        assert got == sorted(f"owner b{i}" for i in range(5)), "served by the child, now the owner"
+    finally:
+        late.close()

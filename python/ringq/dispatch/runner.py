@@ -34,7 +34,7 @@ from ringq.context import Context
 from ringq.di.injection import build
 from ringq.dispatch.acks import flush, release_rest
 from ringq.dispatch.failures import attempt_failed, undecodable
-from ringq.errors import LeaseLost, QueueClosed, RingqError
+from ringq.errors import LeaseLost, OwnerGone, QueueClosed, RingqError
 
 if TYPE_CHECKING:
     from ringq.backend import Backend, Delivery
@@ -89,6 +89,12 @@ class Runner:
                         batch = engine.checkout(topic, size, lease, None, share=share, since=since)
                 except QueueClosed:
                     return
+                except OwnerGone:
+                    # A shared queue's owner left: the next call reaches the
+                    # new one (or takes the directory over).
+                    log.warning("handler %s: the queue's owner went away; reconnecting", spec.name)
+                    time.sleep(0.05)
+                    continue
                 except RingqError as e:
                     # E.g. a storage fault: the engine recovers when it clears.
                     log.error("handler %s: checkout failed: %s", spec.name, e)
