@@ -47,6 +47,7 @@ prefetch         16                            prefetch         1..=1024 message
 retry            Retry(5, exponential 0.5 s)   max_attempts     >= 1 deliveries
                                                backoff          a backoff, see below
 dead_letter_on   ()                            (code only)      exception classes, no retries
+processes        0 (threads)                   (code only)      0..=256 worker processes
 ===============  ============================  ===============  ==============================
 
 A backoff in a mapping or TOML file is ``{"kind": "fixed", "seconds": 1.0}`` or
@@ -120,6 +121,7 @@ MAX_CAPACITY: Final = (1 << 24) - 1
 """The engine's largest ``capacity``: a message id has 24 bits for its slot."""
 MAX_PARALLELISM: Final = 1024
 MAX_PREFETCH: Final = 1024
+MAX_PROCESSES: Final = 256
 DURABILITIES: Final = ("always", "batch", "os")
 HANDLER_KEYS: Final = ("timeout", "max_parallelism", "prefetch", "max_attempts", "backoff")
 """The keys a per-handler override may have."""
@@ -157,6 +159,9 @@ class HandlerOptions:
     ``retry`` (``Retry()``: 5 deliveries, exponential backoff) decides
     redeliveries; exceptions that are instances of a class in
     ``dead_letter_on`` (``()``) dead-letter the message at once.
+    ``processes`` (0: threads) runs the handler function in that many worker
+    processes instead (``ringq.dispatch.processes``); it is then also the
+    handler's parallelism.
     """
 
     timeout: float = 30.0
@@ -164,11 +169,13 @@ class HandlerOptions:
     prefetch: int = 16
     retry: Retry = _DEFAULT_RETRY
     dead_letter_on: tuple[type[BaseException], ...] = ()
+    processes: int = 0
 
     def __post_init__(self) -> None:
         p = _Problems()
         timeout = p.number("timeout", self.timeout, gt=0.0)
         p.integer("max_parallelism", self.max_parallelism, ge=1, le=MAX_PARALLELISM)
+        p.integer("processes", self.processes, ge=0, le=MAX_PROCESSES)
         p.integer("prefetch", self.prefetch, ge=1, le=MAX_PREFETCH)
         if not isinstance(self.retry, Retry):
             p.add("retry", self.retry, "must be a ringq.Retry")

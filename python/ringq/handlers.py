@@ -37,7 +37,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import importlib.util
 import inspect
+import sys
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,7 +53,7 @@ from ringq.context import Context
 from ringq.errors import ConfigError
 from ringq.retry import Retry
 
-__all__ = ["Handler", "HandlerRegistry", "HandlerSpec"]
+__all__ = ["Handler", "HandlerRegistry", "HandlerSpec", "check_importable", "function_ref"]
 
 M = TypeVar("M")
 
@@ -210,6 +213,47 @@ def takes_context(func: Callable[..., object]) -> bool:
     return len(params) >= 2
 
 
+def function_ref(func: Callable[..., object]) -> tuple[str, str, str | None]:
+    """``(module, qualname, main script path)`` of a module-level function."""
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if not module or not qualname:
+        raise ConfigError(
+            f"{func!r} has no module or name: processes= needs a module-level function"
+        )
+    path = None
+    if module == "__main__":
+        path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return module, qualname, path
+
+
+def check_importable(name: str, func: Callable[..., object] | None) -> None:
+    """Refuses (``ConfigError``) what a worker process could not import."""
+    why = "processes= runs a module-level function in worker processes"
+    if func is None:
+        raise ConfigError(
+            f"handler {name!r}: {why}; class handlers are built by the queue's resolver "
+            "in this process: use a function"
+        )
+    if not (callable(func) and hasattr(func, "__code__")):
+        raise ConfigError(f"handler {name!r}: {why}, not {type(func).__name__} objects")
+    module, qualname, path = function_ref(func)
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        raise ConfigError(
+            f"handler {name!r}: {why}; {qualname} is defined inside a function (or is a "
+            "lambda), which another process cannot import: define it at module level"
+        )
+    if module == "__main__":
+        if path is None:
+            raise ConfigError(
+                f"handler {name!r}: {why}; {qualname} is defined in __main__ without a "
+                "file (python -c or an interactive session): move it to a module"
+            )
+        return
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"handler {name!r}: {why}; its module {module!r} cannot be imported")
+
+
 def build_spec(
     *,
     name: str,
@@ -230,9 +274,19 @@ def build_spec(
             )
         topic = topics[0]
     given = {k: v for k, v in declared.items() if v is not None}
+    processes = given.get("processes", 0)
+    if processes:
+        if given.get("max_parallelism", processes) != processes:
+            raise ConfigError(
+                f"handler {name!r}: processes={processes} is its parallelism; "
+                f"max_parallelism={given['max_parallelism']} contradicts it (give one)"
+            )
+        given["max_parallelism"] = processes
     options = dataclasses.replace(HandlerOptions(), **given) if given else HandlerOptions()
     if config is not None:
         options = config.handler_options(name, options)
+    if options.processes:
+        check_importable(name, func if cls is None else None)
     if func is not None:
         refuse_async(name, func)
     if cls is not None:

@@ -70,6 +70,7 @@ class HandlerHost:
         prefetch: int | None = None,
         retry: Retry | None = None,
         dead_letter_on: tuple[type[BaseException], ...] | None = None,
+        processes: int | None = None,
     ) -> Callable[[F], F]: ...
 
     @overload
@@ -87,6 +88,7 @@ class HandlerHost:
         prefetch: int | None = None,
         retry: Retry | None = None,
         dead_letter_on: tuple[type[BaseException], ...] | None = None,
+        processes: int | None = None,
     ) -> Any:
         """Register a function as the handler of ``message_type``'s topic.
 
@@ -94,7 +96,9 @@ class HandlerHost:
         dead_letter_on=(ValueError,))`` on ``def f(msg: Order, ctx)``; the
         type may come from the first parameter's annotation instead
         (``@q.handler()`` or bare ``@q.handler``). ``timeout`` is the lease
-        in seconds. Returns the function unchanged.
+        in seconds. ``processes=N`` runs a module-level function in N worker
+        processes (CPU-bound handlers; ``ringq.dispatch.processes``).
+        Returns the function unchanged.
         """
         if callable(message_type) and not isinstance(message_type, type):
             # Bare @q.handler (on a function, method, partial or callable
@@ -109,6 +113,7 @@ class HandlerHost:
             "prefetch": prefetch,
             "retry": retry,
             "dead_letter_on": dead_letter_on,
+            "processes": processes,
         }
 
         def register(func: F) -> F:
@@ -160,6 +165,8 @@ class HandlerHost:
             "prefetch": cls.prefetch,
             "retry": cls.retry,
             "dead_letter_on": cls.dead_letter_on,
+            # Refused for classes (built by the resolver here): said clearly.
+            "processes": getattr(cls, "processes", None),
         }
         spec = build_spec(
             name=name or cls.name or cls.__name__,

@@ -15,7 +15,13 @@ def open_backend(
 ) -> Backend:
     """The backend for ``target``: a directory, owned by this process
     (``shared=False``), or shared by processes (``ringq.backends.shared``).
-    ``options`` are the queue options; ``None`` values keep the defaults."""
+    ``options`` are the queue options; ``None`` values keep the defaults.
+    In a process-pool worker the queue is inert (``ringq.backends.pool_worker``)."""
+    from ringq.backends import pool_worker
+
+    if pool_worker.parent_pid() is not None:
+        inert: Backend = pool_worker.PoolWorkerBackend(os.fspath(target), **options)
+        return inert
     if shared:
         from ringq.backends.shared import open_shared
 

@@ -41,6 +41,7 @@ from ringq.dispatch.tallies import Counters, Histogram
 from ringq.errors import ConfigError
 
 if TYPE_CHECKING:
+    from ringq.dispatch.processes import ProcessWorker
     from ringq.handlers import HandlerSpec
 
 __all__ = ["Pool", "Worker", "check_workers"]
@@ -66,6 +67,7 @@ class Worker:
         "hook",
         "pending",
         "pool",
+        "proc",
         "thread",
     )
 
@@ -91,6 +93,8 @@ class Worker:
         self.ctx: Context | None = None
         self.deadline = 0.0
         self.abandoned = False
+        #: The worker process of a process-pool handler (started on first use).
+        self.proc: ProcessWorker | None = None
         #: Its thread left the pool (set last, under the dispatcher's ``done``).
         self.finished = False
         self.counters = Counters(pool.bounds)
@@ -148,7 +152,9 @@ class Pool:
         # Per message work we can skip: the type tag (bytes and str ignore
         # it) and the context (a function handler that does not take one).
         self.needs_tag = spec.message_type not in (bytes, str)
-        self.needs_context = spec.cls is not None or spec.pass_context
+        # A process-pool handler always gets one here: its heartbeats and
+        # staged messages come back through it.
+        self.needs_context = spec.cls is not None or spec.pass_context or spec.options.processes > 0
         #: The function of a handler called without a context.
         self.plain: Callable[[object], object] = _no_plain if self.needs_context else spec.func  # type: ignore[assignment]
 

@@ -34,10 +34,12 @@ from ringq.context import Context
 from ringq.di.injection import build
 from ringq.dispatch.acks import flush, release_rest
 from ringq.dispatch.failures import attempt_failed, undecodable
+from ringq.dispatch.processes import ProcessWorker
 from ringq.errors import LeaseLost, OwnerGone, QueueClosed, RingqError
+from ringq.handlers import function_ref
 
 if TYPE_CHECKING:
-    from ringq.backend import Backend, Delivery
+    from ringq.backend import Backend, Delivery, OutgoingMessage
     from ringq.di.protocol import Resolver
     from ringq.dispatch.monitor import LeaseMonitor
     from ringq.dispatch.pool import Worker
@@ -108,6 +110,8 @@ class Runner:
                     except Exception:  # pragma: no cover - a bug in ringq itself
                         log.exception("handler %s: unexpected error in the worker", spec.name)
         finally:
+            if w.proc is not None:
+                w.proc.close()
             pool.leave(w)
 
     def _handle_batch(self, w: Worker, batch: list[Delivery]) -> None:
@@ -181,7 +185,12 @@ class Runner:
             c.queue_wait.observe(max(0.0, time.time() - d.enqueued_at))
             started = time.perf_counter()
         try:
-            result = pool.plain(msg) if ctx is None else self._call(spec, msg, ctx)
+            if spec.options.processes:
+                assert ctx is not None
+                ctx._staged = self._in_process(w, spec, msg, ctx) or None
+                result = None
+            else:
+                result = pool.plain(msg) if ctx is None else self._call(spec, msg, ctx)
             if result is not None and inspect.isawaitable(result):
                 raise _not_awaited(spec.name, result)
         except BaseException as e:  # a handler's SystemExit must not kill the worker
@@ -220,6 +229,16 @@ class Runner:
             c.succeeded += 1
             if started:
                 c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
+
+    def _in_process(
+        self, w: Worker, spec: HandlerSpec, msg: object, ctx: Context
+    ) -> list[OutgoingMessage]:
+        """Runs a process-pool handler in the worker's process; returns what it staged."""
+        proc = w.proc
+        if proc is None:
+            assert spec.func is not None
+            proc = w.proc = ProcessWorker(spec.name, function_ref(spec.func))
+        return proc.run(msg, ctx, spec.pass_context)
 
     def _call(self, spec: HandlerSpec, msg: object, ctx: Context) -> object:
         if spec.cls is not None:
