@@ -8,7 +8,8 @@
 //!   prepared ahead); [`snapshot`]; [`recovery`]; [`sync`]: group commit;
 //!   [`storage`]: file operations with fault injection and a durability
 //!   observer; [`manifest`]: what a directory is and must hold; [`fork`]:
-//!   what a `fork()` child may not do.
+//!   what a `fork()` child may not do; [`clock`]: where the engine reads
+//!   the time (the wall clock, or a manual one for tests).
 //! - [`engine`]: the public [`Engine`].
 //! - `bindings` (feature `python`): the only place PyO3 appears.
 //!
@@ -25,6 +26,7 @@
 //! q.close().unwrap();
 //! ```
 
+pub mod clock;
 mod codec;
 mod dedup;
 mod dlq;
@@ -54,6 +56,7 @@ pub mod types;
 #[cfg(feature = "python")]
 mod bindings;
 
+pub use clock::Clock;
 pub use engine::{AckOutcome, Checkout, Engine, Publish, PublishOpts, Stat, TopicPolicy, TopicStat};
 pub use error::{Error, Result};
 pub use lock::{LOCK_FILE, read_owner_pid};

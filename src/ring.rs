@@ -53,6 +53,14 @@ impl Slab {
         self.free.push(slot);
     }
 
+    /// Takes `slot` off the free list: one record freed it (an ack) and
+    /// filled it again (a publish chained to that ack) without `alloc`.
+    pub fn claim(&mut self, slot: u32) {
+        if let Some(i) = self.free.iter().rposition(|s| *s == slot) {
+            self.free.swap_remove(i);
+        }
+    }
+
     /// Puts `msg` in its slot (the slot named by its id). Returns false if taken.
     pub fn insert(&mut self, msg: Message) -> bool {
         let s = slot_of(msg.id) as usize;

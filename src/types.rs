@@ -9,6 +9,8 @@ pub type Micros = u64;
 /// Journal sequence number; the first record is 1.
 pub type Lsn = u64;
 
+/// The wall clock. The engine reads time through its clock
+/// ([`crate::clock`]), which is this unless a test gave it a manual one.
 pub fn now_micros() -> Micros {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
@@ -75,6 +77,9 @@ pub struct Options {
     pub max_key: usize,
     pub max_headers: usize,
     pub dlq_capacity: usize,
+    /// Where the engine reads the time (see [`crate::clock`]): the wall
+    /// clock, or a manual clock for tests.
+    pub clock: crate::clock::Clock,
 }
 
 impl Default for Options {
@@ -91,6 +96,7 @@ impl Default for Options {
             max_key: 1024,
             max_headers: 64 * 1024,
             dlq_capacity: 10_000,
+            clock: crate::clock::Clock::System,
         }
     }
 }
@@ -213,7 +219,9 @@ impl OnDuplicate {
     }
 }
 
-/// How long a call may wait.
+/// How long a call may wait. Measured in real time (`Instant`), whatever
+/// the engine's clock: a manual clock changes when messages fall due, not
+/// how long a caller sleeps.
 #[derive(Debug, Clone, Copy)]
 pub enum Wait {
     No,

@@ -1,4 +1,5 @@
-"""Shared fixtures: queues in temporary directories and real child processes."""
+"""Shared fixtures: queues in temporary directories (on the wall clock or a
+manual one) and real child processes."""
 
 from __future__ import annotations
 
@@ -14,9 +15,36 @@ from typing import Any
 
 import pytest
 import ringq
+from ringq.backend import Backend
+from ringq.backends import open_backend
 
 OpenQueue = Callable[..., ringq.Queue]
 Spawn = Callable[..., subprocess.Popen[str]]
+
+
+class ManualClockQueue(ringq.Queue):
+    """A ``ringq.Queue`` whose engine reads a manual clock (test-only).
+
+    The clock stands at the time the queue was opened until ``advance``
+    moves it; ``advance`` also expires the leases and releases the delays
+    that fell due on the way before it returns, so expiry and delays are
+    tested without sleeping. A call's own ``timeout`` still counts real time.
+    """
+
+    def _open_backend(self, path: str | os.PathLike[str], settings: dict[str, object]) -> Backend:
+        return open_backend(path, _manual_clock=True, **settings)
+
+    def advance(self, seconds: float) -> float:
+        """Moves the clock ``seconds`` forward; returns its time (epoch seconds)."""
+        engine: Any = self.backend
+        return float(engine._advance_clock(seconds))
+
+    def now(self) -> float:
+        """The clock's time (epoch seconds)."""
+        return self.advance(0)
+
+
+OpenManualQueue = Callable[..., ManualClockQueue]
 
 
 @pytest.fixture
@@ -32,6 +60,22 @@ def open_queue(qdir: Path) -> Iterator[OpenQueue]:
 
     def _open(path: Path | str | None = None, **options: Any) -> ringq.Queue:
         q = ringq.Queue(qdir if path is None else path, **options)
+        opened.append(q)
+        return q
+
+    yield _open
+    for q in opened:
+        if not q.closed:
+            q.close()
+
+
+@pytest.fixture
+def open_manual_queue(qdir: Path) -> Iterator[OpenManualQueue]:
+    """Like ``open_queue``, with a manual clock (``ManualClockQueue``)."""
+    opened: list[ManualClockQueue] = []
+
+    def _open(path: Path | str | None = None, **options: Any) -> ManualClockQueue:
+        q = ManualClockQueue(qdir if path is None else path, **options)
         opened.append(q)
         return q
 

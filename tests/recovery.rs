@@ -104,6 +104,41 @@ fn ack_with_chained_publishes_is_all_or_nothing_at_every_torn_offset() {
 }
 
 #[test]
+fn an_ack_on_a_full_queue_makes_room_for_its_chained_publishes_live_and_in_replay() {
+    // The chained messages take the acked messages' slots: a full queue has
+    // no other slot, and the journal must replay what the live path did.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let opts = Options { capacity: 3, ..small() };
+    let e = Engine::open(&src, opts.clone()).unwrap();
+    for p in [b"a", b"b", b"c"] {
+        publish(&e, "t", p);
+    }
+    let got = e.checkout("t", 2, Duration::from_secs(60), Wait::No).unwrap();
+    let leases: Vec<(u64, u64)> = got.iter().map(|d| (d.id, d.lease_token)).collect();
+    let next = |payload| Publish { topic: "u", payload, ..Default::default() };
+    // Two acked, three chained: one too many, and nothing changes.
+    let err = e.ack(&leases, &[next(b"x"), next(b"y"), next(b"z")], Wait::No).unwrap_err();
+    assert!(matches!(err, Error::Full { .. }), "{err}");
+    assert_eq!(count(&e, "total"), 3);
+    e.ack(&leases, &[next(b"x"), next(b"y")], Wait::No).unwrap();
+    assert_eq!(count(&e, "total"), 3);
+    // The slots stay consistent: a later ack and publish reuse them again.
+    let [c] = e.checkout("t", 1, Duration::from_secs(60), Wait::No).unwrap().try_into().unwrap();
+    e.ack(&[(c.id, c.lease_token)], &[next(b"w")], Wait::No).unwrap();
+    settle(&e);
+    let files = snapshot_files(&src);
+    assert_eq!(drain(&e, "u"), vec![b"x".to_vec(), b"y".to_vec(), b"w".to_vec()]);
+    e.close().unwrap();
+    let dir = tmp.path().join("crashed");
+    restore(&files, &dir);
+    let e = Engine::open(&dir, opts).unwrap();
+    assert_eq!(drain(&e, "u"), vec![b"x".to_vec(), b"y".to_vec(), b"w".to_vec()]);
+    assert!(drain(&e, "t").is_empty());
+    e.close().unwrap();
+}
+
+#[test]
 fn zeroed_segment_header_in_front_of_valid_records_is_corruption_not_a_torn_segment() {
     let (tmp, files) = crashed_queue_with(&[b"one", b"two"]);
     let wal = wal_name(&files);

@@ -1,8 +1,11 @@
-"""Publish, checkout, ack: the round trip, ordering, blocking and lifecycle."""
+"""The local queue's own behaviour around the contract: encoding payloads,
+batches of mixed items, waits in real time (a checkout's timeout, waking a
+blocked checkout with the GIL released), paths, options and the exception
+hierarchy. The contract itself (delivery fields, ordering, closing, ...) is
+``tests/contract``."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -10,52 +13,7 @@ from pathlib import Path
 
 import pytest
 import ringq
-from conftest import OpenQueue, drain
-
-ID = re.compile(r"^[0-9a-f]{16}$")
-
-
-def test_round_trip_fills_every_delivery_field(open_queue: OpenQueue) -> None:
-    q = open_queue(lease=7.0)
-    before = time.time()
-    mid = q.publish(
-        b"hello",
-        "orders",
-        dedup_key="k-1",
-        headers={"h": "v", "trace": "abc"},
-        correlation_id="corr-1",
-        causation_id="cause-1",
-    )
-    assert ID.match(mid)
-    [d] = q.checkout("orders", timeout=0)
-    after = time.time()
-    assert d.id == mid
-    assert d.topic == "orders"
-    assert d.payload == b"hello"
-    assert d.attempt == 1
-    assert d.dedup_key == "k-1"
-    assert d.version == 1
-    assert d.correlation_id == "corr-1"
-    assert d.causation_id == "cause-1"
-    assert d.headers == {"h": "v", "trace": "abc"}
-    assert before - 0.01 <= d.enqueued_at <= after + 0.01
-    assert before + 7.0 - 0.01 <= d.lease_deadline <= after + 7.0 + 0.5
-    assert isinstance(d.lease_token, int)
-    assert q.stats()["in_flight"] == 1
-    q.ack(d)
-    s = q.stats()
-    assert (s["ready"], s["in_flight"], s["total"], s["acked"]) == (0, 0, 0, 1)
-
-
-def test_plain_message_has_empty_optional_fields(open_queue: OpenQueue) -> None:
-    q = open_queue()
-    q.publish(b"x")
-    [d] = q.checkout(timeout=0)
-    assert d.topic == "default"
-    assert d.dedup_key is None
-    assert d.correlation_id is None
-    assert d.causation_id is None
-    assert d.headers == {}
+from conftest import OpenQueue
 
 
 def test_str_payload_is_utf8_and_objects_are_json_on_their_type_topic(
@@ -76,33 +34,6 @@ def test_str_payload_is_utf8_and_objects_are_json_on_their_type_topic(
     assert o.payload == b'{"order_id":"o-1","amount":9.5}'
     q.publish(OrderPlaced("o-2", 1.0), topic="explicit")
     assert q.checkout("explicit", timeout=0)[0].payload == b'{"order_id":"o-2","amount":1.0}'
-
-
-def test_ids_increase_in_publish_order(open_queue: OpenQueue) -> None:
-    q = open_queue()
-    ids = [q.publish(b"%d" % i, f"t{i % 3}") for i in range(200)]
-    ids += q.publish_many([b"a", b"b", "c", ringq.Message(b"d", topic="other")])
-    assert all(ID.match(i) for i in ids)
-    assert ids == sorted(ids)
-    assert len(set(ids)) == len(ids)
-
-
-def test_fifo_per_topic(open_queue: OpenQueue) -> None:
-    q = open_queue()
-    ids = [q.publish(b"%d" % i) for i in range(50)]
-    got = [d.id for d in q.checkout(max_messages=7, timeout=0)]
-    got += [d.id for d in drain(q)]
-    assert got == ids
-
-
-def test_topics_are_independent(open_queue: OpenQueue) -> None:
-    q = open_queue()
-    a = [q.publish(b"a%d" % i, "a") for i in range(5)]
-    b = [q.publish(b"b%d" % i, "b") for i in range(5)]
-    assert [d.id for d in q.checkout("b", max_messages=10, timeout=0)] == b
-    assert q.checkout("b", timeout=0) == []
-    assert q.checkout("nothing-here", timeout=0) == []
-    assert [d.id for d in q.checkout("a", max_messages=10, timeout=0)] == a
 
 
 def test_publish_many_mixes_bytes_str_objects_and_messages(open_queue: OpenQueue) -> None:
@@ -184,67 +115,6 @@ def test_blocking_checkout_with_no_timeout_waits_for_publish(open_queue: OpenQue
     assert not t.is_alive()
     assert [d.id for d in got[0]] == ids[: len(got[0])]
     assert len(got[0]) >= 1
-
-
-def test_with_block_closes_the_queue(qdir: Path) -> None:
-    with ringq.Queue(qdir) as q:
-        q.publish(b"x")
-        assert not q.closed
-        assert "open" in repr(q)
-    assert q.closed
-    assert "closed" in repr(q)
-    # the lock is released: the directory opens again
-    with ringq.Queue(qdir) as again:
-        assert again.stats()["ready"] == 1
-
-
-def test_calls_after_close_raise_queue_closed(open_queue: OpenQueue) -> None:
-    q = open_queue()
-    q.publish(b"x")
-    [d] = q.checkout(timeout=0)
-    q.close()
-    assert q.closed
-    calls = {
-        "publish": lambda: q.publish(b"y"),
-        "publish(str)": lambda: q.publish("str"),
-        "publish_many": lambda: q.publish_many([b"a"]),
-        "checkout": lambda: q.checkout(timeout=0),
-        "ack": lambda: q.ack(d),
-        "nack": lambda: q.nack(d),
-        "extend": lambda: q.extend(d, 1.0),
-        "stats": lambda: q.stats(),
-        "snapshot": lambda: q.snapshot(),
-        "dlq.list": lambda: q.dlq.list(),
-        "dlq.replay": lambda: q.dlq.replay(),
-    }
-    did_not_raise = []
-    for name, call in calls.items():
-        try:
-            call()
-        except ringq.QueueClosed:
-            continue
-        did_not_raise.append(name)
-    assert did_not_raise == []
-    q.close()  # closing twice is harmless
-
-
-def test_close_wakes_a_blocked_consumer(open_queue: OpenQueue) -> None:
-    q = open_queue()
-    outcome: list[object] = []
-
-    def consumer() -> None:
-        try:
-            outcome.append(q.checkout(timeout=10))
-        except ringq.QueueClosed as exc:
-            outcome.append(exc)
-
-    t = threading.Thread(target=consumer, daemon=True)
-    t.start()
-    time.sleep(0.1)
-    q.close()
-    t.join(timeout=3)
-    assert not t.is_alive()
-    assert outcome and (outcome[0] == [] or isinstance(outcome[0], ringq.QueueClosed))
 
 
 def test_path_accepts_pathlike_and_str(tmp_path: Path, open_queue: OpenQueue) -> None:

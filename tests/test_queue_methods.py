@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import ringq
-from conftest import OpenQueue, drain
+from conftest import OpenManualQueue, OpenQueue, drain
 from ringq.backend import Backend
 from ringq.backends.local import open_local
 from ringq.codecs import TYPE_HEADER, topic_for, type_tag
@@ -344,16 +344,18 @@ def test_ack_takes_a_delivery_or_any_iterable_of_them(api: Callable[..., Api]) -
     assert (s["total"], s["acked"]) == (0, 7)
 
 
-def test_ack_refuses_non_deliveries_and_reports_stale_leases(api: Callable[..., Api]) -> None:
-    a = api()
+def test_ack_refuses_non_deliveries_and_reports_stale_leases(
+    open_manual_queue: OpenManualQueue,
+) -> None:
+    a = Api(open_manual_queue())
     a.publish_many([b"a", b"b"])
-    d1, d2 = a.checkout(max_messages=2, lease=0.2, timeout=0)
+    d1, d2 = a.checkout(max_messages=2, lease=10.0, timeout=0)
     with pytest.raises(ValueError):
         a.ack([d1, "not a delivery"])
     with pytest.raises(TypeError):
         a.ack(42)
     a.ack(d2)
-    time.sleep(0.4)  # d1's lease expires and it is ready again
+    a.q.advance(10.0)  # d1's lease expires and it is ready again
     with pytest.raises(ringq.LeaseLost) as info:
         a.ack((d1,))
     assert info.value.ids == [d1.id]

@@ -152,8 +152,14 @@ class Engine:
         dlq_capacity: int | None = None,
         lease: float | None = None,
         shared: bool = False,
+        _manual_clock: bool = False,
     ) -> None:
-        """``None`` keeps the engine's default (see the README's options table)."""
+        """``None`` keeps the engine's default (see the README's options table).
+
+        ``_manual_clock=True`` is for tests: the engine's clock (enqueue
+        times, lease deadlines, delays, dead-letter times) stands at the
+        time of opening until ``_advance_clock`` moves it. A call's own
+        ``timeout`` still counts real time."""
     @property
     def path(self) -> str: ...
     @property
@@ -247,6 +253,12 @@ class Engine:
     def _inject_fault(self, kind: str, errno: int, count: int) -> None: ...
     def _hold_lock(self, seconds: float) -> None:
         """Test hook: hold the engine's lock (GIL released)."""
+    def _advance_clock(self, seconds: float) -> float:
+        """Test hook (``_manual_clock=True``): move the clock ``seconds``
+        forward and, before returning, expire the leases and release the
+        delays that fell due meanwhile, in time order, as the timer thread
+        would have (waking waiting checkouts). Returns the clock's new time
+        (epoch seconds). ``ValueError`` with the wall clock."""
 
 def inspect(path: str) -> dict[str, Any]:
     """Read a queue directory without taking its lock or changing it.

@@ -142,10 +142,20 @@ class QueueCore(HandlerHost):
         settings = resolve_settings(options, given)
         self._init_handlers(options, resolver)
         # The backend checks every option (one message shape, all bad ones at once).
-        is_shared = settings.pop("shared", False) is True
-        backend = open_backend(path, shared=is_shared, **settings)
+        backend = self._open_backend(path, settings)
         self._backend = backend
         self._dlq = DeadLetterQueue(backend)
+
+    def _open_backend(self, path: str | os.PathLike[str], settings: dict[str, object]) -> Backend:
+        """Opens the store this queue runs on (``ringq.backends.open_backend``).
+
+        A seam for tests, not an option: the contract suite
+        (``tests/contract``) overrides it in a subclass to open engines with
+        a manual clock (``_core.Engine(..., _manual_clock=True)``). Users
+        choose a store by ``path``.
+        """
+        is_shared = settings.pop("shared", False) is True
+        return open_backend(path, shared=is_shared, **settings)
 
     # -- publishing ---------------------------------------------------------
 

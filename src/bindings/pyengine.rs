@@ -10,6 +10,7 @@ use super::args::{self, Kind};
 use super::convert::{headers_vec, id_list, id_str, lease_of, leases, parse_id};
 use super::errors::{config_err, to_py};
 use super::types::{PyDeadLetter, PyDelivery, PyOutgoing};
+use crate::clock::Clock;
 use crate::engine::{Checkout, Engine, Publish, PublishOpts, Stat};
 use crate::error::Error;
 use crate::shared::SharedQueue;
@@ -157,10 +158,12 @@ impl PyEngine {
     /// Options left out (or `None`) take the engine's defaults (`Options::default`).
     /// `shared=True`: the directory is shared by processes (the first owns
     /// it and serves a socket in it; later ones are its clients).
+    /// `_manual_clock=True` (for tests) gives the engine a clock that stands
+    /// at the wall clock's time of opening until `_advance_clock` moves it.
     #[new]
     #[pyo3(signature = (path, *, capacity=None, durability="batch", fsync_interval=None, max_attempts=None,
         segment_size=None, snapshot_every=None, snapshot_interval=None, max_payload=None, max_key=None,
-        max_headers=None, dlq_capacity=None, lease=None, shared=false))]
+        max_headers=None, dlq_capacity=None, lease=None, shared=false, _manual_clock=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -178,6 +181,7 @@ impl PyEngine {
         dlq_capacity: Option<&Bound<'_, PyAny>>,
         lease: Option<&Bound<'_, PyAny>>,
         shared: bool,
+        _manual_clock: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         // Every bad option is reported at once (one ConfigError).
         let mut bad: Vec<String> = Vec::new();
@@ -220,6 +224,11 @@ impl PyEngine {
         take(secs("fsync_interval", fsync_interval, false, &mut o.fsync_interval));
         take(secs("snapshot_interval", snapshot_interval, true, &mut o.snapshot_interval));
         take(secs("lease", lease, true, &mut lease_d));
+        if let Some(v) = _manual_clock.filter(|v| !v.is_none())
+            && args::flag("_manual_clock", v)?
+        {
+            o.clock = Clock::manual();
+        }
         if let Some(e) = type_err {
             return Err(e);
         }
@@ -586,6 +595,21 @@ impl PyEngine {
     #[getter]
     fn lease(&self) -> f64 {
         self.lease.as_secs_f64()
+    }
+
+    /// Test hook (an engine opened with `_manual_clock=True`): move the clock
+    /// `seconds` forward and, before returning, expire the leases and release
+    /// the delays that fell due meanwhile, in time order, as the timer thread
+    /// would have. Returns the clock's new time (epoch seconds). `ValueError`
+    /// with the system clock.
+    fn _advance_clock(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<f64> {
+        let by = args::seconds(Kind::Arg, "seconds", seconds, false)?;
+        // To the nearest microsecond (the clock's unit), so that steps like
+        // 4.999 + 0.001 add up to exactly 5 seconds.
+        let by = Duration::from_micros((by.as_secs_f64() * 1e6).round() as u64);
+        let mut now = Ok(0);
+        py.detach(|| self.with_engine(|e| now = e.advance_clock(by)))?;
+        Ok(now.map_err(to_py)? as f64 / 1e6)
     }
 
     /// Test hook: hold the engine's lock for `seconds` (GIL released).

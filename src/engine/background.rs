@@ -1,6 +1,7 @@
 //! The engine's four threads. Each sleeps on a condvar until it has work:
-//! - timer: lease expiries and delayed messages falling due, plus the
-//!   time-based snapshot trigger; sleeps until the earliest deadline;
+//! - timer: lease expiries and delayed messages falling due (`due`), plus
+//!   the time-based snapshot trigger; sleeps until the earliest deadline
+//!   (of the engine's clock; the snapshot trigger is on real time);
 //! - flusher: fsyncs the journal when a writer waits (`always`) or every
 //!   `fsync_interval` while there are unsynced records (`batch`);
 //! - snapshotter: writes snapshots when a trigger asks;
@@ -10,7 +11,7 @@
 use super::Shared;
 use crate::storage;
 use crate::sync::Job;
-use crate::types::{Durability, now_micros};
+use crate::types::Durability;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,54 +37,9 @@ fn timer_loop(sh: &Shared) {
         if g.closed {
             return;
         }
-        let now = now_micros();
-        // Leases that ran out: back to ready, dead letter, or dropped.
-        let mut ops = Vec::new();
-        while let Some(id) = g.state.leases.pop_due(now) {
-            ops.push(g.expiry_op(sh.opts.max_attempts, id, now, "no ack in time"));
-        }
-        if !ops.is_empty() {
-            let n = ops.len();
-            let kinds: Vec<(u64, bool)> = ops
-                .iter()
-                .map(|op| match op {
-                    crate::record::Op::Requeue { id, .. } => (*id, true),
-                    crate::record::Op::DeadLetter { id, .. } | crate::record::Op::Drop { id } => (*id, false),
-                    _ => unreachable!(),
-                })
-                .collect();
-            let topics: Vec<(u32, bool)> = kinds
-                .iter()
-                .map(|(id, _)| g.state.slab.get(*id).map(|m| (m.topic, m.superseded)).expect("exists"))
-                .collect();
-            match sh.commit(&mut g, ops) {
-                Ok(_) => {
-                    g.counters.expired += n as u64;
-                    for ((_, requeued), (t, superseded)) in kinds.iter().zip(&topics) {
-                        if *requeued {
-                            sh.wake_topic(&g, *t, 1);
-                        } else if *superseded {
-                            g.counters.superseded_dropped += 1;
-                        } else {
-                            g.count_dead(*t);
-                        }
-                    }
-                    sh.not_full.notify_all();
-                }
-                Err(e) => {
-                    // The disk refused the record: keep the leases and retry soon.
-                    let retry = now + 1_000_000;
-                    for (id, _) in &kinds {
-                        let token = g.state.slab.get(*id).map_or(0, |m| m.lease_token);
-                        g.state.lease(*id, token, retry);
-                    }
-                    sh.mark_degraded(&mut g, e.to_string());
-                }
-            }
-        }
-        for t in g.state.release_due(now) {
-            sh.wake_topic(&g, t, usize::MAX);
-        }
+        // A failed expiry keeps its leases for a retry a second later and
+        // marks the engine degraded (`fire_due` does both): nothing to add.
+        let _ = sh.fire_due(&mut g, sh.clock.now());
         // Time-based snapshot trigger.
         let snap_due = g.snapshot_at + sh.opts.snapshot_interval;
         if g.records_since_snapshot > 0 && Instant::now() >= snap_due && !g.snapshot_wanted {
@@ -92,7 +48,9 @@ fn timer_loop(sh: &Shared) {
         }
         let next_timer = [g.state.leases.peek().map(|e| e.0), g.state.delays.peek()].into_iter().flatten().min();
         g.timer_next = next_timer.unwrap_or(u64::MAX);
-        let until_timer = next_timer.map(|t| Duration::from_micros(t.saturating_sub(now_micros())));
+        // A manual clock does not move by itself: its deadlines are met by
+        // `advance_clock`, so only the snapshot trigger times this wait.
+        let until_timer = next_timer.and_then(|t| sh.clock.until(t));
         let until_snap = snap_due.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
         let sleep = until_timer.map_or(until_snap, |d| d.min(until_snap));
         sh.timer_cv.wait_for(&mut g, sleep);

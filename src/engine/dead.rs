@@ -3,7 +3,7 @@
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::record::Op;
-use crate::types::{DeadLetter, MsgState, now_micros};
+use crate::types::{DeadLetter, MsgState};
 
 impl Engine {
     /// Dead letters, oldest first, filtered.
@@ -29,7 +29,7 @@ impl Engine {
     pub fn dlq_replay(&self, ids: Option<&[u64]>) -> Result<(usize, Option<u64>)> {
         let sh = &self.sh;
         let mut g = sh.lock_healthy()?;
-        let now = now_micros();
+        let now = sh.clock.now();
         let room = sh.opts.capacity.saturating_sub(g.state.slab.live());
         let chosen: Vec<DeadLetter> = g
             .state

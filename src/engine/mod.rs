@@ -14,6 +14,7 @@
 
 mod background;
 mod dead;
+mod due;
 #[cfg(test)]
 mod model_tests;
 mod ops;
@@ -25,6 +26,7 @@ pub use ops::{AckOutcome, Checkout, Stat};
 pub use publish::{Publish, PublishOpts};
 pub use stats::TopicStat;
 
+use crate::clock::EngineClock;
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
 use crate::journal::Journal;
@@ -37,7 +39,7 @@ use crate::recovery::{self, RecoveryReport};
 use crate::state::State;
 use crate::storage::{self, FaultPoint, Faults};
 use crate::sync::SyncPoint;
-use crate::types::{Durability, Failure, Lsn, Micros, MsgState, Options, now_micros};
+use crate::types::{Durability, Failure, Lsn, Micros, MsgState, Options};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -144,6 +146,8 @@ impl Inner {
 pub(crate) struct Shared {
     pub path: PathBuf,
     pub opts: Options,
+    /// Every time the engine stores or compares is read here (`crate::clock`).
+    pub clock: EngineClock,
     pub inner: Mutex<Inner>,
     pub not_full: Condvar,
     pub timer_cv: Condvar,
@@ -254,6 +258,7 @@ impl Engine {
         };
         let sh = Arc::new(Shared {
             path,
+            clock: EngineClock::new(opts.clock),
             opts,
             inner: Mutex::new(inner),
             not_full: Condvar::new(),
@@ -284,7 +289,7 @@ impl Engine {
     fn finish_recovery(&self) -> Result<()> {
         let sh = &self.sh;
         let mut g = sh.inner.lock();
-        let now = now_micros();
+        let now = sh.clock.now();
         let mut in_flight: Vec<u64> =
             g.state.slab.iter().filter(|m| m.state == MsgState::InFlight).map(|m| m.id).collect();
         in_flight.sort_unstable();

@@ -4,7 +4,7 @@ use super::publish::{Publish, PublishOpts};
 use super::{Engine, Inner};
 use crate::error::{Error, Result};
 use crate::record::Op;
-use crate::types::{Delivered, Failure, Message, Micros, MsgState, Wait, micros_after, now_micros};
+use crate::types::{Delivered, Failure, Message, Micros, MsgState, Wait, micros_after};
 use std::time::Duration;
 
 /// What `ack` (and `release`) did: the LSN to wait on and the ids whose
@@ -72,10 +72,9 @@ impl Inner {
             .filter(|m| m.state == MsgState::InFlight && m.lease_token == token && token != 0 && m.lease_deadline > now)
     }
 
-    /// Splits `leases` into the ids whose lease is current (each once) and
-    /// the stale ones.
-    fn current_leases(&self, leases: &[(u64, u64)]) -> (Vec<u64>, Vec<u64>) {
-        let now = now_micros();
+    /// Splits `leases` into the ids whose lease is current at `now` (each
+    /// once) and the stale ones.
+    fn current_leases(&self, leases: &[(u64, u64)], now: Micros) -> (Vec<u64>, Vec<u64>) {
         let mut valid = Vec::with_capacity(leases.len());
         let mut lost = Vec::new();
         for &(id, token) in leases {
@@ -170,7 +169,7 @@ impl Engine {
         sh.commit(&mut g, vec![Op::Checkout { ids: ids.clone() }])?;
         let st = &mut g.state;
         st.topics[tid as usize].ready.trim_front(&st.slab);
-        let deadline = micros_after(now_micros(), c.lease);
+        let deadline = micros_after(sh.clock.now(), c.lease);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let token = sh.next_token(&mut g);
@@ -199,7 +198,7 @@ impl Engine {
             sh.check_limits(p)?;
         }
         let mut g = sh.lock_healthy()?;
-        let (valid, lost) = g.current_leases(leases);
+        let (valid, lost) = g.current_leases(leases, sh.clock.now());
         if !publish.is_empty() && !lost.is_empty() {
             return Err(Error::LeaseLost { ids: lost });
         }
@@ -225,7 +224,7 @@ impl Engine {
     pub fn release(&self, leases: &[(u64, u64)]) -> Result<AckOutcome> {
         let sh = &self.sh;
         let mut g = sh.lock_healthy()?;
-        let (valid, lost) = g.current_leases(leases);
+        let (valid, lost) = g.current_leases(leases, sh.clock.now());
         if valid.is_empty() {
             return Ok(AckOutcome { lsn: None, lost });
         }
@@ -265,7 +264,7 @@ impl Engine {
     ) -> Result<Option<u64>> {
         let sh = &self.sh;
         let mut g = sh.lock_healthy()?;
-        let now = now_micros();
+        let now = sh.clock.now();
         let Some(m) = g.leased(id, token, now) else {
             return Err(Error::LeaseLost { ids: vec![id] });
         };
@@ -341,7 +340,7 @@ impl Engine {
     pub fn extend(&self, id: u64, token: u64, by: Duration) -> Result<u64> {
         let sh = &self.sh;
         let mut g = sh.open_inner()?;
-        let now = now_micros();
+        let now = sh.clock.now();
         if g.leased(id, token, now).is_none() {
             return Err(Error::LeaseLost { ids: vec![id] });
         }
@@ -359,7 +358,7 @@ impl Engine {
     pub fn expire_leases(&self, leases: &[(u64, u64)]) -> Result<usize> {
         let sh = &self.sh;
         let mut g = sh.open_inner()?;
-        let now = now_micros();
+        let now = sh.clock.now();
         let mut n = 0;
         for &(id, token) in leases {
             if g.leased(id, token, now).is_some() {

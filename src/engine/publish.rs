@@ -7,7 +7,7 @@
 use super::{Engine, Inner, Shared};
 use crate::error::{Error, Result};
 use crate::record::Op;
-use crate::types::{MAX_TOPIC, Message, Meta, MsgState, OnDuplicate, Wait, micros_after, now_micros};
+use crate::types::{MAX_TOPIC, Message, Meta, MsgState, OnDuplicate, Wait, micros_after};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +86,7 @@ impl Shared {
     /// `gone` are removed (acks committed in the same transaction: their
     /// dedup keys are free).
     pub(crate) fn plan(&self, g: &mut Inner, items: &[Publish<'_>], opts: PublishOpts, gone: &[u64]) -> Result<Plan> {
-        let now = now_micros();
+        let now = self.clock.now();
         let mut plan = Plan { ops: Vec::with_capacity(items.len()), ..Default::default() };
         let mut pending: HashMap<(&str, &str), usize> = HashMap::new();
         let mut topic: Option<(&str, Arc<str>)> = None;
@@ -170,16 +170,41 @@ impl Shared {
         Ok(plan)
     }
 
-    /// Gives every new message of the plan a slot and an id (on error, the
-    /// slots taken so far are given back).
-    fn assign_ids(&self, g: &mut Inner, plan: &mut Plan) -> Result<()> {
-        let mut taken = Vec::new();
-        for op in plan.ops.iter_mut() {
-            if let Op::Enqueue { msg, .. } = op {
-                msg.id = g.state.alloc_message(&mut taken)?;
+    /// Gives every new message of the plan a slot and an id: first the
+    /// slots of `gone` (messages the same record acks before the new ones
+    /// are added: on a full queue there is no other room for a handler's
+    /// chained publishes), then free ones. Returns the slots taken from
+    /// `gone` (no allocation when there are none). On error, the free slots
+    /// taken are given back.
+    fn assign_ids(&self, g: &mut Inner, plan: &mut Plan, gone: &[u64]) -> Result<Vec<u32>> {
+        let mut reused = Vec::new();
+        for i in 0..plan.ops.len() {
+            let Op::Enqueue { msg, .. } = &mut plan.ops[i] else { continue };
+            let from_gone = gone.get(reused.len()).map(|id| crate::types::slot_of(*id));
+            let slot = from_gone.unwrap_or_else(|| g.state.slab.alloc());
+            match g.state.new_id(slot) {
+                Ok(id) => {
+                    msg.id = id;
+                    if from_gone.is_some() {
+                        reused.push(slot);
+                    }
+                }
+                Err(e) => {
+                    if from_gone.is_none() {
+                        g.state.slab.unalloc(slot);
+                    }
+                    let given = plan.ops[..i].iter().filter_map(|op| match op {
+                        Op::Enqueue { msg, .. } => Some(crate::types::slot_of(msg.id)),
+                        _ => None,
+                    });
+                    for s in given.skip(reused.len()) {
+                        g.state.slab.unalloc(s);
+                    }
+                    return Err(e);
+                }
             }
         }
-        Ok(())
+        Ok(reused)
     }
 
     /// Waits (per `wait`) until the plan fits, then commits it with `prefix`
@@ -220,7 +245,11 @@ impl Shared {
                 return Err(full(!matches!(wait, Wait::No)));
             }
         };
-        self.assign_ids(g, &mut plan)?;
+        let gone: &[u64] = match prefix.first() {
+            Some(Op::Ack { ids }) => ids,
+            _ => &[],
+        };
+        let reused = self.assign_ids(g, &mut plan, gone)?;
         let base = prefix.len();
         let ops = if prefix.is_empty() {
             std::mem::take(&mut plan.ops)
@@ -246,11 +275,13 @@ impl Shared {
             match self.commit(g, ops) {
                 Ok(lsn) => Some(lsn),
                 Err(e) => {
-                    // Give back the new messages' slots (a key published
-                    // twice in the batch targets one message twice).
+                    // Give back the new messages' free slots (a key
+                    // published twice in the batch targets one message
+                    // twice; the acked messages keep theirs).
                     let mut new_slots: Vec<u32> = (ids.iter().zip(&plan.targets))
                         .filter(|(_, t)| matches!(t, Target::New(_)))
                         .map(|(id, _)| crate::types::slot_of(*id))
+                        .filter(|s| !reused.contains(s))
                         .collect();
                     new_slots.sort_unstable();
                     new_slots.dedup();
@@ -261,6 +292,10 @@ impl Shared {
                 }
             }
         };
+        // The acks freed these slots and the new messages filled them.
+        for s in reused {
+            g.state.slab.claim(s);
+        }
         let c = &mut g.counters;
         c.published += n_new as u64;
         c.replaced += plan.replaced;

@@ -16,7 +16,8 @@ def open_backend(
     """The backend for ``target``: a directory, owned by this process
     (``shared=False``), or shared by processes (``ringq.backends.shared``).
     ``options`` are the queue options; ``None`` values keep the defaults.
-    In a process-pool worker the queue is inert (``ringq.backends.pool_worker``)."""
+    In a process-pool worker the queue is inert (``ringq.backends.pool_worker``).
+    (Tests also pass ``_manual_clock=True``: see ``QueueCore._open_backend``.)"""
     from ringq.backends import pool_worker
 
     if pool_worker.parent_pid() is not None:
