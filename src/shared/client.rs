@@ -78,17 +78,23 @@ impl Conn {
         self.pending.lock().broken.is_some()
     }
 
-    /// Fails every call in flight; nothing more goes out on this connection.
+    /// Fails every call in flight with `OwnerGone(why)`; nothing more goes
+    /// out on this connection.
     fn fail_all(&self, why: String) {
+        self.fail_all_with(why.clone(), || Error::OwnerGone(why.clone()));
+    }
+
+    /// The same, each call failing with `err()`.
+    fn fail_all_with(&self, why: String, err: impl Fn() -> Error) {
         let waiting: Vec<Arc<Slot>> = {
             let mut p = self.pending.lock();
             if p.broken.is_none() {
-                p.broken = Some(why.clone());
+                p.broken = Some(why);
             }
             p.waiting.drain().map(|(_, s)| s).collect()
         };
         for s in waiting {
-            s.fill(Err(Error::OwnerGone(why.clone())));
+            s.fill(Err(err()));
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
@@ -272,7 +278,8 @@ impl Client {
             return;
         }
         if let Some(c) = self.conn.lock().take() {
-            c.fail_all("the queue was closed".into());
+            // Calls still waiting here end as calls on a closed queue do.
+            c.fail_all_with("the queue was closed".into(), || Error::Closed);
             join_reader(&c);
         }
     }

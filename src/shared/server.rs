@@ -428,8 +428,9 @@ fn now(result: Result<Vec<u8>>) -> Step {
     Step::Answer(result, None)
 }
 
-/// Runs `f` with `wait` cut in slices of [`SLICE`], again while `again`
-/// says the result is "nothing yet", the wait lasts, and the client is there.
+/// Runs `f` with `wait` cut in slices of [`SLICE`], again while a slice ran
+/// out with what `again` calls "nothing yet", the wait lasts, and the client
+/// is there.
 fn sliced<T>(
     conn: &Conn,
     wait: Wait,
@@ -448,7 +449,9 @@ fn sliced<T>(
             _ => (Wait::Until(slice_end), false),
         };
         let r = f(w);
-        if last || !again(&r) || conn.is_gone() {
+        // Early with nothing (an interrupt) is an answer too: only a slice
+        // that ran out is waited again.
+        if last || !again(&r) || conn.is_gone() || Instant::now() < slice_end {
             return r;
         }
     }

@@ -4,12 +4,12 @@ Every test takes ``harness`` (or ``q``, a queue the harness opened with the
 default options), which is parametrized over ``backend_kind``: one entry of
 ``BACKENDS`` per backend. Adding a backend is one factory function::
 
-    def shared(place: Path, options: dict[str, Any]) -> Opened:
-        '''A client of an owner process over its Unix socket.'''
+    def redis(place: Path, options: dict[str, Any]) -> Opened:
+        '''A queue in a Redis namespace derived from ``place``.'''
         ...
         return Opened(queue, advance)
 
-    BACKENDS["shared"] = shared
+    BACKENDS["redis"] = redis
 
 A factory opens a queue at ``place`` (a fresh directory per test; a backend
 that is not a directory derives its own name from it, e.g. a Redis
@@ -61,9 +61,35 @@ def local(place: Path, options: dict[str, Any]) -> Opened:
     return Opened(q, q.advance)
 
 
+class SharedClient(ringq.Queue):
+    """A client of a shared queue whose owner (with a manual clock) lives in
+    this process too: closing the client closes the owner, so a reopen is a
+    real one (recovery included)."""
+
+    owner: ManualClockQueue | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.owner is not None and not self.owner.closed:
+            self.owner.close()
+
+
+def shared(place: Path, options: dict[str, Any]) -> Opened:
+    """A client over the Unix socket of an owner (``shared=True``); the
+    owner runs in this process (its server threads are Rust threads), with
+    a manual clock."""
+    owner = ManualClockQueue(place, shared=True, **options)
+    assert owner.role == "owner"
+    client = SharedClient(place, shared=True, **options)
+    assert client.role == "client"
+    client.owner = owner
+    return Opened(client, owner.advance)
+
+
 #: Every backend the contract runs against, by kind.
 BACKENDS: dict[str, Factory] = {
     "local": local,
+    "shared": shared,
 }
 
 
