@@ -68,8 +68,29 @@ impl Manifest {
     }
 }
 
-/// Writes `m` as the directory's manifest (format 3), atomically.
+/// Writes `m` as the directory's manifest (format 3), atomically. Only a
+/// manifest that `read` gives back as it is can be written: format 3, a slot
+/// limit, a non-zero instance id (`read` refuses instance id 0 as damage);
+/// anything else (`Manifest::default()`, or an older format as `read`
+/// returned it, before `Engine::open` or `repair` upgrades it) is refused
+/// with `Error::Invalid` and nothing is written.
 pub fn write(dir: &Path, m: &Manifest) -> Result<()> {
+    let mut wrong = Vec::new();
+    if m.version != MANIFEST_VERSION {
+        wrong.push(format!("format {} (only {MANIFEST_VERSION} is written)", m.version));
+    }
+    if m.slot_limit.is_none() {
+        wrong.push("no slot limit".to_owned());
+    }
+    if m.instance_id == 0 {
+        wrong.push("instance id 0".to_owned());
+    }
+    if !wrong.is_empty() {
+        return Err(Error::Invalid(format!(
+            "refusing to write a MANIFEST that would not read back as written: {}",
+            wrong.join(", ")
+        )));
+    }
     storage::write_atomic(None, dir, MANIFEST_FILE, &m.encode())
         .map_err(|e| Error::storage("writing the manifest", dir.join(MANIFEST_FILE), e))
 }
@@ -158,6 +179,37 @@ mod tests {
             std::fs::write(&path, &bad).unwrap();
             assert!(read(dir.path()).is_err(), "flip at byte {i} accepted");
         }
+    }
+
+    #[test]
+    fn manifest_write_refuses_what_read_would_not_give_back() {
+        // `write` used to write `Manifest::default()` (instance id 0) as a
+        // format-3 file that `read` then refused as damaged.
+        let dir = tempfile::tempdir().unwrap();
+        let good = Manifest { version: 3, epoch: 1, slot_limit: Some(8), instance_id: 7, ..Default::default() };
+        let cases = [
+            (Manifest::default(), "format 0"),
+            (Manifest { instance_id: 0, ..good }, "instance id 0"),
+            // A format-1 or format-2 manifest as `read` returns it.
+            (Manifest { version: 1, slot_limit: None, instance_id: 0, ..good }, "no slot limit, instance id 0"),
+            (Manifest { version: 2, instance_id: 0, ..good }, "format 2"),
+            (Manifest { slot_limit: None, ..good }, "no slot limit"),
+        ];
+        for (m, what) in cases {
+            match write(dir.path(), &m) {
+                Err(Error::Invalid(msg)) => assert!(msg.contains(what), "{m:?}: {msg}"),
+                other => panic!("{m:?} was not refused: {other:?}"),
+            }
+            assert!(!dir.path().join(MANIFEST_FILE).exists(), "{m:?}: something was written");
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{m:?}: a temp file was left");
+        }
+        // What `Engine::open` writes, and an old one once it upgrades it.
+        write(dir.path(), &good).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(good));
+        let v1 = Manifest { version: 1, epoch: 4, ..Default::default() };
+        let upgraded = Manifest { version: 3, slot_limit: Some(0), instance_id: random_u64(), ..v1 };
+        write(dir.path(), &upgraded).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(upgraded));
     }
 
     #[test]

@@ -115,6 +115,11 @@ pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize, slot_limit: 
         return Err(bad(12, format!("header length {} (format {version} has {SNAPSHOT_HEADER_LEN})", u32_at(12))));
     }
     let lsn = u64_at(16);
+    if lsn == Lsn::MAX {
+        // No record has LSN u64::MAX (nothing could follow it), so no
+        // snapshot is as of it; recovery would compute `lsn + 1`.
+        return Err(bad(16, "snapshot LSN u64::MAX (no ringq writes it): damaged header".into()));
+    }
     let body_len = u64_at(24) as usize;
     let body = data
         .get(SNAPSHOT_HEADER_LEN..SNAPSHOT_HEADER_LEN.saturating_add(body_len))
@@ -198,4 +203,22 @@ fn apply_snapshot_message(state: &mut State, op: crate::record::Op) -> std::resu
 /// below `slot_limit` (`manifest::read(dir)?.map_or(.., |m| m.slot_bound(capacity))`).
 pub fn verify(path: &Path, data: &[u8], slot_limit: usize) -> Result<Lsn> {
     decode(path, data, usize::MAX, slot_limit).map(|(_, lsn)| lsn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_at_lsn_u64_max_is_corruption_not_an_overflow() {
+        // No record has LSN u64::MAX, so neither does a snapshot; recovery
+        // continued at `snap_lsn + 1`.
+        let image = collect(&State::new(10, 100));
+        let data = encode(&image, Lsn::MAX);
+        match verify(Path::new("x.snap"), &data, 100) {
+            Err(Error::Corruption { offset: 16, detail, .. }) => assert!(detail.contains("u64::MAX"), "{detail}"),
+            other => panic!("expected corruption at offset 16, got {other:?}"),
+        }
+        assert_eq!(verify(Path::new("x.snap"), &encode(&image, Lsn::MAX - 1), 100).unwrap(), Lsn::MAX - 1);
+    }
 }

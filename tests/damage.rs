@@ -479,3 +479,38 @@ fn a_segment_under_another_number_is_refused_naming_both_numbers() {
     let detail = refused_naming(&dir, &renamed);
     assert!(detail.contains("header names segment 1, the file name says 7"), "{detail}");
 }
+
+#[test]
+fn a_durable_marker_cut_short_says_the_same_at_every_open() {
+    // The fuzzer's find (`fuzz/regressions/durable_marker/short-slot0-resurrected.bin`):
+    // 28 bytes, a whole slot 0 saying LSN 1000 without its 4 zero bytes.
+    // It read as 0, so the open went through; its first write to DURABLE
+    // (at offset 32) zero-filled bytes 28..32, slot 0 said 1000 again, and
+    // the next open of the unchanged directory was refused. Now the slot
+    // counts from the start (its checked bytes are all there), like a whole
+    // file saying 1000: every open refuses it, and repair accepts the loss.
+    const SHORT: [u8; 28] = [
+        0x52, 0x49, 0x4e, 0x47, 0x51, 0x44, 0x55, 0x52, 0xe8, 0x03, 0, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0x17,
+        0x03, 0xef, 0xa0,
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    for p in [b"one", b"two", b"six"] {
+        publish(&e, "t", p);
+    }
+    e.close().unwrap();
+    fs::write(dir.join("DURABLE"), SHORT).unwrap();
+    for _ in 0..2 {
+        let detail = refused_naming(&dir, ".log");
+        assert!(detail.contains("records 4..=1000 are missing"), "{detail}");
+        assert_eq!(fs::read(dir.join("DURABLE")).unwrap(), SHORT, "a refused open changed DURABLE");
+    }
+    let report = ringq::repair::repair(&dir).unwrap();
+    assert!(report.changes.iter().any(|c| c.contains("fsynced up to 1000")), "{:?}", report.changes);
+    for _ in 0..2 {
+        let e = Engine::open(&dir, small()).unwrap();
+        assert_eq!(ids(&e, "t"), 3);
+        e.close().unwrap();
+    }
+}

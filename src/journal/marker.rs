@@ -14,6 +14,13 @@
 //! most one): magic `RINGQDUR` (8), LSN (u64), write counter (u64), CRC32C of
 //! the preceding 24 bytes (u32), 4 zero bytes. The valid slot with the
 //! higher LSN wins; no valid slot reads as 0.
+//!
+//! The file is read as its first 64 bytes, zero-filled if it is shorter:
+//! exactly what a later write past its end leaves in front of that write
+//! (a `pwrite` beyond the end of a file fills the gap with zeros). So a file
+//! cut short reads the same before and after the writer extends it, and a
+//! value `read` ignored never comes back. A slot is checked on its first 28
+//! bytes (magic, LSN, counter, CRC); the 4 zero bytes are not.
 
 use crate::storage;
 use crate::types::Lsn;
@@ -35,23 +42,33 @@ fn encode(lsn: Lsn, counter: u64) -> [u8; SLOT] {
     b
 }
 
-fn decode(b: &[u8]) -> Option<(Lsn, u64)> {
-    if b.len() < SLOT || &b[0..8] != MAGIC {
+fn decode(b: &[u8; SLOT]) -> Option<(Lsn, u64)> {
+    if &b[0..8] != MAGIC {
         return None;
     }
-    let crc = u32::from_le_bytes(b[24..28].try_into().ok()?);
+    let crc = u32::from_le_bytes(b[24..28].try_into().expect("4"));
     (crc32c::crc32c(&b[0..24]) == crc).then(|| {
         (u64::from_le_bytes(b[8..16].try_into().expect("8")), u64::from_le_bytes(b[16..24].try_into().expect("8")))
     })
 }
 
+/// The LSN a file image records: the higher of its valid slots, 0 if none.
+/// Only the first 64 bytes count, and missing ones read as zeros (see the
+/// module comment).
+fn decode_file(data: &[u8]) -> Lsn {
+    let mut image = [0u8; 2 * SLOT];
+    let n = data.len().min(image.len());
+    image[..n].copy_from_slice(&data[..n]);
+    let (a, b) = image.split_at(SLOT);
+    let slots = [decode(a.try_into().expect("32")), decode(b.try_into().expect("32"))];
+    // LSNs only grow: the higher valid one is the newer.
+    slots.into_iter().flatten().map(|(lsn, _)| lsn).max().unwrap_or(0)
+}
+
 /// The LSN a directory's `DURABLE` file records (0 if none).
 pub fn read(dir: &Path) -> Lsn {
     let Ok(data) = std::fs::read(dir.join(DURABLE_FILE)) else { return 0 };
-    let a = decode(&data[..data.len().min(SLOT)]);
-    let b = data.get(SLOT..).and_then(decode);
-    // LSNs only grow: the higher valid one is the newer.
-    [a, b].into_iter().flatten().map(|(lsn, _)| lsn).max().unwrap_or(0)
+    decode_file(&data)
 }
 
 /// The writer side, owned by the flusher.
@@ -112,5 +129,57 @@ mod tests {
         data[8] ^= 1; // slot 0 holds the second write (9)
         std::fs::write(&path, &data).unwrap();
         assert_eq!(read(dir.path()), 5);
+    }
+
+    /// Whatever the file holds, the writer's `record(x)` (x above what was
+    /// read) reads back x, and the next one x + 1: no value `read` ignored
+    /// comes back when the writer extends a short file.
+    fn writer_reads_back_what_it_records(data: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DURABLE_FILE);
+        std::fs::write(&path, data).unwrap();
+        let before = read(dir.path());
+        let mut zero_filled = data.to_vec();
+        zero_filled.resize(zero_filled.len().max(2 * SLOT), 0);
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join(DURABLE_FILE), &zero_filled).unwrap();
+        assert_eq!(read(other.path()), before, "{} bytes: zero-filling changes what it says", data.len());
+        let mut m = Marker::open(dir.path()).unwrap();
+        m.record(before + 5);
+        assert_eq!(read(dir.path()), before + 5, "{} bytes: first record", data.len());
+        m.record(before + 6);
+        assert_eq!(read(dir.path()), before + 6, "{} bytes: second record", data.len());
+    }
+
+    #[test]
+    fn a_marker_cut_short_reads_the_same_before_and_after_the_writer_extends_it() {
+        // The fuzzer's find (`regressions/durable_marker/short-slot0-resurrected.bin`):
+        // 28 bytes holding a whole slot 0 (LSN 1000) but not its 4 zero
+        // bytes. `read` said 0; the writer's first write (at offset 32)
+        // filled bytes 28..32 with zeros and slot 0 said 1000 again, so the
+        // next open found "records 4..=1000 missing" where this one had
+        // found nothing wrong.
+        let slot0 = encode(1000, 2);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DURABLE_FILE), &slot0[..28]).unwrap();
+        assert_eq!(read(dir.path()), 1000, "the slot's checked bytes are all there");
+        let mut m = Marker::open(dir.path()).unwrap();
+        m.record(83); // lower: not written
+        assert_eq!(read(dir.path()), 1000);
+        m.record(1001);
+        assert_eq!(read(dir.path()), 1001);
+        // Every cut of a file with two valid slots (the newer in slot 0,
+        // whose CRC ends in a zero byte) and of the fuzzer's file: what is
+        // read is what zero-filling says, and the writer takes it from there.
+        let mut crc_with_zero_byte = (1000..).map(|lsn| encode(lsn, 2)).find(|s| s[27] == 0).unwrap().to_vec();
+        let older = u64::from_le_bytes(crc_with_zero_byte[8..16].try_into().unwrap()) - 1;
+        crc_with_zero_byte.extend_from_slice(&encode(older, 1));
+        let mut fuzzed = slot0[..28].to_vec();
+        fuzzed.extend_from_slice(&[0xFF; 40]);
+        for full in [crc_with_zero_byte, fuzzed] {
+            for len in 0..=full.len() {
+                writer_reads_back_what_it_records(&full[..len]);
+            }
+        }
     }
 }

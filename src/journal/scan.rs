@@ -147,6 +147,16 @@ pub fn read_segment_header(path: &Path, data: &[u8]) -> Result<Option<SegmentHea
         ));
     }
     let first_lsn = u64_at(data, 16);
+    if version == 1 && first_lsn == 0 {
+        // LSNs start at 1, and the format-1 writer named each segment after
+        // the LSN of its first record (format 2 writes 0 only in a prepared,
+        // unused segment).
+        return Err(Error::corruption(
+            path,
+            16,
+            "format-1 segment header says first LSN 0 (no ringq writes it): damaged",
+        ));
+    }
     Ok(Some(if version == 1 {
         SegmentHeader { version, first_lsn, seq: None, size: None }
     } else {
@@ -164,10 +174,12 @@ struct Valid {
 }
 
 /// Checks the record at `off`: whole, CRC matching, a known kind, (in
-/// format 1) zero padding, and (in format 2) a durable gap the writer could
+/// format 1) zero padding, (in format 2) a durable gap the writer could
 /// have written: at most the record's LSN (`L − J` with `0 ≤ J < L`), or
-/// "unknown". A CRC-valid record claiming more is damage or forgery, and is
-/// treated like any other invalid record (never as proof).
+/// "unknown", and (a transaction) an LSN below `u64::MAX`, which the writer
+/// never uses (no LSN could follow it). A CRC-valid record claiming more is
+/// damage or forgery, and is treated like any other invalid record (never
+/// replayed, never proof).
 fn valid_record_at(data: &[u8], off: usize, version: u32) -> Option<Valid> {
     let h = data.get(off..off.checked_add(RECORD_HEADER_LEN)?)?;
     let len = u32_at(h, 0) as usize;
@@ -184,7 +196,7 @@ fn valid_record_at(data: &[u8], off: usize, version: u32) -> Option<Valid> {
             (kind == RECORD_TXN && (gap == GAP_UNKNOWN || u64::from(gap) <= lsn))
                 || (kind == RECORD_SEAL && len == 8 && gap == 0)
         }
-    };
+    } && !(kind == RECORD_TXN && lsn == Lsn::MAX);
     if !known {
         return None;
     }
@@ -253,8 +265,10 @@ fn after_hole(data: &[u8], from: usize, missing: Lsn, version: u32, on_disk: Lsn
 /// Reads every record of one segment in order, calling `each(lsn, offset,
 /// body)` for each transaction. `header` is the segment's (see
 /// `read_segment_header`); its first LSN is the one the first record must
-/// carry. `on_disk`: the journal is known to have been fsynced up to this
-/// LSN (`marker::read`; 0 if unknown), so damage at or below it is corruption.
+/// carry; a header with first LSN 0 (a prepared segment, never used; no
+/// record has LSN 0) is refused. `on_disk`: the journal is known to have
+/// been fsynced up to this LSN (`marker::read`; 0 if unknown), so damage at
+/// or below it is corruption.
 pub fn scan_segment(
     path: &Path,
     data: &[u8],
@@ -264,10 +278,14 @@ pub fn scan_segment(
 ) -> Result<SegmentScan> {
     let version = header.version;
     let first = header.first_lsn;
+    if first == 0 {
+        return Err(Error::corruption(path, 16, "segment header says first LSN 0: no record has LSN 0"));
+    }
     let mut off = header.header_len();
     let mut next = first;
     let mut records = 0;
     let mut proven_durable: Lsn = 0;
+    // `next` never drops below `first` (>= 1), so `next - 1` cannot wrap.
     let scan = |next: Lsn, off: usize, records: u64, proven: Lsn, torn, sealed| SegmentScan {
         first_lsn: first,
         last_lsn: next - 1,
@@ -290,7 +308,10 @@ pub fn scan_segment(
                     proven_durable = proven_durable.max(d);
                 }
                 records += 1;
-                next += 1;
+                // `valid_record_at` refuses LSN `u64::MAX`: a second guard.
+                next = v.lsn.checked_add(1).ok_or_else(|| {
+                    Error::corruption(path, off as u64, "record has LSN u64::MAX: no LSN can follow it")
+                })?;
                 off = v.end;
             }
             Some(v) if v.lsn == next && v.kind == RECORD_SEAL => {
@@ -472,6 +493,80 @@ mod tests {
         assert!(err.as_ref().is_ok_and(|s| s.torn.is_some()), "{err:?}");
         // A gap equal to the LSN is valid (nothing was on disk before it).
         assert_eq!(scan(&segment_with(&[forged(1, 1), forged(2, 2)])).unwrap().records, 2);
+    }
+
+    #[test]
+    fn journal_header_with_first_lsn_0_is_refused_not_an_overflow() {
+        // Format 1 never wrote first LSN 0 (LSNs start at 1): a CRC-valid
+        // one is damage. Scanning it computed `next - 1` (fuzz input
+        // `regressions/scan_segment/v1-first-lsn-0.bin`).
+        let mut data = super::super::segment_header_v1(0).to_vec();
+        data.resize(256, 0);
+        match read_segment_header(Path::new("x"), &data) {
+            Err(Error::Corruption { offset: 16, detail, .. }) => assert!(detail.contains("first LSN 0"), "{detail}"),
+            other => panic!("expected corruption at offset 16, got {other:?}"),
+        }
+        // `scan_segment` itself refuses such a header (format 1 or a
+        // prepared format-2 one), whoever passes it.
+        for h in [
+            SegmentHeader { version: 1, first_lsn: 0, seq: None, size: None },
+            SegmentHeader { version: 2, first_lsn: 0, seq: Some(1), size: Some(0) },
+        ] {
+            let err = scan_segment(Path::new("x"), &data, &h, 0, |_, _, _| Ok(())).unwrap_err();
+            assert!(matches!(err, Error::Corruption { offset: 16, .. }), "{err}");
+        }
+        // First LSN 1 is fine, as before.
+        let mut data = super::super::segment_header_v1(1).to_vec();
+        data.resize(256, 0);
+        assert_eq!(read_segment_header(Path::new("x"), &data).unwrap().unwrap().first_lsn, 1);
+    }
+
+    #[test]
+    fn journal_record_with_lsn_u64_max_is_invalid_not_an_overflow() {
+        // No LSN can follow u64::MAX, and the writer never uses it: a
+        // CRC-valid record carrying it is treated like any other invalid
+        // record. Accepting it computed `next + 1` (fuzz input
+        // `regressions/scan_segment/lsn-u64-max.bin`).
+        let at = |first: Lsn| SegmentHeader { version: 2, first_lsn: first, seq: Some(1), size: Some(0) };
+        let image = |first: Lsn, records: &[Vec<u8>]| {
+            let mut data = segment_header(first, 1, 0).to_vec();
+            for r in records {
+                data.extend_from_slice(r);
+            }
+            data.resize(data.len() + 64, 0);
+            data
+        };
+        let max = Lsn::MAX;
+        let rec = |lsn: Lsn| encode_record(lsn, &[Op::Drop { id: 1 << 24 }]);
+        // As the first record: a torn tail, nothing replayed.
+        let data = image(max, &[rec(max)]);
+        for on_disk in [0, max] {
+            let s = scan_segment(Path::new("x"), &data, &at(max), on_disk, |_, _, _| Ok(())).unwrap();
+            assert_eq!((s.records, s.last_lsn, s.end as usize), (0, max - 1, SEGMENT_HEADER_LEN));
+            assert_eq!(s.torn.unwrap().dropped_records, 0);
+        }
+        // After record u64::MAX - 1: that one is read, the next is not.
+        let (a, b) = (rec(max - 1), rec(max));
+        let data = image(max - 1, &[a.clone(), b]);
+        let s = scan_segment(Path::new("x"), &data, &at(max - 1), 0, |_, _, _| Ok(())).unwrap();
+        assert_eq!((s.records, s.last_lsn), (1, max - 1));
+        assert_eq!(s.torn.unwrap().offset as usize, SEGMENT_HEADER_LEN + a.len());
+        // After a hole: not counted, proves nothing.
+        let data = image(max - 1, &[vec![0xAB; 30], encode_record_with_gap(max, &[Op::Drop { id: 1 }], 1)]);
+        let s = scan_segment(Path::new("x"), &data, &at(max - 1), 0, |_, _, _| Ok(())).unwrap();
+        assert_eq!((s.records, s.torn.unwrap().dropped_records), (0, 0));
+        // A seal naming u64::MAX as the next LSN is still valid (it uses no LSN).
+        let data = image(max - 1, &[a, encode_seal(max, 2).to_vec()]);
+        let s = scan_segment(Path::new("x"), &data, &at(max - 1), 0, |_, _, _| Ok(())).unwrap();
+        assert_eq!((s.records, s.sealed.unwrap().next_lsn), (1, max));
+        // Format 1 alike.
+        let h1 = SegmentHeader { version: 1, first_lsn: max, seq: None, size: None };
+        let mut data = super::super::segment_header_v1(max).to_vec();
+        data.extend_from_slice(&encode_record_v1(max, &[Op::Drop { id: 1 }]));
+        data.resize(data.len() + 64, 0);
+        let s = scan_segment(Path::new("x"), &data, &h1, 0, |_, _, _| Ok(())).unwrap();
+        assert_eq!((s.records, s.last_lsn), (0, max - 1));
+        assert!(s.torn.is_some());
     }
 
     #[test]

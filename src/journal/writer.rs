@@ -231,6 +231,14 @@ impl Journal {
     /// Writes one transaction record. On error nothing was written and the
     /// LSN was not used, so the caller's state must not change either.
     pub fn append(&mut self, ops: &[Op], sync: &SyncPoint<Arc<File>>) -> Result<Lsn> {
+        if self.next_lsn == Lsn::MAX {
+            // Readers refuse a record with LSN u64::MAX (nothing could follow
+            // it). Only a journal recovered from forged LSNs gets here.
+            return Err(Error::Invalid(format!(
+                "this journal has used every LSN up to {}; move its messages to a new queue directory",
+                Lsn::MAX - 1
+            )));
+        }
         self.scratch.clear();
         self.scratch.resize(RECORD_HEADER_LEN, 0);
         encode_txn(ops, &mut self.scratch);
@@ -387,4 +395,26 @@ pub fn zero_torn_tail(faults: &Faults, torn: &super::TornTail) -> Result<()> {
         .map_err(|e| Error::storage("opening torn segment", &torn.path, e))?;
     prepare::zero_range(faults, &file, torn.offset, torn.offset + torn.bytes)
         .map_err(|e| Error::storage("zeroing torn tail", &torn.path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_refuses_lsn_u64_max_which_readers_refuse() {
+        // A journal recovered up to LSN u64::MAX - 1 (only forged files
+        // get there): the next record would carry an LSN no reader accepts,
+        // and `next_lsn + 1` would overflow. Refused, nothing written.
+        let dir = tempfile::tempdir().unwrap();
+        let recovered = Recovered { next_seq: 1, ..Default::default() };
+        let (mut j, _spares) =
+            Journal::open(dir.path(), Arc::new(Faults::default()), 1 << 16, Lsn::MAX - 1, recovered).unwrap();
+        let sync = SyncPoint::new(Lsn::MAX - 2, Some(j.active_file()));
+        assert_eq!(j.append(&[Op::Drop { id: 1 << 24 }], &sync).unwrap(), Lsn::MAX - 1);
+        let pos = j.active().pos;
+        let err = j.append(&[Op::Drop { id: 1 << 24 }], &sync).unwrap_err();
+        assert!(matches!(&err, Error::Invalid(m) if m.contains("used every LSN")), "{err}");
+        assert_eq!((j.next_lsn(), j.active().pos), (Lsn::MAX, pos), "a refused append changed the journal");
+    }
 }
