@@ -6,6 +6,7 @@ published is part of the contract: ``tests/contract/test_close.py``.)"""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
