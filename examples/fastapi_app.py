@@ -47,7 +47,20 @@ async def place_order(order: dict[str, Any], request: Request) -> dict[str, Any]
     q: ringq.Queue = request.app.state.queue
     # publish may wait for the disk (or the owner): keep it off the event loop
     msg = OrderPlaced(str(order["order_id"]), float(order["amount"]))
-    mid = await run_in_threadpool(q.publish, msg, "orders", dedup_key=msg.order_id)
+    for tries_left in reversed(range(3)):
+        try:
+            mid = await run_in_threadpool(
+                q.publish, msg, "orders", dedup_key=msg.order_id, on_duplicate="keep"
+            )
+            break
+        except ringq.OwnerGone:
+            # The worker that owned the queue went away mid-call (uvicorn
+            # restarts a worker that misses its health check). Whether the
+            # publish took effect is unknown; with the order id as dedup key
+            # and on_duplicate="keep", publishing again is safe: the next
+            # call reaches the new owner.
+            if not tries_left:
+                raise
     return {"id": mid, "pid": os.getpid(), "role": q.role}
 
 

@@ -26,6 +26,7 @@
 //! q.close().unwrap();
 //! ```
 
+pub mod blocking;
 pub mod clock;
 mod codec;
 mod dedup;

@@ -21,15 +21,20 @@ pytest.importorskip("fastapi", reason="fastapi is installed by scripts/dev setup
 CONSUMER = """
 import sys, time, ringq
 q = ringq.Queue(sys.argv[1], shared=True)
-want, seen = int(sys.argv[2]), []
+want, seen, owner_gone = int(sys.argv[2]), [], 0
 deadline = time.monotonic() + 90
-while len(seen) < want and time.monotonic() < deadline:
-    got = q.checkout("orders", max_messages=50, timeout=1)
-    if not got:
-        continue
-    q.ack(got)
-    seen.extend(d.dedup_key for d in got)
-print(" ".join(seen), flush=True)
+while len(set(seen)) < want and time.monotonic() < deadline:
+    try:
+        got = q.checkout("orders", max_messages=50, timeout=1)
+        seen.extend(d.dedup_key for d in got)
+        if got:
+            q.ack(got)
+    except ringq.OwnerGone as e:
+        # The owner (a uvicorn worker) went away: the next call reconnects;
+        # what this one checked out may come again (at least once).
+        owner_gone += 1
+        print("consumer:", e, file=sys.stderr, flush=True)
+print(owner_gone, " ".join(seen), flush=True)
 q.close()
 """
 
@@ -65,7 +70,8 @@ def test_four_uvicorn_workers_publish_to_one_shared_queue(tmp_path: Path) -> Non
             "--port",
             str(port),
             "--log-level",
-            "warning",
+            "info",  # a worker uvicorn restarts shows in the captured output
+            "--no-access-log",
         ],
         env=env,
         cwd=tmp_path,
@@ -97,10 +103,10 @@ def test_four_uvicorn_workers_publish_to_one_shared_queue(tmp_path: Path) -> Non
         assert roles <= {"owner", "client"} and "client" in roles
         out, _ = consumer.communicate(timeout=120)
         assert consumer.returncode == 0
-        seen = out.split()
-        assert sorted(seen) == sorted(f"o-{i}" for i in range(n)), (
-            "each order consumed exactly once"
-        )
+        owner_gone, *seen = out.split()
+        assert set(seen) == {f"o-{i}" for i in range(n)}, "every order consumed"
+        if owner_gone == "0":
+            assert len(seen) == n, "each order consumed exactly once"
         assert len({a["id"] for a in answers}) == n
     finally:
         server.terminate()

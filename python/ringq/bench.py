@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import ringq
-from ringq import Delivery, bench_handlers
+from ringq import Delivery, bench_handlers, bench_shared
 from ringq.backends.local import open_local
 from ringq.bench_kit import (
     BATCH,
@@ -529,6 +529,11 @@ SCENARIOS: dict[str, Callable[[Config], dict[str, Any]]] = {
     "reopen_1m": reopen_1m,
     "handler_pair": bench_handlers.handler_pair,
     "handler_latency": bench_handlers.handler_latency,
+    "shared_publish": bench_shared.shared_publish,
+    "shared_publish_many": bench_shared.shared_publish_many,
+    "shared_checkout_ack": bench_shared.shared_checkout_ack,
+    "shared_two_clients": bench_shared.shared_two_clients,
+    "processes_cpu": bench_shared.processes_cpu,
 }
 
 

@@ -345,10 +345,12 @@ impl Engine {
         self.sh.check()
     }
 
-    /// Whether a call now would wait for the engine's lock (another thread
-    /// holds it) or heal a failed fsync: the bindings release the GIL then.
+    /// Whether a call now would heal a failed fsync first (a snapshot): the
+    /// bindings release the GIL then. A call that finds the engine's lock
+    /// taken waits for it through [`crate::blocking`], which releases the
+    /// GIL too.
     pub fn would_wait(&self) -> bool {
-        self.sh.inner.is_locked() || self.sh.degraded.load(Ordering::Relaxed)
+        self.sh.degraded.load(Ordering::Relaxed)
     }
 
     /// With `durability="always"`, waits until `lsn` is on disk (group
@@ -457,7 +459,7 @@ impl Engine {
 
     /// What recovery found when this engine opened the directory.
     pub fn recovery_report(&self) -> RecoveryReport {
-        self.sh.inner.lock().report.clone()
+        crate::blocking::lock(&self.sh.inner).report.clone()
     }
 }
 
@@ -565,7 +567,7 @@ impl Shared {
     pub(crate) fn lock_healthy(&self) -> Result<MutexGuard<'_, Inner>> {
         self.check()?;
         loop {
-            let g = self.inner.lock();
+            let g = crate::blocking::lock(&self.inner);
             if g.closed {
                 return Err(Error::Closed);
             }
@@ -596,7 +598,7 @@ impl Shared {
     /// The lock, for calls that only read: refused once closed.
     pub(crate) fn open_inner(&self) -> Result<MutexGuard<'_, Inner>> {
         self.check()?;
-        let g = self.inner.lock();
+        let g = crate::blocking::lock(&self.inner);
         if g.closed { Err(Error::Closed) } else { Ok(g) }
     }
 
