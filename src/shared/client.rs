@@ -5,12 +5,17 @@
 //! to an outgoing buffer; if no thread is writing, it writes everything
 //! buffered in one go (so concurrent callers' requests leave together, as
 //! one write: group commit on the socket) and goes on writing what arrived
-//! meanwhile. A reader thread hands each answer to the caller waiting for
-//! its request id. If the connection breaks, every call in flight fails with
-//! `OwnerGone` (whether it took effect is unknown) and the next call
-//! connects again.
+//! meanwhile. Answers are read by the callers themselves, one at a time
+//! (leader and followers): a caller whose answer has not come and finds
+//! nobody reading reads, handing each answer to the caller waiting for its
+//! request id, until its own comes; then it lets a waiting caller take over.
+//! So a lone caller's answer reaches it without waking another thread, and
+//! the read polls briefly before it sleeps ([`frames`](super::frames)). If
+//! the connection breaks, every call in flight fails with `OwnerGone`
+//! (whether it took effect is unknown) and the next call connects again.
 
 use super::addr::{self, Address};
+use super::frames::FrameReader;
 use super::wire::{self, Welcome, op};
 use crate::codec::{DResult, Reader, Writer};
 use crate::engine::{AckOutcome, Checkout, Engine, Publish, PublishOpts, TopicPolicy, TopicStat};
@@ -19,20 +24,27 @@ use crate::store::{Histograms, Stats, Store};
 use crate::types::{DeadLetter, Delivered, Durability, Failure, Lsn, Wait};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// How long a caller polls for its answer before it sleeps: a round trip
+/// with the owner's work in it.
+const SPIN: Duration = Duration::from_micros(100);
 
 /// A connection to the owner (one per client, rebuilt after a break).
 struct Conn {
     stream: UnixStream,
     out: Mutex<Outgoing>,
     pending: Mutex<Pending>,
-    reader: Mutex<Option<JoinHandle<()>>>,
+    /// The answers' side, used by the caller that reads (`Pending::reading`).
+    reader: Mutex<FrameReader>,
+    /// What calls in flight fail with if the connection breaks.
+    gone: String,
 }
 
 #[derive(Default)]
@@ -47,6 +59,8 @@ struct Pending {
     waiting: HashMap<u64, Arc<Slot>>,
     /// Why the connection broke (then nothing more is sent on it).
     broken: Option<String>,
+    /// A caller is reading answers.
+    reading: bool,
 }
 
 /// Where a caller waits for its answer.
@@ -62,20 +76,37 @@ impl Slot {
         self.cv.notify_one();
     }
 
-    fn wait(&self) -> Result<Vec<u8>> {
-        let mut a = self.answer.lock();
-        loop {
-            if let Some(v) = a.take() {
-                return v;
-            }
-            self.cv.wait(&mut a);
-        }
+    fn filled(&self) -> bool {
+        self.answer.lock().is_some()
     }
 }
 
 impl Conn {
-    fn is_broken(&self) -> bool {
-        self.pending.lock().broken.is_some()
+    /// Whether the connection can take a call: not broken, and (when no
+    /// caller is reading, so nobody would have noticed) the owner has not
+    /// hung up meanwhile. A call sent to an owner that died while this
+    /// client was idle would fail with `OwnerGone` though it never left.
+    fn usable(&self) -> bool {
+        {
+            let p = self.pending.lock();
+            if p.broken.is_some() {
+                return false;
+            }
+            if p.reading {
+                return true;
+            }
+        }
+        let mut byte = [0u8; 1];
+        // SAFETY: `byte` is valid for a write of one byte; the descriptor
+        // is open for as long as `self.stream` lives.
+        let n = unsafe {
+            libc::recv(self.stream.as_raw_fd(), byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        };
+        let hung_up = n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock);
+        if hung_up {
+            self.fail_all(self.gone.clone());
+        }
+        !hung_up
     }
 
     /// Fails every call in flight with `OwnerGone(why)`; nothing more goes
@@ -97,6 +128,64 @@ impl Conn {
             s.fill(Err(err()));
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Waits for the answer `slot` is for: reads answers (for everyone)
+    /// while nobody else does, else sleeps until the answer comes or the
+    /// reader hands over.
+    fn wait_for(&self, slot: &Slot) -> Result<Vec<u8>> {
+        let mut a = slot.answer.lock();
+        loop {
+            if let Some(v) = a.take() {
+                return v;
+            }
+            // With the slot locked, so a reader handing over (which locks
+            // it to wake us) cannot slip between this check and the wait.
+            if self.try_lead() {
+                MutexGuard::unlocked(&mut a, || self.lead(slot));
+                continue;
+            }
+            slot.cv.wait(&mut a);
+        }
+    }
+
+    fn try_lead(&self) -> bool {
+        let mut p = self.pending.lock();
+        !std::mem::replace(&mut p.reading, true)
+    }
+
+    /// Reads answers until `mine` has one (or the connection broke), then
+    /// hands reading over to a caller still waiting.
+    fn lead(&self, mine: &Slot) {
+        {
+            let mut r = self.reader.lock();
+            while !mine.filled() {
+                let Ok(Some(frame)) = r.read_frame() else {
+                    self.fail_all(self.gone.clone());
+                    break;
+                };
+                let Ok((id, code, body)) = wire::split(&frame) else {
+                    self.fail_all(self.gone.clone());
+                    break;
+                };
+                let slot = self.pending.lock().waiting.remove(&id);
+                let Some(slot) = slot else { continue };
+                slot.fill(match code {
+                    wire::OK => Ok(body.to_vec()),
+                    _ => Err(wire::get_error(&mut Reader::new(body))
+                        .unwrap_or_else(|e| Error::Protocol(format!("unreadable error from the owner: {}", e.0)))),
+                });
+            }
+        }
+        let next = {
+            let mut p = self.pending.lock();
+            p.reading = false;
+            p.waiting.values().next().cloned()
+        };
+        if let Some(s) = next {
+            let _a = s.answer.lock();
+            s.cv.notify_one();
+        }
     }
 
     /// Queues `frame`; the first caller in writes for everyone.
@@ -126,32 +215,6 @@ impl Conn {
             }
         }
     }
-}
-
-fn read_frame(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len)?;
-    let len = u32::from_le_bytes(len) as usize;
-    if !(wire::HEADER..=wire::MAX_FRAME).contains(&len) {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame length {len}")));
-    }
-    let mut frame = vec![0u8; len];
-    r.read_exact(&mut frame)?;
-    Ok(frame)
-}
-
-fn reader_loop(conn: &Conn, mut stream: std::io::BufReader<UnixStream>, gone: String) {
-    while let Ok(frame) = read_frame(&mut stream) {
-        let Ok((id, code, body)) = wire::split(&frame) else { break };
-        let slot = conn.pending.lock().waiting.remove(&id);
-        let Some(slot) = slot else { continue };
-        slot.fill(match code {
-            wire::OK => Ok(body.to_vec()),
-            _ => Err(wire::get_error(&mut Reader::new(body))
-                .unwrap_or_else(|e| Error::Protocol(format!("unreadable error from the owner: {}", e.0)))),
-        });
-    }
-    conn.fail_all(gone);
 }
 
 /// A client of the owner serving the queue directory `dir`.
@@ -207,12 +270,10 @@ impl Client {
     fn live(&self) -> Result<Arc<Conn>> {
         self.check()?;
         let mut slot = self.conn.lock();
-        if let Some(c) = slot.as_ref().filter(|c| !c.is_broken()) {
+        if let Some(c) = slot.as_ref().filter(|c| c.usable()) {
             return Ok(Arc::clone(c));
         }
-        if let Some(old) = slot.take() {
-            join_reader(&old);
-        }
+        slot.take();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (conn, welcome) = open_conn(&self.dir, id)?;
         if welcome.instance_id != self.welcome.instance_id {
@@ -257,7 +318,7 @@ impl Client {
         if let Err(e) = conn.send(&frame) {
             conn.fail_all(self.gone(&format!("writing to its socket failed: {e}")));
         }
-        slot.wait()
+        conn.wait_for(&slot)
     }
 
     fn gone(&self, why: &str) -> String {
@@ -280,7 +341,6 @@ impl Client {
         if let Some(c) = self.conn.lock().take() {
             // Calls still waiting here end as calls on a closed queue do.
             c.fail_all_with("the queue was closed".into(), || Error::Closed);
-            join_reader(&c);
         }
     }
 }
@@ -288,12 +348,6 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-fn join_reader(c: &Conn) {
-    if let Some(t) = c.reader.lock().take() {
-        let _ = t.join();
     }
 }
 
@@ -316,10 +370,11 @@ fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
     // If the owner refuses us it answers before our hello and hangs up: a
     // failed write still leaves its answer to read.
     let sent = (&stream).write_all(&hello);
-    let mut r = std::io::BufReader::with_capacity(256 * 1024, stream.try_clone().map_err(|e| no_owner(e.to_string()))?);
-    let frame = match (read_frame(&mut r), sent) {
-        (Ok(f), _) => f,
-        (Err(_), Err(e)) => return Err(no_owner(format!("saying hello: {e}"))),
+    let mut r = FrameReader::new(stream.try_clone().map_err(|e| no_owner(e.to_string()))?, SPIN);
+    let frame = match (r.read_frame(), sent) {
+        (Ok(Some(f)), _) => f,
+        (Ok(None), Err(e)) | (Err(_), Err(e)) => return Err(no_owner(format!("saying hello: {e}"))),
+        (Ok(None), Ok(())) => return Err(no_owner("it hung up before its hello".into())),
         (Err(e), Ok(())) => return Err(no_owner(format!("waiting for its hello: {e}"))),
     };
     let (_, code, body) = wire::split(&frame).map_err(|e| Error::Protocol(e.0))?;
@@ -327,24 +382,19 @@ fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
         return Err(wire::get_error(&mut Reader::new(body)).unwrap_or_else(|e| Error::Protocol(e.0)));
     }
     let welcome = parse(body, wire::get_welcome)?;
-    let conn = Arc::new(Conn {
-        stream,
-        out: Mutex::new(Outgoing::default()),
-        pending: Mutex::new(Pending::default()),
-        reader: Mutex::new(None),
-    });
-    let me = Arc::clone(&conn);
     let gone = format!(
         "the owner of the shared queue {} (pid {}) went away during the call; whether the call took effect is \
          unknown. The next call connects to the new owner (or takes the queue over)",
         dir.display(),
         welcome.owner_pid
     );
-    let t = std::thread::Builder::new()
-        .name("ringq-client-reader".into())
-        .spawn(move || reader_loop(&me, r, gone))
-        .map_err(|e| Error::storage("starting the shared queue client's reader thread", dir, e))?;
-    *conn.reader.lock() = Some(t);
+    let conn = Arc::new(Conn {
+        stream,
+        out: Mutex::new(Outgoing::default()),
+        pending: Mutex::new(Pending::default()),
+        reader: Mutex::new(r),
+        gone,
+    });
     Ok((conn, welcome))
 }
 

@@ -10,6 +10,7 @@
 
 pub mod addr;
 pub mod client;
+mod frames;
 pub mod server;
 pub mod wire;
 

@@ -16,6 +16,7 @@
 //!   ready again with the delivery counted, as after a lease expiry.
 
 use super::addr::Address;
+use super::frames::FrameReader;
 use super::wire::{self, op};
 use crate::codec::{DResult, Reader, Writer};
 use crate::engine::{Checkout, Engine, PublishOpts};
@@ -24,7 +25,7 @@ use crate::store::Store;
 use crate::types::Wait;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
@@ -35,6 +36,11 @@ use std::time::{Duration, Instant};
 /// A wait is done in slices this long, so a thread serving a client that
 /// went away (or a server that stops) is not stuck for the whole timeout.
 const SLICE: Duration = Duration::from_secs(1);
+
+/// How long a connection's thread polls for the client's next request
+/// before it sleeps (`frames`): a client calling in a loop sends it within
+/// microseconds.
+const SPIN: Duration = Duration::from_micros(50);
 
 /// Serves one queue directory's socket while the owner has it open.
 pub struct Server {
@@ -200,34 +206,11 @@ fn accept_loop(inner: &Arc<Inner>) {
     }
 }
 
-/// Reads one frame (without its length) or `None` at a clean end.
-fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_le_bytes(len) as usize;
-    if !(wire::HEADER..=wire::MAX_FRAME).contains(&len) {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame length {len}")));
-    }
-    let mut frame = vec![0u8; len];
-    r.read_exact(&mut frame)?;
-    Ok(Some(frame))
-}
-
-/// True if a whole frame is already buffered (reading it will not block).
-fn frame_buffered(r: &BufReader<UnixStream>) -> bool {
-    let b = r.buffer();
-    b.len() >= 4 && b.len() >= 4 + u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize
-}
-
 fn serve(inner: &Arc<Inner>, stream: UnixStream) {
     let engine = Arc::clone(&inner.engine);
     let Ok(writer) = stream.try_clone() else { return };
     let conn = Arc::new(Conn { engine, writer: Mutex::new(writer), leases: Mutex::new(Leases::default()) });
-    let mut reader = BufReader::with_capacity(256 * 1024, stream);
+    let mut reader = FrameReader::new(stream, SPIN);
     if peer_uid(reader.get_ref()) != Some(inner.uid) {
         let e = Error::Protocol(format!(
             "refused: a shared queue serves only processes of its owner's user (uid {})",
@@ -242,7 +225,7 @@ fn serve(inner: &Arc<Inner>, stream: UnixStream) {
         // buffered; their answers go out together.
         'conn: loop {
             loop {
-                let frame = match read_frame(&mut reader) {
+                let frame = match reader.read_frame() {
                     Ok(Some(f)) => f,
                     Ok(None) | Err(_) => break 'conn,
                 };
@@ -250,7 +233,7 @@ fn serve(inner: &Arc<Inner>, stream: UnixStream) {
                 if let Step::Answer(result, lsn) = handle(&conn, id, code, body) {
                     out.push(Pending { id, result, lsn });
                 }
-                if !frame_buffered(&reader) || out.len() >= 1024 {
+                if !reader.frame_buffered() || out.len() >= 1024 {
                     break;
                 }
             }
@@ -261,8 +244,8 @@ fn serve(inner: &Arc<Inner>, stream: UnixStream) {
     conn.disconnected();
 }
 
-fn hello(inner: &Inner, conn: &Conn, reader: &mut BufReader<UnixStream>) -> bool {
-    let Ok(Some(frame)) = read_frame(reader) else { return false };
+fn hello(inner: &Inner, conn: &Conn, reader: &mut FrameReader) -> bool {
+    let Ok(Some(frame)) = reader.read_frame() else { return false };
     let parsed = wire::split(&frame).and_then(|(id, code, body)| {
         if code != op::HELLO {
             return Ok((id, Err(Error::Protocol("the first request must be a hello".into()))));
