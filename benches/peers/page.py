@@ -18,19 +18,41 @@ RATIO_TARGETS = (
     ("C", "ringq_b100", "redis_b100", 4.0, "both in batches of 100, Redis AOF everysec"),
     ("C", "ringq", "taskito_tuned", 100.0, "one message per call vs one job per call"),
     ("C", "ringq", "sqliteack", 50.0, "both one message per call"),
+    (
+        "C",
+        "ringq_shared",
+        "redis_b100",
+        3.0,
+        "2 producer processes (publish_many of 100) + 1 consumer process (checkout and ack "
+        "of 100), clients of an owner process, vs Redis pipelined 100 (one process: a "
+        "producer and a consumer thread); paired: run one right after the other",
+    ),
 )
 
 
+def _row(report: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """A peer's entry, or a process row's (``report["processes"]``)."""
+    row: dict[str, Any] | None = report["peers"].get(key)
+    return row if row is not None else report.get("processes", {}).get(key)
+
+
 def _res(report: dict[str, Any], key: str, w: str) -> dict[str, Any] | None:
-    peer = report["peers"].get(key)
+    peer = _row(report, key)
     return None if peer is None else peer["results"].get(w)
+
+
+def _versus(report: dict[str, Any], ours: str, theirs: str, w: str) -> dict[str, Any] | None:
+    """``theirs`` as measured beside process row ``ours`` (paired), if it was."""
+    v = report.get("processes", {}).get(ours, {}).get("versus")
+    return v["results"].get(w) if v and v.get("key") == theirs else None
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    peers = report["peers"]
+    peers = {**report["peers"], **report.get("processes", {})}
     for w, ours, theirs, need, how in RATIO_TARGETS:
-        a, b = _res(report, ours, w), _res(report, theirs, w)
+        a = _res(report, ours, w)
+        b = _versus(report, ours, theirs, w) or _res(report, theirs, w)
         name = f"{w}: {peers.get(ours, {}).get('label', ours)} >= {need:g}x " + (
             f"{peers.get(theirs, {}).get('label', theirs)}"
         )
@@ -111,7 +133,49 @@ def table(report: dict[str, Any]) -> str:
             f"{_rate(r.get('B'))} | {_rate(r.get('C'))} | {_crash(r.get('Dput'), False)} | "
             f"{_crash(r.get('Dack'), True)} | {e_txt} | {f_txt} |"
         )
+    for p in report.get("processes", {}).values():  # C only
+        label = f"{p['label']} ¹"
+        lines.append(
+            f"| {label} | {p['version']} | {p['durability']} | {p['n']:,} | {DASH} | {DASH} | "
+            f"{_rate(p['results'].get('C'))} | {DASH} | {DASH} | {DASH} | {DASH} |"
+        )
     return "\n".join(lines)
+
+
+def process_notes(report: dict[str, Any]) -> list[str]:
+    """What the table's process rows are and their paired figures."""
+    out = []
+    for p in report.get("processes", {}).values():
+        c, v = p["results"].get("C"), p.get("versus")
+        text = f"¹ {p['label']}: {p['notes']}"
+        vc = v["results"].get("C") if v else None
+        if c and "median" in c and vc and "median" in vc:
+            text += (
+                f" Each of its {len(c.get('rates', [])) or c['runs']} repetitions ran right "
+                f"before or after (alternating) one of {v['label']} C, for a paired ratio: "
+                f"{_rate(c)} ({_rate({'median': c['min']})}{DASH}{_rate({'median': c['max']})}) "
+                f"against {_rate(vc)} ({_rate({'median': vc['min']})}{DASH}"
+                f"{_rate({'median': vc['max']})}), {c['median'] / vc['median']:.2f}{TIMES}."
+            )
+        out.append(text)
+    return out
+
+
+def merged_notes(report: dict[str, Any]) -> list[str]:
+    return [
+        f"Merged from a later run ({m['date']}, {m['repetitions']} repetitions, "
+        f"`{m['command']}`): " + "; ".join(m["entries"]) + ". Every other figure is from "
+        "the run above."
+        for m in report.get("merged", [])
+    ]
+
+
+def chart_link(page: Path) -> str | None:
+    """The chart the page's peers section links to, if it has one."""
+    text = page.read_text() if page.exists() else ""
+    section = text.split(BEGIN, 1)[1].split(END, 1)[0] if BEGIN in text and END in text else ""
+    mark = "![throughput per peer]("
+    return section.split(mark, 1)[1].split(")", 1)[0] if mark in section else None
 
 
 def _us(v: float) -> str:
@@ -187,6 +251,8 @@ def section(report: dict[str, Any], chart: str | None) -> str:
         spread(report),
         "",
     ]
+    for note in process_notes(report) + merged_notes(report):
+        parts += [note, ""]
     if chart:
         parts += [f"![throughput per peer]({Path(chart).name})", ""]
     parts += ["### Where each target stands (issue #4, measured in this run)", "",
@@ -196,8 +262,10 @@ def section(report: dict[str, Any], chart: str | None) -> str:
         if "ratio" in t:
             res = f"{t['ratio']:.2f}{TIMES} — {t['status']}"
         parts.append(f"| {t['target']} | {t.get('how', '')} | {res} |")
-    errors = [(p["label"], w, e) for p in report["peers"].values()
-              for w, r in p["results"].items() for e in r["errors"]]  # fmt: skip
+    rows = [*report["peers"].values(), *report.get("processes", {}).values()]
+    rows += [p["versus"] for p in report.get("processes", {}).values() if "versus" in p]
+    errors = [(p["label"], w, e) for p in rows for w, r in p["results"].items()
+              for e in r["errors"]]  # fmt: skip
     if errors:
         parts += ["", "Runs that failed their own check (no figure kept):", ""]
         parts += [f"- {label} {w}: {e}" for label, w, e in errors]
@@ -224,7 +292,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    peers = [(k, p) for k, p in report["peers"].items() if any(w in p["results"] for w in "ABC")]
+    rows = {**report["peers"], **report.get("processes", {})}
+    peers = [(k, p) for k, p in rows.items() if any(w in p["results"] for w in "ABC")]
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(peers) + 1.5))
     height = 0.27
     colors = {"A": "#4c72b0", "B": "#55a868", "C": "#c44e52"}
@@ -245,7 +314,8 @@ def chart(report: dict[str, Any], path: Path) -> None:
     m = report["machine"]
     ax.set_title(f"ringq and its peers, 100-byte payloads ({m['cpus']} CPUs, {m['date']})")
     ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
+    # Under the axes: inside, it would hide the bottom rows' bars.
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -36,6 +36,10 @@ class PeerInfo:
     batch: int  # items per put / get call
     fsync_per_op: bool  # every put waits for an fsync
     consume: str  # "ack" (lease + ack), "delete" (read removes), "task" (a job runs)
+    #: Rows of ``PROCESS_ROWS`` only (workload C with real processes, ``work_procs.py``):
+    producers: int = 0  # producer processes (the consumer is one more process)
+    versus: str = ""  # the ``INFOS`` peer run right after it in every repetition
+    notes: str = ""  # how the row is run, for the page
 
 
 def version_of(info: PeerInfo) -> str:
@@ -149,13 +153,28 @@ class StdQueue(_BlockingGet):
 
 
 class Ringq(Peer):
+    """``shared=True``: the first process to open the directory owns it, the
+    others are its clients over a Unix socket (``ringq_shared``)."""
+
     def __init__(
-        self, info: PeerInfo, path: Path, durability: str = "batch", capacity: int = 0
+        self,
+        info: PeerInfo,
+        path: Path,
+        durability: str = "batch",
+        capacity: int = 0,
+        shared: bool = False,
     ) -> None:
         import ringq
 
         self.info = info
-        self.q = ringq.Queue(path, durability=durability, capacity=max(capacity, 200_000))
+        self.q = ringq.Queue(
+            path, durability=durability, capacity=max(capacity, 200_000), shared=shared
+        )
+
+    @property
+    def role(self) -> str:
+        """``"local"``, or ``"owner"`` / ``"client"`` for a shared queue."""
+        return str(self.q.role)
 
     def put(self, items: list[bytes]) -> None:
         if len(items) == 1:
@@ -477,11 +496,52 @@ INFOS: dict[str, PeerInfo] = {
 }
 
 
+#: Workload C with real processes (``work_procs.py``): rows the suite runs
+#: for C only, each paired with its ``versus`` peer (run right after it in
+#: every repetition). Kept apart from ``INFOS``: they have no A/B/D/E/F.
+PROCESS_ROWS: dict[str, PeerInfo] = {
+    p.key: p
+    for p in (
+        PeerInfo(
+            "ringq_shared",
+            "ringq shared (2 producer processes + 1 consumer process)",
+            "",
+            "batch: fsync every 50 ms",
+            100,
+            False,
+            "ack",
+            producers=2,
+            versus="redis_b100",
+            notes=(
+                "Four processes: the run's own process opens the queue first with "
+                "`shared=True` (durability batch, fsync every 50 ms) and owns it; while "
+                "timed it only serves the Unix socket (in Rust) and waits, as redis-server "
+                "does for the Redis rows. 2 producer processes each publish half of N with "
+                "`publish_many` of 100 (the Redis row pipelines 100 XADDs per round trip), "
+                "1 consumer process checks out up to 100 and acks them in one call (the "
+                "Redis row: XREADGROUP COUNT 100, one XACK); all three are clients of the "
+                "owner. Timed like the other C rows: from the start signal, sent once "
+                "every worker has opened the queue and built its batches (process start "
+                "and connecting are not timed, as opening is not for the others), to the "
+                "consumer's last ack; checked: N read, none twice, each producer's "
+                "messages in its order, none left. Unlike the one-process rows (a producer "
+                "thread and a consumer thread under one GIL, Redis included) the three "
+                "workers here are separate interpreters."
+            ),
+        ),
+    )
+}
+
+
+def info_of(key: str) -> PeerInfo:
+    return INFOS[key] if key in INFOS else PROCESS_ROWS[key]
+
+
 def open_peer(key: str, path: Path, port: int = 0, capacity: int = 0) -> Peer:
-    info = INFOS[key]
+    info = info_of(key)
     if key.startswith("ringq"):
         durability = "always" if "always" in key else "os" if key == "ringq_os" else "batch"
-        return Ringq(info, path, durability=durability, capacity=capacity)
+        return Ringq(info, path, durability, capacity, shared=key == "ringq_shared")
     cls: dict[str, Callable[..., Peer]] = {
         "queue": StdQueue,
         "persistqueue": PersistQueue,

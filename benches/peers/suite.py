@@ -3,13 +3,18 @@
     benches/peers/run                 # installs the peers, then runs this (~10 min)
     python benches/peers/suite.py [--smoke] [--only ringq,rocksq] [--workloads ABCDEF]
                                   [--reps 3] [--results FILE] [--page FILE] [--chart FILE]
+                                  [--merge]
 
 Every run is a fresh process on a fresh directory (``work.py``); Redis
 runs get a fresh ``redis-server`` that this process starts on 127.0.0.1 and
 stops by pid. Workloads (100-byte payloads):
 
 - A produce N; B consume + ack N (pre-filled); C a producer thread and a
-  consumer thread at once; figures are messages (or jobs) per second;
+  consumer thread at once; figures are messages (or jobs) per second. The
+  rows of ``PROCESS_ROWS`` (``ringq_shared``) run C only, with producer
+  processes and a consumer process (``work_procs.py``), each repetition
+  right before or after (alternating) their ``versus`` peer's C, so the
+  ratio is paired;
 - D crash: SIGKILL a producer 0.3 s after its first confirmed put, reopen
   in a new process, count confirmed puts that are gone; then SIGKILL a
   consumer 0.05 s after its first confirmed ack on a pre-filled queue,
@@ -26,7 +31,10 @@ parallel workers) and is reported as an error instead of a figure when the
 check fails. Medians of ``--reps`` repetitions, interleaved (rep 1 of every
 peer, then rep 2, ...) so machine noise spreads across peers. ``--smoke``
 runs every peer and workload at tiny sizes once (CI uses it: the figures
-mean nothing, the checks do).
+mean nothing, the checks do). ``--merge`` runs what ``--only`` /
+``--workloads`` select and puts the figures into the existing ``--results``
+file in place of the same peer's same workload, keeping every other figure
+and noting what was merged when (the page says so under the table).
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from peers import INFOS, version_of  # noqa: E402
+from peers import INFOS, PROCESS_ROWS, info_of, version_of  # noqa: E402
 from redisd import RedisServer  # noqa: E402
 
 ROOT = HERE.parent.parent
@@ -94,7 +102,7 @@ SMOKE = Sizes(
 )
 
 FAST = {"ringq", "ringq_b100", "ringq_always_b100", "ringq_os", "queue", "rocksq",
-        "rocksq_b100", "redis_b100", "redis_always_b100"}  # fmt: skip
+        "rocksq_b100", "redis_b100", "redis_always_b100", "ringq_shared"}  # fmt: skip
 
 
 def n_for(key: str, sizes: Sizes) -> int:
@@ -262,6 +270,10 @@ def summarize(values: list[float]) -> dict[str, float]:
 def plan(keys: list[str], workloads: str) -> list[tuple[str, str]]:
     steps = []
     for key in keys:
+        if key in PROCESS_ROWS:
+            if "C" in workloads:
+                steps.append((key, "C"))  # and its versus peer's C (``paired``)
+            continue
         for w in workloads:
             if key in CRASH_ONLY and w != "D":
                 continue
@@ -281,10 +293,11 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
 
     sizes = SMOKE if args.smoke else Sizes()
     reps = 1 if args.smoke else args.reps
-    keys = list(INFOS) if not args.only else [k.strip() for k in args.only.split(",")]
-    unknown = [k for k in keys if k not in INFOS]
+    known = [*INFOS, *PROCESS_ROWS]
+    keys = known if not args.only else [k.strip() for k in args.only.split(",")]
+    unknown = [k for k in keys if k not in known]
     if unknown:
-        raise SystemExit(f"unknown peers {unknown}; known: {', '.join(INFOS)}")
+        raise SystemExit(f"unknown peers {unknown}; known: {', '.join(known)}")
     steps = plan(keys, args.workloads)
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {k: {} for k in keys}
     tmp = Path(tempfile.mkdtemp(prefix="ringq-peers-", dir=args.tmpdir))
@@ -300,6 +313,10 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                     progress.update(bar, description=f"rep {rep + 1}/{reps} {key} {w}")
                     n = n_for(key, sizes)
                     t0 = time.perf_counter()
+                    if key in PROCESS_ROWS:
+                        paired(runner, key, sizes, rep, raw, progress.console)
+                        progress.advance(bar)
+                        continue
                     if w in "ABC":
                         res = runner.timed(key, w, n)
                     elif w == "F":
@@ -320,7 +337,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
                     progress.advance(bar)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {
+    report: dict[str, Any] = {
         "tool": "benches/peers/suite.py",
         "command": " ".join(["python", "benches/peers/suite.py", *sys.argv[1:]]),
         "smoke": args.smoke,
@@ -328,19 +345,104 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         "sizes": sizes.__dict__,
         "machine": machine(),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "peers": {
-            k: {
-                "label": INFOS[k].label,
-                "version": version_of(INFOS[k]),
-                "durability": INFOS[k].durability,
-                "batch": INFOS[k].batch,
-                "consume": INFOS[k].consume,
-                "n": n_for(k, sizes),
-                "results": aggregate(raw[k]),
-            }
-            for k in keys
-        },
+        "peers": {k: entry(k, sizes, raw[k]) for k in keys if k in INFOS},
     }
+    rows = [k for k in keys if k in PROCESS_ROWS]
+    if rows:
+        report["processes"] = {k: process_entry(k, sizes, raw[k]) for k in rows}
+    return report
+
+
+def entry(key: str, sizes: Sizes, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    info = info_of(key)
+    return {
+        "label": info.label,
+        "version": version_of(info),
+        "durability": info.durability,
+        "batch": info.batch,
+        "consume": info.consume,
+        "n": n_for(key, sizes),
+        "results": aggregate(runs),
+    }
+
+
+def paired(
+    runner: Runner,
+    key: str,
+    sizes: Sizes,
+    rep: int,
+    raw: dict[str, dict[str, list[dict[str, Any]]]],
+    console: Any,
+) -> None:
+    """One repetition of a ``PROCESS_ROWS`` row's C and of its versus peer's
+    C, one right after the other (which goes first alternates by rep)."""
+    versus = PROCESS_ROWS[key].versus
+    order = [(key, "C"), (versus, "C_versus")]
+    for k, w in order if rep % 2 == 0 else order[::-1]:
+        t0 = time.perf_counter()
+        role = "C_processes" if k in PROCESS_ROWS else "C"
+        res = runner.timed(k, role, n_for(k, sizes))
+        res |= {"rep": rep, "n": n_for(k, sizes), "wall": time.perf_counter() - t0}
+        raw[key].setdefault(w, []).append(res)
+        if "error" in res:
+            console.print(f"[red]{k} C ({w}): {res['error']}[/red]")
+
+
+def process_entry(key: str, sizes: Sizes, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    info = PROCESS_ROWS[key]
+    mine = {w: r for w, r in runs.items() if w != "C_versus"}
+    out = entry(key, sizes, mine)
+    out |= {"producers": info.producers, "consumers": 1, "notes": info.notes}
+    if "C" in mine:
+        out["results"]["C"]["rates"] = [r.get("rate") for r in mine["C"]]
+        out["results"]["C"]["checks"] = [
+            {k: r[k] for k in ("read", "lost", "duplicates", "out_of_order", "extra") if k in r}
+            for r in mine["C"]
+        ]
+    if "C_versus" in runs:
+        out["versus"] = entry(info.versus, sizes, {"C": runs["C_versus"]})
+        out["versus"]["key"] = info.versus
+        out["versus"]["results"]["C"]["rates"] = [r.get("rate") for r in runs["C_versus"]]
+    return out
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` (a partial run) into ``old`` (a kept run): each peer's
+    workloads replace the same ones, the rest stays; ``merged`` says what
+    came from which run."""
+    for k in ("smoke", "sizes"):
+        if old.get(k) != new.get(k):
+            raise SystemExit(f"--merge: the kept run's {k} differ from this run's; run it all")
+    what = []
+    for section in ("peers", "processes"):
+        for key, e in new.get(section, {}).items():
+            kept = old.setdefault(section, {}).get(key)
+            if kept is None:
+                old[section][key] = e
+            else:
+                results = {**kept["results"], **e["results"]}
+                old[section][key] = {**kept, **e, "results": results}
+            what += [f"{e['label']} {w}" for w in e["results"]]
+            if "versus" in e:
+                what.append(f"{e['versus']['label']} C (paired with {e['label']})")
+    earlier = []
+    for m in old.get("merged", []):  # what this run measured again is no longer theirs
+        m["entries"] = [x for x in m["entries"] if x not in what]
+        if m["entries"]:
+            earlier.append(m)
+    old["merged"] = earlier
+    old["merged"].append(
+        {
+            "date": new["machine"]["date"],
+            "command": new["command"],
+            "repetitions": new["repetitions"],
+            "wall_seconds": new["wall_seconds"],
+            "machine": new["machine"],
+            "entries": what,
+        }
+    )
+    old.pop("targets", None)
+    return old
 
 
 def aggregate(by_w: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -396,6 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--page", help="rewrite the peers section of this Markdown page")
     p.add_argument("--chart", help="write the throughput chart (PNG) here")
     p.add_argument(
+        "--merge",
+        action="store_true",
+        help="put this run's figures into the existing --results file in place of the same "
+        "peers' same workloads, keeping the rest (and the page's other rows)",
+    )
+    p.add_argument(
         "--render",
         metavar="RESULTS",
         help="run nothing: redo the verdicts, page and chart from a results.json of a past run",
@@ -413,7 +521,15 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--render {args.render}: {e}")
         args.results = args.render
     else:
+        kept = None
+        if args.merge:
+            try:
+                kept = json.loads(Path(args.results).read_text())
+            except (OSError, ValueError) as e:
+                p.error(f"--merge into {args.results}: {e}")
         report = run_suite(args)
+        if kept is not None:
+            report = merge(kept, report)
         Path(args.results).write_text(json.dumps(report, indent=2) + "\n")
     import page
 
@@ -423,10 +539,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.chart:
         page.chart(report, Path(args.chart))
     if args.page:
-        page.rewrite(Path(args.page), report, args.chart)
+        # A merge without --chart keeps the page's link to the chart it had.
+        link = args.chart or (page.chart_link(Path(args.page)) if args.merge else None)
+        page.rewrite(Path(args.page), report, link)
     print(page.summary(report))
-    errors = [(k, w, e) for k, v in report["peers"].items()
-              for w, r in v["results"].items() for e in r["errors"]]  # fmt: skip
+    rows = [*report["peers"].items(), *report.get("processes", {}).items()]
+    rows += [(f"{v['versus']['key']} (paired with {k})", v["versus"])
+             for k, v in report.get("processes", {}).items() if "versus" in v]  # fmt: skip
+    errors = [(k, w, e) for k, v in rows for w, r in v["results"].items() for e in r["errors"]]
     for k, w, e in errors:
         print(f"error: {k} {w}: {e}", file=sys.stderr)
     ringq_errors = [x for x in errors if x[0].startswith("ringq")]

@@ -4,7 +4,8 @@
                                    "dir": "/tmp/x", "out": "/tmp/x.json"}'
 
 Roles: ``A`` produce, ``B`` consume + ack, ``C`` producer and consumer
-threads, ``F`` latency; for the crash workload ``fill`` (then close cleanly),
+threads, ``C_processes`` producer and consumer processes (``work_procs.py``),
+``F`` latency; for the crash workload ``fill`` (then close cleanly),
 ``crash_put`` / ``crash_ack`` (run until SIGKILLed, appending each confirmed
 sequence number to ``log``), ``drain`` (reopen and read everything); for
 the reopen workload ``fill`` then ``reopen``. The result is JSON in ``out``
@@ -28,7 +29,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from peers import INFOS, open_peer
+from peers import info_of, open_peer
+
+# work_taskito and work_procs import this module as ``work``: let them get
+# this very one (run as __main__), so their ``Checked`` is the one caught here.
+sys.modules.setdefault("work", sys.modules[__name__])
 
 PAYLOAD = 100
 
@@ -251,10 +256,14 @@ ROLES = {
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
-    if INFOS[spec["peer"]].consume == "task":
+    if info_of(spec["peer"]).consume == "task":
         import work_taskito
 
         roles = work_taskito.ROLES
+    elif spec["role"] == "C_processes":
+        import work_procs
+
+        roles = {"C_processes": work_procs.role_c_processes}
     else:
         roles = ROLES
     try:
