@@ -63,7 +63,9 @@ impl Durability {
     }
 }
 
-/// Queue options. Defaults are documented in the README's options table.
+/// Queue options. Defaults are documented in the README's options table;
+/// `tests/test_options_table.py` compares them with the Python SDK's table
+/// (`ringq.config.QUEUE_OPTIONS`, through `ringq._core._default_options`).
 #[derive(Debug, Clone)]
 pub struct Options {
     pub capacity: usize,

@@ -260,6 +260,11 @@ class Engine:
         would have (waking waiting checkouts). Returns the clock's new time
         (epoch seconds). ``ValueError`` with the wall clock."""
 
+def _default_options() -> dict[str, Any]:
+    """What ``Engine``'s options left out (or ``None``) are: the engine's
+    defaults, by option name (for the test that compares them with
+    ``ringq.config.QUEUE_OPTIONS``)."""
+
 def inspect(path: str) -> dict[str, Any]:
     """Read a queue directory without taking its lock or changing it.
 

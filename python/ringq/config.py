@@ -14,26 +14,27 @@ Durations are seconds (``int`` or ``float``, finite, at most
 ``ringq.retry.MAX_SECONDS``); counts are integers. ``bool`` is never accepted
 as a number, nor a number as a ``bool``.
 
-Queue options (``QueueOptions``; ``None`` means "the engine's default"):
+Queue options (``QueueOptions``; ``None`` means "the engine's default"; the
+table is ``QUEUE_OPTIONS``, rendered by ``render_options_table()``):
 
-=================  ===========  ==========================  =================================
-field              default      environment variable        valid values
-=================  ===========  ==========================  =================================
-capacity           100_000      RINGQ_CAPACITY              1..=16_777_215 live messages
-durability         "batch"      RINGQ_DURABILITY            "always", "batch", "os"
-fsync_interval     0.05         RINGQ_FSYNC_INTERVAL        >= 0 s (> 0 with "batch")
-max_attempts       5            RINGQ_MAX_ATTEMPTS          1..=4_294_967_295 deliveries
-lease              30.0         RINGQ_LEASE                 > 0 s (default checkout lease)
-segment_size       None (16MiB) RINGQ_SEGMENT_SIZE          65_536..=2**31 - 1 bytes
-snapshot_every     None (1e6)   RINGQ_SNAPSHOT_EVERY        >= 1 journal records
-snapshot_interval  None (300.0) RINGQ_SNAPSHOT_INTERVAL     > 0 s
-max_payload        None (1MiB)  RINGQ_MAX_PAYLOAD           1..=67_108_864 bytes
-max_key            None (1024)  RINGQ_MAX_KEY               1..=65_536 bytes
-max_headers        None (64KiB) RINGQ_MAX_HEADERS           0..=16_777_216 bytes
-dlq_capacity       None (10000) RINGQ_DLQ_CAPACITY          >= 1 dead letters
-shared             False        RINGQ_SHARED                True: processes share it
-handlers           {}           RINGQ_HANDLER__<NAME>__*    per-handler overrides, see below
-=================  ===========  ==========================  =================================
+=================  ================  ========================  ================================
+field              default           environment variable      valid values
+=================  ================  ========================  ================================
+capacity           100_000           RINGQ_CAPACITY            1..=16_777_215 live messages
+durability         "batch"           RINGQ_DURABILITY          "always", "batch", "os"
+fsync_interval     0.05              RINGQ_FSYNC_INTERVAL      >= 0 s (> 0 with "batch")
+max_attempts       5                 RINGQ_MAX_ATTEMPTS        1..=4_294_967_295 deliveries
+lease              30.0              RINGQ_LEASE               > 0 s (default checkout lease)
+segment_size       None (16 MiB)     RINGQ_SEGMENT_SIZE        65_536..=2_147_483_647 bytes
+snapshot_every     None (1_000_000)  RINGQ_SNAPSHOT_EVERY      >= 1 journal records
+snapshot_interval  None (300.0)      RINGQ_SNAPSHOT_INTERVAL   > 0 s
+max_payload        None (1 MiB)      RINGQ_MAX_PAYLOAD         1..=67_108_864 bytes
+max_key            None (1 KiB)      RINGQ_MAX_KEY             1..=65_536 bytes
+max_headers        None (64 KiB)     RINGQ_MAX_HEADERS         0..=16_777_216 bytes
+dlq_capacity       None (10_000)     RINGQ_DLQ_CAPACITY        >= 1 dead letters
+shared             False             RINGQ_SHARED              True: processes share it
+handlers           {}                RINGQ_HANDLER__<NAME>__*  per-handler overrides, see below
+=================  ================  ========================  ================================
 
 Handler options (``HandlerOptions``, declared in code; the override key and
 its variable are in the last two columns):
@@ -97,10 +98,10 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from ringq.errors import ConfigError
 from ringq.retry import (
@@ -122,7 +123,7 @@ MAX_CAPACITY: Final = (1 << 24) - 1
 MAX_PARALLELISM: Final = 1024
 MAX_PREFETCH: Final = 1024
 MAX_PROCESSES: Final = 256
-DURABILITIES: Final = ("always", "batch", "os")
+DURABILITIES: Final[tuple[str, ...]] = get_args(Durability)
 HANDLER_KEYS: Final = ("timeout", "max_parallelism", "prefetch", "max_attempts", "backoff")
 """The keys a per-handler override may have."""
 
@@ -363,21 +364,169 @@ def _parse_text(p: _Problems, path: str, text: str, kind: str) -> object:
 
 # -- queue options -----------------------------------------------------------------
 
-_ENV_KINDS: Final[Mapping[str, str]] = {
-    "capacity": "int",
-    "durability": "str",
-    "fsync_interval": "float",
-    "max_attempts": "int",
-    "lease": "float",
-    "segment_size": "int",
-    "snapshot_every": "int",
-    "snapshot_interval": "float",
-    "max_payload": "int",
-    "max_key": "int",
-    "max_headers": "int",
-    "dlq_capacity": "int",
-    "shared": "bool",
+OptionKind = Literal["int", "seconds", "choice", "bool"]
+"""How a queue option is typed and checked: a count, a duration in seconds,
+one of a few strings, or a ``bool``."""
+
+_ENV_KIND: Final[Mapping[str, str]] = {
+    "int": "int",
+    "seconds": "float",
+    "choice": "str",
+    "bool": "bool",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOption:
+    """One queue option: a row of ``QUEUE_OPTIONS``."""
+
+    name: str
+    kind: OptionKind
+    default: object
+    """The default of ``ringq.Queue``'s keyword and of the ``QueueOptions``
+    field; ``None`` leaves the value to the engine (``engine_default``)."""
+    doc: str
+    """What follows the range in the docstring's table (for a count: its unit)."""
+    engine_default: object = None
+    """What ``None`` means: the engine's default (Rust ``Options::default``)."""
+    ge: int | None = None
+    gt: int | None = None
+    le: int | None = None
+    """Bounds: a count in ``ge..=le``; a duration ``>= ge`` or ``> gt`` seconds
+    (and at most ``ringq.retry.MAX_SECONDS``)."""
+    choices: tuple[str, ...] = ()
+    also: Callable[[_Problems, object, Mapping[str, Any]], None] | None = None
+    """A check that involves other options, run right after this option's own
+    with its given value and the options checked so far."""
+
+    @property
+    def optional(self) -> bool:
+        """``None`` is a valid value (the engine's default)."""
+        return self.default is None
+
+    @property
+    def env_kind(self) -> str:
+        """How an environment variable's text is parsed (see ``_parse_text``)."""
+        return _ENV_KIND[self.kind]
+
+    def check(self, p: _Problems, value: object) -> object:
+        """``value`` normalized (a duration as ``float``); a problem is recorded in ``p``."""
+        name = self.name
+        if self.kind == "int":
+            assert self.ge is not None
+            if self.le is None:
+                return p.integer(name, value, ge=self.ge, optional=self.optional)
+            return p.integer(name, value, ge=self.ge, le=self.le, optional=self.optional)
+        if self.kind == "seconds":
+            ge, gt = (None if b is None else float(b) for b in (self.ge, self.gt))
+            return p.number(name, value, ge=ge, gt=gt, optional=self.optional)
+        if self.kind == "choice":
+            if not isinstance(value, str) or value not in self.choices:
+                *head, last = (repr(c) for c in self.choices)
+                p.add(name, value, f"must be {', '.join(head)} or {last}")
+        elif not isinstance(value, bool):
+            p.add(name, value, "must be True or False")
+        return value
+
+    def valid_values(self) -> str:
+        """The "valid values" column of the docstring's table."""
+        if self.kind == "int":
+            assert self.ge is not None
+            span = f">= {self.ge:_}" if self.le is None else f"{self.ge:_}..={self.le:_}"
+        elif self.kind == "seconds":
+            span = f">= {self.ge} s" if self.ge is not None else f"> {self.gt} s"
+        elif self.kind == "choice":
+            span = ", ".join(f'"{c}"' for c in self.choices)
+        else:
+            span = ""
+        return f"{span} {self.doc}".strip()
+
+    def default_text(self) -> str:
+        """The "default" column of the docstring's table."""
+
+        def show(v: object) -> str:
+            if isinstance(v, bool | float):
+                return repr(v)
+            if isinstance(v, int):
+                if self.doc == "bytes" and v % 1024 == 0:
+                    return f"{v // (1 << 20)} MiB" if v % (1 << 20) == 0 else f"{v // 1024} KiB"
+                return f"{v:_}"
+            return f'"{v}"'
+
+        if self.default is None:
+            return f"None ({show(self.engine_default)})"
+        return show(self.default)
+
+
+def _fsync_needs_an_interval_in_batch_mode(
+    p: _Problems, given: object, checked: Mapping[str, Any]
+) -> None:
+    if checked["durability"] == "batch" and checked["fsync_interval"] == 0.0:
+        p.add("fsync_interval", given, 'must be > 0 with durability="batch"')
+
+
+_KIB: Final = 1024
+_MIB: Final = 1024 * 1024
+
+QUEUE_OPTIONS: Final[tuple[QueueOption, ...]] = (
+    QueueOption("capacity", "int", 100_000, "live messages", ge=1, le=MAX_CAPACITY),
+    QueueOption("durability", "choice", "batch", "", choices=DURABILITIES),
+    QueueOption(
+        "fsync_interval",
+        "seconds",
+        0.05,
+        '(> 0 with "batch")',
+        ge=0,
+        also=_fsync_needs_an_interval_in_batch_mode,
+    ),
+    QueueOption("max_attempts", "int", 5, "deliveries", ge=1, le=2**32 - 1),
+    QueueOption("lease", "seconds", 30.0, "(default checkout lease)", gt=0),
+    QueueOption("segment_size", "int", None, "bytes", 16 * _MIB, ge=64 * _KIB, le=2**31 - 1),
+    QueueOption("snapshot_every", "int", None, "journal records", 1_000_000, ge=1),
+    QueueOption("snapshot_interval", "seconds", None, "", 300.0, gt=0),
+    QueueOption("max_payload", "int", None, "bytes", _MIB, ge=1, le=64 * _MIB),
+    QueueOption("max_key", "int", None, "bytes", _KIB, ge=1, le=64 * _KIB),
+    QueueOption("max_headers", "int", None, "bytes", 64 * _KIB, ge=0, le=16 * _MIB),
+    QueueOption("dlq_capacity", "int", None, "dead letters", 10_000, ge=1),
+    QueueOption("shared", "bool", False, "True: processes share it"),
+)
+"""The queue options: the one table of their names, types, defaults, ranges and
+docs. Derived from it: ``ringq.core.KEYWORD_DEFAULTS`` (what ``ringq.Queue``
+passes to the engine), the environment variables (``QueueOptions.from_env``),
+the checks of ``QueueOptions`` and the table in this module's docstring. The
+signatures that must stay spelled out for type checkers (``ringq.Queue``,
+``QueueOptions``'s fields, ``ringq._core.Engine`` and its stub) and the
+engine's defaults and ranges are compared with it by ``tests/test_options_table.py``,
+as is the README's options table."""
+
+QUEUE_DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
+    {o.name: o.default for o in QUEUE_OPTIONS}
+)
+"""Option name -> default (``None``: the engine's), in table order."""
+
+_ENV_KINDS: Final[Mapping[str, str]] = {o.name: o.env_kind for o in QUEUE_OPTIONS}
+_FIELDS: Final = (*QUEUE_DEFAULTS, "handlers")
+"""The fields of ``QueueOptions``: the options and the per-handler overrides."""
+
+
+def render_options_table() -> str:
+    """The queue options table of this module's docstring, rendered from
+    ``QUEUE_OPTIONS`` (a test keeps the docstring equal to it)."""
+    head = ("field", "default", "environment variable", "valid values")
+    rows = [
+        (o.name, o.default_text(), "RINGQ_" + o.name.upper(), o.valid_values())
+        for o in QUEUE_OPTIONS
+    ]
+    rows.append(("handlers", "{}", "RINGQ_HANDLER__<NAME>__*", "per-handler overrides, see below"))
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([rule, line(head), rule, *(line(r) for r in rows), rule])
+
+
 _HANDLER_ENV_KINDS: Final[Mapping[str, str]] = {
     "timeout": "float",
     "max_parallelism": "int",
@@ -391,8 +540,9 @@ _HANDLER_ENV_KINDS: Final[Mapping[str, str]] = {
 class QueueOptions:
     """The options of a ``ringq.Queue`` plus per-handler overrides.
 
-    Fields mirror the keyword options of ``ringq.Queue`` (see the module
-    docstring for defaults and ranges; ``None`` keeps the engine's default).
+    Fields mirror the keyword options of ``ringq.Queue``: they are the rows
+    of ``QUEUE_OPTIONS`` (see the module docstring for defaults and ranges;
+    ``None`` keeps the engine's default).
     ``handlers`` maps a handler name to overrides of its declared
     ``HandlerOptions`` (keys ``HANDLER_KEYS``); it is validated, normalized
     (durations as ``float``, backoffs as ``ringq.Backoff``) and read-only.
@@ -400,6 +550,8 @@ class QueueOptions:
     case are an error.
     """
 
+    # The rows of QUEUE_OPTIONS, spelled out for type checkers
+    # (tests/test_options_table.py keeps them equal).
     capacity: int = 100_000
     durability: Durability = "batch"
     fsync_interval: float = 0.05
@@ -417,8 +569,12 @@ class QueueOptions:
 
     def __post_init__(self) -> None:
         p = _Problems()
-        values = _check_queue(p, {f.name: getattr(self, f.name) for f in fields(self)})
+        values = _check_queue(p, {name: getattr(self, name) for name in _FIELDS})
         p.raise_if_any("queue options")
+        self._set(values)
+
+    def _set(self, values: Mapping[str, Any]) -> None:
+        """Sets the fields to ``values``, as ``_check_queue`` normalized them."""
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
@@ -517,24 +673,23 @@ class QueueOptions:
     def _load(cls, m: object, p: _Problems, what: str) -> QueueOptions:
         if not isinstance(m, Mapping):
             raise ConfigError(f"invalid {what}: expected a mapping, got {type(m).__name__}")
-        names = [f.name for f in fields(cls)]
         for key in m:
-            if key not in names:
-                _unknown(p, str(key), key, names, "option")
-        known = {k: m[k] for k in names if k in m}
-        defaults = cls()
-        _check_queue(p, {n: known.get(n, getattr(defaults, n)) for n in names})
+            if key not in _FIELDS:
+                _unknown(p, str(key), key, _FIELDS, "option")
+        known = {k: m[k] for k in _FIELDS if k in m}
+        values = _check_queue(p, {**QUEUE_DEFAULTS, "handlers": {}, **known})
         p.raise_if_any(what)
-        return cls(**known)
+        # Checked once: the values are set as checked, not passed to __init__.
+        options = object.__new__(cls)
+        options._set(values)
+        return options
 
     # -- use -----------------------------------------------------------------------
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments for ``ringq.Queue(path, **kwargs)`` (``None`` left out)."""
         return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "handlers" and getattr(self, f.name) is not None
+            name: getattr(self, name) for name in QUEUE_DEFAULTS if getattr(self, name) is not None
         }
 
     def handler_options(self, name: str, declared: HandlerOptions) -> HandlerOptions:
@@ -564,11 +719,10 @@ class QueueOptions:
         p.raise_if_any("queue options")
 
     def __repr__(self) -> str:
-        defaults = QueueOptions()
         parts = [
-            f"{f.name}={getattr(self, f.name)!r}"
-            for f in fields(self)
-            if f.name != "handlers" and getattr(self, f.name) != getattr(defaults, f.name)
+            f"{name}={getattr(self, name)!r}"
+            for name, default in QUEUE_DEFAULTS.items()
+            if getattr(self, name) != default
         ]
         if self.handlers:
             plain = {name: dict(o) for name, o in self.handlers.items()}
@@ -577,42 +731,18 @@ class QueueOptions:
 
     def __hash__(self) -> int:
         handlers = frozenset((n, frozenset(o.items())) for n, o in self.handlers.items())
-        plain = tuple(getattr(self, f.name) for f in fields(self) if f.name != "handlers")
+        plain = tuple(getattr(self, name) for name in QUEUE_DEFAULTS)
         return hash((*plain, handlers))
 
 
 def _check_queue(p: _Problems, v: Mapping[str, Any]) -> dict[str, Any]:
-    """Normalized queue options; every bad field is recorded in ``p`` (in field order)."""
-    kib, mib = 1024, 1024 * 1024
+    """Normalized queue options (every ``QUEUE_OPTIONS`` name and ``handlers``);
+    every bad one is recorded in ``p``, in table order."""
     out: dict[str, Any] = {}
-    out["capacity"] = p.integer("capacity", v["capacity"], ge=1, le=MAX_CAPACITY)
-    durability = out["durability"] = v["durability"]
-    if not isinstance(durability, str) or durability not in DURABILITIES:
-        p.add("durability", durability, "must be 'always', 'batch' or 'os'")
-    fsync_interval = out["fsync_interval"] = p.number("fsync_interval", v["fsync_interval"], ge=0.0)
-    if durability == "batch" and fsync_interval == 0.0:
-        p.add("fsync_interval", v["fsync_interval"], 'must be > 0 with durability="batch"')
-    out["max_attempts"] = p.integer("max_attempts", v["max_attempts"], ge=1, le=2**32 - 1)
-    out["lease"] = p.number("lease", v["lease"], gt=0.0)
-    segment_size = v["segment_size"]
-    out["segment_size"] = p.integer(
-        "segment_size", segment_size, ge=64 * kib, le=2**31 - 1, optional=True
-    )
-    out["snapshot_every"] = p.integer("snapshot_every", v["snapshot_every"], ge=1, optional=True)
-    out["snapshot_interval"] = p.number(
-        "snapshot_interval", v["snapshot_interval"], gt=0.0, optional=True
-    )
-    out["max_payload"] = p.integer(
-        "max_payload", v["max_payload"], ge=1, le=64 * mib, optional=True
-    )
-    out["max_key"] = p.integer("max_key", v["max_key"], ge=1, le=64 * kib, optional=True)
-    out["max_headers"] = p.integer(
-        "max_headers", v["max_headers"], ge=0, le=16 * mib, optional=True
-    )
-    out["dlq_capacity"] = p.integer("dlq_capacity", v["dlq_capacity"], ge=1, optional=True)
-    shared = out["shared"] = v["shared"]
-    if not isinstance(shared, bool):
-        p.add("shared", shared, "must be True or False")
+    for option in QUEUE_OPTIONS:
+        out[option.name] = option.check(p, v[option.name])
+        if option.also is not None:
+            option.also(p, v[option.name], out)
     out["handlers"] = _check_handlers(p, v["handlers"])
     return out
 

@@ -9,16 +9,16 @@ is this plus the operator tools (``q.admin``, ``q.serve_admin``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, Unpack
 
 from ringq.backend import Backend, Delivery, OutgoingMessage
 from ringq.backends import open_backend
 from ringq.codecs import DEFAULT_TOPIC
 from ringq.codecs.encoding import outgoing_message
-from ringq.config import Durability, QueueOptions
+from ringq.config import QUEUE_DEFAULTS, Durability, QueueOptions
 from ringq.dlq import DeadLetterQueue
 from ringq.errors import ConfigError, describe_error
 from ringq.hosting import HandlerHost
@@ -58,22 +58,10 @@ class Message:
     causation_id: str | None = None
 
 
-#: The queue options and their defaults (``None``: the backend's default).
-KEYWORD_DEFAULTS: dict[str, object] = {
-    "capacity": 100_000,
-    "durability": "batch",
-    "fsync_interval": 0.05,
-    "max_attempts": 5,
-    "lease": 30.0,
-    "segment_size": None,
-    "snapshot_every": None,
-    "snapshot_interval": None,
-    "max_payload": None,
-    "max_key": None,
-    "max_headers": None,
-    "dlq_capacity": None,
-    "shared": False,
-}
+#: The queue options and their defaults (``None``: the backend's default),
+#: from ``ringq.config.QUEUE_OPTIONS``. ``QueueCore.__init__`` spells them out
+#: for type checkers; ``tests/test_options_table.py`` keeps them equal.
+KEYWORD_DEFAULTS: Final[Mapping[str, object]] = QUEUE_DEFAULTS
 
 
 def resolve_settings(options: QueueOptions | None, given: dict[str, object]) -> dict[str, object]:
@@ -86,11 +74,7 @@ def resolve_settings(options: QueueOptions | None, given: dict[str, object]) -> 
             "pass queue options either as keywords or as options=, not both "
             f"(also given: {', '.join(also)})"
         )
-    from_options = options.engine_kwargs()
-    unknown = sorted(set(from_options) - set(KEYWORD_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"QueueOptions has options Queue does not know: {unknown}")
-    return {**KEYWORD_DEFAULTS, **from_options}
+    return {**KEYWORD_DEFAULTS, **options.engine_kwargs()}
 
 
 def outgoing(item: object, topic: str | None) -> bytes | OutgoingMessage:
@@ -122,6 +106,8 @@ class QueueCore(HandlerHost):
         self,
         path: str | os.PathLike[str],
         *,
+        # The rows of ringq.config.QUEUE_OPTIONS, spelled out for type checkers
+        # and readers (tests/test_options_table.py keeps them equal).
         capacity: int = 100_000,
         durability: Durability = "batch",
         fsync_interval: float = 0.05,

@@ -27,6 +27,9 @@ use std::time::Duration;
 const DEFAULT_TOPIC: &str = "default";
 /// The most messages one checkout may ask for.
 const MAX_CHECKOUT: i64 = 1_000_000;
+/// The lease of a `checkout` that gives none, unless the constructor's
+/// `lease` says otherwise.
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 #[pyclass(frozen, name = "Engine", module = "ringq._core")]
 pub struct PyEngine {
@@ -155,7 +158,10 @@ fn block_flag(v: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
 
 #[pymethods]
 impl PyEngine {
-    /// Options left out (or `None`) take the engine's defaults (`Options::default`).
+    /// Options left out (or `None`) take the engine's defaults (`Options::default`,
+    /// `DEFAULT_LEASE`; `_default_options` gives them). The SDK's table of options
+    /// (`ringq.config.QUEUE_OPTIONS`) is compared with this signature, those
+    /// defaults and the ranges checked here by `tests/test_options_table.py`.
     /// `shared=True`: the directory is shared by processes (the first owns
     /// it and serves a socket in it; later ones are its clients).
     /// `_manual_clock=True` (for tests) gives the engine a clock that stands
@@ -212,7 +218,7 @@ impl PyEngine {
             (o.capacity as i64, o.max_attempts as i64, o.segment_size as i64, o.snapshot_every as i64);
         let (mut payload, mut key, mut hdrs, mut dlq) =
             (o.max_payload as i64, o.max_key as i64, o.max_headers as i64, o.dlq_capacity as i64);
-        let mut lease_d = Duration::from_secs(30);
+        let mut lease_d = DEFAULT_LEASE;
         take(int("capacity", capacity, 1, MAX_CAPACITY as i64, &mut cap));
         take(int("max_attempts", max_attempts, 1, u32::MAX as i64, &mut attempts));
         take(int("segment_size", segment_size, 64 * 1024, (1 << 31) - 1, &mut seg));
@@ -636,6 +642,29 @@ impl PyEngine {
     }
 }
 
+/// What the constructor's options left out (or `None`) are: `Options::default()`
+/// and the default lease, by option name. `tests/test_options_table.py`
+/// compares them with the SDK's table of options (`ringq.config.QUEUE_OPTIONS`).
+#[pyfunction]
+fn _default_options(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let o = Options::default();
+    let d = PyDict::new(py);
+    d.set_item("capacity", o.capacity)?;
+    d.set_item("durability", o.durability.as_str())?;
+    d.set_item("fsync_interval", o.fsync_interval.as_secs_f64())?;
+    d.set_item("max_attempts", o.max_attempts)?;
+    d.set_item("lease", DEFAULT_LEASE.as_secs_f64())?;
+    d.set_item("segment_size", o.segment_size)?;
+    d.set_item("snapshot_every", o.snapshot_every)?;
+    d.set_item("snapshot_interval", o.snapshot_interval.as_secs_f64())?;
+    d.set_item("max_payload", o.max_payload)?;
+    d.set_item("max_key", o.max_key)?;
+    d.set_item("max_headers", o.max_headers)?;
+    d.set_item("dlq_capacity", o.dlq_capacity)?;
+    Ok(d)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyEngine>()
+    m.add_class::<PyEngine>()?;
+    m.add_function(wrap_pyfunction!(_default_options, m)?)
 }
