@@ -19,8 +19,12 @@ def test_the_readme_has_python_examples() -> None:
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs_as_written(index: int, tmp_path: Path) -> None:
+    # From a file, as a user's script runs (a process-pool handler's child
+    # imports the script's functions from it).
+    script = tmp_path / "example.py"
+    script.write_text(BLOCKS[index])
     done = subprocess.run(
-        [sys.executable, "-c", BLOCKS[index]],
+        [sys.executable, str(script)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -29,3 +33,5 @@ def test_readme_example_runs_as_written(index: int, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     if "shipping" in BLOCKS[index]:
         assert "shipping o-1 attempt 1 caused by" in done.stdout
+    if "rendered in worker processes" in BLOCKS[index]:
+        assert "8 rendered in worker processes" in done.stdout, done.stderr

@@ -30,6 +30,8 @@ The modules, each importing only those below it:
   the engine decides itself (retry or dead letter);
 - ``acks``: a batch handed back: acks sent together, unstarted messages released;
 - ``pool``: the workers of one handler: membership, scaling, batch size;
+- ``processes``: a ``processes=N`` handler's worker processes (``child``:
+  the entry point such a process runs);
 - ``tallies``: per-worker counters and histograms for ``handler_stats()``.
 """
 

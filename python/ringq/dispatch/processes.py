@@ -6,7 +6,7 @@ runs the handlers: checkout, leases, retries, dead letters and the atomic
 ack with the staged follow-ups. Each of the pool's N worker threads drives
 one child process:
 
-- The child is a fresh interpreter (``python -m ringq.dispatch.processes``,
+- The child is a fresh interpreter (``python -m ringq.dispatch.child``,
   started with ``subprocess``: never a ``fork()`` of a process that has the
   queue open). It imports the handler's module (a handler defined in the
   main script is found by running the script as ``__mp_main__``, as
@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -83,7 +84,7 @@ class ProcessWorker:
         cmd = [
             sys.executable,
             "-m",
-            "ringq.dispatch.processes",
+            "ringq.dispatch.child",
             str(child.fileno()),
             module,
             qualname,
@@ -292,6 +293,12 @@ def _resolve(module: str, qualname: str, path: str | None) -> Callable[..., obje
     if module == "__main__":
         assert path is not None
         namespace: dict[str, Any] = runpy.run_path(path, run_name="__mp_main__")
+        # As multiprocessing does: the script's names are this process's
+        # ``__main__`` too, so a message class defined in the script (pickled
+        # as ``__main__.Name``) unpickles here.
+        main = types.ModuleType("__mp_main__")
+        main.__dict__.update(namespace)
+        sys.modules["__main__"] = sys.modules["__mp_main__"] = main
         owner: Any = namespace[qualname.split(".")[0]]
         rest = qualname.split(".")[1:]
     else:
@@ -362,7 +369,3 @@ def child_main(argv: list[str]) -> int:
             for m in ctx.staged
         ]
         conn.send(("done", staged))
-
-
-if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1:]))
