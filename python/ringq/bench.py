@@ -67,6 +67,8 @@ from ringq.bench_kit import (
     BenchQueue,
     Config,
     VerifyError,
+    alternate,
+    conclude,
     fresh_dir,
     log,
     no_gc,
@@ -306,15 +308,8 @@ def always_publish_many(cfg: Config) -> dict[str, Any]:
         "unit": "msg/s",
         "target": f"msg/s >= {target:,.0f}",
     }
-    if rates:
-        out["ringq"] = spread(rates)
-        out["fsyncs"] = spread(fsyncs)
-        out["met"] = out["ringq"]["median"] >= target
-    else:
-        out["met"] = False
-    if errors:
-        out["errors"] = errors
-    return out
+    figures = {"ringq": spread(rates), "fsyncs": spread(fsyncs)} if rates else {}
+    return conclude(out, figures, "ringq", target, errors)
 
 
 def publish_threads(q: BenchQueue, threads: int, each: int, payloads: list[bytes]) -> float:
@@ -349,12 +344,6 @@ def publish_threads(q: BenchQueue, threads: int, each: int, payloads: list[bytes
 def always_threads(cfg: Config) -> dict[str, Any]:
     each, single = cfg.threads_each, cfg.single_n
     payloads = cfg.payloads(max(THREADS * each, single))
-    multi_rates: list[float] = []
-    single_rates: list[float] = []
-    ratios: list[float] = []
-    multi_fsyncs: list[float] = []
-    single_fsyncs: list[float] = []
-    errors: list[str] = []
     target = 5.0
 
     def run(threads: int, count: int) -> tuple[float, float]:
@@ -369,26 +358,16 @@ def always_threads(cfg: Config) -> dict[str, Any]:
                 q.close()
         return threads * count / dt, float(f)
 
-    for rep in range(cfg.reps):
-        try:
-            if rep % 2 == 0:
-                m, mf = run(THREADS, each)
-                s, sf = run(1, single)
-            else:
-                s, sf = run(1, single)
-                m, mf = run(THREADS, each)
-        except VerifyError as e:
-            errors.append(f"repetition {rep + 1}: {e}")
-            continue
-        multi_rates.append(m)
-        single_rates.append(s)
-        ratios.append(m / s)
-        multi_fsyncs.append(mf)
-        single_fsyncs.append(sf)
-        log(
-            f"  always_threads rep {rep + 1}: {THREADS} threads {m:,.0f} msg/s ({mf:.0f} fsyncs),"
-            f" 1 thread {s:,.0f} msg/s ({sf:.0f} fsyncs)"
-        )
+    multi, one, errors = alternate(
+        cfg,
+        "always_threads",
+        lambda: run(THREADS, each),
+        lambda: run(1, single),
+        lambda m, s: (
+            f"{THREADS} threads {m[0]:,.0f} msg/s ({m[1]:.0f} fsyncs),"
+            f" 1 thread {s[0]:,.0f} msg/s ({s[1]:.0f} fsyncs)"
+        ),
+    )
     out: dict[str, Any] = {
         "threads": THREADS,
         "per_thread": each,
@@ -397,21 +376,20 @@ def always_threads(cfg: Config) -> dict[str, Any]:
         "unit": "msg/s",
         "target": f"ratio (8 threads / 1 thread) >= {target}",
     }
-    if ratios:
-        out["ringq_8_threads"] = spread(multi_rates)
-        out["ringq_1_thread"] = spread(single_rates)
-        out["ratio"] = spread(ratios, 3)
-        out["fsyncs_8_threads"] = spread(multi_fsyncs)
-        out["fsyncs_1_thread"] = spread(single_fsyncs)
-        out["messages_per_fsync_8_threads"] = round(
-            THREADS * each / statistics.median(multi_fsyncs), 2
-        )
-        out["met"] = out["ratio"]["median"] >= target
-    else:
-        out["met"] = False
-    if errors:
-        out["errors"] = errors
-    return out
+    figures: dict[str, Any] = {}
+    if multi:
+        multi_fsyncs = [f for _, f in multi]
+        figures = {
+            "ringq_8_threads": spread([r for r, _ in multi]),
+            "ringq_1_thread": spread([r for r, _ in one]),
+            "ratio": spread([m[0] / s[0] for m, s in zip(multi, one, strict=True)], 3),
+            "fsyncs_8_threads": spread(multi_fsyncs),
+            "fsyncs_1_thread": spread([f for _, f in one]),
+            "messages_per_fsync_8_threads": round(
+                THREADS * each / statistics.median(multi_fsyncs), 2
+            ),
+        }
+    return conclude(out, figures, "ratio", target, errors)
 
 
 # -- reopen -----------------------------------------------------------------

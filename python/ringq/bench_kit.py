@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import ringq
 from ringq import Delivery
+
+_T = TypeVar("_T")
 
 __all__ = [
     "BATCH",
@@ -29,6 +31,8 @@ __all__ = [
     "Config",
     "Durability",
     "VerifyError",
+    "alternate",
+    "conclude",
     "fresh_dir",
     "log",
     "no_gc",
@@ -160,6 +164,59 @@ def publish_batches(q: BenchQueue, batches: list[list[bytes]]) -> None:
 # -- paired comparisons against queue.Queue ---------------------------------
 
 
+def alternate(
+    cfg: Config,
+    name: str,
+    first: Callable[[], _T],
+    second: Callable[[], _T],
+    describe: Callable[[_T, _T], str],
+) -> tuple[list[_T], list[_T], list[str]]:
+    """Runs ``cfg.reps`` repetitions of two sides, alternating which goes
+    first (so drift hits both); a ``VerifyError`` discards that repetition.
+    Returns each side's results, in step, and the discarded repetitions."""
+    a_side: list[_T] = []
+    b_side: list[_T] = []
+    errors: list[str] = []
+    for rep in range(cfg.reps):
+        try:
+            if rep % 2 == 0:
+                a = first()
+                b = second()
+            else:
+                b = second()
+                a = first()
+        except VerifyError as e:
+            errors.append(f"repetition {rep + 1}: {e}")
+            log(f"  {name}: repetition {rep + 1} discarded: {e}")
+            continue
+        a_side.append(a)
+        b_side.append(b)
+        log(f"  {name} rep {rep + 1}: {describe(a, b)}")
+    return a_side, b_side, errors
+
+
+def conclude(
+    out: dict[str, Any],
+    figures: dict[str, Any],
+    key: str,
+    target: float,
+    errors: list[str],
+    at_most: bool = False,
+) -> dict[str, Any]:
+    """Completes a scenario's result: ``figures`` (empty when no repetition
+    counted), ``met`` when the median of ``figures[key]`` reaches ``target``
+    (is at most it, with ``at_most``), and the discarded repetitions."""
+    if figures:
+        out.update(figures)
+        median = figures[key]["median"]
+        out["met"] = median <= target if at_most else median >= target
+    else:
+        out["met"] = False
+    if errors:
+        out["errors"] = errors
+    return out
+
+
 def paired(
     cfg: Config,
     name: str,
@@ -170,39 +227,27 @@ def paired(
 ) -> dict[str, Any]:
     """Runs ``cfg.reps`` repetitions of both sides (alternating which goes
     first) and summarizes rates and per-repetition ratios."""
-    ours: list[float] = []
-    theirs: list[float] = []
-    ratios: list[float] = []
-    errors: list[str] = []
-    for rep in range(cfg.reps):
-        try:
-            if rep % 2 == 0:
-                with fresh_dir(cfg) as path:
-                    a = run_ringq(path)
-                b = run_stdlib()
-            else:
-                b = run_stdlib()
-                with fresh_dir(cfg) as path:
-                    a = run_ringq(path)
-        except VerifyError as e:
-            errors.append(f"repetition {rep + 1}: {e}")
-            log(f"  {name}: repetition {rep + 1} discarded: {e}")
-            continue
-        ours.append(a)
-        theirs.append(b)
-        ratios.append(a / b)
-        log(f"  {name} rep {rep + 1}: ringq {a:,.0f} {unit}, queue.Queue {b:,.0f} {unit}")
+
+    def ringq_side() -> float:
+        with fresh_dir(cfg) as path:
+            return run_ringq(path)
+
+    ours, theirs, errors = alternate(
+        cfg,
+        name,
+        ringq_side,
+        run_stdlib,
+        lambda a, b: f"ringq {a:,.0f} {unit}, queue.Queue {b:,.0f} {unit}",
+    )
+    figures: dict[str, Any] = {}
+    if ours:
+        figures = {
+            "ringq": spread(ours),
+            "stdlib_queue": spread(theirs),
+            "ratio": spread([a / b for a, b in zip(ours, theirs, strict=True)], 3),
+        }
     out: dict[str, Any] = {"unit": unit, "target": f"ratio >= {target_ratio}"}
-    if ratios:
-        out["ringq"] = spread(ours)
-        out["stdlib_queue"] = spread(theirs)
-        out["ratio"] = spread(ratios, 3)
-        out["met"] = out["ratio"]["median"] >= target_ratio
-    else:
-        out["met"] = False
-    if errors:
-        out["errors"] = errors
-    return out
+    return conclude(out, figures, "ratio", target_ratio, errors)
 
 
 def run_pair(produce: Callable[[], None], consume: Callable[[], None]) -> float:

@@ -29,7 +29,17 @@ import time
 from typing import Any
 
 import ringq
-from ringq.bench_kit import PAYLOAD_SIZE, TOPIC, Config, VerifyError, fresh_dir, log, spread
+from ringq.bench_kit import (
+    PAYLOAD_SIZE,
+    TOPIC,
+    Config,
+    VerifyError,
+    alternate,
+    conclude,
+    fresh_dir,
+    log,
+    spread,
+)
 
 __all__ = [
     "processes_cpu",
@@ -83,14 +93,7 @@ def _absolute(
         rates.append(r["rate"])
         log(f"  {name} rep {rep + 1}: {r['rate']:,.0f} msg/s")
     out: dict[str, Any] = {"n": n, "unit": "msg/s", "target": f"msg/s >= {target:,.0f}"}
-    if rates:
-        out["ringq"] = spread(rates)
-        out["met"] = out["ringq"]["median"] >= target
-    else:
-        out["met"] = False
-    if errors:
-        out["errors"] = errors
-    return out
+    return conclude(out, {"ringq": spread(rates)} if rates else {}, "ringq", target, errors)
 
 
 def shared_publish(cfg: Config) -> dict[str, Any]:
@@ -110,10 +113,6 @@ def shared_checkout_ack(cfg: Config) -> dict[str, Any]:
 
 def shared_two_clients(cfg: Config) -> dict[str, Any]:
     n = max(1000, cfg.n // 10)
-    ratios: list[float] = []
-    one: list[float] = []
-    two: list[float] = []
-    errors: list[str] = []
     target = 1.3
 
     def run(clients: int) -> float:
@@ -131,30 +130,22 @@ def shared_two_clients(cfg: Config) -> dict[str, Any]:
         elapsed = max(float(r["seconds"]) for r in results)
         return clients * n / elapsed
 
-    for rep in range(cfg.reps):
-        try:
-            if rep % 2 == 0:
-                a, b = run(1), run(2)
-            else:
-                b, a = run(2), run(1)
-        except VerifyError as e:
-            errors.append(f"repetition {rep + 1}: {e}")
-            continue
-        one.append(a)
-        two.append(b)
-        ratios.append(b / a)
-        log(f"  shared_two_clients rep {rep + 1}: one {a:,.0f} msg/s, two {b:,.0f} msg/s")
+    one, two, errors = alternate(
+        cfg,
+        "shared_two_clients",
+        lambda: run(1),
+        lambda: run(2),
+        lambda a, b: f"one {a:,.0f} msg/s, two {b:,.0f} msg/s",
+    )
+    figures: dict[str, Any] = {}
+    if one:
+        figures = {
+            "one_client": spread(one),
+            "two_clients": spread(two),
+            "ratio": spread([b / a for a, b in zip(one, two, strict=True)], 3),
+        }
     out: dict[str, Any] = {"n_per_client": n, "unit": "msg/s", "target": f"ratio >= {target}"}
-    if ratios:
-        out["one_client"] = spread(one)
-        out["two_clients"] = spread(two)
-        out["ratio"] = spread(ratios, 3)
-        out["met"] = out["ratio"]["median"] >= target
-    else:
-        out["met"] = False
-    if errors:
-        out["errors"] = errors
-    return out
+    return conclude(out, figures, "ratio", target, errors)
 
 
 def spin_handler(payload: bytes) -> None:
@@ -167,10 +158,6 @@ def spin_handler(payload: bytes) -> None:
 
 def processes_cpu(cfg: Config) -> dict[str, Any]:
     n = 400 if cfg.n >= 10_000 else 40
-    ratios: list[float] = []
-    threads_s: list[float] = []
-    procs_s: list[float] = []
-    errors: list[str] = []
     target = 1.7
 
     def run(processes: bool) -> float:
@@ -201,19 +188,20 @@ def processes_cpu(cfg: Config) -> dict[str, Any]:
                 q.close()
         return dt
 
-    for rep in range(cfg.reps):
-        try:
-            if rep % 2 == 0:
-                t, p = run(False), run(True)
-            else:
-                p, t = run(True), run(False)
-        except VerifyError as e:
-            errors.append(f"repetition {rep + 1}: {e}")
-            continue
-        threads_s.append(t)
-        procs_s.append(p)
-        ratios.append(t / p)
-        log(f"  processes_cpu rep {rep + 1}: threads {t:.3f} s, processes {p:.3f} s")
+    threads_s, procs_s, errors = alternate(
+        cfg,
+        "processes_cpu",
+        lambda: run(False),
+        lambda: run(True),
+        lambda t, p: f"threads {t:.3f} s, processes {p:.3f} s",
+    )
+    figures: dict[str, Any] = {}
+    if threads_s:
+        figures = {
+            "threads_seconds": spread(threads_s, 3),
+            "processes_seconds": spread(procs_s, 3),
+            "ratio": spread([t / p for t, p in zip(threads_s, procs_s, strict=True)], 3),
+        }
     out: dict[str, Any] = {
         "n": n,
         "work_per_message_s": SPIN,
@@ -221,16 +209,7 @@ def processes_cpu(cfg: Config) -> dict[str, Any]:
         "target": f"ratio (threads time / processes time) >= {target}",
         "cpus": os.cpu_count(),
     }
-    if ratios:
-        out["threads_seconds"] = spread(threads_s, 3)
-        out["processes_seconds"] = spread(procs_s, 3)
-        out["ratio"] = spread(ratios, 3)
-        out["met"] = out["ratio"]["median"] >= target
-    else:
-        out["met"] = False
-    if errors:
-        out["errors"] = errors
-    return out
+    return conclude(out, figures, "ratio", target, errors)
 
 
 def client_main(argv: list[str]) -> int:
