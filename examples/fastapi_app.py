@@ -57,8 +57,9 @@ async def place_order(order: dict[str, Any], request: Request) -> dict[str, Any]
             # The worker that owned the queue went away mid-call (uvicorn
             # restarts a worker that misses its health check). Whether the
             # publish took effect is unknown; with the order id as dedup key
-            # and on_duplicate="keep", publishing again is safe: the next
-            # call reaches the new owner.
+            # and on_duplicate="keep", publishing again keeps the first copy
+            # while it is still queued (once consumed, the order is queued
+            # again: at least once). The next call reaches the new owner.
             if not tries_left:
                 raise
     return {"id": mid, "pid": os.getpid(), "role": q.role}

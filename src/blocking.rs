@@ -1,77 +1,79 @@
-//! What a caller does while it waits for the engine's lock.
+//! Calls that must not wait for the engine while they hold something.
 //!
 //! The Python bindings run short engine calls without releasing the GIL
-//! (releasing and taking it back costs more than most calls). If the
-//! engine's lock turns out to be held (by a snapshot, a page fault on the
-//! journal's mapping, another thread's call), waiting for it with the GIL
-//! held would stall every Python thread of the process for as long: an
-//! event loop, a web server's health check. So the engine takes its lock
-//! with [`wait`]: a lock free now is taken at once; otherwise the hook the
-//! bindings installed releases the GIL around the wait.
+//! (releasing and taking it back costs more than most calls). If such a
+//! call waited for the engine's lock (held by a snapshot, a journal roll, a
+//! page fault on the journal's mapping, another thread or another process's
+//! request), every Python thread of the process would stall with it: an
+//! event loop, a web server's health check. So the bindings run it under
+//! [`try_first`]: the call's first take of the engine's lock ([`lock`]) only
+//! tries, and a lock that is taken (or a failed fsync the call would first
+//! heal) ends the call with [`Error::WouldBlock`] before it
+//! changed anything. The bindings then run it again with the GIL released.
+//! Everyone else (Rust callers, the owner's socket threads, the engine's own
+//! threads, the second try) simply waits.
 
-use std::sync::OnceLock;
+use crate::error::{Error, Result};
+use parking_lot::{Mutex, MutexGuard};
+use std::cell::Cell;
 
-/// Runs the closure it is given (which blocks) the way the embedding wants:
-/// the bindings release the GIL around it if this thread holds it.
-pub type Hook = fn(&mut dyn FnMut());
-
-static HOOK: OnceLock<Hook> = OnceLock::new();
-
-/// Installs `hook` for every later wait (the first hook installed stays).
-pub fn set_hook(hook: Hook) {
-    let _ = HOOK.set(hook);
+thread_local! {
+    /// Inside `try_first`, before the call's first take of the lock.
+    static TRYING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f`, which may block, through the installed hook.
-pub fn wait<T>(f: impl FnOnce() -> T) -> T {
-    let Some(hook) = HOOK.get() else { return f() };
-    let mut f = Some(f);
-    let mut out = None;
-    hook(&mut || {
-        if let Some(f) = f.take() {
-            out = Some(f());
-        }
-    });
-    out.expect("the blocking hook runs the call it is given")
-}
+/// Clears `TRYING` when the call ends, even by unwinding.
+struct Done;
 
-/// Takes `m`: at once if it is free, else waiting through the hook.
-pub fn lock<T>(m: &parking_lot::Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
-    match m.try_lock() {
-        Some(g) => g,
-        None => wait(|| m.lock()),
+impl Drop for Done {
+    fn drop(&mut self) {
+        TRYING.with(|t| t.set(false));
     }
+}
+
+/// Runs `f` (an engine call) so that it gives up with `WouldBlock`, having
+/// changed nothing, instead of waiting for the engine's lock.
+pub fn try_first<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    TRYING.with(|t| t.set(true));
+    let _done = Done;
+    f()
+}
+
+/// Takes `m`, the engine's lock: waits for it, except as the first take of
+/// a call under [`try_first`], which only tries. A call takes the lock before
+/// it changes anything, so giving up there leaves everything as it was.
+pub fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
+    if TRYING.with(|t| t.replace(false)) {
+        return m.try_lock().ok_or(Error::WouldBlock);
+    }
+    Ok(m.lock())
+}
+
+/// Whether this thread is inside [`try_first`] and has not taken the lock yet.
+pub fn trying() -> bool {
+    TRYING.with(|t| t.get())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    static WAITS: AtomicUsize = AtomicUsize::new(0);
-
-    fn counting(f: &mut dyn FnMut()) {
-        WAITS.fetch_add(1, Ordering::SeqCst);
-        f();
-    }
 
     #[test]
-    fn a_free_lock_is_taken_at_once_and_a_held_one_through_the_hook() {
-        set_hook(counting);
-        let m = std::sync::Arc::new(parking_lot::Mutex::new(0));
-        let before = WAITS.load(Ordering::SeqCst);
-        *lock(&m) += 1;
-        // Other tests of this binary may wait meanwhile: only "no fewer" holds.
-        let g = m.lock();
-        let m2 = std::sync::Arc::clone(&m);
-        let t = std::thread::spawn(move || *lock(&m2) += 1);
-        // The spawned call is in the hook (its try_lock failed) before the
-        // lock is let go.
-        while WAITS.load(Ordering::SeqCst) == before {
-            std::thread::yield_now();
-        }
-        drop(g);
-        t.join().unwrap();
-        assert_eq!(*m.lock(), 2);
+    fn only_the_first_take_under_try_first_gives_up() {
+        let m = std::sync::Arc::new(Mutex::new(0));
+        // Free: taken at once, and later takes of the same call wait as usual.
+        let got = try_first(|| {
+            *lock(&m)? += 1;
+            assert!(!trying());
+            *lock(&m)? += 1;
+            Ok(())
+        });
+        assert!(got.is_ok());
+        // Held elsewhere: gives up, changing nothing.
+        let held = m.lock();
+        assert!(matches!(try_first(|| lock(&m).map(|_| ())), Err(Error::WouldBlock)));
+        drop(held);
+        assert!(!trying(), "cleared after the call");
+        assert_eq!(*lock(&m).unwrap(), 2);
     }
 }

@@ -40,6 +40,10 @@ pub enum Error {
     OwnerGone(String),
     /// The other side of a shared queue's socket broke the protocol.
     Protocol(String),
+    /// A call made under [`crate::blocking::try_first`] found the engine's
+    /// lock taken (or a failed fsync to heal) and changed nothing: the
+    /// caller runs it again, free to wait. Never leaves the bindings.
+    WouldBlock,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -144,6 +148,7 @@ impl fmt::Display for Error {
             Error::NotFound(id) => write!(f, "no message or dead letter with id {id}"),
             Error::OwnerGone(why) => write!(f, "{why}"),
             Error::Protocol(why) => write!(f, "shared queue protocol error: {why}"),
+            Error::WouldBlock => write!(f, "the call would wait for the engine (an internal signal; please report it)"),
             Error::Invalid(msg) => write!(f, "{msg}"),
         }
     }

@@ -102,7 +102,7 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
         }
         Error::NotFound(_) => c.not_found.bind(py).call1((msg,))?,
         Error::OwnerGone(_) => c.owner_gone.bind(py).call1((msg,))?,
-        Error::Protocol(_) => c.base.bind(py).call1((msg,))?,
+        Error::Protocol(_) | Error::WouldBlock => c.base.bind(py).call1((msg,))?,
     };
     Ok(PyErr::from_value(inst))
 }

@@ -2,13 +2,12 @@
 //! knows nothing of Python. Calls that cannot block run with the GIL held;
 //! a call that must wait (for a message, for room, for fsync) first tries
 //! without waiting and only then releases the GIL (`Python::detach`); a
-//! call that finds the engine's lock taken waits for it without the GIL
-//! ([`gil`]).
+//! call that finds the engine's lock taken gives up at once, unchanged, and
+//! runs again without the GIL (`crate::blocking`).
 
 mod args;
 mod convert;
 mod errors;
-mod gil;
 mod inspect;
 mod pyengine;
 mod types;
@@ -19,7 +18,6 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("FORMAT_VERSION", crate::journal::FORMAT_VERSION)?;
-    gil::install();
     types::register(m)?;
     pyengine::register(m)?;
     inspect::register(m)?;

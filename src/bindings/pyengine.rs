@@ -63,12 +63,20 @@ impl PyEngine {
         }
     }
 
-    /// Runs an engine call: with the GIL held when it cannot wait (the
-    /// engine's lock is free and no failed fsync needs healing), else with
-    /// the GIL released, so a snapshot or a slow disk never stalls the
-    /// process's other threads.
-    fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-        if self.store().would_wait() { py.detach(f) } else { f() }.map_err(to_py)
+    /// Runs an engine call: first with the GIL held, giving up unchanged if
+    /// it would wait for the engine's lock or a heal (`blocking::try_first`),
+    /// then again with the GIL released; a client's calls (which wait for the
+    /// owner) and a pending heal release it at once. A snapshot, a slow disk
+    /// or another process's request never stalls this process's threads.
+    fn run<T: Send>(&self, py: Python<'_>, f: impl Fn() -> crate::Result<T> + Send + Sync) -> PyResult<T> {
+        if self.store().would_wait() {
+            return py.detach(f).map_err(to_py);
+        }
+        match crate::blocking::try_first(&f) {
+            Err(Error::WouldBlock) => py.detach(f),
+            r => r,
+        }
+        .map_err(to_py)
     }
 
     /// Runs `f` without waiting first; if it reports `Full` and the caller
@@ -80,7 +88,14 @@ impl PyEngine {
         wait: Wait,
         f: impl Fn(Wait) -> crate::Result<T> + Send + Sync,
     ) -> PyResult<T> {
-        let first = if self.store().would_wait() { py.detach(|| f(Wait::No)) } else { f(Wait::No) };
+        let first = if self.store().would_wait() {
+            py.detach(|| f(Wait::No))
+        } else {
+            match crate::blocking::try_first(|| f(Wait::No)) {
+                Err(Error::WouldBlock) => py.detach(|| f(Wait::No)),
+                r => r,
+            }
+        };
         match first {
             Err(Error::Full { .. }) if block && !matches!(wait, Wait::No) => py.detach(|| f(wait)).map_err(to_py),
             r => r.map_err(to_py),
@@ -477,7 +492,7 @@ impl PyEngine {
         let (id, token) = lease_of(delivery, self.queue())?;
         let delay = args::opt_seconds("delay", delay, false)?;
         let failure = Failure { error_type, error_message, traceback, handler };
-        let lsn = self.run(py, || self.store().nack(id, token, delay, failure, dead_letter_reason))?;
+        let lsn = self.run(py, || self.store().nack(id, token, delay, failure.clone(), dead_letter_reason))?;
         self.durable(py, lsn)
     }
 
@@ -506,7 +521,7 @@ impl PyEngine {
     ) -> PyResult<()> {
         let max_attempts = args::opt_int("max_attempts", max_attempts, 1, u32::MAX as i64)?.map(|v| v as u32);
         let policy = crate::TopicPolicy { max_attempts, handler };
-        self.run(py, || self.store().set_topic_policy(topic, policy))
+        self.run(py, || self.store().set_topic_policy(topic, policy.clone()))
     }
 
     fn is_superseded(&self, py: Python<'_>, delivery: &Bound<'_, PyAny>) -> PyResult<bool> {

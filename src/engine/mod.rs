@@ -346,9 +346,9 @@ impl Engine {
     }
 
     /// Whether a call now would heal a failed fsync first (a snapshot): the
-    /// bindings release the GIL then. A call that finds the engine's lock
-    /// taken waits for it through [`crate::blocking`], which releases the
-    /// GIL too.
+    /// bindings release the GIL for it at once. (A call that finds the
+    /// engine's lock taken gives up under [`crate::blocking::try_first`] and
+    /// is run again without the GIL.)
     pub fn would_wait(&self) -> bool {
         self.sh.degraded.load(Ordering::Relaxed)
     }
@@ -459,7 +459,7 @@ impl Engine {
 
     /// What recovery found when this engine opened the directory.
     pub fn recovery_report(&self) -> RecoveryReport {
-        crate::blocking::lock(&self.sh.inner).report.clone()
+        self.sh.inner.lock().report.clone()
     }
 }
 
@@ -566,8 +566,11 @@ impl Shared {
     /// holding the lock.
     pub(crate) fn lock_healthy(&self) -> Result<MutexGuard<'_, Inner>> {
         self.check()?;
+        // Under `blocking::try_first` a heal (a snapshot) is not started
+        // either: the caller runs the call again, free to wait.
+        let trying = crate::blocking::trying();
         loop {
-            let g = crate::blocking::lock(&self.inner);
+            let g = crate::blocking::lock(&self.inner)?;
             if g.closed {
                 return Err(Error::Closed);
             }
@@ -575,6 +578,9 @@ impl Shared {
                 return Ok(g);
             }
             drop(g);
+            if trying {
+                return Err(Error::WouldBlock);
+            }
             self.snapshot()?;
         }
     }
@@ -598,7 +604,7 @@ impl Shared {
     /// The lock, for calls that only read: refused once closed.
     pub(crate) fn open_inner(&self) -> Result<MutexGuard<'_, Inner>> {
         self.check()?;
-        let g = crate::blocking::lock(&self.inner);
+        let g = crate::blocking::lock(&self.inner)?;
         if g.closed { Err(Error::Closed) } else { Ok(g) }
     }
 

@@ -68,6 +68,8 @@ struct Pending {
 struct Slot {
     answer: Mutex<Option<Result<Vec<u8>>>>,
     cv: Condvar,
+    /// Its caller sleeps on `cv` (read and written with `answer` locked).
+    parked: AtomicBool,
 }
 
 impl Slot {
@@ -102,7 +104,12 @@ impl Conn {
         let n = unsafe {
             libc::recv(self.stream.as_raw_fd(), byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
         };
-        let hung_up = n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock);
+        let hung_up = n == 0
+            || (n < 0
+                && !matches!(
+                    std::io::Error::last_os_error().kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ));
         if hung_up {
             self.fail_all(self.gone.clone());
         }
@@ -145,7 +152,9 @@ impl Conn {
                 MutexGuard::unlocked(&mut a, || self.lead(slot));
                 continue;
             }
+            slot.parked.store(true, Ordering::Relaxed);
             slot.cv.wait(&mut a);
+            slot.parked.store(false, Ordering::Relaxed);
         }
     }
 
@@ -177,14 +186,19 @@ impl Conn {
                 });
             }
         }
-        let next = {
+        let waiting: Vec<Arc<Slot>> = {
             let mut p = self.pending.lock();
             p.reading = false;
-            p.waiting.values().next().cloned()
+            p.waiting.values().cloned().collect()
         };
-        if let Some(s) = next {
+        // Only a caller asleep on its slot needs waking: one that is not
+        // (still sending, or about to check) will find nobody reading.
+        for s in waiting {
             let _a = s.answer.lock();
-            s.cv.notify_one();
+            if s.parked.swap(false, Ordering::Relaxed) {
+                s.cv.notify_one();
+                break;
+            }
         }
     }
 

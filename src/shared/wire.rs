@@ -660,6 +660,11 @@ pub(crate) fn put_error(w: &mut Writer<'_>, e: &Error) {
             w.u8(15);
             w.str(m);
         }
+        Error::WouldBlock => {
+            // Never sent (only the bindings see it); as a protocol error if it were.
+            w.u8(15);
+            w.str(&Error::WouldBlock.to_string());
+        }
     }
 }
 
