@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -202,3 +204,48 @@ def test_a_queue_opened_at_import_is_inert_in_the_worker(tmp_path: Path) -> None
         assert "ctx.publish" in (dl.error_message or "")
     finally:
         q.close()
+
+
+APP = """
+from dataclasses import dataclass
+import sys
+import ringq
+from helper import square  # a sibling module of the script
+
+
+@dataclass
+class Job:  # a message class defined in the script itself
+    n: int
+
+
+def work(msg: Job, ctx: ringq.Context) -> None:
+    assert square(msg.n) == msg.n * msg.n
+
+
+if __name__ == "__main__":
+    with ringq.Queue(sys.argv[1]) as q:
+        q.handler(Job, processes=2, timeout=30.0)(work)
+        q.publish_many([Job(i) for i in range(6)])
+        q.start()
+        q.stop(drain=True)
+        print(q.handler_stats()["work"]["succeeded"], "succeeded", len(q.dlq.list()), "dead")
+"""
+
+
+def test_a_script_run_from_elsewhere_finds_its_modules_and_classes_in_the_children(
+    tmp_path: Path,
+) -> None:
+    app, elsewhere = tmp_path / "app", tmp_path / "elsewhere"
+    app.mkdir()
+    elsewhere.mkdir()
+    (app / "helper.py").write_text("def square(x: int) -> int:\n    return x * x\n")
+    (app / "main.py").write_text(APP)
+    done = subprocess.run(
+        [sys.executable, str(app / "main.py"), str(tmp_path / "q")],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "6 succeeded 0 dead" in done.stdout, done.stderr

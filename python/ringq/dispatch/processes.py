@@ -29,6 +29,7 @@ one child process:
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import pickle
@@ -80,7 +81,13 @@ class ProcessWorker:
 
         parent, child = socket.socketpair()
         module, qualname, path = self.ref
-        env = {**os.environ, "RINGQ_POOL_WORKER": str(os.getpid())}
+        # The child looks for modules where this process does (as
+        # multiprocessing's spawn does): a script's own directory first.
+        env = {
+            **os.environ,
+            "RINGQ_POOL_WORKER": str(os.getpid()),
+            "RINGQ_POOL_SYS_PATH": json.dumps(sys.path),
+        }
         cmd = [
             sys.executable,
             "-m",
@@ -315,6 +322,9 @@ def child_main(argv: list[str]) -> int:
     from ringq.backends import pool_worker
 
     pool_worker.become(int(os.environ.pop("RINGQ_POOL_WORKER", "0") or 0))
+    parent_path = os.environ.pop("RINGQ_POOL_SYS_PATH", None)
+    if parent_path is not None:
+        sys.path[:] = json.loads(parent_path)
     # The worker thread decides when this process ends; ^C is for the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[0]))
