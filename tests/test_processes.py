@@ -249,3 +249,24 @@ def test_a_script_run_from_elsewhere_finds_its_modules_and_classes_in_the_childr
     )
     assert done.returncode == 0, done.stderr
     assert "6 succeeded 0 dead" in done.stdout, done.stderr
+
+
+def test_a_handler_in_a_package_module_run_with_python_m_gets_its_relative_imports(
+    tmp_path: Path,
+) -> None:
+    pkg = tmp_path / "shop"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("def square(x: int) -> int:\n    return x * x\n")
+    (pkg / "app.py").write_text(
+        APP.replace("from helper import square", "from .helper import square")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "shop.app", str(tmp_path / "q")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "6 succeeded 0 dead" in done.stdout, done.stderr

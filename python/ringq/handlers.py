@@ -213,8 +213,16 @@ def takes_context(func: Callable[..., object]) -> bool:
     return len(params) >= 2
 
 
+#: How ``function_ref`` names a main module run with ``python -m NAME``.
+MAIN_MODULE_PREFIX = "module:"
+
+
 def function_ref(func: Callable[..., object]) -> tuple[str, str, str | None]:
-    """``(module, qualname, main script path)`` of a module-level function."""
+    """``(module, qualname, main)`` of a module-level function. ``main`` says
+    where ``__main__`` comes from when the function is defined there: the
+    script's path, or ``"module:NAME"`` for ``python -m NAME`` (a worker
+    process runs it again under the name ``__mp_main__``, as
+    ``multiprocessing`` does)."""
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", None)
     if not module or not qualname:
@@ -223,7 +231,12 @@ def function_ref(func: Callable[..., object]) -> tuple[str, str, str | None]:
         )
     path = None
     if module == "__main__":
-        path = getattr(sys.modules.get("__main__"), "__file__", None)
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name not in ("__main__", "__mp_main__"):
+            path = MAIN_MODULE_PREFIX + spec.name
+        else:
+            path = getattr(main, "__file__", None)
     return module, qualname, path
 
 

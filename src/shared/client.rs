@@ -36,6 +36,15 @@ use std::time::Duration;
 /// with the owner's work in it.
 const SPIN: Duration = Duration::from_micros(100);
 
+/// Ends a caller's turn at reading answers when dropped.
+struct Resign<'a>(&'a Conn);
+
+impl Drop for Resign<'_> {
+    fn drop(&mut self) {
+        self.0.resign();
+    }
+}
+
 /// A connection to the owner (one per client, rebuilt after a break).
 struct Conn {
     stream: UnixStream,
@@ -166,26 +175,31 @@ impl Conn {
     /// Reads answers until `mine` has one (or the connection broke), then
     /// hands reading over to a caller still waiting.
     fn lead(&self, mine: &Slot) {
-        {
-            let mut r = self.reader.lock();
-            while !mine.filled() {
-                let Ok(Some(frame)) = r.read_frame() else {
-                    self.fail_all(self.gone.clone());
-                    break;
-                };
-                let Ok((id, code, body)) = wire::split(&frame) else {
-                    self.fail_all(self.gone.clone());
-                    break;
-                };
-                let slot = self.pending.lock().waiting.remove(&id);
-                let Some(slot) = slot else { continue };
-                slot.fill(match code {
-                    wire::OK => Ok(body.to_vec()),
-                    _ => Err(wire::get_error(&mut Reader::new(body))
-                        .unwrap_or_else(|e| Error::Protocol(format!("unreadable error from the owner: {}", e.0)))),
-                });
-            }
+        // Hands over however this ends (even by a panic, which would
+        // otherwise leave every later caller waiting for a reader).
+        let _resign = Resign(self);
+        let mut r = self.reader.lock();
+        while !mine.filled() {
+            let Ok(Some(frame)) = r.read_frame() else {
+                self.fail_all(self.gone.clone());
+                break;
+            };
+            let Ok((id, code, body)) = wire::split(&frame) else {
+                self.fail_all(self.gone.clone());
+                break;
+            };
+            let slot = self.pending.lock().waiting.remove(&id);
+            let Some(slot) = slot else { continue };
+            slot.fill(match code {
+                wire::OK => Ok(body.to_vec()),
+                _ => Err(wire::get_error(&mut Reader::new(body))
+                    .unwrap_or_else(|e| Error::Protocol(format!("unreadable error from the owner: {}", e.0)))),
+            });
         }
+    }
+
+    /// Lets a waiting caller read (see [`Resign`]).
+    fn resign(&self) {
         let waiting: Vec<Arc<Slot>> = {
             let mut p = self.pending.lock();
             p.reading = false;

@@ -48,6 +48,7 @@ from typing import Any
 from ringq.backend import Delivery, OutgoingMessage
 from ringq.context import Context
 from ringq.errors import RingqError
+from ringq.handlers import MAIN_MODULE_PREFIX
 
 __all__ = ["GRACE", "HandlerProcessError", "ProcessWorker", "child_main"]
 
@@ -299,7 +300,14 @@ class _Expiry:
 def _resolve(module: str, qualname: str, path: str | None) -> Callable[..., object]:
     if module == "__main__":
         assert path is not None
-        namespace: dict[str, Any] = runpy.run_path(path, run_name="__mp_main__")
+        if path.startswith(MAIN_MODULE_PREFIX):
+            # ``python -m NAME``: the package context (relative imports) too.
+            name = path[len(MAIN_MODULE_PREFIX) :]
+            namespace: dict[str, Any] = runpy.run_module(
+                name, run_name="__mp_main__", alter_sys=True
+            )
+        else:
+            namespace = runpy.run_path(path, run_name="__mp_main__")
         # As multiprocessing does: the script's names are this process's
         # ``__main__`` too, so a message class defined in the script (pickled
         # as ``__main__.Name``) unpickles here.
