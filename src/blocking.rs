@@ -2,16 +2,22 @@
 //!
 //! The Python bindings run short engine calls without releasing the GIL
 //! (releasing and taking it back costs more than most calls). If such a
-//! call waited for the engine's lock (held by a snapshot, a journal roll, a
-//! page fault on the journal's mapping, another thread or another process's
-//! request), every Python thread of the process would stall with it: an
-//! event loop, a web server's health check. So the bindings run it under
-//! [`try_first`]: the call's first take of the engine's lock ([`lock`]) only
-//! tries, and a lock that is taken (or a failed fsync the call would first
-//! heal) ends the call with [`Error::WouldBlock`] before it
-//! changed anything. The bindings then run it again with the GIL released.
-//! Everyone else (Rust callers, the owner's socket threads, the engine's own
-//! threads, the second try) simply waits.
+//! call waited for the engine's lock (held by a snapshot, another call's
+//! journal roll, a page fault on the journal's mapping, another thread or
+//! another process's request), every Python thread of the process would
+//! stall with it: an event loop, a web server's health check. So the
+//! bindings run it under [`try_first`]: the call's first take of the
+//! engine's lock ([`lock`]) only tries, and a lock that is taken (or a
+//! failed fsync the call would first heal) ends the call with
+//! [`Error::WouldBlock`] before it changed anything. The bindings then run
+//! it again with the GIL released. Everyone else (Rust callers, the owner's
+//! socket threads, the engine's own threads, the second try) simply waits.
+//! A call that rolls the journal itself (its record does not fit the active
+//! segment and no spare is ready) still does that work with the GIL held.
+//!
+//! The rule this rests on: an engine call changes nothing before its first
+//! take of the lock (`engine::try_first_tests` checks every call the
+//! bindings make).
 
 use crate::error::{Error, Result};
 use parking_lot::{Mutex, MutexGuard};
@@ -22,20 +28,19 @@ thread_local! {
     static TRYING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Clears `TRYING` when the call ends, even by unwinding.
-struct Done;
+/// Puts `TRYING` back as it was when the call ends, even by unwinding.
+struct Done(bool);
 
 impl Drop for Done {
     fn drop(&mut self) {
-        TRYING.with(|t| t.set(false));
+        TRYING.with(|t| t.set(self.0));
     }
 }
 
 /// Runs `f` (an engine call) so that it gives up with `WouldBlock`, having
 /// changed nothing, instead of waiting for the engine's lock.
 pub fn try_first<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    TRYING.with(|t| t.set(true));
-    let _done = Done;
+    let _done = Done(TRYING.with(|t| t.replace(true)));
     f()
 }
 

@@ -21,6 +21,8 @@ mod ops;
 mod publish;
 mod snapshots;
 mod stats;
+#[cfg(test)]
+mod try_first_tests;
 
 pub use ops::{AckOutcome, Checkout, Stat};
 pub use publish::{Publish, PublishOpts};
