@@ -48,7 +48,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -71,10 +70,10 @@ from ringq.bench_kit import (
     conclude,
     fresh_dir,
     log,
-    no_gc,
     paired,
     publish_batches,
     run_pair,
+    run_threads,
     spread,
     timed,
     verify_fifo,
@@ -314,31 +313,18 @@ def always_publish_many(cfg: Config) -> dict[str, Any]:
 
 def publish_threads(q: BenchQueue, threads: int, each: int, payloads: list[bytes]) -> float:
     """``threads`` threads publishing ``each`` messages singly; returns seconds."""
-    errors: list[BaseException] = []
-    start = threading.Barrier(threads + 1)
 
-    def body(k: int) -> None:
-        pub = q.publish
+    def publisher(k: int) -> Callable[[], None]:
         mine = payloads[k * each : (k + 1) * each]
-        start.wait()
-        try:
+
+        def body() -> None:
+            pub = q.publish
             for p in mine:
                 pub(p, topic=TOPIC)
-        except BaseException as e:
-            errors.append(e)
 
-    ts = [threading.Thread(target=body, args=(k,), daemon=True) for k in range(threads)]
-    for t in ts:
-        t.start()
-    with no_gc():
-        start.wait()
-        t0 = time.perf_counter()
-        for t in ts:
-            t.join()
-        dt = time.perf_counter() - t0
-    if errors:
-        raise VerifyError(f"a publisher failed: {type(errors[0]).__name__}: {errors[0]}")
-    return dt
+        return body
+
+    return run_threads(*(publisher(k) for k in range(threads)))
 
 
 def always_threads(cfg: Config) -> dict[str, Any]:

@@ -39,6 +39,7 @@ __all__ = [
     "paired",
     "publish_batches",
     "run_pair",
+    "run_threads",
     "spread",
     "timed",
     "verify_fifo",
@@ -250,10 +251,11 @@ def paired(
     return conclude(out, figures, "ratio", target_ratio, errors)
 
 
-def run_pair(produce: Callable[[], None], consume: Callable[[], None]) -> float:
-    """Runs producer and consumer threads from a common start; returns seconds."""
+def run_threads(*bodies: Callable[[], None]) -> float:
+    """Runs each body on a thread of its own, from a common start, with the
+    garbage collector off; returns the seconds until the last one ended."""
     errors: list[BaseException] = []
-    start = threading.Barrier(3)
+    start = threading.Barrier(len(bodies) + 1)
 
     def wrap(fn: Callable[[], None]) -> Callable[[], None]:
         def body() -> None:
@@ -265,7 +267,7 @@ def run_pair(produce: Callable[[], None], consume: Callable[[], None]) -> float:
 
         return body
 
-    threads = [threading.Thread(target=wrap(f), daemon=True) for f in (produce, consume)]
+    threads = [threading.Thread(target=wrap(f), daemon=True) for f in bodies]
     for t in threads:
         t.start()
     with no_gc():
@@ -277,3 +279,8 @@ def run_pair(produce: Callable[[], None], consume: Callable[[], None]) -> float:
     if errors:
         raise VerifyError(f"a thread failed: {type(errors[0]).__name__}: {errors[0]}")
     return dt
+
+
+def run_pair(produce: Callable[[], None], consume: Callable[[], None]) -> float:
+    """Runs producer and consumer threads from a common start; returns seconds."""
+    return run_threads(produce, consume)
