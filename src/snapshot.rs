@@ -93,6 +93,20 @@ pub(crate) fn encode(image: &Image, lsn: Lsn) -> Vec<u8> {
 }
 
 /// Decodes a snapshot file image into a state and its LSN.
+/// The snapshot at `path`, mapped read-only and read ahead: decoding walks
+/// it once from front to back, so this saves copying the whole image into a
+/// heap buffer (and the page faults of that buffer) on every open.
+/// Snapshots are written under another name and renamed into place, and only
+/// ever removed whole, so the mapping never sees its file change.
+pub(crate) fn map(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| Error::storage("opening snapshot", path, e))?;
+    // SAFETY: read-only view of a file nobody writes or truncates (above).
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .map_err(|e| Error::storage("mapping snapshot", path, e))?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
+}
+
 pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize, slot_limit: usize) -> Result<(State, Lsn)> {
     let bad = |off: usize, what: String| Error::corruption(path, off as u64, what);
     if data.len() < SNAPSHOT_HEADER_LEN || &data[0..8] != SNAPSHOT_MAGIC {

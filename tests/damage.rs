@@ -213,6 +213,28 @@ fn damage_in_a_segment_the_snapshot_covers_does_not_block_opening() {
 }
 
 #[test]
+fn a_snapshot_cut_short_or_emptied_is_refused_naming_it() {
+    // Recovery maps the snapshot: a file shorter than its header says (or
+    // empty) is a corruption error naming it, never a crash or a mapping error.
+    for keep in [0usize, 10, 100, 1000] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("q");
+        let e = Engine::open(&dir, small()).unwrap();
+        for i in 0..100u32 {
+            publish(&e, "t", &[i.to_le_bytes().to_vec(), vec![7; 60]].concat());
+        }
+        let lsn = e.snapshot().unwrap();
+        e.close().unwrap();
+        let snap = dir.join(ringq::snapshot::snapshot_name(lsn));
+        let b = fs::read(&snap).unwrap();
+        assert!(b.len() > keep);
+        fs::write(&snap, &b[..keep]).unwrap();
+        let detail = refused_naming(&dir, ".snap");
+        assert!(!detail.is_empty(), "cut to {keep} bytes");
+    }
+}
+
+#[test]
 fn segment_and_snapshot_format_version_0_is_refused() {
     let (tmp, files) = crashed_queue_with(&[b"a", b"b"]);
     let wal = wal_name(&files);
