@@ -5,7 +5,7 @@ that can block (waiting for a message, for capacity, or for fsync) releases
 the GIL while it waits. Errors are the classes of ``ringq.errors``.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, final
 
 __version__: str
@@ -286,3 +286,14 @@ def dead_letters(path: str, limit: int | None = None) -> list[DeadLetter]:
 def repair(path: str) -> dict[str, Any]:
     """Accept damage recovery refuses to open silently, and say what it was
     (``ringq repair``): keys changes (list of str), last_lsn, instance_id."""
+
+@final
+class FastPublish:
+    """``Queue.publish`` on an ``Engine``: a plain call (bytes, a str topic
+    or none, no options) goes straight to the engine; any other call goes to
+    ``fallback`` unchanged."""
+
+    def __init__(self, engine: Engine, fallback: Callable[..., str]) -> None: ...
+    def __call__(self, payload: object, topic: str | None = None, **options: Any) -> str: ...
+    @property
+    def __wrapped__(self) -> Callable[..., str]: ...

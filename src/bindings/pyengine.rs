@@ -102,6 +102,21 @@ impl PyEngine {
         }
     }
 
+    /// One publish, waiting for room as `block`/`wait` say and for
+    /// durability as the queue's mode says; the id.
+    fn publish_one<'py>(
+        &self,
+        py: Python<'py>,
+        p: Publish<'_>,
+        opts: PublishOpts,
+        block: bool,
+        wait: Wait,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let (id, lsn) = self.with_room(py, block, wait, |w| self.store().publish(p, opts, w))?;
+        self.durable(py, lsn)?;
+        Ok(id_str(py, id))
+    }
+
     fn durable(&self, py: Python<'_>, lsn: Option<u64>) -> PyResult<()> {
         if lsn.is_some() && self.store().durability() == Durability::Always {
             py.detach(|| self.store().wait_durable(lsn)).map_err(to_py)?;
@@ -369,9 +384,7 @@ impl PyEngine {
             causation_id,
         };
         let opts = PublishOpts { on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?, expected_version };
-        let (id, lsn) = self.with_room(py, block, wait, |w| self.store().publish(p, opts, w))?;
-        self.durable(py, lsn)?;
-        Ok(id_str(py, id))
+        self.publish_one(py, p, opts, block, wait)
     }
 
     /// Publish several messages atomically (all or none); returns the ids in
@@ -681,5 +694,66 @@ fn _default_options(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
+    m.add_class::<PyFastPublish>()?;
     m.add_function(wrap_pyfunction!(_default_options, m)?)
+}
+
+/// `Queue.publish` of a queue whose backend is an `Engine` (in-process or a
+/// shared queue's client): a plain call (`bytes`, a `str` topic or none, no
+/// options) goes straight to the engine, without a Python frame; any other
+/// call goes to `fallback` (the queue's own `publish`, which encodes objects
+/// and merges options) unchanged. Semantics are the fallback's: the engine's
+/// `publish` with only a payload and a topic is what the fallback would call.
+/// `__wrapped__` is the fallback, so `inspect.signature` and `help` describe
+/// the real method.
+#[pyclass(frozen, name = "FastPublish", module = "ringq._core")]
+pub struct PyFastPublish {
+    engine: Py<PyEngine>,
+    fallback: Py<PyAny>,
+}
+
+#[pymethods]
+impl PyFastPublish {
+    #[new]
+    fn new(engine: Py<PyEngine>, fallback: Py<PyAny>) -> Self {
+        PyFastPublish { engine, fallback }
+    }
+
+    #[pyo3(signature = (payload, topic=None, **options))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+        topic: Option<&Bound<'py, PyAny>>,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if options.is_none_or(|o| o.is_empty())
+            && let Ok(bytes) = payload.cast_exact::<PyBytes>()
+        {
+            let topic = match topic {
+                None => Some(DEFAULT_TOPIC),
+                Some(t) => t.cast_exact::<PyString>().ok().map(|s| s.to_str()).transpose()?,
+            };
+            if let Some(topic) = topic {
+                let p = Publish { topic, payload: bytes.as_bytes(), ..Default::default() };
+                let id = self.engine.get().publish_one(py, p, PublishOpts::default(), true, Wait::Forever)?;
+                return Ok(id.into_any());
+            }
+        }
+        self.fallback.bind(py).call((payload, topic), options)
+    }
+
+    #[getter]
+    fn __wrapped__(&self, py: Python<'_>) -> Py<PyAny> {
+        self.fallback.clone_ref(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("<ringq fast path of {}>", self.fallback.bind(py).repr()?))
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.engine)?;
+        visit.call(&self.fallback)
+    }
 }

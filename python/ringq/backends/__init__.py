@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ringq.backend import Backend
 
-__all__ = ["open_backend"]
+__all__ = ["fast_publish", "open_backend"]
 
 
 def open_backend(
@@ -30,3 +31,16 @@ def open_backend(
     from ringq.backends.local import open_local
 
     return open_local(os.fspath(target), **options)
+
+
+def fast_publish(backend: Backend, fallback: Callable[..., str]) -> Callable[..., str] | None:
+    """A ``publish`` for a queue on ``backend`` that sends a plain call
+    (``bytes``, a ``str`` topic or none, no options) straight to the backend
+    without a Python frame, and every other call to ``fallback``; ``None``
+    when ``backend`` has no such path (only the engine, ``ringq._core``, in
+    this process or as a shared queue's client, has one)."""
+    from ringq import _core
+
+    if type(backend) is not _core.Engine:
+        return None
+    return _core.FastPublish(backend, fallback)

@@ -1,0 +1,106 @@
+"""``Queue.publish`` on the engine skips its Python frame for a plain call
+(``ringq._core.FastPublish``): the same results and errors as the method,
+every other call handed to the method, a subclass's override kept, and no
+queue kept alive by the fast path."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import weakref
+from pathlib import Path
+
+import msgspec
+import pytest
+import ringq
+from conftest import OpenQueue
+from ringq.core import QueueCore
+
+
+class Order(msgspec.Struct):
+    n: int
+
+
+def test_a_plain_publish_takes_the_fast_path_and_stores_what_the_method_would(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue()
+    assert type(q.publish).__name__ == "FastPublish"
+    assert inspect.signature(q.publish) == inspect.signature(q._publish)
+    fast = [q.publish(b"a"), q.publish(b"b", "t"), q.publish(b"c", topic="t")]
+    slow = [q._publish(b"d"), q._publish(b"e", "t")]
+    assert [d.payload for d in q.checkout("default", 10, timeout=0)] == [b"a", b"d"]
+    assert [d.payload for d in q.checkout("t", 10, timeout=0)] == [b"b", b"c", b"e"]
+    assert len(set(fast + slow)) == 5
+
+
+def test_other_calls_go_to_the_method(open_queue: OpenQueue) -> None:
+    q = open_queue()
+    # Objects are encoded (topic named after the type, type tag header).
+    q.publish(Order(1), "orders")
+    (d,) = q.checkout("orders", 1, timeout=0)
+    assert msgspec.json.decode(d.payload, type=Order) == Order(1)
+    assert d.headers["ringq-type"]
+    # str payloads, options, a Message.
+    q.publish("text", "s")
+    first = q.publish(b"v1", "k", dedup_key="key")
+    assert q.publish(b"v2", "k", dedup_key="key") == first
+    q.publish(ringq.Message(b"m", topic="m", headers={"h": "1"}))
+    assert [x.payload for x in q.checkout("s", 5, timeout=0)] == [b"text"]
+    (k,) = q.checkout("k", 5, timeout=0)
+    assert (k.payload, k.version) == (b"v2", 2)
+    (m,) = q.checkout("m", 5, timeout=0)
+    assert m.headers == {"h": "1"}
+
+
+def test_errors_are_the_methods(open_queue: OpenQueue) -> None:
+    q = open_queue(capacity=1)
+    with pytest.raises(TypeError):
+        q.publish(b"x", 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        q.publish(b"x", "t", no_such_option=1)  # type: ignore[call-arg]
+    q.publish(b"x")
+    with pytest.raises(ringq.QueueFull):
+        q.publish(b"y", block=False)
+    q.close()
+    with pytest.raises(ringq.QueueClosed):
+        q.publish(b"z")
+
+
+def test_a_subclass_that_overrides_publish_keeps_its_own(qdir: Path) -> None:
+    seen: list[object] = []
+
+    class Audited(ringq.Queue):
+        def publish(self, payload: object, topic: str | None = None, **options: object) -> str:
+            seen.append(payload)
+            return super().publish(payload, topic, **options)  # type: ignore[arg-type]
+
+    q = Audited(qdir)
+    try:
+        assert inspect.ismethod(q.publish)
+        q.publish(b"x")
+        assert seen == [b"x"]
+    finally:
+        q.close()
+
+
+def test_the_fast_path_does_not_keep_a_queue_alive(qdir: Path) -> None:
+    q = ringq.Queue(qdir)
+    ref = weakref.ref(q)
+    q.publish(b"x")
+    q.close()
+    del q
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_shared_queues_client_takes_it_too(open_queue: OpenQueue, qdir: Path) -> None:
+    owner = open_queue(shared=True)
+    client = open_queue(shared=True)
+    assert type(client.publish).__name__ == "FastPublish"
+    client.publish(b"from client", "c")
+    assert [d.payload for d in owner.checkout("c", 5, timeout=5)] == [b"from client"]
+
+
+def test_queue_core_declares_the_method_it_falls_back_to() -> None:
+    assert QueueCore._publish is QueueCore.publish
