@@ -7,7 +7,7 @@
 //! another process's request), every Python thread of the process would
 //! stall with it: an event loop, a web server's health check. So the
 //! bindings run it under [`try_first`]: the call's first take of the
-//! engine's lock ([`lock`]) only tries, and a lock that is taken (or a
+//! engine's lock ([`lock`]) waits only briefly, and a lock that stays taken (or a
 //! failed fsync the call would first heal) ends the call with
 //! [`Error::WouldBlock`] before it changed anything. The bindings then run
 //! it again with the GIL released. Everyone else (Rust callers, the owner's
@@ -44,12 +44,23 @@ pub fn try_first<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     f()
 }
 
+/// How long the first take under [`try_first`] waits for the lock: about
+/// what another thread's short call holds it (a checkout or an ack of a few
+/// hundred messages), a thousandth of the interpreter's switch interval. A
+/// caller that waited this long keeps the GIL and goes on; giving it up
+/// instead would hand the interpreter to whichever thread waits for it (a
+/// consumer woken by this very publish) at every collision: in a producer
+/// and consumer pair, several times more switches and batches a third the
+/// size (paired: 7% less throughput).
+const BRIEF: std::time::Duration = std::time::Duration::from_micros(20);
+
 /// Takes `m`, the engine's lock: waits for it, except as the first take of
-/// a call under [`try_first`], which only tries. A call takes the lock before
-/// it changes anything, so giving up there leaves everything as it was.
+/// a call under [`try_first`], which waits only [`BRIEF`]ly. A call takes the
+/// lock before it changes anything, so giving up there leaves everything as
+/// it was.
 pub fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
     if TRYING.with(|t| t.replace(false)) {
-        return m.try_lock().ok_or(Error::WouldBlock);
+        return m.try_lock_for(BRIEF).ok_or(Error::WouldBlock);
     }
     Ok(m.lock())
 }

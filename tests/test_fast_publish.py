@@ -1,5 +1,6 @@
-"""``Queue.publish`` on the engine skips its Python frame for a plain call
-(``ringq._core.FastPublish``): the same results and errors as the method,
+"""``Queue.publish`` and ``publish_many`` on the engine skip their Python
+frame for a plain call (``Engine.publish_fast``, ``publish_many_fast``):
+the same results and errors as the methods,
 every other call handed to the method, a subclass's override kept, and no
 queue kept alive by the fast path."""
 
@@ -25,8 +26,8 @@ def test_a_plain_publish_takes_the_fast_path_and_stores_what_the_method_would(
     open_queue: OpenQueue,
 ) -> None:
     q = open_queue()
-    assert type(q.publish).__name__ == "FastPublish"
-    assert inspect.signature(q.publish) == inspect.signature(q._publish)
+    assert q.publish.__name__ == "publish_fast"
+    assert str(inspect.signature(q.publish)) == "(payload, topic=None, **options)"
     fast = [q.publish(b"a"), q.publish(b"b", "t"), q.publish(b"c", topic="t")]
     slow = [q._publish(b"d"), q._publish(b"e", "t")]
     assert [d.payload for d in q.checkout("default", 10, timeout=0)] == [b"a", b"d"]
@@ -85,6 +86,8 @@ def test_a_subclass_that_overrides_publish_keeps_its_own(qdir: Path) -> None:
 
 
 def test_the_fast_path_does_not_keep_a_queue_alive(qdir: Path) -> None:
+    # The engine holds the queue's method, the queue holds the engine: the
+    # collector sees the cycle (Engine.__traverse__).
     q = ringq.Queue(qdir)
     ref = weakref.ref(q)
     q.publish(b"x")
@@ -97,10 +100,32 @@ def test_the_fast_path_does_not_keep_a_queue_alive(qdir: Path) -> None:
 def test_a_shared_queues_client_takes_it_too(open_queue: OpenQueue, qdir: Path) -> None:
     owner = open_queue(shared=True)
     client = open_queue(shared=True)
-    assert type(client.publish).__name__ == "FastPublish"
+    assert client.publish.__name__ == "publish_fast"
     client.publish(b"from client", "c")
     assert [d.payload for d in owner.checkout("c", 5, timeout=5)] == [b"from client"]
 
 
 def test_queue_core_declares_the_method_it_falls_back_to() -> None:
     assert QueueCore._publish is QueueCore.publish
+
+
+def test_publish_many_of_bytes_takes_the_fast_path_and_the_rest_the_method(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue(capacity=10)
+    assert q.publish_many.__name__ == "publish_many_fast"
+    ids = q.publish_many([b"a", b"b"], "t")
+    ids += q.publish_many([b"c", Order(3), ringq.Message(b"d", topic="t")], "t")
+    ids += q.publish_many(iter([b"e"]), "t")  # an iterator: the method
+    got = q.checkout("t", 10, timeout=0)
+    assert [d.id for d in got] == ids
+    assert got[3].headers["ringq-type"] and got[4].payload == b"d"
+    with pytest.raises(ringq.QueueFull):
+        q.publish_many([b"x"] * 11, "t", block=False)
+    with pytest.raises(ringq.QueueFull):
+        q.publish_many([b"x"] * 6, "t", timeout=0.01)
+    assert q.stats()["in_flight"] == 6
+
+
+def test_queue_core_declares_the_methods_it_falls_back_to() -> None:
+    assert QueueCore._publish_many is QueueCore.publish_many

@@ -194,6 +194,18 @@ class Engine:
         block: bool = True,
         timeout: float | None = None,
     ) -> str: ...
+    def publish_fast(self, payload: object, topic: str | None = None, **options: Any) -> str: ...
+    def publish_many_fast(
+        self,
+        payloads: Iterable[object],
+        topic: str | None = None,
+        *,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> list[str]: ...
+    def _set_fast_fallbacks(
+        self, publish: Callable[..., str], publish_many: Callable[..., list[str]]
+    ) -> None: ...
     def publish_many(
         self,
         payloads: Iterable[bytes | OutgoingMessage],
@@ -286,14 +298,3 @@ def dead_letters(path: str, limit: int | None = None) -> list[DeadLetter]:
 def repair(path: str) -> dict[str, Any]:
     """Accept damage recovery refuses to open silently, and say what it was
     (``ringq repair``): keys changes (list of str), last_lsn, instance_id."""
-
-@final
-class FastPublish:
-    """``Queue.publish`` on an ``Engine``: a plain call (bytes, a str topic
-    or none, no options) goes straight to the engine; any other call goes to
-    ``fallback`` unchanged."""
-
-    def __init__(self, engine: Engine, fallback: Callable[..., str]) -> None: ...
-    def __call__(self, payload: object, topic: str | None = None, **options: Any) -> str: ...
-    @property
-    def __wrapped__(self) -> Callable[..., str]: ...

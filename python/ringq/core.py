@@ -131,13 +131,14 @@ class QueueCore(HandlerHost):
         backend = self._open_backend(path, settings)
         self._backend = backend
         self._dlq = DeadLetterQueue(backend)
-        if type(self).publish is QueueCore.publish:
+        cls = type(self)
+        if cls.publish is QueueCore.publish and cls.publish_many is QueueCore.publish_many:
             # About a quarter of a plain publish is this class's Python
             # frame; the backend may offer a path without it (same calls,
-            # same results). A subclass that overrides publish keeps its own.
-            fast = fast_publish(backend, self._publish)
+            # same results). A subclass that overrides either keeps its own.
+            fast = fast_publish(backend, self._publish, self._publish_many)
             if fast is not None:
-                self.publish = fast  # type: ignore[method-assign]
+                self.publish, self.publish_many = fast  # type: ignore[method-assign]
 
     def _open_backend(self, path: str | os.PathLike[str], settings: dict[str, object]) -> Backend:
         """Opens the store this queue runs on (``ringq.backends.open_backend``).
@@ -212,6 +213,9 @@ class QueueCore(HandlerHost):
         """
         items = [p if type(p) is bytes else outgoing(p, topic) for p in payloads]
         return self._backend.publish_many(items, topic, block=block, timeout=timeout)
+
+    #: ``publish_many`` itself, for the fast path's other calls (``__init__``).
+    _publish_many = publish_many
 
     # -- consuming ----------------------------------------------------------
 

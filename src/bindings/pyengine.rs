@@ -36,6 +36,9 @@ pub struct PyEngine {
     core: Core,
     /// The lease of a `checkout` that does not give one.
     lease: Duration,
+    /// Where `publish_fast` and `publish_many_fast` send the calls they do
+    /// not take themselves (the queue's own methods).
+    fallbacks: std::sync::OnceLock<[Py<PyAny>; 2]>,
 }
 
 /// The queue behind an `Engine` object.
@@ -100,6 +103,13 @@ impl PyEngine {
             Err(Error::Full { .. }) if block && !matches!(wait, Wait::No) => py.detach(|| f(wait)).map_err(to_py),
             r => r.map_err(to_py),
         }
+    }
+
+    fn fallback(&self, which: usize) -> PyResult<&Py<PyAny>> {
+        self.fallbacks
+            .get()
+            .map(|f| &f[which])
+            .ok_or_else(|| PyTypeError::new_err("Engine.publish_fast needs _set_fast_fallbacks first"))
     }
 
     /// One publish, waiting for room as `block`/`wait` say and for
@@ -289,7 +299,7 @@ impl PyEngine {
         } else {
             Core::Local(py.detach(|| Engine::open(&path, o)).map_err(to_py)?)
         };
-        Ok(PyEngine { core, lease: lease_d })
+        Ok(PyEngine { core, lease: lease_d, fallbacks: std::sync::OnceLock::new() })
     }
 
     #[getter]
@@ -385,6 +395,110 @@ impl PyEngine {
         };
         let opts = PublishOpts { on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?, expected_version };
         self.publish_one(py, p, opts, block, wait)
+    }
+
+    /// `Queue.publish` of a queue on this engine (bound in its place by
+    /// `ringq.backends.fast_publish`): a plain call (`bytes`, a `str` topic or
+    /// none, no options) is published here without a Python frame; any
+    /// other call goes unchanged to the fallback set by
+    /// `_set_publish_fallback` (the queue's own `publish`, which encodes
+    /// objects and merges options). A plain call is exactly what the
+    /// fallback would send to `publish`, so results and errors are the same.
+    #[pyo3(signature = (payload, topic=None, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
+        causation_id=None, on_duplicate=None, expected_version=None, block=None, timeout=None),
+        text_signature = "($self, payload, topic=None, **options)")]
+    #[allow(clippy::too_many_arguments)]
+    fn publish_fast<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+        topic: Option<&Bound<'py, PyAny>>,
+        dedup_key: Option<&Bound<'py, PyAny>>,
+        delay: Option<&Bound<'py, PyAny>>,
+        headers: Option<&Bound<'py, PyAny>>,
+        correlation_id: Option<&Bound<'py, PyAny>>,
+        causation_id: Option<&Bound<'py, PyAny>>,
+        on_duplicate: Option<&Bound<'py, PyAny>>,
+        expected_version: Option<&Bound<'py, PyAny>>,
+        block: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // Keyword parameters rather than **options: a call that names
+        // `topic` then needs no dict (a quarter of the call's cost).
+        let options = [
+            ("dedup_key", dedup_key),
+            ("delay", delay),
+            ("headers", headers),
+            ("correlation_id", correlation_id),
+            ("causation_id", causation_id),
+            ("on_duplicate", on_duplicate),
+            ("expected_version", expected_version),
+            ("block", block),
+            ("timeout", timeout),
+        ];
+        if options.iter().all(|(_, v)| v.is_none())
+            && let Ok(bytes) = payload.cast_exact::<PyBytes>()
+        {
+            let topic = match topic {
+                None => Some(DEFAULT_TOPIC),
+                Some(t) => t.cast_exact::<PyString>().ok().map(|s| s.to_str()).transpose()?,
+            };
+            if let Some(topic) = topic {
+                let p = Publish { topic, payload: bytes.as_bytes(), ..Default::default() };
+                return Ok(self.publish_one(py, p, PublishOpts::default(), true, Wait::Forever)?.into_any());
+            }
+        }
+        let fallback = &self.fallback(0)?;
+        let kwargs = PyDict::new(py);
+        for (name, v) in options {
+            if let Some(v) = v {
+                kwargs.set_item(name, v)?;
+            }
+        }
+        fallback.bind(py).call((payload, topic), Some(&kwargs))
+    }
+
+    /// `Queue.publish_many` of a queue on this engine, as `publish_fast` is
+    /// its `publish`: a list of `bytes` is published here, anything else
+    /// (objects to encode, `Message`s, an iterator) goes to the fallback.
+    #[pyo3(signature = (payloads, topic=None, *, block=None, timeout=None),
+        text_signature = "($self, payloads, topic=None, *, block=True, timeout=None)")]
+    fn publish_many_fast<'py>(
+        &self,
+        py: Python<'py>,
+        payloads: &Bound<'py, PyAny>,
+        topic: Option<&Bound<'py, PyAny>>,
+        block: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let topic_str = match topic {
+            None => Some(DEFAULT_TOPIC),
+            Some(t) => t.cast_exact::<PyString>().ok().map(|s| s.to_str()).transpose()?,
+        };
+        if let (Some(t), Ok(list)) = (topic_str, payloads.cast_exact::<PyList>())
+            && list.iter().all(|p| p.is_exact_instance_of::<PyBytes>())
+        {
+            return Ok(self.publish_many(py, payloads, Some(t), block, timeout)?.into_any());
+        }
+        let kwargs = PyDict::new(py);
+        for (name, v) in [("block", block), ("timeout", timeout)] {
+            if let Some(v) = v {
+                kwargs.set_item(name, v)?;
+            }
+        }
+        self.fallback(1)?.bind(py).call((payloads, topic), Some(&kwargs))
+    }
+
+    /// Sets the fallbacks of `publish_fast` and `publish_many_fast` (once).
+    fn _set_fast_fallbacks(&self, publish: Py<PyAny>, publish_many: Py<PyAny>) -> PyResult<()> {
+        self.fallbacks.set([publish, publish_many]).map_err(|_| PyValueError::new_err("the fallbacks are set already"))
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        for f in self.fallbacks.get().into_iter().flatten() {
+            visit.call(f)?;
+        }
+        Ok(())
     }
 
     /// Publish several messages atomically (all or none); returns the ids in
@@ -694,66 +808,5 @@ fn _default_options(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
-    m.add_class::<PyFastPublish>()?;
     m.add_function(wrap_pyfunction!(_default_options, m)?)
-}
-
-/// `Queue.publish` of a queue whose backend is an `Engine` (in-process or a
-/// shared queue's client): a plain call (`bytes`, a `str` topic or none, no
-/// options) goes straight to the engine, without a Python frame; any other
-/// call goes to `fallback` (the queue's own `publish`, which encodes objects
-/// and merges options) unchanged. Semantics are the fallback's: the engine's
-/// `publish` with only a payload and a topic is what the fallback would call.
-/// `__wrapped__` is the fallback, so `inspect.signature` and `help` describe
-/// the real method.
-#[pyclass(frozen, name = "FastPublish", module = "ringq._core")]
-pub struct PyFastPublish {
-    engine: Py<PyEngine>,
-    fallback: Py<PyAny>,
-}
-
-#[pymethods]
-impl PyFastPublish {
-    #[new]
-    fn new(engine: Py<PyEngine>, fallback: Py<PyAny>) -> Self {
-        PyFastPublish { engine, fallback }
-    }
-
-    #[pyo3(signature = (payload, topic=None, **options))]
-    fn __call__<'py>(
-        &self,
-        py: Python<'py>,
-        payload: &Bound<'py, PyAny>,
-        topic: Option<&Bound<'py, PyAny>>,
-        options: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if options.is_none_or(|o| o.is_empty())
-            && let Ok(bytes) = payload.cast_exact::<PyBytes>()
-        {
-            let topic = match topic {
-                None => Some(DEFAULT_TOPIC),
-                Some(t) => t.cast_exact::<PyString>().ok().map(|s| s.to_str()).transpose()?,
-            };
-            if let Some(topic) = topic {
-                let p = Publish { topic, payload: bytes.as_bytes(), ..Default::default() };
-                let id = self.engine.get().publish_one(py, p, PublishOpts::default(), true, Wait::Forever)?;
-                return Ok(id.into_any());
-            }
-        }
-        self.fallback.bind(py).call((payload, topic), options)
-    }
-
-    #[getter]
-    fn __wrapped__(&self, py: Python<'_>) -> Py<PyAny> {
-        self.fallback.clone_ref(py)
-    }
-
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!("<ringq fast path of {}>", self.fallback.bind(py).repr()?))
-    }
-
-    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        visit.call(&self.engine)?;
-        visit.call(&self.fallback)
-    }
 }

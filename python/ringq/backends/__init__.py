@@ -33,14 +33,18 @@ def open_backend(
     return open_local(os.fspath(target), **options)
 
 
-def fast_publish(backend: Backend, fallback: Callable[..., str]) -> Callable[..., str] | None:
-    """A ``publish`` for a queue on ``backend`` that sends a plain call
-    (``bytes``, a ``str`` topic or none, no options) straight to the backend
-    without a Python frame, and every other call to ``fallback``; ``None``
-    when ``backend`` has no such path (only the engine, ``ringq._core``, in
-    this process or as a shared queue's client, has one)."""
+def fast_publish(
+    backend: Backend, publish: Callable[..., str], publish_many: Callable[..., list[str]]
+) -> tuple[Callable[..., str], Callable[..., list[str]]] | None:
+    """``publish`` and ``publish_many`` for a queue on ``backend`` that send
+    a plain call (``bytes``, a ``str`` topic or none, no options; a list of
+    ``bytes``) straight to the backend without a Python frame, and every
+    other call to the given methods; ``None`` when ``backend`` has no such
+    path (only the engine, ``ringq._core``, in this process or as a shared
+    queue's client, has one)."""
     from ringq import _core
 
     if type(backend) is not _core.Engine:
         return None
-    return _core.FastPublish(backend, fallback)
+    backend._set_fast_fallbacks(publish, publish_many)
+    return backend.publish_fast, backend.publish_many_fast
