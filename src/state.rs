@@ -27,6 +27,9 @@ pub(crate) struct Topic {
     pub waiters: usize,
     /// Bumped by `Engine::interrupt`: waiters that see it change return.
     pub interrupts: u64,
+    /// A caller that polls (`engine::wake`) waits for this topic: the next
+    /// message that becomes ready here signals it.
+    pub async_armed: std::sync::atomic::AtomicBool,
 }
 
 impl Topic {
@@ -40,6 +43,7 @@ impl Topic {
             cv: Arc::new(Condvar::new()),
             waiters: 0,
             interrupts: 0,
+            async_armed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

@@ -61,6 +61,18 @@ pub struct SyncPoint<F> {
     gather: std::sync::atomic::AtomicU64,
     /// Everything up to here was in a journal segment when it was synced.
     journal_durable: std::sync::atomic::AtomicU64,
+    /// Called each time waiters are woken (see `set_notify`).
+    notify: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// What [`SyncPoint::poll_durable`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Durable {
+    /// Durable.
+    Yes,
+    /// Not yet: an fsync covering it was asked for in the round given
+    /// (pass it to the next poll).
+    Pending { asked_at: u64 },
 }
 
 /// What the flusher should do next.
@@ -94,7 +106,59 @@ impl<F: Clone> SyncPoint<F> {
             done: Condvar::new(),
             gather: std::sync::atomic::AtomicU64::new(0),
             journal_durable: std::sync::atomic::AtomicU64::new(durable),
+            notify: std::sync::OnceLock::new(),
         }
+    }
+
+    /// `f` runs (without the lock) each time waiters are woken: an fsync
+    /// round ended or failed, records were made durable otherwise, shutdown.
+    /// For callers that poll instead of waiting (`poll_durable`). Once.
+    pub fn set_notify(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.notify.set(f);
+    }
+
+    fn wake_waiters(&self) {
+        self.done.notify_all();
+        if let Some(f) = self.notify.get() {
+            f();
+        }
+    }
+
+    /// `wait_durable` without waiting: asks for an fsync covering `lsn`
+    /// the first time (`asked_at: None`), then reports the same outcomes as
+    /// `wait_durable` would have when polled again after a wake-up
+    /// (`set_notify`), with the round the first poll returned.
+    pub fn poll_durable(&self, lsn: Lsn, asked_at: Option<u64>) -> Result<Durable, SyncFailure> {
+        let mut st = lock(&self.st);
+        if st.durable >= lsn {
+            return Ok(Durable::Yes);
+        }
+        let asked_at = match asked_at {
+            Some(r) => r,
+            None => {
+                if lsn > st.requested {
+                    st.requested = lsn;
+                }
+                st.arrivals += 1;
+                self.work.notify_one();
+                st.round
+            }
+        };
+        if let Some(f) = &st.last_failure
+            && f.round > asked_at
+            && f.target >= lsn
+        {
+            return Err(f.clone());
+        }
+        if st.shutdown {
+            return Err(SyncFailure {
+                round: st.round,
+                target: lsn,
+                errno: None,
+                message: "the queue was closed before the fsync".into(),
+            });
+        }
+        Ok(Durable::Pending { asked_at })
     }
 
     /// Everything up to the returned LSN reached the disk through the
@@ -140,7 +204,7 @@ impl<F: Clone> SyncPoint<F> {
         }
         st.fsyncs += 1;
         drop(st);
-        self.done.notify_all();
+        self.wake_waiters();
     }
 
     /// Asks for an fsync covering `lsn` and waits for it.
@@ -200,7 +264,7 @@ impl<F: Clone> SyncPoint<F> {
             if st.requested > st.durable && !pending {
                 // Asked for, but nothing unsynced: satisfied already.
                 st.requested = st.durable;
-                self.done.notify_all();
+                self.wake_waiters();
             }
             st = match interval {
                 #[cfg(not(loom))]
@@ -262,7 +326,7 @@ impl<F: Clone> SyncPoint<F> {
             }
         }
         drop(st);
-        self.done.notify_all();
+        self.wake_waiters();
     }
 
     pub fn shutdown(&self) {
@@ -270,7 +334,7 @@ impl<F: Clone> SyncPoint<F> {
         st.shutdown = true;
         drop(st);
         self.work.notify_all();
-        self.done.notify_all();
+        self.wake_waiters();
     }
 
     /// Takes the files not known to be synced (at close, after the flusher

@@ -8,6 +8,7 @@
 """
 
 from ringq import codecs, di
+from ringq.aio import AsyncDeadLetterQueue, AsyncQueue
 from ringq.backend import Backend, DeadLetter, Delivery, OutgoingMessage
 from ringq.backends.local import ENGINE_VERSION as __version__
 from ringq.codecs import (
@@ -44,6 +45,8 @@ from ringq.queue import Message, Queue
 from ringq.retry import Backoff, Retry
 
 __all__ = [
+    "AsyncDeadLetterQueue",
+    "AsyncQueue",
     "Backend",
     "Backoff",
     "Cancelled",

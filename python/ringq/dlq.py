@@ -59,6 +59,19 @@ class DeadLetterQueue:
         first), so a large backlog does not flood the handlers; without it
         everything goes back in one atomic step.
         """
+        done = 0
+        for due, batch in self._replay_plan(ids, where, rate):
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            done += self._backend.dlq_replay(batch)
+        return done
+
+    def _replay_plan(
+        self, ids: Iterable[str] | None, where: DeadLetterPredicate | None, rate: float | None
+    ) -> Iterator[tuple[float, builtins.list[str] | None]]:
+        """``replay``'s steps: (when, on ``time.monotonic``, ids or ``None``
+        for all), in order. Without ``rate``: one step, now."""
         if rate is not None:
             want = "None or a number of messages per second > 0 and <= 1000000000"
             if isinstance(rate, bool) or not isinstance(rate, int | float):
@@ -67,22 +80,17 @@ class DeadLetterQueue:
                 raise ConfigError(f"rate={rate!r} (must be {want})")
         selected = self._select(ids, where)
         if selected == []:
-            return 0
+            return
         if rate is None:
-            return self._backend.dlq_replay(selected)
+            yield time.monotonic(), selected
+            return
         if selected is None:
             selected = [d.id for d in self._backend.dlq_list()]
         # Batches of about 1/20 s worth, paced from the start time.
         step = max(1, int(rate / 20))
         started = time.monotonic()
-        done = 0
         for i in range(0, len(selected), step):
-            due = started + done / rate
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            done += self._backend.dlq_replay(selected[i : i + step])
-        return done
+            yield started + i / rate, selected[i : i + step]
 
     def purge(
         self, ids: Iterable[str] | None = None, where: DeadLetterPredicate | None = None

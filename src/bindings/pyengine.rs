@@ -33,12 +33,23 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 #[pyclass(frozen, name = "Engine", module = "ringq._core")]
 pub struct PyEngine {
-    core: Core,
+    core: std::sync::Arc<Core>,
     /// The lease of a `checkout` that does not give one.
     lease: Duration,
     /// Where `publish_fast` and `publish_many_fast` send the calls they do
     /// not take themselves (the queue's own methods).
     fallbacks: std::sync::OnceLock<[Py<PyAny>; 2]>,
+    /// Set on the handle `_deferred` makes for an event loop: no call waits.
+    deferred: Option<Deferred>,
+}
+
+/// A handle for a caller that must not block (`ringq.AsyncQueue`): calls
+/// that would wait (for room, for a message, for an fsync) return or fail
+/// at once; the caller waits in its event loop for `wake` (`engine::wake`)
+/// and polls. The LSN a call would have waited for is kept for `_take_lsn`.
+struct Deferred {
+    wake: std::sync::Arc<crate::engine::wake::AsyncWake>,
+    lsn: std::sync::atomic::AtomicU64,
 }
 
 /// The queue behind an `Engine` object.
@@ -51,7 +62,7 @@ enum Core {
 
 impl PyEngine {
     fn store(&self) -> &dyn Store {
-        match &self.core {
+        match &*self.core {
             Core::Local(e) => e,
             Core::Shared(s) => &**s,
         }
@@ -100,7 +111,9 @@ impl PyEngine {
             }
         };
         match first {
-            Err(Error::Full { .. }) if block && !matches!(wait, Wait::No) => py.detach(|| f(wait)).map_err(to_py),
+            Err(Error::Full { .. }) if block && !matches!(wait, Wait::No) && self.deferred.is_none() => {
+                py.detach(|| f(wait)).map_err(to_py)
+            }
             r => r.map_err(to_py),
         }
     }
@@ -110,6 +123,10 @@ impl PyEngine {
             .get()
             .map(|f| &f[which])
             .ok_or_else(|| PyTypeError::new_err("Engine.publish_fast needs _set_fast_fallbacks first"))
+    }
+
+    fn deferred_part(&self) -> PyResult<&Deferred> {
+        self.deferred.as_ref().ok_or_else(|| PyValueError::new_err("not a handle made by Engine._deferred()"))
     }
 
     /// One publish, waiting for room as `block`/`wait` say and for
@@ -128,6 +145,10 @@ impl PyEngine {
     }
 
     fn durable(&self, py: Python<'_>, lsn: Option<u64>) -> PyResult<()> {
+        if let (Some(d), Some(lsn)) = (&self.deferred, lsn) {
+            d.lsn.fetch_max(lsn, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
         if lsn.is_some() && self.store().durability() == Durability::Always {
             py.detach(|| self.store().wait_durable(lsn)).map_err(to_py)?;
         }
@@ -299,7 +320,12 @@ impl PyEngine {
         } else {
             Core::Local(py.detach(|| Engine::open(&path, o)).map_err(to_py)?)
         };
-        Ok(PyEngine { core, lease: lease_d, fallbacks: std::sync::OnceLock::new() })
+        Ok(PyEngine {
+            core: std::sync::Arc::new(core),
+            lease: lease_d,
+            fallbacks: std::sync::OnceLock::new(),
+            deferred: None,
+        })
     }
 
     #[getter]
@@ -328,7 +354,7 @@ impl PyEngine {
     /// process) or `"client"` (shared, served by another process).
     #[getter]
     fn role(&self) -> &'static str {
-        match &self.core {
+        match &*self.core {
             Core::Local(_) => "local",
             Core::Shared(s) => s.role(),
         }
@@ -337,7 +363,7 @@ impl PyEngine {
     /// Where a shared queue's owner listens (`None` unless this process owns it).
     #[getter]
     fn address(&self) -> Option<String> {
-        match &self.core {
+        match &*self.core {
             Core::Local(_) => None,
             Core::Shared(s) => s.address(),
         }
@@ -489,6 +515,75 @@ impl PyEngine {
         self.fallback(1)?.bind(py).call((payloads, topic), Some(&kwargs))
     }
 
+    /// A handle on the same queue for an event loop (`ringq.AsyncQueue`):
+    /// its calls never wait (a full queue raises `QueueFull`, a checkout
+    /// returns what is ready, an fsync is not waited for: `_take_lsn` gives
+    /// the LSN to poll with `_poll_durable`), and its eventfd (`_async_fd`)
+    /// becomes readable when something it armed (`_async_arm`,
+    /// `_arm_topic`) happened. Only where the engine runs in this process
+    /// (not a shared queue's client). `_async_detach` ends it.
+    fn _deferred(&self) -> PyResult<PyEngine> {
+        let wake = crate::engine::wake::AsyncWake::new()
+            .map_err(|e| to_py(Error::storage("creating an eventfd", self.store().path(), e)))?;
+        let w = wake.clone();
+        self.with_engine(move |e| e.register_wake(w.clone()))?;
+        Ok(PyEngine {
+            core: self.core.clone(),
+            lease: self.lease,
+            fallbacks: std::sync::OnceLock::new(),
+            deferred: Some(Deferred { wake, lsn: std::sync::atomic::AtomicU64::new(0) }),
+        })
+    }
+
+    /// The eventfd of a `_deferred` handle.
+    fn _async_fd(&self) -> PyResult<i32> {
+        Ok(self.deferred_part()?.wake.fd())
+    }
+
+    /// Asks for a signal of `kinds` (bits: 1 ready, 2 room, 4 durable).
+    fn _async_arm(&self, kinds: u32) -> PyResult<()> {
+        self.deferred_part()?.wake.arm(kinds);
+        Ok(())
+    }
+
+    /// What was signalled since the last call (bits; 8: closed); empties the eventfd.
+    fn _async_take(&self) -> PyResult<u32> {
+        Ok(self.deferred_part()?.wake.take())
+    }
+
+    /// The next message that becomes ready on `topic` signals "ready".
+    fn _arm_topic(&self, topic: &str) -> PyResult<()> {
+        self.deferred_part()?;
+        let mut out = Ok(());
+        self.with_engine(|e| out = e.arm_topic(topic))?;
+        out.map_err(to_py)
+    }
+
+    /// The highest LSN the calls since the last `_take_lsn` would have
+    /// waited for (`None`: nothing to wait for), and forgets it.
+    fn _take_lsn(&self) -> PyResult<Option<u64>> {
+        let lsn = self.deferred_part()?.lsn.swap(0, std::sync::atomic::Ordering::Relaxed);
+        Ok((lsn != 0).then_some(lsn))
+    }
+
+    /// `(durable, asked_at)`: whether `lsn` is on disk; if not, the fsync
+    /// was asked for (the first time, `asked_at=None`): poll again with the
+    /// returned `asked_at` after a "durable" signal. A failed fsync raises
+    /// `StorageError`, as a waiting call would.
+    #[pyo3(signature = (lsn, asked_at=None))]
+    fn _poll_durable(&self, lsn: u64, asked_at: Option<u64>) -> PyResult<(bool, u64)> {
+        self.deferred_part()?;
+        let mut out = Ok((true, 0));
+        self.with_engine(|e| out = e.poll_durable(lsn, asked_at))?;
+        out.map_err(to_py)
+    }
+
+    /// Stops the signals of a `_deferred` handle (the queue stays open).
+    fn _async_detach(&self) -> PyResult<()> {
+        let wake = self.deferred_part()?.wake.clone();
+        self.with_engine(|e| e.unregister_wake(&wake))
+    }
+
     /// Sets the fallbacks of `publish_fast` and `publish_many_fast` (once).
     fn _set_fast_fallbacks(&self, publish: Py<PyAny>, publish_many: Py<PyAny>) -> PyResult<()> {
         self.fallbacks.set([publish, publish_many]).map_err(|_| PyValueError::new_err("the fallbacks are set already"))
@@ -555,7 +650,7 @@ impl PyEngine {
         };
         let mut c = Checkout { max, lease, wait: Wait::No, share, since };
         let mut got = self.run(py, || self.store().checkout_with(topic, c))?;
-        if got.is_empty() && !matches!(wait, Wait::No) {
+        if got.is_empty() && !matches!(wait, Wait::No) && self.deferred.is_none() {
             c.wait = wait;
             got = py.detach(|| self.store().checkout_with(topic, c)).map_err(to_py)?;
         }

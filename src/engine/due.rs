@@ -73,7 +73,7 @@ impl Shared {
                         g.count_dead(e.topic);
                     }
                 }
-                self.not_full.notify_all();
+                self.room_freed();
                 Ok(())
             }
             Err(e) => {

@@ -23,6 +23,7 @@ mod snapshots;
 mod stats;
 #[cfg(test)]
 mod try_first_tests;
+pub mod wake;
 
 pub use ops::{AckOutcome, Checkout, Stat};
 pub use publish::{Publish, PublishOpts};
@@ -172,6 +173,8 @@ pub(crate) struct Shared {
     pub fsync_latency: Histogram,
     /// Whole snapshots: encode, write, fsync, rename.
     pub snapshot_duration: Histogram,
+    /// Callers that poll instead of waiting (`wake`).
+    pub wakes: Arc<wake::Wakes>,
 }
 
 /// A durable queue in one directory. Closing (or dropping) it takes a final
@@ -279,7 +282,10 @@ impl Engine {
             instance_id: new.instance_id,
             fsync_latency: Histogram::default(),
             snapshot_duration: Histogram::default(),
+            wakes: Arc::new(wake::Wakes::default()),
         });
+        let wakes = sh.wakes.clone();
+        sh.sync.set_notify(Box::new(move || wakes.signal(wake::DURABLE)));
         let engine = Engine { sh };
         engine.finish_recovery()?;
         background::start(&engine.sh);
@@ -362,12 +368,49 @@ impl Engine {
         if self.sh.opts.durability != Durability::Always {
             return Ok(());
         }
-        self.sh.sync.wait_durable(lsn).map_err(|f| {
-            let e = std::io::Error::from_raw_os_error(f.errno.unwrap_or(libc::EIO));
-            let mut g = self.sh.inner.lock();
-            self.sh.mark_degraded(&mut g, f.message.clone());
-            Error::storage(format!("fsync of the journal (record {lsn} may not be on disk)"), &self.sh.path, e)
-        })
+        self.sh.sync.wait_durable(lsn).map_err(|f| self.sync_failed(lsn, f))
+    }
+
+    /// A failed fsync as the caller waiting for `lsn` sees it (the engine
+    /// is marked degraded: the next call heals it first).
+    fn sync_failed(&self, lsn: Lsn, f: crate::sync::SyncFailure) -> Error {
+        let e = std::io::Error::from_raw_os_error(f.errno.unwrap_or(libc::EIO));
+        let mut g = self.sh.inner.lock();
+        self.sh.mark_degraded(&mut g, f.message.clone());
+        Error::storage(format!("fsync of the journal (record {lsn} may not be on disk)"), &self.sh.path, e)
+    }
+
+    /// Registers `w` for this engine's signals (`wake`).
+    pub fn register_wake(&self, w: Arc<wake::AsyncWake>) {
+        self.sh.wakes.register(w);
+    }
+
+    pub fn unregister_wake(&self, w: &Arc<wake::AsyncWake>) {
+        self.sh.wakes.unregister(w);
+    }
+
+    /// The next message that becomes ready on `topic` signals
+    /// [`wake::READY`] to the wakes that armed it.
+    pub fn arm_topic(&self, topic: &str) -> Result<()> {
+        let mut g = self.sh.open_inner()?;
+        let t = g.state.intern(topic);
+        g.state.topics[t as usize].async_armed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// [`wait_durable`](Self::wait_durable) without waiting: `true` once
+    /// `lsn` is on disk (at once unless `durability="always"`); else asks
+    /// for the fsync (the first time, `asked_at: None`) and returns the
+    /// round to pass next time, after a [`wake::DURABLE`] signal.
+    pub fn poll_durable(&self, lsn: Lsn, asked_at: Option<u64>) -> Result<(bool, u64)> {
+        if self.sh.opts.durability != Durability::Always {
+            return Ok((true, 0));
+        }
+        match self.sh.sync.poll_durable(lsn, asked_at) {
+            Ok(crate::sync::Durable::Yes) => Ok((true, 0)),
+            Ok(crate::sync::Durable::Pending { asked_at }) => Ok((false, asked_at)),
+            Err(f) => Err(self.sync_failed(lsn, f)),
+        }
     }
 
     /// Writes a snapshot now; returns its LSN.
@@ -407,6 +450,7 @@ impl Engine {
             }
         }
         sh.not_full.notify_all();
+        sh.wakes.closed();
         let snap = sh.snapshot();
         // With durability="os" the segments rolled away from were never
         // fsynced. A final snapshot deletes them; when it failed they hold
@@ -623,6 +667,10 @@ impl Shared {
     /// Wakes up to `n` checkout waiters of `topic`.
     pub(crate) fn wake_topic(&self, g: &Inner, topic: u32, n: usize) {
         let t = &g.state.topics[topic as usize];
+        if t.async_armed.load(Ordering::Relaxed) {
+            t.async_armed.store(false, Ordering::Relaxed);
+            self.wakes.signal(wake::READY);
+        }
         if t.waiters == 0 {
             return;
         }
@@ -633,6 +681,12 @@ impl Shared {
                 t.cv.notify_one();
             }
         }
+    }
+
+    /// Capacity was freed: wakes publishers waiting for room.
+    pub(crate) fn room_freed(&self) {
+        self.not_full.notify_all();
+        self.wakes.signal(wake::ROOM);
     }
 
     /// Makes the timer thread re-plan if `at` is earlier than its wake-up.

@@ -211,7 +211,7 @@ impl Engine {
         };
         g.counters.acked += freed as u64;
         if freed > 0 {
-            sh.not_full.notify_all();
+            sh.room_freed();
         }
         Ok(AckOutcome { lsn, lost })
     }
@@ -246,7 +246,7 @@ impl Engine {
             }
         }
         if dropped {
-            sh.not_full.notify_all();
+            sh.room_freed();
         }
         Ok(AckOutcome { lsn: Some(lsn), lost })
     }
@@ -298,7 +298,7 @@ impl Engine {
                 } else {
                     g.count_dead(topic);
                 }
-                sh.not_full.notify_all();
+                sh.room_freed();
             }
         }
         Ok(Some(lsn))

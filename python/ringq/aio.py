@@ -1,0 +1,457 @@
+"""``ringq.AsyncQueue``: the queue for asyncio code.
+
+The same operations, arguments, return values and exceptions as
+``ringq.Queue``, awaited, and none of them blocks the event loop. Each call
+goes to the engine without waiting (``Engine._deferred``: a full queue
+raises at once, a checkout returns what is ready, an fsync is not waited
+for) and takes microseconds. When it must wait (for room, for a message,
+for an fsync with ``durability="always"``), it arms what it waits for, tries
+once more, and awaits a future that the queue's eventfd completes: the
+engine writes the eventfd when something armed happens, and the loop
+watches it (``loop.add_reader``). No thread per call, no polling loop.
+
+Cancelling a call (``task.cancel()``, ``asyncio.timeout``) leaves the
+queue consistent:
+
+- ``checkout``: cancelled while it waits, it took nothing (no lease).
+- ``publish``/``publish_many``: cancelled while waiting for room, nothing
+  was published; cancelled while waiting for the fsync
+  (``durability="always"``), it *was* published and is durable once the
+  fsync completes, but its id is not returned (publish with a
+  ``dedup_key`` to find the message again: publishing the same key again
+  with ``on_duplicate="keep"`` returns its id).
+- ``ack``/``nack``/``release``/``dlq.replay``/``dlq.purge``: they never wait
+  except for the fsync, so a cancelled one took effect.
+
+An ``AsyncQueue`` belongs to the event loop that first awaits one of its
+calls. Opening runs recovery (about 0.2 s per million messages): open it
+at startup (a FastAPI lifespan), or ``await AsyncQueue.open(...)`` to run
+that in a worker thread. Closing takes a final snapshot: ``await
+q.aclose()`` (or ``async with``) runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+
+from ringq.backend import Backend, DeadLetter, Delivery
+from ringq.config import Durability, QueueOptions
+from ringq.core import QueueCore
+from ringq.dlq import DeadLetterPredicate, DeadLetterQueue
+from ringq.errors import ConfigError, QueueFull
+from ringq.queue import Queue
+
+if TYPE_CHECKING:
+    from ringq.core import PublishOptions
+    from ringq.di import Resolver
+
+__all__ = ["AsyncDeadLetterQueue", "AsyncQueue"]
+
+T = TypeVar("T")
+
+# What a deferred handle's eventfd signals (``src/engine/wake.rs``).
+READY, ROOM, DURABLE, CLOSED = 1, 2, 4, 8
+
+
+class _Signals:
+    """The queue's eventfd, watched by one event loop, and the futures
+    waiting for each kind of signal."""
+
+    def __init__(self, handle: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.handle = handle
+        self.loop = loop
+        self.fd: int = handle._async_fd()
+        self.waiting: dict[int, set[asyncio.Future[None]]] = {
+            READY: set(),
+            ROOM: set(),
+            DURABLE: set(),
+        }
+        loop.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        bits = self.handle._async_take()
+        if bits & CLOSED:
+            bits |= READY | ROOM | DURABLE
+        for kind, futures in self.waiting.items():
+            if bits & kind and futures:
+                for f in futures:
+                    if not f.done():
+                        f.set_result(None)
+                futures.clear()
+
+    async def wait(self, kind: int, deadline: float | None) -> bool:
+        """Until ``kind`` is signalled (``True``) or the loop's clock passes
+        ``deadline`` (``False``). The caller armed ``kind`` and tried again first."""
+        fut: asyncio.Future[None] = self.loop.create_future()
+        waiting = self.waiting[kind]
+        waiting.add(fut)
+        try:
+            if deadline is None:
+                await fut
+                return True
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await fut
+            except TimeoutError:
+                return False
+            return True
+        finally:
+            waiting.discard(fut)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.fd)
+        for futures in self.waiting.values():
+            for f in futures:
+                if not f.done():
+                    f.set_result(None)
+            futures.clear()
+
+
+class _LoopSide(QueueCore):
+    """``QueueCore``'s methods (encoding, options, errors) over the queue's
+    deferred handle: they never wait."""
+
+    def __init__(self, handle: Backend) -> None:
+        self._handle = handle
+        super().__init__(handle.path)
+
+    def _open_backend(self, path: str | os.PathLike[str], settings: dict[str, object]) -> Backend:
+        return self._handle
+
+
+class AsyncQueue:
+    """A durable queue in one directory, for asyncio code: ``ringq.Queue``'s
+    options and operations, awaited (see the module's docs for waiting and
+    cancellation). ``stats()``, ``topic_stats()`` and the properties are
+    plain calls; ``q.queue`` is the ``ringq.Queue`` underneath (handlers,
+    ``admin``, ``serve_admin``)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        capacity: int = 100_000,
+        durability: Durability = "batch",
+        fsync_interval: float = 0.05,
+        max_attempts: int = 5,
+        lease: float = 30.0,
+        segment_size: int | None = None,
+        snapshot_every: int | None = None,
+        snapshot_interval: float | None = None,
+        max_payload: int | None = None,
+        max_key: int | None = None,
+        max_headers: int | None = None,
+        dlq_capacity: int | None = None,
+        shared: bool = False,
+        options: QueueOptions | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        given = {k: v for k, v in locals().items() if k not in ("self", "path", "__class__")}
+        queue = self._open_queue(path, **given)
+        try:
+            deferred = getattr(queue.backend, "_deferred", None)
+            if deferred is None:
+                raise ConfigError(
+                    f"AsyncQueue needs a queue whose engine runs here, not {queue.backend!r}"
+                )
+            try:
+                handle = deferred()
+            except ValueError:
+                raise ConfigError(
+                    f"AsyncQueue({os.fspath(path)!r}, shared=True): another process owns this "
+                    "directory; an AsyncQueue can be its owner but not yet its client (use "
+                    "ringq.Queue in this process, or open the AsyncQueue first)"
+                ) from None
+        except BaseException:
+            queue.close()
+            raise
+        self._queue = queue
+        self._handle = handle
+        self._side = _LoopSide(handle)
+        self._always = handle.durability == "always"
+        self._signals: _Signals | None = None
+        self._dlq = AsyncDeadLetterQueue(self)
+
+    def _open_queue(self, path: str | os.PathLike[str], **options: Any) -> Queue:
+        """Opens the ``ringq.Queue`` underneath (a seam for tests: the
+        contract suite opens one with a manual clock)."""
+        return Queue(path, **options)
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], **options: Any) -> AsyncQueue:
+        """Opens the queue in a worker thread (recovery does not hold up the loop)."""
+        return await asyncio.to_thread(cls, path, **options)
+
+    # -- waiting ------------------------------------------------------------
+
+    def _loop_signals(self) -> _Signals:
+        loop = asyncio.get_running_loop()
+        s = self._signals
+        if s is None:
+            s = self._signals = _Signals(self._handle, loop)
+        elif s.loop is not loop:
+            raise RuntimeError(
+                "this AsyncQueue belongs to the event loop that first used it; "
+                "open one AsyncQueue per loop (or use ringq.Queue from threads)"
+            )
+        return s
+
+    async def _durable(self) -> None:
+        """Waits until the calls made since the last wait are on disk
+        (``durability="always"``; at once otherwise)."""
+        lsn = self._handle._take_lsn()
+        if lsn is None or not self._always:
+            return
+        signals = self._loop_signals()
+        asked: int | None = None
+        while True:
+            self._handle._async_arm(DURABLE)
+            done, asked = self._handle._poll_durable(lsn, asked)
+            if done:
+                return
+            await signals.wait(DURABLE, None)
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+    # -- publishing ---------------------------------------------------------
+
+    async def publish(
+        self, payload: object, topic: str | None = None, **options: Unpack[PublishOptions]
+    ) -> str:
+        """``Queue.publish``, awaited: waits for room (unless ``block=False``;
+        ``timeout`` bounds the wait) and, with ``durability="always"``, for
+        the fsync, without blocking the loop."""
+        side = self._side
+        try:
+            try:
+                mid = side.publish(payload, topic, **options)
+            except QueueFull:
+                if options.get("block") is False:
+                    raise
+                mid = await self._when_room(
+                    lambda: side.publish(payload, topic, **options), options.get("timeout")
+                )
+        finally:
+            await self._durable()
+        return mid
+
+    async def publish_many(
+        self,
+        payloads: Iterable[object],
+        topic: str | None = None,
+        *,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """``Queue.publish_many``, awaited (all or none)."""
+        side = self._side
+        items = payloads if isinstance(payloads, list) else list(payloads)
+        try:
+            try:
+                ids = side.publish_many(items, topic, block=block, timeout=timeout)
+            except QueueFull:
+                if block is False:
+                    raise
+                ids = await self._when_room(
+                    lambda: side.publish_many(items, topic, block=block, timeout=timeout), timeout
+                )
+        finally:
+            await self._durable()
+        return ids
+
+    async def _when_room(self, call: Callable[[], T], timeout: float | None) -> T:
+        """Retries ``call`` (which raised ``QueueFull``) whenever room is
+        freed, until it fits or ``timeout`` passes (then its last
+        ``QueueFull`` is raised)."""
+        signals = self._loop_signals()
+        deadline = self._deadline(timeout)
+        while True:
+            self._handle._async_arm(ROOM)
+            try:
+                return call()
+            except QueueFull:
+                if not await signals.wait(ROOM, deadline):
+                    raise
+
+    # -- consuming ----------------------------------------------------------
+
+    async def checkout(
+        self,
+        topic: str = "default",
+        max_messages: int = 1,
+        lease: float | None = None,
+        timeout: float | None = None,
+    ) -> list[Delivery]:
+        """``Queue.checkout``, awaited: waits up to ``timeout`` seconds for
+        the first message (``None``: no limit, ``0``: never) and returns
+        ``[]`` if none came. Cancelled while waiting, it took nothing."""
+        side = self._side
+        got = side.checkout(topic, max_messages, lease, timeout)
+        if got or timeout == 0:
+            return got
+        signals = self._loop_signals()
+        deadline = self._deadline(timeout)
+        handle = self._handle
+        while True:
+            handle._async_arm(READY)
+            handle._arm_topic(topic)
+            got = side.checkout(topic, max_messages, lease, 0)
+            if got or not await signals.wait(READY, deadline):
+                return got
+
+    async def ack(self, deliveries: Delivery | Iterable[Delivery]) -> None:
+        """``Queue.ack``, awaited (the fsync, with ``durability="always"``)."""
+        try:
+            self._side.ack(deliveries)
+        finally:
+            await self._durable()
+
+    async def release(self, deliveries: Delivery | Iterable[Delivery]) -> None:
+        """``Queue.release``, awaited."""
+        try:
+            self._side.release(deliveries)
+        finally:
+            await self._durable()
+
+    async def nack(
+        self,
+        delivery: Delivery,
+        delay: float | None = None,
+        error: str | BaseException | None = None,
+    ) -> None:
+        """``Queue.nack``, awaited."""
+        try:
+            self._side.nack(delivery, delay, error)
+        finally:
+            await self._durable()
+
+    async def extend(self, delivery: Delivery, seconds: float) -> float:
+        """``Queue.extend``, awaited (it never waits: a lease lives in memory)."""
+        return self._side.extend(delivery, seconds)
+
+    # -- administration -----------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return self._queue.stats()
+
+    def topic_stats(self) -> dict[str, dict[str, int]]:
+        return self._queue.topic_stats()
+
+    @property
+    def dlq(self) -> AsyncDeadLetterQueue:
+        """The dead-letter queue, with awaitable methods."""
+        return self._dlq
+
+    @property
+    def queue(self) -> Queue:
+        """The ``ringq.Queue`` underneath (its calls may block: not for the loop)."""
+        return self._queue
+
+    @property
+    def backend(self) -> Backend:
+        return self._queue.backend
+
+    @property
+    def path(self) -> str:
+        return self._queue.path
+
+    @property
+    def closed(self) -> bool:
+        return self._queue.closed
+
+    @property
+    def role(self) -> str:
+        return self._queue.role
+
+    def close(self) -> None:
+        """Closes the queue now (a final snapshot: blocking; in a coroutine,
+        ``await aclose()``)."""
+        if self._signals is not None:
+            self._signals.close()
+            self._signals = None
+        if not self._queue.closed:
+            self._handle._async_detach()
+        self._queue.close()
+
+    async def aclose(self) -> None:
+        """Closes the queue, its final snapshot in a worker thread."""
+        if self._signals is not None:
+            self._signals.close()
+            self._signals = None
+        if not self._queue.closed:
+            self._handle._async_detach()
+        await asyncio.to_thread(self._queue.close)
+
+    async def __aenter__(self) -> AsyncQueue:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<ringq.AsyncQueue {self.path!r} {state}>"
+
+
+class AsyncDeadLetterQueue:
+    """``Queue.dlq`` for an ``AsyncQueue``: the same methods, awaited."""
+
+    __slots__ = ("_dlq", "_q")
+
+    def __init__(self, q: AsyncQueue) -> None:
+        self._q = q
+        self._dlq: DeadLetterQueue = q._side.dlq
+
+    async def list(
+        self, topic: str | None = None, reason: str | None = None, limit: int | None = None
+    ) -> builtins.list[DeadLetter]:
+        return self._dlq.list(topic, reason, limit)
+
+    async def get(self, id: str) -> DeadLetter:
+        return self._dlq.get(id)
+
+    async def replay(
+        self,
+        ids: Iterable[str] | None = None,
+        where: DeadLetterPredicate | None = None,
+        rate: float | None = None,
+    ) -> int:
+        """``DeadLetterQueue.replay``; a ``rate`` paces it with ``asyncio.sleep``."""
+        done = 0
+        backend = self._q._side.backend
+        for due, batch in self._dlq._replay_plan(ids, where, rate):
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                done += backend.dlq_replay(batch)
+            finally:
+                await self._q._durable()
+        return done
+
+    async def purge(
+        self, ids: Iterable[str] | None = None, where: DeadLetterPredicate | None = None
+    ) -> int:
+        try:
+            return self._dlq.purge(ids, where)
+        finally:
+            await self._q._durable()
+
+    async def count(self) -> int:
+        """How many dead letters there are (``len(q.dlq)`` of ``Queue``)."""
+        return len(self._dlq)
+
+    def __repr__(self) -> str:
+        return f"<ringq.AsyncDeadLetterQueue of {self._q.path!r}>"

@@ -1,0 +1,246 @@
+"""``ringq.AsyncQueue`` beyond the contract (which runs through it too,
+``tests/contract``): the loop is never blocked, cancellation at every await
+point leaves the queue consistent, ``durability="always"`` shares fsyncs
+between concurrent tasks, and the queue belongs to one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import ringq
+
+T = TypeVar("T")
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(main())  # type: ignore[arg-type]
+
+
+async def started(coro: Awaitable[T]) -> asyncio.Task[T]:
+    """A task for ``coro``, run up to its first wait: its first step runs
+    in the same loop iteration as this coroutine's wake-up from
+    ``sleep(0)`` (scheduled before it), before the loop looks at any
+    descriptor again, so what it waits for cannot have been signalled."""
+    task: asyncio.Task[T] = asyncio.ensure_future(coro)
+    await asyncio.sleep(0)
+    assert not task.done(), "expected the call to be waiting"
+    return task
+
+
+async def cancelled(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_the_loop_runs_while_a_publish_waits_for_room_and_a_checkout_for_a_message(
+    qdir: Path,
+) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, capacity=1) as q:
+            await q.publish(b"first", "t")
+            ticks: list[float] = []
+
+            async def ticker() -> None:
+                while True:
+                    ticks.append(time.monotonic())
+                    await asyncio.sleep(0.001)
+
+            tick = asyncio.create_task(ticker())
+            waiting_publish = asyncio.create_task(q.publish(b"second", "t"))
+            waiting_checkout = asyncio.create_task(q.checkout("other", timeout=5))
+            await asyncio.sleep(0.1)
+            assert not waiting_publish.done() and not waiting_checkout.done()
+            assert len(ticks) > 20, "the loop kept running"
+            [d] = await q.checkout("t")
+            await q.ack(d)
+            second = await asyncio.wait_for(waiting_publish, 5)
+            [d2] = await q.checkout("t", timeout=0)
+            assert (d2.id, d2.payload) == (second, b"second")
+            await q.ack(d2)
+            oid = await q.publish(b"o", "other")
+            got = await asyncio.wait_for(waiting_checkout, 5)
+            assert [x.id for x in got] == [oid]
+            tick.cancel()
+
+    run(main)
+
+
+def test_a_cancelled_checkout_takes_nothing(qdir: Path) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir) as q:
+            task = await started(q.checkout("t", 10))
+            await cancelled(task)
+            mid = await q.publish(b"x", "t")
+            assert q.stats()["in_flight"] == 0
+            got = await q.checkout("t", 10, timeout=0)
+            assert [d.id for d in got] == [mid] and got[0].attempt == 1
+            # A timeout is a cancellation too.
+            await q.ack(got)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await q.checkout("t", timeout=None)
+            assert q.stats()["in_flight"] == 0
+
+    run(main)
+
+
+def test_a_publish_cancelled_while_waiting_for_room_published_nothing(qdir: Path) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, capacity=1) as q:
+            await q.publish(b"a", "t")
+            task = await started(q.publish(b"b", "t", dedup_key="k"))
+            await cancelled(task)
+            [d] = await q.checkout("t", timeout=0)
+            await q.ack(d)
+            assert q.stats()["ready"] == 0
+            # The key is free: the next publish with it is a new message.
+            mid = await q.publish(b"c", "t", dedup_key="k")
+            [d] = await q.checkout("t", timeout=0)
+            assert (d.id, d.payload, d.version) == (mid, b"c", 1)
+
+    run(main)
+
+
+def test_a_publish_cancelled_while_waiting_for_the_fsync_was_published(qdir: Path) -> None:
+    async def main() -> str:
+        async with ringq.AsyncQueue(qdir, durability="always") as q:
+            task = await started(q.publish(b"x", "t", dedup_key="order-1"))
+            await cancelled(task)
+            # Its id, from the key: publishing it again with "keep" returns it.
+            mid = await q.publish(b"again", "t", dedup_key="order-1", on_duplicate="keep")
+            assert q.stats()["ready"] == 1
+            return mid
+
+    mid = run(main)
+    with ringq.Queue(qdir) as q:
+        [d] = q.checkout("t", timeout=0)
+        assert (d.id, d.payload) == (mid, b"x")
+
+
+def test_an_ack_cancelled_while_waiting_for_the_fsync_took_effect(qdir: Path) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, durability="always") as q:
+            await q.publish(b"x", "t")
+            ds = await q.checkout("t", timeout=0)
+            task = await started(q.ack(ds))
+            await cancelled(task)
+            assert q.stats()["in_flight"] == 0 and q.stats()["ready"] == 0
+            with pytest.raises(ringq.LeaseLost):
+                await q.ack(ds)
+
+    run(main)
+    with ringq.Queue(qdir) as q:
+        assert q.stats()["ready"] == 0
+
+
+def test_publish_without_block_and_with_a_timeout_raise_queue_full(qdir: Path) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, capacity=1) as q:
+            await q.publish(b"a")
+            with pytest.raises(ringq.QueueFull):
+                await q.publish(b"b", block=False)
+            t0 = time.monotonic()
+            with pytest.raises(ringq.QueueFull):
+                await q.publish(b"b", timeout=0.05)
+            assert 0.04 < time.monotonic() - t0 < 2
+            with pytest.raises(ringq.QueueFull):
+                await q.publish_many([b"b", b"c"], timeout=0.05)
+            assert q.stats()["ready"] == 1
+
+    run(main)
+
+
+def test_a_thousand_tasks_publishing_with_always_share_fsyncs(qdir: Path) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, durability="always") as q:
+            before = q.stats()["fsyncs"]
+            ids = await asyncio.gather(*(q.publish(b"p%d" % i, "t") for i in range(1000)))
+            fsyncs = q.stats()["fsyncs"] - before
+            assert len(set(ids)) == 1000
+            assert 1 <= fsyncs <= 100, fsyncs
+
+    run(main)
+    with ringq.Queue(qdir) as q:
+        assert q.stats()["ready"] == 1000
+
+
+def test_close_wakes_waiting_calls(qdir: Path) -> None:
+    async def main() -> None:
+        q = ringq.AsyncQueue(qdir, capacity=1)
+        await q.publish(b"a")
+        checkout = await started(q.checkout("t"))
+        publish = await started(q.publish(b"b"))
+        await q.aclose()
+        for task in (checkout, publish):
+            with pytest.raises(ringq.QueueClosed):
+                await asyncio.wait_for(task, 5)
+        with pytest.raises(ringq.QueueClosed):
+            await q.publish(b"c")
+
+    run(main)
+
+
+def test_a_queue_belongs_to_the_loop_that_first_used_it(qdir: Path) -> None:
+    q = ringq.AsyncQueue(qdir)
+    try:
+        asyncio.run(q.checkout("t", timeout=0.01))
+        with pytest.raises(RuntimeError, match="event loop"):
+            asyncio.run(q.checkout("t", timeout=0.01))
+    finally:
+        q.close()
+
+
+def test_open_runs_recovery_off_the_loop_and_options_are_checked(qdir: Path) -> None:
+    async def main() -> None:
+        q = await ringq.AsyncQueue.open(qdir, capacity=10)
+        await q.publish(b"x")
+        await q.aclose()
+        q = await ringq.AsyncQueue.open(qdir, capacity=10)
+        assert q.stats()["ready"] == 1
+        await q.aclose()
+        with pytest.raises(ringq.ConfigError, match="capacity"):
+            ringq.AsyncQueue(qdir, capacity=0)
+
+    run(main)
+
+
+def test_a_shared_owner_works_and_a_client_is_refused_clearly(qdir: Path) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, shared=True) as q:
+            assert q.role == "owner"
+            client = ringq.Queue(qdir, shared=True)
+            try:
+                client.publish(b"from a client", "t")
+                [d] = await q.checkout("t", timeout=5)
+                assert d.payload == b"from a client"
+                await q.ack(d)
+                with pytest.raises(ringq.ConfigError, match="client"):
+                    ringq.AsyncQueue(qdir, shared=True)
+            finally:
+                client.close()
+
+    run(main)
+
+
+def test_the_dead_letter_queue_is_awaitable(qdir: Path) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, max_attempts=1, durability="always") as q:
+            mid = await q.publish(b"x", "t")
+            [d] = await q.checkout("t", timeout=0)
+            await q.nack(d, error=ValueError("bad"))
+            assert await q.dlq.count() == 1
+            [dead] = await q.dlq.list()
+            assert (await q.dlq.get(mid)).id == dead.id == mid
+            assert await q.dlq.replay(rate=1000) == 1
+            [again] = await q.checkout("t", timeout=0)
+            await q.nack(again)
+            assert await q.dlq.purge() == 1
+            assert await q.dlq.count() == 0
+
+    run(main)
