@@ -40,18 +40,19 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
-from ringq.backend import Backend, DeadLetter, Delivery
+from ringq.backend import Backend, DeadLetter, Delivery, OutgoingMessage
 from ringq.config import Durability, QueueOptions
 from ringq.core import QueueCore
 from ringq.dlq import DeadLetterPredicate, DeadLetterQueue
-from ringq.errors import ConfigError, QueueFull
+from ringq.errors import ConfigError, QueueFull, describe_error
 from ringq.queue import Queue
 
 if TYPE_CHECKING:
     from ringq.core import PublishOptions
     from ringq.di import Resolver
+    from ringq.handlers import HandlerRegistry
 
-__all__ = ["AsyncDeadLetterQueue", "AsyncQueue"]
+__all__ = ["AsyncDeadLetterQueue", "AsyncOps", "AsyncQueue"]
 
 T = TypeVar("T")
 
@@ -125,68 +126,37 @@ class _LoopSide(QueueCore):
         return self._handle
 
 
-class AsyncQueue:
-    """A durable queue in one directory, for asyncio code: ``ringq.Queue``'s
-    options and operations, awaited (see the module's docs for waiting and
-    cancellation). ``stats()``, ``topic_stats()`` and the properties are
-    plain calls; ``q.queue`` is the ``ringq.Queue`` underneath (handlers,
-    ``admin``, ``serve_admin``)."""
+class AsyncOps:
+    """The awaitable operations on a backend whose engine runs in this
+    process: ``AsyncQueue``'s, and what async handlers run on (a ``Queue``'s
+    async handlers get their own, on their loop). ``backend`` stays open
+    when this is detached."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        capacity: int = 100_000,
-        durability: Durability = "batch",
-        fsync_interval: float = 0.05,
-        max_attempts: int = 5,
-        lease: float = 30.0,
-        segment_size: int | None = None,
-        snapshot_every: int | None = None,
-        snapshot_interval: float | None = None,
-        max_payload: int | None = None,
-        max_key: int | None = None,
-        max_headers: int | None = None,
-        dlq_capacity: int | None = None,
-        shared: bool = False,
-        options: QueueOptions | None = None,
-        resolver: Resolver | None = None,
-    ) -> None:
-        given = {k: v for k, v in locals().items() if k not in ("self", "path", "__class__")}
-        queue = self._open_queue(path, **given)
+    def __init__(self, backend: Backend, path: str | os.PathLike[str] | None = None) -> None:
+        deferred = getattr(backend, "_deferred", None)
+        if deferred is None:
+            raise ConfigError(f"AsyncQueue needs a queue whose engine runs here, not {backend!r}")
         try:
-            deferred = getattr(queue.backend, "_deferred", None)
-            if deferred is None:
-                raise ConfigError(
-                    f"AsyncQueue needs a queue whose engine runs here, not {queue.backend!r}"
-                )
-            try:
-                handle = deferred()
-            except ValueError:
-                raise ConfigError(
-                    f"AsyncQueue({os.fspath(path)!r}, shared=True): another process owns this "
-                    "directory; an AsyncQueue can be its owner but not yet its client (use "
-                    "ringq.Queue in this process, or open the AsyncQueue first)"
-                ) from None
-        except BaseException:
-            queue.close()
-            raise
-        self._queue = queue
+            handle = deferred()
+        except ValueError:
+            where = os.fspath(path) if path is not None else backend.path
+            raise ConfigError(
+                f"AsyncQueue({where!r}, shared=True): another process owns this "
+                "directory; an AsyncQueue can be its owner but not yet its client (use "
+                "ringq.Queue in this process, or open the AsyncQueue first)"
+            ) from None
         self._handle = handle
         self._side = _LoopSide(handle)
         self._always = handle.durability == "always"
         self._signals: _Signals | None = None
-        self._dlq = AsyncDeadLetterQueue(self)
 
-    def _open_queue(self, path: str | os.PathLike[str], **options: Any) -> Queue:
-        """Opens the ``ringq.Queue`` underneath (a seam for tests: the
-        contract suite opens one with a manual clock)."""
-        return Queue(path, **options)
-
-    @classmethod
-    async def open(cls, path: str | os.PathLike[str], **options: Any) -> AsyncQueue:
-        """Opens the queue in a worker thread (recovery does not hold up the loop)."""
-        return await asyncio.to_thread(cls, path, **options)
+    def _detach(self) -> None:
+        """Stops the signals (the backend stays open)."""
+        if self._signals is not None:
+            self._signals.close()
+            self._signals = None
+        if not self._handle.closed:
+            self._handle._async_detach()
 
     # -- waiting ------------------------------------------------------------
 
@@ -336,6 +306,141 @@ class AsyncQueue:
         """``Queue.extend``, awaited (it never waits: a lease lives in memory)."""
         return self._side.extend(delivery, seconds)
 
+    # -- for async handlers (ringq.dispatch.aio) ------------------------------
+
+    async def _ack_with(self, delivery: Delivery, publish: list[OutgoingMessage] | None) -> None:
+        """Acks ``delivery``, committing ``publish`` in the same record."""
+        try:
+            self._handle.ack(delivery, publish=publish)
+        finally:
+            await self._durable()
+
+    async def _record_failure(
+        self,
+        delivery: Delivery,
+        delay: float | None,
+        error: BaseException,
+        handler: str,
+        reason: str | None,
+    ) -> None:
+        """A handler's failed attempt (see ``ringq.dispatch.failures``)."""
+        error_type, message, tb = describe_error(error)
+        try:
+            self._handle.nack(delivery, delay, error_type, message, tb, handler, reason)
+        finally:
+            await self._durable()
+
+
+class AsyncQueue(AsyncOps):
+    """A durable queue in one directory, for asyncio code: ``ringq.Queue``'s
+    options and operations, awaited (see the module's docs for waiting and
+    cancellation). ``stats()``, ``topic_stats()`` and the properties are
+    plain calls; ``q.queue`` is the ``ringq.Queue`` underneath (``admin``,
+    ``serve_admin``)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        capacity: int = 100_000,
+        durability: Durability = "batch",
+        fsync_interval: float = 0.05,
+        max_attempts: int = 5,
+        lease: float = 30.0,
+        segment_size: int | None = None,
+        snapshot_every: int | None = None,
+        snapshot_interval: float | None = None,
+        max_payload: int | None = None,
+        max_key: int | None = None,
+        max_headers: int | None = None,
+        dlq_capacity: int | None = None,
+        shared: bool = False,
+        options: QueueOptions | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        given = {k: v for k, v in locals().items() if k not in ("self", "path", "__class__")}
+        queue = self._open_queue(path, **given)
+        try:
+            super().__init__(queue.backend, path)
+        except BaseException:
+            queue.close()
+            raise
+        self._queue = queue
+        self._dlq = AsyncDeadLetterQueue(self)
+        self._stopped: asyncio.Event | None = None
+
+    def _open_queue(self, path: str | os.PathLike[str], **options: Any) -> Queue:
+        """Opens the ``ringq.Queue`` underneath (a seam for tests: the
+        contract suite opens one with a manual clock)."""
+        return Queue(path, **options)
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], **options: Any) -> AsyncQueue:
+        """Opens the queue in a worker thread (recovery does not hold up the loop)."""
+        return await asyncio.to_thread(cls, path, **options)
+
+    # -- handlers -------------------------------------------------------------
+
+    @property
+    def handler(self) -> Any:
+        """``Queue.handler``: registers a handler (``async def`` ones run on
+        this queue's loop, plain ones on worker threads)."""
+        return self._queue.handler
+
+    @property
+    def register(self) -> Any:
+        """``Queue.register``: a ``ringq.Handler`` subclass (its ``handle``
+        may be ``async def``)."""
+        return self._queue.register
+
+    @property
+    def handlers(self) -> HandlerRegistry:
+        return self._queue.handlers
+
+    def start(self) -> None:
+        """Starts the handlers: async ones as tasks of the running loop
+        (call it inside one), plain ones on worker threads."""
+        loop = asyncio.get_running_loop()
+        self._loop_signals()  # the queue now belongs to this loop
+        if self._stopped is None or self._stopped.is_set():
+            self._stopped = asyncio.Event()
+        self._queue._start(loop)
+
+    async def run(self) -> None:
+        """Starts the handlers and returns once ``stop`` ended them (or,
+        cancelled, stops them without draining)."""
+        self.start()
+        assert self._stopped is not None
+        try:
+            await self._stopped.wait()
+        except asyncio.CancelledError:
+            await self.stop(drain=False)
+            raise
+
+    async def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
+        """``Queue.stop``, awaited: the async handlers end on this loop
+        (``drain``: after what is ready now), the threads in a worker thread."""
+        ok = True
+        dispatcher = self._queue._dispatcher
+        asynchronous = None if dispatcher is None else dispatcher._async
+        if asynchronous is not None:
+            ok = await asynchronous.stop_async(drain, timeout)
+        ok = await asyncio.to_thread(self._queue.stop, drain, timeout) and ok
+        if self._stopped is not None:
+            self._stopped.set()
+        return ok
+
+    @property
+    def running(self) -> bool:
+        return self._queue.running
+
+    def scale(self, name: str, workers: int) -> None:
+        """``Queue.scale``: for an async handler, how many coroutines run at once."""
+        self._queue.scale(name, workers)
+
+    def handler_stats(self) -> dict[str, dict[str, Any]]:
+        return self._queue.handler_stats()
+
     # -- administration -----------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -373,20 +478,15 @@ class AsyncQueue:
     def close(self) -> None:
         """Closes the queue now (a final snapshot: blocking; in a coroutine,
         ``await aclose()``)."""
-        if self._signals is not None:
-            self._signals.close()
-            self._signals = None
-        if not self._queue.closed:
-            self._handle._async_detach()
+        self._detach()
         self._queue.close()
 
     async def aclose(self) -> None:
-        """Closes the queue, its final snapshot in a worker thread."""
-        if self._signals is not None:
-            self._signals.close()
-            self._signals = None
-        if not self._queue.closed:
-            self._handle._async_detach()
+        """Stops running handlers (without draining) and closes the queue,
+        its final snapshot in a worker thread."""
+        if self._queue.running and not self._queue.closed:
+            await self.stop(drain=False)
+        self._detach()
         await asyncio.to_thread(self._queue.close)
 
     async def __aenter__(self) -> AsyncQueue:

@@ -90,6 +90,8 @@ class HandlerSpec:
     cls: type[Handler[Any]] | None
     pass_context: bool
     decode: Callable[[bytes, str | None], Any]
+    #: An ``async def`` handler: run as coroutines (``ringq.dispatch.aio``).
+    is_async: bool = False
 
     @property
     def kind(self) -> str:
@@ -169,27 +171,24 @@ def message_type_of_function(func: Callable[..., object]) -> Any:
     return tp
 
 
-def _is_async(func: object) -> bool:
-    return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
-
-
-def refuse_async(name: str, func: Callable[..., object]) -> None:
-    """Refuses an ``async def`` handler (a coroutine or async generator
-    function, a ``functools.partial`` of one, or a callable object whose
-    ``__call__`` is one): ringq runs handlers on worker threads and would
-    never await it, so its messages would be acked without running."""
+def is_async_handler(func: Callable[..., object]) -> bool:
+    """Whether ``func`` is an ``async def`` handler: a coroutine function,
+    a ``functools.partial`` of one, or a callable object whose ``__call__``
+    is one. Async generator functions are refused (a handler returns, it
+    does not yield)."""
     target: object = func
     while isinstance(target, functools.partial):
         target = target.func
     plain = inspect.isfunction(target) or inspect.ismethod(target) or isinstance(target, type)
     # A callable object: look at its class's __call__.
     call = None if plain else inspect.getattr_static(type(target), "__call__", None)
-    if _is_async(func) or _is_async(target) or (call is not None and _is_async(call)):
+    candidates = [func, target] + ([call] if call is not None else [])
+    if any(inspect.isasyncgenfunction(c) for c in candidates):
         raise ConfigError(
-            f"handler {name!r} is an async def: ringq runs handlers on worker threads and cannot "
-            "await it (its messages would be acked without running). Write it as a plain def "
-            "(calling asyncio.run(...) inside if it must await)"
+            f"handler {func!r} is an async generator: a handler returns (or raises), "
+            "it does not yield"
         )
+    return any(inspect.iscoroutinefunction(c) for c in candidates)
 
 
 def takes_context(func: Callable[..., object]) -> bool:
@@ -300,10 +299,12 @@ def build_spec(
         options = config.handler_options(name, options)
     if options.processes:
         check_importable(name, func if cls is None else None)
-    if func is not None:
-        refuse_async(name, func)
-    if cls is not None:
-        refuse_async(name, cls.handle)
+    is_async = is_async_handler(func if func is not None else cls.handle)  # type: ignore[union-attr]
+    if is_async and options.processes:
+        raise ConfigError(
+            f"handler {name!r}: an async def handler runs on an event loop; processes= runs "
+            "plain functions in worker processes (give one or the other)"
+        )
     pass_context = True if func is None else takes_context(func)
     return HandlerSpec(
         name=name,
@@ -314,4 +315,5 @@ def build_spec(
         cls=cls,
         pass_context=pass_context,
         decode=decoder_for(message_type),
+        is_async=is_async,
     )

@@ -6,6 +6,7 @@ handlers and ``ringq.dispatch`` for how they run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import types
 from collections.abc import Callable
@@ -20,7 +21,6 @@ from ringq.handlers import (
     build_spec,
     message_type_of_class,
     message_type_of_function,
-    refuse_async,
 )
 from ringq.retry import check_seconds
 
@@ -132,7 +132,6 @@ class HandlerHost:
     ) -> None:
         if not callable(func):
             raise ConfigError(f"a handler must be callable, got {func!r}")
-        refuse_async(name or getattr(func, "__name__", None) or repr(func), func)
         name = name or getattr(func, "__name__", None)
         if not name:
             raise ConfigError(f"handler {func!r} has no __name__: pass name=")
@@ -187,7 +186,13 @@ class HandlerHost:
 
     def start(self) -> None:
         """Start worker threads for every registered handler (and for those
-        registered later). Calling it again while running does nothing."""
+        registered later); ``async def`` handlers run as coroutines on an
+        event loop in a thread of its own (``ringq.dispatch.aio``). Calling
+        it again while running does nothing."""
+        self._start(None)
+
+    def _start(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """``start``, with the async handlers on ``loop`` if given (``AsyncQueue``)."""
         self._backend.check_not_forked()
         if self._dispatcher is not None and self._dispatcher.running:
             return
@@ -196,7 +201,9 @@ class HandlerHost:
         if self._config is not None:
             # A misspelt RINGQ_HANDLER__ON_ORDR__TIMEOUT is an error, not silence.
             self._config.check_handler_names(spec.name for spec in self._registry)
-        self._dispatcher = Dispatcher(self._backend, self._registry, self._resolver, self._timing)
+        self._dispatcher = Dispatcher(
+            self._backend, self._registry, self._resolver, self._timing, loop
+        )
         self._dispatcher.start()
 
     def stop(self, drain: bool = True, timeout: float | None = None) -> bool:

@@ -28,8 +28,8 @@ Every test runs twice per backend: through ``ringq.Queue`` (``api`` "sync")
 and through ``ringq.AsyncQueue`` (``api`` "async"), wrapped in a blocking
 facade with ``Queue``'s methods whose every call is awaited to completion
 on an event loop in its own thread (``AsyncFacade``): the same cases,
-awaited. A test that uses what the facade does not give (handlers, until
-the async handlers land) is marked ``@pytest.mark.sync_only(reason=...)``.
+awaited. A test that uses what the facade cannot give is marked
+``@pytest.mark.sync_only(reason=...)``.
 """
 
 from __future__ import annotations
@@ -178,6 +178,19 @@ class AsyncFacade:
 
     def close(self) -> None:
         self._run(self.aq.aclose())
+
+    @property
+    def handler(self) -> Any:
+        return self.aq.handler
+
+    def start(self) -> None:
+        async def start() -> None:
+            self.aq.start()
+
+        self._run(start())
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
+        return self._run(self.aq.stop(drain, timeout))
 
     def __enter__(self) -> AsyncFacade:
         self._run(self.aq.__aenter__())

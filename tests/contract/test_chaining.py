@@ -79,7 +79,6 @@ def test_a_follow_up_with_the_acked_messages_own_key_is_a_new_message(q: ringq.Q
     assert nxt.id != d.id
 
 
-@pytest.mark.sync_only(reason="handlers on AsyncQueue land with the async handlers")
 def test_a_handlers_publishes_inherit_correlation_and_commit_with_its_ack(q: ringq.Queue) -> None:
     shipped: list[tuple[str, str | None, str | None]] = []
     both = threading.Event()
@@ -105,7 +104,6 @@ def test_a_handlers_publishes_inherit_correlation_and_commit_with_its_ack(q: rin
     assert [(n.headers["k"], n.causation_id) for n in notes] == [("v", first), ("v", second)]
 
 
-@pytest.mark.sync_only(reason="handlers on AsyncQueue land with the async handlers")
 def test_a_failed_attempt_publishes_nothing(harness: Harness) -> None:
     q = harness.open()
     attempts: list[int] = []

@@ -23,6 +23,7 @@ with the dead-letter queue.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -30,6 +31,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ringq.di.container import Container
+from ringq.dispatch.aio import AsyncHandlers
 from ringq.dispatch.monitor import LeaseMonitor
 from ringq.dispatch.pool import Pool, Worker, check_workers
 from ringq.dispatch.runner import Runner
@@ -55,17 +57,21 @@ class Dispatcher:
         registry: HandlerRegistry,
         resolver: Resolver | None = None,
         timing: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.engine = backend
         self.registry = registry
         self._pools: dict[str, Pool] = {}
+        #: ``async def`` handlers: on ``loop`` (an ``AsyncQueue``'s caller's),
+        #: else on a loop in a thread of their own, made when one is added.
+        self._loop = loop
+        self._async: AsyncHandlers | None = None
         self._lock = threading.Lock()
         #: Notified when a worker leaves or is abandoned (``stop`` waits on it).
         self._done = threading.Condition()
         self.monitor = LeaseMonitor(backend, self.pools)
-        self.runner = Runner(
-            backend, self.monitor, resolver if resolver is not None else Container(), timing
-        )
+        self.resolver = resolver if resolver is not None else Container()
+        self.runner = Runner(backend, self.monitor, self.resolver, timing)
         self.running = False
 
     @property
@@ -76,6 +82,18 @@ class Dispatcher:
     @timing.setter
     def timing(self, on: bool) -> None:
         self.runner.timing = on
+        if self._async is not None:
+            self._async.set_timing(on)
+
+    def async_handlers(self) -> AsyncHandlers:
+        """The async pools (made on first use)."""
+        with self._lock:
+            if self._async is None:
+                self._async = AsyncHandlers(
+                    self.engine, self.resolver, histogram_bounds(self.engine), self._loop
+                )
+                self._async.set_timing(self.runner.timing)
+            return self._async
 
     def pools(self) -> list[Pool]:
         with self._lock:
@@ -95,6 +113,9 @@ class Dispatcher:
         self.engine.set_topic_policy(
             spec.topic, max_attempts=spec.options.retry.max_attempts, handler=spec.name
         )
+        if spec.is_async:
+            self.async_handlers().add(spec, self._dead_counts().get(spec.topic, 0))
+            return
         pool = Pool(spec, histogram_bounds(self.engine), self.runner.run, self._finished)
         pool.dead_base = self._dead_counts().get(spec.topic, 0)
         with self._lock:
@@ -108,6 +129,10 @@ class Dispatcher:
         spec = self.registry.get(name)
         with self._lock:
             pool = self._pools.get(name)
+            asynchronous = self._async
+        if pool is None and asynchronous is not None and asynchronous.scale(name, max(workers, 0)):
+            log.info("handler %s scaled to %d coroutines", name, workers)
+            return
         if pool is None:
             raise RingqError(f"handler {name!r} is not running (call start() first)")
         if pool.scale(workers):
@@ -122,11 +147,19 @@ class Dispatcher:
         """Stop every worker; True if all of them stopped within ``timeout``.
 
         Workers abandoned by the lease monitor are not waited for: their
-        messages were already given back.
+        messages were already given back. Async handlers on a caller's loop
+        are stopped by ``AsyncQueue.stop`` (awaited) before this.
         """
+        started = time.monotonic()
+        asynchronous = self._async
+        async_ok = True
+        if asynchronous is not None and self._loop is None:
+            async_ok = asynchronous.stop(drain, timeout)
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - started))
         with self._lock:
             if not self.running:
-                return True
+                return async_ok
             self.running = False
             pools = list(self._pools.values())
         for pool in pools:
@@ -151,7 +184,7 @@ class Dispatcher:
                 pool.stop_draining()  # finish the current message, take no more
             if any(not w.abandoned for w in busy):
                 log.warning("stop(): some handler threads were still busy after %ss", timeout)
-        return all(w.abandoned for w in busy)
+        return async_ok and all(w.abandoned for w in busy)
 
     def _finished(self, w: Worker) -> None:
         """A worker left its pool, or the monitor abandoned it."""
@@ -162,7 +195,10 @@ class Dispatcher:
 
     def stats(self) -> dict[str, dict[str, Any]]:
         dead = self._dead_counts()
-        return {p.spec.name: p.stats(dead.get(p.spec.topic)) for p in self.pools()}
+        out = {p.spec.name: p.stats(dead.get(p.spec.topic)) for p in self.pools()}
+        if self._async is not None:
+            out.update(self._async.stats(dead))
+        return out
 
     def _dead_counts(self) -> dict[str, int]:
         """Dead letters per topic since the engine opened (``{}`` once closed)."""

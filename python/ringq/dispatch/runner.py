@@ -13,8 +13,9 @@ handler (a class handler is built in a fresh scope of the resolver,
 - failure, or a payload that does not decode: ``ringq.dispatch.failures``.
 
 A worker never dies of a handler's exception (or of a dependency that fails
-to resolve: that is a failed attempt like any other). A handler that
-returns an awaitable fails its attempt: it did not run. A message that
+to resolve: that is a failed attempt like any other). A plain def that
+returns an awaitable fails its attempt: it did not run (``async def``
+handlers run as coroutines: ``ringq.dispatch.aio``). A message that
 waited behind its neighbours for a tenth of its lease gets a full lease
 from when it starts.
 """
@@ -261,6 +262,6 @@ def _not_awaited(name: str, result: object) -> TypeError:
         close()  # no "never awaited" warning: this error says it
     return TypeError(
         f"handler {name} returned {type(result).__name__}, an awaitable, which ringq cannot run "
-        "on a worker thread: the message was not handled. Write the handler as a plain def "
-        "(it may call asyncio.run(...)); async handlers are refused when registered"
+        "on a worker thread: the message was not handled. Write the handler as an async def "
+        "(ringq runs those as coroutines on an event loop and awaits them)"
     )

@@ -1,10 +1,12 @@
-"""``async def`` handlers are never silently acked.
+"""Which handlers are ``async def``, and a plain def that returns an
+awaitable.
 
-ringq runs handlers on worker threads and never awaits what they return:
-an ``async def`` handler would "succeed" at once without running its body.
-So an async handler is refused when it is registered, and a plain ``def``
-that returns an awaitable anyway fails its attempt (``TypeError``) instead
-of being acked, without a "coroutine was never awaited" warning.
+Every form of ``async def`` handler (a function, a class's ``handle``, a
+``functools.partial`` of one, a callable object, a bound method) is run as
+a coroutine and awaited (``ringq.dispatch.aio``); an async generator is
+refused when registered. A plain ``def`` that returns an awaitable anyway
+fails its attempt (``TypeError``) instead of being acked, without a
+"coroutine was never awaited" warning.
 """
 
 from __future__ import annotations
@@ -29,64 +31,64 @@ class Ping:
     n: int
 
 
-def _refused(q: ringq.Queue, register: Callable[[], object]) -> str:
-    with pytest.raises(ringq.ConfigError) as info:
-        register()
-    message = str(info.value)
-    assert "async def" in message
-    assert "plain def" in message and "asyncio.run" in message, "it says what to do"
-    assert len(q.handlers) == 0, "nothing was registered"
-    return message
+def _runs_as_a_coroutine(q: ringq.Queue, register: Callable[[], object], name: str) -> None:
+    register()
+    assert q.handlers.get(name).is_async
 
 
-def test_async_def_function_is_refused_at_registration(open_queue: OpenQueue) -> None:
+def test_every_async_def_form_is_run_as_a_coroutine(open_queue: OpenQueue) -> None:
     q = open_queue()
+    ran: list[str] = []
+    done = threading.Event()
+
+    def note(what: str) -> None:
+        ran.append(what)
+        if len(ran) == 5:
+            done.set()
 
     async def on_ping(msg: Ping) -> None:
-        pass
-
-    assert "'on_ping'" in _refused(q, lambda: q.handler(Ping)(on_ping))
-    _refused(q, lambda: q.handler(on_ping))  # bare decorator, type from the annotation
-    _refused(q, lambda: q.handler(Ping, name="renamed", max_parallelism=4)(on_ping))
-
-
-def test_class_handler_with_async_handle_is_refused(open_queue: OpenQueue) -> None:
-    q = open_queue()
-
-    class OnPing(ringq.Handler[Ping]):
-        async def handle(self, msg: Ping, ctx: ringq.Context) -> None:  # type: ignore[override]
-            pass
-
-    assert "'OnPing'" in _refused(q, lambda: q.register(OnPing))
-
-
-def test_partial_of_an_async_function_is_refused(open_queue: OpenQueue) -> None:
-    q = open_queue()
+        note("function")
 
     async def notify(channel: str, msg: Ping) -> None:
-        pass
-
-    _refused(q, lambda: q.handler(Ping, name="notify_ops")(functools.partial(notify, "ops")))
-
-
-def test_callable_object_with_async_call_is_refused(open_queue: OpenQueue) -> None:
-    q = open_queue()
+        note(f"partial {channel}")
 
     class Notifier:
         async def __call__(self, msg: Ping) -> None:
-            pass
-
-    _refused(q, lambda: q.handler(Ping, name="notifier")(Notifier()))
-
-
-def test_bound_async_method_is_refused(open_queue: OpenQueue) -> None:
-    q = open_queue()
+            note("callable object")
 
     class Service:
         async def on_ping(self, msg: Ping) -> None:
-            pass
+            note("bound method")
 
-    _refused(q, lambda: q.handler(Ping)(Service().on_ping))
+    class OnPing(ringq.Handler[Ping]):
+        topic = "class"
+
+        async def handle(self, msg: Ping, ctx: ringq.Context) -> None:  # type: ignore[override]
+            note("class")
+
+    _runs_as_a_coroutine(q, lambda: q.handler(on_ping), "on_ping")  # type from the annotation
+    _runs_as_a_coroutine(
+        q,
+        lambda: q.handler(Ping, name="notify_ops", topic="partial")(
+            functools.partial(notify, "ops")
+        ),
+        "notify_ops",
+    )
+    _runs_as_a_coroutine(
+        q, lambda: q.handler(Ping, name="notifier", topic="object")(Notifier()), "notifier"
+    )
+    _runs_as_a_coroutine(
+        q, lambda: q.handler(Ping, name="service", topic="method")(Service().on_ping), "service"
+    )
+    _runs_as_a_coroutine(q, lambda: q.register(OnPing), "OnPing")
+    for topic in (ringq.codecs.topic_for(Ping), "partial", "object", "method", "class"):
+        q.publish(Ping(1), topic)
+    q.start()
+    assert done.wait(10)
+    q.stop()
+    assert sorted(ran) == sorted(
+        ["function", "partial ops", "callable object", "bound method", "class"]
+    )
 
 
 def test_async_generator_handler_is_refused(open_queue: OpenQueue) -> None:
@@ -95,7 +97,9 @@ def test_async_generator_handler_is_refused(open_queue: OpenQueue) -> None:
     async def on_ping(msg: Ping) -> Any:  # an async def that yields
         yield msg
 
-    _refused(q, lambda: q.handler(Ping)(on_ping))
+    with pytest.raises(ringq.ConfigError, match="async generator"):
+        q.handler(Ping)(on_ping)
+    assert len(q.handlers) == 0
 
 
 class Awaitable:
@@ -107,11 +111,6 @@ class Awaitable:
 
 async def _work(msg: object) -> None:
     raise AssertionError("the coroutine body must never run")
-
-
-class _AsyncCallable:
-    async def __call__(self, msg: bytes) -> None:
-        raise AssertionError("the coroutine body must never run")
 
 
 class _ReturnsCoroutine(ringq.Handler[bytes]):
@@ -157,11 +156,6 @@ def test_a_plain_def_returning_an_awaitable_fails_its_attempts_and_is_never_acke
         count("awaitable")
         return Awaitable()
 
-    # A partial of an async callable object is refused when registered too.
-    with pytest.raises(ringq.ConfigError, match="async def"):
-        q.handler(bytes, topic="partial", name="partial", retry=TWICE)(
-            functools.partial(_AsyncCallable())
-        )
     q.register(_ReturnsCoroutine)
 
     topics = ["no_ctx", "with_ctx", "awaitable", "class"]
