@@ -60,7 +60,7 @@ def test_async_handlers_run_on_the_callers_loop_with_bounded_parallelism(qdir: P
             assert loops == {id(asyncio.get_running_loop())}
             assert await q.stop()
             stats = q.handler_stats()["on_order"]
-            assert stats["succeeded"] == 9 and stats["workers"] == 3 and stats["async"]
+            assert stats["succeeded"] == 9 and stats["target"] == 3 and stats["async"]
             assert q.stats()["ready"] == 0 and q.stats()["in_flight"] == 0
 
     asyncio.run(main())

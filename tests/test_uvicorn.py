@@ -62,7 +62,7 @@ def test_four_uvicorn_workers_publish_to_one_shared_queue(tmp_path: Path) -> Non
             sys.executable,
             "-m",
             "uvicorn",
-            "examples.fastapi_app:app",
+            "examples.fastapi_shared:app",
             "--workers",
             "4",
             "--host",

@@ -14,8 +14,9 @@ Cancelling a call (``task.cancel()``, ``asyncio.timeout``) leaves the
 queue consistent:
 
 - ``checkout``: cancelled while it waits, it took nothing (no lease).
-- ``publish``/``publish_many``: cancelled while waiting for room, nothing
-  was published; cancelled while waiting for the fsync
+- ``publish``/``publish_many``: cancelled while waiting for room (or
+  while giving the loop its turn, ``TURN``), nothing was published;
+  cancelled while waiting for the fsync
   (``durability="always"``), it *was* published and is durable once the
   fsync completes, but its id is not returned (publish with a
   ``dedup_key`` to find the message again: publishing the same key again
@@ -44,7 +45,7 @@ from ringq.backend import Backend, DeadLetter, Delivery, OutgoingMessage
 from ringq.config import Durability, QueueOptions
 from ringq.core import QueueCore
 from ringq.dlq import DeadLetterPredicate, DeadLetterQueue
-from ringq.errors import ConfigError, QueueFull, describe_error
+from ringq.errors import ConfigError, QueueClosed, QueueFull, describe_error
 from ringq.queue import Queue
 
 if TYPE_CHECKING:
@@ -58,6 +59,12 @@ T = TypeVar("T")
 
 # What a deferred handle's eventfd signals (``src/engine/wake.rs``).
 READY, ROOM, DURABLE, CLOSED = 1, 2, 4, 8
+
+#: A publish that has not waited for this long first gives the loop a turn
+#: (``asyncio.sleep(0)``): a producer that never has to wait (room, batch
+#: durability) would otherwise starve every other task of the loop.
+TURN = 0.001
+_monotonic = time.monotonic
 
 
 class _Signals:
@@ -149,9 +156,14 @@ class AsyncOps:
         self._side = _LoopSide(handle)
         self._always = handle.durability == "always"
         self._signals: _Signals | None = None
+        #: When a call last gave the loop a turn (``TURN``).
+        self._turn_at = _monotonic()
+        self._detached = False
 
     def _detach(self) -> None:
-        """Stops the signals (the backend stays open)."""
+        """Stops the signals (the backend stays open); later waits raise
+        ``QueueClosed``."""
+        self._detached = True
         if self._signals is not None:
             self._signals.close()
             self._signals = None
@@ -162,6 +174,8 @@ class AsyncOps:
 
     def _loop_signals(self) -> _Signals:
         loop = asyncio.get_running_loop()
+        if self._detached:
+            raise QueueClosed("the queue is closed")
         s = self._signals
         if s is None:
             s = self._signals = _Signals(self._handle, loop)
@@ -187,6 +201,15 @@ class AsyncOps:
                 return
             await signals.wait(DURABLE, None)
 
+    def _turn_due(self) -> bool:
+        """Whether a coroutine that has not waited should give the loop a
+        turn now (at most every ``TURN`` seconds); it is then counted as given."""
+        now = _monotonic()
+        if now - self._turn_at >= TURN:
+            self._turn_at = now
+            return True
+        return False
+
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else asyncio.get_running_loop().time() + timeout
 
@@ -198,6 +221,9 @@ class AsyncOps:
         """``Queue.publish``, awaited: waits for room (unless ``block=False``;
         ``timeout`` bounds the wait) and, with ``durability="always"``, for
         the fsync, without blocking the loop."""
+        if self._turn_due():
+            # A producer that never waits would never let the loop run.
+            await asyncio.sleep(0)
         side = self._side
         try:
             try:
@@ -209,7 +235,8 @@ class AsyncOps:
                     lambda: side.publish(payload, topic, **options), options.get("timeout")
                 )
         finally:
-            await self._durable()
+            if self._always:
+                await self._durable()
         return mid
 
     async def publish_many(
@@ -221,6 +248,8 @@ class AsyncOps:
         timeout: float | None = None,
     ) -> list[str]:
         """``Queue.publish_many``, awaited (all or none)."""
+        if self._turn_due():
+            await asyncio.sleep(0)
         side = self._side
         items = payloads if isinstance(payloads, list) else list(payloads)
         try:
@@ -281,14 +310,16 @@ class AsyncOps:
         try:
             self._side.ack(deliveries)
         finally:
-            await self._durable()
+            if self._always:
+                await self._durable()
 
     async def release(self, deliveries: Delivery | Iterable[Delivery]) -> None:
         """``Queue.release``, awaited."""
         try:
             self._side.release(deliveries)
         finally:
-            await self._durable()
+            if self._always:
+                await self._durable()
 
     async def nack(
         self,
@@ -300,7 +331,8 @@ class AsyncOps:
         try:
             self._side.nack(delivery, delay, error)
         finally:
-            await self._durable()
+            if self._always:
+                await self._durable()
 
     async def extend(self, delivery: Delivery, seconds: float) -> float:
         """``Queue.extend``, awaited (it never waits: a lease lives in memory)."""
@@ -368,6 +400,12 @@ class AsyncQueue(AsyncOps):
         self._queue = queue
         self._dlq = AsyncDeadLetterQueue(self)
         self._stopped: asyncio.Event | None = None
+        #: ``Queue.handler``: registers a handler (``async def`` ones run on
+        #: this queue's loop, plain ones on worker threads).
+        self.handler = queue.handler
+        #: ``Queue.register``: a ``ringq.Handler`` subclass (its ``handle``
+        #: may be ``async def``).
+        self.register = queue.register
 
     def _open_queue(self, path: str | os.PathLike[str], **options: Any) -> Queue:
         """Opens the ``ringq.Queue`` underneath (a seam for tests: the
@@ -380,18 +418,6 @@ class AsyncQueue(AsyncOps):
         return await asyncio.to_thread(cls, path, **options)
 
     # -- handlers -------------------------------------------------------------
-
-    @property
-    def handler(self) -> Any:
-        """``Queue.handler``: registers a handler (``async def`` ones run on
-        this queue's loop, plain ones on worker threads)."""
-        return self._queue.handler
-
-    @property
-    def register(self) -> Any:
-        """``Queue.register``: a ``ringq.Handler`` subclass (its ``handle``
-        may be ``async def``)."""
-        return self._queue.register
 
     @property
     def handlers(self) -> HandlerRegistry:
@@ -478,16 +504,18 @@ class AsyncQueue(AsyncOps):
     def close(self) -> None:
         """Closes the queue now (a final snapshot: blocking; in a coroutine,
         ``await aclose()``)."""
-        self._detach()
+        # Closing first: the engine wakes every waiting call, which then
+        # finds the queue closed; the signals go after.
         self._queue.close()
+        self._detach()
 
     async def aclose(self) -> None:
         """Stops running handlers (without draining) and closes the queue,
         its final snapshot in a worker thread."""
         if self._queue.running and not self._queue.closed:
             await self.stop(drain=False)
-        self._detach()
         await asyncio.to_thread(self._queue.close)
+        self._detach()
 
     async def __aenter__(self) -> AsyncQueue:
         return self

@@ -30,6 +30,8 @@ Scenarios (``durability="batch"`` unless stated):
   handler vs ``queue.Queue`` with a consumer thread (target ratio >= 1.5), and
   publish -> handler start on an idle queue (p50 <= 100 us, p99 reported);
   see ``ringq.bench_handlers``.
+- ``async_pair``, ``async_always_tasks``, ``async_latency``,
+  ``async_loop_gaps``: ``ringq.AsyncQueue``; see ``ringq.bench_async``.
 - ``reopen_1m``: 1M ready messages, closed, then ``ringq.Queue(path)``
   reopened in a fresh subprocess: seconds (target <= 1 s) and VmRSS after
   the reopen (target <= 250 MB). ``--quick`` uses 200k messages.
@@ -55,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import ringq
-from ringq import Delivery, bench_handlers, bench_shared
+from ringq import Delivery, bench_async, bench_handlers, bench_shared
 from ringq.backends.local import open_local
 from ringq.bench_kit import (
     BATCH,
@@ -493,6 +495,10 @@ SCENARIOS: dict[str, Callable[[Config], dict[str, Any]]] = {
     "reopen_1m": reopen_1m,
     "handler_pair": bench_handlers.handler_pair,
     "handler_latency": bench_handlers.handler_latency,
+    "async_pair": bench_async.async_pair,
+    "async_always_tasks": bench_async.async_always_tasks,
+    "async_latency": bench_async.async_latency,
+    "async_loop_gaps": bench_async.async_loop_gaps,
     "shared_publish": bench_shared.shared_publish,
     "shared_publish_many": bench_shared.shared_publish_many,
     "shared_checkout_ack": bench_shared.shared_checkout_ack,

@@ -26,6 +26,7 @@ until it yields; its lease then runs out as for a thread.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -59,110 +60,233 @@ def grace(timeout: float) -> float:
 
 
 class AsyncContext(Context):
-    """``ringq.Context`` for an async handler: ``heartbeat`` (a plain call,
-    it never waits) also moves the handler's timeout with the lease."""
+    """``ringq.Context`` for an async handler. ``heartbeat`` is a plain call
+    (it never waits); the pool's watchdog reads the new deadline, so the
+    handler's timeout moves with its lease."""
 
-    __slots__ = ("_grace", "_timeout")
+    __slots__ = ("_grace",)
 
     def __init__(self, backend: Backend, delivery: Delivery, handler: str, timeout: float) -> None:
         self._grace = grace(timeout)
         super().__init__(backend, delivery, handler, timeout + self._grace)
-        self._timeout: asyncio.Timeout | None = None
 
     def heartbeat(self, seconds: float | None = None) -> float:
         """Renews the lease (``seconds`` of handler time from now, default
         the handler's timeout); the coroutine's timeout moves with it."""
-        deadline = super().heartbeat(None if seconds is None else seconds + self._grace)
-        cm = self._timeout
-        if cm is not None:
-            loop = asyncio.get_running_loop()
-            cm.reschedule(loop.time() + (deadline - time.time()) - self._grace)
-        return deadline
+        return super().heartbeat(None if seconds is None else seconds + self._grace)
+
+
+class _Worker:
+    """One handler coroutine's place: the long-lived task that runs the
+    pool's messages one after another, and the message it is running."""
+
+    __slots__ = ("ctx", "deadline", "delivery", "leaving", "task", "timed_out")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.delivery: Delivery | None = None
+        self.ctx: AsyncContext | None = None
+        self.deadline = 0.0
+        self.timed_out = False
+        self.leaving = False
+
+    def due(self) -> float:
+        """When the running message times out (epoch seconds): its context's
+        lease deadline less the grace (a heartbeat moves it), or the start
+        plus the timeout."""
+        ctx = self.ctx
+        return self.deadline if ctx is None else ctx.deadline - ctx._grace
 
 
 class AsyncPool:
-    """One async handler: its serving coroutine, its running tasks, its tallies."""
+    """One async handler: ``max_parallelism`` worker coroutines (long-lived
+    tasks, so a message costs no task of its own), the messages checked out
+    for them, a watchdog for their timeouts, and the pool's tallies."""
 
     def __init__(
         self, spec: HandlerSpec, ops: AsyncOps, resolver: Resolver, bounds: tuple[float, ...]
-    ):
+    ) -> None:
         self.spec = spec
         self.ops = ops
         self.resolver = resolver
         self.bounds = bounds
         self.counters = Counters(bounds)
         self.target = spec.options.max_parallelism
-        self.running: set[asyncio.Task[None]] = set()
+        self.workers: list[_Worker] = []
         self.stopping = False
         self.drain = True
         self.dead_base = 0
         self.timing = False
-        self._room = asyncio.Event()
+        #: Checked out, not started yet (at most one per idle worker).
+        self.ready: collections.deque[Delivery] = collections.deque()
+        self.idle = 0
+        self._fetching = False
+        self._fetched = asyncio.Event()
         self._checkout: asyncio.Future[list[Delivery]] | None = None
-        self.serving: asyncio.Task[None] | None = None
+        self._watch: asyncio.TimerHandle | None = None
+        self._watch_at = 0.0
+        self._acks: list[Delivery] = []
+        self._flush_scheduled = False
         self.needs_tag = spec.message_type not in (bytes, str)
         self.needs_context = spec.cls is not None or spec.pass_context
+        self.ended = asyncio.Event()
 
-    # -- serving -------------------------------------------------------------
+    # -- workers ---------------------------------------------------------------
 
-    async def serve(self) -> None:
-        """Checks out as many messages as there are free places, starts a
-        task per message; until ``stop`` (then, draining, until nothing is
-        ready), and waits for the running ones."""
-        spec, ops = self.spec, self.ops
+    def start(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """Starts or retires workers to match ``target``."""
+        live = [w for w in self.workers if not w.leaving]
+        for w in live[self.target :]:
+            w.leaving = True
+        for _ in range(self.target - len(live)):
+            w = _Worker()
+            self.workers.append(w)
+            w.task = asyncio.ensure_future(self._work(w))
+        self._fetched.set()  # leaving idle workers notice
+
+    async def _work(self, w: _Worker) -> None:
+        ops = self.ops
         try:
-            while not (self.stopping and not self.drain):
-                free = self.target - len(self.running)
-                if free <= 0:
-                    self._room.clear()
-                    await self._room.wait()
+            while True:
+                d = await self._take(w)
+                if d is None:
+                    return
+                await self._handle(w, d)
+                if ops._turn_due():
+                    # Handlers that never wait would never let the loop run.
+                    await asyncio.sleep(0)
+        finally:
+            self.workers.remove(w)
+            if not self.workers:
+                self._flush_acks()
+                self._release_unstarted()
+                self.ended.set()
+
+    async def _take(self, w: _Worker) -> Delivery | None:
+        """The next message for ``w``: one already checked out, or a checkout
+        (by one idle worker at a time) of as many as there are idle workers;
+        ``None`` when ``w`` should end."""
+        spec = self.spec
+        self.idle += 1
+        try:
+            while True:
+                if w.leaving or (self.stopping and not self.drain):
+                    return None
+                if self.ready:
+                    return self.ready.popleft()
+                if self._fetching:
+                    self._fetched.clear()
+                    await self._fetched.wait()
                     continue
-                wait: float | None = 0 if self.stopping else None
                 lease = spec.options.timeout + grace(spec.options.timeout)
-                self._checkout = asyncio.ensure_future(ops.checkout(spec.topic, free, lease, wait))
+                want = max(1, self.idle)
                 try:
-                    batch = await self._checkout
-                except asyncio.CancelledError:
-                    if self.stopping:  # stop() ended the wait: it took nothing
-                        continue
-                    raise
+                    # What is ready now, without a turn of the loop.
+                    batch = self.ops._side.checkout(spec.topic, want, lease, 0)
                 except QueueClosed:
-                    break
-                except RingqError as e:
-                    log.error("handler %s: checkout failed: %s", spec.name, e)
-                    await asyncio.sleep(0.5)
+                    return None
+                except RingqError:
+                    batch = []  # the waiting checkout below reports it
+                if batch:
+                    self.ready.extend(batch)
                     continue
+                self._fetching = True
+                try:
+                    wait: float | None = 0 if self.stopping else None
+                    self._checkout = asyncio.ensure_future(
+                        self.ops.checkout(spec.topic, want, lease, wait)
+                    )
+                    try:
+                        batch = await self._checkout
+                    except asyncio.CancelledError:
+                        if self.stopping or w.leaving:  # stop/scale ended the wait: took nothing
+                            continue
+                        raise
+                    except QueueClosed:
+                        return None
+                    except RingqError as e:
+                        log.error("handler %s: checkout failed: %s", spec.name, e)
+                        await asyncio.sleep(0.5)
+                        continue
+                    if not batch and self.stopping:
+                        return None
+                    self.ready.extend(batch)
                 finally:
                     self._checkout = None
-                if not batch:
-                    if self.stopping:
-                        break
-                    continue
-                for d in batch:
-                    task = asyncio.ensure_future(self._handle(d))
-                    self.running.add(task)
-                    task.add_done_callback(self._finished)
+                    self._fetching = False
+                    self._fetched.set()
         finally:
-            if self.running:
-                await asyncio.gather(*self.running, return_exceptions=True)
+            self.idle -= 1
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self.running.discard(task)
-        self._room.set()
-        if not task.cancelled() and task.exception() is not None:  # pragma: no cover - a bug
-            log.error("handler %s: unexpected error", self.spec.name, exc_info=task.exception())
+    def _release_unstarted(self) -> None:
+        """Gives back what was checked out and not started (stop without
+        draining): first in its topic again, its delivery not counted."""
+        rest = list(self.ready)
+        self.ready.clear()
+        if not rest:
+            return
+        try:
+            self.ops._handle.release(rest)
+        except (LeaseLost, QueueClosed):
+            pass
+        except RingqError as e:
+            log.error("handler %s: release of %d messages failed: %s", self.spec.name, len(rest), e)
 
     def begin_stop(self, drain: bool) -> None:
         self.stopping = True
         self.drain = drain
         if self._checkout is not None:
             self._checkout.cancel()
-        self._room.set()
+        self._fetched.set()
+        if not self.workers:
+            self.ended.set()
+
+    def scale(self, target: int) -> None:
+        self.target = target
+        if self._checkout is not None and target < len(self.workers):
+            self._checkout.cancel()
+        self._fit()
+
+    # -- timeouts --------------------------------------------------------------
+
+    def _watch_worker(self, w: _Worker) -> None:
+        """Arms the watchdog for ``w``'s timeout if it is the earliest (one
+        timer per pool, not one per message)."""
+        at = w.due()
+        if self._watch is not None and self._watch_at <= at:
+            return
+        if self._watch is not None:
+            self._watch.cancel()
+        loop = asyncio.get_running_loop()
+        self._watch_at = at
+        self._watch = loop.call_at(loop.time() + max(0.0, at - time.time()), self._watchdog)
+
+    def _watchdog(self) -> None:
+        """Cancels the handlers past their timeout; re-arms for the rest."""
+        self._watch = None
+        now = time.time()
+        nearest: _Worker | None = None
+        for w in self.workers:
+            if w.delivery is None or w.timed_out:
+                continue
+            if w.due() <= now:
+                w.timed_out = True
+                if w.ctx is not None:
+                    w.ctx._expire()
+                assert w.task is not None
+                w.task.cancel()
+            elif nearest is None or w.due() < nearest.due():
+                nearest = w
+        if nearest is not None:
+            self._watch_worker(nearest)
 
     # -- one message -----------------------------------------------------------
 
-    async def _handle(self, d: Delivery) -> None:
-        spec, ops, c = self.spec, self.ops, self.counters
+    async def _handle(self, w: _Worker, d: Delivery) -> None:
+        spec, c = self.spec, self.counters
         c.processed += 1
         try:
             msg = spec.decode(d.payload, d.headers.get(TYPE_HEADER) if self.needs_tag else None)
@@ -171,35 +295,51 @@ class AsyncPool:
             if await self._fail(d, e, None, "undecodable"):
                 c.dead_lettered += 1
             return
-        handle = ops._handle
-        ctx = AsyncContext(handle, d, spec.name, spec.options.timeout)
-        budget = min(spec.options.timeout, d.lease_deadline - time.time() - ctx._grace)
+        timeout = spec.options.timeout
+        ctx = AsyncContext(self.ops._handle, d, spec.name, timeout) if self.needs_context else None
+        w.delivery, w.ctx, w.timed_out = d, ctx, False
+        w.deadline = min(time.time() + timeout, d.lease_deadline - grace(timeout))
+        self._watch_worker(w)
         started = time.perf_counter() if self.timing else 0.0
         if started:
             c.queue_wait.observe(max(0.0, time.time() - d.enqueued_at))
         failure: BaseException | None = None
         try:
-            async with asyncio.timeout(max(0.0, budget)) as cm:
-                ctx._timeout = cm
+            if ctx is None:
+                plain: Callable[[object], Awaitable[object]] = spec.func  # type: ignore[assignment]
+                await plain(msg)
+            else:
                 await self._call(msg, ctx)
-        except TimeoutError as e:
-            ctx._expire()
+        except asyncio.CancelledError as e:
+            if not w.timed_out:
+                raise
             failure = TimeoutError(
-                f"handler {spec.name} ran past its {spec.options.timeout:g}s timeout on "
-                f"message {d.id}: cancelled"
+                f"handler {spec.name} ran past its {timeout:g}s timeout on message {d.id}: "
+                "cancelled"
             )
             failure.__cause__ = e
         except Exception as e:
             failure = e
         finally:
-            ctx._timeout = None
+            w.delivery = w.ctx = None
             if started:
                 c.handler_duration.observe(time.perf_counter() - started)
+        if w.timed_out:
+            assert w.task is not None
+            w.task.uncancel()  # this worker goes on with the next message
+            if failure is None:  # finished as the watchdog cancelled it: too late
+                failure = TimeoutError(f"handler {spec.name} ran past its timeout on {d.id}")
         if failure is not None:
             await self._attempt_failed(d, failure)
             return
+        staged = None if ctx is None else ctx._staged
+        if staged is None and not self.ops._always:
+            self._ack_soon(d)
+            if started:
+                c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
+            return
         try:
-            await ops._ack_with(d, ctx._staged)
+            await self.ops._ack_with(d, staged)
         except LeaseLost:
             c.late_acks += 1
             log.warning(
@@ -213,6 +353,36 @@ class AsyncPool:
             c.succeeded += 1
             if started:
                 c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
+
+    def _ack_soon(self, d: Delivery) -> None:
+        """Acks ``d`` with the others that succeed in this turn of the loop,
+        in one engine call (it never waits: nothing to await without
+        ``durability="always"``)."""
+        self._acks.append(d)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._flush_scheduled = False
+        done, self._acks = self._acks, []
+        if not done:
+            return
+        c = self.counters
+        try:
+            self.ops._handle.ack(done)
+        except LeaseLost as e:
+            c.late_acks += len(e.ids)
+            c.succeeded += len(done) - len(e.ids)
+            log.warning(
+                "handler %s: late ack rejected for %s (their leases ran out)",
+                self.spec.name,
+                ", ".join(e.ids),
+            )
+        except RingqError as e:
+            log.error("handler %s: ack of %d messages failed: %s", self.spec.name, len(done), e)
+        else:
+            c.succeeded += len(done)
 
     def _call(self, msg: object, ctx: AsyncContext) -> Awaitable[object]:
         spec = self.spec
@@ -266,13 +436,13 @@ class AsyncPool:
     # -- numbers ---------------------------------------------------------------
 
     def stats(self, dead: int | None) -> dict[str, Any]:
-        """``Pool.stats``' shape: ``workers`` is ``max_parallelism``."""
+        """``Pool.stats``' shape; ``workers`` are coroutines."""
         c = self.counters
         out: dict[str, Any] = {
             "topic": self.spec.topic,
-            "workers": self.target,
+            "workers": len(self.workers),
             "target": self.target,
-            "active": len(self.running),
+            "active": sum(1 for w in self.workers if w.delivery is not None),
             "abandoned_running": 0,
             "abandoned_total": 0,
             "async": True,
@@ -369,7 +539,7 @@ class AsyncHandlers:
         pool.dead_base = dead_base
         pool.timing = self.timing
         self.pools[spec.name] = pool
-        pool.serving = asyncio.ensure_future(pool.serve())
+        pool.start()
 
     def set_timing(self, on: bool) -> None:
         self.timing = on
@@ -380,22 +550,23 @@ class AsyncHandlers:
         pool = self.pools.get(name)
         if pool is None:
             return False
-        pool.target = parallelism
-        pool._room.set() if self._in_loop() else self._call_soon(pool._room.set)
+        if self._in_loop():
+            pool.scale(parallelism)
+        else:
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(pool.scale, parallelism)
         return True
-
-    def _call_soon(self, f: Callable[[], object]) -> None:
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(f)
 
     async def stop_async(self, drain: bool, timeout: float | None) -> bool:
         """Stops every pool (on the pools' loop); True if all ended in time."""
         pools = list(self.pools.values())
         for p in pools:
             p.begin_stop(drain)
-        tasks = [p.serving for p in pools if p.serving is not None]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
+        waits = [asyncio.ensure_future(p.ended.wait()) for p in pools]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for f in pending:
+                f.cancel()
             if pending:
                 return False
         if self.ops is not None:

@@ -4,7 +4,7 @@ Run it with several workers; every worker opens the same directory with
 ``shared=True`` (the first to start owns it and serves the others, or all of
 them are clients of ``ringq serve``)::
 
-    RINGQ_PATH=/var/lib/myapp/queue uvicorn examples.fastapi_app:app --workers 4
+    RINGQ_PATH=/var/lib/myapp/queue uvicorn examples.fastapi_shared:app --workers 4
 
 ``POST /orders`` publishes an ``OrderPlaced`` message to the topic
 ``orders`` and answers with its id; a separate process (or the same app's handlers) consumes them.
