@@ -34,7 +34,7 @@ async def started(coro: Awaitable[T]) -> asyncio.Task[T]:
 
 @pytest.fixture(autouse=True)
 def no_turns(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A publish gives the loop a turn once a millisecond before it goes to
+    """A publish gives the loop a turn every ``TURN`` seconds before it goes to
     the engine (``ringq.aio.TURN``): the cancellation tests need to know
     where the call waits, so they turn that off."""
     if "turn" not in request.node.name:

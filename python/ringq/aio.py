@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import heapq
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -45,7 +46,7 @@ from ringq.backend import Backend, DeadLetter, Delivery, OutgoingMessage
 from ringq.config import Durability, QueueOptions
 from ringq.core import QueueCore
 from ringq.dlq import DeadLetterPredicate, DeadLetterQueue
-from ringq.errors import ConfigError, QueueClosed, QueueFull, describe_error
+from ringq.errors import ConfigError, QueueClosed, QueueFull, RingqError, describe_error
 from ringq.queue import Queue
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ READY, ROOM, DURABLE, CLOSED = 1, 2, 4, 8
 #: A publish that has not waited for this long first gives the loop a turn
 #: (``asyncio.sleep(0)``): a producer that never has to wait (room, batch
 #: durability) would otherwise starve every other task of the loop.
-TURN = 0.001
+TURN = 0.0005
 _monotonic = time.monotonic
 
 
@@ -71,9 +72,12 @@ class _Signals:
     """The queue's eventfd, watched by one event loop, and the futures
     waiting for each kind of signal."""
 
-    def __init__(self, handle: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, handle: Any, loop: asyncio.AbstractEventLoop, on_durable: Callable[[bool], None]
+    ) -> None:
         self.handle = handle
         self.loop = loop
+        self.on_durable = on_durable
         self.fd: int = handle._async_fd()
         self.waiting: dict[int, set[asyncio.Future[None]]] = {
             READY: set(),
@@ -86,6 +90,8 @@ class _Signals:
         bits = self.handle._async_take()
         if bits & CLOSED:
             bits |= READY | ROOM | DURABLE
+        if bits & DURABLE:
+            self.on_durable(bool(bits & CLOSED))
         for kind, futures in self.waiting.items():
             if bits & kind and futures:
                 for f in futures:
@@ -114,6 +120,7 @@ class _Signals:
 
     def close(self) -> None:
         self.loop.remove_reader(self.fd)
+        self.on_durable(True)
         for futures in self.waiting.values():
             for f in futures:
                 if not f.done():
@@ -159,6 +166,14 @@ class AsyncOps:
         #: When a call last gave the loop a turn (``TURN``).
         self._turn_at = _monotonic()
         self._detached = False
+        #: ``durability="always"``: on disk up to here; an fsync was asked
+        #: for up to ``_requested`` (in round ``_asked_at``); the last failure.
+        self._durable_upto = 0
+        self._requested = 0
+        self._asked_at: int | None = None
+        self._durable_failed: tuple[int, RingqError] | None = None
+        self._durable_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = 0
 
     def _detach(self) -> None:
         """Stops the signals (the backend stays open); later waits raise
@@ -178,7 +193,7 @@ class AsyncOps:
             raise QueueClosed("the queue is closed")
         s = self._signals
         if s is None:
-            s = self._signals = _Signals(self._handle, loop)
+            s = self._signals = _Signals(self._handle, loop, self._durable_signalled)
         elif s.loop is not loop:
             raise RuntimeError(
                 "this AsyncQueue belongs to the event loop that first used it; "
@@ -188,18 +203,62 @@ class AsyncOps:
 
     async def _durable(self) -> None:
         """Waits until the calls made since the last wait are on disk
-        (``durability="always"``; at once otherwise)."""
+        (``durability="always"``; at once otherwise). Many tasks waiting
+        share the engine's fsyncs and this queue's polls of them: a task asks
+        for an fsync only when its record is past what was asked for, and
+        one poll per signal (``_durable_signalled``) wakes exactly the tasks
+        whose records are now on disk."""
         lsn = self._handle._take_lsn()
-        if lsn is None or not self._always:
+        if lsn is None or not self._always or lsn <= self._durable_upto:
             return
-        signals = self._loop_signals()
-        asked: int | None = None
-        while True:
-            self._handle._async_arm(DURABLE)
-            done, asked = self._handle._poll_durable(lsn, asked)
-            if done:
-                return
-            await signals.wait(DURABLE, None)
+        await self._durable_wait(lsn)
+
+    async def _durable_wait(self, lsn: int) -> None:
+        self._loop_signals()
+        while lsn > self._durable_upto:
+            failed = self._durable_failed
+            if failed is not None and lsn <= failed[0]:
+                raise failed[1]
+            if lsn > self._requested:
+                self._handle._async_arm(DURABLE)
+                done, asked, upto = self._handle._poll_durable(lsn, None)
+                self._durable_upto = max(self._durable_upto, upto, lsn if done else 0)
+                if done:
+                    return
+                self._requested, self._asked_at = lsn, asked
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._seq += 1
+            heapq.heappush(self._durable_waiters, (lsn, self._seq, fut))
+            await fut
+
+    def _durable_signalled(self, closed: bool) -> None:
+        """An fsync round ended (or failed), or the queue closed: one poll,
+        then the waiters whose records are on disk (or failed) go on."""
+        waiters = self._durable_waiters
+        if closed:
+            upto = float("inf")
+        else:
+            if self._requested > self._durable_upto:
+                self._handle._async_arm(DURABLE)
+                try:
+                    done, self._asked_at, on_disk = self._handle._poll_durable(
+                        self._requested, self._asked_at
+                    )
+                    self._durable_upto = max(
+                        self._durable_upto, on_disk, self._requested if done else 0
+                    )
+                except RingqError as e:
+                    # Every record asked for so far may not be on disk: its
+                    # waiters get the error, as a waiting call would; later
+                    # ones ask anew.
+                    self._durable_failed = (self._requested, e)
+                    self._requested = self._durable_upto
+            failed = self._durable_failed
+            upto = max(self._durable_upto, failed[0] if failed is not None else 0)
+        while waiters and waiters[0][0] <= upto:
+            f = heapq.heappop(waiters)[2]
+            if not f.done():
+                f.set_result(None)
 
     def _turn_due(self) -> bool:
         """Whether a coroutine that has not waited should give the loop a
@@ -236,7 +295,9 @@ class AsyncOps:
                 )
         finally:
             if self._always:
-                await self._durable()
+                lsn = self._handle._take_lsn()
+                if lsn is not None and lsn > self._durable_upto:
+                    await self._durable_wait(lsn)
         return mid
 
     async def publish_many(

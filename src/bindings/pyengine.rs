@@ -566,15 +566,16 @@ impl PyEngine {
         Ok((lsn != 0).then_some(lsn))
     }
 
-    /// `(durable, asked_at)`: whether `lsn` is on disk; if not, the fsync
+    /// `(durable, asked_at, durable_lsn)`: whether `lsn` is on disk; if not, the fsync
     /// was asked for (the first time, `asked_at=None`): poll again with the
     /// returned `asked_at` after a "durable" signal. A failed fsync raises
     /// `StorageError`, as a waiting call would.
+    /// The third value is how far the journal is on disk now (an LSN).
     #[pyo3(signature = (lsn, asked_at=None))]
-    fn _poll_durable(&self, lsn: u64, asked_at: Option<u64>) -> PyResult<(bool, u64)> {
+    fn _poll_durable(&self, lsn: u64, asked_at: Option<u64>) -> PyResult<(bool, u64, u64)> {
         self.deferred_part()?;
-        let mut out = Ok((true, 0));
-        self.with_engine(|e| out = e.poll_durable(lsn, asked_at))?;
+        let mut out = Ok((true, 0, 0));
+        self.with_engine(|e| out = e.poll_durable(lsn, asked_at).map(|(done, asked)| (done, asked, e.durable_lsn())))?;
         out.map_err(to_py)
     }
 

@@ -413,6 +413,11 @@ impl Engine {
         }
     }
 
+    /// Everything up to this LSN is on disk.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.sh.sync.durable()
+    }
+
     /// Writes a snapshot now; returns its LSN.
     pub fn snapshot(&self) -> Result<Lsn> {
         self.sh.check()?;
