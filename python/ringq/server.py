@@ -31,41 +31,47 @@ if TYPE_CHECKING:
     from ringq.admin import Admin
     from ringq.core import QueueCore
 
-__all__ = ["AdminServer"]
+__all__ = ["AdminRoutes", "AdminServer"]
 
 log = logging.getLogger("ringq.admin")
 
 
-class AdminServer:
-    """The running endpoint; ``url`` says where, ``close()`` stops it."""
+class AdminRoutes:
+    """What the admin endpoint answers, whatever serves it: the threaded
+    HTTP server here (``q.serve_admin``) or an ASGI app (``ringq.asgi``).
+    ``handle`` takes a method, a path (relative to where it is served), the
+    query, the ``Authorization`` header and the raw body."""
 
-    def __init__(
-        self, queue: QueueCore, admin: Admin, host: str, port: int, token: str | None
-    ) -> None:
+    def __init__(self, queue: QueueCore, admin: Admin, token: str | None) -> None:
         self._q = queue
         self._admin = admin
         self._token = token
-        server = ThreadingHTTPServer((host, port), _handler_for(self))
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="ringq-admin-http", daemon=True
-        )
-        self._thread.start()
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("admin endpoint on %s: reachable beyond this machine", self.url)
 
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-    # -- request handling (called from the server's threads) -----------------
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        authorization: str | None,
+        body: bytes,
+    ) -> tuple[int, str, bytes]:
+        try:
+            if method == "GET":
+                return self.get(path, query)
+            if method != "POST":
+                return _json(405, {"error": f"{method} is not served here"})
+            refused = self.authorized(authorization)
+            if refused:
+                return _json(refused, {"error": "actions need the admin token"})
+            try:
+                parsed = json.loads(body or b"{}")
+                if not isinstance(parsed, dict):
+                    raise ValueError("the body must be a JSON object")
+            except ValueError as e:
+                return _json(400, {"error": f"bad JSON body: {e}"})
+            return self.post(path, parsed)
+        except (KeyError, ValueError, TypeError, RingqError) as e:
+            return _json(400, {"error": f"{type(e).__name__}: {e}"})
 
     def authorized(self, header: str | None) -> int:
         """0 if allowed, else the HTTP status to refuse with."""
@@ -121,44 +127,57 @@ class AdminServer:
         return _json(404, {"error": f"no such action: {path}"})
 
 
+class AdminServer:
+    """The running endpoint; ``url`` says where, ``close()`` stops it."""
+
+    def __init__(
+        self, queue: QueueCore, admin: Admin, host: str, port: int, token: str | None
+    ) -> None:
+        self.routes = AdminRoutes(queue, admin, token)
+        server = ThreadingHTTPServer((host, port), _handler_for(self.routes))
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="ringq-admin-http", daemon=True
+        )
+        self._thread.start()
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("admin endpoint on %s: reachable beyond this machine", self.url)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
 def _json(status: int, value: Any) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(value).encode()
 
 
-def _handler_for(server: AdminServer) -> type[BaseHTTPRequestHandler]:
+def _handler_for(routes: AdminRoutes) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            url = urlparse(self.path)
-            self._answer(lambda: server.get(url.path, parse_qs(url.query)))
+            self._answer("GET", b"")
 
         def do_POST(self) -> None:
-            refused = server.authorized(self.headers.get("Authorization"))
-            if refused:
-                self._send(*_json(refused, {"error": "actions need the admin token"}))
-                return
             length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if not isinstance(body, dict):
-                    raise ValueError("the body must be a JSON object")
-            except ValueError as e:
-                self._send(*_json(400, {"error": f"bad JSON body: {e}"}))
-                return
-            self._answer(lambda: server.post(urlparse(self.path).path, body))
+            self._answer("POST", self.rfile.read(length))
 
-        def _answer(self, call: Any) -> None:
-            try:
-                result = call()
-            except (KeyError, ValueError, TypeError, RingqError) as e:
-                result = _json(400, {"error": f"{type(e).__name__}: {e}"})
-            self._send(*result)
-
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
+        def _answer(self, method: str, body: bytes) -> None:
+            url = urlparse(self.path)
+            status, content_type, out = routes.handle(
+                method, url.path, parse_qs(url.query), self.headers.get("Authorization"), body
+            )
             self.send_response(status)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(out)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(out)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("admin http: " + format, *args)

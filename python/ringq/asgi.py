@@ -1,0 +1,90 @@
+"""``ringq.asgi.admin_app(q)``: the admin endpoint as an ASGI app.
+
+The same resources and actions as ``q.serve_admin`` (``ringq.server``):
+``GET /metrics``, ``/stats``, ``/dlq`` and the token-guarded ``POST``
+actions. It is served by the app it is mounted in (no second port), for
+example in FastAPI or Starlette::
+
+    app.mount("/admin", ringq.asgi.admin_app(q, token=os.environ["ADMIN_TOKEN"]))
+
+It is a plain ASGI callable, so it needs no web framework of its own.
+Paths are relative to the mount point (the scope's ``root_path``). Each
+request runs its queue call in a worker thread: a snapshot, or a replay
+paced by ``rate``, takes its time without holding up the server's loop.
+``q`` is a ``ringq.Queue`` or a ``ringq.AsyncQueue``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from ringq.server import AdminRoutes
+
+if TYPE_CHECKING:
+    from ringq.aio import AsyncQueue
+    from ringq.queue import Queue
+
+__all__ = ["admin_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def admin_app(q: Queue | AsyncQueue, token: str | None = None) -> ASGIApp:
+    """An ASGI app serving ``q``'s admin endpoint; actions need ``token``
+    (``Authorization: Bearer <token>``; without a token they are refused)."""
+    from ringq.aio import AsyncQueue
+
+    queue = q.queue if isinstance(q, AsyncQueue) else q
+    routes = AdminRoutes(queue, queue.admin, token)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            raise RuntimeError(f"ringq.asgi.admin_app serves HTTP, not {scope['type']!r}")
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        status, content_type, out = await asyncio.to_thread(
+            routes.handle,
+            scope["method"],
+            path or "/",
+            query,
+            headers.get("authorization"),
+            body,
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(out)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": out})
+
+    return app
