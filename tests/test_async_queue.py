@@ -275,3 +275,26 @@ def test_a_producer_that_never_waits_still_gives_the_loop_a_turn(qdir: Path) -> 
             assert ticks >= took / ringq.aio.TURN / 4, (ticks, took)  # at least 1 in 4 ms
 
     run(main)
+
+
+def test_nack_release_and_replay_cancelled_while_waiting_for_the_fsync_took_effect(
+    qdir: Path,
+) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, durability="always", max_attempts=1) as q:
+            for p in (b"n", b"r"):
+                await q.publish(p, "t")
+            nack_me, release_me = await q.checkout("t", 2, timeout=0)
+            await cancelled(await started(q.nack(nack_me, error="no")))
+            await cancelled(await started(q.release(release_me)))
+            assert q.stats()["in_flight"] == 0
+            assert await q.dlq.count() == 1  # the nack, out of attempts
+            [again] = await q.checkout("t", timeout=0)
+            assert (again.payload, again.attempt) == (b"r", 1)  # released: not charged
+            await cancelled(await started(q.dlq.replay()))
+            assert await q.dlq.count() == 0
+            await q.ack(again)
+
+    run(main)
+    with ringq.Queue(qdir) as q:
+        assert [d.payload for d in q.checkout("t", 5, timeout=0)] == [b"n"]
