@@ -227,7 +227,10 @@ class Container:
         if not callable(factory):
             raise TypeError(f"factory for {name_of(tp)} is not callable: {factory!r}")
         if inspect.iscoroutinefunction(factory) or inspect.isasyncgenfunction(factory):
-            raise TypeError(f"factory for {name_of(tp)} is async; ringq handlers are sync")
+            raise TypeError(
+                f"factory for {name_of(tp)} is async: the container builds dependencies with "
+                "sync factories only (an async handler can await what it needs in its handle)"
+            )
         self._set(_Registration(tp, factory, lifetime))
 
     def instance(self, tp: TypeForm[T], obj: T) -> None:
