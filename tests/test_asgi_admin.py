@@ -100,3 +100,29 @@ def test_as_a_bare_asgi_app_for_an_async_queue(qdir: Path) -> None:
                 assert await q.dlq.count() == 1
 
     asyncio.run(main())
+
+
+def test_the_token_is_checked_before_the_body_and_bodies_are_capped(qdir: Path) -> None:
+    from ringq.server import MAX_BODY
+
+    big = b"{" + b" " * (MAX_BODY + 10) + b"}"
+    with ringq.Queue(qdir) as q:
+        server = q.serve_admin(token="t")
+        refused = httpx.post(server.url + "/snapshot", content=big)
+        assert refused.status_code == 401
+        too_big = httpx.post(
+            server.url + "/snapshot", content=big, headers={"Authorization": "Bearer t"}
+        )
+        assert too_big.status_code == 413
+        ok = httpx.post(server.url + "/snapshot", json={}, headers={"Authorization": "Bearer t"})
+        assert ok.status_code == 200
+
+        async def asgi() -> None:
+            app: Any = ringq.asgi.admin_app(q, token="t")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://admin") as c:
+                assert (await c.post("/snapshot", content=big)).status_code == 401
+                r = await c.post("/snapshot", content=big, headers={"Authorization": "Bearer t"})
+                assert r.status_code == 413
+
+        asyncio.run(asgi())

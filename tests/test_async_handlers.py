@@ -232,3 +232,58 @@ def test_an_async_generator_and_async_with_processes_are_refused(open_queue: Ope
 
     with pytest.raises(ringq.ConfigError, match="processes"):
         q.handler(Order, processes=2)(heavy)
+
+
+def test_scaling_down_keeps_the_remaining_workers_and_scale_zero_then_up_still_drains(
+    qdir: Path,
+) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir) as q:
+            handled: list[int] = []
+
+            @q.handler(Order, max_parallelism=2)
+            async def on_order(msg: Order) -> None:
+                await asyncio.sleep(0.05)
+                handled.append(msg.n)
+
+            q.start()
+            await asyncio.sleep(0.02)  # both workers wait in a checkout
+            q.scale("on_order", 1)
+            await asyncio.sleep(0.02)
+            assert q.handler_stats()["on_order"]["workers"] == 1
+            await q.publish_many([Order(i) for i in range(3)])
+            t0 = time.monotonic()
+            while len(handled) < 3 and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.01)
+            assert sorted(handled) == [0, 1, 2]
+            # Paused, resumed, then stopped with a handler running: stop waits for it.
+            q.scale("on_order", 0)
+            await asyncio.sleep(0.02)
+            q.scale("on_order", 1)
+            await q.publish(Order(9))
+            t0 = time.monotonic()
+            while q.handler_stats()["on_order"]["active"] == 0 and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.005)
+            assert await q.stop(drain=True)
+            assert 9 in handled and q.stats()["in_flight"] == 0
+
+    asyncio.run(main())
+
+
+def test_a_stop_that_times_out_lets_the_running_handler_finish_and_be_acked(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue()
+    finished = threading.Event()
+
+    @q.handler(Order)
+    async def slow(msg: Order) -> None:
+        await asyncio.sleep(0.3)
+        finished.set()
+
+    q.start()
+    q.publish(Order(1))
+    assert wait_until(lambda: q.handler_stats()["slow"]["active"] == 1)
+    assert q.stop(timeout=0.01) is False
+    assert finished.wait(5)
+    assert wait_until(lambda: q.stats()["acked"] == 1), "acked by the handler's own loop"

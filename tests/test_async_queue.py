@@ -298,3 +298,52 @@ def test_nack_release_and_replay_cancelled_while_waiting_for_the_fsync_took_effe
     run(main)
     with ringq.Queue(qdir) as q:
         assert [d.payload for d in q.checkout("t", 5, timeout=0)] == [b"n"]
+
+
+def test_calls_waiting_for_their_fsync_end_when_the_queue_closes(qdir: Path) -> None:
+    async def main() -> None:
+        q = ringq.AsyncQueue(qdir, durability="always")
+        tasks = [asyncio.ensure_future(q.publish(b"x%d" % i)) for i in range(50)]
+        await asyncio.sleep(0)
+        await q.aclose()
+        done, pending = await asyncio.wait(tasks, timeout=5)
+        assert not pending, f"{len(pending)} still waiting"
+        for t in done:  # each either made it to disk or says the queue closed
+            assert t.exception() is None or isinstance(t.exception(), ringq.QueueClosed)
+
+    run(main)
+
+
+def test_a_batch_that_can_never_fit_is_refused_at_once(qdir: Path) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, capacity=10) as q:
+            t0 = time.monotonic()
+            with pytest.raises(ringq.QueueFull) as info:
+                await q.publish_many([b"x"] * 11)
+            assert time.monotonic() - t0 < 1
+            assert (info.value.need, info.value.capacity) == (11, 10)
+
+    run(main)
+
+
+def test_closed_async_queues_leave_no_descriptor_behind(qdir: Path) -> None:
+    import gc
+    import os
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def cycle(i: int) -> None:
+        async with ringq.AsyncQueue(qdir / str(i)) as q:
+            await q.publish(b"x")
+            await q.checkout(timeout=0)
+
+    gc.disable()
+    try:
+        run(lambda: cycle(0))
+        before = fds()
+        for i in range(1, 11):
+            run(lambda i=i: cycle(i))  # type: ignore[misc]
+        assert fds() - before <= 2
+    finally:
+        gc.enable()

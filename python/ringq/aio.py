@@ -173,6 +173,7 @@ class AsyncOps:
         self._asked_at: int | None = None
         self._durable_failed: tuple[int, RingqError] | None = None
         self._durable_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._durable_closed = False
         self._seq = 0
 
     def _detach(self) -> None:
@@ -216,6 +217,13 @@ class AsyncOps:
     async def _durable_wait(self, lsn: int) -> None:
         self._loop_signals()
         while lsn > self._durable_upto:
+            if self._durable_closed:
+                # The queue closed (its last fsync may have covered this
+                # record): one last look, then the closed queue's answer.
+                done, _, _ = self._handle._poll_durable(lsn, self._asked_at)
+                if done:
+                    return
+                raise QueueClosed(f"the queue was closed before record {lsn} was fsynced")
             failed = self._durable_failed
             if failed is not None and lsn <= failed[0]:
                 raise failed[1]
@@ -236,6 +244,7 @@ class AsyncOps:
         then the waiters whose records are on disk (or failed) go on."""
         waiters = self._durable_waiters
         if closed:
+            self._durable_closed = True
             upto = float("inf")
         else:
             if self._requested > self._durable_upto:
@@ -287,8 +296,8 @@ class AsyncOps:
         try:
             try:
                 mid = side.publish(payload, topic, **options)
-            except QueueFull:
-                if options.get("block") is False:
+            except QueueFull as e:
+                if options.get("block") is False or (e.need or 0) > (e.capacity or 0):
                     raise
                 mid = await self._when_room(
                     lambda: side.publish(payload, topic, **options), options.get("timeout")
@@ -316,8 +325,8 @@ class AsyncOps:
         try:
             try:
                 ids = side.publish_many(items, topic, block=block, timeout=timeout)
-            except QueueFull:
-                if block is False:
+            except QueueFull as e:
+                if block is False or (e.need or 0) > (e.capacity or 0):
                     raise
                 ids = await self._when_room(
                     lambda: side.publish_many(items, topic, block=block, timeout=timeout), timeout
@@ -336,9 +345,9 @@ class AsyncOps:
             self._handle._async_arm(ROOM)
             try:
                 return call()
-            except QueueFull:
-                if not await signals.wait(ROOM, deadline):
-                    raise
+            except QueueFull as e:
+                if (e.need or 0) > (e.capacity or 0) or not await signals.wait(ROOM, deadline):
+                    raise  # it can never fit, or the time is up
 
     # -- consuming ----------------------------------------------------------
 
@@ -459,7 +468,6 @@ class AsyncQueue(AsyncOps):
             queue.close()
             raise
         self._queue = queue
-        self._dlq = AsyncDeadLetterQueue(self)
         self._stopped: asyncio.Event | None = None
         #: ``Queue.handler``: registers a handler (``async def`` ones run on
         #: this queue's loop, plain ones on worker threads).
@@ -539,7 +547,7 @@ class AsyncQueue(AsyncOps):
     @property
     def dlq(self) -> AsyncDeadLetterQueue:
         """The dead-letter queue, with awaitable methods."""
-        return self._dlq
+        return AsyncDeadLetterQueue(self)
 
     @property
     def queue(self) -> Queue:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from ringq.server import AdminRoutes
+from ringq.server import MAX_BODY, AdminRoutes, _json
 
 if TYPE_CHECKING:
     from ringq.aio import AsyncQueue
@@ -55,26 +55,37 @@ def admin_app(q: Queue | AsyncQueue, token: str | None = None) -> ASGIApp:
                     return
         if scope["type"] != "http":
             raise RuntimeError(f"ringq.asgi.admin_app serves HTTP, not {scope['type']!r}")
-        body = b""
-        while True:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        authorization = headers.get("authorization")
+        method: str = scope["method"]
+        refused = routes.authorized(authorization) if method == "POST" else 0
+        # The token before the body: nobody without it gets one read.
+        status, content_type, out = (
+            _json(refused, {"error": "actions need the admin token"}) if refused else (0, "", b"")
+        )
+        chunks: list[bytes] = []
+        size = 0
+        while not refused:
             message = await receive()
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                status, content_type, out = _json(
+                    413, {"error": f"the body is over {MAX_BODY} bytes"}
+                )
+                break
+            chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        path: str = scope["path"]
-        root: str = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        status, content_type, out = await asyncio.to_thread(
-            routes.handle,
-            scope["method"],
-            path or "/",
-            query,
-            headers.get("authorization"),
-            body,
-        )
+        if not status:
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            status, content_type, out = await asyncio.to_thread(
+                routes.handle, method, path or "/", query, authorization, b"".join(chunks)
+            )
         await send(
             {
                 "type": "http.response.start",

@@ -9,10 +9,11 @@ is this plus the operator tools (``q.admin``, ``q.serve_admin``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, TypeVar, Unpack
 
 from ringq.backend import Backend, Delivery, OutgoingMessage
 from ringq.backends import fast_publish, open_backend
@@ -20,13 +21,15 @@ from ringq.codecs import DEFAULT_TOPIC
 from ringq.codecs.encoding import outgoing_message
 from ringq.config import QUEUE_DEFAULTS, Durability, QueueOptions
 from ringq.dlq import DeadLetterQueue
-from ringq.errors import ConfigError, describe_error
+from ringq.errors import ConfigError, QueueClosed, describe_error
 from ringq.hosting import HandlerHost
 
 if TYPE_CHECKING:
     from ringq.di import Resolver
 
 __all__ = ["Message", "PublishOptions", "QueueCore"]
+
+T = TypeVar("T")
 
 OnDuplicate = Literal["replace", "keep"]
 
@@ -95,6 +98,23 @@ def outgoing(item: object, topic: str | None) -> bytes | OutgoingMessage:
     return outgoing_message(item, topic)
 
 
+def _weakly(obj: QueueCore, method: Callable[..., T]) -> Callable[..., T]:
+    """``method`` bound to ``obj`` without keeping ``obj`` alive: the
+    engine holds the fast path's fallbacks, and a strong reference would
+    make the queue and its engine a cycle (a queue dropped without
+    ``close()`` would keep its directory locked until the collector ran)."""
+    ref = weakref.ref(obj)
+
+    def call(*args: Any, **kwargs: Any) -> T:
+        target = ref()
+        if target is None:  # pragma: no cover - the engine outlived its queue
+            raise QueueClosed("the queue was dropped")
+        return method(target, *args, **kwargs)
+
+    call.__doc__ = method.__doc__
+    return call
+
+
 class QueueCore(HandlerHost):
     """A durable queue on a backend (by default the engine in this process,
     in the directory ``path``). See ``ringq.Queue`` for the options."""
@@ -136,7 +156,11 @@ class QueueCore(HandlerHost):
             # About a quarter of a plain publish is this class's Python
             # frame; the backend may offer a path without it (same calls,
             # same results). A subclass that overrides either keeps its own.
-            fast = fast_publish(backend, self._publish, self._publish_many)
+            fast = fast_publish(
+                backend,
+                _weakly(self, QueueCore.publish),
+                _weakly(self, QueueCore.publish_many),
+            )
             if fast is not None:
                 self.publish, self.publish_many = fast  # type: ignore[method-assign]
 
@@ -194,9 +218,6 @@ class QueueCore(HandlerHost):
         merged["headers"] = headers
         return self._backend.publish(m.payload, m.topic, **merged)
 
-    #: ``publish`` itself, for the fast path's other calls (``__init__``).
-    _publish = publish
-
     def publish_many(
         self,
         payloads: Iterable[object],
@@ -213,9 +234,6 @@ class QueueCore(HandlerHost):
         """
         items = [p if type(p) is bytes else outgoing(p, topic) for p in payloads]
         return self._backend.publish_many(items, topic, block=block, timeout=timeout)
-
-    #: ``publish_many`` itself, for the fast path's other calls (``__init__``).
-    _publish_many = publish_many
 
     # -- consuming ----------------------------------------------------------
 

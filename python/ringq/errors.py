@@ -57,7 +57,13 @@ class QueueLocked(RingqError):
 
 
 class QueueFull(RingqError):
-    """The queue holds ``capacity`` messages (``block=False`` or the timeout ran out)."""
+    """The queue holds ``capacity`` messages (``block=False`` or the timeout ran out).
+
+    ``capacity`` and ``need`` (the places the call needed) are set when the
+    engine raised it: ``need > capacity`` means it can never fit."""
+
+    capacity: int | None = None
+    need: int | None = None
 
 
 class QueueClosed(RingqError):

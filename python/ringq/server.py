@@ -35,6 +35,9 @@ __all__ = ["AdminRoutes", "AdminServer"]
 
 log = logging.getLogger("ringq.admin")
 
+#: The largest request body an action takes (they are small JSON objects).
+MAX_BODY = 1 << 20
+
 
 class AdminRoutes:
     """What the admin endpoint answers, whatever serves it: the threaded
@@ -63,6 +66,8 @@ class AdminRoutes:
             refused = self.authorized(authorization)
             if refused:
                 return _json(refused, {"error": "actions need the admin token"})
+            if len(body) > MAX_BODY:
+                return _json(413, {"error": f"the body is larger than {MAX_BODY} bytes"})
             try:
                 parsed = json.loads(body or b"{}")
                 if not isinstance(parsed, dict):
@@ -165,14 +170,27 @@ def _handler_for(routes: AdminRoutes) -> type[BaseHTTPRequestHandler]:
             self._answer("GET", b"")
 
         def do_POST(self) -> None:
+            # The token before the body: nobody without it gets one read.
+            refused = routes.authorized(self.headers.get("Authorization"))
             length = int(self.headers.get("Content-Length") or 0)
+            if refused or length > MAX_BODY:
+                self.close_connection = True  # the unread body stays unread
+                if refused:
+                    self._send(*_json(refused, {"error": "actions need the admin token"}))
+                else:
+                    self._send(*_json(413, {"error": f"the body is over {MAX_BODY} bytes"}))
+                return
             self._answer("POST", self.rfile.read(length))
 
         def _answer(self, method: str, body: bytes) -> None:
             url = urlparse(self.path)
-            status, content_type, out = routes.handle(
-                method, url.path, parse_qs(url.query), self.headers.get("Authorization"), body
+            self._send(
+                *routes.handle(
+                    method, url.path, parse_qs(url.query), self.headers.get("Authorization"), body
+                )
             )
+
+        def _send(self, status: int, content_type: str, out: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(out)))

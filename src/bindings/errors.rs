@@ -62,7 +62,12 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
             x.setattr("path", path.display().to_string())?;
             x
         }
-        Error::Full { .. } => c.full.bind(py).call1((msg,))?,
+        Error::Full { capacity, need, .. } => {
+            let x = c.full.bind(py).call1((msg,))?;
+            x.setattr("capacity", capacity)?;
+            x.setattr("need", need)?;
+            x
+        }
         Error::Closed => c.closed.bind(py).call1((msg,))?,
         Error::Forked { pid, .. } => {
             let x = c.forked.bind(py).call1((msg,))?;

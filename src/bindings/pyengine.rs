@@ -552,11 +552,15 @@ impl PyEngine {
     }
 
     /// The next message that becomes ready on `topic` signals "ready".
-    fn _arm_topic(&self, topic: &str) -> PyResult<()> {
+    fn _arm_topic(&self, py: Python<'_>, topic: &str) -> PyResult<()> {
         self.deferred_part()?;
-        let mut out = Ok(());
-        self.with_engine(|e| out = e.arm_topic(topic))?;
-        out.map_err(to_py)
+        self.run(py, || {
+            let mut out = Ok(());
+            if !self.store().with_engine(&mut |e| out = e.arm_topic(topic)) {
+                return Err(Error::Closed);
+            }
+            out
+        })
     }
 
     /// The highest LSN the calls since the last `_take_lsn` would have

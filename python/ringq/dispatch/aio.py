@@ -141,6 +141,8 @@ class AsyncPool:
         live = [w for w in self.workers if not w.leaving]
         for w in live[self.target :]:
             w.leaving = True
+        if self.target > len(live):
+            self.ended.clear()
         for _ in range(self.target - len(live)):
             w = _Worker()
             self.workers.append(w)
@@ -202,9 +204,10 @@ class AsyncPool:
                     try:
                         batch = await self._checkout
                     except asyncio.CancelledError:
-                        if self.stopping or w.leaving:  # stop/scale ended the wait: took nothing
-                            continue
-                        raise
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            raise  # this worker itself is being cancelled
+                        continue  # stop() or scale() ended the wait: it took nothing
                     except QueueClosed:
                         return None
                     except RingqError as e:
@@ -476,6 +479,8 @@ class AsyncHandlers:
         self.ops: AsyncOps | None = None
         self.pools: dict[str, AsyncPool] = {}
         self.timing = False
+        #: Set once every pool ended after a stop (the ops let go of then).
+        self._ended_all = asyncio.Event()
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:
@@ -562,17 +567,22 @@ class AsyncHandlers:
         pools = list(self.pools.values())
         for p in pools:
             p.begin_stop(drain)
-        waits = [asyncio.ensure_future(p.ended.wait()) for p in pools]
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=timeout)
-            for f in pending:
-                f.cancel()
-            if pending:
-                return False
-        if self.ops is not None:
-            self.ops._detach()
-            self.ops = None
-        return True
+        ended = asyncio.ensure_future(self._all_ended(pools))
+        done, _ = await asyncio.wait([ended], timeout=timeout)
+        return bool(done)
+
+    async def _all_ended(self, pools: list[AsyncPool]) -> None:
+        """Waits for ``pools`` to end, then lets go of the engine's signals
+        (also when ``stop`` stopped waiting first: the handlers still running
+        finish on their own)."""
+        try:
+            for p in pools:
+                await p.ended.wait()
+        finally:
+            if self.ops is not None and all(not p.workers for p in self.pools.values()):
+                self.ops._detach()
+                self.ops = None
+            self._ended_all.set()
 
     def stop(self, drain: bool, timeout: float | None) -> bool:
         """``stop_async`` from outside the loop (``Queue.stop``); ends the
@@ -583,11 +593,21 @@ class AsyncHandlers:
             raise RuntimeError("stop the async handlers with await q.stop() on their loop")
         ok: bool = self._run(lambda: self.stop_async(drain, timeout))
         if self.own_thread is not None:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.own_thread.join(10)
-            self.loop.close()
+            loop, thread = self.loop, self.own_thread
             self.own_thread = None
             self.loop = None
+            if ok:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(10)
+                loop.close()
+            else:
+                # Handlers still running finish on their own: the loop (a
+                # daemon thread) stops once they have.
+                async def stop_when_ended() -> None:
+                    await self._ended_all.wait()
+                    loop.stop()
+
+                asyncio.run_coroutine_threadsafe(stop_when_ended(), loop)
         return ok
 
     def stats(self, dead: dict[str, int]) -> dict[str, dict[str, Any]]:
