@@ -347,3 +347,39 @@ def test_closed_async_queues_leave_no_descriptor_behind(qdir: Path) -> None:
         assert fds() - before <= 2
     finally:
         gc.enable()
+
+
+def test_a_busy_engine_does_not_hold_up_the_loop(qdir: Path) -> None:
+    """Another thread holds the engine's lock for 0.3 s (as a snapshot copying
+    a large state would): calls from the loop run in a worker thread meanwhile
+    instead of waiting on the loop; the loop keeps ticking."""
+
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, durability="always") as q:
+            await q.publish(b"first", "t")
+            gaps: list[float] = []
+
+            async def ticker() -> None:
+                last = time.monotonic()
+                while True:
+                    await asyncio.sleep(0.002)
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+
+            tick = asyncio.create_task(ticker())
+            holder = asyncio.ensure_future(asyncio.to_thread(q.backend._hold_lock, 0.3))  # type: ignore[attr-defined]
+            await asyncio.sleep(0.02)
+            t0 = time.monotonic()
+            mid = await q.publish(b"second", "t")
+            got = await q.checkout("t", 10, timeout=0)
+            await q.ack(got)
+            took = time.monotonic() - t0
+            await holder
+            tick.cancel()
+            assert [d.payload for d in got] == [b"first", b"second"] and got[1].id == mid
+            assert took >= 0.2, "they waited for the lock (in a worker thread)"
+            assert max(gaps) < 0.1, f"the loop stalled {max(gaps):.3f} s"
+            assert q.stats()["in_flight"] == 0 and q.stats()["ready"] == 0
+
+    run(main)

@@ -9,6 +9,10 @@ for an fsync with ``durability="always"``), it arms what it waits for, tries
 once more, and awaits a future that the queue's eventfd completes: the
 engine writes the eventfd when something armed happens, and the loop
 watches it (``loop.add_reader``). No thread per call, no polling loop.
+If the engine is busy (another thread holds its lock longer than a call may
+wait on the loop, e.g. a snapshot copying a large state, or a failed fsync
+to heal), the call runs in a worker thread instead (``WouldBlock``), with
+``Queue``'s waiting semantics; that is the one case a call uses a thread.
 
 Cancelling a call (``task.cancel()``, ``asyncio.timeout``) leaves the
 queue consistent:
@@ -35,10 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import heapq
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
@@ -46,7 +51,14 @@ from ringq.backend import Backend, DeadLetter, Delivery, OutgoingMessage
 from ringq.config import Durability, QueueOptions
 from ringq.core import QueueCore
 from ringq.dlq import DeadLetterPredicate, DeadLetterQueue
-from ringq.errors import ConfigError, QueueClosed, QueueFull, RingqError, describe_error
+from ringq.errors import (
+    ConfigError,
+    QueueClosed,
+    QueueFull,
+    RingqError,
+    WouldBlock,
+    describe_error,
+)
 from ringq.queue import Queue
 
 if TYPE_CHECKING:
@@ -140,6 +152,24 @@ class _LoopSide(QueueCore):
         return self._handle
 
 
+class _ThreadSide(QueueCore):
+    """``QueueCore``'s methods over the blocking engine, for a call the loop
+    cannot make now (``WouldBlock``): run in a worker thread, they wait as
+    ``ringq.Queue``'s do (for the engine, room, the fsync)."""
+
+    _fast_path = False
+
+    def __init__(self, backend: Backend) -> None:
+        self._given = backend
+        super().__init__(backend.path)
+
+    def _open_backend(self, path: str | os.PathLike[str], settings: dict[str, object]) -> Backend:
+        return self._given
+
+    def close(self) -> None:  # pragma: no cover - never: the queue closes its engine
+        raise AssertionError("the thread side does not own the engine")
+
+
 class AsyncOps:
     """The awaitable operations on a backend whose engine runs in this
     process: ``AsyncQueue``'s, and what async handlers run on (a ``Queue``'s
@@ -161,6 +191,7 @@ class AsyncOps:
             ) from None
         self._handle = handle
         self._side = _LoopSide(handle)
+        self._thread_side = _ThreadSide(backend)
         self._always = handle.durability == "always"
         self._signals: _Signals | None = None
         #: When a call last gave the loop a turn (``TURN``).
@@ -195,6 +226,7 @@ class AsyncOps:
         s = self._signals
         if s is None:
             s = self._signals = _Signals(self._handle, loop, self._durable_signalled)
+            self._handle._bind_loop_thread()
         elif s.loop is not loop:
             raise RuntimeError(
                 "this AsyncQueue belongs to the event loop that first used it; "
@@ -269,6 +301,12 @@ class AsyncOps:
             if not f.done():
                 f.set_result(None)
 
+    async def _busy(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``name`` on the blocking engine, in a worker thread: the engine
+        was busy (``WouldBlock``: another thread held its lock longer than a
+        call may wait on the loop, e.g. a snapshot copying a large state)."""
+        return await asyncio.to_thread(getattr(self._thread_side, name), *args, **kwargs)
+
     def _turn_due(self) -> bool:
         """Whether a coroutine that has not waited should give the loop a
         turn now (at most every ``TURN`` seconds); it is then counted as given."""
@@ -292,15 +330,21 @@ class AsyncOps:
         if self._turn_due():
             # A producer that never waits would never let the loop run.
             await asyncio.sleep(0)
+        if self._signals is None:
+            self._loop_signals()
         side = self._side
         try:
             try:
                 mid = side.publish(payload, topic, **options)
+            except WouldBlock:
+                mid = await self._busy("publish", payload, topic, **options)
             except QueueFull as e:
                 if options.get("block") is False or (e.need or 0) > (e.capacity or 0):
                     raise
                 mid = await self._when_room(
-                    lambda: side.publish(payload, topic, **options), options.get("timeout")
+                    lambda: side.publish(payload, topic, **options),
+                    options.get("timeout"),
+                    lambda: self._busy("publish", payload, topic, **options),
                 )
         finally:
             if self._always:
@@ -320,31 +364,42 @@ class AsyncOps:
         """``Queue.publish_many``, awaited (all or none)."""
         if self._turn_due():
             await asyncio.sleep(0)
+        if self._signals is None:
+            self._loop_signals()
         side = self._side
         items = payloads if isinstance(payloads, list) else list(payloads)
         try:
             try:
                 ids = side.publish_many(items, topic, block=block, timeout=timeout)
+            except WouldBlock:
+                ids = await self._busy("publish_many", items, topic, block=block, timeout=timeout)
             except QueueFull as e:
                 if block is False or (e.need or 0) > (e.capacity or 0):
                     raise
                 ids = await self._when_room(
-                    lambda: side.publish_many(items, topic, block=block, timeout=timeout), timeout
+                    lambda: side.publish_many(items, topic, block=block, timeout=timeout),
+                    timeout,
+                    lambda: self._busy("publish_many", items, topic, block=block, timeout=timeout),
                 )
         finally:
             await self._durable()
         return ids
 
-    async def _when_room(self, call: Callable[[], T], timeout: float | None) -> T:
+    async def _when_room(
+        self, call: Callable[[], T], timeout: float | None, busy: Callable[[], Awaitable[T]]
+    ) -> T:
         """Retries ``call`` (which raised ``QueueFull``) whenever room is
         freed, until it fits or ``timeout`` passes (then its last
-        ``QueueFull`` is raised)."""
+        ``QueueFull`` is raised); ``busy`` makes it elsewhere if the engine
+        is busy."""
         signals = self._loop_signals()
         deadline = self._deadline(timeout)
         while True:
             self._handle._async_arm(ROOM)
             try:
                 return call()
+            except WouldBlock:
+                return await busy()
             except QueueFull as e:
                 if (e.need or 0) > (e.capacity or 0) or not await signals.wait(ROOM, deadline):
                     raise  # it can never fit, or the time is up
@@ -362,23 +417,53 @@ class AsyncOps:
         the first message (``None``: no limit, ``0``: never) and returns
         ``[]`` if none came. Cancelled while waiting, it took nothing."""
         side = self._side
-        got = side.checkout(topic, max_messages, lease, timeout)
+        signals = self._loop_signals()
+        try:
+            got = side.checkout(topic, max_messages, lease, timeout)
+        except WouldBlock:
+            got = await self._busy_checkout(topic, max_messages, lease)
         if got or timeout == 0:
             return got
-        signals = self._loop_signals()
         deadline = self._deadline(timeout)
         handle = self._handle
         while True:
             handle._async_arm(READY)
-            handle._arm_topic(topic)
-            got = side.checkout(topic, max_messages, lease, 0)
+            try:
+                handle._arm_topic(topic)
+                got = side.checkout(topic, max_messages, lease, 0)
+            except WouldBlock:
+                await asyncio.to_thread(handle._arm_topic, topic)
+                got = await self._busy_checkout(topic, max_messages, lease)
             if got or not await signals.wait(READY, deadline):
                 return got
+
+    async def _busy_checkout(
+        self, topic: str, max_messages: int, lease: float | None
+    ) -> list[Delivery]:
+        """A checkout that does not wait, in a worker thread (the engine is
+        busy). Cancelled meanwhile, what it took is given back."""
+        call = asyncio.ensure_future(
+            asyncio.to_thread(self._thread_side.checkout, topic, max_messages, lease, 0)
+        )
+        try:
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            call.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, call: asyncio.Future[list[Delivery]]) -> None:
+        if call.cancelled() or call.exception() is not None or not call.result():
+            return
+        with contextlib.suppress(RingqError):
+            self._thread_side.release(call.result())
 
     async def ack(self, deliveries: Delivery | Iterable[Delivery]) -> None:
         """``Queue.ack``, awaited (the fsync, with ``durability="always"``)."""
         try:
-            self._side.ack(deliveries)
+            try:
+                self._side.ack(deliveries)
+            except WouldBlock:
+                await self._busy("ack", deliveries)
         finally:
             if self._always:
                 await self._durable()
@@ -386,7 +471,10 @@ class AsyncOps:
     async def release(self, deliveries: Delivery | Iterable[Delivery]) -> None:
         """``Queue.release``, awaited."""
         try:
-            self._side.release(deliveries)
+            try:
+                self._side.release(deliveries)
+            except WouldBlock:
+                await self._busy("release", deliveries)
         finally:
             if self._always:
                 await self._durable()
@@ -399,21 +487,31 @@ class AsyncOps:
     ) -> None:
         """``Queue.nack``, awaited."""
         try:
-            self._side.nack(delivery, delay, error)
+            try:
+                self._side.nack(delivery, delay, error)
+            except WouldBlock:
+                await self._busy("nack", delivery, delay, error)
         finally:
             if self._always:
                 await self._durable()
 
     async def extend(self, delivery: Delivery, seconds: float) -> float:
         """``Queue.extend``, awaited (it never waits: a lease lives in memory)."""
-        return self._side.extend(delivery, seconds)
+        try:
+            return self._side.extend(delivery, seconds)
+        except WouldBlock:
+            extended: float = await self._busy("extend", delivery, seconds)
+            return extended
 
     # -- for async handlers (ringq.dispatch.aio) ------------------------------
 
     async def _ack_with(self, delivery: Delivery, publish: list[OutgoingMessage] | None) -> None:
         """Acks ``delivery``, committing ``publish`` in the same record."""
         try:
-            self._handle.ack(delivery, publish=publish)
+            try:
+                self._handle.ack(delivery, publish=publish)
+            except WouldBlock:
+                await asyncio.to_thread(self._thread_side.backend.ack, delivery, publish)
         finally:
             await self._durable()
 
@@ -427,8 +525,12 @@ class AsyncOps:
     ) -> None:
         """A handler's failed attempt (see ``ringq.dispatch.failures``)."""
         error_type, message, tb = describe_error(error)
+        args = (delivery, delay, error_type, message, tb, handler, reason)
         try:
-            self._handle.nack(delivery, delay, error_type, message, tb, handler, reason)
+            try:
+                self._handle.nack(*args)
+            except WouldBlock:
+                await asyncio.to_thread(self._thread_side.backend.nack, *args)
         finally:
             await self._durable()
 

@@ -121,6 +121,9 @@ class QueueCore(HandlerHost):
 
     _backend: Backend
     _dlq: DeadLetterQueue
+    #: Whether ``publish``/``publish_many`` may take the backend's frameless
+    #: path (``ringq.backends.fast_publish``; it takes one queue per engine).
+    _fast_path = True
 
     def __init__(
         self,
@@ -152,7 +155,11 @@ class QueueCore(HandlerHost):
         self._backend = backend
         self._dlq = DeadLetterQueue(backend)
         cls = type(self)
-        if cls.publish is QueueCore.publish and cls.publish_many is QueueCore.publish_many:
+        if (
+            cls._fast_path
+            and cls.publish is QueueCore.publish
+            and cls.publish_many is QueueCore.publish_many
+        ):
             # About a quarter of a plain publish is this class's Python
             # frame; the backend may offer a path without it (same calls,
             # same results). A subclass that overrides either keeps its own.

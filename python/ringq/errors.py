@@ -40,6 +40,7 @@ __all__ = [
     "RingqError",
     "StorageError",
     "VersionConflict",
+    "WouldBlock",
     "describe_error",
     "qualified_name",
 ]
@@ -64,6 +65,13 @@ class QueueFull(RingqError):
 
     capacity: int | None = None
     need: int | None = None
+
+
+class WouldBlock(RingqError):
+    """Internal to ``ringq.AsyncQueue``: a call from its event loop found the
+    engine busy (another thread held its lock longer than a call may wait on
+    the loop); the queue runs it again in a worker thread. It never reaches
+    users."""
 
 
 class QueueClosed(RingqError):

@@ -22,6 +22,7 @@ struct Classes {
     storage: Py<PyType>,
     not_found: Py<PyType>,
     owner_gone: Py<PyType>,
+    would_block: Py<PyType>,
     base: Py<PyType>,
 }
 
@@ -46,6 +47,7 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
             storage: get("StorageError")?,
             not_found: get("NotFound")?,
             owner_gone: get("OwnerGone")?,
+            would_block: get("WouldBlock")?,
             base: get("RingqError")?,
         })
     })
@@ -107,7 +109,8 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
         }
         Error::NotFound(_) => c.not_found.bind(py).call1((msg,))?,
         Error::OwnerGone(_) => c.owner_gone.bind(py).call1((msg,))?,
-        Error::Protocol(_) | Error::WouldBlock => c.base.bind(py).call1((msg,))?,
+        Error::WouldBlock => c.would_block.bind(py).call1((msg,))?,
+        Error::Protocol(_) => c.base.bind(py).call1((msg,))?,
     };
     Ok(PyErr::from_value(inst))
 }

@@ -50,6 +50,18 @@ pub struct PyEngine {
 struct Deferred {
     wake: std::sync::Arc<crate::engine::wake::AsyncWake>,
     lsn: std::sync::atomic::AtomicU64,
+    /// The event loop's thread (`_bind_loop_thread`; 0: none yet): a call
+    /// from it that would wait for the engine's lock (or a heal) raises
+    /// `ringq.errors.WouldBlock` instead, and the caller runs it elsewhere.
+    loop_thread: std::sync::atomic::AtomicU64,
+}
+
+/// A number for the calling thread (never 0).
+fn thread_token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    TOKEN.with(|t| *t)
 }
 
 /// The queue behind an `Engine` object.
@@ -83,14 +95,27 @@ impl PyEngine {
     /// owner) and a pending heal release it at once. A snapshot, a slow disk
     /// or another process's request never stalls this process's threads.
     fn run<T: Send>(&self, py: Python<'_>, f: impl Fn() -> crate::Result<T> + Send + Sync) -> PyResult<T> {
+        let on_loop = self.on_loop();
         if self.store().would_wait() {
+            if on_loop {
+                return Err(to_py(Error::WouldBlock));
+            }
             return py.detach(f).map_err(to_py);
         }
         match crate::blocking::try_first(&f) {
+            Err(Error::WouldBlock) if on_loop => Err(Error::WouldBlock),
             Err(Error::WouldBlock) => py.detach(f),
             r => r,
         }
         .map_err(to_py)
+    }
+
+    /// Whether this is a deferred handle called from its event loop's thread.
+    fn on_loop(&self) -> bool {
+        self.deferred.as_ref().is_some_and(|d| {
+            let t = d.loop_thread.load(std::sync::atomic::Ordering::Relaxed);
+            t != 0 && t == thread_token()
+        })
     }
 
     /// Runs `f` without waiting first; if it reports `Full` and the caller
@@ -102,10 +127,12 @@ impl PyEngine {
         wait: Wait,
         f: impl Fn(Wait) -> crate::Result<T> + Send + Sync,
     ) -> PyResult<T> {
+        let on_loop = self.on_loop();
         let first = if self.store().would_wait() {
-            py.detach(|| f(Wait::No))
+            if on_loop { Err(Error::WouldBlock) } else { py.detach(|| f(Wait::No)) }
         } else {
             match crate::blocking::try_first(|| f(Wait::No)) {
+                Err(Error::WouldBlock) if on_loop => Err(Error::WouldBlock),
                 Err(Error::WouldBlock) => py.detach(|| f(Wait::No)),
                 r => r,
             }
@@ -531,8 +558,19 @@ impl PyEngine {
             core: self.core.clone(),
             lease: self.lease,
             fallbacks: std::sync::OnceLock::new(),
-            deferred: Some(Deferred { wake, lsn: std::sync::atomic::AtomicU64::new(0) }),
+            deferred: Some(Deferred {
+                wake,
+                lsn: std::sync::atomic::AtomicU64::new(0),
+                loop_thread: std::sync::atomic::AtomicU64::new(0),
+            }),
         })
+    }
+
+    /// Makes the calling thread this handle's event loop thread: its calls
+    /// that would wait for the engine raise `ringq.errors.WouldBlock`.
+    fn _bind_loop_thread(&self) -> PyResult<()> {
+        self.deferred_part()?.loop_thread.store(thread_token(), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// The eventfd of a `_deferred` handle.

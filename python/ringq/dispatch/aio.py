@@ -38,7 +38,7 @@ from ringq.codecs.identity import TYPE_HEADER
 from ringq.context import Context
 from ringq.di.injection import build
 from ringq.dispatch.tallies import Counters, Histogram
-from ringq.errors import LeaseLost, QueueClosed, RingqError
+from ringq.errors import LeaseLost, QueueClosed, RingqError, WouldBlock
 
 if TYPE_CHECKING:
     from ringq.aio import AsyncOps
@@ -127,6 +127,8 @@ class AsyncPool:
         self._watch_at = 0.0
         self._acks: list[Delivery] = []
         self._flush_scheduled = False
+        #: Acks sent from a worker thread (the engine was busy).
+        self._elsewhere: set[asyncio.Task[None]] = set()
         self.needs_tag = spec.message_type not in (bytes, str)
         self.needs_context = spec.cls is not None or spec.pass_context
         self.ended = asyncio.Event()
@@ -165,7 +167,10 @@ class AsyncPool:
             if not self.workers:
                 self._flush_acks()
                 self._release_unstarted()
-                self.ended.set()
+                if self._elsewhere:
+                    await asyncio.gather(*self._elsewhere, return_exceptions=True)
+                if not self.workers:
+                    self.ended.set()
 
     async def _take(self, w: _Worker) -> Delivery | None:
         """The next message for ``w``: one already checked out, or a checkout
@@ -191,7 +196,7 @@ class AsyncPool:
                 except QueueClosed:
                     return None
                 except RingqError:
-                    batch = []  # the waiting checkout below reports it
+                    batch = []  # the waiting checkout below reports it (or, busy, makes it)
                 if batch:
                     self.ready.extend(batch)
                     continue
@@ -232,7 +237,10 @@ class AsyncPool:
         if not rest:
             return
         try:
-            self.ops._handle.release(rest)
+            try:
+                self.ops._handle.release(rest)
+            except WouldBlock:  # the engine is busy; this is the pool's last act
+                self.ops._thread_side.backend.release(rest)
         except (LeaseLost, QueueClosed):
             pass
         except RingqError as e:
@@ -374,6 +382,11 @@ class AsyncPool:
         c = self.counters
         try:
             self.ops._handle.ack(done)
+        except WouldBlock:
+            # The engine is busy: acked from a worker thread, counted then.
+            task = asyncio.ensure_future(self._ack_elsewhere(done))
+            self._elsewhere.add(task)
+            task.add_done_callback(self._elsewhere.discard)
         except LeaseLost as e:
             c.late_acks += len(e.ids)
             c.succeeded += len(done) - len(e.ids)
@@ -382,6 +395,18 @@ class AsyncPool:
                 self.spec.name,
                 ", ".join(e.ids),
             )
+        except RingqError as e:
+            log.error("handler %s: ack of %d messages failed: %s", self.spec.name, len(done), e)
+        else:
+            c.succeeded += len(done)
+
+    async def _ack_elsewhere(self, done: list[Delivery]) -> None:
+        c = self.counters
+        try:
+            await asyncio.to_thread(self.ops._thread_side.backend.ack, done)
+        except LeaseLost as e:
+            c.late_acks += len(e.ids)
+            c.succeeded += len(done) - len(e.ids)
         except RingqError as e:
             log.error("handler %s: ack of %d messages failed: %s", self.spec.name, len(done), e)
         else:
