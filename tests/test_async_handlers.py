@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ringq
@@ -287,3 +289,84 @@ def test_a_stop_that_times_out_lets_the_running_handler_finish_and_be_acked(
     assert q.stop(timeout=0.01) is False
     assert finished.wait(5)
     assert wait_until(lambda: q.stats()["acked"] == 1), "acked by the handler's own loop"
+
+
+class Db:
+    async def fetch(self, n: int) -> str:
+        await asyncio.sleep(0)
+        return f"row {n}"
+
+
+class Session:
+    def __init__(self, db: Db) -> None:
+        self.db = db
+
+
+EVENTS: list[str] = []
+
+
+class OnOrderWithSession(ringq.Handler[Order]):
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def handle(self, msg: Order, ctx: ringq.Context) -> None:  # type: ignore[override]
+        EVENTS.append(await self.session.db.fetch(msg.n))
+
+
+def _async_provider() -> Any:
+    dishka = pytest.importorskip("dishka")
+
+    class Provider(dishka.Provider):  # type: ignore[misc]
+        @dishka.provide(scope=dishka.Scope.APP)  # type: ignore[misc]
+        async def db(self) -> Db:
+            EVENTS.append("db opened")
+            return Db()
+
+        @dishka.provide(scope=dishka.Scope.REQUEST)  # type: ignore[misc]
+        async def session(self, db: Db) -> AsyncIterator[Session]:
+            EVENTS.append("session opened")
+            yield Session(db)
+            EVENTS.append("session closed")
+
+    return Provider()
+
+
+def test_async_handler_classes_get_async_dependencies_from_dishka(qdir: Path) -> None:
+    dishka = pytest.importorskip("dishka")
+    EVENTS.clear()
+
+    async def main() -> None:
+        container = dishka.make_async_container(_async_provider())
+        resolver = ringq.di.DishkaAsyncResolver(container)
+        async with ringq.AsyncQueue(qdir, resolver=resolver) as q:
+            q.register(OnOrderWithSession)
+            await q.publish(Order(7))
+            q.start()
+            t0 = time.monotonic()
+            while "session closed" not in EVENTS and time.monotonic() - t0 < 5:
+                await asyncio.sleep(0.01)
+            await q.stop()
+            assert q.handler_stats()["OnOrderWithSession"]["succeeded"] == 1
+        await container.close()
+
+    asyncio.run(main())
+    assert EVENTS == ["db opened", "session opened", "row 7", "session closed"]
+
+
+def test_a_plain_handler_class_with_an_async_resolver_fails_clearly(open_queue: OpenQueue) -> None:
+    dishka = pytest.importorskip("dishka")
+
+    class Plain(ringq.Handler[Order]):
+        retry = ringq.Retry(max_attempts=1)
+
+        def handle(self, msg: Order, ctx: ringq.Context) -> None:
+            pass
+
+    container = dishka.make_async_container(dishka.Provider())
+    q = open_queue(resolver=ringq.di.DishkaAsyncResolver(container))
+    q.register(Plain)
+    mid = q.publish(Order(1))
+    q.start()
+    assert wait_until(lambda: len(q.dlq) == 1)
+    q.stop()
+    assert "async def" in (q.dlq.get(mid).error_message or "")

@@ -16,7 +16,8 @@ of ringq. The modules, each importing only those above it in this list:
 
 - ``protocol``: ``Scope``, ``Resolver``, and the errors (``ResolutionError``,
   ``NotRegistered``);
-- ``injection``: ``build(cls, scope)``, constructor injection from any scope;
+- ``injection``: ``build(cls, scope)``, constructor injection from any scope
+  (``abuild(cls, scope)`` from an ``AsyncScope``: async handler classes);
 - ``container``: the built-in ``Container`` (lifetimes, generator cleanups);
 - ``adapters``: ``SvcsResolver``, ``DishkaResolver``,
   ``DependencyInjectorResolver``.
@@ -24,15 +25,30 @@ of ringq. The modules, each importing only those above it in this list:
 Everything public is importable from ``ringq.di`` itself.
 """
 
-from ringq.di.adapters import DependencyInjectorResolver, DishkaResolver, SvcsResolver
+from ringq.di.adapters import (
+    DependencyInjectorResolver,
+    DishkaAsyncResolver,
+    DishkaResolver,
+    SvcsResolver,
+)
 from ringq.di.container import Container, ContainerScope, Lifetime
-from ringq.di.injection import build
-from ringq.di.protocol import NotRegistered, ResolutionError, Resolver, Scope
+from ringq.di.injection import abuild, build
+from ringq.di.protocol import (
+    AsyncResolver,
+    AsyncScope,
+    NotRegistered,
+    ResolutionError,
+    Resolver,
+    Scope,
+)
 
 __all__ = [
+    "AsyncResolver",
+    "AsyncScope",
     "Container",
     "ContainerScope",
     "DependencyInjectorResolver",
+    "DishkaAsyncResolver",
     "DishkaResolver",
     "Lifetime",
     "NotRegistered",
@@ -40,6 +56,7 @@ __all__ = [
     "Resolver",
     "Scope",
     "SvcsResolver",
+    "abuild",
     "build",
 ]
 

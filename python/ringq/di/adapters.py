@@ -25,6 +25,10 @@ dishka - :class:`DishkaResolver`::
             yield db.session()                           # finalizer runs at scope exit
     resolver = ringq.di.DishkaResolver(dishka.make_container(AppProvider()))
 
+  For async providers, ``DishkaAsyncResolver(dishka.make_async_container(...))``
+  serves handler classes whose ``handle`` is ``async def``: their scopes are
+  ``async with container(scope=Scope.REQUEST)`` and dependencies are awaited.
+
   Each scope enters the REQUEST scope of the (sync) container,
   ``with container(scope=Scope.REQUEST) as request_container``; leaving it runs
   the request finalizers (dishka raises ``ExitError`` if one fails). Pass
@@ -65,10 +69,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import typing
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ringq.di.protocol import NotRegistered, ResolutionError, Scope, name_of
+from ringq.di.protocol import AsyncScope, NotRegistered, ResolutionError, Scope, name_of
 
 if TYPE_CHECKING:
     import dependency_injector.containers
@@ -76,7 +80,12 @@ if TYPE_CHECKING:
     import dishka
     import svcs
 
-__all__ = ["DependencyInjectorResolver", "DishkaResolver", "SvcsResolver"]
+__all__ = [
+    "DependencyInjectorResolver",
+    "DishkaAsyncResolver",
+    "DishkaResolver",
+    "SvcsResolver",
+]
 
 T = TypeVar("T")
 
@@ -129,16 +138,31 @@ class _DishkaScope:
         self.container = container
 
     def get(self, tp: type[T]) -> T:
-        from dishka.exceptions import NoFactoryError
-
         try:
             return self.container.get(tp)
-        except NoFactoryError as exc:
-            if not exc.path and exc.requested.type_hint == tp:
-                raise NotRegistered(tp, f"dishka has no factory for {name_of(tp)}") from exc
-            raise _get_error(tp, exc) from exc
         except Exception as exc:
-            raise _get_error(tp, exc) from exc
+            raise _dishka_error(tp, exc) from exc
+
+
+class _DishkaAsyncScope:
+    def __init__(self, container: dishka.AsyncContainer) -> None:
+        self.container = container
+
+    async def aget(self, tp: type[T]) -> T:
+        try:
+            return await self.container.get(tp)
+        except Exception as exc:
+            raise _dishka_error(tp, exc) from exc
+
+
+def _dishka_error(tp: object, exc: Exception) -> ResolutionError:
+    """dishka's error for ``tp`` as ringq's (``NotRegistered`` when dishka
+    has no factory for ``tp`` itself)."""
+    from dishka.exceptions import NoFactoryError
+
+    if isinstance(exc, NoFactoryError) and not exc.path and exc.requested.type_hint == tp:
+        return NotRegistered(tp, f"dishka has no factory for {name_of(tp)}")
+    return _get_error(tp, exc)
 
 
 class DishkaResolver:
@@ -157,6 +181,36 @@ class DishkaResolver:
         target = dishka.Scope.REQUEST if self._scope is None else self._scope
         with self.container(scope=target) as request_container:
             yield _DishkaScope(request_container)
+
+
+class DishkaAsyncResolver:
+    """Scopes enter the REQUEST scope (or ``scope=``) of an async dishka
+    container (``make_async_container``): async providers are awaited. For
+    ``async def handle`` handler classes (``ringq.dispatch.aio`` opens
+    ``ascope()``); a plain ``def handle`` class cannot use it (``scope()``
+    says so)."""
+
+    def __init__(
+        self, container: dishka.AsyncContainer, *, scope: dishka.BaseScope | None = None
+    ) -> None:
+        self.container = container
+        self._scope = scope
+
+    @contextlib.asynccontextmanager
+    async def ascope(self) -> AsyncIterator[AsyncScope]:
+        import dishka
+
+        target = dishka.Scope.REQUEST if self._scope is None else self._scope
+        async with self.container(scope=target) as request_container:
+            yield _DishkaAsyncScope(request_container)
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[Scope]:
+        raise ResolutionError(
+            "an async dishka container (DishkaAsyncResolver) builds handler classes whose "
+            "handle is async def; for a plain def handle use DishkaResolver with make_container"
+        )
+        yield  # pragma: no cover - never reached
 
 
 # --------------------------------------------------------------------------- dependency-injector

@@ -26,9 +26,9 @@ import typing
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
-from ringq.di.protocol import NotRegistered, ResolutionError, Scope, name_of
+from ringq.di.protocol import AsyncScope, NotRegistered, ResolutionError, Scope, name_of
 
-__all__ = ["Param", "build", "plan", "resolve_args"]
+__all__ = ["Param", "abuild", "build", "plan", "resolve_args"]
 
 T = TypeVar("T")
 
@@ -169,6 +169,42 @@ def build(cls: type[T], scope: Scope) -> T:
     (also when ``__init__`` itself raises).
     """
     args, kwargs = resolve_args(cls, plan(cls), scope)
+    return _instantiate(cls, args, kwargs)
+
+
+async def abuild(cls: type[T], scope: AsyncScope) -> T:
+    """:func:`build` from an :class:`AsyncScope`: each parameter's type is
+    awaited from the scope (once per type), then resolved as ``build``
+    would (defaults, optionals and errors alike)."""
+    params = plan(cls)
+    got: dict[Any, Any] = {}
+    failed: dict[Any, Exception] = {}
+    for p in params:
+        if p.tp is _NO_ANNOTATION or p.tp in got or p.tp in failed:
+            continue
+        try:
+            got[p.tp] = await scope.aget(p.tp)
+        except Exception as exc:
+            failed[p.tp] = exc
+    args, kwargs = resolve_args(cls, params, _Awaited(got, failed))
+    return _instantiate(cls, args, kwargs)
+
+
+class _Awaited:
+    """What an async scope gave (or raised), as a sync ``Scope``."""
+
+    def __init__(self, got: dict[Any, Any], failed: dict[Any, Exception]) -> None:
+        self.got = got
+        self.failed = failed
+
+    def get(self, tp: type[T]) -> T:
+        if tp in self.failed:
+            raise self.failed[tp]
+        value: T = self.got[tp]
+        return value
+
+
+def _instantiate(cls: type[T], args: list[Any], kwargs: dict[str, Any]) -> T:
     try:
         return cls(*args, **kwargs)
     except ResolutionError:

@@ -18,7 +18,15 @@ from typing import Protocol, TypeVar
 
 from ringq.errors import RingqError
 
-__all__ = ["NotRegistered", "ResolutionError", "Resolver", "Scope", "name_of"]
+__all__ = [
+    "AsyncResolver",
+    "AsyncScope",
+    "NotRegistered",
+    "ResolutionError",
+    "Resolver",
+    "Scope",
+    "name_of",
+]
 
 T = TypeVar("T")
 
@@ -73,6 +81,21 @@ class Resolver(Protocol):
     """Opens per-message scopes; leaving the context manager closes the scope."""
 
     def scope(self) -> contextlib.AbstractContextManager[Scope]: ...
+
+
+class AsyncScope(Protocol):
+    """A :class:`Scope` whose providers may be async (awaited ``aget``)."""
+
+    async def aget(self, tp: type[T]) -> T:
+        """As :meth:`Scope.get`, awaited."""
+        ...
+
+
+class AsyncResolver(Protocol):
+    """A resolver whose scopes are async context managers: async handler
+    classes are built in one (``ringq.dispatch.aio``)."""
+
+    def ascope(self) -> contextlib.AbstractAsyncContextManager[AsyncScope]: ...
 
 
 def name_of(obj: object) -> str:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ringq.codecs.decoding import UndecodableError
 from ringq.codecs.identity import TYPE_HEADER
 from ringq.context import Context
-from ringq.di.injection import build
+from ringq.di.injection import abuild, build
 from ringq.dispatch.tallies import Counters, Histogram
 from ringq.errors import LeaseLost, QueueClosed, RingqError, WouldBlock
 
@@ -421,6 +421,14 @@ class AsyncPool:
 
     async def _call_class(self, msg: object, ctx: AsyncContext) -> object:
         assert self.spec.cls is not None
+        ascope = getattr(self.resolver, "ascope", None)
+        if ascope is not None:
+            # An async resolver (ringq.di.AsyncResolver): dependencies awaited.
+            async with ascope() as ascoped:
+                built = await abuild(self.spec.cls, ascoped)
+                run: Callable[..., Any] = built.handle
+                awaited: object = await run(msg, ctx)
+                return awaited
         with self.resolver.scope() as scope:
             handler = build(self.spec.cls, scope)
             handle: Callable[..., Any] = handler.handle
