@@ -51,6 +51,29 @@ struct State<F> {
     last_batch: usize,
 }
 
+impl<F> State<F> {
+    /// For a writer that asked for `lsn` in round `asked_at` and finds it
+    /// not durable yet: the failed fsync round that covered it since, or
+    /// the shutdown that means none will.
+    fn failed_since(&self, lsn: Lsn, asked_at: u64) -> Result<(), SyncFailure> {
+        if let Some(f) = &self.last_failure
+            && f.round > asked_at
+            && f.target >= lsn
+        {
+            return Err(f.clone());
+        }
+        if self.shutdown {
+            return Err(SyncFailure {
+                round: self.round,
+                target: lsn,
+                errno: None,
+                message: "the queue was closed before the fsync".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Shared between writers and the flusher. `F` is the handle to sync.
 pub struct SyncPoint<F> {
     st: Mutex<State<F>>,
@@ -144,20 +167,7 @@ impl<F: Clone> SyncPoint<F> {
                 st.round
             }
         };
-        if let Some(f) = &st.last_failure
-            && f.round > asked_at
-            && f.target >= lsn
-        {
-            return Err(f.clone());
-        }
-        if st.shutdown {
-            return Err(SyncFailure {
-                round: st.round,
-                target: lsn,
-                errno: None,
-                message: "the queue was closed before the fsync".into(),
-            });
-        }
+        st.failed_since(lsn, asked_at)?;
         Ok(Durable::Pending { asked_at })
     }
 
@@ -223,20 +233,7 @@ impl<F: Clone> SyncPoint<F> {
             if st.durable >= lsn {
                 return Ok(());
             }
-            if let Some(f) = &st.last_failure
-                && f.round > asked_at
-                && f.target >= lsn
-            {
-                return Err(f.clone());
-            }
-            if st.shutdown {
-                return Err(SyncFailure {
-                    round: st.round,
-                    target: lsn,
-                    errno: None,
-                    message: "the queue was closed before the fsync".into(),
-                });
-            }
+            st.failed_since(lsn, asked_at)?;
             st = wait(&self.done, st);
         }
     }

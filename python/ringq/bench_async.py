@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import ringq
+from ringq.bench_handlers import percentiles_us
 from ringq.bench_kit import (
     Config,
     VerifyError,
@@ -181,15 +182,6 @@ def async_always_tasks(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    s = sorted(samples)
-    return {
-        "p50_us": round(statistics.median(s) * 1e6, 1),
-        "p99_us": round(s[min(len(s) - 1, int(len(s) * 0.99))] * 1e6, 1),
-        "max_us": round(s[-1] * 1e6, 1),
-    }
-
-
 def async_latency(cfg: Config) -> dict[str, Any]:
     rounds = 500 if cfg.quick else 2000
     reps: list[dict[str, float]] = []
@@ -222,7 +214,7 @@ def async_latency(cfg: Config) -> dict[str, Any]:
             lat = asyncio.run(run(path))
         if len(lat) != rounds:
             raise VerifyError(f"async_latency: {len(lat)} of {rounds} measured")
-        r = _percentiles(lat)
+        r = percentiles_us(lat)
         reps.append(r)
         log(f"  async_latency rep {rep + 1}: p50 {r['p50_us']} us, p99 {r['p99_us']} us")
     p50 = spread([r["p50_us"] for r in reps], 1)

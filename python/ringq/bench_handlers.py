@@ -34,7 +34,7 @@ from ringq.bench_kit import (
     verify_fifo,
 )
 
-__all__ = ["handler_latency", "handler_pair"]
+__all__ = ["handler_latency", "handler_pair", "percentiles_us"]
 
 
 def handler_pair(cfg: Config) -> dict[str, Any]:
@@ -98,7 +98,8 @@ def handler_pair(cfg: Config) -> dict[str, Any]:
     return {"n": n, "prefetch": 256, "durability": "batch", **res}
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
+def percentiles_us(samples: list[float]) -> dict[str, float]:
+    """p50, p99 and max of ``samples`` (seconds), in microseconds."""
     s = sorted(samples)
     return {
         "p50_us": round(statistics.median(s) * 1e6, 1),
@@ -115,7 +116,7 @@ def handler_latency(cfg: Config) -> dict[str, Any]:
     stdlib: list[dict[str, float]] = []
     for rep in range(cfg.reps):
         lat = _ringq_latency(cfg, rounds)
-        r = _percentiles(lat)
+        r = percentiles_us(lat)
         reps.append(r)
         p50s.append(r["p50_us"])
         p99s.append(r["p99_us"])
@@ -191,4 +192,4 @@ def _stdlib_latency(rounds: int) -> dict[str, float]:
             time.sleep(0.0002)
     sq.put(None)
     t.join()
-    return _percentiles(lat)
+    return percentiles_us(lat)
