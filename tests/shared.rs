@@ -189,6 +189,28 @@ fn garbage_on_the_socket_costs_only_that_connection() {
 }
 
 #[test]
+fn a_connection_refused_at_once_is_always_closed() {
+    // Its thread ended before the accept loop had registered its handle,
+    // which then stayed open for good: the peer waited for the hang-up
+    // forever (seen once in CI under load). Many tries, each bounded.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let _owner = open(&path);
+    for i in 0..300u64 {
+        let mut s = raw(&path);
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s.write_all(&frame(i, 2, b"not a hello")).unwrap();
+        let (_, code, _) = answer(&mut s).expect("an error answer");
+        assert_eq!(code, 1);
+        let mut rest = Vec::new();
+        match std::io::Read::read_to_end(&mut s, &mut rest) {
+            Ok(_) => assert!(rest.is_empty()),
+            Err(e) => panic!("try {i}: the owner did not hang up within 10 s: {e}"),
+        }
+    }
+}
+
+#[test]
 fn the_owners_close_fails_waiting_calls_and_the_client_takes_over() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");

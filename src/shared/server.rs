@@ -188,6 +188,10 @@ fn accept_loop(inner: &Arc<Inner>) {
         let id = inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let Ok(handle) = stream.try_clone() else { continue };
         let me = Arc::clone(inner);
+        // Registered before its thread can end: the thread's last act takes
+        // this lock to remove its entry, so a connection that ends at once
+        // (a refused hello) cannot leave its handle behind, open for good.
+        let mut conns = inner.conns.lock();
         let spawned = std::thread::Builder::new().name("ringq-client".into()).spawn(move || {
             me.clients.fetch_add(1, Ordering::Relaxed);
             serve(&me, stream);
@@ -197,12 +201,12 @@ fn accept_loop(inner: &Arc<Inner>) {
             }
         });
         if let Ok(t) = spawned {
-            let mut conns = inner.conns.lock();
             if inner.stopping.load(Ordering::Acquire) {
                 let _ = handle.shutdown(std::net::Shutdown::Both);
             }
             conns.insert(id, (handle, Some(t)));
         }
+        drop(conns);
     }
 }
 
