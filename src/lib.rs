@@ -41,6 +41,7 @@ mod lock;
 #[doc(hidden)]
 pub mod loom;
 pub mod manifest;
+pub mod payload;
 pub mod record;
 pub mod recovery;
 pub mod repair;

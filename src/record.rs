@@ -7,6 +7,7 @@
 //! Byte layout: `docs/format.md`, section "Operations".
 
 use crate::codec::{DResult, DecodeError, Reader, Writer};
+use crate::payload::Payload;
 use crate::types::{Failure, Message, Meta, Micros, MsgState};
 use std::sync::Arc;
 
@@ -31,7 +32,7 @@ pub enum Op {
     /// dedup key that this message supersedes.
     Enqueue { topic: Arc<str>, msg: Message, supersedes: Option<u64> },
     /// Replace a ready/delayed message's payload and metadata in place.
-    Replace { id: u64, version: u32, payload: Arc<[u8]>, meta: Option<Box<Meta>> },
+    Replace { id: u64, version: u32, payload: Payload, meta: Option<Box<Meta>> },
     /// Deliveries: each message goes in flight, attempt + 1.
     Checkout { ids: Vec<u64> },
     /// Removed by their lease holders.
@@ -123,7 +124,7 @@ pub(crate) fn decode_message(r: &mut Reader<'_>, topic: u32) -> DResult<Message>
     let enqueued_at = r.u64()?;
     let visible_at = r.u64()?;
     let meta = decode_meta(r)?;
-    let payload: Arc<[u8]> = r.bytes()?.into();
+    let payload: Payload = r.bytes()?.into();
     Ok(Message {
         id,
         topic,

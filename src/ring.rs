@@ -191,7 +191,7 @@ mod tests {
             lease_token: 0,
             lease_deadline: 0,
             ticket: 0,
-            payload: std::sync::Arc::from(&[][..]),
+            payload: crate::payload::Payload::default(),
             meta: None,
         }
     }

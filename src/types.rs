@@ -1,7 +1,7 @@
 //! Plain data: options, messages, dead letters and what calls return.
 
 use crate::error::{Error, Result};
-use std::sync::Arc;
+pub use crate::payload::Payload;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Wall-clock microseconds since the Unix epoch (what the files store).
@@ -190,7 +190,7 @@ pub struct Message {
     /// entry is live only while its ticket matches (see `ring`).
     pub ticket: u32,
     /// Shared, so a delivery or a snapshot takes it without a copy.
-    pub payload: Arc<[u8]>,
+    pub payload: Payload,
     pub meta: Option<Box<Meta>>,
 }
 
@@ -236,7 +236,7 @@ pub enum Wait {
 pub struct Delivered {
     pub id: u64,
     pub topic: String,
-    pub payload: Arc<[u8]>,
+    pub payload: Payload,
     pub attempt: u32,
     pub version: u32,
     pub enqueued_at: Micros,
