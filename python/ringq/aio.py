@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 from ringq.backend import Backend, DeadLetter, Delivery, OutgoingMessage
 from ringq.config import Durability, QueueOptions
 from ringq.core import QueueCore
+from ringq.dispatch import aio as _dispatch_aio
 from ringq.dlq import DeadLetterPredicate, DeadLetterQueue
 from ringq.errors import (
     ConfigError,
@@ -754,3 +755,7 @@ class AsyncDeadLetterQueue:
 
     def __repr__(self) -> str:
         return f"<ringq.AsyncDeadLetterQueue of {self._q.path!r}>"
+
+
+# The async handler pools make their operations with this (see there).
+_dispatch_aio.OPS_FACTORY = AsyncOps

@@ -41,7 +41,6 @@ from ringq.dispatch.tallies import Counters, Histogram
 from ringq.errors import LeaseLost, QueueClosed, RingqError, WouldBlock
 
 if TYPE_CHECKING:
-    from ringq.aio import AsyncOps
     from ringq.backend import Backend, Delivery
     from ringq.di.protocol import Resolver
     from ringq.handlers import HandlerSpec
@@ -49,6 +48,12 @@ if TYPE_CHECKING:
 __all__ = ["AsyncContext", "AsyncHandlers", "AsyncPool"]
 
 log = logging.getLogger("ringq.dispatch")
+
+#: Makes the awaitable operations a pool runs on (``ringq.aio.AsyncOps``),
+#: from a backend. Set by ``ringq.aio`` when it is imported (``import
+#: ringq`` does), so that this module, which ``ringq.aio`` imports through
+#: ``ringq.queue``, does not import it back.
+OPS_FACTORY: Callable[[Backend], Any] | None = None
 
 
 def grace(timeout: float) -> float:
@@ -104,7 +109,7 @@ class AsyncPool:
     for them, a watchdog for their timeouts, and the pool's tallies."""
 
     def __init__(
-        self, spec: HandlerSpec, ops: AsyncOps, resolver: Resolver, bounds: tuple[float, ...]
+        self, spec: HandlerSpec, ops: Any, resolver: Resolver, bounds: tuple[float, ...]
     ) -> None:
         self.spec = spec
         self.ops = ops
@@ -509,7 +514,7 @@ class AsyncHandlers:
         self.bounds = bounds
         self.loop = loop
         self.own_thread: threading.Thread | None = None
-        self.ops: AsyncOps | None = None
+        self.ops: Any = None
         self.pools: dict[str, AsyncPool] = {}
         self.timing = False
         #: Set once every pool ended after a stop (the ops let go of then).
@@ -569,10 +574,10 @@ class AsyncHandlers:
                 raise error[0]
 
     def _add(self, spec: HandlerSpec, dead_base: int) -> None:
-        from ringq.aio import AsyncOps
-
         if self.ops is None:
-            self.ops = AsyncOps(self.backend)
+            if OPS_FACTORY is None:  # pragma: no cover - ringq.aio sets it on import
+                raise RuntimeError("ringq.aio is not imported: async handlers need it")
+            self.ops = OPS_FACTORY(self.backend)
         pool = AsyncPool(spec, self.ops, self.resolver, self.bounds)
         pool.dead_base = dead_base
         pool.timing = self.timing
