@@ -195,6 +195,16 @@ fn not_bytes(what: &str, v: &Bound<'_, PyAny>) -> PyErr {
     PyTypeError::new_err(format!("Engine.{what} takes bytes, not {} (ringq.Queue encodes objects)", type_name(v)))
 }
 
+/// The topic of a plain call to `publish_fast`/`publish_many_fast`: none
+/// (the default topic) or an exact `str`; `None` for anything else, which
+/// the fallback handles (and refuses as `publish` would).
+fn plain_topic<'a>(topic: Option<&'a Bound<'_, PyAny>>) -> PyResult<Option<&'a str>> {
+    match topic {
+        None => Ok(Some(DEFAULT_TOPIC)),
+        Some(t) => t.cast_exact::<PyString>().ok().map(|s| s.to_str()).transpose(),
+    }
+}
+
 /// An item of `publish_many` or of an ack's `publish=`.
 enum Item<'py> {
     Raw(Bound<'py, PyBytes>),
@@ -454,7 +464,7 @@ impl PyEngine {
     /// `ringq.backends.fast_publish`): a plain call (`bytes`, a `str` topic or
     /// none, no options) is published here without a Python frame; any
     /// other call goes unchanged to the fallback set by
-    /// `_set_publish_fallback` (the queue's own `publish`, which encodes
+    /// `_set_fast_fallbacks` (the queue's own `publish`, which encodes
     /// objects and merges options). A plain call is exactly what the
     /// fallback would send to `publish`, so results and errors are the same.
     #[pyo3(signature = (payload, topic=None, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
@@ -491,15 +501,10 @@ impl PyEngine {
         ];
         if options.iter().all(|(_, v)| v.is_none())
             && let Ok(bytes) = payload.cast_exact::<PyBytes>()
+            && let Some(topic) = plain_topic(topic)?
         {
-            let topic = match topic {
-                None => Some(DEFAULT_TOPIC),
-                Some(t) => t.cast_exact::<PyString>().ok().map(|s| s.to_str()).transpose()?,
-            };
-            if let Some(topic) = topic {
-                let p = Publish { topic, payload: bytes.as_bytes(), ..Default::default() };
-                return Ok(self.publish_one(py, p, PublishOpts::default(), true, Wait::Forever)?.into_any());
-            }
+            let p = Publish { topic, payload: bytes.as_bytes(), ..Default::default() };
+            return Ok(self.publish_one(py, p, PublishOpts::default(), true, Wait::Forever)?.into_any());
         }
         let fallback = &self.fallback(0)?;
         let kwargs = PyDict::new(py);
@@ -524,11 +529,7 @@ impl PyEngine {
         block: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let topic_str = match topic {
-            None => Some(DEFAULT_TOPIC),
-            Some(t) => t.cast_exact::<PyString>().ok().map(|s| s.to_str()).transpose()?,
-        };
-        if let (Some(t), Ok(list)) = (topic_str, payloads.cast_exact::<PyList>())
+        if let (Some(t), Ok(list)) = (plain_topic(topic)?, payloads.cast_exact::<PyList>())
             && list.iter().all(|p| p.is_exact_instance_of::<PyBytes>())
         {
             return Ok(self.publish_many(py, payloads, Some(t), block, timeout)?.into_any());
