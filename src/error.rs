@@ -44,6 +44,10 @@ pub enum Error {
     /// lock taken (or a failed fsync to heal) and changed nothing: the
     /// caller runs it again, free to wait. Never leaves the bindings.
     WouldBlock,
+    /// A request handed to a shared queue's owner by a client that does not
+    /// wait (`shared::loop_conn`): its answer comes later, under this
+    /// request id. Never leaves the bindings.
+    Submitted(u64),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -149,6 +153,9 @@ impl fmt::Display for Error {
             Error::OwnerGone(why) => write!(f, "{why}"),
             Error::Protocol(why) => write!(f, "shared queue protocol error: {why}"),
             Error::WouldBlock => write!(f, "the call would wait for the engine (an internal signal; please report it)"),
+            Error::Submitted(id) => {
+                write!(f, "request {id} was sent; its answer comes later (an internal signal; please report it)")
+            }
             Error::Invalid(msg) => write!(f, "{msg}"),
         }
     }

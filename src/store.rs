@@ -28,6 +28,13 @@ pub trait Store: Send + Sync {
     /// True when a call may have to wait (for a lock, a socket, a disk):
     /// the caller should let other threads run meanwhile.
     fn would_wait(&self) -> bool;
+    /// True for a store that only submits requests (a shared queue's client
+    /// for an event loop): each call returns `Error::Submitted` at once and
+    /// the owner does its waiting, so a call is given its whole wait (room,
+    /// a message) the first time.
+    fn submits(&self) -> bool {
+        false
+    }
     fn wait_durable(&self, lsn: Option<Lsn>) -> Result<()>;
 
     fn publish(&self, p: Publish<'_>, opts: PublishOpts, wait: Wait) -> Result<(u64, Option<Lsn>)>;

@@ -219,7 +219,9 @@ def test_open_runs_recovery_off_the_loop_and_options_are_checked(qdir: Path) -> 
     run(main)
 
 
-def test_a_shared_owner_works_and_a_client_is_refused_clearly(qdir: Path) -> None:
+def test_a_shared_owner_and_an_async_client_work_together(qdir: Path) -> None:
+    """More on the client side: ``test_async_shared.py``."""
+
     async def main() -> None:
         async with ringq.AsyncQueue(qdir, shared=True) as q:
             assert q.role == "owner"
@@ -229,8 +231,12 @@ def test_a_shared_owner_works_and_a_client_is_refused_clearly(qdir: Path) -> Non
                 [d] = await q.checkout("t", timeout=5)
                 assert d.payload == b"from a client"
                 await q.ack(d)
-                with pytest.raises(ringq.ConfigError, match="client"):
-                    ringq.AsyncQueue(qdir, shared=True)
+                async with ringq.AsyncQueue(qdir, shared=True) as aclient:
+                    assert aclient.role == "client"
+                    await aclient.publish(b"from an async client", "t")
+                    [d] = await q.checkout("t", timeout=5)
+                    assert d.payload == b"from an async client"
+                    await q.ack(d)
             finally:
                 client.close()
 

@@ -28,6 +28,20 @@ queue consistent:
 - ``ack``/``nack``/``release``/``dlq.replay``/``dlq.purge``: they never wait
   except for the fsync, so a cancelled one took effect.
 
+On a shared queue's client (``shared=True`` where another process owns
+the directory), the ``AsyncQueue`` has a connection of its own to the
+owner, watched by the loop: each call sends its request (the requests of
+one turn of the loop leave in one write) and awaits the owner's answer;
+the owner does the waiting (for room, a message, the fsync). Cancelled, a
+call withdraws its request: the owner stops waiting for it within 0.1 s.
+A withdrawn checkout takes nothing (what it took meanwhile is given back
+unstarted, its delivery not counted); a withdrawn publish that was waiting
+for room did not happen unless room came before the owner saw the
+withdrawal (publish with a ``dedup_key`` to find out). If the owner goes
+away, the calls in flight raise ``ringq.OwnerGone`` (whether each took
+effect is unknown) and the next call connects to the new owner, or takes
+the queue over (in a worker thread: recovery runs), as ``Queue`` does.
+
 An ``AsyncQueue`` belongs to the event loop that first awaits one of its
 calls. Opening runs recovery (about 0.2 s per million messages): open it
 at startup (a FastAPI lifespan), or ``await AsyncQueue.open(...)`` to run
@@ -53,10 +67,11 @@ from ringq.core import QueueCore
 from ringq.dispatch import aio as _dispatch_aio
 from ringq.dlq import DeadLetterPredicate, DeadLetterQueue
 from ringq.errors import (
-    ConfigError,
+    OwnerGone,
     QueueClosed,
     QueueFull,
     RingqError,
+    Submitted,
     WouldBlock,
     describe_error,
 )
@@ -141,6 +156,104 @@ class _Signals:
             futures.clear()
 
 
+class _Answers:
+    """A shared queue's client for one event loop (a ``"socket"`` handle):
+    its own connection to the owner, watched by the loop, and the futures
+    waiting for answers. Requests submitted in one turn of the loop leave
+    together (one write, ``_flush``); answers are taken when the socket is
+    readable (``_readable``)."""
+
+    def __init__(self, handle: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.handle = handle
+        self.loop = loop
+        self.futures: dict[int, asyncio.Future[Any]] = {}
+        self.fd: int | None = None
+        self.writing = False
+        self.flush_due = False
+        self.watch()
+
+    def watch(self) -> None:
+        """Watches the handle's socket (again, after a reconnect)."""
+        fd = self.handle._loop_fd()
+        if fd is not None and fd != self.fd:
+            self.unwatch()
+            self.fd = fd
+            self.loop.add_reader(fd, self._readable)
+
+    def unwatch(self) -> None:
+        if self.fd is not None:
+            self.loop.remove_reader(self.fd)
+            if self.writing:
+                self.loop.remove_writer(self.fd)
+                self.writing = False
+            self.fd = None
+
+    def expect(self, ticket: int) -> asyncio.Future[Any]:
+        """The future of request ``ticket``'s answer (sent in this turn)."""
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self.futures[ticket] = fut
+        self.kick()
+        return fut
+
+    def kick(self) -> None:
+        """Writes what was submitted once this turn of the loop is over."""
+        if not self.flush_due and not self.writing:
+            self.flush_due = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_due = False
+        if self.handle._loop_flush() and self.fd is not None and not self.writing:
+            self.writing = True
+            self.loop.add_writer(self.fd, self._writable)
+
+    def _writable(self) -> None:
+        if not self.handle._loop_flush() and self.writing:
+            self.writing = False
+            if self.fd is not None:
+                self.loop.remove_writer(self.fd)
+
+    def withdraw(self, ticket: int) -> None:
+        """Request ``ticket`` is no longer awaited: the owner stops waiting
+        for it; a checkout's messages that still come are given back."""
+        self.futures.pop(ticket, None)
+        self.handle._loop_cancel(ticket)
+        self.kick()
+
+    def _readable(self) -> None:
+        for ticket, ok, value in self.handle._loop_pump():
+            fut = self.futures.pop(ticket, None)
+            if fut is None or fut.done():
+                if ok:
+                    self._unwanted(value)
+            elif ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        if self.handle._loop_fd() is None:
+            # Broken: every request in flight was answered with OwnerGone;
+            # the next call connects again (``AsyncOps._reconnect``).
+            self.unwatch()
+
+    def _unwanted(self, value: object) -> None:
+        """The answer to a withdrawn request: messages a withdrawn checkout
+        took go back unstarted (their delivery not counted)."""
+        if isinstance(value, list) and value and isinstance(value[0], Delivery):
+            try:
+                self.handle.release(value)
+            except Submitted:
+                self.kick()
+            except RingqError:
+                pass  # gone meanwhile: the owner ends the connection's leases
+
+    def close(self) -> None:
+        self.unwatch()
+        futures, self.futures = self.futures, {}
+        for f in futures.values():
+            if not f.done():
+                f.set_exception(QueueClosed("the queue was closed"))
+
+
 class _LoopSide(QueueCore):
     """``QueueCore``'s methods (encoding, options, errors) over the queue's
     deferred handle: they never wait."""
@@ -180,24 +293,25 @@ class AsyncOps:
     def __init__(self, backend: Backend, path: str | os.PathLike[str] | None = None) -> None:
         deferred = getattr(backend, "_deferred", None)
         if deferred is None:
-            raise ConfigError(f"AsyncQueue needs a queue whose engine runs here, not {backend!r}")
-        try:
-            handle = deferred()
-        except ValueError:
-            where = os.fspath(path) if path is not None else backend.path
-            raise ConfigError(
-                f"AsyncQueue({where!r}, shared=True): another process owns this "
-                "directory; an AsyncQueue can be its owner but not yet its client (use "
-                "ringq.Queue in this process, or open the AsyncQueue first)"
-            ) from None
+            raise TypeError(f"AsyncQueue needs a queue of ringq's engine, not {backend!r}")
+        self._thread_side = _ThreadSide(backend)
+        self._detached = False
+        self._use(deferred())
+
+    def _use(self, handle: Any) -> None:
+        """Makes ``handle`` (``Engine._deferred()``) the one calls go to:
+        the engine in this process (``"engine"``: signals on its eventfd) or
+        a shared queue's owner (``"socket"``: answers on a connection of
+        this loop's own)."""
         self._handle = handle
         self._side = _LoopSide(handle)
-        self._thread_side = _ThreadSide(backend)
-        self._always = handle.durability == "always"
+        #: A shared queue's client: every call is answered by the owner.
+        self._socket = handle._async_kind() == "socket"
+        self._always = handle.durability == "always" and not self._socket
         self._signals: _Signals | None = None
+        self._answers: _Answers | None = None
         #: When a call last gave the loop a turn (``TURN``).
         self._turn_at = _monotonic()
-        self._detached = False
         #: ``durability="always"``: on disk up to here; an fsync was asked
         #: for up to ``_requested`` (in round ``_asked_at``); the last failure.
         self._durable_upto = 0
@@ -215,25 +329,94 @@ class AsyncOps:
         if self._signals is not None:
             self._signals.close()
             self._signals = None
-        if not self._handle.closed:
+        if self._answers is not None:
+            self._answers.close()
+            self._answers = None
+        if self._socket or not self._handle.closed:
             self._handle._async_detach()
 
     # -- waiting ------------------------------------------------------------
 
-    def _loop_signals(self) -> _Signals:
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        """The running loop, which this queue belongs to from its first call."""
         loop = asyncio.get_running_loop()
         if self._detached:
             raise QueueClosed("the queue is closed")
+        if self._socket:
+            a = self._answers
+            if a is None:
+                self._answers = _Answers(self._handle, loop)
+            elif a.loop is not loop:
+                raise self._other_loop()
+            return loop
         s = self._signals
         if s is None:
-            s = self._signals = _Signals(self._handle, loop, self._durable_signalled)
+            self._signals = _Signals(self._handle, loop, self._durable_signalled)
             self._handle._bind_loop_thread()
         elif s.loop is not loop:
-            raise RuntimeError(
-                "this AsyncQueue belongs to the event loop that first used it; "
-                "open one AsyncQueue per loop (or use ringq.Queue from threads)"
-            )
-        return s
+            raise self._other_loop()
+        return loop
+
+    @staticmethod
+    def _other_loop() -> RuntimeError:
+        return RuntimeError(
+            "this AsyncQueue belongs to the event loop that first used it; "
+            "open one AsyncQueue per loop (or use ringq.Queue from threads)"
+        )
+
+    def _loop_signals(self) -> _Signals:
+        """The engine's signals for this loop (the engine runs here)."""
+        self._bind()
+        assert self._signals is not None
+        return self._signals
+
+    def _expect(self, s: Submitted) -> asyncio.Future[Any]:
+        """The future of a submitted request's answer."""
+        if self._answers is None:
+            self._bind()
+        assert self._answers is not None
+        return self._answers.expect(s.ticket)
+
+    async def _answer(self, s: Submitted) -> Any:
+        """The owner's answer to a request this call sent (a shared queue's
+        client). Cancelled meanwhile, the request is withdrawn: the owner
+        stops waiting for it (within 0.1 s) and what a checkout took is
+        given back unstarted."""
+        fut = self._expect(s)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if self._answers is not None:
+                self._answers.withdraw(s.ticket)
+            raise
+
+    def _send_now(self) -> None:
+        """Writes what was submitted now (a last act: the loop may not turn again)."""
+        if self._socket and self._answers is not None:
+            self._handle._loop_flush()
+
+    async def _reconnect(self) -> None:
+        """After a call made elsewhere because the loop's connection was
+        down (``WouldBlock``): connects it again, or, if this process took
+        the queue over meanwhile, goes on with the engine here."""
+        backend = self._thread_side.backend
+        if backend.role == "owner":
+            self._take_over(backend)
+            return
+        try:
+            await asyncio.to_thread(self._handle._loop_reconnect)
+        except OwnerGone:
+            return  # the next call tries again
+        if self._answers is not None:
+            self._answers.watch()
+
+    def _take_over(self, backend: Backend) -> None:
+        """This process now owns the shared queue: calls go to its engine."""
+        if self._answers is not None:
+            self._answers.close()
+        self._handle._async_detach()
+        deferred: Callable[[], Any] = backend._deferred  # type: ignore[attr-defined]
+        self._use(deferred())
 
     async def _durable(self) -> None:
         """Waits until the calls made since the last wait are on disk
@@ -242,8 +425,10 @@ class AsyncOps:
         for an fsync only when its record is past what was asked for, and
         one poll per signal (``_durable_signalled``) wakes exactly the tasks
         whose records are now on disk."""
+        if not self._always:
+            return
         lsn = self._handle._take_lsn()
-        if lsn is None or not self._always or lsn <= self._durable_upto:
+        if lsn is None or lsn <= self._durable_upto:
             return
         await self._durable_wait(lsn)
 
@@ -306,7 +491,28 @@ class AsyncOps:
         """``name`` on the blocking engine, in a worker thread: the engine
         was busy (``WouldBlock``: another thread held its lock longer than a
         call may wait on the loop, e.g. a snapshot copying a large state)."""
-        return await asyncio.to_thread(getattr(self._thread_side, name), *args, **kwargs)
+        result = await asyncio.to_thread(getattr(self._thread_side, name), *args, **kwargs)
+        if self._socket:
+            await self._reconnect()
+        return result
+
+    async def _busy_backend(self, name: str, *args: Any) -> Any:
+        """``_busy`` for a method of the backend itself."""
+        result = await asyncio.to_thread(getattr(self._thread_side.backend, name), *args)
+        if self._socket:
+            await self._reconnect()
+        return result
+
+    async def _backend_call(self, name: str, *args: Any) -> Any:
+        """One call of the backend's ``name`` from the loop: answered at
+        once, by the owner (a shared queue's client), or in a worker thread
+        (``WouldBlock``)."""
+        try:
+            return getattr(self._side.backend, name)(*args)
+        except Submitted as s:
+            return await self._answer(s)
+        except WouldBlock:
+            return await self._busy_backend(name, *args)
 
     def _turn_due(self) -> bool:
         """Whether a coroutine that has not waited should give the loop a
@@ -331,12 +537,14 @@ class AsyncOps:
         if self._turn_due():
             # A producer that never waits would never let the loop run.
             await asyncio.sleep(0)
-        if self._signals is None:
-            self._loop_signals()
+        if self._signals is None and self._answers is None:
+            self._bind()
         side = self._side
         try:
             try:
                 mid = side.publish(payload, topic, **options)
+            except Submitted as s:
+                mid = await self._answer(s)
             except WouldBlock:
                 mid = await self._busy("publish", payload, topic, **options)
             except QueueFull as e:
@@ -365,13 +573,15 @@ class AsyncOps:
         """``Queue.publish_many``, awaited (all or none)."""
         if self._turn_due():
             await asyncio.sleep(0)
-        if self._signals is None:
-            self._loop_signals()
+        if self._signals is None and self._answers is None:
+            self._bind()
         side = self._side
         items = payloads if isinstance(payloads, list) else list(payloads)
         try:
             try:
                 ids = side.publish_many(items, topic, block=block, timeout=timeout)
+            except Submitted as s:
+                ids = await self._answer(s)
             except WouldBlock:
                 ids = await self._busy("publish_many", items, topic, block=block, timeout=timeout)
             except QueueFull as e:
@@ -417,6 +627,8 @@ class AsyncOps:
         """``Queue.checkout``, awaited: waits up to ``timeout`` seconds for
         the first message (``None``: no limit, ``0``: never) and returns
         ``[]`` if none came. Cancelled while waiting, it took nothing."""
+        if self._socket:
+            return await self._checkout_remote(topic, max_messages, lease, timeout)
         side = self._side
         signals = self._loop_signals()
         try:
@@ -437,6 +649,39 @@ class AsyncOps:
                 got = await self._busy_checkout(topic, max_messages, lease)
             if got or not await signals.wait(READY, deadline):
                 return got
+
+    async def _checkout_remote(
+        self, topic: str, max_messages: int, lease: float | None, timeout: float | None
+    ) -> list[Delivery]:
+        """``checkout`` on a shared queue's client: the owner waits."""
+        loop = self._bind()
+        deadline = self._deadline(timeout)
+        while True:
+            try:
+                self._side.checkout(topic, max_messages, lease, timeout)
+            except Submitted as s:
+                got: list[Delivery] = await self._answer(s)
+                return got
+            except WouldBlock:
+                # The loop's connection is down: once in a worker thread
+                # (which connects, or takes the queue over), then again.
+                got = await self._busy_checkout(topic, max_messages, lease)
+                await self._reconnect()
+                if got or timeout == 0:
+                    return got
+                if deadline is not None:
+                    timeout = max(0.0, deadline - loop.time())
+                if not self._socket:
+                    return await self.checkout(topic, max_messages, lease, timeout)
+            else:  # pragma: no cover - a socket handle always submits
+                raise AssertionError("a shared queue's client answered at once")
+
+    def _ready_now(self, topic: str, max_messages: int, lease: float) -> list[Delivery]:
+        """What is ready now, without waiting or giving the loop a turn
+        (``[]`` on a shared queue's client: asking is a round trip)."""
+        if self._socket:
+            return []
+        return self._side.checkout(topic, max_messages, lease, 0)
 
     async def _busy_checkout(
         self, topic: str, max_messages: int, lease: float | None
@@ -463,6 +708,8 @@ class AsyncOps:
         try:
             try:
                 self._side.ack(deliveries)
+            except Submitted as s:
+                await self._answer(s)
             except WouldBlock:
                 await self._busy("ack", deliveries)
         finally:
@@ -474,6 +721,8 @@ class AsyncOps:
         try:
             try:
                 self._side.release(deliveries)
+            except Submitted as s:
+                await self._answer(s)
             except WouldBlock:
                 await self._busy("release", deliveries)
         finally:
@@ -490,6 +739,8 @@ class AsyncOps:
         try:
             try:
                 self._side.nack(delivery, delay, error)
+            except Submitted as s:
+                await self._answer(s)
             except WouldBlock:
                 await self._busy("nack", delivery, delay, error)
         finally:
@@ -500,6 +751,9 @@ class AsyncOps:
         """``Queue.extend``, awaited (it never waits: a lease lives in memory)."""
         try:
             return self._side.extend(delivery, seconds)
+        except Submitted as s:
+            deadline: float = await self._answer(s)
+            return deadline
         except WouldBlock:
             extended: float = await self._busy("extend", delivery, seconds)
             return extended
@@ -511,6 +765,8 @@ class AsyncOps:
         try:
             try:
                 self._handle.ack(delivery, publish=publish)
+            except Submitted as s:
+                await self._answer(s)
             except WouldBlock:
                 await asyncio.to_thread(self._thread_side.backend.ack, delivery, publish)
         finally:
@@ -530,6 +786,8 @@ class AsyncOps:
         try:
             try:
                 self._handle.nack(*args)
+            except Submitted as s:
+                await self._answer(s)
             except WouldBlock:
                 await asyncio.to_thread(self._thread_side.backend.nack, *args)
         finally:
@@ -599,7 +857,7 @@ class AsyncQueue(AsyncOps):
         """Starts the handlers: async ones as tasks of the running loop
         (call it inside one), plain ones on worker threads."""
         loop = asyncio.get_running_loop()
-        self._loop_signals()  # the queue now belongs to this loop
+        self._bind()  # the queue now belongs to this loop
         if self._stopped is None or self._stopped.is_set():
             self._stopped = asyncio.Event()
         self._queue._start(loop)
@@ -717,10 +975,22 @@ class AsyncDeadLetterQueue:
     async def list(
         self, topic: str | None = None, reason: str | None = None, limit: int | None = None
     ) -> builtins.list[DeadLetter]:
-        return self._dlq.list(topic, reason, limit)
+        found: builtins.list[DeadLetter] = await self._q._backend_call(
+            "dlq_list", topic, reason, limit
+        )
+        return found
 
     async def get(self, id: str) -> DeadLetter:
-        return self._dlq.get(id)
+        found: DeadLetter = await self._q._backend_call("dlq_get", id)
+        return found
+
+    async def _listing(
+        self, ids: Iterable[str] | None, where: DeadLetterPredicate | None, rate: float | None
+    ) -> builtins.list[DeadLetter] | None:
+        """Every dead letter, if the selection needs them."""
+        if not self._dlq._needs_listing(ids, where, rate):
+            return None
+        return await self.list()
 
     async def replay(
         self,
@@ -730,13 +1000,14 @@ class AsyncDeadLetterQueue:
     ) -> int:
         """``DeadLetterQueue.replay``; a ``rate`` paces it with ``asyncio.sleep``."""
         done = 0
-        backend = self._q._side.backend
-        for due, batch in self._dlq._replay_plan(ids, where, rate):
+        ids = builtins.list(ids) if ids is not None and not isinstance(ids, str) else ids
+        listing = await self._listing(ids, where, rate)
+        for due, batch in self._dlq._replay_plan(ids, where, rate, listing):
             wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
-                done += backend.dlq_replay(batch)
+                done += await self._q._backend_call("dlq_replay", batch)
             finally:
                 await self._q._durable()
         return done
@@ -744,14 +1015,20 @@ class AsyncDeadLetterQueue:
     async def purge(
         self, ids: Iterable[str] | None = None, where: DeadLetterPredicate | None = None
     ) -> int:
+        ids = builtins.list(ids) if ids is not None and not isinstance(ids, str) else ids
+        selected = self._dlq._select(ids, where, await self._listing(ids, where, None))
+        if selected == []:
+            return 0
         try:
-            return self._dlq.purge(ids, where)
+            purged: int = await self._q._backend_call("dlq_purge", selected)
         finally:
             await self._q._durable()
+        return purged
 
     async def count(self) -> int:
         """How many dead letters there are (``len(q.dlq)`` of ``Queue``)."""
-        return len(self._dlq)
+        stats = await self._q._backend_call("stats")
+        return int(stats["dead"])
 
     def __repr__(self) -> str:
         return f"<ringq.AsyncDeadLetterQueue of {self._q.path!r}>"

@@ -68,24 +68,30 @@ class DeadLetterQueue:
         return done
 
     def _replay_plan(
-        self, ids: Iterable[str] | None, where: DeadLetterPredicate | None, rate: float | None
+        self,
+        ids: Iterable[str] | None,
+        where: DeadLetterPredicate | None,
+        rate: float | None,
+        listing: builtins.list[DeadLetter] | None = None,
     ) -> Iterator[tuple[float, builtins.list[str] | None]]:
         """``replay``'s steps: (when, on ``time.monotonic``, ids or ``None``
-        for all), in order. Without ``rate``: one step, now."""
+        for all), in order. Without ``rate``: one step, now. ``listing``:
+        every dead letter, if the caller has it (else asked for here when
+        needed: ``_needs_listing``)."""
         if rate is not None:
             want = "None or a number of messages per second > 0 and <= 1000000000"
             if isinstance(rate, bool) or not isinstance(rate, int | float):
                 raise TypeError(f"rate must be {want}, not {type(rate).__name__}")
             if not 0 < rate <= 1e9:  # also refuses NaN
                 raise ConfigError(f"rate={rate!r} (must be {want})")
-        selected = self._select(ids, where)
+        selected = self._select(ids, where, listing)
         if selected == []:
             return
         if rate is None:
             yield time.monotonic(), selected
             return
         if selected is None:
-            selected = [d.id for d in self._backend.dlq_list()]
+            selected = [d.id for d in (listing or self._backend.dlq_list())]
         # Batches of about 1/20 s worth, paced from the start time.
         step = max(1, int(rate / 20))
         started = time.monotonic()
@@ -99,14 +105,25 @@ class DeadLetterQueue:
         selected = self._select(ids, where)
         return 0 if selected == [] else self._backend.dlq_purge(selected)
 
+    @staticmethod
+    def _needs_listing(
+        ids: Iterable[str] | None, where: DeadLetterPredicate | None, rate: float | None
+    ) -> bool:
+        """Whether ``replay`` (``rate``) or ``purge`` (``rate=None``) with
+        this selection reads every dead letter first."""
+        return where is not None or (rate is not None and ids is None)
+
     def _select(
-        self, ids: Iterable[str] | None, where: DeadLetterPredicate | None
+        self,
+        ids: Iterable[str] | None,
+        where: DeadLetterPredicate | None,
+        listing: builtins.list[DeadLetter] | None = None,
     ) -> builtins.list[str] | None:
         """The backend's id list: ``None`` means all."""
         wanted = [ids] if isinstance(ids, str) else None if ids is None else list(ids)
         if where is None:
             return wanted
-        candidates = self._backend.dlq_list()
+        candidates = self._backend.dlq_list() if listing is None else listing
         if wanted is not None:
             keep = set(wanted)
             candidates = [d for d in candidates if d.id in keep]

@@ -39,6 +39,7 @@ __all__ = [
     "QueueLocked",
     "RingqError",
     "StorageError",
+    "Submitted",
     "VersionConflict",
     "WouldBlock",
     "describe_error",
@@ -72,6 +73,16 @@ class WouldBlock(RingqError):
     engine busy (another thread held its lock longer than a call may wait on
     the loop); the queue runs it again in a worker thread. It never reaches
     users."""
+
+
+class Submitted(Exception):
+    """Internal to ``ringq.AsyncQueue`` on a shared queue's client: the call
+    was sent to the owner and its answer comes later, under ``ticket``. Not
+    a ``RingqError`` (nothing failed); it never reaches users."""
+
+    def __init__(self, ticket: int) -> None:
+        super().__init__(ticket)
+        self.ticket = ticket
 
 
 class QueueClosed(RingqError):

@@ -23,6 +23,7 @@ struct Classes {
     not_found: Py<PyType>,
     owner_gone: Py<PyType>,
     would_block: Py<PyType>,
+    submitted: Py<PyType>,
     base: Py<PyType>,
 }
 
@@ -48,6 +49,7 @@ fn classes(py: Python<'_>) -> PyResult<&Classes> {
             not_found: get("NotFound")?,
             owner_gone: get("OwnerGone")?,
             would_block: get("WouldBlock")?,
+            submitted: get("Submitted")?,
             base: get("RingqError")?,
         })
     })
@@ -110,6 +112,7 @@ fn build(py: Python<'_>, e: Error) -> PyResult<PyErr> {
         Error::NotFound(_) => c.not_found.bind(py).call1((msg,))?,
         Error::OwnerGone(_) => c.owner_gone.bind(py).call1((msg,))?,
         Error::WouldBlock => c.would_block.bind(py).call1((msg,))?,
+        Error::Submitted(id) => c.submitted.bind(py).call1((id,))?,
         Error::Protocol(_) => c.base.bind(py).call1((msg,))?,
     };
     Ok(PyErr::from_value(inst))

@@ -9,6 +9,7 @@ mod args;
 mod convert;
 mod errors;
 mod inspect;
+mod loop_answers;
 mod pyengine;
 mod types;
 

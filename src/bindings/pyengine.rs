@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::engine::{Checkout, Engine, Publish, PublishOpts, Stat};
 use crate::error::Error;
 use crate::shared::SharedQueue;
+use crate::shared::client::Client;
 use crate::storage::FaultPoint;
 use crate::store::Store;
 use crate::types::{Durability, Failure, MAX_CAPACITY, OnDuplicate, Options, Wait};
@@ -70,6 +71,9 @@ enum Core {
     Local(Engine),
     /// A directory shared by processes: owned here, or reached as a client.
     Shared(Box<SharedQueue>),
+    /// A shared queue's client for an event loop (`_deferred` on a client):
+    /// every call is submitted and answered later (`shared::loop_conn`).
+    Loop(Box<Client>),
 }
 
 impl PyEngine {
@@ -77,6 +81,15 @@ impl PyEngine {
         match &*self.core {
             Core::Local(e) => e,
             Core::Shared(s) => &**s,
+            Core::Loop(c) => &**c,
+        }
+    }
+
+    /// The client of a `_deferred` handle on a shared queue's client.
+    fn loop_client(&self) -> PyResult<&Client> {
+        match &*self.core {
+            Core::Loop(c) => Ok(c),
+            _ => Err(PyValueError::new_err("not a handle for an event loop on a shared queue's client")),
         }
     }
 
@@ -127,6 +140,10 @@ impl PyEngine {
         wait: Wait,
         f: impl Fn(Wait) -> crate::Result<T> + Send + Sync,
     ) -> PyResult<T> {
+        if self.store().submits() {
+            // The owner waits (for room, up to the timeout); the answer says.
+            return f(if block { wait } else { Wait::No }).map_err(to_py);
+        }
         let on_loop = self.on_loop();
         let first = if self.store().would_wait() {
             if on_loop { Err(Error::WouldBlock) } else { py.detach(|| f(Wait::No)) }
@@ -185,6 +202,47 @@ impl PyEngine {
     fn queue(&self) -> u64 {
         self.store().instance_id()
     }
+}
+
+/// `stats()` as a dict.
+pub(super) fn stats_dict(py: Python<'_>, stats: crate::store::Stats) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in stats {
+        match v {
+            Stat::Int(i) => d.set_item(k, i)?,
+            Stat::Float(f) => d.set_item(k, f)?,
+            Stat::Text(s) => d.set_item(k, s)?,
+            Stat::None => d.set_item(k, py.None())?,
+        }
+    }
+    Ok(d)
+}
+
+/// `histograms()` as a dict.
+pub(super) fn histograms_dict(py: Python<'_>, hs: crate::store::Histograms) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, h) in hs {
+        let e = PyDict::new(py);
+        e.set_item("buckets", PyTuple::new(py, crate::histogram::BOUNDS_SECONDS)?)?;
+        e.set_item("counts", h.counts)?;
+        e.set_item("sum", h.sum_seconds)?;
+        d.set_item(name, e)?;
+    }
+    Ok(d)
+}
+
+/// `topic_stats()` as a dict.
+pub(super) fn topic_stats_dict(py: Python<'_>, all: Vec<crate::engine::TopicStat>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    for ts in all {
+        let t = PyDict::new(py);
+        t.set_item("ready", ts.ready)?;
+        t.set_item("in_flight", ts.in_flight)?;
+        t.set_item("delayed", ts.delayed)?;
+        t.set_item("dead_lettered", ts.dead_lettered)?;
+        d.set_item(ts.name, t)?;
+    }
+    Ok(d)
 }
 
 fn type_name(v: &Bound<'_, PyAny>) -> String {
@@ -394,6 +452,7 @@ impl PyEngine {
         match &*self.core {
             Core::Local(_) => "local",
             Core::Shared(s) => s.role(),
+            Core::Loop(_) => "client",
         }
     }
 
@@ -401,7 +460,7 @@ impl PyEngine {
     #[getter]
     fn address(&self) -> Option<String> {
         match &*self.core {
-            Core::Local(_) => None,
+            Core::Local(_) | Core::Loop(_) => None,
             Core::Shared(s) => s.address(),
         }
     }
@@ -550,7 +609,19 @@ impl PyEngine {
     /// becomes readable when something it armed (`_async_arm`,
     /// `_arm_topic`) happened. Only where the engine runs in this process
     /// (not a shared queue's client). `_async_detach` ends it.
-    fn _deferred(&self) -> PyResult<PyEngine> {
+    fn _deferred(&self, py: Python<'_>) -> PyResult<PyEngine> {
+        if let Core::Shared(s) = &*self.core
+            && s.role() == "client"
+        {
+            let (dir, instance) = (s.path().to_owned(), s.instance_id());
+            let client = py.detach(|| Client::for_loop(&dir, instance)).map_err(to_py)?;
+            return Ok(PyEngine {
+                core: std::sync::Arc::new(Core::Loop(Box::new(client))),
+                lease: self.lease,
+                fallbacks: std::sync::OnceLock::new(),
+                deferred: None,
+            });
+        }
         let wake = crate::engine::wake::AsyncWake::new()
             .map_err(|e| to_py(Error::storage("creating an eventfd", self.store().path(), e)))?;
         let w = wake.clone();
@@ -565,6 +636,60 @@ impl PyEngine {
                 loop_thread: std::sync::atomic::AtomicU64::new(0),
             }),
         })
+    }
+
+    /// `"engine"` (the engine runs here: `_async_fd` signals) or
+    /// `"socket"` (a shared queue's client: calls raise
+    /// `ringq.errors.Submitted` and `_loop_pump` gives their answers).
+    fn _async_kind(&self) -> &'static str {
+        match &*self.core {
+            Core::Loop(_) => "socket",
+            _ => "engine",
+        }
+    }
+
+    /// The socket of a `"socket"` handle (`None`: not connected; calls
+    /// raise `WouldBlock` until `_loop_reconnect`).
+    fn _loop_fd(&self) -> PyResult<Option<i32>> {
+        Ok(self.loop_client()?.loop_fd())
+    }
+
+    /// Writes the requests submitted; true if some are left for when the
+    /// socket is writable.
+    fn _loop_flush(&self) -> PyResult<bool> {
+        Ok(self.loop_client()?.loop_flush())
+    }
+
+    /// The answers that came: `(request id, ok, value)`, the value as the
+    /// blocking call would have returned it or the exception it would have
+    /// raised. A broken connection answers every request in flight with
+    /// `OwnerGone`.
+    fn _loop_pump(&self, py: Python<'_>) -> PyResult<Vec<(u64, bool, Py<PyAny>)>> {
+        let answers = self.loop_client()?.loop_pump();
+        let queue = self.queue();
+        let mut out = Vec::with_capacity(answers.len());
+        for (id, op, result) in answers {
+            let v = result.map(|body| super::loop_answers::value(py, op, &body, queue));
+            out.push(match v {
+                Ok(Ok(v)) => (id, true, v),
+                Ok(Err(e)) => (id, false, e.into_value(py).into_any()),
+                Err(e) => (id, false, to_py(e).into_value(py).into_any()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Withdraws request `id` if it still waits at the owner.
+    fn _loop_cancel(&self, id: u64) -> PyResult<()> {
+        self.loop_client()?.loop_cancel(id);
+        Ok(())
+    }
+
+    /// Connects a `"socket"` handle again after its connection broke
+    /// (blocking: run it in a worker thread).
+    fn _loop_reconnect(&self, py: Python<'_>) -> PyResult<()> {
+        let c = self.loop_client()?;
+        py.detach(|| c.loop_reconnect()).map_err(to_py)
     }
 
     /// Makes the calling thread this handle's event loop thread: its calls
@@ -624,6 +749,10 @@ impl PyEngine {
 
     /// Stops the signals of a `_deferred` handle (the queue stays open).
     fn _async_detach(&self) -> PyResult<()> {
+        if let Core::Loop(c) = &*self.core {
+            c.close();
+            return Ok(());
+        }
         let wake = self.deferred_part()?.wake.clone();
         self.with_engine(|e| e.unregister_wake(&wake))
     }
@@ -692,7 +821,8 @@ impl PyEngine {
             Some(v) => args::int(Kind::Arg, "share", v, 1, 1 << 20)? as usize,
             None => 1,
         };
-        let mut c = Checkout { max, lease, wait: Wait::No, share, since };
+        let first_wait = if self.store().submits() { wait } else { Wait::No };
+        let mut c = Checkout { max, lease, wait: first_wait, share, since };
         let mut got = self.run(py, || self.store().checkout_with(topic, c))?;
         if got.is_empty() && !matches!(wait, Wait::No) && self.deferred.is_none() {
             c.wait = wait;
@@ -796,44 +926,18 @@ impl PyEngine {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        for (k, v) in self.run(py, || self.store().stats())? {
-            match v {
-                Stat::Int(i) => d.set_item(k, i)?,
-                Stat::Float(f) => d.set_item(k, f)?,
-                Stat::Text(s) => d.set_item(k, s)?,
-                Stat::None => d.set_item(k, py.None())?,
-            }
-        }
-        Ok(d)
+        stats_dict(py, self.run(py, || self.store().stats())?)
     }
 
     /// `{"fsync": {...}, "snapshot": {...}}`, each with `buckets` (upper
     /// bounds in seconds), `counts` (per bucket, one more than `buckets`:
     /// the last is above every bound) and `sum` (seconds).
     fn histograms<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        for (name, h) in self.run(py, || self.store().histograms())? {
-            let e = PyDict::new(py);
-            e.set_item("buckets", PyTuple::new(py, crate::histogram::BOUNDS_SECONDS)?)?;
-            e.set_item("counts", h.counts)?;
-            e.set_item("sum", h.sum_seconds)?;
-            d.set_item(name, e)?;
-        }
-        Ok(d)
+        histograms_dict(py, self.run(py, || self.store().histograms())?)
     }
 
     fn topic_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        for ts in self.run(py, || self.store().topic_stats())? {
-            let t = PyDict::new(py);
-            t.set_item("ready", ts.ready)?;
-            t.set_item("in_flight", ts.in_flight)?;
-            t.set_item("delayed", ts.delayed)?;
-            t.set_item("dead_lettered", ts.dead_lettered)?;
-            d.set_item(ts.name, t)?;
-        }
-        Ok(d)
+        topic_stats_dict(py, self.run(py, || self.store().topic_stats())?)
     }
 
     fn snapshot(&self, py: Python<'_>) -> PyResult<u64> {

@@ -16,6 +16,7 @@
 
 use super::addr::{self, Address};
 use super::frames::FrameReader;
+use super::loop_conn::{Answer, LoopConn};
 use super::wire::{self, Welcome, op};
 use crate::codec::{DResult, Reader, Writer};
 use crate::engine::{AckOutcome, Checkout, Engine, Publish, PublishOpts, TopicPolicy, TopicStat};
@@ -25,7 +26,7 @@ use crate::types::{DeadLetter, Delivered, Durability, Failure, Lsn, Wait};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -257,6 +258,11 @@ pub struct Client {
     opener_pid: u32,
     /// Topic policies set through this client, sent again to a new owner.
     policies: Mutex<Vec<(String, TopicPolicy)>>,
+    /// Set on a client for an event loop ([`Client::for_loop`]): its
+    /// requests are submitted on this connection, never waited for (`None`
+    /// inside: not connected; a call then fails with `WouldBlock` and the
+    /// caller reconnects elsewhere).
+    looped: Option<Box<Mutex<Option<LoopConn>>>>,
 }
 
 impl Client {
@@ -273,7 +279,92 @@ impl Client {
             fork_generation: crate::fork::generation(),
             opener_pid: std::process::id(),
             policies: Mutex::new(Vec::new()),
+            looped: None,
         })
+    }
+
+    /// A client for an event loop on the queue `instance` at `dir`: its own
+    /// connection (see [`loop_conn`](super::loop_conn)), on which every
+    /// call is submitted and answered later. Connecting waits for the
+    /// owner's hello (microseconds when the owner is alive).
+    pub fn for_loop(dir: &Path, instance: u64) -> Result<Client> {
+        let mut c = Client::connect(dir)?;
+        let conn = c.conn.get_mut().take().expect("connected");
+        c.looped = Some(Box::new(Mutex::new(None)));
+        c.install_loop_conn(conn, c.welcome.instance_id, instance)?;
+        Ok(c)
+    }
+
+    fn install_loop_conn(&self, conn: Arc<Conn>, found: u64, expected: u64) -> Result<()> {
+        let looped = self.looped.as_ref().ok_or_else(|| Error::Invalid("not a client for an event loop".into()))?;
+        if found != expected {
+            conn.fail_all("replaced".into());
+            return Err(self.replaced(found, expected));
+        }
+        let conn = Arc::into_inner(conn).expect("a new connection has one handle");
+        let lc = LoopConn::new(conn.stream)
+            .map_err(|e| Error::OwnerGone(format!("setting up the connection to the owner: {e}")))?;
+        *looped.lock() = Some(lc);
+        Ok(())
+    }
+
+    fn replaced(&self, found: u64, was: u64) -> Error {
+        Error::OwnerGone(format!(
+            "the queue directory {} now holds another queue (identity {}, was {}): open it again",
+            self.dir.display(),
+            crate::error::fmt_id(found),
+            crate::error::fmt_id(was)
+        ))
+    }
+
+    fn loop_conn(&self) -> Result<parking_lot::MappedMutexGuard<'_, LoopConn>> {
+        let looped = self.looped.as_ref().ok_or_else(|| Error::Invalid("not a client for an event loop".into()))?;
+        MutexGuard::try_map(looped.lock(), |c| c.as_mut()).map_err(|_| Error::WouldBlock)
+    }
+
+    /// The loop connection's socket (`None`: not connected).
+    pub fn loop_fd(&self) -> Option<RawFd> {
+        self.loop_conn().ok().filter(|c| c.broken().is_none()).map(|c| c.fd())
+    }
+
+    /// Writes what was submitted; true if some is left for when the socket
+    /// is writable.
+    pub fn loop_flush(&self) -> bool {
+        self.loop_conn().is_ok_and(|mut c| c.flush())
+    }
+
+    /// The answers that came; if the connection broke, every request in
+    /// flight is answered with `OwnerGone` and the connection is dropped
+    /// (the next call fails with `WouldBlock`: reconnect first).
+    pub fn loop_pump(&self) -> Vec<Answer> {
+        let Some(looped) = &self.looped else { return Vec::new() };
+        let mut slot = looped.lock();
+        let Some(c) = slot.as_mut() else { return Vec::new() };
+        let answers = c.pump(|why| self.gone(why));
+        if c.broken().is_some() {
+            slot.take();
+        }
+        answers
+    }
+
+    /// Withdraws request `id` if it is still waiting at the owner.
+    pub fn loop_cancel(&self, id: u64) {
+        let cancel_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut c) = self.loop_conn() {
+            c.cancel(id, cancel_id);
+        }
+    }
+
+    /// Connects the loop connection again (to whoever owns the directory
+    /// now; `OwnerGone` if nobody does). Blocking: not on the loop.
+    pub fn loop_reconnect(&self) -> Result<()> {
+        self.check()?;
+        if self.loop_fd().is_some() {
+            return Ok(());
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (conn, welcome) = open_conn(&self.dir, id)?;
+        self.install_loop_conn(conn, welcome.instance_id, self.welcome.instance_id)
     }
 
     /// What the owner said when this client first connected.
@@ -306,12 +397,7 @@ impl Client {
         let (conn, welcome) = open_conn(&self.dir, id)?;
         if welcome.instance_id != self.welcome.instance_id {
             conn.fail_all("replaced".into());
-            return Err(Error::OwnerGone(format!(
-                "the queue directory {} now holds another queue (identity {}, was {}): open it again",
-                self.dir.display(),
-                crate::error::fmt_id(welcome.instance_id),
-                crate::error::fmt_id(self.welcome.instance_id)
-            )));
+            return Err(self.replaced(welcome.instance_id, self.welcome.instance_id));
         }
         *slot = Some(Arc::clone(&conn));
         drop(slot);
@@ -323,8 +409,15 @@ impl Client {
         Ok(conn)
     }
 
-    /// Sends one request and waits for its answer.
+    /// Sends one request and waits for its answer (a client for an event
+    /// loop submits it instead: `Error::Submitted`).
     fn request(&self, code: u8, put: impl FnOnce(&mut Writer<'_>)) -> Result<Vec<u8>> {
+        if self.looped.is_some() {
+            self.check()?;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let mut c = self.loop_conn()?;
+            return Err(c.submit(id, code, put));
+        }
         let conn = self.live()?;
         self.request_on(&conn, code, put)
     }
@@ -369,6 +462,11 @@ impl Client {
         if let Some(c) = self.conn.lock().take() {
             // Calls still waiting here end as calls on a closed queue do.
             c.fail_all_with("the queue was closed".into(), || Error::Closed);
+        }
+        if let Some(looped) = &self.looped
+            && let Some(mut c) = looped.lock().take()
+        {
+            c.close();
         }
     }
 }
@@ -426,7 +524,7 @@ fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
     Ok((conn, welcome))
 }
 
-fn parse<T>(body: &[u8], f: impl FnOnce(&mut Reader<'_>) -> DResult<T>) -> Result<T> {
+pub(crate) fn parse<T>(body: &[u8], f: impl FnOnce(&mut Reader<'_>) -> DResult<T>) -> Result<T> {
     let mut r = Reader::new(body);
     let v = f(&mut r).map_err(|e| Error::Protocol(format!("malformed answer: {}", e.0)))?;
     if !r.is_empty() {
@@ -468,7 +566,10 @@ impl Store for Client {
         Ok(())
     }
     fn would_wait(&self) -> bool {
-        true
+        self.looped.is_none()
+    }
+    fn submits(&self) -> bool {
+        self.looped.is_some()
     }
     fn wait_durable(&self, _lsn: Option<Lsn>) -> Result<()> {
         // The owner waited before it answered.

@@ -11,6 +11,7 @@
 pub mod addr;
 pub mod client;
 mod frames;
+pub mod loop_conn;
 pub mod server;
 pub mod wire;
 

@@ -34,8 +34,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A wait is done in slices this long, so a thread serving a client that
-/// went away (or a server that stops) is not stuck for the whole timeout.
-const SLICE: Duration = Duration::from_secs(1);
+/// went away (or a request it withdrew, `op::CANCEL`) is not stuck for the
+/// whole timeout: a withdrawn request stops waiting within a slice.
+const SLICE: Duration = Duration::from_millis(100);
 
 /// How long a connection's thread polls for the client's next request
 /// before it sleeps (`frames`): a client calling in a loop sends it within
@@ -69,6 +70,9 @@ struct Conn {
     writer: Mutex<UnixStream>,
     /// Leases handed to this client and not yet given back.
     leases: Mutex<Leases>,
+    /// Requests answered by a thread of their own (`later`), and whether
+    /// the client withdrew each (`op::CANCEL`).
+    waiting: Mutex<HashMap<u64, bool>>,
 }
 
 #[derive(Default)]
@@ -213,7 +217,12 @@ fn accept_loop(inner: &Arc<Inner>) {
 fn serve(inner: &Arc<Inner>, stream: UnixStream) {
     let engine = Arc::clone(&inner.engine);
     let Ok(writer) = stream.try_clone() else { return };
-    let conn = Arc::new(Conn { engine, writer: Mutex::new(writer), leases: Mutex::new(Leases::default()) });
+    let conn = Arc::new(Conn {
+        engine,
+        writer: Mutex::new(writer),
+        leases: Mutex::new(Leases::default()),
+        waiting: Mutex::new(HashMap::new()),
+    });
     let mut reader = FrameReader::new(stream, SPIN);
     if peer_uid(reader.get_ref()) != Some(inner.uid) {
         let e = Error::Protocol(format!(
@@ -366,6 +375,18 @@ impl Conn {
         self.leases.lock().gone
     }
 
+    /// The client withdrew request `id` (or went away): stop waiting for it.
+    fn is_withdrawn(&self, id: u64) -> bool {
+        self.waiting.lock().get(&id).copied().unwrap_or(false) || self.is_gone()
+    }
+
+    /// Marks request `id` withdrawn if a thread still works on it.
+    fn withdraw(&self, id: u64) {
+        if let Some(w) = self.waiting.lock().get_mut(&id) {
+            *w = true;
+        }
+    }
+
     /// Leases the client took.
     fn took(&self, ds: &[crate::types::Delivered]) {
         let mut l = self.leases.lock();
@@ -417,9 +438,10 @@ fn now(result: Result<Vec<u8>>) -> Step {
 
 /// Runs `f` with `wait` cut in slices of [`SLICE`], again while a slice ran
 /// out with what `again` calls "nothing yet", the wait lasts, and the client
-/// is there.
+/// is there and still wants request `id`.
 fn sliced<T>(
     conn: &Conn,
+    id: u64,
     wait: Wait,
     mut f: impl FnMut(Wait) -> Result<T>,
     again: impl Fn(&Result<T>) -> bool,
@@ -438,7 +460,7 @@ fn sliced<T>(
         let r = f(w);
         // Early with nothing (an interrupt) is an answer too: only a slice
         // that ran out is waited again.
-        if last || !again(&r) || conn.is_gone() || Instant::now() < slice_end {
+        if last || !again(&r) || conn.is_withdrawn(id) || Instant::now() < slice_end {
             return r;
         }
     }
@@ -451,16 +473,21 @@ fn later(
     job: impl FnOnce(&Conn) -> Result<(Vec<u8>, Option<u64>)> + Send + 'static,
 ) -> Step {
     let c = Arc::clone(conn);
+    conn.waiting.lock().insert(id, false);
     let spawned = std::thread::Builder::new().name("ringq-wait".into()).spawn(move || {
         let (result, lsn) = match job(&c) {
             Ok((b, l)) => (Ok(b), l),
             Err(e) => (Err(e), None),
         };
+        c.waiting.lock().remove(&id);
         c.finish(&mut vec![Pending { id, result, lsn }]);
     });
     match spawned {
         Ok(_) => Step::Later,
-        Err(e) => now(Err(Error::storage("starting a thread for a waiting request", conn.engine.path(), e))),
+        Err(e) => {
+            conn.waiting.lock().remove(&id);
+            now(Err(Error::storage("starting a thread for a waiting request", conn.engine.path(), e)))
+        }
     }
 }
 
@@ -492,7 +519,7 @@ fn run(conn: &Arc<Conn>, id: u64, code: u8, r: &mut Reader<'_>) -> Result<Step> 
                 decode(r, |r| Ok((wire::get_publish(r)?, wire::get_publish_opts(r)?, wire::get_wait(r)?)))?;
             match e.publish(p.as_publish(), opts, Wait::No) {
                 Err(Error::Full { .. }) if !matches!(wait, Wait::No) => later(conn, id, move |c| {
-                    let (mid, l) = sliced(c, wait, |w| c.engine.publish(p.as_publish(), opts, w), full)?;
+                    let (mid, l) = sliced(c, id, wait, |w| c.engine.publish(p.as_publish(), opts, w), full)?;
                     Ok((body(|w| w.u64(mid)), l))
                 }),
                 r => {
@@ -510,7 +537,7 @@ fn run(conn: &Arc<Conn>, id: u64, code: u8, r: &mut Reader<'_>) -> Result<Step> 
             match run(e, &items, Wait::No) {
                 Err(Error::Full { capacity, need, .. }) if !matches!(wait, Wait::No) && need <= capacity => {
                     later(conn, id, move |c| {
-                        let (ids, l) = sliced(c, wait, |w| run(&c.engine, &items, w), full)?;
+                        let (ids, l) = sliced(c, id, wait, |w| run(&c.engine, &items, w), full)?;
                         Ok((body(|w| wire::put_ids(w, &ids)), l))
                     })
                 }
@@ -525,12 +552,22 @@ fn run(conn: &Arc<Conn>, id: u64, code: u8, r: &mut Reader<'_>) -> Result<Step> 
             let got = e.checkout_with(&topic, Checkout { wait: Wait::No, ..c })?;
             if got.is_empty() && !matches!(c.wait, Wait::No) {
                 later(conn, id, move |conn| {
-                    let got = sliced(
+                    let mut got = sliced(
                         conn,
+                        id,
                         c.wait,
                         |w| conn.engine.checkout_with(&topic, Checkout { wait: w, ..c }),
                         |r| matches!(r, Ok(v) if v.is_empty()),
                     )?;
+                    if !got.is_empty() && conn.is_withdrawn(id) {
+                        // Withdrawn, or the client went away: it never saw
+                        // these, so they go back unstarted, their delivery
+                        // not counted (a cancel that comes after the answer
+                        // leaves that to the client).
+                        let leases: Vec<(u64, u64)> = got.iter().map(|d| (d.id, d.lease_token)).collect();
+                        let _ = conn.engine.release(&leases);
+                        got.clear();
+                    }
                     conn.took(&got);
                     Ok((body(|w| wire::put_deliveries(w, &got)), None))
                 })
@@ -578,6 +615,11 @@ fn run(conn: &Arc<Conn>, id: u64, code: u8, r: &mut Reader<'_>) -> Result<Step> 
             let topic = decode(r, |r| r.string())?;
             let n = e.interrupts(&topic)?;
             now(Ok(body(|w| w.u64(n))))
+        }
+        op::CANCEL => {
+            let target = decode(r, |r| r.u64())?;
+            conn.withdraw(target);
+            now(Ok(Vec::new()))
         }
         op::INTERRUPT => {
             let topic = decode(r, |r| r.string())?;

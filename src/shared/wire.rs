@@ -53,6 +53,10 @@ pub(crate) mod op {
     pub(crate) const DLQ_GET: u8 = 18;
     pub(crate) const DLQ_REPLAY: u8 = 19;
     pub(crate) const DLQ_PURGE: u8 = 20;
+    /// Withdraws a request of the same connection that is still waiting
+    /// (its id in the body): the owner stops waiting for it and gives back
+    /// what a withdrawn checkout took. Answered with nothing.
+    pub(crate) const CANCEL: u8 = 21;
 }
 
 /// Starts a frame in `buf`: the length is patched by [`finish`].
@@ -660,10 +664,10 @@ pub(crate) fn put_error(w: &mut Writer<'_>, e: &Error) {
             w.u8(15);
             w.str(m);
         }
-        Error::WouldBlock => {
-            // Never sent (only the bindings see it); as a protocol error if it were.
+        Error::WouldBlock | Error::Submitted(_) => {
+            // Never sent (only the bindings see them); as a protocol error if it were.
             w.u8(15);
-            w.str(&Error::WouldBlock.to_string());
+            w.str(&e.to_string());
         }
     }
 }

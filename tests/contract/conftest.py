@@ -237,14 +237,43 @@ def local_async(place: Path, options: dict[str, Any], loop: LoopThread) -> Opene
     return Opened(AsyncFacade(aq, loop), underneath.advance)
 
 
+class SharedAsyncFacade(AsyncFacade):
+    """``AsyncFacade`` over a shared queue's client whose owner lives in this
+    process (as ``SharedClient``): closing it closes the owner too."""
+
+    owner: ManualClockQueue | None = None
+
+    def close(self) -> None:
+        super().close()
+        self._close_owner()
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        self._close_owner()
+
+    def _close_owner(self) -> None:
+        if self.owner is not None and not self.owner.closed:
+            self.owner.close()
+
+
+def shared_async(place: Path, options: dict[str, Any], loop: LoopThread) -> Opened:
+    """An ``AsyncQueue`` client (its own connection, driven by the loop) of
+    an owner with a manual clock in this process."""
+    owner = ManualClockQueue(place, shared=True, **options)
+    assert owner.role == "owner"
+    aq = AsyncQueue(place, shared=True, **options)
+    assert aq.role == "client"
+    facade = SharedAsyncFacade(aq, loop)
+    facade.owner = owner
+    return Opened(facade, owner.advance)
+
+
 AsyncFactory = Callable[[Path, dict[str, Any], LoopThread], Opened]
 
 #: The backends the contract runs against through ``AsyncQueue``, by kind;
 #: a kind missing here is skipped for the async API, with the reason below.
-ASYNC_BACKENDS: dict[str, AsyncFactory] = {"local": local_async}
-ASYNC_MISSING = {
-    "shared": "AsyncQueue cannot yet be a shared queue's client (refused with ConfigError)",
-}
+ASYNC_BACKENDS: dict[str, AsyncFactory] = {"local": local_async, "shared": shared_async}
+ASYNC_MISSING: dict[str, str] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -38,7 +38,7 @@ from ringq.codecs.identity import TYPE_HEADER
 from ringq.context import Context
 from ringq.di.injection import abuild, build
 from ringq.dispatch.tallies import Counters, Histogram
-from ringq.errors import LeaseLost, QueueClosed, RingqError, WouldBlock
+from ringq.errors import LeaseLost, QueueClosed, RingqError, Submitted, WouldBlock
 
 if TYPE_CHECKING:
     from ringq.backend import Backend, Delivery
@@ -67,18 +67,48 @@ def grace(timeout: float) -> float:
 class AsyncContext(Context):
     """``ringq.Context`` for an async handler. ``heartbeat`` is a plain call
     (it never waits); the pool's watchdog reads the new deadline, so the
-    handler's timeout moves with its lease."""
+    handler's timeout moves with its lease. On a shared queue's client the
+    extension is sent to the owner and the deadline is the one asked for
+    until the owner's answer sets it (or, the lease lost, sets
+    ``cancelled``); ``superseded`` asks the owner on the blocking
+    connection (a round trip)."""
 
-    __slots__ = ("_grace",)
+    __slots__ = ("_grace", "_ops")
 
-    def __init__(self, backend: Backend, delivery: Delivery, handler: str, timeout: float) -> None:
+    def __init__(self, ops: Any, delivery: Delivery, handler: str, timeout: float) -> None:
         self._grace = grace(timeout)
+        self._ops = ops
+        backend: Backend = ops._thread_side.backend if ops._socket else ops._handle
         super().__init__(backend, delivery, handler, timeout + self._grace)
 
     def heartbeat(self, seconds: float | None = None) -> float:
         """Renews the lease (``seconds`` of handler time from now, default
         the handler's timeout); the coroutine's timeout moves with it."""
-        return super().heartbeat(None if seconds is None else seconds + self._grace)
+        lease = None if seconds is None else seconds + self._grace
+        ops = self._ops
+        if not ops._socket:
+            return super().heartbeat(lease)
+        self.raise_if_cancelled()
+        if self._before_heartbeat is not None:
+            self._before_heartbeat()
+        wanted = self._lease if lease is None else lease
+        try:
+            ops._handle.extend(self._delivery, wanted)
+        except Submitted as s:
+            ops._expect(s).add_done_callback(self._extended)
+        except WouldBlock:  # the loop's connection is down: the blocking one
+            return super().heartbeat(lease)
+        self.deadline = time.time() + wanted
+        return self.deadline
+
+    def _extended(self, answer: asyncio.Future[Any]) -> None:
+        if answer.cancelled():
+            return
+        e = answer.exception()
+        if e is None:
+            self.deadline = answer.result()
+        elif isinstance(e, LeaseLost):
+            self._expire()
 
 
 class _Worker:
@@ -197,7 +227,7 @@ class AsyncPool:
                 want = max(1, self.idle)
                 try:
                     # What is ready now, without a turn of the loop.
-                    batch = self.ops._side.checkout(spec.topic, want, lease, 0)
+                    batch = self.ops._ready_now(spec.topic, want, lease)
                 except QueueClosed:
                     return None
                 except RingqError:
@@ -244,6 +274,8 @@ class AsyncPool:
         try:
             try:
                 self.ops._handle.release(rest)
+            except Submitted:  # to the owner: sent now, this is the pool's last act
+                self.ops._send_now()
             except WouldBlock:  # the engine is busy; this is the pool's last act
                 self.ops._thread_side.backend.release(rest)
         except (LeaseLost, QueueClosed):
@@ -312,7 +344,7 @@ class AsyncPool:
                 c.dead_lettered += 1
             return
         timeout = spec.options.timeout
-        ctx = AsyncContext(self.ops._handle, d, spec.name, timeout) if self.needs_context else None
+        ctx = AsyncContext(self.ops, d, spec.name, timeout) if self.needs_context else None
         w.delivery, w.ctx, w.timed_out = d, ctx, False
         w.deadline = min(time.time() + timeout, d.lease_deadline - grace(timeout))
         self._watch_worker(w)
@@ -387,6 +419,11 @@ class AsyncPool:
         c = self.counters
         try:
             self.ops._handle.ack(done)
+        except Submitted as s:
+            # A shared queue's client: counted when the owner answers.
+            task = asyncio.ensure_future(self._ack_answered(s, done))
+            self._elsewhere.add(task)
+            task.add_done_callback(self._elsewhere.discard)
         except WouldBlock:
             # The engine is busy: acked from a worker thread, counted then.
             task = asyncio.ensure_future(self._ack_elsewhere(done))
@@ -405,10 +442,16 @@ class AsyncPool:
         else:
             c.succeeded += len(done)
 
+    async def _ack_answered(self, s: Submitted, done: list[Delivery]) -> None:
+        await self._counted_ack(self.ops._answer(s), done)
+
     async def _ack_elsewhere(self, done: list[Delivery]) -> None:
+        await self._counted_ack(asyncio.to_thread(self.ops._thread_side.backend.ack, done), done)
+
+    async def _counted_ack(self, ack: Awaitable[object], done: list[Delivery]) -> None:
         c = self.counters
         try:
-            await asyncio.to_thread(self.ops._thread_side.backend.ack, done)
+            await ack
         except LeaseLost as e:
             c.late_acks += len(e.ids)
             c.succeeded += len(done) - len(e.ids)
