@@ -463,12 +463,7 @@ def test_container_register_rejects_bad_arguments() -> None:
         c.register(Clock, lifetime="forever")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="abstract"):
         c.register(di.Scope)  # abstract (a Protocol) and no factory
-
-    async def make() -> Clock:
-        return Clock()
-
-    with pytest.raises(TypeError, match="async"):
-        c.register(Clock, make)  # type: ignore[arg-type]
+    # async factories are accepted (tests/test_di_container_async.py)
 
 
 def test_container_reregistration_replaces_the_previous_one() -> None:

@@ -9,7 +9,11 @@ The dispatcher builds a fresh handler for every message inside a fresh scope::
     # leaving the block closes everything the scope created (also when handle raised)
 
 Anything with ``scope()`` returning a context manager of a :class:`Scope`
-(``get(tp) -> instance``) is a :class:`Resolver`. ringq ships its own
+(``get(tp) -> instance``) is a :class:`Resolver`. For a handler class whose
+``handle`` is ``async def``, a resolver that also has ``ascope()`` (an
+:class:`AsyncResolver`: ``async with resolver.ascope() as scope``, ``await
+scope.aget(tp)``, ``abuild``) is used that way, so dependencies can be made by
+async factories. ringq ships its own
 :class:`Container` and adapters for svcs, dishka and dependency-injector; the
 adapters import their package only when used, so none of them is a dependency
 of ringq. The modules, each importing only those above it in this list:
@@ -18,8 +22,9 @@ of ringq. The modules, each importing only those above it in this list:
   ``NotRegistered``);
 - ``injection``: ``build(cls, scope)``, constructor injection from any scope
   (``abuild(cls, scope)`` from an ``AsyncScope``: async handler classes);
-- ``container``: the built-in ``Container`` (lifetimes, generator cleanups);
-- ``adapters``: ``SvcsResolver``, ``DishkaResolver``,
+- ``container``: the built-in ``Container`` (lifetimes, generator cleanups,
+  ``async def`` and async generator factories in ``ascope()``);
+- ``adapters``: ``SvcsResolver``, ``DishkaResolver``, ``DishkaAsyncResolver``,
   ``DependencyInjectorResolver``.
 
 Everything public is importable from ``ringq.di`` itself.

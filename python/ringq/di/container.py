@@ -17,15 +17,18 @@
     container.register(Session, open_session)                     # per message (the default)
     container.register(Clock, SystemClock, lifetime="transient")  # a new one at every get
     container.register(Repository, SqlRepository)                 # abstract type, concrete class
+    container.register(Pool, open_pool, lifetime="singleton")     # async def / async generator
     ...
     container.close()                                             # singletons' cleanups
+    await container.aclose()                                      # ... also async ones
 
 - Lifetimes: ``"singleton"`` - one instance per container, created on first
-  use, exactly once even when many threads ask at the same time; its own
-  dependencies must be singletons or transients (asking a singleton for a
-  scoped dependency is a :class:`ResolutionError`, not a silently shared
-  per-message object). ``"scoped"`` - one instance per scope (per message).
-  ``"transient"`` - a new instance at every ``get``.
+  use, exactly once even when many threads or coroutines ask at the same
+  time; its own dependencies must be singletons or transients (asking a
+  singleton for a scoped dependency is a :class:`ResolutionError`, not a
+  silently shared per-message object). ``"scoped"`` - one instance per scope
+  (per message), also when coroutines ask for it at once. ``"transient"`` - a
+  new instance at every ``get``.
 - The factory defaults to ``build(tp, scope)``, so constructor injection is
   recursive. An explicit factory is called the same way: its annotated
   parameters are resolved from the scope.
@@ -36,9 +39,22 @@
   :func:`contextlib.contextmanager`, an exception that ends the scope is
   thrown into the generator at the ``yield`` (so it can roll back), but a
   cleanup can never swallow it: the handler's exception always propagates.
-  Cleanups run in reverse creation order. Objects returned by ordinary
-  factories are not entered even if they are context managers - wrap them in
-  a generator (``with Thing() as t: yield t``) to get that.
+  Cleanups run in reverse creation order; one that raises does not skip the
+  others (:class:`contextlib.ExitStack`'s rules). Objects returned by
+  ordinary factories are not entered even if they are context managers -
+  wrap them in a generator (``with Thing() as t: yield t``) to get that.
+- Async factories: an ``async def`` factory is awaited, an *async generator*
+  factory is the async form of the generator convention (its cleanup is
+  awaited when the scope closes). They are made only in the scopes of
+  :meth:`Container.ascope` (``await scope.aget(tp)``), which is what ringq
+  opens for a handler class whose ``handle`` is ``async def``; there sync and
+  async factories may depend on each other either way. A sync scope
+  (:meth:`Container.scope`, a plain ``def handle``) raises a
+  :class:`ResolutionError` for a type made by an async factory, and for a
+  singleton that an async scope made from async dependencies: it never hands
+  out a coroutine. Async singletons' cleanups are awaited by
+  :meth:`Container.aclose`; :meth:`Container.close` refuses to run (and
+  closes nothing) while any are pending.
 - Unregistered types are an error (:class:`NotRegistered`), also for concrete
   classes: no auto-building. Auto-building would quietly turn a forgotten
   registration (say, a database pool) into a new object per message, and it
@@ -48,17 +64,23 @@
   (handy for tests). Dependency cycles are reported as a
   :class:`ResolutionError` listing the cycle.
 
-Thread-safety: :class:`Container` creates each singleton exactly once;
-registering while scopes are open is safe, but call :meth:`Container.close`
-only after the workers have stopped.
+Thread-safety: :class:`Container` creates each singleton exactly once, also
+across event loops and threads: the first to ask creates it, holding no lock
+while it does; the others wait for it (threads block, coroutines await) and,
+if it failed, one of them tries again. Registering while scopes are open is
+safe, but call :meth:`Container.close` / :meth:`Container.aclose` only after
+the workers have stopped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 from ringq.di.injection import Param, plan, resolve_args
@@ -76,9 +98,26 @@ T = TypeVar("T")
 Lifetime = Literal["singleton", "scoped", "transient"]
 _LIFETIMES: Final = ("singleton", "scoped", "transient")
 
+#: A value as a scope caches it: ``(value, needs_async)``, where ``needs_async``
+#: says an async factory made it or one of its dependencies.
+_Made = tuple[Any, bool]
+
+
+def _kind(factory: Callable[..., Any]) -> tuple[bool, bool]:
+    """``(asynchronous, generator)``: what calling ``factory`` returns (a
+    callable object is judged by its ``__call__``)."""
+    target: Any = factory
+    if not (isinstance(factory, (type, functools.partial)) or inspect.isroutine(factory)):
+        target = type(factory).__call__
+    asyncgen = inspect.isasyncgenfunction(target)
+    return (
+        asyncgen or inspect.iscoroutinefunction(target),
+        asyncgen or inspect.isgeneratorfunction(target),
+    )
+
 
 class _Registration:
-    __slots__ = ("factory", "generator", "lifetime", "lock", "plan", "ready", "tp", "value")
+    __slots__ = ("asynchronous", "factory", "generator", "lifetime", "plan", "tp", "value")
 
     def __init__(
         self,
@@ -90,40 +129,120 @@ class _Registration:
         self.tp = tp
         self.factory = factory
         self.lifetime = lifetime
-        self.generator = factory is not None and inspect.isgeneratorfunction(factory)
+        self.asynchronous, self.generator = (False, False) if factory is None else _kind(factory)
         self.plan: tuple[Param, ...] = () if factory is None else plan(factory)
-        self.lock = threading.RLock()
-        self.ready = factory is None  # instance() registrations are ready at once
-        self.value = value
+        self.value = value  # instance() registrations only
+
+
+class _Pending:
+    """A creation under way in a scope. The others that want the value wait
+    for ``done`` (a thread-safe future, awaitable from any loop; made by the
+    first of them, under the scope's lock), then look again: the value is
+    cached, or the creation failed and one of them tries."""
+
+    __slots__ = ("done", "thread")
+
+    def __init__(self) -> None:
+        self.done: concurrent.futures.Future[None] | None = None
+        self.thread = threading.get_ident()
+
+
+class _Prefetched:
+    """Dependencies an async scope has awaited (or failed to), as the sync
+    ``Scope`` that ``resolve_args`` reads."""
+
+    def __init__(self, got: dict[Any, Any], failed: dict[Any, Exception]) -> None:
+        self.got = got
+        self.failed = failed
+
+    def get(self, tp: type[T]) -> T:
+        if tp in self.failed:
+            raise self.failed[tp]
+        value: T = self.got[tp]
+        return value
 
 
 class ContainerScope:
-    """A scope of a :class:`Container`: caches scoped objects, owns their cleanups."""
+    """A scope of a :class:`Container`: caches scoped objects, owns their cleanups.
 
-    def __init__(self, container: Container, *, root: bool = False) -> None:
+    ``get`` serves sync scopes (:meth:`Container.scope`); ``aget`` is for the
+    scopes of :meth:`Container.ascope`, where async factories are awaited.
+    """
+
+    def __init__(
+        self, container: Container, *, root: bool = False, asynchronous: bool = False
+    ) -> None:
         self._container = container
         self._root = root
-        self._lock = threading.RLock()
-        self._cache: dict[_Registration, Any] = {}
-        self._stack = contextlib.ExitStack()
+        self._async = asynchronous
+        self._lock = threading.Lock()
+        self._cache: dict[_Registration, _Made] = {}
+        self._pending: dict[_Registration, _Pending] = {}
+        #: The cleanups, oldest first: (context manager, is async, type).
+        self._exits: list[tuple[Any, bool, Any]] = []
         self._closed = False
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def get(self, tp: type[T]) -> T:
-        """Return the instance of ``tp`` for this scope (see the lifetimes)."""
+    def _lookup(self, tp: Any, path: list[Any] | tuple[Any, ...]) -> _Registration:
+        """``tp``'s registration, asked for by the chain ``path``."""
         if self._closed:
             raise ResolutionError(f"cannot get {name_of(tp)}: the scope is closed", tp=tp)
         reg = self._container._lookup(tp)
         if reg is None:
             raise NotRegistered(tp, f"{name_of(tp)} is not registered in the container")
+        if tp in path:
+            cycle = " -> ".join(name_of(t) for t in [*path[path.index(tp) :], tp])
+            raise ResolutionError(f"dependency cycle: {cycle}", tp=tp)
+        return reg
+
+    def _owner(self, reg: _Registration) -> ContainerScope:
+        """The scope that caches ``reg``'s value (singletons: the root)."""
+        if reg.lifetime == "singleton":
+            return self._container._root
+        if self._root:
+            raise ResolutionError(
+                f"{name_of(reg.tp)} is scoped (one per message) and cannot be a dependency "
+                "of a singleton; make it transient or the dependent scoped",
+                tp=reg.tp,
+            )
+        return self
+
+    def _claim(self, reg: _Registration) -> _Made | _Pending | None:
+        """``reg``'s cached value; or the creation under way, to wait for
+        (its ``done`` is set); or ``None``: the caller is to create it now,
+        then :meth:`_settle`."""
+        made = self._cache.get(reg)  # without the lock: a value is published once made
+        if made is not None:
+            return made
+        with self._lock:
+            made = self._cache.get(reg)
+            if made is not None:
+                return made
+            pending = self._pending.get(reg)
+            if pending is None:
+                self._pending[reg] = _Pending()
+            elif pending.done is None:
+                pending.done = concurrent.futures.Future()
+            return pending
+
+    def _settle(self, reg: _Registration, made: _Made | None) -> None:
+        """Ends the creation of ``reg`` (``made`` is None if it failed)."""
+        with self._lock:
+            if made is not None:
+                self._cache[reg] = made
+            done = self._pending.pop(reg).done
+        if done is not None:
+            done.set_result(None)
+
+    # -- sync ------------------------------------------------------------------
+
+    def get(self, tp: type[T]) -> T:
+        """Return the instance of ``tp`` for this scope (see the lifetimes)."""
         resolving = self._container._resolving()
-        for i, t in enumerate(resolving):
-            if t == tp:
-                cycle = " -> ".join(name_of(t) for t in [*resolving[i:], tp])
-                raise ResolutionError(f"dependency cycle: {cycle}", tp=tp)
+        reg = self._lookup(tp, resolving)
         resolving.append(tp)
         try:
             return cast(T, self._get(reg))
@@ -131,68 +250,210 @@ class ContainerScope:
             resolving.pop()
 
     def _get(self, reg: _Registration) -> Any:
-        if reg.lifetime == "singleton":
-            if not reg.ready:  # double-checked: the value is published after ready
-                with reg.lock:
-                    if not reg.ready:
-                        reg.value = self._container._root._create(reg)
-                        reg.ready = True
+        if reg.factory is None:
             return reg.value
+        if reg.asynchronous:
+            raise _needs_async(reg, "is made by an async factory")
         if reg.lifetime == "transient":
             return self._create(reg)
-        if self._root:
-            raise ResolutionError(
-                f"{name_of(reg.tp)} is scoped (one per message) and cannot be a dependency "
-                "of a singleton; make it transient or the dependent scoped",
-                tp=reg.tp,
-            )
-        with self._lock:
-            if reg in self._cache:
-                return self._cache[reg]
-            value = self._create(reg)
-            self._cache[reg] = value
-            return value
+        owner = self if reg.lifetime == "scoped" and not self._root else self._owner(reg)
+        made = owner._cache.get(reg)  # the common case, without a lock
+        if made is None:
+            made = owner._once(reg)
+        if made[1]:
+            raise _needs_async(reg, "was made from async dependencies (in an async scope)")
+        return made[0]
+
+    def _once(self, reg: _Registration) -> _Made:
+        while (claim := self._claim(reg)) is not None:
+            if not isinstance(claim, _Pending):
+                return claim
+            if claim.thread == threading.get_ident():
+                raise ResolutionError(
+                    f"cannot get {name_of(reg.tp)}: a coroutine on this thread is creating "
+                    "it, and a sync get would wait for it forever; use await scope.aget()",
+                    tp=reg.tp,
+                )
+            assert claim.done is not None  # _claim made it
+            claim.done.result()
+        made: _Made | None = None
+        try:
+            made = (self._create(reg), False)
+            return made
+        finally:
+            self._settle(reg, made)
 
     def _create(self, reg: _Registration) -> Any:
-        if reg.factory is None:  # pragma: no cover - instance() registrations are ready
-            return reg.value
+        assert reg.factory is not None  # instance() registrations are never created
         args, kwargs = resolve_args(reg.factory, reg.plan, self)
         try:
             if not reg.generator:
-                return reg.factory(*args, **kwargs)
+                return _not_a_coroutine(reg, reg.factory(*args, **kwargs))
             cm = contextlib.contextmanager(reg.factory)(*args, **kwargs)
             value = cm.__enter__()
         except ResolutionError:
             raise
         except Exception as exc:
-            raise ResolutionError(
-                f"cannot create {name_of(reg.tp)}: factory {name_of(reg.factory)} raised "
-                f"{type(exc).__name__}: {exc}",
-                target=reg.factory,
-                tp=reg.tp,
-            ) from exc
-        with self._lock:
-            self._stack.push(cm)
+            raise _factory_failed(reg, exc) from exc
+        self._push(cm, False, reg)
         return value
 
-    def _close(self, exc: BaseException | None) -> None:
-        """Run the cleanups (newest first); never suppresses ``exc``."""
+    def _push(self, cm: Any, is_async: bool, reg: _Registration) -> None:
+        with self._lock:
+            self._exits.append((cm, is_async, reg.tp))
+
+    def _take_exits(self) -> list[tuple[Any, bool, Any]]:
         with self._lock:
             self._closed = True
             self._cache.clear()
-            stack, self._stack = self._stack, contextlib.ExitStack()
+            exits, self._exits = self._exits, []
+        return exits
+
+    def _close(self, exc: BaseException | None) -> None:
+        """Run the cleanups (newest first); never suppresses ``exc``."""
+        exits = self._take_exits()
+        if not exits:
+            return
+        stack = contextlib.ExitStack()
+        for cm, _, _ in exits:
+            stack.push(cm)
         if exc is None:
             stack.close()
         else:
             stack.__exit__(type(exc), exc, exc.__traceback__)
+
+    # -- async -----------------------------------------------------------------
+
+    async def aget(self, tp: type[T]) -> T:
+        """Return the instance of ``tp`` for this scope, awaiting async
+        factories (a scope of :meth:`Container.ascope`)."""
+        if not self._async:
+            raise ResolutionError(
+                f"cannot await {name_of(tp)}: this scope was opened by Container.scope(); "
+                "open it with Container.ascope() to await dependencies",
+                tp=tp,
+            )
+        value, _ = await self._aget(tp, ())
+        return cast(T, value)
+
+    async def _aget(self, tp: Any, path: tuple[Any, ...]) -> _Made:
+        reg = self._lookup(tp, path)
+        path = (*path, tp)
+        if reg.factory is None:
+            return reg.value, False
+        if reg.lifetime == "transient":
+            return await self._acreate(reg, path)
+        return await self._owner(reg)._aonce(reg, path)
+
+    async def _aonce(self, reg: _Registration, path: tuple[Any, ...]) -> _Made:
+        while (claim := self._claim(reg)) is not None:
+            if not isinstance(claim, _Pending):
+                return claim
+            assert claim.done is not None  # _claim made it
+            # shielded: a waiter's cancellation must not cancel the shared future
+            await asyncio.shield(asyncio.wrap_future(claim.done))
+        made: _Made | None = None
+        try:
+            made = await self._acreate(reg, path)
+            return made
+        finally:
+            self._settle(reg, made)
+
+    async def _acreate(self, reg: _Registration, path: tuple[Any, ...]) -> _Made:
+        factory = reg.factory
+        assert factory is not None  # instance() registrations are never created
+        got: dict[Any, Any] = {}
+        failed: dict[Any, Exception] = {}
+        needs_async = reg.asynchronous
+        for p in reg.plan:
+            if p.tp in got or p.tp in failed:
+                continue
+            try:
+                got[p.tp], dependency_async = await self._aget(p.tp, path)
+            except Exception as exc:
+                failed[p.tp] = exc
+            else:
+                needs_async = needs_async or dependency_async
+        args, kwargs = resolve_args(factory, reg.plan, _Prefetched(got, failed))
+        try:
+            if not reg.generator:
+                value = factory(*args, **kwargs)
+                if reg.asynchronous:
+                    return await cast(Awaitable[Any], value), True
+                return _not_a_coroutine(reg, value), needs_async
+            if reg.asynchronous:
+                acm = contextlib.asynccontextmanager(factory)(*args, **kwargs)
+                value = await acm.__aenter__()
+                self._push(acm, True, reg)
+                return value, True
+            cm = contextlib.contextmanager(factory)(*args, **kwargs)
+            value = cm.__enter__()
+        except ResolutionError:
+            raise
+        except Exception as exc:
+            raise _factory_failed(reg, exc) from exc
+        self._push(cm, False, reg)
+        return value, needs_async
+
+    async def _aclose(self, exc: BaseException | None) -> None:
+        """:meth:`_close` for async and sync cleanups alike."""
+        exits = self._take_exits()
+        if not exits:
+            return
+        stack = contextlib.AsyncExitStack()
+        for cm, is_async, _ in exits:
+            if is_async:
+                stack.push_async_exit(cm)
+            else:
+                stack.push(cm)
+        if exc is None:
+            await stack.aclose()
+        else:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+
+    def _async_exits(self) -> list[Any]:
+        with self._lock:
+            return [tp for _, is_async, tp in self._exits if is_async]
+
+
+def _factory_failed(reg: _Registration, exc: Exception) -> ResolutionError:
+    return ResolutionError(
+        f"cannot create {name_of(reg.tp)}: factory {name_of(reg.factory)} raised "
+        f"{type(exc).__name__}: {exc}",
+        target=reg.factory,
+        tp=reg.tp,
+    )
+
+
+def _not_a_coroutine(reg: _Registration, value: Any) -> Any:
+    if inspect.iscoroutine(value):
+        value.close()  # no "never awaited" warning: this error says it
+        raise ResolutionError(
+            f"cannot create {name_of(reg.tp)}: factory {name_of(reg.factory)} returned a "
+            "coroutine; declare it async def so that the container awaits it",
+            target=reg.factory,
+            tp=reg.tp,
+        )
+    return value
+
+
+def _needs_async(reg: _Registration, why: str) -> ResolutionError:
+    return ResolutionError(
+        f"cannot get {name_of(reg.tp)} in a sync scope: it {why}; use it from an async "
+        "handler (a handler class whose handle is async def), which ringq builds in "
+        "Container.ascope(), or give it a sync factory",
+        tp=reg.tp,
+        target=reg.factory,
+    )
 
 
 class Container:
     """ringq's own resolver: registrations by type with three lifetimes.
 
     See ``ringq.di.container`` for the conventions (generator factories
-    clean up at scope exit, unregistered types are errors, singletons are
-    created once across threads).
+    clean up at scope exit, async factories are awaited in :meth:`ascope`,
+    unregistered types are errors, singletons are created once across
+    threads and coroutines).
     """
 
     def __init__(self) -> None:
@@ -204,7 +465,11 @@ class Container:
     def register(
         self,
         tp: TypeForm[T],
-        factory: Callable[..., T] | Callable[..., Iterator[T]] | None = None,
+        factory: Callable[..., T]
+        | Callable[..., Iterator[T]]
+        | Callable[..., Awaitable[T]]
+        | Callable[..., AsyncIterator[T]]
+        | None = None,
         *,
         lifetime: Lifetime = "scoped",
     ) -> None:
@@ -214,7 +479,8 @@ class Container:
         parameters resolved from the scope); an explicit factory's annotated
         parameters are resolved the same way. A generator function factory
         yields the value and cleans up after the ``yield`` when the owning
-        scope closes.
+        scope closes. An ``async def`` or async generator factory is awaited
+        in the scopes of :meth:`ascope` only.
         """
         if lifetime not in _LIFETIMES:
             raise ValueError(f"lifetime must be one of {_LIFETIMES}, not {lifetime!r}")
@@ -226,11 +492,6 @@ class Container:
             factory = tp
         if not callable(factory):
             raise TypeError(f"factory for {name_of(tp)} is not callable: {factory!r}")
-        if inspect.iscoroutinefunction(factory) or inspect.isasyncgenfunction(factory):
-            raise TypeError(
-                f"factory for {name_of(tp)} is async: the container builds dependencies with "
-                "sync factories only (an async handler can await what it needs in its handle)"
-            )
         self._set(_Registration(tp, factory, lifetime))
 
     def instance(self, tp: TypeForm[T], obj: T) -> None:
@@ -267,22 +528,57 @@ class Container:
         else:
             scope._close(None)
 
+    @contextlib.asynccontextmanager
+    async def ascope(self) -> AsyncIterator[ContainerScope]:
+        """A new scope whose ``aget`` awaits async factories; its cleanups
+        (sync and async, newest first) are awaited when the block ends. ringq
+        opens one per message for a handler class whose ``handle`` is
+        ``async def`` (the :class:`ringq.di.AsyncResolver` protocol)."""
+        scope = ContainerScope(self, asynchronous=True)
+        try:
+            yield scope
+        except BaseException as exc:
+            await scope._aclose(exc)
+            raise
+        else:
+            await scope._aclose(None)
+
+    def _reset(self) -> ContainerScope:
+        """Forgets the singletons built so far; returns the scope that owns
+        their cleanups. ``instance()`` values are kept."""
+        with self._lock:
+            root, self._root = self._root, ContainerScope(self, root=True)
+        return root
+
     def close(self) -> None:
         """Run the singletons' cleanups and forget the singletons built so far.
 
         ``instance()`` values are kept; the next use builds new singletons.
+        Raises :class:`ResolutionError` (and closes nothing) if an async
+        generator singleton is open: use :meth:`aclose` then.
         """
-        with self._lock:
-            for reg in self._registrations.values():
-                if reg.factory is not None and reg.lifetime == "singleton":
-                    with reg.lock:
-                        reg.ready = False
-                        reg.value = None
-            root, self._root = self._root, ContainerScope(self, root=True)
-        root._close(None)
+        pending = self._root._async_exits()
+        if pending:
+            names = ", ".join(name_of(tp) for tp in pending)
+            raise ResolutionError(
+                f"Container.close() cannot run the async cleanups of the singletons {names}; "
+                "await container.aclose() instead (nothing was closed)"
+            )
+        self._reset()._close(None)
+
+    async def aclose(self) -> None:
+        """:meth:`close` for async singletons too: their cleanups are awaited
+        (with the sync ones, newest first)."""
+        await self._reset()._aclose(None)
 
     def __enter__(self) -> Container:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> Container:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
