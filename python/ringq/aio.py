@@ -35,9 +35,10 @@ one turn of the loop leave in one write) and awaits the owner's answer;
 the owner does the waiting (for room, a message, the fsync). Cancelled, a
 call withdraws its request: the owner stops waiting for it within 0.1 s.
 A withdrawn checkout takes nothing (what it took meanwhile is given back
-unstarted, its delivery not counted); a withdrawn publish that was waiting
-for room did not happen unless room came before the owner saw the
-withdrawal (publish with a ``dedup_key`` to find out). If the owner goes
+unstarted, its delivery not counted). A cancelled ``publish`` was sent
+all the same: it happened, unless it was waiting for room and the owner
+saw the withdrawal before room came (publish with a ``dedup_key`` to find
+out); an ``ack``, ``nack`` or ``release`` took effect. If the owner goes
 away, the calls in flight raise ``ringq.OwnerGone`` (whether each took
 effect is unknown) and the next call connects to the new owner, or takes
 the queue over (in a worker thread: recovery runs), as ``Queue`` does.
