@@ -6,6 +6,7 @@ between concurrent tasks, and the queue belongs to one loop."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -389,3 +390,36 @@ def test_a_busy_engine_does_not_hold_up_the_loop(qdir: Path) -> None:
             assert q.stats()["in_flight"] == 0 and q.stats()["ready"] == 0
 
     run(main)
+
+
+def test_a_failed_fsync_fails_the_concurrent_publishes_it_covered_and_none_hangs(
+    qdir: Path,
+) -> None:
+    """Many tasks' records share fsync requests (asked once per turn of the
+    loop): a failed fsync reaches the tasks whose records it covered (the
+    engine's heal, with fsyncs of its own, may make later ones durable: those
+    succeed), none waits for good, and the queue works again after."""
+
+    async def main() -> list[str]:
+        async with ringq.AsyncQueue(qdir, durability="always") as q:
+            await q.publish(b"before")
+            q.backend._inject_fault("sync", errno.EIO, -1)  # type: ignore[attr-defined]
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*(q.publish(b"%d" % i) for i in range(300)), return_exceptions=True),
+                30,
+            )
+            failed = [o for o in outcomes if isinstance(o, ringq.StorageError)]
+            ok = [o for o in outcomes if isinstance(o, str)]
+            assert failed, "the failed fsync reached the tasks it covered"
+            assert len(failed) + len(ok) == 300, outcomes
+            q.backend._inject_fault("sync", 0, 0)  # type: ignore[attr-defined]
+            ids = await asyncio.wait_for(
+                asyncio.gather(*(q.publish(b"after %d" % i) for i in range(300))), 30
+            )
+            assert len(set(ids)) == 300
+            return ok + ids
+
+    confirmed = run(main)
+    with ringq.Queue(qdir) as q:
+        present = {d.id for d in q.checkout(max_messages=1000, timeout=0)}
+    assert set(confirmed) <= present, "every confirmed publish is there after a reopen"

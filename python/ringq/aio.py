@@ -322,6 +322,9 @@ class AsyncOps:
         self._durable_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._durable_closed = False
         self._seq = 0
+        #: Records of this turn of the loop to ask an fsync for at its end.
+        self._to_ask = 0
+        self._ask_due = False
 
     def _detach(self) -> None:
         """Stops the signals (the backend stays open); later waits raise
@@ -434,7 +437,8 @@ class AsyncOps:
         await self._durable_wait(lsn)
 
     async def _durable_wait(self, lsn: int) -> None:
-        self._loop_signals()
+        if self._signals is None:
+            self._loop_signals()
         while lsn > self._durable_upto:
             if self._durable_closed:
                 # The queue closed (its last fsync may have covered this
@@ -447,24 +451,50 @@ class AsyncOps:
             if failed is not None and lsn <= failed[0]:
                 raise failed[1]
             if lsn > self._requested:
-                self._handle._async_arm(DURABLE)
-                done, asked, upto = self._handle._poll_durable(lsn, None)
-                self._durable_upto = max(self._durable_upto, upto, lsn if done else 0)
-                if done:
-                    return
-                self._requested, self._asked_at = lsn, asked
+                if self._requested <= self._durable_upto:
+                    # Nothing asked for is pending: ask now.
+                    if self._ask(lsn):
+                        return
+                elif lsn > self._to_ask:
+                    # A round is pending: the records of this turn of the
+                    # loop are asked for together, once, when it ends.
+                    self._to_ask = lsn
+                    if not self._ask_due:
+                        self._ask_due = True
+                        asyncio.get_running_loop().call_soon(self._ask_later)
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._seq += 1
             heapq.heappush(self._durable_waiters, (lsn, self._seq, fut))
             await fut
 
+    def _ask(self, lsn: int) -> bool:
+        """Asks for an fsync covering ``lsn``; ``True`` if it is on disk already."""
+        self._handle._async_arm(DURABLE)
+        done, asked, upto = self._handle._poll_durable(lsn, None)
+        self._durable_upto = max(self._durable_upto, upto, lsn if done else 0)
+        if not done:
+            self._requested, self._asked_at = lsn, asked
+        return bool(done)
+
+    def _ask_later(self) -> None:
+        """The end of a turn in which tasks' records joined a pending round
+        (``_durable_wait``): one request for all of them."""
+        self._ask_due = False
+        lsn = self._to_ask
+        if lsn <= self._requested or self._durable_closed or self._detached:
+            return
+        try:
+            self._ask(lsn)
+        except RingqError as e:
+            # As a failed round (``_durable_signalled``): these waiters get the error.
+            self._durable_failed = (lsn, e)
+        self._wake_durable()
+
     def _durable_signalled(self, closed: bool) -> None:
         """An fsync round ended (or failed), or the queue closed: one poll,
         then the waiters whose records are on disk (or failed) go on."""
-        waiters = self._durable_waiters
         if closed:
             self._durable_closed = True
-            upto = float("inf")
         else:
             if self._requested > self._durable_upto:
                 self._handle._async_arm(DURABLE)
@@ -481,8 +511,14 @@ class AsyncOps:
                     # ones ask anew.
                     self._durable_failed = (self._requested, e)
                     self._requested = self._durable_upto
+        self._wake_durable(float("inf") if closed else None)
+
+    def _wake_durable(self, upto: float | None = None) -> None:
+        """The waiters whose records are on disk (or failed) go on."""
+        if upto is None:
             failed = self._durable_failed
             upto = max(self._durable_upto, failed[0] if failed is not None else 0)
+        waiters = self._durable_waiters
         while waiters and waiters[0][0] <= upto:
             f = heapq.heappop(waiters)[2]
             if not f.done():

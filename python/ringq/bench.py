@@ -517,6 +517,8 @@ def summary_line(name: str, res: dict[str, Any]) -> str:
         fig = f"{res['reopen_seconds']['median']:.3f} s, RSS {res['rss_mb']['median']:.0f} MB"
     elif "ringq" in res:
         fig = f"{res['ringq']['median']:,.0f} {res['unit']}"
+    elif "max_gap_ms" in res:
+        fig = f"largest gap {res['max_gap_ms']['median']:.2f} ms (median of repetitions)"
     elif "p50_us" in res:
         fig = f"p50 {res['p50_us']['median']:.1f} us, p99 {res['p99_us']['median']:.1f} us"
     else:
