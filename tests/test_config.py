@@ -42,7 +42,8 @@ def test_queue_options_defaults_match_queue_keyword_options() -> None:
     queue_defaults = {
         name: p.default
         for name, p in params.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("options", "resolver", "codec")
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and name not in ("options", "resolver", "codec", "namespace")
     }
     ours = {f.name: getattr(QueueOptions(), f.name) for f in dataclasses.fields(QueueOptions)}
     assert ours.pop("handlers") == {}

@@ -25,6 +25,7 @@ from ringq.context import Cancelled, Context
 from ringq.di import ResolutionError
 from ringq.dlq import DeadLetterQueue
 from ringq.errors import (
+    BackendUnavailable,
     ConfigError,
     CorruptionError,
     ForeignDelivery,
@@ -48,6 +49,7 @@ __all__ = [
     "AsyncDeadLetterQueue",
     "AsyncQueue",
     "Backend",
+    "BackendUnavailable",
     "Backoff",
     "Cancelled",
     "Codec",

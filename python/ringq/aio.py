@@ -68,6 +68,7 @@ from ringq.core import QueueCore
 from ringq.dispatch import aio as _dispatch_aio
 from ringq.dlq import DeadLetterPredicate, DeadLetterQueue
 from ringq.errors import (
+    ConfigError,
     OwnerGone,
     QueueClosed,
     QueueFull,
@@ -294,7 +295,10 @@ class AsyncOps:
     def __init__(self, backend: Backend, path: str | os.PathLike[str] | None = None) -> None:
         deferred = getattr(backend, "_deferred", None)
         if deferred is None:
-            raise TypeError(f"AsyncQueue needs a queue of ringq's engine, not {backend!r}")
+            raise ConfigError(
+                f"AsyncQueue on {backend.path!r} is not built yet for its backend "
+                f"({backend.role}): use ringq.Queue there"
+            )
         self._thread_side = _ThreadSide(backend)
         self._detached = False
         self._use(deferred())
@@ -855,6 +859,7 @@ class AsyncQueue(AsyncOps):
         max_headers: int | None = None,
         dlq_capacity: int | None = None,
         shared: bool = False,
+        namespace: str | None = None,
         options: QueueOptions | None = None,
         resolver: Resolver | None = None,
     ) -> None:

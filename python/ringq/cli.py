@@ -63,6 +63,62 @@ EXIT_OWNED = 3
 T = TypeVar("T")
 
 
+def _redis(path: str, namespace: str | None, as_json: bool = False) -> Any:
+    """The Redis queue at URL ``path`` (``--namespace``), if ``path`` is one;
+    opened as it is (nothing about it changes), or exits 2 saying why."""
+    from ringq.backends.redis import RedisBackend, is_redis_url
+
+    if not is_redis_url(path):
+        if namespace is not None:
+            _fail(ValueError("--namespace applies to redis:// queues only"), as_json, EXIT_ERROR)
+        return None
+    try:
+        return RedisBackend(path, namespace=namespace, _existing=True)
+    except (RingqError, ValueError) as e:
+        _fail(e, as_json, EXIT_ERROR)
+
+
+def _namespace_option(f: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--namespace", metavar="NAME", help="the queue's namespace, for a redis:// PATH"
+    )(f)
+
+
+def _redis_inspect(backend: Any, as_json: bool) -> None:
+    stats, topics = backend.stats(), backend.topic_stats()
+    backend.close()
+    if as_json:
+        click.echo(json.dumps({"stats": stats, "topics": topics}, indent=2))
+        return
+    console = Console()
+    summary = Table(title=f"ringq queue {stats['redis_url']}", show_header=False)
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    for label, key in (
+        ("ready", "ready"),
+        ("in flight", "in_flight"),
+        ("delayed", "delayed"),
+        ("dead letters", "dead"),
+        ("dedup keys", "dedup_keys"),
+        ("capacity", "capacity"),
+        ("server appendfsync", "redis_appendfsync"),
+    ):
+        v = stats[key]
+        summary.add_row(label, f"{v:,}" if isinstance(v, int) else str(v))
+    console.print(summary)
+    if topics:
+        table = Table(title="topics", title_justify="left")
+        table.add_column("topic")
+        for col in ("ready", "in flight", "delayed", "dead"):
+            table.add_column(col, justify="right")
+        for name, t in topics.items():
+            table.add_row(
+                name,
+                *(f"{t[k]:,}" for k in ("ready", "in_flight", "delayed", "dead_lettered")),
+            )
+        console.print(table)
+
+
 def _read(as_json: bool, call: Callable[..., T], *args: Any) -> T:
     """Runs a read-only call; exits 1 on damage, 2 if the directory cannot be read."""
     try:
@@ -81,8 +137,14 @@ def main() -> None:
 @main.command("inspect")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
-def inspect_cmd(path: str, as_json: bool) -> None:
-    """Show what the queue directory PATH holds (read-only)."""
+@_namespace_option
+def inspect_cmd(path: str, as_json: bool, namespace: str | None) -> None:
+    """Show what the queue PATH holds (read-only): a directory, or a
+    redis:// URL with --namespace."""
+    backend = _redis(path, namespace, as_json)
+    if backend is not None:
+        _read(as_json, _redis_inspect, backend, as_json)
+        return
     info = _read(as_json, inspect, path)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -237,9 +299,15 @@ def dlq_group() -> None:
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def dlq_list_cmd(path: str, limit: int, as_json: bool) -> None:
+@_namespace_option
+def dlq_list_cmd(path: str, limit: int, as_json: bool, namespace: str | None) -> None:
     """List dead letters, oldest first."""
-    dead = _read(as_json, dead_letters, path, limit)
+    backend = _redis(path, namespace, as_json)
+    if backend is not None:
+        dead = _read(as_json, lambda: backend.dlq_list(limit=limit))
+        backend.close()
+    else:
+        dead = _read(as_json, dead_letters, path, limit)
     if as_json:
         click.echo(json.dumps([as_dict(d) for d in dead], indent=2))
         return
@@ -257,9 +325,15 @@ def dlq_list_cmd(path: str, limit: int, as_json: bool) -> None:
 @dlq_group.command("show")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.argument("message_id")
-def dlq_show_cmd(path: str, message_id: str) -> None:
+@_namespace_option
+def dlq_show_cmd(path: str, message_id: str, namespace: str | None) -> None:
     """Show one dead letter in full (JSON), traceback included."""
-    dead = _read(False, dead_letters, path)
+    backend = _redis(path, namespace)
+    if backend is not None:
+        dead = _read(False, backend.dlq_list)
+        backend.close()
+    else:
+        dead = _read(False, dead_letters, path)
     for d in dead:
         if d.id == message_id:
             click.echo(json.dumps(as_dict(d), indent=2))
@@ -268,9 +342,21 @@ def dlq_show_cmd(path: str, message_id: str) -> None:
     sys.exit(EXIT_ERROR)
 
 
-def _open_for_change(path: str) -> Any:
-    """Opens the queue to change it; refuses (exit 3) if another process owns it."""
+def _open_for_change(path: str, namespace: str | None = None) -> Any:
+    """Opens the queue to change it; refuses (exit 3) if another process owns it.
+    A redis:// queue (``namespace``) is changed in place, as it is."""
+    from ringq.dlq import DeadLetterQueue
     from ringq.queue import Queue
+
+    backend = _redis(path, namespace)
+    if backend is not None:
+
+        class _OnRedis:
+            dlq = DeadLetterQueue(backend)
+            snapshot = backend.snapshot
+            close = backend.close
+
+        return _OnRedis()
 
     if not (Path(path) / "MANIFEST").is_file():
         # Opening would create a new, empty queue there.
@@ -365,15 +451,21 @@ def snapshot_cmd(path: str, admin_url: str | None, token: str | None) -> None:
 @click.argument("ids", nargs=-1)
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="messages per second")
 @_remote_options
+@_namespace_option
 def dlq_replay_cmd(
-    path: str, ids: tuple[str, ...], rate: float | None, admin_url: str | None, token: str | None
+    path: str,
+    ids: tuple[str, ...],
+    rate: float | None,
+    admin_url: str | None,
+    token: str | None,
+    namespace: str | None,
 ) -> None:
     """Publish dead letters again (all, or the IDS given); attempts reset."""
     if admin_url:
         body = {"ids": list(ids) or None, "rate": rate}
         n = _remote(admin_url, token, path, "/dlq/replay", body)["replayed"]
     else:
-        q = _open_for_change(path)
+        q = _open_for_change(path, namespace)
         try:
             n = q.dlq.replay(ids or None, rate=rate)
         finally:
@@ -386,8 +478,14 @@ def dlq_replay_cmd(
 @click.argument("ids", nargs=-1)
 @click.option("--all", "purge_all", is_flag=True, help="purge every dead letter")
 @_remote_options
+@_namespace_option
 def dlq_purge_cmd(
-    path: str, ids: tuple[str, ...], purge_all: bool, admin_url: str | None, token: str | None
+    path: str,
+    ids: tuple[str, ...],
+    purge_all: bool,
+    admin_url: str | None,
+    token: str | None,
+    namespace: str | None,
 ) -> None:
     """Delete dead letters for good: the IDS given, or --all."""
     if not ids and not purge_all:
@@ -397,7 +495,7 @@ def dlq_purge_cmd(
         body = {"ids": list(ids)} if ids else {"all": True}
         n = _remote(admin_url, token, path, "/dlq/purge", body)["purged"]
     else:
-        q = _open_for_change(path)
+        q = _open_for_change(path, namespace)
         try:
             n = q.dlq.purge(ids or None)
         finally:

@@ -144,11 +144,15 @@ class QueueCore(HandlerHost):
         max_headers: int | None = None,
         dlq_capacity: int | None = None,
         shared: bool = False,
+        namespace: str | None = None,
         options: QueueOptions | None = None,
         resolver: Resolver | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if k in KEYWORD_DEFAULTS}
         settings = resolve_settings(options, given)
+        if namespace is not None:
+            # Where the queue lives in a redis:// target, not a queue option.
+            settings["namespace"] = namespace
         self._init_handlers(options, resolver)
         # The backend checks every option (one message shape, all bad ones at once).
         backend = self._open_backend(path, settings)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import traceback
 
 __all__ = [
+    "BackendUnavailable",
     "ConfigError",
     "CorruptionError",
     "ForeignDelivery",
@@ -100,6 +101,12 @@ class OwnerGone(RingqError):
     """A shared queue's owning process went away while the call was under way:
     whether it took effect is unknown (a publish with a ``dedup_key`` can be
     repeated safely). The next call reconnects, or takes the queue over."""
+
+
+class BackendUnavailable(OwnerGone):
+    """The server a queue lives on (Redis) cannot be reached, or the
+    connection broke during the call: whether the call took effect is
+    unknown (as with ``OwnerGone``, which this is a kind of)."""
 
 
 class LeaseLost(RingqError):

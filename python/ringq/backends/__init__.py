@@ -8,13 +8,23 @@ from typing import Any
 
 from ringq.backend import Backend
 
-__all__ = ["fast_publish", "open_backend"]
+__all__ = ["REDIS_SCHEMES", "fast_publish", "is_redis_url", "open_backend"]
+
+#: The URL schemes of a queue on Redis (``ringq.backends.redis``).
+REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+
+def is_redis_url(target: object) -> bool:
+    """Whether ``target`` names a queue on Redis (no import of redis-py)."""
+    return isinstance(target, str) and target.split("://", 1)[0] in REDIS_SCHEMES
 
 
 def open_backend(
     target: str | os.PathLike[str], *, shared: bool = False, **options: Any
 ) -> Backend:
-    """The backend for ``target``: a directory, owned by this process
+    """The backend for ``target``: a Redis URL (``redis://``, ``rediss://``,
+    ``redis+cluster://``: ``ringq.backends.redis``, in the namespace
+    ``namespace``), or a directory, owned by this process
     (``shared=False``), or shared by processes (``ringq.backends.shared``).
     ``options`` are the queue options; ``None`` values keep the defaults.
     In a process-pool worker the queue is inert (``ringq.backends.pool_worker``).
@@ -24,6 +34,18 @@ def open_backend(
     if pool_worker.parent_pid() is not None:
         inert: Backend = pool_worker.PoolWorkerBackend(os.fspath(target), **options)
         return inert
+    if is_redis_url(target):
+        from ringq.backends.redis import open_redis
+
+        return open_redis(str(target), shared=shared, **options)
+    if options.get("namespace") is not None:
+        from ringq.errors import ConfigError
+
+        raise ConfigError(
+            f"namespace={options['namespace']!r} applies to redis:// queues only, not to the "
+            f"directory {os.fspath(target)!r}"
+        )
+    options.pop("namespace", None)
     if shared:
         from ringq.backends.shared import open_shared
 

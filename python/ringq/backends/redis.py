@@ -1,0 +1,944 @@
+"""A queue in a Redis namespace: ``ringq.Queue("redis://host:port/db", namespace="shop")``.
+
+The same contract as the engine (``tests/contract`` runs against both),
+kept by Lua scripts (``ringq.backends.redis_scripts``): every operation
+that touches more than one key is one script, atomic on the server, on keys
+that share the hash tag ``{namespace}`` (one slot, so a namespace works
+unchanged on Redis Cluster). Scripts are loaded once and run with
+``EVALSHA`` (loaded again if the server forgot them: ``SCRIPT FLUSH``, a
+restart).
+
+How the contract maps to Redis (more in ``docs/backends.md``):
+
+- a topic's ready messages are a list of ids (first to be delivered on the
+  left): FIFO, a release goes back to the front, a replace keeps its place;
+  bodies and metadata are hashes;
+- leases and delays are sorted sets by deadline / due time; every script
+  first *reaps* what fell due (any client does it, atomically, so two
+  clients never both redeliver one message) with the time the client
+  sends, so every client judges by the same clock argument;
+- a checkout that waits blocks in ``BLPOP`` on the topic's wake-up list
+  (a publish, a due delay or an ended lease pushes a token), for at most
+  the time until the next deadline or delay, so it is never a sleep loop;
+  a publish into a full queue waits the same way on the ``room`` list;
+- durability is the server's (``appendonly`` and ``appendfsync``):
+  ``stats()["redis_appendfsync"]`` reports it, and ``durability="always"``
+  warns when the server does not fsync every write.
+
+Options that describe a journal on disk (``segment_size``,
+``snapshot_every``, ``snapshot_interval``, a non-default
+``fsync_interval``) do not apply and are refused. The queue's capacity,
+``max_attempts`` and ``dlq_capacity`` are kept in the namespace (the first
+opener's values; a later opener with other values gets a ``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from ringq import errors
+from ringq.backend import DeadLetter, Delivery, OutgoingMessage
+from ringq.backends import REDIS_SCHEMES as SCHEMES
+from ringq.backends import is_redis_url
+from ringq.backends.redis_scripts import SCRIPTS
+
+__all__ = ["RedisBackend", "is_redis_url", "open_redis"]
+
+T = TypeVar("T")
+
+#: How long one wait in ``BLPOP`` lasts at most before the caller looks
+#: again (a closed queue, a deadline): seconds.
+SLICE = 1.0
+#: What the engine's options default to (``ringq._core._default_options()``).
+_NOT_FOR_REDIS = ("segment_size", "snapshot_every", "snapshot_interval")
+_DEFAULT_FSYNC_INTERVAL = 0.05
+_MICRO = 1_000_000
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * _MICRO)
+
+
+def _s(micros: Any) -> float:
+    return int(micros) / _MICRO
+
+
+def _text(v: object) -> str | None:
+    if v is None or v is False:
+        return None
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class _Clock:
+    """Wall time, or (tests) a manual clock that stands still until advanced."""
+
+    def __init__(self, manual: bool) -> None:
+        self.manual = manual
+        self._at = _us(time.time())
+
+    def now(self) -> int:
+        return self._at if self.manual else _us(time.time())
+
+    def advance(self, seconds: float) -> int:
+        self._at += _us(seconds)
+        return self._at
+
+
+def open_redis(url: str, **options: Any) -> RedisBackend:
+    return RedisBackend(url, **options)
+
+
+class RedisBackend:
+    """``ringq.backend.Backend`` on Redis (see the module docs)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str | None = None,
+        capacity: int | None = None,
+        durability: str = "batch",
+        fsync_interval: float | None = None,
+        max_attempts: int | None = None,
+        lease: float | None = None,
+        segment_size: int | None = None,
+        snapshot_every: int | None = None,
+        snapshot_interval: float | None = None,
+        max_payload: int | None = None,
+        max_key: int | None = None,
+        max_headers: int | None = None,
+        dlq_capacity: int | None = None,
+        shared: bool = False,
+        _manual_clock: bool | None = None,
+        _client: Any = None,
+        _existing: bool = False,
+    ) -> None:
+        from ringq import _core
+        from ringq.config import QUEUE_OPTIONS
+        from ringq.retry import _Problems
+
+        defaults = _core._default_options()
+        given = {
+            "capacity": capacity,
+            "durability": durability,
+            "fsync_interval": fsync_interval,
+            "max_attempts": max_attempts,
+            "lease": lease,
+            "segment_size": segment_size,
+            "snapshot_every": snapshot_every,
+            "snapshot_interval": snapshot_interval,
+            "max_payload": max_payload,
+            "max_key": max_key,
+            "max_headers": max_headers,
+            "dlq_capacity": dlq_capacity,
+        }
+        p = _Problems()
+        for option in QUEUE_OPTIONS:
+            if given.get(option.name) is not None:  # None: the default
+                option.check(p, given[option.name])
+        for name in _NOT_FOR_REDIS:
+            if given[name] is not None:
+                p.add(name, given[name], "does not apply to a Redis queue (no journal here)")
+        if fsync_interval is not None and fsync_interval != _DEFAULT_FSYNC_INTERVAL:
+            p.add(
+                "fsync_interval",
+                fsync_interval,
+                "does not apply to a Redis queue: the server's appendfsync decides",
+            )
+        parts = urlsplit(url)
+        if parts.scheme not in SCHEMES:
+            p.add("url", url, f"must start with one of {', '.join(s + '://' for s in SCHEMES)}")
+        if namespace is None:
+            namespace = "default"
+        if not namespace or any(c in namespace for c in "{}\0") or len(namespace) > 200:
+            p.add("namespace", namespace, "must be 1-200 characters without braces or NUL")
+        if shared:
+            p.add("shared", shared, "does not apply to a Redis queue (every client shares it)")
+        p.raise_if_any("Redis queue options")
+        opt = {k: (defaults[k] if v is None else v) for k, v in given.items()}
+        self._url = url
+        self._namespace = namespace
+        self._prefix = f"ringq:{{{namespace}}}:"
+        self._meta = self._prefix + "meta"
+        self._durability = str(opt["durability"])
+        self._lease = float(opt["lease"])
+        self._max_payload = int(opt["max_payload"])
+        self._max_key = int(opt["max_key"])
+        self._max_headers = int(opt["max_headers"])
+        self._clock = _Clock(bool(_manual_clock))
+        self._closed = False
+        self._pid = os.getpid()
+        self._waiting: dict[str, int] = {}
+        self._waiting_lock = threading.Lock()
+        self._shas: dict[str, str] = {}
+        self._r = _client if _client is not None else self._connect(url)
+        self._appendfsync = self._call(lambda: self._server_appendfsync())
+        if self._durability == "always" and self._appendfsync != "always":
+            warnings.warn(
+                f"durability='always' on {self._where()}, but the server's appendfsync is "
+                f"{self._appendfsync!r}: a confirmed publish can be lost if the server "
+                "crashes (set appendonly yes and appendfsync always)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        self._instance = self._call(
+            lambda: self._init_meta(
+                int(opt["capacity"]), int(opt["max_attempts"]), int(opt["dlq_capacity"]), _existing
+            )
+        )
+        self._instance_int = int(self._instance, 16)
+
+    # -- connection ---------------------------------------------------------
+
+    @staticmethod
+    def _connect(url: str) -> Any:
+        try:
+            import redis
+        except ImportError as e:  # pragma: no cover - the extra is installed in CI
+            raise errors.ConfigError(
+                "a redis:// queue needs redis-py: pip install 'ringq[redis]'"
+            ) from e
+        parts = urlsplit(url)
+        if parts.scheme.endswith("+cluster"):
+            plain = url.replace("+cluster", "", 1)
+            return redis.RedisCluster.from_url(plain, socket_timeout=None)
+        return redis.Redis.from_url(url, socket_timeout=None, health_check_interval=30)
+
+    def _where(self) -> str:
+        parts = urlsplit(self._url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path} namespace {self._namespace!r}"
+
+    def _call(self, f: Callable[[], T]) -> T:
+        """Runs ``f`` (Redis commands), turning Redis' errors into ringq's."""
+        import redis
+
+        try:
+            return f()
+        except redis.exceptions.AuthenticationError as e:
+            raise errors.ConfigError(
+                f"Redis refused the credentials for {self._where()}: {e}"
+            ) from e
+        except redis.exceptions.ResponseError as e:
+            raise self._script_error(str(e)) from e
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+            raise errors.BackendUnavailable(
+                f"the Redis server of {self._where()} cannot be reached ({e}); whether the "
+                "call took effect is unknown"
+            ) from e
+
+    def _script_error(self, text: str) -> Exception:
+        word, _, rest = text.partition(" ")
+        if word == "FULL":
+            need, capacity = (int(x) for x in rest.split()[:2])
+            msg = (
+                f"{need} message(s) can never fit a queue of capacity {capacity}"
+                if need > capacity
+                else f"the queue is full (capacity {capacity})"
+            )
+            e: Exception = errors.QueueFull(msg)
+            e.need, e.capacity = need, capacity  # type: ignore[attr-defined]
+            return e
+        if word == "VERSION":
+            expected, actual = (int(x) for x in rest.split()[:2])
+            v = errors.VersionConflict(
+                f"expected version {expected} of the dedup key, found {actual}"
+            )
+            v.expected, v.actual = expected, actual
+            return v
+        return errors.RingqError(f"Redis refused a call on {self._where()}: {text}")
+
+    def _server_appendfsync(self) -> str:
+        try:
+            cfg = self._r.config_get("appendonly")
+            fs = self._r.config_get("appendfsync")
+        except Exception:  # CONFIG may be disabled (managed Redis): unknown
+            return "unknown"
+        flat_on = _first_value(cfg)
+        flat_fs = _first_value(fs)
+        return "no appendonly" if flat_on != "yes" else (flat_fs or "unknown")
+
+    def _init_meta(
+        self, capacity: int, max_attempts: int, dlq_capacity: int, existing: bool
+    ) -> str:
+        """The namespace's identity (made by its first opener). Its
+        ``capacity``, ``max_attempts`` and ``dlq_capacity`` are the last
+        opener's, as a directory reopened with other options takes them.
+        ``existing`` (the CLI): the queue must exist, and nothing is changed."""
+        r = self._r
+        kind = _text(r.type(self._meta))
+        if existing:
+            instance = _text(r.hget(self._meta, "instance")) if kind == "hash" else None
+            if instance is None:
+                raise errors.NotFound(f"no ringq queue in {self._where()}")
+            return instance
+        foreign = kind == "hash" and not r.hexists(self._meta, "instance")
+        if kind not in ("none", "hash") or foreign:
+            raise errors.ConfigError(
+                f"{self._where()} holds keys that are not a ringq queue's ({self._meta} is a "
+                f"{kind} without a queue's identity): choose another namespace; nothing was changed"
+            )
+        pipe = r.pipeline(transaction=True)
+        pipe.hsetnx(self._meta, "instance", secrets.token_hex(8))
+        pipe.hset(
+            self._meta,
+            mapping={
+                "capacity": capacity,
+                "max_attempts": max_attempts,
+                "dlq_capacity": dlq_capacity,
+            },
+        )
+        pipe.hget(self._meta, "instance")
+        instance = _text(pipe.execute()[-1])
+        assert instance is not None
+        return instance
+
+    def _script(self, name: str, args: Sequence[object]) -> Any:
+        """Runs script ``name`` (``EVALSHA``; loaded again if the server lost it)."""
+        import redis
+
+        if self._closed:
+            raise errors.QueueClosed("the queue is closed")
+        if os.getpid() != self._pid:
+            raise errors.QueueForked(
+                f"this Redis queue was opened by process {self._pid}: open it again in the child"
+            )
+        full = [self._prefix, self._clock.now(), *args]
+
+        def run() -> Any:
+            sha = self._shas.get(name)
+            if sha is None:
+                sha = self._shas[name] = self._r.script_load(SCRIPTS[name])
+            try:
+                return self._r.evalsha(sha, 1, self._meta, *full)
+            except redis.exceptions.NoScriptError:
+                self._shas[name] = self._r.script_load(SCRIPTS[name])
+                return self._r.evalsha(self._shas[name], 1, self._meta, *full)
+
+        return self._call(run)
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return self._url
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def instance_id(self) -> str:
+        return self._instance
+
+    @property
+    def durability(self) -> str:
+        return self._durability
+
+    @property
+    def lease(self) -> float:
+        return self._lease
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def role(self) -> str:
+        return "redis"
+
+    @property
+    def address(self) -> str | None:
+        return None
+
+    @property
+    def forked(self) -> bool:
+        return os.getpid() != self._pid
+
+    def check_not_forked(self) -> None:
+        if self.forked:
+            raise errors.QueueForked(
+                f"this Redis queue was opened by process {self._pid}: open it again in the child"
+            )
+
+    # -- checks ---------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.QueueClosed("the queue is closed")
+
+    def _item(
+        self,
+        topic: str,
+        payload: object,
+        dedup_key: str | None,
+        delay: float | None,
+        headers: dict[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+    ) -> list[object]:
+        """The seven script fields of one message, its limits checked."""
+        if not isinstance(payload, bytes):
+            kind = type(payload).__name__
+            raise TypeError(f"the backend takes bytes, not {kind} (ringq.Queue encodes objects)")
+        if not isinstance(topic, str) or not topic:
+            raise ValueError("a topic must be a non-empty str")
+        if len(payload) > self._max_payload:
+            raise errors.LimitExceeded(
+                f"payload of {len(payload)} bytes is over max_payload={self._max_payload}"
+            )
+        if dedup_key is not None and len(dedup_key.encode()) > self._max_key:
+            raise errors.LimitExceeded(f"dedup key is over max_key={self._max_key} bytes")
+        head = ""
+        if headers:
+            head = json.dumps(headers, separators=(",", ":"), ensure_ascii=False)
+            if len(head.encode()) > self._max_headers:
+                raise errors.LimitExceeded(
+                    f"headers are over max_headers={self._max_headers} bytes"
+                )
+        if delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, int | float):
+                raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
+            if not 0 <= delay < 1e9:
+                raise errors.ConfigError(f"delay={delay!r} (must be >= 0 seconds)")
+        return [
+            topic,
+            payload,
+            dedup_key or "",
+            _us(delay) if delay else 0,
+            head,
+            correlation_id or "",
+            causation_id or "",
+        ]
+
+    def _outgoing(self, items: Iterable[bytes | OutgoingMessage], topic: str) -> list[object]:
+        fields: list[object] = []
+        n = 0
+        for it in items:
+            if isinstance(it, OutgoingMessage):
+                fields += self._item(
+                    it.topic,
+                    it.payload,
+                    it.dedup_key,
+                    it.delay,
+                    it.headers or None,
+                    it.correlation_id,
+                    it.causation_id,
+                )
+            elif isinstance(it, bytes):
+                fields += self._item(topic, it, None, None, None, None, None)
+            else:
+                raise TypeError(
+                    f"publish_many takes bytes or OutgoingMessage items, not {type(it).__name__}"
+                )
+            n += 1
+        return [n, *fields]
+
+    def _leases(self, deliveries: Delivery | Iterable[Delivery], what: str) -> list[Delivery]:
+        ds = [deliveries] if isinstance(deliveries, Delivery) else list(deliveries)
+        for d in ds:
+            if not isinstance(d, Delivery):
+                raise TypeError(f"{what} takes Delivery objects, not {type(d).__name__}")
+            self._own(d)
+        return ds
+
+    def _own(self, d: Delivery) -> None:
+        if d.queue_id is not None and d.queue_id != self._instance:
+            e = errors.ForeignDelivery(
+                f"delivery {d.id} is of another queue ({d.queue_id}), not of "
+                f"{self._where()} ({self._instance})"
+            )
+            e.ids = [d.id]
+            raise e
+
+    @staticmethod
+    def _lost(ids: Sequence[object]) -> errors.LeaseLost:
+        names = [_text(i) or "" for i in ids]
+        e = errors.LeaseLost(
+            f"lease lost for {len(names)} message(s) [{', '.join(names)}]: the lease expired "
+            "or the message was delivered again"
+        )
+        e.ids = names
+        return e
+
+    # -- waiting --------------------------------------------------------------
+
+    def _wait_for(self, key: str, deadline: float | None, next_due: int) -> None:
+        """Blocks in ``BLPOP`` on wake-up list ``key`` until a token comes,
+        ``deadline`` (monotonic) or the next due time passes, or a slice."""
+        wait = SLICE
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+        if next_due >= 0 and not self._clock.manual:
+            wait = min(wait, max(0.0, (next_due - self._clock.now()) / _MICRO) + 0.001)
+        if wait <= 0:
+            return
+        self._call(lambda: self._r.blpop([key], timeout=max(0.01, wait)))
+
+    def _waiting_on(self, key: str, by: int) -> None:
+        with self._waiting_lock:
+            self._waiting[key] = self._waiting.get(key, 0) + by
+            if self._waiting[key] <= 0:
+                del self._waiting[key]
+
+    def _with_room(self, call: Callable[[], T], block: bool, timeout: float | None) -> T:
+        """``call`` (a publish); if the queue is full and ``block``, again
+        whenever room is made, until ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        room = self._prefix + "room"
+        self._waiting_on(room, 1)
+        try:
+            while True:
+                try:
+                    return call()
+                except errors.QueueFull as e:
+                    need = getattr(e, "need", 0)
+                    cap = getattr(e, "capacity", 0)
+                    if not block or need > cap:
+                        raise
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+                    self._check_open()
+                    self._wait_for(room, deadline, -1)
+        finally:
+            self._waiting_on(room, -1)
+
+    # -- publishing -------------------------------------------------------------
+
+    def publish(
+        self,
+        payload: bytes,
+        topic: str | None = None,
+        dedup_key: str | None = None,
+        delay: float | None = None,
+        headers: dict[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        on_duplicate: str = "replace",
+        expected_version: int | None = None,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> str:
+        self._check_open()
+        if on_duplicate not in ("replace", "keep"):
+            raise ValueError(f"on_duplicate must be 'replace' or 'keep', not {on_duplicate!r}")
+        if expected_version is not None and (
+            isinstance(expected_version, bool)
+            or not isinstance(expected_version, int)
+            or expected_version < 0
+        ):
+            raise errors.ConfigError(f"expected_version={expected_version!r} (must be an int >= 0)")
+        fields = self._item(
+            topic or "default", payload, dedup_key, delay, headers, correlation_id, causation_id
+        )
+        args = [*fields, on_duplicate, "" if expected_version is None else expected_version]
+        got = self._with_room(lambda: self._script("publish", args), block, timeout)
+        return _text(got) or ""
+
+    def publish_many(
+        self,
+        payloads: Iterable[bytes | OutgoingMessage],
+        topic: str | None = None,
+        *,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> list[str]:
+        self._check_open()
+        args = self._outgoing(payloads, topic or "default")
+        if args[0] == 0:
+            return []
+        got = self._with_room(lambda: self._script("publish_many", args), block, timeout)
+        return [_text(i) or "" for i in got]
+
+    # -- consuming ----------------------------------------------------------------
+
+    def checkout(
+        self,
+        topic: str = "default",
+        max_messages: int = 1,
+        lease: float | None = None,
+        timeout: float | None = None,
+        *,
+        share: int = 1,
+        since: int | None = None,
+    ) -> list[Delivery]:
+        self._check_open()
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+            raise TypeError(f"max_messages must be an int, not {type(max_messages).__name__}")
+        if not 1 <= max_messages <= 1_000_000:
+            raise errors.ConfigError(f"max_messages={max_messages} (must be 1..1000000)")
+        lease_s = self._lease if lease is None else float(lease)
+        if not lease_s > 0:
+            raise errors.ConfigError(f"lease={lease!r} (must be > 0 seconds)")
+        if timeout is not None and timeout < 0:
+            raise errors.ConfigError(f"timeout={timeout!r} (must be >= 0 or None)")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wake = self._prefix + "w:" + topic
+        args = [topic, max_messages, _us(lease_s), max(1, int(share))]
+        self._waiting_on(wake, 1)
+        try:
+            while True:
+                out = self._script("checkout", args)
+                got = [self._delivery(topic, row) for row in out[1:]]
+                if got or timeout == 0:
+                    return got
+                if since is not None and self.interrupts(topic) > since:
+                    return []
+                if deadline is not None and time.monotonic() >= deadline:
+                    return []
+                self._check_open()
+                self._wait_for(wake, deadline, int(out[0]))
+                if self._closed:
+                    return []
+        finally:
+            self._waiting_on(wake, -1)
+
+    def _delivery(self, topic: str, row: Sequence[Any]) -> Delivery:
+        mid, payload, attempt, version, key, head, corr, caus, enq, tok, dl = row
+        return Delivery(
+            _text(mid) or "",
+            topic,
+            bytes(payload),
+            attempt=int(attempt),
+            version=int(version),
+            dedup_key=_text(key),
+            headers=json.loads(head) if head else None,
+            correlation_id=_text(corr),
+            causation_id=_text(caus),
+            enqueued_at=_s(enq),
+            lease_deadline=_s(dl),
+            lease_token=int(tok),
+            queue_id=self._instance,
+        )
+
+    def interrupts(self, topic: str) -> int:
+        self._check_open()
+        got = self._call(lambda: self._r.hget(self._prefix + "int", topic))
+        return int(got or 0)
+
+    def interrupt(self, topic: str) -> None:
+        self._check_open()
+        wake = self._prefix + "w:" + topic
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hincrby(self._prefix + "int", topic, 1)
+            pipe.rpush(wake, *(["1"] * 64))
+            pipe.ltrim(wake, -64, -1)
+            pipe.execute()
+
+        self._call(run)
+
+    def ack(
+        self,
+        deliveries: Delivery | Iterable[Delivery],
+        publish: Sequence[OutgoingMessage] | None = None,
+    ) -> None:
+        self._check_open()
+        ds = self._leases(deliveries, "ack")
+        follow = self._outgoing(publish or (), "default")
+        args: list[object] = [len(ds)]
+        for d in ds:
+            args += [d.id, d.lease_token]
+        lost = self._script("ack", [*args, *follow])
+        if lost:
+            raise self._lost(lost)
+
+    def release(self, deliveries: Delivery | Iterable[Delivery]) -> None:
+        self._check_open()
+        ds = self._leases(deliveries, "release")
+        if not ds:
+            return
+        args: list[object] = []
+        for d in ds:
+            args += [d.id, d.lease_token]
+        lost = self._script("release", args)
+        if lost:
+            raise self._lost(lost)
+
+    def nack(
+        self,
+        delivery: Delivery,
+        delay: float | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        traceback: str | None = None,
+        handler: str | None = None,
+        dead_letter_reason: str | None = None,
+    ) -> None:
+        self._check_open()
+        [d] = self._leases(delivery, "nack")
+        if delay is not None and (
+            isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0
+        ):
+            raise errors.ConfigError(f"delay={delay!r} (must be >= 0 seconds)")
+        got = self._script(
+            "nack",
+            [
+                d.id,
+                d.lease_token,
+                _us(delay) if delay else -1,
+                error_type or "",
+                error_message or "",
+                traceback or "",
+                handler or "",
+                dead_letter_reason or "",
+            ],
+        )
+        if _text(got) == "lost":
+            raise self._lost([d.id])
+
+    def extend(self, delivery: Delivery, seconds: float) -> float:
+        self._check_open()
+        [d] = self._leases(delivery, "extend")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            raise errors.ConfigError(f"seconds={seconds!r} (must be > 0)")
+        got = self._script("extend", [d.id, d.lease_token, _us(seconds)])
+        if _text(got) == "lost":
+            raise self._lost([d.id])
+        return _s(got)
+
+    def is_superseded(self, delivery: Delivery) -> bool:
+        self._check_open()
+        self._own(delivery)
+        got = self._call(lambda: self._r.hget(self._prefix + "m:" + delivery.id, "sup"))
+        return got is not None
+
+    def set_topic_policy(
+        self, topic: str, max_attempts: int | None = None, handler: str | None = None
+    ) -> None:
+        self._check_open()
+        key = self._prefix + "policy"
+
+        def run() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            if max_attempts is None:
+                pipe.hdel(key, topic)
+            else:
+                pipe.hset(key, topic, int(max_attempts))
+            if handler is None:
+                pipe.hdel(key, topic + "\0h")
+            else:
+                pipe.hset(key, topic + "\0h", handler)
+            pipe.execute()
+
+        self._call(run)
+
+    # -- administration ---------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        self._check_open()
+        p = self._prefix
+
+        def run() -> list[Any]:
+            self._script("reap", [])
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hgetall(p + "n")
+            pipe.hgetall(p + "stats")
+            pipe.hgetall(self._meta)
+            pipe.llen(p + "dlq")
+            pipe.scard(p + "topics")
+            pipe.hlen(p + "dedup")
+            return list(pipe.execute())
+
+        n, st, meta, dead, topics, keys = self._call(run)
+        n = {_text(k): int(v) for k, v in n.items() if b"\0" not in k}
+        st = {_text(k): int(v) for k, v in st.items()}
+        ready, delayed, inflight = (n.get(k, 0) for k in ("ready", "delayed", "inflight"))
+        out: dict[str, Any] = {
+            "ready": ready,
+            "in_flight": inflight,
+            "delayed": delayed,
+            "dead": int(dead),
+            "total": ready + delayed + inflight,
+            "capacity": int(meta[b"capacity"]),
+            "topics": int(topics),
+            "dedup_keys": int(keys),
+        }
+        for name in (
+            "published",
+            "replaced",
+            "kept",
+            "superseded",
+            "superseded_dropped",
+            "delivered",
+            "released",
+            "acked",
+            "nacked",
+            "expired",
+            "dead_lettered",
+            "dlq_evicted",
+            "dlq_replayed",
+            "dlq_purged",
+        ):
+            out[name] = st.get(name, 0)
+        out.update(
+            snapshots=0,
+            fsyncs=0,
+            durability=self._durability,
+            instance_id=self._instance,
+            degraded=None,
+            backend="redis",
+            redis_url=self._where(),
+            redis_appendfsync=self._appendfsync,
+        )
+        return out
+
+    def topic_stats(self) -> dict[str, dict[str, int]]:
+        self._check_open()
+        p = self._prefix
+
+        def run() -> tuple[list[str], list[int], dict[bytes, bytes]]:
+            self._script("reap", [])
+            names = sorted(_text(t) or "" for t in self._r.smembers(p + "topics"))
+            pipe = self._r.pipeline(transaction=True)
+            for t in names:
+                pipe.llen(p + "r:" + t)
+            pipe.hgetall(p + "n")
+            *lens, counts = pipe.execute()
+            return names, lens, counts
+
+        names, lens, counts = self._call(run)
+
+        def count(t: str, kind: str) -> int:
+            return int(counts.get(f"{t}\0{kind}".encode(), 0))
+
+        return {
+            t: {
+                "ready": int(n),
+                "in_flight": count(t, "f"),
+                "delayed": count(t, "d"),
+                "dead_lettered": count(t, "x"),
+            }
+            for t, n in zip(names, lens, strict=True)
+        }
+
+    def histograms(self) -> dict[str, dict[str, Any]]:
+        """No journal here: the engine's histograms are empty."""
+        empty = {"buckets": (), "counts": [0], "sum": 0.0}
+        return {"fsync": dict(empty), "snapshot": dict(empty)}
+
+    def snapshot(self) -> int:
+        """Nothing to snapshot: the server persists (its AOF). Returns 0."""
+        self._check_open()
+        return 0
+
+    def dlq_list(
+        self, topic: str | None = None, reason: str | None = None, limit: int | None = None
+    ) -> list[DeadLetter]:
+        self._check_open()
+        p = self._prefix
+
+        def run() -> list[tuple[bytes, dict[bytes, bytes]]]:
+            ids = self._r.lrange(p + "dlq", 0, -1)
+            pipe = self._r.pipeline(transaction=False)
+            for i in ids:
+                pipe.hgetall(p + "x:" + i.decode())
+            return list(zip(ids, pipe.execute(), strict=True))
+
+        out: list[DeadLetter] = []
+        for mid, f in self._call(run):
+            if not f:
+                continue
+            if topic is not None and f[b"t"].decode() != topic:
+                continue
+            if reason is not None and f[b"reason"].decode() != reason:
+                continue
+            out.append(self._dead_letter(mid.decode(), f))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def _dead_letter(self, mid: str, f: dict[bytes, bytes]) -> DeadLetter:
+        def g(k: str) -> str | None:
+            return _text(f.get(k.encode()))
+
+        head = f.get(b"h")
+        msg = Delivery(
+            mid,
+            g("t") or "",
+            bytes(f[b"p"]),
+            attempt=int(f[b"a"]),
+            version=int(f[b"v"]),
+            dedup_key=g("k"),
+            headers=json.loads(head) if head else None,
+            correlation_id=g("c"),
+            causation_id=g("z"),
+            enqueued_at=_s(f[b"e"]),
+            queue_id=self._instance,
+        )
+        return DeadLetter(
+            msg,
+            g("reason") or "",
+            error_type=g("et"),
+            error_message=g("em"),
+            traceback=g("tb"),
+            handler=g("hd"),
+            first_failed_at=_s(f[b"ff"]) if b"ff" in f else None,
+            dead_lettered_at=_s(f[b"da"]),
+        )
+
+    def dlq_get(self, id: str) -> DeadLetter:
+        self._check_open()
+        f = self._call(lambda: self._r.hgetall(self._prefix + "x:" + id))
+        if not f:
+            raise errors.NotFound(f"no dead letter with id {id}")
+        return self._dead_letter(id, f)
+
+    def dlq_replay(self, ids: list[str] | None = None) -> int:
+        self._check_open()
+        got = self._script("dlq_replay", ["1"] if ids is None else ["0", *ids])
+        return int(got)
+
+    def dlq_purge(self, ids: list[str] | None = None) -> int:
+        self._check_open()
+        got = self._script("dlq_purge", ["1"] if ids is None else ["0", *ids])
+        return int(got)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._waiting_lock:
+            waited = list(self._waiting)
+        # Waiters in this process look again at once (and find it closed).
+        try:
+            if waited:
+                pipe = self._r.pipeline(transaction=False)
+                for key in waited:
+                    pipe.rpush(key, "1")
+                    pipe.ltrim(key, -64, -1)
+                pipe.execute()
+        except Exception:  # the server is gone: the waiters' slices end them
+            pass
+
+    # -- tests ----------------------------------------------------------------------
+
+    def _advance_clock(self, seconds: float) -> float:
+        """Test hook (``_manual_clock=True``): moves the clock and reaps what fell due."""
+        if not self._clock.manual:
+            raise ValueError("_advance_clock needs _manual_clock=True")
+        at = self._clock.advance(seconds)
+        if not self._closed:
+            self._script("reap", [])
+        return at / _MICRO
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<ringq RedisBackend {self._where()} {state}>"
+
+
+def _first_value(cfg: Any) -> str | None:
+    if isinstance(cfg, dict):
+        for v in cfg.values():
+            return _text(v)
+    return None

@@ -1,0 +1,572 @@
+"""The Lua scripts of the Redis backend (``ringq.backends.redis``).
+
+Every operation that touches more than one key is one script, so it is
+atomic on the server. A namespace's keys share the hash tag ``{namespace}``
+(one slot: a namespace works unchanged on Redis Cluster); each script gets
+the namespace's ``meta`` key as ``KEYS[1]`` (which routes it to the slot's
+node) and builds the others from the prefix in ``ARGV[1]``. ``ARGV[2]`` is
+the client's clock in microseconds (so tests inject time, and every client
+judges leases and delays by the same argument it sends).
+
+Keys under the prefix ``ringq:{ns}:``:
+
+- ``meta``: hash ``instance`` (16 hex digits), ``capacity``,
+  ``max_attempts``, ``dlq_capacity``;
+- ``seq`` / ``tok``: counters for message ids and lease tokens;
+- ``m:<id>``: a live message (hash: ``t`` topic, ``p`` payload, ``a``
+  deliveries so far, ``v`` version, ``k`` dedup key, ``h`` headers,
+  ``c``/``z`` correlation/causation id, ``e`` enqueued at, ``s`` state
+  ``r``/``d``/``f`` (ready, delayed, in flight), ``tok``/``dl`` lease token and
+  deadline, ``due`` (delayed), ``sup`` superseded, ``ff`` first failed at);
+- ``r:<topic>``: the topic's ready ids, first to be delivered on the left;
+- ``delayed`` / ``leases``: sorted sets of ids by due time / lease deadline;
+- ``dedup``: hash ``<topic> NUL <key>`` -> the id holding the key;
+- ``dlq``: dead letters' ids, oldest first; ``x:<id>``: a dead letter (the
+  message's fields plus ``reason``, ``et``/``em``/``tb``/``hd`` error type,
+  message, traceback, handler, ``da`` dead-lettered at);
+- ``n``: live counts (``ready``, ``delayed``, ``inflight``) and per-topic
+  ones (``<topic> NUL f|d|x``: in flight, delayed, dead); ``stats``:
+  counters; ``topics``: every topic; ``policy``: topic -> max attempts;
+- ``w:<topic>`` / ``room``: wake-up lists: a token is pushed when a message
+  becomes ready on the topic / when room is made, for clients waiting in
+  ``BLPOP`` (the wait itself cannot be in a script).
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCRIPTS"]
+
+#: Shared by every script: the reaper and the message helpers.
+PRELUDE = r"""
+local P = ARGV[1]
+local NOWS = ARGV[2]
+local NOW = tonumber(NOWS)
+local NUL = '\0'
+
+-- Times are microseconds since the epoch: exact as Lua numbers (< 2^53),
+-- but Lua writes a number with 14 digits; every time goes to Redis as
+-- this instead.
+local function S(x)
+  return string.format('%d', x)
+end
+
+local function cnt(field, by)
+  redis.call('HINCRBY', P .. 'n', field, by)
+end
+local function stat(field, by)
+  redis.call('HINCRBY', P .. 'stats', field, by or 1)
+end
+local function wake(topic)
+  local w = P .. 'w:' .. topic
+  redis.call('RPUSH', w, '1')
+  redis.call('LTRIM', w, -64, -1)
+end
+local function room()
+  local w = P .. 'room'
+  redis.call('RPUSH', w, '1')
+  redis.call('LTRIM', w, -64, -1)
+end
+local function meta_num(field)
+  return tonumber(redis.call('HGET', P .. 'meta', field))
+end
+local function max_attempts(topic)
+  local m = redis.call('HGET', P .. 'policy', topic)
+  if m then return tonumber(m) end
+  return meta_num('max_attempts')
+end
+local function live()
+  local n = redis.call('HMGET', P .. 'n', 'ready', 'delayed', 'inflight')
+  return (tonumber(n[1]) or 0) + (tonumber(n[2]) or 0) + (tonumber(n[3]) or 0)
+end
+
+-- The message leaves for good: its dedup key is freed if it holds it.
+local function forget(id, m)
+  local key = redis.call('HGET', m, 'k')
+  if key then
+    local dk = redis.call('HGET', m, 't') .. NUL .. key
+    if redis.call('HGET', P .. 'dedup', dk) == id then
+      redis.call('HDEL', P .. 'dedup', dk)
+    end
+  end
+  redis.call('DEL', m)
+end
+
+-- A message in flight (or just out of it) goes to the dead letters.
+local function dead_letter(id, m, topic, reason, et, em, tb, hd, at)
+  local f = redis.call('HGETALL', m)
+  local x = P .. 'x:' .. id
+  redis.call('DEL', x)
+  redis.call('HSET', x, unpack(f))
+  redis.call('HSET', x, 'reason', reason, 'da', at)
+  if not redis.call('HGET', m, 'ff') then redis.call('HSET', x, 'ff', at) end
+  redis.call('HDEL', x, 'et', 'em', 'tb', 'hd', 's', 'tok', 'dl', 'due', 'sup')
+  if et and et ~= '' then redis.call('HSET', x, 'et', et) end
+  if em and em ~= '' then redis.call('HSET', x, 'em', em) end
+  if tb and tb ~= '' then redis.call('HSET', x, 'tb', tb) end
+  if hd and hd ~= '' then redis.call('HSET', x, 'hd', hd) end
+  forget(id, m)
+  redis.call('RPUSH', P .. 'dlq', id)
+  cnt(topic .. NUL .. 'x', 1)
+  stat('dead_lettered')
+  local cap = meta_num('dlq_capacity')
+  while redis.call('LLEN', P .. 'dlq') > cap do
+    local old = redis.call('LPOP', P .. 'dlq')
+    local ot = redis.call('HGET', P .. 'x:' .. old, 't')
+    if ot then cnt(ot .. NUL .. 'x', -1) end
+    redis.call('DEL', P .. 'x:' .. old)
+    stat('dlq_evicted')
+  end
+  room()
+end
+
+-- Takes a message out of flight (its lease ends).
+local function unlease(id, m, topic)
+  redis.call('ZREM', P .. 'leases', id)
+  redis.call('HDEL', m, 'tok', 'dl')
+  cnt('inflight', -1)
+  cnt(topic .. NUL .. 'f', -1)
+end
+
+local function to_ready(id, m, topic, front)
+  redis.call('HSET', m, 's', 'r')
+  if front then
+    redis.call('LPUSH', P .. 'r:' .. topic, id)
+  else
+    redis.call('RPUSH', P .. 'r:' .. topic, id)
+  end
+  cnt('ready', 1)
+  wake(topic)
+end
+
+-- Delays that fell due join the end of their topic, in due order; leases
+-- that ran out end (the message is ready again, dead-lettered on its last
+-- attempt, dropped if superseded). Every script runs this first.
+local function reap()
+  local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', NOWS, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', P .. 'delayed', id)
+    local m = P .. 'm:' .. id
+    local topic = redis.call('HGET', m, 't')
+    if topic then
+      redis.call('HDEL', m, 'due')
+      cnt('delayed', -1)
+      cnt(topic .. NUL .. 'd', -1)
+      to_ready(id, m, topic, false)
+    end
+  end
+  local expired = redis.call(
+    'ZRANGEBYSCORE', P .. 'leases', '-inf', NOWS, 'LIMIT', 0, 1000, 'WITHSCORES')
+  for i = 1, #expired, 2 do
+    local id, deadline = expired[i], expired[i + 1]
+    local m = P .. 'm:' .. id
+    local topic = redis.call('HGET', m, 't')
+    if not topic then
+      redis.call('ZREM', P .. 'leases', id)
+    else
+      unlease(id, m, topic)
+      stat('expired')
+      local attempt = tonumber(redis.call('HGET', m, 'a'))
+      local most = max_attempts(topic)
+      if redis.call('HGET', m, 'sup') then
+        forget(id, m)
+        stat('superseded_dropped')
+        room()
+      elseif attempt >= most then
+        local handler = redis.call('HGET', P .. 'policy', topic .. NUL .. 'h') or ''
+        dead_letter(id, m, topic, 'lease_expired', 'LeaseExpired',
+          'lease expired on delivery ' .. attempt .. ' of ' .. most
+            .. ' (the handler did not finish in time)',
+          '', handler, deadline)
+      else
+        if not redis.call('HGET', m, 'ff') then redis.call('HSET', m, 'ff', deadline) end
+        to_ready(id, m, topic, false)
+      end
+    end
+  end
+end
+
+-- The lease (id, token) is current: the message is in flight under it.
+local function current(id, tok)
+  local m = P .. 'm:' .. id
+  local f = redis.call('HMGET', m, 's', 'tok')
+  return f[1] == 'f' and f[2] == tok
+end
+
+-- The earliest time something falls due (a delay, a lease), or -1.
+local function next_due()
+  local a = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
+  local b = redis.call('ZRANGE', P .. 'leases', 0, 0, 'WITHSCORES')
+  local t = -1
+  if #a > 0 then t = tonumber(a[2]) end
+  if #b > 0 and (t < 0 or tonumber(b[2]) < t) then t = tonumber(b[2]) end
+  return t
+end
+
+-- A new message (the caller made sure there is room). Fields from ARGV at
+-- i: topic, payload, key, delay (us, 0: none), headers, corr, caus; version.
+local function insert(i, version)
+  local topic, key, delay = ARGV[i], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local n = redis.call('INCR', P .. 'seq')
+  local id = string.format('%016x', n)
+  local m = P .. 'm:' .. id
+  redis.call('HSET', m, 't', topic, 'p', ARGV[i + 1], 'a', 0, 'v', version, 'e', NOWS)
+  if key ~= '' then
+    redis.call('HSET', m, 'k', key)
+    redis.call('HSET', P .. 'dedup', topic .. NUL .. key, id)
+  end
+  if ARGV[i + 4] ~= '' then redis.call('HSET', m, 'h', ARGV[i + 4]) end
+  if ARGV[i + 5] ~= '' then redis.call('HSET', m, 'c', ARGV[i + 5]) end
+  if ARGV[i + 6] ~= '' then redis.call('HSET', m, 'z', ARGV[i + 6]) end
+  redis.call('SADD', P .. 'topics', topic)
+  if delay > 0 then
+    redis.call('HSET', m, 's', 'd', 'due', S(NOW + delay))
+    redis.call('ZADD', P .. 'delayed', S(NOW + delay), id)
+    cnt('delayed', 1)
+    cnt(topic .. NUL .. 'd', 1)
+  else
+    to_ready(id, m, topic, false)
+  end
+  stat('published')
+  return id
+end
+
+-- What publishing the item at ARGV[i] does to its key's holder:
+-- 'new' (with the version to give it, and the in-flight holder to
+-- supersede, if any), 'replace' or 'keep' (with the holder).
+local function plan(i, keep)
+  local topic, key = ARGV[i], ARGV[i + 2]
+  if key == '' then return 'new', 1, nil end
+  local holder = redis.call('HGET', P .. 'dedup', topic .. NUL .. key)
+  if not holder then return 'new', 1, nil end
+  local m = P .. 'm:' .. holder
+  if keep then return 'keep', holder, nil end
+  local s = redis.call('HGET', m, 's')
+  if s == 'f' then
+    return 'new', tonumber(redis.call('HGET', m, 'v')) + 1, holder
+  end
+  return 'replace', holder, nil
+end
+
+local function replace(i, holder)
+  local m = P .. 'm:' .. holder
+  redis.call('HSET', m, 'p', ARGV[i + 1])
+  redis.call('HINCRBY', m, 'v', 1)
+  redis.call('HDEL', m, 'h', 'c', 'z')
+  if ARGV[i + 4] ~= '' then redis.call('HSET', m, 'h', ARGV[i + 4]) end
+  if ARGV[i + 5] ~= '' then redis.call('HSET', m, 'c', ARGV[i + 5]) end
+  if ARGV[i + 6] ~= '' then redis.call('HSET', m, 'z', ARGV[i + 6]) end
+  stat('replaced')
+end
+
+local function supersede(holder)
+  if holder then
+    redis.call('HSET', P .. 'm:' .. holder, 'sup', '1')
+    stat('superseded')
+  end
+end
+
+local function full(need)
+  return {err = 'FULL ' .. need .. ' ' .. meta_num('capacity')}
+end
+"""
+
+#: publish(P, now, topic, payload, key, delay, headers, corr, caus,
+#: on_duplicate, expected_version or '') -> id
+PUBLISH = r"""
+reap()
+local keep = ARGV[10] == 'keep'
+local expected = ARGV[11]
+if expected ~= '' then
+  local key = ARGV[5]
+  local actual = 0
+  if key ~= '' then
+    local holder = redis.call('HGET', P .. 'dedup', ARGV[3] .. NUL .. key)
+    if holder then actual = tonumber(redis.call('HGET', P .. 'm:' .. holder, 'v')) end
+  end
+  if tonumber(expected) ~= actual then
+    return {err = 'VERSION ' .. expected .. ' ' .. actual}
+  end
+end
+local what, a, b = plan(3, keep)
+if what == 'keep' then
+  stat('kept')
+  return a
+elseif what == 'replace' then
+  replace(3, a)
+  return a
+end
+if live() + 1 > meta_num('capacity') then return full(1) end
+supersede(b)
+return insert(3, a)
+"""
+
+#: publish_many(P, now, count, then 7 fields per item) -> ids (all or none)
+PUBLISH_MANY = r"""
+reap()
+local count = tonumber(ARGV[3])
+local need, plans, seen = 0, {}, {}
+for j = 0, count - 1 do
+  local i = 4 + j * 7
+  local dk = ARGV[i + 2] ~= '' and (ARGV[i] .. NUL .. ARGV[i + 2]) or nil
+  if dk and seen[dk] then
+    plans[j] = {'again', seen[dk]}
+  else
+    local what, a, b = plan(i, false)
+    plans[j] = {what, a, b}
+    if what == 'new' then need = need + 1 end
+    if dk then seen[dk] = j end
+  end
+end
+if live() + need > meta_num('capacity') then return full(need) end
+local ids = {}
+for j = 0, count - 1 do
+  local i = 4 + j * 7
+  local p = plans[j]
+  if p[1] == 'again' then
+    replace(i, ids[p[2] + 1])
+    ids[j + 1] = ids[p[2] + 1]
+  elseif p[1] == 'replace' then
+    replace(i, p[2])
+    ids[j + 1] = p[2]
+  else
+    supersede(p[3])
+    ids[j + 1] = insert(i, p[2])
+  end
+end
+return ids
+"""
+
+#: checkout(P, now, topic, max, lease_us, share) -> {next_due, deliveries...}
+CHECKOUT = r"""
+reap()
+local topic, most, lease, share = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local r = P .. 'r:' .. topic
+local ready = redis.call('LLEN', r)
+local n = math.min(most, math.ceil(ready / share))
+local out = {next_due()}
+if n <= 0 then return out end
+local ids = redis.call('LPOP', r, n)
+for _, id in ipairs(ids) do
+  local m = P .. 'm:' .. id
+  local tok = tostring(redis.call('INCR', P .. 'tok'))
+  local dl = S(NOW + lease)
+  redis.call('HINCRBY', m, 'a', 1)
+  redis.call('HSET', m, 's', 'f', 'tok', tok, 'dl', dl)
+  redis.call('ZADD', P .. 'leases', dl, id)
+  cnt('ready', -1)
+  cnt('inflight', 1)
+  cnt(topic .. NUL .. 'f', 1)
+  stat('delivered')
+  local f = redis.call('HMGET', m, 'p', 'a', 'v', 'k', 'h', 'c', 'z', 'e')
+  out[#out + 1] = {id, f[1], f[2], f[3], f[4] or false, f[5] or false, f[6] or false,
+    f[7] or false, f[8], tok, dl}
+end
+if #out > 1 then out[1] = next_due() end
+return out
+"""
+
+#: ack(P, now, n_leases, id, tok..., n_items, 7 fields per item) -> lost ids
+#: (with follow-ups: all or nothing)
+ACK = r"""
+reap()
+local n = tonumber(ARGV[3])
+local lost, valid = {}, {}
+for j = 0, n - 1 do
+  local id, tok = ARGV[4 + 2 * j], ARGV[5 + 2 * j]
+  if current(id, tok) then valid[#valid + 1] = id else lost[#lost + 1] = id end
+end
+local base = 4 + 2 * n
+local count = tonumber(ARGV[base])
+if count > 0 and #lost > 0 then return lost end
+if count > 0 then
+  -- Room is checked before anything changes (a script's writes are not
+  -- undone by an error): the acks free theirs first.
+  local acked, need = {}, 0
+  for _, id in ipairs(valid) do acked[id] = true end
+  for j = 0, count - 1 do
+    local i = base + 1 + j * 7
+    local key = ARGV[i + 2]
+    if key == '' then
+      need = need + 1
+    else
+      local holder = redis.call('HGET', P .. 'dedup', ARGV[i] .. NUL .. key)
+      if not holder or acked[holder] or redis.call('HGET', P .. 'm:' .. holder, 's') == 'f' then
+        need = need + 1
+      end
+    end
+  end
+  if live() - #valid + need > meta_num('capacity') then return full(need) end
+end
+for _, id in ipairs(valid) do
+  local m = P .. 'm:' .. id
+  local topic = redis.call('HGET', m, 't')
+  unlease(id, m, topic)
+  forget(id, m)
+  stat('acked')
+end
+if #valid > 0 then room() end
+for j = 0, count - 1 do
+  local i = base + 1 + j * 7
+  local what, a, b = plan(i, false)
+  if what == 'replace' then replace(i, a) else supersede(b); insert(i, a) end
+end
+return lost
+"""
+
+#: release(P, now, id, tok, ...) -> lost ids; each valid one goes to the
+#: front of its topic, in the order given, its delivery not counted.
+RELEASE = r"""
+reap()
+local lost, valid = {}, {}
+for j = 3, #ARGV, 2 do
+  local id, tok = ARGV[j], ARGV[j + 1]
+  if current(id, tok) then valid[#valid + 1] = id else lost[#lost + 1] = id end
+end
+for k = #valid, 1, -1 do
+  local id = valid[k]
+  local m = P .. 'm:' .. id
+  local topic = redis.call('HGET', m, 't')
+  unlease(id, m, topic)
+  stat('released')
+  if redis.call('HGET', m, 'sup') then
+    forget(id, m)
+    stat('superseded_dropped')
+    room()
+  else
+    redis.call('HINCRBY', m, 'a', -1)
+    to_ready(id, m, topic, true)
+  end
+end
+return lost
+"""
+
+#: nack(P, now, id, tok, delay_us (-1: none), error type, message,
+#: traceback, handler, dead-letter reason) -> 'ok' | 'lost'
+NACK = r"""
+reap()
+local id, tok = ARGV[3], ARGV[4]
+if not current(id, tok) then return 'lost' end
+local delay = tonumber(ARGV[5])
+local m = P .. 'm:' .. id
+local topic = redis.call('HGET', m, 't')
+unlease(id, m, topic)
+stat('nacked')
+if redis.call('HGET', m, 'sup') then
+  forget(id, m)
+  stat('superseded_dropped')
+  room()
+  return 'ok'
+end
+local attempt = tonumber(redis.call('HGET', m, 'a'))
+local reason = ARGV[10]
+if reason == '' and attempt >= max_attempts(topic) then reason = 'max_attempts' end
+if reason ~= '' then
+  dead_letter(id, m, topic, reason, ARGV[6], ARGV[7], ARGV[8], ARGV[9], NOWS)
+  return 'ok'
+end
+if not redis.call('HGET', m, 'ff') then redis.call('HSET', m, 'ff', NOWS) end
+if delay > 0 then
+  redis.call('HSET', m, 's', 'd', 'due', S(NOW + delay))
+  redis.call('ZADD', P .. 'delayed', S(NOW + delay), id)
+  cnt('delayed', 1)
+  cnt(topic .. NUL .. 'd', 1)
+else
+  to_ready(id, m, topic, false)
+end
+return 'ok'
+"""
+
+#: extend(P, now, id, tok, by_us) -> new deadline | 'lost'
+EXTEND = r"""
+reap()
+local id, tok = ARGV[3], ARGV[4]
+if not current(id, tok) then return 'lost' end
+local dl = S(NOW + tonumber(ARGV[5]))
+redis.call('HSET', P .. 'm:' .. id, 'dl', dl)
+redis.call('ZADD', P .. 'leases', dl, id)
+return dl
+"""
+
+#: reap(P, now) -> next due (the manual clock's advance, and waiters)
+REAP = r"""
+reap()
+return next_due()
+"""
+
+#: dlq_replay(P, now, all ('1'/'0'), ids...) -> count
+DLQ_REPLAY = r"""
+reap()
+local ids = {}
+if ARGV[3] == '1' then
+  ids = redis.call('LRANGE', P .. 'dlq', 0, -1)
+else
+  for j = 4, #ARGV do ids[#ids + 1] = ARGV[j] end
+end
+local todo = {}
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', P .. 'x:' .. id) == 1 then todo[#todo + 1] = id end
+end
+if live() + #todo > meta_num('capacity') then return full(#todo) end
+for _, id in ipairs(todo) do
+  local x = P .. 'x:' .. id
+  local f = redis.call('HMGET', x, 't', 'p', 'k', 'h', 'c', 'z')
+  local key = f[3] or ''
+  local n = redis.call('INCR', P .. 'seq')
+  local nid = string.format('%016x', n)
+  local m = P .. 'm:' .. nid
+  redis.call('HSET', m, 't', f[1], 'p', f[2], 'a', 0, 'v', 1, 'e', NOWS)
+  if key ~= '' then
+    redis.call('HSET', m, 'k', key)
+    redis.call('HSET', P .. 'dedup', f[1] .. NUL .. key, nid)
+  end
+  if f[4] then redis.call('HSET', m, 'h', f[4]) end
+  if f[5] then redis.call('HSET', m, 'c', f[5]) end
+  if f[6] then redis.call('HSET', m, 'z', f[6]) end
+  to_ready(nid, m, f[1], false)
+  redis.call('DEL', x)
+  redis.call('LREM', P .. 'dlq', 1, id)
+  cnt(f[1] .. NUL .. 'x', -1)
+  stat('dlq_replayed')
+end
+return #todo
+"""
+
+#: dlq_purge(P, now, all ('1'/'0'), ids...) -> count
+DLQ_PURGE = r"""
+local ids = {}
+if ARGV[3] == '1' then
+  ids = redis.call('LRANGE', P .. 'dlq', 0, -1)
+else
+  for j = 4, #ARGV do ids[#ids + 1] = ARGV[j] end
+end
+local done = 0
+for _, id in ipairs(ids) do
+  local x = P .. 'x:' .. id
+  local topic = redis.call('HGET', x, 't')
+  if topic then
+    redis.call('DEL', x)
+    redis.call('LREM', P .. 'dlq', 1, id)
+    cnt(topic .. NUL .. 'x', -1)
+    stat('dlq_purged')
+    done = done + 1
+  end
+end
+return done
+"""
+
+SCRIPTS: dict[str, str] = {
+    name: PRELUDE + body
+    for name, body in {
+        "publish": PUBLISH,
+        "publish_many": PUBLISH_MANY,
+        "checkout": CHECKOUT,
+        "ack": ACK,
+        "release": RELEASE,
+        "nack": NACK,
+        "extend": EXTEND,
+        "reap": REAP,
+        "dlq_replay": DLQ_REPLAY,
+        "dlq_purge": DLQ_PURGE,
+    }.items()
+}
+"""Script name -> source (the prelude and the operation)."""

@@ -1,0 +1,267 @@
+"""The Redis backend beyond the contract (which runs against it too,
+``tests/contract``): options that do not apply, a server that is down, a
+wrong password, a namespace holding someone else's keys, the script cache
+flushed during a run, the server's durability reported, waiting without a
+sleep loop, and handlers. A real ``redis-server`` (``tests/redis_servers.py``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis as redis_py
+import ringq
+from redis_servers import redis_url
+from redisd import free_port
+
+
+@pytest.fixture(scope="module")
+def url() -> str:
+    found = redis_url()
+    if found is None:
+        pytest.skip("redis-server is not installed (scripts/dev test installs it)")
+    return found
+
+
+@pytest.fixture
+def ns() -> str:
+    return "t-" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def opened(url: str, ns: str) -> Iterator[list[ringq.Queue]]:
+    queues: list[ringq.Queue] = []
+    yield queues
+    for q in queues:
+        q.close()
+
+
+def open_q(opened: list[ringq.Queue], url: str, ns: str, **options: Any) -> ringq.Queue:
+    q = ringq.Queue(url, namespace=ns, **options)
+    opened.append(q)
+    return q
+
+
+def raw(url: str) -> redis_py.Redis:
+    return redis_py.Redis.from_url(url)
+
+
+def test_options_that_describe_a_journal_are_refused_all_at_once(url: str, ns: str) -> None:
+    with pytest.raises(ringq.ConfigError) as info:
+        ringq.Queue(url, namespace=ns, segment_size=1 << 20, snapshot_every=10, fsync_interval=1.0)
+    text = str(info.value)
+    for name in ("segment_size", "snapshot_every", "fsync_interval"):
+        assert name in text
+    with pytest.raises(ringq.ConfigError, match="shared"):
+        ringq.Queue(url, namespace=ns, shared=True)
+    with pytest.raises(ringq.ConfigError, match="namespace"):
+        ringq.Queue(url, namespace="a{b}")
+    with pytest.raises(ringq.ConfigError, match="capacity"):
+        ringq.Queue(url, namespace=ns, capacity=0)
+
+
+def test_a_namespace_is_refused_for_a_directory(tmp_path: Any) -> None:
+    with pytest.raises(ringq.ConfigError, match="redis:// queues only"):
+        ringq.Queue(tmp_path / "q", namespace="shop")
+
+
+def test_a_server_that_is_down_is_a_clear_error_naming_it() -> None:
+    port = free_port()
+    with pytest.raises(ringq.BackendUnavailable) as info:
+        ringq.Queue(f"redis://127.0.0.1:{port}/0", namespace="shop")
+    assert f"redis://127.0.0.1:{port}/0" in str(info.value)
+    assert "namespace 'shop'" in str(info.value)
+    assert isinstance(info.value, ringq.OwnerGone), "callers that handle OwnerGone handle it"
+
+
+def test_a_wrong_password_is_a_config_error(url: str, ns: str) -> None:
+    r = raw(url)
+    user = "u" + uuid.uuid4().hex[:8]
+    r.acl_setuser(user, enabled=True, passwords=["+right"], keys=["*"], commands=["+@all"])
+    try:
+        bad = url.replace("redis://", f"redis://{user}:wrong@")
+        with pytest.raises(ringq.ConfigError, match="credentials"):
+            ringq.Queue(bad, namespace=ns)
+        good = url.replace("redis://", f"redis://{user}:right@")
+        q = ringq.Queue(good, namespace=ns)
+        q.publish(b"x")
+        q.close()
+    finally:
+        r.acl_deluser(user)
+
+
+def test_a_namespace_holding_other_keys_is_refused_and_left_alone(url: str, ns: str) -> None:
+    r = raw(url)
+    key = f"ringq:{{{ns}}}:meta"
+    r.set(key, "someone else's")
+    with pytest.raises(ringq.ConfigError, match="not a ringq queue"):
+        ringq.Queue(url, namespace=ns)
+    assert r.get(key) == b"someone else's"
+
+
+def test_a_flushed_script_cache_is_loaded_again(
+    opened: list[ringq.Queue], url: str, ns: str
+) -> None:
+    q = open_q(opened, url, ns)
+    first = q.publish(b"1")
+    raw(url).script_flush()
+    second = q.publish(b"2")
+    got = q.checkout(max_messages=5, timeout=0)
+    assert [d.id for d in got] == [first, second]
+    raw(url).script_flush()
+    q.ack(got)
+    assert q.stats()["total"] == 0
+
+
+def test_stats_report_the_servers_durability(opened: list[ringq.Queue], url: str, ns: str) -> None:
+    q = open_q(opened, url, ns, durability="always")
+    s = q.stats()
+    assert (s["backend"], s["redis_appendfsync"], s["durability"]) == ("redis", "always", "always")
+    r = raw(url)
+    r.config_set("appendfsync", "everysec")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            q2 = open_q(opened, url, ns, durability="always")
+        assert any("appendfsync is 'everysec'" in str(w.message) for w in caught), caught
+        assert q2.stats()["redis_appendfsync"] == "everysec"
+    finally:
+        r.config_set("appendfsync", "always")
+
+
+def test_a_waiting_checkout_wakes_on_another_clients_publish(
+    opened: list[ringq.Queue], url: str, ns: str
+) -> None:
+    consumer = open_q(opened, url, ns)
+    producer = open_q(opened, url, ns)
+    got: list[list[ringq.Delivery]] = []
+    waited: list[float] = []
+
+    def wait() -> None:
+        t0 = time.monotonic()
+        got.append(consumer.checkout("t", timeout=30))
+        waited.append(time.monotonic() - t0)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.3)
+    published = time.monotonic()
+    mid = producer.publish(b"x", "t")
+    t.join(10)
+    assert [d.id for d in got[0]] == [mid]
+    assert time.monotonic() - published < 0.5, "woken by the publish, not a poll"
+
+
+def test_an_interrupt_ends_a_waiting_checkout(opened: list[ringq.Queue], url: str, ns: str) -> None:
+    q = open_q(opened, url, ns)
+    backend = q.backend
+    since = backend.interrupts("t")
+    out: list[list[ringq.Delivery]] = []
+    t = threading.Thread(target=lambda: out.append(backend.checkout("t", timeout=30, since=since)))
+    t.start()
+    time.sleep(0.2)
+    backend.interrupt("t")
+    t.join(5)
+    assert not t.is_alive() and out == [[]]
+
+
+def test_a_delivery_of_another_namespace_is_foreign(
+    opened: list[ringq.Queue], url: str, ns: str
+) -> None:
+    a = open_q(opened, url, ns)
+    b = open_q(opened, url, ns + "-other")
+    a.publish(b"x")
+    [d] = a.checkout(timeout=0)
+    with pytest.raises(ringq.ForeignDelivery):
+        b.ack(d)
+    a.ack(d)
+
+
+def test_limits_hold(opened: list[ringq.Queue], url: str, ns: str) -> None:
+    q = open_q(opened, url, ns, max_payload=10, max_key=4)
+    with pytest.raises(ringq.LimitExceeded):
+        q.publish(b"x" * 11)
+    with pytest.raises(ringq.LimitExceeded):
+        q.publish(b"x", dedup_key="12345")
+    assert q.stats()["total"] == 0
+
+
+@dataclass
+class Order:
+    order_id: str
+
+
+def test_handlers_retry_and_dead_letter_on_redis(
+    opened: list[ringq.Queue], url: str, ns: str
+) -> None:
+    q = open_q(opened, url, ns)
+    done: list[str] = []
+    finished = threading.Event()
+
+    @q.handler(Order, retry=ringq.Retry(max_attempts=2, backoff=ringq.Backoff.fixed(0.01)))
+    def on_order(order: Order, ctx: ringq.Context) -> None:
+        if order.order_id == "bad":
+            raise ValueError("bad order")
+        done.append(order.order_id)
+        ctx.publish({"receipt": order.order_id}, topic="receipts")
+        if len(done) == 3:
+            finished.set()
+
+    for i in ("a", "b", "bad", "c"):
+        q.publish(Order(i))
+    q.start()
+    assert finished.wait(10)
+    deadline = time.monotonic() + 10
+    while len(q.dlq) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    q.stop()
+    assert sorted(done) == ["a", "b", "c"]
+    [dead] = q.dlq.list()
+    assert (dead.reason, dead.attempts, dead.error_message) == ("max_attempts", 2, "bad order")
+    assert dead.handler == "on_order"
+    receipts = q.checkout("receipts", max_messages=10, timeout=0)
+    assert len(receipts) == 3
+
+
+def test_async_queue_on_redis_is_refused_clearly(url: str, ns: str) -> None:
+    with pytest.raises(ringq.ConfigError, match="not built yet"):
+        ringq.AsyncQueue(url, namespace=ns)
+
+
+def test_the_cli_inspects_and_manages_dead_letters_on_redis(
+    opened: list[ringq.Queue], url: str, ns: str
+) -> None:
+    from click.testing import CliRunner
+    from ringq.cli import main
+
+    q = open_q(opened, url, ns, max_attempts=1, capacity=1234)
+    bad = q.publish(b"bad", "t")
+    q.publish(b"ready", "t")
+    [d] = q.checkout("t", timeout=0)
+    q.nack(d, error=ValueError("nope"))
+    runner = CliRunner()
+    out = runner.invoke(main, ["inspect", url, "--namespace", ns, "--json"])
+    assert out.exit_code == 0, out.output
+    info = json.loads(out.output)
+    assert (info["stats"]["ready"], info["stats"]["dead"]) == (1, 1)
+    assert info["topics"]["t"]["ready"] == 1
+    assert q.stats()["capacity"] == 1234, "inspecting changed nothing"
+    out = runner.invoke(main, ["dlq", "list", url, "--namespace", ns, "--json"])
+    assert [x["id"] for x in json.loads(out.output)] == [bad]
+    out = runner.invoke(main, ["dlq", "show", url, bad, "--namespace", ns])
+    assert json.loads(out.output)["error_type"] == "ValueError"
+    out = runner.invoke(main, ["dlq", "replay", url, "--namespace", ns])
+    assert out.exit_code == 0 and "replayed 1" in out.output
+    assert q.stats()["ready"] == 2
+    out = runner.invoke(main, ["inspect", url, "--namespace", ns + "-missing"])
+    assert out.exit_code == 2 and "no ringq queue" in out.output
+    out = runner.invoke(main, ["inspect", url, "--namespace", ns])
+    assert out.exit_code == 0 and "appendfsync" in out.output
