@@ -234,6 +234,13 @@ impl<F: Clone> SyncPoint<F> {
                 return Ok(());
             }
             st.failed_since(lsn, asked_at)?;
+            if lsn > st.requested {
+                // A failed round that stopped short of `lsn` (it started
+                // before this record was written) dropped the request: ask
+                // again, or no round would ever come for it.
+                st.requested = lsn;
+                self.work.notify_one();
+            }
             st = wait(&self.done, st);
         }
     }
@@ -419,5 +426,34 @@ mod tests {
         f.join().unwrap();
         // Without the gather, round 2 would take one fsync per writer (5 in all).
         assert_eq!(rounds, 2, "fsync rounds for 2 rounds of 4 writers");
+    }
+
+    #[test]
+    fn a_failed_round_that_stopped_short_of_a_record_does_not_strand_its_waiter() {
+        let sp = Arc::new(SyncPoint::new(0, Some(0u8)));
+        // A round starts for record 1 only ...
+        sp.written(1);
+        sp.request();
+        let Job::Sync { upto, .. } = sp.next_job(None) else { panic!("a job") };
+        assert_eq!(upto, 1);
+        // ... record 2 is written and waited for meanwhile ...
+        sp.written(2);
+        let waiter = {
+            let sp = sp.clone();
+            std::thread::spawn(move || sp.wait_durable(2))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        // ... and the round fails: it did not cover record 2, whose waiter
+        // must get a round of its own (the failure dropped the request).
+        sp.complete(upto, Err((Some(5), "EIO".into())));
+        let f = flusher(sp.clone());
+        let t0 = Instant::now();
+        while !waiter.is_finished() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "the waiter of record 2 was stranded");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        waiter.join().unwrap().unwrap();
+        sp.shutdown();
+        f.join().unwrap();
     }
 }

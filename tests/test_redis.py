@@ -6,6 +6,7 @@ sleep loop, and handlers. A real ``redis-server`` (``tests/redis_servers.py``)."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -231,11 +232,6 @@ def test_handlers_retry_and_dead_letter_on_redis(
     assert len(receipts) == 3
 
 
-def test_async_queue_on_redis_is_refused_clearly(url: str, ns: str) -> None:
-    with pytest.raises(ringq.ConfigError, match="not built yet"):
-        ringq.AsyncQueue(url, namespace=ns)
-
-
 def test_the_cli_inspects_and_manages_dead_letters_on_redis(
     opened: list[ringq.Queue], url: str, ns: str
 ) -> None:
@@ -265,3 +261,112 @@ def test_the_cli_inspects_and_manages_dead_letters_on_redis(
     assert out.exit_code == 2 and "no ringq queue" in out.output
     out = runner.invoke(main, ["inspect", url, "--namespace", ns])
     assert out.exit_code == 0 and "appendfsync" in out.output
+
+
+# -- ringq.AsyncQueue on Redis (the contract runs through it too) -------------------------
+
+
+def test_async_calls_wait_on_redis_without_blocking_the_loop_and_cancel_cleanly(
+    url: str, ns: str
+) -> None:
+    other = ringq.Queue(url, namespace=ns, capacity=2)
+
+    async def main() -> None:
+        async with ringq.AsyncQueue(url, namespace=ns, capacity=2) as q:
+            ticks: list[float] = []
+
+            async def ticker() -> None:
+                while True:
+                    ticks.append(time.monotonic())
+                    await asyncio.sleep(0.001)
+
+            tick = asyncio.ensure_future(ticker())
+            waiting = asyncio.ensure_future(q.checkout("t", timeout=10))
+            await asyncio.sleep(0.2)
+            assert not waiting.done() and len(ticks) > 50
+            mid = other.publish(b"x", "t")
+            [d] = await asyncio.wait_for(waiting, 5)
+            assert d.id == mid
+            await q.ack(d)
+            # A checkout cancelled while it waits took nothing.
+            waiting = asyncio.ensure_future(q.checkout("t", timeout=10))
+            await asyncio.sleep(0.05)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            later = other.publish(b"later", "t")
+            await asyncio.sleep(0.05)
+            assert other.stats()["in_flight"] == 0
+            [d] = await q.checkout("t", timeout=5)
+            assert (d.id, d.attempt) == (later, 1)
+            await q.ack(d)
+            # A publish cancelled while it waits for room published nothing.
+            await q.publish_many([b"1", b"2"], "u")
+            blocked = asyncio.ensure_future(q.publish(b"3", "u"))
+            await asyncio.sleep(0.1)
+            blocked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await blocked
+            got = await q.checkout("u", max_messages=5, timeout=0)
+            await q.ack(got)
+            await asyncio.sleep(0.05)
+            assert [x.payload for x in got] == [b"1", b"2"]
+            assert other.stats()["total"] == 0, "the cancelled publish did not happen"
+            tick.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.close()
+
+
+def test_a_checkout_cancelled_after_redis_answered_gives_its_messages_back(
+    url: str, ns: str
+) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(url, namespace=ns) as q:
+            mid = await q.publish(b"x", "t")
+            task = asyncio.ensure_future(q.checkout("t", timeout=5))
+            await asyncio.sleep(0)  # the call is submitted: its script runs
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            deadline = time.monotonic() + 5
+            while (await q.dlq.count(), q.stats()["in_flight"]) != (0, 0):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            [d] = await q.checkout("t", timeout=5)
+            assert (d.id, d.attempt) == (mid, 1), "given back unstarted, not counted"
+            await q.ack(d)
+
+    asyncio.run(main())
+
+
+def test_async_handlers_run_on_redis(url: str, ns: str) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(url, namespace=ns) as q:
+            seen: list[int] = []
+            deadlines: list[float] = []
+
+            @q.handler(int, topic="n", max_parallelism=8)
+            async def on_n(n: int, ctx: ringq.Context) -> None:
+                deadlines.append(ctx.heartbeat(20))
+                await asyncio.sleep(0.001)
+                seen.append(n)
+                ctx.publish(n * 2, topic="doubled")
+
+            q.start()
+            await asyncio.gather(*(q.publish(i, "n") for i in range(50)))
+            deadline = time.monotonic() + 10
+            while len(seen) < 50:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            await q.stop()
+            assert sorted(seen) == list(range(50))
+            assert all(x > time.time() + 10 for x in deadlines)
+            doubled = await q.checkout("doubled", max_messages=100, timeout=0)
+            assert sorted(int(d.payload) for d in doubled) == [2 * i for i in range(50)]
+            await q.ack(doubled)
+            assert q.stats()["total"] == 0
+
+    asyncio.run(main())

@@ -311,8 +311,16 @@ class AsyncOps:
         self._handle = handle
         self._side = _LoopSide(handle)
         #: A shared queue's client: every call is answered by the owner.
-        self._socket = handle._async_kind() == "socket"
-        self._always = handle.durability == "always" and not self._socket
+        kind = handle._async_kind()
+        self._socket = kind == "socket"
+        #: A Redis queue: every call is a task driven with redis.asyncio
+        #: (``ringq.backends.redis.RedisLoopHandle``).
+        self._tasks = kind == "task"
+        #: Calls are answered later (a shared queue's owner, Redis).
+        self._remote = self._socket or self._tasks
+        self._always = handle.durability == "always" and not self._remote
+        self._bound = False
+        self._task_loop: asyncio.AbstractEventLoop | None = None
         self._signals: _Signals | None = None
         self._answers: _Answers | None = None
         #: When a call last gave the loop a turn (``TURN``).
@@ -340,7 +348,7 @@ class AsyncOps:
         if self._answers is not None:
             self._answers.close()
             self._answers = None
-        if self._socket or not self._handle.closed:
+        if self._remote or not self._handle.closed:
             self._handle._async_detach()
 
     # -- waiting ------------------------------------------------------------
@@ -350,6 +358,15 @@ class AsyncOps:
         loop = asyncio.get_running_loop()
         if self._detached:
             raise QueueClosed("the queue is closed")
+        bound, self._bound = self._bound, True
+        if self._tasks:
+            first = self._task_loop
+            if first is None:
+                self._task_loop = loop
+            elif first is not loop:
+                self._bound = bound
+                raise self._other_loop()
+            return loop
         if self._socket:
             a = self._answers
             if a is None:
@@ -380,6 +397,11 @@ class AsyncOps:
 
     def _expect(self, s: Submitted) -> asyncio.Future[Any]:
         """The future of a submitted request's answer."""
+        if self._tasks:
+            if not self._bound:
+                self._bind()
+            task: asyncio.Future[Any] = self._handle._take(s.ticket)
+            return task
         if self._answers is None:
             self._bind()
         assert self._answers is not None
@@ -392,16 +414,22 @@ class AsyncOps:
         given back unstarted."""
         fut = self._expect(s)
         try:
-            return await fut
+            # A task is shielded: whether it may stop is the handle's call.
+            return await (asyncio.shield(fut) if self._tasks else fut)
         except asyncio.CancelledError:
-            if self._answers is not None:
+            if self._tasks:
+                self._handle._withdraw(s.ticket, fut)
+            elif self._answers is not None:
                 self._answers.withdraw(s.ticket)
             raise
 
-    def _send_now(self) -> None:
-        """Writes what was submitted now (a last act: the loop may not turn again)."""
+    def _send_now(self, s: Submitted) -> None:
+        """A request nobody will await (a last act: the loop may not turn
+        again): written now (a shared queue's client) or left to run (Redis)."""
         if self._socket and self._answers is not None:
             self._handle._loop_flush()
+        elif self._tasks:
+            self._handle._forget(s.ticket)
 
     async def _reconnect(self) -> None:
         """After a call made elsewhere because the loop's connection was
@@ -506,6 +534,13 @@ class AsyncOps:
                     done, self._asked_at, on_disk = self._handle._poll_durable(
                         self._requested, self._asked_at
                     )
+                    if not done:
+                        # The round ended short of it (it started before
+                        # these records; a failed one drops its request):
+                        # ask again, or no round would come for them.
+                        done, self._asked_at, on_disk = self._handle._poll_durable(
+                            self._requested, None
+                        )
                     self._durable_upto = max(
                         self._durable_upto, on_disk, self._requested if done else 0
                     )
@@ -578,7 +613,7 @@ class AsyncOps:
         if self._turn_due():
             # A producer that never waits would never let the loop run.
             await asyncio.sleep(0)
-        if self._signals is None and self._answers is None:
+        if not self._bound:
             self._bind()
         side = self._side
         try:
@@ -614,7 +649,7 @@ class AsyncOps:
         """``Queue.publish_many``, awaited (all or none)."""
         if self._turn_due():
             await asyncio.sleep(0)
-        if self._signals is None and self._answers is None:
+        if not self._bound:
             self._bind()
         side = self._side
         items = payloads if isinstance(payloads, list) else list(payloads)
@@ -668,7 +703,7 @@ class AsyncOps:
         """``Queue.checkout``, awaited: waits up to ``timeout`` seconds for
         the first message (``None``: no limit, ``0``: never) and returns
         ``[]`` if none came. Cancelled while waiting, it took nothing."""
-        if self._socket:
+        if self._remote:
             return await self._checkout_remote(topic, max_messages, lease, timeout)
         side = self._side
         signals = self._loop_signals()
@@ -719,8 +754,8 @@ class AsyncOps:
 
     def _ready_now(self, topic: str, max_messages: int, lease: float) -> list[Delivery]:
         """What is ready now, without waiting or giving the loop a turn
-        (``[]`` on a shared queue's client: asking is a round trip)."""
-        if self._socket:
+        (``[]`` on a shared queue's client or Redis: asking is a round trip)."""
+        if self._remote:
             return []
         return self._side.checkout(topic, max_messages, lease, 0)
 

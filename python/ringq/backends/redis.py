@@ -21,9 +21,15 @@ How the contract maps to Redis (more in ``docs/backends.md``):
   (a publish, a due delay or an ended lease pushes a token), for at most
   the time until the next deadline or delay, so it is never a sleep loop;
   a publish into a full queue waits the same way on the ``room`` list;
+- on a Redis Cluster a script runs only while its slot is settled on its
+  node (``CLUSTER_GUARD``): while a reshard moves the slot key by key, the
+  namespace's calls wait and try again instead of meeting half its keys gone;
 - durability is the server's (``appendonly`` and ``appendfsync``):
   ``stats()["redis_appendfsync"]`` reports it, and ``durability="always"``
   warns when the server does not fsync every write.
+
+``ringq.AsyncQueue`` on Redis drives the same operations (each written
+once, as a generator of requests) with redis.asyncio: ``RedisLoopHandle``.
 
 Options that describe a journal on disk (``segment_size``,
 ``snapshot_every``, ``snapshot_interval``, a non-default
@@ -34,14 +40,17 @@ opener's values; a later opener with other values gets a ``ConfigError``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import secrets
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator, Iterable, Sequence
+from functools import partial
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from ringq import errors
@@ -53,6 +62,11 @@ from ringq.backends.redis_scripts import SCRIPTS
 __all__ = ["RedisBackend", "is_redis_url", "open_redis"]
 
 T = TypeVar("T")
+#: What an operation asks the server for: ``("script", name, args)``,
+#: ``("pipe", [(command, args), ...], transaction)`` or ``("wait", key, seconds)``.
+Request = tuple[str, Any, Any]
+#: An operation, driven by ``RedisBackend._run`` or ``RedisLoopHandle``.
+Op = Generator[Request, Any, T]
 
 #: How long one wait in ``BLPOP`` lasts at most before the caller looks
 #: again (a closed queue, a deadline): seconds.
@@ -61,6 +75,37 @@ SLICE = 1.0
 _NOT_FOR_REDIS = ("segment_size", "snapshot_every", "snapshot_interval")
 _DEFAULT_FSYNC_INTERVAL = 0.05
 _MICRO = 1_000_000
+#: How long a call waits for a reshard of its namespace's slot to end: seconds.
+RESHARD_WAIT = 60.0
+
+#: Put before every script on a Redis Cluster. While a reshard moves the
+#: namespace's slot (``MIGRATING`` on the old master, ``IMPORTING`` on the
+#: new one, keys moved a few at a time), some keys are on one node and some
+#: on the other. A script on the old master that met a moved key would fail
+#: in the middle with its earlier writes kept (Redis rolls nothing back, and
+#: the keys a script makes, such as ``m:<id>``, cannot be declared up
+#: front); one sent to the new master by ``ASK`` would read a key not moved
+#: yet as empty. So a script first reads two keys of KEYS[1]'s slot that
+#: never exist: the cluster refuses that only while the slot moves (the old
+#: master: "not here, ASK"; the new one: "not all here, TRYAGAIN"); then the
+#: script refuses before its first write and the client asks again until
+#: the reshard is over (``MOVED`` then sends it to the new master). Any
+#: other refusal (the cluster is down; keys outside the slot, a bug) is
+#: passed on as it is.
+CLUSTER_GUARD = r"""
+do
+  local a, b = KEYS[1] .. '?resharding1', KEYS[1] .. '?resharding2'
+  local probe = redis.pcall('EXISTS', a, b)
+  if type(probe) == 'table' and probe.err then
+    local here = redis.call('CLUSTER', 'KEYSLOT', KEYS[1])
+    if redis.call('CLUSTER', 'KEYSLOT', a) ~= here
+      or string.find(probe.err, 'cluster is down', 1, true) then
+      return redis.error_reply(probe.err)
+    end
+    return redis.error_reply('RESHARDING ' .. probe.err)
+  end
+end
+"""
 
 
 def _us(seconds: float) -> int:
@@ -179,6 +224,7 @@ class RedisBackend:
         self._waiting: dict[str, int] = {}
         self._waiting_lock = threading.Lock()
         self._shas: dict[str, str] = {}
+        self._cluster = parts.scheme.endswith("+cluster")
         self._r = _client if _client is not None else self._connect(url)
         self._appendfsync = self._call(lambda: self._server_appendfsync())
         if self._durability == "always" and self._appendfsync != "always":
@@ -212,6 +258,19 @@ class RedisBackend:
             return redis.RedisCluster.from_url(plain, socket_timeout=None)
         return redis.Redis.from_url(url, socket_timeout=None, health_check_interval=30)
 
+    @staticmethod
+    def _connect_async(url: str) -> Any:
+        import redis.asyncio as aredis
+
+        if urlsplit(url).scheme.endswith("+cluster"):
+            return aredis.RedisCluster.from_url(url.replace("+cluster", "", 1))
+        return aredis.Redis.from_url(url)
+
+    def _deferred(self) -> RedisLoopHandle:
+        """The handle ``ringq.AsyncQueue`` calls (see ``RedisLoopHandle``)."""
+        self._check_open()
+        return RedisLoopHandle(self)
+
     def _where(self) -> str:
         parts = urlsplit(self._url)
         host = parts.hostname or "?"
@@ -220,21 +279,30 @@ class RedisBackend:
 
     def _call(self, f: Callable[[], T]) -> T:
         """Runs ``f`` (Redis commands), turning Redis' errors into ringq's."""
-        import redis
-
         try:
             return f()
-        except redis.exceptions.AuthenticationError as e:
-            raise errors.ConfigError(
-                f"Redis refused the credentials for {self._where()}: {e}"
-            ) from e
-        except redis.exceptions.ResponseError as e:
-            raise self._script_error(str(e)) from e
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
-            raise errors.BackendUnavailable(
+        except Exception as e:
+            mapped = self._map_error(e)
+            if mapped is None:
+                raise
+            raise mapped from e
+
+    def _map_error(self, e: Exception) -> Exception | None:
+        """ringq's error for an error of redis-py (``None``: not one)."""
+        import redis
+
+        if isinstance(e, redis.exceptions.AuthenticationError):
+            return errors.ConfigError(f"Redis refused the credentials for {self._where()}: {e}")
+        if isinstance(e, redis.exceptions.NoScriptError):
+            return None
+        if isinstance(e, redis.exceptions.ResponseError):
+            return self._script_error(str(e))
+        if isinstance(e, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+            return errors.BackendUnavailable(
                 f"the Redis server of {self._where()} cannot be reached ({e}); whether the "
                 "call took effect is unknown"
-            ) from e
+            )
+        return None
 
     def _script_error(self, text: str) -> Exception:
         word, _, rest = text.partition(" ")
@@ -248,6 +316,12 @@ class RedisBackend:
             e: Exception = errors.QueueFull(msg)
             e.need, e.capacity = need, capacity  # type: ignore[attr-defined]
             return e
+        if word == "RESHARDING":
+            return errors.BackendUnavailable(
+                f"the slot of {self._where()} has been moving between Redis Cluster nodes "
+                f"for over {RESHARD_WAIT:g} s (a reshard stopped half way? redis-cli --cluster "
+                f"fix ends it); the call did not take effect ({rest})"
+            )
         if word == "VERSION":
             expected, actual = (int(x) for x in rest.split()[:2])
             v = errors.VersionConflict(
@@ -302,27 +376,52 @@ class RedisBackend:
         assert instance is not None
         return instance
 
-    def _script(self, name: str, args: Sequence[object]) -> Any:
-        """Runs script ``name`` (``EVALSHA``; loaded again if the server lost it)."""
-        import redis
-
+    def _script_args(self, args: Sequence[object]) -> list[object]:
+        """A script's ARGV (prefix, clock, then ``args``); the queue must be open."""
         if self._closed:
             raise errors.QueueClosed("the queue is closed")
         if os.getpid() != self._pid:
             raise errors.QueueForked(
                 f"this Redis queue was opened by process {self._pid}: open it again in the child"
             )
-        full = [self._prefix, self._clock.now(), *args]
+        return [self._prefix, self._clock.now(), *args]
 
-        def run() -> Any:
+    def _script_text(self, name: str) -> str:
+        return CLUSTER_GUARD + SCRIPTS[name] if self._cluster else SCRIPTS[name]
+
+    @staticmethod
+    def _resharding(e: Exception, deadline: float) -> bool:
+        """``e`` is ``CLUSTER_GUARD``'s refusal (nothing was written) and
+        there is time to try again."""
+        return str(e).startswith("RESHARDING ") and time.monotonic() < deadline
+
+    def _script(self, name: str, args: Sequence[object]) -> Any:
+        """Runs script ``name`` (``EVALSHA``; loaded again if the server lost
+        it; again, after a growing pause, while its slot is resharded)."""
+        import redis
+
+        full = self._script_args(args)
+
+        def once() -> Any:
             sha = self._shas.get(name)
             if sha is None:
-                sha = self._shas[name] = self._r.script_load(SCRIPTS[name])
+                sha = self._shas[name] = self._r.script_load(self._script_text(name))
             try:
                 return self._r.evalsha(sha, 1, self._meta, *full)
             except redis.exceptions.NoScriptError:
-                self._shas[name] = self._r.script_load(SCRIPTS[name])
+                self._shas[name] = self._r.script_load(self._script_text(name))
                 return self._r.evalsha(self._shas[name], 1, self._meta, *full)
+
+        def run() -> Any:
+            deadline, pause = time.monotonic() + RESHARD_WAIT, 0.001
+            while True:
+                try:
+                    return once()
+                except redis.exceptions.ResponseError as e:
+                    if not self._resharding(e, deadline):
+                        raise
+                time.sleep(pause)
+                pause = min(2 * pause, 0.05)
 
         return self._call(run)
 
@@ -470,19 +569,51 @@ class RedisBackend:
         e.ids = names
         return e
 
-    # -- waiting --------------------------------------------------------------
+    # -- operations, once for both drivers -------------------------------------
+    #
+    # Each operation is a generator: it yields what it needs from the server
+    # (``("script", name, args)``, ``("pipe", commands, transaction)``,
+    # ``("wait", key, seconds)``: a ``BLPOP``)
+    # and gets the answer back (or the error thrown in). ``_run`` drives one
+    # with the blocking client; ``RedisLoopHandle`` drives the same with
+    # redis.asyncio on an event loop (``ringq.AsyncQueue``).
 
-    def _wait_for(self, key: str, deadline: float | None, next_due: int) -> None:
-        """Blocks in ``BLPOP`` on wake-up list ``key`` until a token comes,
-        ``deadline`` (monotonic) or the next due time passes, or a slice."""
+    def _run(self, op: Op[T]) -> T:
+        """Drives ``op`` with the blocking client."""
+        answer: Any = None
+        failure: BaseException | None = None
+        while True:
+            try:
+                req = op.throw(failure) if failure is not None else op.send(answer)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            answer, failure = None, None
+            try:
+                if req[0] == "script":
+                    answer = self._script(req[1], req[2])
+                elif req[0] == "pipe":
+                    answer = self._call(partial(self._pipe, req[1], req[2]))
+                else:
+                    answer = self._call(partial(self._r.blpop, [req[1]], timeout=req[2]))
+            except BaseException as e:  # handed to the operation
+                failure = e
+
+    def _pipe(self, commands: Sequence[tuple[str, tuple[Any, ...]]], transaction: bool) -> Any:
+        pipe = self._r.pipeline(transaction=transaction)
+        for name, args in commands:
+            getattr(pipe, name)(*args)
+        return pipe.execute()
+
+    def _wait_seconds(self, deadline: float | None, next_due: int) -> float:
+        """How long a wait may last: to ``deadline`` (monotonic), to the next
+        due time (``next_due``, microseconds; -1: none), at most ``SLICE``;
+        0: do not wait."""
         wait = SLICE
         if deadline is not None:
             wait = min(wait, deadline - time.monotonic())
         if next_due >= 0 and not self._clock.manual:
             wait = min(wait, max(0.0, (next_due - self._clock.now()) / _MICRO) + 0.001)
-        if wait <= 0:
-            return
-        self._call(lambda: self._r.blpop([key], timeout=max(0.01, wait)))
+        return max(0.01, wait) if wait > 0 else 0.0
 
     def _waiting_on(self, key: str, by: int) -> None:
         with self._waiting_lock:
@@ -490,25 +621,26 @@ class RedisBackend:
             if self._waiting[key] <= 0:
                 del self._waiting[key]
 
-    def _with_room(self, call: Callable[[], T], block: bool, timeout: float | None) -> T:
-        """``call`` (a publish); if the queue is full and ``block``, again
-        whenever room is made, until ``timeout``."""
+    def _with_room(
+        self, name: str, args: Sequence[object], block: bool, timeout: float | None
+    ) -> Op[Any]:
+        """Script ``name`` (a publish); if the queue is full and ``block``,
+        again whenever room is made, until ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         room = self._prefix + "room"
         self._waiting_on(room, 1)
         try:
             while True:
                 try:
-                    return call()
+                    return (yield ("script", name, args))
                 except errors.QueueFull as e:
-                    need = getattr(e, "need", 0)
-                    cap = getattr(e, "capacity", 0)
-                    if not block or need > cap:
+                    if not block or (e.need or 0) > (e.capacity or 0):
                         raise
-                    if deadline is not None and time.monotonic() >= deadline:
+                    wait = self._wait_seconds(deadline, -1)
+                    if wait == 0:
                         raise
                     self._check_open()
-                    self._wait_for(room, deadline, -1)
+                    yield ("wait", room, wait)
         finally:
             self._waiting_on(room, -1)
 
@@ -528,6 +660,36 @@ class RedisBackend:
         block: bool = True,
         timeout: float | None = None,
     ) -> str:
+        return self._run(
+            self._publish(
+                payload,
+                topic,
+                dedup_key,
+                delay,
+                headers,
+                correlation_id,
+                causation_id,
+                on_duplicate,
+                expected_version,
+                block,
+                timeout,
+            )
+        )
+
+    def _publish(
+        self,
+        payload: bytes,
+        topic: str | None,
+        dedup_key: str | None,
+        delay: float | None,
+        headers: dict[str, str] | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+        on_duplicate: str,
+        expected_version: int | None,
+        block: bool,
+        timeout: float | None,
+    ) -> Op[str]:
         self._check_open()
         if on_duplicate not in ("replace", "keep"):
             raise ValueError(f"on_duplicate must be 'replace' or 'keep', not {on_duplicate!r}")
@@ -541,7 +703,7 @@ class RedisBackend:
             topic or "default", payload, dedup_key, delay, headers, correlation_id, causation_id
         )
         args = [*fields, on_duplicate, "" if expected_version is None else expected_version]
-        got = self._with_room(lambda: self._script("publish", args), block, timeout)
+        got = yield from self._with_room("publish", args, block, timeout)
         return _text(got) or ""
 
     def publish_many(
@@ -552,11 +714,20 @@ class RedisBackend:
         block: bool = True,
         timeout: float | None = None,
     ) -> list[str]:
+        return self._run(self._publish_many(payloads, topic, block, timeout))
+
+    def _publish_many(
+        self,
+        payloads: Iterable[bytes | OutgoingMessage],
+        topic: str | None,
+        block: bool,
+        timeout: float | None,
+    ) -> Op[list[str]]:
         self._check_open()
         args = self._outgoing(payloads, topic or "default")
         if args[0] == 0:
             return []
-        got = self._with_room(lambda: self._script("publish_many", args), block, timeout)
+        got = yield from self._with_room("publish_many", args, block, timeout)
         return [_text(i) or "" for i in got]
 
     # -- consuming ----------------------------------------------------------------
@@ -571,6 +742,17 @@ class RedisBackend:
         share: int = 1,
         since: int | None = None,
     ) -> list[Delivery]:
+        return self._run(self._checkout(topic, max_messages, lease, timeout, share, since))
+
+    def _checkout(
+        self,
+        topic: str,
+        max_messages: int,
+        lease: float | None,
+        timeout: float | None,
+        share: int,
+        since: int | None,
+    ) -> Op[list[Delivery]]:
         self._check_open()
         if isinstance(max_messages, bool) or not isinstance(max_messages, int):
             raise TypeError(f"max_messages must be an int, not {type(max_messages).__name__}")
@@ -587,16 +769,17 @@ class RedisBackend:
         self._waiting_on(wake, 1)
         try:
             while True:
-                out = self._script("checkout", args)
+                out = yield ("script", "checkout", args)
                 got = [self._delivery(topic, row) for row in out[1:]]
                 if got or timeout == 0:
                     return got
                 if since is not None and self.interrupts(topic) > since:
                     return []
-                if deadline is not None and time.monotonic() >= deadline:
+                wait = self._wait_seconds(deadline, int(out[0]))
+                if wait == 0:
                     return []
                 self._check_open()
-                self._wait_for(wake, deadline, int(out[0]))
+                yield ("wait", wake, wait)
                 if self._closed:
                     return []
         finally:
@@ -643,17 +826,27 @@ class RedisBackend:
         deliveries: Delivery | Iterable[Delivery],
         publish: Sequence[OutgoingMessage] | None = None,
     ) -> None:
+        self._run(self._ack(deliveries, publish))
+
+    def _ack(
+        self,
+        deliveries: Delivery | Iterable[Delivery],
+        publish: Sequence[OutgoingMessage] | None,
+    ) -> Op[None]:
         self._check_open()
         ds = self._leases(deliveries, "ack")
         follow = self._outgoing(publish or (), "default")
         args: list[object] = [len(ds)]
         for d in ds:
             args += [d.id, d.lease_token]
-        lost = self._script("ack", [*args, *follow])
+        lost = yield ("script", "ack", [*args, *follow])
         if lost:
             raise self._lost(lost)
 
     def release(self, deliveries: Delivery | Iterable[Delivery]) -> None:
+        self._run(self._release(deliveries))
+
+    def _release(self, deliveries: Delivery | Iterable[Delivery]) -> Op[None]:
         self._check_open()
         ds = self._leases(deliveries, "release")
         if not ds:
@@ -661,7 +854,7 @@ class RedisBackend:
         args: list[object] = []
         for d in ds:
             args += [d.id, d.lease_token]
-        lost = self._script("release", args)
+        lost = yield ("script", "release", args)
         if lost:
             raise self._lost(lost)
 
@@ -675,13 +868,30 @@ class RedisBackend:
         handler: str | None = None,
         dead_letter_reason: str | None = None,
     ) -> None:
+        self._run(
+            self._nack(
+                delivery, delay, error_type, error_message, traceback, handler, dead_letter_reason
+            )
+        )
+
+    def _nack(
+        self,
+        delivery: Delivery,
+        delay: float | None,
+        error_type: str | None,
+        error_message: str | None,
+        traceback: str | None,
+        handler: str | None,
+        dead_letter_reason: str | None,
+    ) -> Op[None]:
         self._check_open()
         [d] = self._leases(delivery, "nack")
         if delay is not None and (
             isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0
         ):
             raise errors.ConfigError(f"delay={delay!r} (must be >= 0 seconds)")
-        got = self._script(
+        got = yield (
+            "script",
             "nack",
             [
                 d.id,
@@ -698,11 +908,14 @@ class RedisBackend:
             raise self._lost([d.id])
 
     def extend(self, delivery: Delivery, seconds: float) -> float:
+        return self._run(self._extend(delivery, seconds))
+
+    def _extend(self, delivery: Delivery, seconds: float) -> Op[float]:
         self._check_open()
         [d] = self._leases(delivery, "extend")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
             raise errors.ConfigError(f"seconds={seconds!r} (must be > 0)")
-        got = self._script("extend", [d.id, d.lease_token, _us(seconds)])
+        got = yield ("script", "extend", [d.id, d.lease_token, _us(seconds)])
         if _text(got) == "lost":
             raise self._lost([d.id])
         return _s(got)
@@ -736,21 +949,24 @@ class RedisBackend:
     # -- administration ---------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        return self._run(self._stats())
+
+    def _stats(self) -> Op[dict[str, Any]]:
         self._check_open()
         p = self._prefix
-
-        def run() -> list[Any]:
-            self._script("reap", [])
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hgetall(p + "n")
-            pipe.hgetall(p + "stats")
-            pipe.hgetall(self._meta)
-            pipe.llen(p + "dlq")
-            pipe.scard(p + "topics")
-            pipe.hlen(p + "dedup")
-            return list(pipe.execute())
-
-        n, st, meta, dead, topics, keys = self._call(run)
+        yield ("script", "reap", [])
+        n, st, meta, dead, topics, keys = yield (
+            "pipe",
+            [
+                ("hgetall", (p + "n",)),
+                ("hgetall", (p + "stats",)),
+                ("hgetall", (self._meta,)),
+                ("llen", (p + "dlq",)),
+                ("scard", (p + "topics",)),
+                ("hlen", (p + "dedup",)),
+            ],
+            True,
+        )
         n = {_text(k): int(v) for k, v in n.items() if b"\0" not in k}
         st = {_text(k): int(v) for k, v in st.items()}
         ready, delayed, inflight = (n.get(k, 0) for k in ("ready", "delayed", "inflight"))
@@ -835,18 +1051,17 @@ class RedisBackend:
     def dlq_list(
         self, topic: str | None = None, reason: str | None = None, limit: int | None = None
     ) -> list[DeadLetter]:
+        return self._run(self._dlq_list(topic, reason, limit))
+
+    def _dlq_list(
+        self, topic: str | None, reason: str | None, limit: int | None
+    ) -> Op[list[DeadLetter]]:
         self._check_open()
         p = self._prefix
-
-        def run() -> list[tuple[bytes, dict[bytes, bytes]]]:
-            ids = self._r.lrange(p + "dlq", 0, -1)
-            pipe = self._r.pipeline(transaction=False)
-            for i in ids:
-                pipe.hgetall(p + "x:" + i.decode())
-            return list(zip(ids, pipe.execute(), strict=True))
-
+        [ids] = yield ("pipe", [("lrange", (p + "dlq", 0, -1))], False)
+        found = yield ("pipe", [("hgetall", (p + "x:" + i.decode(),)) for i in ids], False)
         out: list[DeadLetter] = []
-        for mid, f in self._call(run):
+        for mid, f in zip(ids, found, strict=True):
             if not f:
                 continue
             if topic is not None and f[b"t"].decode() != topic:
@@ -888,20 +1103,29 @@ class RedisBackend:
         )
 
     def dlq_get(self, id: str) -> DeadLetter:
+        return self._run(self._dlq_get(id))
+
+    def _dlq_get(self, id: str) -> Op[DeadLetter]:
         self._check_open()
-        f = self._call(lambda: self._r.hgetall(self._prefix + "x:" + id))
+        [f] = yield ("pipe", [("hgetall", (self._prefix + "x:" + id,))], False)
         if not f:
             raise errors.NotFound(f"no dead letter with id {id}")
         return self._dead_letter(id, f)
 
     def dlq_replay(self, ids: list[str] | None = None) -> int:
+        return self._run(self._dlq_replay(ids))
+
+    def _dlq_replay(self, ids: list[str] | None) -> Op[int]:
         self._check_open()
-        got = self._script("dlq_replay", ["1"] if ids is None else ["0", *ids])
+        got = yield ("script", "dlq_replay", ["1"] if ids is None else ["0", *ids])
         return int(got)
 
     def dlq_purge(self, ids: list[str] | None = None) -> int:
+        return self._run(self._dlq_purge(ids))
+
+    def _dlq_purge(self, ids: list[str] | None) -> Op[int]:
         self._check_open()
-        got = self._script("dlq_purge", ["1"] if ids is None else ["0", *ids])
+        got = yield ("script", "dlq_purge", ["1"] if ids is None else ["0", *ids])
         return int(got)
 
     def close(self) -> None:
@@ -935,6 +1159,282 @@ class RedisBackend:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<ringq RedisBackend {self._where()} {state}>"
+
+
+class RedisLoopHandle:
+    """A Redis queue for an event loop (``ringq.AsyncQueue``;
+    ``RedisBackend._deferred()``). Each call starts the backend's operation
+    as a task of the running loop, driven with redis.asyncio (the same
+    generator ``RedisBackend._run`` drives with the blocking client), and
+    raises ``ringq.errors.Submitted``; the caller awaits ``_take(ticket)``.
+    A call whose caller gave up (``_withdraw``) stops if it is waiting
+    (``BLPOP``: it took nothing); if it is past that (its script sent), it
+    finishes, and a checkout's messages are given back unstarted."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self._b = backend
+        self._ar = backend._connect_async(backend._url)
+        self._tasks: dict[int, asyncio.Task[Any]] = {}
+        self._waiting: set[int] = set()
+        self._withdrawn: set[int] = set()
+        self._next = 0
+
+    # What the SDK reads of a backend.
+    path = property(lambda self: self._b.path)
+    instance_id = property(lambda self: self._b.instance_id)
+    durability = property(lambda self: self._b.durability)
+    lease = property(lambda self: self._b.lease)
+    closed = property(lambda self: self._b.closed)
+    role = property(lambda self: self._b.role)
+    address = property(lambda self: None)
+    forked = property(lambda self: self._b.forked)
+
+    def check_not_forked(self) -> None:
+        self._b.check_not_forked()
+
+    def _async_kind(self) -> str:
+        return "task"
+
+    def _submit(self, op: Op[Any]) -> NoReturn:
+        self._next += 1
+        ticket = self._next
+        self._tasks[ticket] = asyncio.get_running_loop().create_task(self._drive(ticket, op))
+        raise errors.Submitted(ticket)
+
+    def _take(self, ticket: int) -> asyncio.Task[Any]:
+        """The task of a submitted call (once)."""
+        return self._tasks.pop(ticket)
+
+    async def _drive(self, ticket: int, op: Op[T]) -> T:
+        b = self._b
+        answer: Any = None
+        failure: BaseException | None = None
+        try:
+            while True:
+                try:
+                    req = op.throw(failure) if failure is not None else op.send(answer)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                answer, failure = None, None
+                try:
+                    if req[0] == "script":
+                        answer = await self._script(req[1], req[2])
+                    elif req[0] == "pipe":
+                        answer = await self._pipe(req[1], req[2])
+                    else:
+                        if ticket in self._withdrawn:
+                            raise asyncio.CancelledError
+                        self._waiting.add(ticket)
+                        try:
+                            answer = await self._ar.blpop([req[1]], timeout=req[2])
+                        finally:
+                            self._waiting.discard(ticket)
+                except asyncio.CancelledError:
+                    op.close()
+                    raise
+                except Exception as e:  # handed to the operation, as ringq's
+                    failure = b._map_error(e) or e
+        finally:
+            self._withdrawn.discard(ticket)
+
+    async def _script(self, name: str, args: Sequence[object]) -> Any:
+        import redis
+
+        b = self._b
+        full = b._script_args(args)
+        deadline, pause = time.monotonic() + RESHARD_WAIT, 0.001
+        while True:
+            try:
+                return await self._script_once(name, full)
+            except redis.exceptions.ResponseError as e:
+                if not b._resharding(e, deadline):
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 0.05)
+
+    async def _script_once(self, name: str, full: list[object]) -> Any:
+        import redis
+
+        b = self._b
+        sha = b._shas.get(name)
+        if sha is None:
+            sha = b._shas[name] = await self._ar.script_load(b._script_text(name))
+        try:
+            return await self._ar.evalsha(sha, 1, b._meta, *full)
+        except redis.exceptions.NoScriptError:
+            b._shas[name] = await self._ar.script_load(b._script_text(name))
+            return await self._ar.evalsha(b._shas[name], 1, b._meta, *full)
+
+    async def _pipe(self, commands: Sequence[tuple[str, tuple[Any, ...]]], tx: bool) -> Any:
+        pipe = self._ar.pipeline(transaction=tx)
+        for name, args in commands:
+            getattr(pipe, name)(*args)
+        return await pipe.execute()
+
+    def _withdraw(self, ticket: int, task: asyncio.Task[Any]) -> None:
+        """The caller of ``ticket`` was cancelled (see the class docs)."""
+        if task.done():
+            self._unwanted(task)
+            return
+        self._withdrawn.add(ticket)
+        if ticket in self._waiting:
+            task.cancel()
+        else:
+            task.add_done_callback(self._unwanted)
+
+    def _unwanted(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        got = task.result()
+        if isinstance(got, list) and got and isinstance(got[0], Delivery):
+            try:
+                self.release(got)
+            except errors.Submitted as s:
+                self._forget(s.ticket)
+
+    def _forget(self, ticket: int) -> None:
+        """Nobody awaits ``ticket``: it runs on, its outcome dropped."""
+        self._take(ticket).add_done_callback(_quiet)
+
+    def _async_detach(self) -> None:
+        """The queue is closing: calls still running end as calls on a
+        closed queue do (a waiting one is woken by the close), then the
+        connections close."""
+        running = list(self._tasks.values())
+        self._tasks.clear()
+        with contextlib.suppress(RuntimeError):  # no loop runs: left to the GC
+            asyncio.get_running_loop().create_task(self._close_after(running))
+
+    async def _close_after(self, running: list[asyncio.Task[Any]]) -> None:
+        await asyncio.gather(*running, return_exceptions=True)
+        await self._ar.aclose()
+
+    # The backend's calls: each submits its operation.
+
+    def publish(
+        self,
+        payload: bytes,
+        topic: str | None = None,
+        dedup_key: str | None = None,
+        delay: float | None = None,
+        headers: dict[str, str] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        on_duplicate: str = "replace",
+        expected_version: int | None = None,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> NoReturn:
+        self._submit(
+            self._b._publish(
+                payload,
+                topic,
+                dedup_key,
+                delay,
+                headers,
+                correlation_id,
+                causation_id,
+                on_duplicate,
+                expected_version,
+                block,
+                timeout,
+            )
+        )
+
+    def publish_many(
+        self,
+        payloads: Iterable[bytes | OutgoingMessage],
+        topic: str | None = None,
+        *,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> NoReturn:
+        self._submit(self._b._publish_many(list(payloads), topic, block, timeout))
+
+    def checkout(
+        self,
+        topic: str = "default",
+        max_messages: int = 1,
+        lease: float | None = None,
+        timeout: float | None = None,
+        *,
+        share: int = 1,
+        since: int | None = None,
+    ) -> NoReturn:
+        self._submit(self._b._checkout(topic, max_messages, lease, timeout, share, since))
+
+    def ack(
+        self,
+        deliveries: Delivery | Iterable[Delivery],
+        publish: Sequence[OutgoingMessage] | None = None,
+    ) -> NoReturn:
+        ds = [deliveries] if isinstance(deliveries, Delivery) else list(deliveries)
+        self._submit(self._b._ack(ds, publish))
+
+    def release(self, deliveries: Delivery | Iterable[Delivery]) -> NoReturn:
+        ds = [deliveries] if isinstance(deliveries, Delivery) else list(deliveries)
+        self._submit(self._b._release(ds))
+
+    def nack(
+        self,
+        delivery: Delivery,
+        delay: float | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        traceback: str | None = None,
+        handler: str | None = None,
+        dead_letter_reason: str | None = None,
+    ) -> NoReturn:
+        self._submit(
+            self._b._nack(
+                delivery, delay, error_type, error_message, traceback, handler, dead_letter_reason
+            )
+        )
+
+    def extend(self, delivery: Delivery, seconds: float) -> NoReturn:
+        self._submit(self._b._extend(delivery, seconds))
+
+    def stats(self) -> NoReturn:
+        self._submit(self._b._stats())
+
+    def dlq_list(
+        self, topic: str | None = None, reason: str | None = None, limit: int | None = None
+    ) -> NoReturn:
+        self._submit(self._b._dlq_list(topic, reason, limit))
+
+    def dlq_get(self, id: str) -> NoReturn:
+        self._submit(self._b._dlq_get(id))
+
+    def dlq_replay(self, ids: list[str] | None = None) -> NoReturn:
+        self._submit(self._b._dlq_replay(ids))
+
+    def dlq_purge(self, ids: list[str] | None = None) -> NoReturn:
+        self._submit(self._b._dlq_purge(ids))
+
+    # Plain calls of the blocking backend (not on a hot path).
+
+    def is_superseded(self, delivery: Delivery) -> bool:
+        return self._b.is_superseded(delivery)
+
+    def interrupts(self, topic: str) -> int:
+        return self._b.interrupts(topic)
+
+    def interrupt(self, topic: str) -> None:
+        self._b.interrupt(topic)
+
+    def set_topic_policy(
+        self, topic: str, max_attempts: int | None = None, handler: str | None = None
+    ) -> None:
+        self._b.set_topic_policy(topic, max_attempts, handler)
+
+    def close(self) -> None:
+        self._async_detach()
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    """Reads a dropped task's outcome (so asyncio does not report it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _first_value(cfg: Any) -> str | None:

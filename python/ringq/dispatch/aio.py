@@ -78,7 +78,7 @@ class AsyncContext(Context):
     def __init__(self, ops: Any, delivery: Delivery, handler: str, timeout: float) -> None:
         self._grace = grace(timeout)
         self._ops = ops
-        backend: Backend = ops._thread_side.backend if ops._socket else ops._handle
+        backend: Backend = ops._thread_side.backend if ops._remote else ops._handle
         super().__init__(backend, delivery, handler, timeout + self._grace)
 
     def heartbeat(self, seconds: float | None = None) -> float:
@@ -86,7 +86,7 @@ class AsyncContext(Context):
         the handler's timeout); the coroutine's timeout moves with it."""
         lease = None if seconds is None else seconds + self._grace
         ops = self._ops
-        if not ops._socket:
+        if not ops._remote:
             return super().heartbeat(lease)
         self.raise_if_cancelled()
         if self._before_heartbeat is not None:
@@ -274,8 +274,8 @@ class AsyncPool:
         try:
             try:
                 self.ops._handle.release(rest)
-            except Submitted:  # to the owner: sent now, this is the pool's last act
-                self.ops._send_now()
+            except Submitted as s:  # sent now: this is the pool's last act
+                self.ops._send_now(s)
             except WouldBlock:  # the engine is busy; this is the pool's last act
                 self.ops._thread_side.backend.release(rest)
         except (LeaseLost, QueueClosed):
