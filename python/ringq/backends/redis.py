@@ -1175,6 +1175,8 @@ class RedisLoopHandle:
         self._b = backend
         self._ar = backend._connect_async(backend._url)
         self._tasks: dict[int, asyncio.Task[Any]] = {}
+        #: Every call still running (taken by its caller or not).
+        self._running: set[asyncio.Task[Any]] = set()
         self._waiting: set[int] = set()
         self._withdrawn: set[int] = set()
         self._next = 0
@@ -1198,7 +1200,10 @@ class RedisLoopHandle:
     def _submit(self, op: Op[Any]) -> NoReturn:
         self._next += 1
         ticket = self._next
-        self._tasks[ticket] = asyncio.get_running_loop().create_task(self._drive(ticket, op))
+        task = asyncio.get_running_loop().create_task(self._drive(ticket, op))
+        self._tasks[ticket] = task
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
         raise errors.Submitted(ticket)
 
     def _take(self, ticket: int) -> asyncio.Task[Any]:
@@ -1234,6 +1239,9 @@ class RedisLoopHandle:
                     raise
                 except Exception as e:  # handed to the operation, as ringq's
                     failure = b._map_error(e) or e
+                    if b._closed and isinstance(failure, errors.BackendUnavailable):
+                        # Closed under it: as any call on a closed queue.
+                        failure = errors.QueueClosed("the queue was closed")
         finally:
             self._withdrawn.discard(ticket)
 
@@ -1300,7 +1308,7 @@ class RedisLoopHandle:
         """The queue is closing: calls still running end as calls on a
         closed queue do (a waiting one is woken by the close), then the
         connections close."""
-        running = list(self._tasks.values())
+        running = list(self._running)
         self._tasks.clear()
         with contextlib.suppress(RuntimeError):  # no loop runs: left to the GC
             asyncio.get_running_loop().create_task(self._close_after(running))
