@@ -1023,6 +1023,9 @@ class AsyncQueue(AsyncOps):
             await self.stop(drain=False)
         await asyncio.to_thread(self._queue.close)
         self._detach()
+        closing = getattr(self._handle, "closing", None)
+        if closing is not None:  # a Redis queue's connections
+            await closing
 
     async def __aenter__(self) -> AsyncQueue:
         return self

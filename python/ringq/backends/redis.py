@@ -1180,6 +1180,8 @@ class RedisLoopHandle:
         self._waiting: set[int] = set()
         self._withdrawn: set[int] = set()
         self._next = 0
+        #: Set by ``_async_detach``: done once the connections are closed.
+        self.closing: asyncio.Task[None] | None = None
 
     # What the SDK reads of a backend.
     path = property(lambda self: self._b.path)
@@ -1311,7 +1313,7 @@ class RedisLoopHandle:
         running = list(self._running)
         self._tasks.clear()
         with contextlib.suppress(RuntimeError):  # no loop runs: left to the GC
-            asyncio.get_running_loop().create_task(self._close_after(running))
+            self.closing = asyncio.get_running_loop().create_task(self._close_after(running))
 
     async def _close_after(self, running: list[asyncio.Task[Any]]) -> None:
         await asyncio.gather(*running, return_exceptions=True)

@@ -50,21 +50,41 @@ local function S(x)
   return string.format('%d', x)
 end
 
+-- Counters, wake-ups and topics are gathered while the script runs and
+-- written once at its end (``flush``): one command per field, not per message.
+local DELTA, STATS, WOKEN, TOPICS = {}, {}, {}, {}
+local ROOM = false
 local function cnt(field, by)
-  redis.call('HINCRBY', P .. 'n', field, by)
+  DELTA[field] = (DELTA[field] or 0) + by
 end
 local function stat(field, by)
-  redis.call('HINCRBY', P .. 'stats', field, by or 1)
+  STATS[field] = (STATS[field] or 0) + (by or 1)
 end
 local function wake(topic)
-  local w = P .. 'w:' .. topic
-  redis.call('RPUSH', w, '1')
-  redis.call('LTRIM', w, -64, -1)
+  WOKEN[topic] = true
 end
 local function room()
-  local w = P .. 'room'
-  redis.call('RPUSH', w, '1')
-  redis.call('LTRIM', w, -64, -1)
+  ROOM = true
+end
+local function flush()
+  for f, d in pairs(DELTA) do
+    if d ~= 0 then redis.call('HINCRBY', P .. 'n', f, d) end
+  end
+  for f, d in pairs(STATS) do redis.call('HINCRBY', P .. 'stats', f, d) end
+  local topics = {}
+  for t in pairs(TOPICS) do topics[#topics + 1] = t end
+  if #topics > 0 then redis.call('SADD', P .. 'topics', unpack(topics)) end
+  for t in pairs(WOKEN) do
+    local w = P .. 'w:' .. t
+    redis.call('RPUSH', w, '1')
+    redis.call('LTRIM', w, -64, -1)
+  end
+  if ROOM then
+    local w = P .. 'room'
+    redis.call('RPUSH', w, '1')
+    redis.call('LTRIM', w, -64, -1)
+  end
+  DELTA, STATS, WOKEN, TOPICS, ROOM = {}, {}, {}, {}, false
 end
 local function meta_num(field)
   return tonumber(redis.call('HGET', P .. 'meta', field))
@@ -77,6 +97,7 @@ end
 local function live()
   local n = redis.call('HMGET', P .. 'n', 'ready', 'delayed', 'inflight')
   return (tonumber(n[1]) or 0) + (tonumber(n[2]) or 0) + (tonumber(n[3]) or 0)
+    + (DELTA['ready'] or 0) + (DELTA['delayed'] or 0) + (DELTA['inflight'] or 0)
 end
 
 -- The message leaves for good: its dedup key is freed if it holds it.
@@ -206,25 +227,30 @@ end
 -- i: topic, payload, key, delay (us, 0: none), headers, corr, caus; version.
 local function insert(i, version)
   local topic, key, delay = ARGV[i], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local n = redis.call('INCR', P .. 'seq')
-  local id = string.format('%016x', n)
+  local id = string.format('%016x', redis.call('INCR', P .. 'seq'))
   local m = P .. 'm:' .. id
-  redis.call('HSET', m, 't', topic, 'p', ARGV[i + 1], 'a', 0, 'v', version, 'e', NOWS)
+  local f = {'t', topic, 'p', ARGV[i + 1], 'a', 0, 'v', version, 'e', NOWS}
   if key ~= '' then
-    redis.call('HSET', m, 'k', key)
+    f[#f + 1], f[#f + 2] = 'k', key
     redis.call('HSET', P .. 'dedup', topic .. NUL .. key, id)
   end
-  if ARGV[i + 4] ~= '' then redis.call('HSET', m, 'h', ARGV[i + 4]) end
-  if ARGV[i + 5] ~= '' then redis.call('HSET', m, 'c', ARGV[i + 5]) end
-  if ARGV[i + 6] ~= '' then redis.call('HSET', m, 'z', ARGV[i + 6]) end
-  redis.call('SADD', P .. 'topics', topic)
+  if ARGV[i + 4] ~= '' then f[#f + 1], f[#f + 2] = 'h', ARGV[i + 4] end
+  if ARGV[i + 5] ~= '' then f[#f + 1], f[#f + 2] = 'c', ARGV[i + 5] end
+  if ARGV[i + 6] ~= '' then f[#f + 1], f[#f + 2] = 'z', ARGV[i + 6] end
+  TOPICS[topic] = true
   if delay > 0 then
-    redis.call('HSET', m, 's', 'd', 'due', S(NOW + delay))
-    redis.call('ZADD', P .. 'delayed', S(NOW + delay), id)
+    local due = S(NOW + delay)
+    f[#f + 1], f[#f + 2], f[#f + 3], f[#f + 4] = 's', 'd', 'due', due
+    redis.call('HSET', m, unpack(f))
+    redis.call('ZADD', P .. 'delayed', due, id)
     cnt('delayed', 1)
     cnt(topic .. NUL .. 'd', 1)
   else
-    to_ready(id, m, topic, false)
+    f[#f + 1], f[#f + 2] = 's', 'r'
+    redis.call('HSET', m, unpack(f))
+    redis.call('RPUSH', P .. 'r:' .. topic, id)
+    cnt('ready', 1)
+    wake(topic)
   end
   stat('published')
   return id
@@ -346,21 +372,27 @@ local n = math.min(most, math.ceil(ready / share))
 local out = {next_due()}
 if n <= 0 then return out end
 local ids = redis.call('LPOP', r, n)
-for _, id in ipairs(ids) do
+local first = redis.call('INCRBY', P .. 'tok', #ids) - #ids
+local dl = S(NOW + lease)
+local zadd = {}
+for k, id in ipairs(ids) do
   local m = P .. 'm:' .. id
-  local tok = tostring(redis.call('INCR', P .. 'tok'))
-  local dl = S(NOW + lease)
-  redis.call('HINCRBY', m, 'a', 1)
+  local tok = tostring(first + k)
+  local a = redis.call('HINCRBY', m, 'a', 1)
   redis.call('HSET', m, 's', 'f', 'tok', tok, 'dl', dl)
-  redis.call('ZADD', P .. 'leases', dl, id)
-  cnt('ready', -1)
-  cnt('inflight', 1)
-  cnt(topic .. NUL .. 'f', 1)
-  stat('delivered')
-  local f = redis.call('HMGET', m, 'p', 'a', 'v', 'k', 'h', 'c', 'z', 'e')
-  out[#out + 1] = {id, f[1], f[2], f[3], f[4] or false, f[5] or false, f[6] or false,
-    f[7] or false, f[8], tok, dl}
+  zadd[#zadd + 1] = dl
+  zadd[#zadd + 1] = id
+  local f = redis.call('HMGET', m, 'p', 'v', 'k', 'h', 'c', 'z', 'e')
+  out[#out + 1] = {id, f[1], a, f[2], f[3] or false, f[4] or false, f[5] or false,
+    f[6] or false, f[7], tok, dl}
 end
+for i = 1, #zadd, 2000 do  -- unpack has a limit: at most 1000 pairs a call
+  redis.call('ZADD', P .. 'leases', unpack(zadd, i, math.min(i + 1999, #zadd)))
+end
+cnt('ready', -#ids)
+cnt('inflight', #ids)
+cnt(topic .. NUL .. 'f', #ids)
+stat('delivered', #ids)
 if #out > 1 then out[1] = next_due() end
 return out
 """
@@ -373,7 +405,12 @@ local n = tonumber(ARGV[3])
 local lost, valid = {}, {}
 for j = 0, n - 1 do
   local id, tok = ARGV[4 + 2 * j], ARGV[5 + 2 * j]
-  if current(id, tok) then valid[#valid + 1] = id else lost[#lost + 1] = id end
+  local f = redis.call('HMGET', P .. 'm:' .. id, 's', 'tok', 't', 'k')
+  if f[1] == 'f' and f[2] == tok then
+    valid[#valid + 1] = {id, f[3], f[4]}
+  else
+    lost[#lost + 1] = id
+  end
 end
 local base = 4 + 2 * n
 local count = tonumber(ARGV[base])
@@ -382,7 +419,7 @@ if count > 0 then
   -- Room is checked before anything changes (a script's writes are not
   -- undone by an error): the acks free theirs first.
   local acked, need = {}, 0
-  for _, id in ipairs(valid) do acked[id] = true end
+  for _, v in ipairs(valid) do acked[v[1]] = true end
   for j = 0, count - 1 do
     local i = base + 1 + j * 7
     local key = ARGV[i + 2]
@@ -397,14 +434,27 @@ if count > 0 then
   end
   if live() - #valid + need > meta_num('capacity') then return full(need) end
 end
-for _, id in ipairs(valid) do
-  local m = P .. 'm:' .. id
-  local topic = redis.call('HGET', m, 't')
-  unlease(id, m, topic)
-  forget(id, m)
-  stat('acked')
+local gone, ids = {}, {}
+for _, v in ipairs(valid) do
+  local id, topic, key = v[1], v[2], v[3]
+  ids[#ids + 1] = id
+  gone[#gone + 1] = P .. 'm:' .. id
+  if key then
+    local dk = topic .. NUL .. key
+    if redis.call('HGET', P .. 'dedup', dk) == id then redis.call('HDEL', P .. 'dedup', dk) end
+  end
+  cnt(topic .. NUL .. 'f', -1)
 end
-if #valid > 0 then room() end
+for i = 1, #ids, 1000 do  -- unpack has a limit
+  local last = math.min(i + 999, #ids)
+  redis.call('ZREM', P .. 'leases', unpack(ids, i, last))
+  redis.call('DEL', unpack(gone, i, last))
+end
+if #valid > 0 then
+  cnt('inflight', -#valid)
+  stat('acked', #valid)
+  room()
+end
 for j = 0, count - 1 do
   local i = base + 1 + j * 7
   local what, a, b = plan(i, false)
@@ -554,8 +604,11 @@ end
 return done
 """
 
+#: Runs an operation's body, then writes what it gathered (``flush``).
+WRAP = "local function body()\n{}\nend\nlocal r = body()\nflush()\nreturn r\n"
+
 SCRIPTS: dict[str, str] = {
-    name: PRELUDE + body
+    name: PRELUDE + WRAP.format(body)
     for name, body in {
         "publish": PUBLISH,
         "publish_many": PUBLISH_MANY,
