@@ -112,6 +112,14 @@ local function forget(id, m)
   redis.call('DEL', m)
 end
 
+-- A superseded message out of flight is dropped: its successor carries
+-- its key and its payload.
+local function drop(id, m)
+  forget(id, m)
+  stat('superseded_dropped')
+  room()
+end
+
 -- A message in flight (or just out of it) goes to the dead letters.
 local function dead_letter(id, m, topic, reason, et, em, tb, hd, at)
   local f = redis.call('HGETALL', m)
@@ -189,9 +197,7 @@ local function reap()
       local attempt = tonumber(redis.call('HGET', m, 'a'))
       local most = max_attempts(topic)
       if redis.call('HGET', m, 'sup') then
-        forget(id, m)
-        stat('superseded_dropped')
-        room()
+        drop(id, m)
       elseif attempt >= most then
         local handler = redis.call('HGET', P .. 'policy', topic .. NUL .. 'h') or ''
         dead_letter(id, m, topic, 'lease_expired', 'LeaseExpired',
@@ -479,9 +485,7 @@ for k = #valid, 1, -1 do
   unlease(id, m, topic)
   stat('released')
   if redis.call('HGET', m, 'sup') then
-    forget(id, m)
-    stat('superseded_dropped')
-    room()
+    drop(id, m)
   else
     redis.call('HINCRBY', m, 'a', -1)
     to_ready(id, m, topic, true)
@@ -502,9 +506,7 @@ local topic = redis.call('HGET', m, 't')
 unlease(id, m, topic)
 stat('nacked')
 if redis.call('HGET', m, 'sup') then
-  forget(id, m)
-  stat('superseded_dropped')
-  room()
+  drop(id, m)
   return 'ok'
 end
 local attempt = tonumber(redis.call('HGET', m, 'a'))
