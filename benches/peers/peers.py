@@ -9,13 +9,17 @@ polled every 0.1 ms, the best case a user would write). ``ack(handles)``
 confirms them (a no-op where reading deletes). ``close()`` closes cleanly.
 
 taskito is a task queue, not a message queue: it has its own workloads in
-``work.py`` and only its facts live here.
+``work_taskito.py`` and only its facts live here; so do the asyncio rows
+(``ASYNC_ROWS``: ringq's ``AsyncQueue``, arq and taskiq, workload C only, in
+``work_async.py``).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import queue
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +43,45 @@ class PeerInfo:
     #: Rows of ``PROCESS_ROWS`` only (workload C with real processes, ``work_procs.py``):
     producers: int = 0  # producer processes (the consumer is one more process)
     versus: str = ""  # the ``INFOS`` peer run right after it in every repetition
-    notes: str = ""  # how the row is run, for the page
+    notes: str = ""  # how the row is run, for the page (process and asyncio rows)
+    #: A venv of its own, for a peer whose pins conflict with the suite's:
+    #: ``requirements-<venv>.txt`` installed into ``<the suite's venv>-<venv>``.
+    venv: str = ""
+
+
+class MissingVenv(RuntimeError):
+    """A peer's own venv is not there (``benches/peers/install`` makes it)."""
+
+
+def python_for(info: PeerInfo) -> str:
+    """The interpreter a run of this peer starts with."""
+    if not info.venv:
+        return sys.executable
+    python = Path(f"{sys.prefix}-{info.venv}") / "bin" / "python"
+    if not python.exists():
+        raise MissingVenv(
+            f"{info.key} runs in a venv of its own, {python.parent.parent}, which is missing: "
+            f"benches/peers/install makes it from benches/peers/requirements-{info.venv}.txt"
+        )
+    return str(python)
+
+
+def uses_redis(key: str) -> bool:
+    """The run needs a fresh ``redis-server`` (``redisd.py``)."""
+    return key.startswith("redis") or key in ("arq", "taskiq")
+
+
+#: Packages named beside a peer's own in its version.
+ALSO = {"taskiq": ("taskiq-redis",)}
+
+
+def _versions(info: PeerInfo, names: list[str]) -> list[str]:
+    if not info.venv:
+        return [importlib.metadata.version(x) for x in names]
+    code = "import importlib.metadata as m, sys; print(*(m.version(x) for x in sys.argv[1:]))"
+    out = subprocess.run([python_for(info), "-c", code, *names], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return out.split()
 
 
 def version_of(info: PeerInfo) -> str:
@@ -51,12 +93,22 @@ def version_of(info: PeerInfo) -> str:
         import platform
 
         return f"Python {platform.python_version()}"
-    v = importlib.metadata.version(info.package)
-    if info.package == "redis":
-        from redisd import version
+    also = ALSO.get(info.key, ())
+    names = [info.package, *also]
+    if uses_redis(info.key) and info.package != "redis":
+        names.append("redis")
+    try:
+        found = dict(zip(names, _versions(info, names), strict=True))
+    except MissingVenv:
+        return "not installed"
+    if not uses_redis(info.key):
+        return found[info.package]
+    from redisd import version
 
-        v = f"redis-py {v}, redis-server {version()}"
-    return v
+    client = f"redis-py {found['redis']}, redis-server {version()}"
+    if info.package == "redis":
+        return client
+    return ", ".join([found[info.package], *(f"{n} {found[n]}" for n in also)]) + f" ({client})"
 
 
 class Peer:
@@ -492,8 +544,67 @@ INFOS: dict[str, PeerInfo] = {
             True,
             "ack",
         ),
+        PeerInfo(
+            "ringq_async",
+            "ringq AsyncQueue (async handler)",
+            "",
+            "batch: fsync every 50 ms",
+            1,
+            False,
+            "ack",
+            notes=(
+                "`ringq.AsyncQueue` with its defaults (durability batch); one "
+                "`await q.publish(payload)` per message; the trivial job is an `async def` "
+                "handler registered with `@q.handler(bytes)` (default `max_parallelism`, 1: "
+                "so the order is checked too) and started with `q.start()` on the same loop."
+            ),
+        ),
+        PeerInfo(
+            "arq",
+            "arq (1 ms poll)",
+            "arq",
+            "AOF, fsync every second",
+            1,
+            False,
+            "task",
+            notes=(
+                "`create_pool` and one `enqueue_job` per job (arq has no batch enqueue); the "
+                "job, `async def noop(ctx, payload)`, runs on arq's `Worker` on the same loop "
+                "(`async_run`, `handle_signals=False` as its docs say inside another "
+                "program), defaults (`max_jobs=10`, pickled arguments, results kept 1 h) "
+                "except `poll_delay=0.001`: the default 0.5 s caps this run at about 200 "
+                "jobs/s. arq 0.28 requires redis-py < 6 and the Redis rows pin 8.1, so arq "
+                "runs in a venv of its own (`requirements-arq.txt`: redis-py 5.3.1 and the "
+                "hiredis parser its `redis[hiredis]` requirement brings)."
+            ),
+            venv="arq",
+        ),
+        PeerInfo(
+            "taskiq",
+            "taskiq + taskiq-redis streams",
+            "taskiq",
+            "AOF, fsync every second",
+            1,
+            False,
+            "task",
+            notes=(
+                "taskiq-redis's `RedisStreamBroker` (consumer group, acked: XADD per job, "
+                "XREADGROUP COUNT 100, XACK per job) and one `kiq` per job (taskiq has no "
+                "batch kiq); the job, `async def noop(payload: str)`, runs on taskiq's "
+                "`Receiver` on the same loop, set up as the `taskiq worker` command does with "
+                "its defaults (100 async tasks at once, ack once the result is saved, no "
+                "result backend). The payload goes as a 100-character str: the default JSON "
+                "serializer takes no bytes. taskiq stands in for saq: saq 0.26's Redis extra "
+                "requires redis-py < 8, and the Redis rows pin 8.1."
+            ),
+        ),
     )
 }
+
+#: Workload C on asyncio (``work_async.py``): an async producer task and the
+#: library's own worker running a trivial ``async def`` job, on one event
+#: loop. These rows run C only.
+ASYNC_ROWS = ("ringq_async", "arq", "taskiq")
 
 
 #: Workload C with real processes (``work_procs.py``): rows the suite runs

@@ -14,7 +14,10 @@ stops by pid. Workloads (100-byte payloads):
   rows of ``PROCESS_ROWS`` (``ringq_shared``) run C only, with producer
   processes and a consumer process (``work_procs.py``), each repetition
   right before or after (alternating) their ``versus`` peer's C, so the
-  ratio is paired;
+  ratio is paired. The rows of ``ASYNC_ROWS`` (``ringq_async``, ``arq``,
+  ``taskiq``) run C only, on asyncio (``work_async.py``): an async producer
+  task enqueues one job per call while the library's own worker runs a
+  trivial ``async def`` job on the same loop;
 - D crash: SIGKILL a producer 0.3 s after its first confirmed put, reopen
   in a new process, count confirmed puts that are gone; then SIGKILL a
   consumer 0.05 s after its first confirmed ack on a pre-filled queue,
@@ -26,10 +29,11 @@ stops by pid. Workloads (100-byte payloads):
 - E reopen with 1M queued messages (open + first read, in a new process);
 - F publish -> consumer receives on an idle queue, p50 / p99.
 
-Every timed run checks its result (count, and FIFO order except taskito's
-parallel workers) and is reported as an error instead of a figure when the
-check fails. Medians of ``--reps`` repetitions, interleaved (rep 1 of every
-peer, then rep 2, ...) so machine noise spreads across peers. ``--smoke``
+Every timed run checks its result (count, and FIFO order except for the
+parallel workers of taskito, arq and taskiq) and is reported as an error
+instead of a figure when the check fails. Medians of ``--reps``
+repetitions, interleaved (rep 1 of every peer, then rep 2, ...) so machine
+noise spreads across peers. ``--smoke``
 runs every peer and workload at tiny sizes once (CI uses it: the figures
 mean nothing, the checks do). ``--merge`` runs what ``--only`` /
 ``--workloads`` select and puts the figures into the existing ``--results``
@@ -57,7 +61,16 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from peers import INFOS, PROCESS_ROWS, info_of, version_of  # noqa: E402
+from peers import (  # noqa: E402
+    ASYNC_ROWS,
+    INFOS,
+    PROCESS_ROWS,
+    MissingVenv,
+    info_of,
+    python_for,
+    uses_redis,
+    version_of,
+)
 from redisd import RedisServer  # noqa: E402
 
 ROOT = HERE.parent.parent
@@ -102,7 +115,8 @@ SMOKE = Sizes(
 )
 
 FAST = {"ringq", "ringq_b100", "ringq_always_b100", "ringq_os", "queue", "rocksq",
-        "rocksq_b100", "redis_b100", "redis_always_b100", "ringq_shared"}  # fmt: skip
+        "rocksq_b100", "redis_b100", "redis_always_b100", "ringq_shared",
+        "ringq_async"}  # fmt: skip
 
 
 def n_for(key: str, sizes: Sizes) -> int:
@@ -125,7 +139,7 @@ class Runner:
 
     def child(self, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, str(HERE / "work.py"), json.dumps(spec)],
+            [python_for(info_of(spec["peer"])), str(HERE / "work.py"), json.dumps(spec)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -133,7 +147,10 @@ class Runner:
     def run(self, spec: dict[str, Any]) -> dict[str, Any]:
         out = Path(spec["dir"] + ".json")
         spec = {**spec, "out": str(out)}
-        proc = self.child(spec)
+        try:
+            proc = self.child(spec)
+        except MissingVenv as e:
+            return {"error": str(e)}
         try:
             _, err = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
@@ -147,7 +164,7 @@ class Runner:
         return result
 
     def with_redis(self, key: str, d: Path) -> RedisServer | None:
-        if not key.startswith("redis"):
+        if not uses_redis(key):
             return None
         server = RedisServer(
             d.with_name(d.name + "-redis"), "always" if "always" in key else "everysec"
@@ -270,9 +287,9 @@ def summarize(values: list[float]) -> dict[str, float]:
 def plan(keys: list[str], workloads: str) -> list[tuple[str, str]]:
     steps = []
     for key in keys:
-        if key in PROCESS_ROWS:
+        if key in PROCESS_ROWS or key in ASYNC_ROWS:
             if "C" in workloads:
-                steps.append((key, "C"))  # and its versus peer's C (``paired``)
+                steps.append((key, "C"))  # a process row: and its versus peer's C (``paired``)
             continue
         for w in workloads:
             if key in CRASH_ONLY and w != "D":
@@ -355,7 +372,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
 
 def entry(key: str, sizes: Sizes, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     info = info_of(key)
-    return {
+    out = {
         "label": info.label,
         "version": version_of(info),
         "durability": info.durability,
@@ -364,6 +381,9 @@ def entry(key: str, sizes: Sizes, runs: dict[str, list[dict[str, Any]]]) -> dict
         "n": n_for(key, sizes),
         "results": aggregate(runs),
     }
+    if key in ASYNC_ROWS:
+        out |= {"asyncio": True, "notes": info.notes}
+    return out
 
 
 def paired(

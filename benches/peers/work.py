@@ -4,14 +4,16 @@
                                    "dir": "/tmp/x", "out": "/tmp/x.json"}'
 
 Roles: ``A`` produce, ``B`` consume + ack, ``C`` producer and consumer
-threads, ``C_processes`` producer and consumer processes (``work_procs.py``),
-``F`` latency; for the crash workload ``fill`` (then close cleanly),
-``crash_put`` / ``crash_ack`` (run until SIGKILLed, appending each confirmed
-sequence number to ``log``), ``drain`` (reopen and read everything); for
-the reopen workload ``fill`` then ``reopen``. The result is JSON in ``out``
-(taskito prints a banner on stdout, so stdout is not used). Every timed role
-checks its result (count and FIFO order) and reports an ``error`` instead
-of a figure when the check fails.
+threads (for the asyncio rows, an async producer and the library's worker on
+one loop: ``work_async.py``), ``C_processes`` producer and consumer
+processes (``work_procs.py``), ``F`` latency; for the crash workload
+``fill`` (then close cleanly), ``crash_put`` / ``crash_ack`` (run until
+SIGKILLed, appending each confirmed sequence number to ``log``), ``drain``
+(reopen and read everything); for the reopen workload ``fill`` then
+``reopen``. The result is JSON in ``out`` (taskito prints a banner on
+stdout, so stdout is not used). Every timed role checks its result (count
+and FIFO order) and reports an ``error`` instead of a figure when the check
+fails.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from peers import info_of, open_peer
+from peers import ASYNC_ROWS, info_of, open_peer
 
 # work_taskito and work_procs import this module as ``work``: let them get
 # this very one (run as __main__), so their ``Checked`` is the one caught here.
@@ -256,7 +258,11 @@ ROLES = {
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
-    if info_of(spec["peer"]).consume == "task":
+    if spec["peer"] in ASYNC_ROWS:
+        import work_async
+
+        roles = work_async.ROLES
+    elif info_of(spec["peer"]).consume == "task":
         import work_taskito
 
         roles = work_taskito.ROLES
