@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches" / "peers"))
 
-from redisd import RedisServer, free_port, server_binary
+from redisd import RedisServer, free_port
 
 __all__ = [
     "ClusterNode",
@@ -53,53 +53,20 @@ def redis_url() -> str | None:
 class ClusterNode(RedisServer):
     """A ``RedisServer`` with ``cluster-enabled yes`` (its ``nodes.conf`` in
     its directory) and its cluster bus on a second free port (not port +
-    10000, which may be taken or over 65535). ``RedisServer.start`` has no
-    place for more flags, so the launch is spelled here: the same flags plus
-    the cluster ones."""
+    10000, which may be taken or over 65535)."""
 
     def __init__(self, directory: Path, fsync: str) -> None:
         super().__init__(directory, fsync)
         self.bus_port = free_port()
         self._client: Any = None
 
-    def start(self, timeout: float = 60.0) -> float:
-        import redis
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [
-                server_binary(),
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--dir", str(self.dir),
-                "--appendonly", "yes",
-                "--appendfsync", self.fsync,
-                "--save", "",
-                "--daemonize", "no",
-                "--protected-mode", "yes",
-                "--logfile", str(self.dir / "redis.log"),
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", str(self.dir / "nodes.conf"),
-                "--cluster-port", str(self.bus_port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{log}")
-            try:
-                if self.client().ping():
-                    return time.perf_counter() - t0
-            except redis.exceptions.ConnectionError:  # not listening, or loading its AOF
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server did not answer within {timeout} s")
-            time.sleep(0.005)
+    def flags(self) -> list[str]:
+        return [
+            *super().flags(),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.dir / "nodes.conf"),
+            "--cluster-port", str(self.bus_port),
+        ]  # fmt: skip
 
     def client(self) -> Any:
         """A plain redis-py client of this node alone (no redirections)."""

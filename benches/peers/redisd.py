@@ -48,27 +48,30 @@ class RedisServer:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def flags(self) -> list[str]:
+        """The server's command line after the binary (a subclass adds to it)."""
+        return [
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.fsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", str(self.dir / "redis.log"),
+        ]  # fmt: skip
+
     def start(self, timeout: float = 60.0) -> float:
         """Starts the server and waits until it answers PING (after loading
         its AOF); returns the seconds that took."""
         self.dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [
-                server_binary(),
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--dir", str(self.dir),
-                "--appendonly", "yes",
-                "--appendfsync", self.fsync,
-                "--save", "",
-                "--daemonize", "no",
-                "--protected-mode", "yes",
-                "--logfile", str(self.dir / "redis.log"),
-            ],
+            [server_binary(), *self.flags()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
