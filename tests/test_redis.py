@@ -370,3 +370,23 @@ def test_async_handlers_run_on_redis(url: str, ns: str) -> None:
             assert q.stats()["total"] == 0
 
     asyncio.run(main())
+
+
+def test_a_checkout_skips_an_id_whose_message_is_gone(
+    opened: list[ringq.Queue], url: str, ns: str
+) -> None:
+    """What a server that lost part of a script leaves (docs/backends.md: a
+    torn AOF): an id on a topic's list without its message. It is dropped,
+    never handed out empty."""
+    q = open_q(opened, url, ns)
+    first = q.publish(b"1", "t")
+    r = raw(url)
+    r.rpush(f"ringq:{{{ns}}}:r:t", "00000000000000ff")  # listed and counted, no message
+    r.hincrby(f"ringq:{{{ns}}}:n", "ready", 1)
+    second = q.publish(b"2", "t")
+    got = q.checkout("t", max_messages=10, timeout=0)
+    assert [d.id for d in got] == [first, second]
+    s = q.stats()
+    assert (s["in_flight"], s["ready"]) == (2, 0)
+    q.ack(got)
+    assert q.stats()["total"] == 0

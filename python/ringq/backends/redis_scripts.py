@@ -231,9 +231,9 @@ end
 
 -- A new message (the caller made sure there is room). Fields from ARGV at
 -- i: topic, payload, key, delay (us, 0: none), headers, corr, caus; version.
-local function insert(i, version)
+local function insert(i, version, seq)
   local topic, key, delay = ARGV[i], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local id = string.format('%016x', redis.call('INCR', P .. 'seq'))
+  local id = string.format('%016x', seq or redis.call('INCR', P .. 'seq'))
   local m = P .. 'm:' .. id
   local f = {'t', topic, 'p', ARGV[i + 1], 'a', 0, 'v', version, 'e', NOWS}
   if key ~= '' then
@@ -351,6 +351,7 @@ for j = 0, count - 1 do
 end
 if live() + need > meta_num('capacity') then return full(need) end
 local ids = {}
+local seq = redis.call('INCRBY', P .. 'seq', need) - need  -- the batch's ids, taken at once
 for j = 0, count - 1 do
   local i = 4 + j * 7
   local p = plans[j]
@@ -362,7 +363,8 @@ for j = 0, count - 1 do
     ids[j + 1] = p[2]
   else
     supersede(p[3])
-    ids[j + 1] = insert(i, p[2])
+    seq = seq + 1
+    ids[j + 1] = insert(i, p[2], seq)
   end
 end
 return ids
@@ -381,24 +383,30 @@ local ids = redis.call('LPOP', r, n)
 local first = redis.call('INCRBY', P .. 'tok', #ids) - #ids
 local dl = S(NOW + lease)
 local zadd = {}
+local taken = 0
 for k, id in ipairs(ids) do
   local m = P .. 'm:' .. id
-  local tok = tostring(first + k)
-  local a = redis.call('HINCRBY', m, 'a', 1)
-  redis.call('HSET', m, 's', 'f', 'tok', tok, 'dl', dl)
-  zadd[#zadd + 1] = dl
-  zadd[#zadd + 1] = id
-  local f = redis.call('HMGET', m, 'p', 'v', 'k', 'h', 'c', 'z', 'e')
-  out[#out + 1] = {id, f[1], a, f[2], f[3] or false, f[4] or false, f[5] or false,
-    f[6] or false, f[7], tok, dl}
+  local f = redis.call('HMGET', m, 'p', 'v', 'k', 'h', 'c', 'z', 'e', 'a')
+  -- An id whose message is gone (only a server that lost part of a script
+  -- leaves one, see docs/backends.md) is dropped, not handed out empty.
+  if f[1] then
+    taken = taken + 1
+    local tok = tostring(first + k)
+    local a = tonumber(f[8]) + 1
+    redis.call('HSET', m, 'a', a, 's', 'f', 'tok', tok, 'dl', dl)
+    zadd[#zadd + 1] = dl
+    zadd[#zadd + 1] = id
+    out[#out + 1] = {id, f[1], a, f[2], f[3] or false, f[4] or false, f[5] or false,
+      f[6] or false, f[7], tok, dl}
+  end
 end
 for i = 1, #zadd, 2000 do  -- unpack has a limit: at most 1000 pairs a call
   redis.call('ZADD', P .. 'leases', unpack(zadd, i, math.min(i + 1999, #zadd)))
 end
 cnt('ready', -#ids)
-cnt('inflight', #ids)
-cnt(topic .. NUL .. 'f', #ids)
-stat('delivered', #ids)
+cnt('inflight', taken)
+cnt(topic .. NUL .. 'f', taken)
+stat('delivered', taken)
 if #out > 1 then out[1] = next_due() end
 return out
 """
