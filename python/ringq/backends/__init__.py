@@ -7,16 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ringq.backend import Backend
+from ringq.backends.urls import is_redis_url
 
-__all__ = ["REDIS_SCHEMES", "fast_publish", "is_redis_url", "open_backend"]
-
-#: The URL schemes of a queue on Redis (``ringq.backends.redis``).
-REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
-
-
-def is_redis_url(target: object) -> bool:
-    """Whether ``target`` names a queue on Redis (no import of redis-py)."""
-    return isinstance(target, str) and target.split("://", 1)[0] in REDIS_SCHEMES
+__all__ = ["fast_publish", "open_backend"]
 
 
 def open_backend(

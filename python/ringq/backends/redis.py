@@ -55,9 +55,9 @@ from urllib.parse import urlsplit
 
 from ringq import errors
 from ringq.backend import DeadLetter, Delivery, OutgoingMessage
-from ringq.backends import REDIS_SCHEMES as SCHEMES
-from ringq.backends import is_redis_url
 from ringq.backends.redis_scripts import SCRIPTS
+from ringq.backends.urls import REDIS_SCHEMES as SCHEMES
+from ringq.backends.urls import is_redis_url
 
 __all__ = ["RedisBackend", "is_redis_url", "open_redis"]
 
