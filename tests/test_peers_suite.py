@@ -35,7 +35,8 @@ def test_smoke_run_of_every_peer_and_workload(tmp_path: Path) -> None:
     peers = report["peers"]
     assert {"queue", "persistqueue", "sqliteack", "litequeue", "huey", "diskcache", "rocksq",
             "rocksq_b100", "taskito", "taskito_tuned", "redis", "redis_b100", "redis_always",
-            "redis_always_b100", "ringq_async", "arq", "taskiq"} <= set(peers)  # fmt: skip
+            "redis_always_b100", "ringq_async", "arq", "taskiq",
+            "ringq_redis_b100"} <= set(peers)  # fmt: skip
     asyncio_rows = {"ringq_async", "arq", "taskiq"}  # C only
     for key, p in peers.items():
         want = {"Dput", "Dack"} if key == "ringq_os" else {"A", "B", "C", "Dput", "Dack", "F"}
@@ -43,6 +44,10 @@ def test_smoke_run_of_every_peer_and_workload(tmp_path: Path) -> None:
             want.discard("Dack")  # in memory: nothing for a new process to read
         if key in asyncio_rows:
             assert set(p["results"]) == {"C"}, (key, sorted(p["results"]))
+            continue
+        if key == "ringq_redis_b100":  # ringq on its Redis backend: A, B and C only
+            assert set(p["results"]) == {"A", "B", "C"}, (key, sorted(p["results"]))
+            assert "redis-server" in p["version"], p["version"]
             continue
         assert want <= set(p["results"]), (key, sorted(p["results"]))
     # arq runs in a venv of its own (it needs redis-py < 6): its version comes from there.
@@ -65,9 +70,12 @@ def test_smoke_run_of_every_peer_and_workload(tmp_path: Path) -> None:
     best_of = [t for t in report["targets"] if "the best of arq" in t["target"]]
     assert len(best_of) == 1, report["targets"]
     assert best_of[0]["versus"] in (peers["arq"]["label"], peers["taskiq"]["label"])
+    on_redis = [t for t in report["targets"] if t["target"].startswith("C: ringq on Redis")]
+    assert len(on_redis) == 1 and "ratio" in on_redis[0], report["targets"]
     text = page.read_text()
     assert "## Against the peers" in text and "kept as is" in text and "peers.png" in text
     assert "² The asyncio rows" in text and "| arq (1 ms poll) ² |" in text
+    assert "| ringq on Redis, batches of 100 |" in text
     assert text.count("<!-- peers:begin") == 1
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +85,7 @@ def test_render_redoes_page_and_verdicts_from_a_kept_run(tmp_path: Path) -> None
     past run (here the committed full run), and a target whose figure is
     changed in that JSON changes its verdict."""
     kept = json.loads((SUITE.parent / "results.json").read_text())
-    assert kept["repetitions"] == 3 and len(kept["peers"]) == 22
+    assert kept["repetitions"] == 3 and len(kept["peers"]) == 23
     kept["peers"]["ringq"]["results"]["C"]["median"] = 1.0  # far below every peer
     results, page = tmp_path / "results.json", tmp_path / "benchmarks.md"
     results.write_text(json.dumps(kept))

@@ -1,5 +1,5 @@
 """Turns the suite's JSON into the results page section, the chart and the
-verdict on each target of issues #4 and #13."""
+verdict on each target of issues #4, #13 and #14."""
 
 from __future__ import annotations
 
@@ -29,6 +29,14 @@ RATIO_TARGETS: tuple[tuple[str, str, str | tuple[str, ...], float, str], ...] = 
         "producer and a consumer thread); paired: run one right after the other",
     ),
     ("C", "ringq_async", ("arq", "taskiq"), 20.0, "async producer + trivial async job"),
+    (
+        "C",
+        "ringq_redis_b100",
+        "redis_b100",
+        0.7,
+        "ringq's Lua scripts (leases, dedup, DLQ bookkeeping) vs raw Streams, both batches "
+        "of 100, same server setup",
+    ),
 )
 
 
@@ -285,7 +293,7 @@ def section(report: dict[str, Any], chart: str | None) -> str:
         parts += [note, ""]
     if chart:
         parts += [f"![throughput per peer]({Path(chart).name})", ""]
-    parts += ["### Where each target stands (issues #4 and #13, measured in this run)", "",
+    parts += ["### Where each target stands (issues #4, #13 and #14, measured in this run)", "",
               "| target | compared | result |", "| --- | --- | --- |"]  # fmt: skip
     for t in report.get("targets", []):
         res = t["status"]

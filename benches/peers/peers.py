@@ -68,7 +68,7 @@ def python_for(info: PeerInfo) -> str:
 
 def uses_redis(key: str) -> bool:
     """The run needs a fresh ``redis-server`` (``redisd.py``)."""
-    return key.startswith("redis") or key in ("arq", "taskiq")
+    return key.startswith(("redis", "ringq_redis")) or key in ("arq", "taskiq")
 
 
 #: Packages named beside a peer's own in its version.
@@ -88,7 +88,12 @@ def version_of(info: PeerInfo) -> str:
     if info.key.startswith("ringq"):
         import ringq
 
-        return str(ringq.__version__)
+        if not uses_redis(info.key):
+            return str(ringq.__version__)
+        import redis
+        from redisd import version
+
+        return f"{ringq.__version__} (redis-py {redis.__version__}, redis-server {version()})"
     if not info.package:
         import platform
 
@@ -245,6 +250,20 @@ class Ringq(Peer):
 
     def close(self) -> None:
         self.q.close()
+
+
+class RingqRedis(Ringq):
+    """ringq's Redis backend: ``ringq.Queue("redis://...", namespace=...)`` on
+    the run's fresh redis-server (the same calls as a directory queue; the
+    server's ``appendfsync`` is the durability)."""
+
+    def __init__(self, info: PeerInfo, path: Path, port: int = 0, capacity: int = 0) -> None:
+        import ringq
+
+        self.info = info
+        self.q = ringq.Queue(
+            f"redis://127.0.0.1:{port}/0", namespace="bench", capacity=max(capacity, 200_000)
+        )
 
 
 class PersistQueue(_BlockingGet):
@@ -528,6 +547,14 @@ INFOS: dict[str, PeerInfo] = {
             consume="ack",
         ),
         _i(
+            "ringq_redis_b100",
+            "ringq on Redis, batches of 100",
+            "",
+            "AOF, fsync every second",
+            100,
+            consume="ack",
+        ),
+        _i(
             "redis_always",
             "Redis Streams always",
             "redis",
@@ -650,6 +677,8 @@ def info_of(key: str) -> PeerInfo:
 
 def open_peer(key: str, path: Path, port: int = 0, capacity: int = 0) -> Peer:
     info = info_of(key)
+    if key.startswith("ringq_redis"):
+        return RingqRedis(info, path, port, capacity)
     if key.startswith("ringq"):
         durability = "always" if "always" in key else "os" if key == "ringq_os" else "batch"
         return Ringq(info, path, durability, capacity, shared=key == "ringq_shared")
