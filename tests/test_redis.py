@@ -390,3 +390,59 @@ def test_a_checkout_skips_an_id_whose_message_is_gone(
     assert (s["in_flight"], s["ready"]) == (2, 0)
     q.ack(got)
     assert q.stats()["total"] == 0
+
+
+def test_the_leases_set_stays_a_skip_list_and_its_padding_is_never_a_lease(
+    opened: list[ringq.Queue], url: str, ns: str
+) -> None:
+    """A sorted set of up to 128 members is a listpack, where adding a
+    checkout's 100 leases costs 4x a skip list's; 129 members at +inf keep
+    ``leases`` a skip list. They never fall due, never count as in flight
+    and never cut a wait short."""
+    q = open_q(opened, url, ns, lease=30.0)
+    r = raw(url)
+    q.backend.publish_many([b"%d" % i for i in range(5)], "t")
+    ds = q.backend.checkout("t", max_messages=5)
+    leases = f"ringq:{{{ns}}}:leases"
+    assert r.object("encoding", leases) == b"skiplist"
+    assert r.zcard(leases) == 129 + 5
+    q.backend.ack(ds)
+    assert r.object("encoding", leases) == b"skiplist", "the padding outlives the leases"
+    assert q.stats()["in_flight"] == 0
+    t0 = time.monotonic()
+    assert q.backend.checkout("t", timeout=0.2) == []
+    waited = time.monotonic() - t0
+    assert 0.15 < waited < 1.0, f"a checkout with nothing due waited {waited:.3f} s"
+    q.backend.publish(b"late", "t")
+    [d] = q.backend.checkout("t")
+    assert d.payload == b"late" and d.attempt == 1
+    q.backend.ack(d)
+
+
+def test_publish_many_of_plain_payloads_is_all_or_none_and_checked(
+    opened: list[ringq.Queue], url: str, ns: str
+) -> None:
+    """Payloads alone on one topic go as one argument each
+    (``publish_plain``); the limits and the all-or-none rule are the same
+    as for items with options."""
+    q = open_q(opened, url, ns, capacity=5, max_payload=10)
+    be = q.backend
+    with pytest.raises(ringq.LimitExceeded, match="11 bytes"):
+        be.publish_many([b"ok", b"x" * 11], "t")
+    ids = be.publish_many([b"a", b"b", b"c"], "t")
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    with pytest.raises(ringq.QueueFull):
+        be.publish_many([b"d", b"e", b"f"], "t", block=False)
+    mixed = q.publish_many([b"d", ringq.Message(b"e", topic="u", dedup_key="k")], "t")
+    assert len(mixed) == 2
+    assert q.stats()["ready"] == 5
+    got = be.checkout("t", max_messages=10)
+    assert [(d.id, d.payload, d.attempt, d.version) for d in got] == [
+        (ids[0], b"a", 1, 1),
+        (ids[1], b"b", 1, 1),
+        (ids[2], b"c", 1, 1),
+        (mixed[0], b"d", 1, 1),
+    ]
+    [e] = be.checkout("u")
+    assert (e.id, e.payload, e.dedup_key) == (mixed[1], b"e", "k")
+    be.ack([*got, e])

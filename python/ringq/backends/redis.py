@@ -724,9 +724,20 @@ class RedisBackend:
         timeout: float | None,
     ) -> Op[list[str]]:
         self._check_open()
-        args = self._outgoing(payloads, topic or "default")
-        if args[0] == 0:
+        items = payloads if isinstance(payloads, list) else list(payloads)
+        if not items:
             return []
+        if all(type(p) is bytes for p in items):  # one argument per message
+            self._item(topic or "default", b"", None, None, None, None, None)
+            big = max(map(len, items))
+            if big > self._max_payload:
+                raise errors.LimitExceeded(
+                    f"payload of {big} bytes is over max_payload={self._max_payload}"
+                )
+            args: list[object] = [topic or "default", *items]
+            first = yield from self._with_room("publish_plain", args, block, timeout)
+            return [f"{i:016x}" for i in range(int(first) + 1, int(first) + 1 + len(items))]
+        args = self._outgoing(items, topic or "default")
         got = yield from self._with_room("publish_many", args, block, timeout)
         return [_text(i) or "" for i in got]
 
@@ -770,7 +781,7 @@ class RedisBackend:
         try:
             while True:
                 out = yield ("script", "checkout", args)
-                got = [self._delivery(topic, row) for row in out[1:]]
+                got = self._deliveries(topic, out)
                 if got or timeout == 0:
                     return got
                 if since is not None and self.interrupts(topic) > since:
@@ -785,23 +796,45 @@ class RedisBackend:
         finally:
             self._waiting_on(wake, -1)
 
-    def _delivery(self, topic: str, row: Sequence[Any]) -> Delivery:
-        mid, payload, attempt, version, key, head, corr, caus, enq, tok, dl = row
-        return Delivery(
-            _text(mid) or "",
-            topic,
-            bytes(payload),
-            attempt=int(attempt),
-            version=int(version),
-            dedup_key=_text(key),
-            headers=json.loads(head) if head else None,
-            correlation_id=_text(corr),
-            causation_id=_text(caus),
-            enqueued_at=_s(enq),
-            lease_deadline=_s(dl),
-            lease_token=int(tok),
-            queue_id=self._instance,
-        )
+    def _deliveries(self, topic: str, out: Sequence[Any]) -> list[Delivery]:
+        """The deliveries of a checkout's answer: after the next due time and
+        the lease deadline, 7 values each (see ``CHECKOUT``)."""
+        dl = _s(out[1])
+        instance = self._instance
+        got = []
+        for i in range(2, len(out), 7):
+            mid, payload, attempt, version, enq, tok, extra = out[i : i + 7]
+            if extra is None:  # no dedup key, headers, correlation or causation id
+                d = Delivery(
+                    mid.decode(),
+                    topic,
+                    payload,
+                    attempt=int(attempt),
+                    version=int(version),
+                    enqueued_at=_s(enq),
+                    lease_deadline=dl,
+                    lease_token=int(tok),
+                    queue_id=instance,
+                )
+            else:
+                key, head, corr, caus = extra
+                d = Delivery(
+                    mid.decode(),
+                    topic,
+                    payload,
+                    attempt=int(attempt),
+                    version=int(version),
+                    dedup_key=_text(key),
+                    headers=json.loads(head) if head else None,
+                    correlation_id=_text(corr),
+                    causation_id=_text(caus),
+                    enqueued_at=_s(enq),
+                    lease_deadline=dl,
+                    lease_token=int(tok),
+                    queue_id=instance,
+                )
+            got.append(d)
+        return got
 
     def interrupts(self, topic: str) -> int:
         self._check_open()
@@ -1082,8 +1115,8 @@ class RedisBackend:
             mid,
             g("t") or "",
             bytes(f[b"p"]),
-            attempt=int(f[b"a"]),
-            version=int(f[b"v"]),
+            attempt=int(f.get(b"a", 0)),
+            version=int(f.get(b"v", 1)),
             dedup_key=g("k"),
             headers=json.loads(head) if head else None,
             correlation_id=g("c"),

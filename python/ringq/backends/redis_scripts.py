@@ -14,12 +14,16 @@ Keys under the prefix ``ringq:{ns}:``:
   ``max_attempts``, ``dlq_capacity``;
 - ``seq`` / ``tok``: counters for message ids and lease tokens;
 - ``m:<id>``: a live message (hash: ``t`` topic, ``p`` payload, ``a``
-  deliveries so far, ``v`` version, ``k`` dedup key, ``h`` headers,
-  ``c``/``z`` correlation/causation id, ``e`` enqueued at, ``s`` state
-  ``r``/``d``/``f`` (ready, delayed, in flight), ``tok``/``dl`` lease token and
-  deadline, ``due`` (delayed), ``sup`` superseded, ``ff`` first failed at);
+  deliveries that ended (absent: 0; one in flight is delivery ``a`` + 1,
+  counted when its lease ends), ``v`` version (absent: 1), ``k`` dedup
+  key, ``h`` headers, ``c``/``z`` correlation/causation id, ``e`` enqueued
+  at, ``tok`` lease token (only while in flight), ``due`` (delayed),
+  ``sup`` superseded, ``ff`` first failed at). Every field written costs the
+  server about as much as a command, so a message gets only the fields it
+  needs: whether it is ready or delayed is known from where its id is;
 - ``r:<topic>``: the topic's ready ids, first to be delivered on the left;
-- ``delayed`` / ``leases``: sorted sets of ids by due time / lease deadline;
+- ``delayed`` / ``leases``: sorted sets of ids by due time / lease deadline
+  (``leases`` also holds 129 members ``~pad<n>`` at +inf, see ``add_leases``);
 - ``dedup``: hash ``<topic> NUL <key>`` -> the id holding the key;
 - ``dlq``: dead letters' ids, oldest first; ``x:<id>``: a dead letter (the
   message's fields plus ``reason``, ``et``/``em``/``tb``/``hd`` error type,
@@ -38,6 +42,7 @@ __all__ = ["SCRIPTS"]
 
 #: Shared by every script: the reaper and the message helpers.
 PRELUDE = r"""
+local ARGV = ARGV  -- a local: read once per field of every message
 local P = ARGV[1]
 local NOWS = ARGV[2]
 local NOW = tonumber(NOWS)
@@ -52,7 +57,7 @@ end
 
 -- Counters, wake-ups and topics are gathered while the script runs and
 -- written once at its end (``flush``): one command per field, not per message.
-local DELTA, STATS, WOKEN, TOPICS = {}, {}, {}, {}
+local DELTA, STATS, WOKEN, TOPICS, READY = {}, {}, {}, {}, {}
 local ROOM = false
 local function cnt(field, by)
   DELTA[field] = (DELTA[field] or 0) + by
@@ -67,6 +72,11 @@ local function room()
   ROOM = true
 end
 local function flush()
+  for topic, ids in pairs(READY) do  -- new messages join their topic's end, in order
+    for i = 1, #ids, 1000 do  -- unpack has a limit
+      redis.call('RPUSH', P .. 'r:' .. topic, unpack(ids, i, math.min(i + 999, #ids)))
+    end
+  end
   for f, d in pairs(DELTA) do
     if d ~= 0 then redis.call('HINCRBY', P .. 'n', f, d) end
   end
@@ -84,7 +94,7 @@ local function flush()
     redis.call('RPUSH', w, '1')
     redis.call('LTRIM', w, -64, -1)
   end
-  DELTA, STATS, WOKEN, TOPICS, ROOM = {}, {}, {}, {}, false
+  DELTA, STATS, WOKEN, TOPICS, READY, ROOM = {}, {}, {}, {}, {}, false
 end
 local function meta_num(field)
   return tonumber(redis.call('HGET', P .. 'meta', field))
@@ -148,16 +158,17 @@ local function dead_letter(id, m, topic, reason, et, em, tb, hd, at)
   room()
 end
 
--- Takes a message out of flight (its lease ends).
-local function unlease(id, m, topic)
+-- Takes a message out of flight (its lease ends); ``counted``: the
+-- delivery counts as an attempt (all but a release).
+local function unlease(id, m, topic, counted)
   redis.call('ZREM', P .. 'leases', id)
   redis.call('HDEL', m, 'tok', 'dl')
+  if counted then redis.call('HINCRBY', m, 'a', 1) end
   cnt('inflight', -1)
   cnt(topic .. NUL .. 'f', -1)
 end
 
 local function to_ready(id, m, topic, front)
-  redis.call('HSET', m, 's', 'r')
   if front then
     redis.call('LPUSH', P .. 'r:' .. topic, id)
   else
@@ -192,7 +203,7 @@ local function reap()
     if not topic then
       redis.call('ZREM', P .. 'leases', id)
     else
-      unlease(id, m, topic)
+      unlease(id, m, topic, true)
       stat('expired')
       local attempt = tonumber(redis.call('HGET', m, 'a'))
       local most = max_attempts(topic)
@@ -215,8 +226,7 @@ end
 -- The lease (id, token) is current: the message is in flight under it.
 local function current(id, tok)
   local m = P .. 'm:' .. id
-  local f = redis.call('HMGET', m, 's', 'tok')
-  return f[1] == 'f' and f[2] == tok
+  return redis.call('HGET', m, 'tok') == tok
 end
 
 -- The earliest time something falls due (a delay, a lease), or -1.
@@ -225,17 +235,59 @@ local function next_due()
   local b = redis.call('ZRANGE', P .. 'leases', 0, 0, 'WITHSCORES')
   local t = -1
   if #a > 0 then t = tonumber(a[2]) end
-  if #b > 0 and (t < 0 or tonumber(b[2]) < t) then t = tonumber(b[2]) end
+  if #b > 0 and string.sub(b[1], 1, 1) ~= '~' and (t < 0 or tonumber(b[2]) < t) then
+    t = tonumber(b[2])
+  end
   return t
+end
+
+-- Adds leases (score, id, ...) to ``leases``. A sorted set of at most 128
+-- members is a listpack, where adding 100 costs 100 scans of it (4x a
+-- skip list's cost); 129 members that never fall due (``~pad<n>``, score
+-- +inf) keep it a skip list for good.
+local PAD = 129
+local function add_leases(zadd)
+  local L = P .. 'leases'
+  if redis.call('ZCARD', L) < PAD then
+    local pad = {}
+    for k = 1, PAD do pad[#pad + 1] = '+inf'; pad[#pad + 1] = '~pad' .. k end
+    redis.call('ZADD', L, unpack(pad))
+  end
+  for i = 1, #zadd, 2000 do  -- unpack has a limit: at most 1000 pairs a call
+    redis.call('ZADD', L, unpack(zadd, i, math.min(i + 1999, #zadd)))
+  end
+end
+
+-- A new ready message with no options, with id ``seq`` (the caller made
+-- sure there is room): three fields.
+local function insert_plain(topic, payload, seq)
+  local id = string.format('%016x', seq)
+  redis.call('HSET', P .. 'm:' .. id, 't', topic, 'p', payload, 'e', NOWS)
+  local ready = READY[topic]
+  if not ready then ready = {}; READY[topic] = ready end
+  ready[#ready + 1] = id
+  TOPICS[topic] = true
+  cnt('ready', 1)
+  wake(topic)
+  stat('published')
+  return id
 end
 
 -- A new message (the caller made sure there is room). Fields from ARGV at
 -- i: topic, payload, key, delay (us, 0: none), headers, corr, caus; version.
 local function insert(i, version, seq)
   local topic, key, delay = ARGV[i], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local id = string.format('%016x', seq or redis.call('INCR', P .. 'seq'))
+  seq = seq or redis.call('INCR', P .. 'seq')
+  if version == 1 and key == '' and delay == 0 and ARGV[i + 4] == '' and ARGV[i + 5] == ''
+      and ARGV[i + 6] == '' then
+    return insert_plain(topic, ARGV[i + 1], seq)
+  end
+  local id = string.format('%016x', seq)
   local m = P .. 'm:' .. id
-  local f = {'t', topic, 'p', ARGV[i + 1], 'a', 0, 'v', version, 'e', NOWS}
+  TOPICS[topic] = true
+  stat('published')
+  local f = {'t', topic, 'p', ARGV[i + 1], 'e', NOWS}
+  if version ~= 1 then f[#f + 1], f[#f + 2] = 'v', version end
   if key ~= '' then
     f[#f + 1], f[#f + 2] = 'k', key
     redis.call('HSET', P .. 'dedup', topic .. NUL .. key, id)
@@ -243,22 +295,21 @@ local function insert(i, version, seq)
   if ARGV[i + 4] ~= '' then f[#f + 1], f[#f + 2] = 'h', ARGV[i + 4] end
   if ARGV[i + 5] ~= '' then f[#f + 1], f[#f + 2] = 'c', ARGV[i + 5] end
   if ARGV[i + 6] ~= '' then f[#f + 1], f[#f + 2] = 'z', ARGV[i + 6] end
-  TOPICS[topic] = true
   if delay > 0 then
     local due = S(NOW + delay)
-    f[#f + 1], f[#f + 2], f[#f + 3], f[#f + 4] = 's', 'd', 'due', due
+    f[#f + 1], f[#f + 2] = 'due', due
     redis.call('HSET', m, unpack(f))
     redis.call('ZADD', P .. 'delayed', due, id)
     cnt('delayed', 1)
     cnt(topic .. NUL .. 'd', 1)
   else
-    f[#f + 1], f[#f + 2] = 's', 'r'
     redis.call('HSET', m, unpack(f))
-    redis.call('RPUSH', P .. 'r:' .. topic, id)
+    local ready = READY[topic]
+    if not ready then ready = {}; READY[topic] = ready end
+    ready[#ready + 1] = id
     cnt('ready', 1)
     wake(topic)
   end
-  stat('published')
   return id
 end
 
@@ -272,9 +323,8 @@ local function plan(i, keep)
   if not holder then return 'new', 1, nil end
   local m = P .. 'm:' .. holder
   if keep then return 'keep', holder, nil end
-  local s = redis.call('HGET', m, 's')
-  if s == 'f' then
-    return 'new', tonumber(redis.call('HGET', m, 'v')) + 1, holder
+  if redis.call('HEXISTS', m, 'tok') == 1 then
+    return 'new', (tonumber(redis.call('HGET', m, 'v')) or 1) + 1, holder
   end
   return 'replace', holder, nil
 end
@@ -282,7 +332,7 @@ end
 local function replace(i, holder)
   local m = P .. 'm:' .. holder
   redis.call('HSET', m, 'p', ARGV[i + 1])
-  redis.call('HINCRBY', m, 'v', 1)
+  redis.call('HSET', m, 'v', (tonumber(redis.call('HGET', m, 'v')) or 1) + 1)
   redis.call('HDEL', m, 'h', 'c', 'z')
   if ARGV[i + 4] ~= '' then redis.call('HSET', m, 'h', ARGV[i + 4]) end
   if ARGV[i + 5] ~= '' then redis.call('HSET', m, 'c', ARGV[i + 5]) end
@@ -313,7 +363,7 @@ if expected ~= '' then
   local actual = 0
   if key ~= '' then
     local holder = redis.call('HGET', P .. 'dedup', ARGV[3] .. NUL .. key)
-    if holder then actual = tonumber(redis.call('HGET', P .. 'm:' .. holder, 'v')) end
+    if holder then actual = tonumber(redis.call('HGET', P .. 'm:' .. holder, 'v')) or 1 end
   end
   if tonumber(expected) ~= actual then
     return {err = 'VERSION ' .. expected .. ' ' .. actual}
@@ -337,10 +387,14 @@ PUBLISH_MANY = r"""
 reap()
 local count = tonumber(ARGV[3])
 local need, plans, seen = 0, {}, {}
+local NEW = {'new', 1, nil}
 for j = 0, count - 1 do
   local i = 4 + j * 7
   local dk = ARGV[i + 2] ~= '' and (ARGV[i] .. NUL .. ARGV[i + 2]) or nil
-  if dk and seen[dk] then
+  if not dk then  -- no key: a new message
+    plans[j] = NEW
+    need = need + 1
+  elseif seen[dk] then
     plans[j] = {'again', seen[dk]}
   else
     local what, a, b = plan(i, false)
@@ -370,18 +424,32 @@ end
 return ids
 """
 
-#: checkout(P, now, topic, max, lease_us, share) -> {next_due, deliveries...}
+#: publish_plain(P, now, topic, payload...) -> the number before the first
+#: id (the ids follow it): publish_many of payloads with no options, on one
+#: topic (all or none); one argument per message instead of seven
+PUBLISH_PLAIN = r"""
+reap()
+local topic, count = ARGV[3], #ARGV - 3
+if live() + count > meta_num('capacity') then return full(count) end
+local seq = redis.call('INCRBY', P .. 'seq', count) - count
+for j = 1, count do insert_plain(topic, ARGV[3 + j], seq + j) end
+return seq
+"""
+
+#: checkout(P, now, topic, max, lease_us, share) -> {next_due, lease deadline,
+#: then 7 values per delivery: id, payload, attempt, version, enqueued at,
+#: lease token, and false or {dedup key, headers, correlation, causation}}
 CHECKOUT = r"""
 reap()
 local topic, most, lease, share = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local r = P .. 'r:' .. topic
 local ready = redis.call('LLEN', r)
 local n = math.min(most, math.ceil(ready / share))
-local out = {next_due()}
+local dl = S(NOW + lease)
+local out = {next_due(), dl}
 if n <= 0 then return out end
 local ids = redis.call('LPOP', r, n)
 local first = redis.call('INCRBY', P .. 'tok', #ids) - #ids
-local dl = S(NOW + lease)
 local zadd = {}
 local taken = 0
 for k, id in ipairs(ids) do
@@ -392,22 +460,25 @@ for k, id in ipairs(ids) do
   if f[1] then
     taken = taken + 1
     local tok = tostring(first + k)
-    local a = tonumber(f[8]) + 1
-    redis.call('HSET', m, 'a', a, 's', 'f', 'tok', tok, 'dl', dl)
+    local a = (tonumber(f[8]) or 0) + 1
+    redis.call('HSET', m, 'tok', tok)
     zadd[#zadd + 1] = dl
     zadd[#zadd + 1] = id
-    out[#out + 1] = {id, f[1], a, f[2], f[3] or false, f[4] or false, f[5] or false,
-      f[6] or false, f[7], tok, dl}
+    local extra = false
+    if f[3] or f[4] or f[5] or f[6] then
+      extra = {f[3] or false, f[4] or false, f[5] or false, f[6] or false}
+    end
+    local o = #out
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, f[1], a, f[2] or 1
+    out[o + 5], out[o + 6], out[o + 7] = f[7], tok, extra
   end
 end
-for i = 1, #zadd, 2000 do  -- unpack has a limit: at most 1000 pairs a call
-  redis.call('ZADD', P .. 'leases', unpack(zadd, i, math.min(i + 1999, #zadd)))
-end
+add_leases(zadd)
 cnt('ready', -#ids)
 cnt('inflight', taken)
 cnt(topic .. NUL .. 'f', taken)
 stat('delivered', taken)
-if #out > 1 then out[1] = next_due() end
+if #out > 2 then out[1] = next_due() end
 return out
 """
 
@@ -419,9 +490,9 @@ local n = tonumber(ARGV[3])
 local lost, valid = {}, {}
 for j = 0, n - 1 do
   local id, tok = ARGV[4 + 2 * j], ARGV[5 + 2 * j]
-  local f = redis.call('HMGET', P .. 'm:' .. id, 's', 'tok', 't', 'k')
-  if f[1] == 'f' and f[2] == tok then
-    valid[#valid + 1] = {id, f[3], f[4]}
+  local f = redis.call('HMGET', P .. 'm:' .. id, 'tok', 't', 'k')
+  if f[1] == tok then
+    valid[#valid + 1] = {id, f[2], f[3]}
   else
     lost[#lost + 1] = id
   end
@@ -441,7 +512,7 @@ if count > 0 then
       need = need + 1
     else
       local holder = redis.call('HGET', P .. 'dedup', ARGV[i] .. NUL .. key)
-      if not holder or acked[holder] or redis.call('HGET', P .. 'm:' .. holder, 's') == 'f' then
+      if not holder or acked[holder] or redis.call('HEXISTS', P .. 'm:' .. holder, 'tok') == 1 then
         need = need + 1
       end
     end
@@ -490,12 +561,11 @@ for k = #valid, 1, -1 do
   local id = valid[k]
   local m = P .. 'm:' .. id
   local topic = redis.call('HGET', m, 't')
-  unlease(id, m, topic)
+  unlease(id, m, topic, false)
   stat('released')
   if redis.call('HGET', m, 'sup') then
     drop(id, m)
   else
-    redis.call('HINCRBY', m, 'a', -1)
     to_ready(id, m, topic, true)
   end
 end
@@ -511,7 +581,7 @@ if not current(id, tok) then return 'lost' end
 local delay = tonumber(ARGV[5])
 local m = P .. 'm:' .. id
 local topic = redis.call('HGET', m, 't')
-unlease(id, m, topic)
+unlease(id, m, topic, true)
 stat('nacked')
 if redis.call('HGET', m, 'sup') then
   drop(id, m)
@@ -526,7 +596,7 @@ if reason ~= '' then
 end
 if not redis.call('HGET', m, 'ff') then redis.call('HSET', m, 'ff', NOWS) end
 if delay > 0 then
-  redis.call('HSET', m, 's', 'd', 'due', S(NOW + delay))
+  redis.call('HSET', m, 'due', S(NOW + delay))
   redis.call('ZADD', P .. 'delayed', S(NOW + delay), id)
   cnt('delayed', 1)
   cnt(topic .. NUL .. 'd', 1)
@@ -542,8 +612,7 @@ reap()
 local id, tok = ARGV[3], ARGV[4]
 if not current(id, tok) then return 'lost' end
 local dl = S(NOW + tonumber(ARGV[5]))
-redis.call('HSET', P .. 'm:' .. id, 'dl', dl)
-redis.call('ZADD', P .. 'leases', dl, id)
+add_leases({dl, id})
 return dl
 """
 
@@ -574,7 +643,7 @@ for _, id in ipairs(todo) do
   local n = redis.call('INCR', P .. 'seq')
   local nid = string.format('%016x', n)
   local m = P .. 'm:' .. nid
-  redis.call('HSET', m, 't', f[1], 'p', f[2], 'a', 0, 'v', 1, 'e', NOWS)
+  redis.call('HSET', m, 't', f[1], 'p', f[2], 'e', NOWS)
   if key ~= '' then
     redis.call('HSET', m, 'k', key)
     redis.call('HSET', P .. 'dedup', f[1] .. NUL .. key, nid)
@@ -622,6 +691,7 @@ SCRIPTS: dict[str, str] = {
     for name, body in {
         "publish": PUBLISH,
         "publish_many": PUBLISH_MANY,
+        "publish_plain": PUBLISH_PLAIN,
         "checkout": CHECKOUT,
         "ack": ACK,
         "release": RELEASE,
