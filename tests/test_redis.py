@@ -7,20 +7,24 @@ sleep loop, and handlers. A real ``redis-server`` (``tests/redis_servers.py``)."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import logging
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis as redis_py
 import ringq
-from redis_servers import redis_url
+from redis_servers import RedisServer, redis_url
 from redisd import free_port
+from ringq.dispatch import outage
 
 
 @pytest.fixture(scope="module")
@@ -446,3 +450,72 @@ def test_publish_many_of_plain_payloads_is_all_or_none_and_checked(
     [e] = be.checkout("u")
     assert (e.id, e.payload, e.dedup_key) == (mixed[1], b"e", "k")
     be.ack([*got, e])
+
+
+def _outage_records(caplog: pytest.LogCaptureFixture) -> tuple[list[str], list[float]]:
+    """The warnings of ``ringq.dispatch.outage`` and the times of every
+    failed checkout (the first warning and the debug lines after it)."""
+    ours = [r for r in caplog.records if r.name == "ringq.dispatch"]
+    warnings_ = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
+    failed = [r.created for r in ours if "checkout failed" in r.getMessage()]
+    return warnings_, failed
+
+
+def _wait_for(cond: Callable[[], bool], what: str, limit: float = 20.0) -> None:
+    deadline = time.monotonic() + limit
+    while not cond():
+        assert time.monotonic() < deadline, f"not within {limit} s: {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("kind", ["thread", "async"])
+def test_handlers_back_off_while_the_server_is_down_and_carry_on_when_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """redis-server is killed under a running handler: its checkouts fail,
+    are retried after waits that double (capped, here at 0.4 s), with one
+    warning naming the server and one when it is back; the server restarts
+    on its AOF and the handler goes on with what was published before and
+    after, each message once."""
+    monkeypatch.setattr(outage, "LONGEST", 0.4)
+    caplog.set_level(logging.DEBUG, logger="ringq.dispatch")
+    srv = RedisServer(tmp_path / "redis", "always")
+    srv.start()
+    url = f"redis://127.0.0.1:{srv.port}/0"
+    q = ringq.Queue(url, namespace="down")
+    got: list[bytes] = []
+    if kind == "thread":
+
+        @q.handler(bytes, topic="t")
+        def on_t(b: bytes) -> None:
+            got.append(b)
+
+    else:
+
+        @q.handler(bytes, topic="t")
+        async def on_t_async(b: bytes) -> None:
+            got.append(b)
+
+    try:
+        q.publish(b"before", topic="t")
+        q.start()
+        _wait_for(lambda: got == [b"before"], "the first message handled")
+        srv.kill()
+        _wait_for(lambda: len(_outage_records(caplog)[1]) >= 6, "six failed checkouts")
+        srv.start()
+        q.publish(b"after", topic="t")
+        _wait_for(lambda: len(got) == 2, "the message published after the restart handled")
+        q.stop()
+    finally:
+        q.close()
+        srv.stop()
+    assert got == [b"before", b"after"]
+    warned, failed = _outage_records(caplog)
+    down = [w for w in warned if "checkout failed" in w]
+    assert len(down) == 1, warned
+    assert url in down[0] and "BackendUnavailable" in down[0]
+    assert len([w for w in warned if "works again" in w]) == 1, warned
+    gaps = [b - a for a, b in itertools.pairwise(failed[:6])]
+    # 0.05, 0.1, 0.2, 0.4, 0.4 s (each a little longer: the failing call)
+    for gap, least in zip(gaps, (0.05, 0.1, 0.2, 0.4, 0.4), strict=True):
+        assert gap >= least * 0.9, f"retries came after {gaps}"

@@ -77,6 +77,10 @@ _DEFAULT_FSYNC_INTERVAL = 0.05
 _MICRO = 1_000_000
 #: How long a call waits for a reshard of its namespace's slot to end: seconds.
 RESHARD_WAIT = 60.0
+#: A pooled connection idle this many seconds is checked with a PING (and
+#: made again if the server closed it, e.g. restarted) before a call uses
+#: it, so a call is not failed by a connection that broke while unused.
+HEALTH_CHECK = 1.0
 
 #: Put before every script on a Redis Cluster. While a reshard moves the
 #: namespace's slot (``MIGRATING`` on the old master, ``IMPORTING`` on the
@@ -256,7 +260,7 @@ class RedisBackend:
         if parts.scheme.endswith("+cluster"):
             plain = url.replace("+cluster", "", 1)
             return redis.RedisCluster.from_url(plain, socket_timeout=None)
-        return redis.Redis.from_url(url, socket_timeout=None, health_check_interval=30)
+        return redis.Redis.from_url(url, socket_timeout=None, health_check_interval=HEALTH_CHECK)
 
     @staticmethod
     def _connect_async(url: str) -> Any:
@@ -264,7 +268,7 @@ class RedisBackend:
 
         if urlsplit(url).scheme.endswith("+cluster"):
             return aredis.RedisCluster.from_url(url.replace("+cluster", "", 1))
-        return aredis.Redis.from_url(url)
+        return aredis.Redis.from_url(url, health_check_interval=HEALTH_CHECK)
 
     def _deferred(self) -> RedisLoopHandle:
         """The handle ``ringq.AsyncQueue`` calls (see ``RedisLoopHandle``)."""
@@ -285,6 +289,8 @@ class RedisBackend:
             mapped = self._map_error(e)
             if mapped is None:
                 raise
+            if isinstance(mapped, errors.BackendUnavailable):
+                _drop_idle(self._r)
             raise mapped from e
 
     def _map_error(self, e: Exception) -> Exception | None:
@@ -1277,6 +1283,8 @@ class RedisLoopHandle:
                     if b._closed and isinstance(failure, errors.BackendUnavailable):
                         # Closed under it: as any call on a closed queue.
                         failure = errors.QueueClosed("the queue was closed")
+                    elif isinstance(failure, errors.BackendUnavailable):
+                        await _adrop_idle(self._ar)
         finally:
             self._withdrawn.discard(ticket)
 
@@ -1472,6 +1480,25 @@ class RedisLoopHandle:
 
     def close(self) -> None:
         self._async_detach()
+
+
+def _drop_idle(client: Any) -> None:
+    """After a call found the server gone: closes the connections that sit
+    unused in ``client``'s pool (a server that went away broke them too), so
+    that the calls after it, once the server is back, do not fail on them
+    one by one. Connections in use are left to their calls."""
+    pool = getattr(client, "connection_pool", None)  # a cluster client has one per node
+    if pool is not None:
+        with contextlib.suppress(Exception):
+            pool.disconnect(inuse_connections=False)
+
+
+async def _adrop_idle(client: Any) -> None:
+    """``_drop_idle`` for a redis.asyncio client."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        with contextlib.suppress(Exception):
+            await pool.disconnect(inuse_connections=False)
 
 
 def _quiet(task: asyncio.Task[Any]) -> None:

@@ -28,6 +28,8 @@ The modules, each importing only those below it:
 - ``monitor``: the lease monitor: handlers past their lease, batches held too long;
 - ``failures``: a failed attempt: what the worker tells the engine, and what
   the engine decides itself (retry or dead letter);
+- ``outage``: a checkout that fails (a server that is down, an owner that
+  left): retried with backoff, logged once when it starts and once when it ends;
 - ``acks``: a batch handed back: acks sent together, unstarted messages released;
 - ``pool``: the workers of one handler: membership, scaling, batch size;
 - ``processes``: a ``processes=N`` handler's worker processes (``child``:

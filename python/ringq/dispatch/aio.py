@@ -37,6 +37,7 @@ from ringq.codecs.decoding import UndecodableError
 from ringq.codecs.identity import TYPE_HEADER
 from ringq.context import Context
 from ringq.di.injection import abuild, build
+from ringq.dispatch.outage import Outage
 from ringq.dispatch.tallies import Counters, Histogram
 from ringq.errors import LeaseLost, QueueClosed, RingqError, Submitted, WouldBlock
 
@@ -146,6 +147,8 @@ class AsyncPool:
         self.resolver = resolver
         self.bounds = bounds
         self.counters = Counters(bounds)
+        self.outage = Outage(spec.name)  # the pool's checkouts that fail in a row
+        self._stopped = asyncio.Event()  # cuts short the wait after a failed checkout
         self.target = spec.options.max_parallelism
         self.workers: list[_Worker] = []
         self.stopping = False
@@ -250,10 +253,15 @@ class AsyncPool:
                         continue  # stop() or scale() ended the wait: it took nothing
                     except QueueClosed:
                         return None
-                    except RingqError as e:
-                        log.error("handler %s: checkout failed: %s", spec.name, e)
-                        await asyncio.sleep(0.5)
-                        continue
+                    except RingqError as e:  # see ringq.dispatch.outage
+                        # A stopping pool does not wait for the queue to be
+                        # reachable again: what it did not take stays queued.
+                        try:
+                            await asyncio.wait_for(self._stopped.wait(), self.outage.failed(e))
+                        except TimeoutError:
+                            continue
+                        return None
+                    self.outage.worked()
                     if not batch and self.stopping:
                         return None
                     self.ready.extend(batch)
@@ -286,6 +294,7 @@ class AsyncPool:
     def begin_stop(self, drain: bool) -> None:
         self.stopping = True
         self.drain = drain
+        self._stopped.set()
         if self._checkout is not None:
             self._checkout.cancel()
         self._fetched.set()

@@ -138,6 +138,9 @@ class Pool:
         self.abandoned_total = 0
         self.stopping = False
         self.drain = False
+        #: Set when the pool stops: cuts short a worker's wait between
+        #: failed checkouts (``ringq.dispatch.outage``).
+        self.stopped = threading.Event()
         self.seq = 0
         lease = spec.options.timeout
         #: Handler time a batch should hold, and how long unstarted messages wait.
@@ -216,6 +219,7 @@ class Pool:
         with self.lock:
             self.stopping = True
             self.drain = drain
+        self.stopped.set()
 
     def members(self) -> list[Worker]:
         with self.lock:

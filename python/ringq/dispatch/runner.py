@@ -35,8 +35,9 @@ from ringq.context import Context
 from ringq.di.injection import build
 from ringq.dispatch.acks import flush, release_rest
 from ringq.dispatch.failures import attempt_failed, undecodable
+from ringq.dispatch.outage import Outage
 from ringq.dispatch.processes import ProcessWorker
-from ringq.errors import LeaseLost, OwnerGone, QueueClosed, RingqError
+from ringq.errors import LeaseLost, QueueClosed, RingqError
 from ringq.handlers import function_ref
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Runner:
         engine = self.engine
         topic, lease = spec.topic, spec.options.timeout
         w.hook = functools.partial(self._heartbeat, w)
+        outage = Outage(spec.name)
         try:
             while True:
                 try:
@@ -92,17 +94,15 @@ class Runner:
                         batch = engine.checkout(topic, size, lease, None, share=share, since=since)
                 except QueueClosed:
                     return
-                except OwnerGone:
-                    # A shared queue's owner left: the next call reaches the
-                    # new one (or takes the directory over).
-                    log.warning("handler %s: the queue's owner went away; reconnecting", spec.name)
-                    time.sleep(0.05)
-                    continue
                 except RingqError as e:
-                    # E.g. a storage fault: the engine recovers when it clears.
-                    log.error("handler %s: checkout failed: %s", spec.name, e)
-                    time.sleep(0.5)
+                    # A server that is down, an owner that left (the next
+                    # call reaches the new one), a storage fault: ``outage``.
+                    # A stopping pool does not wait for it: what its workers
+                    # did not take stays queued.
+                    if pool.stopped.wait(outage.failed(e)):
+                        return
                     continue
+                outage.worked()
                 if batch:
                     try:
                         self._handle_batch(w, batch)
