@@ -36,8 +36,12 @@ def test_smoke_run_of_every_peer_and_workload(tmp_path: Path) -> None:
     assert {"queue", "persistqueue", "sqliteack", "litequeue", "huey", "diskcache", "rocksq",
             "rocksq_b100", "taskito", "taskito_tuned", "redis", "redis_b100", "redis_always",
             "redis_always_b100", "ringq_async", "arq", "taskiq",
-            "ringq_redis_b100"} <= set(peers)  # fmt: skip
-    asyncio_rows = {"ringq_async", "arq", "taskiq"}  # C only
+            "ringq_redis_b100", "ringq_redis_jobs", "ringq_redis_jobs_b100", "celery", "rq",
+            "rq_simple", "dramatiq", "arq_jobs"} <= set(peers)  # fmt: skip
+    # C only: the asyncio rows and the Redis job queues (work_jobs.py).
+    job_rows = {"ringq_redis_jobs", "ringq_redis_jobs_b100", "celery", "rq", "rq_simple",
+                "dramatiq", "arq_jobs"}  # fmt: skip
+    asyncio_rows = {"ringq_async", "arq", "taskiq", *job_rows}
     for key, p in peers.items():
         want = {"Dput", "Dack"} if key == "ringq_os" else {"A", "B", "C", "Dput", "Dack", "F"}
         if key == "queue":
@@ -52,6 +56,9 @@ def test_smoke_run_of_every_peer_and_workload(tmp_path: Path) -> None:
         assert want <= set(p["results"]), (key, sorted(p["results"]))
     # arq runs in a venv of its own (it needs redis-py < 6): its version comes from there.
     assert peers["arq"]["version"].startswith("0.28.") and "redis-py 5." in peers["arq"]["version"]
+    pins = {"celery": "5.7.", "rq": "2.12.", "dramatiq": "2.2.", "arq_jobs": "0.28."}
+    for key, version in pins.items():
+        assert peers[key]["version"].startswith(version), (key, peers[key]["version"])
     for key in ("ringq", "ringq_os", "ringq_always", "ringq_b100"):
         for part in ("Dput", "Dack"):
             r = peers[key]["results"][part]
@@ -70,8 +77,10 @@ def test_smoke_run_of_every_peer_and_workload(tmp_path: Path) -> None:
     best_of = [t for t in report["targets"] if "the best of arq" in t["target"]]
     assert len(best_of) == 1, report["targets"]
     assert best_of[0]["versus"] in (peers["arq"]["label"], peers["taskiq"]["label"])
-    on_redis = [t for t in report["targets"] if t["target"].startswith("C: ringq on Redis")]
+    on_redis = [t for t in report["targets"] if "0.7x Redis Streams" in t["target"]]
     assert len(on_redis) == 1 and "ratio" in on_redis[0], report["targets"]
+    jobs = [t for t in report["targets"] if "the best of celery" in t["target"].lower()]
+    assert len(jobs) == 2 and all("ratio" in t for t in jobs), report["targets"]
     text = page.read_text()
     assert "## Against the peers" in text and "kept as is" in text and "peers.png" in text
     assert "² The asyncio rows" in text and "| arq (1 ms poll) ² |" in text

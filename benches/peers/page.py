@@ -37,6 +37,23 @@ RATIO_TARGETS: tuple[tuple[str, str, str | tuple[str, ...], float, str], ...] = 
         "ringq's Lua scripts (leases, dedup, DLQ bookkeeping) vs raw Streams, both batches "
         "of 100, same server setup",
     ),
+    (
+        "C",
+        "ringq_redis_jobs_b100",
+        ("celery", "rq", "rq_simple", "dramatiq", "arq_jobs"),
+        5.0,
+        "jobs on Redis, end to end: a trivial job, 2 worker processes each, the same "
+        "redis-server setup; ringq publish_many of 100 and its handlers vs each library's "
+        "recommended enqueue and worker; paired: run one right after the other",
+    ),
+    (
+        "C",
+        "ringq_redis_jobs",
+        ("celery", "rq", "rq_simple", "dramatiq", "arq_jobs"),
+        5.0,
+        "as the row above, with ringq publishing one job per call (as Dramatiq and arq "
+        "must: they have no batch enqueue); each publish is a round trip to the server",
+    ),
 )
 
 
@@ -146,6 +163,7 @@ def table(report: dict[str, Any]) -> str:
                  else "error" if f else DASH)  # fmt: skip
         n = DASH if key == "ringq_os" else f"{p['n']:,}"
         label = f"{p['label']} ²" if p.get("asyncio") else p["label"]
+        label = f"{label} ³" if p.get("jobs") else label
         lines.append(
             f"| {label} | {p['version']} | {p['durability']} | {n} | {_rate(r.get('A'))} | "
             f"{_rate(r.get('B'))} | {_rate(r.get('C'))} | {_crash(r.get('Dput'), False)} | "
@@ -195,6 +213,34 @@ def async_notes(report: dict[str, Any]) -> list[str]:
         "use a fresh redis-server started as for the Redis rows (AOF, fsync every second)."
     ]
     out += [f"{p['label']}: {p['notes']}" for p in rows]
+    return out
+
+
+def job_notes(report: dict[str, Any]) -> list[str]:
+    """What the Redis job-queue rows (C only) are, with their spread."""
+    rows = [p for p in report["peers"].values() if p.get("jobs")]
+    if not rows:
+        return []
+    out = [
+        "³ Jobs on Redis, end to end (C only, `benches/peers/work_jobs.py`): one fresh "
+        "redis-server per run (AOF, fsync every second, as the Redis rows). The run's process "
+        "starts 2 worker processes of the library (its own worker: jobs run in 2 processes "
+        "for every row, the machine's core count), waits until each says it consumes (a hook "
+        "of the library's) and 0.5 s more, then enqueues N trivial jobs, each with a 100-byte "
+        "payload. Timed from the first enqueue until the last job has recorded that it ran; "
+        "then, untimed, the run waits until the library has recorded every job done, stops "
+        "the workers (SIGTERM: each library's warm shutdown) and checks that each job ran "
+        "exactly once and that nothing is left in the library's keys (queued, unacked or in "
+        "progress, failed, dead). In every repetition these rows run one right after the "
+        "other (the order reversed every other repetition)."
+    ]
+    for p in rows:
+        c = p["results"].get("C")
+        fig = ""
+        if c and "median" in c:
+            fig = (f" {_rate(c)} jobs/s ({_rate({'median': c['min']})}{DASH}"
+                   f"{_rate({'median': c['max']})}), N = {p['n']:,}.")  # fmt: skip
+        out.append(f"{p['label']}: {p['notes']}{fig}")
     return out
 
 
@@ -262,10 +308,12 @@ def section(report: dict[str, Any], chart: str | None) -> str:
         "`benches/peers/run` (installs the peers and redis-server, then runs "
         f"`{report['command']}`).",
         "",
-        "Throughput in messages (taskito, arq, taskiq: jobs) per second, 100-byte payloads, "
+        "Throughput in messages (taskito, arq, taskiq and the ³ rows: jobs) per second, "
+        "100-byte payloads, "
         "a fresh process and directory per run. N is the count per A/B/C run: "
         f"{s['fast']:,} for peers doing roughly 50k/s or more, {s['slow']:,} for the "
-        "others (an fsync per operation, SQLite per item, or a job), fewer for taskito. "
+        "others (an fsync per operation, SQLite per item, or a job), fewer for taskito "
+        "(the ³ rows: each its own, in the table). "
         "D sums its repetitions: the producer is SIGKILLed "
         f"{s['kill_after']} s after its first confirmed put (every put confirmed before "
         "the kill must be there after a reopen), then a consumer is SIGKILLed "
@@ -289,7 +337,8 @@ def section(report: dict[str, Any], chart: str | None) -> str:
         spread(report),
         "",
     ]
-    for note in process_notes(report) + async_notes(report) + merged_notes(report):
+    notes = process_notes(report) + async_notes(report) + job_notes(report)
+    for note in notes + merged_notes(report):
         parts += [note, ""]
     if chart:
         parts += [f"![throughput per peer]({Path(chart).name})", ""]
@@ -349,7 +398,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
     ax.set_yticklabels([p["label"] for _k, p in peers])
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("messages (taskito, arq, taskiq: jobs) per second, median, log scale")
+    ax.set_xlabel("messages (taskito, the job queues: jobs) per second, median, log scale")
     m = report["machine"]
     ax.set_title(f"ringq and its peers, 100-byte payloads ({m['cpus']} CPUs, {m['date']})")
     ax.grid(axis="x", which="both", alpha=0.3)

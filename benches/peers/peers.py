@@ -11,7 +11,8 @@ confirms them (a no-op where reading deletes). ``close()`` closes cleanly.
 taskito is a task queue, not a message queue: it has its own workloads in
 ``work_taskito.py`` and only its facts live here; so do the asyncio rows
 (``ASYNC_ROWS``: ringq's ``AsyncQueue``, arq and taskiq, workload C only, in
-``work_async.py``).
+``work_async.py``) and the Redis job queues (``JOB_ROWS``: jobs on Redis,
+end to end, with the libraries' own worker processes, in ``work_jobs.py``).
 """
 
 from __future__ import annotations
@@ -68,11 +69,11 @@ def python_for(info: PeerInfo) -> str:
 
 def uses_redis(key: str) -> bool:
     """The run needs a fresh ``redis-server`` (``redisd.py``)."""
-    return key.startswith(("redis", "ringq_redis")) or key in ("arq", "taskiq")
+    return key.startswith(("redis", "ringq_redis")) or key in ("arq", "taskiq", *JOB_ROWS)
 
 
 #: Packages named beside a peer's own in its version.
-ALSO = {"taskiq": ("taskiq-redis",)}
+ALSO = {"taskiq": ("taskiq-redis",), "celery": ("kombu",)}
 
 
 def _versions(info: PeerInfo, names: list[str]) -> list[str]:
@@ -632,6 +633,116 @@ INFOS: dict[str, PeerInfo] = {
 #: library's own worker running a trivial ``async def`` job, on one event
 #: loop. These rows run C only.
 ASYNC_ROWS = ("ringq_async", "arq", "taskiq")
+
+
+#: Jobs on Redis, end to end (``work_jobs.py``): a producer enqueues N trivial
+#: jobs while 2 worker processes of the library run them, on one fresh
+#: redis-server (AOF everysec). These rows run C only; each repetition runs
+#: them one after the other (order reversed every other repetition).
+JOB_ROWS = ("ringq_redis_jobs", "ringq_redis_jobs_b100", "celery", "rq", "rq_simple",
+            "dramatiq", "arq_jobs")  # fmt: skip
+
+_JOB_RECORD = (
+    " The job appends its payload's sequence number (9 bytes) to one file opened "
+    "`O_APPEND` (one `write` per job)."
+)
+
+
+def _job(key: str, label: str, package: str, batch: int, notes: str, venv: str = "") -> PeerInfo:
+    return PeerInfo(key, label, package, "AOF, fsync every second", batch, False, "task",
+                    notes=notes + _JOB_RECORD, venv=venv)  # fmt: skip
+
+
+INFOS.update(
+    (p.key, p)
+    for p in (
+        _job(
+            "ringq_redis_jobs",
+            "ringq on Redis, handlers (2 processes)",
+            "",
+            1,
+            '`ringq.Queue("redis://...", namespace="bench")`; the producer publishes one '
+            'job per `q.publish(payload, "t")` call; 2 worker processes each open the same '
+            'queue, register the job with `@q.handler(bytes, topic="t")` (ringq\'s defaults: '
+            "1 worker thread, checkouts of up to 16, the batch's acks sent together) and run "
+            "it with `q.start()`.",
+        ),
+        _job(
+            "ringq_redis_jobs_b100",
+            "ringq on Redis, handlers (2 processes), publish_many 100",
+            "",
+            100,
+            "As the row above, except that the producer publishes `q.publish_many` of 100 "
+            "jobs per call (one message each).",
+        ),
+        _job(
+            "celery",
+            "Celery (2 worker processes, -P solo)",
+            "celery",
+            100,
+            "Redis broker (kombu's Redis transport, JSON); the producer sends `group` of 100 "
+            "task signatures per `apply_async` (one producer and connection for the 100, one "
+            "message each; Celery has no pipelined enqueue, and `group` was no faster than "
+            "`delay` per call here); no result backend and `task_ignore_result=True` (the "
+            "Tasks guide: ignore results you do not want); `worker_prefetch_multiplier=128` "
+            '(the Optimizing guide, for many short tasks: "say 64, or 128"); acks on '
+            "receipt (the default, not `acks_late`); 2 `celery worker -P solo` processes "
+            "(the task runs in the worker process: faster here for a trivial task than one "
+            "worker with the default prefork pool and `-c 2`, about 0.71k against 0.92k "
+            "jobs/s in a trial), log level WARNING (the default). Celery runs in a venv of "
+            "its own (`requirements-celery.txt`: Celery pins python-dateutil 2.9 and "
+            "kombu[redis] packaging 26.3, older than the suite's; redis-py 8.1 with hiredis "
+            "as the other rows).",
+            venv="celery",
+        ),
+        _job(
+            "rq",
+            "RQ (2 Worker processes, fork per job)",
+            "rq",
+            100,
+            "The producer enqueues with `Queue.enqueue_many` of 100 `Queue.prepare_data` "
+            "jobs in one pipeline (RQ's bulk enqueue), `result_ttl=0` (no result kept); 2 "
+            "processes each run RQ's default `Worker` (what `rq worker` runs: it forks a "
+            "work horse per job), started from a script that has the job's module loaded "
+            "(RQ's performance notes: preload what jobs import), logging at WARNING as "
+            "`rq worker --quiet` (the default INFO logs two lines per job).",
+        ),
+        _job(
+            "rq_simple",
+            "RQ (2 SimpleWorker processes)",
+            "rq",
+            100,
+            "As the row above, with RQ's `SimpleWorker` (`rq worker -w rq.SimpleWorker`: "
+            "the job runs in the worker process, no fork).",
+        ),
+        _job(
+            "dramatiq",
+            "Dramatiq (2 processes, 8 threads each)",
+            "dramatiq",
+            1,
+            "`RedisBroker` with the default middleware; the producer calls `actor.send` per "
+            "job (Dramatiq has no batch enqueue: `group(...).run()` sends one by one); the "
+            "`dramatiq` command with its defaults: one worker process per CPU (2) with 8 "
+            "threads each (prefetch 16 per process; `--threads 1` ran at about a seventh of "
+            "the rate in a trial); an idle consumer backs off up to the default 1 s worker "
+            "timeout, so the first fetch may come that late. Payloads go as 100-character "
+            "str (JSON).",
+        ),
+        _job(
+            "arq_jobs",
+            "arq (2 worker processes)",
+            "arq",
+            1,
+            "`create_pool` and one `enqueue_job` per job (arq has no batch enqueue); 2 "
+            "processes each run arq's `run_worker` (what the `arq` command runs, without "
+            "its INFO log line per job) with `max_jobs=10` (the default), `poll_delay=0.001` "
+            "(the default 0.5 s caps each worker at 10 jobs per poll) and `keep_result=0` (no "
+            "result kept). In arq's own venv (`requirements-arq.txt`: redis-py 5.3.1, "
+            "hiredis).",
+            venv="arq",
+        ),
+    )
+)
 
 
 #: Workload C with real processes (``work_procs.py``): rows the suite runs

@@ -19,7 +19,12 @@ stops by pid. Workloads (100-byte payloads):
   task enqueues one job per call while the library's own worker runs a
   trivial ``async def`` job on the same loop. ``ringq_redis_b100`` (ringq's
   Redis backend on a fresh redis-server, as the Redis rows) runs A, B and C
-  only;
+  only. The rows of ``JOB_ROWS`` (ringq on Redis with its handlers, Celery,
+  RQ, Dramatiq, arq) run C only as jobs on Redis, end to end
+  (``work_jobs.py``): a producer enqueues N trivial jobs while 2 worker
+  processes of the library run them, on a fresh redis-server; in every
+  repetition they run one right after the other, in reverse order every
+  other repetition, so their ratios are paired;
 - D crash: SIGKILL a producer 0.3 s after its first confirmed put, reopen
   in a new process, count confirmed puts that are gone; then SIGKILL a
   consumer 0.05 s after its first confirmed ack on a pre-filled queue,
@@ -66,6 +71,7 @@ sys.path.insert(0, str(HERE))
 from peers import (  # noqa: E402
     ASYNC_ROWS,
     INFOS,
+    JOB_ROWS,
     PROCESS_ROWS,
     MissingVenv,
     info_of,
@@ -125,7 +131,17 @@ FAST = {"ringq", "ringq_b100", "ringq_always_b100", "ringq_os", "queue", "rocksq
         "ringq_async", "ringq_redis_b100"}  # fmt: skip
 
 
+#: Jobs per run of each ``JOB_ROWS`` row (a few seconds each; RQ's forking
+#: worker does ~100 jobs/s), and at ``--smoke``. Kept out of ``Sizes``, which
+#: ``--merge`` requires equal to the kept run's.
+JOB_N = {"ringq_redis_jobs": 20_000, "ringq_redis_jobs_b100": 100_000, "celery": 5_000,
+         "rq": 500, "rq_simple": 2_000, "dramatiq": 20_000, "arq_jobs": 5_000}  # fmt: skip
+JOB_N_SMOKE = {k: 50 if k == "rq" else 300 for k in JOB_N}
+
+
 def n_for(key: str, sizes: Sizes) -> int:
+    if key in JOB_N:
+        return (JOB_N_SMOKE if sizes == SMOKE else JOB_N)[key]
     if key == "taskito":
         return sizes.taskito
     if key == "taskito_tuned":
@@ -144,8 +160,9 @@ class Runner:
         return self.tmp / f"{self.seq:04d}-{tag}"
 
     def child(self, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+        script = "work_jobs.py" if spec["peer"] in JOB_ROWS else "work.py"
         return subprocess.Popen(
-            [python_for(info_of(spec["peer"])), str(HERE / "work.py"), json.dumps(spec)],
+            [python_for(info_of(spec["peer"])), str(HERE / script), json.dumps(spec)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -293,7 +310,7 @@ def summarize(values: list[float]) -> dict[str, float]:
 def plan(keys: list[str], workloads: str) -> list[tuple[str, str]]:
     steps = []
     for key in keys:
-        if key in PROCESS_ROWS or key in ASYNC_ROWS:
+        if key in PROCESS_ROWS or key in ASYNC_ROWS or key in JOB_ROWS:
             if "C" in workloads:
                 steps.append((key, "C"))  # a process row: and its versus peer's C (``paired``)
             continue
@@ -311,6 +328,17 @@ def plan(keys: list[str], workloads: str) -> list[tuple[str, str]]:
             else:
                 steps.append((key, w))
     return steps
+
+
+def in_rep_order(steps: list[tuple[str, str]], rep: int) -> list[tuple[str, str]]:
+    """The steps of repetition ``rep``: the ``JOB_ROWS`` rows run back to back
+    (where the first of them is), reversed every other repetition."""
+    jobs = [s for s in steps if s[0] in JOB_ROWS]
+    if not jobs:
+        return steps
+    at = steps.index(jobs[0])
+    rest = [s for s in steps if s[0] not in JOB_ROWS]
+    return rest[:at] + (jobs if rep % 2 == 0 else jobs[::-1]) + rest[at:]
 
 
 def run_suite(args: argparse.Namespace) -> dict[str, Any]:
@@ -334,7 +362,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         with Progress(*columns, transient=False) as progress:
             bar = progress.add_task("peers", total=len(steps) * reps)
             for rep in range(reps):
-                for key, w in steps:
+                for key, w in in_rep_order(steps, rep):
                     progress.update(bar, description=f"rep {rep + 1}/{reps} {key} {w}")
                     n = n_for(key, sizes)
                     t0 = time.perf_counter()
@@ -391,6 +419,12 @@ def entry(key: str, sizes: Sizes, runs: dict[str, list[dict[str, Any]]]) -> dict
     }
     if key in ASYNC_ROWS:
         out |= {"asyncio": True, "notes": info.notes}
+    if key in JOB_ROWS:
+        runs_c = runs.get("C", [])
+        out |= {"jobs": True, "notes": info.notes, "workers": 2}
+        if "C" in out["results"]:
+            out["results"]["C"]["rates"] = [r.get("rate") for r in runs_c]
+            out["results"]["C"]["enqueue_seconds"] = [r.get("enqueue_seconds") for r in runs_c]
     return out
 
 
