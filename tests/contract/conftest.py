@@ -238,11 +238,30 @@ def redis(place: Path, options: dict[str, Any]) -> Opened:
     return Opened(q, q.advance)
 
 
+def _cluster_url() -> str:
+    from redis_servers import redis_cluster_url
+
+    url = redis_cluster_url()
+    if url is None:
+        pytest.skip("redis-server or redis-cli is not installed (scripts/dev test installs them)")
+    return url
+
+
+def redis_cluster(place: Path, options: dict[str, Any]) -> Opened:
+    """As ``redis``, on the suite's three-master Redis Cluster
+    (``redis+cluster://``): each test's namespace is its own hash slot, so
+    the cases spread over the three masters."""
+    namespace = "contract-" + hashlib.sha1(str(place).encode()).hexdigest()[:16]
+    q = ManualClockQueue(_cluster_url(), namespace=namespace, **options)
+    return Opened(q, q.advance)
+
+
 #: Every backend the contract runs against, by kind.
 BACKENDS: dict[str, Factory] = {
     "local": local,
     "shared": shared,
     "redis": redis,
+    "redis_cluster": redis_cluster,
 }
 
 
@@ -298,6 +317,14 @@ def redis_async(place: Path, options: dict[str, Any], loop: LoopThread) -> Opene
     return Opened(AsyncFacade(aq, loop), underneath.advance)
 
 
+def redis_cluster_async(place: Path, options: dict[str, Any], loop: LoopThread) -> Opened:
+    """``AsyncQueue`` on a namespace of the suite's Redis Cluster."""
+    namespace = "contract-" + hashlib.sha1(str(place).encode()).hexdigest()[:16]
+    aq = ManualClockAsyncQueue(_cluster_url(), namespace=namespace, **options)
+    underneath: Any = aq.queue
+    return Opened(AsyncFacade(aq, loop), underneath.advance)
+
+
 AsyncFactory = Callable[[Path, dict[str, Any], LoopThread], Opened]
 
 #: The backends the contract runs against through ``AsyncQueue``, by kind;
@@ -306,6 +333,7 @@ ASYNC_BACKENDS: dict[str, AsyncFactory] = {
     "local": local_async,
     "shared": shared_async,
     "redis": redis_async,
+    "redis_cluster": redis_cluster_async,
 }
 ASYNC_MISSING: dict[str, str] = {}
 
