@@ -10,6 +10,10 @@ import asyncio
 import itertools
 import json
 import logging
+import shutil
+import socket
+import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -519,3 +523,81 @@ def test_handlers_back_off_while_the_server_is_down_and_carry_on_when_it_is_back
     # 0.05, 0.1, 0.2, 0.4, 0.4 s (each a little longer: the failing call)
     for gap, least in zip(gaps, (0.05, 0.1, 0.2, 0.4, 0.4), strict=True):
         assert gap >= least * 0.9, f"retries came after {gaps}"
+
+
+class TlsRedisServer(RedisServer):
+    """A redis-server that speaks TLS only (``--port 0``), with a
+    certificate for 127.0.0.1 signed by a CA made for the test."""
+
+    def __init__(self, directory: Path, ca: Path, cert: Path, key: Path) -> None:
+        super().__init__(directory, "always")
+        self.ca, self.cert, self.key = ca, cert, key
+
+    def flags(self) -> list[str]:
+        flags = super().flags()
+        at = flags.index("--port")
+        flags[at : at + 2] = ["--port", "0", "--tls-port", str(self.port)]
+        return [*flags, "--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key),
+                "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no"]  # fmt: skip
+
+    def answers(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        with (
+            socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw_socket,
+            context.wrap_socket(raw_socket, server_hostname="127.0.0.1") as s,
+        ):
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+
+
+def _certificates(d: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate for 127.0.0.1 it signed (openssl)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=ringq test CA", "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext",
+            "-out", "server.crt")  # fmt: skip
+    return d / "ca.crt", d / "server.crt", d / "server.key"
+
+
+def test_a_queue_over_tls_with_rediss(tmp_path: Path) -> None:
+    """``rediss://`` reaches a server that speaks TLS only, with the CA given
+    in the URL (redis-py's ``ssl_ca_certs``), for ``Queue`` and
+    ``AsyncQueue``; a client that does not trust the server's certificate
+    gets a clear error naming the server, and ``redis://`` (no TLS) too."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (it makes the test's certificates)")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca, cert, key = _certificates(certs)
+    srv = TlsRedisServer(tmp_path / "redis", ca, cert, key)
+    srv.start()
+    try:
+        url = f"rediss://127.0.0.1:{srv.port}/0?ssl_ca_certs={ca}"
+        with ringq.Queue(url, namespace="tls") as q:
+            q.publish({"n": 1}, topic="t", dedup_key="one")
+            [d] = q.checkout("t", timeout=5)
+            q.ack(d)
+            assert q.stats()["total"] == 0
+
+        async def main() -> None:
+            async with ringq.AsyncQueue(url, namespace="tls") as aq:
+                await aq.publish(b"async", "t")
+                [d] = await aq.checkout("t", timeout=5)
+                assert d.payload == b"async"
+                await aq.ack(d)
+
+        asyncio.run(main())
+        with pytest.raises(ringq.BackendUnavailable, match=f"127.0.0.1:{srv.port}"):
+            ringq.Queue(f"rediss://127.0.0.1:{srv.port}/0", namespace="tls")  # CA not trusted
+        with pytest.raises(ringq.BackendUnavailable, match=f"127.0.0.1:{srv.port}"):
+            ringq.Queue(f"redis://127.0.0.1:{srv.port}/0", namespace="tls")  # no TLS
+    finally:
+        srv.stop()
