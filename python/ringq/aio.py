@@ -63,6 +63,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from ringq.backend import Backend, DeadLetter, Delivery, OutgoingMessage
+from ringq.codecs.formats import Codec
 from ringq.config import Durability, QueueOptions
 from ringq.core import QueueCore
 from ringq.dispatch import aio as _dispatch_aio
@@ -260,9 +261,9 @@ class _LoopSide(QueueCore):
     """``QueueCore``'s methods (encoding, options, errors) over the queue's
     deferred handle: they never wait."""
 
-    def __init__(self, handle: Backend) -> None:
+    def __init__(self, handle: Backend, codec: Codec | None = None) -> None:
         self._handle = handle
-        super().__init__(handle.path)
+        super().__init__(handle.path, codec=codec)
 
     def _open_backend(self, path: str | os.PathLike[str], settings: dict[str, object]) -> Backend:
         return self._handle
@@ -275,9 +276,9 @@ class _ThreadSide(QueueCore):
 
     _fast_path = False
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, codec: Codec | None = None) -> None:
         self._given = backend
-        super().__init__(backend.path)
+        super().__init__(backend.path, codec=codec)
 
     def _open_backend(self, path: str | os.PathLike[str], settings: dict[str, object]) -> Backend:
         return self._given
@@ -292,14 +293,21 @@ class AsyncOps:
     async handlers get their own, on their loop). ``backend`` stays open
     when this is detached."""
 
-    def __init__(self, backend: Backend, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        path: str | os.PathLike[str] | None = None,
+        codec: Codec | None = None,
+    ) -> None:
         deferred = getattr(backend, "_deferred", None)
         if deferred is None:
             raise ConfigError(
                 f"AsyncQueue on {backend.path!r} is not built yet for its backend "
                 f"({backend.role}): use ringq.Queue there"
             )
-        self._thread_side = _ThreadSide(backend)
+        #: What ``publish`` encodes with (``AsyncQueue``: the queue's codec).
+        self._codec = codec
+        self._thread_side = _ThreadSide(backend, codec)
         self._detached = False
         self._use(deferred())
 
@@ -309,7 +317,7 @@ class AsyncOps:
         a shared queue's owner (``"socket"``: answers on a connection of
         this loop's own)."""
         self._handle = handle
-        self._side = _LoopSide(handle)
+        self._side = _LoopSide(handle, self._codec)
         #: A shared queue's client: every call is answered by the owner.
         kind = handle._async_kind()
         self._socket = kind == "socket"
@@ -897,11 +905,12 @@ class AsyncQueue(AsyncOps):
         namespace: str | None = None,
         options: QueueOptions | None = None,
         resolver: Resolver | None = None,
+        codec: Codec | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if k not in ("self", "path", "__class__")}
         queue = self._open_queue(path, **given)
         try:
-            super().__init__(queue.backend, path)
+            super().__init__(queue.backend, path, codec)
         except BaseException:
             queue.close()
             raise

@@ -21,6 +21,7 @@ from ringq.errors import RingqError
 
 if TYPE_CHECKING:
     from ringq.backend import Backend
+    from ringq.codecs.formats import Codec
 
 __all__ = ["Cancelled", "Context"]
 
@@ -40,6 +41,7 @@ class Context:
     __slots__ = (
         "_backend",
         "_before_heartbeat",
+        "_codec",
         "_delivery",
         "_event",
         "_expired",
@@ -56,8 +58,11 @@ class Context:
         delivery: Delivery,
         handler: str,
         lease: float,
+        codec: Codec | None = None,
     ) -> None:
         self._backend = backend
+        #: What ``publish`` encodes with (the queue's codec; ``None``: JSON).
+        self._codec = codec
         self._delivery = delivery
         self.handler = handler
         self._lease = lease
@@ -188,6 +193,7 @@ class Context:
             delay=delay,
             correlation_id=d.correlation_id or d.id,
             causation_id=d.id,
+            codec=self._codec,
         )
         if self._staged is None:
             self._staged = [item]

@@ -19,6 +19,8 @@ from ringq.backend import Backend, Delivery, OutgoingMessage
 from ringq.backends import fast_publish, open_backend
 from ringq.codecs import DEFAULT_TOPIC
 from ringq.codecs.encoding import outgoing_message
+from ringq.codecs.envelope import Encrypted
+from ringq.codecs.formats import DEFAULT_CODEC, Codec
 from ringq.config import QUEUE_DEFAULTS, Durability, QueueOptions
 from ringq.dlq import DeadLetterQueue
 from ringq.errors import ConfigError, QueueClosed, describe_error
@@ -80,10 +82,13 @@ def resolve_settings(options: QueueOptions | None, given: dict[str, object]) -> 
     return {**KEYWORD_DEFAULTS, **options.engine_kwargs()}
 
 
-def outgoing(item: object, topic: str | None) -> bytes | OutgoingMessage:
+def outgoing(
+    item: object, topic: str | None, codec: Codec | None = None
+) -> bytes | OutgoingMessage:
     """A ``publish_many`` item as the backend takes it: ``bytes`` as is (to
-    the call's topic), anything else encoded (a ``Message``'s topic wins)."""
-    if type(item) is bytes:
+    the call's topic) unless ``codec`` seals them, anything else encoded
+    with ``codec`` (a ``Message``'s topic wins)."""
+    if type(item) is bytes and not isinstance(codec, Encrypted):
         return item
     if isinstance(item, Message):
         return outgoing_message(
@@ -94,8 +99,9 @@ def outgoing(item: object, topic: str | None) -> bytes | OutgoingMessage:
             delay=item.delay,
             correlation_id=item.correlation_id,
             causation_id=item.causation_id,
+            codec=codec,
         )
-    return outgoing_message(item, topic)
+    return outgoing_message(item, topic, codec=codec)
 
 
 def _weakly(obj: QueueCore, method: Callable[..., T]) -> Callable[..., T]:
@@ -147,9 +153,18 @@ class QueueCore(HandlerHost):
         namespace: str | None = None,
         options: QueueOptions | None = None,
         resolver: Resolver | None = None,
+        codec: Codec | None = None,
     ) -> None:
         given = {k: v for k, v in locals().items() if k in KEYWORD_DEFAULTS}
         settings = resolve_settings(options, given)
+        if codec is not None and not isinstance(codec, Codec):
+            raise ConfigError(
+                f"codec= takes a codec (ringq.codecs.JsonCodec(), MsgpackCodec(), "
+                f"PickleCodec(), Encrypted(...)), not {type(codec).__name__}"
+            )
+        self._codec = DEFAULT_CODEC if codec is None else codec
+        #: Every payload is sealed (``Encrypted``): bytes too, so no fast path.
+        self._sealed = isinstance(codec, Encrypted)
         if namespace is not None:
             # Where the queue lives in a redis:// target, not a queue option.
             settings["namespace"] = namespace
@@ -161,6 +176,7 @@ class QueueCore(HandlerHost):
         cls = type(self)
         if (
             cls._fast_path
+            and not self._sealed
             and cls.publish is QueueCore.publish
             and cls.publish_many is QueueCore.publish_many
         ):
@@ -209,11 +225,11 @@ class QueueCore(HandlerHost):
         """
         # ``**options`` rather than named keyword-only parameters: a call
         # that gives none costs one frame and no default lookups.
-        if type(payload) is bytes:
+        if type(payload) is bytes and not self._sealed:
             if options:
                 return self._backend.publish(payload, topic, **options)
             return self._backend.publish(payload, topic)
-        m = outgoing(payload, topic)
+        m = outgoing(payload, topic, self._codec)
         if not isinstance(m, OutgoingMessage):
             return self._backend.publish(m, topic, **options)
         merged: dict[str, Any] = {
@@ -243,7 +259,10 @@ class QueueCore(HandlerHost):
         them) or ``ringq.Message`` for per-message options (its ``topic`` wins).
         Returns the ids in item order.
         """
-        items = [p if type(p) is bytes else outgoing(p, topic) for p in payloads]
+        if self._sealed:
+            items = [outgoing(p, topic, self._codec) for p in payloads]
+        else:
+            items = [p if type(p) is bytes else outgoing(p, topic, self._codec) for p in payloads]
         return self._backend.publish_many(items, topic, block=block, timeout=timeout)
 
     # -- consuming ----------------------------------------------------------

@@ -46,7 +46,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
-from ringq.codecs.decoding import decoder_for
+from ringq.codecs.decoding import HeaderDecoder, handler_decoder
+from ringq.codecs.formats import DEFAULT_CODEC, Codec
 from ringq.codecs.identity import topics_for
 from ringq.config import HandlerOptions, QueueOptions
 from ringq.context import Context
@@ -63,7 +64,8 @@ class Handler(Generic[M]):
 
     Class attributes (``None`` keeps the default): ``name`` (default: the
     class name), ``topic``, ``timeout``, ``max_parallelism``, ``prefetch``,
-    ``retry``, ``dead_letter_on``.
+    ``retry``, ``dead_letter_on``, ``codec`` (what it decodes messages with;
+    default: the queue's).
     """
 
     name: ClassVar[str | None] = None
@@ -73,6 +75,7 @@ class Handler(Generic[M]):
     prefetch: ClassVar[int | None] = None
     retry: ClassVar[Retry | None] = None
     dead_letter_on: ClassVar[tuple[type[BaseException], ...] | None] = None
+    codec: ClassVar[Codec | None] = None
 
     def handle(self, msg: M, ctx: Context) -> None:
         raise NotImplementedError(f"{type(self).__qualname__}.handle")
@@ -89,9 +92,20 @@ class HandlerSpec:
     func: Callable[..., object] | None
     cls: type[Handler[Any]] | None
     pass_context: bool
-    decode: Callable[[bytes, str | None], Any]
+    #: ``(payload, headers or None) -> message`` (``handler_decoder``).
+    decode: HeaderDecoder
     #: An ``async def`` handler: run as coroutines (``ringq.dispatch.aio``).
     is_async: bool = False
+    #: What the handler decodes with (its own ``codec=``, else the queue's).
+    codec: Codec = DEFAULT_CODEC
+    #: What ``ctx.publish`` encodes with: the queue's codec.
+    publish_codec: Codec = DEFAULT_CODEC
+
+    @property
+    def needs_headers(self) -> bool:
+        """Whether decoding reads the headers: the type tag (a handler of
+        objects) or the codec label (a codec other than the default)."""
+        return self.message_type not in (bytes, str) or self.codec.name != DEFAULT_CODEC.name
 
     @property
     def kind(self) -> str:
@@ -275,6 +289,8 @@ def build_spec(
     cls: type[Handler[Any]] | None,
     declared: dict[str, Any],
     config: QueueOptions | None,
+    codec: Codec | None = None,
+    publish_codec: Codec | None = None,
 ) -> HandlerSpec:
     """Resolve a handler's topic, decoder and options (see the module docstring)."""
     if topic is None:
@@ -306,6 +322,9 @@ def build_spec(
             "plain functions in worker processes (give one or the other)"
         )
     pass_context = True if func is None else takes_context(func)
+    if codec is not None and not isinstance(codec, Codec):
+        raise ConfigError(f"handler {name!r}: codec= takes a codec, not {type(codec).__name__}")
+    decode_with = codec or publish_codec or DEFAULT_CODEC
     return HandlerSpec(
         name=name,
         message_type=message_type,
@@ -314,6 +333,8 @@ def build_spec(
         func=func,
         cls=cls,
         pass_context=pass_context,
-        decode=decoder_for(message_type),
+        decode=handler_decoder(message_type, decode_with),
         is_async=is_async,
+        codec=decode_with,
+        publish_codec=publish_codec or DEFAULT_CODEC,
     )

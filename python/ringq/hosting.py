@@ -12,6 +12,7 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ringq.codecs.formats import DEFAULT_CODEC, Codec
 from ringq.dispatch import Dispatcher
 from ringq.errors import ConfigError
 from ringq.handlers import (
@@ -47,6 +48,9 @@ class HandlerHost:
     _registry: HandlerRegistry
     _dispatcher: Dispatcher | None
     _timing: bool
+    #: The queue's codec: what it publishes with, and what its handlers
+    #: decode with unless they name their own.
+    _codec: Codec = DEFAULT_CODEC
 
     def _init_handlers(self, config: QueueOptions | None, resolver: Resolver | None) -> None:
         self._config = config
@@ -71,6 +75,7 @@ class HandlerHost:
         retry: Retry | None = None,
         dead_letter_on: tuple[type[BaseException], ...] | None = None,
         processes: int | None = None,
+        codec: Codec | None = None,
     ) -> Callable[[F], F]: ...
 
     @overload
@@ -89,6 +94,7 @@ class HandlerHost:
         retry: Retry | None = None,
         dead_letter_on: tuple[type[BaseException], ...] | None = None,
         processes: int | None = None,
+        codec: Codec | None = None,
     ) -> Any:
         """Register a function as the handler of ``message_type``'s topic.
 
@@ -98,14 +104,16 @@ class HandlerHost:
         (``@q.handler()`` or bare ``@q.handler``). ``timeout`` is the lease
         in seconds. ``processes=N`` runs a module-level function in N worker
         processes (CPU-bound handlers; ``ringq.dispatch.processes``).
-        Returns the function unchanged.
+        ``codec`` is what it decodes messages with (default: the queue's
+        ``codec``; ``ctx.publish`` encodes with the queue's). Returns the
+        function unchanged.
         """
         if callable(message_type) and not isinstance(message_type, type):
             # Bare @q.handler (on a function, method, partial or callable
             # object; message types are classes): the type comes from the
             # first parameter's annotation.
             func = message_type
-            self._add(func, None, None, None, {})
+            self._add(func, None, None, None, {}, None)
             return func
         declared = {
             "timeout": timeout,
@@ -117,7 +125,7 @@ class HandlerHost:
         }
 
         def register(func: F) -> F:
-            self._add(func, message_type, name, topic, declared)
+            self._add(func, message_type, name, topic, declared, codec)
             return func
 
         return register
@@ -129,6 +137,7 @@ class HandlerHost:
         name: str | None,
         topic: str | None,
         declared: dict[str, Any],
+        codec: Codec | None,
     ) -> None:
         if not callable(func):
             raise ConfigError(f"a handler must be callable, got {func!r}")
@@ -144,6 +153,8 @@ class HandlerHost:
             cls=None,
             declared=declared,
             config=self._config,
+            codec=codec,
+            publish_codec=self._codec,
         )
         self._install(spec)
 
@@ -175,6 +186,8 @@ class HandlerHost:
             cls=cls,
             declared=declared,
             config=self._config,
+            codec=cls.codec,
+            publish_codec=self._codec,
         )
         self._install(spec)
         return cls

@@ -10,6 +10,8 @@ modules, each importing only those above it in this list:
   ``TYPE_HEADER``);
 - ``formats``: the codecs (``JsonCodec``, the default; ``MsgpackCodec``;
   ``PickleCodec``, which warns) behind the ``Codec`` protocol;
+- ``envelope``: ``Encrypted``, AES-GCM around another codec, with key
+  rotation;
 - ``encoding``: publishing: an object as payload, topic and tag
   (``encode_message``);
 - ``decoding``: a handler's decoder, built once per handler
@@ -18,10 +20,12 @@ modules, each importing only those above it in this list:
 Everything public is importable from ``ringq.codecs`` itself.
 """
 
-from ringq.codecs.decoding import UndecodableError, decoder_for
+from ringq.codecs.decoding import UndecodableError, decoder_for, handler_decoder
 from ringq.codecs.encoding import encode, encode_message
+from ringq.codecs.envelope import Encrypted, SealError
 from ringq.codecs.formats import Codec, JsonCodec, MsgpackCodec, PickleCodec, PickleWarning
 from ringq.codecs.identity import (
+    CODEC_HEADER,
     DEFAULT_TOPIC,
     TYPE_HEADER,
     message,
@@ -31,17 +35,21 @@ from ringq.codecs.identity import (
 )
 
 __all__ = [
+    "CODEC_HEADER",
     "DEFAULT_TOPIC",
     "TYPE_HEADER",
     "Codec",
+    "Encrypted",
     "JsonCodec",
     "MsgpackCodec",
     "PickleCodec",
     "PickleWarning",
+    "SealError",
     "UndecodableError",
     "decoder_for",
     "encode",
     "encode_message",
+    "handler_decoder",
     "message",
     "topic_for",
     "topics_for",
@@ -50,6 +58,15 @@ __all__ = [
 
 # Users meet these as ``ringq.codecs.<Name>`` (reprs, pickles, a dead
 # letter's error_type): that is where they live publicly.
-for _cls in (Codec, JsonCodec, MsgpackCodec, PickleCodec, PickleWarning, UndecodableError):
+for _cls in (
+    Codec,
+    Encrypted,
+    JsonCodec,
+    MsgpackCodec,
+    PickleCodec,
+    PickleWarning,
+    SealError,
+    UndecodableError,
+):
     _cls.__module__ = __name__
 del _cls

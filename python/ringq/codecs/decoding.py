@@ -23,6 +23,13 @@ the headers)`` back into ``tp``:
   list the most specific member first. Two members with the same tag are
   refused (``TypeError``) when the decoder is built.
 
+With an ``Encrypted`` codec the payload is opened first (every payload,
+``bytes`` and ``str`` handlers' too); one that does not open (not sealed, an
+unknown key, altered) is undecodable. ``handler_decoder`` is what the
+dispatcher calls: it also refuses a payload whose ``CODEC_HEADER`` names
+another codec than the handler's (a payload without one is decoded with
+the handler's codec).
+
 Every decoding failure (invalid JSON/MessagePack, wrong shape, failed pydantic
 validation, unknown or mismatched tag, invalid UTF-8) raises
 ``UndecodableError`` naming the target type, the tag and the cause, with the
@@ -34,17 +41,21 @@ reason ``"undecodable"``. A type the codec cannot decode at all raises
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from ringq.codecs.envelope import Encrypted, SealError
 from ringq.codecs.formats import DEFAULT_CODEC, BuiltinCodec, Codec
-from ringq.codecs.identity import expected_tag
+from ringq.codecs.identity import CODEC_HEADER, TYPE_HEADER, expected_tag
 from ringq.codecs.typeforms import describe, strip_annotated, union_members
 from ringq.errors import RingqError
 
-__all__ = ["Decoder", "UndecodableError", "decoder_for"]
+__all__ = ["Decoder", "HeaderDecoder", "UndecodableError", "decoder_for", "handler_decoder"]
 
 Decoder = Callable[[bytes, str | None], Any]
+#: ``(payload, headers or None) -> value``: ``None`` when the dispatcher
+#: skips reading the headers (``bytes``/``str`` handlers of the default codec).
+HeaderDecoder = Callable[[bytes, Mapping[str, str] | None], Any]
 
 
 class UndecodableError(RingqError):
@@ -179,7 +190,46 @@ def decoder_for(tp: Any, codec: Codec | None = None) -> Decoder:
     """
     if codec is None:
         codec = DEFAULT_CODEC
+    if isinstance(codec, Encrypted):
+        return _opening(tp, codec)
     members = union_members(tp)
     if members is not None:
         return _union_decoder(tp, members, codec)
     return _single_decoder(tp, codec)
+
+
+def _opening(tp: Any, codec: Encrypted) -> Decoder:
+    """``decoder_for(tp, codec.inner)`` on what ``codec`` opens."""
+    inner = decoder_for(tp, codec.inner)
+    target = describe(tp)
+    open_ = codec.open
+
+    def opened(data: bytes, tag: str | None) -> Any:
+        try:
+            plain = open_(data)
+        except SealError as e:
+            raise _undecodable(target, tag, e) from e
+        return inner(plain, tag)
+
+    return opened
+
+
+def handler_decoder(tp: Any, codec: Codec | None = None) -> HeaderDecoder:
+    """``decoder_for(tp, codec)`` taking the message's headers: their type tag,
+    and their ``CODEC_HEADER``, which must name ``codec`` if present."""
+    base = decoder_for(tp, codec)
+    want = (codec or DEFAULT_CODEC).name
+    target = describe(tp)
+
+    def decode(data: bytes, headers: Mapping[str, str] | None) -> Any:
+        if headers is None:
+            return base(data, None)
+        tag = headers.get(TYPE_HEADER)
+        got = headers.get(CODEC_HEADER)
+        if got is not None and got != want:
+            raise _undecodable(
+                target, tag, f"encoded with the {got} codec; this handler decodes {want}"
+            )
+        return base(data, tag)
+
+    return decode

@@ -8,6 +8,11 @@ published with.
   identity of its class (``ringq.codecs.identity``): its topic and type tag,
   or ``DEFAULT_TOPIC`` and no tag for values of builtin types.
 
+With an ``Encrypted`` codec every payload is sealed, ``bytes`` and ``str``
+too. A payload gets the ``CODEC_HEADER`` header naming its codec unless it
+is the default JSON (or raw ``bytes``/``str`` under a codec that does not
+encrypt: those are the bytes given, whatever the codec).
+
 ``outgoing_message`` is the one place where an encoded object's tag joins
 its headers: what a handler's ``ctx.publish`` stages, as the backend takes it.
 """
@@ -17,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ringq.backend import OutgoingMessage
+from ringq.codecs.envelope import Encrypted
 from ringq.codecs.formats import DEFAULT_CODEC, Codec
-from ringq.codecs.identity import DEFAULT_TOPIC, TYPE_HEADER, identity_of
+from ringq.codecs.identity import CODEC_HEADER, DEFAULT_TOPIC, TYPE_HEADER, identity_of
 from ringq.codecs.typeforms import describe
 
-__all__ = ["encode", "encode_message", "outgoing_message"]
+__all__ = ["codec_label", "encode", "encode_message", "outgoing_message"]
 
 
 def encode(obj: object) -> tuple[str, bytes]:
@@ -39,18 +45,16 @@ def encode_message(obj: object, codec: Codec | None = None) -> tuple[str, bytes,
     """Return ``(default_topic, payload, type_tag)`` for ``obj``.
 
     ``bytes``/``str``/``bytearray``/``memoryview`` follow ``encode``'s rules
-    and have no tag, whatever the codec. Other objects are encoded with
+    and have no tag, whatever the codec (sealed by an ``Encrypted`` one).
+    Other objects are encoded with
     ``codec`` (default: JSON); an object of a class gets ``topic_for`` and
     ``type_tag`` of its class, a value of a builtin type (``dict``, ``list``,
     ...) gets ``DEFAULT_TOPIC`` and no tag. Encoding errors (e.g.
     ``TypeError`` for an unsupported type) propagate with a note.
     """
-    if isinstance(obj, bytes):
-        return DEFAULT_TOPIC, obj if type(obj) is bytes else bytes(obj), None
-    if isinstance(obj, str):
-        return DEFAULT_TOPIC, obj.encode(), None
-    if isinstance(obj, (bytearray, memoryview)):
-        return DEFAULT_TOPIC, bytes(obj), None
+    raw = _raw(obj)
+    if raw is not None:
+        return DEFAULT_TOPIC, codec.seal(raw) if isinstance(codec, Encrypted) else raw, None
     if codec is None:
         codec = DEFAULT_CODEC
     cls = type(obj)
@@ -63,6 +67,30 @@ def encode_message(obj: object, codec: Codec | None = None) -> tuple[str, bytes,
     return ident.topic, data, ident.tag
 
 
+def _raw(obj: object) -> bytes | None:
+    """The bytes of a ``bytes``/``str``/``bytearray``/``memoryview`` payload."""
+    if isinstance(obj, bytes):
+        return obj if type(obj) is bytes else bytes(obj)
+    if isinstance(obj, str):
+        return obj.encode()
+    if isinstance(obj, bytearray | memoryview):
+        return bytes(obj)
+    return None
+
+
+def codec_label(codec: Codec | None, raw: bool) -> str | None:
+    """The ``CODEC_HEADER`` of a payload encoded with ``codec`` (``raw``: it
+    was ``bytes``/``str``); ``None``: no header (default JSON, or raw bytes
+    that no codec touched)."""
+    if codec is None:
+        return None
+    if isinstance(codec, Encrypted):
+        return codec.name
+    if raw or codec.name == DEFAULT_CODEC.name:
+        return None
+    return codec.name
+
+
 def outgoing_message(
     payload: object,
     topic: str | None = None,
@@ -72,14 +100,18 @@ def outgoing_message(
     delay: float | None = None,
     correlation_id: str | None = None,
     causation_id: str | None = None,
+    codec: Codec | None = None,
 ) -> OutgoingMessage:
-    """``payload`` encoded (``encode_message``, default codec) for the
-    backend: on ``topic``, else its type's; its type tag added to a copy of
-    ``headers``."""
-    default_topic, data, tag = encode_message(payload)
+    """``payload`` encoded (``encode_message`` with ``codec``, default JSON)
+    for the backend: on ``topic``, else its type's; its type tag and codec
+    label added to a copy of ``headers``."""
+    default_topic, data, tag = encode_message(payload, codec)
     hdrs: dict[str, str] | None = dict(headers) if headers else None
     if tag is not None:
         hdrs = {**(hdrs or {}), TYPE_HEADER: tag}
+    label = codec_label(codec, isinstance(payload, bytes | str | bytearray | memoryview))
+    if label is not None:
+        hdrs = {**(hdrs or {}), CODEC_HEADER: label}
     return OutgoingMessage(
         default_topic if topic is None else topic,
         data,

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from ringq.codecs.typeforms import describe, is_untyped_class, target_class, union_members
 
 __all__ = [
+    "CODEC_HEADER",
     "DEFAULT_TOPIC",
     "TYPE_HEADER",
     "Identity",
@@ -50,6 +51,10 @@ __all__ = [
 
 DEFAULT_TOPIC = "default"
 TYPE_HEADER = "ringq-type"
+#: The codec a payload was encoded with, when it is not the default JSON
+#: (``msgpack``, ``pickle``, ``encrypted+json``, ...): a handler whose codec
+#: differs finds the payload undecodable instead of misreading it.
+CODEC_HEADER = "ringq-codec"
 
 T = TypeVar("T")
 

@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ringq.codecs.decoding import UndecodableError
-from ringq.codecs.identity import TYPE_HEADER
 from ringq.context import Context
 from ringq.di.injection import abuild, build
 from ringq.dispatch.outage import Outage
@@ -43,6 +42,7 @@ from ringq.errors import LeaseLost, QueueClosed, RingqError, Submitted, WouldBlo
 
 if TYPE_CHECKING:
     from ringq.backend import Backend, Delivery
+    from ringq.codecs.formats import Codec
     from ringq.di.protocol import Resolver
     from ringq.handlers import HandlerSpec
 
@@ -76,11 +76,18 @@ class AsyncContext(Context):
 
     __slots__ = ("_grace", "_ops")
 
-    def __init__(self, ops: Any, delivery: Delivery, handler: str, timeout: float) -> None:
+    def __init__(
+        self,
+        ops: Any,
+        delivery: Delivery,
+        handler: str,
+        timeout: float,
+        codec: Codec | None = None,
+    ) -> None:
         self._grace = grace(timeout)
         self._ops = ops
         backend: Backend = ops._thread_side.backend if ops._remote else ops._handle
-        super().__init__(backend, delivery, handler, timeout + self._grace)
+        super().__init__(backend, delivery, handler, timeout + self._grace, codec)
 
     def heartbeat(self, seconds: float | None = None) -> float:
         """Renews the lease (``seconds`` of handler time from now, default
@@ -167,7 +174,7 @@ class AsyncPool:
         self._flush_scheduled = False
         #: Acks sent from a worker thread (the engine was busy).
         self._elsewhere: set[asyncio.Task[None]] = set()
-        self.needs_tag = spec.message_type not in (bytes, str)
+        self.needs_headers = spec.needs_headers
         self.needs_context = spec.cls is not None or spec.pass_context
         self.ended = asyncio.Event()
 
@@ -346,14 +353,18 @@ class AsyncPool:
         spec, c = self.spec, self.counters
         c.processed += 1
         try:
-            msg = spec.decode(d.payload, d.headers.get(TYPE_HEADER) if self.needs_tag else None)
+            msg = spec.decode(d.payload, d.headers if self.needs_headers else None)
         except UndecodableError as e:
             c.undecodable += 1
             if await self._fail(d, e, None, "undecodable"):
                 c.dead_lettered += 1
             return
         timeout = spec.options.timeout
-        ctx = AsyncContext(self.ops, d, spec.name, timeout) if self.needs_context else None
+        ctx = (
+            AsyncContext(self.ops, d, spec.name, timeout, spec.publish_codec)
+            if self.needs_context
+            else None
+        )
         w.delivery, w.ctx, w.timed_out = d, ctx, False
         w.deadline = min(time.time() + timeout, d.lease_deadline - grace(timeout))
         self._watch_worker(w)

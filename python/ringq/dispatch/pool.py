@@ -154,7 +154,7 @@ class Pool:
         self.monitor_counters = Counters(bounds)
         # Per message work we can skip: the type tag (bytes and str ignore
         # it) and the context (a function handler that does not take one).
-        self.needs_tag = spec.message_type not in (bytes, str)
+        self.needs_headers = spec.needs_headers
         # A process-pool handler always gets one here: its heartbeats and
         # staged messages come back through it.
         self.needs_context = spec.cls is not None or spec.pass_context or spec.options.processes > 0

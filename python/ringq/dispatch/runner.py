@@ -30,7 +30,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ringq.codecs.decoding import UndecodableError
-from ringq.codecs.identity import TYPE_HEADER
 from ringq.context import Context
 from ringq.di.injection import build
 from ringq.dispatch.acks import flush, release_rest
@@ -167,13 +166,13 @@ class Runner:
         c = w.counters
         c.processed += 1
         try:
-            msg = spec.decode(d.payload, d.headers.get(TYPE_HEADER) if pool.needs_tag else None)
+            msg = spec.decode(d.payload, d.headers if pool.needs_headers else None)
         except UndecodableError as e:
             undecodable(self.engine, w, d, e)
             return
         ctx: Context | None = None
         if pool.needs_context:
-            ctx = Context(self.engine, d, spec.name, spec.options.timeout)
+            ctx = Context(self.engine, d, spec.name, spec.options.timeout, spec.publish_codec)
             ctx.deadline = deadline
             ctx._before_heartbeat = w.hook
         # Published without a lock (see Pool.abandon); this runs for every message.
