@@ -59,7 +59,10 @@ pub mod types;
 mod bindings;
 
 pub use clock::Clock;
-pub use engine::{AckOutcome, Checkout, Engine, Publish, PublishOpts, Stat, TopicPolicy, TopicStat};
+pub use engine::{
+    AckOutcome, CANCEL_IN_FLIGHT, CANCEL_NOT_FOUND, CANCEL_WAITING, Checkout, Engine, Publish, PublishOpts, Stat,
+    TopicPolicy, TopicStat,
+};
 pub use error::{Error, Result};
 pub use lock::{LOCK_FILE, read_owner_pid};
 pub use manifest::{MANIFEST_FILE, Manifest};

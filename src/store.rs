@@ -55,6 +55,8 @@ pub trait Store: Send + Sync {
     fn extend(&self, id: u64, token: u64, by: Duration) -> Result<u64>;
     fn set_topic_policy(&self, topic: &str, policy: TopicPolicy) -> Result<()>;
     fn is_superseded(&self, id: u64) -> Result<bool>;
+    /// `Engine::cancel`: what the message was (`CANCEL_*`) and the LSN.
+    fn cancel(&self, id: u64) -> Result<(u8, Option<Lsn>)>;
 
     fn stats(&self) -> Result<Stats>;
     fn histograms(&self) -> Result<Histograms>;
@@ -135,6 +137,9 @@ impl Store for Engine {
     }
     fn is_superseded(&self, id: u64) -> Result<bool> {
         Engine::is_superseded(self, id)
+    }
+    fn cancel(&self, id: u64) -> Result<(u8, Option<Lsn>)> {
+        Engine::cancel(self, id)
     }
     fn stats(&self) -> Result<Stats> {
         Ok(Engine::stats(self)?.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)).collect())

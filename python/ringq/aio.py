@@ -842,6 +842,14 @@ class AsyncOps:
             extended: float = await self._busy("extend", delivery, seconds)
             return extended
 
+    async def cancel(self, message_id: str) -> str:
+        """``Queue.cancel``, awaited (in a worker thread: it writes a record
+        and may wait for its fsync)."""
+        queue = getattr(self, "_queue", None)
+        target = self._thread_side if queue is None else queue
+        outcome: str = await asyncio.to_thread(target.cancel, message_id)
+        return outcome
+
     # -- for async handlers (ringq.dispatch.aio) ------------------------------
 
     async def _ack_with(self, delivery: Delivery, publish: list[OutgoingMessage] | None) -> None:

@@ -138,6 +138,13 @@ class Backend(Protocol):
 
     def is_superseded(self, delivery: Delivery) -> bool: ...
 
+    def cancel(self, id: str) -> str:
+        """Removes message ``id`` for good; ``"cancelled"`` (it was ready or
+        delayed), ``"cancelled_in_flight"`` (its holder's ack, nack, extend
+        and release are then ``LeaseLost``; it is neither retried nor
+        dead-lettered) or ``"not_found"``. Durable as a publish is."""
+        ...
+
     def set_topic_policy(
         self, topic: str, max_attempts: int | None = None, handler: str | None = None
     ) -> None: ...

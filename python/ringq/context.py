@@ -41,6 +41,7 @@ class Context:
     __slots__ = (
         "_backend",
         "_before_heartbeat",
+        "_cancelled_by",
         "_codec",
         "_delivery",
         "_event",
@@ -69,6 +70,8 @@ class Context:
         self._staged: list[OutgoingMessage] | None = None
         self._event: threading.Event | None = None
         self._expired = False
+        #: Why ``cancelled`` is set other than the lease running out.
+        self._cancelled_by: str | None = None
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
         #: Set by the dispatcher: sends pending acks of the batch and renews
         #: its unstarted messages' leases before this one is renewed.
@@ -140,9 +143,18 @@ class Context:
         return ev
 
     def raise_if_cancelled(self) -> None:
-        """Raise ``ringq.Cancelled`` if the lease ran out."""
+        """Raise ``ringq.Cancelled`` if the lease ran out or the message was
+        cancelled (``q.cancel``)."""
         if self._expired:
+            if self._cancelled_by is not None:
+                raise Cancelled(f"message {self.message_id} was {self._cancelled_by}")
             raise Cancelled(f"lease of message {self.message_id} ran out")
+
+    def _cancel(self, why: str) -> None:
+        """The message was removed under this attempt (``q.cancel``): sets
+        ``cancelled``; its ack will be refused and nothing retries it."""
+        self._cancelled_by = why
+        self._expire()
 
     @property
     def remaining(self) -> float:

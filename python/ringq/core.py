@@ -317,6 +317,27 @@ class QueueCore(HandlerHost):
         """Push the lease deadline ``seconds`` from now; returns it (epoch seconds)."""
         return self._backend.extend(delivery, seconds)
 
+    def cancel(self, message_id: str) -> str:
+        """Remove message ``message_id`` for good, durably (as a publish is),
+        and say what it was:
+
+        - ``"cancelled"``: it was ready or delayed; it will not be delivered;
+        - ``"cancelled_in_flight"``: a consumer held it; that attempt's ack,
+          nack, heartbeat and release are refused (``LeaseLost``), it is
+          neither retried nor dead-lettered, and a handler running it in
+          this process sees ``ctx.cancelled`` set (in another process, at its
+          next ``ctx.heartbeat()``, which raises, or when its ack is refused);
+          what it staged with ``ctx.publish`` is not published;
+        - ``"not_found"``: no live message has the id (never published,
+          already acked or removed, or dead-lettered: see ``q.dlq.purge``).
+
+        A dedup key the message held is free again.
+        """
+        outcome = self._backend.cancel(message_id)
+        if outcome == "cancelled_in_flight":
+            self._cancelled_in_flight(message_id)
+        return outcome
+
     # -- administration -----------------------------------------------------
 
     def stats(self) -> dict[str, Any]:

@@ -192,6 +192,13 @@ class HandlerHost:
         self._install(spec)
         return cls
 
+    def _cancelled_in_flight(self, message_id: str) -> None:
+        """``cancel`` removed a message in flight: a handler running it here
+        sees ``ctx.cancelled`` set."""
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.cancelled(message_id)
+
     @property
     def handlers(self) -> HandlerRegistry:
         """The registered handlers (by name: ``q.handlers.get("on_order")``)."""

@@ -925,6 +925,20 @@ impl PyEngine {
         self.run(py, || self.store().is_superseded(id))
     }
 
+    /// Removes message `id` for good (see `Engine::cancel`); returns what
+    /// it was: `"cancelled"` (ready or delayed), `"cancelled_in_flight"`, or
+    /// `"not_found"`. Waits for the record as `durability` says.
+    fn cancel(&self, py: Python<'_>, id: &str) -> PyResult<&'static str> {
+        let id = parse_id(id)?;
+        let (was, lsn) = self.run(py, || self.store().cancel(id))?;
+        self.durable(py, lsn)?;
+        Ok(match was {
+            crate::CANCEL_WAITING => "cancelled",
+            crate::CANCEL_IN_FLIGHT => "cancelled_in_flight",
+            _ => "not_found",
+        })
+    }
+
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_dict(py, self.run(py, || self.store().stats())?)
     }

@@ -25,7 +25,7 @@ mod stats;
 mod try_first_tests;
 pub mod wake;
 
-pub use ops::{AckOutcome, Checkout, Stat};
+pub use ops::{AckOutcome, CANCEL_IN_FLIGHT, CANCEL_NOT_FOUND, CANCEL_WAITING, Checkout, Stat};
 pub use publish::{Publish, PublishOpts};
 pub use stats::TopicStat;
 
@@ -67,6 +67,7 @@ pub struct Counters {
     pub dead_lettered: u64,
     pub dlq_replayed: u64,
     pub dlq_purged: u64,
+    pub cancelled: u64,
     pub snapshots: u64,
 }
 

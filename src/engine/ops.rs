@@ -7,6 +7,13 @@ use crate::record::Op;
 use crate::types::{Delivered, Failure, Message, Micros, MsgState, Wait, micros_after};
 use std::time::Duration;
 
+/// `Engine::cancel`: no live message has the id.
+pub const CANCEL_NOT_FOUND: u8 = 0;
+/// `Engine::cancel`: the message was ready or delayed.
+pub const CANCEL_WAITING: u8 = 1;
+/// `Engine::cancel`: the message was in flight.
+pub const CANCEL_IN_FLIGHT: u8 = 2;
+
 /// What `ack` (and `release`) did: the LSN to wait on and the ids whose
 /// lease was stale.
 #[derive(Debug, Default)]
@@ -372,9 +379,87 @@ impl Engine {
         Ok(n)
     }
 
+    /// Removes message `id` for good, wherever it is: ready or delayed (it
+    /// is never delivered), or in flight (its holder's ack, nack, extend or
+    /// release is then `LeaseLost`; it is neither retried nor dead-lettered).
+    /// Its dedup key is freed. One `Drop` record. Returns what it was:
+    /// `CANCEL_NOT_FOUND` (no such live message: never published, acked,
+    /// dropped, or a dead letter), `CANCEL_WAITING` (ready or delayed) or
+    /// `CANCEL_IN_FLIGHT`, with the record's LSN.
+    pub fn cancel(&self, id: u64) -> Result<(u8, Option<u64>)> {
+        let sh = &self.sh;
+        let mut g = sh.lock_healthy()?;
+        let Some(m) = g.state.slab.get(id) else {
+            return Ok((CANCEL_NOT_FOUND, None));
+        };
+        let was = if m.state == crate::types::MsgState::InFlight { CANCEL_IN_FLIGHT } else { CANCEL_WAITING };
+        let lsn = sh.commit(&mut g, vec![Op::Drop { id }])?;
+        g.counters.cancelled += 1;
+        sh.room_freed();
+        Ok((was, Some(lsn)))
+    }
+
     /// Whether a newer publish with the same dedup key superseded `id`.
     pub fn is_superseded(&self, id: u64) -> Result<bool> {
         let g = self.sh.open_inner()?;
         Ok(g.state.slab.get(id).is_some_and(|m| m.superseded))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CANCEL_IN_FLIGHT, CANCEL_NOT_FOUND, CANCEL_WAITING};
+    use crate::error::Error;
+    use crate::types::{Options, Wait};
+    use crate::{Engine, Publish, PublishOpts, Stat};
+    use std::time::Duration;
+
+    fn publish(e: &Engine, payload: &[u8], key: Option<&str>, delay: Option<Duration>) -> u64 {
+        let p = Publish { topic: "t", payload, dedup_key: key, delay, ..Default::default() };
+        e.publish(p, PublishOpts::default(), Wait::No).unwrap().0
+    }
+
+    fn stat(e: &Engine, name: &str) -> u64 {
+        match e.stats().unwrap().into_iter().find(|(k, _)| *k == name) {
+            Some((_, Stat::Int(v))) => v,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cancel_removes_a_message_wherever_it_is_and_the_removal_survives_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("q");
+        let e = Engine::open(&dir, Options::default()).unwrap();
+        let held = publish(&e, b"held", Some("k-held"), None);
+        let [d] = e.checkout("t", 1, Duration::from_secs(60), Wait::No).unwrap().try_into().unwrap();
+        assert_eq!(d.id, held);
+        let ready = publish(&e, b"ready", Some("k-ready"), None);
+        let delayed = publish(&e, b"delayed", None, Some(Duration::from_secs(3600)));
+        let kept = publish(&e, b"kept", None, None);
+
+        assert_eq!(e.cancel(ready).unwrap().0, CANCEL_WAITING);
+        assert_eq!(e.cancel(delayed).unwrap().0, CANCEL_WAITING);
+        assert_eq!(e.cancel(held).unwrap().0, CANCEL_IN_FLIGHT);
+        assert_eq!(e.cancel(held).unwrap(), (CANCEL_NOT_FOUND, None), "twice: nothing left");
+        assert_eq!(e.cancel(0xdead_0000_0001).unwrap(), (CANCEL_NOT_FOUND, None));
+
+        // The holder's lease is gone: nothing it does counts.
+        match e.ack(&[(held, d.lease_token)], &[], Wait::No) {
+            Ok(out) => assert_eq!(out.lost, vec![held]),
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(matches!(e.extend(held, d.lease_token, Duration::from_secs(1)), Err(Error::LeaseLost { .. })));
+        assert_eq!((stat(&e, "total"), stat(&e, "in_flight"), stat(&e, "dead"), stat(&e, "cancelled")), (1, 0, 0, 3));
+        // Their dedup keys are free: a new message takes each.
+        let again = publish(&e, b"again", Some("k-ready"), None);
+        assert_ne!(again, ready);
+        e.close().unwrap();
+
+        let e = Engine::open(&dir, Options::default()).unwrap();
+        let left: Vec<u64> =
+            e.checkout("t", 10, Duration::from_secs(60), Wait::No).unwrap().into_iter().map(|d| d.id).collect();
+        assert_eq!(left, vec![kept, again], "replay removed the cancelled ones too");
+        assert_eq!(stat(&e, "delayed"), 0);
     }
 }

@@ -48,6 +48,7 @@ impl Engine {
             ("dlq_evicted", i(g.state.dlq_evicted)),
             ("dlq_replayed", i(c.dlq_replayed)),
             ("dlq_purged", i(c.dlq_purged)),
+            ("cancelled", i(c.cancelled)),
             ("snapshots", i(c.snapshots)),
             ("lsn", i(g.journal.next_lsn() - 1)),
             ("durable_lsn", i(sh.sync.durable())),

@@ -652,6 +652,11 @@ impl Store for Client {
         let b = self.request(op::IS_SUPERSEDED, |w| w.u64(id))?;
         parse(&b, wire::get_flag)
     }
+    fn cancel(&self, id: u64) -> Result<(u8, Option<Lsn>)> {
+        // The owner waits for the record to be durable before it answers.
+        let b = self.request(op::CANCEL_MESSAGE, |w| w.u64(id))?;
+        Ok((parse(&b, |r| r.u8())?, None))
+    }
     fn stats(&self) -> Result<Stats> {
         let b = self.request(op::STATS, |_| {})?;
         parse(&b, wire::get_stats)

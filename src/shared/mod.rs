@@ -252,6 +252,9 @@ impl Store for SharedQueue {
     fn is_superseded(&self, id: u64) -> Result<bool> {
         self.with(|s| s.is_superseded(id))
     }
+    fn cancel(&self, id: u64) -> Result<(u8, Option<Lsn>)> {
+        self.with(|s| s.cancel(id))
+    }
     fn stats(&self) -> Result<Stats> {
         let mut stats = self.with(|s| s.stats())?;
         let (role, clients) = match &*self.mode.read() {

@@ -638,6 +638,11 @@ fn run(conn: &Arc<Conn>, id: u64, code: u8, r: &mut Reader<'_>) -> Result<Step> 
             let s = e.is_superseded(mid)?;
             now(Ok(body(|w| w.u8(s as u8))))
         }
+        op::CANCEL_MESSAGE => {
+            let mid = decode(r, |r| r.u64())?;
+            let (was, l) = e.cancel(mid)?;
+            Step::Answer(Ok(body(|w| w.u8(was))), l)
+        }
         op::STATS => {
             decode(r, |_| Ok(()))?;
             let stats = Store::stats(e)?;

@@ -57,6 +57,9 @@ pub(crate) mod op {
     /// (its id in the body): the owner stops waiting for it and gives back
     /// what a withdrawn checkout took. Answered with nothing.
     pub(crate) const CANCEL: u8 = 21;
+    /// `Store::cancel` of a message (its id); answered with a `u8`, what it
+    /// was (`engine::CANCEL_*`), once the record is durable.
+    pub(crate) const CANCEL_MESSAGE: u8 = 22;
 }
 
 /// Starts a frame in `buf`: the length is patched by [`finish`].

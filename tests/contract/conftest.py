@@ -160,6 +160,9 @@ class AsyncFacade:
     def extend(self, delivery: ringq.Delivery, seconds: float) -> float:
         return self._run(self.aq.extend(delivery, seconds))
 
+    def cancel(self, message_id: str) -> str:
+        return self._run(self.aq.cancel(message_id))
+
     def stats(self) -> dict[str, Any]:
         return self.aq.stats()
 

@@ -112,6 +112,11 @@ end
 """
 
 
+_HEX = frozenset("0123456789abcdef")
+#: What the ``cancel`` script's answer means (as the engine's ``cancel``).
+_CANCELLED = ("not_found", "cancelled", "cancelled_in_flight")
+
+
 def _us(seconds: float) -> int:
     return round(seconds * _MICRO)
 
@@ -965,6 +970,14 @@ class RedisBackend:
         got = self._call(lambda: self._r.hget(self._prefix + "m:" + delivery.id, "sup"))
         return got is not None
 
+    def cancel(self, id: str) -> str:
+        self._check_open()
+        if not isinstance(id, str) or len(id) != 16 or not all(c in _HEX for c in id):
+            raise errors.NotFound(
+                f"no message or dead letter with id {id!r} (ids are 16 hex digits)"
+            )
+        return _CANCELLED[int(self._script("cancel", [id]))]
+
     def set_topic_policy(
         self, topic: str, max_attempts: int | None = None, handler: str | None = None
     ) -> None:
@@ -1034,6 +1047,7 @@ class RedisBackend:
             "dlq_evicted",
             "dlq_replayed",
             "dlq_purged",
+            "cancelled",
         ):
             out[name] = st.get(name, 0)
         out.update(
@@ -1466,6 +1480,9 @@ class RedisLoopHandle:
 
     def is_superseded(self, delivery: Delivery) -> bool:
         return self._b.is_superseded(delivery)
+
+    def cancel(self, id: str) -> str:
+        return self._b.cancel(id)
 
     def interrupts(self, topic: str) -> int:
         return self._b.interrupts(topic)

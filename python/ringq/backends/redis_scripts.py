@@ -616,6 +616,32 @@ add_leases({dl, id})
 return dl
 """
 
+#: cancel(P, now, id) -> 0: no such live message, 1: it was ready or
+#: delayed, 2: it was in flight (the lease ends with it: its holder's calls
+#: are LeaseLost); the message is gone, its dedup key freed
+CANCEL = r"""
+reap()
+local id = ARGV[3]
+local m = P .. 'm:' .. id
+local topic = redis.call('HGET', m, 't')
+if not topic then return 0 end
+local was = 1
+if redis.call('HEXISTS', m, 'tok') == 1 then
+  unlease(id, m, topic, false)
+  was = 2
+elseif redis.call('ZREM', P .. 'delayed', id) == 1 then
+  cnt('delayed', -1)
+  cnt(topic .. NUL .. 'd', -1)
+else
+  redis.call('LREM', P .. 'r:' .. topic, 1, id)
+  cnt('ready', -1)
+end
+forget(id, m)
+stat('cancelled')
+room()
+return was
+"""
+
 #: reap(P, now) -> next due (the manual clock's advance, and waiters)
 REAP = r"""
 reap()
@@ -697,6 +723,7 @@ SCRIPTS: dict[str, str] = {
         "release": RELEASE,
         "nack": NACK,
         "extend": EXTEND,
+        "cancel": CANCEL,
         "reap": REAP,
         "dlq_replay": DLQ_REPLAY,
         "dlq_purge": DLQ_PURGE,

@@ -99,6 +99,27 @@ class Dispatcher:
         with self._lock:
             return list(self._pools.values())
 
+    def cancelled(self, message_id: str) -> bool:
+        """Message ``message_id`` was cancelled while in flight: sets the
+        ``cancelled`` of the context of the worker running it here, if one
+        is (True then). Its ack is refused and nothing retries it."""
+        found = False
+        for pool in self.pools():
+            for w in pool.members():
+                d, ctx = w.current, w.ctx
+                if d is not None and ctx is not None and d.id == message_id:
+                    ctx._cancel("cancelled (q.cancel)")
+                    found = True
+        asynchronous = self._async
+        if asynchronous is not None:
+            for apool in list(asynchronous.pools.values()):
+                for aw in list(apool.workers):
+                    d, actx = aw.delivery, aw.ctx
+                    if d is not None and actx is not None and d.id == message_id:
+                        actx._cancel("cancelled (q.cancel)")
+                        found = True
+        return found
+
     def start(self) -> None:
         with self._lock:
             if self.running:
