@@ -1059,6 +1059,40 @@ class AsyncQueue(AsyncOps):
         state = "closed" if self.closed else "open"
         return f"<ringq.AsyncQueue {self.path!r} {state}>"
 
+    # -- periodic messages (ringq.schedules) -----------------------------------
+
+    async def every(
+        self,
+        interval_or_cron: object,
+        message: object,
+        *,
+        topic: str | None = None,
+        name: str,
+        catch_up: str = "one",
+        headers: dict[str, str] | None = None,
+        tz: str = "UTC",
+    ) -> str:
+        """``Queue.every``, awaited (see ``ringq.schedules``); its ticks are
+        handled by the queue's handlers (``start``)."""
+        from ringq import schedules
+
+        return await schedules.aevery(
+            self,
+            interval_or_cron,
+            message,
+            topic=topic,
+            name=name,
+            catch_up=catch_up,
+            headers=headers,
+            tz=tz,
+        )
+
+    async def unschedule(self, name: str) -> None:
+        """``Queue.unschedule``, awaited."""
+        from ringq import schedules
+
+        await schedules.aunschedule(self, name)
+
 
 class AsyncDeadLetterQueue:
     """``Queue.dlq`` for an ``AsyncQueue``: the same methods, awaited."""

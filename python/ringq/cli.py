@@ -6,6 +6,8 @@
   (ready in delivery order, then delayed and in flight), payloads shortened.
 - ``ringq dlq list PATH [--limit N]`` / ``ringq dlq show PATH ID``: dead
   letters with their reason and last error.
+- ``ringq schedules PATH``: the periodic messages (``q.every``): name,
+  timing, topic, catch-up policy, next fire time.
 - ``ringq verify PATH``: reads every journal record and the snapshot,
   checking each CRC and decoding each operation as recovery would; exit 0 if
   all is sound, 1 naming the damaged file and byte offset otherwise.
@@ -288,6 +290,57 @@ def peek_cmd(path: str, topic: str, limit: int, as_json: bool) -> None:
             _short(m["payload"]),
         )
     Console().print(table)
+
+
+@main.command("schedules")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@_namespace_option
+def schedules_cmd(path: str, as_json: bool, namespace: str | None) -> None:
+    """List the periodic messages of PATH (``q.every``), read-only: name,
+    timing, topic, catch-up policy and next fire time (UTC)."""
+    from datetime import UTC, datetime
+
+    from ringq.schedules import SCHEDULE_TOPIC, describe
+
+    backend = _redis(path, namespace, as_json)
+    if backend is not None:
+        backend.close()
+        _fail(
+            NotImplementedError(
+                "listing schedules needs to read delayed messages, which a Redis queue "
+                "cannot do yet (no Backend call lists them)"
+            ),
+            as_json,
+            EXIT_ERROR,
+        )
+    msgs = _read(as_json, peek, path, SCHEDULE_TOPIC, 1 << 40)
+    rows = []
+    for m in msgs:
+        try:
+            rows.append(describe(m["id"], m["state"], m["payload"]))
+        except ValueError:  # msgspec.DecodeError: not a tick
+            continue
+    rows.sort(key=lambda r: r.name)
+    if as_json:
+        click.echo(json.dumps([_asdict(r) for r in rows], indent=2))
+        return
+
+    def when(t: float | None) -> str:
+        return "" if t is None else datetime.fromtimestamp(t, UTC).isoformat()
+
+    table = Table(title=f"{len(rows)} schedule(s)", title_justify="left")
+    for col in ("name", "timing", "topic", "catch up", "next fire (UTC)", "state"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, r.spec, r.topic, r.catch_up, when(r.next_fire), r.state)
+    Console().print(table)
+
+
+def _asdict(row: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(row)
 
 
 @main.group("dlq")

@@ -403,3 +403,44 @@ class QueueCore(HandlerHost):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<ringq.{type(self).__name__} {self.path!r} {state}>"
+
+    # -- periodic messages (ringq.schedules) -----------------------------------
+
+    def every(
+        self,
+        interval_or_cron: object,
+        message: object,
+        *,
+        topic: str | None = None,
+        name: str,
+        catch_up: Literal["none", "one", "all"] = "one",
+        headers: dict[str, str] | None = None,
+        tz: str = "UTC",
+    ) -> str:
+        """Publish ``message`` periodically: every ``interval_or_cron``
+        seconds (a number or ``timedelta``) or at each match of a cron
+        string (in ``tz``), under the unique ``name``; the schedule is
+        durable and each fire time is published exactly once. Calling it
+        again with the same name keeps the pending fire time (a changed
+        definition applies from it). ``catch_up`` says what a tick handled
+        more than a period late publishes (``"none"``, ``"one"``, ``"all"``).
+        Run by the queue's handlers (``start``). See ``ringq.schedules``."""
+        from ringq import schedules
+
+        return schedules.every(
+            self,
+            interval_or_cron,
+            message,
+            topic=topic,
+            name=name,
+            catch_up=catch_up,
+            headers=headers,
+            tz=tz,
+        )
+
+    def unschedule(self, name: str) -> None:
+        """Stop the schedule ``name``: nothing is published from its pending
+        fire time on (see ``ringq.schedules``)."""
+        from ringq import schedules
+
+        schedules.unschedule(self, name)
