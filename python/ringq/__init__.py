@@ -17,6 +17,7 @@ from ringq.codecs import (
     MsgpackCodec,
     PickleCodec,
     PickleWarning,
+    TopicWarning,
     UndecodableError,
     message,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "Retry",
     "RingqError",
     "StorageError",
+    "TopicWarning",
     "UndecodableError",
     "VersionConflict",
     "__version__",

@@ -42,13 +42,14 @@ import importlib.util
 import inspect
 import sys
 import typing
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ringq.codecs.decoding import HeaderDecoder, handler_decoder
 from ringq.codecs.formats import DEFAULT_CODEC, Codec
-from ringq.codecs.identity import topics_for
+from ringq.codecs.identity import TopicWarning, main_module_topics, topics_for
 from ringq.config import HandlerOptions, QueueOptions
 from ringq.context import Context
 from ringq.errors import ConfigError
@@ -301,6 +302,15 @@ def build_spec(
                 f"register one handler per topic (or pass topic=)"
             )
         topic = topics[0]
+        if main_module_topics(topics):
+            warnings.warn(
+                f"handler {name!r}: its topic {topic!r} comes from a class defined in "
+                "__main__; imported as a module, the same class gets another topic and "
+                "messages published under one would wait for a handler of the other. Name "
+                'the topic: @ringq.message("orders.placed") on the class, or topic=...',
+                TopicWarning,
+                stacklevel=4,
+            )
     given = {k: v for k, v in declared.items() if v is not None}
     processes = given.get("processes", 0)
     if processes:

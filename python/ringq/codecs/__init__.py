@@ -28,6 +28,7 @@ from ringq.codecs.identity import (
     CODEC_HEADER,
     DEFAULT_TOPIC,
     TYPE_HEADER,
+    TopicWarning,
     message,
     topic_for,
     topics_for,
@@ -45,6 +46,7 @@ __all__ = [
     "PickleCodec",
     "PickleWarning",
     "SealError",
+    "TopicWarning",
     "UndecodableError",
     "decoder_for",
     "encode",
@@ -66,6 +68,7 @@ for _cls in (
     PickleCodec,
     PickleWarning,
     SealError,
+    TopicWarning,
     UndecodableError,
 ):
     _cls.__module__ = __name__

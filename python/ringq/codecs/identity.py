@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_TOPIC",
     "TYPE_HEADER",
     "Identity",
+    "TopicWarning",
     "expected_tag",
     "identity_of",
     "message",
@@ -107,6 +108,19 @@ def message(topic: str | None = None, *, tag: str | None = None) -> Callable[[ty
         return cls
 
     return register
+
+
+class TopicWarning(UserWarning):
+    """A handler's topic comes from a class defined in ``__main__`` (a
+    script): the same class imported as a module has another topic
+    (``module.QualName``), so messages published under one name would wait
+    forever for a handler of the other. Name the topic:
+    ``@ringq.message("orders.placed")`` on the class, or ``topic=``."""
+
+
+def main_module_topics(topics: list[str]) -> list[str]:
+    """The topics of ``topics`` that are derived from ``__main__`` classes."""
+    return [t for t in topics if t.startswith("__main__.")]
 
 
 def _default_name(cls: type) -> str:
