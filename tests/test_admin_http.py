@@ -23,7 +23,7 @@ def call(url: str, body: dict[str, Any] | None = None, token: str | None = None)
         return raw.decode()
 
 
-def status_of(url: str, body: dict[str, Any], token: str | None = None) -> int:
+def status_of(url: str, body: dict[str, Any] | None, token: str | None = None) -> int:
     try:
         call(url, body, token)
     except urllib.error.HTTPError as e:
@@ -31,7 +31,7 @@ def status_of(url: str, body: dict[str, Any], token: str | None = None) -> int:
     return 200
 
 
-def test_admin_endpoint_reads_openly_and_acts_only_with_the_token(open_queue: OpenQueue) -> None:
+def test_admin_endpoint_reads_and_acts_only_with_the_token(open_queue: OpenQueue) -> None:
     q = open_queue(max_attempts=1)
     for p in (b"a", b"b"):
         q.publish(p, topic="t")
@@ -48,11 +48,15 @@ def test_admin_endpoint_reads_openly_and_acts_only_with_the_token(open_queue: Op
     base = server.url
     assert base.startswith("http://127.0.0.1:")
 
-    stats = call(f"{base}/stats")
+    for read in ("/stats", "/dlq", "/metrics"):
+        assert status_of(f"{base}{read}", None) == 401, f"{read} without the token"
+        assert status_of(f"{base}{read}", None, token="wrong") == 403, read
+    stats = call(f"{base}/stats", token="s3cret")
     assert stats["queue"]["dead"] == 2 and "h" in stats["handlers"]
-    dead = call(f"{base}/dlq?topic=t&limit=1")
+    dead = call(f"{base}/dlq?topic=t&limit=1", token="s3cret")
     assert [d["reason"] for d in dead] == ["max_attempts"]
-    families = {f.name for f in text_string_to_metric_families(call(f"{base}/metrics"))}
+    metrics = call(f"{base}/metrics", token="s3cret")
+    families = {f.name for f in text_string_to_metric_families(metrics)}
     assert {"ringq_published", "ringq_ready", "ringq_handler_processed"} <= families
 
     replay = f"{base}/dlq/replay"
@@ -82,3 +86,26 @@ def test_without_a_token_every_action_is_refused(open_queue: OpenQueue) -> None:
     server = q.serve_admin()
     assert status_of(f"{server.url}/snapshot", {}, token="anything") == 403
     assert call(f"{server.url}/stats")["queue"]["ready"] == 0
+
+
+def test_tracebacks_only_with_the_token_and_metrics_open_on_request(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue(max_attempts=1)
+    q.publish(b"x", topic="t")
+    [d] = q.checkout("t", timeout=0)
+    try:
+        raise ValueError("secret detail in a stack frame")
+    except ValueError as e:
+        q.nack(d, error=e)
+    # No token configured: reads are open, tracebacks are not shown.
+    open_server = q.serve_admin()
+    [row] = call(f"{open_server.url}/dlq")
+    assert row["traceback"] is None and row["traceback_hidden"] is True
+    assert row["error_message"] == "secret detail in a stack frame"
+    # A token configured: its holder sees the traceback; /metrics left open.
+    guarded = q.serve_admin(token="s3cret", open_metrics=True)
+    [row] = call(f"{guarded.url}/dlq", token="s3cret")
+    assert "ValueError" in row["traceback"] and "traceback_hidden" not in row
+    assert "ringq_published" in call(f"{guarded.url}/metrics")
+    assert status_of(f"{guarded.url}/stats", None) == 401

@@ -61,21 +61,23 @@ def test_mounted_in_a_fastapi_app_under_uvicorn(tmp_path: Path) -> None:
             except httpx.TransportError:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-        stats = httpx.get(base + "/admin/stats").json()
+        right = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(base + "/admin/stats").status_code == 401, "reads need the token"
+        stats = httpx.get(base + "/admin/stats", headers=right).json()
         assert stats["queue"]["dead"] == 1
-        [dead] = httpx.get(base + "/admin/dlq").json()
+        [dead] = httpx.get(base + "/admin/dlq", headers=right).json()
         assert dead["id"] == mid and "broken" in dead["error_message"]
-        metrics = httpx.get(base + "/admin/metrics")
+        assert "ValueError" in dead["traceback"], "the token's holder sees the traceback"
+        metrics = httpx.get(base + "/admin/metrics", headers=right)
         assert metrics.status_code == 200 and "ringq_" in metrics.text
         assert httpx.post(base + "/admin/dlq/replay", json={}).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert httpx.post(base + "/admin/dlq/replay", json={}, headers=wrong).status_code == 403
-        right = {"Authorization": "Bearer s3cret"}
         r = httpx.post(base + "/admin/dlq/replay", json={}, headers=right)
         assert r.status_code == 200 and r.json() == {"replayed": 1}
-        after = httpx.get(base + "/admin/stats").json()["queue"]
+        after = httpx.get(base + "/admin/stats", headers=right).json()["queue"]
         assert (after["dead"], after["ready"]) == (0, 1)
-        assert httpx.get(base + "/admin/nothing").status_code == 404
+        assert httpx.get(base + "/admin/nothing", headers=right).status_code == 404
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(30)

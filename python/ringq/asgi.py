@@ -36,13 +36,17 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def admin_app(q: Queue | AsyncQueue, token: str | None = None) -> ASGIApp:
+def admin_app(
+    q: Queue | AsyncQueue, token: str | None = None, open_metrics: bool = False
+) -> ASGIApp:
     """An ASGI app serving ``q``'s admin endpoint; actions need ``token``
-    (``Authorization: Bearer <token>``; without a token they are refused)."""
+    (``Authorization: Bearer <token>``; without a token they are refused),
+    and so do reads when a token is given (``/metrics`` excepted with
+    ``open_metrics=True``). Tracebacks are shown only with the token."""
     from ringq.aio import AsyncQueue
 
     queue = q.queue if isinstance(q, AsyncQueue) else q
-    routes = AdminRoutes(queue, queue.admin, token)
+    routes = AdminRoutes(queue, queue.admin, token, open_metrics)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

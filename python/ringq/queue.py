@@ -51,11 +51,17 @@ class Queue(QueueCore):
         return self._admin
 
     def serve_admin(
-        self, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        open_metrics: bool = False,
     ) -> AdminServer:
         """Serve ``/metrics``, ``/stats``, ``/dlq`` and admin actions over HTTP
-        (see ``ringq.server``); actions need ``token``. Stopped by ``close()``."""
-        server = AdminServer(self, self.admin, host, port, token)
+        (see ``ringq.server``); actions need ``token``, and so do reads when a
+        token is given (``/metrics`` excepted with ``open_metrics=True``).
+        Stopped by ``close()``."""
+        server = AdminServer(self, self.admin, host, port, token, open_metrics)
         if self._servers is None:
             self._servers = []
         self._servers.append(server)

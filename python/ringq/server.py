@@ -1,8 +1,12 @@
 """``q.serve_admin(...)``: a small HTTP endpoint for operators.
 
-Binds 127.0.0.1 by default. Reading is open to whoever can connect; every
-action needs ``Authorization: Bearer <token>`` (without a token configured,
-actions are refused). Each action goes through ``q.admin``, so it is logged.
+Binds 127.0.0.1 by default. Every action needs ``Authorization: Bearer
+<token>`` (without a token configured, actions are refused). With a token
+configured, reads need it too (``/stats``, ``/dlq``, and ``/metrics`` unless
+``open_metrics=True`` leaves that one open for a scraper); without one,
+reads are open to whoever can connect. Tracebacks of dead letters are only
+shown to a caller with the token. Each action goes through ``q.admin``, so
+it is logged.
 
 GET  ``/metrics``                      Prometheus text (needs prometheus_client)
 GET  ``/stats``                        ``self._admin.stats()`` as JSON
@@ -45,10 +49,13 @@ class AdminRoutes:
     ``handle`` takes a method, a path (relative to where it is served), the
     query, the ``Authorization`` header and the raw body."""
 
-    def __init__(self, queue: QueueCore, admin: Admin, token: str | None) -> None:
+    def __init__(
+        self, queue: QueueCore, admin: Admin, token: str | None, open_metrics: bool = False
+    ) -> None:
         self._q = queue
         self._admin = admin
         self._token = token
+        self._open_metrics = open_metrics
 
     def handle(
         self,
@@ -60,7 +67,10 @@ class AdminRoutes:
     ) -> tuple[int, str, bytes]:
         try:
             if method == "GET":
-                return self.get(path, query)
+                refused = self.read_refused(path, authorization)
+                if refused:
+                    return _json(refused, {"error": "reading needs the admin token"})
+                return self.get(path, query, self.authorized(authorization) == 0)
             if method != "POST":
                 return _json(405, {"error": f"{method} is not served here"})
             refused = self.authorized(authorization)
@@ -87,14 +97,31 @@ class AdminRoutes:
         given = header.removeprefix("Bearer ").encode()
         return 0 if hmac.compare_digest(given, self._token.encode()) else 403
 
-    def get(self, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
+    def read_refused(self, path: str, header: str | None) -> int:
+        """0 if a read of ``path`` is allowed, else the HTTP status to refuse
+        with: with a token configured, every read needs it (``/metrics``
+        too, unless ``open_metrics``)."""
+        if self._token is None or (path == "/metrics" and self._open_metrics):
+            return 0
+        return self.authorized(header)
+
+    def get(
+        self, path: str, query: dict[str, list[str]], trusted: bool = False
+    ) -> tuple[int, str, bytes]:
+        """A read; ``trusted``: the caller gave the token (tracebacks shown)."""
         if path == "/stats":
             return _json(200, self._admin.stats())
         if path == "/dlq":
             one = {k: v[0] for k, v in query.items()}
             limit = int(one["limit"]) if "limit" in one else None
             dead = self._admin.dead_letters(one.get("topic"), one.get("reason"), limit)
-            return _json(200, [as_dict(d, payload=False) for d in dead])
+            rows = [as_dict(d, payload=False) for d in dead]
+            if not trusted:
+                for row in rows:
+                    if row["traceback"] is not None:
+                        row["traceback"] = None
+                        row["traceback_hidden"] = True
+            return _json(200, rows)
         if path == "/metrics":
             try:
                 from prometheus_client import CollectorRegistry, generate_latest
@@ -136,9 +163,15 @@ class AdminServer:
     """The running endpoint; ``url`` says where, ``close()`` stops it."""
 
     def __init__(
-        self, queue: QueueCore, admin: Admin, host: str, port: int, token: str | None
+        self,
+        queue: QueueCore,
+        admin: Admin,
+        host: str,
+        port: int,
+        token: str | None,
+        open_metrics: bool = False,
     ) -> None:
-        self.routes = AdminRoutes(queue, admin, token)
+        self.routes = AdminRoutes(queue, admin, token, open_metrics)
         server = ThreadingHTTPServer((host, port), _handler_for(self.routes))
         server.daemon_threads = True
         self._server = server
