@@ -14,7 +14,11 @@ from conftest import Spawn, kill_and_collect, read_line
 
 def ringq_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ringq.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "ringq.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,  # no terminal: nothing is asked
     )
 
 
@@ -160,17 +164,17 @@ def test_changing_commands_refuse_an_owned_queue_and_work_on_a_closed_one(
     qdir: Path, spawn: Spawn
 ) -> None:
     child, _url = own_with_three_dead_letters(spawn, qdir)
-    for args in (("snapshot",), ("dlq", "replay"), ("dlq", "purge", "--all")):
+    for args in (("snapshot",), ("dlq", "replay", "--yes"), ("dlq", "purge", "--all", "--yes")):
         done = ringq_cli(*args, str(qdir))
         assert done.returncode == 3, (args, done.stderr)
         assert f"pid {child.pid}" in done.stderr
     kill_and_collect(child)
     dead = json.loads(ringq_cli("dlq", "list", str(qdir), "--json").stdout)
     assert len(dead) == 3
-    replay = ringq_cli("dlq", "replay", str(qdir), dead[0]["id"])
+    replay = ringq_cli("dlq", "replay", str(qdir), dead[0]["id"], "--yes")
     assert replay.returncode == 0 and "replayed 1" in replay.stdout
-    assert ringq_cli("dlq", "purge", str(qdir)).returncode == 2, "needs ids or --all"
-    purge = ringq_cli("dlq", "purge", str(qdir), "--all")
+    assert ringq_cli("dlq", "purge", str(qdir), "--yes").returncode == 2, "needs ids or --all"
+    purge = ringq_cli("dlq", "purge", str(qdir), "--all", "--yes")
     assert purge.returncode == 0 and "purged 2" in purge.stdout
     snap = ringq_cli("snapshot", str(qdir))
     assert snap.returncode == 0 and "snapshot of" in snap.stdout
@@ -188,16 +192,16 @@ def test_changing_commands_go_through_the_owners_admin_endpoint(
     dead = json.loads(ringq_cli("dlq", "list", str(qdir), "--json").stdout)
     assert len(dead) == 3
 
-    no_token = ringq_cli("dlq", "purge", str(qdir), "--all", "--admin-url", url)
+    no_token = ringq_cli("dlq", "purge", str(qdir), "--all", "--yes", "--admin-url", url)
     assert no_token.returncode == 2 and "401" in no_token.stderr and "--token" in no_token.stderr
     wrong = ringq_cli("snapshot", str(qdir), "--admin-url", url, "--token", "nope")
     assert wrong.returncode == 2 and "403" in wrong.stderr
     other = ringq_cli("snapshot", str(tmp_path / "other"), *remote)
     assert other.returncode == 2 and "serves the queue at" in other.stderr
 
-    replay = ringq_cli("dlq", "replay", str(qdir), dead[0]["id"], *remote)
+    replay = ringq_cli("dlq", "replay", str(qdir), dead[0]["id"], "--yes", *remote)
     assert replay.returncode == 0 and "replayed 1" in replay.stdout, replay.stderr
-    purge = ringq_cli("dlq", "purge", str(qdir), dead[1]["id"], *remote)
+    purge = ringq_cli("dlq", "purge", str(qdir), dead[1]["id"], "--yes", *remote)
     assert purge.returncode == 0 and "purged 1" in purge.stdout, purge.stderr
     env_token = subprocess.run(
         [sys.executable, "-m", "ringq.cli", "snapshot", str(qdir), "--admin-url", url],

@@ -262,7 +262,7 @@ def test_the_cli_inspects_and_manages_dead_letters_on_redis(
     assert [x["id"] for x in json.loads(out.output)] == [bad]
     out = runner.invoke(main, ["dlq", "show", url, bad, "--namespace", ns])
     assert json.loads(out.output)["error_type"] == "ValueError"
-    out = runner.invoke(main, ["dlq", "replay", url, "--namespace", ns])
+    out = runner.invoke(main, ["dlq", "replay", url, "--namespace", ns, "--yes"])
     assert out.exit_code == 0 and "replayed 1" in out.output
     assert q.stats()["ready"] == 2
     out = runner.invoke(main, ["inspect", url, "--namespace", ns + "-missing"])

@@ -4,8 +4,12 @@
   flight / delayed, dead letters, journal and snapshot positions, the owner).
 - ``ringq peek PATH --topic T [--limit N]``: the next messages of a topic
   (ready in delivery order, then delayed and in flight), payloads shortened.
+  A topic with no messages that the queue does not know exits 1, listing the
+  known topics (with counts) and the closest names.
 - ``ringq dlq list PATH [--limit N]`` / ``ringq dlq show PATH ID``: dead
-  letters with their reason and last error.
+  letters with their reason and last error. ``list`` says when ``--limit``
+  cut the list ("showing 50 of 204"; with ``--json`` the list stays the
+  output and the note goes to stderr).
 - ``ringq schedules PATH``: the periodic messages (``q.every``): name,
   timing, topic, catch-up policy, next fire time.
 - ``ringq verify PATH``: reads every journal record and the snapshot,
@@ -14,6 +18,13 @@
 - ``ringq repair PATH``: accepts damage that recovery refuses to open
   silently (a lost MANIFEST, a segment cut short or deleted, fsynced records
   gone) and prints what was lost; the queue then opens.
+
+A PATH that does not exist, or a directory that is no queue, exits 2 saying
+which; for a directory that holds queues (subdirectories with a MANIFEST,
+such as the demo's) the message lists them. Wherever a dead letter's id is
+taken (``dlq show``, ``replay``, ``purge``) a unique prefix of it will do;
+an unknown or ambiguous one exits 2 listing the candidates. Tables never cut
+ids (16 hex digits): the other columns wrap.
 
 ``ringq serve PATH`` owns a shared queue in the foreground (processes open
 it with ``Queue(PATH, shared=True)`` as its clients) until SIGTERM or
@@ -26,23 +37,28 @@ owner serves they go through its socket; on one another process owns
 unshared they refuse (exit 3) and name that process. With ``--admin-url URL``
 (and ``--token``, or ``RINGQ_ADMIN_TOKEN``) they ask that process instead,
 through its ``q.serve_admin`` endpoint, after checking that the endpoint
-serves the queue at PATH.
+serves the queue at PATH (same instance id, read from PATH's MANIFEST; the
+resolved paths if PATH cannot be read here). ``replay`` and ``purge`` list
+what they are about to change and ask first; ``--yes`` skips the question
+(without a terminal to ask on they refuse, exit 2, unless given ``--yes``),
+``--dry-run`` only lists and changes nothing.
 
 The read-only ones take no lock and change no byte, so they work
 while another process owns the queue (a record that process is writing at
 that moment may show as a torn tail). ``--json`` prints machine-readable
 output. ``ringq demo`` and ``ringq bench`` run ``python -m ringq.demo`` and
-``python -m ringq.bench``.
+``python -m ringq.bench`` (their ``--help`` is the module's).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -60,6 +76,8 @@ __all__ = ["main"]
 EXIT_DAMAGED = 1
 EXIT_ERROR = 2
 EXIT_OWNED = 3
+EXIT_UNKNOWN_TOPIC = 1
+PROMPT_ROWS = 20  # dead letters listed before asking
 
 
 T = TypeVar("T")
@@ -133,7 +151,14 @@ def _read(as_json: bool, call: Callable[..., T], *args: Any) -> T:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """ringq: a durable, crash-safe message queue inside your Python process."""
+    """ringq: a durable, crash-safe message queue inside your Python process.
+
+    PATH is a queue directory (some commands also take a redis:// URL with
+    --namespace). The read-only commands (inspect, verify, peek, schedules,
+    dlq list, dlq show) take no lock and work while another process owns the
+    queue. Exit status: 0 done, 1 damaged (or, for peek, an unknown topic),
+    2 a usage or path error, 3 owned by another process.
+    """
 
 
 @main.command("inspect")
@@ -141,12 +166,17 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
 @_namespace_option
 def inspect_cmd(path: str, as_json: bool, namespace: str | None) -> None:
-    """Show what the queue PATH holds (read-only): a directory, or a
-    redis:// URL with --namespace."""
+    """Show what a queue holds (read-only).
+
+    PATH is a queue directory, or a redis:// URL with --namespace: messages
+    per state and topic, dead letters, journal and snapshot positions, and
+    the owning process.
+    """
     backend = _redis(path, namespace, as_json)
     if backend is not None:
         _read(as_json, _redis_inspect, backend, as_json)
         return
+    _queue_dir(path, as_json)
     info = _read(as_json, inspect, path)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -186,10 +216,12 @@ def inspect_cmd(path: str, as_json: bool, namespace: str | None) -> None:
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
 def verify_cmd(path: str, as_json: bool) -> None:
-    """Check every record's CRC and the snapshot of PATH (read-only).
+    """Check every record's CRC and the snapshot (read-only).
 
+    Reads every journal record and the snapshot of PATH as recovery would.
     Exit status: 0 sound, 1 damaged (file and offset printed), 2 not readable.
     """
+    _queue_dir(path, as_json)
     info = _read(as_json, inspect, path)
     result = {
         "ok": True,
@@ -222,14 +254,16 @@ def verify_cmd(path: str, as_json: bool) -> None:
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
 def repair_cmd(path: str, as_json: bool) -> None:
-    """Accept damage that recovery refuses to open silently, and say what it was.
+    """Accept damage recovery refuses, and say what was lost.
 
-    A lost MANIFEST is rebuilt (with a new identity), a journal segment cut
-    short is extended with zeros, a deleted newest segment or lost fsynced
-    records are written off. Nothing is invented; damage in the middle of the
-    journal is not repaired. Exit status: 0 repaired (or nothing to do), 1
-    damage it cannot repair, 2 not a queue, 3 owned by a running process.
+    For damage recovery refuses to open silently: a lost MANIFEST is rebuilt
+    (with a new identity), a journal segment cut short is extended with
+    zeros, a deleted newest segment or lost fsynced records are written off.
+    Nothing is invented; damage in the middle of the journal is not
+    repaired. Exit status: 0 repaired (or nothing to do), 1 damage it cannot
+    repair, 2 not a queue, 3 owned by a running process.
     """
+    _queue_dir(path, as_json)
     try:
         result = repair(path)
     except QueueLocked as e:
@@ -248,15 +282,80 @@ def repair_cmd(path: str, as_json: bool) -> None:
         click.echo(f"nothing to repair: {path} reads cleanly up to LSN {result['last_lsn']:,}")
 
 
+class CliError(ValueError):
+    """A mistake in what the command was given (a path, an id, a topic):
+    printed as ``error: ...``; with ``--json``, ``error`` is ``kind`` and
+    ``extra`` is added (the candidates, the known topics, ...)."""
+
+    def __init__(self, message: str, kind: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.extra = extra
+
+
 def _fail(e: Exception, as_json: bool, code: int) -> NoReturn:
     if as_json:
-        out: dict[str, Any] = {"ok": False, "error": type(e).__name__, "message": str(e)}
+        kind = e.kind if isinstance(e, CliError) else type(e).__name__
+        out: dict[str, Any] = {"ok": False, "error": kind, "message": str(e)}
         if isinstance(e, CorruptionError):
             out |= {"file": e.path, "offset": e.offset}
+        if isinstance(e, CliError):
+            out |= e.extra
         click.echo(json.dumps(out, indent=2))
+    elif isinstance(e, CliError):
+        click.echo(f"error: {e}", err=True)
     else:
         click.echo(f"{type(e).__name__}: {e}", err=True)
     sys.exit(code)
+
+
+_QUEUE_FILES = ("MANIFEST", "DURABLE", "*.log", "*.snap")
+
+
+def _queue_dir(path: str, as_json: bool = False) -> None:
+    """Exits 2 unless ``path`` is a directory holding a queue (or what is left
+    of one, for recovery to judge), saying which: no such directory, or not a
+    queue; for a directory with queues inside (the demo's), their paths."""
+    where = Path(path)
+    if not where.exists():
+        _fail(CliError(f"no such directory: {path}", "NoSuchDirectory"), as_json, EXIT_ERROR)
+    try:
+        if any(next(where.glob(pattern), None) for pattern in _QUEUE_FILES):
+            return
+        inside = sorted(str(sub) for sub in where.iterdir() if (sub / "MANIFEST").is_file())
+    except OSError as e:
+        _fail(e, as_json, EXIT_ERROR)
+    msg = f"{path} is not a ringq queue directory (no MANIFEST)"
+    if inside:
+        msg += f"; it holds {len(inside)} queue(s): {', '.join(inside)}: give one of those"
+    _fail(CliError(msg, "NotAQueue", queues=inside), as_json, EXIT_ERROR)
+
+
+def _some(ids: Sequence[str], most: int = 10) -> str:
+    """``a, b, c`` (the first ``most``, then how many more)."""
+    shown = ", ".join(ids[:most])
+    return shown if len(ids) <= most else f"{shown}, ... ({len(ids) - most:,} more)"
+
+
+def _resolve_ids(given: Sequence[str], known: Sequence[str], as_json: bool = False) -> list[str]:
+    """The dead-letter ids ``given`` (each one an id or a unique prefix of one
+    of ``known``), in order, without repeats; exits 2 on an unknown or
+    ambiguous one, listing the candidates."""
+    out: list[str] = []
+    for g in given:
+        prefix = g.strip().lower()
+        matches = [k for k in known if k == prefix] or [k for k in known if k.startswith(prefix)]
+        if prefix and len(matches) == 1:
+            if matches[0] not in out:
+                out.append(matches[0])
+            continue
+        if prefix and matches:
+            msg = f"{g!r} is ambiguous: {len(matches)} dead letters start with it: {_some(matches)}"
+            _fail(CliError(msg, "AmbiguousId", candidates=matches), as_json, EXIT_ERROR)
+        msg = f"no dead letter with id {g}"
+        msg += f"; the dead letters: {_some(known)}" if known else "; there are no dead letters"
+        _fail(CliError(msg, "UnknownId", candidates=list(known[:100])), as_json, EXIT_ERROR)
+    return out
 
 
 def _short(payload: bytes, width: int = 60) -> str:
@@ -267,18 +366,29 @@ def _short(payload: bytes, width: int = 60) -> str:
 @main.command("peek")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--topic", default=DEFAULT_TOPIC, show_default=True, help="the topic to look at")
-@click.option("--limit", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit", default=10, show_default=True, type=click.IntRange(min=1), help="most messages shown"
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON (payloads as UTF-8 text)")
 def peek_cmd(path: str, topic: str, limit: int, as_json: bool) -> None:
-    """Show the next messages of a topic (read-only)."""
+    """Show the next messages of a topic (read-only).
+
+    Ready messages in delivery order, then delayed and in flight. A topic
+    with no messages that the queue does not know exits 1, listing the known
+    topics and the closest names (a typed handler's topic is module.QualName).
+    """
+    _queue_dir(path, as_json)
     msgs = _read(as_json, peek, path, topic, limit)
+    if not msgs:
+        _unknown_topic(path, topic, as_json)
     if as_json:
         for m in msgs:
             m["payload"] = m["payload"].decode("utf-8", errors="backslashreplace")
         click.echo(json.dumps(msgs, indent=2))
         return
     table = Table(title=f"{topic}: {len(msgs)} message(s)", title_justify="left")
-    for col in ("id", "state", "attempt", "version", "dedup key", "payload"):
+    table.add_column("id", no_wrap=True, min_width=16)
+    for col in ("state", "attempt", "version", "dedup key", "payload"):
         table.add_column(col)
     for m in msgs:
         table.add_row(
@@ -292,13 +402,57 @@ def peek_cmd(path: str, topic: str, limit: int, as_json: bool) -> None:
     Console().print(table)
 
 
+def _unknown_topic(path: str, topic: str, as_json: bool) -> None:
+    """Exits 1 if no message of the queue (live or dead) is on ``topic``,
+    listing its topics with their counts and the closest names."""
+    info = _read(as_json, inspect, path)
+    counts: dict[str, list[int]] = {}
+    for t in info["topics"]:
+        counts.setdefault(t["name"], [0, 0])[0] += t["ready"] + t["in_flight"] + t["delayed"]
+    for d in _read(as_json, dead_letters, path):
+        counts.setdefault(d.topic, [0, 0])[1] += 1
+    if topic in counts:
+        return
+    names = sorted(counts)
+    closest = _closest(topic, names)
+    msg = f"no topic {topic!r} in {path}: no message, live or dead, is on it"
+    if names:
+        msg += "\n  its topics: " + ", ".join(
+            f"{n} ({live:,} messages" + (f", {dead:,} dead letters)" if dead else ")")
+            for n, (live, dead) in sorted(counts.items())
+        )
+    else:
+        msg += " (it holds no messages)"
+    if closest:
+        msg += f"\n  did you mean {' or '.join(repr(c) for c in closest)}?"
+    topics = {n: {"messages": live, "dead_letters": dead} for n, (live, dead) in counts.items()}
+    _fail(
+        CliError(msg, "UnknownTopic", topics=topics, closest=closest), as_json, EXIT_UNKNOWN_TOPIC
+    )
+
+
+def _closest(topic: str, names: Sequence[str]) -> list[str]:
+    """The names closest to ``topic`` (difflib), first those whose last dotted
+    part is close to ``topic``'s: ``OrderPlaced`` finds ``shop.OrderPlaced``."""
+    tails: dict[str, list[str]] = {}
+    for n in names:
+        tails.setdefault(n.rsplit(".", 1)[-1].lower(), []).append(n)
+    out: list[str] = []
+    for tail in difflib.get_close_matches(topic.rsplit(".", 1)[-1].lower(), list(tails), 3, 0.6):
+        out += tails[tail]
+    out += [n for n in difflib.get_close_matches(topic, names, 3, 0.6) if n not in out]
+    return out[:3]
+
+
 @main.command("schedules")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @_namespace_option
 def schedules_cmd(path: str, as_json: bool, namespace: str | None) -> None:
-    """List the periodic messages of PATH (``q.every``), read-only: name,
-    timing, topic, catch-up policy and next fire time (UTC)."""
+    """List the periodic messages (q.every), read-only.
+
+    For each: name, timing, topic, catch-up policy and next fire time (UTC).
+    """
     from datetime import UTC, datetime
 
     from ringq.schedules import SCHEDULE_TOPIC, describe
@@ -314,6 +468,7 @@ def schedules_cmd(path: str, as_json: bool, namespace: str | None) -> None:
             as_json,
             EXIT_ERROR,
         )
+    _queue_dir(path, as_json)
     msgs = _read(as_json, peek, path, SCHEDULE_TOPIC, 1 << 40)
     rows = []
     for m in msgs:
@@ -345,34 +500,76 @@ def _asdict(row: Any) -> dict[str, Any]:
 
 @main.group("dlq")
 def dlq_group() -> None:
-    """Dead letters (read-only: list and show)."""
+    """Dead letters: list, show, replay, purge.
+
+    list and show are read-only; replay and purge change the queue (they
+    list what they would change and ask first: --dry-run, --yes). Wherever
+    an ID is taken, a unique prefix of it will do.
+    """
+
+
+def _dead_table(dead: Sequence[dict[str, Any]], title: str) -> Table:
+    """Dead letters (as ``as_dict`` gives them) as a table; ids never cut."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("id", no_wrap=True, min_width=16)
+    for col in ("topic", "reason"):
+        table.add_column(col, overflow="fold")
+    table.add_column("attempts", justify="right")
+    table.add_column("handler", overflow="fold")
+    table.add_column("error")
+    for d in dead:
+        error = ": ".join(str(x) for x in (d["error_type"], d["error_message"]) if x)
+        table.add_row(
+            str(d["id"]),
+            str(d["topic"]),
+            str(d["reason"]),
+            str(d["attempts"]),
+            str(d["handler"] or ""),
+            _short(error.encode()),
+        )
+    return table
+
+
+def _dead_letters(path: str, namespace: str | None, as_json: bool = False) -> list[Any]:
+    """Every dead letter of the queue at ``path``, oldest first, read-only."""
+    backend = _redis(path, namespace, as_json)
+    if backend is not None:
+        try:
+            return _read(as_json, backend.dlq_list)
+        finally:
+            backend.close()
+    _queue_dir(path, as_json)
+    return _read(as_json, dead_letters, path)
 
 
 @dlq_group.command("list")
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="most dead letters shown",
+)
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @_namespace_option
 def dlq_list_cmd(path: str, limit: int, as_json: bool, namespace: str | None) -> None:
-    """List dead letters, oldest first."""
-    backend = _redis(path, namespace, as_json)
-    if backend is not None:
-        dead = _read(as_json, lambda: backend.dlq_list(limit=limit))
-        backend.close()
-    else:
-        dead = _read(as_json, dead_letters, path, limit)
+    """List dead letters, oldest first (read-only).
+
+    At most --limit of them; when there are more, the table's title says
+    "showing N of TOTAL" (with --json the output stays the list, and the
+    note goes to stderr).
+    """
+    every = _dead_letters(path, namespace, as_json)
+    dead = [as_dict(d) for d in every[:limit]]
+    cut = len(every) > len(dead)
+    note = f"showing {len(dead):,} of {len(every):,} dead letters (--limit {limit})"
     if as_json:
-        click.echo(json.dumps([as_dict(d) for d in dead], indent=2))
+        click.echo(json.dumps(dead, indent=2))
+        if cut:
+            click.echo(f"{note}: the oldest first", err=True)
         return
-    table = Table(title=f"{len(dead)} dead letter(s)", title_justify="left")
-    for col in ("id", "topic", "reason", "attempts", "handler", "error"):
-        table.add_column(col)
-    for d in dead:
-        error = ": ".join(x for x in (d.error_type, d.error_message) if x)
-        table.add_row(
-            d.id, d.topic, d.reason, str(d.attempts), d.handler or "", _short(error.encode())
-        )
-    Console().print(table)
+    Console().print(_dead_table(dead, note if cut else f"{len(dead):,} dead letter(s)"))
 
 
 @dlq_group.command("show")
@@ -380,19 +577,16 @@ def dlq_list_cmd(path: str, limit: int, as_json: bool, namespace: str | None) ->
 @click.argument("message_id")
 @_namespace_option
 def dlq_show_cmd(path: str, message_id: str, namespace: str | None) -> None:
-    """Show one dead letter in full (JSON), traceback included."""
-    backend = _redis(path, namespace)
-    if backend is not None:
-        dead = _read(False, backend.dlq_list)
-        backend.close()
-    else:
-        dead = _read(False, dead_letters, path)
+    """Show one dead letter in full, as JSON (read-only).
+
+    MESSAGE_ID is its id, or a unique prefix of it. The traceback and the
+    payload (as UTF-8 text) are included.
+    """
+    dead = _dead_letters(path, namespace)
+    [found] = _resolve_ids([message_id], [d.id for d in dead])
     for d in dead:
-        if d.id == message_id:
+        if d.id == found:
             click.echo(json.dumps(as_dict(d), indent=2))
-            return
-    click.echo(f"no dead letter with id {message_id}", err=True)
-    sys.exit(EXIT_ERROR)
 
 
 def _open_for_change(path: str, namespace: str | None = None) -> Any:
@@ -411,9 +605,11 @@ def _open_for_change(path: str, namespace: str | None = None) -> Any:
 
         return _OnRedis()
 
+    # Opening would create a new, empty queue where there is none.
+    _queue_dir(path)
     if not (Path(path) / "MANIFEST").is_file():
-        # Opening would create a new, empty queue there.
-        _fail(ValueError(f"{path} is not a ringq queue directory (no MANIFEST)"), False, EXIT_ERROR)
+        msg = f"{path} has no MANIFEST (see ringq verify and ringq repair)"
+        _fail(CliError(msg, "NoManifest"), False, EXIT_ERROR)
     try:
         if (Path(path) / "SOCKET").is_file():
             # A shared queue's owner serves it: be its client.
@@ -440,8 +636,8 @@ def _admin_call(url: str, token: str | None, path: str, body: dict[str, Any] | N
     )
     if data is not None:
         req.add_header("Content-Type", "application/json")
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
+    if token:  # reads need it too where the endpoint has a token
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())
@@ -456,17 +652,38 @@ def _admin_call(url: str, token: str | None, path: str, body: dict[str, Any] | N
         _fail(RuntimeError(f"cannot reach the admin endpoint {url}: {e}"), False, EXIT_ERROR)
 
 
+def _check_endpoint(admin_url: str, token: str | None, queue_path: str) -> None:
+    """Exits 2 unless the endpoint serves the queue at ``queue_path``: the
+    same instance id (read-only from the directory's MANIFEST) or, if the
+    directory cannot be read here, the same resolved path (a relative path
+    the owner was given is relative to the owner's working directory, so
+    this fallback needs the owner to have been given an absolute one)."""
+    stats = _admin_call(admin_url, token, "/stats", None)
+    served = stats.get("path")
+    served_id = (stats.get("queue") or {}).get("instance_id")
+    try:
+        local_id = inspect(queue_path)["instance_id"]
+    except (RingqError, ValueError, OSError):
+        local_id = None
+    if served_id and local_id:
+        same = served_id == local_id
+        ids = f" (instance id {served_id}, not {local_id})"
+    else:
+        same = served is not None and os.path.realpath(served) == os.path.realpath(queue_path)
+        ids = " (no queue to compare at that path here)" if local_id is None else ""
+    if not same:
+        _fail(
+            ValueError(f"{admin_url} serves the queue at {served}, not {queue_path}{ids}"),
+            False,
+            EXIT_ERROR,
+        )
+
+
 def _remote(
     admin_url: str, token: str | None, queue_path: str, action: str, body: dict[str, Any]
 ) -> Any:
     """Runs ``action`` through the endpoint, once it proved to serve ``queue_path``."""
-    served = _admin_call(admin_url, None, "/stats", None).get("path")
-    if served is None or os.path.realpath(served) != os.path.realpath(queue_path):
-        _fail(
-            ValueError(f"{admin_url} serves the queue at {served}, not {queue_path}"),
-            False,
-            EXIT_ERROR,
-        )
+    _check_endpoint(admin_url, token, queue_path)
     return _admin_call(admin_url, token, action, body)
 
 
@@ -483,11 +700,18 @@ def _remote_options(f: Callable[..., None]) -> Callable[..., None]:
     )(f)
 
 
+def _confirm_options(f: Callable[..., None]) -> Callable[..., None]:
+    f = click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")(f)
+    return click.option(
+        "--dry-run", is_flag=True, help="list what would change, and change nothing"
+    )(f)
+
+
 @main.command("snapshot")
 @click.argument("path", type=click.Path(file_okay=False))
 @_remote_options
 def snapshot_cmd(path: str, admin_url: str | None, token: str | None) -> None:
-    """Write a snapshot of PATH now (compacting its journal)."""
+    """Write a snapshot of PATH now (compacts the journal)."""
     if admin_url:
         lsn = _remote(admin_url, token, path, "/snapshot", {})["lsn"]
     else:
@@ -499,61 +723,156 @@ def snapshot_cmd(path: str, admin_url: str | None, token: str | None) -> None:
     click.echo(f"snapshot of {path} at LSN {lsn:,}")
 
 
+def _dlq_change(
+    verb: str,
+    path: str,
+    ids: tuple[str, ...],
+    act: Callable[[Any, list[str] | None], int],
+    remote: Callable[[list[str] | None], dict[str, Any]],
+    admin_url: str | None,
+    token: str | None,
+    namespace: str | None,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    """Replays or purges (``verb``) the dead letters ``ids`` (prefixes), or
+    all if none: lists them, asks unless ``yes`` (refusing without a
+    terminal), then ``act(queue, ids or None)`` or, through the admin
+    endpoint, ``remote(ids or None)``."""
+    done = {"replay": "replayed", "purge": "purged"}[verb]
+    if dry_run:
+        if admin_url:
+            _check_endpoint(admin_url, token, path)
+            listed = _admin_call(admin_url, token, "/dlq", None)
+        else:
+            listed = [as_dict(d, payload=False) for d in _dead_letters(path, namespace)]
+        chosen = _chosen(listed, ids)
+        Console().print(_dead_table(chosen, f"would {verb} {len(chosen):,} dead letter(s)"))
+        click.echo(f"dry run: nothing changed in {path}")
+        return
+    if not yes and not sys.stdin.isatty():
+        click.echo(
+            f"refused: {verb} would change {path} and there is no terminal to ask for "
+            "confirmation on: give --yes to go ahead (or --dry-run to see what it would do)",
+            err=True,
+        )
+        sys.exit(EXIT_ERROR)
+    q = None
+    try:
+        if admin_url:
+            _check_endpoint(admin_url, token, path)
+            listed = _admin_call(admin_url, token, "/dlq", None)
+        else:
+            q = _open_for_change(path, namespace)
+            listed = [as_dict(d, payload=False) for d in q.dlq.list()]
+        chosen = _chosen(listed, ids)
+        if not chosen:
+            click.echo(f"{done} 0 dead letter(s): there are none in {path}")
+            return
+        if not yes:
+            title = f"{len(chosen):,} dead letter(s) to {verb}"
+            if len(chosen) > PROMPT_ROWS:
+                title += f" (the first {PROMPT_ROWS} shown; --dry-run lists all)"
+            Console().print(_dead_table(chosen[:PROMPT_ROWS], title))
+            if not click.confirm(f"{verb} these {len(chosen):,} dead letter(s) of {path}?"):
+                click.echo("nothing changed")
+                sys.exit(1)  # as click's Abort
+        selected = [str(d["id"]) for d in chosen] if ids else None
+        n = remote(selected)[done] if admin_url else act(q, selected)
+    finally:
+        if q is not None:
+            q.close()
+    click.echo(f"{done} {n} dead letter(s)")
+
+
+def _chosen(listed: list[dict[str, Any]], ids: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The dead letters ``ids`` (prefixes) name, all if none."""
+    if not ids:
+        return listed
+    wanted = set(_resolve_ids(ids, [str(d["id"]) for d in listed]))
+    return [d for d in listed if d["id"] in wanted]
+
+
 @dlq_group.command("replay")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.argument("ids", nargs=-1)
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="messages per second")
+@_confirm_options
 @_remote_options
 @_namespace_option
 def dlq_replay_cmd(
     path: str,
     ids: tuple[str, ...],
     rate: float | None,
+    dry_run: bool,
+    yes: bool,
     admin_url: str | None,
     token: str | None,
     namespace: str | None,
 ) -> None:
-    """Publish dead letters again (all, or the IDS given); attempts reset."""
-    if admin_url:
-        body = {"ids": list(ids) or None, "rate": rate}
-        n = _remote(admin_url, token, path, "/dlq/replay", body)["replayed"]
-    else:
-        q = _open_for_change(path, namespace)
-        try:
-            n = q.dlq.replay(ids or None, rate=rate)
-        finally:
-            q.close()
-    click.echo(f"replayed {n} dead letter(s)")
+    """Publish dead letters again, with attempts reset.
+
+    All of them, or the IDS given (each an id or a unique prefix of one).
+    Lists them and asks first, unless --yes; --dry-run only lists them.
+    """
+    _dlq_change(
+        "replay",
+        path,
+        ids,
+        lambda q, selected: int(q.dlq.replay(selected, rate=rate)),
+        lambda selected: _admin_call(
+            str(admin_url), token, "/dlq/replay", {"ids": selected, "rate": rate}
+        ),
+        admin_url,
+        token,
+        namespace,
+        dry_run,
+        yes,
+    )
 
 
 @dlq_group.command("purge")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.argument("ids", nargs=-1)
 @click.option("--all", "purge_all", is_flag=True, help="purge every dead letter")
+@_confirm_options
 @_remote_options
 @_namespace_option
 def dlq_purge_cmd(
     path: str,
     ids: tuple[str, ...],
     purge_all: bool,
+    dry_run: bool,
+    yes: bool,
     admin_url: str | None,
     token: str | None,
     namespace: str | None,
 ) -> None:
-    """Delete dead letters for good: the IDS given, or --all."""
+    """Delete dead letters for good.
+
+    The IDS given (each an id or a unique prefix of one), or --all. Lists
+    them and asks first, unless --yes; --dry-run only lists them.
+    """
     if not ids and not purge_all:
         click.echo("give dead-letter ids, or --all", err=True)
         sys.exit(EXIT_ERROR)
-    if admin_url:
-        body = {"ids": list(ids)} if ids else {"all": True}
-        n = _remote(admin_url, token, path, "/dlq/purge", body)["purged"]
-    else:
-        q = _open_for_change(path, namespace)
-        try:
-            n = q.dlq.purge(ids or None)
-        finally:
-            q.close()
-    click.echo(f"purged {n} dead letter(s)")
+    if ids and purge_all:
+        click.echo("give dead-letter ids or --all, not both", err=True)
+        sys.exit(EXIT_ERROR)
+    _dlq_change(
+        "purge",
+        path,
+        ids,
+        lambda q, selected: int(q.dlq.purge(selected)),
+        lambda selected: _admin_call(
+            str(admin_url), token, "/dlq/purge", {"ids": selected} if selected else {"all": True}
+        ),
+        admin_url,
+        token,
+        namespace,
+        dry_run,
+        yes,
+    )
 
 
 @main.command("serve")
@@ -581,11 +900,12 @@ def serve_cmd(
     max_attempts: int | None,
     stats_every: float,
 ) -> None:
-    """Own the shared queue at PATH and serve its clients until SIGTERM/SIGINT.
+    """Own a shared queue and serve its clients until stopped.
 
-    Processes open it with ``ringq.Queue(PATH, shared=True)``; with this
-    command running they are all clients (for example the workers of
-    ``uvicorn --workers 4``). Logs go to stderr.
+    Runs until SIGTERM or SIGINT, then closes PATH cleanly. Processes open
+    it with ringq.Queue(PATH, shared=True); with this command running they
+    are all clients (for example the workers of uvicorn --workers 4). Logs
+    go to stderr. Exit status 3 if another process already owns PATH.
     """
     from ringq.serve import serve
 
@@ -597,19 +917,33 @@ def serve_cmd(
     sys.exit(serve(path, options, stats_every))
 
 
-@main.command("demo", context_settings={"ignore_unknown_options": True})
+# demo and bench hand every argument, --help included, to the module's own
+# parser: `ringq demo --help` shows the demo's options.
+_PASS_THROUGH: dict[str, Any] = {
+    "context_settings": {"ignore_unknown_options": True},
+    "add_help_option": False,
+}
+
+
+@main.command("demo", **_PASS_THROUGH)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def demo_cmd(args: tuple[str, ...]) -> None:
-    """Run the demo workload (``python -m ringq.demo``)."""
+    """Run the demo: throughput, a SIGKILL, a handler chain.
+
+    The same as python -m ringq.demo; ringq demo --help lists its options.
+    """
     from ringq import demo
 
-    sys.exit(demo.main(list(args)))
+    sys.exit(demo.main(list(args), prog="ringq demo"))
 
 
-@main.command("bench", context_settings={"ignore_unknown_options": True})
+@main.command("bench", **_PASS_THROUGH)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench_cmd(args: tuple[str, ...]) -> None:
-    """Run the benchmarks against queue.Queue (``python -m ringq.bench``)."""
+    """Benchmark ringq against queue.Queue (JSON on stdout).
+
+    The same as python -m ringq.bench; ringq bench --help lists its options.
+    """
     from ringq import bench
 
     sys.exit(bench.main(list(args)))

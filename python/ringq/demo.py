@@ -1,6 +1,7 @@
 """A two-minute tour of ringq: throughput, and nothing lost to SIGKILL.
 
-Run ``python -m ringq.demo [--dir PATH] [--messages N]``. It
+Run ``python -m ringq.demo [--dir PATH] [--messages N] [--force]`` (or
+``ringq demo ...``). It
 
 1. publishes N 100-byte messages, one ``publish`` call each;
 2. checks out and acks half of them in batches of 256;
@@ -13,6 +14,13 @@ Run ``python -m ringq.demo [--dir PATH] [--messages N]``. It
 6. prints a summary and exits non-zero if anything was lost.
 
 The directory stays for ``ringq inspect DIR/shop`` and ``ringq dlq list``.
+
+The demo starts by deleting DIR, so it refuses (exit 2) a non-empty DIR
+that is not a previous demo's unless given ``--force``. A demo's directory
+holds the marker file ``.ringq-demo``; one from before the marker holds
+nothing but the demo's queues (``queue``, ``crash``, ``shop``, each with a
+MANIFEST). Even with ``--force`` it never deletes ``/``, the home directory,
+or the working directory or one of its parents.
 """
 
 from __future__ import annotations
@@ -37,21 +45,62 @@ PAYLOAD_SIZE = 100
 BATCH = 256
 CRASH_RUN_SECONDS = 0.5  # how long the child publishes before it is killed
 CRASH_TOPIC = "crash"
+MARKER = ".ringq-demo"  # in a directory the demo made: the next run may delete it
+DEMO_QUEUES = ("queue", "crash", "shop")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m ringq.demo") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ringq.demo", description="ringq throughput and crash-safety demo"
+        prog=prog,
+        description="ringq throughput and crash-safety demo: publish, consume, SIGKILL a "
+        "producer and recover, a handler chain with retries and dead letters.",
     )
-    parser.add_argument("--dir", default="./ringq-demo", help="demo directory (wiped first)")
-    parser.add_argument("--messages", type=int, default=200_000, help="messages to publish")
+    parser.add_argument(
+        "--dir",
+        default="./ringq-demo",
+        help="demo directory, deleted first if a previous demo made it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--messages", type=int, default=200_000, help="messages to publish (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="delete --dir even if it is not empty and not a previous demo's",
+    )
     parser.add_argument("--child", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return crash_child(args.child)
     if args.messages < 2:
         parser.error("--messages must be at least 2")
+    refused = refuse_dir(Path(args.dir), args.force)
+    if refused:
+        print(f"{prog}: refused: {refused}", file=sys.stderr)
+        return 2
     return run(Path(args.dir), args.messages, Console())
+
+
+def refuse_dir(root: Path, force: bool = False) -> str | None:
+    """Why the demo must not delete ``root`` (None: it may): a non-empty
+    directory that is not a previous demo's, unless ``force``; never a file,
+    ``/``, the home directory, or the working directory or a parent of it."""
+    if not root.exists():
+        return None
+    if not root.is_dir():
+        return f"{root} is not a directory"
+    resolved, cwd = root.resolve(), Path.cwd().resolve()
+    if resolved in (Path(resolved.anchor), Path.home().resolve(), cwd) or resolved in cwd.parents:
+        return f"{root} is /, the home directory, or the working directory or a parent of it"
+    entries = list(root.iterdir())
+    if force or not entries or (root / MARKER).is_file():
+        return None
+    if all(e.name in DEMO_QUEUES and (e / "MANIFEST").is_file() for e in entries):
+        return None  # a demo's from before the marker
+    return (
+        f"{root} is not empty and not a previous demo's directory (no {MARKER} file), "
+        "and the demo deletes it first: give a new or empty --dir, or --force to delete it"
+    )
 
 
 def progress(console: Console) -> Progress:
@@ -69,6 +118,7 @@ def run(root: Path, n: int, console: Console) -> int:
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, mode=0o700)
+    (root / MARKER).write_text("made by ringq demo, which deletes this directory when run again\n")
     main_dir = root / "queue"
     payload = b"x" * PAYLOAD_SIZE
     step = max(1, n // 200)
