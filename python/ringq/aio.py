@@ -927,6 +927,9 @@ class AsyncQueue(AsyncOps):
         #: ``Queue.handler``: registers a handler (``async def`` ones run on
         #: this queue's loop, plain ones on worker threads).
         self.handler = queue.handler
+        #: ``Queue.set_rate_limit`` / ``Queue.rate_limit``: a topic's rate limit.
+        self.set_rate_limit = queue.set_rate_limit
+        self.rate_limit = queue.rate_limit
         #: ``Queue.register``: a ``ringq.Handler`` subclass (its ``handle``
         #: may be ``async def``).
         self.register = queue.register

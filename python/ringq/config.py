@@ -49,6 +49,8 @@ retry            Retry(5, exponential 0.5 s)   max_attempts     >= 1 deliveries
                                                backoff          a backoff, see below
 dead_letter_on   ()                            (code only)      exception classes, no retries
 processes        0 (threads)                   (code only)      0..=256 worker processes
+rate_limit       None (no limit)               rate_limit       "100/s", "5/m", "1/100ms",
+                                                                ", burst=N"; "none"
 ===============  ============================  ===============  ==============================
 
 A backoff in a mapping or TOML file is ``{"kind": "fixed", "seconds": 1.0}`` or
@@ -68,11 +70,13 @@ cased**, and OPTION is an override key in any case. Handler names are matched
 ignoring case everywhere (``QueueOptions.handler_options``), so
 ``RINGQ_HANDLER__ON_ORDER__TIMEOUT=5`` sets ``timeout`` of a handler named
 ``on_order``, ``RINGQ_HANDLER__ONORDER__TIMEOUT=5`` that of one named
-``OnOrder``, and ``RINGQ_HANDLER__ON_ORDER__BACKOFF=fixed:seconds=1`` sets a
-backoff. Handlers whose name contains ``__`` or characters that variable names
-cannot hold (``.``, ``-``) can only be configured by mapping or TOML. Values are parsed
-to the field's type (``int("1_000")``, ``float``, text as is); a value that does
-not parse is an error naming the variable. Every variable that starts with
+``OnOrder``, ``RINGQ_HANDLER__ON_ORDER__BACKOFF=fixed:seconds=1`` sets a
+backoff and ``RINGQ_HANDLER__ON_ORDER__RATE_LIMIT=100/s`` a rate limit
+(``none`` lifts one the code declares). Handlers whose name contains ``__``
+or characters that variable names cannot hold (``.``, ``-``) can only be
+configured by mapping or TOML. Values are parsed to the field's type
+(``int("1_000")``, ``float``, text as is); a value that does not parse is an
+error naming the variable. Every variable that starts with
 ``<PREFIX>HANDLER_`` must be a valid handler option. Other variables with the
 prefix that are not options are left alone (other tools use the prefix too,
 e.g. ``RINGQ_WRITE_GOLDEN``), except those that look like a misspelt option
@@ -104,6 +108,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
 from ringq.errors import ConfigError
+from ringq.ratelimit import NO_LIMIT, RateLimit, rate_limit_problem
 from ringq.retry import (
     Backoff,
     FixedBackoff,
@@ -124,7 +129,14 @@ MAX_PARALLELISM: Final = 1024
 MAX_PREFETCH: Final = 1024
 MAX_PROCESSES: Final = 256
 DURABILITIES: Final[tuple[str, ...]] = get_args(Durability)
-HANDLER_KEYS: Final = ("timeout", "max_parallelism", "prefetch", "max_attempts", "backoff")
+HANDLER_KEYS: Final = (
+    "timeout",
+    "max_parallelism",
+    "prefetch",
+    "max_attempts",
+    "backoff",
+    "rate_limit",
+)
 """The keys a per-handler override may have."""
 
 _BACKOFF_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -162,7 +174,9 @@ class HandlerOptions:
     ``dead_letter_on`` (``()``) dead-letter the message at once.
     ``processes`` (0: threads) runs the handler function in that many worker
     processes instead (``ringq.dispatch.processes``); it is then also the
-    handler's parallelism.
+    handler's parallelism. ``rate_limit`` (``None``: none) is how fast its
+    workers start messages, all processes together (``ringq.ratelimit``:
+    ``"100/s"``; a string is parsed to a ``RateLimit``).
     """
 
     timeout: float = 30.0
@@ -171,9 +185,13 @@ class HandlerOptions:
     retry: Retry = _DEFAULT_RETRY
     dead_letter_on: tuple[type[BaseException], ...] = ()
     processes: int = 0
+    rate_limit: RateLimit | None = None
 
     def __post_init__(self) -> None:
         p = _Problems()
+        limit, why = rate_limit_problem(self.rate_limit)
+        if why is not None:
+            p.add("rate_limit", self.rate_limit, why)
         timeout = p.number("timeout", self.timeout, gt=0.0)
         p.integer("max_parallelism", self.max_parallelism, ge=1, le=MAX_PARALLELISM)
         p.integer("processes", self.processes, ge=0, le=MAX_PROCESSES)
@@ -187,6 +205,7 @@ class HandlerOptions:
             p.add("dead_letter_on", classes, "must be a tuple of exception classes")
         p.raise_if_any("handler options")
         object.__setattr__(self, "timeout", timeout)
+        object.__setattr__(self, "rate_limit", limit if isinstance(limit, RateLimit) else None)
 
     def merged(self, overrides: Mapping[str, Any]) -> HandlerOptions:
         """A copy with ``overrides`` applied (keys: ``HANDLER_KEYS``).
@@ -207,6 +226,9 @@ class HandlerOptions:
         if retry_changes:
             retry = replace(retry, **retry_changes)
         own = {k: values[k] for k in ("timeout", "max_parallelism", "prefetch") if k in values}
+        if "rate_limit" in values:  # NO_LIMIT ("none") lifts a limit the code declared
+            limit = values["rate_limit"]
+            own["rate_limit"] = limit if isinstance(limit, RateLimit) else None
         return replace(self, retry=retry, **own)
 
 
@@ -229,6 +251,12 @@ def _check_overrides(p: _Problems, prefix: str, raw: object) -> dict[str, Any]:
             v = p.integer(path, value, ge=1)
         elif key == "backoff":
             v = _parse_backoff(p, path, value)
+        elif key == "rate_limit":
+            v, why = rate_limit_problem(value)
+            if why is not None:
+                p.add(path, value, why)
+            elif v is None:
+                v = NO_LIMIT
         else:
             _unknown(p, path, key, HANDLER_KEYS, "handler option")
             continue
@@ -533,6 +561,7 @@ _HANDLER_ENV_KINDS: Final[Mapping[str, str]] = {
     "prefetch": "int",
     "max_attempts": "int",
     "backoff": "str",
+    "rate_limit": "str",
 }
 
 

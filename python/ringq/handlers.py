@@ -53,6 +53,7 @@ from ringq.codecs.identity import TopicWarning, main_module_topics, topics_for
 from ringq.config import HandlerOptions, QueueOptions
 from ringq.context import Context
 from ringq.errors import ConfigError
+from ringq.ratelimit import RateLimit, RateLimits, parse_rate_limit
 from ringq.retry import Retry
 
 __all__ = ["Handler", "HandlerRegistry", "HandlerSpec", "check_importable", "function_ref"]
@@ -66,7 +67,7 @@ class Handler(Generic[M]):
     Class attributes (``None`` keeps the default): ``name`` (default: the
     class name), ``topic``, ``timeout``, ``max_parallelism``, ``prefetch``,
     ``retry``, ``dead_letter_on``, ``codec`` (what it decodes messages with;
-    default: the queue's).
+    default: the queue's), ``rate_limit`` (``"100/s"``: ``ringq.ratelimit``).
     """
 
     name: ClassVar[str | None] = None
@@ -77,6 +78,7 @@ class Handler(Generic[M]):
     retry: ClassVar[Retry | None] = None
     dead_letter_on: ClassVar[tuple[type[BaseException], ...] | None] = None
     codec: ClassVar[Codec | None] = None
+    rate_limit: ClassVar[str | RateLimit | None] = None
 
     def handle(self, msg: M, ctx: Context) -> None:
         raise NotImplementedError(f"{type(self).__qualname__}.handle")
@@ -101,6 +103,9 @@ class HandlerSpec:
     codec: Codec = DEFAULT_CODEC
     #: What ``ctx.publish`` encodes with: the queue's codec.
     publish_codec: Codec = DEFAULT_CODEC
+    #: The queue's rate limits by topic (``q.set_rate_limit``), where the
+    #: handler's workers find their bucket (``None``: a table of their own).
+    limits: RateLimits | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def needs_headers(self) -> bool:
@@ -292,6 +297,7 @@ def build_spec(
     config: QueueOptions | None,
     codec: Codec | None = None,
     publish_codec: Codec | None = None,
+    limits: RateLimits | None = None,
 ) -> HandlerSpec:
     """Resolve a handler's topic, decoder and options (see the module docstring)."""
     if topic is None:
@@ -312,6 +318,9 @@ def build_spec(
                 stacklevel=4,
             )
     given = {k: v for k, v in declared.items() if v is not None}
+    if "rate_limit" in given:
+        limit = parse_rate_limit(given["rate_limit"], f"handler {name!r}")
+        given["rate_limit"] = limit if isinstance(limit, RateLimit) else None
     processes = given.get("processes", 0)
     if processes:
         if given.get("max_parallelism", processes) != processes:
@@ -347,4 +356,5 @@ def build_spec(
         is_async=is_async,
         codec=decode_with,
         publish_codec=publish_codec or DEFAULT_CODEC,
+        limits=limits,
     )

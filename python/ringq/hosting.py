@@ -23,6 +23,7 @@ from ringq.handlers import (
     message_type_of_class,
     message_type_of_function,
 )
+from ringq.ratelimit import RateLimit, RateLimits
 from ringq.retry import check_seconds
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class HandlerHost:
     _registry: HandlerRegistry
     _dispatcher: Dispatcher | None
     _timing: bool
+    #: Rate limits set by topic (``set_rate_limit``) and the handlers' buckets.
+    _rate_limits: RateLimits
     #: The queue's codec: what it publishes with, and what its handlers
     #: decode with unless they name their own.
     _codec: Codec = DEFAULT_CODEC
@@ -58,6 +61,7 @@ class HandlerHost:
         self._registry = HandlerRegistry()
         self._dispatcher = None
         self._timing = False
+        self._rate_limits = RateLimits()
 
     # Classes (and unions of them) name the message type; any other callable
     # is a bare ``@q.handler`` on the function itself.
@@ -76,6 +80,7 @@ class HandlerHost:
         dead_letter_on: tuple[type[BaseException], ...] | None = None,
         processes: int | None = None,
         codec: Codec | None = None,
+        rate_limit: str | RateLimit | None = None,
     ) -> Callable[[F], F]: ...
 
     @overload
@@ -95,6 +100,7 @@ class HandlerHost:
         dead_letter_on: tuple[type[BaseException], ...] | None = None,
         processes: int | None = None,
         codec: Codec | None = None,
+        rate_limit: str | RateLimit | None = None,
     ) -> Any:
         """Register a function as the handler of ``message_type``'s topic.
 
@@ -105,8 +111,10 @@ class HandlerHost:
         in seconds. ``processes=N`` runs a module-level function in N worker
         processes (CPU-bound handlers; ``ringq.dispatch.processes``).
         ``codec`` is what it decodes messages with (default: the queue's
-        ``codec``; ``ctx.publish`` encodes with the queue's). Returns the
-        function unchanged.
+        ``codec``; ``ctx.publish`` encodes with the queue's).
+        ``rate_limit="100/s"`` starts at most that many messages, all its
+        workers (and processes of a shared queue or Redis namespace)
+        together (``ringq.ratelimit``). Returns the function unchanged.
         """
         if callable(message_type) and not isinstance(message_type, type):
             # Bare @q.handler (on a function, method, partial or callable
@@ -122,6 +130,7 @@ class HandlerHost:
             "retry": retry,
             "dead_letter_on": dead_letter_on,
             "processes": processes,
+            "rate_limit": rate_limit,
         }
 
         def register(func: F) -> F:
@@ -155,6 +164,7 @@ class HandlerHost:
             config=self._config,
             codec=codec,
             publish_codec=self._codec,
+            limits=self._rate_limits,
         )
         self._install(spec)
 
@@ -177,6 +187,7 @@ class HandlerHost:
             "dead_letter_on": cls.dead_letter_on,
             # Refused for classes (built by the resolver here): said clearly.
             "processes": getattr(cls, "processes", None),
+            "rate_limit": cls.rate_limit,
         }
         spec = build_spec(
             name=name or cls.name or cls.__name__,
@@ -188,9 +199,25 @@ class HandlerHost:
             config=self._config,
             codec=cls.codec,
             publish_codec=self._codec,
+            limits=self._rate_limits,
         )
         self._install(spec)
         return cls
+
+    def set_rate_limit(self, topic: str, rate_limit: str | RateLimit | None) -> None:
+        """The rate limit of ``topic``'s handler from now on, over the one it
+        declares (code or configuration): ``"100/s"``, ``"5/m"``,
+        ``"1/100ms"``, ``"100/s, burst=10"``; ``"none"`` for no limit;
+        ``None`` for the handler's own limit again. It applies to a handler
+        registered later too, and to running workers within
+        ``ringq.ratelimit.MAX_WAIT`` seconds. Per queue object: other
+        processes set their own."""
+        self._rate_limits.set(topic, rate_limit)
+
+    def rate_limit(self, topic: str) -> RateLimit | None:
+        """The rate limit that applies to ``topic``'s handler (``None``: none)."""
+        spec = self._registry.for_topic(topic)
+        return self._rate_limits.limit(topic, None if spec is None else spec.options.rate_limit)
 
     def _cancelled_in_flight(self, message_id: str) -> None:
         """``cancel`` removed a message in flight: a handler running it here
@@ -270,6 +297,8 @@ class HandlerHost:
 
     def handler_stats(self) -> dict[str, dict[str, Any]]:
         """Per handler: workers, active, processed, succeeded, failed,
-        retried, dead_lettered, undecodable, late_acks, abandoned threads."""
+        retried, dead_lettered, undecodable, late_acks, abandoned threads,
+        ``rate_limit`` (the one that applies, as text, or ``None``) and
+        ``throttled`` (how often a worker waited for a token)."""
         self._backend.check_not_forked()
         return {} if self._dispatcher is None else self._dispatcher.stats()

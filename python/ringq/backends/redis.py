@@ -978,6 +978,15 @@ class RedisBackend:
             )
         return _CANCELLED[int(self._script("cancel", [id]))]
 
+    def take_tokens(self, name: str, rate: float, burst: int, n: int) -> tuple[int, float]:
+        """Rate limits (``ringq.ratelimit``): up to ``n`` tokens of the
+        namespace's token bucket ``name`` (key ``rl:<name>``), refilled at
+        ``rate`` a second up to ``burst`` on the server's clock; ``n < 0``
+        gives ``-n`` back. Returns ``(granted, seconds until a token is due
+        when none was granted)``; one script, shared by every client."""
+        granted, wait = self._script("take_tokens", [name, repr(float(rate)), int(burst), int(n)])
+        return int(granted), int(wait) / _MICRO
+
     def set_topic_policy(
         self, topic: str, max_attempts: int | None = None, handler: str | None = None
     ) -> None:

@@ -33,7 +33,10 @@ Keys under the prefix ``ringq:{ns}:``:
   counters; ``topics``: every topic; ``policy``: topic -> max attempts;
 - ``w:<topic>`` / ``room``: wake-up lists: a token is pushed when a message
   becomes ready on the topic / when room is made, for clients waiting in
-  ``BLPOP`` (the wait itself cannot be in a script).
+  ``BLPOP`` (the wait itself cannot be in a script);
+- ``rl:<name>``: a rate limit's token bucket (hash ``tokens``, ``at`` the
+  server's time of the last refill in microseconds), kept by ``take_tokens``
+  (``ringq.ratelimit``); it expires once it would be full again.
 """
 
 from __future__ import annotations
@@ -730,3 +733,37 @@ SCRIPTS: dict[str, str] = {
     }.items()
 }
 """Script name -> source (the prelude and the operation)."""
+
+#: A token bucket (``RedisBackend.take_tokens``, ``ringq.ratelimit.take``):
+#: ARGV[3..6] name, rate (tokens a second), burst, n (< 0 gives -n back).
+#: On the server's clock (``TIME``), one for every client, whatever theirs
+#: say. Returns {granted, microseconds until a token is due if none was}.
+#: It needs none of the prelude.
+TAKE_TOKENS = r"""
+local key = ARGV[1] .. 'rl:' .. ARGV[3]
+local rate, burst, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local state = redis.call('HMGET', key, 'tokens', 'at')
+local tokens, at = tonumber(state[1]), tonumber(state[2])
+if tokens == nil or at == nil or tokens < 0 then
+  tokens, at = burst, now
+end
+if now > at then
+  tokens = math.min(burst, tokens + (now - at) * rate / 1000000)
+end
+local granted, wait = 0, 0
+if n < 0 then
+  tokens = math.min(burst, tokens - n)
+else
+  granted = math.max(0, math.min(n, math.floor(tokens + 1e-9)))
+  tokens = tokens - granted
+  if granted == 0 and n > 0 then
+    wait = math.max(1, math.ceil((1 - tokens) * 1000000 / rate))
+  end
+end
+redis.call('HSET', key, 'tokens', string.format('%.17g', tokens), 'at', string.format('%d', now))
+redis.call('PEXPIRE', key, string.format('%d', math.ceil((burst - tokens) * 1000 / rate) + 1000))
+return {granted, wait}
+"""
+SCRIPTS["take_tokens"] = TAKE_TOKENS

@@ -21,6 +21,10 @@ with ``TimeoutError`` (retried or dead-lettered by the policy). A
 ``ctx.heartbeat()`` extends the lease and moves the timeout with it. A
 handler that blocks the loop (a plain ``time.sleep``) cannot be cancelled
 until it yields; its lease then runs out as for a thread.
+
+A rate-limited async handler takes its tokens before each checkout, as a
+thread worker does (``ringq.ratelimit``), awaiting them without blocking
+the loop (a Redis bucket is asked from a worker thread).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from ringq.di.injection import abuild, build
 from ringq.dispatch.outage import Outage
 from ringq.dispatch.tallies import Counters, Histogram
 from ringq.errors import LeaseLost, QueueClosed, RingqError, Submitted, WouldBlock
+from ringq.ratelimit import Gate, RateLimits, acquire_async
 
 if TYPE_CHECKING:
     from ringq.backend import Backend, Delivery
@@ -156,6 +161,9 @@ class AsyncPool:
         self.counters = Counters(bounds)
         self.outage = Outage(spec.name)  # the pool's checkouts that fail in a row
         self._stopped = asyncio.Event()  # cuts short the wait after a failed checkout
+        #: The handler's rate limit and bucket (``AsyncHandlers._add`` sets it).
+        self.gate: Gate | None = None
+        self._limit_wake = asyncio.Event()  # ends a wait for a token: stop, scale
         self.target = spec.options.max_parallelism
         self.workers: list[_Worker] = []
         self.stopping = False
@@ -235,6 +243,16 @@ class AsyncPool:
                     continue
                 lease = spec.options.timeout + grace(spec.options.timeout)
                 want = max(1, self.idle)
+                gate = self.gate
+                if gate is not None and gate.limit is not None:
+                    self._fetching = True
+                    try:
+                        if not await self._limited_fetch(w, gate, want, lease):
+                            return None
+                    finally:
+                        self._fetching = False
+                        self._fetched.set()
+                    continue
                 try:
                     # What is ready now, without a turn of the loop.
                     batch = self.ops._ready_now(spec.topic, want, lease)
@@ -279,6 +297,94 @@ class AsyncPool:
         finally:
             self.idle -= 1
 
+    async def _limited_fetch(self, w: _Worker, gate: Gate, want: int, lease: float) -> bool:
+        """``Runner._limited_checkout`` for coroutines: tokens first (awaited),
+        then what is ready now, at most one per token; when nothing is, a
+        waiting checkout whose messages beyond the tokens then granted are
+        released. Fills ``ready``; False when ``w`` should end."""
+        topic = self.spec.topic
+
+        draining = self.stopping
+
+        def go_on() -> bool:
+            # A draining stop after the wait began: look at what is ready first.
+            return not (w.leaving or (self.stopping and (not self.drain or not draining)))
+
+        if draining:
+            # Draining: end when nothing is ready rather than wait for a
+            # token first (a slow limit would hold up stop()).
+            try:
+                probe = await self.ops.checkout(topic, 1, lease, 0)
+            except RingqError:
+                return False
+            if not probe:
+                return False
+            if (await gate.take_async(1))[0]:
+                self.ready.extend(probe)
+                return True
+            await self._give_back(probe)
+        granted = await acquire_async(gate, want, self._limit_wake, go_on)
+        if not granted:
+            return True  # _take looks at leaving / stopping again
+        try:
+            if self.ops._remote:  # a round trip, awaited: it does not wait for messages
+                batch = await self.ops.checkout(topic, granted, lease, 0)
+            else:
+                batch = self.ops._ready_now(topic, granted, lease)
+        except QueueClosed:
+            return False
+        except RingqError:
+            batch = []  # the waiting checkout below reports it (or, busy, makes it)
+        if len(batch) < granted:
+            await gate.give_back_async(granted - len(batch))
+        if batch:
+            self.ready.extend(batch)
+            return True
+        wait: float | None = 0 if self.stopping else None
+        self._checkout = asyncio.ensure_future(self.ops.checkout(topic, want, lease, wait))
+        try:
+            batch = await self._checkout
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this worker itself is being cancelled
+            return True  # stop() or scale() ended the wait: it took nothing
+        except QueueClosed:
+            return False
+        except RingqError as e:  # see ringq.dispatch.outage
+            try:
+                await asyncio.wait_for(self._stopped.wait(), self.outage.failed(e))
+            except TimeoutError:
+                return True
+            return False
+        finally:
+            self._checkout = None
+        self.outage.worked()
+        if not batch:
+            return not self.stopping
+        try:
+            got, _ = await gate.take_async(len(batch))
+        except BaseException:
+            await self._give_back(batch)
+            raise
+        if got < len(batch):
+            await self._give_back(batch[got:])
+            del batch[got:]
+        self.ready.extend(batch)
+        return True
+
+    async def _give_back(self, rest: list[Delivery]) -> None:
+        """Releases ``rest`` (unstarted, delivery not counted); if that
+        fails they come back when their lease runs out."""
+        try:
+            await self.ops.release(rest)
+        except LeaseLost:
+            pass
+        except RingqError as e:
+            log.warning(
+                "handler %s: release of %d messages failed: %s", self.spec.name, len(rest), e
+            )
+
     def _release_unstarted(self) -> None:
         """Gives back what was checked out and not started (stop without
         draining): first in its topic again, its delivery not counted."""
@@ -302,6 +408,7 @@ class AsyncPool:
         self.stopping = True
         self.drain = drain
         self._stopped.set()
+        self._limit_wake.set()
         if self._checkout is not None:
             self._checkout.cancel()
         self._fetched.set()
@@ -310,6 +417,7 @@ class AsyncPool:
 
     def scale(self, target: int) -> None:
         self.target = target
+        self._limit_wake.set()
         if self._checkout is not None and target < len(self.workers):
             self._checkout.cancel()
         self._fit()
@@ -556,6 +664,10 @@ class AsyncPool:
         if dead is not None:
             out["dead_lettered"] = dead - self.dead_base
         out["batch_size"] = self.target
+        gate = self.gate
+        limit = self.spec.options.rate_limit if gate is None else gate.limit
+        out["rate_limit"] = None if limit is None else str(limit)
+        out["throttled"] = 0 if gate is None else gate.waits
         for name in ("queue_wait", "handler_duration", "end_to_end"):
             out[name] = Histogram.merged(self.bounds, [getattr(c, name)])
         return out
@@ -642,6 +754,8 @@ class AsyncHandlers:
                 raise RuntimeError("ringq.aio is not imported: async handlers need it")
             self.ops = OPS_FACTORY(self.backend)
         pool = AsyncPool(spec, self.ops, self.resolver, self.bounds)
+        table = spec.limits if spec.limits is not None else RateLimits()
+        pool.gate = table.gate(spec.topic, spec.options.rate_limit, self.backend)
         pool.dead_base = dead_base
         pool.timing = self.timing
         self.pools[spec.name] = pool

@@ -24,6 +24,10 @@ told of every worker that leaves (``stop`` waits for them).
 A message of a batch that has not started yet goes back when its worker
 holds it longer than ``hold`` (20 ms, at most 0.4 of the lease): see
 ``ringq.dispatch.monitor``.
+
+**Rate limit.** A rate-limited handler's workers take tokens from the
+pool's ``gate`` before each checkout (``ringq.ratelimit``); a worker waiting
+for one waits on ``wake``, which ``scale`` and ``stop`` notify.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from ringq.errors import ConfigError
 if TYPE_CHECKING:
     from ringq.dispatch.processes import ProcessWorker
     from ringq.handlers import HandlerSpec
+    from ringq.ratelimit import Gate
 
 __all__ = ["Pool", "Worker", "check_workers"]
 
@@ -131,6 +136,11 @@ class Pool:
         self._run = run
         self._on_exit = on_exit
         self.lock = threading.Lock()
+        #: Notified (with ``lock``) when workers may have to leave: a worker
+        #: waiting for a rate limit's token waits on it.
+        self.wake = threading.Condition(self.lock)
+        #: The handler's rate limit and bucket (set by its first worker).
+        self.gate: Gate | None = None
         self.target = spec.options.max_parallelism
         self.workers: set[Worker] = set()
         self.retired: list[Counters] = []
@@ -196,6 +206,14 @@ class Pool:
                 return True
             return False
 
+    def may_take(self, w: Worker, draining: bool) -> bool:
+        """With ``lock`` held: whether ``w`` goes on waiting for a token
+        (``should_exit``'s test, without leaving). A worker that began to
+        wait before a draining stop stops waiting too: it looks at what is
+        ready first."""
+        stopped = self.stopping and (not self.drain or not draining)
+        return not (w.abandoned or stopped or len(self.workers) > self.target)
+
     def leave(self, w: Worker) -> None:
         with self.lock:
             if w.abandoned:
@@ -211,6 +229,7 @@ class Pool:
         with self.lock:
             self.target = workers
             self.fill_locked()
+            self.wake.notify_all()
             return len(self.workers) > self.target
 
     def begin_stop(self, drain: bool) -> None:
@@ -219,6 +238,7 @@ class Pool:
         with self.lock:
             self.stopping = True
             self.drain = drain
+            self.wake.notify_all()
         self.stopped.set()
 
     def members(self) -> list[Worker]:
@@ -229,6 +249,7 @@ class Pool:
         """Workers finish their current message and take no more."""
         with self.lock:
             self.drain = False
+            self.wake.notify_all()
 
     # Per message, the worker publishes what it handles (w.deadline, w.ctx,
     # then w.current) without a lock, and the monitor reads it under the
@@ -292,6 +313,10 @@ class Pool:
         if dead is not None:
             out["dead_lettered"] = dead - self.dead_base
         out["batch_size"] = self.batch_size()
+        gate = self.gate
+        limit = self.spec.options.rate_limit if gate is None else gate.limit
+        out["rate_limit"] = None if limit is None else str(limit)
+        out["throttled"] = 0 if gate is None else gate.waits
         bounds = self.bounds
         out["queue_wait"] = Histogram.merged(bounds, [c.queue_wait for c in counters])
         out["handler_duration"] = Histogram.merged(bounds, [c.handler_duration for c in counters])

@@ -18,6 +18,10 @@ returns an awaitable fails its attempt: it did not run (``async def``
 handlers run as coroutines: ``ringq.dispatch.aio``). A message that
 waited behind its neighbours for a tenth of its lease gets a full lease
 from when it starts.
+
+A rate-limited handler's worker takes tokens first, then checks out at
+most that many without waiting (``_limited_checkout``; the rules are in
+``ringq.ratelimit``): a message never waits for a token under a lease.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ from ringq.dispatch.outage import Outage
 from ringq.dispatch.processes import ProcessWorker
 from ringq.errors import LeaseLost, QueueClosed, RingqError
 from ringq.handlers import function_ref
+from ringq.ratelimit import Gate, RateLimits, acquire
 
 if TYPE_CHECKING:
     from ringq.backend import Backend, Delivery, OutgoingMessage
     from ringq.di.protocol import Resolver
     from ringq.dispatch.monitor import LeaseMonitor
-    from ringq.dispatch.pool import Worker
+    from ringq.dispatch.pool import Pool, Worker
     from ringq.handlers import HandlerSpec
 
 __all__ = ["Runner"]
@@ -73,6 +78,7 @@ class Runner:
         topic, lease = spec.topic, spec.options.timeout
         w.hook = functools.partial(self._heartbeat, w)
         outage = Outage(spec.name)
+        gate = self._gate(pool)
         try:
             while True:
                 try:
@@ -82,7 +88,12 @@ class Runner:
                     if pool.should_exit(w):
                         return
                     size, share = pool.batch_size(), max(1, pool.target)
-                    if pool.stopping:
+                    if gate.limit is not None:
+                        limited = self._limited_checkout(w, gate, size, share, since)
+                        if limited is None:
+                            return
+                        batch = limited
+                    elif pool.stopping:
                         # Draining: take what is ready, never wait.
                         batch = engine.checkout(topic, size, lease, 0, share=share)
                         if not batch:
@@ -113,6 +124,78 @@ class Runner:
             if w.proc is not None:
                 w.proc.close()
             pool.leave(w)
+
+    def _gate(self, pool: Pool) -> Gate:
+        """The pool's rate limit and bucket (made by its first worker)."""
+        with pool.lock:
+            if pool.gate is None:
+                spec = pool.spec
+                table = spec.limits if spec.limits is not None else RateLimits()
+                pool.gate = table.gate(spec.topic, spec.options.rate_limit, self.engine)
+            return pool.gate
+
+    def _limited_checkout(
+        self, w: Worker, gate: Gate, size: int, share: int, since: int
+    ) -> list[Delivery] | None:
+        """A checkout under a rate limit: up to ``size`` tokens (waiting for
+        one, holding no lease), then at most that many messages, without
+        waiting; the unused tokens go back. When nothing is ready, the
+        worker waits for a message holding no token, and releases (unstarted,
+        delivery not counted) what arrives beyond the tokens it then gets.
+        ``[]``: look again; ``None``: the worker left its draining pool."""
+        pool = w.pool
+        engine = self.engine
+        topic, lease = pool.spec.topic, pool.spec.options.timeout
+        if pool.stopping:
+            # Draining: leave when nothing is ready rather than wait for a
+            # token first (a slow limit would hold up stop()).
+            probe = engine.checkout(topic, 1, lease, 0, share=share)
+            if not probe:
+                with pool.lock:
+                    pool.leave_locked(w)
+                return None
+            if gate.take(1)[0]:
+                return probe
+            self._release(pool.spec.name, probe)
+        go_on = functools.partial(pool.may_take, w, pool.stopping)
+        granted = acquire(gate, size, pool.wake, go_on)
+        if not granted:
+            return []  # stop, scale or abandon: should_exit decides
+        try:
+            batch = engine.checkout(topic, granted, lease, 0, share=share)
+        except BaseException:
+            gate.give_back(granted)
+            raise
+        if len(batch) < granted:
+            gate.give_back(granted - len(batch))
+        if batch:
+            return batch
+        if pool.stopping:
+            with pool.lock:
+                pool.leave_locked(w)
+            return None
+        batch = engine.checkout(topic, size, lease, None, share=share, since=since)
+        if not batch:
+            return batch
+        try:
+            got, _ = gate.take(len(batch))
+        except BaseException:
+            self._release(pool.spec.name, batch)
+            raise
+        if got < len(batch):
+            self._release(pool.spec.name, batch[got:])
+            del batch[got:]
+        return batch
+
+    def _release(self, handler: str, rest: list[Delivery]) -> None:
+        """Gives ``rest`` back unstarted (their delivery not counted); if
+        that fails they come back when their lease runs out."""
+        try:
+            self.engine.release(rest)
+        except LeaseLost:
+            pass
+        except RingqError as e:
+            log.warning("handler %s: release of %d messages failed: %s", handler, len(rest), e)
 
     def _handle_batch(self, w: Worker, batch: list[Delivery]) -> None:
         pool = w.pool
