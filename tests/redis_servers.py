@@ -60,6 +60,10 @@ class ClusterNode(RedisServer):
         self.bus_port = free_port()
         self._client: Any = None
 
+    def repick_ports(self) -> None:
+        super().repick_ports()
+        self.bus_port = free_port()
+
     def flags(self) -> list[str]:
         return [
             *super().flags(),

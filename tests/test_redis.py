@@ -601,3 +601,20 @@ def test_a_queue_over_tls_with_rediss(tmp_path: Path) -> None:
             ringq.Queue(f"redis://127.0.0.1:{srv.port}/0", namespace="tls")  # no TLS
     finally:
         srv.stop()
+
+
+def test_a_test_server_whose_port_was_taken_starts_on_another(tmp_path: Path) -> None:
+    """``free_port`` only finds a port free for a moment; another process
+    (an outgoing connection) may take it before redis-server binds it. The
+    test servers then start on a new port instead of failing the test."""
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        taken = blocker.getsockname()[1]
+        srv = RedisServer(tmp_path / "r", "always", port=taken)
+        srv.start()
+        try:
+            assert srv.port != taken
+            assert redis_py.Redis(port=srv.port).ping()
+        finally:
+            srv.stop()
