@@ -5,6 +5,7 @@ thread and async handlers alike, and the message is not retried."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 
@@ -61,6 +62,40 @@ def test_an_async_handler_sees_its_message_cancelled(tmp_path: Path) -> None:
             assert await q.cancel(mid) == "not_found"
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("ends", ["returns", "raises"])
+def test_a_cancelled_attempt_sends_nothing_and_warns_of_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, ends: str
+) -> None:
+    """Whether the handler returns or raises ``Cancelled`` (from
+    ``ctx.raise_if_cancelled()``), its message is gone: no ack, no nack, no
+    retry, and no warning of a late ack or a lost lease."""
+    caplog.set_level(logging.INFO, logger="ringq")
+    started, done = threading.Event(), threading.Event()
+    with ringq.Queue(tmp_path / "q") as q:
+
+        @q.handler(bytes, topic="t")
+        def slow(b: bytes, ctx: ringq.Context) -> None:
+            started.set()
+            try:
+                ctx.cancelled.wait(10)
+                if ends == "raises":
+                    ctx.raise_if_cancelled()
+            finally:
+                done.set()
+
+        mid = q.publish(b"x", "t")
+        q.start()
+        assert started.wait(10)
+        assert q.cancel(mid) == "cancelled_in_flight"
+        assert done.wait(10)
+        q.stop()
+        stats = q.handler_stats()["slow"]
+        assert (stats["succeeded"], stats["late_acks"]) == (0, 0), stats
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("ringq")]
+    assert not [m for m in said if "lease" in m], said
+    assert any("was cancelled while it ran" in m for m in said), said
 
 
 def test_cancel_of_a_malformed_id_is_a_clear_error(tmp_path: Path) -> None:

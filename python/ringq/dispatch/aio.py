@@ -505,6 +505,12 @@ class AsyncPool:
             w.task.uncancel()  # this worker goes on with the next message
             if failure is None:  # finished as the watchdog cancelled it: too late
                 failure = TimeoutError(f"handler {spec.name} ran past its timeout on {d.id}")
+        if ctx is not None and ctx._cancelled_by is not None:
+            # q.cancel removed it while it ran: nothing to ack, nack or retry.
+            log.info(
+                "handler %s: message %s was cancelled while it ran; nothing sent", spec.name, d.id
+            )
+            return
         if failure is not None:
             await self._attempt_failed(d, failure)
             return

@@ -56,6 +56,16 @@ __all__ = ["Runner"]
 log = logging.getLogger("ringq.dispatch")
 
 
+def _was_cancelled(handler: str, d: Delivery, ctx: Context | None) -> bool:
+    """``q.cancel`` removed ``d`` while the handler ran (in this process):
+    there is nothing to ack, nack or retry; said at info level, not as a
+    late ack."""
+    if ctx is None or ctx._cancelled_by is None:
+        return False
+    log.info("handler %s: message %s was cancelled while it ran; nothing sent", handler, d.id)
+    return True
+
+
 class Runner:
     """Runs the worker threads of a dispatcher's pools (``run`` is a
     worker thread's target)."""
@@ -284,11 +294,14 @@ class Runner:
             if started:
                 c.handler_duration.observe(time.perf_counter() - started)
             w.current = w.ctx = None
-            attempt_failed(self.engine, w, d, e)
+            if not _was_cancelled(spec.name, d, ctx):
+                attempt_failed(self.engine, w, d, e)
             return
         if started:
             c.handler_duration.observe(time.perf_counter() - started)
         w.current = w.ctx = None
+        if _was_cancelled(spec.name, d, ctx):
+            return
         staged = None if ctx is None else ctx._staged
         if not staged:
             w.pending.append(d)
