@@ -618,3 +618,42 @@ def test_a_test_server_whose_port_was_taken_starts_on_another(tmp_path: Path) ->
             assert redis_py.Redis(port=srv.port).ping()
         finally:
             srv.stop()
+
+
+def test_peek_and_schedules_read_a_redis_queue(
+    opened: list[ringq.Queue], url: str, ns: str
+) -> None:
+    """``backend.peek`` (and ``ringq peek`` / ``ringq schedules`` on a Redis
+    URL) reads a topic without taking anything: ready messages in order,
+    then delayed and in-flight ones, as they are read from a directory."""
+    from click.testing import CliRunner
+    from ringq.cli import main as cli
+
+    q = open_q(opened, url, ns)
+    first = q.publish(b"first", "t", dedup_key="k1")
+    second = q.publish(b"second", "t")
+    later = q.publish(b"later", "t", delay=600)
+    [held] = q.checkout("t", timeout=0)
+    assert held.id == first
+    q.publish(b"other", "u")
+    rows = q.backend.peek("t", 10)
+    assert [(r["id"], r["state"], r["attempt"]) for r in rows] == [
+        (second, "ready", 0),
+        (first, "in_flight", 1),
+        (later, "delayed", 0),
+    ]
+    assert rows[1]["dedup_key"] == "k1" and rows[1]["payload"] == b"first"
+    assert [r["id"] for r in q.backend.peek("t", 1)] == [second]
+    assert q.stats()["in_flight"] == 1, "peek takes nothing"
+
+    out = CliRunner().invoke(cli, ["peek", url, "--namespace", ns, "--topic", "t", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [m["payload"] for m in json.loads(out.output)] == ["second", "first", "later"]
+    unknown = CliRunner().invoke(cli, ["peek", url, "--namespace", ns, "--topic", "tt"])
+    assert unknown.exit_code == 1 and "'t'" in unknown.output, unknown.output
+
+    q.every(3600, b"tick", topic="hourly", name="hourly")
+    listed = CliRunner().invoke(cli, ["schedules", url, "--namespace", ns, "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.output)
+    assert (row["name"], row["topic"], row["spec"]) == ("hourly", "hourly", "every 3600s")

@@ -370,17 +370,31 @@ def _short(payload: bytes, width: int = 60) -> str:
     "--limit", default=10, show_default=True, type=click.IntRange(min=1), help="most messages shown"
 )
 @click.option("--json", "as_json", is_flag=True, help="print JSON (payloads as UTF-8 text)")
-def peek_cmd(path: str, topic: str, limit: int, as_json: bool) -> None:
+@_namespace_option
+def peek_cmd(path: str, topic: str, limit: int, as_json: bool, namespace: str | None) -> None:
     """Show the next messages of a topic (read-only).
 
     Ready messages in delivery order, then delayed and in flight. A topic
     with no messages that the queue does not know exits 1, listing the known
     topics and the closest names (a typed handler's topic is module.QualName).
     """
-    _queue_dir(path, as_json)
-    msgs = _read(as_json, peek, path, topic, limit)
-    if not msgs:
-        _unknown_topic(path, topic, as_json)
+    backend = _redis(path, namespace, as_json)
+    if backend is not None:
+        try:
+            msgs = _read(as_json, backend.peek, topic, limit)
+            if not msgs:
+                counts = {
+                    t: [c["ready"] + c["in_flight"] + c["delayed"], c["dead_lettered"]]
+                    for t, c in backend.topic_stats().items()
+                }
+                _unknown_in(path, topic, counts, as_json)
+        finally:
+            backend.close()
+    else:
+        _queue_dir(path, as_json)
+        msgs = _read(as_json, peek, path, topic, limit)
+        if not msgs:
+            _unknown_topic(path, topic, as_json)
     if as_json:
         for m in msgs:
             m["payload"] = m["payload"].decode("utf-8", errors="backslashreplace")
@@ -411,6 +425,12 @@ def _unknown_topic(path: str, topic: str, as_json: bool) -> None:
         counts.setdefault(t["name"], [0, 0])[0] += t["ready"] + t["in_flight"] + t["delayed"]
     for d in _read(as_json, dead_letters, path):
         counts.setdefault(d.topic, [0, 0])[1] += 1
+    _unknown_in(path, topic, counts, as_json)
+
+
+def _unknown_in(path: str, topic: str, counts: dict[str, list[int]], as_json: bool) -> None:
+    """Exits 1 unless ``topic`` is among ``counts`` (topic -> [live, dead]),
+    naming the topics and the closest."""
     if topic in counts:
         return
     names = sorted(counts)
@@ -459,17 +479,13 @@ def schedules_cmd(path: str, as_json: bool, namespace: str | None) -> None:
 
     backend = _redis(path, namespace, as_json)
     if backend is not None:
-        backend.close()
-        _fail(
-            NotImplementedError(
-                "listing schedules needs to read delayed messages, which a Redis queue "
-                "cannot do yet (no Backend call lists them)"
-            ),
-            as_json,
-            EXIT_ERROR,
-        )
-    _queue_dir(path, as_json)
-    msgs = _read(as_json, peek, path, SCHEDULE_TOPIC, 1 << 40)
+        try:
+            msgs = _read(as_json, backend.peek, SCHEDULE_TOPIC, 1 << 40)
+        finally:
+            backend.close()
+    else:
+        _queue_dir(path, as_json)
+        msgs = _read(as_json, peek, path, SCHEDULE_TOPIC, 1 << 40)
     rows = []
     for m in msgs:
         try:

@@ -1100,6 +1100,62 @@ class RedisBackend:
             for t, n in zip(names, lens, strict=True)
         }
 
+    def peek(self, topic: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The next messages of ``topic``, read-only (as ``ringq peek`` and
+        ``ringq schedules`` read a directory): its ready ones in delivery
+        order, then its delayed and in-flight ones by id; each a dict of
+        ``id``, ``topic``, ``state``, ``attempt``, ``version``, ``dedup_key``,
+        ``enqueued_at`` and ``payload``. The delayed and in-flight ones are
+        found by reading every delayed id and lease of the namespace: an
+        administrator's read, not for a hot path."""
+        self._check_open()
+        p = self._prefix
+        fields = ("t", "p", "a", "v", "k", "e", "tok")
+
+        def run() -> list[dict[str, Any]]:
+            ready = [_text(i) or "" for i in self._r.lrange(p + "r:" + topic, 0, limit - 1)]
+            others: list[str] = []
+            if len(ready) < limit:
+                others = sorted(
+                    {_text(i) or "" for i in self._r.zrange(p + "delayed", 0, -1)}
+                    | {
+                        t
+                        for i in self._r.zrange(p + "leases", 0, -1)
+                        if not (t := _text(i) or "").startswith("~")
+                    }
+                )
+            out: list[dict[str, Any]] = []
+            ids = ready + [i for i in others if i not in set(ready)]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                pipe = self._r.pipeline(transaction=False)
+                for mid in chunk:
+                    pipe.hmget(p + "m:" + mid, *fields)
+                for mid, row in zip(chunk, pipe.execute(), strict=True):
+                    t, payload, a, v, k, e, tok = row
+                    if t is None or _text(t) != topic:
+                        continue  # gone meanwhile, or another topic's
+                    in_flight = tok is not None
+                    state = "ready" if mid in ready else "in_flight" if in_flight else "delayed"
+                    out.append(
+                        {
+                            "id": mid,
+                            "topic": topic,
+                            "state": state,
+                            # a delivery in flight counts (as the engine's attempt)
+                            "attempt": int(a or 0) + (1 if in_flight else 0),
+                            "version": int(v or 1),
+                            "dedup_key": _text(k),
+                            "enqueued_at": _s(e),
+                            "payload": bytes(payload),
+                        }
+                    )
+                    if len(out) >= limit:
+                        return out
+            return out
+
+        return self._call(run)
+
     def histograms(self) -> dict[str, dict[str, Any]]:
         """No journal here: the engine's histograms are empty."""
         empty = {"buckets": (), "counts": [0], "sum": 0.0}
