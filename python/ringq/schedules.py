@@ -521,17 +521,16 @@ async def aevery(
     headers: dict[str, str] | None = None,
     tz: str = "UTC",
 ) -> str:
-    """``AsyncQueue.every``: ``every`` on the queue underneath; the publish
-    runs in a worker thread (it happens once, at start)."""
+    """``AsyncQueue.every``: ``every`` on the queue underneath, in a worker
+    thread (it publishes, once, at start)."""
     import asyncio
+    import functools
 
-    q = aq.queue
-    payload = _register(
-        q, when, message, topic=topic, name=name, catch_up=catch_up, headers=headers, tz=tz
-    )
-    return await asyncio.to_thread(
-        q.backend.publish, payload, SCHEDULE_TOPIC, dedup_key=name, on_duplicate="keep"
-    )
+    call = functools.partial(
+        every, aq.queue, when, message, topic=topic, name=name, catch_up=catch_up,
+        headers=headers, tz=tz,
+    )  # fmt: skip
+    return await asyncio.to_thread(call)
 
 
 async def aunschedule(aq: AsyncQueue, name: str) -> None:

@@ -815,36 +815,30 @@ class RedisBackend:
         got = []
         for i in range(2, len(out), 7):
             mid, payload, attempt, version, enq, tok, extra = out[i : i + 7]
-            if extra is None:  # no dedup key, headers, correlation or causation id
-                d = Delivery(
-                    mid.decode(),
-                    topic,
-                    payload,
-                    attempt=int(attempt),
-                    version=int(version),
-                    enqueued_at=_s(enq),
-                    lease_deadline=dl,
-                    lease_token=int(tok),
-                    queue_id=instance,
-                )
-            else:
+            # Most messages have no dedup key, headers, correlation or causation id.
+            opts: dict[str, Any] = {}
+            if extra is not None:
                 key, head, corr, caus = extra
-                d = Delivery(
+                opts = {
+                    "dedup_key": _text(key),
+                    "headers": json.loads(head) if head else None,
+                    "correlation_id": _text(corr),
+                    "causation_id": _text(caus),
+                }
+            got.append(
+                Delivery(
                     mid.decode(),
                     topic,
                     payload,
                     attempt=int(attempt),
                     version=int(version),
-                    dedup_key=_text(key),
-                    headers=json.loads(head) if head else None,
-                    correlation_id=_text(corr),
-                    causation_id=_text(caus),
                     enqueued_at=_s(enq),
                     lease_deadline=dl,
                     lease_token=int(tok),
                     queue_id=instance,
+                    **opts,
                 )
-            got.append(d)
+            )
         return got
 
     def interrupts(self, topic: str) -> int:
