@@ -45,5 +45,7 @@ def test_readme_example_runs_as_written(index: int, tmp_path: Path) -> None:
     assert "TopicWarning" not in done.stderr, done.stderr
     if "shipping" in BLOCKS[index]:
         assert "shipping o-1 attempt 1 caused by" in done.stdout
+    if "class Timing" in BLOCKS[index]:
+        assert "jobs ok" in done.stdout, done.stdout + done.stderr
     if "rendered in worker processes" in BLOCKS[index]:
         assert "8 rendered in worker processes" in done.stdout, done.stderr

@@ -78,6 +78,7 @@ from ringq.errors import (
     WouldBlock,
     describe_error,
 )
+from ringq.middleware import Middlewares
 from ringq.queue import Queue
 
 if TYPE_CHECKING:
@@ -261,8 +262,12 @@ class _LoopSide(QueueCore):
     """``QueueCore``'s methods (encoding, options, errors) over the queue's
     deferred handle: they never wait."""
 
-    def __init__(self, handle: Backend, codec: Codec | None = None) -> None:
+    def __init__(
+        self, handle: Backend, codec: Codec | None = None, middleware: Middlewares | None = None
+    ) -> None:
         self._handle = handle
+        if middleware is not None:
+            self._middleware = middleware
         super().__init__(handle.path, codec=codec)
 
     def _open_backend(self, path: str | os.PathLike[str], settings: dict[str, object]) -> Backend:
@@ -276,8 +281,12 @@ class _ThreadSide(QueueCore):
 
     _fast_path = False
 
-    def __init__(self, backend: Backend, codec: Codec | None = None) -> None:
+    def __init__(
+        self, backend: Backend, codec: Codec | None = None, middleware: Middlewares | None = None
+    ) -> None:
         self._given = backend
+        if middleware is not None:
+            self._middleware = middleware
         super().__init__(backend.path, codec=codec)
 
     def _open_backend(self, path: str | os.PathLike[str], settings: dict[str, object]) -> Backend:
@@ -298,6 +307,7 @@ class AsyncOps:
         backend: Backend,
         path: str | os.PathLike[str] | None = None,
         codec: Codec | None = None,
+        middleware: Middlewares | None = None,
     ) -> None:
         deferred = getattr(backend, "_deferred", None)
         if deferred is None:
@@ -307,7 +317,9 @@ class AsyncOps:
             )
         #: What ``publish`` encodes with (``AsyncQueue``: the queue's codec).
         self._codec = codec
-        self._thread_side = _ThreadSide(backend, codec)
+        #: The queue's middlewares (``before_publish`` sees what is published).
+        self._shared_middleware = middleware
+        self._thread_side = _ThreadSide(backend, codec, middleware)
         self._detached = False
         self._use(deferred())
 
@@ -317,7 +329,7 @@ class AsyncOps:
         a shared queue's owner (``"socket"``: answers on a connection of
         this loop's own)."""
         self._handle = handle
-        self._side = _LoopSide(handle, self._codec)
+        self._side = _LoopSide(handle, self._codec, self._shared_middleware)
         #: A shared queue's client: every call is answered by the owner.
         kind = handle._async_kind()
         self._socket = kind == "socket"
@@ -918,7 +930,7 @@ class AsyncQueue(AsyncOps):
         given = {k: v for k, v in locals().items() if k not in ("self", "path", "__class__")}
         queue = self._open_queue(path, **given)
         try:
-            super().__init__(queue.backend, path, codec)
+            super().__init__(queue.backend, path, codec, queue._middleware)
         except BaseException:
             queue.close()
             raise
@@ -927,6 +939,8 @@ class AsyncQueue(AsyncOps):
         #: ``Queue.handler``: registers a handler (``async def`` ones run on
         #: this queue's loop, plain ones on worker threads).
         self.handler = queue.handler
+        #: ``Queue.add_middleware`` (``ringq.middleware``): the queue's hooks.
+        self.add_middleware = queue.add_middleware
         #: ``Queue.set_rate_limit`` / ``Queue.rate_limit``: a topic's rate limit.
         self.set_rate_limit = queue.set_rate_limit
         self.rate_limit = queue.rate_limit

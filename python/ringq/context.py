@@ -22,6 +22,7 @@ from ringq.errors import RingqError
 if TYPE_CHECKING:
     from ringq.backend import Backend
     from ringq.codecs.formats import Codec
+    from ringq.middleware import Middlewares
 
 __all__ = ["Cancelled", "Context"]
 
@@ -48,6 +49,7 @@ class Context:
         "_expired",
         "_lease",
         "_log",
+        "_middleware",
         "_staged",
         "deadline",
         "handler",
@@ -60,10 +62,13 @@ class Context:
         handler: str,
         lease: float,
         codec: Codec | None = None,
+        middleware: Middlewares | None = None,
     ) -> None:
         self._backend = backend
         #: What ``publish`` encodes with (the queue's codec; ``None``: JSON).
         self._codec = codec
+        #: The queue's middlewares (``before_publish`` sees what is staged).
+        self._middleware = middleware
         self._delivery = delivery
         self.handler = handler
         self._lease = lease
@@ -207,6 +212,8 @@ class Context:
             causation_id=d.id,
             codec=self._codec,
         )
+        if self._middleware is not None and self._middleware.publish:
+            item = self._middleware.before_publish(item)
         if self._staged is None:
             self._staged = [item]
         else:

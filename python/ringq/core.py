@@ -225,13 +225,16 @@ class QueueCore(HandlerHost):
         """
         # ``**options`` rather than named keyword-only parameters: a call
         # that gives none costs one frame and no default lookups.
-        if type(payload) is bytes and not self._sealed:
+        hooked = bool(self._middleware.publish)
+        if type(payload) is bytes and not self._sealed and not hooked:
             if options:
                 return self._backend.publish(payload, topic, **options)
             return self._backend.publish(payload, topic)
         m = outgoing(payload, topic, self._codec)
         if not isinstance(m, OutgoingMessage):
-            return self._backend.publish(m, topic, **options)
+            if not hooked:
+                return self._backend.publish(m, topic, **options)
+            m = OutgoingMessage(DEFAULT_TOPIC if topic is None else topic, m)
         merged: dict[str, Any] = {
             "dedup_key": m.dedup_key,
             "delay": m.delay,
@@ -243,6 +246,25 @@ class QueueCore(HandlerHost):
         if m.headers:
             headers = {**(headers or {}), **m.headers}
         merged["headers"] = headers
+        if hooked:
+            m = self._middleware.before_publish(
+                OutgoingMessage(
+                    m.topic,
+                    m.payload,
+                    dedup_key=merged["dedup_key"],
+                    delay=merged["delay"],
+                    headers=headers,
+                    correlation_id=merged["correlation_id"],
+                    causation_id=merged["causation_id"],
+                )
+            )
+            merged.update(
+                dedup_key=m.dedup_key,
+                delay=m.delay,
+                headers=m.headers or None,
+                correlation_id=m.correlation_id,
+                causation_id=m.causation_id,
+            )
         return self._backend.publish(m.payload, m.topic, **merged)
 
     def publish_many(
@@ -259,7 +281,15 @@ class QueueCore(HandlerHost):
         them) or ``ringq.Message`` for per-message options (its ``topic`` wins).
         Returns the ids in item order.
         """
-        if self._sealed:
+        if self._middleware.publish:
+            mw, default = self._middleware, DEFAULT_TOPIC if topic is None else topic
+            items: list[bytes | OutgoingMessage] = []
+            for p in payloads:
+                m = outgoing(p, topic, self._codec)
+                if not isinstance(m, OutgoingMessage):
+                    m = OutgoingMessage(default, m)
+                items.append(mw.before_publish(m))
+        elif self._sealed:
             items = [outgoing(p, topic, self._codec) for p in payloads]
         else:
             items = [p if type(p) is bytes else outgoing(p, topic, self._codec) for p in payloads]
@@ -316,6 +346,18 @@ class QueueCore(HandlerHost):
     def extend(self, delivery: Delivery, seconds: float) -> float:
         """Push the lease deadline ``seconds`` from now; returns it (epoch seconds)."""
         return self._backend.extend(delivery, seconds)
+
+    def add_middleware(self, middleware: object) -> None:
+        """Add hooks around publishing and handling (``ringq.middleware``:
+        ``before_publish``, ``before_handle``, ``after_handle``,
+        ``on_dead_letter``; any of them, plain or ``async def``). Hooks run in
+        the order middlewares were added (``after_handle`` in reverse); one
+        that raises fails the publish or the attempt, never loses a message."""
+        self._middleware.add(middleware)
+        if self._middleware.publish:
+            # The frameless publish path has no room for hooks.
+            vars(self).pop("publish", None)
+            vars(self).pop("publish_many", None)
 
     def cancel(self, message_id: str) -> str:
         """Remove message ``message_id`` for good, durably (as a publish is),

@@ -53,6 +53,7 @@ from ringq.codecs.identity import TopicWarning, main_module_topics, topics_for
 from ringq.config import HandlerOptions, QueueOptions
 from ringq.context import Context
 from ringq.errors import ConfigError
+from ringq.middleware import Middlewares
 from ringq.ratelimit import RateLimit, RateLimits, parse_rate_limit
 from ringq.retry import Retry
 
@@ -103,6 +104,8 @@ class HandlerSpec:
     codec: Codec = DEFAULT_CODEC
     #: What ``ctx.publish`` encodes with: the queue's codec.
     publish_codec: Codec = DEFAULT_CODEC
+    #: The queue's middlewares (``ringq.middleware``; shared, added to later).
+    middleware: Middlewares | None = None
     #: The queue's rate limits by topic (``q.set_rate_limit``), where the
     #: handler's workers find their bucket (``None``: a table of their own).
     limits: RateLimits | None = dataclasses.field(default=None, compare=False, repr=False)
@@ -298,6 +301,7 @@ def build_spec(
     codec: Codec | None = None,
     publish_codec: Codec | None = None,
     limits: RateLimits | None = None,
+    middleware: Middlewares | None = None,
 ) -> HandlerSpec:
     """Resolve a handler's topic, decoder and options (see the module docstring)."""
     if topic is None:
@@ -357,4 +361,5 @@ def build_spec(
         codec=decode_with,
         publish_codec=publish_codec or DEFAULT_CODEC,
         limits=limits,
+        middleware=middleware,
     )

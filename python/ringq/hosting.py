@@ -23,6 +23,7 @@ from ringq.handlers import (
     message_type_of_class,
     message_type_of_function,
 )
+from ringq.middleware import Middlewares
 from ringq.ratelimit import RateLimit, RateLimits
 from ringq.retry import check_seconds
 
@@ -54,6 +55,8 @@ class HandlerHost:
     #: The queue's codec: what it publishes with, and what its handlers
     #: decode with unless they name their own.
     _codec: Codec = DEFAULT_CODEC
+    #: The queue's middlewares (``add_middleware``; ``ringq.middleware``).
+    _middleware: Middlewares
 
     def _init_handlers(self, config: QueueOptions | None, resolver: Resolver | None) -> None:
         self._config = config
@@ -62,6 +65,8 @@ class HandlerHost:
         self._dispatcher = None
         self._timing = False
         self._rate_limits = RateLimits()
+        if not hasattr(self, "_middleware"):  # a side of an AsyncQueue shares its queue's
+            self._middleware = Middlewares()
 
     # Classes (and unions of them) name the message type; any other callable
     # is a bare ``@q.handler`` on the function itself.
@@ -164,6 +169,7 @@ class HandlerHost:
             config=self._config,
             codec=codec,
             publish_codec=self._codec,
+            middleware=self._middleware,
             limits=self._rate_limits,
         )
         self._install(spec)
@@ -199,6 +205,7 @@ class HandlerHost:
             config=self._config,
             codec=cls.codec,
             publish_codec=self._codec,
+            middleware=self._middleware,
             limits=self._rate_limits,
         )
         self._install(spec)

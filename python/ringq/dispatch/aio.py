@@ -43,6 +43,7 @@ from ringq.di.injection import abuild, build
 from ringq.dispatch.outage import Outage
 from ringq.dispatch.tallies import Counters, Histogram
 from ringq.errors import LeaseLost, QueueClosed, RingqError, Submitted, WouldBlock
+from ringq.middleware import Outcome
 from ringq.ratelimit import Gate, RateLimits, acquire_async
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from ringq.codecs.formats import Codec
     from ringq.di.protocol import Resolver
     from ringq.handlers import HandlerSpec
+    from ringq.middleware import Middlewares
 
 __all__ = ["AsyncContext", "AsyncHandlers", "AsyncPool"]
 
@@ -88,11 +90,12 @@ class AsyncContext(Context):
         handler: str,
         timeout: float,
         codec: Codec | None = None,
+        middleware: Middlewares | None = None,
     ) -> None:
         self._grace = grace(timeout)
         self._ops = ops
         backend: Backend = ops._thread_side.backend if ops._remote else ops._handle
-        super().__init__(backend, delivery, handler, timeout + self._grace, codec)
+        super().__init__(backend, delivery, handler, timeout + self._grace, codec, middleware)
 
     def heartbeat(self, seconds: float | None = None) -> float:
         """Renews the lease (``seconds`` of handler time from now, default
@@ -466,11 +469,14 @@ class AsyncPool:
             c.undecodable += 1
             if await self._fail(d, e, None, "undecodable"):
                 c.dead_lettered += 1
+                await self._dead_lettered(d, "undecodable", e)
             return
         timeout = spec.options.timeout
+        mw = spec.middleware
+        hooked = mw is not None and bool(mw.before or mw.after)
         ctx = (
-            AsyncContext(self.ops, d, spec.name, timeout, spec.publish_codec)
-            if self.needs_context
+            AsyncContext(self.ops, d, spec.name, timeout, spec.publish_codec, mw)
+            if self.needs_context or hooked
             else None
         )
         w.delivery, w.ctx, w.timed_out = d, ctx, False
@@ -481,10 +487,14 @@ class AsyncPool:
             c.queue_wait.observe(max(0.0, time.time() - d.enqueued_at))
         failure: BaseException | None = None
         try:
-            if ctx is None:
+            if hooked:
+                assert mw is not None and ctx is not None
+                await mw.abefore_handle(d, ctx)
+            if not self.needs_context:
                 plain: Callable[[object], Awaitable[object]] = spec.func  # type: ignore[assignment]
                 await plain(msg)
             else:
+                assert ctx is not None
                 await self._call(msg, ctx)
         except asyncio.CancelledError as e:
             if not w.timed_out:
@@ -505,6 +515,15 @@ class AsyncPool:
             w.task.uncancel()  # this worker goes on with the next message
             if failure is None:  # finished as the watchdog cancelled it: too late
                 failure = TimeoutError(f"handler {spec.name} ran past its timeout on {d.id}")
+        if hooked and mw is not None and mw.after:
+            assert ctx is not None
+            try:
+                await mw.aafter_handle(d, ctx, Outcome(failure))
+            except Exception as e:  # a failing hook fails the attempt
+                if failure is None:
+                    failure = e
+                else:
+                    log.exception("after_handle of message %s raised (it had failed already)", d.id)
         if ctx is not None and ctx._cancelled_by is not None:
             # q.cancel removed it while it ran: nothing to ack, nack or retry.
             log.info(
@@ -624,13 +643,20 @@ class AsyncPool:
         if isinstance(e, spec.options.dead_letter_on):
             if await self._fail(d, e, None, "non_retryable"):
                 c.dead_lettered += 1
+                await self._dead_lettered(d, "non_retryable", e)
             return
         delay = spec.options.retry.next_delay(d.attempt)
         if await self._fail(d, e, delay, None):
             if delay is None:
                 c.dead_lettered += 1
+                await self._dead_lettered(d, "max_attempts", e)
             else:
                 c.retried += 1
+
+    async def _dead_lettered(self, d: Delivery, reason: str, e: BaseException) -> None:
+        mw = self.spec.middleware
+        if mw is not None and mw.dead:
+            await mw.adead_lettered(d, reason, e)
 
     async def _fail(
         self, d: Delivery, e: BaseException, delay: float | None, reason: str | None

@@ -48,6 +48,14 @@ def undecodable(engine: Backend, w: Worker, d: Delivery, e: UndecodableError) ->
     c.undecodable += 1
     if _nack(engine, w, d, e, None, "undecodable"):
         c.dead_lettered += 1
+        _dead_lettered(w, d, "undecodable", e)
+
+
+def _dead_lettered(w: Worker, d: Delivery, reason: str, e: BaseException) -> None:
+    """The middlewares' ``on_dead_letter`` (their errors are logged there)."""
+    mw = w.pool.spec.middleware
+    if mw is not None and mw.dead:
+        mw.dead_lettered(d, reason, e)
 
 
 def attempt_failed(engine: Backend, w: Worker, d: Delivery, e: BaseException) -> None:
@@ -64,11 +72,13 @@ def attempt_failed(engine: Backend, w: Worker, d: Delivery, e: BaseException) ->
     if isinstance(e, spec.options.dead_letter_on):
         if _nack(engine, w, d, e, None, "non_retryable"):
             c.dead_lettered += 1
+            _dead_lettered(w, d, "non_retryable", e)
         return
     delay = spec.options.retry.next_delay(d.attempt)
     if _nack(engine, w, d, e, delay, None):
         if delay is None:
             c.dead_lettered += 1
+            _dead_lettered(w, d, "max_attempts", e)
         else:
             c.retried += 1
 

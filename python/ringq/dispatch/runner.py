@@ -42,6 +42,7 @@ from ringq.dispatch.outage import Outage
 from ringq.dispatch.processes import ProcessWorker
 from ringq.errors import LeaseLost, QueueClosed, RingqError
 from ringq.handlers import function_ref
+from ringq.middleware import Middlewares, Outcome
 from ringq.ratelimit import Gate, RateLimits, acquire
 
 if TYPE_CHECKING:
@@ -54,6 +55,20 @@ if TYPE_CHECKING:
 __all__ = ["Runner"]
 
 log = logging.getLogger("ringq.dispatch")
+
+
+def _after_handle(
+    mw: Middlewares, d: Delivery, ctx: Context, error: BaseException | None
+) -> BaseException | None:
+    """Runs the ``after_handle`` hooks; returns the attempt's error: the
+    handler's, else the hook's (a failing hook fails the attempt)."""
+    try:
+        mw.after_handle(d, ctx, Outcome(error))
+    except BaseException as e:
+        if error is None:
+            return e
+        log.exception("after_handle of message %s raised (the attempt had failed already)", d.id)
+    return error
 
 
 def _was_cancelled(handler: str, d: Delivery, ctx: Context | None) -> bool:
@@ -264,8 +279,10 @@ class Runner:
             undecodable(self.engine, w, d, e)
             return
         ctx: Context | None = None
-        if pool.needs_context:
-            ctx = Context(self.engine, d, spec.name, spec.options.timeout, spec.publish_codec)
+        mw = spec.middleware
+        hooked = mw is not None and bool(mw.before or mw.after)
+        if pool.needs_context or hooked:
+            ctx = Context(self.engine, d, spec.name, spec.options.timeout, spec.publish_codec, mw)
             ctx.deadline = deadline
             ctx._before_heartbeat = w.hook
         # Published without a lock (see Pool.abandon); this runs for every message.
@@ -281,21 +298,34 @@ class Runner:
         if self.timing:  # only while metrics are collected (it costs ~0.3 us)
             c.queue_wait.observe(max(0.0, time.time() - d.enqueued_at))
             started = time.perf_counter()
+        error: BaseException | None = None
         try:
+            if hooked:
+                assert mw is not None and ctx is not None
+                mw.before_handle(d, ctx)
             if spec.options.processes:
                 assert ctx is not None
                 ctx._staged = self._in_process(w, spec, msg, ctx) or None
                 result = None
             else:
-                result = pool.plain(msg) if ctx is None else self._call(spec, msg, ctx)
+                if pool.needs_context:
+                    assert ctx is not None
+                    result = self._call(spec, msg, ctx)
+                else:
+                    result = pool.plain(msg)
             if result is not None and inspect.isawaitable(result):
                 raise _not_awaited(spec.name, result)
         except BaseException as e:  # a handler's SystemExit must not kill the worker
+            error = e
+        if hooked and mw is not None and mw.after:
+            assert ctx is not None
+            error = _after_handle(mw, d, ctx, error)
+        if error is not None:
             if started:
                 c.handler_duration.observe(time.perf_counter() - started)
             w.current = w.ctx = None
             if not _was_cancelled(spec.name, d, ctx):
-                attempt_failed(self.engine, w, d, e)
+                attempt_failed(self.engine, w, d, error)
             return
         if started:
             c.handler_duration.observe(time.perf_counter() - started)
