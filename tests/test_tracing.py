@@ -1,0 +1,126 @@
+"""Traces (``ringq.tracing``): a trace follows order -> ship -> notify
+across handlers through the W3C context in the messages' headers, with
+the attempt, topic, handler and outcome on each handle span; checked with
+the OpenTelemetry SDK's in-memory exporter."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import ringq
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from ringq.tracing import trace_queue
+
+
+@ringq.message("tr.order")
+@dataclass
+class Order:
+    order_id: str
+
+
+@ringq.message("tr.ship")
+@dataclass
+class Ship:
+    order_id: str
+
+
+@ringq.message("tr.notify")
+@dataclass
+class Notify:
+    order_id: str
+
+
+def test_a_trace_follows_a_message_through_handlers(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("app")
+    done = threading.Event()
+    with ringq.Queue(tmp_path / "q", max_attempts=2) as q:
+        trace_queue(q, provider)
+
+        attempts: list[int] = []
+
+        @q.handler(Order)
+        def on_order(o: Order, ctx: ringq.Context) -> None:
+            attempts.append(ctx.attempt)
+            if ctx.attempt == 1:
+                raise RuntimeError("first attempt fails")
+            ctx.publish(Ship(o.order_id))
+
+        @q.handler(Ship)
+        def on_ship(s: Ship, ctx: ringq.Context) -> None:
+            ctx.publish(Notify(s.order_id))
+
+        @q.handler(Notify)
+        def on_notify(n: Notify) -> None:
+            done.set()
+
+        with tracer.start_as_current_span("checkout-request") as root:
+            q.publish(Order("o-1"))
+        q.start()
+        assert done.wait(10)
+        q.stop()
+    spans = exporter.get_finished_spans()
+    assert {s.context.trace_id for s in spans} == {root.get_span_context().trace_id}, [
+        s.name for s in spans
+    ]
+    by_id = {s.context.span_id: s for s in spans}
+
+    def chain(span: object) -> list[str]:
+        out = []
+        while span is not None:
+            out.append(span.name)  # type: ignore[attr-defined]
+            parent = span.parent  # type: ignore[attr-defined]
+            span = by_id.get(parent.span_id) if parent is not None else None
+        return out
+
+    [notify] = [s for s in spans if s.name == "ringq handle tr.notify"]
+    assert chain(notify) == [
+        "ringq handle tr.notify",
+        "ringq publish tr.notify",
+        "ringq handle tr.ship",
+        "ringq publish tr.ship",
+        "ringq handle tr.order",
+        "ringq publish tr.order",
+        "checkout-request",
+    ]
+    orders = sorted(
+        (s for s in spans if s.name == "ringq handle tr.order"),
+        key=lambda s: s.attributes["ringq.attempt"],  # type: ignore[index]
+    )
+    assert [s.attributes["ringq.outcome"] for s in orders] == ["failed", "succeeded"]  # type: ignore[index]
+    assert orders[0].status.status_code is StatusCode.ERROR
+    assert orders[0].kind is SpanKind.CONSUMER
+    assert orders[1].attributes["ringq.handler"] == "on_order"  # type: ignore[index]
+    assert attempts == [1, 2]
+
+
+def test_a_dead_letter_is_in_the_trace(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    dead = threading.Event()
+    with ringq.Queue(tmp_path / "q") as q:
+        trace_queue(q, provider)
+
+        @q.handler(bytes, topic="t", retry=ringq.Retry(max_attempts=1))
+        def h(b: bytes) -> None:
+            raise ValueError("no")
+
+        q.publish(b"x", "t")
+        q.start()
+        for _ in range(1000):
+            if any(s.name == "ringq dead letter t" for s in exporter.get_finished_spans()):
+                dead.set()
+                break
+            threading.Event().wait(0.01)
+        q.stop()
+    assert dead.is_set()
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "ringq dead letter t"]
+    assert span.attributes["ringq.reason"] == "max_attempts"  # type: ignore[index]
