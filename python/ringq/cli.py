@@ -56,6 +56,7 @@ import difflib
 import json
 import os
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -642,6 +643,48 @@ def _open_for_change(path: str, namespace: str | None = None) -> Any:
         _fail(e, False, EXIT_DAMAGED)
     except (RingqError, ValueError, OSError) as e:
         _fail(e, False, EXIT_ERROR)
+
+
+@main.command("dashboard")
+@click.argument("path")
+@click.option("--host", default="127.0.0.1", show_default=True, help="the address to listen on")
+@click.option("--port", default=8765, show_default=True, type=int, help="the port (0: any free)")
+@click.option(
+    "--token",
+    envvar="RINGQ_ADMIN_TOKEN",
+    help="needed for reads and actions (default: RINGQ_ADMIN_TOKEN; none: reads open, no actions)",
+)
+@_namespace_option
+def dashboard_cmd(
+    path: str, host: str, port: int, token: str | None, namespace: str | None
+) -> None:
+    """Serve a queue's web page until Ctrl-C.
+
+    For a closed queue (opened here), a shared queue (joined as a client;
+    its owner keeps running) or a redis:// queue (--namespace). A queue a
+    running process owns is refused: that process can serve the same page,
+    q.serve_admin(...) and open its address. Open the printed address; with a
+    token, add #token=... to it (the fragment never leaves the browser).
+    """
+    from ringq.backends.urls import is_redis_url
+    from ringq.queue import Queue
+
+    if is_redis_url(path):
+        try:
+            q: Any = Queue(path, namespace=namespace)
+        except (RingqError, ValueError) as e:
+            _fail(e, False, EXIT_ERROR)
+    else:
+        q = _open_for_change(path, namespace)
+    try:
+        server = q.serve_admin(host, port, token)
+        hint = "#token=<the token>" if token else ""
+        click.echo(f"ringq dashboard of {path}: {server.url}/{hint} (Ctrl-C stops it)")
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        q.close()
 
 
 def _admin_call(url: str, token: str | None, path: str, body: dict[str, Any] | None) -> Any:

@@ -151,6 +151,7 @@ def as_dict(d: DeadLetter, payload: bool = True) -> dict[str, object]:
         "error_type": d.error_type,
         "error_message": d.error_message,
         "traceback": d.traceback,
+        "headers": d.message.headers,
         "first_failed_at": d.first_failed_at,
         "dead_lettered_at": d.dead_lettered_at,
     }

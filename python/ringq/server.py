@@ -8,6 +8,7 @@ reads are open to whoever can connect. Tracebacks of dead letters are only
 shown to a caller with the token. Each action goes through ``q.admin``, so
 it is logged.
 
+GET  ``/`` (also ``/dashboard``)       the web page (``ringq.dashboard``; it holds no data)
 GET  ``/metrics``                      Prometheus text (needs prometheus_client)
 GET  ``/stats``                        ``self._admin.stats()`` as JSON
 GET  ``/dlq?topic=&reason=&limit=``    dead letters as JSON
@@ -103,12 +104,18 @@ class AdminRoutes:
         too, unless ``open_metrics``)."""
         if self._token is None or (path == "/metrics" and self._open_metrics):
             return 0
+        if path in ("/", "/dashboard"):
+            return 0  # the page holds no data: what it shows needs the token
         return self.authorized(header)
 
     def get(
         self, path: str, query: dict[str, list[str]], trusted: bool = False
     ) -> tuple[int, str, bytes]:
         """A read; ``trusted``: the caller gave the token (tracebacks shown)."""
+        if path in ("/", "/dashboard"):
+            from ringq.dashboard import page
+
+            return 200, "text/html; charset=utf-8", page()
         if path == "/stats":
             return _json(200, self._admin.stats())
         if path == "/dlq":
