@@ -278,3 +278,19 @@ def test_a_parent_of_queues_and_a_missing_path_say_what_they_are(
     empty = ringq_cli(*argv(command, parent / "notes"))
     assert empty.returncode == 2 and "not a ringq queue" in empty.stderr
     assert not re.search(r"holds \d+ queue", empty.stderr)
+
+
+def test_version_peek_deliveries_and_labels(tmp_path: Path) -> None:
+    """``ringq --version`` exists; ``peek`` calls the count of deliveries so
+    far what it is (0 for a new message, not an attempt number); tables say
+    "dead letters" as the summary does."""
+    from click.testing import CliRunner
+    from ringq.cli import main
+
+    out = CliRunner().invoke(main, ["--version"])
+    assert out.exit_code == 0 and out.output.startswith("ringq ") and "journal format" in out.output
+    qdir = tmp_path / "q"
+    with ringq.Queue(qdir) as q:
+        q.publish(b"x", topic="t")
+    peek = CliRunner().invoke(main, ["peek", str(qdir), "--topic", "t"])
+    assert peek.exit_code == 0 and "deliveries" in peek.output and "attempt" not in peek.output

@@ -84,6 +84,14 @@ PROMPT_ROWS = 20  # dead letters listed before asking
 T = TypeVar("T")
 
 
+def _version() -> str:
+    """The package's version and the on-disk formats it writes."""
+    from ringq import _core
+    from ringq.backends.local import ENGINE_VERSION
+
+    return f"{ENGINE_VERSION} (journal format {_core.FORMAT_VERSION})"
+
+
 def _redis(path: str, namespace: str | None, as_json: bool = False) -> Any:
     """The Redis queue at URL ``path`` (``--namespace``), if ``path`` is one;
     opened as it is (nothing about it changes), or exits 2 saying why."""
@@ -130,7 +138,7 @@ def _redis_inspect(backend: Any, as_json: bool) -> None:
     if topics:
         table = Table(title="topics", title_justify="left")
         table.add_column("topic")
-        for col in ("ready", "in flight", "delayed", "dead"):
+        for col in ("ready", "in flight", "delayed", "dead letters"):
             table.add_column(col, justify="right")
         for name, t in topics.items():
             table.add_row(
@@ -151,6 +159,7 @@ def _read(as_json: bool, call: Callable[..., T], *args: Any) -> T:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=_version(), prog_name="ringq", message="%(prog)s %(version)s")
 def main() -> None:
     """ringq: a durable, crash-safe message queue inside your Python process.
 
@@ -403,7 +412,9 @@ def peek_cmd(path: str, topic: str, limit: int, as_json: bool, namespace: str | 
         return
     table = Table(title=f"{topic}: {len(msgs)} message(s)", title_justify="left")
     table.add_column("id", no_wrap=True, min_width=16)
-    for col in ("state", "attempt", "version", "dedup key", "payload"):
+    # "deliveries": how many times it was handed out so far (0 for a new
+    # message; a handler's ctx.attempt is this + 1 on the next delivery).
+    for col in ("state", "deliveries", "version", "dedup key", "payload"):
         table.add_column(col)
     for m in msgs:
         table.add_row(
