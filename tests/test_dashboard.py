@@ -157,3 +157,39 @@ def test_ringq_dashboard_serves_a_closed_queue(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
+
+
+def test_ringq_dashboard_leaves_a_redis_namespaces_options_alone() -> None:
+    """On a redis:// queue, ``ringq dashboard`` serves the namespace as it
+    is: opening it does not store the CLI's default options in it."""
+    import os
+    import signal
+    import sys
+    import uuid
+
+    from redis_servers import redis_url
+
+    url = redis_url()
+    if url is None:
+        pytest.skip("redis-server is not installed (scripts/dev test installs it)")
+    ns = "dash-" + uuid.uuid4().hex[:8]
+    with ringq.Queue(url, namespace=ns, capacity=7, max_attempts=2) as q:
+        q.publish(b"x", topic="t")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ringq.cli", "dashboard", url, "--namespace", ns, "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if k != "RINGQ_ADMIN_TOKEN"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+        assert found, line
+        with urllib.request.urlopen(found.group(1) + "/stats", timeout=10) as r:
+            stats = json.load(r)["queue"]
+        assert (stats["ready"], stats["capacity"]) == (1, 7)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    with ringq.Queue(url, namespace=ns, capacity=7, max_attempts=2) as q:
+        assert q.stats()["capacity"] == 7

@@ -677,14 +677,17 @@ def dashboard_cmd(
     q.serve_admin(...) and open its address. Open the printed address; with a
     token, add #token=... to it (the fragment never leaves the browser).
     """
-    from ringq.backends.urls import is_redis_url
     from ringq.queue import Queue
 
-    if is_redis_url(path):
-        try:
-            q: Any = Queue(path, namespace=namespace)
-        except (RingqError, ValueError) as e:
-            _fail(e, False, EXIT_ERROR)
+    backend = _redis(path, namespace)
+    if backend is not None:
+        # The namespace as it is: opening a Queue with options would store
+        # them in it (the last opener's options win).
+        class _AsItIs(Queue):
+            def _open_backend(self, path: Any, settings: dict[str, object]) -> Any:
+                return backend
+
+        q: Any = _AsItIs(path, namespace=namespace)
     else:
         q = _open_for_change(path, namespace)
     try:
