@@ -55,12 +55,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import heapq
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
 
 from ringq.backend import Backend, DeadLetter, Delivery, OutgoingMessage
 from ringq.codecs.formats import Codec
@@ -1085,30 +1086,21 @@ class AsyncQueue(AsyncOps):
         *,
         topic: str | None = None,
         name: str,
-        catch_up: str = "one",
+        catch_up: Literal["none", "one", "all"] = "one",
         headers: dict[str, str] | None = None,
         tz: str = "UTC",
     ) -> str:
-        """``Queue.every``, awaited (see ``ringq.schedules``); its ticks are
-        handled by the queue's handlers (``start``)."""
-        from ringq import schedules
-
-        return await schedules.aevery(
-            self,
-            interval_or_cron,
-            message,
-            topic=topic,
-            name=name,
-            catch_up=catch_up,
-            headers=headers,
-            tz=tz,
-        )
+        """``Queue.every``, awaited (see ``ringq.schedules``; it publishes, in
+        a worker thread); its ticks are handled by the queue's handlers."""
+        every = functools.partial(
+            self._queue.every, interval_or_cron, message, topic=topic, name=name,
+            catch_up=catch_up, headers=headers, tz=tz,
+        )  # fmt: skip
+        return await asyncio.to_thread(every)
 
     async def unschedule(self, name: str) -> None:
-        """``Queue.unschedule``, awaited."""
-        from ringq import schedules
-
-        await schedules.aunschedule(self, name)
+        """``Queue.unschedule``, awaited (in a worker thread)."""
+        await asyncio.to_thread(self._queue.unschedule, name)
 
 
 class AsyncDeadLetterQueue:

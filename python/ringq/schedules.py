@@ -77,7 +77,6 @@ from ringq.codecs.formats import DEFAULT_CODEC
 from ringq.retry import Backoff, Retry
 
 if TYPE_CHECKING:
-    from ringq.aio import AsyncQueue
     from ringq.context import Context
     from ringq.core import QueueCore
 
@@ -90,8 +89,6 @@ __all__ = [
     "SCHEDULE_TOPIC",
     "CatchUp",
     "ScheduleInfo",
-    "aevery",
-    "aunschedule",
     "describe",
     "every",
     "unschedule",
@@ -508,36 +505,6 @@ def unschedule(q: QueueCore, name: str) -> None:
     no message of it is published after a tick in flight now (see the
     module docs)."""
     q.cancel(q.backend.publish(_tombstone(q, name), SCHEDULE_TOPIC, dedup_key=name))
-
-
-async def aevery(
-    aq: AsyncQueue,
-    when: object,
-    message: object,
-    *,
-    topic: str | None = None,
-    name: str,
-    catch_up: str = "one",
-    headers: dict[str, str] | None = None,
-    tz: str = "UTC",
-) -> str:
-    """``AsyncQueue.every``: ``every`` on the queue underneath, in a worker
-    thread (it publishes, once, at start)."""
-    import asyncio
-    import functools
-
-    call = functools.partial(
-        every, aq.queue, when, message, topic=topic, name=name, catch_up=catch_up,
-        headers=headers, tz=tz,
-    )  # fmt: skip
-    return await asyncio.to_thread(call)
-
-
-async def aunschedule(aq: AsyncQueue, name: str) -> None:
-    """``AsyncQueue.unschedule``."""
-    import asyncio
-
-    await asyncio.to_thread(unschedule, aq.queue, name)
 
 
 # -- listing ---------------------------------------------------------------
