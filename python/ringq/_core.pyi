@@ -6,17 +6,31 @@ the GIL while it waits. Errors are the classes of ``ringq.errors``.
 """
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, final
+from typing import Any, Self, final
 
 __version__: str
 FORMAT_VERSION: int
+
+__all__ = [
+    "FORMAT_VERSION",
+    "DeadLetter",
+    "Delivery",
+    "Engine",
+    "OutgoingMessage",
+    "__version__",
+    "_default_options",
+    "dead_letters",
+    "inspect",
+    "peek",
+    "repair",
+]
 
 @final
 class Delivery:
     """A message checked out under a lease."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         id: str,
         topic: str,
         payload: bytes,
@@ -31,7 +45,7 @@ class Delivery:
         lease_deadline: float = 0.0,
         lease_token: int = 0,
         queue_id: str | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def id(self) -> str: ...
     @property
@@ -64,8 +78,8 @@ class Delivery:
 class DeadLetter:
     """A message that left the queue for the dead-letter ring, and why."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         message: Delivery,
         reason: str,
         *,
@@ -75,7 +89,7 @@ class DeadLetter:
         handler: str | None = None,
         first_failed_at: float | None = None,
         dead_lettered_at: float = 0.0,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def id(self) -> str: ...
     @property
@@ -104,8 +118,8 @@ class OutgoingMessage:
     """A message to publish, already encoded (``publish_many`` items, a
     handler's staged ``ctx.publish``)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         topic: str,
         payload: bytes,
         *,
@@ -114,7 +128,7 @@ class OutgoingMessage:
         headers: dict[str, str] | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def topic(self) -> str: ...
     @property
@@ -135,8 +149,8 @@ class Engine:
     """A backend (``ringq.backend.Backend``): the engine in this process,
     or with ``shared=True`` a directory shared by processes (owner or client)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: str,
         *,
         capacity: int | None = None,
@@ -152,8 +166,8 @@ class Engine:
         dlq_capacity: int | None = None,
         lease: float | None = None,
         shared: bool = False,
-        _manual_clock: bool = False,
-    ) -> None:
+        _manual_clock: bool | None = None,
+    ) -> Self:
         """``None`` keeps the engine's default (see the README's options table).
 
         ``_manual_clock=True`` is for tests: the engine's clock (enqueue
