@@ -85,12 +85,12 @@ def test_every_option_has_an_environment_variable(option: QueueOption) -> None:
 
 
 def stub_engine_options() -> dict[str, tuple[str, object]]:
-    """``Engine.__init__``'s keyword-only parameters in ``_core.pyi``: name ->
-    (annotation, default)."""
+    """``Engine.__new__``'s keyword-only parameters in ``_core.pyi`` (the
+    constructor of a PyO3 class): name -> (annotation, default)."""
     tree = ast.parse((ROOT / "python" / "ringq" / "_core.pyi").read_text())
     engine = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Engine")
-    init = next(n for n in engine.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
-    assert [a.arg for a in init.args.args] == ["self", "path"]
+    init = next(n for n in engine.body if isinstance(n, ast.FunctionDef) and n.name == "__new__")
+    assert [a.arg for a in init.args.args] == ["cls", "path"]
     out: dict[str, tuple[str, object]] = {}
     for arg, default in zip(init.args.kwonlyargs, init.args.kw_defaults, strict=True):
         assert arg.annotation is not None and default is not None, arg.arg
