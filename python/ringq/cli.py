@@ -86,10 +86,9 @@ T = TypeVar("T")
 
 def _version() -> str:
     """The package's version and the on-disk formats it writes."""
-    from ringq import _core
-    from ringq.backends.local import ENGINE_VERSION
+    from ringq.backends.local import ENGINE_VERSION, FORMAT_VERSION
 
-    return f"{ENGINE_VERSION} (journal format {_core.FORMAT_VERSION})"
+    return f"{ENGINE_VERSION} (journal format {FORMAT_VERSION})"
 
 
 def _redis(path: str, namespace: str | None, as_json: bool = False) -> Any:

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ringq.backend import Delivery, OutgoingMessage
 from ringq.codecs.encoding import outgoing_message
@@ -22,9 +22,17 @@ from ringq.errors import RingqError
 if TYPE_CHECKING:
     from ringq.backend import Backend
     from ringq.codecs.formats import Codec
-    from ringq.middleware import Middlewares
 
 __all__ = ["Cancelled", "Context"]
+
+
+class PublishHooks(Protocol):
+    """What a context needs of the queue's middlewares
+    (``ringq.middleware.Middlewares``): its ``before_publish`` hooks."""
+
+    publish: list[Any]
+
+    def before_publish(self, message: OutgoingMessage) -> OutgoingMessage: ...
 
 
 class Cancelled(RingqError):
@@ -62,7 +70,7 @@ class Context:
         handler: str,
         lease: float,
         codec: Codec | None = None,
-        middleware: Middlewares | None = None,
+        middleware: PublishHooks | None = None,
     ) -> None:
         self._backend = backend
         #: What ``publish`` encodes with (the queue's codec; ``None``: JSON).

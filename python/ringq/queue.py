@@ -7,6 +7,9 @@ and the dead-letter view) plus the operator tools: ``q.admin`` and
 
 from __future__ import annotations
 
+from typing import Literal
+
+from ringq import schedules
 from ringq.admin import Admin
 from ringq.core import Message, QueueCore
 from ringq.server import AdminServer
@@ -66,6 +69,43 @@ class Queue(QueueCore):
             self._servers = []
         self._servers.append(server)
         return server
+
+    # -- periodic messages (ringq.schedules) -----------------------------------
+
+    def every(
+        self,
+        interval_or_cron: object,
+        message: object,
+        *,
+        topic: str | None = None,
+        name: str,
+        catch_up: Literal["none", "one", "all"] = "one",
+        headers: dict[str, str] | None = None,
+        tz: str = "UTC",
+    ) -> str:
+        """Publish ``message`` periodically: every ``interval_or_cron``
+        seconds (a number or ``timedelta``) or at each match of a cron
+        string (in ``tz``), under the unique ``name``; the schedule is
+        durable and each fire time is published exactly once. Calling it
+        again with the same name keeps the pending fire time (a changed
+        definition applies from it). ``catch_up`` says what a tick handled
+        more than a period late publishes (``"none"``, ``"one"``, ``"all"``).
+        Run by the queue's handlers (``start``). See ``ringq.schedules``."""
+        return schedules.every(
+            self,
+            interval_or_cron,
+            message,
+            topic=topic,
+            name=name,
+            catch_up=catch_up,
+            headers=headers,
+            tz=tz,
+        )
+
+    def unschedule(self, name: str) -> None:
+        """Stop the schedule ``name``: nothing is published from its pending
+        fire time on (see ``ringq.schedules``)."""
+        schedules.unschedule(self, name)
 
     def close(self) -> None:
         """Stop the admin endpoints and running handlers (without draining),

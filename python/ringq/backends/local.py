@@ -9,10 +9,20 @@ from typing import Any
 from ringq import _core
 from ringq.backend import Backend, DeadLetter
 
-__all__ = ["ENGINE_VERSION", "dead_letters", "inspect", "open_local", "peek", "repair"]
+__all__ = [
+    "ENGINE_VERSION",
+    "FORMAT_VERSION",
+    "dead_letters",
+    "inspect",
+    "open_local",
+    "peek",
+    "repair",
+]
 
 #: The version of the engine (and of the package: they are built together).
 ENGINE_VERSION: str = _core.__version__
+#: The journal segment format this engine writes.
+FORMAT_VERSION: int = _core.FORMAT_VERSION
 
 
 def open_local(path: str, **options: Any) -> Backend:
