@@ -268,31 +268,10 @@ class AsyncPool:
                     continue
                 self._fetching = True
                 try:
-                    wait: float | None = 0 if self.stopping else None
-                    self._checkout = asyncio.ensure_future(
-                        self.ops.checkout(spec.topic, want, lease, wait)
-                    )
-                    try:
-                        batch = await self._checkout
-                    except asyncio.CancelledError:
-                        task = asyncio.current_task()
-                        if task is not None and task.cancelling():
-                            raise  # this worker itself is being cancelled
-                        continue  # stop() or scale() ended the wait: it took nothing
-                    except QueueClosed:
+                    waited = await self._wait_checkout(spec.topic, want, lease)
+                    if waited is None:
                         return None
-                    except RingqError as e:  # see ringq.dispatch.outage
-                        # A stopping pool does not wait for the queue to be
-                        # reachable again: what it did not take stays queued.
-                        try:
-                            await asyncio.wait_for(self._stopped.wait(), self.outage.failed(e))
-                        except TimeoutError:
-                            continue
-                        return None
-                    self.outage.worked()
-                    if not batch and self.stopping:
-                        return None
-                    self.ready.extend(batch)
+                    self.ready.extend(waited)
                 finally:
                     self._checkout = None
                     self._fetching = False
@@ -343,28 +322,12 @@ class AsyncPool:
         if batch:
             self.ready.extend(batch)
             return True
-        wait: float | None = 0 if self.stopping else None
-        self._checkout = asyncio.ensure_future(self.ops.checkout(topic, want, lease, wait))
-        try:
-            batch = await self._checkout
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # this worker itself is being cancelled
-            return True  # stop() or scale() ended the wait: it took nothing
-        except QueueClosed:
+        waited = await self._wait_checkout(topic, want, lease)
+        if waited is None:
             return False
-        except RingqError as e:  # see ringq.dispatch.outage
-            try:
-                await asyncio.wait_for(self._stopped.wait(), self.outage.failed(e))
-            except TimeoutError:
-                return True
-            return False
-        finally:
-            self._checkout = None
-        self.outage.worked()
-        if not batch:
-            return not self.stopping
+        if not waited:
+            return True
+        batch = waited
         try:
             got, _ = await gate.take_async(len(batch))
         except BaseException:
@@ -375,6 +338,38 @@ class AsyncPool:
             del batch[got:]
         self.ready.extend(batch)
         return True
+
+    async def _wait_checkout(self, topic: str, want: int, lease: float) -> list[Delivery] | None:
+        """A checkout that waits for a message (not when stopping), which
+        ``stop()`` and ``scale()`` can end (``self._checkout``). ``None``:
+        the pool is done (the queue closed, or it is stopping and nothing
+        came or the queue cannot be reached); ``[]``: look again (the wait
+        was ended, or a failure's backoff passed: ``ringq.dispatch.outage``)."""
+        wait: float | None = 0 if self.stopping else None
+        self._checkout = asyncio.ensure_future(self.ops.checkout(topic, want, lease, wait))
+        try:
+            batch: list[Delivery] = await self._checkout
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this worker itself is being cancelled
+            return []  # stop() or scale() ended the wait: it took nothing
+        except QueueClosed:
+            return None
+        except RingqError as e:
+            # A stopping pool does not wait for the queue to be reachable
+            # again: what it did not take stays queued.
+            try:
+                await asyncio.wait_for(self._stopped.wait(), self.outage.failed(e))
+            except TimeoutError:
+                return []
+            return None
+        finally:
+            self._checkout = None
+        self.outage.worked()
+        if not batch and self.stopping:
+            return None
+        return batch
 
     async def _give_back(self, rest: list[Delivery]) -> None:
         """Releases ``rest`` (unstarted, delivery not counted); if that
