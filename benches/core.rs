@@ -104,6 +104,7 @@ fn enqueue_op(payload: &[u8]) -> Op {
             lease_token: 0,
             lease_deadline: 0,
             ticket: 0,
+            line: ringq::NO_LINE,
             payload: payload.into(),
             meta: None,
         },

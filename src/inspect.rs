@@ -69,7 +69,8 @@ fn load(dir: &Path) -> Result<(Manifest, recovery::Loaded)> {
 }
 
 /// Up to `limit` messages of `topic`: ready ones in delivery order, then
-/// delayed and in-flight ones by id (read-only, like `inspect`).
+/// the ready ones waiting behind their ordering key, by id, then delayed and
+/// in-flight ones by id (read-only, like `inspect`).
 pub fn peek(dir: &Path, topic: &str, limit: usize) -> Result<Vec<Message>> {
     let (_, loaded) = load(dir)?;
     let st = &loaded.state;
@@ -77,6 +78,11 @@ pub fn peek(dir: &Path, topic: &str, limit: usize) -> Result<Vec<Message>> {
     let t = &st.topics[tid as usize];
     let mut out: Vec<Message> =
         t.ready.live_ids(&st.slab).filter_map(|id| st.slab.get(id)).take(limit).cloned().collect();
+    if out.len() < limit && !t.keys.is_empty() {
+        let mut waiting: Vec<&Message> = st.slab.iter().filter(|m| m.topic == tid && st.is_parked(m)).collect();
+        waiting.sort_by_key(|m| m.id);
+        out.extend(waiting.into_iter().take(limit - out.len()).cloned());
+    }
     if out.len() < limit {
         let mut rest: Vec<&Message> = st.slab.iter().filter(|m| m.topic == tid && m.state != MsgState::Ready).collect();
         rest.sort_by_key(|m| m.id);

@@ -24,7 +24,11 @@ use std::path::Path;
 
 pub const MANIFEST_FILE: &str = "MANIFEST";
 const MAGIC: &[u8; 8] = b"RINGQMAN";
-pub const MANIFEST_VERSION: u32 = 3;
+/// Format 4 has format 3's layout; it marks a queue whose journal and
+/// snapshots may hold what format 4 added (meta tag 2, operation tag 10,
+/// snapshot format 2), so a build that reads only format 3 refuses the
+/// directory before it meets them.
+pub const MANIFEST_VERSION: u32 = 4;
 const V1_LEN: usize = 24;
 const V2_LEN: usize = 28;
 const V3_LEN: usize = 52;
@@ -113,7 +117,7 @@ pub fn read(dir: &Path) -> Result<Option<Manifest>> {
     let want = match version {
         1 => V1_LEN,
         2 => V2_LEN,
-        3 => V3_LEN,
+        3 | 4 => V3_LEN,
         0 => return Err(bad(8, "manifest format 0 (no ringq writes it): damaged".into())),
         v => return Err(bad(8, format!("queue format {v} is newer than this ringq reads; upgrade ringq"))),
     };
@@ -162,7 +166,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
         let m = Manifest {
-            version: 3,
+            version: 4,
             epoch: 7,
             slot_limit: Some(100),
             instance_id: 0xdead_beef,
@@ -186,13 +190,14 @@ mod tests {
         // `write` used to write `Manifest::default()` (instance id 0) as a
         // format-3 file that `read` then refused as damaged.
         let dir = tempfile::tempdir().unwrap();
-        let good = Manifest { version: 3, epoch: 1, slot_limit: Some(8), instance_id: 7, ..Default::default() };
+        let good = Manifest { version: 4, epoch: 1, slot_limit: Some(8), instance_id: 7, ..Default::default() };
         let cases = [
             (Manifest::default(), "format 0"),
             (Manifest { instance_id: 0, ..good }, "instance id 0"),
             // A format-1 or format-2 manifest as `read` returns it.
             (Manifest { version: 1, slot_limit: None, instance_id: 0, ..good }, "no slot limit, instance id 0"),
             (Manifest { version: 2, instance_id: 0, ..good }, "format 2"),
+            (Manifest { version: 3, ..good }, "format 3"),
             (Manifest { slot_limit: None, ..good }, "no slot limit"),
         ];
         for (m, what) in cases {
@@ -207,7 +212,7 @@ mod tests {
         write(dir.path(), &good).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(good));
         let v1 = Manifest { version: 1, epoch: 4, ..Default::default() };
-        let upgraded = Manifest { version: 3, slot_limit: Some(0), instance_id: random_u64(), ..v1 };
+        let upgraded = Manifest { version: 4, slot_limit: Some(0), instance_id: random_u64(), ..v1 };
         write(dir.path(), &upgraded).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(upgraded));
     }

@@ -43,6 +43,12 @@ impl Payload {
         layout.pad_to_align()
     }
 
+    /// Hints the CPU to bring the header and the first bytes into cache
+    /// (a checkout reads them soon after; see `ring::prefetch`).
+    pub(crate) fn prefetch(&self) {
+        crate::ring::prefetch(self.ptr.as_ptr().cast());
+    }
+
     /// A new payload holding a copy of `bytes`.
     pub fn new(bytes: &[u8]) -> Payload {
         let layout = Self::layout(bytes.len());

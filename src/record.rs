@@ -23,6 +23,16 @@ mod tag {
     pub const DLQ_REMOVE: u8 = 8;
     /// Journal format 2.
     pub const RELEASE: u8 = 9;
+    /// Queue format 4 (MANIFEST): an acked message's dedup key remembered.
+    pub const REMEMBER: u8 = 10;
+}
+
+/// Meta tags: 0 none, 1 the fields every format has, 2 those plus the
+/// fields of queue format 4 (priority, ordering key, dedup window).
+mod meta_tag {
+    pub const NONE: u8 = 0;
+    pub const BASE: u8 = 1;
+    pub const EXTENDED: u8 = 2;
 }
 
 /// One state change.
@@ -32,7 +42,7 @@ pub enum Op {
     /// dedup key that this message supersedes.
     Enqueue { topic: Arc<str>, msg: Message, supersedes: Option<u64> },
     /// Replace a ready/delayed message's payload and metadata in place.
-    Replace { id: u64, version: u32, payload: Payload, meta: Option<Box<Meta>> },
+    Replace { id: u64, version: u32, payload: Payload, meta: Option<Arc<Meta>> },
     /// Deliveries: each message goes in flight, attempt + 1.
     Checkout { ids: Vec<u64> },
     /// Removed by their lease holders.
@@ -49,14 +59,18 @@ pub enum Op {
     /// this order) with the delivery that checkout counted undone; a
     /// superseded one is dropped instead.
     Release { ids: Vec<u64> },
+    /// A message acked with a dedup window: its key keeps answering with
+    /// its id until `until` (queue format 4).
+    Remember { topic: Arc<str>, key: String, id: u64, until: Micros },
 }
 
 pub(crate) fn encode_meta(w: &mut Writer<'_>, meta: Option<&Meta>) {
     let Some(m) = meta else {
-        w.u8(0);
+        w.u8(meta_tag::NONE);
         return;
     };
-    w.u8(1);
+    let extended = m.has_extension();
+    w.u8(if extended { meta_tag::EXTENDED } else { meta_tag::BASE });
     w.opt_str(m.dedup_key.as_deref());
     w.u32(m.headers.len() as u32);
     for (k, v) in &m.headers {
@@ -72,14 +86,26 @@ pub(crate) fn encode_meta(w: &mut Writer<'_>, meta: Option<&Meta>) {
         }
         None => w.u8(0),
     }
+    if extended {
+        w.u8(m.priority);
+        w.opt_str(m.ordering_key.as_deref());
+        match m.dedup_window {
+            Some(t) => {
+                w.u8(1);
+                w.u64(t)
+            }
+            None => w.u8(0),
+        }
+    }
 }
 
-pub(crate) fn decode_meta(r: &mut Reader<'_>) -> DResult<Option<Box<Meta>>> {
-    match r.u8()? {
-        0 => return Ok(None),
-        1 => {}
+pub(crate) fn decode_meta(r: &mut Reader<'_>) -> DResult<Option<Arc<Meta>>> {
+    let extended = match r.u8()? {
+        meta_tag::NONE => return Ok(None),
+        meta_tag::BASE => false,
+        meta_tag::EXTENDED => true,
         t => return Err(DecodeError(format!("bad meta tag {t}"))),
-    }
+    };
     let dedup_key = r.opt_string()?;
     let n = r.count(8)?;
     let mut headers = Vec::with_capacity(n);
@@ -93,7 +119,23 @@ pub(crate) fn decode_meta(r: &mut Reader<'_>) -> DResult<Option<Box<Meta>>> {
         1 => Some(r.u64()?),
         t => return Err(DecodeError(format!("bad first_failed_at tag {t}"))),
     };
-    Ok(Some(Box::new(Meta { dedup_key, headers, correlation_id, causation_id, first_failed_at })))
+    let mut meta = Meta { dedup_key, headers, correlation_id, causation_id, first_failed_at, ..Default::default() };
+    if extended {
+        meta.priority = r.u8()?;
+        if meta.priority > crate::types::MAX_PRIORITY {
+            return Err(DecodeError(format!("priority {} (must be 0..=9)", meta.priority)));
+        }
+        meta.ordering_key = r.opt_string()?;
+        meta.dedup_window = match r.u8()? {
+            0 => None,
+            1 => Some(r.u64()?),
+            t => return Err(DecodeError(format!("bad dedup_window tag {t}"))),
+        };
+    }
+    if meta.priority != 0 && meta.is_priority_only() {
+        return Ok(Some(Meta::priority_only(meta.priority)));
+    }
+    Ok(Some(Arc::new(meta)))
 }
 
 /// Every field of a message except its topic (the caller writes the topic as a
@@ -137,6 +179,7 @@ pub(crate) fn decode_message(r: &mut Reader<'_>, topic: u32) -> DResult<Message>
         lease_token: 0,
         lease_deadline: 0,
         ticket: 0,
+        line: crate::types::NO_LINE,
         payload,
         meta,
     })
@@ -227,6 +270,13 @@ fn encode_op(w: &mut Writer<'_>, op: &Op) {
             w.u8(tag::RELEASE);
             encode_ids(w, ids);
         }
+        Op::Remember { topic, key, id, until } => {
+            w.u8(tag::REMEMBER);
+            w.str(topic);
+            w.str(key);
+            w.u64(*id);
+            w.u64(*until);
+        }
     }
 }
 
@@ -276,6 +326,11 @@ fn decode_op(r: &mut Reader<'_>) -> DResult<Op> {
         tag::DROP => Op::Drop { id: r.u64()? },
         tag::DLQ_REMOVE => Op::DlqRemove { ids: decode_ids(r)? },
         tag::RELEASE => Op::Release { ids: decode_ids(r)? },
+        tag::REMEMBER => {
+            let topic: Arc<str> = r.str()?.into();
+            let key = r.string()?;
+            Op::Remember { topic, key, id: r.u64()?, until: r.u64()? }
+        }
         t => return Err(DecodeError(format!("unknown operation tag {t}"))),
     })
 }
@@ -285,7 +340,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn msg(id: u64, payload: Vec<u8>, meta: Option<Box<Meta>>) -> Message {
+    fn msg(id: u64, payload: Vec<u8>, meta: Option<Arc<Meta>>) -> Message {
         Message {
             id,
             topic: 0,
@@ -298,12 +353,13 @@ mod tests {
             lease_token: 0,
             lease_deadline: 0,
             ticket: 0,
+            line: crate::types::NO_LINE,
             payload: payload.into(),
             meta,
         }
     }
 
-    fn arb_meta() -> impl Strategy<Value = Option<Box<Meta>>> {
+    fn arb_meta() -> impl Strategy<Value = Option<Arc<Meta>>> {
         proptest::option::of(
             (
                 proptest::option::of(".{0,8}"),
@@ -311,9 +367,23 @@ mod tests {
                 proptest::option::of("[a-z]{0,6}"),
                 proptest::option::of("[a-z]{0,6}"),
                 proptest::option::of(any::<u64>()),
+                (
+                    0..=crate::types::MAX_PRIORITY,
+                    proptest::option::of("[a-z]{0,6}"),
+                    proptest::option::of(any::<u64>()),
+                ),
             )
-                .prop_map(|(k, h, c, ca, f)| {
-                    Box::new(Meta { dedup_key: k, headers: h, correlation_id: c, causation_id: ca, first_failed_at: f })
+                .prop_map(|(k, h, c, ca, f, (priority, ordering_key, dedup_window))| {
+                    Arc::new(Meta {
+                        dedup_key: k,
+                        headers: h,
+                        correlation_id: c,
+                        causation_id: ca,
+                        first_failed_at: f,
+                        priority,
+                        ordering_key,
+                        dedup_window,
+                    })
                 }),
         )
     }
@@ -339,6 +409,12 @@ mod tests {
             any::<u64>().prop_map(|id| Op::Drop { id }),
             proptest::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Op::DlqRemove { ids }),
             proptest::collection::vec(any::<u64>(), 0..5).prop_map(|ids| Op::Release { ids }),
+            ("[a-z]{1,4}", ".{0,8}", any::<u64>(), any::<u64>()).prop_map(|(t, key, id, until)| Op::Remember {
+                topic: t.as_str().into(),
+                key,
+                id,
+                until
+            }),
         ]
     }
 

@@ -6,8 +6,9 @@
 //! Layout (`docs/format.md`): a 40-byte header — magic `RINGQSNP`, format
 //! version (u32), header length (u32), LSN (u64), body length (u64), body
 //! CRC32C (u32), header CRC32C (u32) — then the body: next sequence, topic
-//! names, messages (each topic's ready list in order, then the delayed and
-//! in-flight ones), dead letters, and the eviction count.
+//! names, messages (each topic's ready list in order, then the ready ones
+//! waiting behind their ordering key, then the delayed and in-flight ones),
+//! dead letters, the eviction count and (format 2) the remembered dedup keys.
 
 use crate::codec::{DResult, Reader, Writer};
 use crate::error::{Error, Result};
@@ -17,7 +18,8 @@ use crate::types::{DeadLetter, Lsn, Message, MsgState};
 use std::path::Path;
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RINGQSNP";
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// Format 2 adds the remembered dedup keys after the eviction count.
+pub const SNAPSHOT_VERSION: u32 = 2;
 pub const SNAPSHOT_HEADER_LEN: usize = 40;
 
 pub fn snapshot_name(lsn: Lsn) -> String {
@@ -35,14 +37,20 @@ pub(crate) struct Image {
     messages: Vec<Message>,
     dead: Vec<DeadLetter>,
     dlq_evicted: u64,
+    /// Dedup keys of acked messages whose window is still open:
+    /// (topic index, key, id, until).
+    remembered: Vec<(u32, Box<str>, u64, u64)>,
 }
 
 /// Takes the image of `state` (see [`Image`]).
-pub(crate) fn collect(state: &State) -> Image {
+pub(crate) fn collect(state: &State, now: u64) -> Image {
     let mut messages = Vec::with_capacity(state.slab.live());
     for t in &state.topics {
         messages.extend(t.ready.live_ids(&state.slab).map(|id| state.slab.get(id).expect("ready id is live").clone()));
     }
+    // Ready messages waiting behind their ordering key's head are on no
+    // ready list; on load they wait again (see `State::key_insert`).
+    messages.extend(state.slab.iter().filter(|m| state.is_parked(m)).cloned());
     messages.extend(state.slab.iter().filter(|m| m.state != MsgState::Ready).cloned());
     Image {
         next_seq: state.next_seq,
@@ -50,6 +58,7 @@ pub(crate) fn collect(state: &State) -> Image {
         messages,
         dead: state.dlq.iter().cloned().collect(),
         dlq_evicted: state.dlq_evicted,
+        remembered: state.remembered.live(now).map(|(t, k, id, until)| (t, k.into(), id, until)).collect(),
     }
 }
 
@@ -78,6 +87,13 @@ pub(crate) fn encode(image: &Image, lsn: Lsn) -> Vec<u8> {
         encode_message(&mut w, &d.message);
     }
     w.u64(image.dlq_evicted);
+    w.u32(image.remembered.len() as u32);
+    for (topic, key, id, until) in &image.remembered {
+        w.u32(*topic);
+        w.str(key);
+        w.u64(*id);
+        w.u64(*until);
+    }
     let body_len = (buf.len() - SNAPSHOT_HEADER_LEN) as u64;
     let body_crc = crc32c::crc32c(&buf[SNAPSHOT_HEADER_LEN..]);
     let h = &mut buf[..SNAPSHOT_HEADER_LEN];
@@ -154,12 +170,12 @@ pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize, slot_limit: 
         return Err(bad(SNAPSHOT_HEADER_LEN, "snapshot body fails its CRC check".into()));
     }
     let mut r = Reader::new(body);
-    let state = decode_body(&mut r, dlq_capacity, slot_limit)
+    let state = decode_body(&mut r, version, dlq_capacity, slot_limit)
         .map_err(|e| bad(SNAPSHOT_HEADER_LEN + r.pos(), format!("undecodable snapshot body: {}", e.0)))?;
     Ok((state, lsn))
 }
 
-fn decode_body(r: &mut Reader<'_>, dlq_capacity: usize, slot_limit: usize) -> DResult<State> {
+fn decode_body(r: &mut Reader<'_>, version: u32, dlq_capacity: usize, slot_limit: usize) -> DResult<State> {
     use crate::codec::DecodeError;
     let mut state = State::new(dlq_capacity, slot_limit);
     state.next_seq = r.u64()?;
@@ -191,6 +207,18 @@ fn decode_body(r: &mut Reader<'_>, dlq_capacity: usize, slot_limit: usize) -> DR
         state.dlq.push(DeadLetter { message, topic, reason, failure, dead_lettered_at }, usize::MAX);
     }
     state.dlq_evicted = r.u64()?;
+    if version >= 2 {
+        let n = r.count(24)?;
+        for _ in 0..n {
+            let topic = r.u32()?;
+            if topic as usize >= state.topics.len() {
+                return Err(DecodeError(format!("remembered key names topic {topic} of {}", state.topics.len())));
+            }
+            let key = r.str()?;
+            let (id, until) = (r.u64()?, r.u64()?);
+            state.remembered.set(topic, key, id, until);
+        }
+    }
     if !r.is_empty() {
         return Err(DecodeError("trailing bytes after the snapshot body".into()));
     }
@@ -227,7 +255,7 @@ mod tests {
     fn snapshot_at_lsn_u64_max_is_corruption_not_an_overflow() {
         // No record has LSN u64::MAX, so neither does a snapshot; recovery
         // continued at `snap_lsn + 1`.
-        let image = collect(&State::new(10, 100));
+        let image = collect(&State::new(10, 100), 0);
         let data = encode(&image, Lsn::MAX);
         match verify(Path::new("x.snap"), &data, 100) {
             Err(Error::Corruption { offset: 16, detail, .. }) => assert!(detail.contains("u64::MAX"), "{detail}"),

@@ -6,14 +6,14 @@
 //! Counts (`n_ready`, ...) are maintained here, next to the transitions, and
 //! checked against a recount by `check_invariants` in tests.
 
-use crate::dedup::DedupIndex;
+use crate::dedup::{DedupIndex, Remembered};
 use crate::dlq::DeadLetterRing;
 use crate::record::Op;
 use crate::ring::{ReadyList, Slab};
 use crate::timers::{DelayHeap, LeaseHeap};
-use crate::types::{DeadLetter, Message, Micros, MsgState, SLOT_BITS, slot_of};
+use crate::types::{DeadLetter, Message, Micros, MsgState, NO_LINE, SLOT_BITS, slot_of};
 use parking_lot::Condvar;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 pub(crate) struct Topic {
@@ -30,6 +30,26 @@ pub(crate) struct Topic {
     /// A caller that polls (`engine::wake`) waits for this topic: the next
     /// message that becomes ready here signals it.
     pub async_armed: std::sync::atomic::AtomicBool,
+    /// Ordering key → index of its line in `lines`. Each live message of
+    /// the key names its line (`Message::line`), so taking a message out of
+    /// its line costs no lookup by key.
+    pub keys: HashMap<Box<str>, u32>,
+    /// The lines of the keys in `keys`; unused ones are listed in `free_lines`.
+    pub lines: Vec<KeyLine>,
+    pub free_lines: Vec<u32>,
+}
+
+/// The live messages of one ordering key, in id (publish) order. Only the
+/// first may be on the ready list or in flight; the others that are ready
+/// wait ("parked": counted in `n_ready`, not listed).
+#[derive(Default)]
+pub(crate) struct KeyLine {
+    /// Ids in increasing (publish) order; the first is the key's head.
+    pub ids: VecDeque<u64>,
+    /// The metadata of the last message of the key that had nothing else
+    /// (`Meta::is_key_only`): the next such publish shares it rather than
+    /// allocating its own.
+    pub meta: Option<Arc<crate::types::Meta>>,
 }
 
 impl Topic {
@@ -44,6 +64,9 @@ impl Topic {
             waiters: 0,
             interrupts: 0,
             async_armed: std::sync::atomic::AtomicBool::new(false),
+            keys: HashMap::new(),
+            lines: Vec::new(),
+            free_lines: Vec::new(),
         }
     }
 }
@@ -54,6 +77,14 @@ pub(crate) struct State {
     pub topic_ids: HashMap<Arc<str>, u32>,
     last_topic: u32,
     pub dedup: DedupIndex,
+    /// Dedup keys of acked messages published with a dedup window.
+    pub remembered: Remembered,
+    /// Live messages with a dedup key and a dedup window (when 0, an ack
+    /// needs no look at its messages' metadata).
+    pub n_windowed: usize,
+    /// Topics where a message left the head of its ordering key and the
+    /// next one became listed: `Shared::commit` wakes their consumers.
+    pub unparked: Vec<u32>,
     pub dlq: DeadLetterRing,
     pub leases: LeaseHeap,
     pub delays: DelayHeap,
@@ -75,6 +106,9 @@ impl State {
             topic_ids: HashMap::new(),
             last_topic: 0,
             dedup: DedupIndex::default(),
+            remembered: Remembered::default(),
+            n_windowed: 0,
+            unparked: Vec::new(),
             dlq: DeadLetterRing::default(),
             leases: LeaseHeap::default(),
             delays: DelayHeap::default(),
@@ -165,7 +199,10 @@ impl State {
         let t = &mut self.topics[m.topic as usize];
         match m.state {
             MsgState::Ready => {
-                if front {
+                let parked = m.line != NO_LINE && t.lines[m.line as usize].ids.front() != Some(&id);
+                if parked {
+                    // Waits for the messages before it of its ordering key.
+                } else if front {
                     t.ready.push_front(m);
                 } else {
                     t.ready.push(m);
@@ -206,8 +243,127 @@ impl State {
         let m = self.slab.remove(id).expect("removed message exists");
         if let Some(k) = m.dedup_key() {
             self.dedup.remove_if(m.topic, k, m.id);
+            if m.meta.as_ref().is_some_and(|x| x.dedup_window.is_some()) {
+                self.n_windowed -= 1;
+            }
+        }
+        if m.line != NO_LINE {
+            self.key_remove(m.topic, m.line, m.ordering_key().expect("a message in a line has a key"), id);
         }
         m
+    }
+
+    /// Adds `id` to its ordering key's line, in id order. A message that
+    /// goes before the current head (only when a snapshot lists messages
+    /// out of id order) takes the head's place: the old head, if listed,
+    /// is made stale on its ready list and waits.
+    fn key_insert(&mut self, topic: u32, meta: Arc<crate::types::Meta>, id: u64) {
+        let key = meta.ordering_key.as_deref().expect("a keyed message");
+        let t = &mut self.topics[topic as usize];
+        let ix = match t.keys.get(key) {
+            Some(&ix) => ix,
+            None => {
+                let ix = t.free_lines.pop().unwrap_or_else(|| {
+                    t.lines.push(KeyLine::default());
+                    (t.lines.len() - 1) as u32
+                });
+                t.keys.insert(key.into(), ix);
+                ix
+            }
+        };
+        self.slab.get_mut(id).expect("a keyed message is in the slab").line = ix;
+        let line = &mut t.lines[ix as usize];
+        if meta.is_key_only() {
+            line.meta = Some(meta.clone());
+        }
+        let q = &mut line.ids;
+        if q.back().is_none_or(|b| *b < id) {
+            q.push_back(id);
+            return;
+        }
+        let at = q.partition_point(|x| *x < id);
+        q.insert(at, id);
+        if at == 0
+            && let Some(&old) = q.get(1)
+            && let Some(m) = self.slab.get_mut(old)
+            && m.state == MsgState::Ready
+        {
+            m.ticket = m.ticket.wrapping_add(1);
+        }
+    }
+
+    /// Takes `id` out of its ordering key's line; if it was the head, the
+    /// next message becomes the head and, if ready, is listed.
+    fn key_remove(&mut self, topic: u32, ix: u32, key: &str, id: u64) {
+        let t = &mut self.topics[topic as usize];
+        let line = &mut t.lines[ix as usize];
+        let q = &mut line.ids;
+        let was_head = q.front() == Some(&id);
+        if was_head {
+            q.pop_front();
+        } else if let Some(i) = q.iter().position(|x| *x == id) {
+            q.remove(i);
+        }
+        let next = q.front().copied();
+        if q.is_empty() {
+            line.meta = None;
+            t.keys.remove(key);
+            t.free_lines.push(ix);
+        }
+        if was_head
+            && let Some(next) = next
+            && let Some(m) = self.slab.get_mut(next)
+            && m.state == MsgState::Ready
+        {
+            self.topics[topic as usize].ready.push(m);
+            if !self.unparked.contains(&topic) {
+                self.unparked.push(topic);
+            }
+        }
+    }
+
+    /// For each message that `ops` ack and that was published with a dedup
+    /// key and a dedup window, appends the `Remember` of its key (until
+    /// `now` plus the window). Called before the record is written, so the
+    /// acks and the keys they leave behind are one record.
+    pub fn remember_acked(&mut self, ops: &mut Vec<Op>, now: Micros) {
+        let mut add = Vec::new();
+        for op in ops.iter() {
+            let Op::Ack { ids } = op else { continue };
+            for id in ids {
+                let Some(m) = self.slab.get(*id) else { continue };
+                let Some(meta) = m.meta.as_deref() else { continue };
+                if let (Some(key), Some(w)) = (meta.dedup_key.as_deref(), meta.dedup_window) {
+                    let topic = self.topics[m.topic as usize].name.clone();
+                    add.push(Op::Remember { topic, key: key.to_owned(), id: *id, until: now.saturating_add(w) });
+                }
+            }
+        }
+        if !add.is_empty() {
+            self.remembered.prune(now);
+            ops.extend(add);
+        }
+    }
+
+    /// Shared metadata for a publish that carries only `ordering_key` and
+    /// `priority` (see `KeyLine::meta`), if the key has one.
+    pub fn key_meta(&self, topic: &str, key: &str, priority: u8) -> Option<Arc<crate::types::Meta>> {
+        let t = &self.topics[self.topic_id(topic)? as usize];
+        t.lines[*t.keys.get(key)? as usize].meta.clone().filter(|m| m.priority == priority)
+    }
+
+    /// Whether `m` is ready but waits behind the head of its ordering key
+    /// (so it is not on its topic's ready list).
+    pub fn is_parked(&self, m: &Message) -> bool {
+        m.state == MsgState::Ready
+            && m.line != NO_LINE
+            && self.topics[m.topic as usize].lines[m.line as usize].ids.front() != Some(&m.id)
+    }
+
+    /// Ready messages waiting behind the head of their ordering key.
+    #[cfg(test)]
+    pub fn parked(&self, topic: u32) -> usize {
+        self.slab.iter().filter(|m| m.topic == topic && self.is_parked(m)).count()
     }
 
     fn require(&self, id: u64, states: &[MsgState], what: &str) -> Applied {
@@ -247,26 +403,52 @@ impl State {
                 {
                     self.dedup.set(tid, k, id);
                 }
+                let windowed = msg.dedup_key().is_some() && msg.meta.as_ref().is_some_and(|x| x.dedup_window.is_some());
+                let key: Option<Arc<crate::types::Meta>> = msg.ordering_key().and(msg.meta.clone());
                 self.next_seq = self.next_seq.max((id >> SLOT_BITS) + 1);
                 msg.lease_token = 0;
+                msg.line = NO_LINE; // set by `key_insert`
                 if !self.slab.insert(msg) {
                     return Err(format!("enqueue of {id:016x}: slot is taken"));
+                }
+                self.n_windowed += windowed as usize;
+                if let Some(meta) = key {
+                    self.key_insert(tid, meta, id);
                 }
                 self.place(id);
             }
             Op::Replace { id, version, payload, meta } => {
                 self.require(id, &[Ready, Delayed], "replace")?;
                 let m = self.slab.get_mut(id).expect("checked");
+                let windowed = |m: &Option<Arc<crate::types::Meta>>| {
+                    m.as_ref().is_some_and(|x| x.dedup_key.is_some() && x.dedup_window.is_some()) as usize
+                };
+                let before = windowed(&m.meta);
                 let first_failed_at = m.meta.as_ref().and_then(|x| x.first_failed_at);
+                // A replace keeps the message's place: its priority and
+                // ordering key stay what they were.
+                let (priority, ordering_key) = (m.priority(), m.ordering_key().map(str::to_owned));
                 m.version = version;
                 m.payload = payload;
                 m.meta = meta;
                 if first_failed_at.is_some() {
                     m.meta_mut().first_failed_at = first_failed_at;
                 }
+                if m.priority() != priority || m.ordering_key() != ordering_key.as_deref() {
+                    let x = m.meta_mut();
+                    x.priority = priority;
+                    x.ordering_key = ordering_key;
+                }
+                self.n_windowed = self.n_windowed + windowed(&m.meta) - before;
             }
             Op::Checkout { ids } => {
-                for id in ids {
+                for id in ids.iter().take(8) {
+                    self.slab.prefetch_slot(*id);
+                }
+                for (i, &id) in ids.iter().enumerate() {
+                    if let Some(&ahead) = ids.get(i + 8) {
+                        self.slab.prefetch_slot(ahead);
+                    }
                     self.require(id, &[Ready, Delayed], "checkout")?;
                     self.unplace(id);
                     let m = self.slab.get_mut(id).expect("checked");
@@ -306,6 +488,10 @@ impl State {
                 for id in ids {
                     self.dlq.remove(id);
                 }
+            }
+            Op::Remember { topic, key, id, until } => {
+                let tid = self.intern(&topic);
+                self.remembered.set(tid, &key, id, until);
             }
             Op::Release { ids } => {
                 for id in ids.into_iter().rev() {
@@ -380,8 +566,31 @@ impl State {
         }
         for (t, c) in self.topics.iter().zip(&counts) {
             assert_eq!((t.n_ready, t.n_in_flight, t.n_delayed), *c, "counts of topic {}", t.name);
-            assert_eq!(t.ready.live_ids(&self.slab).count(), c.0, "ready list of {}", t.name);
+            let tid = self.topic_ids[&t.name];
+            assert_eq!(t.ready.live_ids(&self.slab).count(), c.0 - self.parked(tid), "ready list of {}", t.name);
+            for (k, ix) in &t.keys {
+                let q = &t.lines[*ix as usize].ids;
+                assert!(!q.is_empty(), "empty line of key {k}");
+                assert!(q.iter().zip(q.iter().skip(1)).all(|(a, b)| a < b), "line of key {k} in id order");
+                for id in q {
+                    let m = self.slab.get(*id).expect("a keyed id is live");
+                    assert_eq!(m.ordering_key(), Some(&**k));
+                    assert_eq!(m.line, *ix, "a message names its line");
+                }
+                for id in q.iter().skip(1) {
+                    assert_ne!(self.slab.get(*id).unwrap().state, MsgState::InFlight, "only the head of {k} in flight");
+                }
+            }
+            let keyed = self.slab.iter().filter(|m| m.topic == tid && m.ordering_key().is_some()).count();
+            assert_eq!(
+                keyed,
+                t.keys.values().map(|ix| t.lines[*ix as usize].ids.len()).sum::<usize>(),
+                "every keyed message in a line"
+            );
         }
+        let windowed =
+            self.slab.iter().filter(|m| m.dedup_key().is_some() && m.meta.as_ref().unwrap().dedup_window.is_some());
+        assert_eq!(windowed.count(), self.n_windowed, "windowed count");
         assert_eq!(self.slab.live(), self.slab.iter().count());
     }
 }

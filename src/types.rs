@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 pub use crate::payload::Payload;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Wall-clock microseconds since the Unix epoch (what the files store).
@@ -29,6 +30,10 @@ pub const SEQ_BITS: u32 = 64 - SLOT_BITS;
 pub const SLOT_BITS: u32 = 24;
 pub const MAX_CAPACITY: usize = (1 << SLOT_BITS) - 1;
 pub const MAX_TOPIC: usize = 255;
+/// Priorities are 0..=MAX_PRIORITY.
+pub const MAX_PRIORITY: u8 = 9;
+/// `Message::line` of a message without an ordering key.
+pub const NO_LINE: u32 = u32::MAX;
 
 pub(crate) fn slot_of(id: u64) -> u32 {
     (id & ((1u64 << SLOT_BITS) - 1)) as u32
@@ -162,7 +167,9 @@ impl MsgState {
     }
 }
 
-/// Rarely-set fields, boxed so a plain message stays small.
+/// Rarely-set fields, behind a pointer so a plain message stays small, and
+/// shared (`Arc`) so a delivery, a dead letter's copy or a snapshot image
+/// takes them without a copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Meta {
     pub dedup_key: Option<String>,
@@ -170,6 +177,55 @@ pub struct Meta {
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
     pub first_failed_at: Option<Micros>,
+    /// 0..=9, higher first within a topic (0 unless published with one).
+    pub priority: u8,
+    /// At most one message per ordering key of a topic is in flight, and the
+    /// messages of a key are delivered in publish order.
+    pub ordering_key: Option<String>,
+    /// How long the dedup key keeps returning this message's id after it
+    /// was acked (microseconds).
+    pub dedup_window: Option<Micros>,
+}
+
+impl Meta {
+    /// The metadata of a message that has a priority and nothing else: one
+    /// shared value per priority, so such messages cost no allocation (a
+    /// change copies it first, see `Message::meta_mut`).
+    pub(crate) fn priority_only(priority: u8) -> Arc<Meta> {
+        static SHARED: std::sync::OnceLock<Vec<Arc<Meta>>> = std::sync::OnceLock::new();
+        let all = SHARED.get_or_init(|| {
+            (0..=MAX_PRIORITY).map(|priority| Arc::new(Meta { priority, ..Default::default() })).collect()
+        });
+        all[priority.min(MAX_PRIORITY) as usize].clone()
+    }
+
+    /// Whether this is `priority_only`'s shape.
+    pub(crate) fn is_priority_only(&self) -> bool {
+        self.dedup_key.is_none()
+            && self.headers.is_empty()
+            && self.correlation_id.is_none()
+            && self.causation_id.is_none()
+            && self.first_failed_at.is_none()
+            && self.ordering_key.is_none()
+            && self.dedup_window.is_none()
+    }
+
+    /// Whether it has an ordering key, maybe a priority, and nothing else
+    /// (what messages of one key can share, see `state::KeyLine`).
+    pub(crate) fn is_key_only(&self) -> bool {
+        self.ordering_key.is_some()
+            && self.dedup_key.is_none()
+            && self.headers.is_empty()
+            && self.correlation_id.is_none()
+            && self.causation_id.is_none()
+            && self.first_failed_at.is_none()
+            && self.dedup_window.is_none()
+    }
+
+    /// Whether any field added by journal meta tag 2 is set.
+    pub(crate) fn has_extension(&self) -> bool {
+        self.priority != 0 || self.ordering_key.is_some() || self.dedup_window.is_some()
+    }
 }
 
 /// A message in the ring.
@@ -189,17 +245,28 @@ pub struct Message {
     /// Incremented each time the message enters a ready list; a ready-list
     /// entry is live only while its ticket matches (see `ring`).
     pub ticket: u32,
+    /// In memory only: the index of its ordering key's line in its topic
+    /// (`state::KeyLine`), or `NO_LINE`; set when the message is placed.
+    pub line: u32,
     /// Shared, so a delivery or a snapshot takes it without a copy.
     pub payload: Payload,
-    pub meta: Option<Box<Meta>>,
+    pub meta: Option<Arc<Meta>>,
 }
 
 impl Message {
     pub fn dedup_key(&self) -> Option<&str> {
         self.meta.as_ref().and_then(|m| m.dedup_key.as_deref())
     }
+    pub fn priority(&self) -> u8 {
+        self.meta.as_ref().map_or(0, |m| m.priority)
+    }
+    pub fn ordering_key(&self) -> Option<&str> {
+        self.meta.as_ref().and_then(|m| m.ordering_key.as_deref())
+    }
+    /// The metadata to change (copied first if a delivery or a snapshot
+    /// image still shares it).
     pub(crate) fn meta_mut(&mut self) -> &mut Meta {
-        self.meta.get_or_insert_with(Default::default)
+        Arc::make_mut(self.meta.get_or_insert_with(Default::default))
     }
 }
 
@@ -235,14 +302,15 @@ pub enum Wait {
 #[derive(Debug, Clone)]
 pub struct Delivered {
     pub id: u64,
-    pub topic: String,
+    /// Shared with the topic (no copy per delivery).
+    pub topic: Arc<str>,
     pub payload: Payload,
     pub attempt: u32,
     pub version: u32,
     pub enqueued_at: Micros,
     pub lease_token: u64,
     pub lease_deadline: Micros,
-    pub meta: Option<Box<Meta>>,
+    pub meta: Option<Arc<Meta>>,
 }
 
 /// Why a message failed, as the caller tells it.

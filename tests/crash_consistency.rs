@@ -794,10 +794,10 @@ fn recover(files: &Image, dir: &Path, opts: &Options) -> Result<Recovered, Strin
             let got = e.checkout(t, 1 << 20, LEASE, Wait::No).map_err(|e| format!("checkout after open: {e}"))?;
             msgs.extend(got.into_iter().map(|d| GotMsg {
                 id: d.id,
-                topic: d.topic,
+                topic: d.topic.to_string(),
                 payload: d.payload.to_vec(),
                 version: d.version,
-                key: d.meta.and_then(|m| m.dedup_key),
+                key: d.meta.and_then(|m| m.dedup_key.clone()),
             }));
         }
         let dead = e.dlq_list(None, None, None).map_err(|e| format!("dlq_list: {e}"))?;

@@ -204,7 +204,40 @@ fn write_golden_fixture() {
     )
     .unwrap();
     e.publish_many(&[p("beta", b"b1", None), p("beta", b"b2", None)], PublishOpts::default(), Wait::No).unwrap();
+    // Format 4 (meta tag 2, op tag 10, snapshot format 2), in the snapshot
+    // and after it: priorities, an ordering key's head in flight with the
+    // rest waiting, dedup windows left by acks.
+    let keyed = |payload| Publish { topic: "keyed", payload, ordering_key: Some("ok"), ..Default::default() };
+    let window = Some(Duration::from_secs(100 * 365 * 86_400));
+    let windowed =
+        |key| Publish { topic: "win", payload: b"w", dedup_key: Some(key), dedup_window: window, ..Default::default() };
+    e.publish(
+        Publish { topic: "prio", payload: b"p9", priority: 9, ..Default::default() },
+        PublishOpts::default(),
+        Wait::No,
+    )
+    .unwrap();
+    e.publish(Publish { topic: "prio", payload: b"p0", ..Default::default() }, PublishOpts::default(), Wait::No)
+        .unwrap();
+    for payload in [&b"ok-1"[..], b"ok-2"] {
+        e.publish(keyed(payload), PublishOpts::default(), Wait::No).unwrap();
+    }
+    e.checkout("keyed", 10, Duration::from_secs(60), Wait::No).unwrap();
+    let ack_windowed = |key| {
+        e.publish(windowed(key), PublishOpts::default(), Wait::No).unwrap();
+        let d = e.checkout("win", 1, Duration::from_secs(60), Wait::No).unwrap();
+        e.ack(&[(d[0].id, d[0].lease_token)], &[], Wait::No).unwrap();
+    };
+    ack_windowed("w1");
     e.snapshot().unwrap();
+    e.publish(
+        Publish { topic: "prio", payload: b"p5", priority: 5, ..Default::default() },
+        PublishOpts::default(),
+        Wait::No,
+    )
+    .unwrap();
+    e.publish(keyed(b"ok-3"), PublishOpts::default(), Wait::No).unwrap();
+    ack_windowed("w2");
     // After the snapshot: replace in place, a dead letter, an in-flight message.
     e.publish(p("alpha", b"a2-v2", Some("k")), PublishOpts::default(), Wait::No).unwrap();
     let d = e.checkout("beta", 1, Duration::from_secs(60), Wait::No).unwrap();
@@ -245,8 +278,41 @@ fn write_golden_fixture() {
                 || ringq::journal::read_segment_header(Path::new(n), b).unwrap().is_some_and(|h| h.first_lsn != 0)
         })
         .collect();
-    restore(&files, &fixture_dir("golden-v2"));
+    restore(&files, &fixture_dir("golden-v3"));
     e.close().unwrap();
+}
+
+#[test]
+fn golden_fixture_of_format_v3_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    restore(&snapshot_files(&fixture_dir("golden-v3")), &dir);
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(e.recovery_report().torn_bytes(), 0);
+    // Everything format 3 held reads as before.
+    let alpha = e.checkout("alpha", 10, Duration::from_secs(60), Wait::No).unwrap();
+    let got: Vec<(&[u8], u32, u32)> = alpha.iter().map(|d| (&d.payload[..], d.attempt, d.version)).collect();
+    assert_eq!(got, vec![(&b"a2-v2"[..], 1, 2), (&b"a1"[..], 2, 1)]);
+    assert_eq!(drain(&e, "beta"), vec![b"b2".to_vec()]);
+    assert_eq!(e.dlq_list(None, None, None).unwrap().len(), 1);
+    assert_eq!(drain(&e, "delta"), vec![b"last".to_vec()]);
+    // Priorities: from the snapshot and from the journal after it.
+    assert_eq!(drain(&e, "prio"), vec![b"p9".to_vec(), b"p5".to_vec(), b"p0".to_vec()]);
+    // The ordering key: its head was in flight; the others still wait.
+    for expected in [&b"ok-1"[..], b"ok-2", b"ok-3"] {
+        let d = e.checkout("keyed", 10, Duration::from_secs(60), Wait::No).unwrap();
+        assert_eq!(d.iter().map(|d| &d.payload[..]).collect::<Vec<_>>(), vec![expected]);
+        assert_eq!(d[0].meta.as_ref().unwrap().ordering_key.as_deref(), Some("ok"));
+        e.ack(&[(d[0].id, d[0].lease_token)], &[], Wait::No).unwrap();
+    }
+    // The dedup windows (one in the snapshot, one in the journal) still answer.
+    for key in ["w1", "w2"] {
+        let p = Publish { topic: "win", payload: b"again", dedup_key: Some(key), ..Default::default() };
+        e.publish(p, PublishOpts::default(), Wait::No).unwrap();
+    }
+    assert!(drain(&e, "win").is_empty(), "both keys answered with their acked message");
+    e.close().unwrap();
+    assert_eq!(ringq::manifest::read(&dir).unwrap().unwrap().version, 4);
 }
 
 #[test]
@@ -276,7 +342,7 @@ fn golden_fixture_of_format_v2_is_read() {
     assert_eq!(e.recovery_report().torn_bytes(), 0);
     e.close().unwrap();
     let m = ringq::manifest::read(&dir).unwrap().unwrap();
-    assert_eq!(m.version, 3);
+    assert_eq!(m.version, ringq::manifest::MANIFEST_VERSION);
 }
 
 #[test]

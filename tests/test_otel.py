@@ -49,3 +49,72 @@ def test_otel_instruments_report_queue_topic_and_handler_numbers(qdir: Path) -> 
         hattrs = (("handler", "h"), ("ringq.queue", "q1"))
         assert m[("ringq.handler.succeeded", hattrs)] == 2
     provider.shutdown()
+
+
+def test_the_latency_histograms_go_out_with_every_export(qdir: Path) -> None:
+    from opentelemetry.sdk.metrics.export import (
+        MetricExporter,
+        MetricExportResult,
+        PeriodicExportingMetricReader,
+    )
+
+    class Collecting(MetricExporter):  # type: ignore[misc]
+        """An exporter that keeps what it is given (the SDK has none built in)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.exported: list[Any] = []
+
+        def export(self, metrics_data: Any, timeout_millis: float = 0, **_: Any) -> Any:
+            self.exported.append(metrics_data)
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 0) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 0, **_: Any) -> None:
+            pass
+
+        def get_finished_metrics_data(self) -> list[Any]:
+            return self.exported
+
+    inner = Collecting()
+    with ringq.Queue(qdir) as q:
+        exporter = ringq.otel.HistogramExporter(inner, q, name="q1")
+        reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+        provider = MeterProvider(metric_readers=[reader])
+        ringq.otel.instrument(q, provider, name="q1")
+        seen: list[bytes] = []
+
+        @q.handler(bytes, topic="t")
+        def h(msg: bytes) -> None:
+            seen.append(msg)
+
+        q.start()
+        q.publish_many([b"a", b"b", b"c"], topic="t")
+        assert wait_until(lambda: len(seen) == 3)
+        q.stop()
+        q.snapshot()
+        provider.force_flush()
+        hists: dict[str, Any] = {}
+        gauges: set[str] = set()
+        for data in inner.get_finished_metrics_data():
+            for rm in data.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        if type(metric.data).__name__ == "Histogram":
+                            hists[metric.name] = metric
+                        else:
+                            gauges.add(metric.name)
+        assert "ringq.published" in gauges, "the reader's own instruments still go out"
+        duration = hists["ringq.handler.handler_duration"]
+        assert duration.unit == "s"
+        [point] = duration.data.data_points
+        assert dict(point.attributes) == {"ringq.queue": "q1", "handler": "h"}
+        assert point.count == 3
+        assert len(point.bucket_counts) == len(point.explicit_bounds) + 1
+        assert sum(point.bucket_counts) == 3 and point.sum > 0
+        assert hists["ringq.handler.queue_wait"].data.data_points[0].count == 3
+        assert hists["ringq.snapshot.duration"].data.data_points[0].count >= 1
+        assert "ringq.fsync.duration" in hists
+    provider.shutdown()

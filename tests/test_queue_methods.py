@@ -110,6 +110,9 @@ def test_publish_signature_is_payload_topic_and_keyword_options() -> None:
         "expected_version",
         "block",
         "timeout",
+        "priority",
+        "ordering_key",
+        "dedup_window",
     }
 
 

@@ -99,6 +99,76 @@ def test_a_trace_follows_a_message_through_handlers(tmp_path: Path) -> None:
     assert orders[0].kind is SpanKind.CONSUMER
     assert orders[1].attributes["ringq.handler"] == "on_order"  # type: ignore[index]
     assert attempts == [1, 2]
+    # Each handled message's ack: in its trace, a child of its publish span,
+    # after its successful handle span (staged follow-ups: order and ship;
+    # a batch flush: notify).
+    for topic in ("tr.order", "tr.ship", "tr.notify"):
+        [ack] = [s for s in spans if s.name == f"ringq ack {topic}"]
+        assert chain(ack)[:2] == [f"ringq ack {topic}", f"ringq publish {topic}"]
+        assert ack.kind is SpanKind.CLIENT
+        assert ack.attributes["messaging.operation.type"] == "settle"  # type: ignore[index]
+        handled = max(
+            (s for s in spans if s.name == f"ringq handle {topic}"), key=lambda s: s.end_time or 0
+        )
+        assert ack.end_time is not None and handled.end_time is not None
+        assert ack.end_time >= handled.end_time
+
+
+def test_async_handlers_acks_have_spans_too(tmp_path: Path) -> None:
+    import asyncio
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def main() -> None:
+        async with ringq.AsyncQueue(tmp_path / "q") as aq:
+            trace_queue(aq.queue, provider)
+            seen = asyncio.Event()
+            count = 0
+
+            @aq.handler(bytes, topic="t")
+            async def h(b: bytes) -> None:
+                nonlocal count
+                count += 1
+                if count == 3:
+                    seen.set()
+
+            await aq.publish_many([b"a", b"b", b"c"], topic="t")
+            aq.start()
+            await asyncio.wait_for(seen.wait(), 10)
+            await aq.stop()
+
+    asyncio.run(main())
+    spans = exporter.get_finished_spans()
+    acks = [s for s in spans if s.name == "ringq ack t"]
+    assert len(acks) == 3
+    publishes = {s.context.span_id for s in spans if s.name == "ringq publish t"}
+    assert {a.parent.span_id for a in acks if a.parent is not None} == publishes
+
+
+def test_an_on_ack_hook_that_raises_is_logged_and_the_message_stays_acked(
+    tmp_path: Path, caplog: object
+) -> None:
+    class Boom:
+        def on_ack(self, deliveries: list[ringq.Delivery], seconds: float) -> None:
+            raise RuntimeError("hook broke")
+
+    done = threading.Event()
+    with ringq.Queue(tmp_path / "q") as q:
+        q.add_middleware(Boom())
+
+        @q.handler(bytes, topic="t")
+        def h(b: bytes) -> None:
+            done.set()
+
+        q.publish(b"x", "t")
+        q.start()
+        assert done.wait(10)
+        q.stop(drain=True)
+        assert q.stats()["total"] == 0
+        assert q.handler_stats()["h"]["succeeded"] == 1
+    assert "on_ack of 1 message(s) raised" in caplog.text  # type: ignore[attr-defined]
 
 
 def test_a_dead_letter_is_in_the_trace(tmp_path: Path) -> None:

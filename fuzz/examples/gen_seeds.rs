@@ -25,6 +25,7 @@ use ringq::types::{Durability, Failure, Message, Meta, MsgState, Options, SLOT_B
 use ringq::{Engine, Publish, PublishOpts};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 const TARGETS: [&str; 5] = ["decode_txn", "scan_segment", "snapshot", "manifest", "durable_marker"];
@@ -33,7 +34,7 @@ fn id(seq: u64, slot: u64) -> u64 {
     (seq << SLOT_BITS) | slot
 }
 
-fn msg(seq: u64, slot: u64, state: MsgState, meta: Option<Box<Meta>>) -> Message {
+fn msg(seq: u64, slot: u64, state: MsgState, meta: Option<Arc<Meta>>) -> Message {
     Message {
         id: id(seq, slot),
         topic: 0,
@@ -46,18 +47,22 @@ fn msg(seq: u64, slot: u64, state: MsgState, meta: Option<Box<Meta>>) -> Message
         lease_token: 0,
         lease_deadline: 0,
         ticket: 0,
+        line: ringq::NO_LINE,
         payload: b"hello".to_vec().into(),
         meta,
     }
 }
 
-fn meta() -> Option<Box<Meta>> {
-    Some(Box::new(Meta {
+fn meta() -> Option<Arc<Meta>> {
+    Some(Arc::new(Meta {
         dedup_key: Some("k1".into()),
         headers: vec![("h".into(), "v".into()), ("trace".into(), "abc".into())],
         correlation_id: Some("corr".into()),
         causation_id: None,
         first_failed_at: Some(42),
+        priority: 7,
+        ordering_key: Some("customer-42".into()),
+        dedup_window: Some(60_000_000),
     }))
 }
 
@@ -84,6 +89,7 @@ fn txns() -> Vec<(&'static str, Vec<Op>)> {
         ("drop", vec![Op::Drop { id: id(2, 1) }]),
         ("dlq_remove", vec![Op::DlqRemove { ids: vec![id(1, 0), id(3, 2)] }]),
         ("release", vec![Op::Release { ids: vec![id(2, 1), id(1, 0)] }]),
+        ("remember", vec![Op::Remember { topic: "t".into(), key: "job-1".into(), id: id(2, 1), until: 99 }]),
         (
             "mixed",
             vec![

@@ -45,9 +45,15 @@ class Delivery:
         lease_deadline: float = 0.0,
         lease_token: int = 0,
         queue_id: str | None = None,
+        priority: int | None = None,
+        ordering_key: str | None = None,
     ) -> Self: ...
     @property
     def id(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def ordering_key(self) -> str | None: ...
     @property
     def topic(self) -> str: ...
     @property
@@ -128,6 +134,9 @@ class OutgoingMessage:
         headers: dict[str, str] | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
+        priority: int | None = None,
+        ordering_key: str | None = None,
+        dedup_window: float | None = None,
     ) -> Self: ...
     @property
     def topic(self) -> str: ...
@@ -137,6 +146,12 @@ class OutgoingMessage:
     def dedup_key(self) -> str | None: ...
     @property
     def delay(self) -> float | None: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def ordering_key(self) -> str | None: ...
+    @property
+    def dedup_window(self) -> float | None: ...
     @property
     def headers(self) -> dict[str, str]: ...
     @property
@@ -207,6 +222,10 @@ class Engine:
         expected_version: int | None = None,
         block: bool = True,
         timeout: float | None = None,
+        *,
+        priority: int | None = None,
+        ordering_key: str | None = None,
+        dedup_window: float | None = None,
     ) -> str: ...
     def publish_fast(self, payload: object, topic: str | None = None, **options: Any) -> str: ...
     def publish_many_fast(
@@ -304,8 +323,9 @@ def inspect(path: str) -> dict[str, Any]:
 
 def peek(path: str, topic: str, limit: int = 10) -> list[dict[str, Any]]:
     """Up to ``limit`` messages of ``topic``, read-only: ready ones in
-    delivery order, then delayed and in-flight ones. Keys: id, topic, state,
-    attempt, version, dedup_key, enqueued_at, payload."""
+    delivery order, then those waiting behind their ordering key, then
+    delayed and in-flight ones. Keys: id, topic, state, attempt, version,
+    dedup_key, priority, ordering_key, enqueued_at, payload."""
 
 def dead_letters(path: str, limit: int | None = None) -> list[DeadLetter]:
     """Up to ``limit`` dead letters, oldest first, read-only."""

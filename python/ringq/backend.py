@@ -83,7 +83,15 @@ class Backend(Protocol):
         expected_version: int | None = None,
         block: bool = True,
         timeout: float | None = None,
-    ) -> str: ...
+        *,
+        priority: int | None = None,
+        ordering_key: str | None = None,
+        dedup_window: float | None = None,
+    ) -> str:
+        """``priority`` 0..=9 (higher first within a topic; ``None`` is 0);
+        ``ordering_key``: one message of the key in flight at a time, in
+        publish order; ``dedup_window`` (seconds, with ``dedup_key``): the
+        key keeps answering with this message's id that long after its ack."""
 
     def publish_many(
         self,

@@ -32,6 +32,9 @@ Scenarios (``durability="batch"`` unless stated):
   see ``ringq.bench_handlers``.
 - ``async_pair``, ``async_always_tasks``, ``async_latency``,
   ``async_loop_gaps``: ``ringq.AsyncQueue``; see ``ringq.bench_async``.
+- ``priorities``, ``ordering_keys``: publishing singly and draining with
+  ``priority=`` / ``ordering_key=`` (10,000 keys) vs the plain path, paired
+  (target ratios >= 0.8); see ``ringq.bench_features``.
 - ``reopen_1m``: 1M ready messages, closed, then ``ringq.Queue(path)``
   reopened in a fresh subprocess: seconds (target <= 1 s) and VmRSS after
   the reopen (target <= 250 MB). ``--quick`` uses 200k messages.
@@ -57,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import ringq
-from ringq import Delivery, bench_async, bench_handlers, bench_shared
+from ringq import Delivery, bench_async, bench_features, bench_handlers, bench_shared
 from ringq.backends.local import open_local
 from ringq.bench_kit import (
     BATCH,
@@ -504,6 +507,8 @@ SCENARIOS: dict[str, Callable[[Config], dict[str, Any]]] = {
     "shared_checkout_ack": bench_shared.shared_checkout_ack,
     "shared_two_clients": bench_shared.shared_two_clients,
     "processes_cpu": bench_shared.processes_cpu,
+    "priorities": bench_features.priorities,
+    "ordering_keys": bench_features.ordering_keys,
 }
 
 

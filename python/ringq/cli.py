@@ -413,17 +413,16 @@ def peek_cmd(path: str, topic: str, limit: int, as_json: bool, namespace: str | 
     table.add_column("id", no_wrap=True, min_width=16)
     # "deliveries": how many times it was handed out so far (0 for a new
     # message; a handler's ctx.attempt is this + 1 on the next delivery).
-    for col in ("state", "deliveries", "version", "dedup key", "payload"):
+    # Priority and ordering key only when some message has one (80 columns).
+    extra = any(m.get("priority") or m.get("ordering_key") for m in msgs)
+    cols = ("state", "deliveries", "version", "dedup key")
+    for col in cols + (("priority", "ordering key") if extra else ()) + ("payload",):
         table.add_column(col)
     for m in msgs:
-        table.add_row(
-            m["id"],
-            m["state"],
-            str(m["attempt"]),
-            str(m["version"]),
-            m["dedup_key"] or "",
-            _short(m["payload"]),
-        )
+        row = [m["id"], m["state"], str(m["attempt"]), str(m["version"]), m["dedup_key"] or ""]
+        if extra:
+            row += [str(m.get("priority") or 0), m.get("ordering_key") or ""]
+        table.add_row(*row, _short(m["payload"]))
     Console().print(table)
 
 

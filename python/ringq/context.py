@@ -202,8 +202,12 @@ class Context:
         dedup_key: str | None = None,
         delay: float | None = None,
         headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
+        ordering_key: str | None = None,
+        dedup_window: float | None = None,
     ) -> None:
-        """Stage a message, published atomically with this message's ack.
+        """Stage a message, published atomically with this message's ack
+        (options as for ``Queue.publish``).
 
         It inherits this message's correlation id (or takes this message's
         id as its correlation id when there is none) and its causation id is
@@ -218,6 +222,9 @@ class Context:
             delay=delay,
             correlation_id=d.correlation_id or d.id,
             causation_id=d.id,
+            priority=priority,
+            ordering_key=ordering_key,
+            dedup_window=dedup_window,
             codec=self._codec,
         )
         if self._middleware is not None and self._middleware.publish:

@@ -48,6 +48,9 @@ class PublishOptions(TypedDict, total=False):
     expected_version: int | None
     block: bool
     timeout: float | None
+    priority: int | None
+    ordering_key: str | None
+    dedup_window: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,9 @@ class Message:
     headers: dict[str, str] | None = None
     correlation_id: str | None = None
     causation_id: str | None = None
+    priority: int | None = None
+    ordering_key: str | None = None
+    dedup_window: float | None = None
 
 
 #: The queue options and their defaults (``None``: the backend's default),
@@ -99,6 +105,9 @@ def outgoing(
             delay=item.delay,
             correlation_id=item.correlation_id,
             causation_id=item.causation_id,
+            priority=item.priority,
+            ordering_key=item.ordering_key,
+            dedup_window=item.dedup_window,
             codec=codec,
         )
     return outgoing_message(item, topic, codec=codec)
@@ -218,7 +227,11 @@ class QueueCore(HandlerHost):
         keeps it, with ``on_duplicate="keep"``; ``expected_version`` makes the
         replacement conditional); the returned id is the message now carrying
         the key's payload. ``delay`` (seconds) holds it back; ``headers``,
-        ``correlation_id`` and ``causation_id`` travel with it. A full queue
+        ``correlation_id`` and ``causation_id`` travel with it. ``priority``
+        (0..=9) delivers it before lower ones of its topic; ``ordering_key``
+        keeps one message of the key in flight at a time, in publish order;
+        ``dedup_window`` (seconds, with ``dedup_key``) keeps the key answering
+        with this message's id for that long after its ack. A full queue
         blocks (``timeout`` bounds the wait) or, with ``block=False``, raises
         ``QueueFull``. A ``ringq.Message`` gives its topic, headers and
         options (keywords win).
@@ -240,6 +253,9 @@ class QueueCore(HandlerHost):
             "delay": m.delay,
             "correlation_id": m.correlation_id,
             "causation_id": m.causation_id,
+            "priority": m.priority,
+            "ordering_key": m.ordering_key,
+            "dedup_window": m.dedup_window,
         }
         merged.update((k, v) for k, v in options.items() if v is not None)
         headers = options.get("headers")
@@ -256,6 +272,9 @@ class QueueCore(HandlerHost):
                     headers=headers,
                     correlation_id=merged["correlation_id"],
                     causation_id=merged["causation_id"],
+                    priority=merged["priority"],
+                    ordering_key=merged["ordering_key"],
+                    dedup_window=merged["dedup_window"],
                 )
             )
             merged.update(
@@ -264,6 +283,9 @@ class QueueCore(HandlerHost):
                 headers=m.headers or None,
                 correlation_id=m.correlation_id,
                 causation_id=m.causation_id,
+                priority=m.priority,
+                ordering_key=m.ordering_key,
+                dedup_window=m.dedup_window,
             )
         return self._backend.publish(m.payload, m.topic, **merged)
 

@@ -16,7 +16,13 @@ A middleware is any object with some of these methods (each optional):
 - ``on_dead_letter(delivery: Delivery, reason: str, error: BaseException | None)``:
   when a handler's failure (or an undecodable payload) dead-letters the
   message (not when a lease runs out on the last attempt: the engine
-  decides that one, no handler is there).
+  decides that one, no handler is there);
+- ``on_ack(deliveries: list[Delivery], seconds: float)``: after the backend
+  accepted the acks of messages handlers handled (a batch, in one call that
+  took ``seconds``; with a handler's staged ``ctx.publish`` messages, one
+  message). A plain ``def``: it runs where the ack was sent (a worker
+  thread or the handler's loop). Refused acks (a lease that ran out) are
+  not in the list.
 
 ``before_handle``, ``after_handle`` and ``on_dead_letter`` may be ``async
 def``: an async handler awaits them on its loop; a thread worker runs them
@@ -32,8 +38,8 @@ fails the attempt without running the handler; an ``after_handle`` that
 raises fails the attempt even if the handler succeeded (its staged
 messages are not published); either way the message is retried (or
 dead-lettered) by the handler's policy, as for a handler's own exception.
-An ``on_dead_letter`` that raises is logged: the message is already a dead
-letter.
+An ``on_dead_letter`` or ``on_ack`` that raises is logged: the message is
+already a dead letter, or acked.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ __all__ = ["HOOKS", "Middlewares", "Outcome"]
 
 log = logging.getLogger("ringq.middleware")
 
-HOOKS = ("before_publish", "before_handle", "after_handle", "on_dead_letter")
+HOOKS = ("before_publish", "before_handle", "after_handle", "on_dead_letter", "on_ack")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,7 @@ class Middlewares:
         self.before: list[Callable[..., Any]] = []
         self.after: list[Callable[..., Any]] = []
         self.dead: list[Callable[..., Any]] = []
+        self.ack: list[Callable[[list[Delivery], float], object]] = []
 
     def add(self, obj: object) -> None:
         found = [name for name in HOOKS if callable(getattr(obj, name, None))]
@@ -104,6 +111,12 @@ class Middlewares:
                 f"{type(obj).__name__}.before_publish must be a plain def: publishing "
                 "never waits on an event loop"
             )
+        on_ack = getattr(obj, "on_ack", None)
+        if on_ack is not None and inspect.iscoroutinefunction(on_ack):
+            raise ConfigError(
+                f"{type(obj).__name__}.on_ack must be a plain def: it runs where the ack "
+                "was sent, a worker thread or the handler's loop"
+            )
         with self._lock:
             self.items.append(obj)
             if publish is not None:
@@ -114,6 +127,8 @@ class Middlewares:
                 self.after = [obj.after_handle, *self.after]
             if hasattr(obj, "on_dead_letter"):
                 self.dead = [*self.dead, obj.on_dead_letter]
+            if on_ack is not None:
+                self.ack = [*self.ack, on_ack]
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -143,6 +158,13 @@ class Middlewares:
                 _run(hook(d, reason, error))
             except Exception:
                 log.exception("on_dead_letter of message %s raised", d.id)
+
+    def acked(self, deliveries: list[Delivery], seconds: float) -> None:
+        for hook in self.ack:
+            try:
+                hook(deliveries, seconds)
+            except Exception:
+                log.exception("on_ack of %d message(s) raised", len(deliveries))
 
     # -- handling, from an async handler -----------------------------------
 

@@ -22,13 +22,17 @@ backend:
   ``ringq.reason``), when a handler's failure dead-letters the message: in
   its trace, next to the handle span of the attempt.
 
-The ack of a handled message is sent after the handler's span ended, with
-the acks of its batch (``ringq.dispatch.acks``): it has no span of its own.
+- ``ringq ack <topic>`` (kind ``CLIENT``, ``messaging.operation.type``
+  ``settle``), once the backend accepted the ack of a handled message: a
+  child of the context the message carries, spanning the backend call that
+  acked it (the acks of a batch of handled messages go in one call, after
+  their handle spans ended; each message gets its own span over that call).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -77,6 +81,9 @@ class Tracing:
             headers=headers,
             correlation_id=message.correlation_id,
             causation_id=message.causation_id,
+            priority=message.priority,
+            ordering_key=message.ordering_key,
+            dedup_window=message.dedup_window,
         )
 
     def before_handle(self, d: Delivery, ctx: Context) -> None:
@@ -110,6 +117,25 @@ class Tracing:
             span.set_status(Status(StatusCode.ERROR, type(outcome.error).__name__))
         span.end()
         otel_context.detach(token)  # type: ignore[arg-type]
+
+    def on_ack(self, deliveries: list[Delivery], seconds: float) -> None:
+        end = time.time_ns()
+        start = end - int(seconds * 1e9)
+        for d in deliveries:
+            span = self.tracer.start_span(
+                f"ringq ack {d.topic}",
+                context=propagate.extract(d.headers),
+                kind=SpanKind.CLIENT,
+                start_time=start,
+                attributes={
+                    "messaging.system": "ringq",
+                    "messaging.destination.name": d.topic,
+                    "messaging.message.id": d.id,
+                    "messaging.operation.type": "settle",
+                    "messaging.batch.message_count": len(deliveries),
+                },
+            )
+            span.end(end_time=end)
 
     def on_dead_letter(self, d: Delivery, reason: str, error: BaseException | None) -> None:
         span = self.tracer.start_span(

@@ -100,13 +100,14 @@ pub fn int(kind: Kind, name: &str, v: &Bound<'_, PyAny>, lo: i64, hi: i64) -> Py
 }
 
 fn checked_int(kind: Kind, name: &str, v: &Bound<'_, PyAny>, lo: i64, hi: i64, or: &str) -> PyResult<i64> {
-    let range = if hi == i64::MAX { format!("{or}an int >= {lo}") } else { format!("{or}an int in {lo}..={hi}") };
+    // Spelled out only for an error: a valid argument costs no allocation.
+    let range = || if hi == i64::MAX { format!("{or}an int >= {lo}") } else { format!("{or}an int in {lo}..={hi}") };
     if v.is_instance_of::<PyBool>() || !v.is_instance_of::<PyInt>() {
-        return Err(wrong_type(name, v, &range));
+        return Err(wrong_type(name, v, &range()));
     }
     match v.extract::<i64>() {
         Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-        _ => Err(out_of_range(kind, name, v, &range)),
+        _ => Err(out_of_range(kind, name, v, &range())),
     }
 }
 

@@ -69,6 +69,8 @@ fn peek<'py>(py: Python<'py>, path: PathBuf, topic: &str, limit: usize) -> PyRes
         d.set_item("attempt", m.attempt)?;
         d.set_item("version", m.version)?;
         d.set_item("dedup_key", m.dedup_key())?;
+        d.set_item("priority", m.priority())?;
+        d.set_item("ordering_key", m.ordering_key())?;
         d.set_item("enqueued_at", m.enqueued_at as f64 / 1e6)?;
         d.set_item("payload", PyBytes::new(py, &m.payload))?;
         out.append(d)?;

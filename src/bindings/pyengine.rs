@@ -21,7 +21,7 @@ use crate::types::{Durability, Failure, MAX_CAPACITY, OnDuplicate, Options, Wait
 use pyo3::exceptions::PyTypeError;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString, PyTuple};
 use std::time::Duration;
 
 /// The topic of payloads published without one (`ringq.codecs.DEFAULT_TOPIC`).
@@ -283,6 +283,9 @@ impl Item<'_> {
                     headers: &m.headers,
                     correlation_id: m.correlation_id.as_deref(),
                     causation_id: m.causation_id.as_deref(),
+                    priority: m.priority,
+                    ordering_key: m.ordering_key.as_deref(),
+                    dedup_window: m.dedup_window,
                 }
             }
         }
@@ -480,9 +483,11 @@ impl PyEngine {
     /// `ringq.Queue.publish`. A full queue blocks (`timeout` bounds the wait)
     /// or, with `block=False`, raises `QueueFull`.
     #[pyo3(signature = (payload, topic=None, dedup_key=None, delay=None, headers=None, correlation_id=None,
-        causation_id=None, on_duplicate="replace", expected_version=None, block=None, timeout=None),
+        causation_id=None, on_duplicate="replace", expected_version=None, block=None, timeout=None, *, priority=None,
+        ordering_key=None, dedup_window=None),
         text_signature = "($self, payload, topic=None, dedup_key=None, delay=None, headers=None, \
-        correlation_id=None, causation_id=None, on_duplicate='replace', expected_version=None, block=True, timeout=None)")]
+        correlation_id=None, causation_id=None, on_duplicate='replace', expected_version=None, block=True, timeout=None, \
+        *, priority=None, ordering_key=None, dedup_window=None)")]
     #[allow(clippy::too_many_arguments)]
     fn publish<'py>(
         &self,
@@ -498,6 +503,9 @@ impl PyEngine {
         expected_version: Option<&Bound<'py, PyAny>>,
         block: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
+        priority: Option<&Bound<'py, PyAny>>,
+        ordering_key: Option<&str>,
+        dedup_window: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyString>> {
         let payload = payload.cast::<PyBytes>().map_err(|_| not_bytes("publish", payload))?;
         let delay = args::opt_seconds("delay", delay, false)?;
@@ -514,6 +522,9 @@ impl PyEngine {
             headers: &headers,
             correlation_id,
             causation_id,
+            priority: super::types::priority_arg(priority)?,
+            ordering_key,
+            dedup_window: args::opt_seconds("dedup_window", dedup_window, true)?,
         };
         let opts = PublishOpts { on_duplicate: OnDuplicate::parse(on_duplicate).map_err(to_py)?, expected_version };
         self.publish_one(py, p, opts, block, wait)
@@ -527,7 +538,8 @@ impl PyEngine {
     /// objects and merges options). A plain call is exactly what the
     /// fallback would send to `publish`, so results and errors are the same.
     #[pyo3(signature = (payload, topic=None, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
-        causation_id=None, on_duplicate=None, expected_version=None, block=None, timeout=None),
+        causation_id=None, on_duplicate=None, expected_version=None, block=None, timeout=None, priority=None,
+        ordering_key=None, dedup_window=None),
         text_signature = "($self, payload, topic=None, **options)")]
     #[allow(clippy::too_many_arguments)]
     fn publish_fast<'py>(
@@ -544,6 +556,9 @@ impl PyEngine {
         expected_version: Option<&Bound<'py, PyAny>>,
         block: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
+        priority: Option<&Bound<'py, PyAny>>,
+        ordering_key: Option<&Bound<'py, PyAny>>,
+        dedup_window: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         // Keyword parameters rather than **options: a call that names
         // `topic` then needs no dict (a quarter of the call's cost).
@@ -557,12 +572,31 @@ impl PyEngine {
             ("expected_version", expected_version),
             ("block", block),
             ("timeout", timeout),
+            ("priority", priority),
+            ("ordering_key", ordering_key),
+            ("dedup_window", dedup_window),
         ];
-        if options.iter().all(|(_, v)| v.is_none())
+        // `priority` (an int) and `ordering_key` (a str) are taken here too;
+        // anything else (another type: the fallback's error) goes there.
+        let plain_int =
+            |v: Option<&Bound<'py, PyAny>>| v.is_none_or(|v| v.is_none() || v.is_exact_instance_of::<PyInt>());
+        let plain_str =
+            |v: Option<&Bound<'py, PyAny>>| v.is_none_or(|v| v.is_none() || v.is_exact_instance_of::<PyString>());
+        if options[..options.len() - 3].iter().all(|(_, v)| v.is_none())
+            && dedup_window.is_none()
+            && plain_int(priority)
+            && plain_str(ordering_key)
             && let Ok(bytes) = payload.cast_exact::<PyBytes>()
             && let Some(topic) = plain_topic(topic)?
         {
-            let p = Publish { topic, payload: bytes.as_bytes(), ..Default::default() };
+            let key = ordering_key.filter(|k| !k.is_none()).map(|k| k.cast::<PyString>()).transpose()?;
+            let p = Publish {
+                topic,
+                payload: bytes.as_bytes(),
+                priority: super::types::priority_arg(priority)?,
+                ordering_key: key.as_ref().map(|k| k.to_str()).transpose()?,
+                ..Default::default()
+            };
             return Ok(self.publish_one(py, p, PublishOpts::default(), true, Wait::Forever)?.into_any());
         }
         let fallback = &self.fallback(0)?;

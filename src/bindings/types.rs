@@ -11,6 +11,7 @@ use crate::error::fmt_id;
 use crate::types::{DeadLetter, Delivered, Failure, Message, Meta, MsgState};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn secs(micros: u64) -> f64 {
@@ -24,19 +25,14 @@ fn micros(name: &str, s: f64) -> PyResult<u64> {
     Ok((s * 1e6) as u64)
 }
 
-fn meta_of(
-    dedup_key: Option<String>,
-    headers: Vec<(String, String)>,
-    correlation_id: Option<String>,
-    causation_id: Option<String>,
-    first_failed_at: Option<u64>,
-) -> Option<Box<Meta>> {
-    let empty = dedup_key.is_none()
-        && headers.is_empty()
-        && correlation_id.is_none()
-        && causation_id.is_none()
-        && first_failed_at.is_none();
-    (!empty).then(|| Box::new(Meta { dedup_key, headers, correlation_id, causation_id, first_failed_at }))
+/// `meta`, boxed, or `None` when every field is empty.
+fn boxed(meta: Meta) -> Option<Arc<Meta>> {
+    (meta != Meta::default()).then(|| Arc::new(meta))
+}
+
+/// A `priority=` argument: `None` or 0..=9.
+pub(crate) fn priority_arg(v: Option<&Bound<'_, PyAny>>) -> PyResult<u8> {
+    Ok(args::opt_int("priority", v, 0, crate::types::MAX_PRIORITY as i64)?.unwrap_or(0) as u8)
 }
 
 /// A message checked out under a lease.
@@ -45,14 +41,14 @@ pub struct PyDelivery {
     pub id: u64,
     /// The instance id of the queue it came from (0: a dead letter's copy).
     pub queue: u64,
-    topic: String,
+    topic: Arc<str>,
     payload: Py<PyBytes>,
     attempt: u32,
     version: u32,
     enqueued_at: u64,
     pub lease_token: u64,
     lease_deadline: u64,
-    meta: Option<Box<Meta>>,
+    meta: Option<Arc<Meta>>,
 }
 
 impl PyDelivery {
@@ -88,7 +84,8 @@ impl PyDelivery {
     /// queue ids are 16 hex digits / 64-bit ints on every backend).
     #[new]
     #[pyo3(signature = (id, topic, payload, *, attempt=1, version=1, dedup_key=None, headers=None,
-        correlation_id=None, causation_id=None, enqueued_at=0.0, lease_deadline=0.0, lease_token=0, queue_id=None))]
+        correlation_id=None, causation_id=None, enqueued_at=0.0, lease_deadline=0.0, lease_token=0, queue_id=None,
+        priority=None, ordering_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
         id: &str,
@@ -104,24 +101,46 @@ impl PyDelivery {
         lease_deadline: f64,
         lease_token: u64,
         queue_id: Option<&str>,
+        priority: Option<&Bound<'_, PyAny>>,
+        ordering_key: Option<String>,
     ) -> PyResult<Self> {
+        let meta = Meta {
+            dedup_key,
+            headers: headers_vec(headers)?,
+            correlation_id,
+            causation_id,
+            priority: priority_arg(priority)?,
+            ordering_key,
+            ..Default::default()
+        };
         Ok(PyDelivery {
             id: parse_id(id)?,
             queue: queue_id.map(parse_id).transpose()?.unwrap_or(0),
-            topic,
+            topic: topic.into(),
             payload,
             attempt,
             version,
             enqueued_at: micros("enqueued_at", enqueued_at)?,
             lease_token,
             lease_deadline: micros("lease_deadline", lease_deadline)?,
-            meta: meta_of(dedup_key, headers_vec(headers)?, correlation_id, causation_id, None),
+            meta: boxed(meta),
         })
     }
 
     #[getter]
     fn id(&self) -> String {
         fmt_id(self.id)
+    }
+    /// 0..=9 (higher is delivered first within a topic).
+    #[getter]
+    fn priority(&self) -> u8 {
+        self.meta.as_ref().map_or(0, |m| m.priority)
+    }
+    /// The message's ordering key: no other message of the key is in
+    /// flight while this delivery is.
+    #[getter]
+    fn ordering_key(&self) -> Option<&str> {
+        self.meta.as_ref().and_then(|m| m.ordering_key.as_deref())
     }
     #[getter]
     fn topic(&self) -> &str {
@@ -218,7 +237,8 @@ impl PyDeadLetter {
         let d = message.get();
         let mut meta = d.meta.clone();
         if let Some(t) = first_failed_at {
-            meta.get_or_insert_with(Default::default).first_failed_at = Some(micros("first_failed_at", t)?);
+            Arc::make_mut(meta.get_or_insert_with(Default::default)).first_failed_at =
+                Some(micros("first_failed_at", t)?);
         }
         let msg = Message {
             id: d.id,
@@ -232,13 +252,14 @@ impl PyDeadLetter {
             lease_token: 0,
             lease_deadline: 0,
             ticket: 0,
+            line: crate::types::NO_LINE,
             payload: d.payload.as_bytes(py).into(),
             meta,
         };
         Ok(PyDeadLetter {
             dl: DeadLetter {
                 message: msg,
-                topic: d.topic.clone(),
+                topic: d.topic.to_string(),
                 reason,
                 failure: Failure { error_type, error_message, traceback, handler },
                 dead_lettered_at: micros("dead_lettered_at", dead_lettered_at)?,
@@ -261,7 +282,7 @@ impl PyDeadLetter {
         PyDelivery {
             id: m.id,
             queue: 0,
-            topic: self.dl.topic.clone(),
+            topic: self.dl.topic.as_str().into(),
             payload: PyBytes::new(py, &m.payload).unbind(),
             attempt: m.attempt,
             version: m.version,
@@ -325,13 +346,17 @@ pub struct PyOutgoing {
     pub headers: Vec<(String, String)>,
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
+    pub priority: u8,
+    pub ordering_key: Option<String>,
+    pub dedup_window: Option<Duration>,
 }
 
 #[pymethods]
 impl PyOutgoing {
     #[new]
     #[pyo3(signature = (topic, payload, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
-        causation_id=None))]
+        causation_id=None, priority=None, ordering_key=None, dedup_window=None))]
+    #[allow(clippy::too_many_arguments)]
     fn py_new(
         topic: String,
         payload: Py<PyBytes>,
@@ -340,6 +365,9 @@ impl PyOutgoing {
         headers: Option<&Bound<'_, PyDict>>,
         correlation_id: Option<String>,
         causation_id: Option<String>,
+        priority: Option<&Bound<'_, PyAny>>,
+        ordering_key: Option<String>,
+        dedup_window: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         Ok(PyOutgoing {
             topic,
@@ -349,7 +377,22 @@ impl PyOutgoing {
             headers: headers_vec(headers)?,
             correlation_id,
             causation_id,
+            priority: priority_arg(priority)?,
+            ordering_key,
+            dedup_window: args::opt_seconds("dedup_window", dedup_window, true)?,
         })
+    }
+    #[getter]
+    fn priority(&self) -> u8 {
+        self.priority
+    }
+    #[getter]
+    fn ordering_key(&self) -> Option<&str> {
+        self.ordering_key.as_deref()
+    }
+    #[getter]
+    fn dedup_window(&self) -> Option<f64> {
+        self.dedup_window.map(|d| d.as_secs_f64())
     }
     #[getter]
     fn topic(&self) -> &str {

@@ -58,8 +58,8 @@ impl Engine {
             msg.superseded = false;
             msg.visible_at = 0;
             msg.enqueued_at = now;
-            if let Some(meta) = msg.meta.as_mut() {
-                meta.first_failed_at = None;
+            if msg.meta.as_ref().is_some_and(|m| m.first_failed_at.is_some()) {
+                msg.meta_mut().first_failed_at = None;
             }
             let topic = g.state.topic_name(&d.topic);
             ops.push(Op::Enqueue { topic, msg, supersedes: None });

@@ -16,6 +16,8 @@ mod background;
 mod dead;
 mod due;
 #[cfg(test)]
+mod feature_tests;
+#[cfg(test)]
 mod model_tests;
 mod ops;
 mod publish;
@@ -585,7 +587,10 @@ impl Shared {
     }
 
     /// Journals `ops` as one record and applies them. On error nothing changed.
-    pub(crate) fn commit(&self, g: &mut Inner, ops: Vec<Op>) -> Result<Lsn> {
+    pub(crate) fn commit(&self, g: &mut Inner, mut ops: Vec<Op>) -> Result<Lsn> {
+        if g.state.n_windowed > 0 {
+            g.state.remember_acked(&mut ops, self.clock.now());
+        }
         let lsn = match g.journal.append(&ops, &self.sync) {
             Ok(lsn) => lsn,
             Err(e) => {
@@ -604,6 +609,11 @@ impl Shared {
             }
         }
         self.sync.written(lsn);
+        if !g.state.unparked.is_empty() {
+            for t in std::mem::take(&mut g.state.unparked) {
+                self.wake_topic(g, t, usize::MAX);
+            }
+        }
         g.records_since_snapshot += 1;
         if g.records_since_snapshot >= self.opts.snapshot_every && !g.snapshot_wanted {
             g.snapshot_wanted = true;

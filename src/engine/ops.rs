@@ -54,10 +54,10 @@ impl Checkout {
     }
 }
 
-fn delivered(m: &Message, topic: &str) -> Delivered {
+fn delivered(m: &Message, topic: &std::sync::Arc<str>) -> Delivered {
     Delivered {
         id: m.id,
-        topic: topic.to_owned(),
+        topic: topic.clone(),
         payload: m.payload.clone(),
         attempt: m.attempt,
         version: m.version,
@@ -177,12 +177,18 @@ impl Engine {
         let st = &mut g.state;
         st.topics[tid as usize].ready.trim_front(&st.slab);
         let deadline = micros_after(sh.clock.now(), c.lease);
+        let name = st.topics[tid as usize].name.clone();
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        for (i, &id) in ids.iter().enumerate() {
+            // Payloads a few ahead: in priority or key order they are not
+            // consecutive (nor are the slots, see `Op::Checkout` in `state`).
+            if let Some(&ahead) = ids.get(i + 4) {
+                g.state.slab.prefetch_payload(ahead);
+            }
             let token = sh.next_token(&mut g);
             g.state.lease(id, token, deadline);
             let m = g.state.slab.get(id).expect("checked out");
-            out.push(delivered(m, topic));
+            out.push(delivered(m, &name));
         }
         g.counters.delivered += out.len() as u64;
         sh.wake_timer_for(&mut g, deadline);

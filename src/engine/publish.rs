@@ -22,6 +22,13 @@ pub struct Publish<'a> {
     pub headers: &'a [(String, String)],
     pub correlation_id: Option<&'a str>,
     pub causation_id: Option<&'a str>,
+    /// 0..=9, higher first (see `ReadyList`).
+    pub priority: u8,
+    /// At most one message of the key in flight, FIFO per key.
+    pub ordering_key: Option<&'a str>,
+    /// With `dedup_key`: the key keeps answering with this message's id for
+    /// this long after it was acked.
+    pub dedup_window: Option<Duration>,
 }
 
 /// Options that apply to every message of a publish call.
@@ -74,6 +81,25 @@ impl Shared {
         if p.dedup_key == Some("") {
             return Err(Error::Invalid("dedup_key must not be empty (use None for no key)".into()));
         }
+        if p.priority > crate::types::MAX_PRIORITY {
+            return Err(Error::Invalid(format!("priority={} (must be 0..=9)", p.priority)));
+        }
+        if let Some(k) = p.ordering_key {
+            if k.is_empty() {
+                return Err(Error::Invalid("ordering_key must not be empty (use None for no key)".into()));
+            }
+            if k.len() > o.max_key {
+                return Err(Error::Limit { what: "ordering_key", size: k.len(), limit: o.max_key });
+            }
+        }
+        if let Some(w) = p.dedup_window {
+            if p.dedup_key.is_none() {
+                return Err(Error::Invalid("dedup_window needs a dedup_key".into()));
+            }
+            if w.is_zero() {
+                return Err(Error::Invalid("dedup_window must be > 0 (use None for no window)".into()));
+            }
+        }
         // Each pair costs its bytes plus two length prefixes on disk.
         let hsize: usize = p.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
         if hsize > o.max_headers {
@@ -87,6 +113,7 @@ impl Shared {
     /// dedup keys are free).
     pub(crate) fn plan(&self, g: &mut Inner, items: &[Publish<'_>], opts: PublishOpts, gone: &[u64]) -> Result<Plan> {
         let now = self.clock.now();
+        g.state.remembered.prune(now);
         let mut plan = Plan { ops: Vec::with_capacity(items.len()), ..Default::default() };
         let mut pending: HashMap<(&str, &str), usize> = HashMap::new();
         let mut topic: Option<(&str, Arc<str>)> = None;
@@ -99,7 +126,14 @@ impl Shared {
                     name
                 }
             };
-            let meta = build_meta(p);
+            let shared = match p.ordering_key {
+                Some(k) if p.dedup_key.is_none() && p.headers.is_empty() => g.state.key_meta(p.topic, k, p.priority),
+                _ => None,
+            };
+            let meta = match shared {
+                Some(m) if p.correlation_id.is_none() && p.causation_id.is_none() => Some(m),
+                _ => build_meta(p),
+            };
             let visible_at = p.delay.filter(|d| !d.is_zero()).map(|d| micros_after(now, d));
             if let Some(v) = visible_at {
                 plan.earliest_delay = Some(plan.earliest_delay.map_or(v, |e: u64| e.min(v)));
@@ -144,6 +178,12 @@ impl Shared {
             let holder =
                 g.state.topic_id(p.topic).and_then(|t| g.state.dedup.get(t, key)).filter(|h| !gone.contains(h));
             let Some(hid) = holder else {
+                // Acked within its dedup window: answered, not enqueued.
+                if let Some(rid) = g.state.topic_id(p.topic).and_then(|t| g.state.remembered.get(t, key, now)) {
+                    plan.kept += 1;
+                    plan.targets.push(Target::Existing(rid));
+                    continue;
+                }
                 check_version(key, opts.expected_version, 0)?;
                 let ix = plan.push_new(name, p, meta, 1, visible_at, now, None);
                 pending.insert((p.topic, key), ix);
@@ -325,7 +365,7 @@ impl Plan {
         &mut self,
         topic: Arc<str>,
         p: &Publish<'_>,
-        meta: Option<Box<Meta>>,
+        meta: Option<Arc<Meta>>,
         version: u32,
         visible_at: Option<u64>,
         now: u64,
@@ -343,6 +383,7 @@ impl Plan {
             lease_token: 0,
             lease_deadline: 0,
             ticket: 0,
+            line: crate::types::NO_LINE,
             payload: p.payload.into(),
             meta,
         };
@@ -360,16 +401,33 @@ fn check_version(key: &str, expected: Option<u32>, actual: u32) -> Result<()> {
     }
 }
 
-fn build_meta(p: &Publish<'_>) -> Option<Box<Meta>> {
-    if p.dedup_key.is_none() && p.headers.is_empty() && p.correlation_id.is_none() && p.causation_id.is_none() {
+fn build_meta(p: &Publish<'_>) -> Option<Arc<Meta>> {
+    if p.dedup_key.is_none()
+        && p.headers.is_empty()
+        && p.correlation_id.is_none()
+        && p.causation_id.is_none()
+        && p.priority == 0
+        && p.ordering_key.is_none()
+    {
         return None;
     }
-    Some(Box::new(Meta {
+    if p.dedup_key.is_none()
+        && p.headers.is_empty()
+        && p.correlation_id.is_none()
+        && p.causation_id.is_none()
+        && p.ordering_key.is_none()
+    {
+        return Some(Meta::priority_only(p.priority));
+    }
+    Some(Arc::new(Meta {
         dedup_key: p.dedup_key.map(str::to_owned),
         headers: p.headers.to_vec(),
         correlation_id: p.correlation_id.map(str::to_owned),
         causation_id: p.causation_id.map(str::to_owned),
         first_failed_at: None,
+        priority: p.priority,
+        ordering_key: p.ordering_key.map(str::to_owned),
+        dedup_window: p.dedup_window.filter(|_| p.dedup_key.is_some()).map(|d| micros_after(0, d)),
     }))
 }
 

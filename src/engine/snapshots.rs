@@ -64,7 +64,7 @@ impl Shared {
             g.snapshot_wanted = false;
             return None;
         }
-        let image = snapshot::collect(&g.state);
+        let image = snapshot::collect(&g.state, self.clock.now());
         g.records_since_snapshot = 0;
         g.snapshot_wanted = false;
         let manifest = Manifest { journal_anchor: g.journal.active_seq(), snapshot_lsn: lsn, ..g.manifest };

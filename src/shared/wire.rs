@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The protocol's version; the owner refuses a client that speaks another.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// The first bytes of a client's hello.
 pub(crate) const MAGIC: &[u8; 8] = b"RINGQSHR";
 /// The largest frame either side accepts (a bigger one is a protocol error).
@@ -186,6 +186,9 @@ pub(crate) fn put_publish(w: &mut Writer<'_>, p: &Publish<'_>) {
     }
     w.opt_str(p.correlation_id);
     w.opt_str(p.causation_id);
+    w.u8(p.priority);
+    w.opt_str(p.ordering_key);
+    opt_u64(w, p.dedup_window.map(micros));
 }
 
 /// A decoded [`Publish`], owning what the borrowed form points at.
@@ -198,6 +201,9 @@ pub(crate) struct OwnedPublish {
     pub headers: Vec<(String, String)>,
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
+    pub priority: u8,
+    pub ordering_key: Option<String>,
+    pub dedup_window: Option<Duration>,
 }
 
 impl OwnedPublish {
@@ -210,6 +216,9 @@ impl OwnedPublish {
             headers: &self.headers,
             correlation_id: self.correlation_id.as_deref(),
             causation_id: self.causation_id.as_deref(),
+            priority: self.priority,
+            ordering_key: self.ordering_key.as_deref(),
+            dedup_window: self.dedup_window,
         }
     }
 }
@@ -232,6 +241,9 @@ pub(crate) fn get_publish(r: &mut Reader<'_>) -> DResult<OwnedPublish> {
         headers,
         correlation_id: r.opt_string()?,
         causation_id: r.opt_string()?,
+        priority: r.u8()?,
+        ordering_key: r.opt_string()?,
+        dedup_window: read_opt_u64(r)?.map(Duration::from_micros),
     })
 }
 
@@ -303,7 +315,7 @@ pub(crate) fn put_delivered(w: &mut Writer<'_>, d: &Delivered) {
 pub(crate) fn get_delivered(r: &mut Reader<'_>) -> DResult<Delivered> {
     Ok(Delivered {
         id: r.u64()?,
-        topic: r.string()?,
+        topic: r.str()?.into(),
         payload: r.bytes()?.into(),
         attempt: r.u32()?,
         version: r.u32()?,
@@ -496,6 +508,7 @@ pub(crate) fn get_dead_letter(r: &mut Reader<'_>) -> DResult<DeadLetter> {
         lease_token: 0,
         lease_deadline: 0,
         ticket: 0,
+        line: crate::types::NO_LINE,
         payload,
         meta,
     };
@@ -728,6 +741,9 @@ mod tests {
             headers: &headers,
             correlation_id: Some("c"),
             causation_id: None,
+            priority: 7,
+            ordering_key: Some("customer-42"),
+            dedup_window: Some(Duration::from_secs(3600)),
         };
         let got = round(|w| put_publishes(w, &[p, Publish { topic: "u", ..Default::default() }]), get_publishes);
         assert_eq!(got.len(), 2);
@@ -736,6 +752,7 @@ mod tests {
             (q.topic, q.payload, q.dedup_key, q.delay, q.headers, q.correlation_id, q.causation_id),
             (p.topic, p.payload, p.dedup_key, p.delay, p.headers, p.correlation_id, p.causation_id)
         );
+        assert_eq!((q.priority, q.ordering_key, q.dedup_window), (p.priority, p.ordering_key, p.dedup_window));
         assert_eq!(got[1].topic, "u");
     }
 

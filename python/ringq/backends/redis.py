@@ -13,6 +13,11 @@ How the contract maps to Redis (more in ``docs/backends.md``):
 - a topic's ready messages are a list of ids (first to be delivered on the
   left): FIFO, a release goes back to the front, a replace keeps its place;
   bodies and metadata are hashes;
+- a priority other than 0 has a list of its own per topic (checkouts take
+  9..1, then 0; a bitmap per topic marks the lists in use); an ordering key
+  has a line of its messages' ids, of which only the first is listed or in
+  flight; a dedup window opened by an ack is a key of its own with the end
+  of the window (by the clients' clock) and a real-time expiry after it;
 - leases and delays are sorted sets by deadline / due time; every script
   first *reaps* what fell due (any client does it, atomically, so two
   clients never both redeliver one message) with the time the client
@@ -75,6 +80,10 @@ SLICE = 1.0
 _NOT_FOR_REDIS = ("segment_size", "snapshot_every", "snapshot_interval")
 _DEFAULT_FSYNC_INTERVAL = 0.05
 _MICRO = 1_000_000
+#: Priorities are 0..=MAX_PRIORITY (as the engine's).
+MAX_PRIORITY = 9
+#: The longest dedup window, in seconds (as the engine's: a year).
+MAX_WINDOW = 31_536_000
 #: How long a call waits for a reshard of its namespace's slot to end: seconds.
 RESHARD_WAIT = 60.0
 #: A pooled connection idle this many seconds is checked with a PING (and
@@ -495,8 +504,12 @@ class RedisBackend:
         headers: dict[str, str] | None,
         correlation_id: str | None,
         causation_id: str | None,
+        priority: int | None = None,
+        ordering_key: str | None = None,
+        dedup_window: float | None = None,
     ) -> list[object]:
-        """The seven script fields of one message, its limits checked."""
+        """The ten script fields of one message (``ITEM`` in the scripts),
+        its limits checked."""
         if not isinstance(payload, bytes):
             kind = type(payload).__name__
             raise TypeError(f"the backend takes bytes, not {kind} (ringq.Queue encodes objects)")
@@ -520,6 +533,9 @@ class RedisBackend:
                 raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
             if not 0 <= delay < 1e9:
                 raise errors.ConfigError(f"delay={delay!r} (must be >= 0 seconds)")
+        extra: tuple[object, object, object] = ("", "", "")
+        if priority is not None or ordering_key is not None or dedup_window is not None:
+            extra = self._extra(dedup_key, priority, ordering_key, dedup_window)
         return [
             topic,
             payload,
@@ -528,7 +544,52 @@ class RedisBackend:
             head,
             correlation_id or "",
             causation_id or "",
+            *extra,
         ]
+
+    def _extra(
+        self,
+        dedup_key: str | None,
+        priority: int | None,
+        ordering_key: str | None,
+        dedup_window: float | None,
+    ) -> tuple[object, object, object]:
+        """The script fields of a priority, an ordering key and a dedup
+        window (``""``: none), checked as the engine checks them."""
+        pr: object = ""
+        if priority is not None:
+            if isinstance(priority, bool) or not isinstance(priority, int):
+                raise TypeError(
+                    f"priority must be None or an int in 0..=9, not {type(priority).__name__}"
+                )
+            if not 0 <= priority <= MAX_PRIORITY:
+                raise ValueError(f"priority={priority!r} (must be None or an int in 0..=9)")
+            pr = priority or ""
+        okey = ""
+        if ordering_key is not None:
+            if not isinstance(ordering_key, str):
+                raise TypeError(f"ordering_key must be a str, not {type(ordering_key).__name__}")
+            if not ordering_key:
+                raise ValueError("ordering_key must not be empty (use None for no key)")
+            if len(ordering_key.encode()) > self._max_key:
+                raise errors.LimitExceeded(f"ordering key is over max_key={self._max_key} bytes")
+            okey = ordering_key
+        window: object = ""
+        if dedup_window is not None:
+            if isinstance(dedup_window, bool) or not isinstance(dedup_window, int | float):
+                raise TypeError(
+                    "dedup_window must be None or a number of seconds > 0, "
+                    f"not {type(dedup_window).__name__}"
+                )
+            if not 0 < dedup_window <= MAX_WINDOW:
+                raise ValueError(
+                    f"dedup_window={dedup_window!r} (must be > 0 and <= {MAX_WINDOW} seconds; "
+                    "use None for no window)"
+                )
+            if not dedup_key:
+                raise ValueError("dedup_window needs a dedup_key")
+            window = max(1, _us(dedup_window))
+        return pr, okey, window
 
     def _outgoing(self, items: Iterable[bytes | OutgoingMessage], topic: str) -> list[object]:
         fields: list[object] = []
@@ -543,6 +604,9 @@ class RedisBackend:
                     it.headers or None,
                     it.correlation_id,
                     it.causation_id,
+                    it.priority,
+                    it.ordering_key,
+                    it.dedup_window,
                 )
             elif isinstance(it, bytes):
                 fields += self._item(topic, it, None, None, None, None, None)
@@ -670,6 +734,10 @@ class RedisBackend:
         expected_version: int | None = None,
         block: bool = True,
         timeout: float | None = None,
+        *,
+        priority: int | None = None,
+        ordering_key: str | None = None,
+        dedup_window: float | None = None,
     ) -> str:
         return self._run(
             self._publish(
@@ -684,6 +752,9 @@ class RedisBackend:
                 expected_version,
                 block,
                 timeout,
+                priority,
+                ordering_key,
+                dedup_window,
             )
         )
 
@@ -700,6 +771,9 @@ class RedisBackend:
         expected_version: int | None,
         block: bool,
         timeout: float | None,
+        priority: int | None = None,
+        ordering_key: str | None = None,
+        dedup_window: float | None = None,
     ) -> Op[str]:
         self._check_open()
         if on_duplicate not in ("replace", "keep"):
@@ -711,7 +785,16 @@ class RedisBackend:
         ):
             raise errors.ConfigError(f"expected_version={expected_version!r} (must be an int >= 0)")
         fields = self._item(
-            topic or "default", payload, dedup_key, delay, headers, correlation_id, causation_id
+            topic or "default",
+            payload,
+            dedup_key,
+            delay,
+            headers,
+            correlation_id,
+            causation_id,
+            priority,
+            ordering_key,
+            dedup_window,
         )
         args = [*fields, on_duplicate, "" if expected_version is None else expected_version]
         got = yield from self._with_room("publish", args, block, timeout)
@@ -809,7 +892,9 @@ class RedisBackend:
 
     def _deliveries(self, topic: str, out: Sequence[Any]) -> list[Delivery]:
         """The deliveries of a checkout's answer: after the next due time and
-        the lease deadline, 7 values each (see ``CHECKOUT``)."""
+        the lease deadline, 7 values each (see ``CHECKOUT``); the last (most
+        messages have none of them): dedup key, headers, correlation and
+        causation id, priority, ordering key."""
         dl = _s(out[1])
         instance = self._instance
         got = []
@@ -818,12 +903,14 @@ class RedisBackend:
             # Most messages have no dedup key, headers, correlation or causation id.
             opts: dict[str, Any] = {}
             if extra is not None:
-                key, head, corr, caus = extra
+                key, head, corr, caus, pr, okey = extra
                 opts = {
                     "dedup_key": _text(key),
                     "headers": json.loads(head) if head else None,
                     "correlation_id": _text(corr),
                     "causation_id": _text(caus),
+                    "priority": int(pr) if pr else 0,
+                    "ordering_key": _text(okey),
                 }
             got.append(
                 Delivery(
@@ -1074,7 +1161,8 @@ class RedisBackend:
             names = sorted(_text(t) or "" for t in self._r.smembers(p + "topics"))
             pipe = self._r.pipeline(transaction=True)
             for t in names:
-                pipe.llen(p + "r:" + t)
+                for key in self._lanes(t):
+                    pipe.llen(key)
             pipe.hgetall(p + "n")
             *lens, counts = pipe.execute()
             return names, lens, counts
@@ -1084,30 +1172,45 @@ class RedisBackend:
         def count(t: str, kind: str) -> int:
             return int(counts.get(f"{t}\0{kind}".encode(), 0))
 
+        lanes = MAX_PRIORITY + 1
         return {
             t: {
-                "ready": int(n),
+                # listed (every priority), and parked behind an ordering key
+                "ready": sum(lens[i * lanes : (i + 1) * lanes]) + count(t, "o"),
                 "in_flight": count(t, "f"),
                 "delayed": count(t, "d"),
                 "dead_lettered": count(t, "x"),
             }
-            for t, n in zip(names, lens, strict=True)
+            for i, t in enumerate(names)
         }
+
+    def _lanes(self, topic: str) -> list[str]:
+        """The ready lists of ``topic``, in delivery order: priorities 9..1
+        (``r<p>:<topic>``), then 0 (``r:<topic>``)."""
+        p = self._prefix
+        return [f"{p}r{pr}:{topic}" for pr in range(MAX_PRIORITY, 0, -1)] + [p + "r:" + topic]
 
     def peek(self, topic: str, limit: int = 10) -> list[dict[str, Any]]:
         """The next messages of ``topic``, read-only (as ``ringq peek`` and
         ``ringq schedules`` read a directory): its ready ones in delivery
-        order, then its delayed and in-flight ones by id; each a dict of
-        ``id``, ``topic``, ``state``, ``attempt``, ``version``, ``dedup_key``,
-        ``enqueued_at`` and ``payload``. The delayed and in-flight ones are
-        found by reading every delayed id and lease of the namespace: an
-        administrator's read, not for a hot path."""
+        order (every priority), then its delayed and in-flight ones by id;
+        each a dict of ``id``, ``topic``, ``state``, ``attempt``, ``version``,
+        ``dedup_key``, ``priority``, ``ordering_key``, ``enqueued_at`` and
+        ``payload``. The delayed and
+        in-flight ones are found by reading every delayed id and lease of the
+        namespace: an administrator's read, not for a hot path. A message
+        waiting behind the head of its ordering key is on no list and not
+        shown."""
         self._check_open()
         p = self._prefix
-        fields = ("t", "p", "a", "v", "k", "e", "tok")
+        fields = ("t", "p", "a", "v", "k", "e", "tok", "pr", "o")
 
         def run() -> list[dict[str, Any]]:
-            ready = [_text(i) or "" for i in self._r.lrange(p + "r:" + topic, 0, limit - 1)]
+            pipe = self._r.pipeline(transaction=True)
+            for key in self._lanes(topic):
+                pipe.lrange(key, 0, limit - 1)
+            # (a message with an ordering key is listed as ``<id>o``)
+            ready = [(_text(i) or "")[:16] for got in pipe.execute() for i in got][:limit]
             others: list[str] = []
             if len(ready) < limit:
                 others = sorted(
@@ -1126,7 +1229,7 @@ class RedisBackend:
                 for mid in chunk:
                     pipe.hmget(p + "m:" + mid, *fields)
                 for mid, row in zip(chunk, pipe.execute(), strict=True):
-                    t, payload, a, v, k, e, tok = row
+                    t, payload, a, v, k, e, tok, pr, okey = row
                     if t is None or _text(t) != topic:
                         continue  # gone meanwhile, or another topic's
                     in_flight = tok is not None
@@ -1140,6 +1243,8 @@ class RedisBackend:
                             "attempt": int(a or 0) + (1 if in_flight else 0),
                             "version": int(v or 1),
                             "dedup_key": _text(k),
+                            "priority": int(pr or 0),
+                            "ordering_key": _text(okey),
                             "enqueued_at": _s(e),
                             "payload": bytes(payload),
                         }
@@ -1202,6 +1307,8 @@ class RedisBackend:
             causation_id=g("z"),
             enqueued_at=_s(f[b"e"]),
             queue_id=self._instance,
+            priority=int(f.get(b"pr", 0)),
+            ordering_key=g("o"),
         )
         return DeadLetter(
             msg,
@@ -1448,6 +1555,10 @@ class RedisLoopHandle:
         expected_version: int | None = None,
         block: bool = True,
         timeout: float | None = None,
+        *,
+        priority: int | None = None,
+        ordering_key: str | None = None,
+        dedup_window: float | None = None,
     ) -> NoReturn:
         self._submit(
             self._b._publish(
@@ -1462,6 +1573,9 @@ class RedisLoopHandle:
                 expected_version,
                 block,
                 timeout,
+                priority,
+                ordering_key,
+                dedup_window,
             )
         )
 

@@ -18,10 +18,29 @@ Keys under the prefix ``ringq:{ns}:``:
   counted when its lease ends), ``v`` version (absent: 1), ``k`` dedup
   key, ``h`` headers, ``c``/``z`` correlation/causation id, ``e`` enqueued
   at, ``tok`` lease token (only while in flight), ``due`` (delayed),
-  ``sup`` superseded, ``ff`` first failed at). Every field written costs the
-  server about as much as a command, so a message gets only the fields it
-  needs: whether it is ready or delayed is known from where its id is;
-- ``r:<topic>``: the topic's ready ids, first to be delivered on the left;
+  ``sup`` superseded, ``ff`` first failed at, ``pr`` priority 1..9 (absent:
+  0), ``o`` ordering key, ``dw`` dedup window in microseconds (with ``k``)).
+  Every field written costs the server about as much as a command, so a
+  message gets only the fields it needs: whether it is ready or delayed is
+  known from where its id is;
+- ``r:<topic>``: the topic's ready ids of priority 0, first to be delivered
+  on the left (an id with an ordering key is listed as ``<id>o``, so a
+  checkout reads the key of those only, and gives them a lease token from
+  2^52 on, so an ack reads it of those only); ``r<p>:<topic>`` (p 1..9): those of
+  priority p; ``rp:<topic>``: a bitmap (string, bit p) of the priorities
+  whose list may hold ids, set when an id is pushed onto one, cleared by a
+  checkout that finds it empty and deleted with the last: a checkout of a
+  topic with only priority 0 reads one missing key instead of nine lists;
+- ``o:<topic> NUL <key>``: an ordering key's line, the ids of its live
+  messages in publish order. The first (the head) is the only one that may
+  be listed or in flight; a ready one behind it is *parked*: counted ready
+  (``n`` field ``<topic> NUL o`` counts them per topic), on no list, listed
+  when it becomes the head (``unkey``);
+- ``u:<topic> NUL <key>``: a dedup window opened by an ack: string
+  ``<until> <id>`` (until: the client clock, microseconds), with a
+  real-time expiry (PX) of the window plus ``WINDOW_SLACK_MS`` so Redis drops
+  it by itself once it is over; a publish of the key before ``until``
+  answers with the id and enqueues nothing (one met after it is deleted);
 - ``delayed`` / ``leases``: sorted sets of ids by due time / lease deadline
   (``leases`` also holds 129 members ``~pad<n>`` at +inf, see ``add_leases``);
 - ``dedup``: hash ``<topic> NUL <key>`` -> the id holding the key;
@@ -29,7 +48,7 @@ Keys under the prefix ``ringq:{ns}:``:
   message's fields plus ``reason``, ``et``/``em``/``tb``/``hd`` error type,
   message, traceback, handler, ``da`` dead-lettered at);
 - ``n``: live counts (``ready``, ``delayed``, ``inflight``) and per-topic
-  ones (``<topic> NUL f|d|x``: in flight, delayed, dead); ``stats``:
+  ones (``<topic> NUL f|d|x|o``: in flight, delayed, dead, parked); ``stats``:
   counters; ``topics``: every topic; ``policy``: topic -> max attempts;
 - ``w:<topic>`` / ``room``: wake-up lists: a token is pushed when a message
   becomes ready on the topic / when room is made, for clients waiting in
@@ -60,7 +79,11 @@ end
 
 -- Counters, wake-ups and topics are gathered while the script runs and
 -- written once at its end (``flush``): one command per field, not per message.
+-- (The prelude runs on every call and makes a closure per function: what
+-- only priorities and ordering keys use is made when they are met, e.g.
+-- ``READYP``, so the plain path does not pay for it.)
 local DELTA, STATS, WOKEN, TOPICS, READY = {}, {}, {}, {}, {}
+local READYP = nil  -- new ids of priorities 1..9, by list key (made on first use)
 local ROOM = false
 local function cnt(field, by)
   DELTA[field] = (DELTA[field] or 0) + by
@@ -80,6 +103,13 @@ local function flush()
       redis.call('RPUSH', P .. 'r:' .. topic, unpack(ids, i, math.min(i + 999, #ids)))
     end
   end
+  if READYP then  -- the same for priorities 1..9 (by list key)
+    for r, ids in pairs(READYP) do
+      for i = 1, #ids, 1000 do
+        redis.call('RPUSH', r, unpack(ids, i, math.min(i + 999, #ids)))
+      end
+    end
+  end
   for f, d in pairs(DELTA) do
     if d ~= 0 then redis.call('HINCRBY', P .. 'n', f, d) end
   end
@@ -97,7 +127,7 @@ local function flush()
     redis.call('RPUSH', w, '1')
     redis.call('LTRIM', w, -64, -1)
   end
-  DELTA, STATS, WOKEN, TOPICS, READY, ROOM = {}, {}, {}, {}, {}, false
+  -- Nothing to reset: a script flushes once, at its end (``WRAP``).
 end
 local function meta_num(field)
   return tonumber(redis.call('HGET', P .. 'meta', field))
@@ -113,15 +143,62 @@ local function live()
     + (DELTA['ready'] or 0) + (DELTA['delayed'] or 0) + (DELTA['inflight'] or 0)
 end
 
--- The message leaves for good: its dedup key is freed if it holds it.
+-- The ready list of priority ``pr`` (a field's value: false, '' or '0' is
+-- priority 0, the topic's list ``r:<topic>``). With ``mark``, one of 1..9
+-- is marked in ``rp:<topic>`` (a bitmap: bit p) for the checkouts (it is
+-- about to be pushed onto).
+local function lane(topic, pr, mark)
+  if not pr or pr == '' or pr == '0' then return P .. 'r:' .. topic end
+  if mark then redis.call('SETBIT', P .. 'rp:' .. topic, pr, 1) end
+  return P .. 'r' .. pr .. ':' .. topic
+end
+
+-- ``id`` (ordering key ``okey``) leaves its key's line (``o:<topic> NUL
+-- <key>``, its live messages' ids in publish order) for good. If it was the
+-- head, the next message becomes the head and, if it is ready (parked: not
+-- delayed), joins the end of its priority's list.
+local function unkey(id, topic, okey)
+  local line = P .. 'o:' .. topic .. NUL .. okey
+  if redis.call('LINDEX', line, 0) ~= id then
+    redis.call('LREM', line, 1, id)
+    return
+  end
+  redis.call('LPOP', line)
+  local nxt = redis.call('LINDEX', line, 0)
+  if nxt then
+    local f = redis.call('HMGET', P .. 'm:' .. nxt, 't', 'due', 'tok', 'pr')
+    if f[1] and not f[2] and not f[3] then
+      redis.call('RPUSH', lane(topic, f[4], true), nxt .. 'o')
+      cnt(topic .. NUL .. 'o', -1)
+      wake(topic)
+    end
+  end
+end
+
+-- The id that dedup key ``key`` of ``topic`` answers with while the window
+-- opened by its ack is open (``u:<topic> NUL <key>``), or nil; a window
+-- found closed (by this call's clock) is deleted.
+local function window(topic, key)
+  local u = P .. 'u:' .. topic .. NUL .. key
+  local v = redis.call('GET', u)
+  if not v then return nil end
+  local sp = string.find(v, ' ', 1, true)
+  if NOW < tonumber(string.sub(v, 1, sp - 1)) then return string.sub(v, sp + 1) end
+  redis.call('DEL', u)
+  return nil
+end
+
+-- The message leaves for good: its dedup key is freed if it holds it, and
+-- its ordering key goes to the next message.
 local function forget(id, m)
-  local key = redis.call('HGET', m, 'k')
-  if key then
-    local dk = redis.call('HGET', m, 't') .. NUL .. key
+  local f = redis.call('HMGET', m, 'k', 'o', 't')
+  if f[1] then
+    local dk = f[3] .. NUL .. f[1]
     if redis.call('HGET', P .. 'dedup', dk) == id then
       redis.call('HDEL', P .. 'dedup', dk)
     end
   end
+  if f[2] then unkey(id, f[3], f[2]) end
   redis.call('DEL', m)
 end
 
@@ -171,13 +248,27 @@ local function unlease(id, m, topic, counted)
   cnt(topic .. NUL .. 'f', -1)
 end
 
-local function to_ready(id, m, topic, front)
-  if front then
-    redis.call('LPUSH', P .. 'r:' .. topic, id)
-  else
-    redis.call('RPUSH', P .. 'r:' .. topic, id)
-  end
+-- The message becomes ready (``pr``, ``okey``: its priority and ordering
+-- key fields, false when absent): onto the end (``front``: the front) of
+-- its priority's list, unless it has an ordering key whose head is another
+-- message: then it is parked (counted ready, listed by ``unkey``). A
+-- message with an ordering key is listed as ``<id>o``: a checkout reads
+-- the key of those only.
+local function to_ready(id, topic, front, pr, okey)
   cnt('ready', 1)
+  local entry = id
+  if okey then
+    if redis.call('LINDEX', P .. 'o:' .. topic .. NUL .. okey, 0) ~= id then
+      cnt(topic .. NUL .. 'o', 1)
+      return
+    end
+    entry = id .. 'o'
+  end
+  if front then
+    redis.call('LPUSH', lane(topic, pr, true), entry)
+  else
+    redis.call('RPUSH', lane(topic, pr, true), entry)
+  end
   wake(topic)
 end
 
@@ -189,12 +280,13 @@ local function reap()
   for _, id in ipairs(due) do
     redis.call('ZREM', P .. 'delayed', id)
     local m = P .. 'm:' .. id
-    local topic = redis.call('HGET', m, 't')
+    local f = redis.call('HMGET', m, 't', 'pr', 'o')
+    local topic = f[1]
     if topic then
       redis.call('HDEL', m, 'due')
       cnt('delayed', -1)
       cnt(topic .. NUL .. 'd', -1)
-      to_ready(id, m, topic, false)
+      to_ready(id, topic, false, f[2], f[3])
     end
   end
   local expired = redis.call(
@@ -202,7 +294,8 @@ local function reap()
   for i = 1, #expired, 2 do
     local id, deadline = expired[i], expired[i + 1]
     local m = P .. 'm:' .. id
-    local topic = redis.call('HGET', m, 't')
+    local f = redis.call('HMGET', m, 't', 'pr', 'o', 'sup')
+    local topic = f[1]
     if not topic then
       redis.call('ZREM', P .. 'leases', id)
     else
@@ -210,7 +303,7 @@ local function reap()
       stat('expired')
       local attempt = tonumber(redis.call('HGET', m, 'a'))
       local most = max_attempts(topic)
-      if redis.call('HGET', m, 'sup') then
+      if f[4] then
         drop(id, m)
       elseif attempt >= most then
         local handler = redis.call('HGET', P .. 'policy', topic .. NUL .. 'h') or ''
@@ -220,7 +313,7 @@ local function reap()
           '', handler, deadline)
       else
         if not redis.call('HGET', m, 'ff') then redis.call('HSET', m, 'ff', deadline) end
-        to_ready(id, m, topic, false)
+        to_ready(id, topic, false, f[2], f[3])
       end
     end
   end
@@ -277,12 +370,15 @@ local function insert_plain(topic, payload, seq)
 end
 
 -- A new message (the caller made sure there is room). Fields from ARGV at
--- i: topic, payload, key, delay (us, 0: none), headers, corr, caus; version.
+-- i (``ITEM``, 10 of them): topic, payload, key, delay (us, 0: none),
+-- headers, corr, caus, priority ('': 0), ordering key, dedup window (us,
+-- '': none); version.
 local function insert(i, version, seq)
   local topic, key, delay = ARGV[i], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local pr, okey = ARGV[i + 7], ARGV[i + 8]
   seq = seq or redis.call('INCR', P .. 'seq')
   if version == 1 and key == '' and delay == 0 and ARGV[i + 4] == '' and ARGV[i + 5] == ''
-      and ARGV[i + 6] == '' then
+      and ARGV[i + 6] == '' and pr == '' and okey == '' then
     return insert_plain(topic, ARGV[i + 1], seq)
   end
   local id = string.format('%016x', seq)
@@ -293,11 +389,19 @@ local function insert(i, version, seq)
   if version ~= 1 then f[#f + 1], f[#f + 2] = 'v', version end
   if key ~= '' then
     f[#f + 1], f[#f + 2] = 'k', key
+    if ARGV[i + 9] ~= '' then f[#f + 1], f[#f + 2] = 'dw', ARGV[i + 9] end
     redis.call('HSET', P .. 'dedup', topic .. NUL .. key, id)
   end
   if ARGV[i + 4] ~= '' then f[#f + 1], f[#f + 2] = 'h', ARGV[i + 4] end
   if ARGV[i + 5] ~= '' then f[#f + 1], f[#f + 2] = 'c', ARGV[i + 5] end
   if ARGV[i + 6] ~= '' then f[#f + 1], f[#f + 2] = 'z', ARGV[i + 6] end
+  if pr ~= '' then f[#f + 1], f[#f + 2] = 'pr', pr end
+  -- Behind the head of its ordering key, it waits for its turn.
+  local parked = false
+  if okey ~= '' then
+    f[#f + 1], f[#f + 2] = 'o', okey
+    parked = redis.call('RPUSH', P .. 'o:' .. topic .. NUL .. okey, id) > 1
+  end
   if delay > 0 then
     local due = S(NOW + delay)
     f[#f + 1], f[#f + 2] = 'due', due
@@ -307,23 +411,44 @@ local function insert(i, version, seq)
     cnt(topic .. NUL .. 'd', 1)
   else
     redis.call('HSET', m, unpack(f))
-    local ready = READY[topic]
-    if not ready then ready = {}; READY[topic] = ready end
-    ready[#ready + 1] = id
     cnt('ready', 1)
-    wake(topic)
+    if parked then
+      cnt(topic .. NUL .. 'o', 1)
+    else
+      local ready
+      if pr == '' then
+        ready = READY[topic]
+        if not ready then ready = {}; READY[topic] = ready end
+      else
+        READYP = READYP or {}
+        local r = lane(topic, pr, false)
+        ready = READYP[r]
+        if not ready then  -- the first of this script on its list: marked once
+          ready = {}
+          READYP[r] = ready
+          lane(topic, pr, true)
+        end
+      end
+      if okey ~= '' then ready[#ready + 1] = id .. 'o' else ready[#ready + 1] = id end
+      wake(topic)
+    end
   end
   return id
 end
 
 -- What publishing the item at ARGV[i] does to its key's holder:
 -- 'new' (with the version to give it, and the in-flight holder to
--- supersede, if any), 'replace' or 'keep' (with the holder).
+-- supersede, if any), 'replace' or 'keep' (with the holder), or 'window'
+-- (with the id of the acked message whose dedup window is open).
 local function plan(i, keep)
   local topic, key = ARGV[i], ARGV[i + 2]
   if key == '' then return 'new', 1, nil end
   local holder = redis.call('HGET', P .. 'dedup', topic .. NUL .. key)
-  if not holder then return 'new', 1, nil end
+  if not holder then
+    local acked = window(topic, key)
+    if acked then return 'window', acked, nil end
+    return 'new', 1, nil
+  end
   local m = P .. 'm:' .. holder
   if keep then return 'keep', holder, nil end
   if redis.call('HEXISTS', m, 'tok') == 1 then
@@ -332,14 +457,17 @@ local function plan(i, keep)
   return 'replace', holder, nil
 end
 
+-- A replace keeps the holder's place: its priority and ordering key stay;
+-- payload, headers, ids and dedup window are the new publish's.
 local function replace(i, holder)
   local m = P .. 'm:' .. holder
   redis.call('HSET', m, 'p', ARGV[i + 1])
   redis.call('HSET', m, 'v', (tonumber(redis.call('HGET', m, 'v')) or 1) + 1)
-  redis.call('HDEL', m, 'h', 'c', 'z')
+  redis.call('HDEL', m, 'h', 'c', 'z', 'dw')
   if ARGV[i + 4] ~= '' then redis.call('HSET', m, 'h', ARGV[i + 4]) end
   if ARGV[i + 5] ~= '' then redis.call('HSET', m, 'c', ARGV[i + 5]) end
   if ARGV[i + 6] ~= '' then redis.call('HSET', m, 'z', ARGV[i + 6]) end
+  if ARGV[i + 9] ~= '' then redis.call('HSET', m, 'dw', ARGV[i + 9]) end
   stat('replaced')
 end
 
@@ -356,23 +484,25 @@ end
 """
 
 #: publish(P, now, topic, payload, key, delay, headers, corr, caus,
-#: on_duplicate, expected_version or '') -> id
+#: priority, ordering key, dedup window, on_duplicate, expected_version or '') -> id
 PUBLISH = r"""
 reap()
-local keep = ARGV[10] == 'keep'
-local expected = ARGV[11]
+local keep = ARGV[13] == 'keep'
+local expected = ARGV[14]
+local what, a, b = plan(3, keep)
+if what == 'window' then  -- acked within its dedup window: answered, not enqueued
+  stat('kept')
+  return a
+end
 if expected ~= '' then
-  local key = ARGV[5]
+  local holder = b
+  if what ~= 'new' then holder = a end
   local actual = 0
-  if key ~= '' then
-    local holder = redis.call('HGET', P .. 'dedup', ARGV[3] .. NUL .. key)
-    if holder then actual = tonumber(redis.call('HGET', P .. 'm:' .. holder, 'v')) or 1 end
-  end
+  if holder then actual = tonumber(redis.call('HGET', P .. 'm:' .. holder, 'v')) or 1 end
   if tonumber(expected) ~= actual then
     return {err = 'VERSION ' .. expected .. ' ' .. actual}
   end
 end
-local what, a, b = plan(3, keep)
 if what == 'keep' then
   stat('kept')
   return a
@@ -385,14 +515,15 @@ supersede(b)
 return insert(3, a)
 """
 
-#: publish_many(P, now, count, then 7 fields per item) -> ids (all or none)
+#: publish_many(P, now, count, then ITEM fields per item) -> ids (all or none)
 PUBLISH_MANY = r"""
 reap()
+local ITEM = 10
 local count = tonumber(ARGV[3])
 local need, plans, seen = 0, {}, {}
 local NEW = {'new', 1, nil}
 for j = 0, count - 1 do
-  local i = 4 + j * 7
+  local i = 4 + j * ITEM
   local dk = ARGV[i + 2] ~= '' and (ARGV[i] .. NUL .. ARGV[i + 2]) or nil
   if not dk then  -- no key: a new message
     plans[j] = NEW
@@ -403,16 +534,19 @@ for j = 0, count - 1 do
     local what, a, b = plan(i, false)
     plans[j] = {what, a, b}
     if what == 'new' then need = need + 1 end
-    if dk then seen[dk] = j end
+    if what ~= 'window' then seen[dk] = j end
   end
 end
 if live() + need > meta_num('capacity') then return full(need) end
 local ids = {}
 local seq = redis.call('INCRBY', P .. 'seq', need) - need  -- the batch's ids, taken at once
 for j = 0, count - 1 do
-  local i = 4 + j * 7
+  local i = 4 + j * ITEM
   local p = plans[j]
-  if p[1] == 'again' then
+  if p[1] == 'window' then
+    stat('kept')
+    ids[j + 1] = p[2]
+  elseif p[1] == 'again' then
     replace(i, ids[p[2] + 1])
     ids[j + 1] = ids[p[2] + 1]
   elseif p[1] == 'replace' then
@@ -441,35 +575,94 @@ return seq
 
 #: checkout(P, now, topic, max, lease_us, share) -> {next_due, lease deadline,
 #: then 7 values per delivery: id, payload, attempt, version, enqueued at,
-#: lease token, and false or {dedup key, headers, correlation, causation}}
+#: lease token, and false or {dedup key, headers, correlation, causation,
+#: priority, ordering key}}
 CHECKOUT = r"""
 reap()
+-- 2^52: added to the lease token of a message with an ordering key
+local KEYED = 4503599627370496
 local topic, most, lease, share = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local r = P .. 'r:' .. topic
-local ready = redis.call('LLEN', r)
-local n = math.min(most, math.ceil(ready / share))
 local dl = S(NOW + lease)
 local out = {next_due(), dl}
-if n <= 0 then return out end
-local ids = redis.call('LPOP', r, n)
+-- The priorities 9..1 whose lists may hold ids (``rp:<topic>``, bit p);
+-- none on the plain path, where this read replaces the list's LLEN.
+local rp = P .. 'rp:' .. topic
+local bits = redis.call('GET', rp)
+local ids, prs
+if not bits then
+  local n = most
+  if share > 1 then n = math.min(most, math.ceil(redis.call('LLEN', r) / share)) end
+  if n <= 0 then return out end
+  ids = redis.call('LPOP', r, n)
+  if not ids then return out end
+else
+  -- Highest priority first (a mark whose list is empty is cleared; the
+  -- bitmap is deleted once none is left), then 0.
+  local lanes, ready, left = {}, redis.call('LLEN', r), 0
+  local b0, b1 = string.byte(bits, 1) or 0, string.byte(bits, 2) or 0
+  for pr = 9, 1, -1 do
+    local byte = b0
+    if pr >= 8 then byte = b1 end
+    if math.floor(byte / 2 ^ (7 - pr % 8)) % 2 == 1 then
+      local lk = P .. 'r' .. pr .. ':' .. topic
+      local len = redis.call('LLEN', lk)
+      if len > 0 then
+        lanes[#lanes + 1] = {lk, tostring(pr)}
+        ready = ready + len
+        left = left + 1
+      else
+        redis.call('SETBIT', rp, pr, 0)
+      end
+    end
+  end
+  if left == 0 then redis.call('DEL', rp) end
+  local n = math.min(most, math.ceil(ready / share))
+  if n <= 0 then return out end
+  ids, prs = {}, {}
+  for _, l in ipairs(lanes) do
+    local want = n - #ids
+    local got = redis.call('LPOP', l[1], want)
+    for _, id in ipairs(got) do
+      ids[#ids + 1] = id
+      prs[#ids] = l[2]  -- its priority is its list's
+    end
+    if #ids >= n then break end
+  end
+  if #ids < n then
+    local got = redis.call('LPOP', r, n - #ids)
+    if got then
+      for _, id in ipairs(got) do ids[#ids + 1] = id end
+    end
+  end
+end
 local first = redis.call('INCRBY', P .. 'tok', #ids) - #ids
 local zadd = {}
 local taken = 0
 for k, id in ipairs(ids) do
+  local keyed = #id > 16  -- '<id>o': it has an ordering key
+  if keyed then id = string.sub(id, 1, 16) end
   local m = P .. 'm:' .. id
-  local f = redis.call('HMGET', m, 'p', 'v', 'k', 'h', 'c', 'z', 'e', 'a')
+  local f
+  if keyed then
+    f = redis.call('HMGET', m, 'p', 'v', 'k', 'h', 'c', 'z', 'e', 'a', 'o')
+  else
+    f = redis.call('HMGET', m, 'p', 'v', 'k', 'h', 'c', 'z', 'e', 'a')
+  end
   -- An id whose message is gone (only a server that lost part of a script
   -- leaves one, see docs/backends.md) is dropped, not handed out empty.
   if f[1] then
     taken = taken + 1
-    local tok = tostring(first + k)
+    local tok
+    if keyed then tok = S(first + k + KEYED) else tok = tostring(first + k) end
     local a = (tonumber(f[8]) or 0) + 1
     redis.call('HSET', m, 'tok', tok)
     zadd[#zadd + 1] = dl
     zadd[#zadd + 1] = id
+    local pr = prs and prs[k] or false
     local extra = false
-    if f[3] or f[4] or f[5] or f[6] then
-      extra = {f[3] or false, f[4] or false, f[5] or false, f[6] or false}
+    if f[3] or f[4] or f[5] or f[6] or pr or f[9] then
+      extra = {f[3] or false, f[4] or false, f[5] or false, f[6] or false, pr, f[9] or false}
     end
     local o = #out
     out[o + 1], out[o + 2], out[o + 3], out[o + 4] = id, f[1], a, f[2] or 1
@@ -485,17 +678,27 @@ if #out > 2 then out[1] = next_due() end
 return out
 """
 
-#: ack(P, now, n_leases, id, tok..., n_items, 7 fields per item) -> lost ids
+#: ack(P, now, n_leases, id, tok..., n_items, ITEM fields per item) -> lost ids
 #: (with follow-ups: all or nothing)
 ACK = r"""
 reap()
+local ITEM = 10
+local KEYED = 4503599627370496  -- a lease token from 2^52 on: the message has an ordering key
+-- A dedup window's key outlives the window by this much real time (ms): it
+-- is judged by the clients' clock (its ``until``); Redis' expiry only
+-- collects it afterwards.
+local WINDOW_SLACK_MS = 60000
 local n = tonumber(ARGV[3])
 local lost, valid = {}, {}
 for j = 0, n - 1 do
   local id, tok = ARGV[4 + 2 * j], ARGV[5 + 2 * j]
   local f = redis.call('HMGET', P .. 'm:' .. id, 'tok', 't', 'k')
   if f[1] == tok then
-    valid[#valid + 1] = {id, f[2], f[3]}
+    local okey = false
+    if #tok >= 16 and tonumber(tok) >= KEYED then
+      okey = redis.call('HGET', P .. 'm:' .. id, 'o')
+    end
+    valid[#valid + 1] = {id, f[2], f[3], okey}
   else
     lost[#lost + 1] = id
   end
@@ -509,20 +712,22 @@ if count > 0 then
   local acked, need = {}, 0
   for _, v in ipairs(valid) do acked[v[1]] = true end
   for j = 0, count - 1 do
-    local i = base + 1 + j * 7
+    local i = base + 1 + j * ITEM
     local key = ARGV[i + 2]
     if key == '' then
       need = need + 1
     else
       local holder = redis.call('HGET', P .. 'dedup', ARGV[i] .. NUL .. key)
-      if not holder or acked[holder] or redis.call('HEXISTS', P .. 'm:' .. holder, 'tok') == 1 then
+      if not holder or acked[holder] then
+        if not window(ARGV[i], key) then need = need + 1 end
+      elseif redis.call('HEXISTS', P .. 'm:' .. holder, 'tok') == 1 then
         need = need + 1
       end
     end
   end
   if live() - #valid + need > meta_num('capacity') then return full(need) end
 end
-local gone, ids = {}, {}
+local gone, ids, windows = {}, {}, nil
 for _, v in ipairs(valid) do
   local id, topic, key = v[1], v[2], v[3]
   ids[#ids + 1] = id
@@ -530,7 +735,13 @@ for _, v in ipairs(valid) do
   if key then
     local dk = topic .. NUL .. key
     if redis.call('HGET', P .. 'dedup', dk) == id then redis.call('HDEL', P .. 'dedup', dk) end
+    v[5] = redis.call('HGET', P .. 'm:' .. id, 'dw')  -- its dedup window
+    if v[5] then
+      windows = windows or {}
+      windows[#windows + 1] = v
+    end
   end
+  if v[4] then unkey(id, topic, v[4]) end
   cnt(topic .. NUL .. 'f', -1)
 end
 for i = 1, #ids, 1000 do  -- unpack has a limit
@@ -544,9 +755,23 @@ if #valid > 0 then
   room()
 end
 for j = 0, count - 1 do
-  local i = base + 1 + j * 7
+  local i = base + 1 + j * ITEM
   local what, a, b = plan(i, false)
-  if what == 'replace' then replace(i, a) else supersede(b); insert(i, a) end
+  if what == 'replace' then
+    replace(i, a)
+  elseif what == 'window' then
+    stat('kept')
+  else
+    supersede(b)
+    insert(i, a)
+  end
+end
+-- The acked messages' dedup windows open (after the follow-ups were
+-- planned: as in the engine, they do not see them).
+for _, v in ipairs(windows or {}) do
+  local until_ = NOW + tonumber(v[5])
+  redis.call('SET', P .. 'u:' .. v[2] .. NUL .. v[3], S(until_) .. ' ' .. v[1],
+    'PX', S(math.ceil(tonumber(v[5]) / 1000) + WINDOW_SLACK_MS))
 end
 return lost
 """
@@ -563,13 +788,14 @@ end
 for k = #valid, 1, -1 do
   local id = valid[k]
   local m = P .. 'm:' .. id
-  local topic = redis.call('HGET', m, 't')
+  local f = redis.call('HMGET', m, 't', 'pr', 'o', 'sup')
+  local topic = f[1]
   unlease(id, m, topic, false)
   stat('released')
-  if redis.call('HGET', m, 'sup') then
+  if f[4] then
     drop(id, m)
   else
-    to_ready(id, m, topic, true)
+    to_ready(id, topic, true, f[2], f[3])
   end
 end
 return lost
@@ -583,10 +809,11 @@ local id, tok = ARGV[3], ARGV[4]
 if not current(id, tok) then return 'lost' end
 local delay = tonumber(ARGV[5])
 local m = P .. 'm:' .. id
-local topic = redis.call('HGET', m, 't')
+local f = redis.call('HMGET', m, 't', 'pr', 'o', 'sup')
+local topic = f[1]
 unlease(id, m, topic, true)
 stat('nacked')
-if redis.call('HGET', m, 'sup') then
+if f[4] then
   drop(id, m)
   return 'ok'
 end
@@ -604,7 +831,7 @@ if delay > 0 then
   cnt('delayed', 1)
   cnt(topic .. NUL .. 'd', 1)
 else
-  to_ready(id, m, topic, false)
+  to_ready(id, topic, false, f[2], f[3])
 end
 return 'ok'
 """
@@ -626,7 +853,8 @@ CANCEL = r"""
 reap()
 local id = ARGV[3]
 local m = P .. 'm:' .. id
-local topic = redis.call('HGET', m, 't')
+local f = redis.call('HMGET', m, 't', 'pr', 'o')
+local topic = f[1]
 if not topic then return 0 end
 local was = 1
 if redis.call('HEXISTS', m, 'tok') == 1 then
@@ -635,8 +863,11 @@ if redis.call('HEXISTS', m, 'tok') == 1 then
 elseif redis.call('ZREM', P .. 'delayed', id) == 1 then
   cnt('delayed', -1)
   cnt(topic .. NUL .. 'd', -1)
+elseif f[3] and redis.call('LINDEX', P .. 'o:' .. topic .. NUL .. f[3], 0) ~= id then
+  cnt(topic .. NUL .. 'o', -1)  -- parked behind its ordering key: on no list
+  cnt('ready', -1)
 else
-  redis.call('LREM', P .. 'r:' .. topic, 1, id)
+  redis.call('LREM', lane(topic, f[2], false), 1, f[3] and id .. 'o' or id)
   cnt('ready', -1)
 end
 forget(id, m)
@@ -667,7 +898,7 @@ end
 if live() + #todo > meta_num('capacity') then return full(#todo) end
 for _, id in ipairs(todo) do
   local x = P .. 'x:' .. id
-  local f = redis.call('HMGET', x, 't', 'p', 'k', 'h', 'c', 'z')
+  local f = redis.call('HMGET', x, 't', 'p', 'k', 'h', 'c', 'z', 'pr', 'o', 'dw')
   local key = f[3] or ''
   local n = redis.call('INCR', P .. 'seq')
   local nid = string.format('%016x', n)
@@ -676,11 +907,17 @@ for _, id in ipairs(todo) do
   if key ~= '' then
     redis.call('HSET', m, 'k', key)
     redis.call('HSET', P .. 'dedup', f[1] .. NUL .. key, nid)
+    if f[9] then redis.call('HSET', m, 'dw', f[9]) end
   end
   if f[4] then redis.call('HSET', m, 'h', f[4]) end
   if f[5] then redis.call('HSET', m, 'c', f[5]) end
   if f[6] then redis.call('HSET', m, 'z', f[6]) end
-  to_ready(nid, m, f[1], false)
+  if f[7] then redis.call('HSET', m, 'pr', f[7]) end
+  if f[8] then  -- last of its ordering key's line
+    redis.call('HSET', m, 'o', f[8])
+    redis.call('RPUSH', P .. 'o:' .. f[1] .. NUL .. f[8], nid)
+  end
+  to_ready(nid, f[1], false, f[7], f[8])
   redis.call('DEL', x)
   redis.call('LREM', P .. 'dlq', 1, id)
   cnt(f[1] .. NUL .. 'x', -1)

@@ -100,6 +100,9 @@ def outgoing_message(
     delay: float | None = None,
     correlation_id: str | None = None,
     causation_id: str | None = None,
+    priority: int | None = None,
+    ordering_key: str | None = None,
+    dedup_window: float | None = None,
     codec: Codec | None = None,
 ) -> OutgoingMessage:
     """``payload`` encoded (``encode_message`` with ``codec``, default JSON)
@@ -120,4 +123,7 @@ def outgoing_message(
         headers=hdrs,
         correlation_id=correlation_id,
         causation_id=causation_id,
+        priority=priority,
+        ordering_key=ordering_key,
+        dedup_window=dedup_window,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from ringq.backend import Delivery
@@ -52,11 +53,16 @@ def flush(engine: Backend, w: Worker, counters: Counters | None = None) -> None:
     if not done:
         return
     c = w.counters if counters is None else counters
+    mw = w.pool.spec.middleware
+    started = time.perf_counter()
     try:
         engine.ack(done)
     except LeaseLost as e:
         c.late_acks += len(e.ids)
         c.succeeded += len(done) - len(e.ids)
+        if mw is not None and mw.ack:
+            lost = set(e.ids)
+            mw.acked([d for d in done if d.id not in lost], time.perf_counter() - started)
         log.warning(
             "handler %s: late ack rejected for %s (their leases ran out; "
             "the messages were retried)",
@@ -70,6 +76,8 @@ def flush(engine: Backend, w: Worker, counters: Counters | None = None) -> None:
         log.error("handler %s: ack of %d messages failed: %s", w.pool.spec.name, len(done), e)
     else:
         c.succeeded += len(done)
+        if mw is not None and mw.ack:
+            mw.acked(done, time.perf_counter() - started)
 
 
 def _take_all(dq: collections.deque[Delivery]) -> list[Delivery]:

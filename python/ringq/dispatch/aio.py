@@ -34,7 +34,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ringq.codecs.decoding import UndecodableError
@@ -534,6 +534,7 @@ class AsyncPool:
             if started:
                 c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
             return
+        ack_started = time.perf_counter()
         try:
             await self.ops._ack_with(d, staged)
         except LeaseLost:
@@ -547,6 +548,7 @@ class AsyncPool:
             await self._attempt_failed(d, e)
         else:
             c.succeeded += 1
+            self._acked([d], (), ack_started)
             if started:
                 c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
 
@@ -565,6 +567,7 @@ class AsyncPool:
         if not done:
             return
         c = self.counters
+        started = time.perf_counter()
         try:
             self.ops._handle.ack(done)
         except Submitted as s:
@@ -585,10 +588,19 @@ class AsyncPool:
                 self.spec.name,
                 ", ".join(e.ids),
             )
+            self._acked(done, e.ids, started)
         except RingqError as e:
             log.error("handler %s: ack of %d messages failed: %s", self.spec.name, len(done), e)
         else:
             c.succeeded += len(done)
+            self._acked(done, (), started)
+
+    def _acked(self, done: list[Delivery], lost: Iterable[str], started: float) -> None:
+        """Runs the middlewares' ``on_ack`` for the accepted ones of ``done``."""
+        mw = self.spec.middleware
+        if mw is not None and mw.ack:
+            gone = set(lost)
+            mw.acked([d for d in done if d.id not in gone], time.perf_counter() - started)
 
     async def _ack_answered(self, s: Submitted, done: list[Delivery]) -> None:
         await self._counted_ack(self.ops._answer(s), done)
@@ -598,15 +610,18 @@ class AsyncPool:
 
     async def _counted_ack(self, ack: Awaitable[object], done: list[Delivery]) -> None:
         c = self.counters
+        started = time.perf_counter()
         try:
             await ack
         except LeaseLost as e:
             c.late_acks += len(e.ids)
             c.succeeded += len(done) - len(e.ids)
+            self._acked(done, e.ids, started)
         except RingqError as e:
             log.error("handler %s: ack of %d messages failed: %s", self.spec.name, len(done), e)
         else:
             c.succeeded += len(done)
+            self._acked(done, (), started)
 
     def _call(self, msg: object, ctx: AsyncContext) -> Awaitable[object]:
         spec = self.spec

@@ -168,6 +168,8 @@ class ProcessWorker:
             "enqueued_at": d.enqueued_at,
             "lease_deadline": d.lease_deadline,
             "queue_id": d.queue_id,
+            "priority": d.priority,
+            "ordering_key": d.ordering_key,
         }
         try:
             job = pickle.dumps(
@@ -382,6 +384,9 @@ def child_main(argv: list[str]) -> int:
                     "headers": m.headers or None,
                     "correlation_id": m.correlation_id,
                     "causation_id": m.causation_id,
+                    "priority": m.priority,
+                    "ordering_key": m.ordering_key,
+                    "dedup_window": m.dedup_window,
                 },
             )
             for m in ctx.staged

@@ -338,6 +338,7 @@ class Runner:
             if started:
                 c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
             return
+        ack_started = time.perf_counter()
         try:
             self.engine.ack(d, publish=staged)
         except LeaseLost:
@@ -357,6 +358,8 @@ class Runner:
             attempt_failed(self.engine, w, d, e)
         else:
             c.succeeded += 1
+            if mw is not None and mw.ack:
+                mw.acked([d], time.perf_counter() - ack_started)
             if started:
                 c.end_to_end.observe(max(0.0, time.time() - d.enqueued_at))
 
