@@ -201,25 +201,24 @@ impl Meta {
 
     /// Whether this is `priority_only`'s shape.
     pub(crate) fn is_priority_only(&self) -> bool {
+        self.ordering_key.is_none() && self.only_placement()
+    }
+
+    /// Whether nothing but the fields that place a message (priority,
+    /// ordering key) is set.
+    fn only_placement(&self) -> bool {
         self.dedup_key.is_none()
             && self.headers.is_empty()
             && self.correlation_id.is_none()
             && self.causation_id.is_none()
             && self.first_failed_at.is_none()
-            && self.ordering_key.is_none()
             && self.dedup_window.is_none()
     }
 
     /// Whether it has an ordering key, maybe a priority, and nothing else
     /// (what messages of one key can share, see `state::KeyLine`).
     pub(crate) fn is_key_only(&self) -> bool {
-        self.ordering_key.is_some()
-            && self.dedup_key.is_none()
-            && self.headers.is_empty()
-            && self.correlation_id.is_none()
-            && self.causation_id.is_none()
-            && self.first_failed_at.is_none()
-            && self.dedup_window.is_none()
+        self.ordering_key.is_some() && self.only_placement()
     }
 
     /// Whether any field added by journal meta tag 2 is set.
