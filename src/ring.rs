@@ -35,6 +35,9 @@ pub(crate) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// How many entries ahead of the one being read a scan prefetches.
+pub(crate) const PREFETCH_AHEAD: usize = 8;
+
 /// Storage for messages, indexed by slot.
 #[derive(Default)]
 pub(crate) struct Slab {
@@ -202,9 +205,14 @@ impl ReadyList {
     }
 
     fn take_live(lane: &VecDeque<(u64, u32)>, slab: &Slab, max: usize, out: &mut Vec<u64>) {
-        for &e in lane.iter() {
+        for (i, &e) in lane.iter().enumerate() {
             if out.len() >= max {
                 break;
+            }
+            // Slots a few ahead: out of publish order (priorities, keys,
+            // retries) each entry is a cache miss of its own.
+            if let Some(&(ahead, _)) = lane.get(i + PREFETCH_AHEAD) {
+                slab.prefetch_slot(ahead);
             }
             if Self::is_live(slab, e) {
                 out.push(e.0);

@@ -33,7 +33,7 @@ pub(crate) struct Topic {
     /// Ordering key → index of its line in `lines`. Each live message of
     /// the key names its line (`Message::line`), so taking a message out of
     /// its line costs no lookup by key.
-    pub keys: HashMap<Box<str>, u32>,
+    pub keys: HashMap<Arc<str>, u32>,
     /// The lines of the keys in `keys`; unused ones are listed in `free_lines`.
     pub lines: Vec<KeyLine>,
     pub free_lines: Vec<u32>,
@@ -44,6 +44,8 @@ pub(crate) struct Topic {
 /// wait ("parked": counted in `n_ready`, not listed).
 #[derive(Default)]
 pub(crate) struct KeyLine {
+    /// The key (shared with `Topic::keys`); `None` while the line is free.
+    pub key: Option<Arc<str>>,
     /// Ids in increasing (publish) order; the first is the key's head.
     pub ids: VecDeque<u64>,
     /// The metadata of the last message of the key that had nothing else
@@ -257,23 +259,30 @@ impl State {
     /// goes before the current head (only when a snapshot lists messages
     /// out of id order) takes the head's place: the old head, if listed,
     /// is made stale on its ready list and waits.
-    fn key_insert(&mut self, topic: u32, meta: Arc<crate::types::Meta>, id: u64) {
+    ///
+    /// `hint` is the line that `line_of` gave when the publish was planned
+    /// (`NO_LINE` when the key had none, or in recovery): used when it still
+    /// holds the key, which saves hashing the key a second time.
+    fn key_insert(&mut self, topic: u32, meta: Arc<crate::types::Meta>, id: u64, hint: u32) {
         let key = meta.ordering_key.as_deref().expect("a keyed message");
         let t = &mut self.topics[topic as usize];
-        let ix = match t.keys.get(key) {
+        let hinted = t.lines.get(hint as usize).is_some_and(|l| l.key.as_deref() == Some(key));
+        let ix = match if hinted { Some(&hint) } else { t.keys.get(key) } {
             Some(&ix) => ix,
             None => {
                 let ix = t.free_lines.pop().unwrap_or_else(|| {
                     t.lines.push(KeyLine::default());
                     (t.lines.len() - 1) as u32
                 });
-                t.keys.insert(key.into(), ix);
+                let key: Arc<str> = key.into();
+                t.keys.insert(key.clone(), ix);
+                t.lines[ix as usize].key = Some(key);
                 ix
             }
         };
         self.slab.get_mut(id).expect("a keyed message is in the slab").line = ix;
         let line = &mut t.lines[ix as usize];
-        if meta.is_key_only() {
+        if meta.is_key_only() && !line.meta.as_ref().is_some_and(|m| Arc::ptr_eq(m, &meta)) {
             line.meta = Some(meta.clone());
         }
         let q = &mut line.ids;
@@ -307,6 +316,7 @@ impl State {
         let next = q.front().copied();
         if q.is_empty() {
             line.meta = None;
+            line.key = None;
             t.keys.remove(key);
             t.free_lines.push(ix);
         }
@@ -345,11 +355,15 @@ impl State {
         }
     }
 
-    /// Shared metadata for a publish that carries only `ordering_key` and
-    /// `priority` (see `KeyLine::meta`), if the key has one.
-    pub fn key_meta(&self, topic: &str, key: &str, priority: u8) -> Option<Arc<crate::types::Meta>> {
-        let t = &self.topics[self.topic_id(topic)? as usize];
-        t.lines[*t.keys.get(key)? as usize].meta.clone().filter(|m| m.priority == priority)
+    /// The line of `key` in topic `topic` (`NO_LINE` if the key has no live
+    /// message) and, when `share` (the publish carries only `ordering_key`
+    /// and `priority`), the line's shared metadata if its priority matches
+    /// (see `KeyLine::meta`).
+    pub fn line_of(&self, topic: u32, key: &str, priority: u8, share: bool) -> (u32, Option<Arc<crate::types::Meta>>) {
+        let t = &self.topics[topic as usize];
+        let Some(&ix) = t.keys.get(key) else { return (NO_LINE, None) };
+        let meta = if share { t.lines[ix as usize].meta.clone().filter(|m| m.priority == priority) } else { None };
+        (ix, meta)
     }
 
     /// Whether `m` is ready but waits behind the head of its ordering key
@@ -407,13 +421,13 @@ impl State {
                 let key: Option<Arc<crate::types::Meta>> = msg.ordering_key().and(msg.meta.clone());
                 self.next_seq = self.next_seq.max((id >> SLOT_BITS) + 1);
                 msg.lease_token = 0;
-                msg.line = NO_LINE; // set by `key_insert`
+                let hint = std::mem::replace(&mut msg.line, NO_LINE); // set by `key_insert`
                 if !self.slab.insert(msg) {
                     return Err(format!("enqueue of {id:016x}: slot is taken"));
                 }
                 self.n_windowed += windowed as usize;
                 if let Some(meta) = key {
-                    self.key_insert(tid, meta, id);
+                    self.key_insert(tid, meta, id, hint);
                 }
                 self.place(id);
             }
@@ -571,6 +585,7 @@ impl State {
             for (k, ix) in &t.keys {
                 let q = &t.lines[*ix as usize].ids;
                 assert!(!q.is_empty(), "empty line of key {k}");
+                assert_eq!(t.lines[*ix as usize].key.as_deref(), Some(&**k), "a line names its key");
                 assert!(q.iter().zip(q.iter().skip(1)).all(|(a, b)| a < b), "line of key {k} in id order");
                 for id in q {
                     let m = self.slab.get(*id).expect("a keyed id is live");
@@ -580,6 +595,10 @@ impl State {
                 for id in q.iter().skip(1) {
                     assert_ne!(self.slab.get(*id).unwrap().state, MsgState::InFlight, "only the head of {k} in flight");
                 }
+            }
+            for ix in &t.free_lines {
+                let l = &t.lines[*ix as usize];
+                assert!(l.key.is_none() && l.ids.is_empty() && l.meta.is_none(), "free line {ix} is empty");
             }
             let keyed = self.slab.iter().filter(|m| m.topic == tid && m.ordering_key().is_some()).count();
             assert_eq!(

@@ -135,6 +135,24 @@ fn one_message_per_ordering_key_in_flight_fifo_per_key_others_not_blocked() {
 }
 
 #[test]
+fn a_line_freed_and_taken_by_another_key_in_the_same_record_is_not_reused() {
+    // The publish of "a" is planned while "a" still has its line (the ack
+    // of its last message is in the same record); "b", applied first after
+    // the ack, takes that freed line. "a" must get a line of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path().join("q"), opts()).unwrap();
+    put(&e, keyed(b"a-1", "a"));
+    let got = take(&e, 1);
+    let out = e.ack(&[(got[0].1, got[0].2)], &[keyed(b"b-1", "b"), keyed(b"a-2", "a")], Wait::No).unwrap();
+    assert!(out.lost.is_empty());
+    check(&e);
+    let mut both = payloads(&take(&e, 10)).into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>();
+    both.sort();
+    assert_eq!(both, vec![b"a-2".to_vec(), b"b-1".to_vec()], "two keys, two heads: neither waits for the other");
+    e.close().unwrap();
+}
+
+#[test]
 fn a_checkout_waiting_for_a_keyed_message_wakes_when_the_head_is_acked() {
     let dir = tempfile::tempdir().unwrap();
     let e = std::sync::Arc::new(Engine::open(dir.path().join("q"), opts()).unwrap());

@@ -84,7 +84,10 @@ impl Inner {
     fn current_leases(&self, leases: &[(u64, u64)], now: Micros) -> (Vec<u64>, Vec<u64>) {
         let mut valid = Vec::with_capacity(leases.len());
         let mut lost = Vec::new();
-        for &(id, token) in leases {
+        for (i, &(id, token)) in leases.iter().enumerate() {
+            if let Some(&(ahead, _)) = leases.get(i + crate::ring::PREFETCH_AHEAD) {
+                self.state.slab.prefetch_slot(ahead);
+            }
             if self.leased(id, token, now).is_some() {
                 valid.push(id);
             } else {

@@ -116,24 +116,31 @@ impl Shared {
         g.state.remembered.prune(now);
         let mut plan = Plan { ops: Vec::with_capacity(items.len()), ..Default::default() };
         let mut pending: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut topic: Option<(&str, Arc<str>)> = None;
+        let mut topic: Option<(&str, u32, Arc<str>)> = None;
         for p in items {
-            let name = match &topic {
-                Some((t, name)) if *t == p.topic => name.clone(),
+            let (tid, name) = match &topic {
+                Some((t, tid, name)) if *t == p.topic => (*tid, name.clone()),
                 _ => {
-                    let name = g.state.topic_name(p.topic);
-                    topic = Some((p.topic, name.clone()));
-                    name
+                    let tid = g.state.intern(p.topic);
+                    let name = g.state.topics[tid as usize].name.clone();
+                    topic = Some((p.topic, tid, name.clone()));
+                    (tid, name)
                 }
             };
-            let shared = match p.ordering_key {
-                Some(k) if p.dedup_key.is_none() && p.headers.is_empty() => g.state.key_meta(p.topic, k, p.priority),
-                _ => None,
+            // The key's line, found once here and handed to `apply` with
+            // the message; its shared metadata when the publish has nothing
+            // else to carry.
+            let (line, shared) = match p.ordering_key {
+                Some(k) => {
+                    let share = p.dedup_key.is_none()
+                        && p.headers.is_empty()
+                        && p.correlation_id.is_none()
+                        && p.causation_id.is_none();
+                    g.state.line_of(tid, k, p.priority, share)
+                }
+                None => (crate::types::NO_LINE, None),
             };
-            let meta = match shared {
-                Some(m) if p.correlation_id.is_none() && p.causation_id.is_none() => Some(m),
-                _ => build_meta(p),
-            };
+            let meta = shared.or_else(|| build_meta(p));
             let visible_at = p.delay.filter(|d| !d.is_zero()).map(|d| micros_after(now, d));
             if let Some(v) = visible_at {
                 plan.earliest_delay = Some(plan.earliest_delay.map_or(v, |e: u64| e.min(v)));
@@ -142,7 +149,7 @@ impl Shared {
                 if opts.expected_version.is_some() {
                     return Err(Error::Invalid("expected_version needs a dedup_key".into()));
                 }
-                plan.push_new(name, p, meta, 1, visible_at, now, None);
+                plan.push_new(name, p, (meta, line), 1, visible_at, now, None);
                 continue;
             };
             // An earlier item of this batch holds the key.
@@ -185,7 +192,7 @@ impl Shared {
                     continue;
                 }
                 check_version(key, opts.expected_version, 0)?;
-                let ix = plan.push_new(name, p, meta, 1, visible_at, now, None);
+                let ix = plan.push_new(name, p, (meta, line), 1, visible_at, now, None);
                 pending.insert((p.topic, key), ix);
                 continue;
             };
@@ -198,7 +205,7 @@ impl Shared {
             }
             if h.state == MsgState::InFlight {
                 plan.superseded += 1;
-                let ix = plan.push_new(name, p, meta, h.version + 1, visible_at, now, Some(hid));
+                let ix = plan.push_new(name, p, (meta, line), h.version + 1, visible_at, now, Some(hid));
                 pending.insert((p.topic, key), ix);
             } else {
                 plan.replaced += 1;
@@ -365,7 +372,7 @@ impl Plan {
         &mut self,
         topic: Arc<str>,
         p: &Publish<'_>,
-        meta: Option<Arc<Meta>>,
+        (meta, line): (Option<Arc<Meta>>, u32),
         version: u32,
         visible_at: Option<u64>,
         now: u64,
@@ -383,7 +390,8 @@ impl Plan {
             lease_token: 0,
             lease_deadline: 0,
             ticket: 0,
-            line: crate::types::NO_LINE,
+            // A hint for `State::key_insert`, which sets the real line.
+            line,
             payload: p.payload.into(),
             meta,
         };
