@@ -142,6 +142,24 @@ def timed(fn: Callable[[], None]) -> float:
         return time.perf_counter() - t0
 
 
+def settle(q: BenchQueue, limit: float = 10.0) -> None:
+    """Waits (untimed) until everything written so far is on disk.
+
+    With ``durability="batch"`` the flusher syncs a phase's records after it
+    returns; timing the next phase at once would charge it that sync (and
+    the page-table work the sync does on the other core). Raises if the
+    queue is not durable within ``limit`` seconds.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        st = q.stats()
+        if st["durable_lsn"] >= st["lsn"]:
+            return
+        if time.monotonic() > deadline:
+            raise VerifyError(f"not durable after {limit} s: {st['durable_lsn']} < {st['lsn']}")
+        time.sleep(0.005)
+
+
 def verify_fifo(received: list[bytes], expected: list[bytes], what: str) -> None:
     if len(received) != len(expected):
         raise VerifyError(f"{what}: received {len(received)} messages, expected {len(expected)}")
