@@ -390,6 +390,8 @@ fn load_from(
     let mut tear: Option<(TornTail, Lsn)> = None;
     // The segment read last: its path, where its records end, whether it was sealed.
     let mut prev: Option<(PathBuf, u64, bool)> = None;
+    // Where the seal of the segment being read starts, if it is a tear.
+    let mut unsealed: Option<u64> = None;
     let n = chain.len();
     for i in 0..n {
         let is_last = i + 1 == n;
@@ -543,7 +545,23 @@ fn load_from(
                 // LSN check below refuses a gap that held records.
                 let deleted_below_anchor = seal.next_seq < manifest.journal_anchor && !named_present;
                 let accepted = (is_last && named_present) || deleted_below_anchor;
-                if !accepted {
+                // The roll wrote the seal here and the header there, both
+                // unsynced, and the power cut kept only the seal: the named
+                // segment is unused. Nothing from it on was fsynced (its
+                // header shares a page with its first records), so the seal
+                // is a tear: later segments are dropped unless one proves a
+                // record after it reached the disk (then: corruption).
+                let named_unused = out.spares.iter().any(|(s, _)| *s == seal.next_seq);
+                if !accepted && named_unused && tear.is_none() {
+                    let t = TornTail {
+                        path: path.clone(),
+                        offset: seal.offset,
+                        bytes: scan.end - seal.offset,
+                        dropped_records: 0,
+                    };
+                    tear = Some((t, seal.next_lsn));
+                    unsealed = Some(seal.offset);
+                } else if !accepted {
                     let missing = dir.join(journal::segment_name(seal.next_seq));
                     return Err(Error::corruption(
                         &missing,
@@ -562,15 +580,20 @@ fn load_from(
             report.dropped_records += t.dropped_records;
             tear = Some((t.clone(), scan.last_lsn + 1));
         }
-        prev = (header.version >= 2).then(|| (path.clone(), scan.end, scan.sealed.is_some()));
+        // A seal that is a tear (above) is zeroed: the segment ends before it.
+        let (end, sealed) = match unsealed.take() {
+            Some(at) => (at, false),
+            None => (scan.end, scan.sealed.is_some()),
+        };
+        prev = (header.version >= 2).then(|| (path.clone(), end, sealed));
         out.used.push(UsedSegment {
             path: path.clone(),
             version: header.version,
             seq: header.seq,
             first_lsn: first,
             last_lsn: scan.last_lsn,
-            end: scan.end,
-            sealed: scan.sealed.is_some(),
+            end,
+            sealed,
             len: map.len() as u64,
         });
     }
