@@ -237,7 +237,7 @@ fn load_from(
     let (mut state, snap_lsn) = match files.snapshots.last() {
         Some((_, path)) => {
             let data = snapshot::map(path)?;
-            let (state, lsn) = snapshot::decode(path, &data, dlq_capacity, slot_limit)?;
+            let (state, lsn) = snapshot::decode_mapped(path, &data, dlq_capacity, slot_limit)?;
             report.snapshot_path = Some(path.clone());
             (state, lsn)
         }
