@@ -465,6 +465,26 @@ fn load_from(
             // cut. That is a tear at its end, unless proven otherwise below.
             let t = TornTail { path: prev_path.clone(), offset: *prev_end, bytes: 0, dropped_records: 0 };
             tear = Some((t, next));
+        } else if first > next
+            && tear.is_none()
+            && prev.is_none()
+            && let Some((_, anchor)) =
+                out.spares.iter().find(|(s, _)| *s == manifest.journal_anchor && header.seq.is_some_and(|q| q > *s))
+        {
+            // The first segment read starts after the snapshot, and the
+            // segment the snapshot's MANIFEST anchors (the one active when
+            // it was taken) is unused on disk: the power cut kept a later
+            // roll's header but not the one the writer put on the anchor.
+            // Nothing from the anchor on was fsynced (fsyncs cover whole
+            // files, in chain order), so that is a tear in front of this
+            // segment, unless proven otherwise below.
+            let t = TornTail {
+                path: anchor.clone(),
+                offset: journal::SEGMENT_HEADER_LEN as u64,
+                bytes: 0,
+                dropped_records: 0,
+            };
+            tear = Some((t, next));
         }
         if let Some((t, lost)) = &tear {
             // After a torn tail: these records are dropped with it, unless

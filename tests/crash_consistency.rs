@@ -1521,6 +1521,57 @@ fn power_cut_keeping_a_seal_but_not_the_header_it_names() {
     tracker().untrack();
 }
 
+/// (a3) As (a2), with the lost header on the segment a snapshot anchored: a
+/// snapshot taken while segment 2 was active (its header and records never
+/// fsynced) deleted segment 1, then a roll put segment 3's header on disk by
+/// write-back but not segment 2's. The chain starts at segment 3, past the
+/// snapshot; the records between are lost, none was fsynced: a tear, never
+/// "journal resumes at LSN N but LSN M is missing".
+#[test]
+fn power_cut_keeping_a_later_header_but_not_the_snapshot_anchors() {
+    let _one = lock(&SERIAL);
+    let opts = Options {
+        durability: Durability::Batch,
+        fsync_interval: Duration::from_secs(3600),
+        snapshot_every: 1 << 40,
+        ..options(Durability::Batch)
+    };
+    let mut c = Case::new("anchor-lost", opts);
+    let e = c.open();
+    let roll = |c: &mut Case, e: &Engine| {
+        let segments = stat(e, "journal_segments");
+        while stat(e, "journal_segments") == segments {
+            c.publish(e, 1, 1000, false);
+        }
+        c.publish(e, 3, 1000, false);
+    };
+    roll(&mut c, &e);
+    e.snapshot().expect("snapshot");
+    let snap = stat(&e, "snapshot_lsn");
+    roll(&mut c, &e);
+    let cap = tracker().capture("a roll past the snapshot's anchor");
+    let mut used: Vec<(Lsn, String)> = cap
+        .killed()
+        .into_iter()
+        .filter(|(n, d)| n.ends_with(".log") && first_lsn(d) != 0)
+        .map(|(n, d)| (first_lsn(&d), n))
+        .collect();
+    used.sort();
+    let [.., (_, anchor), (newest, _)] = &used[..] else { panic!("expected two used segments: {used:?}") };
+    assert!(*newest > snap + 1, "records between the snapshot and the newest segment");
+    let img = cut_with(&cap, |n, d, cur| {
+        let mut out = cur.to_vec();
+        if n == anchor {
+            out[..PAGE].copy_from_slice(&padded(d, 0, PAGE));
+        }
+        out
+    });
+    drop(e);
+    let r = c.check("a later header kept, the anchor's lost", &img, cap.required);
+    assert_eq!(r.last_lsn, snap, "the journal ends at the snapshot: {r:?}");
+    tracker().untrack();
+}
+
 /// (b) A hole in the unsynced part of the active segment with valid records
 /// after it: a torn tail that drops them (and says so), never corruption.
 #[test]
