@@ -1414,6 +1414,41 @@ impl Case {
     }
 }
 
+/// Batch durability with no flusher round (nothing is fsynced unless a
+/// test asks) and no automatic snapshot.
+fn batch_without_flushes() -> Options {
+    Options {
+        durability: Durability::Batch,
+        fsync_interval: Duration::from_secs(3600),
+        snapshot_every: 1 << 40,
+        ..options(Durability::Batch)
+    }
+}
+
+/// The used segments of a capture (as killed), by first LSN.
+fn used_segments(cap: &Capture) -> Vec<(Lsn, String)> {
+    let mut used: Vec<(Lsn, String)> = cap
+        .killed()
+        .into_iter()
+        .filter(|(n, d)| n.ends_with(".log") && first_lsn(d) != 0)
+        .map(|(n, d)| (first_lsn(&d), n))
+        .collect();
+    used.sort();
+    used
+}
+
+/// Every unsynced page written back but the first page (the header) of
+/// `name`, which is as last fsynced.
+fn first_page_lost(cap: &Capture, name: &str) -> Image {
+    cut_with(cap, |n, d, cur| {
+        let mut out = cur.to_vec();
+        if n == name {
+            out[..PAGE].copy_from_slice(&padded(d, 0, PAGE));
+        }
+        out
+    })
+}
+
 /// First LSN in a segment's header (0: a prepared, unused segment).
 fn first_lsn(data: &[u8]) -> Lsn {
     ringq::journal::read_segment_header(Path::new("x"), data).ok().flatten().map_or(0, |h| h.first_lsn)
@@ -1427,12 +1462,7 @@ fn first_lsn(data: &[u8]) -> Lsn {
 #[test]
 fn power_cut_right_after_a_segment_roll() {
     let _one = lock(&SERIAL);
-    let opts = Options {
-        durability: Durability::Batch,
-        fsync_interval: Duration::from_secs(3600),
-        snapshot_every: 1 << 40,
-        ..options(Durability::Batch)
-    };
+    let opts = batch_without_flushes();
     let mut c = Case::new("roll", opts);
     let e = c.open();
     // Let the preparer make the spare the roll will take.
@@ -1446,13 +1476,7 @@ fn power_cut_right_after_a_segment_roll() {
     }
     c.publish(&e, 3, 1000, false);
     let cap = tracker().capture("right after a roll");
-    let mut used: Vec<(Lsn, String)> = cap
-        .killed()
-        .into_iter()
-        .filter(|(n, d)| n.ends_with(".log") && first_lsn(d) != 0)
-        .map(|(n, d)| (first_lsn(&d), n))
-        .collect();
-    used.sort();
+    let used = used_segments(&cap);
     let [(_, old), (_, new)] = &used[..] else { panic!("expected two used segments: {used:?}") };
     // All of the old segment's unsynced pages lost; then all but its last.
     let lost_tail = cut_with(&cap, |n, d, cur| if n == old { padded(d, 0, cur.len()) } else { cur.to_vec() });
@@ -1485,12 +1509,7 @@ fn power_cut_right_after_a_segment_roll() {
 #[test]
 fn power_cut_keeping_a_seal_but_not_the_header_it_names() {
     let _one = lock(&SERIAL);
-    let opts = Options {
-        durability: Durability::Batch,
-        fsync_interval: Duration::from_secs(3600),
-        snapshot_every: 1 << 40,
-        ..options(Durability::Batch)
-    };
+    let opts = batch_without_flushes();
     let mut c = Case::new("seal-kept", opts);
     let e = c.open();
     while stat(&e, "journal_segments") < 3 {
@@ -1498,22 +1517,10 @@ fn power_cut_keeping_a_seal_but_not_the_header_it_names() {
     }
     c.publish(&e, 3, 1000, false);
     let cap = tracker().capture("after two rolls");
-    let mut used: Vec<(Lsn, String)> = cap
-        .killed()
-        .into_iter()
-        .filter(|(n, d)| n.ends_with(".log") && first_lsn(d) != 0)
-        .map(|(n, d)| (first_lsn(&d), n))
-        .collect();
-    used.sort();
+    let used = used_segments(&cap);
     let [_, (_, second), _] = &used[..] else { panic!("expected three used segments: {used:?}") };
     // Every unsynced page written back, but the second segment's first.
-    let img = cut_with(&cap, |n, d, cur| {
-        let mut out = cur.to_vec();
-        if n == second {
-            out[..PAGE].copy_from_slice(&padded(d, 0, PAGE));
-        }
-        out
-    });
+    let img = first_page_lost(&cap, second);
     drop(e);
     let r = c.check("a seal kept, the header it names lost", &img, cap.required);
     assert!(r.last_lsn < used[1].0, "the journal ends at the seal: {r:?}");
@@ -1530,12 +1537,7 @@ fn power_cut_keeping_a_seal_but_not_the_header_it_names() {
 #[test]
 fn power_cut_keeping_a_later_header_but_not_the_snapshot_anchors() {
     let _one = lock(&SERIAL);
-    let opts = Options {
-        durability: Durability::Batch,
-        fsync_interval: Duration::from_secs(3600),
-        snapshot_every: 1 << 40,
-        ..options(Durability::Batch)
-    };
+    let opts = batch_without_flushes();
     let mut c = Case::new("anchor-lost", opts);
     let e = c.open();
     let roll = |c: &mut Case, e: &Engine| {
@@ -1550,22 +1552,10 @@ fn power_cut_keeping_a_later_header_but_not_the_snapshot_anchors() {
     let snap = stat(&e, "snapshot_lsn");
     roll(&mut c, &e);
     let cap = tracker().capture("a roll past the snapshot's anchor");
-    let mut used: Vec<(Lsn, String)> = cap
-        .killed()
-        .into_iter()
-        .filter(|(n, d)| n.ends_with(".log") && first_lsn(d) != 0)
-        .map(|(n, d)| (first_lsn(&d), n))
-        .collect();
-    used.sort();
+    let used = used_segments(&cap);
     let [.., (_, anchor), (newest, _)] = &used[..] else { panic!("expected two used segments: {used:?}") };
     assert!(*newest > snap + 1, "records between the snapshot and the newest segment");
-    let img = cut_with(&cap, |n, d, cur| {
-        let mut out = cur.to_vec();
-        if n == anchor {
-            out[..PAGE].copy_from_slice(&padded(d, 0, PAGE));
-        }
-        out
-    });
+    let img = first_page_lost(&cap, anchor);
     drop(e);
     let r = c.check("a later header kept, the anchor's lost", &img, cap.required);
     assert_eq!(r.last_lsn, snap, "the journal ends at the snapshot: {r:?}");
