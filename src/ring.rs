@@ -226,20 +226,28 @@ impl ReadyList {
         (1..=crate::types::MAX_PRIORITY as usize).rev().filter(move |p| high & (1 << p) != 0)
     }
 
+    /// Lane `p` (1..=9) with its stale front entries dropped, or `None`
+    /// (and its bit cleared) if that leaves it empty.
+    fn trimmed_lane(&mut self, p: usize, slab: &Slab) -> Option<&mut VecDeque<(u64, u32)>> {
+        let lane = &mut self.lanes[p - 1];
+        Self::trim(lane, slab);
+        if lane.is_empty() {
+            self.high &= !(1 << p);
+            return None;
+        }
+        Some(lane)
+    }
+
     /// Up to `max` ready ids from the front, highest priority first, in
     /// order, without removing them. Stale entries met on the way are dropped.
     pub fn peek_front(&mut self, slab: &Slab, max: usize, out: &mut Vec<u64>) {
         if self.high != 0 {
             for p in self.high_lanes() {
-                let lane = &mut self.lanes[p - 1];
-                Self::trim(lane, slab);
-                if lane.is_empty() {
-                    self.high &= !(1 << p);
-                    continue;
-                }
-                Self::take_live(lane, slab, max, out);
-                if out.len() >= max {
-                    return;
+                if let Some(lane) = self.trimmed_lane(p, slab) {
+                    Self::take_live(lane, slab, max, out);
+                    if out.len() >= max {
+                        return;
+                    }
                 }
             }
         }
@@ -251,11 +259,7 @@ impl ReadyList {
     pub fn trim_front(&mut self, slab: &Slab) {
         if self.high != 0 {
             for p in self.high_lanes() {
-                let lane = &mut self.lanes[p - 1];
-                Self::trim(lane, slab);
-                if lane.is_empty() {
-                    self.high &= !(1 << p);
-                }
+                self.trimmed_lane(p, slab);
             }
         }
         Self::trim(&mut self.entries, slab);
