@@ -567,12 +567,13 @@ fn load_from(
                 let accepted = (is_last && named_present) || deleted_below_anchor;
                 // The roll wrote the seal here and the header there, both
                 // unsynced, and the power cut kept only the seal: the named
-                // segment is unused. Nothing from it on was fsynced (its
-                // header shares a page with its first records), so the seal
-                // is a tear: later segments are dropped unless one proves a
-                // record after it reached the disk (then: corruption).
+                // segment is unused. Nothing from it on was fsynced (fsyncs
+                // cover whole files, in chain order), so the seal is a tear:
+                // later segments are dropped unless one proves a record
+                // after it reached the disk (then: corruption). No tear can
+                // have been found before: segments after one never get here.
                 let named_unused = out.spares.iter().any(|(s, _)| *s == seal.next_seq);
-                if !accepted && named_unused && tear.is_none() {
+                if !accepted && named_unused {
                     let t = TornTail {
                         path: path.clone(),
                         offset: seal.offset,

@@ -116,12 +116,11 @@ impl Journal {
         let mut ready = Vec::new();
         for (seq, path) in recovered.spares {
             // Keep one spare; more are left over from a larger segment size or
-            // an interrupted close.
-            // A kill may have cut its preparation short before the fsyncs
-            // (a directory fsync by another thread can still have made its
-            // name durable): its size and header, and its name, are made
-            // durable before the journal may roll into it, or a power cut
-            // could leave a seal naming an empty file.
+            // an interrupted close. A kill may have cut its preparation short
+            // before its fsyncs (while another thread's directory fsync made
+            // its name durable): its size, header and name are made durable
+            // before the journal may roll into it, or a power cut could leave
+            // a seal naming an empty file.
             if ready.is_empty()
                 && let Ok((file, map)) = prepare::open(&path)
                 && map.len() >= page_round(segment_size)
