@@ -142,10 +142,10 @@ pub(crate) fn decode_mapped(
         }
         let end = (upto / page * page).min(map.len());
         if end >= done.get() + RELEASE_EVERY {
-            // SAFETY: the range is inside the mapping and page-aligned;
-            // nothing borrows those bytes any more (the passes only move
-            // forward), and a read-only file mapping refaults them from the
-            // file if read again.
+            // SAFETY: the range is inside the mapping and page-aligned. On a
+            // shared read-only file mapping the advice changes no contents:
+            // a page read again is faulted back in from the (unchanging)
+            // file, so the slices that still borrow the mapping stay valid.
             let _ =
                 unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, done.get(), end - done.get()) };
             done.set(end);
