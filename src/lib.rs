@@ -58,6 +58,17 @@ pub mod types;
 #[cfg(feature = "python")]
 mod bindings;
 
+/// Every Rust allocation of the engine (messages, payloads, buffers) comes
+/// from mimalloc. glibc's malloc merges a freed chunk with its free
+/// neighbours, which made acking messages out of publish order (priorities,
+/// ordering keys, retries) read a cold neighbour per message; mimalloc frees
+/// into per-page lists. Measured in docs/benchmarks.md ("Allocator"). Python's
+/// objects keep Python's allocator, and no allocation crosses between the
+/// two: bytes handed to Python are copied into Python objects.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use clock::Clock;
 pub use engine::{
     AckOutcome, CANCEL_IN_FLIGHT, CANCEL_NOT_FOUND, CANCEL_WAITING, Checkout, Engine, Publish, PublishOpts, Stat,
