@@ -286,7 +286,7 @@ fn journal_append(c: &mut Criterion) {
         let name = "journal_append/journal_raw";
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut j, _spares) =
-            Journal::open(dir.path(), Arc::new(Faults::default()), SEGMENT_SIZE, 1, Default::default())
+            Journal::open(dir.path(), Arc::new(Faults::default()), SEGMENT_SIZE, true, 1, Default::default())
                 .expect("journal");
         let sync: SyncPoint<Arc<File>> = SyncPoint::new(0, Some(j.active_file()));
         let ops = std::slice::from_ref(&op);

@@ -448,6 +448,22 @@ fn an_interrupted_segment_creation_is_still_cleaned_up() {
 }
 
 #[test]
+fn a_segment_fill_interrupted_by_a_crash_is_removed_and_read_as_nothing() {
+    let (tmp, files) = crashed_queue_with(&[b"a", b"b", b"c"]);
+    let dir = tmp.path().join("q");
+    restore(&files, &dir);
+    // What a kill while the preparer wrote zeros leaves: the file under its
+    // temporary name, any length, no header yet.
+    let fill = dir.join(ringq::journal::prepare::FILL_NAME);
+    fs::write(&fill, vec![0u8; 3 * 4096]).unwrap();
+    assert!(ringq::inspect::inspect(&dir).unwrap().records_replayed > 0, "inspect ignores it");
+    let e = Engine::open(&dir, small()).unwrap();
+    assert!(!fill.exists(), "recovery removes it");
+    assert_eq!(ids(&e, "t"), 3);
+    e.close().unwrap();
+}
+
+#[test]
 fn a_used_segment_cut_below_its_header_is_refused_and_repair_accepts_the_loss() {
     // durability="os": no flusher round, so `DURABLE` does not see the loss.
     let os = Options { durability: Durability::Os, ..small() };

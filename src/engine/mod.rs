@@ -186,6 +186,15 @@ pub struct Engine {
     sh: Arc<Shared>,
 }
 
+/// Whether new journal segments are written with zeros before use
+/// (`journal::prepare`). Not with `durability="always"`: each of its calls
+/// waits for the disk, and the fill's writes (as much again as the
+/// journal's) slowed `always` publishing (docs/benchmarks.md, "Segments
+/// written ahead").
+fn fill_segments(durability: Durability) -> bool {
+    durability != Durability::Always
+}
+
 impl Engine {
     /// Opens (creating if needed) the queue at `path`.
     pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Engine> {
@@ -221,7 +230,14 @@ impl Engine {
         let loaded = recovery::load(&path, opts.dlq_capacity, bound, true, &faults, &old)?;
         let slots = opts.capacity.max(loaded.state.slab.slot_count());
         let next_lsn = loaded.report.last_lsn + 1;
-        let (mut journal, spares) = Journal::open(&path, faults.clone(), opts.segment_size, next_lsn, loaded.journal)?;
+        let (mut journal, spares) = Journal::open(
+            &path,
+            faults.clone(),
+            opts.segment_size,
+            fill_segments(opts.durability),
+            next_lsn,
+            loaded.journal,
+        )?;
         journal.set_sync_old(opts.durability != Durability::Os);
         // Journal::open synced every recovered record.
         let mut marker = Marker::open(&path).map_err(|e| Error::storage("opening", path.join(DURABLE_FILE), e))?;

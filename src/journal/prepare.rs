@@ -1,9 +1,29 @@
 //! Segments are made before the writer needs them: a background thread
-//! (`engine::background`) creates the next one — file created 0600,
-//! preallocated, header written with first LSN 0 ("prepared, unused"),
-//! fsynced, its name fsynced into the directory, mapped — and leaves it in
-//! [`Spares`]. A roll then only writes a seal and the new header through
-//! the mappings: no syscall and no disk wait under the engine's lock.
+//! (`engine::background`) creates the next one — preallocated and written
+//! with zeros under a temporary name ([`FILL_NAME`]), fsynced, then given
+//! its number: header with first LSN 0 ("prepared, unused"), fsynced,
+//! renamed, the directory fsynced, mapped — and leaves it in [`Spares`]. A
+//! roll then only writes a seal and the new header through the mappings: no
+//! syscall and no disk wait under the engine's lock. The first segment of a
+//! new journal is made the same way by `Journal::open`. Under
+//! `durability="always"` segments are only preallocated, not filled (the
+//! `fill` flag; `engine::fill_segments` says why).
+//!
+//! Why the zeros, when a preallocated file already reads as zeros: its
+//! extents are *unwritten*, so the writer's first store into each page of
+//! the mapping faulted the page in as zeros and converted the extent on the
+//! spot (ext4: about 4 µs a page, some 100 ns per 100-byte publish).
+//! Written and synced ahead, the pages are plain written blocks in the page
+//! cache and the writer's faults are minor ones (docs/benchmarks.md,
+//! "Segments written ahead"). PostgreSQL zero-fills new WAL segments for
+//! the same reason. It doubles what the journal writes to disk, off the hot
+//! path. The fill stops early when the queue closes (`Spares::stop`), so
+//! closing never waits for it.
+//!
+//! A roll that finds no spare ready does not wait for the one being filled
+//! (tens of milliseconds, under the engine's lock): it makes its own,
+//! preallocated but not filled ([`create`]), and the spare being filled
+//! takes the next number when it is done.
 //!
 //! If preparing fails (a full disk), the error is kept for `stats()` and
 //! the thread waits to be kicked (after a snapshot freed space, or a roll
@@ -11,9 +31,10 @@
 //! spare creates one itself and fails the append if that fails too.
 //!
 //! Sequence numbers are used in increasing order, so the order of the file
-//! names is the order of the journal: a roll waits for a preparation under
-//! way rather than overtake it, and a spare numbered below a segment already
-//! used (one made for a record bigger than the spares) is deleted, never used.
+//! names is the order of the journal: a spare takes its number only when it
+//! is complete, and one numbered below a segment already used (one made for
+//! a record bigger than the spares, or a roll that overtook it between its
+//! number and its rename) is deleted, never used.
 
 use super::{SEGMENT_HEADER_LEN, page_round, segment_header, segment_name};
 use crate::storage::{self, FaultPoint, Faults};
@@ -24,6 +45,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A segment created ahead of use (header first LSN 0).
 pub struct Prepared {
@@ -39,19 +61,23 @@ impl Prepared {
     }
 }
 
-/// Creates segment `seq` of `size` bytes (rounded up to pages), unused.
-/// On error nothing is left behind.
+/// How much of a new segment one write of zeros covers.
+const FILL_CHUNK: usize = 1 << 20;
+
+/// The name a segment is filled under before it gets its number (removed
+/// by recovery if a crash leaves it).
+pub const FILL_NAME: &str = "segment.tmp";
+
+/// Creates segment `seq` of `size` bytes (rounded up to pages), unused,
+/// preallocated but not filled: what a roll that finds no spare makes
+/// under the engine's lock. On error nothing is left behind.
 pub fn create(dir: &Path, faults: &Faults, seq: u64, size: usize) -> io::Result<Prepared> {
     faults.check(FaultPoint::SegmentCreate)?;
     let size = page_round(size.max(SEGMENT_HEADER_LEN + 64));
     let path = dir.join(segment_name(seq));
     let file = storage::create_file(&path)?;
     let result = (|| {
-        // SAFETY: plain syscall on a valid fd; arguments are in range.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
+        allocate(&file, size)?;
         file.write_all_at(&segment_header(0, seq, size as u64), 0)?;
         storage::sync_new_file(&file)?;
         storage::sync_dir(dir)?;
@@ -65,6 +91,71 @@ pub fn create(dir: &Path, faults: &Faults, seq: u64, size: usize) -> io::Result<
             Err(e)
         }
     }
+}
+
+/// Creates an unused segment of `size` bytes (rounded up to pages) with
+/// every byte after its header written as zeros and synced (see the module
+/// docs). It is filled as [`FILL_NAME`] and takes its number from `seq`
+/// only then, just before it is renamed into place, so a roll that could
+/// not wait for it and made its own segment meanwhile does not leave it
+/// numbered below the journal. `stop` is asked between chunks of zeros:
+/// when it answers true the creation is abandoned with
+/// `ErrorKind::Interrupted`. On error nothing is left behind.
+pub fn create_filled(
+    dir: &Path,
+    faults: &Faults,
+    size: usize,
+    seq: &dyn Fn() -> u64,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<Prepared> {
+    faults.check(FaultPoint::SegmentCreate)?;
+    let size = page_round(size.max(SEGMENT_HEADER_LEN + 64));
+    let tmp = dir.join(FILL_NAME);
+    match storage::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let file = storage::create_file(&tmp)?;
+    let mut named: Option<PathBuf> = None;
+    let result = (|| {
+        allocate(&file, size)?;
+        let zeros = vec![0u8; FILL_CHUNK.min(size)];
+        let mut at = 0;
+        while at < size {
+            if stop() {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "the queue is closing"));
+            }
+            let n = (size - at).min(zeros.len());
+            file.write_all_at(&zeros[..n], at as u64)?;
+            at += n;
+        }
+        storage::sync_new_file(&file)?;
+        let seq = seq();
+        file.write_all_at(&segment_header(0, seq, size as u64), 0)?;
+        storage::sync_new_file(&file)?;
+        let path = dir.join(segment_name(seq));
+        std::fs::rename(&tmp, &path)?;
+        named = Some(path.clone());
+        storage::sync_dir(dir)?;
+        Ok((seq, path, map(&file)?))
+    })();
+    match result {
+        Ok((seq, path, map)) => Ok(Prepared { seq, path, file, map }),
+        Err(e) => {
+            drop(file);
+            let _ = storage::remove_file(named.as_deref().unwrap_or(&tmp));
+            Err(e)
+        }
+    }
+}
+
+fn allocate(file: &File, size: usize) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd; arguments are in range.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
 }
 
 /// Opens an existing segment for writing.
@@ -121,6 +212,11 @@ pub fn zero_range(faults: &Faults, file: &File, from: u64, to: u64) -> io::Resul
 pub struct Spares {
     st: Mutex<SpareState>,
     cv: Condvar,
+    /// `stop` was called: a fill under way gives up (read without the lock).
+    stopping: AtomicBool,
+    /// Spares are written with zeros ([`create_filled`]) or only
+    /// preallocated ([`create`]).
+    fill: bool,
 }
 
 struct SpareState {
@@ -129,8 +225,6 @@ struct SpareState {
     next_seq: u64,
     /// Spares numbered below this are stale (a later number is in use).
     floor: u64,
-    /// The preparer is making one now.
-    busy: bool,
     /// How many to keep ready.
     keep: usize,
     /// The last preparation error; cleared by a success.
@@ -141,19 +235,12 @@ struct SpareState {
 }
 
 impl Spares {
-    pub fn new(next_seq: u64, ready: Vec<Prepared>) -> Self {
+    pub fn new(next_seq: u64, ready: Vec<Prepared>, fill: bool) -> Self {
         Spares {
-            st: Mutex::new(SpareState {
-                ready,
-                next_seq,
-                floor: 0,
-                busy: false,
-                keep: 1,
-                error: None,
-                blocked: false,
-                stop: false,
-            }),
+            st: Mutex::new(SpareState { ready, next_seq, floor: 0, keep: 1, error: None, blocked: false, stop: false }),
             cv: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            fill,
         }
     }
 
@@ -164,13 +251,11 @@ impl Spares {
         st.next_seq - 1
     }
 
-    /// A prepared segment of at least `min_size` bytes, if one is ready or
-    /// being made now (then it waits for it: a few milliseconds).
+    /// A prepared segment of at least `min_size` bytes, if one is ready.
+    /// It does not wait for one being filled (tens of milliseconds: the
+    /// caller holds the engine's lock); the caller makes its own instead.
     pub fn take(&self, min_size: usize) -> Option<Prepared> {
         let mut st = self.st.lock();
-        while st.busy && !st.ready.iter().any(|p| p.size() >= min_size) {
-            self.cv.wait(&mut st);
-        }
         let i = st.ready.iter().position(|p| p.size() >= min_size)?;
         let p = st.ready.remove(i);
         st.blocked = false;
@@ -209,6 +294,7 @@ impl Spares {
     }
 
     pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.st.lock().stop = true;
         self.cv.notify_all();
     }
@@ -223,7 +309,7 @@ impl Spares {
     /// The preparer thread's loop: keep `keep` segments of `size` ready.
     pub fn run(&self, dir: &Path, faults: &Faults, size: usize) {
         loop {
-            let seq = {
+            {
                 let mut st = self.st.lock();
                 while !st.stop && (st.blocked || st.ready.len() >= st.keep) {
                     self.cv.wait(&mut st);
@@ -231,14 +317,18 @@ impl Spares {
                 if st.stop {
                     return;
                 }
-                st.busy = true;
+            }
+            let seq = || {
+                let mut st = self.st.lock();
                 st.next_seq += 1;
                 st.next_seq - 1
             };
-            let made = create(dir, faults, seq, size);
+            let made = if self.fill {
+                create_filled(dir, faults, size, &seq, &|| self.stopping.load(Ordering::Relaxed))
+            } else {
+                create(dir, faults, seq(), size)
+            };
             let mut st = self.st.lock();
-            st.busy = false;
-            self.cv.notify_all();
             match made {
                 Ok(p) if !st.stop && p.seq >= st.floor => {
                     st.ready.push(p);
@@ -252,8 +342,10 @@ impl Spares {
                         return;
                     }
                 }
+                // Abandoned because the queue is closing: not an error.
+                Err(_) if st.stop => return,
                 Err(e) => {
-                    st.error = Some(format!("preparing journal segment {}: {e}", segment_name(seq)));
+                    st.error = Some(format!("preparing a journal segment ({}): {e}", dir.join(FILL_NAME).display()));
                     st.blocked = true;
                 }
             }
@@ -271,4 +363,148 @@ fn remove_all(segments: Vec<Prepared>, dir: &Path) {
         let _ = storage::remove_file(&path);
     }
     let _ = storage::sync_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// `FS_IOC_FIEMAP`: `_IOWR('f', 11, struct fiemap)` (32-byte header).
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 0x1;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    const EXTENTS: usize = 64;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; EXTENTS],
+    }
+
+    /// The file's extents as (offset, length, unwritten), or `None` where
+    /// the filesystem has no FIEMAP (tmpfs).
+    fn extents(file: &File) -> Option<Vec<(u64, u64, bool)>> {
+        let mut m = Fiemap {
+            start: 0,
+            length: u64::MAX,
+            flags: FIEMAP_FLAG_SYNC,
+            mapped_extents: 0,
+            extent_count: EXTENTS as u32,
+            reserved: 0,
+            extents: [Extent::default(); EXTENTS],
+        };
+        // SAFETY: `m` is a `struct fiemap` followed by room for
+        // `extent_count` extents, as the ioctl expects.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP as _, &mut m as *mut Fiemap) };
+        if rc != 0 {
+            return None;
+        }
+        let n = m.mapped_extents as usize;
+        Some(m.extents[..n].iter().map(|e| (e.logical, e.length, e.flags & FIEMAP_EXTENT_UNWRITTEN != 0)).collect())
+    }
+
+    #[test]
+    fn a_prepared_segment_is_written_zeros_not_unwritten_extents() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 3 * FILL_CHUNK + 4096;
+        let p = create_filled(dir.path(), &Faults::default(), size, &|| 7, &|| false).unwrap();
+        assert_eq!((p.seq, p.size()), (7, size));
+        assert_eq!(p.path, dir.path().join(segment_name(7)));
+        assert!(!dir.path().join(FILL_NAME).exists(), "renamed into place");
+        let bytes = std::fs::read(&p.path).unwrap();
+        assert_eq!(bytes.len(), size);
+        assert_eq!(&bytes[..SEGMENT_HEADER_LEN], &segment_header(0, 7, size as u64)[..], "an unused segment's header");
+        assert!(bytes[SEGMENT_HEADER_LEN..].iter().all(|b| *b == 0), "zeros after the header");
+        match extents(&p.file) {
+            Some(ext) => {
+                assert_eq!(ext.iter().map(|e| e.1).sum::<u64>(), size as u64, "the whole file is allocated: {ext:?}");
+                assert!(ext.iter().all(|e| !e.2), "no extent left unwritten for the writer to convert: {ext:?}");
+            }
+            None => eprintln!("skipped the extent check: this filesystem has no FIEMAP"),
+        }
+    }
+
+    #[test]
+    fn closing_abandons_a_fill_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let asked = Cell::new(0);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 2
+        };
+        let numbered = Cell::new(false);
+        let seq = || {
+            numbered.set(true);
+            3
+        };
+        let err = create_filled(dir.path(), &Faults::default(), 8 * FILL_CHUNK, &seq, &stop).err().expect("abandoned");
+        assert!(!numbered.get(), "an abandoned fill never takes a number");
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+        assert_eq!(asked.get(), 3, "asked before each chunk until it said stop");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the half-filled file is removed");
+    }
+
+    #[test]
+    fn a_preparer_stopped_in_the_middle_of_a_fill_returns_without_an_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spares = std::sync::Arc::new(Spares::new(1, Vec::new(), true));
+        let runner = {
+            let (spares, path) = (spares.clone(), dir.path().to_owned());
+            // Big enough that the fill is still going when `stop` comes.
+            std::thread::spawn(move || spares.run(&path, &Faults::default(), 512 * FILL_CHUNK))
+        };
+        while std::fs::read_dir(dir.path()).unwrap().count() == 0 {
+            std::thread::yield_now();
+        }
+        spares.stop();
+        runner.join().unwrap();
+        assert_eq!(spares.error(), None, "closing is not a preparation error");
+        assert_eq!(spares.bytes(), (0, 0));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the half-filled spare is removed");
+    }
+
+    #[test]
+    fn a_fill_takes_its_number_when_done_so_a_roll_that_made_its_own_segment_does_not_strand_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spares = Spares::new(1, Vec::new(), true);
+        // A roll found nothing ready while the fill ran: it made segment 1
+        // itself (unfilled) and uses it.
+        let own = create(dir.path(), &Faults::default(), spares.alloc_seq(), 8192).unwrap();
+        spares.used(own.seq, dir.path());
+        // The fill completes afterwards and is numbered after it.
+        let filled = create_filled(dir.path(), &Faults::default(), 8192, &|| spares.alloc_seq(), &|| false).unwrap();
+        assert_eq!((own.seq, filled.seq), (1, 2));
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, vec![segment_name(1), segment_name(2)]);
+    }
+
+    #[test]
+    fn a_fill_left_by_a_kill_is_replaced_by_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILL_NAME), vec![7u8; 5000]).unwrap();
+        let p = create_filled(dir.path(), &Faults::default(), 8192, &|| 4, &|| false).unwrap();
+        assert_eq!(p.seq, 4);
+        assert!(!dir.path().join(FILL_NAME).exists());
+        let bytes = std::fs::read(&p.path).unwrap();
+        assert!(bytes[SEGMENT_HEADER_LEN..].iter().all(|b| *b == 0), "nothing of the old file is left");
+    }
 }

@@ -106,10 +106,13 @@ impl Journal {
     /// fresh segment starting at `next_lsn`. The segment written last
     /// before is fsynced first, so every recovered record is on disk before
     /// a new record claims it is.
+    /// `fill`: new segments are written with zeros before use (see
+    /// `prepare`; the engine passes false for `durability="always"`).
     pub fn open(
         dir: &Path,
         faults: Arc<Faults>,
         segment_size: usize,
+        fill: bool,
         next_lsn: Lsn,
         recovered: Recovered,
     ) -> Result<(Journal, Arc<Spares>)> {
@@ -132,7 +135,7 @@ impl Journal {
                 let _ = storage::remove_file(&path);
             }
         }
-        let spares = Arc::new(Spares::new(recovered.next_seq.max(1), ready));
+        let spares = Arc::new(Spares::new(recovered.next_seq.max(1), ready, fill));
         let mut used = recovered.used;
         if let Some(seq) = used.last().and_then(|s| s.seq) {
             spares.used(seq, dir);
@@ -163,9 +166,14 @@ impl Journal {
             let p = match spares.take(0) {
                 Some(p) => p,
                 None => {
+                    // Filled now if at all: opening is not the hot path.
                     let seq = spares.alloc_seq();
-                    prepare::create(dir, &faults, seq, segment_size)
-                        .map_err(|e| Error::storage("creating journal segment", dir.join(segment_name(seq)), e))?
+                    let made = if fill {
+                        prepare::create_filled(dir, &faults, segment_size, &|| seq, &|| false)
+                    } else {
+                        prepare::create(dir, &faults, seq, segment_size)
+                    };
+                    made.map_err(|e| Error::storage("creating journal segment", dir.join(segment_name(seq)), e))?
                 }
             };
             spares.used(p.seq, dir);
@@ -415,7 +423,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let recovered = Recovered { next_seq: 1, ..Default::default() };
         let (mut j, _spares) =
-            Journal::open(dir.path(), Arc::new(Faults::default()), 1 << 16, Lsn::MAX - 1, recovered).unwrap();
+            Journal::open(dir.path(), Arc::new(Faults::default()), 1 << 16, true, Lsn::MAX - 1, recovered).unwrap();
         let sync = SyncPoint::new(Lsn::MAX - 2, Some(j.active_file()));
         assert_eq!(j.append(&[Op::Drop { id: 1 << 24 }], &sync).unwrap(), Lsn::MAX - 1);
         let pos = j.active().pos;
