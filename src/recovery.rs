@@ -17,7 +17,9 @@
 //! — unless something says the journal was in use there: the MANIFEST
 //! anchors it, a seal names it, or a segment after it is in use (and holds
 //! records the snapshot does not cover). A segment is only used once its
-//! creation is durable, so then it is damage.
+//! creation is durable, and only the writer creates a segment under its
+//! number (the preparer works under `prepare::FILL_NAME`, removed here, and
+//! renames a complete file), so then it is damage.
 //!
 //! Segments wholly covered by the snapshot are not read at all, so damage
 //! in them (even to their headers) does not block opening; they are deleted

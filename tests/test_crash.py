@@ -205,8 +205,9 @@ def test_sigkill_while_the_first_segment_is_filled_leaves_a_queue_that_opens(
         qdir = tmp_path / f"round{round_}"
         child = spawn(SEGMENT_OPENER, str(qdir), str(512 * 1024 * 1024))
         assert read_line(child) == "opening"
-        while not (qdir.is_dir() and any(p.suffix == ".log" for p in qdir.iterdir())):
-            assert child.poll() is None, "the child exited before creating its first segment"
+        # The first segment is filled under this name and renamed when done.
+        while not (qdir / "segment.tmp").exists():
+            assert child.poll() is None, "the child exited before filling its first segment"
         assert "open" not in kill_and_collect(child), "killed during the open"
         for n in range(3):  # reopened again after each write to the recovered queue
             q = open_queue(qdir)

@@ -18,17 +18,19 @@
 //! "Segments written ahead"). PostgreSQL zero-fills new WAL segments for
 //! the same reason. It doubles what the journal writes to disk, off the hot
 //! path. The fill stops early when the queue closes (`Spares::stop`), so
-//! closing never waits for it.
+//! closing does not wait for it (at most for one system call under way).
 //!
-//! A roll that finds no spare ready does not wait for the one being filled
+//! A roll that finds no spare ready does not wait for the one being made
 //! (tens of milliseconds, under the engine's lock): it makes its own,
-//! preallocated but not filled ([`create`]), and the spare being filled
-//! takes the next number when it is done.
+//! preallocated but not filled ([`create`]), and the spare being made takes
+//! the next number when it is done ([`create_spare`]).
 //!
 //! If preparing fails (a full disk), the error is kept for `stats()` and
 //! the thread waits to be kicked (after a snapshot freed space, or a roll
 //! took the spare) instead of retrying in a loop; a roll that finds no
-//! spare creates one itself and fails the append if that fails too.
+//! spare creates one itself, and if the disk is full waits for the spare
+//! being made (its file may hold the space), and fails the append if that
+//! brings nothing either.
 //!
 //! Sequence numbers are used in increasing order, so the order of the file
 //! names is the order of the journal: a spare takes its number only when it
@@ -69,8 +71,9 @@ const FILL_CHUNK: usize = 1 << 20;
 pub const FILL_NAME: &str = "segment.tmp";
 
 /// Creates segment `seq` of `size` bytes (rounded up to pages), unused,
-/// preallocated but not filled: what a roll that finds no spare makes
-/// under the engine's lock. On error nothing is left behind.
+/// preallocated but not filled, under its own name: what a roll that finds
+/// no spare makes under the engine's lock (nothing can use a later number
+/// before it is done). On error nothing is left behind.
 pub fn create(dir: &Path, faults: &Faults, seq: u64, size: usize) -> io::Result<Prepared> {
     faults.check(FaultPoint::SegmentCreate)?;
     let size = page_round(size.max(SEGMENT_HEADER_LEN + 64));
@@ -93,18 +96,20 @@ pub fn create(dir: &Path, faults: &Faults, seq: u64, size: usize) -> io::Result<
     }
 }
 
-/// Creates an unused segment of `size` bytes (rounded up to pages) with
-/// every byte after its header written as zeros and synced (see the module
-/// docs). It is filled as [`FILL_NAME`] and takes its number from `seq`
-/// only then, just before it is renamed into place, so a roll that could
-/// not wait for it and made its own segment meanwhile does not leave it
-/// numbered below the journal. `stop` is asked between chunks of zeros:
-/// when it answers true the creation is abandoned with
-/// `ErrorKind::Interrupted`. On error nothing is left behind.
-pub fn create_filled(
+/// Creates an unused segment of `size` bytes (rounded up to pages), with
+/// `fill` every byte after its header written as zeros and synced (see the
+/// module docs). It is made as [`FILL_NAME`] and takes its number from
+/// `seq` only when complete, just before its header is written and it is
+/// renamed into place: a roll that did not wait for it and made its own
+/// segment meanwhile never has an unfinished file numbered below it (which
+/// recovery would have to call damage). `stop` is asked between chunks of
+/// zeros and before the sync: when it answers true the creation is
+/// abandoned with `ErrorKind::Interrupted`. On error nothing is left behind.
+pub fn create_spare(
     dir: &Path,
     faults: &Faults,
     size: usize,
+    fill: bool,
     seq: &dyn Fn() -> u64,
     stop: &dyn Fn() -> bool,
 ) -> io::Result<Prepared> {
@@ -117,19 +122,25 @@ pub fn create_filled(
     }
     let file = storage::create_file(&tmp)?;
     let mut named: Option<PathBuf> = None;
+    let interrupted = || io::Error::new(io::ErrorKind::Interrupted, "the queue is closing");
     let result = (|| {
         allocate(&file, size)?;
-        let zeros = vec![0u8; FILL_CHUNK.min(size)];
-        let mut at = 0;
-        while at < size {
-            if stop() {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "the queue is closing"));
+        if fill {
+            let zeros = vec![0u8; FILL_CHUNK.min(size)];
+            let mut at = 0;
+            while at < size {
+                if stop() {
+                    return Err(interrupted());
+                }
+                let n = (size - at).min(zeros.len());
+                file.write_all_at(&zeros[..n], at as u64)?;
+                at += n;
             }
-            let n = (size - at).min(zeros.len());
-            file.write_all_at(&zeros[..n], at as u64)?;
-            at += n;
+            if stop() {
+                return Err(interrupted());
+            }
+            storage::sync_new_file(&file)?;
         }
-        storage::sync_new_file(&file)?;
         let seq = seq();
         file.write_all_at(&segment_header(0, seq, size as u64), 0)?;
         storage::sync_new_file(&file)?;
@@ -214,7 +225,7 @@ pub struct Spares {
     cv: Condvar,
     /// `stop` was called: a fill under way gives up (read without the lock).
     stopping: AtomicBool,
-    /// Spares are written with zeros ([`create_filled`]) or only
+    /// Spares ([`create_spare`]) are written with zeros or only
     /// preallocated ([`create`]).
     fill: bool,
 }
@@ -225,6 +236,8 @@ struct SpareState {
     next_seq: u64,
     /// Spares numbered below this are stale (a later number is in use).
     floor: u64,
+    /// The preparer is making one now (its file holds disk space).
+    busy: bool,
     /// How many to keep ready.
     keep: usize,
     /// The last preparation error; cleared by a success.
@@ -237,7 +250,16 @@ struct SpareState {
 impl Spares {
     pub fn new(next_seq: u64, ready: Vec<Prepared>, fill: bool) -> Self {
         Spares {
-            st: Mutex::new(SpareState { ready, next_seq, floor: 0, keep: 1, error: None, blocked: false, stop: false }),
+            st: Mutex::new(SpareState {
+                ready,
+                next_seq,
+                floor: 0,
+                busy: false,
+                keep: 1,
+                error: None,
+                blocked: false,
+                stop: false,
+            }),
             cv: Condvar::new(),
             stopping: AtomicBool::new(false),
             fill,
@@ -261,6 +283,18 @@ impl Spares {
         st.blocked = false;
         self.cv.notify_all();
         Some(p)
+    }
+
+    /// As [`Spares::take`], but first waits for a preparation under way to
+    /// finish: for a roll that could not make its own segment because the
+    /// disk is full, while the preparer's file holds the space it needs.
+    pub fn take_after_preparation(&self, min_size: usize) -> Option<Prepared> {
+        let mut st = self.st.lock();
+        while st.busy && !st.ready.iter().any(|p| p.size() >= min_size) {
+            self.cv.wait(&mut st);
+        }
+        drop(st);
+        self.take(min_size)
     }
 
     /// The writer now uses segment `seq`: spares numbered below it are stale.
@@ -294,8 +328,11 @@ impl Spares {
     }
 
     pub fn stop(&self) {
+        let mut st = self.st.lock();
+        st.stop = true;
+        // After `stop`: a preparer that gives up on seeing this finds
+        // `stop` set when it reports back, so it returns without an error.
         self.stopping.store(true, Ordering::Relaxed);
-        self.st.lock().stop = true;
         self.cv.notify_all();
     }
 
@@ -317,18 +354,17 @@ impl Spares {
                 if st.stop {
                     return;
                 }
+                st.busy = true;
             }
             let seq = || {
                 let mut st = self.st.lock();
                 st.next_seq += 1;
                 st.next_seq - 1
             };
-            let made = if self.fill {
-                create_filled(dir, faults, size, &seq, &|| self.stopping.load(Ordering::Relaxed))
-            } else {
-                create(dir, faults, seq(), size)
-            };
+            let made = create_spare(dir, faults, size, self.fill, &seq, &|| self.stopping.load(Ordering::Relaxed));
             let mut st = self.st.lock();
+            st.busy = false;
+            self.cv.notify_all();
             match made {
                 Ok(p) if !st.stop && p.seq >= st.floor => {
                     st.ready.push(p);
@@ -424,7 +460,7 @@ mod tests {
     fn a_prepared_segment_is_written_zeros_not_unwritten_extents() {
         let dir = tempfile::tempdir().unwrap();
         let size = 3 * FILL_CHUNK + 4096;
-        let p = create_filled(dir.path(), &Faults::default(), size, &|| 7, &|| false).unwrap();
+        let p = create_spare(dir.path(), &Faults::default(), size, true, &|| 7, &|| false).unwrap();
         assert_eq!((p.seq, p.size()), (7, size));
         assert_eq!(p.path, dir.path().join(segment_name(7)));
         assert!(!dir.path().join(FILL_NAME).exists(), "renamed into place");
@@ -454,7 +490,8 @@ mod tests {
             numbered.set(true);
             3
         };
-        let err = create_filled(dir.path(), &Faults::default(), 8 * FILL_CHUNK, &seq, &stop).err().expect("abandoned");
+        let err =
+            create_spare(dir.path(), &Faults::default(), 8 * FILL_CHUNK, true, &seq, &stop).err().expect("abandoned");
         assert!(!numbered.get(), "an abandoned fill never takes a number");
         assert_eq!(err.kind(), io::ErrorKind::Interrupted);
         assert_eq!(asked.get(), 3, "asked before each chunk until it said stop");
@@ -468,13 +505,14 @@ mod tests {
         let runner = {
             let (spares, path) = (spares.clone(), dir.path().to_owned());
             // Big enough that the fill is still going when `stop` comes.
-            std::thread::spawn(move || spares.run(&path, &Faults::default(), 512 * FILL_CHUNK))
+            std::thread::spawn(move || spares.run(&path, &Faults::default(), 256 * FILL_CHUNK))
         };
         while std::fs::read_dir(dir.path()).unwrap().count() == 0 {
             std::thread::yield_now();
         }
         spares.stop();
         runner.join().unwrap();
+        assert_eq!(spares.alloc_seq(), 1, "abandoned before it took a number");
         assert_eq!(spares.error(), None, "closing is not a preparation error");
         assert_eq!(spares.bytes(), (0, 0));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the half-filled spare is removed");
@@ -489,7 +527,8 @@ mod tests {
         let own = create(dir.path(), &Faults::default(), spares.alloc_seq(), 8192).unwrap();
         spares.used(own.seq, dir.path());
         // The fill completes afterwards and is numbered after it.
-        let filled = create_filled(dir.path(), &Faults::default(), 8192, &|| spares.alloc_seq(), &|| false).unwrap();
+        let filled =
+            create_spare(dir.path(), &Faults::default(), 8192, true, &|| spares.alloc_seq(), &|| false).unwrap();
         assert_eq!((own.seq, filled.seq), (1, 2));
         let mut names: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
@@ -501,10 +540,50 @@ mod tests {
     fn a_fill_left_by_a_kill_is_replaced_by_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILL_NAME), vec![7u8; 5000]).unwrap();
-        let p = create_filled(dir.path(), &Faults::default(), 8192, &|| 4, &|| false).unwrap();
+        let p = create_spare(dir.path(), &Faults::default(), 8192, true, &|| 4, &|| false).unwrap();
         assert_eq!(p.seq, 4);
         assert!(!dir.path().join(FILL_NAME).exists());
         let bytes = std::fs::read(&p.path).unwrap();
         assert!(bytes[SEGMENT_HEADER_LEN..].iter().all(|b| *b == 0), "nothing of the old file is left");
+    }
+
+    #[test]
+    fn a_spare_takes_its_number_only_when_complete_filled_or_not() {
+        for fill in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let size = 2 * FILL_CHUNK;
+            let at_numbering = || {
+                // Everything but the header is done, under the temporary name.
+                let tmp = dir.path().join(FILL_NAME);
+                assert_eq!(std::fs::metadata(&tmp).unwrap().len(), size as u64, "fill={fill}");
+                assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "fill={fill}: no segment name yet");
+                9
+            };
+            let p = create_spare(dir.path(), &Faults::default(), size, fill, &at_numbering, &|| false).unwrap();
+            assert_eq!(p.path, dir.path().join(segment_name(9)), "fill={fill}");
+            let bytes = std::fs::read(&p.path).unwrap();
+            assert_eq!(&bytes[..SEGMENT_HEADER_LEN], &segment_header(0, 9, size as u64)[..], "fill={fill}");
+            if let Some(ext) = extents(&p.file) {
+                assert_eq!(ext.iter().any(|e| e.2), !fill, "fill={fill}: unwritten extents {ext:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_roll_that_found_the_disk_full_can_wait_for_the_spare_being_prepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let spares = std::sync::Arc::new(Spares::new(1, Vec::new(), true));
+        let runner = {
+            let (spares, path) = (spares.clone(), dir.path().to_owned());
+            std::thread::spawn(move || spares.run(&path, &Faults::default(), 64 * FILL_CHUNK))
+        };
+        while !dir.path().join(FILL_NAME).exists() {
+            std::thread::yield_now();
+        }
+        assert!(spares.take(4096).is_none(), "a roll does not wait for a fill");
+        let p = spares.take_after_preparation(4096).expect("the spare, once prepared");
+        assert_eq!((p.seq, p.size()), (1, 64 * FILL_CHUNK));
+        spares.stop();
+        runner.join().unwrap();
     }
 }

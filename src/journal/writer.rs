@@ -167,13 +167,8 @@ impl Journal {
                 Some(p) => p,
                 None => {
                     // Filled now if at all: opening is not the hot path.
-                    let seq = spares.alloc_seq();
-                    let made = if fill {
-                        prepare::create_filled(dir, &faults, segment_size, &|| seq, &|| false)
-                    } else {
-                        prepare::create(dir, &faults, seq, segment_size)
-                    };
-                    made.map_err(|e| Error::storage("creating journal segment", dir.join(segment_name(seq)), e))?
+                    prepare::create_spare(dir, &faults, segment_size, fill, &|| spares.alloc_seq(), &|| false)
+                        .map_err(|e| Error::storage("creating journal segment", dir.join(prepare::FILL_NAME), e))?
                 }
             };
             spares.used(p.seq, dir);
@@ -288,6 +283,13 @@ impl Journal {
                 let seq = self.spares.alloc_seq();
                 match prepare::create(&self.dir, &self.faults, seq, size) {
                     Ok(p) => p,
+                    // The space may be held by the spare being prepared.
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::ENOSPC)
+                            && let Some(p) = self.spares.take_after_preparation(min_size) =>
+                    {
+                        p
+                    }
                     Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.can_rewind(min_size) => {
                         return self.rewind(sync);
                     }
