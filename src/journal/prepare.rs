@@ -456,6 +456,21 @@ mod tests {
         Some(m.extents[..n].iter().map(|e| (e.logical, e.length, e.flags & FIEMAP_EXTENT_UNWRITTEN != 0)).collect())
     }
 
+    /// A preparer thread filling spares of `size` bytes in `dir`, returned
+    /// once its first fill has begun (`FILL_NAME` exists; or it is already
+    /// done, which the callers' assertions then report).
+    fn preparing(dir: &Path, size: usize) -> (std::sync::Arc<Spares>, std::thread::JoinHandle<()>) {
+        let spares = std::sync::Arc::new(Spares::new(1, Vec::new(), true));
+        let runner = {
+            let (spares, path) = (spares.clone(), dir.to_owned());
+            std::thread::spawn(move || spares.run(&path, &Faults::default(), size))
+        };
+        while !dir.join(FILL_NAME).exists() && spares.bytes().1 == 0 {
+            std::thread::yield_now();
+        }
+        (spares, runner)
+    }
+
     #[test]
     fn a_prepared_segment_is_written_zeros_not_unwritten_extents() {
         let dir = tempfile::tempdir().unwrap();
@@ -501,15 +516,8 @@ mod tests {
     #[test]
     fn a_preparer_stopped_in_the_middle_of_a_fill_returns_without_an_error_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let spares = std::sync::Arc::new(Spares::new(1, Vec::new(), true));
-        let runner = {
-            let (spares, path) = (spares.clone(), dir.path().to_owned());
-            // Big enough that the fill is still going when `stop` comes.
-            std::thread::spawn(move || spares.run(&path, &Faults::default(), 256 * FILL_CHUNK))
-        };
-        while std::fs::read_dir(dir.path()).unwrap().count() == 0 {
-            std::thread::yield_now();
-        }
+        // Big enough that the fill is still going when `stop` comes.
+        let (spares, runner) = preparing(dir.path(), 256 * FILL_CHUNK);
         spares.stop();
         runner.join().unwrap();
         assert_eq!(spares.alloc_seq(), 1, "abandoned before it took a number");
@@ -572,14 +580,7 @@ mod tests {
     #[test]
     fn a_roll_that_found_the_disk_full_can_wait_for_the_spare_being_prepared() {
         let dir = tempfile::tempdir().unwrap();
-        let spares = std::sync::Arc::new(Spares::new(1, Vec::new(), true));
-        let runner = {
-            let (spares, path) = (spares.clone(), dir.path().to_owned());
-            std::thread::spawn(move || spares.run(&path, &Faults::default(), 64 * FILL_CHUNK))
-        };
-        while !dir.path().join(FILL_NAME).exists() {
-            std::thread::yield_now();
-        }
+        let (spares, runner) = preparing(dir.path(), 64 * FILL_CHUNK);
         assert!(spares.take(4096).is_none(), "a roll does not wait for a fill");
         let p = spares.take_after_preparation(4096).expect("the spare, once prepared");
         assert_eq!((p.seq, p.size()), (1, 64 * FILL_CHUNK));
