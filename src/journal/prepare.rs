@@ -225,8 +225,8 @@ pub struct Spares {
     cv: Condvar,
     /// `stop` was called: a fill under way gives up (read without the lock).
     stopping: AtomicBool,
-    /// Spares ([`create_spare`]) are written with zeros or only
-    /// preallocated ([`create`]).
+    /// Spares ([`create_spare`]) are written with zeros, or only
+    /// preallocated (`durability="always"`).
     fill: bool,
 }
 
@@ -278,6 +278,10 @@ impl Spares {
     /// caller holds the engine's lock); the caller makes its own instead.
     pub fn take(&self, min_size: usize) -> Option<Prepared> {
         let mut st = self.st.lock();
+        self.take_locked(&mut st, min_size)
+    }
+
+    fn take_locked(&self, st: &mut SpareState, min_size: usize) -> Option<Prepared> {
         let i = st.ready.iter().position(|p| p.size() >= min_size)?;
         let p = st.ready.remove(i);
         st.blocked = false;
@@ -293,8 +297,7 @@ impl Spares {
         while st.busy && !st.ready.iter().any(|p| p.size() >= min_size) {
             self.cv.wait(&mut st);
         }
-        drop(st);
-        self.take(min_size)
+        self.take_locked(&mut st, min_size)
     }
 
     /// The writer now uses segment `seq`: spares numbered below it are stale.
