@@ -19,6 +19,10 @@ pub enum FaultPoint {
     Sync = 1,
     /// Writing a snapshot file.
     SnapshotWrite = 2,
+    /// Writing a journal record with `write()` (records of at least
+    /// `journal::WRITE_MIN` bytes): the injected failure comes after half
+    /// the record was written, as a short write that then failed would.
+    JournalWrite = 3,
 }
 
 impl FaultPoint {
@@ -27,6 +31,7 @@ impl FaultPoint {
             "segment_create" => Some(FaultPoint::SegmentCreate),
             "sync" => Some(FaultPoint::Sync),
             "snapshot_write" => Some(FaultPoint::SnapshotWrite),
+            "journal_write" => Some(FaultPoint::JournalWrite),
             _ => None,
         }
     }
@@ -37,7 +42,7 @@ impl FaultPoint {
 #[derive(Default)]
 pub struct Faults {
     armed: AtomicBool,
-    table: Mutex<[(i32, i64); 3]>,
+    table: Mutex<[(i32, i64); 4]>,
 }
 
 impl Faults {

@@ -1,6 +1,7 @@
 //! The journal writer, owned by the engine and used under its lock.
 //!
-//! `append` frames a transaction into the active segment's mapping. When a
+//! `append` frames a transaction into the active segment (a copy into its
+//! mapping, or one `pwrite` for a large record: `WRITE_MIN`). When a
 //! record does not fit (a seal's room is always kept free), `roll` writes a
 //! seal naming the next segment, takes a prepared segment (or creates one),
 //! writes its header, and hands the old segment to the flusher, which
@@ -20,12 +21,12 @@
 
 use super::prepare::{self, Prepared, Spares};
 use super::{
-    GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_TXN, SEAL_LEN, SEGMENT_HEADER_LEN, encode_seal, frame, page_round,
-    segment_header, segment_name,
+    GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_TXN, SEAL_LEN, SEGMENT_HEADER_LEN, WRITE_MIN, encode_seal, frame,
+    page_round, segment_header, segment_name,
 };
 use crate::error::{Error, Result};
 use crate::record::{Op, encode_txn};
-use crate::storage::{self, Faults};
+use crate::storage::{self, FaultPoint, Faults};
 use crate::sync::SyncPoint;
 use crate::types::Lsn;
 use memmap2::MmapMut;
@@ -263,7 +264,18 @@ impl Journal {
         frame(&mut self.scratch, lsn, RECORD_TXN, gap);
         let a = self.active_slot.as_mut().expect("the journal is in use");
         let pos = a.pos;
-        a.map[pos..pos + need].copy_from_slice(&self.scratch);
+        if need >= WRITE_MIN {
+            if let Err((written, e)) = write_record(&self.faults, &a.file, &self.scratch, pos as u64) {
+                // Past `pos` the segment must hold zeros (they end the
+                // log): put them back over what a short write left. Those
+                // pages were just written, so they are in the page cache
+                // and the store cannot fault.
+                a.map[pos..pos + written].fill(0);
+                return Err(Error::storage("writing journal record", &a.path, e));
+            }
+        } else {
+            a.map[pos..pos + need].copy_from_slice(&self.scratch);
+        }
         a.pos += need;
         self.next_lsn += 1;
         if self.scratch.capacity() > 1 << 20 {
@@ -398,6 +410,32 @@ impl Journal {
     }
 }
 
+/// `pwrite` of a whole record at `offset` (see `WRITE_MIN`); on failure,
+/// how many bytes were written before it. An injected fault
+/// (`FaultPoint::JournalWrite`) strikes after half of the record.
+fn write_record(
+    faults: &Faults,
+    file: &File,
+    record: &[u8],
+    offset: u64,
+) -> std::result::Result<(), (usize, std::io::Error)> {
+    use std::os::unix::fs::FileExt;
+    let (end, injected) = match faults.check(FaultPoint::JournalWrite) {
+        Ok(()) => (record.len(), None),
+        Err(e) => (record.len() / 2, Some(e)),
+    };
+    let mut done = 0;
+    while done < end {
+        match file.write_at(&record[done..end], offset + done as u64) {
+            Ok(0) => return Err((done, std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((done, e)),
+        }
+    }
+    injected.map_or(Ok(()), |e| Err((done, e)))
+}
+
 fn start(p: Prepared, first_lsn: Lsn) -> Active {
     Active { seq: p.seq, path: p.path, file: Arc::new(p.file), map: p.map, pos: SEGMENT_HEADER_LEN, first_lsn }
 }
@@ -432,5 +470,67 @@ mod tests {
         let err = j.append(&[Op::Drop { id: 1 << 24 }], &sync).unwrap_err();
         assert!(matches!(&err, Error::Invalid(m) if m.contains("used every LSN")), "{err}");
         assert_eq!((j.next_lsn(), j.active().pos), (Lsn::MAX, pos), "a refused append changed the journal");
+    }
+
+    /// `n` ops: a record of about `9 * n` bytes.
+    fn drops(n: u64) -> Vec<Op> {
+        (0..n).map(|i| Op::Drop { id: (1 << 24) + i }).collect()
+    }
+
+    fn scan_active(j: &Journal) -> (Vec<(Lsn, usize)>, super::super::SegmentScan) {
+        let path = j.active().path.clone();
+        let data = super::super::map_for_read(&path).unwrap().unwrap();
+        let header = super::super::read_segment_header(&path, &data).unwrap().unwrap();
+        let mut records = Vec::new();
+        let scan = super::super::scan_segment(&path, &data, &header, 0, |lsn, _, body| {
+            records.push((lsn, body.len()));
+            Ok(())
+        })
+        .unwrap();
+        (records, scan)
+    }
+
+    #[test]
+    fn small_records_go_through_the_mapping_and_large_ones_through_pwrite_in_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let recovered = Recovered { next_seq: 1, ..Default::default() };
+        let (mut j, _spares) =
+            Journal::open(dir.path(), Arc::new(Faults::default()), 1 << 20, false, 1, recovered).unwrap();
+        let sync = SyncPoint::new(0, Some(j.active_file()));
+        let sizes = [1, 400, 2, 1000, 1, 1, 300];
+        for n in sizes {
+            j.append(&drops(n), &sync).unwrap();
+        }
+        let (records, scan) = scan_active(&j);
+        assert_eq!(records.len(), sizes.len());
+        assert!(records.iter().any(|r| r.1 + RECORD_HEADER_LEN >= WRITE_MIN), "no record took pwrite");
+        assert!(records.iter().any(|r| r.1 + RECORD_HEADER_LEN < WRITE_MIN), "no record took the mapping");
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=sizes.len() as Lsn).collect::<Vec<_>>());
+        assert!(scan.torn.is_none());
+        assert_eq!(scan.end as usize, j.active().pos);
+    }
+
+    #[test]
+    fn a_failed_pwrite_leaves_zeros_past_the_end_and_the_next_append_reuses_its_lsn() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let recovered = Recovered { next_seq: 1, ..Default::default() };
+        let (mut j, _spares) = Journal::open(dir.path(), faults.clone(), 1 << 20, false, 1, recovered).unwrap();
+        let sync = SyncPoint::new(0, Some(j.active_file()));
+        j.append(&drops(1), &sync).unwrap();
+        let pos = j.active().pos;
+        faults.set(FaultPoint::JournalWrite, libc::EIO, 1);
+        let err = j.append(&drops(500), &sync).unwrap_err();
+        assert!(matches!(&err, Error::Storage { source, .. } if source.raw_os_error() == Some(libc::EIO)), "{err}");
+        assert_eq!((j.next_lsn(), j.active().pos), (2, pos), "a failed append changed the journal");
+        let path = j.active().path.clone();
+        let data = std::fs::read(&path).unwrap();
+        assert!(data[pos..].iter().all(|b| *b == 0), "the half-written record was left past the end of the log");
+        // A smaller record over the place of the failed one, then more.
+        assert_eq!(j.append(&drops(300), &sync).unwrap(), 2);
+        assert_eq!(j.append(&drops(2), &sync).unwrap(), 3);
+        let (records, scan) = scan_active(&j);
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(scan.torn.is_none(), "{:?}", scan.torn);
     }
 }
