@@ -119,7 +119,7 @@ def test_a_failed_journal_write_fails_the_batch_and_loses_nothing(
 
     q = open_queue(durability=durability)
     got = drain(q)
-    assert [d.id for d in got] == first + [second] + third
+    assert [d.id for d in got] == [*first, second, *third]
     assert [d.payload for d in got[-100:]] == [b"c%d" % i for i in range(100)]
     assert q.stats()["torn_tail_bytes"] == 0
     q.close()
