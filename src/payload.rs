@@ -5,19 +5,21 @@
 //! reference count, the length and the bytes. `Arc<[u8]>` is a two-word
 //! (fat) pointer, and every slot of the slab holds one, so this makes each
 //! message 8 bytes smaller: 88 → 80 bytes, about 8 MB per million messages
-//! held. The allocation itself is the same size as an `Arc<[u8]>`'s: a
-//! 16-byte header, then the bytes.
+//! held. The allocation's header is 8 bytes (a 32-bit count and a 32-bit
+//! length; a payload is at most 64 MiB) where an `Arc<[u8]>`'s is 16: a
+//! 100-byte payload then fits mimalloc's 112-byte size class instead of the
+//! 128-byte one, 16 MB less per million such messages.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::fmt;
 use std::ops::Deref;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
 
 #[repr(C)]
 struct Header {
-    count: AtomicUsize,
-    len: usize,
+    count: AtomicU32,
+    len: u32,
 }
 
 /// Immutable shared bytes (see the module docs).
@@ -31,8 +33,9 @@ unsafe impl Send for Payload {}
 // SAFETY: as above: shared references only read.
 unsafe impl Sync for Payload {}
 
-/// As `Arc`: a count past this means a leak of clones (`mem::forget`).
-const MAX_COUNT: usize = isize::MAX as usize;
+/// As `Arc`: a count past this means a leak of clones (`mem::forget`); far
+/// below `u32::MAX`, so the check comes before any wrap.
+const MAX_COUNT: u32 = i32::MAX as u32;
 
 impl Payload {
     fn layout(len: usize) -> Layout {
@@ -49,8 +52,10 @@ impl Payload {
         crate::ring::prefetch(self.ptr.as_ptr().cast());
     }
 
-    /// A new payload holding a copy of `bytes`.
+    /// A new payload holding a copy of `bytes` (at most 4 GiB; the engine
+    /// refuses payloads over 64 MiB before they get here).
     pub fn new(bytes: &[u8]) -> Payload {
+        let len = u32::try_from(bytes.len()).expect("a payload of at most 4 GiB");
         let layout = Self::layout(bytes.len());
         // SAFETY: the layout has a non-zero size (the header).
         let raw = unsafe { alloc(layout) }.cast::<Header>();
@@ -58,7 +63,7 @@ impl Payload {
         // SAFETY: `raw` is a fresh allocation of `layout`: a header, then
         // `bytes.len()` bytes at `size_of::<Header>()`.
         unsafe {
-            raw.write(Header { count: AtomicUsize::new(1), len: bytes.len() });
+            raw.write(Header { count: AtomicU32::new(1), len });
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), Self::data(raw), bytes.len());
         }
         Payload { ptr }
@@ -77,7 +82,7 @@ impl Payload {
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        let len = self.header().len;
+        let len = self.header().len as usize;
         // SAFETY: `len` initialized bytes follow the header, immutable
         // while this payload lives.
         unsafe { std::slice::from_raw_parts(Self::data(self.ptr.as_ptr()), len) }
@@ -85,7 +90,7 @@ impl Payload {
 
     /// How many payloads share these bytes (tests).
     pub fn strong_count(&self) -> usize {
-        self.header().count.load(Ordering::Acquire)
+        self.header().count.load(Ordering::Acquire) as usize
     }
 }
 
@@ -106,7 +111,7 @@ impl Drop for Payload {
             return;
         }
         fence(Ordering::Acquire);
-        let layout = Self::layout(self.header().len);
+        let layout = Self::layout(self.header().len as usize);
         // SAFETY: this was the last reference to an allocation of `layout`.
         unsafe { dealloc(self.ptr.as_ptr().cast(), layout) };
     }
@@ -182,6 +187,12 @@ mod tests {
             assert_eq!(q.strong_count(), 1);
             assert_eq!(&*q, &bytes[..]);
         }
+    }
+
+    #[test]
+    fn a_100_byte_payload_takes_108_bytes() {
+        assert_eq!(Payload::layout(100).size(), 108);
+        assert_eq!(std::mem::size_of::<Header>(), 8);
     }
 
     #[test]

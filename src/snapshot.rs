@@ -244,6 +244,8 @@ fn decode_body(
         state.intern(name);
     }
     let nm = r.count(40)?;
+    // At least as many slots as messages (see `Slab::reserve`).
+    state.slab.reserve(nm);
     for i in 0..nm {
         if i % 4096 == 0 {
             release(r.pos());
