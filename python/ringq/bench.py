@@ -316,6 +316,45 @@ def always_publish_many(cfg: Config) -> dict[str, Any]:
     return conclude(out, figures, "ringq", target, errors)
 
 
+def always_publish_many_2t(cfg: Config) -> dict[str, Any]:
+    """``durability="always"``: two threads, each calling ``publish_many``
+    with its half of the batches; they share fsyncs (issue #15)."""
+    threads = 2
+    n = cfg.always_n - cfg.always_n % (BATCH * threads)
+    payloads = cfg.payloads(n)
+    batches = [payloads[i : i + BATCH] for i in range(0, n, BATCH)]
+    rates: list[float] = []
+    fsyncs: list[float] = []
+    errors: list[str] = []
+    target = 1_500_000.0
+    for rep in range(cfg.reps):
+        with fresh_dir(cfg) as path:
+            q = cfg.open(path, capacity=n, durability="always")
+            try:
+                f0 = q.stats()["fsyncs"]
+                halves = (partial(publish_batches, q, batches[k::threads]) for k in range(threads))
+                dt = run_threads(*halves)
+                fsyncs.append(q.stats()["fsyncs"] - f0)
+                verify_ready(q, n, "always_publish_many_2t")
+            except VerifyError as e:
+                errors.append(f"repetition {rep + 1}: {e}")
+                continue
+            finally:
+                q.close()
+        rates.append(n / dt)
+        log(f"  always_publish_many_2t rep {rep + 1}: {n / dt:,.0f} msg/s, {fsyncs[-1]:.0f} fsyncs")
+    out: dict[str, Any] = {
+        "n": n,
+        "batch": BATCH,
+        "threads": threads,
+        "durability": "always",
+        "unit": "msg/s",
+        "target": f"msg/s >= {target:,.0f}",
+    }
+    figures = {"ringq": spread(rates), "fsyncs": spread(fsyncs)} if rates else {}
+    return conclude(out, figures, "ringq", target, errors)
+
+
 def publish_threads(q: BenchQueue, threads: int, each: int, payloads: list[bytes]) -> float:
     """``threads`` threads publishing ``each`` messages singly; returns seconds."""
 
@@ -494,6 +533,7 @@ SCENARIOS: dict[str, Callable[[Config], dict[str, Any]]] = {
     "checkout_ack": checkout_ack,
     "producer_consumer": producer_consumer,
     "always_publish_many": always_publish_many,
+    "always_publish_many_2t": always_publish_many_2t,
     "always_threads": always_threads,
     "reopen_1m": reopen_1m,
     "handler_pair": bench_handlers.handler_pair,
