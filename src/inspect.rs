@@ -64,7 +64,7 @@ fn load(dir: &Path) -> Result<(Manifest, recovery::Loaded)> {
         }
     };
     let bound = manifest.slot_bound(0);
-    let loaded = recovery::load(dir, usize::MAX, bound, false, &Faults::default(), &manifest)?;
+    let loaded = recovery::load(dir, usize::MAX, bound, 0, false, &Faults::default(), &manifest)?;
     Ok((manifest, loaded))
 }
 

@@ -191,17 +191,20 @@ enum Repair {
 /// torn tail, snapshots older than the newest) are removed or reset, once
 /// everything read cleanly; without it nothing on disk changes (read-only
 /// inspection). `slot_limit` bounds the slot of every message id (see
-/// `manifest`).
+/// `manifest`). `capacity`: the slots to reserve up front (the engine's
+/// capacity; `Slab::reserve`), 0 for none.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn load(
     dir: &Path,
     dlq_capacity: usize,
     slot_limit: usize,
+    capacity: usize,
     repair: bool,
     faults: &Faults,
     manifest: &Manifest,
 ) -> Result<Loaded> {
     let on_disk = journal::marker::read(dir);
-    load_from(dir, dlq_capacity, slot_limit, repair, faults, manifest, on_disk, false)
+    load_from(dir, dlq_capacity, slot_limit, capacity, repair, faults, manifest, on_disk, false)
 }
 
 /// What `ringq repair` reads: the same without changing anything, without
@@ -210,7 +213,7 @@ pub(crate) fn load(
 /// that lost their header are listed in `Loaded::lost` instead of refused
 /// (the MANIFEST's anchor still counts as evidence of use).
 pub(crate) fn load_for_repair(dir: &Path, slot_limit: usize, manifest: &Manifest) -> Result<Loaded> {
-    load_from(dir, usize::MAX, slot_limit, false, &Faults::default(), manifest, 0, true)
+    load_from(dir, usize::MAX, slot_limit, 0, false, &Faults::default(), manifest, 0, true)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -218,6 +221,7 @@ fn load_from(
     dir: &Path,
     dlq_capacity: usize,
     slot_limit: usize,
+    capacity: usize,
     repair: bool,
     faults: &Faults,
     manifest: &Manifest,
@@ -242,11 +246,15 @@ fn load_from(
     let (mut state, snap_lsn) = match files.snapshots.last() {
         Some((_, path)) => {
             let data = snapshot::map(path)?;
-            let (state, lsn) = snapshot::decode_mapped(path, &data, dlq_capacity, slot_limit)?;
+            let (state, lsn) = snapshot::decode_mapped(path, &data, dlq_capacity, slot_limit, capacity)?;
             report.snapshot_path = Some(path.clone());
             (state, lsn)
         }
-        None => (State::new(dlq_capacity, slot_limit), 0),
+        None => {
+            let mut state = State::new(dlq_capacity, slot_limit);
+            state.slab.reserve(capacity);
+            (state, 0)
+        }
     };
     if manifest.snapshot_lsn > snap_lsn && !for_repair {
         let missing = dir.join(snapshot::snapshot_name(manifest.snapshot_lsn));

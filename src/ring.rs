@@ -60,9 +60,10 @@ impl Slab {
     /// the slots never move as the queue fills. Growing by doubling would
     /// copy every message into a buffer twice the size while both exist
     /// (at a million messages, 42 MB into 84 MB), and the kernel zeroes the
-    /// fresh pages of each new buffer. Only address space is taken: a page
-    /// costs memory once a slot in it is used. Best effort: if the address
-    /// space is refused (strict overcommit), the slab grows as before.
+    /// fresh pages of each new buffer. A page costs memory (RSS) only once
+    /// a slot in it is used; under strict overcommit
+    /// (`vm.overcommit_memory=2`) the whole reservation counts against the
+    /// commit limit, and if it is refused the slab grows as before.
     pub fn reserve(&mut self, slots: usize) {
         let more = slots.saturating_sub(self.slots.len());
         if more > self.slots.capacity() - self.slots.len() {
@@ -151,6 +152,12 @@ impl Slab {
 
     pub fn iter(&self) -> impl Iterator<Item = &Message> {
         self.slots.iter().filter_map(|m| m.as_ref())
+    }
+
+    /// Slots the slab holds room for.
+    #[cfg(test)]
+    pub fn reserved(&self) -> usize {
+        self.slots.capacity()
     }
 
     /// Slots `alloc` can hand out without growing.

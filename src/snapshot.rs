@@ -131,6 +131,7 @@ pub(crate) fn decode_mapped(
     map: &memmap2::Mmap,
     dlq_capacity: usize,
     slot_limit: usize,
+    capacity: usize,
 ) -> Result<(State, Lsn)> {
     let done = std::cell::Cell::new(0usize);
     let page = crate::journal::PAGE;
@@ -151,7 +152,7 @@ pub(crate) fn decode_mapped(
             done.set(end);
         }
     };
-    decode_with(path, map, dlq_capacity, slot_limit, &release)
+    decode_with(path, map, dlq_capacity, slot_limit, capacity, &release)
 }
 
 /// How far a pass goes between two releases of the pages behind it.
@@ -159,7 +160,7 @@ const RELEASE_EVERY: usize = 4 << 20;
 
 /// Decodes a snapshot file image into a state and its LSN.
 pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize, slot_limit: usize) -> Result<(State, Lsn)> {
-    decode_with(path, data, dlq_capacity, slot_limit, &|_| {})
+    decode_with(path, data, dlq_capacity, slot_limit, 0, &|_| {})
 }
 
 /// `decode`, telling `release` how far into `data` each pass has read (0
@@ -169,6 +170,7 @@ fn decode_with(
     data: &[u8],
     dlq_capacity: usize,
     slot_limit: usize,
+    capacity: usize,
     release: &dyn Fn(usize),
 ) -> Result<(State, Lsn)> {
     let bad = |off: usize, what: String| Error::corruption(path, off as u64, what);
@@ -223,8 +225,9 @@ fn decode_with(
     }
     release(0);
     let mut r = Reader::new(body);
-    let state = decode_body(&mut r, version, dlq_capacity, slot_limit, &|pos| release(SNAPSHOT_HEADER_LEN + pos))
-        .map_err(|e| bad(SNAPSHOT_HEADER_LEN + r.pos(), format!("undecodable snapshot body: {}", e.0)))?;
+    let state =
+        decode_body(&mut r, version, dlq_capacity, slot_limit, capacity, &|pos| release(SNAPSHOT_HEADER_LEN + pos))
+            .map_err(|e| bad(SNAPSHOT_HEADER_LEN + r.pos(), format!("undecodable snapshot body: {}", e.0)))?;
     Ok((state, lsn))
 }
 
@@ -233,6 +236,7 @@ fn decode_body(
     version: u32,
     dlq_capacity: usize,
     slot_limit: usize,
+    capacity: usize,
     release: &dyn Fn(usize),
 ) -> DResult<State> {
     use crate::codec::DecodeError;
@@ -244,8 +248,9 @@ fn decode_body(
         state.intern(name);
     }
     let nm = r.count(40)?;
-    // At least as many slots as messages (see `Slab::reserve`).
-    state.slab.reserve(nm);
+    // Before the first slot is used: the capacity, or as many as there are
+    // messages if more (their slots may reach further; then it grows).
+    state.slab.reserve(nm.max(capacity));
     for i in 0..nm {
         if i % 4096 == 0 {
             release(r.pos());
@@ -362,16 +367,21 @@ mod tests {
         let path = dir.path().join(snapshot_name(42));
         std::fs::write(&path, &data).unwrap();
         let map = map(&path).unwrap();
-        let (mapped, lsn) = decode_mapped(&path, &map, 10, n + 1).unwrap();
+        let (mapped, lsn) = decode_mapped(&path, &map, 10, n + 1, 0).unwrap();
         let (plain, _) = decode(&path, &data, 10, n + 1).unwrap();
         assert_eq!(lsn, 42);
         assert_eq!(encode(&collect(&mapped, 0), 42), encode(&collect(&plain, 0), 42));
         assert_eq!(mapped.slab.live(), n);
+        // With a capacity, the slab is sized for it before the first
+        // message goes in (no growth, no copy, when the engine opens).
+        let (sized, _) = decode_mapped(&path, &map, 10, 4 * n, 3 * n).unwrap();
+        assert_eq!(sized.slab.reserved(), 3 * n);
+        assert!(mapped.slab.reserved() >= n);
         let mut bad = data.clone();
         let at = bad.len() - 10;
         bad[at] ^= 1;
         std::fs::write(&path, &bad).unwrap();
         let map = super::map(&path).unwrap();
-        assert!(matches!(decode_mapped(&path, &map, 10, n + 1), Err(Error::Corruption { .. })));
+        assert!(matches!(decode_mapped(&path, &map, 10, n + 1, 0), Err(Error::Corruption { .. })));
     }
 }

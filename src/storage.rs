@@ -19,9 +19,10 @@ pub enum FaultPoint {
     Sync = 1,
     /// Writing a snapshot file.
     SnapshotWrite = 2,
-    /// Writing a journal record with `write()` (records of at least
+    /// Writing a journal record with `pwrite` (records of at least
     /// `journal::WRITE_MIN` bytes): the injected failure comes after half
     /// the record was written, as a short write that then failed would.
+    /// The write of zeros that undoes it checks the same point.
     JournalWrite = 3,
 }
 

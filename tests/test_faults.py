@@ -84,8 +84,9 @@ def test_eio_on_fsync_with_durability_always_raises_storage_error(
 def test_a_failed_journal_write_fails_the_batch_and_loses_nothing(
     open_queue: OpenQueue, durability: str
 ) -> None:
-    # Large records (batches, acks of many deliveries) are written with
-    # pwrite; the injected fault strikes after half of the record.
+    # Large records (batches, checkouts and acks of many) are written with
+    # pwrite; the injected fault strikes after half of the record, and the
+    # journal writes zeros over it again.
     q = open_queue(durability=durability)
     first = q.publish_many([b"a%d" % i for i in range(1000)])
     before = q.stats()
@@ -96,32 +97,56 @@ def test_a_failed_journal_write_fails_the_batch_and_loses_nothing(
     after = q.stats()
     for key in UNCHANGED:
         assert after[key] == before[key], key
-    # a single message's record goes through the mapping: unaffected
-    q._backend._inject_fault("journal_write", errno.EIO, -1)
+    # a single message's record goes through the mapping: never affected
+    q._backend._inject_fault("journal_write", errno.EIO, 1)
     second = q.publish(b"single")
-    # so is the record of a checkout of many: refused, nothing leased
+    # the record of a checkout of many: refused, nothing leased
     ready = q.stats()["ready"]
     with pytest.raises(ringq.StorageError):
         q.checkout(max_messages=1000, timeout=0)
     assert q.stats()["ready"] == ready
     # an ack of many deliveries: refused, still leased
-    q._backend._inject_fault("journal_write", 0, 0)
     batch = q.checkout(max_messages=1000, timeout=0)
     assert len(batch) == 1000
-    q._backend._inject_fault("journal_write", errno.EIO, -1)
+    q._backend._inject_fault("journal_write", errno.EIO, 1)
     with pytest.raises(ringq.StorageError):
         q.ack(batch)
     assert q.stats()["acked"] == before["acked"]
-    q._backend._inject_fault("journal_write", 0, 0)
     q.release(batch)
     third = q.publish_many([b"c%d" % i for i in range(100)])
+    # last: a failed batch followed by one small record only
+    q._backend._inject_fault("journal_write", errno.EIO, 1)
+    with pytest.raises(ringq.StorageError):
+        q.publish_many([b"d%d" % i for i in range(100)])
+    fourth = q.publish(b"last")
     q.close()
 
     q = open_queue(durability=durability)
     got = drain(q)
-    assert [d.id for d in got] == [*first, second, *third]
-    assert [d.payload for d in got[-100:]] == [b"c%d" % i for i in range(100)]
+    assert [d.id for d in got] == [*first, second, *third, fourth]
+    assert [d.payload for d in got[-101:]] == [b"c%d" % i for i in range(100)] + [b"last"]
     assert q.stats()["torn_tail_bytes"] == 0
+    q.close()
+
+
+def test_a_failed_journal_write_that_cannot_be_undone_refuses_writes_until_reopened(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue()
+    first = q.publish_many([b"a%d" % i for i in range(100)])
+    # the record's write fails, and so does the write of zeros over it
+    q._backend._inject_fault("journal_write", errno.ENOSPC, 2)
+    with pytest.raises(ringq.StorageError):
+        q.publish_many([b"b%d" % i for i in range(100)])
+    for call in (lambda: q.publish(b"x"), lambda: q.publish_many([b"y"] * 100)):
+        with pytest.raises(ringq.StorageError, match="reopen the queue"):
+            call()
+    q.close()
+
+    q = open_queue()
+    assert [d.id for d in drain(q)] == first
+    assert q.stats()["torn_tail_bytes"] > 0  # the half record, removed
+    q.publish(b"works again")
     q.close()
 
 

@@ -227,9 +227,8 @@ impl Engine {
         };
         let faults = Arc::new(Faults::default());
         let bound = old.slot_bound(opts.capacity);
-        let mut loaded = recovery::load(&path, opts.dlq_capacity, bound, true, &faults, &old)?;
+        let loaded = recovery::load(&path, opts.dlq_capacity, bound, opts.capacity, true, &faults, &old)?;
         let slots = opts.capacity.max(loaded.state.slab.slot_count());
-        loaded.state.slab.reserve(opts.capacity);
         let next_lsn = loaded.report.last_lsn + 1;
         let (mut journal, spares) = Journal::open(
             &path,

@@ -5,7 +5,8 @@
 //! under [`WRITE_MIN`] bytes (single messages) are copied into a shared
 //! memory mapping of the segment, with no syscall; larger ones (batches,
 //! acks of many deliveries) go through one `pwrite`, which keeps their pages
-//! out of the process's page tables (see `WRITE_MIN`).
+//! out of the process's page tables unless a small record shares one (see
+//! `WRITE_MIN`).
 //!
 //! One file per role (as fjall splits its journal): this module holds the
 //! byte layout; [`scan`] reads segments and tells a torn tail from
@@ -63,8 +64,8 @@ pub const PAGE: usize = 4096;
 /// but each page it touches first faults into the page tables, and every
 /// fsync then write-protects each dirty mapped page again (`page_mkclean`),
 /// which flushes it from the TLB of every CPU running the process: one
-/// inter-processor interrupt per page, slow in a VM. A page written by
-/// `pwrite` is never mapped, so it costs neither. Measured on the 2-core
+/// inter-processor interrupt per page, slow in a VM. A page written only by
+/// `pwrite` is not mapped in, so it costs neither. Measured on the 2-core
 /// VM (`docs/benchmarks.md`, "Journal writes"): with batches of 1,000
 /// messages `durability="always"` went from 0.94–1.00M to 1.18–1.27M msg/s;
 /// a single message's record (~150 bytes) stays a plain copy, cheaper than

@@ -31,6 +31,7 @@ use crate::sync::SyncPoint;
 use crate::types::Lsn;
 use memmap2::MmapMut;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -96,6 +97,10 @@ pub struct Journal {
     covered: Lsn,
     spares: Arc<Spares>,
     scratch: Vec<u8>,
+    /// A record write failed and its bytes could not be zeroed again
+    /// (errno): appends are refused until the queue is reopened, whose
+    /// recovery reads the leftover as a torn tail and removes it.
+    stuck: Option<i32>,
     /// Whether segments rolled away from are fsynced (not with
     /// `durability="os"`, where the OS decides: they are let go at once).
     sync_old: bool,
@@ -201,6 +206,7 @@ impl Journal {
             covered: 0,
             spares: spares.clone(),
             scratch: Vec::with_capacity(4096),
+            stuck: None,
             sync_old: true,
         };
         Ok((journal, spares))
@@ -238,9 +244,19 @@ impl Journal {
         self.active_slot.as_ref().map_or(0, |a| a.seq)
     }
 
-    /// Writes one transaction record. On error nothing was written and the
-    /// LSN was not used, so the caller's state must not change either.
+    /// Writes one transaction record. On error the record is not in the
+    /// log and its LSN was not used, so the caller's state must not change
+    /// either (a roll may have happened first: the next record goes to the
+    /// new segment with the same LSN).
     pub fn append(&mut self, ops: &[Op], sync: &SyncPoint<Arc<File>>) -> Result<Lsn> {
+        if let Some(errno) = self.stuck {
+            let path = self.active().path.clone();
+            return Err(Error::storage(
+                "writing journal record (an earlier write failed and could not be undone: reopen the queue)",
+                path,
+                std::io::Error::from_raw_os_error(errno),
+            ));
+        }
         if self.next_lsn == Lsn::MAX {
             // Readers refuse a record with LSN u64::MAX (nothing could follow
             // it). Only a journal recovered from forged LSNs gets here.
@@ -265,12 +281,22 @@ impl Journal {
         let a = self.active_slot.as_mut().expect("the journal is in use");
         let pos = a.pos;
         if need >= WRITE_MIN {
-            if let Err((written, e)) = write_record(&self.faults, &a.file, &self.scratch, pos as u64) {
+            if let Err(e) = write_record(&self.faults, &a.file, &self.scratch, pos as u64) {
                 // Past `pos` the segment must hold zeros (they end the
-                // log): put them back over what a short write left. Those
-                // pages were just written, so they are in the page cache
-                // and the store cannot fault.
-                a.map[pos..pos + written].fill(0);
+                // log): put them back over whatever part of the record
+                // reached the file, with `pwrite` too (a store into the
+                // mapping could fault with SIGBUS where the write failed).
+                // If that fails as well, no more appends: the leftover is
+                // a torn tail, which the next open's recovery removes.
+                let zeros = vec![0u8; need];
+                if self
+                    .faults
+                    .check(FaultPoint::JournalWrite)
+                    .and_then(|()| a.file.write_all_at(&zeros, pos as u64))
+                    .is_err()
+                {
+                    self.stuck = Some(e.raw_os_error().unwrap_or(libc::EIO));
+                }
                 return Err(Error::storage("writing journal record", &a.path, e));
             }
         } else {
@@ -410,30 +436,15 @@ impl Journal {
     }
 }
 
-/// `pwrite` of a whole record at `offset` (see `WRITE_MIN`); on failure,
-/// how many bytes were written before it. An injected fault
-/// (`FaultPoint::JournalWrite`) strikes after half of the record.
-fn write_record(
-    faults: &Faults,
-    file: &File,
-    record: &[u8],
-    offset: u64,
-) -> std::result::Result<(), (usize, std::io::Error)> {
-    use std::os::unix::fs::FileExt;
-    let (end, injected) = match faults.check(FaultPoint::JournalWrite) {
-        Ok(()) => (record.len(), None),
-        Err(e) => (record.len() / 2, Some(e)),
-    };
-    let mut done = 0;
-    while done < end {
-        match file.write_at(&record[done..end], offset + done as u64) {
-            Ok(0) => return Err((done, std::io::ErrorKind::WriteZero.into())),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err((done, e)),
-        }
+/// `pwrite` of a whole record at `offset` (see `WRITE_MIN`). An injected
+/// fault (`FaultPoint::JournalWrite`) strikes after half of the record was
+/// written, as a short write that then failed would.
+fn write_record(faults: &Faults, file: &File, record: &[u8], offset: u64) -> std::io::Result<()> {
+    if let Err(e) = faults.check(FaultPoint::JournalWrite) {
+        file.write_all_at(&record[..record.len() / 2], offset)?;
+        return Err(e);
     }
-    injected.map_or(Ok(()), |e| Err((done, e)))
+    file.write_all_at(record, offset)
 }
 
 fn start(p: Prepared, first_lsn: Lsn) -> Active {
@@ -526,11 +537,35 @@ mod tests {
         let path = j.active().path.clone();
         let data = std::fs::read(&path).unwrap();
         assert!(data[pos..].iter().all(|b| *b == 0), "the half-written record was left past the end of the log");
-        // A smaller record over the place of the failed one, then more.
-        assert_eq!(j.append(&drops(300), &sync).unwrap(), 2);
-        assert_eq!(j.append(&drops(2), &sync).unwrap(), 3);
+        // A small record (through the mapping) where the failed one began.
+        assert_eq!(j.append(&drops(100), &sync).unwrap(), 2);
         let (records, scan) = scan_active(&j);
-        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2]);
+        assert!(records[1].1 + RECORD_HEADER_LEN < WRITE_MIN, "the second record did not take the mapping");
         assert!(scan.torn.is_none(), "{:?}", scan.torn);
+        assert_eq!(scan.end as usize, j.active().pos);
+    }
+
+    #[test]
+    fn a_failed_pwrite_that_cannot_be_undone_stops_appends_and_reads_as_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let recovered = Recovered { next_seq: 1, ..Default::default() };
+        let (mut j, _spares) = Journal::open(dir.path(), faults.clone(), 1 << 20, false, 1, recovered).unwrap();
+        let sync = SyncPoint::new(0, Some(j.active_file()));
+        // The record's write and the zeros after it both fail; small
+        // records never reach the fault point (they take the mapping).
+        faults.set(FaultPoint::JournalWrite, libc::ENOSPC, 2);
+        assert_eq!(j.append(&drops(1), &sync).unwrap(), 1);
+        let pos = j.active().pos;
+        assert!(j.append(&drops(500), &sync).is_err());
+        for ops in [drops(1), drops(500)] {
+            let err = j.append(&ops, &sync).unwrap_err();
+            assert!(err.to_string().contains("reopen the queue"), "{err}");
+        }
+        assert_eq!((j.next_lsn(), j.active().pos), (2, pos));
+        let (records, scan) = scan_active(&j);
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), [1]);
+        assert_eq!(scan.torn.as_ref().map(|t| t.offset), Some(pos as u64), "the half record is a torn tail");
     }
 }
