@@ -30,13 +30,22 @@ from redis_servers import RedisServer, redis_url
 from redisd import free_port
 from ringq.dispatch import outage
 
+NO_SERVER = "redis-server is not installed (scripts/dev test installs it)"
+
 
 @pytest.fixture(scope="module")
 def url() -> str:
     found = redis_url()
     if found is None:
-        pytest.skip("redis-server is not installed (scripts/dev test installs it)")
+        pytest.skip(NO_SERVER)
     return found
+
+
+@pytest.fixture
+def server_installed() -> None:
+    """For the tests that start servers of their own."""
+    if shutil.which("redis-server") is None:
+        pytest.skip(NO_SERVER)
 
 
 @pytest.fixture
@@ -473,6 +482,7 @@ def _wait_for(cond: Callable[[], bool], what: str, limit: float = 20.0) -> None:
 
 
 @pytest.mark.parametrize("kind", ["thread", "async"])
+@pytest.mark.usefixtures("server_installed")
 def test_handlers_back_off_while_the_server_is_down_and_carry_on_when_it_is_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
@@ -567,6 +577,7 @@ def _certificates(d: Path) -> tuple[Path, Path, Path]:
     return d / "ca.crt", d / "server.crt", d / "server.key"
 
 
+@pytest.mark.usefixtures("server_installed")
 def test_a_queue_over_tls_with_rediss(tmp_path: Path) -> None:
     """``rediss://`` reaches a server that speaks TLS only, with the CA given
     in the URL (redis-py's ``ssl_ca_certs``), for ``Queue`` and
@@ -603,6 +614,7 @@ def test_a_queue_over_tls_with_rediss(tmp_path: Path) -> None:
         srv.stop()
 
 
+@pytest.mark.usefixtures("server_installed")
 def test_a_test_server_whose_port_was_taken_starts_on_another(tmp_path: Path) -> None:
     """``free_port`` only finds a port free for a moment; another process
     (an outgoing connection) may take it before redis-server binds it. The
