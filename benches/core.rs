@@ -29,7 +29,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group};
 use crossbeam_queue::ArrayQueue;
-use ringq::journal::{Journal, encode_record};
+use ringq::journal::{Journal, RECORD_HEADER_LEN, RECORD_TXN, encode_record, frame};
 use ringq::record::Op;
 use ringq::storage::Faults;
 use ringq::sync::SyncPoint;
@@ -328,10 +328,9 @@ fn journal_append(c: &mut Criterion) {
                 let start = Instant::now();
                 for _ in 0..iters {
                     scratch.clear();
-                    scratch.resize(20, 0);
+                    scratch.resize(RECORD_HEADER_LEN, 0);
                     ringq::record::encode_txn(black_box(&ops), &mut scratch);
-                    let crc = crc32c::crc32c(&scratch[8..]);
-                    scratch[4..8].copy_from_slice(&crc.to_le_bytes());
+                    frame(&mut scratch, 1, RECORD_TXN, 0);
                     if pos + scratch.len() > dest.len() {
                         pos = 0;
                     }

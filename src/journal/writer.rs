@@ -501,13 +501,29 @@ mod tests {
         (records, scan)
     }
 
+    /// A new journal in a temporary directory, with its fault injector and
+    /// a sync point (the directory and the spares live as long as it).
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        faults: Arc<Faults>,
+        j: Journal,
+        sync: SyncPoint<Arc<File>>,
+        _spares: Arc<Spares>,
+    }
+
+    fn fresh_journal() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let recovered = Recovered { next_seq: 1, ..Default::default() };
+        let (j, spares) = Journal::open(dir.path(), faults.clone(), 1 << 20, false, 1, recovered).unwrap();
+        let sync = SyncPoint::new(0, Some(j.active_file()));
+        Fixture { _dir: dir, faults, j, sync, _spares: spares }
+    }
+
     #[test]
     fn small_records_go_through_the_mapping_and_large_ones_through_pwrite_in_one_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let recovered = Recovered { next_seq: 1, ..Default::default() };
-        let (mut j, _spares) =
-            Journal::open(dir.path(), Arc::new(Faults::default()), 1 << 20, false, 1, recovered).unwrap();
-        let sync = SyncPoint::new(0, Some(j.active_file()));
+        // Every field bound: `..` would drop the directory at once.
+        let Fixture { _dir, faults: _, mut j, sync, _spares } = fresh_journal();
         let sizes = [1, 400, 2, 1000, 1, 1, 300];
         for n in sizes {
             j.append(&drops(n), &sync).unwrap();
@@ -523,11 +539,7 @@ mod tests {
 
     #[test]
     fn a_failed_pwrite_leaves_zeros_past_the_end_and_the_next_append_reuses_its_lsn() {
-        let dir = tempfile::tempdir().unwrap();
-        let faults = Arc::new(Faults::default());
-        let recovered = Recovered { next_seq: 1, ..Default::default() };
-        let (mut j, _spares) = Journal::open(dir.path(), faults.clone(), 1 << 20, false, 1, recovered).unwrap();
-        let sync = SyncPoint::new(0, Some(j.active_file()));
+        let Fixture { _dir, faults, mut j, sync, _spares } = fresh_journal();
         j.append(&drops(1), &sync).unwrap();
         let pos = j.active().pos;
         faults.set(FaultPoint::JournalWrite, libc::EIO, 1);
@@ -548,11 +560,7 @@ mod tests {
 
     #[test]
     fn a_failed_pwrite_that_cannot_be_undone_stops_appends_and_reads_as_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let faults = Arc::new(Faults::default());
-        let recovered = Recovered { next_seq: 1, ..Default::default() };
-        let (mut j, _spares) = Journal::open(dir.path(), faults.clone(), 1 << 20, false, 1, recovered).unwrap();
-        let sync = SyncPoint::new(0, Some(j.active_file()));
+        let Fixture { _dir, faults, mut j, sync, _spares } = fresh_journal();
         // The record's write and the zeros after it both fail; small
         // records never reach the fault point (they take the mapping).
         faults.set(FaultPoint::JournalWrite, libc::ENOSPC, 2);
