@@ -507,34 +507,50 @@ def summarize_case(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _per_second(us_per_message: float) -> float | None:
+    """Messages per second one core sustains at ``us_per_message`` CPU-us each;
+    None when the CPU figure is zero, i.e. below one clock tick (1/HZ s) of
+    /proc accounting, which happens at small --n."""
+    return 1e6 / us_per_message if us_per_message > 0 else None
+
+
+def _rate(value: float | None) -> str:
+    return f"{value:,.0f}" if value is not None else "unknown (CPU below one clock tick)"
+
+
 def paper_estimate(
     case: dict[str, Any], host_cores: int, hosts: Sequence[int], fsync: str
 ) -> dict[str, Any]:
     server_us = case["server_cpu_s_per_million"]["median"]  # CPU-s per 1e6 msgs = µs per msg
     main_us = case["server_main_thread_cpu_s_per_million"]["median"]
     client_us = case["client_cpu_s_per_million"]["median"]
-    master = 1e6 / server_us
-    client_core = 1e6 / client_us
+    master = _per_second(server_us)
+    main_only = _per_second(main_us)
+    client_core = _per_second(client_us)
+    machine_us = server_us + client_us
     client_cores = max(host_cores - 1, 1)
-    per_host = min(master, client_core * client_cores)
-    bound = "the master (server CPU)" if master <= client_core * client_cores else "the clients"
-    machine = host_cores * 1e6 / (server_us + client_us)
+    per_host: float | None = None
+    bound = "unknown: a CPU figure was below one clock tick; run with a larger --n"
+    if master is not None and client_core is not None:
+        per_host = min(master, client_core * client_cores)
+        bound = "the master (server CPU)" if master <= client_core * client_cores else "the clients"
+    machine = host_cores * 1e6 / machine_us if machine_us > 0 else None
     text = (
         f"From case iv (three namespaces on three masters), medians over the repetitions: "
         f"the masters used {server_us:.1f} CPU-s per million messages ({server_us:.1f} us "
         f"per message, published + checked out + acked; {main_us:.1f} of it on the main "
         f"thread), the client processes {client_us:.1f} CPU-s per million. A Redis master "
         f"executes commands on one thread, so one master sustains at most "
-        f"1e6/{server_us:.1f} = {master:,.0f} msg/s on one core (1e6/{main_us:.1f} = "
-        f"{1e6 / main_us:,.0f} if its other threads had a core of their own); one client "
-        f"core sustains 1e6/{client_us:.1f} = {client_core:,.0f} msg/s. A host of "
+        f"1e6/{server_us:.1f} = {_rate(master)} msg/s on one core (1e6/{main_us:.1f} = "
+        f"{_rate(main_only)} if its other threads had a core of their own); one client "
+        f"core sustains 1e6/{client_us:.1f} = {_rate(client_core)} msg/s. A host of "
         f"{host_cores} cores with one master and its clients on the other {client_cores} "
-        f"core(s): min({master:,.0f}, {client_core:,.0f} x {client_cores}) = "
-        f"{per_host:,.0f} msg/s, bound by {bound}. Namespaces share nothing (one slot each, "
+        f"core(s): min({_rate(master)}, {_rate(client_core)} x {client_cores}) = "
+        f"{_rate(per_host)} msg/s, bound by {bound}. Namespaces share nothing (one slot each, "
         f"no cross-slot calls), so N such hosts, each with its own namespaces: "
-        f"N x {per_host:,.0f} msg/s. Check against this machine: all processes together "
-        f"need {server_us + client_us:.1f} CPU-us per message, so {host_cores} fully busy "
-        f"cores give at most {machine:,.0f} msg/s; case iv measured "
+        f"N x {_rate(per_host)} msg/s. Check against this machine: all processes together "
+        f"need {machine_us:.1f} CPU-us per message, so {host_cores} fully busy "
+        f"cores give at most {_rate(machine)} msg/s; case iv measured "
         f"{case['rate']['median']:,.0f} msg/s. Paper figure: it assumes CPU is the only "
         f"limit (no network beyond loopback-like costs, no disk limit with appendfsync "
         f"{fsync}) and that CPU per message stays as measured here, with more "
@@ -553,7 +569,7 @@ def paper_estimate(
         "per_host_msg_s": per_host,
         "bound_by": bound,
         "this_machine_cpu_ceiling_msg_s": machine,
-        "hosts": {str(h): h * per_host for h in hosts},
+        "hosts": {str(h): None if per_host is None else h * per_host for h in hosts},
         "derivation": text,
     }
 
