@@ -47,4 +47,8 @@ impl DeadLetterRing {
     pub fn iter(&self) -> impl Iterator<Item = &DeadLetter> {
         self.entries.iter()
     }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut DeadLetter> {
+        self.entries.iter_mut()
+    }
 }

@@ -88,13 +88,21 @@ pub fn peek(dir: &Path, topic: &str, limit: usize) -> Result<Vec<Message>> {
         rest.sort_by_key(|m| m.id);
         out.extend(rest.into_iter().take(limit - out.len()).cloned());
     }
-    Ok(out)
+    Ok(out.into_iter().map(detached).collect())
+}
+
+/// `m` with its payload in the heap: a result that is kept does not keep
+/// the snapshot it was read from mapped (see `payload::MappedFile`).
+fn detached(mut m: Message) -> Message {
+    m.payload = m.payload.to_heap();
+    m
 }
 
 /// Up to `limit` dead letters, oldest first (read-only, like `inspect`).
 pub fn dead_letters(dir: &Path, limit: usize) -> Result<Vec<DeadLetter>> {
     let (_, loaded) = load(dir)?;
-    Ok(loaded.state.dlq.iter().take(limit).cloned().collect())
+    let dead = loaded.state.dlq.iter().take(limit).cloned();
+    Ok(dead.map(|d| DeadLetter { message: detached(d.message), ..d }).collect())
 }
 
 /// Inspects `dir`; a damaged file is `Error::Corruption` naming file and offset.

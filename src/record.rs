@@ -154,6 +154,16 @@ pub(crate) fn encode_message(w: &mut Writer<'_>, m: &Message) {
 }
 
 pub(crate) fn decode_message(r: &mut Reader<'_>, topic: u32) -> DResult<Message> {
+    decode_message_with(r, topic, &Payload::new)
+}
+
+/// `decode_message`, making the payload from its bytes with `payload` (a
+/// snapshot's point into the mapped file, see `payload::MappedFile`).
+pub(crate) fn decode_message_with(
+    r: &mut Reader<'_>,
+    topic: u32,
+    payload: &dyn Fn(&[u8]) -> Payload,
+) -> DResult<Message> {
     let id = r.u64()?;
     let state = MsgState::from_u8(r.u8()?).ok_or_else(|| DecodeError("bad message state".into()))?;
     let superseded = match r.u8()? {
@@ -166,7 +176,7 @@ pub(crate) fn decode_message(r: &mut Reader<'_>, topic: u32) -> DResult<Message>
     let enqueued_at = r.u64()?;
     let visible_at = r.u64()?;
     let meta = decode_meta(r)?;
-    let payload: Payload = r.bytes()?.into();
+    let payload = payload(r.bytes()?);
     Ok(Message {
         id,
         topic,

@@ -245,8 +245,12 @@ fn load_from(
 
     let (mut state, snap_lsn) = match files.snapshots.last() {
         Some((_, path)) => {
-            let data = snapshot::map(path)?;
-            let (state, lsn) = snapshot::decode_mapped(path, &data, dlq_capacity, slot_limit, capacity)?;
+            let file = crate::payload::MappedFile::new(snapshot::map(path)?);
+            let (mut state, lsn) = snapshot::decode_mapped(path, &file, dlq_capacity, slot_limit, capacity)?;
+            let at_load = file.payloads();
+            if at_load > 0 {
+                state.mapped = Some(crate::state::MappedSnapshot { file, at_load });
+            }
             report.snapshot_path = Some(path.clone());
             (state, lsn)
         }

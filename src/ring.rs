@@ -154,6 +154,10 @@ impl Slab {
         self.slots.iter().filter_map(|m| m.as_ref())
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Message> {
+        self.slots.iter_mut().filter_map(|m| m.as_mut())
+    }
+
     /// Slots the slab holds room for.
     #[cfg(test)]
     pub fn reserved(&self) -> usize {

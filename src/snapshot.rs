@@ -12,7 +12,8 @@
 
 use crate::codec::{DResult, Reader, Writer};
 use crate::error::{Error, Result};
-use crate::record::{decode_failure, decode_message, encode_failure, encode_message};
+use crate::payload::{MappedFile, Payload};
+use crate::record::{decode_failure, decode_message_with, encode_failure, encode_message};
 use crate::state::State;
 use crate::types::{DeadLetter, Lsn, Message, MsgState};
 use std::path::Path;
@@ -121,20 +122,23 @@ pub(crate) fn map(path: &Path) -> Result<memmap2::Mmap> {
     Ok(map)
 }
 
-/// Decodes the mapped snapshot `map` (see [`decode`]), unmapping the pages
-/// behind each pass as it goes: the CRC pass and the decoding pass each
-/// keep at most a few MiB of the file mapped, so opening a queue does not
-/// hold its whole snapshot in memory (RSS) on top of the state it rebuilds.
-/// The pages stay in the page cache; the kernel may reclaim them.
+/// Decodes the mapped snapshot `file` (see [`decode`]). The messages'
+/// payloads point into the file instead of being copied into the heap
+/// (`payload::MappedFile`). The pages behind each pass are dropped from the
+/// process as it goes: the CRC pass and the decoding pass each keep at most
+/// a few MiB of the file mapped in, so opening a queue does not hold its
+/// snapshot in memory (RSS). The pages stay in the page cache; the kernel
+/// may reclaim them, and a payload read later faults its page back in.
 pub(crate) fn decode_mapped(
     path: &Path,
-    map: &memmap2::Mmap,
+    file: &MappedFile,
     dlq_capacity: usize,
     slot_limit: usize,
     capacity: usize,
 ) -> Result<(State, Lsn)> {
     let done = std::cell::Cell::new(0usize);
     let page = crate::journal::PAGE;
+    let map = file.map();
     let release = |upto: usize| {
         // Called with 0 when a pass starts over at the front.
         if upto < done.get() {
@@ -143,16 +147,11 @@ pub(crate) fn decode_mapped(
         }
         let end = (upto / page * page).min(map.len());
         if end >= done.get() + RELEASE_EVERY {
-            // SAFETY: the range is inside the mapping and page-aligned. On a
-            // shared read-only file mapping the advice changes no contents:
-            // a page read again is faulted back in from the (unchanging)
-            // file, so the slices that still borrow the mapping stay valid.
-            let _ =
-                unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, done.get(), end - done.get()) };
+            file.release_pages(done.get(), end - done.get());
             done.set(end);
         }
     };
-    decode_with(path, map, dlq_capacity, slot_limit, capacity, &release)
+    decode_with(path, map, dlq_capacity, slot_limit, capacity, &release, &|b| file.payload(b))
 }
 
 /// How far a pass goes between two releases of the pages behind it.
@@ -160,7 +159,7 @@ const RELEASE_EVERY: usize = 4 << 20;
 
 /// Decodes a snapshot file image into a state and its LSN.
 pub(crate) fn decode(path: &Path, data: &[u8], dlq_capacity: usize, slot_limit: usize) -> Result<(State, Lsn)> {
-    decode_with(path, data, dlq_capacity, slot_limit, 0, &|_| {})
+    decode_with(path, data, dlq_capacity, slot_limit, 0, &|_| {}, &Payload::new)
 }
 
 /// `decode`, telling `release` how far into `data` each pass has read (0
@@ -172,6 +171,7 @@ fn decode_with(
     slot_limit: usize,
     capacity: usize,
     release: &dyn Fn(usize),
+    payload: &dyn Fn(&[u8]) -> Payload,
 ) -> Result<(State, Lsn)> {
     let bad = |off: usize, what: String| Error::corruption(path, off as u64, what);
     if data.len() < SNAPSHOT_HEADER_LEN || &data[0..8] != SNAPSHOT_MAGIC {
@@ -225,9 +225,16 @@ fn decode_with(
     }
     release(0);
     let mut r = Reader::new(body);
-    let state =
-        decode_body(&mut r, version, dlq_capacity, slot_limit, capacity, &|pos| release(SNAPSHOT_HEADER_LEN + pos))
-            .map_err(|e| bad(SNAPSHOT_HEADER_LEN + r.pos(), format!("undecodable snapshot body: {}", e.0)))?;
+    let state = decode_body(
+        &mut r,
+        version,
+        dlq_capacity,
+        slot_limit,
+        capacity,
+        &|pos| release(SNAPSHOT_HEADER_LEN + pos),
+        payload,
+    )
+    .map_err(|e| bad(SNAPSHOT_HEADER_LEN + r.pos(), format!("undecodable snapshot body: {}", e.0)))?;
     Ok((state, lsn))
 }
 
@@ -238,6 +245,7 @@ fn decode_body(
     slot_limit: usize,
     capacity: usize,
     release: &dyn Fn(usize),
+    payload: &dyn Fn(&[u8]) -> Payload,
 ) -> DResult<State> {
     use crate::codec::DecodeError;
     let mut state = State::new(dlq_capacity, slot_limit);
@@ -259,7 +267,7 @@ fn decode_body(
         if topic as usize >= state.topics.len() {
             return Err(DecodeError(format!("message names topic {topic} of {}", state.topics.len())));
         }
-        let m = decode_message(r, topic)?;
+        let m = decode_message_with(r, topic, payload)?;
         let name = state.topics[topic as usize].name.clone();
         let op = crate::record::Op::Enqueue { topic: name, msg: m, supersedes: None };
         // An in-flight message goes in as such: apply() refuses in-flight
@@ -272,7 +280,7 @@ fn decode_body(
         let reason = r.string()?;
         let failure = decode_failure(r)?;
         let dead_lettered_at = r.u64()?;
-        let message = decode_message(r, 0)?;
+        let message = decode_message_with(r, 0, payload)?;
         state.dlq.push(DeadLetter { message, topic, reason, failure, dead_lettered_at }, usize::MAX);
     }
     state.dlq_evicted = r.u64()?;
@@ -338,6 +346,7 @@ mod tests {
     /// decode gives; a flipped byte near the end still fails the CRC.
     #[test]
     fn a_mapped_snapshot_released_as_it_is_read_decodes_like_the_bytes() {
+        let _table = crate::payload::TABLE_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         use crate::record::Op;
         let n = 3 * RELEASE_EVERY / 120;
         let mut st = State::new(10, n + 1);
@@ -366,22 +375,117 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(snapshot_name(42));
         std::fs::write(&path, &data).unwrap();
-        let map = map(&path).unwrap();
-        let (mapped, lsn) = decode_mapped(&path, &map, 10, n + 1, 0).unwrap();
+        let file = MappedFile::new(map(&path).unwrap());
+        let (mapped, lsn) = decode_mapped(&path, &file, 10, n + 1, 0).unwrap();
         let (plain, _) = decode(&path, &data, 10, n + 1).unwrap();
         assert_eq!(lsn, 42);
         assert_eq!(encode(&collect(&mapped, 0), 42), encode(&collect(&plain, 0), 42));
         assert_eq!(mapped.slab.live(), n);
         // With a capacity, the slab is sized for it before the first
         // message goes in (no growth, no copy, when the engine opens).
-        let (sized, _) = decode_mapped(&path, &map, 10, 4 * n, 3 * n).unwrap();
+        let (sized, _) = decode_mapped(&path, &file, 10, 4 * n, 3 * n).unwrap();
         assert_eq!(sized.slab.reserved(), 3 * n);
         assert!(mapped.slab.reserved() >= n);
+        // The payloads still point into the file, readable after every page
+        // was dropped from the process (they fault back in).
+        file.release_pages(0, usize::MAX);
+        drop((sized, file));
+        let first = mapped.slab.iter().next().unwrap();
+        assert!(first.payload.is_mapped() && !plain.slab.iter().next().unwrap().payload.is_mapped());
+        assert_eq!(first.payload.strong_count(), n);
+        assert_eq!(encode(&collect(&mapped, 0), 42), data);
+        let bad_path = dir.path().join(snapshot_name(43));
         let mut bad = data.clone();
         let at = bad.len() - 10;
         bad[at] ^= 1;
-        std::fs::write(&path, &bad).unwrap();
-        let map = super::map(&path).unwrap();
-        assert!(matches!(decode_mapped(&path, &map, 10, n + 1, 0), Err(Error::Corruption { .. })));
+        std::fs::write(&bad_path, &bad).unwrap();
+        let bad_file = MappedFile::new(super::map(&bad_path).unwrap());
+        assert!(matches!(decode_mapped(&bad_path, &bad_file, 10, n + 1, 43), Err(Error::Corruption { .. })));
+        assert_eq!(bad_file.payloads(), 0, "a failed decode leaves no payload pointing into the file");
+        drop(bad_file);
+        assert!(!maps(&bad_path));
+    }
+
+    /// A payload taken out of a decoded snapshot keeps the file mapped after
+    /// the state and the file handle are gone, and the last one unmaps it.
+    #[test]
+    fn the_last_mapped_payload_unmaps_its_file() {
+        let _table = crate::payload::TABLE_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        use crate::record::Op;
+        let mut st = State::new(10, 10);
+        for (i, body) in [&b"first payload"[..], b"", b"third"].into_iter().enumerate() {
+            let msg = crate::types::Message {
+                id: (1 << crate::types::SLOT_BITS) | i as u64,
+                topic: 0,
+                state: crate::types::MsgState::Ready,
+                superseded: false,
+                attempt: 0,
+                version: 1,
+                enqueued_at: 7,
+                visible_at: 0,
+                lease_token: 0,
+                lease_deadline: 0,
+                ticket: 0,
+                line: crate::types::NO_LINE,
+                payload: body.into(),
+                meta: None,
+            };
+            st.apply(Op::Enqueue { topic: "t".into(), msg, supersedes: None }).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(snapshot_name(9));
+        std::fs::write(&path, encode(&collect(&st, 0), 9)).unwrap();
+        let file = MappedFile::new(map(&path).unwrap());
+        let (state, _) = decode_mapped(&path, &file, 10, 10, 0).unwrap();
+        let payloads: Vec<Payload> = state.slab.iter().map(|m| m.payload.clone()).collect();
+        // An empty payload has nothing to share: it is a heap one.
+        let forms: Vec<(bool, &[u8])> = payloads.iter().map(|p| (p.is_mapped(), &p[..])).collect();
+        assert_eq!(forms, [(true, &b"first payload"[..]), (false, b""), (true, b"third")]);
+        // 2 in the slab, 2 clones, the file.
+        assert_eq!(payloads[0].strong_count(), 5);
+        let kept = payloads[2].clone();
+        drop((state, file, payloads));
+        // The file is removed, as a newer snapshot removes it; the mapping
+        // still reads.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(kept.strong_count(), 1);
+        assert!(maps(&path));
+        assert_eq!(&kept[..], b"third");
+        assert_eq!(&kept.to_heap()[..], b"third");
+        assert!(!kept.to_heap().is_mapped());
+        drop(kept);
+        assert!(!maps(&path));
+    }
+
+    /// Whether this process maps `path` (a removed file is listed as
+    /// "<path> (deleted)").
+    fn maps(path: &Path) -> bool {
+        std::fs::read_to_string("/proc/self/maps").unwrap().contains(path.to_str().unwrap())
+    }
+
+    /// More files than the table has entries: the files past it give heap
+    /// copies, and an entry freed by the last payload of its file is used
+    /// again.
+    #[test]
+    fn files_past_the_table_of_regions_give_heap_copies() {
+        let _table = crate::payload::TABLE_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = 5u32.to_le_bytes().to_vec();
+        bytes.extend(b"hello");
+        let open = |i: usize| {
+            let path = dir.path().join(format!("{i}.bin"));
+            std::fs::write(&path, &bytes).unwrap();
+            MappedFile::new(map(&path).unwrap())
+        };
+        // Engine tests on other threads of this process may hold a few
+        // entries (those that need one hold `TABLE_TESTS` meanwhile).
+        let files: Vec<MappedFile> = (0..crate::payload::REGIONS + 1).map(open).collect();
+        let payloads: Vec<Payload> = files.iter().map(|f| f.payload(&f.map()[4..])).collect();
+        assert!(payloads.iter().all(|p| &p[..] == b"hello"));
+        assert!(payloads[..crate::payload::REGIONS / 2].iter().all(Payload::is_mapped));
+        assert!(!payloads.last().unwrap().is_mapped());
+        drop((files, payloads));
+        let again = open(0);
+        assert!(again.payload(&again.map()[4..]).is_mapped());
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::dedup::{DedupIndex, Remembered};
 use crate::dlq::DeadLetterRing;
+use crate::payload::Payload;
 use crate::record::Op;
 use crate::ring::{ReadyList, Slab};
 use crate::timers::{DelayHeap, LeaseHeap};
@@ -96,6 +97,16 @@ pub(crate) struct State {
     pub dlq_evicted: u64,
     /// Message slots must be below this (see `manifest::Manifest::slot_bound`).
     pub slot_limit: usize,
+    /// The snapshot the state was loaded from, while payloads point into it
+    /// (see `payload::MappedFile` and [`State::sparse_mapped`]).
+    pub mapped: Option<MappedSnapshot>,
+}
+
+/// A snapshot whose payloads the state points into, and how many did when
+/// it was loaded.
+pub(crate) struct MappedSnapshot {
+    pub file: crate::payload::MappedFile,
+    pub at_load: usize,
 }
 
 type Applied = Result<(), String>;
@@ -118,7 +129,63 @@ impl State {
             dlq_capacity,
             dlq_evicted: 0,
             slot_limit,
+            mapped: None,
         }
+    }
+
+    /// The mapped snapshot, taken out of the state once no payload points
+    /// into it any more (dropping it, outside the engine's lock, unmaps it).
+    pub fn take_unused_mapped(&mut self) -> Option<crate::payload::MappedFile> {
+        if self.mapped.as_ref()?.file.payloads() > 0 {
+            return None;
+        }
+        self.mapped.take().map(|m| m.file)
+    }
+
+    /// After a newer snapshot replaced (and removed) the one the state was
+    /// loaded from: when at most a quarter of the payloads that pointed
+    /// into it still do, those payloads (with their message ids), to be
+    /// copied into the heap outside the engine's lock and put back with
+    /// [`State::swap_in_heap`], so that a few long-lived messages (dead
+    /// letters, say) do not keep a removed file's disk space.
+    pub fn sparse_mapped(&self) -> Option<Vec<(u64, Payload)>> {
+        let m = self.mapped.as_ref()?;
+        if m.file.payloads() * 4 > m.at_load {
+            return None;
+        }
+        let messages = self.slab.iter().chain(self.dlq.iter().map(|d| &d.message));
+        Some(messages.filter(|m| m.payload.is_mapped()).map(|m| (m.id, m.payload.clone())).collect())
+    }
+
+    /// Puts the heap copies made from [`State::sparse_mapped`] in place of
+    /// the mapped payloads they copy, where a message still holds the same
+    /// one; copies any mapped payload left (one that moved between the slab
+    /// and the dead letters meanwhile) and lets the mapped snapshot go:
+    /// returned, to be dropped outside the lock. Deliveries and snapshot
+    /// images that still point into the file keep it mapped until they are
+    /// dropped.
+    pub fn swap_in_heap(&mut self, copies: Vec<(u64, Payload, Payload)>) -> Option<MappedSnapshot> {
+        let mut left = HashMap::new();
+        for (id, was, heap) in copies {
+            match self.slab.get_mut(id) {
+                Some(m) if m.payload.ptr_eq(&was) => m.payload = heap,
+                _ => {
+                    left.insert(id, (was, heap));
+                }
+            }
+        }
+        for d in self.dlq.iter_mut() {
+            if let Some((was, heap)) = left.remove(&d.message.id)
+                && d.message.payload.ptr_eq(&was)
+            {
+                d.message.payload = heap;
+            }
+        }
+        let messages = self.slab.iter_mut().chain(self.dlq.iter_mut().map(|d| &mut d.message));
+        for m in messages.filter(|m| m.payload.is_mapped()) {
+            m.payload = m.payload.to_heap();
+        }
+        self.mapped.take()
     }
 
     /// The id of a new message in `slot`: the next sequence number, which

@@ -606,3 +606,113 @@ fn inspect_of_a_damaged_journal_names_file_and_offset_and_changes_nothing() {
     assert!(ringq::inspect::inspect(&tmp.path().join("missing")).is_err());
     assert!(ringq::inspect::inspect(tmp.path()).is_err(), "a directory without a MANIFEST");
 }
+
+/// Whether this process maps `path` (a removed file is listed as
+/// "<path> (deleted)").
+fn maps_file(path: &Path) -> bool {
+    fs::read_to_string("/proc/self/maps").unwrap().contains(path.to_str().unwrap())
+}
+
+/// A reopened queue leaves its snapshot's payloads in the mapped file (no
+/// heap copies). They read back whole, also after a newer snapshot removed
+/// the file; once at most a quarter of them are left, a snapshot copies
+/// those into the heap and the removed file is unmapped (its disk space
+/// returns) when the last delivery pointing into it is dropped.
+#[test]
+fn a_reopened_queue_reads_payloads_from_its_snapshot_and_lets_it_go_once_sparse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let payloads: Vec<Vec<u8>> = (0..400u32).map(|i| format!("payload {i:>5}/").repeat(8).into_bytes()).collect();
+    let e = Engine::open(&dir, small()).unwrap();
+    for p in &payloads {
+        publish(&e, "t", p);
+    }
+    e.close().unwrap();
+    let e = Engine::open(&dir, small()).unwrap();
+    let snap = e.recovery_report().snapshot_path.clone().expect("opened from the close's snapshot");
+    assert!(maps_file(&snap));
+    let lease = Duration::from_secs(60);
+    let take = |n: usize| {
+        let got = e.checkout("t", n, lease, Wait::No).unwrap();
+        e.ack(&got.iter().map(|d| (d.id, d.lease_token)).collect::<Vec<_>>(), &[], Wait::No).unwrap();
+        got
+    };
+    let first = take(200);
+    assert!(first.iter().all(|d| d.payload.is_mapped()));
+    let got: Vec<Vec<u8>> = first.iter().map(|d| d.payload.to_vec()).collect();
+    assert_eq!(got, payloads[..200]);
+    drop(first);
+    // Half are left: a newer snapshot removes the file, the rest still
+    // point into it.
+    publish(&e, "t", b"after the reopen");
+    e.snapshot().unwrap();
+    assert!(!snap.exists() && maps_file(&snap));
+    // A fifth left: the next snapshot copies them out; a delivery taken
+    // before keeps the file mapped until it is dropped.
+    let second = take(120);
+    let kept = second.last().unwrap().payload.clone();
+    assert!(kept.is_mapped());
+    drop(second);
+    publish(&e, "t", b"and another");
+    e.snapshot().unwrap();
+    assert!(maps_file(&snap), "a delivery still points into it");
+    let rest = e.checkout("t", 1000, lease, Wait::No).unwrap();
+    assert!(rest.iter().all(|d| !d.payload.is_mapped()));
+    let got: Vec<Vec<u8>> = rest.iter().map(|d| d.payload.to_vec()).collect();
+    let mut want = payloads[320..].to_vec();
+    want.extend([b"after the reopen".to_vec(), b"and another".to_vec()]);
+    assert_eq!(got, want);
+    assert_eq!(&kept[..], &payloads[319][..]);
+    drop(kept);
+    assert!(!maps_file(&snap), "unmapped with its last payload");
+    e.close().unwrap();
+}
+
+/// Draining a reopened queue lets its snapshot go: the checkout after the
+/// last of its payloads was acked unmaps the file, without a snapshot.
+#[test]
+fn draining_a_reopened_queue_unmaps_its_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    for i in 0..50u32 {
+        publish(&e, "t", format!("message {i}").as_bytes());
+    }
+    e.close().unwrap();
+    let e = Engine::open(&dir, small()).unwrap();
+    let snap = e.recovery_report().snapshot_path.clone().unwrap();
+    let lease = Duration::from_secs(60);
+    let got = e.checkout("t", 100, lease, Wait::No).unwrap();
+    assert_eq!(got.len(), 50);
+    e.ack(&got.iter().map(|d| (d.id, d.lease_token)).collect::<Vec<_>>(), &[], Wait::No).unwrap();
+    assert!(maps_file(&snap), "the deliveries still point into it");
+    drop(got);
+    assert!(maps_file(&snap), "the queue still holds it");
+    assert!(e.checkout("t", 100, lease, Wait::No).unwrap().is_empty());
+    assert!(!maps_file(&snap));
+    e.close().unwrap();
+}
+
+/// `close()` lets the snapshot go with the messages, though the engine
+/// object lives on; `peek` and `dead_letters` results hold no file.
+#[test]
+fn close_and_inspect_results_hold_no_snapshot_mapped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    for i in 0..20u32 {
+        publish(&e, "t", format!("message {i}").as_bytes());
+    }
+    e.close().unwrap();
+    let e = Engine::open(&dir, small()).unwrap();
+    let snap = e.recovery_report().snapshot_path.clone().unwrap();
+    assert!(maps_file(&snap));
+    e.close().unwrap();
+    assert!(!maps_file(&snap), "closed, with 20 messages ready");
+    let snap = e.recovery_report().snapshot_path.clone().unwrap();
+    let peeked = ringq::inspect::peek(&dir, "t", 5).unwrap();
+    assert_eq!(peeked[0].payload.to_vec(), b"message 0");
+    assert!(peeked.iter().all(|m| !m.payload.is_mapped()));
+    assert!(!maps_file(&snap));
+    drop(e);
+}

@@ -36,8 +36,10 @@ Scenarios (``durability="batch"`` unless stated):
   ``priority=`` / ``ordering_key=`` (10,000 keys) vs the plain path, paired
   (target ratios >= 0.8); see ``ringq.bench_features``.
 - ``reopen_1m``: 1M ready messages, closed, then ``ringq.Queue(path)``
-  reopened in a fresh subprocess: seconds (target <= 1 s) and VmRSS after
-  the reopen (target <= 250 MB). ``--quick`` uses 200k messages.
+  reopened in a fresh subprocess: seconds (target <= 0.25 s), VmRSS after
+  the reopen (target <= 150 MB) and its peak while reopening (VmHWM, target
+  <= 200 MB); issue #15's targets, stricter than #2's (1 s, 250 MB).
+  ``--quick`` uses 200k messages.
 
 """
 
@@ -449,7 +451,7 @@ def reopen_1m(cfg: Config) -> dict[str, Any]:
     peaks: list[float] = []
     fill_rates: list[float] = []
     errors: list[str] = []
-    max_s, max_mb = 1.0, 250.0
+    max_s, max_mb, max_peak_mb = 0.25, 150.0, 200.0
     for rep in range(cfg.reps):
         with fresh_dir(cfg) as path:
             q = cfg.open(path, capacity=n)
@@ -481,8 +483,8 @@ def reopen_1m(cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {
         "n": n,
         "durability": "batch",
-        "target": f"reopen seconds <= {max_s} and VmRSS after reopen <= {max_mb:.0f} MB"
-        " (with 1M ready)",
+        "target": f"reopen seconds <= {max_s}, VmRSS after reopen <= {max_mb:.0f} MB and"
+        f" peak VmRSS while reopening <= {max_peak_mb:.0f} MB (with 1M ready)",
     }
     if n != 1_000_000:
         out["note"] = f"--quick: measured with {n:,} messages, not 1M; targets are for 1M"
@@ -494,7 +496,8 @@ def reopen_1m(cfg: Config) -> dict[str, Any]:
         out["fill_publish_many_msg_s"] = spread(fill_rates)
         out["met_seconds"] = out["reopen_seconds"]["median"] <= max_s
         out["met_rss"] = out["rss_mb"]["median"] <= max_mb
-        out["met"] = out["met_seconds"] and out["met_rss"]
+        out["met_peak_rss"] = out["peak_rss_mb"]["median"] <= max_peak_mb
+        out["met"] = out["met_seconds"] and out["met_rss"] and out["met_peak_rss"]
     else:
         out["met"] = False
     if errors:

@@ -54,6 +54,20 @@ impl Checkout {
     }
 }
 
+/// Counts the bytes of the payloads in `out` that point into a mapped
+/// snapshot (a queue's messages from before it was reopened, see
+/// `payload::MappedFile`): the caller reads them next, and every
+/// `payload::RELEASE_READ` bytes the file's pages are dropped from the
+/// process again, so a drain does not pile the file up in its memory.
+/// Outside the engine's lock: the lengths are read from the file.
+fn release_read_pages(out: &[Delivered]) {
+    let mut mapped = out.iter().filter(|d| d.payload.is_mapped()).peekable();
+    let Some(file) = mapped.peek().and_then(|d| d.payload.mapped_file()) else { return };
+    if file.note_read(mapped.map(|d| d.payload.len()).sum()) {
+        file.release_pages(0, usize::MAX);
+    }
+}
+
 fn delivered(m: &Message, topic: &std::sync::Arc<str>) -> Delivered {
     Delivered {
         id: m.id,
@@ -129,6 +143,15 @@ impl Engine {
             return Err(Error::Invalid(format!("topic must be 1..=255 bytes, got {}", topic.len())));
         }
         let mut g = sh.lock_healthy()?;
+        if g.state.mapped.is_some()
+            && let Some(file) = g.state.take_unused_mapped()
+        {
+            // Every message the queue was opened with is gone: unmap the
+            // snapshot they came from, outside the lock.
+            drop(g);
+            drop(file);
+            g = sh.lock_healthy()?;
+        }
         let mut ids = Vec::new();
         let mut first = true;
         let tid = loop {
@@ -195,6 +218,8 @@ impl Engine {
         }
         g.counters.delivered += out.len() as u64;
         sh.wake_timer_for(&mut g, deadline);
+        drop(g);
+        release_read_pages(&out);
         Ok(out)
     }
 

@@ -46,6 +46,13 @@ impl Shared {
         let name = snapshot::snapshot_name(p.lsn);
         let bytes = snapshot::encode(&p.image, p.lsn);
         drop(p.image);
+        // Encoding read every payload, those still in the snapshot the
+        // queue was opened from too: drop those pages from the process
+        // again (they stay in the page cache).
+        let mapped = self.inner.lock().state.mapped.as_ref().map(|m| m.file.clone());
+        if let Some(file) = mapped {
+            file.release_pages(0, usize::MAX);
+        }
         storage::write_atomic(Some(&self.faults), &self.path, &name, &bytes)
             .map_err(|e| Error::storage("writing snapshot", self.path.join(&name), e))?;
         drop(bytes);
@@ -54,6 +61,19 @@ impl Shared {
         manifest::write(&self.path, &p.manifest)?;
         let mut g = self.inner.lock();
         self.finish_snapshot(&mut g, p.lsn, p.manifest, p.degraded_gen);
+        // The snapshot the queue was opened from is removed now: when few
+        // of its payloads are left, copy them into the heap (outside the
+        // lock: their pages may have to be read in) and let it go.
+        let sparse = g.state.sparse_mapped();
+        drop(g);
+        if let Some(mapped) = sparse {
+            let copies = mapped.into_iter().map(|(id, was)| {
+                let heap = was.to_heap();
+                (id, was, heap)
+            });
+            let old = self.inner.lock().state.swap_in_heap(copies.collect());
+            drop(old);
+        }
         self.snapshot_duration.observe(started.elapsed());
         Ok(p.lsn)
     }
