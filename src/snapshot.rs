@@ -341,17 +341,11 @@ mod tests {
         assert_eq!(verify(Path::new("x.snap"), &encode(&image, Lsn::MAX - 1), 100).unwrap(), Lsn::MAX - 1);
     }
 
-    /// A snapshot several release steps long, decoded from its mapping
-    /// (pages released behind each pass), gives the state the in-memory
-    /// decode gives; a flipped byte near the end still fails the CRC.
-    #[test]
-    fn a_mapped_snapshot_released_as_it_is_read_decodes_like_the_bytes() {
-        let _table = crate::payload::TABLE_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        use crate::record::Op;
-        let n = 3 * RELEASE_EVERY / 120;
-        let mut st = State::new(10, n + 1);
-        for i in 0..n {
-            let payload = [(i % 251) as u8; 100];
+    /// A state of ready messages of topic "t" with `payloads`, in slots
+    /// 0, 1, ... (below `slot_limit`).
+    fn ready_state<'a>(payloads: impl IntoIterator<Item = &'a [u8]>, slot_limit: usize) -> State {
+        let mut st = State::new(10, slot_limit);
+        for (i, payload) in payloads.into_iter().enumerate() {
             let msg = crate::types::Message {
                 id: ((i as u64 + 1) << crate::types::SLOT_BITS) | i as u64,
                 topic: 0,
@@ -365,11 +359,23 @@ mod tests {
                 lease_deadline: 0,
                 ticket: 0,
                 line: crate::types::NO_LINE,
-                payload: payload[..].into(),
+                payload: payload.into(),
                 meta: None,
             };
-            st.apply(Op::Enqueue { topic: "t".into(), msg, supersedes: None }).unwrap();
+            st.apply(crate::record::Op::Enqueue { topic: "t".into(), msg, supersedes: None }).unwrap();
         }
+        st
+    }
+
+    /// A snapshot several release steps long, decoded from its mapping
+    /// (pages released behind each pass), gives the state the in-memory
+    /// decode gives; a flipped byte near the end still fails the CRC.
+    #[test]
+    fn a_mapped_snapshot_released_as_it_is_read_decodes_like_the_bytes() {
+        let _table = crate::payload::TABLE_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = 3 * RELEASE_EVERY / 120;
+        let payloads: Vec<[u8; 100]> = (0..n).map(|i| [(i % 251) as u8; 100]).collect();
+        let st = ready_state(payloads.iter().map(|p| &p[..]), n + 1);
         let data = encode(&collect(&st, 0), 42);
         assert!(data.len() > 2 * RELEASE_EVERY, "{} bytes", data.len());
         let dir = tempfile::tempdir().unwrap();
@@ -411,27 +417,7 @@ mod tests {
     #[test]
     fn the_last_mapped_payload_unmaps_its_file() {
         let _table = crate::payload::TABLE_TESTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        use crate::record::Op;
-        let mut st = State::new(10, 10);
-        for (i, body) in [&b"first payload"[..], b"", b"third"].into_iter().enumerate() {
-            let msg = crate::types::Message {
-                id: (1 << crate::types::SLOT_BITS) | i as u64,
-                topic: 0,
-                state: crate::types::MsgState::Ready,
-                superseded: false,
-                attempt: 0,
-                version: 1,
-                enqueued_at: 7,
-                visible_at: 0,
-                lease_token: 0,
-                lease_deadline: 0,
-                ticket: 0,
-                line: crate::types::NO_LINE,
-                payload: body.into(),
-                meta: None,
-            };
-            st.apply(Op::Enqueue { topic: "t".into(), msg, supersedes: None }).unwrap();
-        }
+        let st = ready_state([&b"first payload"[..], b"", b"third"], 10);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(snapshot_name(9));
         std::fs::write(&path, encode(&collect(&st, 0), 9)).unwrap();

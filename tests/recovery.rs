@@ -613,6 +613,26 @@ fn maps_file(path: &Path) -> bool {
     fs::read_to_string("/proc/self/maps").unwrap().contains(path.to_str().unwrap())
 }
 
+/// A queue in `tmp` holding `payloads` on topic "t", closed (so all of
+/// them are in its snapshot) and opened again: the directory, the engine
+/// and the snapshot it was opened from.
+fn reopened_with(tmp: &Path, payloads: &[Vec<u8>]) -> (PathBuf, Engine, PathBuf) {
+    let dir = tmp.join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    for p in payloads {
+        publish(&e, "t", p);
+    }
+    e.close().unwrap();
+    let e = Engine::open(&dir, small()).unwrap();
+    let snap = e.recovery_report().snapshot_path.clone().expect("opened from the close's snapshot");
+    assert!(maps_file(&snap));
+    (dir, e, snap)
+}
+
+fn numbered(n: u32) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("message {i}").into_bytes()).collect()
+}
+
 /// A reopened queue leaves its snapshot's payloads in the mapped file (no
 /// heap copies). They read back whole, also after a newer snapshot removed
 /// the file; once at most a quarter of them are left, a snapshot copies
@@ -621,16 +641,8 @@ fn maps_file(path: &Path) -> bool {
 #[test]
 fn a_reopened_queue_reads_payloads_from_its_snapshot_and_lets_it_go_once_sparse() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("q");
     let payloads: Vec<Vec<u8>> = (0..400u32).map(|i| format!("payload {i:>5}/").repeat(8).into_bytes()).collect();
-    let e = Engine::open(&dir, small()).unwrap();
-    for p in &payloads {
-        publish(&e, "t", p);
-    }
-    e.close().unwrap();
-    let e = Engine::open(&dir, small()).unwrap();
-    let snap = e.recovery_report().snapshot_path.clone().expect("opened from the close's snapshot");
-    assert!(maps_file(&snap));
+    let (_, e, snap) = reopened_with(tmp.path(), &payloads);
     let lease = Duration::from_secs(60);
     let take = |n: usize| {
         let got = e.checkout("t", n, lease, Wait::No).unwrap();
@@ -673,14 +685,7 @@ fn a_reopened_queue_reads_payloads_from_its_snapshot_and_lets_it_go_once_sparse(
 #[test]
 fn draining_a_reopened_queue_unmaps_its_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("q");
-    let e = Engine::open(&dir, small()).unwrap();
-    for i in 0..50u32 {
-        publish(&e, "t", format!("message {i}").as_bytes());
-    }
-    e.close().unwrap();
-    let e = Engine::open(&dir, small()).unwrap();
-    let snap = e.recovery_report().snapshot_path.clone().unwrap();
+    let (_, e, snap) = reopened_with(tmp.path(), &numbered(50));
     let lease = Duration::from_secs(60);
     let got = e.checkout("t", 100, lease, Wait::No).unwrap();
     assert_eq!(got.len(), 50);
@@ -698,21 +703,21 @@ fn draining_a_reopened_queue_unmaps_its_snapshot() {
 #[test]
 fn close_and_inspect_results_hold_no_snapshot_mapped() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("q");
-    let e = Engine::open(&dir, small()).unwrap();
-    for i in 0..20u32 {
-        publish(&e, "t", format!("message {i}").as_bytes());
-    }
+    let (dir, e, _) = reopened_with(tmp.path(), &numbered(20));
+    let d = e.checkout("t", 1, Duration::from_secs(60), Wait::No).unwrap();
+    e.nack(d[0].id, d[0].lease_token, None, Default::default(), Some("non_retryable")).unwrap();
+    drop(d);
     e.close().unwrap();
-    let e = Engine::open(&dir, small()).unwrap();
-    let snap = e.recovery_report().snapshot_path.clone().unwrap();
-    assert!(maps_file(&snap));
+    let (_, e, snap) = reopened_with(tmp.path(), &[]);
     e.close().unwrap();
-    assert!(!maps_file(&snap), "closed, with 20 messages ready");
-    let snap = e.recovery_report().snapshot_path.clone().unwrap();
+    assert!(!maps_file(&snap), "closed, with 19 messages ready and a dead letter");
     let peeked = ringq::inspect::peek(&dir, "t", 5).unwrap();
-    assert_eq!(peeked[0].payload.to_vec(), b"message 0");
+    assert_eq!(peeked[0].payload.to_vec(), b"message 1");
     assert!(peeked.iter().all(|m| !m.payload.is_mapped()));
+    let dead = ringq::inspect::dead_letters(&dir, 5).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message.payload.to_vec(), b"message 0");
+    assert!(!dead[0].message.payload.is_mapped());
     assert!(!maps_file(&snap));
     drop(e);
 }
