@@ -506,19 +506,26 @@ mod tests {
     #[test]
     fn clones_shared_across_threads_free_once() {
         let p = Payload::new(b"shared by many threads");
+        clone_on_threads(&p, 1);
+        assert_eq!(p.strong_count(), 1);
+    }
+
+    /// 8 threads each make and drop `rounds` × 1000 clones of `p` at once.
+    fn clone_on_threads(p: &Payload, rounds: usize) {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let p = p.clone();
                 std::thread::spawn(move || {
-                    let mine: Vec<Payload> = (0..1000).map(|_| p.clone()).collect();
-                    assert!(mine.iter().all(|m| &**m == b"shared by many threads"));
+                    for _ in 0..rounds {
+                        let mine: Vec<Payload> = (0..1000).map(|_| p.clone()).collect();
+                        assert!(mine.iter().all(|m| &**m == b"shared by many threads"));
+                    }
                 })
             })
             .collect();
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(p.strong_count(), 1);
     }
 
     /// Clones of a mapped payload made and dropped on many threads at once
@@ -538,20 +545,7 @@ mod tests {
         let p = mapped.payload(&mapped.map()[4..]);
         assert!(p.is_mapped());
         drop(mapped);
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                let p = p.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..100 {
-                        let mine: Vec<Payload> = (0..100).map(|_| p.clone()).collect();
-                        assert!(mine.iter().all(|m| &**m == b"shared by many threads"));
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
+        clone_on_threads(&p, 10);
         assert_eq!(p.strong_count(), 1);
         let maps = || std::fs::read_to_string("/proc/self/maps").unwrap();
         assert!(maps().contains(path.to_str().unwrap()));

@@ -133,6 +133,13 @@ impl State {
         }
     }
 
+    /// Takes every message, dead letter and index out, leaving an empty
+    /// state of the same limits (to be dropped outside the engine's lock).
+    pub fn take(&mut self) -> State {
+        let empty = State::new(self.dlq_capacity, self.slot_limit);
+        std::mem::replace(self, empty)
+    }
+
     /// The mapped snapshot, taken out of the state once no payload points
     /// into it any more (dropping it, outside the engine's lock, unmaps it).
     pub fn take_unused_mapped(&mut self) -> Option<crate::payload::MappedFile> {

@@ -514,8 +514,7 @@ impl Engine {
         // The messages too (every call is refused now): their memory, and
         // the snapshot file their payloads may point into; freed outside
         // the lock.
-        let fresh = crate::state::State::new(g.state.dlq_capacity, g.state.slot_limit);
-        let state = std::mem::replace(&mut g.state, fresh);
+        let state = g.state.take();
         drop((marker, g));
         drop(state);
         snap.map(|_| ())

@@ -225,9 +225,8 @@ fn crash(e: Engine) {
     // The process's memory goes with it: the messages, and the snapshot
     // their payloads may point into (its entry in the payloads' table).
     let mut g = sh.inner.lock();
-    let fresh = crate::state::State::new(g.state.dlq_capacity, g.state.slot_limit);
-    drop(std::mem::replace(&mut g.state, fresh));
-    drop(g);
+    let state = g.state.take();
+    drop((g, state));
     std::mem::forget(e);
 }
 

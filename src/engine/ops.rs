@@ -218,8 +218,12 @@ impl Engine {
         }
         g.counters.delivered += out.len() as u64;
         sh.wake_timer_for(&mut g, deadline);
+        // Only a queue still holding its snapshot mapped has payloads there.
+        let mapped = g.state.mapped.is_some();
         drop(g);
-        release_read_pages(&out);
+        if mapped {
+            release_read_pages(&out);
+        }
         Ok(out)
     }
 

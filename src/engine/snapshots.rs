@@ -20,6 +20,9 @@ struct Prepared {
     lsn: Lsn,
     manifest: Manifest,
     degraded_gen: u64,
+    /// The snapshot the queue was opened from, if payloads still point
+    /// into it: its pages are dropped again once the image is encoded.
+    mapped: Option<crate::payload::MappedFile>,
 }
 
 impl Shared {
@@ -49,8 +52,7 @@ impl Shared {
         // Encoding read every payload, those still in the snapshot the
         // queue was opened from too: drop those pages from the process
         // again (they stay in the page cache).
-        let mapped = self.inner.lock().state.mapped.as_ref().map(|m| m.file.clone());
-        if let Some(file) = mapped {
+        if let Some(file) = p.mapped {
             file.release_pages(0, usize::MAX);
         }
         storage::write_atomic(Some(&self.faults), &self.path, &name, &bytes)
@@ -88,7 +90,8 @@ impl Shared {
         g.records_since_snapshot = 0;
         g.snapshot_wanted = false;
         let manifest = Manifest { journal_anchor: g.journal.active_seq(), snapshot_lsn: lsn, ..g.manifest };
-        Some(Prepared { image, lsn, manifest, degraded_gen: g.degraded_gen })
+        let mapped = g.state.mapped.as_ref().map(|m| m.file.clone());
+        Some(Prepared { image, lsn, manifest, degraded_gen: g.degraded_gen, mapped })
     }
 
     fn finish_snapshot(&self, g: &mut Inner, lsn: Lsn, manifest: Manifest, degraded_gen: u64) {
