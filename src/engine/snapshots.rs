@@ -3,7 +3,8 @@
 //! needs no new segment, only room for its own file), encoded, written and
 //! fsynced outside it, then the MANIFEST is
 //! rewritten (the newest snapshot's LSN, the segment the journal continues
-//! in) and only then are the segments and snapshots it covers deleted.
+//! in) and only then are the segments and snapshots it covers deleted,
+//! after the lock is released (an unlink waits for the disk).
 
 use super::{Inner, Shared};
 use crate::error::{Error, Result};
@@ -11,6 +12,7 @@ use crate::manifest::{self, Manifest};
 use crate::snapshot;
 use crate::storage;
 use crate::types::Lsn;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -62,12 +64,13 @@ impl Shared {
         // covers may go.
         manifest::write(&self.path, &p.manifest)?;
         let mut g = self.inner.lock();
-        self.finish_snapshot(&mut g, p.lsn, p.manifest, p.degraded_gen);
+        let covered = self.finish_snapshot(&mut g, p.lsn, p.manifest, p.degraded_gen);
         // The snapshot the queue was opened from is removed now: when few
         // of its payloads are left, copy them into the heap (outside the
         // lock: their pages may have to be read in) and let it go.
         let sparse = g.state.sparse_mapped();
         drop(g);
+        self.remove_covered(p.lsn, covered);
         if let Some(mapped) = sparse {
             let copies = mapped.into_iter().map(|(id, was)| {
                 let heap = was.to_heap();
@@ -94,16 +97,12 @@ impl Shared {
         Some(Prepared { image, lsn, manifest, degraded_gen: g.degraded_gen, mapped })
     }
 
-    fn finish_snapshot(&self, g: &mut Inner, lsn: Lsn, manifest: Manifest, degraded_gen: u64) {
+    /// Under the lock, once the MANIFEST names the snapshot at `lsn`:
+    /// records it, and returns the journal segments it covers, for
+    /// [`Shared::remove_covered`] to delete after the lock is released.
+    fn finish_snapshot(&self, g: &mut Inner, lsn: Lsn, manifest: Manifest, degraded_gen: u64) -> Vec<PathBuf> {
         g.manifest = manifest;
-        g.journal.delete_through(lsn, manifest.journal_anchor);
-        if let Ok(files) = crate::recovery::list_files(&self.path) {
-            for (l, p) in files.snapshots {
-                if l < lsn {
-                    let _ = storage::remove_file(&p);
-                }
-            }
-        }
+        let covered = g.journal.take_covered(lsn, manifest.journal_anchor);
         g.snapshot_lsn = lsn.max(g.snapshot_lsn);
         g.snapshot_at = Instant::now();
         g.report.snapshot_path = Some(self.path.join(snapshot::snapshot_name(lsn)));
@@ -114,5 +113,21 @@ impl Shared {
         }
         g.snapshot_error = None;
         self.sync.synced_externally(lsn, false);
+        covered
+    }
+
+    /// Deletes what the snapshot at `lsn` covers, outside the lock (file
+    /// deletions wait for the disk: see `journal::remove_covered`): the
+    /// journal segments `finish_snapshot` gave up, and older snapshots.
+    /// `snapshot_lock` is held, so no other snapshot is written meanwhile.
+    fn remove_covered(&self, lsn: Lsn, segments: Vec<PathBuf>) {
+        crate::journal::remove_covered(&self.path, &self.spares, segments);
+        if let Ok(files) = crate::recovery::list_files(&self.path) {
+            for (l, p) in files.snapshots {
+                if l < lsn {
+                    let _ = storage::remove_file(&p);
+                }
+            }
+        }
     }
 }

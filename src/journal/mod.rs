@@ -39,7 +39,7 @@ pub mod scan;
 pub mod writer;
 
 pub use scan::{Seal, SegmentHeader, SegmentScan, TornTail, map_for_read, read_segment_header, scan_segment};
-pub use writer::Journal;
+pub use writer::{Journal, remove_covered};
 
 use crate::record::{Op, encode_txn};
 use crate::types::Lsn;
