@@ -43,16 +43,44 @@ pub(crate) struct Image {
     remembered: Vec<(u32, Box<str>, u64, u64)>,
 }
 
-/// Takes the image of `state` (see [`Image`]).
-pub(crate) fn collect(state: &State, now: u64) -> Image {
-    let mut messages = Vec::with_capacity(state.slab.live());
+/// Room for an image of `n` messages, made before the engine's lock is
+/// taken: the kernel zeroes a fresh allocation's pages at their first
+/// write, and an image of 1M messages (80 MB) used to take those faults
+/// while every publish waited for the lock. One byte per page is written
+/// here to fault them in.
+pub(crate) fn message_room(n: usize) -> Vec<Message> {
+    const PAGE: usize = 4096;
+    let mut room: Vec<Message> = Vec::with_capacity(n);
+    let spare = room.spare_capacity_mut();
+    let bytes = std::mem::size_of_val(spare);
+    let base = spare.as_mut_ptr().cast::<u8>();
+    for at in (0..bytes).step_by(PAGE) {
+        // SAFETY: `at` < `bytes`, inside the allocation's spare capacity,
+        // which may hold anything until a message is pushed there.
+        unsafe { base.add(at).write_volatile(0) };
+    }
+    room
+}
+
+/// Takes the image of `state` (see [`Image`]) into `room` (empty; see
+/// [`message_room`]; it grows if it is too small).
+pub(crate) fn collect(state: &State, now: u64, mut room: Vec<Message>) -> Image {
+    room.clear();
+    room.reserve(state.slab.live());
+    let mut messages = room;
     for t in &state.topics {
         messages.extend(t.ready.live_ids(&state.slab).map(|id| state.slab.get(id).expect("ready id is live").clone()));
     }
     // Ready messages waiting behind their ordering key's head are on no
-    // ready list; on load they wait again (see `State::key_insert`).
-    messages.extend(state.slab.iter().filter(|m| state.is_parked(m)).cloned());
-    messages.extend(state.slab.iter().filter(|m| m.state != MsgState::Ready).cloned());
+    // ready list; on load they wait again (see `State::key_insert`). Then
+    // the delayed and in-flight ones. Each pass reads the whole slab, so it
+    // is skipped when the counts say it would find nothing.
+    if state.topics.iter().any(|t| t.lines.len() > t.free_lines.len()) {
+        messages.extend(state.slab.iter().filter(|m| state.is_parked(m)).cloned());
+    }
+    if state.topics.iter().any(|t| t.n_in_flight + t.n_delayed > 0) {
+        messages.extend(state.slab.iter().filter(|m| m.state != MsgState::Ready).cloned());
+    }
     Image {
         next_seq: state.next_seq,
         topics: state.topics.iter().map(|t| t.name.clone()).collect(),
@@ -332,7 +360,7 @@ mod tests {
     fn snapshot_at_lsn_u64_max_is_corruption_not_an_overflow() {
         // No record has LSN u64::MAX, so neither does a snapshot; recovery
         // continued at `snap_lsn + 1`.
-        let image = collect(&State::new(10, 100), 0);
+        let image = collect(&State::new(10, 100), 0, Vec::new());
         let data = encode(&image, Lsn::MAX);
         match verify(Path::new("x.snap"), &data, 100) {
             Err(Error::Corruption { offset: 16, detail, .. }) => assert!(detail.contains("u64::MAX"), "{detail}"),
@@ -367,6 +395,21 @@ mod tests {
         st
     }
 
+    /// The room made before the lock holds nothing and has the capacity
+    /// asked for; an image taken into it is the same whatever its size
+    /// (too small, it grows).
+    #[test]
+    fn an_image_taken_into_prepared_room_is_the_same_whatever_its_size() {
+        let payloads: Vec<[u8; 3]> = (0..50u8).map(|i| [i; 3]).collect();
+        let st = ready_state(payloads.iter().map(|p| &p[..]), 64);
+        let plain = encode(&collect(&st, 0, Vec::new()), 5);
+        for n in [0, 10, 50, 1000, 100_000] {
+            let room = message_room(n);
+            assert!(room.is_empty() && room.capacity() >= n, "room for {n}");
+            assert_eq!(encode(&collect(&st, 0, room), 5), plain, "room for {n}");
+        }
+    }
+
     /// A snapshot several release steps long, decoded from its mapping
     /// (pages released behind each pass), gives the state the in-memory
     /// decode gives; a flipped byte near the end still fails the CRC.
@@ -376,7 +419,7 @@ mod tests {
         let n = 3 * RELEASE_EVERY / 120;
         let payloads: Vec<[u8; 100]> = (0..n).map(|i| [(i % 251) as u8; 100]).collect();
         let st = ready_state(payloads.iter().map(|p| &p[..]), n + 1);
-        let data = encode(&collect(&st, 0), 42);
+        let data = encode(&collect(&st, 0, Vec::new()), 42);
         assert!(data.len() > 2 * RELEASE_EVERY, "{} bytes", data.len());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(snapshot_name(42));
@@ -385,7 +428,7 @@ mod tests {
         let (mapped, lsn) = decode_mapped(&path, &file, 10, n + 1, 0).unwrap();
         let (plain, _) = decode(&path, &data, 10, n + 1).unwrap();
         assert_eq!(lsn, 42);
-        assert_eq!(encode(&collect(&mapped, 0), 42), encode(&collect(&plain, 0), 42));
+        assert_eq!(encode(&collect(&mapped, 0, Vec::new()), 42), encode(&collect(&plain, 0, Vec::new()), 42));
         assert_eq!(mapped.slab.live(), n);
         // With a capacity, the slab is sized for it before the first
         // message goes in (no growth, no copy, when the engine opens).
@@ -399,7 +442,7 @@ mod tests {
         let first = mapped.slab.iter().next().unwrap();
         assert!(first.payload.is_mapped() && !plain.slab.iter().next().unwrap().payload.is_mapped());
         assert_eq!(first.payload.strong_count(), n);
-        assert_eq!(encode(&collect(&mapped, 0), 42), data);
+        assert_eq!(encode(&collect(&mapped, 0, Vec::new()), 42), data);
         let bad_path = dir.path().join(snapshot_name(43));
         let mut bad = data.clone();
         let at = bad.len() - 10;
@@ -420,7 +463,7 @@ mod tests {
         let st = ready_state([&b"first payload"[..], b"", b"third"], 10);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(snapshot_name(9));
-        std::fs::write(&path, encode(&collect(&st, 0), 9)).unwrap();
+        std::fs::write(&path, encode(&collect(&st, 0, Vec::new()), 9)).unwrap();
         let file = MappedFile::new(map(&path).unwrap());
         let (state, _) = decode_mapped(&path, &file, 10, 10, 0).unwrap();
         let payloads: Vec<Payload> = state.slab.iter().map(|m| m.payload.clone()).collect();

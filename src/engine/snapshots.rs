@@ -40,9 +40,17 @@ impl Shared {
     pub(crate) fn snapshot_with(&self, between: impl FnOnce()) -> Result<Lsn> {
         let _one = self.snapshot_lock.lock();
         let started = Instant::now();
+        // Room for the image, made before the lock is taken to fill it (see
+        // `snapshot::message_room`), with some to spare for messages
+        // published meanwhile.
+        let live = {
+            let g = self.inner.lock();
+            if self.unchanged(&g) { 0 } else { g.state.slab.live() }
+        };
+        let room = if live == 0 { Vec::new() } else { snapshot::message_room(live + live / 8 + 64) };
         let p = {
             let mut g = self.inner.lock();
-            match self.prepare_snapshot(&mut g) {
+            match self.prepare_snapshot(&mut g, room) {
                 Some(p) => p,
                 None => return Ok(g.snapshot_lsn),
             }
@@ -83,13 +91,19 @@ impl Shared {
         Ok(p.lsn)
     }
 
-    fn prepare_snapshot(&self, g: &mut Inner) -> Option<Prepared> {
+    /// Whether a snapshot now would write what the last one did (nothing
+    /// changed, not degraded, and its file is known).
+    fn unchanged(&self, g: &Inner) -> bool {
+        g.journal.next_lsn() - 1 == g.snapshot_lsn && g.degraded.is_none() && g.report.snapshot_path.is_some()
+    }
+
+    fn prepare_snapshot(&self, g: &mut Inner, room: Vec<crate::types::Message>) -> Option<Prepared> {
         let lsn = g.journal.next_lsn() - 1;
-        if lsn == g.snapshot_lsn && g.degraded.is_none() && g.report.snapshot_path.is_some() {
+        if self.unchanged(g) {
             g.snapshot_wanted = false;
             return None;
         }
-        let image = snapshot::collect(&g.state, self.clock.now());
+        let image = snapshot::collect(&g.state, self.clock.now(), room);
         g.records_since_snapshot = 0;
         g.snapshot_wanted = false;
         let manifest = Manifest { journal_anchor: g.journal.active_seq(), snapshot_lsn: lsn, ..g.manifest };
