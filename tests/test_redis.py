@@ -669,3 +669,43 @@ def test_peek_and_schedules_read_a_redis_queue(
     assert listed.exit_code == 0, listed.output
     [row] = json.loads(listed.output)
     assert (row["name"], row["topic"], row["spec"]) == ("hourly", "hourly", "every 3600s")
+
+
+def test_stopping_async_handlers_finishes_the_calls_left_on_their_loop(
+    url: str, ns: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Async handlers wait in a checkout (a ``BLPOP`` on the server) when
+    the queue stops: the waiting call is cancelled, and it must get to run
+    its cancellation before the handlers' own loop closes. Left pending, it
+    is destroyed later by the garbage collector, which runs the Redis
+    client's cleanup with no loop ("Exception ignored in: <coroutine object
+    RedisLoopHandle._drive>", "Task was destroyed but it is pending!") and
+    leaves its connection to be closed by nobody."""
+    import gc
+    import sys
+
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    r = raw(url)
+    for _ in range(5):
+        q = ringq.Queue(url, namespace=ns)
+        try:
+
+            @q.handler(bytes, topic="t")
+            async def on_t(b: bytes) -> None:  # never called: nothing is published
+                raise AssertionError(b)
+
+            before = int(r.info("clients")["blocked_clients"])
+            q.start()
+            _wait_for(
+                lambda: int(r.info("clients")["blocked_clients"]) > before,  # noqa: B023
+                "the handler waiting in a checkout on the server",
+            )
+            q.stop()
+        finally:
+            q.close()
+        del q, on_t
+        gc.collect()
+    assert unraisable == [], [str(u.exc_value) for u in unraisable]
+    assert "Task was destroyed but it is pending" not in caplog.text

@@ -47,6 +47,7 @@ import pytest
 import ringq
 from conftest import ManualClockQueue
 from ringq.aio import AsyncQueue
+from ringq.dispatch.aio import finish_tasks
 
 
 @dataclass
@@ -119,6 +120,8 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(wrapped(), self.loop).result()
 
     def stop(self) -> None:
+        # As asyncio.run: the tasks left on the loop end before it closes.
+        asyncio.run_coroutine_threadsafe(finish_tasks(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()

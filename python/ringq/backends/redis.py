@@ -1537,8 +1537,10 @@ class RedisLoopHandle:
             self.closing = asyncio.get_running_loop().create_task(self._close_after(running))
 
     async def _close_after(self, running: list[asyncio.Task[Any]]) -> None:
-        await asyncio.gather(*running, return_exceptions=True)
-        await self._ar.aclose()
+        try:
+            await asyncio.gather(*running, return_exceptions=True)
+        finally:  # cancelled too (a loop finishing its tasks before it closes)
+            await self._ar.aclose()
 
     # The backend's calls: each submits its operation.
 

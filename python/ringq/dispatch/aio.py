@@ -715,6 +715,30 @@ class AsyncPool:
         return out
 
 
+#: How long the tasks left on the handlers' own loop get to end on their
+#: own when it stops, before they are cancelled (see ``finish_tasks``).
+FINISH_GRACE = 1.0
+
+
+async def finish_tasks() -> None:
+    """Before the handlers' own loop stops: what ``asyncio.run`` does before
+    it closes its loop. The tasks still on it (calls that a stopped worker
+    cancelled, which need a turn of the loop to end; a Redis queue closing
+    its connections once they have) get ``FINISH_GRACE`` seconds to end,
+    then are cancelled and awaited. A task left pending on a closed loop is
+    destroyed later by the garbage collector, which runs its cleanup with
+    no loop (a Redis call's: "Exception ignored in: <coroutine object
+    RedisLoopHandle._drive>") and leaves its connection open."""
+    me = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not me]
+    if left:
+        _, pending = await asyncio.wait(left, timeout=FINISH_GRACE)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()
+
+
 class AsyncHandlers:
     """The async pools of one dispatcher, on one loop: the caller's
     (``loop`` given) or one in a thread of its own, started on first use."""
@@ -761,11 +785,13 @@ class AsyncHandlers:
 
     def _run(self, make: Callable[[], Awaitable[Any]]) -> Any:
         """Runs ``make()`` on the pools' loop from outside it, waiting for it."""
+        return self._run_on(self._ensure_loop(), make)
 
+    @staticmethod
+    def _run_on(loop: asyncio.AbstractEventLoop, make: Callable[[], Awaitable[Any]]) -> Any:
         async def wrapped() -> Any:
             return await make()
 
-        loop = self._ensure_loop()
         return asyncio.run_coroutine_threadsafe(wrapped(), loop).result()
 
     def add(self, spec: HandlerSpec, dead_base: int) -> None:
@@ -854,6 +880,7 @@ class AsyncHandlers:
             self.own_thread = None
             self.loop = None
             if ok:
+                self._run_on(loop, finish_tasks)
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(10)
                 loop.close()
@@ -862,6 +889,7 @@ class AsyncHandlers:
                 # daemon thread) stops once they have.
                 async def stop_when_ended() -> None:
                     await self._ended_all.wait()
+                    await finish_tasks()
                     loop.stop()
 
                 asyncio.run_coroutine_threadsafe(stop_when_ended(), loop)
