@@ -434,29 +434,28 @@ impl Journal {
     }
 }
 
-/// `pwrite` of a whole record at `offset` (see `WRITE_MIN`). An injected
-/// fault (`FaultPoint::JournalWrite`) strikes after half of the record was
-/// written, as a short write that then failed would.
 /// Deletes the segments [`Journal::take_covered`] gave up, outside the
 /// engine's lock: unlinking a segment frees its blocks, which on a
 /// filesystem mounted with `discard` (as here) waits for the device, and
 /// the directory is fsynced after; together about 50 ms per snapshot
 /// measured here, which every publish waited for while this ran under the
 /// lock. A crash in between leaves covered segments: recovery does not
-/// read them, and the next snapshot deletes them. Returns whether any went
-/// (space may be free for a spare now).
-pub fn remove_covered(dir: &Path, spares: &Spares, paths: Vec<PathBuf>) -> bool {
+/// read them, and the next snapshot deletes them. The preparer is kicked
+/// after (a full disk may have room for a spare now).
+pub fn remove_covered(dir: &Path, spares: &Spares, paths: Vec<PathBuf>) {
     if paths.is_empty() {
-        return false;
+        return;
     }
     for path in &paths {
         let _ = storage::remove_file(path);
     }
     let _ = storage::sync_dir(dir);
     spares.kick();
-    true
 }
 
+/// `pwrite` of a whole record at `offset` (see `WRITE_MIN`). An injected
+/// fault (`FaultPoint::JournalWrite`) strikes after half of the record was
+/// written, as a short write that then failed would.
 fn write_record(faults: &Faults, file: &File, record: &[u8], offset: u64) -> std::io::Result<()> {
     if let Err(e) = faults.check(FaultPoint::JournalWrite) {
         file.write_all_at(&record[..record.len() / 2], offset)?;
