@@ -4,8 +4,8 @@ run (the machine's own stalls: preemption, the VM).
 
     .venv/bin/python benches/publish_stalls.py [--n N] [--rounds R] [--json out.json]
 
-Each round opens a fresh queue (``durability="batch"``, default options, in
-a temporary directory) and times ``N`` calls one by one with
+Each round opens a fresh queue (default options, so ``durability="batch"``,
+but ``capacity=N``; in a temporary directory) and times ``N`` calls one by one with
 ``time.perf_counter_ns`` (100-byte payloads, one topic, garbage collection
 off), then does the same with ``queue.Queue.put``. The default N (1.1M)
 is past the default ``snapshot_every`` (1M journal records), so each round

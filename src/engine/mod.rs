@@ -96,6 +96,10 @@ pub(crate) struct Inner {
     pub snapshot_at: Instant,
     pub records_since_snapshot: u64,
     pub snapshot_wanted: bool,
+    /// An append found the disk full since the last snapshot: that
+    /// snapshot deletes what it covers before releasing the lock, so that
+    /// the append retried after it finds the space (see `Shared::snapshot_with`).
+    pub disk_full: bool,
     /// Set when an fsync failed: what was written since may not be on disk.
     /// Cleared by a successful snapshot (which persists the whole state).
     pub degraded: Option<String>,
@@ -273,6 +277,7 @@ impl Engine {
             snapshot_at: Instant::now(),
             records_since_snapshot: 0,
             snapshot_wanted: false,
+            disk_full: false,
             degraded: None,
             degraded_gen: 0,
             snapshot_error: None,
@@ -616,6 +621,9 @@ impl Shared {
         let lsn = match g.journal.append(&ops, &self.sync) {
             Ok(lsn) => lsn,
             Err(e) => {
+                if e.errno() == Some(libc::ENOSPC) {
+                    g.disk_full = true;
+                }
                 if e.errno() == Some(libc::ENOSPC) && !g.snapshot_wanted {
                     // No room for a new segment: a snapshot lets the active
                     // one be started over (or frees older ones).

@@ -77,8 +77,16 @@ impl Shared {
         // of its payloads are left, copy them into the heap (outside the
         // lock: their pages may have to be read in) and let it go.
         let sparse = g.state.sparse_mapped();
-        drop(g);
-        self.remove_covered(p.lsn, covered);
+        if std::mem::take(&mut g.disk_full) {
+            // An append failed for want of space: delete under the lock, as
+            // a call waiting for it then finds the space freed (outside it,
+            // that call could come in between and fail again).
+            self.remove_covered(p.lsn, covered);
+            drop(g);
+        } else {
+            drop(g);
+            self.remove_covered(p.lsn, covered);
+        }
         if let Some(mapped) = sparse {
             let copies = mapped.into_iter().map(|(id, was)| {
                 let heap = was.to_heap();

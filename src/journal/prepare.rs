@@ -374,14 +374,22 @@ impl Spares {
     /// The preparer thread's loop: keep `keep` segments of `size` ready,
     /// and unmap the segments retired by the writer ([`Spares::retire`]).
     pub fn run(&self, dir: &Path, faults: &Faults, size: usize) {
+        /// Clears `running` and unmaps what is left when the loop ends,
+        /// also by a panic: later rolls then unmap at once.
+        struct Running<'a>(&'a Spares);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                let retired = {
+                    let mut st = self.0.st.lock();
+                    st.running = false;
+                    std::mem::take(&mut st.retired)
+                };
+                drop(retired);
+            }
+        }
         self.st.lock().running = true;
+        let _running = Running(self);
         self.prepare_loop(dir, faults, size);
-        let retired = {
-            let mut st = self.st.lock();
-            st.running = false;
-            std::mem::take(&mut st.retired)
-        };
-        drop(retired);
     }
 
     fn prepare_loop(&self, dir: &Path, faults: &Faults, size: usize) {

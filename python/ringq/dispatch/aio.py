@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -725,18 +726,22 @@ async def finish_tasks() -> None:
     it closes its loop. The tasks still on it (calls that a stopped worker
     cancelled, which need a turn of the loop to end; a Redis queue closing
     its connections once they have) get ``FINISH_GRACE`` seconds to end,
-    then are cancelled and awaited. A task left pending on a closed loop is
-    destroyed later by the garbage collector, which runs its cleanup with
-    no loop (a Redis call's: "Exception ignored in: <coroutine object
-    RedisLoopHandle._drive>") and leaves its connection open."""
+    then are cancelled and get as long again to end; one that ignores its
+    cancellation is left (at most ``2 * FINISH_GRACE`` seconds in all). A
+    task left pending on a closed loop is destroyed later by the garbage
+    collector, which runs its cleanup with no loop (a Redis call's:
+    "Exception ignored in: <coroutine object RedisLoopHandle._drive>") and
+    leaves its connection open."""
     me = asyncio.current_task()
     left = [t for t in asyncio.all_tasks() if t is not me]
     if left:
         _, pending = await asyncio.wait(left, timeout=FINISH_GRACE)
         for t in pending:
             t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-    await asyncio.get_running_loop().shutdown_asyncgens()
+        if pending:
+            await asyncio.wait(pending, timeout=FINISH_GRACE)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.get_running_loop().shutdown_asyncgens(), FINISH_GRACE)
 
 
 class AsyncHandlers:
