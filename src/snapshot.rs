@@ -49,7 +49,7 @@ pub(crate) struct Image {
 /// while every publish waited for the lock. One byte per page is written
 /// here to fault them in.
 pub(crate) fn message_room(n: usize) -> Vec<Message> {
-    const PAGE: usize = 4096;
+    use crate::journal::PAGE;
     let mut room: Vec<Message> = Vec::with_capacity(n);
     let spare = room.spare_capacity_mut();
     let bytes = std::mem::size_of_val(spare);
@@ -64,10 +64,9 @@ pub(crate) fn message_room(n: usize) -> Vec<Message> {
 
 /// Takes the image of `state` (see [`Image`]) into `room` (empty; see
 /// [`message_room`]; it grows if it is too small).
-pub(crate) fn collect(state: &State, now: u64, mut room: Vec<Message>) -> Image {
-    room.clear();
-    room.reserve(state.slab.live());
-    let mut messages = room;
+pub(crate) fn collect(state: &State, now: u64, mut messages: Vec<Message>) -> Image {
+    messages.clear();
+    messages.reserve(state.slab.live());
     for t in &state.topics {
         messages.extend(t.ready.live_ids(&state.slab).map(|id| state.slab.get(id).expect("ready id is live").clone()));
     }

@@ -622,13 +622,13 @@ impl Shared {
             Ok(lsn) => lsn,
             Err(e) => {
                 if e.errno() == Some(libc::ENOSPC) {
-                    g.disk_full = true;
-                }
-                if e.errno() == Some(libc::ENOSPC) && !g.snapshot_wanted {
                     // No room for a new segment: a snapshot lets the active
                     // one be started over (or frees older ones).
-                    g.snapshot_wanted = true;
-                    self.snap_cv.notify_one();
+                    g.disk_full = true;
+                    if !g.snapshot_wanted {
+                        g.snapshot_wanted = true;
+                        self.snap_cv.notify_one();
+                    }
                 }
                 return Err(e);
             }
