@@ -315,7 +315,7 @@ fn journal_append(c: &mut Criterion) {
                     // Keep disk use bounded, as snapshots do for the engine
                     // (whose MANIFEST then anchors the active segment).
                     let covered = j.take_covered(j.next_lsn() - 1, j.active_seq());
-                    ringq::journal::remove_covered(dir.path(), &spares, covered);
+                    ringq::journal::remove_covered(dir.path(), &spares, covered, true);
                     left -= n;
                 }
                 tally(name, record_len, iters, timed)

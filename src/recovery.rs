@@ -355,7 +355,16 @@ fn load_from(
             ));
         }
         if h.is_unused() {
-            if map[journal::SEGMENT_HEADER_LEN..].iter().any(|b| *b != 0) {
+            // A recycled spare holds the records of the file's earlier
+            // uses, all covered by the snapshot loaded (it was covered by
+            // one that a MANIFEST named before it was recycled): only a
+            // record after the snapshot was written into it since.
+            let written = if h.is_recycled() {
+                journal::scan::holds_record_after(&map, journal::SEGMENT_HEADER_LEN, snap_lsn)
+            } else {
+                map[journal::SEGMENT_HEADER_LEN..].iter().any(|b| *b != 0)
+            };
+            if written {
                 // A header that never reached the disk in front of records
                 // that did: nothing in it was fsynced. Start it over.
                 report.dropped_segments.push(path.clone());

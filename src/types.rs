@@ -87,6 +87,14 @@ pub struct Options {
     /// Where the engine reads the time (see [`crate::clock`]): the wall
     /// clock, or a manual clock for tests.
     pub clock: crate::clock::Clock,
+    /// Journal segments a snapshot covers become the next spares
+    /// (`journal::prepare::recycle_spare`) instead of being deleted and
+    /// new files written with zeros. On by default; not offered to Python
+    /// yet. Off, the journal behaves as before recycling existed (tests of
+    /// what deleting covered segments leaves on disk turn it off; so may a
+    /// copy-on-write filesystem, where overwriting a file in place
+    /// allocates new blocks anyway).
+    pub recycle_segments: bool,
 }
 
 impl Default for Options {
@@ -104,6 +112,7 @@ impl Default for Options {
             max_headers: 64 * 1024,
             dlq_capacity: 10_000,
             clock: crate::clock::Clock::System,
+            recycle_segments: true,
         }
     }
 }

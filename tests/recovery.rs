@@ -721,3 +721,91 @@ fn close_and_inspect_results_hold_no_snapshot_mapped() {
     assert!(!maps_file(&snap));
     drop(e);
 }
+
+/// The segment the journal is being written to: the highest-numbered one
+/// whose header has a first LSN.
+fn active_segment(files: &[(String, Vec<u8>)]) -> (String, ringq::journal::SegmentHeader) {
+    files
+        .iter()
+        .rev()
+        .filter(|(n, _)| n.ends_with(".log"))
+        .find_map(|(n, b)| {
+            let h = ringq::journal::read_segment_header(Path::new(n), b).unwrap()?;
+            (h.first_lsn != 0).then(|| (n.clone(), h))
+        })
+        .expect("an active segment")
+}
+
+/// Issue 15: a recycled segment holding old records past the end of the
+/// log is never read as live. Records of one size, so that the old records
+/// in a recycled file line up exactly with where the next live ones go.
+#[test]
+fn a_recycled_segment_holding_old_records_past_the_end_of_the_log_is_never_read_as_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let opts = Options { snapshot_every: 1 << 40, ..small() };
+    let e = Engine::open(&dir, opts.clone()).unwrap();
+    let payload = |i: usize| format!("{i:08}").repeat(50).into_bytes();
+    let mut published = Vec::new();
+    // Snapshots cover the closed segments, which become the next spares:
+    // go on until the journal writes in one whose old records reach past
+    // its end.
+    let (name, header, files, end) = loop {
+        assert!(published.len() < 20_000, "the journal never wrote into a recycled segment");
+        for _ in 0..150 {
+            let p = payload(published.len());
+            publish(&e, "t", &p);
+            published.push(p);
+        }
+        e.snapshot().unwrap();
+        settle(&e);
+        let files = snapshot_files(&dir);
+        let (name, header) = active_segment(&files);
+        let data = &files.iter().find(|(n, _)| *n == name).unwrap().1;
+        let end = *record_ends(Path::new(&name), data).last().unwrap() as usize;
+        if header.is_recycled() && ringq::journal::scan::holds_record_after(data, end, 0) {
+            break (name, header, files, end);
+        }
+    };
+    assert_eq!(header.version, ringq::journal::FORMAT_RECYCLED);
+    e.close().unwrap();
+    // The spares made of covered segments hold their old records too:
+    // they are all in the snapshot, so recovery keeps such a spare as it is.
+    let recycled_spares = files
+        .iter()
+        .filter(|(n, b)| {
+            n.ends_with(".log")
+                && ringq::journal::read_segment_header(Path::new(n), b)
+                    .unwrap()
+                    .is_some_and(|h| h.is_unused() && h.is_recycled())
+                && ringq::journal::scan::holds_record_after(b, SEGMENT_HEADER_LEN, 0)
+        })
+        .count();
+    assert!(recycled_spares >= 1, "no recycled spare in the copy");
+    let check = |what: &str, files: &[(String, Vec<u8>)], torn: Option<(u64, u64)>| {
+        let crashed = tmp.path().join(what);
+        restore(files, &crashed);
+        let r = Engine::open(&crashed, opts.clone()).unwrap_or_else(|err| panic!("{what}: {err}"));
+        let report = r.recovery_report();
+        let tails: Vec<(u64, u64)> = report.torn.iter().map(|t| (t.offset, t.bytes)).collect();
+        assert_eq!(tails, torn.into_iter().collect::<Vec<_>>(), "{what}");
+        assert_eq!(report.dropped_records, 0, "{what}");
+        assert_eq!(report.dropped_segments, Vec::<PathBuf>::new(), "{what}: no spare is reset");
+        assert_eq!(drain(&r, "t"), published, "{what}: exactly the messages published, in order");
+        r.close().unwrap();
+    };
+    // What a kill leaves: the log ends at the writer's zeros.
+    check("killed", &files, None);
+    // A power cut that lost the page with those zeros, keeping the old
+    // record under them: a whole, valid record of the file's earlier use
+    // where the next record would be. It ends the log (a torn tail of one
+    // record header, zeroed by the open), and is not replayed.
+    let data = &files.iter().find(|(n, _)| *n == name).unwrap().1;
+    let len = record_ends(Path::new(&name), data).windows(2).last().map(|w| (w[1] - w[0]) as usize).unwrap();
+    assert!(ringq::journal::scan::holds_record_after(&data[end + len..end + 2 * len], 0, 0), "an old record follows");
+    let stale = edit_wal(&files, &name, |b| {
+        let old = b[end + len..end + 2 * len].to_vec();
+        b[end..end + len].copy_from_slice(&old);
+    });
+    check("power cut", &stale, Some((end as u64, ringq::journal::RECORD_HEADER_LEN as u64)));
+}

@@ -1,5 +1,5 @@
 //! `ringq::journal::scan_segment` and `read_segment_header`, journal formats
-//! 2 and 1.
+//! 2, 3 (recycled) and 1.
 //!
 //! Input: a control byte, then (control mode 3 only) 8 bytes of first LSN,
 //! then everything after a segment header:
@@ -27,6 +27,14 @@
 //! accepted and the verdict is monotone: a higher marker may only turn a
 //! torn tail into corruption, never anything else.
 //!
+//! Every format-2 image is also scanned as format 3 (a recycled segment:
+//! the same bytes under a format-3 header), whose own checks differ where
+//! the rest of the file is not zeros (a clean end is the writer's 20 zero
+//! bytes, a torn tail reaches its last record or one record header), and
+//! which must agree with format 2 wherever format 2 accepts the image: the
+//! same records, end, seal and proof. (It may accept more: a record with an
+//! LSN below the first ends a format-3 log, where format 2 calls it damage.)
+//!
 //! Random bytes almost never carry a valid CRC32C, so the image is scanned
 //! as is (corruption, torn-tail and resync logic), and once more with its
 //! record headers "repaired" by `repair` (see there), so record bodies,
@@ -44,8 +52,8 @@
 use libfuzzer_sys::fuzz_target;
 use ringq::error::Error;
 use ringq::journal::{
-    GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_SEAL, RECORD_TXN, SEAL_LEN, SegmentHeader, SegmentScan, read_segment_header,
-    scan_segment, segment_header, segment_header_v1,
+    GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_SEAL, RECORD_TXN, SEAL_LEN, SEGMENT_HEADER_LEN, SegmentHeader, SegmentScan, read_segment_header,
+    scan_segment, segment_header, segment_header_as, segment_header_v1,
 };
 use std::path::Path;
 
@@ -108,7 +116,7 @@ fn check_one(image: &[u8], h: &SegmentHeader, seen: &[Seen], res: Option<&Segmen
     assert!(s.torn.is_none() || s.sealed.is_none(), "both torn and sealed");
     match &s.sealed {
         Some(seal) => {
-            assert_eq!(h.version, 2, "a format-1 segment reported a seal");
+            assert!(h.version >= 2, "a format-1 segment reported a seal");
             assert_eq!(seal.offset, rec_end, "the seal does not follow the last record");
             assert_eq!(seal.offset + SEAL_LEN as u64, s.end, "end is not just past the seal");
             let o = seal.offset as usize;
@@ -125,9 +133,21 @@ fn check_one(image: &[u8], h: &SegmentHeader, seen: &[Seen], res: Option<&Segmen
             assert!(t.bytes > 0, "empty torn tail");
             let stop = t.offset.checked_add(t.bytes).expect("torn tail overflows") as usize;
             assert!(stop <= image.len(), "torn tail runs past the image");
-            assert_ne!(image[stop - 1], 0, "torn tail does not end at a non-zero byte");
-            assert!(image[stop..].iter().all(|b| *b == 0), "non-zero bytes after the torn tail");
+            if h.is_recycled() {
+                let header = (RECORD_HEADER_LEN as u64).min(image.len() as u64 - t.offset);
+                assert!(t.bytes >= header, "a recycled segment's torn tail is shorter than a record header");
+            } else {
+                assert_ne!(image[stop - 1], 0, "torn tail does not end at a non-zero byte");
+                assert!(image[stop..].iter().all(|b| *b == 0), "non-zero bytes after the torn tail");
+            }
             assert_eq!(t.path, Path::new(PATH));
+        }
+        None if s.sealed.is_none() && h.is_recycled() => {
+            let rest = &image[s.end as usize..];
+            assert!(
+                rest.len() < RECORD_HEADER_LEN || rest[..RECORD_HEADER_LEN].iter().all(|b| *b == 0),
+                "a recycled segment's clean end is not the writer's zeros"
+            );
         }
         None if s.sealed.is_none() => {
             assert!(image[s.end as usize..].iter().all(|b| *b == 0), "a clean end with non-zero bytes after it");
@@ -142,8 +162,32 @@ fn same(a: &SegmentScan, b: &SegmentScan) -> bool {
 }
 
 /// Scans with each marker value (ascending) and checks each scan and how
-/// they relate.
+/// they relate; a format-2 image is scanned as format 3 too.
 fn scan(image: &[u8], h: &SegmentHeader, markers: &[u64]) {
+    if h.version == 2 {
+        let mut v3 = image.to_vec();
+        let seq = h.seq.expect("format 2");
+        v3[..SEGMENT_HEADER_LEN].copy_from_slice(&segment_header_as(3, h.first_lsn, seq, h.size.expect("format 2")));
+        let h3 = SegmentHeader { version: 3, ..*h };
+        for m in markers {
+            let (seen2, res2) = scan_once(image, h, *m);
+            let (seen3, res3) = scan_once(&v3, &h3, *m);
+            if let Some(a) = &res2 {
+                let b = res3.as_ref().expect("format 3 refused what format 2 accepts");
+                assert_eq!(seen2, seen3, "format 3 accepted other records than format 2");
+                assert_eq!(
+                    (a.end, a.last_lsn, a.sealed, a.proven_durable),
+                    (b.end, b.last_lsn, b.sealed, b.proven_durable),
+                    "format 3 ends elsewhere than format 2"
+                );
+            }
+        }
+        scan_versions(&v3, &h3, markers);
+    }
+    scan_versions(image, h, markers);
+}
+
+fn scan_versions(image: &[u8], h: &SegmentHeader, markers: &[u64]) {
     let runs: Vec<_> = markers.iter().map(|m| scan_once(image, h, *m)).collect();
     for (seen, res) in &runs {
         check_one(image, h, seen, res.as_ref());
@@ -219,9 +263,9 @@ fn repair(image: &mut [u8], hlen: usize, version: u32, first: u64) {
 fuzz_target!(|data: &[u8]| {
     // The raw input as a whole segment file.
     if let Ok(Some(h)) = read_segment_header(Path::new(PATH), data) {
-        assert!(h.version == 1 || h.version == 2, "accepted header version {}", h.version);
+        assert!((1..=3).contains(&h.version), "accepted header version {}", h.version);
         assert!(h.header_len() <= data.len(), "accepted header longer than the file");
-        assert_eq!(h.seq.is_some(), h.version == 2);
+        assert_eq!(h.seq.is_some(), h.version >= 2);
         if !h.is_unused() {
             scan(data, &h, &[0, u64::MAX]);
         }

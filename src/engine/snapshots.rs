@@ -81,11 +81,13 @@ impl Shared {
             // An append failed for want of space: delete under the lock, as
             // a call waiting for it then finds the space freed (outside it,
             // that call could come in between and fail again).
-            self.remove_covered(p.lsn, covered);
+            self.remove_covered(p.lsn, covered, false);
             drop(g);
         } else {
             drop(g);
-            self.remove_covered(p.lsn, covered);
+            // Not the final snapshot of `close`: spares are deleted then.
+            let recycle = self.opts.recycle_segments && !self.closed.load(Ordering::Acquire);
+            self.remove_covered(p.lsn, covered, recycle);
         }
         if let Some(mapped) = sparse {
             let copies = mapped.into_iter().map(|(id, was)| {
@@ -142,8 +144,10 @@ impl Shared {
     /// deletions wait for the disk: see `journal::remove_covered`): the
     /// journal segments `finish_snapshot` gave up, and older snapshots.
     /// `snapshot_lock` is held, so no other snapshot is written meanwhile.
-    fn remove_covered(&self, lsn: Lsn, segments: Vec<PathBuf>) {
-        crate::journal::remove_covered(&self.path, &self.spares, segments);
+    /// With `recycle`, the preparer may keep some segments to make spares
+    /// of (`journal::remove_covered`).
+    fn remove_covered(&self, lsn: Lsn, segments: Vec<PathBuf>, recycle: bool) {
+        crate::journal::remove_covered(&self.path, &self.spares, segments, recycle);
         if let Ok(files) = crate::recovery::list_files(&self.path) {
             for (l, p) in files.snapshots {
                 if l < lsn {

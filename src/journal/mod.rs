@@ -30,6 +30,17 @@
 //!   the next segment, so a missing newest segment is noticed;
 //! - then zeros (the preallocated rest): an all-zero record header ends the log.
 //!
+//! Format 3 is a *recycled* segment (`prepare::recycle_spare`): a covered
+//! segment's file given a new number and header instead of being deleted,
+//! so that the writer never meets unwritten extents and nothing has to
+//! write zeros over 16 MiB ahead of it. Past the end of its log it holds
+//! what the file held before: records of earlier segments, every one with
+//! an LSN below the new first LSN. The writer keeps the 20 bytes after its
+//! last record zero, so the log still ends at an all-zero record header;
+//! the reader takes a valid record with an LSN below the first for the end
+//! of the log, and when a tail is torn, zeros only as far as this
+//! segment's own records reach (`scan`).
+//!
 //! Format 1 (`{first_lsn:020}.wal`, 32-byte header, no seal, no gap) is still
 //! read; such segments are deleted once a snapshot covers them.
 
@@ -45,8 +56,17 @@ use crate::record::{Op, encode_txn};
 use crate::types::Lsn;
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"RINGQWAL";
-/// The segment format this version writes.
+/// The segment format this version writes into a new file.
 pub const FORMAT_VERSION: u32 = 2;
+/// The format of a *recycled* segment: a file that held an earlier segment
+/// (covered by a snapshot) and was given a new number and header instead of
+/// being deleted. Same layout as format 2, but the bytes past the end of
+/// the log may be records of the file's earlier uses, each with an LSN
+/// below the segment's first LSN: the reader takes those for the end of
+/// the log, never for records (see `scan`).
+pub const FORMAT_RECYCLED: u32 = 3;
+/// The newest segment format this version reads.
+pub const FORMAT_NEWEST: u32 = FORMAT_RECYCLED;
 pub const SEGMENT_HEADER_LEN_V1: usize = 32;
 pub const SEGMENT_HEADER_LEN: usize = 48;
 pub const RECORD_HEADER_LEN: usize = 20;
@@ -84,9 +104,16 @@ pub fn segment_name_v1(first_lsn: Lsn) -> String {
 
 /// The 48-byte header of a format-2 segment.
 pub fn segment_header(first_lsn: Lsn, seq: u64, size: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    segment_header_as(FORMAT_VERSION, first_lsn, seq, size)
+}
+
+/// The 48-byte header of a segment of format `version` (2, or 3 for a
+/// recycled one: the layout is the same).
+pub fn segment_header_as(version: u32, first_lsn: Lsn, seq: u64, size: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    debug_assert!(version == FORMAT_VERSION || version == FORMAT_RECYCLED);
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[0..8].copy_from_slice(SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
     h[16..24].copy_from_slice(&first_lsn.to_le_bytes());
     h[24..32].copy_from_slice(&seq.to_le_bytes());

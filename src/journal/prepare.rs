@@ -32,13 +32,24 @@
 //! being made (its file may hold the space), and fails the append if that
 //! brings nothing either.
 //!
+//! Covered segments are recycled rather than deleted when they fit
+//! ([`Spares::offer`], [`recycle_spare`]): renamed to [`FILL_NAME`], given
+//! a format-3 header and a number, renamed into place. Their blocks are
+//! already written, so the writer's stores into them are plain page-cache
+//! writes and nothing writes zeros ahead of it; the records they held stay
+//! past the end of the new log, each with an LSN below its first (see
+//! `scan`). Measured in `docs/benchmarks.md`, "Recycled segments".
+//!
 //! Sequence numbers are used in increasing order, so the order of the file
 //! names is the order of the journal: a spare takes its number only when it
 //! is complete, and one numbered below a segment already used (one made for
 //! a record bigger than the spares, or a roll that overtook it between its
 //! number and its rename) is deleted, never used.
 
-use super::{SEGMENT_HEADER_LEN, page_round, segment_header, segment_name};
+use super::{
+    FORMAT_RECYCLED, FORMAT_VERSION, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, page_round, segment_header,
+    segment_header_as, segment_name,
+};
 use crate::storage::{self, FaultPoint, Faults};
 use memmap2::MmapMut;
 use parking_lot::{Condvar, Mutex};
@@ -55,6 +66,9 @@ pub struct Prepared {
     pub path: PathBuf,
     pub file: File,
     pub map: MmapMut,
+    /// Its format: [`FORMAT_VERSION`] for a new file, [`FORMAT_RECYCLED`]
+    /// for one that held an earlier segment ([`recycle_spare`]).
+    pub version: u32,
 }
 
 impl Prepared {
@@ -87,7 +101,7 @@ pub fn create(dir: &Path, faults: &Faults, seq: u64, size: usize) -> io::Result<
         map(&file)
     })();
     match result {
-        Ok(map) => Ok(Prepared { seq, path, file, map }),
+        Ok(map) => Ok(Prepared { seq, path, file, map, version: FORMAT_VERSION }),
         Err(e) => {
             drop(file);
             let _ = storage::remove_file(&path);
@@ -151,13 +165,74 @@ pub fn create_spare(
         Ok((seq, path, map(&file)?))
     })();
     match result {
-        Ok((seq, path, map)) => Ok(Prepared { seq, path, file, map }),
+        Ok((seq, path, map)) => Ok(Prepared { seq, path, file, map, version: FORMAT_VERSION }),
         Err(e) => {
             drop(file);
             let _ = storage::remove_file(named.as_deref().unwrap_or(&tmp));
             Err(e)
         }
     }
+}
+
+/// Makes an unused segment out of `from`, a covered segment of exactly
+/// `size` bytes that a snapshot no longer needs ([`Spares::offer`]),
+/// instead of a new file: its blocks are already written, so the writer
+/// never converts an unwritten extent and nothing writes zeros over the
+/// file ahead of it. It becomes a format-3 (recycled) segment: the records
+/// it held stay past the end of the new log, every one with an LSN below
+/// the LSNs it will hold (see `scan`).
+///
+/// `from` is renamed to [`FILL_NAME`] and the directory fsynced first, so
+/// a crash at any later step leaves a file that recovery removes, never
+/// the old name with the new header. Then, as [`create_spare`] does, it
+/// takes its number from `seq`; its header (format 3, first LSN 0) and 20
+/// zero bytes after it (where the writer's first record goes: the log must
+/// end there until one is written) are written and fdatasynced; it is
+/// renamed to its segment name, the directory fsynced, and mapped. On
+/// error nothing is left behind (`from` included: it was going to be
+/// deleted anyway).
+pub fn recycle_spare(
+    dir: &Path,
+    faults: &Faults,
+    from: &Path,
+    size: usize,
+    seq: &dyn Fn() -> u64,
+) -> io::Result<Prepared> {
+    let tmp = dir.join(FILL_NAME);
+    let mut at: PathBuf = from.to_owned();
+    let result = (|| {
+        faults.check(FaultPoint::SegmentCreate)?;
+        match storage::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::rename(from, &tmp)?;
+        at = tmp.clone();
+        storage::sync_dir(dir)?;
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&tmp)?;
+        let len = file.metadata()?.len();
+        if len != size as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a covered segment of {len} bytes cannot be recycled as one of {size}"),
+            ));
+        }
+        let seq = seq();
+        let mut head = [0u8; SEGMENT_HEADER_LEN + RECORD_HEADER_LEN];
+        head[..SEGMENT_HEADER_LEN].copy_from_slice(&segment_header_as(FORMAT_RECYCLED, 0, seq, size as u64));
+        file.write_all_at(&head, 0)?;
+        storage::sync_new_file(&file)?;
+        let path = dir.join(segment_name(seq));
+        std::fs::rename(&tmp, &path)?;
+        at = path.clone();
+        storage::sync_dir(dir)?;
+        let map = map(&file)?;
+        Ok(Prepared { seq, path, file, map, version: FORMAT_RECYCLED })
+    })();
+    if result.is_err() {
+        let _ = storage::remove_file(&at);
+    }
+    result
 }
 
 fn allocate(file: &File, size: usize) -> io::Result<()> {
@@ -250,7 +325,19 @@ struct SpareState {
     retired: Vec<MmapMut>,
     /// A preparer thread is running [`Spares::run`] and will unmap them.
     running: bool,
+    /// Covered segments handed over for recycling ([`Spares::offer`]), the
+    /// first to be used first.
+    recyclable: Vec<PathBuf>,
+    /// The size of the segments the preparer makes (0 before it runs).
+    size: usize,
 }
+
+/// How many spares may be held beyond the one the preparer keeps ready
+/// when they are made of covered segments; more covered segments are
+/// deleted. A snapshot covers every segment written since the last one, so
+/// more spares mean fewer new files between two snapshots, at the cost of
+/// disk held (no more than the journal held before the snapshot).
+pub const RECYCLE_KEEP: usize = 2;
 
 impl Spares {
     pub fn new(next_seq: u64, ready: Vec<Prepared>, fill: bool) -> Self {
@@ -266,6 +353,8 @@ impl Spares {
                 stop: false,
                 retired: Vec::new(),
                 running: false,
+                recyclable: Vec::new(),
+                size: 0,
             }),
             cv: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -338,6 +427,32 @@ impl Spares {
         }
     }
 
+    /// Takes `path`, a segment a snapshot covers, for the preparer to make
+    /// its next spare of ([`recycle_spare`]) instead of it being deleted.
+    /// Refused (false: the caller deletes it) unless a preparer thread is
+    /// running and not stopping, fewer than [`RECYCLE_KEEP`] spares beyond
+    /// the one kept ready are held or being made of covered ones, and
+    /// it is a format-2 or 3 segment (`.log`) of exactly the preparer's
+    /// segment size. Those held stay on disk as covered segments until
+    /// then: a crash leaves them to recovery, which does not read them, and
+    /// the next snapshot hands them over again.
+    pub fn offer(&self, path: &Path) -> bool {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        let mut st = self.st.lock();
+        let fits = st.size > 0 && len == st.size as u64 && path.extension().is_some_and(|e| e == "log");
+        if !st.running || st.stop || !fits || st.recyclable.len() + st.ready.len() >= st.keep + RECYCLE_KEEP {
+            return false;
+        }
+        st.recyclable.push(path.to_owned());
+        self.cv.notify_all();
+        true
+    }
+
+    fn wants_spare(&self) -> bool {
+        let st = self.st.lock();
+        st.ready.len() < st.keep
+    }
+
     /// Try again after an error (space may have been freed).
     pub fn kick(&self) {
         let mut st = self.st.lock();
@@ -349,10 +464,12 @@ impl Spares {
         self.st.lock().error.clone()
     }
 
-    /// Bytes held by prepared segments.
+    /// Bytes held by prepared segments and by covered ones kept for
+    /// recycling, and how many are prepared.
     pub fn bytes(&self) -> (u64, usize) {
         let st = self.st.lock();
-        (st.ready.iter().map(|p| p.size() as u64).sum(), st.ready.len())
+        let held = (st.recyclable.len() * st.size) as u64;
+        (st.ready.iter().map(|p| p.size() as u64).sum::<u64>() + held, st.ready.len())
     }
 
     pub fn stop(&self) {
@@ -364,10 +481,20 @@ impl Spares {
         self.cv.notify_all();
     }
 
-    /// Deletes the prepared segments (at close: they are made again at the
-    /// next open, and a closed queue should not hold spare disk).
+    /// Deletes the prepared segments and those kept for recycling (at
+    /// close: they are made again at the next open, and a closed queue
+    /// should not hold spare disk).
     pub fn discard(&self, dir: &Path) {
-        let ready = std::mem::take(&mut self.st.lock().ready);
+        let (ready, recyclable) = {
+            let mut st = self.st.lock();
+            (std::mem::take(&mut st.ready), std::mem::take(&mut st.recyclable))
+        };
+        for path in &recyclable {
+            let _ = storage::remove_file(path);
+        }
+        if ready.is_empty() && !recyclable.is_empty() {
+            let _ = storage::sync_dir(dir);
+        }
         remove_all(ready, dir);
     }
 
@@ -387,16 +514,28 @@ impl Spares {
                 drop(retired);
             }
         }
-        self.st.lock().running = true;
+        {
+            let mut st = self.st.lock();
+            st.running = true;
+            st.size = page_round(size.max(SEGMENT_HEADER_LEN + 64));
+        }
         let _running = Running(self);
         self.prepare_loop(dir, faults, size);
     }
 
     fn prepare_loop(&self, dir: &Path, faults: &Faults, size: usize) {
+        let spare_size = page_round(size.max(SEGMENT_HEADER_LEN + 64));
         loop {
-            {
+            // Covered segments handed over are made spares at once (their
+            // old names gone from the directory), needed yet or not; new
+            // files only while fewer than `keep` are ready.
+            let from = {
                 let mut st = self.st.lock();
-                while !st.stop && st.retired.is_empty() && (st.blocked || st.ready.len() >= st.keep) {
+                while !st.stop
+                    && st.retired.is_empty()
+                    && st.recyclable.is_empty()
+                    && (st.blocked || st.ready.len() >= st.keep)
+                {
                     self.cv.wait(&mut st);
                 }
                 if st.stop {
@@ -409,16 +548,33 @@ impl Spares {
                     continue;
                 }
                 st.busy = true;
-            }
+                // Left in the list until it is done, so that `offer` counts it.
+                st.recyclable.first().cloned()
+            };
             let seq = || {
                 let mut st = self.st.lock();
                 st.next_seq += 1;
                 st.next_seq - 1
             };
-            let made = create_spare(dir, faults, size, self.fill, &seq, &|| self.stopping.load(Ordering::Relaxed));
+            let new_file =
+                || create_spare(dir, faults, size, self.fill, &seq, &|| self.stopping.load(Ordering::Relaxed));
+            let made = match &from {
+                None => Some(new_file()),
+                Some(from) => match recycle_spare(dir, faults, from, spare_size, &seq) {
+                    Ok(p) => Some(Ok(p)),
+                    // The covered file is gone either way (it was to be
+                    // deleted): a new one if a spare is still wanted.
+                    Err(_) if self.wants_spare() => Some(new_file()),
+                    Err(_) => None,
+                },
+            };
             let mut st = self.st.lock();
             st.busy = false;
+            if let Some(from) = &from {
+                st.recyclable.retain(|p| p != from);
+            }
             self.cv.notify_all();
+            let Some(made) = made else { continue };
             match made {
                 Ok(p) if !st.stop && p.seq >= st.floor => {
                     st.ready.push(p);
@@ -666,6 +822,112 @@ mod tests {
         spares.retire(segment(3));
         assert!(!maps_under(old.path()), "unmapped by retire itself after the thread stopped");
         spares.discard(work.path());
+    }
+
+    /// A covered format-2 segment `seq` of `size` bytes full of records.
+    fn covered_segment(dir: &Path, seq: u64, size: usize) -> PathBuf {
+        let path = dir.join(segment_name(seq));
+        let mut data = segment_header(1, seq, size as u64).to_vec();
+        let mut lsn = 1;
+        while data.len() + 200 < size {
+            data.extend_from_slice(&super::super::encode_record(lsn, &[crate::record::Op::Drop { id: lsn }]));
+            lsn += 1;
+        }
+        data.resize(size, 0);
+        std::fs::write(&path, &data).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_recycled_spare_is_the_covered_file_under_a_new_number_and_a_format_3_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 64 * 1024;
+        let from = covered_segment(dir.path(), 3, size);
+        let before = std::fs::read(&from).unwrap();
+        let p = recycle_spare(dir.path(), &Faults::default(), &from, size, &|| 8).unwrap();
+        assert_eq!((p.seq, p.size(), p.version), (8, size, FORMAT_RECYCLED));
+        assert!(!from.exists() && !dir.path().join(FILL_NAME).exists(), "renamed, not copied");
+        let bytes = std::fs::read(&p.path).unwrap();
+        assert_eq!(&bytes[..SEGMENT_HEADER_LEN], &segment_header_as(FORMAT_RECYCLED, 0, 8, size as u64)[..]);
+        let first = SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + RECORD_HEADER_LEN;
+        assert!(bytes[first.clone()].iter().all(|b| *b == 0), "the log ends where the writer will start");
+        assert_eq!(&bytes[first.end..], &before[first.end..], "nothing else is written");
+        // Its blocks were written before: none for the writer to convert.
+        if let Some(ext) = extents(&p.file) {
+            assert!(ext.iter().all(|e| !e.2), "{ext:?}");
+        }
+    }
+
+    #[test]
+    fn a_recycling_that_fails_leaves_nothing_and_takes_no_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let numbered = Cell::new(false);
+        let seq = || {
+            numbered.set(true);
+            5
+        };
+        // A file of another size (segment_size changed between opens).
+        let from = covered_segment(dir.path(), 1, 8192);
+        let err = recycle_spare(dir.path(), &Faults::default(), &from, 65536, &seq).err().expect("refused");
+        assert!(err.to_string().contains("8192 bytes cannot be recycled as one of 65536"), "{err}");
+        // A full or failing disk at the start.
+        let faults = Faults::default();
+        faults.set(FaultPoint::SegmentCreate, libc::ENOSPC, 1);
+        let from = covered_segment(dir.path(), 2, 8192);
+        let err = recycle_spare(dir.path(), &faults, &from, 8192, &seq).err().expect("failed");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        assert!(!numbered.get());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the covered files were going anyway");
+    }
+
+    #[test]
+    fn covered_segments_offered_become_spares_at_once_up_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 64 * 1024;
+        let spares = std::sync::Arc::new(Spares::new(10, Vec::new(), true));
+        let covered: Vec<PathBuf> = (1..=5).map(|s| covered_segment(dir.path(), s, size)).collect();
+        assert!(!spares.offer(&covered[0]), "no preparer thread: refused (deleted by the caller)");
+        let runner = {
+            let (spares, path) = (spares.clone(), dir.path().to_owned());
+            std::thread::spawn(move || spares.run(&path, &Faults::default(), size))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while spares.bytes().1 < 1 {
+            assert!(std::time::Instant::now() < deadline, "the preparer made no spare");
+            std::thread::yield_now();
+        }
+        // One spare of a new file is ready; two more may be made of
+        // covered segments, and a segment of another size never.
+        let other = dir.path().join(segment_name(30));
+        std::fs::write(&other, vec![0u8; 8192]).unwrap();
+        assert!(!spares.offer(&other));
+        let taken: Vec<bool> = covered.iter().map(|p| spares.offer(p)).collect();
+        assert_eq!(taken.iter().filter(|t| **t).count(), RECYCLE_KEEP, "{taken:?}");
+        while spares.bytes().1 < 1 + RECYCLE_KEEP {
+            assert!(std::time::Instant::now() < deadline, "the offered segments were not recycled");
+            std::thread::yield_now();
+        }
+        for (p, t) in covered.iter().zip(&taken) {
+            assert_eq!(p.exists(), !t, "{} taken: {t}", p.display());
+        }
+        let versions: Vec<u32> = spares.st.lock().ready.iter().map(|p| p.version).collect();
+        assert_eq!(versions, vec![FORMAT_VERSION, FORMAT_RECYCLED, FORMAT_RECYCLED]);
+        spares.stop();
+        runner.join().unwrap();
+        assert!(!spares.offer(&covered[4]), "stopped: refused");
+        spares.discard(dir.path());
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut expected: Vec<String> = covered
+            .iter()
+            .zip(&taken)
+            .filter(|(_, t)| !**t)
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        expected.push(segment_name(30));
+        expected.sort();
+        assert_eq!(left, expected, "the spares are deleted at close, the refused files left to the caller");
     }
 
     #[test]

@@ -16,6 +16,18 @@
 //!   valid record was written (that record's durable gap proves it), or any
 //!   bad record followed by valid ones in format 1, which has no gap. That
 //!   is an error naming the file and offset — never a silent loss.
+//!
+//! A recycled segment (format 3) adds a fourth: **stale records** of the
+//! file's earlier uses past the end of its log. Each has an LSN below the
+//! segment's first LSN (the file was covered by a snapshot before it was
+//! recycled, and LSNs only grow), so it can never be the record the scan
+//! expects: it ends the log like zeros do, and the searches for records
+//! after a hole, which look only for LSNs from the missing one on, pass
+//! over it. Because the rest of such a file is not zeros, its end is where
+//! the writer's 20 trailing zero bytes are (it keeps them after its last
+//! record); anything else there is a torn tail, and what repair zeros is
+//! the tail's own bytes: the record header at the tear and every record of
+//! this segment found after it.
 
 use super::{
     GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_SEAL, RECORD_TXN, SEGMENT_HEADER_LEN, SEGMENT_HEADER_LEN_V1, SEGMENT_MAGIC,
@@ -47,6 +59,11 @@ impl SegmentHeader {
     pub fn is_unused(&self) -> bool {
         self.version >= 2 && self.first_lsn == 0
     }
+    /// A recycled segment (format 3): past the end of its log it may hold
+    /// stale records of the file's earlier uses.
+    pub fn is_recycled(&self) -> bool {
+        self.version == super::FORMAT_RECYCLED
+    }
 }
 
 /// A bad record at the end of the log with nothing provably durable after it.
@@ -54,7 +71,10 @@ impl SegmentHeader {
 pub struct TornTail {
     pub path: PathBuf,
     pub offset: u64,
-    /// From `offset` to the last non-zero byte of the segment.
+    /// From `offset` to the last non-zero byte of the segment; in a
+    /// recycled one (format 3), whose rest is not zeros, to the end of the
+    /// last record of its own found after `offset`, and at least a record
+    /// header (20 bytes).
     pub bytes: u64,
     /// Whole, valid records after the damage, dropped with it: a power cut
     /// lost a page in front of them, and none of them had been fsynced.
@@ -118,8 +138,8 @@ pub fn read_segment_header(path: &Path, data: &[u8]) -> Result<Option<SegmentHea
     let version = u32_at(data, 8);
     let (hlen, crc_at) = match version {
         1 => (SEGMENT_HEADER_LEN_V1, 28),
-        2 if data.len() >= SEGMENT_HEADER_LEN => (SEGMENT_HEADER_LEN, 44),
-        2 => return Ok(None),
+        2 | 3 if data.len() >= SEGMENT_HEADER_LEN => (SEGMENT_HEADER_LEN, 44),
+        2 | 3 => return Ok(None),
         0 => {
             return Err(Error::corruption(path, 8, "segment format version 0 (no ringq writes it): damaged header"));
         }
@@ -131,7 +151,7 @@ pub fn read_segment_header(path: &Path, data: &[u8]) -> Result<Option<SegmentHea
                 8,
                 format!(
                     "segment format version {v} is newer than this ringq reads ({}), or the header is damaged",
-                    super::FORMAT_VERSION
+                    super::FORMAT_NEWEST
                 ),
             ));
         }
@@ -222,6 +242,15 @@ fn next_valid(data: &[u8], from: usize, after: Lsn, version: u32) -> Option<(usi
     None
 }
 
+/// Is there a valid record (format-2 rules) in `data[from..]` with an LSN
+/// after `lsn` (and below `lsn + 2³²`)? Recovery asks this of an unused
+/// recycled segment: its stale records are all covered by the snapshot, so
+/// one after the snapshot's LSN was written into it by a roll whose new
+/// header did not reach the disk.
+pub fn holds_record_after(data: &[u8], from: usize, lsn: Lsn) -> bool {
+    next_valid(data, from, lsn, 2).is_some()
+}
+
 /// Is there any valid record in `data[from..]` with an LSN after `after`
 /// (either format)?
 fn valid_record_after(data: &[u8], from: usize, after: Lsn) -> bool {
@@ -239,6 +268,8 @@ fn durable_before(v: &Valid) -> Option<Lsn> {
 struct AfterHole {
     /// Valid transaction records found after the hole.
     records: u64,
+    /// Where the last valid record found after the hole ends (0: none).
+    last_end: usize,
     /// The first of them whose durable gap proves the hole was on disk.
     proof: Option<(usize, Lsn)>,
 }
@@ -247,7 +278,7 @@ struct AfterHole {
 /// then from record to record). `on_disk`: the journal was fsynced at least
 /// this far (the `DURABLE` marker).
 fn after_hole(data: &[u8], from: usize, missing: Lsn, version: u32, on_disk: Lsn) -> AfterHole {
-    let mut out = AfterHole { records: 0, proof: None };
+    let mut out = AfterHole { records: 0, last_end: 0, proof: None };
     let mut off = from;
     while let Some((at, v)) = next_valid(data, off, missing.saturating_sub(1), version) {
         if v.kind == RECORD_TXN {
@@ -257,6 +288,7 @@ fn after_hole(data: &[u8], from: usize, missing: Lsn, version: u32, on_disk: Lsn
                 out.proof.get_or_insert((at, v.lsn));
             }
         }
+        out.last_end = v.end;
         off = v.end;
     }
     out
@@ -298,6 +330,9 @@ pub fn scan_segment(
     loop {
         let at_end = off + RECORD_HEADER_LEN > data.len() || data[off..off + RECORD_HEADER_LEN].iter().all(|b| *b == 0);
         let valid = if at_end { None } else { valid_record_at(data, off, version) };
+        // In a recycled segment, a record of the file's earlier use (its LSN
+        // is below every LSN of this one) is not part of this log.
+        let valid = valid.filter(|v| !(header.is_recycled() && v.lsn < first));
         match valid {
             Some(v) if v.lsn == next && v.kind == RECORD_TXN => {
                 each(v.lsn, off as u64, &data[off + RECORD_HEADER_LEN..v.end])?;
@@ -329,10 +364,19 @@ pub fn scan_segment(
             None => {
                 // The end of the log, a torn or lost tail, or corruption.
                 let rest = &data[off.min(data.len())..];
-                let Some(last_nonzero) = rest.iter().rposition(|b| *b != 0) else {
+                let recycled = header.is_recycled();
+                // A recycled segment's rest is not zeros (stale records):
+                // its log ends at the writer's trailing zeros instead, and
+                // the records of its own after `off` (if any) say how far
+                // a torn tail reaches.
+                let last_nonzero = if recycled { None } else { rest.iter().rposition(|b| *b != 0) };
+                if !recycled && last_nonzero.is_none() {
                     return Ok(scan(next, off, records, proven_durable, None, None));
-                };
+                }
                 let after = after_hole(data, off + 1, next, version, on_disk);
+                if recycled && at_end && after.records == 0 {
+                    return Ok(scan(next, off, records, proven_durable, None, None));
+                }
                 if let Some((at, lsn)) = after.proof {
                     let detail = if version == 1 {
                         format!("record {next} is damaged and valid records follow it (record {lsn} at offset {at})")
@@ -351,7 +395,10 @@ pub fn scan_segment(
                 let torn = TornTail {
                     path: path.to_owned(),
                     offset: off as u64,
-                    bytes: last_nonzero as u64 + 1,
+                    bytes: match last_nonzero {
+                        Some(last) => last as u64 + 1,
+                        None => after.last_end.saturating_sub(off).max(RECORD_HEADER_LEN).min(rest.len()) as u64,
+                    },
                     dropped_records: after.records,
                 };
                 return Ok(scan(next, off, records, proven_durable, Some(torn), None));
@@ -375,6 +422,7 @@ pub fn map_for_read(path: &Path) -> Result<Option<Mmap>> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::RECORD_HEADER_LEN;
     use super::super::{encode_record, encode_record_v1, encode_record_with_gap, encode_seal, segment_header};
     use super::*;
     use crate::record::Op;
@@ -628,6 +676,128 @@ mod tests {
         assert!(matches!(scan(&data), Err(Error::Corruption { .. })));
     }
 
+    /// A recycled segment (format 3) whose log starts at LSN 10: `live`
+    /// after its header, `trailer` zeros, then `stale` (records of the
+    /// file's earlier use, LSNs below 10), then zeros.
+    fn recycled(live: &[Vec<u8>], trailer: usize, stale: &[Vec<u8>]) -> Vec<u8> {
+        let mut data = super::super::segment_header_as(3, 10, 2, 0).to_vec();
+        for r in live {
+            data.extend_from_slice(r);
+        }
+        data.resize(data.len() + trailer, 0);
+        for r in stale {
+            data.extend_from_slice(r);
+        }
+        data.resize(data.len() + 64, 0);
+        data
+    }
+
+    fn scan3(data: &[u8]) -> Result<SegmentScan> {
+        let h = read_segment_header(Path::new("x"), data).unwrap().unwrap();
+        assert!(h.is_recycled());
+        scan_segment(Path::new("x"), data, &h, 0, |_, _, _| Ok(()))
+    }
+
+    #[test]
+    fn a_recycled_segment_ends_at_the_writers_zeros_and_never_reads_the_stale_records_after_them() {
+        // Records of one size: the stale ones line up with where the next
+        // live ones would go, the case that needs care.
+        let live: Vec<Vec<u8>> = (10..=12).map(rec).collect();
+        let stale: Vec<Vec<u8>> = (1..=6).map(rec).collect();
+        let end = SEGMENT_HEADER_LEN + 3 * live[0].len();
+        // As the writer leaves it: 20 zeros after the last record (over the
+        // header of the stale record there), then whole stale records.
+        let mut data = recycled(&live, 0, &stale);
+        data[end..end + RECORD_HEADER_LEN].fill(0);
+        let mut seen = Vec::new();
+        let h = read_segment_header(Path::new("x"), &data).unwrap().unwrap();
+        let s = scan_segment(Path::new("x"), &data, &h, 0, |lsn, _, _| {
+            seen.push(lsn);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![10, 11, 12], "only this segment's records");
+        assert_eq!((s.end as usize, s.torn, s.sealed), (end, None, None), "a clean end, not a torn tail");
+        // The zeros lost (a power cut kept the stale page): a whole, valid
+        // stale record where record 13 would be ends the log as a torn
+        // tail of one record header, which repair zeros; it is not read.
+        let data = recycled(&live, 0, &stale);
+        let s = scan3(&data).unwrap();
+        assert_eq!((s.records, s.last_lsn), (3, 12));
+        let t = s.torn.unwrap();
+        assert_eq!((t.offset as usize, t.bytes as usize, t.dropped_records), (end, RECORD_HEADER_LEN, 0));
+        // In a format-2 segment the same bytes are damage: a record out of
+        // order, as before format 3.
+        let mut v2 = data.clone();
+        v2[..SEGMENT_HEADER_LEN].copy_from_slice(&segment_header(10, 2, 0));
+        let h2 = read_segment_header(Path::new("x"), &v2).unwrap().unwrap();
+        let err = scan_segment(Path::new("x"), &v2, &h2, 0, |_, _, _| Ok(())).unwrap_err();
+        assert!(format!("{err}").contains("record has LSN 1, expected 13"), "{err}");
+    }
+
+    #[test]
+    fn a_recycled_segments_torn_tail_reaches_its_own_records_not_the_stale_ones() {
+        let a = rec(10);
+        let stale: Vec<Vec<u8>> = (1..=6).map(rec).collect();
+        // A kill in the middle of record 11: its first bytes, then stale.
+        let torn11 = rec(11)[..30].to_vec();
+        let data = recycled(&[a.clone(), torn11], 0, &stale);
+        let t = scan3(&data).unwrap().torn.unwrap();
+        assert_eq!((t.offset as usize, t.bytes as usize, t.dropped_records), (48 + a.len(), RECORD_HEADER_LEN, 0));
+        // A power cut lost record 11's page (stale bytes there) but kept
+        // record 12, written before any fsync covered 11: 12 is dropped,
+        // and the tail reaches to its end (repair zeros it: the LSN will be
+        // used again), not to the end of the file.
+        let b = encode_record_with_gap(11, &[Op::Drop { id: 11 }], 1);
+        let c = encode_record_with_gap(12, &[Op::Drop { id: 12 }], 2);
+        let hole = stale[0][..b.len()].to_vec();
+        let mut tail = hole;
+        tail.extend_from_slice(&c);
+        tail.resize(tail.len() + RECORD_HEADER_LEN, 0);
+        let data = recycled(&[a.clone(), tail], 0, &stale);
+        let t = scan3(&data).unwrap().torn.unwrap();
+        assert_eq!(t.offset as usize, 48 + a.len());
+        assert_eq!((t.bytes as usize, t.dropped_records), (b.len() + c.len(), 1));
+        // The same hole with zeros in it (the trailing zeros of an earlier
+        // fsync reached the disk, record 11 did not).
+        let mut tail = vec![0u8; b.len()];
+        tail.extend_from_slice(&c);
+        let data = recycled(&[a.clone(), tail], RECORD_HEADER_LEN, &stale);
+        let t = scan3(&data).unwrap().torn.unwrap();
+        assert_eq!((t.bytes as usize, t.dropped_records), (b.len() + c.len(), 1));
+        // Record 12 written after 11 was fsynced (gap 1) proves the hole
+        // was on disk: corruption, as in format 2.
+        let c = encode_record_with_gap(12, &[Op::Drop { id: 12 }], 1);
+        let mut tail = vec![0u8; b.len()];
+        tail.extend_from_slice(&c);
+        let data = recycled(&[a, tail], RECORD_HEADER_LEN, &stale);
+        assert!(matches!(scan3(&data), Err(Error::Corruption { .. })));
+    }
+
+    #[test]
+    fn a_recycled_segments_stale_records_never_pass_for_records_after_a_hole() {
+        // Stale records with LSNs below the first are not searched for: a
+        // hole in front of them drops nothing and proves nothing, even
+        // with DURABLE far past them.
+        let a = rec(10);
+        let stale: Vec<Vec<u8>> = (1..=6).map(|l| encode_record_with_gap(l, &[Op::Drop { id: l }], 1)).collect();
+        let data = recycled(&[a.clone(), vec![0xEE; 25]], 0, &stale);
+        let h = read_segment_header(Path::new("x"), &data).unwrap().unwrap();
+        let s = scan_segment(Path::new("x"), &data, &h, 9, |_, _, _| Ok(())).unwrap();
+        let t = s.torn.unwrap();
+        assert_eq!((s.records, t.dropped_records, t.bytes as usize), (1, 0, RECORD_HEADER_LEN));
+        // The writer never leaves a stale record as the first of a
+        // recycled segment (it zeros the 20 bytes after the header): if one
+        // is there, nothing is read.
+        let data = recycled(&[], 0, &stale);
+        let s = scan3(&data).unwrap();
+        assert_eq!((s.records, s.torn.unwrap().offset as usize), (0, SEGMENT_HEADER_LEN));
+        // An unused recycled segment holds a record after LSN 9 only if
+        // one was written into it.
+        assert!(!holds_record_after(&data, SEGMENT_HEADER_LEN, 9));
+        assert!(holds_record_after(&data, SEGMENT_HEADER_LEN, 5));
+    }
+
     #[test]
     fn segment_header_checks_version_length_and_crc() {
         let good = segment_header(5, 9, 65536);
@@ -635,6 +805,18 @@ mod tests {
         data.resize(4096, 0);
         let h = read_segment_header(Path::new("x"), &data).unwrap().unwrap();
         assert_eq!((h.version, h.first_lsn, h.seq, h.size), (2, 5, Some(9), Some(65536)));
+        assert!(!h.is_recycled());
+        // Format 3 (recycled) has the same layout.
+        let mut v3 = super::super::segment_header_as(3, 5, 9, 65536).to_vec();
+        v3.resize(4096, 0);
+        let h3 = read_segment_header(Path::new("x"), &v3).unwrap().unwrap();
+        assert_eq!((h3.version, h3.first_lsn, h3.seq, h3.size), (3, 5, Some(9), Some(65536)));
+        assert!(h3.is_recycled());
+        // A newer one is refused, naming what this build reads.
+        let mut v4 = data.clone();
+        v4[8..12].copy_from_slice(&4u32.to_le_bytes());
+        let err = read_segment_header(Path::new("x"), &v4).unwrap_err();
+        assert!(format!("{err}").contains("version 4 is newer than this ringq reads (3)"), "{err}");
         // Version 0 is never written: damage.
         let mut v0 = data.clone();
         v0[8..12].copy_from_slice(&0u32.to_le_bytes());

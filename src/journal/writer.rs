@@ -21,8 +21,8 @@
 
 use super::prepare::{self, Prepared, Spares};
 use super::{
-    GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_TXN, SEAL_LEN, SEGMENT_HEADER_LEN, WRITE_MIN, encode_seal, frame,
-    page_round, segment_header, segment_name,
+    FORMAT_RECYCLED, GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_TXN, SEAL_LEN, SEGMENT_HEADER_LEN, WRITE_MIN, encode_seal,
+    frame, page_round, segment_header_as, segment_name,
 };
 use crate::error::{Error, Result};
 use crate::record::{Op, encode_txn};
@@ -42,6 +42,10 @@ struct Active {
     map: MmapMut,
     pos: usize,
     first_lsn: Lsn,
+    /// The segment's format: 3 (recycled) means the bytes past `pos` may
+    /// be stale records, so every append also writes the zeros that end
+    /// the log after its record.
+    version: u32,
 }
 
 /// A segment before the active one, still on disk.
@@ -136,7 +140,9 @@ impl Journal {
                 && storage::sync_file(&faults, &file).is_ok()
                 && storage::sync_dir(dir).is_ok()
             {
-                ready.push(Prepared { seq, path, file, map });
+                // Format 2, or 3 if recycled (recovery read the header).
+                let version = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
+                ready.push(Prepared { seq, path, file, map, version });
             } else {
                 let _ = storage::remove_file(&path);
             }
@@ -167,6 +173,7 @@ impl Journal {
                 map,
                 pos: s.end as usize,
                 first_lsn: s.first_lsn,
+                version: s.version,
             }
         } else {
             let p = match spares.take(0) {
@@ -179,7 +186,7 @@ impl Journal {
             };
             spares.used(p.seq, dir);
             let mut active = start(p, next_lsn);
-            let header = segment_header(next_lsn, active.seq, active.map.len() as u64);
+            let header = segment_header_as(active.version, next_lsn, active.seq, active.map.len() as u64);
             active.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
             storage::sync_file(&faults, &active.file)
                 .map_err(|e| Error::storage("writing segment header", &active.path, e))?;
@@ -280,7 +287,13 @@ impl Journal {
         frame(&mut self.scratch, lsn, RECORD_TXN, gap);
         let a = self.active_slot.as_mut().expect("the journal is in use");
         let pos = a.pos;
+        // A recycled segment holds stale bytes past the end: the 20 after
+        // the record are written as zeros with it (they end the log; the
+        // room kept for the seal covers them). Into the mapping, before
+        // the record, so a kill in between leaves the log ending as it did.
+        let trailer = if a.version == FORMAT_RECYCLED { RECORD_HEADER_LEN } else { 0 };
         if need >= WRITE_MIN {
+            self.scratch.resize(need + trailer, 0);
             if let Err(e) = write_record(&self.faults, &a.file, &self.scratch, pos as u64) {
                 // Past `pos` the segment must hold zeros (they end the
                 // log): put them back over whatever part of the record
@@ -288,7 +301,7 @@ impl Journal {
                 // mapping could fault with SIGBUS where the write failed).
                 // If that fails as well, no more appends: the leftover is
                 // a torn tail, which the next open's recovery removes.
-                let zeros = vec![0u8; need];
+                let zeros = vec![0u8; need + trailer];
                 if self
                     .faults
                     .check(FaultPoint::JournalWrite)
@@ -300,6 +313,7 @@ impl Journal {
                 return Err(Error::storage("writing journal record", &a.path, e));
             }
         } else {
+            a.map[pos + need..pos + need + trailer].fill(0);
             a.map[pos..pos + need].copy_from_slice(&self.scratch);
         }
         a.pos += need;
@@ -343,7 +357,7 @@ impl Journal {
         let pos = a.pos;
         a.map[pos..pos + SEAL_LEN].copy_from_slice(&seal);
         let mut next = start(new, self.next_lsn);
-        let header = segment_header(self.next_lsn, next.seq, next.map.len() as u64);
+        let header = segment_header_as(next.version, self.next_lsn, next.seq, next.map.len() as u64);
         next.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
         let old = self.active_slot.replace(next).expect("the journal is in use");
         self.closed.push(Closed {
@@ -380,7 +394,7 @@ impl Journal {
         let path = a.path.clone();
         prepare::zero_range(&faults, &a.file, SEGMENT_HEADER_LEN as u64, a.pos as u64)
             .map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
-        let header = segment_header(next_lsn, a.seq, a.map.len() as u64);
+        let header = segment_header_as(a.version, next_lsn, a.seq, a.map.len() as u64);
         a.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
         storage::sync_file(&faults, &a.file).map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
         a.pos = SEGMENT_HEADER_LEN;
@@ -442,14 +456,26 @@ impl Journal {
 /// lock. A crash in between leaves covered segments: recovery does not
 /// read them, and the next snapshot deletes them. The preparer is kicked
 /// after (a full disk may have room for a spare now).
-pub fn remove_covered(dir: &Path, spares: &Spares, paths: Vec<PathBuf>) {
+///
+/// With `recycle`, up to [`prepare::RECYCLE_KEEP`] of them are handed to
+/// the preparer ([`Spares::offer`]) to become spares instead of being
+/// deleted (not after a full disk: then the space is what the caller
+/// needs back at once).
+pub fn remove_covered(dir: &Path, spares: &Spares, paths: Vec<PathBuf>, recycle: bool) {
     if paths.is_empty() {
         return;
     }
-    for path in &paths {
-        let _ = storage::remove_file(path);
+    let mut removed = false;
+    // The newest first: it is the likeliest to be in the page cache still.
+    for path in paths.iter().rev() {
+        if !(recycle && spares.offer(path)) {
+            let _ = storage::remove_file(path);
+            removed = true;
+        }
     }
-    let _ = storage::sync_dir(dir);
+    if removed {
+        let _ = storage::sync_dir(dir);
+    }
     spares.kick();
 }
 
@@ -465,7 +491,8 @@ fn write_record(faults: &Faults, file: &File, record: &[u8], offset: u64) -> std
 }
 
 fn start(p: Prepared, first_lsn: Lsn) -> Active {
-    Active { seq: p.seq, path: p.path, file: Arc::new(p.file), map: p.map, pos: SEGMENT_HEADER_LEN, first_lsn }
+    let version = p.version;
+    Active { seq: p.seq, path: p.path, file: Arc::new(p.file), map: p.map, pos: SEGMENT_HEADER_LEN, first_lsn, version }
 }
 
 /// Overwrites a torn tail (and whatever was dropped with it) with zeros and

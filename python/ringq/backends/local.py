@@ -21,7 +21,8 @@ __all__ = [
 
 #: The version of the engine (and of the package: they are built together).
 ENGINE_VERSION: str = _core.__version__
-#: The journal segment format this engine writes.
+#: The journal segment format this engine writes into a new file (a covered
+#: segment recycled as a spare is format 3, same layout: docs/format.md).
 FORMAT_VERSION: int = _core.FORMAT_VERSION
 
 
