@@ -360,7 +360,7 @@ fn load_from(
             // one that a MANIFEST named before it was recycled): only a
             // record after the snapshot was written into it since.
             let written = if h.is_recycled() {
-                journal::scan::holds_record_after(&map, journal::SEGMENT_HEADER_LEN, snap_lsn)
+                journal::scan::holds_record_after(&map, journal::SEGMENT_HEADER_LEN, snap_lsn, h.crc_seed())
             } else {
                 map[journal::SEGMENT_HEADER_LEN..].iter().any(|b| *b != 0)
             };

@@ -763,7 +763,9 @@ fn a_recycled_segment_holding_old_records_past_the_end_of_the_log_is_never_read_
         let (name, header) = active_segment(&files);
         let data = &files.iter().find(|(n, _)| *n == name).unwrap().1;
         let end = *record_ends(Path::new(&name), data).last().unwrap() as usize;
-        if header.is_recycled() && ringq::journal::scan::holds_record_after(data, end, 0) {
+        // Its old records are format 2's (the file's first use), valid
+        // anywhere but in this segment.
+        if header.is_recycled() && ringq::journal::scan::holds_record_after(data, end, 0, None) {
             break (name, header, files, end);
         }
     };
@@ -778,7 +780,7 @@ fn a_recycled_segment_holding_old_records_past_the_end_of_the_log_is_never_read_
                 && ringq::journal::read_segment_header(Path::new(n), b)
                     .unwrap()
                     .is_some_and(|h| h.is_unused() && h.is_recycled())
-                && ringq::journal::scan::holds_record_after(b, SEGMENT_HEADER_LEN, 0)
+                && b[SEGMENT_HEADER_LEN + ringq::journal::RECORD_HEADER_LEN..].iter().any(|x| *x != 0)
         })
         .count();
     assert!(recycled_spares >= 1, "no recycled spare in the copy");
@@ -802,10 +804,49 @@ fn a_recycled_segment_holding_old_records_past_the_end_of_the_log_is_never_read_
     // record header, zeroed by the open), and is not replayed.
     let data = &files.iter().find(|(n, _)| *n == name).unwrap().1;
     let len = record_ends(Path::new(&name), data).windows(2).last().map(|w| (w[1] - w[0]) as usize).unwrap();
-    assert!(ringq::journal::scan::holds_record_after(&data[end + len..end + 2 * len], 0, 0), "an old record follows");
+    assert!(
+        ringq::journal::scan::holds_record_after(&data[end + len..end + 2 * len], 0, 0, None),
+        "an old record follows"
+    );
     let stale = edit_wal(&files, &name, |b| {
         let old = b[end + len..end + 2 * len].to_vec();
         b[end..end + len].copy_from_slice(&old);
     });
     check("power cut", &stale, Some((end as u64, ringq::journal::RECORD_HEADER_LEN as u64)));
+}
+
+/// Batches write few records but many bytes: with `snapshot_every` and
+/// `snapshot_interval` far away, the journal's size alone triggers
+/// snapshots (once what no snapshot covers reaches
+/// `JOURNAL_SNAPSHOT_BYTES` and twice the last snapshot), so the directory
+/// stays bounded by live data, not by what was published.
+#[test]
+fn a_journal_growing_by_batches_is_snapshotted_by_its_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let opts = Options {
+        segment_size: 4 * 1024 * 1024,
+        snapshot_every: 1 << 40,
+        snapshot_interval: Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let e = Engine::open(&dir, opts).unwrap();
+    let payload = vec![7u8; 4000];
+    let batch: Vec<Publish<'_>> =
+        (0..256).map(|_| Publish { topic: "t", payload: &payload, ..Default::default() }).collect();
+    let limit = ringq::engine::JOURNAL_SNAPSHOT_BYTES;
+    // About 4 × the threshold, drained as it goes: a record per batch.
+    let rounds = (4 * limit / (256 * 4000)) as usize;
+    let mut largest = 0;
+    for _ in 0..rounds {
+        e.publish_many(&batch, PublishOpts::default(), Wait::No).unwrap();
+        let got = e.checkout("t", 256, Duration::from_secs(60), Wait::No).unwrap();
+        let acks: Vec<_> = got.iter().map(|d| (d.id, d.lease_token)).collect();
+        e.ack(&acks, &[], Wait::No).unwrap();
+        largest = largest.max(dir_size(&dir));
+    }
+    assert!(stat(&e, "snapshots") >= 2, "{} snapshots", stat(&e, "snapshots"));
+    // Without the trigger it would hold the whole 4 × threshold of records.
+    assert!(largest < 3 * limit, "the directory reached {largest} bytes");
+    e.close().unwrap();
 }

@@ -96,6 +96,10 @@ pub(crate) struct Inner {
     pub snapshot_at: Instant,
     pub records_since_snapshot: u64,
     pub snapshot_wanted: bool,
+    /// `journal.rolls()` when `commit` last looked at the journal's size.
+    pub rolls_seen: u64,
+    /// Bytes of the last snapshot (at open: the one recovery loaded; 0 if none).
+    pub snapshot_bytes: u64,
     /// An append found the disk full since the last snapshot: that
     /// snapshot deletes what it covers before releasing the lock, so that
     /// the append retried after it finds the space (see `Shared::snapshot_with`).
@@ -195,6 +199,14 @@ pub struct Engine {
 /// waits for the disk, and the fill's writes (as much again as the
 /// journal's) slowed `always` publishing (docs/benchmarks.md, "Segments
 /// written ahead").
+/// A snapshot is also taken when the closed journal segments no snapshot
+/// covers reach this many bytes, and twice the last snapshot's size: a
+/// queue published to in batches writes few records but many bytes, and
+/// without it the journal would grow until `snapshot_interval` (at
+/// 500 MB/s for 300 s, 150 GB). A snapshot lets those segments go, or be
+/// recycled as the next ones (`journal::prepare`).
+pub const JOURNAL_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
+
 fn fill_segments(durability: Durability) -> bool {
     durability != Durability::Always
 }
@@ -263,6 +275,9 @@ impl Engine {
             sync.set_gather(GROUP_COMMIT_GATHER);
         }
         let snapshot_lsn = loaded.report.snapshot_lsn;
+        // The snapshot the queue was opened from counts as the last one.
+        let snapshot_bytes =
+            loaded.report.snapshot_path.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
         let inner = Inner {
             state: loaded.state,
             journal,
@@ -277,6 +292,8 @@ impl Engine {
             snapshot_at: Instant::now(),
             records_since_snapshot: 0,
             snapshot_wanted: false,
+            rolls_seen: 0,
+            snapshot_bytes,
             disk_full: false,
             degraded: None,
             degraded_gen: 0,
@@ -645,7 +662,16 @@ impl Shared {
             }
         }
         g.records_since_snapshot += 1;
-        if g.records_since_snapshot >= self.opts.snapshot_every && !g.snapshot_wanted {
+        let mut due = g.records_since_snapshot >= self.opts.snapshot_every;
+        if g.journal.rolls() != g.rolls_seen {
+            // The journal grew by a segment: snapshot when what no snapshot
+            // covers is big, and big next to the last snapshot (a snapshot
+            // then costs at most half what the journal wrote since).
+            g.rolls_seen = g.journal.rolls();
+            let behind = g.journal.closed_bytes();
+            due |= behind >= JOURNAL_SNAPSHOT_BYTES && behind >= 2 * g.snapshot_bytes;
+        }
+        if due && !g.snapshot_wanted {
             g.snapshot_wanted = true;
             self.snap_cv.notify_one();
         }

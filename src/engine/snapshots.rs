@@ -67,11 +67,13 @@ impl Shared {
         }
         storage::write_atomic(Some(&self.faults), &self.path, &name, &bytes)
             .map_err(|e| Error::storage("writing snapshot", self.path.join(&name), e))?;
+        let size = bytes.len() as u64;
         drop(bytes);
         // The MANIFEST first: once it names this snapshot, the files it
         // covers may go.
         manifest::write(&self.path, &p.manifest)?;
         let mut g = self.inner.lock();
+        g.snapshot_bytes = size;
         let covered = self.finish_snapshot(&mut g, p.lsn, p.manifest, p.degraded_gen);
         // The snapshot the queue was opened from is removed now: when few
         // of its payloads are left, copy them into the heap (outside the

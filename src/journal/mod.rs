@@ -35,11 +35,13 @@
 //! so that the writer never meets unwritten extents and nothing has to
 //! write zeros over 16 MiB ahead of it. Past the end of its log it holds
 //! what the file held before: records of earlier segments, every one with
-//! an LSN below the new first LSN. The writer keeps the 20 bytes after its
-//! last record zero, so the log still ends at an all-zero record header;
-//! the reader takes a valid record with an LSN below the first for the end
-//! of the log, and when a tail is torn, zeros only as far as this
-//! segment's own records reach (`scan`).
+//! an LSN below the new first LSN. Its own records are bound to it (their
+//! CRC covers its sequence number, [`frame_in`]), so none of those checks
+//! out there. The writer keeps the 20 bytes after its last record zero, so
+//! the log still ends at an all-zero record header; the reader takes a
+//! record with an LSN below the first for the end of the log too, and
+//! when a tail is torn, zeros only as far as this segment's own records
+//! reach (`scan`).
 //!
 //! Format 1 (`{first_lsn:020}.wal`, 32-byte header, no seal, no gap) is still
 //! read; such segments are deleted once a snapshot covers them.
@@ -139,13 +141,32 @@ pub fn segment_header_v1(first_lsn: Lsn) -> [u8; SEGMENT_HEADER_LEN_V1] {
 /// Frames the body in `buf[RECORD_HEADER_LEN..]` as a record in place
 /// (public for the criterion floor benchmark).
 pub fn frame(buf: &mut [u8], lsn: Lsn, kind: u8, gap: u32) {
+    frame_in(buf, lsn, kind, gap, None);
+}
+
+/// [`frame`] for a segment whose records are bound to it: in a recycled
+/// segment (format 3) `seed` is its sequence number, and the CRC covers
+/// it (as 8 little-endian bytes) in front of the record's bytes, so a
+/// record of another segment, an earlier use of the file or one found in
+/// a message's payload, never checks out there. `None`: formats 1 and 2.
+pub fn frame_in(buf: &mut [u8], lsn: Lsn, kind: u8, gap: u32, seed: Option<u64>) {
     let len = (buf.len() - RECORD_HEADER_LEN) as u32;
     buf[0..4].copy_from_slice(&len.to_le_bytes());
     buf[8..16].copy_from_slice(&lsn.to_le_bytes());
     buf[16] = kind;
     buf[17..20].copy_from_slice(&gap.min(GAP_UNKNOWN).to_le_bytes()[..3]);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[0..4]), &buf[8..]);
+    let crc = record_crc(seed, &buf[0..4], &buf[8..]);
     buf[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A record's CRC: of `seed` (if any, 8 bytes little-endian), its length
+/// field, and everything after its CRC field.
+pub(crate) fn record_crc(seed: Option<u64>, len: &[u8], rest: &[u8]) -> u32 {
+    let start = match seed {
+        Some(s) => crc32c::crc32c_append(crc32c::crc32c(&s.to_le_bytes()), len),
+        None => crc32c::crc32c(len),
+    };
+    crc32c::crc32c_append(start, rest)
 }
 
 /// A complete transaction record (header + body), for tests and tools; its
@@ -169,9 +190,23 @@ pub fn encode_record_v1(lsn: Lsn, ops: &[Op]) -> Vec<u8> {
 
 /// A seal record: the journal continues at `next_lsn` in segment `next_seq`.
 pub fn encode_seal(next_lsn: Lsn, next_seq: u64) -> [u8; SEAL_LEN] {
+    encode_seal_in(next_lsn, next_seq, None)
+}
+
+/// [`encode_seal`] bound to a recycled segment (see [`frame_in`]).
+pub fn encode_seal_in(next_lsn: Lsn, next_seq: u64, seed: Option<u64>) -> [u8; SEAL_LEN] {
     let mut buf = [0u8; SEAL_LEN];
     buf[RECORD_HEADER_LEN..].copy_from_slice(&next_seq.to_le_bytes());
-    frame(&mut buf, next_lsn, RECORD_SEAL, 0);
+    frame_in(&mut buf, next_lsn, RECORD_SEAL, 0, seed);
+    buf
+}
+
+/// A transaction record bound to a recycled segment numbered `seq` (tests
+/// and tools).
+pub fn encode_record_in(lsn: Lsn, ops: &[Op], gap: u32, seq: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; RECORD_HEADER_LEN];
+    encode_txn(ops, &mut buf);
+    frame_in(&mut buf, lsn, RECORD_TXN, gap, Some(seq));
     buf
 }
 

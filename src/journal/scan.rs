@@ -18,12 +18,13 @@
 //!   is an error naming the file and offset — never a silent loss.
 //!
 //! A recycled segment (format 3) adds a fourth: **stale records** of the
-//! file's earlier uses past the end of its log. Each has an LSN below the
-//! segment's first LSN (the file was covered by a snapshot before it was
-//! recycled, and LSNs only grow), so it can never be the record the scan
-//! expects: it ends the log like zeros do, and the searches for records
-//! after a hole, which look only for LSNs from the missing one on, pass
-//! over it. Because the rest of such a file is not zeros, its end is where
+//! file's earlier uses past the end of its log. Its own records are bound
+//! to it (their CRC covers its sequence number, `frame_in`), so a stale
+//! record, or one that a stale payload contains, does not check out there;
+//! and each stale record has an LSN below the segment's first LSN (the
+//! file was covered by a snapshot before it was recycled, and LSNs only
+//! grow), a second guard: it ends the log like zeros do, and the searches
+//! for records after a hole never take it for one. Because the rest of such a file is not zeros, its end is where
 //! the writer's 20 trailing zero bytes are (it keeps them after its last
 //! record); anything else there is a torn tail, and what repair zeros is
 //! the tail's own bytes: the record header at the tear and every record of
@@ -63,6 +64,11 @@ impl SegmentHeader {
     /// stale records of the file's earlier uses.
     pub fn is_recycled(&self) -> bool {
         self.version == super::FORMAT_RECYCLED
+    }
+    /// What its records' CRCs are seeded with: the sequence number in a
+    /// recycled segment (see `frame_in`), nothing otherwise.
+    pub fn crc_seed(&self) -> Option<u64> {
+        if self.is_recycled() { self.seq } else { None }
     }
 }
 
@@ -200,7 +206,7 @@ struct Valid {
 /// never uses (no LSN could follow it). A CRC-valid record claiming more is
 /// damage or forgery, and is treated like any other invalid record (never
 /// replayed, never proof).
-fn valid_record_at(data: &[u8], off: usize, version: u32) -> Option<Valid> {
+fn valid_record_at(data: &[u8], off: usize, version: u32, seed: Option<u64>) -> Option<Valid> {
     let h = data.get(off..off.checked_add(RECORD_HEADER_LEN)?)?;
     let len = u32_at(h, 0) as usize;
     let end = off.checked_add(RECORD_HEADER_LEN)?.checked_add(len)?;
@@ -221,19 +227,19 @@ fn valid_record_at(data: &[u8], off: usize, version: u32) -> Option<Valid> {
         return None;
     }
     let crc = u32_at(h, 4);
-    let got = crc32c::crc32c_append(crc32c::crc32c(&h[0..4]), &data[off + 8..end]);
+    let got = super::record_crc(seed, &h[0..4], &data[off + 8..end]);
     (got == crc).then_some(Valid { lsn, kind, gap, end })
 }
 
 /// The next valid record at or after `from` with an LSN after `after` (a
 /// byte-by-byte search: cheap LSN filter first, then the CRC).
-fn next_valid(data: &[u8], from: usize, after: Lsn, version: u32) -> Option<(usize, Valid)> {
+fn next_valid(data: &[u8], from: usize, after: Lsn, version: u32, seed: Option<u64>) -> Option<(usize, Valid)> {
     let mut off = from;
     while off + RECORD_HEADER_LEN <= data.len() {
         let lsn = u64_at(data, off + 8);
         if lsn > after
             && lsn - after < (1 << 32)
-            && let Some(v) = valid_record_at(data, off, version)
+            && let Some(v) = valid_record_at(data, off, version, seed)
         {
             return Some((off, v));
         }
@@ -242,19 +248,20 @@ fn next_valid(data: &[u8], from: usize, after: Lsn, version: u32) -> Option<(usi
     None
 }
 
-/// Is there a valid record (format-2 rules) in `data[from..]` with an LSN
-/// after `lsn` (and below `lsn + 2³²`)? Recovery asks this of an unused
-/// recycled segment: its stale records are all covered by the snapshot, so
-/// one after the snapshot's LSN was written into it by a roll whose new
-/// header did not reach the disk.
-pub fn holds_record_after(data: &[u8], from: usize, lsn: Lsn) -> bool {
-    next_valid(data, from, lsn, 2).is_some()
+/// Is there a valid record (format-2 rules, CRC seeded with `seed`) in
+/// `data[from..]` with an LSN after `lsn` (and below `lsn + 2³²`)?
+/// Recovery asks this of an unused recycled segment with its own sequence
+/// number as the seed: a record found was written into it by a roll whose
+/// new header did not reach the disk (its stale records are bound to other
+/// numbers, and all covered by the snapshot anyway).
+pub fn holds_record_after(data: &[u8], from: usize, lsn: Lsn, seed: Option<u64>) -> bool {
+    next_valid(data, from, lsn, 2, seed).is_some()
 }
 
 /// Is there any valid record in `data[from..]` with an LSN after `after`
 /// (either format)?
 fn valid_record_after(data: &[u8], from: usize, after: Lsn) -> bool {
-    next_valid(data, from, after, 2).is_some() || next_valid(data, from, after, 1).is_some()
+    next_valid(data, from, after, 2, None).is_some() || next_valid(data, from, after, 1, None).is_some()
 }
 
 /// The LSN up to which a format-2 record says the journal was on disk when
@@ -277,10 +284,11 @@ struct AfterHole {
 /// Walks the valid records after a hole at LSN `missing` (byte search,
 /// then from record to record). `on_disk`: the journal was fsynced at least
 /// this far (the `DURABLE` marker).
-fn after_hole(data: &[u8], from: usize, missing: Lsn, version: u32, on_disk: Lsn) -> AfterHole {
+fn after_hole(data: &[u8], from: usize, missing: Lsn, header: &SegmentHeader, on_disk: Lsn) -> AfterHole {
+    let version = header.version;
     let mut out = AfterHole { records: 0, last_end: 0, proof: None };
     let mut off = from;
-    while let Some((at, v)) = next_valid(data, off, missing.saturating_sub(1), version) {
+    while let Some((at, v)) = next_valid(data, off, missing.saturating_sub(1), version, header.crc_seed()) {
         if v.kind == RECORD_TXN {
             out.records += 1;
             let proves = version >= 2 && v.gap < GAP_UNKNOWN && durable_before(&v).is_some_and(|d| d >= missing);
@@ -329,7 +337,7 @@ pub fn scan_segment(
     };
     loop {
         let at_end = off + RECORD_HEADER_LEN > data.len() || data[off..off + RECORD_HEADER_LEN].iter().all(|b| *b == 0);
-        let valid = if at_end { None } else { valid_record_at(data, off, version) };
+        let valid = if at_end { None } else { valid_record_at(data, off, version, header.crc_seed()) };
         // In a recycled segment, a record of the file's earlier use (its LSN
         // is below every LSN of this one) is not part of this log.
         let valid = valid.filter(|v| !(header.is_recycled() && v.lsn < first));
@@ -373,7 +381,7 @@ pub fn scan_segment(
                 if !recycled && last_nonzero.is_none() {
                     return Ok(scan(next, off, records, proven_durable, None, None));
                 }
-                let after = after_hole(data, off + 1, next, version, on_disk);
+                let after = after_hole(data, off + 1, next, header, on_disk);
                 if recycled && at_end && after.records == 0 {
                     return Ok(scan(next, off, records, proven_durable, None, None));
                 }
@@ -676,9 +684,9 @@ mod tests {
         assert!(matches!(scan(&data), Err(Error::Corruption { .. })));
     }
 
-    /// A recycled segment (format 3) whose log starts at LSN 10: `live`
-    /// after its header, `trailer` zeros, then `stale` (records of the
-    /// file's earlier use, LSNs below 10), then zeros.
+    /// A recycled segment (format 3, sequence number 2) whose log starts at
+    /// LSN 10: `live` after its header, `trailer` zeros, then `stale`
+    /// (records of the file's earlier use, LSNs below 10), then zeros.
     fn recycled(live: &[Vec<u8>], trailer: usize, stale: &[Vec<u8>]) -> Vec<u8> {
         let mut data = super::super::segment_header_as(3, 10, 2, 0).to_vec();
         for r in live {
@@ -692,9 +700,15 @@ mod tests {
         data
     }
 
+    /// A record of the recycled segment above (its CRC bound to number 2).
+    fn live(lsn: Lsn, gap: u32) -> Vec<u8> {
+        super::super::encode_record_in(lsn, &[Op::Drop { id: lsn * 100 }], gap, 2)
+    }
+
     fn scan3(data: &[u8]) -> Result<SegmentScan> {
         let h = read_segment_header(Path::new("x"), data).unwrap().unwrap();
         assert!(h.is_recycled());
+        assert_eq!(h.crc_seed(), Some(2));
         scan_segment(Path::new("x"), data, &h, 0, |_, _, _| Ok(()))
     }
 
@@ -702,12 +716,13 @@ mod tests {
     fn a_recycled_segment_ends_at_the_writers_zeros_and_never_reads_the_stale_records_after_them() {
         // Records of one size: the stale ones line up with where the next
         // live ones would go, the case that needs care.
-        let live: Vec<Vec<u8>> = (10..=12).map(rec).collect();
+        let lives: Vec<Vec<u8>> = (10..=12).map(|l| live(l, 0)).collect();
         let stale: Vec<Vec<u8>> = (1..=6).map(rec).collect();
-        let end = SEGMENT_HEADER_LEN + 3 * live[0].len();
+        assert_eq!(lives[0].len(), stale[0].len());
+        let end = SEGMENT_HEADER_LEN + 3 * lives[0].len();
         // As the writer leaves it: 20 zeros after the last record (over the
         // header of the stale record there), then whole stale records.
-        let mut data = recycled(&live, 0, &stale);
+        let mut data = recycled(&lives, 0, &stale);
         data[end..end + RECORD_HEADER_LEN].fill(0);
         let mut seen = Vec::new();
         let h = read_segment_header(Path::new("x"), &data).unwrap().unwrap();
@@ -718,29 +733,42 @@ mod tests {
         .unwrap();
         assert_eq!(seen, vec![10, 11, 12], "only this segment's records");
         assert_eq!((s.end as usize, s.torn, s.sealed), (end, None, None), "a clean end, not a torn tail");
-        // The zeros lost (a power cut kept the stale page): a whole, valid
-        // stale record where record 13 would be ends the log as a torn
-        // tail of one record header, which repair zeros; it is not read.
-        let data = recycled(&live, 0, &stale);
+        // The zeros lost (a power cut kept the stale page): a whole stale
+        // record where record 13 would be ends the log as a torn tail of
+        // one record header, which repair zeros; it is not read.
+        let data = recycled(&lives, 0, &stale);
         let s = scan3(&data).unwrap();
         assert_eq!((s.records, s.last_lsn), (3, 12));
         let t = s.torn.unwrap();
         assert_eq!((t.offset as usize, t.bytes as usize, t.dropped_records), (end, RECORD_HEADER_LEN, 0));
-        // In a format-2 segment the same bytes are damage: a record out of
-        // order, as before format 3.
-        let mut v2 = data.clone();
-        v2[..SEGMENT_HEADER_LEN].copy_from_slice(&segment_header(10, 2, 0));
+        // Even a stale record that the file's earlier use bound to it as
+        // a recycled segment of another number, with an LSN it expects.
+        let other = super::super::encode_record_in(13, &[Op::Drop { id: 1300 }], 0, 1);
+        let s = scan3(&recycled(&lives, 0, &[other])).unwrap();
+        assert_eq!((s.records, s.torn.unwrap().dropped_records), (3, 0));
+        // In a format-2 segment, stale records after the end would be
+        // damage (a record out of order): why a recycled file says so.
+        let mut v2 = segment_header(10, 2, 0).to_vec();
+        for l in 10..=12 {
+            v2.extend_from_slice(&rec(l));
+        }
+        v2.extend_from_slice(&stale[0]);
+        v2.resize(v2.len() + 64, 0);
         let h2 = read_segment_header(Path::new("x"), &v2).unwrap().unwrap();
         let err = scan_segment(Path::new("x"), &v2, &h2, 0, |_, _, _| Ok(())).unwrap_err();
         assert!(format!("{err}").contains("record has LSN 1, expected 13"), "{err}");
+        // Records not bound to the segment (format 2's, the same bytes) are
+        // not its records.
+        let s = scan3(&recycled(&[rec(10)], RECORD_HEADER_LEN, &[])).unwrap();
+        assert_eq!((s.records, s.torn.unwrap().offset as usize), (0, SEGMENT_HEADER_LEN));
     }
 
     #[test]
     fn a_recycled_segments_torn_tail_reaches_its_own_records_not_the_stale_ones() {
-        let a = rec(10);
+        let a = live(10, 0);
         let stale: Vec<Vec<u8>> = (1..=6).map(rec).collect();
         // A kill in the middle of record 11: its first bytes, then stale.
-        let torn11 = rec(11)[..30].to_vec();
+        let torn11 = live(11, 0)[..30].to_vec();
         let data = recycled(&[a.clone(), torn11], 0, &stale);
         let t = scan3(&data).unwrap().torn.unwrap();
         assert_eq!((t.offset as usize, t.bytes as usize, t.dropped_records), (48 + a.len(), RECORD_HEADER_LEN, 0));
@@ -748,10 +776,9 @@ mod tests {
         // record 12, written before any fsync covered 11: 12 is dropped,
         // and the tail reaches to its end (repair zeros it: the LSN will be
         // used again), not to the end of the file.
-        let b = encode_record_with_gap(11, &[Op::Drop { id: 11 }], 1);
-        let c = encode_record_with_gap(12, &[Op::Drop { id: 12 }], 2);
-        let hole = stale[0][..b.len()].to_vec();
-        let mut tail = hole;
+        let b = live(11, 1);
+        let c = live(12, 2);
+        let mut tail = stale[0][..b.len()].to_vec();
         tail.extend_from_slice(&c);
         tail.resize(tail.len() + RECORD_HEADER_LEN, 0);
         let data = recycled(&[a.clone(), tail], 0, &stale);
@@ -767,35 +794,45 @@ mod tests {
         assert_eq!((t.bytes as usize, t.dropped_records), (b.len() + c.len(), 1));
         // Record 12 written after 11 was fsynced (gap 1) proves the hole
         // was on disk: corruption, as in format 2.
-        let c = encode_record_with_gap(12, &[Op::Drop { id: 12 }], 1);
         let mut tail = vec![0u8; b.len()];
-        tail.extend_from_slice(&c);
+        tail.extend_from_slice(&live(12, 1));
         let data = recycled(&[a, tail], RECORD_HEADER_LEN, &stale);
         assert!(matches!(scan3(&data), Err(Error::Corruption { .. })));
     }
 
     #[test]
-    fn a_recycled_segments_stale_records_never_pass_for_records_after_a_hole() {
-        // Stale records with LSNs below the first are not searched for: a
-        // hole in front of them drops nothing and proves nothing, even
-        // with DURABLE far past them.
-        let a = rec(10);
+    fn a_recycled_segments_stale_bytes_never_pass_for_records_after_a_hole() {
+        // Stale records are not searched for: a hole in front of them drops
+        // nothing and proves nothing, even with DURABLE far past them.
+        let a = live(10, 0);
         let stale: Vec<Vec<u8>> = (1..=6).map(|l| encode_record_with_gap(l, &[Op::Drop { id: l }], 1)).collect();
         let data = recycled(&[a.clone(), vec![0xEE; 25]], 0, &stale);
         let h = read_segment_header(Path::new("x"), &data).unwrap().unwrap();
         let s = scan_segment(Path::new("x"), &data, &h, 9, |_, _, _| Ok(())).unwrap();
         let t = s.torn.unwrap();
         assert_eq!((s.records, t.dropped_records, t.bytes as usize), (1, 0, RECORD_HEADER_LEN));
+        // Nor is a record framed inside an old message's payload, whatever
+        // LSN and durable gap it claims: found after a clean end, it would
+        // have refused the queue as corruption.
+        let forged = encode_record_with_gap(11 + (1 << 31), &[Op::Drop { id: 1 }], 1);
+        let mut payload = vec![0x55u8; 40];
+        payload.extend_from_slice(&forged);
+        let data = recycled(std::slice::from_ref(&a), RECORD_HEADER_LEN, &[payload]);
+        let s = scan3(&data).unwrap();
+        assert_eq!((s.records, s.torn), (1, None), "a clean end");
         // The writer never leaves a stale record as the first of a
-        // recycled segment (it zeros the 20 bytes after the header): if one
-        // is there, nothing is read.
+        // recycled segment (recycling zeros the 20 bytes after the header):
+        // if one is there, nothing is read.
         let data = recycled(&[], 0, &stale);
         let s = scan3(&data).unwrap();
         assert_eq!((s.records, s.torn.unwrap().offset as usize), (0, SEGMENT_HEADER_LEN));
         // An unused recycled segment holds a record after LSN 9 only if
-        // one was written into it.
-        assert!(!holds_record_after(&data, SEGMENT_HEADER_LEN, 9));
-        assert!(holds_record_after(&data, SEGMENT_HEADER_LEN, 5));
+        // one bound to it was written into it.
+        assert!(!holds_record_after(&data, SEGMENT_HEADER_LEN, 9, Some(2)));
+        assert!(holds_record_after(&data, SEGMENT_HEADER_LEN, 5, None), "the stale ones, unbound");
+        assert!(!holds_record_after(&data, SEGMENT_HEADER_LEN, 5, Some(2)));
+        let data = recycled(&[], 0, &[live(10, 0)]);
+        assert!(holds_record_after(&data, SEGMENT_HEADER_LEN, 9, Some(2)));
     }
 
     #[test]

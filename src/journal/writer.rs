@@ -21,8 +21,8 @@
 
 use super::prepare::{self, Prepared, Spares};
 use super::{
-    FORMAT_RECYCLED, GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_TXN, SEAL_LEN, SEGMENT_HEADER_LEN, WRITE_MIN, encode_seal,
-    frame, page_round, segment_header_as, segment_name,
+    FORMAT_RECYCLED, GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_TXN, SEAL_LEN, SEGMENT_HEADER_LEN, WRITE_MIN,
+    encode_seal_in, frame_in, page_round, segment_header_as, segment_name,
 };
 use crate::error::{Error, Result};
 use crate::record::{Op, encode_txn};
@@ -108,11 +108,13 @@ pub struct Journal {
     /// Whether segments rolled away from are fsynced (not with
     /// `durability="os"`, where the OS decides: they are let go at once).
     sync_old: bool,
+    /// Rolls since the open.
+    rolls: u64,
 }
 
 impl Journal {
     /// Continues the journal recovery found: in its newest segment if that
-    /// reaches the end of the log and is format 2 and unsealed, else in a
+    /// reaches the end of the log and is format 2 or 3 and unsealed, else in a
     /// fresh segment starting at `next_lsn`. The segment written last
     /// before is fsynced first, so every recovered record is on disk before
     /// a new record claims it is.
@@ -137,6 +139,7 @@ impl Journal {
             if ready.is_empty()
                 && let Ok((file, map)) = prepare::open(&path)
                 && map.len() >= page_round(segment_size)
+                && end_log_after_header(&file, &map).is_ok()
                 && storage::sync_file(&faults, &file).is_ok()
                 && storage::sync_dir(dir).is_ok()
             {
@@ -185,10 +188,12 @@ impl Journal {
                 }
             };
             spares.used(p.seq, dir);
-            let mut active = start(p, next_lsn);
+            let active = start(p, next_lsn);
             let header = segment_header_as(active.version, next_lsn, active.seq, active.map.len() as u64);
-            active.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
-            storage::sync_file(&faults, &active.file)
+            active
+                .file
+                .write_all_at(&header, 0)
+                .and_then(|()| storage::sync_file(&faults, &active.file))
                 .map_err(|e| Error::storage("writing segment header", &active.path, e))?;
             active
         };
@@ -215,6 +220,7 @@ impl Journal {
             scratch: Vec::with_capacity(4096),
             stuck: None,
             sync_old: true,
+            rolls: 0,
         };
         Ok((journal, spares))
     }
@@ -284,7 +290,9 @@ impl Journal {
         }
         let lsn = self.next_lsn;
         let gap = lsn.saturating_sub(sync.journal_durable()).min(GAP_UNKNOWN as u64) as u32;
-        frame(&mut self.scratch, lsn, RECORD_TXN, gap);
+        // A recycled segment's records are bound to it (`frame_in`).
+        let seed = self.active_slot.as_ref().and_then(|a| (a.version == FORMAT_RECYCLED).then_some(a.seq));
+        frame_in(&mut self.scratch, lsn, RECORD_TXN, gap, seed);
         let a = self.active_slot.as_mut().expect("the journal is in use");
         let pos = a.pos;
         // A recycled segment holds stale bytes past the end: the 20 after
@@ -351,14 +359,24 @@ impl Journal {
                 }
             }
         };
+        // The new header first, with one `pwrite` (no disk wait): a kill
+        // cannot cut it short as it could a copy into the mapping, whose
+        // half-written header a recycled file's old records would make
+        // read as damage. Then the seal, through the old mapping.
+        let header = segment_header_as(new.version, self.next_lsn, new.seq, new.map.len() as u64);
+        if let Err(e) = new.file.write_all_at(&header, 0) {
+            let path = new.path.clone();
+            drop(new);
+            let _ = storage::remove_file(&path);
+            return Err(Error::storage("writing segment header", path, e));
+        }
         self.spares.used(new.seq, &self.dir);
-        let seal = encode_seal(self.next_lsn, new.seq);
+        let next_lsn = self.next_lsn;
         let a = self.active_mut();
+        let seal = encode_seal_in(next_lsn, new.seq, (a.version == FORMAT_RECYCLED).then_some(a.seq));
         let pos = a.pos;
         a.map[pos..pos + SEAL_LEN].copy_from_slice(&seal);
-        let mut next = start(new, self.next_lsn);
-        let header = segment_header_as(next.version, self.next_lsn, next.seq, next.map.len() as u64);
-        next.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
+        let next = start(new, self.next_lsn);
         let old = self.active_slot.replace(next).expect("the journal is in use");
         self.closed.push(Closed {
             path: old.path,
@@ -375,6 +393,7 @@ impl Journal {
         }
         self.spares.retire(old.map);
         self.spares.kick();
+        self.rolls += 1;
         Ok(())
     }
 
@@ -395,8 +414,10 @@ impl Journal {
         prepare::zero_range(&faults, &a.file, SEGMENT_HEADER_LEN as u64, a.pos as u64)
             .map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
         let header = segment_header_as(a.version, next_lsn, a.seq, a.map.len() as u64);
-        a.map[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
-        storage::sync_file(&faults, &a.file).map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
+        a.file
+            .write_all_at(&header, 0)
+            .and_then(|()| storage::sync_file(&faults, &a.file))
+            .map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
         a.pos = SEGMENT_HEADER_LEN;
         a.first_lsn = next_lsn;
         sync.synced_externally(next_lsn - 1, true);
@@ -440,6 +461,17 @@ impl Journal {
         let (spare, _) = self.spares.bytes();
         let active = self.active_slot.as_ref().map_or(0, |a| a.map.len() as u64);
         (closed + active + spare, self.closed.len() + 1)
+    }
+
+    /// How many times the journal rolled since it was opened.
+    pub fn rolls(&self) -> u64 {
+        self.rolls
+    }
+
+    /// Bytes of the segments before the active one still on disk: what no
+    /// snapshot covers yet (and the anchor a snapshot may have kept).
+    pub fn closed_bytes(&self) -> u64 {
+        self.closed.iter().map(|c| c.len).sum()
     }
 
     /// Bytes of records in the active segment.
@@ -488,6 +520,18 @@ fn write_record(faults: &Faults, file: &File, record: &[u8], offset: u64) -> std
         return Err(e);
     }
     file.write_all_at(record, offset)
+}
+
+/// A recycled spare recovery kept may hold records a roll wrote into it
+/// before a crash took its header (all covered by the snapshot, so kept):
+/// the 20 bytes after the header are made zeros again, so that its log
+/// ends there until its first record (synced with the spare after).
+fn end_log_after_header(file: &File, map: &MmapMut) -> std::io::Result<()> {
+    let first = SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + RECORD_HEADER_LEN;
+    if map[first.clone()].iter().all(|b| *b == 0) {
+        return Ok(());
+    }
+    file.write_all_at(&[0u8; RECORD_HEADER_LEN], first.start as u64)
 }
 
 fn start(p: Prepared, first_lsn: Lsn) -> Active {
