@@ -194,11 +194,6 @@ pub struct Engine {
     sh: Arc<Shared>,
 }
 
-/// Whether new journal segments are written with zeros before use
-/// (`journal::prepare`). Not with `durability="always"`: each of its calls
-/// waits for the disk, and the fill's writes (as much again as the
-/// journal's) slowed `always` publishing (docs/benchmarks.md, "Segments
-/// written ahead").
 /// A snapshot is also taken when the closed journal segments no snapshot
 /// covers reach this many bytes, and twice the last snapshot's size: a
 /// queue published to in batches writes few records but many bytes, and
@@ -207,6 +202,11 @@ pub struct Engine {
 /// recycled as the next ones (`journal::prepare`).
 pub const JOURNAL_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Whether new journal segments are written with zeros before use
+/// (`journal::prepare`). Not with `durability="always"`: each of its calls
+/// waits for the disk, and the fill's writes (as much again as the
+/// journal's) slowed `always` publishing (docs/benchmarks.md, "Segments
+/// written ahead").
 fn fill_segments(durability: Durability) -> bool {
     durability != Durability::Always
 }
