@@ -90,7 +90,7 @@ pub const FILL_NAME: &str = "segment.tmp";
 /// before it is done). On error nothing is left behind.
 pub fn create(dir: &Path, faults: &Faults, seq: u64, size: usize) -> io::Result<Prepared> {
     faults.check(FaultPoint::SegmentCreate)?;
-    let size = page_round(size.max(SEGMENT_HEADER_LEN + 64));
+    let size = segment_bytes(size);
     let path = dir.join(segment_name(seq));
     let file = storage::create_file(&path)?;
     let result = (|| {
@@ -128,7 +128,7 @@ pub fn create_spare(
     stop: &dyn Fn() -> bool,
 ) -> io::Result<Prepared> {
     faults.check(FaultPoint::SegmentCreate)?;
-    let size = page_round(size.max(SEGMENT_HEADER_LEN + 64));
+    let size = segment_bytes(size);
     let tmp = dir.join(FILL_NAME);
     match storage::remove_file(&tmp) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -233,6 +233,12 @@ pub fn recycle_spare(
         let _ = storage::remove_file(&at);
     }
     result
+}
+
+/// The size a segment asked for `size` bytes is made with: whole pages,
+/// room for the header and a record at least.
+fn segment_bytes(size: usize) -> usize {
+    page_round(size.max(SEGMENT_HEADER_LEN + 64))
 }
 
 fn allocate(file: &File, size: usize) -> io::Result<()> {
@@ -517,14 +523,14 @@ impl Spares {
         {
             let mut st = self.st.lock();
             st.running = true;
-            st.size = page_round(size.max(SEGMENT_HEADER_LEN + 64));
+            st.size = segment_bytes(size);
         }
         let _running = Running(self);
         self.prepare_loop(dir, faults, size);
     }
 
     fn prepare_loop(&self, dir: &Path, faults: &Faults, size: usize) {
-        let spare_size = page_round(size.max(SEGMENT_HEADER_LEN + 64));
+        let spare_size = segment_bytes(size);
         loop {
             // Covered segments handed over are made spares at once (their
             // old names gone from the directory), needed yet or not; new
