@@ -22,10 +22,12 @@ use std::time::Duration;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// When the snapshot removes its first covered journal segment, publishes
+/// When a snapshot removes its first covered journal segment, publishes
 /// from another thread and notes whether that publish finished within
-/// `wait` while the removal waited. Only removals by the thread that takes
-/// the snapshot count (the preparer thread may remove a stale spare).
+/// `wait` while the removal waited. Only removals by a thread taking a
+/// snapshot count: the test's own, or the engine's snapshot thread, which
+/// an append refused for want of space wakes and which may come first (the
+/// preparer thread may remove a stale spare: that does not count).
 struct PublishWhileRemoving {
     engine: Mutex<Option<(Arc<Engine>, ThreadId)>>,
     wait: Duration,
@@ -40,8 +42,9 @@ impl Observer for PublishWhileRemoving {
         if path.extension().is_none_or(|x| x != "log") || self.seen.lock().unwrap().is_some() {
             return;
         }
-        let Some((e, snapshotter)) = self.engine.lock().unwrap().clone() else { return };
-        if std::thread::current().id() != snapshotter {
+        let Some((e, test_thread)) = self.engine.lock().unwrap().clone() else { return };
+        let me = std::thread::current();
+        if me.id() != test_thread && me.name() != Some("ringq-snapshot") {
             return;
         }
         let (tx, rx) = mpsc::channel();
@@ -72,6 +75,7 @@ fn snapshot_with_a_publish_during_its_removal(full_disk: bool, wait: Duration) -
     }
     assert!(count(&e, "journal_segments") >= 3, "the journal rolled");
     let mut published: u64 = 100;
+    *observer.engine.lock().unwrap() = Some((e.clone(), std::thread::current().id()));
     if full_disk {
         e.inject_fault(FaultPoint::SegmentCreate, libc_enospc(), -1);
         let err = loop {
@@ -85,7 +89,7 @@ fn snapshot_with_a_publish_during_its_removal(full_disk: bool, wait: Duration) -
         assert_eq!(err.errno(), Some(libc_enospc()), "{err}");
         e.inject_fault(FaultPoint::SegmentCreate, 0, 0);
     }
-    *observer.engine.lock().unwrap() = Some((e.clone(), std::thread::current().id()));
+    // Also waits for a snapshot the full disk started to finish.
     e.snapshot().unwrap();
     *observer.engine.lock().unwrap() = None;
     let (path, finished) = observer.seen.lock().unwrap().clone().expect("the snapshot removed a covered segment");
