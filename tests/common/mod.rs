@@ -23,16 +23,28 @@ pub fn drain(e: &Engine, topic: &str) -> Vec<Vec<u8>> {
     got.into_iter().map(|d| d.payload.to_vec()).collect()
 }
 
-/// (name, bytes) of every file in `dir`.
+/// (name, bytes) of every file in `dir`. A live engine's preparer thread
+/// may rename or remove a file between the listing and its read (a spare
+/// made or recycled): the copy then starts over, so that it holds each file
+/// under one name.
 pub fn snapshot_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != "LOCK")
-        .map(|e| (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap()))
-        .collect();
-    v.sort();
-    v
+    'copy: for _ in 0..100 {
+        let mut v = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_name() == "LOCK" {
+                continue;
+            }
+            match fs::read(e.path()) {
+                Ok(bytes) => v.push((e.file_name().into_string().unwrap(), bytes)),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue 'copy,
+                Err(err) => panic!("reading {}: {err}", e.path().display()),
+            }
+        }
+        v.sort();
+        return v;
+    }
+    panic!("the files of {} kept changing while being copied", dir.display());
 }
 
 pub fn restore(files: &[(String, Vec<u8>)], dir: &Path) {
