@@ -155,6 +155,22 @@ def test_every_bad_queue_option_is_a_config_error_naming_it_and_creates_nothing(
         ringq.Queue(tmp_path / f"good{i}", **{name: value}).close()
 
 
+@pytest.mark.parametrize("name", ["shared", "recycle_segments"])
+def test_a_bool_queue_option_takes_only_true_or_false_and_creates_nothing(
+    tmp_path: Path, name: str
+) -> None:
+    """``shared=1`` once opened a queue of this process only, silently."""
+    for i, value in enumerate([1, 0, "yes", None, 1.0]):
+        where = tmp_path / f"bad{i}"
+        with pytest.raises(ringq.ConfigError) as info:
+            ringq.Queue(where, **{name: value})
+        assert str(info.value) == f"invalid option: {name}={value!r} (must be True or False)"
+        assert not where.exists()
+        with pytest.raises(ringq.ConfigError, match=name):
+            ringq.QueueOptions.from_mapping({name: value})
+    ringq.Queue(tmp_path / "good", **{name: False}).close()
+
+
 HANDLER_OPTIONS = {"timeout": False, "max_parallelism": False, "prefetch": False}
 
 

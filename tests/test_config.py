@@ -65,6 +65,7 @@ def test_engine_kwargs_open_a_real_queue(tmp_path: Path) -> None:
         "fsync_interval": 0.05,
         "max_attempts": 5,
         "lease": 30.0,
+        "recycle_segments": True,
         "max_key": 100,
         "dlq_capacity": 5,
         "shared": False,
@@ -89,6 +90,7 @@ def test_from_mapping_reads_every_field() -> None:
         "max_attempts": 3,
         "lease": 5,
         "segment_size": 1 << 20,
+        "recycle_segments": False,
         "snapshot_every": 10,
         "snapshot_interval": 60,
         "max_payload": 4096,
@@ -109,6 +111,18 @@ def test_shared_is_a_bool_from_code_mappings_and_the_environment() -> None:
     assert QueueOptions.from_env(environ={"RINGQ_SHARED": "0"}).shared is False
     assert "RINGQ_SHARED" in error_of(QueueOptions.from_env, environ={"RINGQ_SHARED": "maybe"})
     assert "shared" in error_of(QueueOptions, shared=1)
+
+
+def test_recycle_segments_is_a_bool_from_code_mappings_and_the_environment() -> None:
+    env = {"RINGQ_RECYCLE_SEGMENTS": "no"}
+    assert QueueOptions.from_env(environ=env).recycle_segments is False
+    assert QueueOptions().recycle_segments is True
+    assert "RINGQ_RECYCLE_SEGMENTS" in error_of(
+        QueueOptions.from_env, environ={"RINGQ_RECYCLE_SEGMENTS": "sometimes"}
+    )
+    assert "recycle_segments=0 (must be True or False)" in error_of(
+        QueueOptions, recycle_segments=0
+    )
 
 
 def test_from_mapping_rejects_unknown_keys_with_a_hint() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import ringq
-from conftest import OpenQueue, Spawn, dir_size, drain, kill_and_collect, read_line
+from conftest import OpenQueue, Spawn, dir_size, drain, kill_and_collect, read_line, wait_until
 
 
 def test_in_flight_at_close_comes_back_ready_with_attempt_kept(open_queue: OpenQueue) -> None:
@@ -160,3 +160,66 @@ def test_disk_use_stays_bounded_over_a_long_run(open_queue: OpenQueue, qdir: Pat
     assert dir_size(qdir) <= 2 * segment
     q = open_queue(snapshot_every=2000, **small)
     assert q.stats()["total"] == 0
+
+
+def file_bytes(qdir: Path, pattern: str = "*") -> dict[str, bytes]:
+    """Name -> bytes of the files in ``qdir``; one the preparer thread
+    renames while they are read is left out."""
+    out = {}
+    for p in sorted(qdir.glob(pattern)):
+        try:
+            out[p.name] = p.read_bytes()
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def segment_bytes(qdir: Path) -> list[bytes]:
+    """The bytes of every journal segment in ``qdir`` (see ``file_bytes``)."""
+    return list(file_bytes(qdir, "*.log").values())
+
+
+def segment_formats(qdir: Path) -> list[int]:
+    """The format of every journal segment in ``qdir`` (the u32 at offset 8
+    of its header, ``docs/format.md``): 3 for a recycled one."""
+    return sorted(int.from_bytes(b[8:12], "little") for b in segment_bytes(qdir))
+
+
+def publish_and_ack(q: ringq.Queue, marker: bytes, n: int) -> None:
+    for _ in range(n):
+        q.publish(marker + bytes(1000))
+    q.ack(drain(q))
+
+
+@pytest.mark.parametrize("recycle", [True, False], ids=["recycled", "deleted"])
+def test_recycle_segments_decides_whether_covered_segments_are_reused_or_deleted(
+    open_queue: OpenQueue, qdir: Path, recycle: bool
+) -> None:
+    """``recycle_segments`` reaches the engine: by default a snapshot's
+    covered segments become the next spares (format 3), old bytes and all;
+    with ``False`` they are deleted, so no acknowledged payload stays in the
+    directory's files (the reason to turn recycling off)."""
+    q = open_queue(segment_size=65_536, recycle_segments=recycle)
+    # About two 64 KiB segments of messages acknowledged at once, then more
+    # than one segment's worth, so that the active segment holds none of the
+    # first ones but the newest covered segments (those recycled) do.
+    publish_and_ack(q, b"first-acked ", 120)
+    publish_and_ack(q, b"later-acked ", 80)
+    q.snapshot()
+    if recycle:
+        # The preparer thread recycles them after snapshot() returns.
+        assert wait_until(lambda: 3 in segment_formats(qdir), timeout=10.0), segment_formats(qdir)
+        assert any(b"first-acked " in b for b in segment_bytes(qdir))
+    else:
+        # Deleted by snapshot() itself, before it returns; and after close.
+        for when in ("snapshot", "close"):
+            if when == "close":
+                q.close()
+            assert 3 not in segment_formats(qdir), when
+            for name, b in file_bytes(qdir).items():
+                assert b"first-acked " not in b, (when, name)
+    q.close()
+    q = open_queue(segment_size=65_536, recycle_segments=recycle)
+    assert q.stats()["ready"] == 0
+    q.publish(b"after")
+    assert [d.payload for d in drain(q)] == [b"after"]

@@ -73,10 +73,18 @@ def raw(url: str) -> redis_py.Redis:
 
 def test_options_that_describe_a_journal_are_refused_all_at_once(url: str, ns: str) -> None:
     with pytest.raises(ringq.ConfigError) as info:
-        ringq.Queue(url, namespace=ns, segment_size=1 << 20, snapshot_every=10, fsync_interval=1.0)
+        ringq.Queue(
+            url,
+            namespace=ns,
+            segment_size=1 << 20,
+            snapshot_every=10,
+            fsync_interval=1.0,
+            recycle_segments=False,
+        )
     text = str(info.value)
-    for name in ("segment_size", "snapshot_every", "fsync_interval"):
+    for name in ("segment_size", "snapshot_every", "fsync_interval", "recycle_segments"):
         assert name in text
+    assert "recycle_segments=False (does not apply to a Redis queue (no journal here))" in text
     with pytest.raises(ringq.ConfigError, match="shared"):
         ringq.Queue(url, namespace=ns, shared=True)
     with pytest.raises(ringq.ConfigError, match="namespace"):

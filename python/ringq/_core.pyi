@@ -181,6 +181,7 @@ class Engine:
         dlq_capacity: int | None = None,
         lease: float | None = None,
         shared: bool = False,
+        recycle_segments: bool = True,
         _manual_clock: bool | None = None,
     ) -> Self:
         """``None`` keeps the engine's default (see the README's options table).

@@ -916,6 +916,7 @@ class AsyncQueue(AsyncOps):
         max_attempts: int = 5,
         lease: float = 30.0,
         segment_size: int | None = None,
+        recycle_segments: bool = True,
         snapshot_every: int | None = None,
         snapshot_interval: float | None = None,
         max_payload: int | None = None,

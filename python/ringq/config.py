@@ -17,15 +17,16 @@ as a number, nor a number as a ``bool``.
 Queue options (``QueueOptions``; ``None`` means "the engine's default"; the
 table is ``QUEUE_OPTIONS``, rendered by ``render_options_table()``):
 
-=================  ================  ========================  ================================
+=================  ================  ========================  ===================================
 field              default           environment variable      valid values
-=================  ================  ========================  ================================
+=================  ================  ========================  ===================================
 capacity           100_000           RINGQ_CAPACITY            1..=16_777_215 live messages
 durability         "batch"           RINGQ_DURABILITY          "always", "batch", "os"
 fsync_interval     0.05              RINGQ_FSYNC_INTERVAL      >= 0 s (> 0 with "batch")
 max_attempts       5                 RINGQ_MAX_ATTEMPTS        1..=4_294_967_295 deliveries
 lease              30.0              RINGQ_LEASE               > 0 s (default checkout lease)
 segment_size       None (16 MiB)     RINGQ_SEGMENT_SIZE        65_536..=2_147_483_647 bytes
+recycle_segments   True              RINGQ_RECYCLE_SEGMENTS    False: covered segments are deleted
 snapshot_every     None (1_000_000)  RINGQ_SNAPSHOT_EVERY      >= 1 journal records
 snapshot_interval  None (300.0)      RINGQ_SNAPSHOT_INTERVAL   > 0 s
 max_payload        None (1 MiB)      RINGQ_MAX_PAYLOAD         1..=67_108_864 bytes
@@ -34,7 +35,7 @@ max_headers        None (64 KiB)     RINGQ_MAX_HEADERS         0..=16_777_216 by
 dlq_capacity       None (10_000)     RINGQ_DLQ_CAPACITY        >= 1 dead letters
 shared             False             RINGQ_SHARED              True: processes share it
 handlers           {}                RINGQ_HANDLER__<NAME>__*  per-handler overrides, see below
-=================  ================  ========================  ================================
+=================  ================  ========================  ===================================
 
 Handler options (``HandlerOptions``, declared in code; the override key and
 its variable are in the last two columns):
@@ -510,6 +511,7 @@ QUEUE_OPTIONS: Final[tuple[QueueOption, ...]] = (
     QueueOption("max_attempts", "int", 5, "deliveries", ge=1, le=2**32 - 1),
     QueueOption("lease", "seconds", 30.0, "(default checkout lease)", gt=0),
     QueueOption("segment_size", "int", None, "bytes", 16 * _MIB, ge=64 * _KIB, le=2**31 - 1),
+    QueueOption("recycle_segments", "bool", True, "False: covered segments are deleted"),
     QueueOption("snapshot_every", "int", None, "journal records", 1_000_000, ge=1),
     QueueOption("snapshot_interval", "seconds", None, "", 300.0, gt=0),
     QueueOption("max_payload", "int", None, "bytes", _MIB, ge=1, le=64 * _MIB),
@@ -587,6 +589,7 @@ class QueueOptions:
     max_attempts: int = 5
     lease: float = 30.0
     segment_size: int | None = None
+    recycle_segments: bool = True
     snapshot_every: int | None = None
     snapshot_interval: float | None = None
     max_payload: int | None = None

@@ -21,10 +21,11 @@ from ringq.codecs import DEFAULT_TOPIC
 from ringq.codecs.encoding import outgoing_message
 from ringq.codecs.envelope import Encrypted
 from ringq.codecs.formats import DEFAULT_CODEC, Codec
-from ringq.config import QUEUE_DEFAULTS, Durability, QueueOptions
+from ringq.config import QUEUE_DEFAULTS, QUEUE_OPTIONS, Durability, QueueOptions
 from ringq.dlq import DeadLetterQueue
 from ringq.errors import ConfigError, QueueClosed, describe_error
 from ringq.hosting import HandlerHost
+from ringq.retry import _Problems
 
 if TYPE_CHECKING:
     from ringq.di import Resolver
@@ -76,8 +77,17 @@ KEYWORD_DEFAULTS: Final[Mapping[str, object]] = QUEUE_DEFAULTS
 
 
 def resolve_settings(options: QueueOptions | None, given: dict[str, object]) -> dict[str, object]:
-    """The backend's options: the keywords, or ``options`` (not both)."""
+    """The backend's options: the keywords, or ``options`` (not both).
+
+    The backend checks the keywords, but for the ``bool`` ones
+    (``shared``, ``recycle_segments``), checked here: ``shared=1`` would
+    otherwise open a queue of this process only."""
     if options is None:
+        p = _Problems()
+        for option in QUEUE_OPTIONS:
+            if option.kind == "bool" and option.name in given:
+                option.check(p, given[option.name])
+        p.raise_if_any("option")
         return given
     also = sorted(k for k, v in given.items() if v != KEYWORD_DEFAULTS[k])
     if also:
@@ -152,6 +162,7 @@ class QueueCore(HandlerHost):
         max_attempts: int = 5,
         lease: float = 30.0,
         segment_size: int | None = None,
+        recycle_segments: bool = True,
         snapshot_every: int | None = None,
         snapshot_interval: float | None = None,
         max_payload: int | None = None,

@@ -323,12 +323,14 @@ impl PyEngine {
     /// defaults and the ranges checked here by `tests/test_options_table.py`.
     /// `shared=True`: the directory is shared by processes (the first owns
     /// it and serves a socket in it; later ones are its clients).
+    /// `recycle_segments=False`: journal segments a snapshot covers are
+    /// deleted instead of being reused as spares (`Options::recycle_segments`).
     /// `_manual_clock=True` (for tests) gives the engine a clock that stands
     /// at the wall clock's time of opening until `_advance_clock` moves it.
     #[new]
     #[pyo3(signature = (path, *, capacity=None, durability="batch", fsync_interval=None, max_attempts=None,
         segment_size=None, snapshot_every=None, snapshot_interval=None, max_payload=None, max_key=None,
-        max_headers=None, dlq_capacity=None, lease=None, shared=false, _manual_clock=None))]
+        max_headers=None, dlq_capacity=None, lease=None, shared=false, recycle_segments=true, _manual_clock=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -346,6 +348,7 @@ impl PyEngine {
         dlq_capacity: Option<&Bound<'_, PyAny>>,
         lease: Option<&Bound<'_, PyAny>>,
         shared: bool,
+        recycle_segments: bool,
         _manual_clock: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         // Every bad option is reported at once (one ConfigError).
@@ -405,6 +408,7 @@ impl PyEngine {
             (cap as usize, attempts as u32, seg as usize, every as u64);
         (o.max_payload, o.max_key, o.max_headers, o.dlq_capacity) =
             (payload as usize, key as usize, hdrs as usize, dlq as usize);
+        o.recycle_segments = recycle_segments;
         if bad.is_empty()
             && let Err(e) = o.validate()
         {

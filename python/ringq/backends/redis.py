@@ -38,7 +38,7 @@ once, as a generator of requests) with redis.asyncio: ``RedisLoopHandle``.
 
 Options that describe a journal on disk (``segment_size``,
 ``snapshot_every``, ``snapshot_interval``, a non-default
-``fsync_interval``) do not apply and are refused. The queue's capacity,
+``fsync_interval`` or ``recycle_segments``) do not apply and are refused. The queue's capacity,
 ``max_attempts`` and ``dlq_capacity`` are kept in the namespace (the first
 opener's values; a later opener with other values gets a ``ConfigError``).
 """
@@ -173,6 +173,7 @@ class RedisBackend:
         max_attempts: int | None = None,
         lease: float | None = None,
         segment_size: int | None = None,
+        recycle_segments: bool = True,
         snapshot_every: int | None = None,
         snapshot_interval: float | None = None,
         max_payload: int | None = None,
@@ -225,6 +226,14 @@ class RedisBackend:
             p.add("namespace", namespace, "must be 1-200 characters without braces or NUL")
         if shared:
             p.add("shared", shared, "does not apply to a Redis queue (every client shares it)")
+        if recycle_segments is not True:
+            p.add(
+                "recycle_segments",
+                recycle_segments,
+                "does not apply to a Redis queue (no journal here)"
+                if recycle_segments is False
+                else "must be True or False",
+            )
         p.raise_if_any("Redis queue options")
         opt = {k: (defaults[k] if v is None else v) for k, v in given.items()}
         self._url = url
