@@ -717,3 +717,29 @@ def test_stopping_async_handlers_finishes_the_calls_left_on_their_loop(
         gc.collect()
     assert unraisable == [], [str(u.exc_value) for u in unraisable]
     assert "Task was destroyed but it is pending" not in caplog.text
+
+
+def test_a_manual_clock_moves_only_between_scripts() -> None:
+    """``_manual_clock``: an advance waits for the scripts that read the time
+    before it (one sent after the advance's reap with the old time would
+    lease a message the reap made ready with a deadline a whole step early:
+    the schedules contract saw a tick fire an interval late, about 1 run in
+    7 on a Redis Cluster)."""
+    from ringq.backends.redis import _Clock
+
+    clock = _Clock(manual=True)
+    t0 = clock.now()
+    moved = threading.Event()
+    mover = threading.Thread(target=lambda: (clock.advance(10.0), moved.set()))
+    with clock.reading() as at:
+        assert at == t0
+        mover.start()
+        assert not moved.wait(0.2), "the clock moved under a script that read it"
+        assert clock.now() == t0
+    mover.join(5.0)
+    assert moved.is_set() and clock.now() == t0 + 10_000_000
+    with clock.reading() as at:
+        assert at == t0 + 10_000_000
+    wall = _Clock(manual=False)
+    with wall.reading() as at:
+        assert abs(at - time.time() * 1e6) < 5e6

@@ -53,7 +53,7 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
@@ -141,18 +141,50 @@ def _text(v: object) -> str | None:
 
 
 class _Clock:
-    """Wall time, or (tests) a manual clock that stands still until advanced."""
+    """Wall time, or (tests) a manual clock that stands still until advanced.
+
+    A script takes the time as an argument (``_script_args``), read before
+    it is sent: with the manual clock, a script sent with the time from
+    before an advance would act on what the advance's reap changed with the
+    old time (lease a message the reap made ready, with a deadline a whole
+    step early). So every script holds the time it read (``reading``) until
+    it has run, and ``advance`` waits for those to end first: each script
+    runs wholly before or wholly after an advance, as each engine call does
+    under the engine's lock."""
 
     def __init__(self, manual: bool) -> None:
         self.manual = manual
         self._at = _us(time.time())
+        self._cv = threading.Condition()
+        #: Scripts under way with the manual time they read.
+        self._readers = 0
 
     def now(self) -> int:
         return self._at if self.manual else _us(time.time())
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[int]:
+        """The time for one script, held (manual clock) until it has run."""
+        if not self.manual:
+            yield _us(time.time())
+            return
+        with self._cv:
+            self._readers += 1
+            at = self._at
+        try:
+            yield at
+        finally:
+            with self._cv:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cv.notify_all()
+
     def advance(self, seconds: float) -> int:
-        self._at += _us(seconds)
-        return self._at
+        """Moves the manual clock once no script holds the time before it."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._readers == 0)
+            self._at += _us(seconds)
+            return self._at
 
 
 def open_redis(url: str, **options: Any) -> RedisBackend:
@@ -405,15 +437,16 @@ class RedisBackend:
         assert instance is not None
         return instance
 
-    def _script_args(self, args: Sequence[object]) -> list[object]:
-        """A script's ARGV (prefix, clock, then ``args``); the queue must be open."""
+    def _script_args(self, now: int, args: Sequence[object]) -> list[object]:
+        """A script's ARGV (prefix, the time ``now`` from ``_clock.reading``,
+        then ``args``); the queue must be open."""
         if self._closed:
             raise errors.QueueClosed("the queue is closed")
         if os.getpid() != self._pid:
             raise errors.QueueForked(
                 f"this Redis queue was opened by process {self._pid}: open it again in the child"
             )
-        return [self._prefix, self._clock.now(), *args]
+        return [self._prefix, now, *args]
 
     def _script_text(self, name: str) -> str:
         return CLUSTER_GUARD + SCRIPTS[name] if self._cluster else SCRIPTS[name]
@@ -427,9 +460,13 @@ class RedisBackend:
     def _script(self, name: str, args: Sequence[object]) -> Any:
         """Runs script ``name`` (``EVALSHA``; loaded again if the server lost
         it; again, after a growing pause, while its slot is resharded)."""
-        import redis
+        with self._clock.reading() as now:
+            full = self._script_args(now, args)
+            return self._call(partial(self._run_script, name, full))
 
-        full = self._script_args(args)
+    def _run_script(self, name: str, full: list[object]) -> Any:
+        """``_script``'s call with its ARGV ``full``."""
+        import redis
 
         def once() -> Any:
             sha = self._shas.get(name)
@@ -452,7 +489,7 @@ class RedisBackend:
                 time.sleep(pause)
                 pause = min(2 * pause, 0.05)
 
-        return self._call(run)
+        return run()
 
     # -- properties ---------------------------------------------------------
 
@@ -1481,16 +1518,17 @@ class RedisLoopHandle:
         import redis
 
         b = self._b
-        full = b._script_args(args)
-        deadline, pause = time.monotonic() + RESHARD_WAIT, 0.001
-        while True:
-            try:
-                return await self._script_once(name, full)
-            except redis.exceptions.ResponseError as e:
-                if not b._resharding(e, deadline):
-                    raise
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, 0.05)
+        with b._clock.reading() as now:
+            full = b._script_args(now, args)
+            deadline, pause = time.monotonic() + RESHARD_WAIT, 0.001
+            while True:
+                try:
+                    return await self._script_once(name, full)
+                except redis.exceptions.ResponseError as e:
+                    if not b._resharding(e, deadline):
+                        raise
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 0.05)
 
     async def _script_once(self, name: str, full: list[object]) -> Any:
         import redis
