@@ -89,8 +89,9 @@ pub struct Options {
     pub clock: crate::clock::Clock,
     /// Journal segments a snapshot covers become the next spares
     /// (`journal::prepare::recycle_spare`) instead of being deleted and
-    /// new files written with zeros. On by default; not offered to Python
-    /// yet. Off, the journal behaves as before recycling existed (tests of
+    /// new files written with zeros. On by default; the queue option
+    /// `recycle_segments` (`RINGQ_RECYCLE_SEGMENTS`) in Python. Off, the
+    /// journal behaves as before recycling existed (tests of
     /// what deleting covered segments leaves on disk turn it off; so may a
     /// copy-on-write filesystem, where overwriting a file in place
     /// allocates new blocks anyway).

@@ -593,3 +593,15 @@ def test_queue_options_repr_shows_what_differs_from_the_defaults() -> None:
     assert (
         repr(opts) == "QueueOptions(capacity=10, handlers={'h': {'backoff': Backoff.fixed(1.0)}})"
     )
+
+
+def test_options_come_as_keywords_or_as_options_not_both(tmp_path: Path) -> None:
+    with pytest.raises(ringq.ConfigError, match=r"not both \(also given: capacity\)$"):
+        ringq.Queue(tmp_path / "a", capacity=5, options=QueueOptions())
+    # A bool by type too: 1 is not the default True (it would be ignored).
+    with pytest.raises(ringq.ConfigError, match=r"not both \(also given: recycle_segments\)$"):
+        ringq.Queue(tmp_path / "b", recycle_segments=1, options=QueueOptions())  # type: ignore[arg-type]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # Keywords left at their defaults (or equal to them) go with options=.
+    with ringq.Queue(tmp_path / "c", lease=30, options=QueueOptions(capacity=7)) as q:
+        assert q.stats()["capacity"] == 7

@@ -730,7 +730,7 @@ def test_a_manual_clock_moves_only_between_scripts() -> None:
     clock = _Clock(manual=True)
     t0 = clock.now()
     moved = threading.Event()
-    mover = threading.Thread(target=lambda: (clock.advance(10.0), moved.set()))
+    mover = threading.Thread(target=lambda: (clock.advance(10.0), moved.set()), daemon=True)
     with clock.reading() as at:
         assert at == t0
         mover.start()

@@ -89,7 +89,12 @@ def resolve_settings(options: QueueOptions | None, given: dict[str, object]) -> 
                 option.check(p, given[option.name])
         p.raise_if_any("option")
         return given
-    also = sorted(k for k, v in given.items() if v != KEYWORD_DEFAULTS[k])
+    # A bool by type too: recycle_segments=1 is not the default True.
+    also = sorted(
+        k
+        for k, v in given.items()
+        if v != KEYWORD_DEFAULTS[k] or isinstance(v, bool) != isinstance(KEYWORD_DEFAULTS[k], bool)
+    )
     if also:
         raise ConfigError(
             "pass queue options either as keywords or as options=, not both "

@@ -1101,6 +1101,7 @@ fn _default_options(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("max_key", o.max_key)?;
     d.set_item("max_headers", o.max_headers)?;
     d.set_item("dlq_capacity", o.dlq_capacity)?;
+    d.set_item("recycle_segments", o.recycle_segments)?;
     Ok(d)
 }
 

@@ -24,25 +24,32 @@ pub fn drain(e: &Engine, topic: &str) -> Vec<Vec<u8>> {
 }
 
 /// (name, bytes) of every file in `dir`. A live engine's preparer thread
-/// may rename or remove a file between the listing and its read (a spare
-/// made or recycled): the copy then starts over, so that it holds each file
-/// under one name.
+/// may rename or remove a file while the directory is copied (a spare made
+/// or recycled): the copy starts over if a file vanished before its read or
+/// the names changed meanwhile, so that it holds each file under one name.
 pub fn snapshot_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "LOCK")
+            .collect();
+        v.sort();
+        v
+    };
     'copy: for _ in 0..100 {
+        let listed = names();
         let mut v = Vec::new();
-        for e in fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            if e.file_name() == "LOCK" {
-                continue;
-            }
-            match fs::read(e.path()) {
-                Ok(bytes) => v.push((e.file_name().into_string().unwrap(), bytes)),
+        for name in &listed {
+            match fs::read(dir.join(name)) {
+                Ok(bytes) => v.push((name.clone(), bytes)),
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue 'copy,
-                Err(err) => panic!("reading {}: {err}", e.path().display()),
+                Err(err) => panic!("reading {}: {err}", dir.join(name).display()),
             }
         }
-        v.sort();
-        return v;
+        if names() == listed {
+            return v;
+        }
     }
     panic!("the files of {} kept changing while being copied", dir.display());
 }

@@ -86,6 +86,9 @@ MAX_PRIORITY = 9
 MAX_WINDOW = 31_536_000
 #: How long a call waits for a reshard of its namespace's slot to end: seconds.
 RESHARD_WAIT = 60.0
+#: How long an advance of the manual clock (tests) waits for the scripts
+#: that read the time before it: seconds (``_Clock.advance``).
+ADVANCE_WAIT = 30.0
 #: A pooled connection idle this many seconds is checked with a PING (and
 #: made again if the server closed it, e.g. restarted) before a call uses
 #: it, so a call is not failed by a connection that broke while unused.
@@ -180,9 +183,17 @@ class _Clock:
                     self._cv.notify_all()
 
     def advance(self, seconds: float) -> int:
-        """Moves the manual clock once no script holds the time before it."""
+        """Moves the manual clock once no script holds the time before it.
+        Not from the thread of an event loop whose tasks run this queue's
+        scripts (they could not finish): that, a script stuck on a server
+        that does not answer, or scripts without pause, end in a
+        ``RuntimeError`` after ``ADVANCE_WAIT`` seconds."""
         with self._cv:
-            self._cv.wait_for(lambda: self._readers == 0)
+            if not self._cv.wait_for(lambda: self._readers == 0, ADVANCE_WAIT):
+                raise RuntimeError(
+                    f"the manual clock waited {ADVANCE_WAIT:g} s for {self._readers} "
+                    "script(s) that read the time before this advance"
+                )
             self._at += _us(seconds)
             return self._at
 
