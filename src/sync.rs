@@ -416,7 +416,14 @@ mod tests {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(100));
+        // All four have asked (a sleep here was too short for a loaded
+        // machine now and then: a writer asking after the first round
+        // started made three rounds).
+        let t0 = std::time::Instant::now();
+        while lock(&sp.st).arrivals < 4 {
+            assert!(t0.elapsed() < Duration::from_secs(30), "the writers never asked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let f = flusher(sp.clone());
         for w in writers {
             w.join().unwrap();
