@@ -179,10 +179,15 @@ def segment_bytes(qdir: Path) -> list[bytes]:
     return list(file_bytes(qdir, "*.log").values())
 
 
+def segment_format(segment: bytes) -> int:
+    """A journal segment's format (the u32 at offset 8 of its header,
+    ``docs/format.md``): 3 for a recycled one."""
+    return int.from_bytes(segment[8:12], "little")
+
+
 def segment_formats(qdir: Path) -> list[int]:
-    """The format of every journal segment in ``qdir`` (the u32 at offset 8
-    of its header, ``docs/format.md``): 3 for a recycled one."""
-    return sorted(int.from_bytes(b[8:12], "little") for b in segment_bytes(qdir))
+    """The format of every journal segment in ``qdir``."""
+    return sorted(segment_format(b) for b in segment_bytes(qdir))
 
 
 def publish_and_ack(q: ringq.Queue, marker: bytes, n: int) -> None:
@@ -210,10 +215,7 @@ def test_recycle_segments_decides_whether_covered_segments_are_reused_or_deleted
         # The preparer thread recycles them after snapshot() returns, newest
         # first: one of those holds first-acked payloads, kept as they were.
         def recycled_with_old_payloads() -> bool:
-            return any(
-                int.from_bytes(b[8:12], "little") == 3 and b"first-acked " in b
-                for b in segment_bytes(qdir)
-            )
+            return any(segment_format(b) == 3 and b"first-acked " in b for b in segment_bytes(qdir))
 
         assert wait_until(recycled_with_old_payloads, timeout=10.0), segment_formats(qdir)
     else:

@@ -520,17 +520,18 @@ impl Spares {
                 drop(retired);
             }
         }
+        let spare_size = segment_bytes(size);
         {
             let mut st = self.st.lock();
             st.running = true;
-            st.size = segment_bytes(size);
+            st.size = spare_size;
         }
         let _running = Running(self);
-        self.prepare_loop(dir, faults, size);
+        self.prepare_loop(dir, faults, spare_size);
     }
 
-    fn prepare_loop(&self, dir: &Path, faults: &Faults, size: usize) {
-        let spare_size = segment_bytes(size);
+    /// `spare_size`: the size of every spare (`segment_bytes`).
+    fn prepare_loop(&self, dir: &Path, faults: &Faults, spare_size: usize) {
         loop {
             // Covered segments handed over are made spares at once (their
             // old names gone from the directory), needed yet or not; new
@@ -563,7 +564,7 @@ impl Spares {
                 st.next_seq - 1
             };
             let new_file =
-                || create_spare(dir, faults, size, self.fill, &seq, &|| self.stopping.load(Ordering::Relaxed));
+                || create_spare(dir, faults, spare_size, self.fill, &seq, &|| self.stopping.load(Ordering::Relaxed));
             let made = match &from {
                 None => Some(new_file()),
                 Some(from) => match recycle_spare(dir, faults, from, spare_size, &seq) {
