@@ -57,9 +57,17 @@ def test_windows_of_acked_keys_and_priorities_survive_sigkill(
             f"{key} forgot its window ({context})"
         )
     left = {d.dedup_key for d in q.checkout("jobs", max_messages=n, timeout=0)}
-    # Not acked (or acked but its line cut off by the kill): still there.
-    assert left | set(acked) >= set(ids), context
-    assert len(left) + len(acked) in (n, n - 1), context
+    # Every key is still there or reported acked, but one: the child may
+    # have acked it (durably) and been killed before printing its line. Its
+    # window holds then too.
+    unreported = set(ids) - left - set(acked)
+    assert len(unreported) <= 1, context
+    for key in unreported:
+        assert q.publish(b"again", "jobs", dedup_key=key) == ids[key], (
+            f"{key}, acked but not reported, forgot its window ({context})"
+        )
+    assert len(left) + len(acked) + len(unreported) == n, context
+    assert q.checkout("jobs", timeout=0) == [], f"a publish into a window enqueued ({context})"
     prio = q.checkout("prio", max_messages=n + 1, timeout=0)
     got = [(d.priority, int(d.payload.split(b"-")[1])) for d in prio]
     assert got == sorted(got, key=lambda t: (-t[0], t[1])), context

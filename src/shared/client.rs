@@ -30,7 +30,7 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long a caller polls for its answer before it sleeps: a round trip
@@ -55,6 +55,33 @@ struct Conn {
     reader: Mutex<FrameReader>,
     /// What calls in flight fail with if the connection breaks.
     gone: String,
+    /// Whom it is connected to (see [`gone_owners`]).
+    owner: OwnerKey,
+}
+
+/// An owner as its hello named it: the queue's identity and its pid.
+type OwnerKey = (u64, u32);
+
+/// The owners this process saw hang up on one of its connections. An owner
+/// killed closes its sockets one after another: a connection of this
+/// process still open to it (a blocking client's, idle beside an event
+/// loop's) would take the next call and fail it with `OwnerGone` though
+/// the owner was known to be gone before the call. A connection to an owner
+/// named here is not used again; a hello from it (a live process of that
+/// pid) takes it off. A handful of entries at most: one per owner that died
+/// while this process was connected to it.
+static GONE_OWNERS: Mutex<Vec<OwnerKey>> = Mutex::new(Vec::new());
+
+/// Every connection of this process to `owner` is dead (one saw it hang up).
+fn owner_hung_up(owner: OwnerKey) {
+    let mut g = GONE_OWNERS.lock();
+    if !g.contains(&owner) {
+        g.push(owner);
+    }
+}
+
+fn owner_known_gone(owner: OwnerKey) -> bool {
+    GONE_OWNERS.lock().contains(&owner)
 }
 
 #[derive(Default)]
@@ -104,9 +131,13 @@ impl Conn {
             if p.broken.is_some() {
                 return false;
             }
-            if p.reading {
-                return true;
-            }
+        }
+        if owner_known_gone(self.owner) {
+            self.fail_all(self.gone.clone());
+            return false;
+        }
+        if self.pending.lock().reading {
+            return true;
         }
         let mut byte = [0u8; 1];
         // SAFETY: `byte` is valid for a write of one byte; the descriptor
@@ -121,9 +152,16 @@ impl Conn {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                 ));
         if hung_up {
-            self.fail_all(self.gone.clone());
+            self.hang_up(self.gone.clone());
         }
         !hung_up
+    }
+
+    /// The owner's end closed (or the socket failed): `fail_all`, and every
+    /// other connection of this process to the same owner is dead too.
+    fn hang_up(&self, why: String) {
+        owner_hung_up(self.owner);
+        self.fail_all(why);
     }
 
     /// Fails every call in flight with `OwnerGone(why)`; nothing more goes
@@ -182,7 +220,7 @@ impl Conn {
         let mut r = self.reader.lock();
         while !mine.filled() {
             let Ok(Some(frame)) = r.read_frame() else {
-                self.fail_all(self.gone.clone());
+                self.hang_up(self.gone.clone());
                 break;
             };
             let Ok((id, code, body)) = wire::split(&frame) else {
@@ -263,6 +301,8 @@ pub struct Client {
     /// inside: not connected; a call then fails with `WouldBlock` and the
     /// caller reconnects elsewhere).
     looped: Option<Box<Mutex<Option<LoopConn>>>>,
+    /// The pid of the owner the loop's connection said hello to.
+    loop_owner_pid: AtomicU32,
 }
 
 impl Client {
@@ -280,6 +320,7 @@ impl Client {
             opener_pid: std::process::id(),
             policies: Mutex::new(Vec::new()),
             looped: None,
+            loop_owner_pid: AtomicU32::new(0),
         })
     }
 
@@ -302,6 +343,7 @@ impl Client {
             return Err(self.replaced(found, expected));
         }
         let conn = Arc::into_inner(conn).expect("a new connection has one handle");
+        self.loop_owner_pid.store(conn.owner.1, Ordering::Relaxed);
         let lc = LoopConn::new(conn.stream)
             .map_err(|e| Error::OwnerGone(format!("setting up the connection to the owner: {e}")))?;
         *looped.lock() = Some(lc);
@@ -330,7 +372,19 @@ impl Client {
     /// Writes what was submitted; true if some is left for when the socket
     /// is writable.
     pub fn loop_flush(&self) -> bool {
-        self.loop_conn().is_ok_and(|mut c| c.flush())
+        self.loop_conn().is_ok_and(|mut c| {
+            let more = c.flush();
+            self.note_hang_up(&c);
+            more
+        })
+    }
+
+    /// An owner that hung up on the loop's connection is gone for every
+    /// connection of this process ([`GONE_OWNERS`]).
+    fn note_hang_up(&self, c: &LoopConn) {
+        if c.hung_up() {
+            owner_hung_up((self.welcome.instance_id, self.loop_owner_pid.load(Ordering::Relaxed)));
+        }
     }
 
     /// The answers that came; if the connection broke, every request in
@@ -341,6 +395,7 @@ impl Client {
         let mut slot = looped.lock();
         let Some(c) = slot.as_mut() else { return Vec::new() };
         let answers = c.pump(|why| self.gone(why));
+        self.note_hang_up(c);
         if c.broken().is_some() {
             slot.take();
         }
@@ -437,7 +492,7 @@ impl Client {
             p.waiting.insert(id, Arc::clone(&slot));
         }
         if let Err(e) = conn.send(&frame) {
-            conn.fail_all(self.gone(&format!("writing to its socket failed: {e}")));
+            conn.hang_up(self.gone(&format!("writing to its socket failed: {e}")));
         }
         conn.wait_for(&slot)
     }
@@ -520,7 +575,11 @@ fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
         pending: Mutex::new(Pending::default()),
         reader: Mutex::new(r),
         gone,
+        owner: (welcome.instance_id, welcome.owner_pid),
     });
+    // It answered: a live process (with the pid of one that died here
+    // before, if the pids came round).
+    GONE_OWNERS.lock().retain(|o| *o != conn.owner);
     Ok((conn, welcome))
 }
 
@@ -699,5 +758,88 @@ impl Store for Client {
     }
     fn with_engine(&self, _f: &mut dyn FnMut(&Engine)) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+
+    /// An owner that only says hello: each connection it accepts is answered
+    /// with a welcome from `(instance, pid)` and handed to the test.
+    fn hello_only_owner(dir: &Path, instance: u64, pid: u32) -> mpsc::Receiver<UnixStream> {
+        let (listener, _) = addr::bind(dir, instance).expect("binds");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let mut s = s.expect("accepts");
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).expect("hello length");
+                let mut hello = vec![0u8; u32::from_le_bytes(len) as usize];
+                s.read_exact(&mut hello).expect("hello");
+                let (id, code, _) = wire::split(&hello).expect("a frame");
+                assert_eq!(code, op::HELLO);
+                let welcome = Welcome {
+                    version: wire::VERSION,
+                    instance_id: instance,
+                    durability: Durability::Batch,
+                    owner_pid: pid,
+                    capacity: 16,
+                    max_attempts: 5,
+                };
+                let mut f = Vec::new();
+                let start = wire::begin(&mut f, id, wire::OK);
+                wire::put_welcome(&mut Writer::new(&mut f), &welcome);
+                wire::finish(&mut f, start).expect("small");
+                s.write_all(&f).expect("welcome");
+                if tx.send(s).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// An owner killed closes its sockets one after another. Once one
+    /// connection of this process saw it hang up (here the event loop's),
+    /// another one still open to it (the blocking client's, idle) is not
+    /// used: the next call connects anew instead of going to the dying
+    /// owner and failing with `OwnerGone`. A hello from that owner (a live
+    /// process of its pid) makes its connections usable again.
+    #[test]
+    fn an_owner_seen_hanging_up_on_one_connection_is_not_called_on_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let (instance, pid) = (0x5eed_0000_0000_0000 | u64::from(std::process::id()), 4_000_000);
+        let accepted = hello_only_owner(dir.path(), instance, pid);
+        let wait = Duration::from_secs(10);
+
+        let blocking = Client::connect(dir.path()).expect("connects");
+        let mut idle = accepted.recv_timeout(wait).expect("the blocking client's connection");
+        let looped = Client::for_loop(dir.path(), instance).expect("connects");
+        let loop_side = accepted.recv_timeout(wait).expect("the loop's connection");
+
+        // The loop's connection sees the owner's end close first.
+        drop(loop_side);
+        let deadline = std::time::Instant::now() + wait;
+        while looped.loop_fd().is_some() {
+            assert!(std::time::Instant::now() < deadline, "the loop's connection never saw the hang-up");
+            looped.loop_pump();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        // The blocking client's connection is still open at the owner's
+        // end, but it is not used: a new one is made.
+        blocking.connection().expect("connects anew");
+        let _fresh = accepted.recv_timeout(wait).expect("a new connection, not the idle one");
+        let mut b = [0u8; 1];
+        assert_eq!(idle.read(&mut b).expect("reads"), 0, "the idle connection was closed by the client");
+
+        // The new hello came from a live owner of that pid: its connection
+        // is used from now on.
+        blocking.connection().expect("connected");
+        assert!(accepted.recv_timeout(Duration::from_millis(200)).is_err(), "no further connection");
     }
 }

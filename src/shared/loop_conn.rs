@@ -41,6 +41,9 @@ pub struct LoopConn {
     pending: HashMap<u64, u8>,
     /// Why the connection broke (nothing more goes out on it).
     broken: Option<String>,
+    /// It broke because the owner's end closed (not because of what the
+    /// owner sent, or a close here).
+    hung_up: bool,
 }
 
 impl LoopConn {
@@ -55,6 +58,7 @@ impl LoopConn {
             start: 0,
             pending: HashMap::new(),
             broken: None,
+            hung_up: false,
         })
     }
 
@@ -66,6 +70,11 @@ impl LoopConn {
     /// Why the connection broke, if it did.
     pub fn broken(&self) -> Option<&str> {
         self.broken.as_deref()
+    }
+
+    /// Whether it broke because the owner's end of the socket closed.
+    pub fn hung_up(&self) -> bool {
+        self.hung_up
     }
 
     /// Whether requests wait to be written.
@@ -102,11 +111,11 @@ impl LoopConn {
     pub fn flush(&mut self) -> bool {
         while self.broken.is_none() && self.sent < self.out.len() {
             match (&self.stream).write(&self.out[self.sent..]) {
-                Ok(0) => self.break_with("the owner's socket took no more bytes".into()),
+                Ok(0) => self.hang_up("the owner's socket took no more bytes".into()),
                 Ok(n) => self.sent += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => self.break_with(format!("writing to its socket failed: {e}")),
+                Err(e) => self.hang_up(format!("writing to its socket failed: {e}")),
             }
         }
         if self.sent == self.out.len() {
@@ -125,7 +134,7 @@ impl LoopConn {
         let mut chunk = [0u8; 64 * 1024];
         while self.broken.is_none() && read < PUMP_BYTES {
             match (&self.stream).read(&mut chunk) {
-                Ok(0) => self.break_with("the owner hung up".into()),
+                Ok(0) => self.hang_up("the owner hung up".into()),
                 Ok(n) => {
                     read += n;
                     self.inbuf.extend_from_slice(&chunk[..n]);
@@ -133,7 +142,7 @@ impl LoopConn {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => self.break_with(format!("reading its socket failed: {e}")),
+                Err(e) => self.hang_up(format!("reading its socket failed: {e}")),
             }
         }
         if let Some(why) = &self.broken {
@@ -187,6 +196,11 @@ impl LoopConn {
             self.inbuf.drain(..self.start);
             self.start = 0;
         }
+    }
+
+    fn hang_up(&mut self, why: String) {
+        self.hung_up |= self.broken.is_none();
+        self.break_with(why);
     }
 
     fn break_with(&mut self, why: String) {
