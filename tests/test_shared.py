@@ -279,6 +279,54 @@ def test_ringq_serve_owns_until_sigterm(qdir: Path, tmp_path: Path) -> None:
         q.close()
 
 
+def test_ringq_serve_takes_every_queue_option_as_a_flag(qdir: Path) -> None:
+    """The owner ``ringq serve`` runs gets the queue options given as flags
+    (one per row of ``QUEUE_OPTIONS``); its clients see their effects."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "ringq.cli", "serve", str(qdir), "--stats-every", "0"]
+    bad = subprocess.run([*cmd, "--capacity", "0"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--capacity" in bad.stderr, bad.stderr
+    assert not qdir.exists(), "a refused flag creates nothing"
+    flags = ["--capacity", "300", "--durability", "always", "--max-attempts", "1"]
+    flags += ["--segment-size", "65536", "--no-recycle-segments"]
+    server = subprocess.Popen([*cmd, *flags], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stderr is not None
+        assert "serving" in server.stderr.readline()
+        q = ringq.Queue(qdir, shared=True)
+        try:
+            assert q.role == "client"
+            st = q.stats()
+            assert (st["capacity"], st["durability"]) == (300, "always")
+            # Messages of 1 KiB in segments of 64 KiB, acked: a snapshot
+            # deletes the segments it covers (not recycled, old payloads
+            # and all). The later ones fill more than the active segment.
+            for marker, n in ((b"first-acked", 120), (b"later-acked", 80)):
+                for _ in range(n):
+                    q.publish(marker + bytes(1024), "t")
+                while got := q.checkout("t", max_messages=100, timeout=0):
+                    q.ack(got)
+            assert q.stats()["journal_segments"] > 2
+            q.snapshot()
+            for seg in qdir.glob("*.log"):
+                try:
+                    assert b"first-acked" not in seg.read_bytes(), seg.name
+                except FileNotFoundError:
+                    continue  # renamed by the preparer meanwhile
+            q.publish(b"fails once", "t")
+            [d] = q.checkout("t", timeout=0)
+            q.nack(d)
+            assert q.stats()["dead"] == 1, "--max-attempts 1: the first failure is the last"
+        finally:
+            q.close()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
 PRODUCER = """
 import sys, ringq
 q = ringq.Queue(sys.argv[1], shared=True, capacity=100_000)

@@ -29,7 +29,9 @@ ids (16 hex digits): the other columns wrap.
 ``ringq serve PATH`` owns a shared queue in the foreground (processes open
 it with ``Queue(PATH, shared=True)`` as its clients) until SIGTERM or
 SIGINT, then closes it cleanly (exit 0; 3 if another process already owns
-PATH).
+PATH). Every queue option is a flag (``--segment-size``,
+``--no-recycle-segments``, ...: the rows of ``ringq.config.QUEUE_OPTIONS``);
+one not given keeps the queue's default.
 
 ``ringq snapshot PATH``, ``ringq dlq replay PATH`` and ``ringq dlq purge
 PATH`` change the queue, so they open it: on a directory a shared queue's
@@ -946,17 +948,45 @@ def dlq_purge_cmd(
     )
 
 
+def _queue_option_flags(
+    skip: Sequence[str],
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A ``--flag`` for each row of ``QUEUE_OPTIONS`` but ``skip``, typed
+    and bounded as the row says (a bool as ``--name/--no-name``). A flag
+    left out passes nothing: the queue's default (the table's) applies."""
+    from ringq.config import QUEUE_OPTIONS, QueueOption
+
+    def flag(o: QueueOption) -> Callable[[Callable[..., None]], Callable[..., None]]:
+        dashed = o.name.replace("_", "-")
+        default = o.default_text()
+        if o.default is None:  # "None (16 MiB)": the engine's default
+            default = default.removeprefix("None (").removesuffix(")")
+        if o.kind == "bool":
+            text = f"{o.valid_values()} (default {default})"
+            return click.option(f"--{dashed}/--no-{dashed}", default=None, help=text)
+        unit = "seconds " if o.kind == "seconds" else ""
+        text = f"{unit}{o.doc} (default {default})".replace("  ", " ").lstrip()
+        kind: click.ParamType[Any]
+        if o.kind == "int":
+            kind = click.IntRange(min=o.ge, max=o.le)
+        elif o.kind == "seconds":
+            kind = click.FloatRange(min=o.ge if o.ge is not None else o.gt, min_open=o.ge is None)
+        else:
+            kind = click.Choice(o.choices)
+        return click.option(f"--{dashed}", type=kind, default=None, help=text)
+
+    def decorate(f: Callable[..., None]) -> Callable[..., None]:
+        for o in reversed(QUEUE_OPTIONS):
+            if o.name not in skip:
+                f = flag(o)(f)
+        return f
+
+    return decorate
+
+
 @main.command("serve")
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--capacity", type=click.IntRange(min=1), help="most live messages (default 100,000)")
-@click.option(
-    "--durability",
-    type=click.Choice(["always", "batch", "os"]),
-    default="batch",
-    show_default=True,
-    help="when publishes reach the disk",
-)
-@click.option("--max-attempts", type=click.IntRange(min=1), help="deliveries before dead letter")
+@_queue_option_flags(skip=("shared",))
 @click.option(
     "--stats-every",
     type=click.FloatRange(min=0),
@@ -964,28 +994,20 @@ def dlq_purge_cmd(
     show_default=True,
     help="seconds between stats lines in the log (0: none)",
 )
-def serve_cmd(
-    path: str,
-    capacity: int | None,
-    durability: str,
-    max_attempts: int | None,
-    stats_every: float,
-) -> None:
+def serve_cmd(path: str, stats_every: float, **options: Any) -> None:
     """Own a shared queue and serve its clients until stopped.
 
     Runs until SIGTERM or SIGINT, then closes PATH cleanly. Processes open
     it with ringq.Queue(PATH, shared=True); with this command running they
-    are all clients (for example the workers of uvicorn --workers 4). Logs
+    are all clients (for example the workers of uvicorn --workers 4). The
+    queue options are those of ringq.Queue, as flags (--segment-size,
+    --no-recycle-segments, ...); one not given keeps its default. Logs
     go to stderr. Exit status 3 if another process already owns PATH.
     """
     from ringq.serve import serve
 
-    options: dict[str, Any] = {"durability": durability}
-    if capacity is not None:
-        options["capacity"] = capacity
-    if max_attempts is not None:
-        options["max_attempts"] = max_attempts
-    sys.exit(serve(path, options, stats_every))
+    given = {name: value for name, value in options.items() if value is not None}
+    sys.exit(serve(path, given, stats_every))
 
 
 # demo and bench hand every argument, --help included, to the module's own
