@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import Spawn, kill_and_collect, read_line
 
 
@@ -271,3 +273,48 @@ def test_repair_accepts_a_lost_manifest_and_says_what_it_did(qdir: Path, spawn: 
     owned = ringq_cli("repair", str(qdir))
     assert owned.returncode == 3 and str(child.pid) in owned.stderr, owned.stderr
     assert ringq_cli("repair", str(qdir.parent / "nope")).returncode == 2
+
+
+def test_serve_has_a_flag_for_every_queue_option_but_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ringq serve``'s flags are the rows of ``QUEUE_OPTIONS`` (but
+    ``shared``, always on): each one given reaches the queue as its option,
+    typed; none given passes nothing (the queue's defaults)."""
+    import ringq.serve
+    from click.testing import CliRunner
+    from ringq.cli import main
+    from ringq.config import QUEUE_OPTIONS, QueueOption
+
+    received: list[dict[str, Any]] = []
+
+    def fake_serve(path: str, options: dict[str, Any], stats_every: float = 60.0) -> int:
+        received.append(options)
+        return 0
+
+    monkeypatch.setattr(ringq.serve, "serve", fake_serve)
+
+    def example(o: QueueOption) -> tuple[list[str], object]:
+        flag = "--" + o.name.replace("_", "-")
+        if o.kind == "bool":
+            return [f"--no-{flag[2:]}"], False
+        if o.kind == "choice":
+            return [flag, o.choices[-1]], o.choices[-1]
+        if o.kind == "int":
+            assert o.ge is not None
+            return [flag, str(o.ge + 1)], o.ge + 1
+        return [flag, "2.5"], 2.5
+
+    runner = CliRunner()
+    path = str(tmp_path / "q")
+    assert runner.invoke(main, ["serve", path]).exit_code == 0
+    assert received.pop() == {}
+    for o in QUEUE_OPTIONS:
+        args, value = example(o)
+        result = runner.invoke(main, ["serve", path, *args])
+        if o.name == "shared":
+            assert result.exit_code == 2 and "No such option" in result.output
+            continue
+        assert result.exit_code == 0, (o.name, result.output)
+        got = received.pop()
+        assert got == {o.name: value} and type(got[o.name]) is type(value), o.name

@@ -29,9 +29,9 @@ ids (16 hex digits): the other columns wrap.
 ``ringq serve PATH`` owns a shared queue in the foreground (processes open
 it with ``Queue(PATH, shared=True)`` as its clients) until SIGTERM or
 SIGINT, then closes it cleanly (exit 0; 3 if another process already owns
-PATH). Every queue option is a flag (``--segment-size``,
-``--no-recycle-segments``, ...: the rows of ``ringq.config.QUEUE_OPTIONS``);
-one not given keeps the queue's default.
+PATH). Every queue option but ``shared`` (always on) is a flag
+(``--segment-size``, ``--no-recycle-segments``, ...: the rows of
+``ringq.config.QUEUE_OPTIONS``); one not given keeps the queue's default.
 
 ``ringq snapshot PATH``, ``ringq dlq replay PATH`` and ``ringq dlq purge
 PATH`` change the queue, so they open it: on a directory a shared queue's
@@ -948,6 +948,15 @@ def dlq_purge_cmd(
     )
 
 
+_FLAG_HELP: dict[str, str] = {
+    "durability": "when publishes reach the disk",
+    "lease": "seconds: a checkout's lease unless it gives one",
+    "recycle_segments": "reuse the journal segments a snapshot covers "
+    "(--no-recycle-segments: delete them)",
+}
+"""Help of the flags whose table row's ``doc`` does not say enough alone."""
+
+
 def _queue_option_flags(
     skip: Sequence[str],
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -955,22 +964,24 @@ def _queue_option_flags(
     and bounded as the row says (a bool as ``--name/--no-name``). A flag
     left out passes nothing: the queue's default (the table's) applies."""
     from ringq.config import QUEUE_OPTIONS, QueueOption
+    from ringq.retry import MAX_SECONDS
 
     def flag(o: QueueOption) -> Callable[[Callable[..., None]], Callable[..., None]]:
         dashed = o.name.replace("_", "-")
         default = o.default_text()
         if o.default is None:  # "None (16 MiB)": the engine's default
             default = default.removeprefix("None (").removesuffix(")")
-        if o.kind == "bool":
-            text = f"{o.valid_values()} (default {default})"
-            return click.option(f"--{dashed}/--no-{dashed}", default=None, help=text)
         unit = "seconds " if o.kind == "seconds" else ""
-        text = f"{unit}{o.doc} (default {default})".replace("  ", " ").lstrip()
+        what = _FLAG_HELP.get(o.name) or f"{unit}{o.doc}".strip()
+        text = f"{what} (default {default})"
+        if o.kind == "bool":
+            return click.option(f"--{dashed}/--no-{dashed}", default=None, help=text)
         kind: click.ParamType[Any]
         if o.kind == "int":
             kind = click.IntRange(min=o.ge, max=o.le)
         elif o.kind == "seconds":
-            kind = click.FloatRange(min=o.ge if o.ge is not None else o.gt, min_open=o.ge is None)
+            low = o.ge if o.ge is not None else o.gt
+            kind = click.FloatRange(min=low, max=MAX_SECONDS, min_open=o.ge is None)
         else:
             kind = click.Choice(o.choices)
         return click.option(f"--{dashed}", type=kind, default=None, help=text)
@@ -1000,8 +1011,9 @@ def serve_cmd(path: str, stats_every: float, **options: Any) -> None:
     Runs until SIGTERM or SIGINT, then closes PATH cleanly. Processes open
     it with ringq.Queue(PATH, shared=True); with this command running they
     are all clients (for example the workers of uvicorn --workers 4). The
-    queue options are those of ringq.Queue, as flags (--segment-size,
-    --no-recycle-segments, ...); one not given keeps its default. Logs
+    options of ringq.Queue but shared (always on here) are flags
+    (--segment-size, --no-recycle-segments, ...); one not given keeps its
+    default. Logs
     go to stderr. Exit status 3 if another process already owns PATH.
     """
     from ringq.serve import serve

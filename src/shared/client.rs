@@ -30,7 +30,7 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long a caller polls for its answer before it sleeps: a round trip
@@ -55,22 +55,26 @@ struct Conn {
     reader: Mutex<FrameReader>,
     /// What calls in flight fail with if the connection breaks.
     gone: String,
-    /// Whom it is connected to (see [`gone_owners`]).
+    /// Whom it is connected to (see [`GONE_OWNERS`]).
     owner: OwnerKey,
 }
 
-/// An owner as its hello named it: the queue's identity and its pid.
-type OwnerKey = (u64, u32);
+/// An owner as its hello named it: the queue's identity and the owner's
+/// session (`Welcome::session`, drawn when it started serving).
+type OwnerKey = (u64, u64);
 
-/// The owners this process saw hang up on one of its connections. An owner
+/// The owners that hung up on a connection of this process. An owner
 /// killed closes its sockets one after another: a connection of this
 /// process still open to it (a blocking client's, idle beside an event
 /// loop's) would take the next call and fail it with `OwnerGone` though
 /// the owner was known to be gone before the call. A connection to an owner
-/// named here is not used again; a hello from it (a live process of that
-/// pid) takes it off. A handful of entries at most: one per owner that died
-/// while this process was connected to it.
+/// named here is not used again. Only a hang-up this process did not cause
+/// counts (not its own close, nor a connection it gave up), and a hello
+/// from the owner takes it off. A handful of entries at most: one per owner
+/// that died while this process was connected to it.
 static GONE_OWNERS: Mutex<Vec<OwnerKey>> = Mutex::new(Vec::new());
+/// Whether `GONE_OWNERS` has any entry (so a call need not lock it).
+static ANY_GONE: AtomicBool = AtomicBool::new(false);
 
 /// Every connection of this process to `owner` is dead (one saw it hang up).
 fn owner_hung_up(owner: OwnerKey) {
@@ -78,10 +82,11 @@ fn owner_hung_up(owner: OwnerKey) {
     if !g.contains(&owner) {
         g.push(owner);
     }
+    ANY_GONE.store(true, Ordering::Release);
 }
 
 fn owner_known_gone(owner: OwnerKey) -> bool {
-    GONE_OWNERS.lock().contains(&owner)
+    ANY_GONE.load(Ordering::Acquire) && GONE_OWNERS.lock().contains(&owner)
 }
 
 #[derive(Default)]
@@ -157,32 +162,37 @@ impl Conn {
         !hung_up
     }
 
-    /// The owner's end closed (or the socket failed): `fail_all`, and every
-    /// other connection of this process to the same owner is dead too.
+    /// The owner's end closed (or the socket failed): `fail_all`. Unless
+    /// this process broke the connection first (its own close, which ends
+    /// the socket here too), every other connection of this process to the
+    /// same owner is dead too.
     fn hang_up(&self, why: String) {
-        owner_hung_up(self.owner);
-        self.fail_all(why);
+        if self.fail_all(why) {
+            owner_hung_up(self.owner);
+        }
     }
 
     /// Fails every call in flight with `OwnerGone(why)`; nothing more goes
-    /// out on this connection.
-    fn fail_all(&self, why: String) {
-        self.fail_all_with(why.clone(), || Error::OwnerGone(why.clone()));
+    /// out on this connection. True if this broke it (it was not broken).
+    fn fail_all(&self, why: String) -> bool {
+        self.fail_all_with(why.clone(), || Error::OwnerGone(why.clone()))
     }
 
     /// The same, each call failing with `err()`.
-    fn fail_all_with(&self, why: String, err: impl Fn() -> Error) {
-        let waiting: Vec<Arc<Slot>> = {
+    fn fail_all_with(&self, why: String, err: impl Fn() -> Error) -> bool {
+        let (first, waiting): (bool, Vec<Arc<Slot>>) = {
             let mut p = self.pending.lock();
-            if p.broken.is_none() {
+            let first = p.broken.is_none();
+            if first {
                 p.broken = Some(why);
             }
-            p.waiting.drain().map(|(_, s)| s).collect()
+            (first, p.waiting.drain().map(|(_, s)| s).collect())
         };
         for s in waiting {
             s.fill(Err(err()));
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        first
     }
 
     /// Waits for the answer `slot` is for: reads answers (for everyone)
@@ -301,8 +311,8 @@ pub struct Client {
     /// inside: not connected; a call then fails with `WouldBlock` and the
     /// caller reconnects elsewhere).
     looped: Option<Box<Mutex<Option<LoopConn>>>>,
-    /// The pid of the owner the loop's connection said hello to.
-    loop_owner_pid: AtomicU32,
+    /// The session of the owner the loop's connection said hello to.
+    loop_owner_session: AtomicU64,
 }
 
 impl Client {
@@ -320,7 +330,7 @@ impl Client {
             opener_pid: std::process::id(),
             policies: Mutex::new(Vec::new()),
             looped: None,
-            loop_owner_pid: AtomicU32::new(0),
+            loop_owner_session: AtomicU64::new(0),
         })
     }
 
@@ -343,7 +353,7 @@ impl Client {
             return Err(self.replaced(found, expected));
         }
         let conn = Arc::into_inner(conn).expect("a new connection has one handle");
-        self.loop_owner_pid.store(conn.owner.1, Ordering::Relaxed);
+        self.loop_owner_session.store(conn.owner.1, Ordering::Relaxed);
         let lc = LoopConn::new(conn.stream)
             .map_err(|e| Error::OwnerGone(format!("setting up the connection to the owner: {e}")))?;
         *looped.lock() = Some(lc);
@@ -374,16 +384,16 @@ impl Client {
     pub fn loop_flush(&self) -> bool {
         self.loop_conn().is_ok_and(|mut c| {
             let more = c.flush();
-            self.note_hang_up(&c);
+            self.note_hang_up(&mut c);
             more
         })
     }
 
     /// An owner that hung up on the loop's connection is gone for every
     /// connection of this process ([`GONE_OWNERS`]).
-    fn note_hang_up(&self, c: &LoopConn) {
-        if c.hung_up() {
-            owner_hung_up((self.welcome.instance_id, self.loop_owner_pid.load(Ordering::Relaxed)));
+    fn note_hang_up(&self, c: &mut LoopConn) {
+        if c.take_hung_up() {
+            owner_hung_up((self.welcome.instance_id, self.loop_owner_session.load(Ordering::Relaxed)));
         }
     }
 
@@ -575,11 +585,13 @@ fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
         pending: Mutex::new(Pending::default()),
         reader: Mutex::new(r),
         gone,
-        owner: (welcome.instance_id, welcome.owner_pid),
+        owner: (welcome.instance_id, welcome.session),
     });
-    // It answered: a live process (with the pid of one that died here
-    // before, if the pids came round).
-    GONE_OWNERS.lock().retain(|o| *o != conn.owner);
+    // It answered, so it is alive: an owner that hung up on one connection
+    // and serves on (a connection it gave up) is usable again.
+    if ANY_GONE.load(Ordering::Acquire) {
+        GONE_OWNERS.lock().retain(|o| *o != conn.owner);
+    }
     Ok((conn, welcome))
 }
 
@@ -769,26 +781,24 @@ mod tests {
     use std::sync::mpsc;
 
     /// An owner that only says hello: each connection it accepts is answered
-    /// with a welcome from `(instance, pid)` and handed to the test.
-    fn hello_only_owner(dir: &Path, instance: u64, pid: u32) -> mpsc::Receiver<UnixStream> {
+    /// with a welcome (queue `instance`, session `session`) and handed to the
+    /// test. It answers no request.
+    fn hello_only_owner(dir: &Path, instance: u64, session: u64) -> mpsc::Receiver<UnixStream> {
         let (listener, _) = addr::bind(dir, instance).expect("binds");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for s in listener.incoming() {
                 let mut s = s.expect("accepts");
-                let mut len = [0u8; 4];
-                s.read_exact(&mut len).expect("hello length");
-                let mut hello = vec![0u8; u32::from_le_bytes(len) as usize];
-                s.read_exact(&mut hello).expect("hello");
-                let (id, code, _) = wire::split(&hello).expect("a frame");
+                let (id, code, _) = read_request(&mut s);
                 assert_eq!(code, op::HELLO);
                 let welcome = Welcome {
                     version: wire::VERSION,
                     instance_id: instance,
                     durability: Durability::Batch,
-                    owner_pid: pid,
+                    owner_pid: 4_000_000,
                     capacity: 16,
                     max_attempts: 5,
+                    session,
                 };
                 let mut f = Vec::new();
                 let start = wire::begin(&mut f, id, wire::OK);
@@ -803,17 +813,33 @@ mod tests {
         rx
     }
 
+    /// Reads one request at the owner's end: (id, code, body).
+    fn read_request(s: &mut UnixStream) -> (u64, u8, Vec<u8>) {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("a request's length");
+        let mut frame = vec![0u8; u32::from_le_bytes(len) as usize];
+        s.read_exact(&mut frame).expect("a request");
+        let (id, code, body) = wire::split(&frame).expect("a frame");
+        (id, code, body.to_vec())
+    }
+
+    /// A queue identity no other test of this process uses (the set of
+    /// owners gone is the process's).
+    fn unique_instance(n: u64) -> u64 {
+        0x5eed_0000_0000_0000 | u64::from(std::process::id()) << 8 | n
+    }
+
     /// An owner killed closes its sockets one after another. Once one
     /// connection of this process saw it hang up (here the event loop's),
     /// another one still open to it (the blocking client's, idle) is not
     /// used: the next call connects anew instead of going to the dying
-    /// owner and failing with `OwnerGone`. A hello from that owner (a live
-    /// process of its pid) makes its connections usable again.
+    /// owner and failing with `OwnerGone`. A hello from that owner (it is
+    /// alive after all) makes its connections usable again.
     #[test]
     fn an_owner_seen_hanging_up_on_one_connection_is_not_called_on_another() {
         let dir = tempfile::tempdir().unwrap();
-        let (instance, pid) = (0x5eed_0000_0000_0000 | u64::from(std::process::id()), 4_000_000);
-        let accepted = hello_only_owner(dir.path(), instance, pid);
+        let instance = unique_instance(1);
+        let accepted = hello_only_owner(dir.path(), instance, 7);
         let wait = Duration::from_secs(10);
 
         let blocking = Client::connect(dir.path()).expect("connects");
@@ -837,9 +863,39 @@ mod tests {
         let mut b = [0u8; 1];
         assert_eq!(idle.read(&mut b).expect("reads"), 0, "the idle connection was closed by the client");
 
-        // The new hello came from a live owner of that pid: its connection
-        // is used from now on.
+        // That owner said hello again: its connection is used from now on.
         blocking.connection().expect("connected");
         assert!(accepted.recv_timeout(Duration::from_millis(200)).is_err(), "no further connection");
+    }
+
+    /// A connection this process ends itself (a client closed while a call
+    /// of it waits reading answers) is no sign that the owner is gone: the
+    /// other clients of this process keep their connections (and so the
+    /// leases taken on them).
+    #[test]
+    fn closing_a_client_while_a_call_reads_leaves_the_other_clients_connected() {
+        let dir = tempfile::tempdir().unwrap();
+        let accepted = hello_only_owner(dir.path(), unique_instance(2), 8);
+        let wait = Duration::from_secs(10);
+
+        let other = Client::connect(dir.path()).expect("connects");
+        let _other_side = accepted.recv_timeout(wait).expect("the other client's connection");
+        let closing = Arc::new(Client::connect(dir.path()).expect("connects"));
+        let mut closing_side = accepted.recv_timeout(wait).expect("the closing client's connection");
+
+        // A call that is never answered: its caller reads, waiting.
+        let c = Arc::clone(&closing);
+        let call = std::thread::spawn(move || c.stats().map(|_| ()));
+        read_request(&mut closing_side);
+        let deadline = std::time::Instant::now() + wait;
+        while !closing.conn.lock().as_ref().is_some_and(|c| c.pending.lock().reading) {
+            assert!(std::time::Instant::now() < deadline, "the call never started reading");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        closing.close();
+        assert!(matches!(call.join().expect("joins"), Err(Error::Closed)));
+
+        other.connection().expect("connected");
+        assert!(accepted.recv_timeout(Duration::from_millis(200)).is_err(), "the other client connected anew");
     }
 }

@@ -72,9 +72,10 @@ impl LoopConn {
         self.broken.as_deref()
     }
 
-    /// Whether it broke because the owner's end of the socket closed.
-    pub fn hung_up(&self) -> bool {
-        self.hung_up
+    /// Whether it broke because the owner's end of the socket closed; true
+    /// once (a second call answers false).
+    pub fn take_hung_up(&mut self) -> bool {
+        std::mem::take(&mut self.hung_up)
     }
 
     /// Whether requests wait to be written.

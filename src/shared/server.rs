@@ -59,6 +59,8 @@ struct Inner {
     next_conn: AtomicU64,
     clients: AtomicUsize,
     uid: u32,
+    /// This owner's `Welcome::session`.
+    session: u64,
 }
 
 /// A connection's socket (to shut it down at stop) and its reader thread.
@@ -95,6 +97,7 @@ impl Server {
             next_conn: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             uid: unsafe_free_geteuid(),
+            session: crate::manifest::random_u64(),
         });
         let me = Arc::clone(&inner);
         let accept = std::thread::Builder::new()
@@ -288,6 +291,7 @@ fn hello(inner: &Inner, conn: &Conn, reader: &mut FrameReader) -> bool {
                 owner_pid: std::process::id(),
                 capacity: e.options().capacity as u64,
                 max_attempts: e.options().max_attempts,
+                session: inner.session,
             },
         );
         Ok(body)

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The protocol's version; the owner refuses a client that speaks another.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// The first bytes of a client's hello.
 pub(crate) const MAGIC: &[u8; 8] = b"RINGQSHR";
 /// The largest frame either side accepts (a bigger one is a protocol error).
@@ -538,6 +538,9 @@ pub struct Welcome {
     pub owner_pid: u32,
     pub capacity: u64,
     pub max_attempts: u32,
+    /// Drawn at random when the owner started serving: tells this owner
+    /// from a later one of the same queue, whatever their pids.
+    pub session: u64,
 }
 
 pub(crate) fn put_hello(w: &mut Writer<'_>) {
@@ -569,6 +572,7 @@ pub(crate) fn put_welcome(w: &mut Writer<'_>, x: &Welcome) {
     w.u32(x.owner_pid);
     w.u64(x.capacity);
     w.u32(x.max_attempts);
+    w.u64(x.session);
 }
 
 pub(crate) fn get_welcome(r: &mut Reader<'_>) -> DResult<Welcome> {
@@ -584,6 +588,7 @@ pub(crate) fn get_welcome(r: &mut Reader<'_>) -> DResult<Welcome> {
         owner_pid: r.u32()?,
         capacity: r.u64()?,
         max_attempts: r.u32()?,
+        session: r.u64()?,
     })
 }
 
