@@ -7,6 +7,7 @@ the calls in flight and the next call takes the queue over."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
@@ -55,6 +56,7 @@ def test_every_call_is_answered_by_the_owner_and_the_loop_keeps_running(qdir: Pa
             mid = await q.publish({"a": 1}, "t")
             [d] = await waiting
             assert d.id == mid and d.attempt == 1
+            assert not gc.is_tracked(d), "a delivery holds no cycle: off the collector"
             assert await q.extend(d, 60) > time.time()
             await q.ack(d)
             # Waiting for room too.

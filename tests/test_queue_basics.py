@@ -6,6 +6,7 @@ hierarchy. The contract itself (delivery fields, ordering, closing, ...) is
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from dataclasses import dataclass
@@ -164,3 +165,23 @@ def test_exceptions_form_one_hierarchy() -> None:
     assert issubclass(ringq.LimitExceeded, ValueError)
     assert set(ringq.__all__) >= {"Queue", "Delivery", "DeadLetter", "Message", "__version__"}
     assert isinstance(ringq.__version__, str)
+
+
+def test_deliveries_stay_off_the_cyclic_garbage_collector(open_queue: OpenQueue) -> None:
+    """A ``Delivery`` refers to no Python object but its payload ``bytes``,
+    and its class takes no attributes, weak references or subclasses, so it
+    can never be part of a reference cycle: a checkout's deliveries are not
+    tracked by ``gc`` (tracked, the ones a consumer keeps made every
+    collection walk all of them). They stay whole through collections."""
+    q = open_queue()
+    q.publish_many([b"a", b"b", b"c"], "t")
+    got = q.checkout("t", max_messages=3, timeout=0)
+    assert [gc.is_tracked(d) for d in got] == [False, False, False]
+    with pytest.raises(AttributeError):
+        got[0].note = "x"  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        type("Sub", (ringq.Delivery,), {})
+    assert ringq.Delivery.__weakrefoffset__ == 0
+    gc.collect()
+    assert [d.payload for d in got] == [b"a", b"b", b"c"]
+    q.ack(got)

@@ -5,7 +5,7 @@
 use super::convert::{id_list, id_str};
 use super::errors::to_py;
 use super::pyengine::{histograms_dict, stats_dict, topic_stats_dict};
-use super::types::{PyDeadLetter, PyDelivery};
+use super::types::PyDeadLetter;
 use crate::error::Error;
 use crate::shared::client::parse;
 use crate::shared::wire::{self, op};
@@ -23,11 +23,7 @@ pub fn value(py: Python<'_>, code: u8, body: &[u8], queue: u64) -> PyResult<Py<P
         op::PUBLISH_MANY => Ok(id_list(py, &parse(body, wire::get_ids).map_err(r)?)?.into_any().unbind()),
         op::CHECKOUT => {
             let got = parse(body, wire::get_deliveries).map_err(r)?;
-            let list = PyList::empty(py);
-            for d in got {
-                list.append(Py::new(py, PyDelivery::from_delivered(py, d, queue))?)?;
-            }
-            Ok(list.into_any().unbind())
+            Ok(super::types::delivery_list(py, got, queue)?.into_any().unbind())
         }
         op::ACK | op::RELEASE => {
             let lost = parse(body, wire::get_ids).map_err(r)?;

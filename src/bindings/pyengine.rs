@@ -9,7 +9,7 @@
 use super::args::{self, Kind};
 use super::convert::{headers_vec, id_list, id_str, lease_of, leases, parse_id};
 use super::errors::{config_err, to_py};
-use super::types::{PyDeadLetter, PyDelivery, PyOutgoing};
+use super::types::{PyDeadLetter, PyOutgoing};
 use crate::clock::Clock;
 use crate::engine::{Checkout, Engine, Publish, PublishOpts, Stat};
 use crate::error::Error;
@@ -839,16 +839,16 @@ impl PyEngine {
     #[pyo3(signature = (topic="default", max_messages=None, lease=None, timeout=None, *, share=None, since=None),
         text_signature = "($self, topic='default', max_messages=1, lease=None, timeout=None, *, share=1, since=None)")]
     #[allow(clippy::too_many_arguments)]
-    fn checkout(
+    fn checkout<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         topic: &str,
         max_messages: Option<&Bound<'_, PyAny>>,
         lease: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
         share: Option<&Bound<'_, PyAny>>,
         since: Option<u64>,
-    ) -> PyResult<Vec<PyDelivery>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let max = match max_messages.filter(|v| !v.is_none()) {
             Some(v) => args::int(Kind::Arg, "max_messages", v, 1, MAX_CHECKOUT)? as usize,
             None => 1,
@@ -866,8 +866,7 @@ impl PyEngine {
             c.wait = wait;
             got = py.detach(|| self.store().checkout_with(topic, c)).map_err(to_py)?;
         }
-        let queue = self.queue();
-        Ok(got.into_iter().map(|d| PyDelivery::from_delivered(py, d, queue)).collect())
+        super::types::delivery_list(py, got, self.queue())
     }
 
     /// The topic's interrupt count: pass it as `checkout(since=...)` so an

@@ -10,7 +10,7 @@ use super::convert::{headers_vec, parse_id};
 use crate::error::fmt_id;
 use crate::types::{DeadLetter, Delivered, Failure, Message, Meta, MsgState};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +49,30 @@ pub struct PyDelivery {
     pub lease_token: u64,
     lease_deadline: u64,
     meta: Option<Arc<Meta>>,
+}
+
+/// The deliveries `got` from the queue `queue` as a Python list.
+///
+/// Each `Delivery` is taken off the cyclic garbage collector's lists (PyO3
+/// gives every class a GC header and tracks its objects): a `Delivery`
+/// refers to no Python object but its payload `bytes`, it has no
+/// `__dict__`, no weak references and no subclasses, so it can never be
+/// part of a reference cycle. Tracked, the deliveries a consumer keeps made
+/// each collection walk all of them: 100,000 deliveries checked out 256 at
+/// a time and kept cost about twice as much with the collector on as off.
+pub fn delivery_list(py: Python<'_>, got: Vec<Delivered>, queue: u64) -> PyResult<Bound<'_, PyList>> {
+    let mut objects = Vec::with_capacity(got.len());
+    for d in got {
+        let obj = Bound::new(py, PyDelivery::from_delivered(py, d, queue))?;
+        // SAFETY: `obj` is a live object of a GC type (PyO3 sets
+        // Py_TPFLAGS_HAVE_GC) just created and tracked by its allocation;
+        // untracking an object that can hold no cycle only keeps the
+        // collector from visiting it (its deallocation untracks it again,
+        // which is a no-op for an untracked object).
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
+        objects.push(obj);
+    }
+    PyList::new(py, objects)
 }
 
 impl PyDelivery {
