@@ -177,6 +177,7 @@ def test_deliveries_stay_off_the_cyclic_garbage_collector(open_queue: OpenQueue)
     q.publish_many([b"a", b"b", b"c"], "t")
     got = q.checkout("t", max_messages=3, timeout=0)
     assert [gc.is_tracked(d) for d in got] == [False, False, False]
+    assert all(type(d.payload) is bytes for d in got), "exact bytes: untracked, no cycle"
     with pytest.raises(AttributeError):
         got[0].note = "x"  # type: ignore[attr-defined]
     with pytest.raises(TypeError):
@@ -185,3 +186,25 @@ def test_deliveries_stay_off_the_cyclic_garbage_collector(open_queue: OpenQueue)
     gc.collect()
     assert [d.payload for d in got] == [b"a", b"b", b"c"]
     q.ack(got)
+
+
+def test_untrack_deliveries_leaves_what_could_be_in_a_cycle_tracked() -> None:
+    """``ringq.backend.untrack_deliveries`` (for backends written in Python)
+    untracks a delivery of exact ``bytes``; one whose payload is a ``bytes``
+    subclass (which may hold a ``__dict__``) stays tracked, and other items
+    are left alone."""
+    from ringq.backend import untrack_deliveries
+
+    class Tagged(bytes):
+        pass
+
+    plain = ringq.Delivery("0000000000000001", "t", b"x")
+    tagged = ringq.Delivery("0000000000000002", "t", Tagged(b"y"))
+    other: list[object] = ["not a delivery"]
+    assert gc.is_tracked(plain) and gc.is_tracked(tagged)
+    untrack_deliveries([plain, tagged, other])  # type: ignore[list-item]
+    assert (gc.is_tracked(plain), gc.is_tracked(tagged), gc.is_tracked(other)) == (
+        False,
+        True,
+        True,
+    )

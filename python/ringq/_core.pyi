@@ -23,6 +23,7 @@ __all__ = [
     "inspect",
     "peek",
     "repair",
+    "untrack_deliveries",
 ]
 
 @final
@@ -306,6 +307,11 @@ class Engine:
         delays that fell due meanwhile, in time order, as the timer thread
         would have (waking waiting checkouts). Returns the clock's new time
         (epoch seconds). ``ValueError`` with the wall clock."""
+
+def untrack_deliveries(items: list[Delivery]) -> None:
+    """Takes each ``Delivery`` of ``items`` whose payload is exact ``bytes``
+    off the cyclic garbage collector (it can be part of no cycle), as
+    ``Engine.checkout`` does with its own; other items are left alone."""
 
 def _default_options() -> dict[str, Any]:
     """What ``Engine``'s options left out (or ``None``) are: the engine's

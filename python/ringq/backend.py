@@ -6,7 +6,10 @@ bytes and the seam's three types, which every backend returns and any
 backend can build: ``Delivery`` (a message under a lease), ``DeadLetter``
 and ``OutgoingMessage`` (an encoded message to publish). Encoding objects is
 the SDK's job, done before a call; errors are the classes of
-``ringq.errors``.
+``ringq.errors``. A backend that builds deliveries passes the list it
+returns from ``checkout`` to ``untrack_deliveries``, which takes them off
+the cyclic garbage collector as the engine's own are (a ``Delivery`` with
+exact ``bytes`` as its payload can be part of no cycle).
 
 Backends (``ringq.backends``):
 
@@ -26,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ringq._core import DeadLetter, Delivery, OutgoingMessage
+from ringq._core import DeadLetter, Delivery, OutgoingMessage, untrack_deliveries
 
-__all__ = ["Backend", "DeadLetter", "Delivery", "OutgoingMessage"]
+__all__ = ["Backend", "DeadLetter", "Delivery", "OutgoingMessage", "untrack_deliveries"]
 
 
 @runtime_checkable

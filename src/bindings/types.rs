@@ -36,6 +36,11 @@ pub(crate) fn priority_arg(v: Option<&Bound<'_, PyAny>>) -> PyResult<u8> {
 }
 
 /// A message checked out under a lease.
+///
+/// No field may hold a Python object the garbage collector tracks (the
+/// payload made here is exact `bytes`), and the class takes no `dict`,
+/// `weakref` or `subclass` option: [`delivery_list`] takes deliveries off
+/// the collector because none can be part of a reference cycle.
 #[pyclass(frozen, name = "Delivery", module = "ringq")]
 pub struct PyDelivery {
     pub id: u64,
@@ -64,15 +69,35 @@ pub fn delivery_list(py: Python<'_>, got: Vec<Delivered>, queue: u64) -> PyResul
     let mut objects = Vec::with_capacity(got.len());
     for d in got {
         let obj = Bound::new(py, PyDelivery::from_delivered(py, d, queue))?;
-        // SAFETY: `obj` is a live object of a GC type (PyO3 sets
-        // Py_TPFLAGS_HAVE_GC) just created and tracked by its allocation;
-        // untracking an object that can hold no cycle only keeps the
-        // collector from visiting it (its deallocation untracks it again,
-        // which is a no-op for an untracked object).
-        unsafe { pyo3::ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
+        untrack(&obj);
         objects.push(obj);
     }
     PyList::new(py, objects)
+}
+
+/// Takes a delivery whose payload is exact `bytes` off the collector.
+fn untrack(obj: &Bound<'_, PyDelivery>) {
+    // SAFETY: `obj` is a live object of a GC type (PyO3 sets
+    // Py_TPFLAGS_HAVE_GC for every class); untracking an object that can
+    // hold no cycle only keeps the collector from visiting it (its
+    // deallocation untracks it again, a no-op for an untracked object).
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
+}
+
+/// `delivery_list` for the deliveries a backend written in Python made with
+/// the `Delivery` constructor: each one whose payload is exact `bytes` is
+/// taken off the collector (a `bytes` subclass may carry a `__dict__`, so
+/// such a delivery could be part of a cycle: it stays tracked), anything
+/// else is left as it is.
+#[pyfunction]
+fn untrack_deliveries(items: &Bound<'_, PyList>) {
+    for item in items.iter() {
+        if let Ok(d) = item.cast_exact::<PyDelivery>()
+            && d.get().payload.bind(item.py()).is_exact_instance_of::<PyBytes>()
+        {
+            untrack(d);
+        }
+    }
 }
 
 impl PyDelivery {
@@ -459,5 +484,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDelivery>()?;
     m.add_class::<PyDeadLetter>()?;
     m.add_class::<PyOutgoing>()?;
+    m.add_function(wrap_pyfunction!(untrack_deliveries, m)?)?;
     Ok(())
 }

@@ -59,7 +59,7 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from ringq import errors
-from ringq.backend import DeadLetter, Delivery, OutgoingMessage
+from ringq.backend import DeadLetter, Delivery, OutgoingMessage, untrack_deliveries
 from ringq.backends.redis_scripts import SCRIPTS
 from ringq.backends.urls import REDIS_SCHEMES as SCHEMES
 from ringq.backends.urls import is_redis_url
@@ -983,6 +983,7 @@ class RedisBackend:
                     **opts,
                 )
             )
+        untrack_deliveries(got)
         return got
 
     def interrupts(self, topic: str) -> int:
