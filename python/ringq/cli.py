@@ -968,9 +968,7 @@ def _queue_option_flags(
 
     def flag(o: QueueOption) -> Callable[[Callable[..., None]], Callable[..., None]]:
         dashed = o.name.replace("_", "-")
-        default = o.default_text()
-        if o.default is None:  # "None (16 MiB)": the engine's default
-            default = default.removeprefix("None (").removesuffix(")")
+        default = o.effective_default_text()
         unit = "seconds " if o.kind == "seconds" else ""
         what = _FLAG_HELP.get(o.name) or f"{unit}{o.doc}".strip()
         text = f"{what} (default {default})"
@@ -1013,8 +1011,8 @@ def serve_cmd(path: str, stats_every: float, **options: Any) -> None:
     are all clients (for example the workers of uvicorn --workers 4). The
     options of ringq.Queue but shared (always on here) are flags
     (--segment-size, --no-recycle-segments, ...); one not given keeps its
-    default. Logs
-    go to stderr. Exit status 3 if another process already owns PATH.
+    default. Logs go to stderr. Exit status 3 if another process already
+    owns PATH.
     """
     from ringq.serve import serve
 

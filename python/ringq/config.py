@@ -472,19 +472,20 @@ class QueueOption:
 
     def default_text(self) -> str:
         """The "default" column of the docstring's table."""
+        shown = self.effective_default_text()
+        return f"None ({shown})" if self.default is None else shown
 
-        def show(v: object) -> str:
-            if isinstance(v, bool | float):
-                return repr(v)
-            if isinstance(v, int):
-                if self.doc == "bytes" and v % 1024 == 0:
-                    return f"{v // (1 << 20)} MiB" if v % (1 << 20) == 0 else f"{v // 1024} KiB"
-                return f"{v:_}"
-            return f'"{v}"'
-
-        if self.default is None:
-            return f"None ({show(self.engine_default)})"
-        return show(self.default)
+    def effective_default_text(self) -> str:
+        """The value the queue gets when the option is not given (the
+        engine's for a ``None`` default), as the table shows it."""
+        v = self.engine_default if self.default is None else self.default
+        if isinstance(v, bool | float):
+            return repr(v)
+        if isinstance(v, int):
+            if self.doc == "bytes" and v % 1024 == 0:
+                return f"{v // (1 << 20)} MiB" if v % (1 << 20) == 0 else f"{v // 1024} KiB"
+            return f"{v:_}"
+        return f'"{v}"'
 
 
 def _fsync_needs_an_interval_in_batch_mode(

@@ -126,23 +126,24 @@ impl Slot {
 }
 
 impl Conn {
-    /// Whether the connection can take a call: not broken, and (when no
-    /// caller is reading, so nobody would have noticed) the owner has not
-    /// hung up meanwhile. A call sent to an owner that died while this
+    /// Whether the connection can take a call: its owner did not hang up on
+    /// another connection of this process ([`GONE_OWNERS`]), it is not
+    /// broken, and (when no caller is reading, so nobody would have
+    /// noticed) the owner has not hung up on it meanwhile. A call sent to an owner that died while this
     /// client was idle would fail with `OwnerGone` though it never left.
     fn usable(&self) -> bool {
+        if owner_known_gone(self.owner) {
+            self.fail_all(self.gone.clone());
+            return false;
+        }
         {
             let p = self.pending.lock();
             if p.broken.is_some() {
                 return false;
             }
-        }
-        if owner_known_gone(self.owner) {
-            self.fail_all(self.gone.clone());
-            return false;
-        }
-        if self.pending.lock().reading {
-            return true;
+            if p.reading {
+                return true;
+            }
         }
         let mut byte = [0u8; 1];
         // SAFETY: `byte` is valid for a write of one byte; the descriptor
@@ -311,8 +312,6 @@ pub struct Client {
     /// inside: not connected; a call then fails with `WouldBlock` and the
     /// caller reconnects elsewhere).
     looped: Option<Box<Mutex<Option<LoopConn>>>>,
-    /// The session of the owner the loop's connection said hello to.
-    loop_owner_session: AtomicU64,
 }
 
 impl Client {
@@ -330,7 +329,6 @@ impl Client {
             opener_pid: std::process::id(),
             policies: Mutex::new(Vec::new()),
             looped: None,
-            loop_owner_session: AtomicU64::new(0),
         })
     }
 
@@ -353,8 +351,7 @@ impl Client {
             return Err(self.replaced(found, expected));
         }
         let conn = Arc::into_inner(conn).expect("a new connection has one handle");
-        self.loop_owner_session.store(conn.owner.1, Ordering::Relaxed);
-        let lc = LoopConn::new(conn.stream)
+        let lc = LoopConn::new(conn.stream, conn.owner)
             .map_err(|e| Error::OwnerGone(format!("setting up the connection to the owner: {e}")))?;
         *looped.lock() = Some(lc);
         Ok(())
@@ -384,16 +381,16 @@ impl Client {
     pub fn loop_flush(&self) -> bool {
         self.loop_conn().is_ok_and(|mut c| {
             let more = c.flush();
-            self.note_hang_up(&mut c);
+            Self::note_hang_up(&mut c);
             more
         })
     }
 
     /// An owner that hung up on the loop's connection is gone for every
     /// connection of this process ([`GONE_OWNERS`]).
-    fn note_hang_up(&self, c: &mut LoopConn) {
-        if c.take_hung_up() {
-            owner_hung_up((self.welcome.instance_id, self.loop_owner_session.load(Ordering::Relaxed)));
+    fn note_hang_up(c: &mut LoopConn) {
+        if let Some(owner) = c.take_hung_up() {
+            owner_hung_up(owner);
         }
     }
 
@@ -405,7 +402,7 @@ impl Client {
         let mut slot = looped.lock();
         let Some(c) = slot.as_mut() else { return Vec::new() };
         let answers = c.pump(|why| self.gone(why));
-        self.note_hang_up(c);
+        Self::note_hang_up(c);
         if c.broken().is_some() {
             slot.take();
         }

@@ -44,11 +44,14 @@ pub struct LoopConn {
     /// It broke because the owner's end closed (not because of what the
     /// owner sent, or a close here).
     hung_up: bool,
+    /// The owner it said hello to: its queue's identity and its session.
+    owner: (u64, u64),
 }
 
 impl LoopConn {
-    /// Takes a connection that said hello; from now on it never blocks.
-    pub fn new(stream: UnixStream) -> std::io::Result<LoopConn> {
+    /// Takes a connection that said hello to `owner` (its queue's identity
+    /// and session); from now on it never blocks.
+    pub fn new(stream: UnixStream, owner: (u64, u64)) -> std::io::Result<LoopConn> {
         stream.set_nonblocking(true)?;
         Ok(LoopConn {
             stream,
@@ -59,6 +62,7 @@ impl LoopConn {
             pending: HashMap::new(),
             broken: None,
             hung_up: false,
+            owner,
         })
     }
 
@@ -72,10 +76,10 @@ impl LoopConn {
         self.broken.as_deref()
     }
 
-    /// Whether it broke because the owner's end of the socket closed; true
-    /// once (a second call answers false).
-    pub fn take_hung_up(&mut self) -> bool {
-        std::mem::take(&mut self.hung_up)
+    /// The owner, if the connection broke because the owner's end of the
+    /// socket closed; once (a second call answers `None`).
+    pub fn take_hung_up(&mut self) -> Option<(u64, u64)> {
+        std::mem::take(&mut self.hung_up).then_some(self.owner)
     }
 
     /// Whether requests wait to be written.
@@ -233,7 +237,7 @@ mod tests {
     #[test]
     fn answers_split_anywhere_come_out_whole_with_their_operation() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let mut c = LoopConn::new(a).unwrap();
+        let mut c = LoopConn::new(a, (1, 1)).unwrap();
         for id in 1..=3 {
             assert!(matches!(c.submit(id, op::PUBLISH, |w| w.u64(id)), Error::Submitted(i) if i == id));
         }
@@ -255,7 +259,7 @@ mod tests {
     #[test]
     fn a_hang_up_answers_every_request_in_flight_with_owner_gone() {
         let (a, b) = UnixStream::pair().unwrap();
-        let mut c = LoopConn::new(a).unwrap();
+        let mut c = LoopConn::new(a, (1, 1)).unwrap();
         let _ = c.submit(7, op::CHECKOUT, |_| {});
         let _ = c.submit(8, op::ACK, |_| {});
         c.flush();
@@ -271,7 +275,7 @@ mod tests {
     #[test]
     fn a_full_socket_leaves_the_rest_for_later_and_loses_nothing() {
         let (a, mut b) = UnixStream::pair().unwrap();
-        let mut c = LoopConn::new(a).unwrap();
+        let mut c = LoopConn::new(a, (1, 1)).unwrap();
         let big = vec![7u8; 1 << 20];
         for id in 0..8 {
             let _ = c.submit(id, op::PUBLISH, |w| w.bytes(&big));
