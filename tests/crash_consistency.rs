@@ -1876,3 +1876,86 @@ fn power_cut_when_only_some_of_a_snapshots_deletions_reached_the_disk() {
     c.check("segment 1's unlink lost, segment 2's durable, segment 3's header lost", &img, cap.required);
     tracker().untrack();
 }
+
+/// (i) The disk is full, so a roll cannot make a segment, and a snapshot
+/// covers every record: the roll starts the active segment over in place
+/// (`Journal::rewind`). A power cut at any step of that must leave a queue
+/// that opens with everything the snapshot holds; a rewind that zeroed the
+/// old records page by page before its fsync left, after a cut, some pages
+/// zeroed and old, already fsynced records after them: recovery took that
+/// for corruption and refused to open.
+#[test]
+fn power_cut_at_every_step_of_a_rewind() {
+    let _one = lock(&SERIAL);
+    for durability in [Durability::Always, Durability::Batch] {
+        let opts = Options { snapshot_every: 1 << 40, ..options(durability) };
+        let mut c = Case::new(&format!("rewind-{}", durability.as_str()), opts);
+        let e = c.open();
+        let t0 = Instant::now();
+        while stat(&e, "journal_spares") == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no spare segment");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // No new segment from now on: the spare is taken by the first
+        // roll, and the second one fails.
+        e.inject_fault(FaultPoint::SegmentCreate, libc::ENOSPC, -1);
+        let payload = vec![7u8; 1000];
+        let publish = |c: &mut Case| -> Result<(), Error> {
+            let p = Publish { topic: TOPICS[0], payload: &payload, ..Default::default() };
+            let (id, l) = e.publish(p, PublishOpts::default(), Wait::No)?;
+            e.wait_durable(l)?;
+            if durability == Durability::Always {
+                tracker().set_required(l.expect("an lsn"));
+            }
+            c.exp.published(TOPICS[0], &payload, None, id);
+            c.sync_lsn(&e);
+            Ok(())
+        };
+        let mut full = None;
+        for _ in 0..1000 {
+            if let Err(err) = publish(&mut c) {
+                full = Some(err);
+                break;
+            }
+        }
+        let err = full.expect("the disk never filled");
+        assert_eq!(err.errno(), Some(libc::ENOSPC), "{err}");
+        e.snapshot().expect("snapshot");
+        c.sync_lsn(&e);
+        let rewound_at = c.last_lsn + 1;
+        tracker().take_pending();
+        tracker().set_hooks(0.0, true, 31);
+        publish(&mut c).expect("the retried publish rewinds the active segment");
+        tracker().set_hooks(0.0, false, 31);
+        let mut caps = tracker().take_pending();
+        assert!(
+            caps.iter().any(|cap| cap.label.contains(".log")),
+            "no cut while the rewind's fsync was in flight: {:?}",
+            caps.iter().map(|c| &c.label).collect::<Vec<_>>()
+        );
+        // More records into the rewound segment (old ones after them).
+        for _ in 0..5 {
+            publish(&mut c).expect("publish after the rewind");
+        }
+        caps.push(tracker().capture("after the rewind and 5 more records"));
+        drop(e);
+        let rewound = caps.last().expect("a capture").killed().into_iter().any(|(n, d)| {
+            let h = ringq::journal::read_segment_header(Path::new(&n), &d).ok().flatten();
+            n.ends_with(".log") && h.is_some_and(|h| h.first_lsn == rewound_at)
+        });
+        assert!(rewound, "no segment was started over at LSN {rewound_at}");
+        let mut rng = Rng::new(37);
+        for cap in &caps {
+            for i in 0..16 {
+                let style = match i {
+                    0 => Style::NOTHING,
+                    1 => Style::EVERYTHING,
+                    _ => Style::random(&mut rng),
+                };
+                let what = format!("rewind ({}): {} ({style:?})", durability.as_str(), cap.label);
+                c.check(&what, &power_cut(cap, style, &mut rng), cap.required);
+            }
+        }
+        tracker().untrack();
+    }
+}

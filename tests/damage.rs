@@ -357,6 +357,53 @@ fn a_full_disk_rewinds_an_active_segment_a_snapshot_covers() {
     e.close().unwrap();
 }
 
+/// A rewind whose write or fsync fails may have left the new header in the
+/// file: a record appended after the old ones (a smaller one still fits)
+/// would then not be read back. So no more appends until the queue is
+/// reopened, and the reopened queue has every message.
+#[test]
+fn a_rewind_that_fails_stops_appends_until_the_queue_is_reopened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    settle(&e);
+    e.inject_fault(FaultPoint::SegmentCreate, libc_enospc(), -1);
+    let publish_one = |payload: &[u8]| {
+        e.publish(Publish { topic: "t", payload, ..Default::default() }, PublishOpts::default(), Wait::No)
+    };
+    // Records of 1 KiB until the active segment is full and no other can
+    // be made; a smaller one would still fit after them.
+    let big = [3u8; 1024];
+    let mut published = 0;
+    let err = loop {
+        match publish_one(&big) {
+            Ok(_) => published += 1,
+            Err(err) => break err,
+        }
+        assert!(published < 10_000, "the disk never filled");
+    };
+    assert_eq!(err.errno(), Some(libc_enospc()), "{err}");
+    e.snapshot().unwrap();
+    // The retry rewinds; its fsync fails.
+    e.inject_fault(FaultPoint::Sync, libc::EIO, 1);
+    let err = publish_one(&big).unwrap_err();
+    assert!(err.to_string().contains("rewinding journal segment"), "{err}");
+    for payload in [&big[..], b"small"] {
+        let err = publish_one(payload).unwrap_err();
+        assert!(err.to_string().contains("reopen the queue"), "{err}");
+    }
+    drop(e);
+    let e = Engine::open(&dir, small()).unwrap();
+    let got = drain(&e, "t");
+    assert_eq!(got.len(), published);
+    assert!(got.iter().all(|p| p[..] == big[..]));
+    publish(&e, "t", b"after");
+    e.close().unwrap();
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(drain(&e, "t").len(), published + 1);
+    e.close().unwrap();
+}
+
 #[test]
 fn lease_tokens_of_different_queues_and_opens_differ() {
     let tmp = tempfile::tempdir().unwrap();

@@ -404,22 +404,40 @@ impl Journal {
     }
 
     /// Starts the active segment over at the next LSN (the disk is full and
-    /// all its records are in a snapshot): zeros, then the new header, each
-    /// fsynced, so a power cut leaves old records or none, never a mix.
+    /// all its records are in a snapshot), the way a covered segment is
+    /// recycled: one write of its first 68 bytes (a format-3 header whose
+    /// first LSN is the next one, then the 20 zeros that end the log) and
+    /// an fsync. The old records stay, as stale ones (below the first LSN;
+    /// recovery never reads them as the log's), and the appends that follow
+    /// keep 20 zeros after each record. A power cut leaves the old header
+    /// or the new one (one sector). Zeroing the old records first, as this
+    /// did, could not be made safe: a cut before that fsync kept some
+    /// zeroed pages and some old, fsynced records after them, which
+    /// recovery took for corruption (`tests/crash_consistency.rs`, (i)).
+    /// If the write or its fsync fails, the journal takes no more appends
+    /// until the queue is reopened.
     fn rewind(&mut self, sync: &SyncPoint<Arc<File>>) -> Result<()> {
         let faults = self.faults.clone();
         let next_lsn = self.next_lsn;
         let a = self.active_mut();
         let path = a.path.clone();
-        prepare::zero_range(&faults, &a.file, SEGMENT_HEADER_LEN as u64, a.pos as u64)
-            .map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
-        let header = segment_header_as(a.version, next_lsn, a.seq, a.map.len() as u64);
-        a.file
-            .write_all_at(&header, 0)
-            .and_then(|()| storage::sync_file(&faults, &a.file))
-            .map_err(|e| Error::storage("rewinding journal segment", &path, e))?;
+        let mut head = [0u8; SEGMENT_HEADER_LEN + RECORD_HEADER_LEN];
+        head[..SEGMENT_HEADER_LEN].copy_from_slice(&segment_header_as(
+            FORMAT_RECYCLED,
+            next_lsn,
+            a.seq,
+            a.map.len() as u64,
+        ));
+        if let Err(e) = a.file.write_all_at(&head, 0).and_then(|()| storage::sync_file(&faults, &a.file)) {
+            // The new header may be in the file: a record appended after the
+            // old ones (a smaller one fits) would not be read back. No more
+            // appends; the next open reads whichever header the file has.
+            self.stuck = Some(e.raw_os_error().unwrap_or(libc::EIO));
+            return Err(Error::storage("rewinding journal segment", &path, e));
+        }
         a.pos = SEGMENT_HEADER_LEN;
         a.first_lsn = next_lsn;
+        a.version = FORMAT_RECYCLED;
         sync.synced_externally(next_lsn - 1, true);
         Ok(())
     }
@@ -644,6 +662,44 @@ mod tests {
         assert!(records[1].1 + RECORD_HEADER_LEN < WRITE_MIN, "the second record did not take the mapping");
         assert!(scan.torn.is_none(), "{:?}", scan.torn);
         assert_eq!(scan.end as usize, j.active().pos);
+    }
+
+    /// A journal whose active segment is a recycled one (format 3): the
+    /// records of the file's earlier use are still in it past the end of
+    /// its log.
+    fn recycled_journal() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let size = 1 << 16;
+        let recovered = Recovered { next_seq: 1, ..Default::default() };
+        let (mut old, spares) = Journal::open(dir.path(), faults.clone(), size, false, 1, recovered).unwrap();
+        let sync = SyncPoint::new(0, Some(old.active_file()));
+        for _ in 0..20 {
+            old.append(&drops(300), &sync).unwrap();
+        }
+        let from = old.active().path.clone();
+        drop((old, spares, sync));
+        let p = prepare::recycle_spare(dir.path(), &faults, &from, size, &|| 2).unwrap();
+        let recovered = Recovered { next_seq: 3, spares: vec![(2, p.path.clone())], ..Default::default() };
+        drop(p);
+        let (j, spares) = Journal::open(dir.path(), faults.clone(), size, false, 1000, recovered).unwrap();
+        assert_eq!((j.active().version, j.active().seq), (FORMAT_RECYCLED, 2));
+        let sync = SyncPoint::new(999, Some(j.active_file()));
+        Fixture { _dir: dir, faults, j, sync, _spares: spares }
+    }
+
+    #[test]
+    fn appends_into_a_recycled_segment_keep_zeros_after_the_last_record() {
+        let Fixture { _dir, faults: _, mut j, sync, _spares } = recycled_journal();
+        for (i, n) in [300, 1, 300, 2].into_iter().enumerate() {
+            assert_eq!(j.append(&drops(n), &sync).unwrap(), 1000 + i as Lsn);
+            let pos = j.active().pos;
+            assert!(j.active().map[pos..pos + RECORD_HEADER_LEN].iter().all(|b| *b == 0));
+            let (records, scan) = scan_active(&j);
+            assert_eq!(records.len(), i + 1);
+            assert!(scan.torn.is_none(), "{:?}", scan.torn);
+            assert_eq!(scan.end as usize, pos);
+        }
     }
 
     #[test]
