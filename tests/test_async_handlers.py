@@ -151,6 +151,139 @@ def test_heartbeat_extends_the_lease_and_the_timeout(qdir: Path) -> None:
     asyncio.run(main())
 
 
+def test_a_cancelled_error_of_the_handlers_own_fails_the_attempt_and_the_worker_goes_on(
+    qdir: Path,
+) -> None:
+    """A handler that awaits a task something else cancelled raises
+    ``CancelledError`` although its worker was not cancelled: that is a failed
+    attempt like any exception (retried, then dead-lettered), and the worker
+    handles the next messages. It used to end the worker for good, with the
+    message left to its lease: after ``max_parallelism`` of them the handler
+    handled nothing more."""
+
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir) as q:
+            seen: list[tuple[int, int]] = []
+
+            @q.handler(Order, timeout=5, retry=FAST, max_parallelism=1)
+            async def h(msg: Order, ctx: ringq.Context) -> None:
+                seen.append((msg.n, ctx.attempt))
+                if msg.n == 0:
+                    inner = asyncio.ensure_future(asyncio.sleep(10))
+                    await asyncio.sleep(0)
+                    inner.cancel()
+                    await inner
+
+            mid = await q.publish(Order(0))
+            for n in (1, 2):
+                await q.publish(Order(n))
+            q.start()
+            t0 = time.monotonic()
+            while len(seen) < 4 and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.01)
+            assert sorted(seen) == [(0, 1), (0, 2), (1, 1), (2, 1)], seen
+            assert await q.dlq.count() == 1
+            [dead] = await q.dlq.list()
+            assert (dead.id, dead.error_type, dead.reason) == (
+                mid,
+                "asyncio.exceptions.CancelledError",
+                "max_attempts",
+            )
+            stats = q.handler_stats()["h"]
+            assert (stats["workers"], stats["failed"], stats["succeeded"]) == (1, 2, 2)
+            assert await q.stop(timeout=5)
+
+    asyncio.run(main())
+
+
+def test_a_heartbeat_that_shortens_the_lease_moves_the_timeout_with_it(qdir: Path) -> None:
+    """``ctx.heartbeat(0.1)`` in a handler whose timeout is 10 s: the
+    coroutine is cancelled when the shorter lease runs out, not 10 s later
+    (while the engine retried it meanwhile: two runs of one message at once)."""
+
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir) as q:
+            events: list[tuple[str, int, float]] = []
+            t0 = time.monotonic()
+
+            @q.handler(Order, timeout=10, retry=FAST)
+            async def h(msg: Order, ctx: ringq.Context) -> None:
+                events.append(("start", ctx.attempt, time.monotonic() - t0))
+                if ctx.attempt == 1:
+                    ctx.heartbeat(0.1)
+                    try:
+                        await asyncio.sleep(5)
+                    except asyncio.CancelledError:
+                        events.append(("cancelled", 1, time.monotonic() - t0))
+                        raise
+
+            await q.publish(Order(1))
+            q.start()
+            while len(events) < 3 and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.01)
+            assert [e[:2] for e in events] == [("start", 1), ("cancelled", 1), ("start", 2)]
+            assert events[1][2] < 2.0, events
+            assert await q.stop(timeout=5)
+            stats = q.handler_stats()["h"]
+            assert (stats["failed"], stats["succeeded"]) == (1, 1)
+
+    asyncio.run(main())
+
+
+class _BusyOnce:
+    """The handler's engine handle as it answers while another thread holds
+    the engine's lock past what a call on the loop may wait (a snapshot of a
+    large state, for seconds): ``WouldBlock`` from the first ``extend`` and
+    ``is_superseded``; otherwise the handle itself."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.busy = {"extend", "is_superseded"}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.busy:
+            self.busy.discard(name)
+
+            def would_block(*args: Any) -> Any:
+                raise ringq.errors.WouldBlock("the engine is busy")
+
+            return would_block
+        return getattr(self.handle, name)
+
+
+def test_heartbeat_and_superseded_wait_for_a_busy_engine_instead_of_raising(qdir: Path) -> None:
+    """``ctx.heartbeat()`` and ``ctx.superseded`` on the loop, while the
+    engine is busy (``WouldBlock``, as during a snapshot of a large state:
+    reproduced with 500,000 messages and snapshots in a loop), are made as
+    blocking calls. They used to raise the internal ``WouldBlock``, failing
+    the attempt."""
+
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir) as q:
+            results: list[object] = []
+
+            @q.handler(Order, timeout=10)
+            async def h(msg: Order, ctx: ringq.Context) -> None:
+                busy = _BusyOnce(ctx._backend)  # type: ignore[attr-defined]
+                ctx._backend = busy  # type: ignore[attr-defined]
+                before = ctx.deadline
+                results.append(ctx.heartbeat(30) > before + 15)
+                results.append(ctx.superseded)
+                results.append(sorted(busy.busy))
+
+            await q.publish(Order(1))
+            q.start()
+            t0 = time.monotonic()
+            while len(results) < 3 and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.01)
+            assert await q.stop(timeout=5)
+            assert results == [True, False, []]
+            stats = q.handler_stats()["h"]
+            assert (stats["failed"], stats["succeeded"]) == (0, 1)
+
+    asyncio.run(main())
+
+
 def test_a_failed_attempt_publishes_nothing_and_dead_letter_on_skips_retries(qdir: Path) -> None:
     async def main() -> None:
         async with ringq.AsyncQueue(qdir) as q:

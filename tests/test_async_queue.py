@@ -392,6 +392,47 @@ def test_a_busy_engine_does_not_hold_up_the_loop(qdir: Path) -> None:
     run(main)
 
 
+def test_a_publish_made_while_the_engine_was_busy_waits_for_room_on_the_loop(
+    qdir: Path,
+) -> None:
+    """The engine busy (another thread holds its lock), a publish runs in a
+    worker thread; on a full queue it waits for room back on the loop, so a
+    cancelled one published nothing. The thread used to wait for room
+    itself: cancelled, the call returned, and the thread published once room
+    came (the caller, told it failed, would publish again: a duplicate)."""
+
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, capacity=1) as q:
+            await q.publish(b"first", "t")
+            hold = q.backend._hold_lock  # type: ignore[attr-defined]
+            holder = asyncio.ensure_future(asyncio.to_thread(hold, 0.2))
+            await asyncio.sleep(0.05)
+            task = asyncio.ensure_future(q.publish(b"cancelled", "t"))
+            await holder
+            await asyncio.sleep(0.1)  # the thread's publish found the queue full
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            [first] = await q.checkout("t", 10, timeout=0)
+            await q.ack([first])
+            await asyncio.sleep(0.3)  # a thread waiting for room would publish now
+            assert await q.checkout("t", 10, timeout=0) == []
+            # Not cancelled, it publishes once room comes.
+            await q.publish(b"second", "t")
+            holder = asyncio.ensure_future(asyncio.to_thread(hold, 0.2))
+            await asyncio.sleep(0.05)
+            task = asyncio.ensure_future(q.publish(b"third", "t", timeout=10))
+            await holder
+            [second] = await q.checkout("t", 10, timeout=0)
+            await q.ack([second])
+            mid = await asyncio.wait_for(task, 10)
+            [third] = await q.checkout("t", 10, timeout=0)
+            assert (third.id, third.payload) == (mid, b"third")
+
+    run(main)
+
+
 def test_a_failed_fsync_fails_the_concurrent_publishes_it_covered_and_none_hangs(
     qdir: Path,
 ) -> None:

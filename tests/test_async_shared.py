@@ -259,6 +259,40 @@ def test_the_owners_death_fails_the_calls_in_flight_and_the_next_call_takes_over
     run(main)
 
 
+def test_a_publish_to_a_full_queue_a_new_owner_took_over_waits_its_timeout(
+    qdir: Path, spawn: Spawn
+) -> None:
+    """The owner dies and another process takes the full queue over: the
+    client's loop connection is down, so its publish goes through its
+    blocking connection (``WouldBlock`` on the loop), and the new owner
+    waits for room until the timeout: ``QueueFull`` after it."""
+    owner_code = """
+        import sys, time, ringq
+        q = ringq.Queue(sys.argv[1], shared=True, capacity=1)
+        print(q.role, flush=True)
+        time.sleep(600)
+        """
+    first = spawn(owner_code, str(qdir))
+    assert read_line(first) == "owner"
+
+    async def main() -> None:
+        async with ringq.AsyncQueue(qdir, shared=True) as q:
+            assert q.role == "client"
+            await q.publish(b"fill", "t")
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+            await asyncio.sleep(0.2)  # the loop sees its connection hang up
+            second = spawn(owner_code, str(qdir))
+            assert read_line(second) == "owner"
+            t0 = time.monotonic()
+            with pytest.raises(ringq.QueueFull):
+                await q.publish(b"no room", "t", timeout=0.5)
+            assert time.monotonic() - t0 >= 0.4
+            assert q.role == "client"
+
+    run(main)
+
+
 def test_a_cancelled_withdrawal_survives_a_closed_queue(qdir: Path) -> None:
     """Closing the client with a checkout waiting ends it with QueueClosed
     and the owner forgets the connection's requests."""

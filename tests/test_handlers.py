@@ -307,6 +307,33 @@ def test_timeout_cancels_the_handler_requeues_the_message_and_rejects_the_late_a
     assert len(q.dlq) == 0
 
 
+def test_a_heartbeat_that_shortens_the_lease_is_watched(open_queue: OpenQueue) -> None:
+    """``ctx.heartbeat(0.1)`` in a handler whose timeout is 10 s: the lease
+    monitor wakes by the shorter deadline, sets ``ctx.cancelled`` and gives
+    the worker's place to a fresh one. It used to sleep until the handler's
+    first deadline, 10 s on: the engine retried the message on another worker
+    meanwhile, with the first run never told."""
+    q = open_queue()
+    waited: list[tuple[bool, float]] = []
+    attempts: list[int] = []
+
+    @q.handler(bytes, topic="t", timeout=10, retry=FAST)
+    def h(msg: bytes, ctx: ringq.Context) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            ctx.heartbeat(0.1)
+            t0 = time.monotonic()
+            waited.append((ctx.cancelled.wait(5), time.monotonic() - t0))
+
+    q.publish(b"x", "t")
+    q.start()
+    assert wait_until(lambda: len(waited) == 1 and attempts == [1, 2], 10)
+    [(cancelled, after)] = waited
+    assert cancelled and after < 2.0, waited
+    assert wait_until(lambda: q.handler_stats()["h"]["abandoned_running"] == 0)
+    q.stop()
+
+
 def test_heartbeat_extends_the_lease_of_a_long_running_handler(open_queue: OpenQueue) -> None:
     q = open_queue()
     results: list[tuple[int, bool]] = []

@@ -12,14 +12,18 @@ watches it (``loop.add_reader``). No thread per call, no polling loop.
 If the engine is busy (another thread holds its lock longer than a call may
 wait on the loop, e.g. a snapshot copying a large state, or a failed fsync
 to heal), the call runs in a worker thread instead (``WouldBlock``), with
-``Queue``'s waiting semantics; that is the one case a call uses a thread.
+``Queue``'s waiting semantics, except that a publish waits for room back on
+the loop; that is the one case a call uses a thread.
 
 Cancelling a call (``task.cancel()``, ``asyncio.timeout``) leaves the
 queue consistent:
 
 - ``checkout``: cancelled while it waits, it took nothing (no lease).
 - ``publish``/``publish_many``: cancelled while waiting for room (or
-  while giving the loop its turn, ``TURN``), nothing was published;
+  while giving the loop its turn, ``TURN``), nothing was published (room
+  is always waited for on the loop, also when the engine was busy);
+  cancelled while the engine was busy and a worker thread was making the
+  call, it may still happen: a thread cannot be stopped;
   cancelled while waiting for the fsync
   (``durability="always"``), it *was* published and is durable once the
   fsync completes, but its id is not returned (publish with a
@@ -59,7 +63,7 @@ import functools
 import heapq
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
 
@@ -643,14 +647,19 @@ class AsyncOps:
             except Submitted as s:
                 mid = await self._answer(s)
             except WouldBlock:
-                mid = await self._busy("publish", payload, topic, **options)
+                mid = await self._busy_publish(
+                    "publish",
+                    (payload, topic),
+                    options,
+                    lambda: side.publish(payload, topic, **options),
+                )
             except QueueFull as e:
                 if options.get("block") is False or (e.need or 0) > (e.capacity or 0):
                     raise
                 mid = await self._when_room(
                     lambda: side.publish(payload, topic, **options),
                     options.get("timeout"),
-                    lambda: self._busy("publish", payload, topic, **options),
+                    lambda: self._busy("publish", payload, topic, **{**options, "block": False}),
                 )
         finally:
             if self._always:
@@ -674,24 +683,54 @@ class AsyncOps:
             self._bind()
         side = self._side
         items = payloads if isinstance(payloads, list) else list(payloads)
+        waits: dict[str, Any] = {"block": block, "timeout": timeout}
         try:
             try:
-                ids = side.publish_many(items, topic, block=block, timeout=timeout)
+                ids = side.publish_many(items, topic, **waits)
             except Submitted as s:
                 ids = await self._answer(s)
             except WouldBlock:
-                ids = await self._busy("publish_many", items, topic, block=block, timeout=timeout)
+                ids = await self._busy_publish(
+                    "publish_many",
+                    (items, topic),
+                    waits,
+                    lambda: side.publish_many(items, topic, **waits),
+                )
             except QueueFull as e:
                 if block is False or (e.need or 0) > (e.capacity or 0):
                     raise
                 ids = await self._when_room(
-                    lambda: side.publish_many(items, topic, block=block, timeout=timeout),
+                    lambda: side.publish_many(items, topic, **waits),
                     timeout,
-                    lambda: self._busy("publish_many", items, topic, block=block, timeout=timeout),
+                    lambda: self._busy("publish_many", items, topic, block=False),
                 )
         finally:
             await self._durable()
         return ids
+
+    async def _busy_publish(
+        self, name: str, args: tuple[Any, ...], options: Mapping[str, Any], call: Callable[[], T]
+    ) -> T:
+        """A publish (``name``) the engine was too busy to take on the loop,
+        made in a worker thread (``_busy``). On this process's engine the
+        thread does not wait for room: a thread's wait cannot be called off
+        when the call is cancelled, so a full queue sends it back here to
+        wait for room on the loop (``_when_room``, retrying ``call``). A
+        shared queue's client (its loop connection down) lets the owner wait."""
+        if self._remote:
+            result: T = await self._busy(name, *args, **options)
+            return result
+        try:
+            result = await self._busy(name, *args, **{**options, "block": False})
+            return result
+        except QueueFull as e:
+            if options.get("block") is False or (e.need or 0) > (e.capacity or 0):
+                raise
+        return await self._when_room(
+            call,
+            options.get("timeout"),
+            lambda: self._busy(name, *args, **{**options, "block": False}),
+        )
 
     async def _when_room(
         self, call: Callable[[], T], timeout: float | None, busy: Callable[[], Awaitable[T]]
@@ -699,15 +738,17 @@ class AsyncOps:
         """Retries ``call`` (which raised ``QueueFull``) whenever room is
         freed, until it fits or ``timeout`` passes (then its last
         ``QueueFull`` is raised); ``busy`` makes it elsewhere if the engine
-        is busy."""
+        is busy, without waiting for room there (a ``QueueFull`` of its
+        waits here too; see ``_busy_publish``)."""
         signals = self._loop_signals()
         deadline = self._deadline(timeout)
         while True:
             self._handle._async_arm(ROOM)
             try:
-                return call()
-            except WouldBlock:
-                return await busy()
+                try:
+                    return call()
+                except WouldBlock:
+                    return await busy()
             except QueueFull as e:
                 if (e.need or 0) > (e.capacity or 0) or not await signals.wait(ROOM, deadline):
                     raise  # it can never fit, or the time is up

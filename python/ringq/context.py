@@ -58,6 +58,7 @@ class Context:
         "_lease",
         "_log",
         "_middleware",
+        "_on_deadline",
         "_staged",
         "deadline",
         "handler",
@@ -89,6 +90,10 @@ class Context:
         #: Set by the dispatcher: sends pending acks of the batch and renews
         #: its unstarted messages' leases before this one is renewed.
         self._before_heartbeat: Callable[[], None] | None = None
+        #: Set by the dispatcher: told each new deadline ``heartbeat`` sets,
+        #: so that its lease watch wakes by then (a heartbeat may shorten
+        #: the lease).
+        self._on_deadline: Callable[[float], None] | None = None
         #: When the lease runs out (epoch seconds); moved by ``heartbeat``.
         self.deadline = delivery.lease_deadline
 
@@ -182,8 +187,13 @@ class Context:
         if self._before_heartbeat is not None:
             self._before_heartbeat()
         deadline = self._backend.extend(self._delivery, self._lease if seconds is None else seconds)
-        self.deadline = deadline
+        self._set_deadline(deadline)
         return deadline
+
+    def _set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline
+        if self._on_deadline is not None:
+            self._on_deadline(deadline)
 
     def _expire(self) -> None:
         """Called by the lease monitor when the deadline passed."""

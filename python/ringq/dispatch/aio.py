@@ -104,7 +104,16 @@ class AsyncContext(Context):
         lease = None if seconds is None else seconds + self._grace
         ops = self._ops
         if not ops._remote:
-            return super().heartbeat(lease)
+            try:
+                return super().heartbeat(lease)
+            except WouldBlock:
+                # The engine was busy (another thread held its lock longer
+                # than a call may wait on the loop, e.g. a snapshot): this
+                # one waits for it, as a blocking call.
+                wanted = self._lease if lease is None else lease
+                deadline = float(ops._thread_side.backend.extend(self._delivery, wanted))
+                self._set_deadline(deadline)
+                return deadline
         self.raise_if_cancelled()
         if self._before_heartbeat is not None:
             self._before_heartbeat()
@@ -115,15 +124,24 @@ class AsyncContext(Context):
             ops._expect(s).add_done_callback(self._extended)
         except WouldBlock:  # the loop's connection is down: the blocking one
             return super().heartbeat(lease)
-        self.deadline = time.time() + wanted
+        self._set_deadline(time.time() + wanted)
         return self.deadline
+
+    @property
+    def superseded(self) -> bool:
+        """``Context.superseded``; if the engine is busy (``WouldBlock`` on
+        the loop), asked as a blocking call."""
+        try:
+            return super().superseded
+        except WouldBlock:
+            return bool(self._ops._thread_side.backend.is_superseded(self._delivery))
 
     def _extended(self, answer: asyncio.Future[Any]) -> None:
         if answer.cancelled():
             return
         e = answer.exception()
         if e is None:
-            self.deadline = answer.result()
+            self._set_deadline(answer.result())
         elif isinstance(e, LeaseLost):
             self._expire()
 
@@ -477,6 +495,15 @@ class AsyncPool:
         )
         w.delivery, w.ctx, w.timed_out = d, ctx, False
         w.deadline = min(time.time() + timeout, d.lease_deadline - grace(timeout))
+        if ctx is not None:
+            # A heartbeat may shorten the lease: the watchdog then wakes by
+            # the new timeout (from any thread the handler calls it in).
+            loop = asyncio.get_running_loop()
+
+            def rewatch(_at: float) -> None:
+                loop.call_soon_threadsafe(self._watch_worker, w)
+
+            ctx._on_deadline = rewatch
         self._watch_worker(w)
         started = time.perf_counter() if self.timing else 0.0
         if started:
@@ -494,12 +521,19 @@ class AsyncPool:
                 await self._call(msg, ctx)
         except asyncio.CancelledError as e:
             if not w.timed_out:
-                raise
-            failure = TimeoutError(
-                f"handler {spec.name} ran past its {timeout:g}s timeout on message {d.id}: "
-                "cancelled"
-            )
-            failure.__cause__ = e
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # this worker is cancelled (stop, shutdown)
+                # Raised by the handler's own code (it awaited a task that
+                # something else cancelled): a failed attempt, as any
+                # exception; the worker goes on.
+                failure = e
+            else:
+                failure = TimeoutError(
+                    f"handler {spec.name} ran past its {timeout:g}s timeout (or the deadline "
+                    f"its last heartbeat set) on message {d.id}: cancelled"
+                )
+                failure.__cause__ = e
         except Exception as e:
             failure = e
         finally:

@@ -134,10 +134,11 @@ class LeaseMonitor:
             return
         release_rest(self.engine, w)
         log.warning(
-            "handler %s ran past its %.3gs lease on message %s (attempt %d): "
-            "cancelled; the message is retried and a fresh worker took this one's place",
+            "handler %s ran past its lease on message %s (attempt %d; timeout %.3gs, "
+            "or the deadline its last heartbeat set): cancelled; the message is retried and "
+            "a fresh worker took this one's place",
             pool.spec.name,
-            pool.spec.options.timeout,
             d.id,
             d.attempt,
+            pool.spec.options.timeout,
         )

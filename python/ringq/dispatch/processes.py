@@ -361,6 +361,8 @@ def child_main(argv: list[str]) -> int:
         )
         ctx = Context(link, delivery, handler, lease)  # type: ignore[arg-type]
         ctx.deadline = deadline
+        # A heartbeat may shorten the lease: the expiry thread waits anew.
+        ctx._on_deadline = lambda _at, ctx=ctx: expiry.watch(ctx)
         expiry.watch(ctx)
         try:
             func(msg, ctx) if pass_context else func(msg)

@@ -285,6 +285,7 @@ class Runner:
             ctx = Context(self.engine, d, spec.name, spec.options.timeout, spec.publish_codec, mw)
             ctx.deadline = deadline
             ctx._before_heartbeat = w.hook
+            ctx._on_deadline = self.monitor.watch
         # Published without a lock (see Pool.abandon); this runs for every message.
         w.deadline = deadline
         w.ctx = ctx
