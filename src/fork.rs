@@ -12,7 +12,12 @@
 //! - the same handler points every registered lock descriptor at
 //!   `/dev/null` (`dup2`), dropping the child's reference to the lock
 //!   without touching the parent's (`flock` locks belong to the open file
-//!   description, which `LOCK_UN` in the child would release for both).
+//!   description, which `LOCK_UN` in the child would release for both);
+//! - and so every registered socket of a shared queue's owner (its
+//!   listener and its clients' connections, [`ChildDrops`]): a child that
+//!   kept them would keep the owner's clients connected to nobody after the
+//!   owner died (no hang-up reaches them) and take their new connections
+//!   into a backlog nobody accepts.
 //!
 //! The handler only does async-signal-safe things (atomics, `open`, `dup2`,
 //! `fcntl`, `close`), as a child of a threaded parent must.
@@ -68,8 +73,31 @@ pub(crate) fn register_lock_fd(fd: i32) -> Option<usize> {
     LOCK_FDS.iter().position(|s| s.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst).is_ok())
 }
 
+/// Must run before `fd` is closed: a registered number a later open
+/// reused would be pointed at `/dev/null` in the next child.
 pub(crate) fn unregister_lock_fd(slot: Option<usize>, fd: i32) {
     if let Some(i) = slot {
         let _ = LOCK_FDS[i].compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// A descriptor a `fork()` child drops (points at `/dev/null`) while this
+/// lives. Declare it so that it is dropped *before* the descriptor is
+/// closed (a struct field before the file's, a local after it).
+pub(crate) struct ChildDrops {
+    fd: i32,
+    slot: Option<usize>,
+}
+
+impl ChildDrops {
+    pub(crate) fn new(fd: &impl std::os::unix::io::AsRawFd) -> ChildDrops {
+        let fd = fd.as_raw_fd();
+        ChildDrops { fd, slot: register_lock_fd(fd) }
+    }
+}
+
+impl Drop for ChildDrops {
+    fn drop(&mut self) {
+        unregister_lock_fd(self.slot, self.fd);
     }
 }

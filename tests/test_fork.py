@@ -20,6 +20,7 @@ import json
 import os
 import select
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -329,6 +330,90 @@ def test_a_fork_child_that_outlives_its_killed_parent_does_not_keep_the_director
         q.publish(b"mine now")
         assert q.stats()["total"] == 1
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child_pid, signal.SIGKILL)
+
+
+SHARED_OWNER = """
+import gc, os, sys, time, ringq
+q = ringq.Queue(sys.argv[1], shared=True)
+q.publish(b"from the owner", "t")
+print(q.role, flush=True)
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    if sys.argv[2] == "drop":
+        del q
+        gc.collect()
+        sys.exit(0)
+    time.sleep(60)
+    os._exit(0)
+print(os.getpid(), pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_fork_child_that_drops_a_shared_owners_queue_leaves_the_owner_serving(
+    spawn: Spawn, qdir: Path
+) -> None:
+    """The child lets its copy go (``del q``, then a normal exit): the
+    owner's socket and its clients' connections are the parent's too. The
+    child used to shut the listener down (the owner then served nobody) and
+    could have cut every client off."""
+    owner = spawn(SHARED_OWNER, str(qdir), "drop")
+    assert read_line(owner) == "owner"
+    _, child_pid = map(int, read_line(owner).split())
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    q = ringq.Queue(qdir, shared=True)
+    try:
+        assert q.role == "client"
+        [d] = q.checkout("t", timeout=5)
+        assert d.payload == b"from the owner"
+        q.ack(d)
+    finally:
+        q.close()
+
+
+def test_a_fork_child_of_a_shared_owner_does_not_keep_its_clients_waiting_after_it_died(
+    spawn: Spawn, qdir: Path
+) -> None:
+    """The owner is killed while a fork child of it lives on: its clients
+    see the hang-up and the next call takes the queue over. The child held
+    copies of the owner's listener and connections: no hang-up reached the
+    clients, and calls waited forever."""
+    owner = spawn(SHARED_OWNER, str(qdir), "live")
+    assert read_line(owner) == "owner"
+    owner_pid, child_pid = map(int, read_line(owner).split())
+    q = ringq.Queue(qdir, shared=True)
+    try:
+        assert q.role == "client"
+        kill_and_collect(owner)
+        os.kill(child_pid, 0)  # the child is still alive
+        done: list[object] = []
+
+        def call() -> None:
+            for _ in range(3):
+                try:
+                    done.append(q.checkout("t", timeout=0))
+                    return
+                except ringq.OwnerGone as e:
+                    done.append(e)
+
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        t.join(20)
+        assert not t.is_alive(), f"the client waited for the dead owner {owner_pid}: {done}"
+        assert q.role == "owner"
+        got = done[-1]
+        assert isinstance(got, list) and [d.payload for d in got] == [b"from the owner"], done
+    finally:
+        q.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(child_pid, signal.SIGKILL)
 

@@ -172,6 +172,42 @@ def test_the_owners_death_fails_calls_in_flight_and_the_next_call_takes_over(
         q.close()
 
 
+def test_a_client_that_takes_over_keeps_the_queues_durability_capacity_and_attempts(
+    qdir: Path, spawn: Spawn
+) -> None:
+    """A client opened with the defaults takes over an ``always`` queue of
+    capacity 3 and ``max_attempts=1``: it goes on as that queue, not with
+    the client's own options (an ``always`` queue went on as ``batch``,
+    its calls answered before their fsync)."""
+    owner = spawn(
+        """
+        import sys, time, ringq
+        q = ringq.Queue(sys.argv[1], shared=True, durability="always", capacity=3, max_attempts=1)
+        print(q.role, flush=True)
+        time.sleep(600)
+        """,
+        str(qdir),
+    )
+    assert read_line(owner) == "owner"
+    q = ringq.Queue(qdir, shared=True)
+    try:
+        assert q.role == "client"
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        for i in range(3):
+            q.publish(b"%d" % i, "t")  # the first one takes the directory over
+        assert q.role == "owner"
+        st = q.stats()
+        assert (st["durability"], st["capacity"]) == ("always", 3)
+        with pytest.raises(ringq.QueueFull):
+            q.publish(b"no room", "t", block=False)
+        [d] = q.checkout("t", timeout=0)
+        q.nack(d)
+        assert [x.id for x in q.dlq.list()] == [d.id], "max_attempts=1: the nack dead-letters"
+    finally:
+        q.close()
+
+
 def test_a_deep_directory_uses_an_abstract_socket(tmp_path: Path, spawn: Spawn) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60) / "q"
     assert len(str(deep / "ringq.sock")) > 107

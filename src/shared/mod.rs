@@ -136,15 +136,28 @@ impl SharedQueue {
     /// The owner is gone: become the owner, or a client of the new one.
     fn take_over(&self) -> Result<()> {
         let mut mode = self.mode.write();
-        match &*mode {
+        // The queue its clients were told of goes on: its durability,
+        // capacity and max_attempts are the last owner's, not the options
+        // this process opened with (a client's options but `lease` are not
+        // the queue's). Taken over with this process's own, an "always"
+        // queue could go on as "batch": calls answered before their fsync.
+        let opts = match &*mode {
             Mode::Owner { .. } => return Ok(()),
             Mode::Client(c) => match c.connection() {
                 Ok(()) => return Ok(()),
-                Err(Error::OwnerGone(_)) => {}
+                Err(Error::OwnerGone(_)) => {
+                    let w = c.welcome();
+                    Options {
+                        durability: w.durability,
+                        capacity: usize::try_from(w.capacity).unwrap_or(usize::MAX),
+                        max_attempts: w.max_attempts,
+                        ..self.opts.clone()
+                    }
+                }
                 Err(e) => return Err(e),
             },
-        }
-        let new = open_mode(&self.dir, &self.opts)?;
+        };
+        let new = open_mode(&self.dir, &opts)?;
         let instance = match &new {
             Mode::Owner { engine, .. } => engine.instance_id(),
             Mode::Client(c) => c.welcome().instance_id,

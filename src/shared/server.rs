@@ -51,6 +51,8 @@ pub struct Server {
 
 struct Inner {
     engine: Arc<Engine>,
+    /// Before `listener`: unregistered before it is closed.
+    _listener_in_child: crate::fork::ChildDrops,
     listener: UnixListener,
     address: Address,
     stopping: AtomicBool,
@@ -64,11 +66,15 @@ struct Inner {
 }
 
 /// A connection's socket (to shut it down at stop) and its reader thread.
-type ConnThread = (UnixStream, Option<JoinHandle<()>>);
+/// A connection's handle (to shut it down at stop) and its reader thread;
+/// the guard first, so that it is dropped before the handle is closed.
+type ConnThread = (crate::fork::ChildDrops, UnixStream, Option<JoinHandle<()>>);
 
 /// One client connection.
 struct Conn {
     engine: Arc<Engine>,
+    /// Before `writer`: unregistered before it is closed.
+    _writer_in_child: crate::fork::ChildDrops,
     writer: Mutex<UnixStream>,
     /// Leases handed to this client and not yet given back.
     leases: Mutex<Leases>,
@@ -90,6 +96,7 @@ impl Server {
         let (listener, address) = super::addr::bind(engine.path(), engine.instance_id())?;
         let inner = Arc::new(Inner {
             engine,
+            _listener_in_child: crate::fork::ChildDrops::new(&listener),
             listener,
             address,
             stopping: AtomicBool::new(false),
@@ -121,7 +128,10 @@ impl Server {
     /// fail with `OwnerGone`) and removes the socket. Idempotent.
     pub fn stop(&self) {
         let inner = &self.inner;
-        if inner.stopping.swap(true, Ordering::AcqRel) {
+        // A fork() child's copy: its sockets are the parent's (shutting
+        // them down would cut the parent's clients off, and its threads are
+        // not here to join); the child only lets its copy go.
+        if inner.engine.is_forked() || inner.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
         // Wakes the accept() (Linux returns EINVAL from a shut-down listener).
@@ -130,10 +140,10 @@ impl Server {
             let _ = t.join();
         }
         let conns: Vec<_> = inner.conns.lock().drain().collect();
-        for (_, (stream, _)) in &conns {
+        for (_, (_, stream, _)) in &conns {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
-        for (_, (_, reader)) in conns {
+        for (_, (_, _, reader)) in conns {
             if let Some(t) = reader {
                 let _ = t.join();
             }
@@ -203,7 +213,7 @@ fn accept_loop(inner: &Arc<Inner>) {
             me.clients.fetch_add(1, Ordering::Relaxed);
             serve(&me, stream);
             me.clients.fetch_sub(1, Ordering::Relaxed);
-            if let Some((_, t)) = me.conns.lock().remove(&id) {
+            if let Some((_, _, t)) = me.conns.lock().remove(&id) {
                 drop(t); // our own handle: detach
             }
         });
@@ -211,7 +221,7 @@ fn accept_loop(inner: &Arc<Inner>) {
             if inner.stopping.load(Ordering::Acquire) {
                 let _ = handle.shutdown(std::net::Shutdown::Both);
             }
-            conns.insert(id, (handle, Some(t)));
+            conns.insert(id, (crate::fork::ChildDrops::new(&handle), handle, Some(t)));
         }
         drop(conns);
     }
@@ -222,11 +232,14 @@ fn serve(inner: &Arc<Inner>, stream: UnixStream) {
     let Ok(writer) = stream.try_clone() else { return };
     let conn = Arc::new(Conn {
         engine,
+        _writer_in_child: crate::fork::ChildDrops::new(&writer),
         writer: Mutex::new(writer),
         leases: Mutex::new(Leases::default()),
         waiting: Mutex::new(HashMap::new()),
     });
     let mut reader = FrameReader::new(stream, SPIN);
+    // After `reader`: dropped (unregistered) before it closes the stream.
+    let _reader_in_child = crate::fork::ChildDrops::new(reader.get_ref());
     if peer_uid(reader.get_ref()) != Some(inner.uid) {
         let e = Error::Protocol(format!(
             "refused: a shared queue serves only processes of its owner's user (uid {})",
