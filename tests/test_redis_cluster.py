@@ -13,6 +13,7 @@ moves, ``MOVED`` after).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -331,3 +332,104 @@ def test_the_api_round_trip_on_the_cluster(
     assert (s["total"], s["dead"], s["acked"], s["dead_lettered"]) == (0, 0, 5, 1)
     held = keys_per_node(cluster, ns)
     assert sum(held.values()) == held[cluster.nodes[1].port] > 0, held
+
+
+class _ReplyDropper:
+    """A TCP proxy in front of one node: once armed, the next request that
+    holds ``marker`` is forwarded, the server's reply is read and thrown
+    away, and the client's connection closed (the call ran; its answer was
+    lost on the way, as when a connection or a node fails)."""
+
+    def __init__(self, upstream: int) -> None:
+        import socket
+
+        self.upstream = upstream
+        self.armed: bytes | None = None
+        self.dropped = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._up, args=(client, server), daemon=True).start()
+
+    def _up(self, client: Any, server: Any) -> None:
+        drop = threading.Event()
+        threading.Thread(target=self._down, args=(server, client, drop), daemon=True).start()
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if self.armed is not None and self.armed in data:
+                    self.armed = None
+                    drop.set()  # before the request goes: its reply is the next
+                server.sendall(data)
+
+    def _down(self, server: Any, client: Any, drop: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if drop.is_set():
+                    self.dropped += 1
+                    break
+                client.sendall(data)
+        for s in (client, server):
+            with contextlib.suppress(OSError):
+                s.shutdown(2)
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_script_whose_reply_is_lost_is_not_run_again(tmp_path: Path) -> None:
+    """redis-py's cluster client retries a command after a connection error
+    (10 times by default), ``EVALSHA`` included: a publish whose reply was
+    lost ran twice and returned as if once (a duplicate), a checkout took a
+    second batch while nobody held the first. As a standalone client does,
+    the call now fails with ``BackendUnavailable`` (whether it took effect
+    is unknown) and nothing runs twice."""
+    if redis_cluster() is None:
+        pytest.skip("redis-server / redis-cli are not installed (scripts/dev test installs them)")
+    node = ClusterNode(tmp_path / "node", "always")
+    node.start()
+    proxy = _ReplyDropper(node.port)
+    try:
+        admin = node.client()
+        # One master with every slot, announced at the proxy's port: the
+        # cluster client reaches it only through the proxy.
+        admin.execute_command("CONFIG SET", "cluster-announce-port", proxy.port)
+        admin.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 30
+        while admin.execute_command("CLUSTER INFO")["cluster_state"] != "ok":
+            assert time.monotonic() < deadline, "the one-node cluster did not come up"
+            time.sleep(0.02)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q = ringq.Queue(f"redis+cluster://127.0.0.1:{proxy.port}", namespace="lost-reply")
+        try:
+            q.publish(b"warm", "w")  # the scripts are loaded
+            proxy.armed = b"EVALSHA"
+            with pytest.raises(ringq.BackendUnavailable):
+                q.publish(b"once", "t")
+            assert proxy.dropped == 1
+            got = q.checkout("t", max_messages=10, timeout=0)
+            assert [d.payload for d in got] == [b"once"], "the publish ran once"
+            q.ack(got)
+            q.publish(b"c1", "c")
+            q.publish(b"c2", "c")
+            proxy.armed = b"EVALSHA"
+            with pytest.raises(ringq.BackendUnavailable):
+                q.checkout("c", max_messages=1, timeout=0)
+            st = q.topic_stats()["c"]
+            assert (st["in_flight"], st["ready"]) == (1, 1), "one checkout ran, not two"
+        finally:
+            q.close()
+    finally:
+        proxy.close()
+        node.stop()

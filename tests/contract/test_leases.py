@@ -107,6 +107,37 @@ def test_a_second_ack_is_lease_lost(q: ringq.Queue) -> None:
     assert info.value.ids == [mid]
 
 
+def test_a_delivery_listed_twice_is_acked_once_and_the_second_is_lease_lost(
+    q: ringq.Queue,
+) -> None:
+    """The second copy finds the message gone: ``LeaseLost`` naming it, and
+    the counts as after one ack (the Redis backend counted both: one in
+    flight fewer than there were, and room for one more than the capacity)."""
+    m1 = q.publish(b"1")
+    m2 = q.publish(b"2")
+    d1, d2 = q.checkout(max_messages=2, timeout=0)
+    with pytest.raises(ringq.LeaseLost) as info:
+        q.ack([d1, d1, d2])
+    assert info.value.ids == [m1]
+    assert state(q) == {"ready": 0, "in_flight": 0, "delayed": 0, "dead": 0, "total": 0}
+    assert m2 == d2.id
+
+
+def test_a_delivery_listed_twice_is_released_once_and_delivered_once_again(
+    q: ringq.Queue,
+) -> None:
+    """Released twice in one call: once (the Redis backend listed it twice in
+    its topic, and the next checkout handed the one message out twice)."""
+    mid = q.publish(b"x")
+    [d] = q.checkout(timeout=0)
+    with pytest.raises(ringq.LeaseLost) as info:
+        q.release([d, d])
+    assert info.value.ids == [mid]
+    assert state(q) == {"ready": 1, "in_flight": 0, "delayed": 0, "dead": 0, "total": 1}
+    again = q.checkout(max_messages=10, timeout=0)
+    assert [x.id for x in again] == [mid]
+
+
 def test_the_default_lease_comes_from_the_queue(harness: Harness) -> None:
     q = harness.open(lease=12.0)
     mid = q.publish(b"x")

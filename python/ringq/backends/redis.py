@@ -324,8 +324,17 @@ class RedisBackend:
             ) from e
         parts = urlsplit(url)
         if parts.scheme.endswith("+cluster"):
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
             plain = url.replace("+cluster", "", 1)
-            return redis.RedisCluster.from_url(plain, socket_timeout=None)
+            # No retries, as a plain client has none: a script whose reply
+            # was lost may have run, and running it again would publish
+            # twice, or take a second batch whose first nobody holds (the
+            # caller gets BackendUnavailable, as on a standalone server).
+            return redis.RedisCluster.from_url(
+                plain, socket_timeout=None, retry=Retry(NoBackoff(), 0)
+            )
         return redis.Redis.from_url(url, socket_timeout=None, health_check_interval=HEALTH_CHECK)
 
     @staticmethod
@@ -333,7 +342,13 @@ class RedisBackend:
         import redis.asyncio as aredis
 
         if urlsplit(url).scheme.endswith("+cluster"):
-            return aredis.RedisCluster.from_url(url.replace("+cluster", "", 1))
+            from redis.asyncio.retry import Retry as AsyncRetry
+            from redis.backoff import NoBackoff
+
+            # No retries (see _connect).
+            return aredis.RedisCluster.from_url(
+                url.replace("+cluster", "", 1), retry=AsyncRetry(NoBackoff(), 0)
+            )
         return aredis.Redis.from_url(url, health_check_interval=HEALTH_CHECK)
 
     def _deferred(self) -> RedisLoopHandle:

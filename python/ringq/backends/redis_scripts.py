@@ -689,11 +689,14 @@ local KEYED = 4503599627370496  -- a lease token from 2^52 on: the message has a
 -- collects it afterwards.
 local WINDOW_SLACK_MS = 60000
 local n = tonumber(ARGV[3])
-local lost, valid = {}, {}
+local lost, valid, seen = {}, {}, {}
 for j = 0, n - 1 do
   local id, tok = ARGV[4 + 2 * j], ARGV[5 + 2 * j]
   local f = redis.call('HMGET', P .. 'm:' .. id, 'tok', 't', 'k')
-  if f[1] == tok then
+  -- A delivery listed twice: the first acks it, the second finds it gone
+  -- (as in the engine).
+  if f[1] == tok and not seen[id] then
+    seen[id] = true
     local okey = false
     if #tok >= 16 and tonumber(tok) >= KEYED then
       okey = redis.call('HGET', P .. 'm:' .. id, 'o')
@@ -780,10 +783,16 @@ return lost
 #: front of its topic, in the order given, its delivery not counted.
 RELEASE = r"""
 reap()
-local lost, valid = {}, {}
+local lost, valid, seen = {}, {}, {}
 for j = 3, #ARGV, 2 do
   local id, tok = ARGV[j], ARGV[j + 1]
-  if current(id, tok) then valid[#valid + 1] = id else lost[#lost + 1] = id end
+  -- Listed twice: released once, the second is lost (as in the engine).
+  if current(id, tok) and not seen[id] then
+    seen[id] = true
+    valid[#valid + 1] = id
+  else
+    lost[#lost + 1] = id
+  end
 end
 for k = #valid, 1, -1 do
   local id = valid[k]
