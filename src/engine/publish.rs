@@ -167,8 +167,16 @@ impl Shared {
                     plan.replaced += 1;
                     match &mut plan.ops[ix] {
                         Op::Enqueue { msg, .. } => {
+                            // As a replace of a queued message does: its place
+                            // stays, so its priority and ordering key do too.
+                            let (priority, key) = (msg.priority(), msg.ordering_key().map(str::to_owned));
                             msg.payload = p.payload.into();
                             msg.meta = meta;
+                            if msg.priority() != priority || msg.ordering_key() != key.as_deref() {
+                                let x = msg.meta_mut();
+                                x.priority = priority;
+                                x.ordering_key = key;
+                            }
                             msg.version += 1;
                         }
                         Op::Replace { payload, meta: m, version, .. } => {

@@ -25,6 +25,29 @@ def test_replace_in_place_keeps_id_and_position_and_bumps_the_version(q: ringq.Q
     assert ds[1].version == 1
 
 
+def test_a_replace_keeps_the_priority_and_ordering_key_within_a_batch_too(
+    q: ringq.Queue,
+) -> None:
+    """A key published twice in one ``publish_many`` behaves as two publishes
+    would: the second replaces the first in place, which keeps its priority
+    and ordering key (the engine took the second item's, none, there)."""
+    for batched in (False, True):
+        first = ringq.Message(b"v1", topic="t", dedup_key="k", ordering_key="o", priority=5)
+        second = ringq.Message(b"v2", topic="t", dedup_key="k")
+        if batched:
+            q.publish_many([first, second])
+        else:
+            q.publish_many([first])
+            q.publish_many([second])
+        q.publish(b"w", "t", ordering_key="o")
+        got = q.checkout("t", max_messages=5, timeout=0)
+        assert [(d.payload, d.ordering_key, d.priority) for d in got] == [(b"v2", "o", 5)], batched
+        q.ack(got)
+        [w] = q.checkout("t", max_messages=5, timeout=0)
+        assert (w.payload, w.ordering_key) == (b"w", "o")
+        q.ack(w)
+
+
 def test_each_replace_bumps_the_version(q: ringq.Queue) -> None:
     ids = {q.publish(b"v%d" % i, dedup_key="k") for i in range(5)}
     assert len(ids) == 1
