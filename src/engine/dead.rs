@@ -25,21 +25,24 @@ impl Engine {
 
     /// Puts dead letters back in the queue as new messages (attempts reset,
     /// correlation and causation kept). `None` replays all. An entry whose
-    /// dedup key is live in the queue again, or that finds no room, stays.
+    /// dedup key is live in the queue again (or taken by an earlier entry
+    /// of this replay), or that finds no room, stays.
     pub fn dlq_replay(&self, ids: Option<&[u64]>) -> Result<(usize, Option<u64>)> {
         let sh = &self.sh;
         let mut g = sh.lock_healthy()?;
         let now = sh.clock.now();
         let room = sh.opts.capacity.saturating_sub(g.state.slab.live());
+        let mut keys = std::collections::HashSet::new();
         let chosen: Vec<DeadLetter> = g
             .state
             .dlq
             .iter()
             .filter(|d| ids.is_none_or(|ids| ids.contains(&d.message.id)))
             .filter(|d| {
-                d.message
-                    .dedup_key()
-                    .is_none_or(|k| g.state.topic_id(&d.topic).and_then(|t| g.state.dedup.get(t, k)).is_none())
+                d.message.dedup_key().is_none_or(|k| {
+                    g.state.topic_id(&d.topic).and_then(|t| g.state.dedup.get(t, k)).is_none()
+                        && keys.insert((d.topic.as_str(), k))
+                })
             })
             .take(room)
             .cloned()

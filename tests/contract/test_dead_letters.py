@@ -128,6 +128,38 @@ def test_replay_resets_attempts_and_keeps_key_and_correlation(harness: Harness) 
     assert again.enqueued_at == at(replayed_at)
 
 
+def test_replay_leaves_an_entry_whose_key_is_live_or_taken_and_those_past_the_room(
+    harness: Harness,
+) -> None:
+    """A dead letter whose dedup key is live in the queue again (or taken by
+    an earlier entry of the same replay) stays a dead letter: replayed, two
+    live messages would hold one key. With too little room, the oldest
+    entries are replayed and the rest stay. The version is kept. (The Redis
+    backend replayed over a live key, refused the whole replay for want of
+    room and reset the version.)"""
+    q = harness.open(capacity=3)
+    held = dead_letter(q, b"held v1", "k", dedup_key="k")
+    q.publish(b"held v2", "k", dedup_key="k")  # the key is live again
+    twice = dead_letter(q, b"twice v1", "j", dedup_key="j")
+    later = dead_letter(q, b"twice v2", "j", dedup_key="j")
+    versioned = q.publish(b"v1", "u", dedup_key="v")
+    q.publish(b"v2", "u", dedup_key="v")  # version 2
+    [d] = q.checkout("u", timeout=0)
+    assert (d.id, d.version) == (versioned, 2)
+    q.backend.nack(d, error_message="bad", dead_letter_reason="non_retryable")
+    extra = [dead_letter(q, b"extra %d" % i, "w") for i in range(2)]
+    # Room for 2 (one live message): "held v1" stays (its key is live),
+    # "twice v1" goes, "twice v2" stays (its key was just taken), the
+    # versioned one goes; the rest finds no room.
+    assert q.dlq.replay() == 2
+    assert [x.id for x in q.dlq.list()] == [held, later, *extra]
+    assert [x.payload for x in q.checkout("j", max_messages=5, timeout=0)] == [b"twice v1"]
+    [u] = q.checkout("u", timeout=0)
+    assert (u.payload, u.version, u.dedup_key) == (b"v2", 2, "v")
+    assert twice != later
+    assert q.stats()["ready"] == 1  # "held v2"
+
+
 def test_replay_by_ids_and_by_predicate(q: ringq.Queue) -> None:
     a = dead_letter(q, b"a", "a")
     b = dead_letter(q, b"b", "b")

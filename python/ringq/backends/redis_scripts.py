@@ -894,20 +894,32 @@ return next_due()
 #: dlq_replay(P, now, all ('1'/'0'), ids...) -> count
 DLQ_REPLAY = r"""
 reap()
-local ids = {}
-if ARGV[3] == '1' then
-  ids = redis.call('LRANGE', P .. 'dlq', 0, -1)
-else
-  for j = 4, #ARGV do ids[#ids + 1] = ARGV[j] end
+-- As the engine's: dead letters oldest first (those named, or all); one
+-- whose dedup key is live again (or taken by an earlier one of this
+-- replay) stays, and so do those past the room left. Version kept.
+local named = nil
+if ARGV[3] ~= '1' then
+  named = {}
+  for j = 4, #ARGV do named[ARGV[j]] = true end
 end
-local todo = {}
-for _, id in ipairs(ids) do
-  if redis.call('EXISTS', P .. 'x:' .. id) == 1 then todo[#todo + 1] = id end
+local room = meta_num('capacity') - live()
+local todo, keys = {}, {}
+for _, id in ipairs(redis.call('LRANGE', P .. 'dlq', 0, -1)) do
+  if #todo >= room then break end
+  local x = P .. 'x:' .. id
+  if (named == nil or named[id]) and redis.call('EXISTS', x) == 1 then
+    local f = redis.call('HMGET', x, 't', 'k')
+    local key = f[2] or ''
+    local dk = f[1] .. NUL .. key
+    if key == '' or (not keys[dk] and not redis.call('HGET', P .. 'dedup', dk)) then
+      if key ~= '' then keys[dk] = true end
+      todo[#todo + 1] = id
+    end
+  end
 end
-if live() + #todo > meta_num('capacity') then return full(#todo) end
 for _, id in ipairs(todo) do
   local x = P .. 'x:' .. id
-  local f = redis.call('HMGET', x, 't', 'p', 'k', 'h', 'c', 'z', 'pr', 'o', 'dw')
+  local f = redis.call('HMGET', x, 't', 'p', 'k', 'h', 'c', 'z', 'pr', 'o', 'dw', 'v')
   local key = f[3] or ''
   local n = redis.call('INCR', P .. 'seq')
   local nid = string.format('%016x', n)
@@ -922,6 +934,7 @@ for _, id in ipairs(todo) do
   if f[5] then redis.call('HSET', m, 'c', f[5]) end
   if f[6] then redis.call('HSET', m, 'z', f[6]) end
   if f[7] then redis.call('HSET', m, 'pr', f[7]) end
+  if f[10] then redis.call('HSET', m, 'v', f[10]) end
   if f[8] then  -- last of its ordering key's line
     redis.call('HSET', m, 'o', f[8])
     redis.call('RPUSH', P .. 'o:' .. f[1] .. NUL .. f[8], nid)
