@@ -70,6 +70,24 @@ def test_a_follow_up_fits_in_the_room_its_ack_makes(harness: Harness) -> None:
     assert [x.payload for x in drain(q, "ship")] == [b"s"]
 
 
+def test_follow_ups_with_one_key_need_room_for_one_message(harness: Harness) -> None:
+    """The second follow-up with a key replaces the first, as two publishes
+    would: one message, so it fits where one does (the Redis backend counted
+    room for each and refused the ack as never fitting)."""
+    q = harness.open(capacity=1)
+    q.publish(b"order", "orders")
+    [d] = q.checkout("orders", timeout=0)
+    q.backend.ack(
+        d,
+        publish=[
+            OutgoingMessage("ship", b"first", dedup_key="k"),
+            OutgoingMessage("ship", b"second", dedup_key="k"),
+        ],
+    )
+    [shipped] = drain(q, "ship")
+    assert (shipped.payload, shipped.version) == (b"second", 2)
+
+
 def test_a_follow_up_with_the_acked_messages_own_key_is_a_new_message(q: ringq.Queue) -> None:
     q.publish(b"v1", "t", dedup_key="k")
     [d] = q.checkout("t", timeout=0)

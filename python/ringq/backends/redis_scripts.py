@@ -712,14 +712,16 @@ if count > 0 and #lost > 0 then return lost end
 if count > 0 then
   -- Room is checked before anything changes (a script's writes are not
   -- undone by an error): the acks free theirs first.
-  local acked, need = {}, 0
+  local acked, need, keyed = {}, 0, {}
   for _, v in ipairs(valid) do acked[v[1]] = true end
   for j = 0, count - 1 do
     local i = base + 1 + j * ITEM
     local key = ARGV[i + 2]
     if key == '' then
       need = need + 1
-    else
+    elseif not keyed[ARGV[i] .. NUL .. key] then
+      -- A key's later follow-ups replace (or keep) its first: no more room.
+      keyed[ARGV[i] .. NUL .. key] = true
       local holder = redis.call('HGET', P .. 'dedup', ARGV[i] .. NUL .. key)
       if not holder or acked[holder] then
         if not window(ARGV[i], key) then need = need + 1 end
