@@ -122,6 +122,30 @@ def test_a_cancelled_checkout_takes_nothing_whenever_it_is_cancelled(qdir: Path)
             assert d.payload == b"ready"
             assert d.attempt == 1, "the withdrawn delivery was not counted"
             await q.ack(d)
+            # Cancelled in the very turn of the loop that read the answer
+            # (a timeout firing then): too late to withdraw; the deliveries
+            # are given back. They stayed leased, until their lease ran out.
+            owner.publish(b"answered", "t")
+            answers = q._answers  # type: ignore[attr-defined]
+            assert answers is not None
+            expect = answers.expect
+
+            def expect_then_cancel(ticket: int) -> asyncio.Future[Any]:
+                answers.expect = expect  # the checkout's request only
+                fut = expect(ticket)
+                caller = asyncio.current_task()
+                assert caller is not None
+                fut.add_done_callback(lambda _f: caller.cancel())
+                return fut
+
+            answers.expect = expect_then_cancel
+            task = asyncio.ensure_future(q.checkout("t", timeout=5))
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await until(lambda: owner.stats()["in_flight"] == 0)
+            [d] = await q.checkout("t", timeout=5)
+            assert (d.payload, d.attempt) == (b"answered", 1)
+            await q.ack(d)
 
     try:
         run(main)

@@ -432,11 +432,13 @@ class AsyncOps:
         assert self._answers is not None
         return self._answers.expect(s.ticket)
 
-    async def _answer(self, s: Submitted) -> Any:
+    async def _answer(self, s: Submitted, taken: bool = False) -> Any:
         """The owner's answer to a request this call sent (a shared queue's
         client). Cancelled meanwhile, the request is withdrawn: the owner
         stops waiting for it (within 0.1 s) and what a checkout took is
-        given back unstarted."""
+        given back unstarted. ``taken``: the answer is a checkout's; if it
+        came in the same turn of the loop as the cancellation (too late to
+        withdraw), its deliveries are given back here."""
         fut = self._expect(s)
         try:
             # A task is shielded: whether it may stop is the handle's call.
@@ -446,7 +448,18 @@ class AsyncOps:
                 self._handle._withdraw(s.ticket, fut)
             elif self._answers is not None:
                 self._answers.withdraw(s.ticket)
+                if taken and fut.done() and not fut.cancelled() and fut.exception() is None:
+                    self._release_taken(fut.result())
             raise
+
+    def _release_taken(self, deliveries: list[Delivery]) -> None:
+        """Gives back ``deliveries`` (taken by a checkout whose caller was
+        cancelled) as a withdrawn checkout's are, written now: the loop may
+        not turn again for this call."""
+        answers = self._answers
+        if answers is not None:
+            answers._unwanted(deliveries)
+            self._handle._loop_flush()
 
     def _send_now(self, s: Submitted) -> None:
         """A request nobody will await (a last act: the loop may not turn
@@ -798,7 +811,7 @@ class AsyncOps:
             try:
                 self._side.checkout(topic, max_messages, lease, timeout)
             except Submitted as s:
-                got: list[Delivery] = await self._answer(s)
+                got: list[Delivery] = await self._answer(s, taken=True)
                 return got
             except WouldBlock:
                 # The loop's connection is down: once in a worker thread
