@@ -348,6 +348,26 @@ fn frame_into(buf: &mut Vec<u8>, id: u64, result: Result<Vec<u8>>) {
     }
 }
 
+/// A checkout's answer: its deliveries, held by the connection from now
+/// on. If they do not fit one frame of `limit` bytes, they go back
+/// unstarted (their delivery not counted) and the checkout fails, saying to
+/// ask for fewer: taken and then refused, each retry counted an attempt.
+fn deliveries_answer(conn: &Conn, got: Vec<crate::types::Delivered>, limit: usize) -> Result<Vec<u8>> {
+    let b = body(|w| wire::put_deliveries(w, &got));
+    if b.len() + wire::HEADER > limit {
+        let leases: Vec<(u64, u64)> = got.iter().map(|d| (d.id, d.lease_token)).collect();
+        let _ = conn.engine.release(&leases);
+        return Err(Error::Protocol(format!(
+            "{} messages ({} bytes) do not fit one answer of at most {limit} bytes: check out fewer at a time \
+             (they were given back)",
+            got.len(),
+            b.len()
+        )));
+    }
+    conn.took(&got);
+    Ok(b)
+}
+
 /// Encodes with `put` into a fresh body.
 fn body(put: impl FnOnce(&mut Writer<'_>)) -> Vec<u8> {
     let mut b = Vec::new();
@@ -585,12 +605,10 @@ fn run(conn: &Arc<Conn>, id: u64, code: u8, r: &mut Reader<'_>) -> Result<Step> 
                         let _ = conn.engine.release(&leases);
                         got.clear();
                     }
-                    conn.took(&got);
-                    Ok((body(|w| wire::put_deliveries(w, &got)), None))
+                    Ok((deliveries_answer(conn, got, wire::MAX_FRAME)?, None))
                 })
             } else {
-                conn.took(&got);
-                now(Ok(body(|w| wire::put_deliveries(w, &got))))
+                now(deliveries_answer(conn, got, wire::MAX_FRAME))
             }
         }
         op::ACK => {
@@ -700,4 +718,45 @@ fn run(conn: &Arc<Conn>, id: u64, code: u8, r: &mut Reader<'_>) -> Result<Step> 
         }
         other => return Err(Error::Protocol(format!("unknown request code {other}"))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Options, Publish};
+
+    fn conn(engine: Engine) -> Conn {
+        let (writer, _other) = UnixStream::pair().unwrap();
+        Conn {
+            engine: Arc::new(engine),
+            _writer_in_child: crate::fork::ChildDrops::new(&writer),
+            writer: Mutex::new(writer),
+            leases: Mutex::new(Leases::default()),
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn a_checkout_whose_answer_does_not_fit_a_frame_gives_its_messages_back_uncounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(dir.path().join("q"), Options::default()).unwrap();
+        for _ in 0..3 {
+            e.publish(Publish { topic: "t", payload: &[7u8; 100], ..Default::default() }, Default::default(), Wait::No)
+                .unwrap();
+        }
+        let c = conn(e);
+        let lease = Duration::from_secs(60);
+        let checkout = Checkout { max: 3, lease, wait: Wait::No, share: 1, since: None };
+        let take = |c: &Conn| c.engine.checkout_with("t", checkout).unwrap();
+        let got = take(&c);
+        assert_eq!(got.len(), 3);
+        let err = deliveries_answer(&c, got, 200).unwrap_err();
+        assert!(err.to_string().contains("check out fewer"), "{err}");
+        assert!(c.leases.lock().held.is_empty(), "the connection holds none of them");
+        let again = take(&c);
+        assert_eq!(again.iter().map(|d| d.attempt).collect::<Vec<_>>(), [1, 1, 1], "their delivery was not counted");
+        let body = deliveries_answer(&c, again, wire::MAX_FRAME).unwrap();
+        assert!(body.len() > 300);
+        assert_eq!(c.leases.lock().held.len(), 3);
+    }
 }
