@@ -108,6 +108,8 @@ pub fn dead_letters(dir: &Path, limit: usize) -> Result<Vec<DeadLetter>> {
 /// Inspects `dir`; a damaged file is `Error::Corruption` naming file and offset.
 pub fn inspect(dir: &Path) -> Result<Inspection> {
     let (manifest, loaded) = load(dir)?;
+    // Read as an open reads it: a damaged file is reported here too.
+    crate::policies::read(dir)?;
     let st = &loaded.state;
     let r = &loaded.report;
     Ok(Inspection {

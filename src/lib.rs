@@ -42,6 +42,7 @@ mod lock;
 pub mod loom;
 pub mod manifest;
 pub mod payload;
+pub mod policies;
 pub mod record;
 pub mod recovery;
 pub mod repair;

@@ -72,8 +72,8 @@ impl Manifest {
     }
 }
 
-/// Writes `m` as the directory's manifest (format 3), atomically. Only a
-/// manifest that `read` gives back as it is can be written: format 3, a slot
+/// Writes `m` as the directory's manifest (format 4), atomically. Only a
+/// manifest that `read` gives back as it is can be written: format 4, a slot
 /// limit, a non-zero instance id (`read` refuses instance id 0 as damage);
 /// anything else (`Manifest::default()`, or an older format as `read`
 /// returned it, before `Engine::open` or `repair` upgrades it) is refused

@@ -233,10 +233,12 @@ fn load_from(
     let mut repairs: Vec<Repair> = Vec::new();
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
-            if e.file_name()
-                .to_str()
-                .is_some_and(|n| n.contains(".snap.tmp") || n.starts_with("MANIFEST.tmp") || n == prepare::FILL_NAME)
-            {
+            if e.file_name().to_str().is_some_and(|n| {
+                n.contains(".snap.tmp")
+                    || n.starts_with("MANIFEST.tmp")
+                    || n.starts_with("POLICIES.tmp")
+                    || n == prepare::FILL_NAME
+            }) {
                 repairs.push(Repair::Remove(e.path()));
             }
         }

@@ -20,7 +20,7 @@ use crate::journal::{self, marker, prepare};
 use crate::lock::DirLock;
 use crate::manifest::{self, Manifest};
 use crate::recovery;
-use crate::storage::Faults;
+use crate::storage::{self, Faults};
 use std::fs;
 use std::path::Path;
 
@@ -48,6 +48,14 @@ pub fn repair(dir: &Path) -> Result<RepairReport> {
             "{} holds no ringq queue (no MANIFEST, journal or snapshot)",
             dir.display()
         )));
+    }
+    // Topic policies that do not read: removed (each is set again when its
+    // handler starts; the queue's max_attempts applies until then).
+    if let Err(e @ Error::Corruption { .. }) = crate::policies::read(dir) {
+        let path = dir.join(crate::policies::POLICIES_FILE);
+        fs::remove_file(&path).map_err(|e| Error::storage("removing", &path, e))?;
+        storage::sync_dir(dir).map_err(|e| Error::storage("fsync of", dir, e))?;
+        report.changes.push(format!("{e}; removed"));
     }
     // Segments cut short: back to their size (zeros after the cut).
     let mut newest_used: Option<u64> = None;

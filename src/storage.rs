@@ -24,6 +24,8 @@ pub enum FaultPoint {
     /// the record was written, as a short write that then failed would.
     /// The write of zeros that undoes it checks the same point.
     JournalWrite = 3,
+    /// Writing the `POLICIES` file (`set_topic_policy`).
+    PoliciesWrite = 4,
 }
 
 impl FaultPoint {
@@ -33,6 +35,7 @@ impl FaultPoint {
             "sync" => Some(FaultPoint::Sync),
             "snapshot_write" => Some(FaultPoint::SnapshotWrite),
             "journal_write" => Some(FaultPoint::JournalWrite),
+            "policies_write" => Some(FaultPoint::PoliciesWrite),
             _ => None,
         }
     }
@@ -43,7 +46,7 @@ impl FaultPoint {
 #[derive(Default)]
 pub struct Faults {
     armed: AtomicBool,
-    table: Mutex<[(i32, i64); 4]>,
+    table: Mutex<[(i32, i64); 5]>,
 }
 
 impl Faults {

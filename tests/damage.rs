@@ -600,3 +600,35 @@ fn a_durable_marker_cut_short_says_the_same_at_every_open() {
         e.close().unwrap();
     }
 }
+
+/// A topic policy set on a full disk applies at once (the handler starts
+/// and its attempts count against it); `stats()` says the file is behind,
+/// and the next snapshot writes it, so a crash after that is judged by it.
+#[test]
+fn a_policy_set_on_a_full_disk_applies_and_is_written_by_the_next_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    e.inject_fault(FaultPoint::PoliciesWrite, libc_enospc(), -1);
+    let policy = ringq::TopicPolicy { max_attempts: Some(1), handler: Some("h".into()) };
+    e.set_topic_policy("t", policy.clone()).unwrap();
+    let error = |e: &Engine| match e.stats().unwrap().into_iter().find(|(k, _)| *k == "policies_error") {
+        Some((_, ringq::Stat::Text(t))) => Some(t),
+        Some((_, ringq::Stat::None)) => None,
+        other => panic!("{other:?}"),
+    };
+    let why = error(&e).expect("the failed write is reported");
+    assert!(why.contains("POLICIES") && why.contains("No space left"), "{why}");
+    assert!(!dir.join(ringq::policies::POLICIES_FILE).exists());
+    publish(&e, "t", b"a");
+    let [d] = <[_; 1]>::try_from(e.checkout("t", 1, Duration::from_secs(60), Wait::No).unwrap()).unwrap();
+    e.nack(d.id, d.lease_token, None, Default::default(), None).unwrap();
+    assert_eq!(stat(&e, "dead"), 1, "one attempt allowed: the policy applies");
+    e.snapshot().unwrap();
+    assert!(error(&e).is_some(), "still full: still behind");
+    e.inject_fault(FaultPoint::PoliciesWrite, 0, 0);
+    e.snapshot().unwrap();
+    assert_eq!(error(&e), None);
+    assert_eq!(ringq::policies::read(&dir).unwrap().get("t"), Some(&policy));
+    e.close().unwrap();
+}

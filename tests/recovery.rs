@@ -850,3 +850,88 @@ fn a_journal_growing_by_batches_is_snapshotted_by_its_size() {
     assert!(largest < 3 * limit, "the directory reached {largest} bytes");
     e.close().unwrap();
 }
+
+/// The messages in flight when the process stopped are judged at the next
+/// open by their topic's stored policy (`POLICIES`), as a lease expiry would
+/// have judged them: set before any handler starts again, the queue's
+/// `max_attempts` (5 here) used to dead-letter a message its handler
+/// allowed 10 attempts on its 5th, and gave one allowed 2 a 3rd delivery.
+/// A copy of the directory taken while the engine is open is a SIGKILL's.
+#[test]
+fn messages_in_flight_at_a_crash_are_judged_by_their_topics_stored_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(e.options().max_attempts, 5);
+    let policy =
+        |max: u32, handler: &str| ringq::TopicPolicy { max_attempts: Some(max), handler: Some(handler.into()) };
+    e.set_topic_policy("patient", policy(10, "on_patient")).unwrap();
+    e.set_topic_policy("strict", policy(2, "on_strict")).unwrap();
+    let lease = Duration::from_secs(600);
+    let mut in_flight = Vec::new();
+    for (topic, failures) in [("patient", 4), ("strict", 1)] {
+        e.publish(Publish { topic, payload: topic.as_bytes(), ..Default::default() }, PublishOpts::default(), Wait::No)
+            .unwrap();
+        for _ in 0..failures {
+            let [d] = <[_; 1]>::try_from(e.checkout(topic, 1, lease, Wait::No).unwrap()).unwrap();
+            e.nack(d.id, d.lease_token, None, Default::default(), None).unwrap();
+        }
+        let [d] = <[_; 1]>::try_from(e.checkout(topic, 1, lease, Wait::No).unwrap()).unwrap();
+        in_flight.push(d.attempt);
+    }
+    assert_eq!(in_flight, [5, 2]);
+    let crashed = tmp.path().join("crashed");
+    restore(&snapshot_files(&dir), &crashed);
+    e.close().unwrap();
+
+    let e = Engine::open(&crashed, small()).unwrap();
+    let [d] = <[_; 1]>::try_from(e.checkout("patient", 1, lease, Wait::No).unwrap()).unwrap();
+    assert_eq!(d.attempt, 6, "5 of 10 attempts used: delivered again");
+    assert!(e.checkout("strict", 1, lease, Wait::No).unwrap().is_empty());
+    let dead = e.dlq_list(None, None, None).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].topic.as_str(), dead[0].reason.as_str()), ("strict", "lease_expired"));
+    assert_eq!(dead[0].failure.handler.as_deref(), Some("on_strict"));
+    e.close().unwrap();
+}
+
+/// A policy cleared is gone from the file too; the file is rewritten only
+/// when a policy changes; a damaged one stops the open with an error naming
+/// it, and `repair` removes it (the queue's `max_attempts` applies until
+/// the handlers start again).
+#[test]
+fn stored_policies_are_cleared_with_their_topic_and_a_damaged_file_is_refused_then_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    let file = dir.join(ringq::policies::POLICIES_FILE);
+    let e = Engine::open(&dir, small()).unwrap();
+    assert!(!file.exists(), "no policy, no file");
+    let p = ringq::TopicPolicy { max_attempts: Some(3), handler: None };
+    e.set_topic_policy("a", p.clone()).unwrap();
+    e.set_topic_policy("b", p.clone()).unwrap();
+    let written = fs::metadata(&file).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    e.set_topic_policy("a", p.clone()).unwrap();
+    assert_eq!(fs::metadata(&file).unwrap().modified().unwrap(), written, "unchanged: not rewritten");
+    e.set_topic_policy("a", ringq::TopicPolicy::default()).unwrap();
+    assert_eq!(ringq::policies::read(&dir).unwrap().keys().collect::<Vec<_>>(), ["b"]);
+    assert!(matches!(e.stats().unwrap().iter().find(|(k, _)| *k == "policies_error"), Some((_, ringq::Stat::None))));
+    e.close().unwrap();
+
+    let mut bytes = fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&file, &bytes).unwrap();
+    match Engine::open(&dir, small()) {
+        Err(Error::Corruption { path, detail, .. }) => {
+            assert_eq!(path, file);
+            assert!(detail.contains("ringq repair"), "{detail}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert!(matches!(ringq::inspect::inspect(&dir), Err(Error::Corruption { .. })), "verify reports it too");
+    let report = ringq::repair::repair(&dir).unwrap();
+    assert!(report.changes.iter().any(|c| c.contains("POLICIES") && c.ends_with("removed")), "{:?}", report.changes);
+    assert!(!file.exists());
+    Engine::open(&dir, small()).unwrap().close().unwrap();
+}

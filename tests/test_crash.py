@@ -11,7 +11,8 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import OpenQueue, Spawn, drain, kill_and_collect, read_line
+import ringq
+from conftest import OpenQueue, Spawn, drain, kill_and_collect, read_line, wait_until
 from ringq.backends.local import inspect
 
 DURABILITIES = ("always", "batch", "os")
@@ -249,3 +250,47 @@ def test_sigkill_while_segments_roll_and_are_prepared_keeps_every_reported_id(
     again = [d.id for d in drain(q)]
     assert sorted(again) == sorted([d.id for d in kept] + list(more)), context
     q.close()
+
+
+HANDLER_KILLED = """
+import sys, threading, ringq
+q = ringq.Queue(sys.argv[1], max_attempts=1)
+retry = ringq.Retry(max_attempts=3, backoff=ringq.Backoff.fixed(0.01))
+
+@q.handler(bytes, topic="jobs", retry=retry)
+def job(msg: bytes, ctx: ringq.Context) -> None:
+    print("running", ctx.attempt, flush=True)
+    threading.Event().wait()  # until SIGKILL
+
+q.publish(b"job", "jobs")
+q.start()
+threading.Event().wait()
+"""
+
+
+def test_a_handler_killed_mid_message_is_retried_by_its_own_max_attempts_after_a_restart(
+    spawn: Spawn, tmp_path: Path, open_queue: OpenQueue
+) -> None:
+    """A handler allowing 3 attempts on a queue allowing 1, SIGKILLed while
+    it runs its message: the restarted process runs it again (attempt 2).
+    The reopen judged the message by the queue's ``max_attempts`` (its
+    handler's policy was set only by ``q.start()``, after the open) and
+    dead-lettered it."""
+    qdir = tmp_path / "q"
+    child = spawn(HANDLER_KILLED, str(qdir))
+    assert read_line(child) == "running 1"
+    kill_and_collect(child)
+    q = open_queue(qdir, max_attempts=1)
+    assert len(q.dlq) == 0, [d.reason for d in q.dlq]
+    attempts: list[int] = []
+
+    retry = ringq.Retry(max_attempts=3, backoff=ringq.Backoff.fixed(0.01))
+
+    @q.handler(bytes, topic="jobs", retry=retry)
+    def job(msg: bytes, ctx: ringq.Context) -> None:
+        attempts.append(ctx.attempt)
+
+    q.start()
+    assert wait_until(lambda: attempts == [2])
+    q.stop()
+    assert q.stats()["total"] == 0 and len(q.dlq) == 0

@@ -158,7 +158,13 @@ class Backend(Protocol):
 
     def set_topic_policy(
         self, topic: str, max_attempts: int | None = None, handler: str | None = None
-    ) -> None: ...
+    ) -> None:
+        """What ``topic``'s handler asks (``q.start()`` sets it): its
+        ``max_attempts`` for nacks and lease expiries, and its name on the
+        dead letters the backend makes; both ``None`` clear it. Kept by the
+        backend (a directory's ``POLICIES`` file, a Redis hash) until changed:
+        after a reopen, the messages left in flight are judged by it."""
+        ...
 
     def stats(self) -> dict[str, Any]: ...
 

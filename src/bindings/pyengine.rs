@@ -1061,12 +1061,12 @@ impl PyEngine {
     }
 
     /// Test hook: fail the next `count` calls at `kind` ("segment_create",
-    /// "sync", "snapshot_write", "journal_write") with `errno`; -1 until
-    /// cleared with 0.
+    /// "sync", "snapshot_write", "journal_write", "policies_write") with
+    /// `errno`; -1 until cleared with 0.
     fn _inject_fault(&self, kind: &str, errno: i32, count: i64) -> PyResult<()> {
         let point = FaultPoint::parse(kind).ok_or_else(|| {
             PyValueError::new_err(format!(
-                "fault kind {kind:?}: expected segment_create, sync, snapshot_write or journal_write"
+                "fault kind {kind:?}: expected segment_create, sync, snapshot_write, journal_write or policies_write"
             ))
         })?;
         self.with_engine(|e| e.inject_fault(point, errno, count))

@@ -120,7 +120,8 @@ pub(crate) struct Inner {
 }
 
 /// What a topic's handler asks of the engine; see `Engine::set_topic_policy`.
-#[derive(Clone, Debug, Default)]
+/// Kept in the directory's `POLICIES` file (`crate::policies`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicPolicy {
     /// Deliveries before a failed or expired message is dead-lettered.
     pub max_attempts: Option<u32>,
@@ -186,6 +187,18 @@ pub(crate) struct Shared {
     pub snapshot_duration: Histogram,
     /// Callers that poll instead of waiting (`wake`).
     pub wakes: Arc<wake::Wakes>,
+    /// The topic policies as `POLICIES` should hold them; held while the
+    /// file is written, so writes go out in the order the policies changed.
+    pub policy_file: Mutex<PolicyFile>,
+}
+
+/// The `POLICIES` file's contents and whether it is behind.
+#[derive(Default)]
+pub(crate) struct PolicyFile {
+    pub policies: crate::policies::Policies,
+    /// Why the last write failed (the file is behind `policies`; retried
+    /// at the next change and after each snapshot).
+    pub error: Option<String>,
 }
 
 /// A durable queue in one directory. Closing (or dropping) it takes a final
@@ -243,7 +256,12 @@ impl Engine {
         };
         let faults = Arc::new(Faults::default());
         let bound = old.slot_bound(opts.capacity);
-        let loaded = recovery::load(&path, opts.dlq_capacity, bound, opts.capacity, true, &faults, &old)?;
+        let mut loaded = recovery::load(&path, opts.dlq_capacity, bound, opts.capacity, true, &faults, &old)?;
+        // The policies of the handlers that last ran: the messages they left
+        // in flight are judged by them (`finish_recovery`), as a lease expiry
+        // would have judged them then.
+        let stored = crate::policies::read(&path)?;
+        let policies = stored.iter().map(|(topic, p)| (loaded.state.intern(topic), p.clone())).collect();
         let slots = opts.capacity.max(loaded.state.slab.slot_count());
         let next_lsn = loaded.report.last_lsn + 1;
         let (mut journal, spares) = Journal::open(
@@ -300,7 +318,7 @@ impl Engine {
             snapshot_error: None,
             closed: false,
             lock: Some(dir_lock),
-            policies: std::collections::HashMap::new(),
+            policies,
         };
         let sh = Arc::new(Shared {
             path,
@@ -324,6 +342,7 @@ impl Engine {
             fsync_latency: Histogram::default(),
             snapshot_duration: Histogram::default(),
             wakes: Arc::new(wake::Wakes::default()),
+            policy_file: Mutex::new(PolicyFile { policies: stored, error: None }),
         });
         let wakes = sh.wakes.clone();
         sh.sync.set_notify(Box::new(move || wakes.signal(wake::DURABLE)));
@@ -334,7 +353,8 @@ impl Engine {
     }
 
     /// Messages in flight when the previous owner stopped come back (or go
-    /// to the dead-letter ring if out of attempts); due delays become ready.
+    /// to the dead-letter ring if out of attempts, by their topic's stored
+    /// policy); due delays become ready.
     fn finish_recovery(&self) -> Result<()> {
         let sh = &self.sh;
         let mut g = sh.inner.lock();
@@ -720,6 +740,21 @@ impl Shared {
     }
 
     /// The lock, for calls that only read: refused once closed.
+    /// Writes `file`'s policies to `POLICIES`; a failure is kept in
+    /// `file.error` (cleared by the next write that succeeds).
+    pub(crate) fn write_policies(&self, file: &mut PolicyFile) {
+        file.error =
+            crate::policies::write(&self.path, &file.policies, Some(&self.faults)).err().map(|e| e.to_string());
+    }
+
+    /// Retries a failed write of `POLICIES`.
+    pub(crate) fn retry_policies(&self) {
+        let mut file = self.policy_file.lock();
+        if file.error.is_some() {
+            self.write_policies(&mut file);
+        }
+    }
+
     pub(crate) fn open_inner(&self) -> Result<MutexGuard<'_, Inner>> {
         self.check()?;
         let g = crate::blocking::lock(&self.inner)?;

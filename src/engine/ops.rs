@@ -365,15 +365,35 @@ impl Engine {
 
     /// Sets (or with `TopicPolicy::default()`, clears) what a topic's handler
     /// asks of the engine: its `max_attempts` (for nacks and lease expiries
-    /// alike) and the handler name recorded on dead letters. Kept in memory
-    /// only: a handler sets it each time it starts.
+    /// alike) and the handler name recorded on dead letters. A handler sets
+    /// it each time it starts; it is kept in the directory's `POLICIES`
+    /// file, so the messages in flight when the process stops are judged by
+    /// it at the next open (before any handler starts). A change is written
+    /// (and fsynced) before it applies; if the write fails (a full disk) it
+    /// applies all the same, `stats()["policies_error"]` says why, and the
+    /// write is retried at the next change and after each snapshot.
     pub fn set_topic_policy(&self, topic: &str, policy: super::TopicPolicy) -> Result<()> {
         if policy.max_attempts == Some(0) {
             return Err(Error::Invalid("max_attempts must be >= 1".into()));
         }
-        let mut g = self.sh.open_inner()?;
+        if topic.is_empty() || topic.len() > crate::types::MAX_TOPIC {
+            return Err(Error::Invalid(format!("topic must be 1..=255 bytes, got {}", topic.len())));
+        }
+        let sh = &self.sh;
+        drop(sh.open_inner()?);
+        let mut file = sh.policy_file.lock();
+        let cleared = policy.max_attempts.is_none() && policy.handler.is_none();
+        let changed = if cleared {
+            file.policies.remove(topic).is_some()
+        } else {
+            file.policies.insert(topic.to_owned(), policy.clone()).as_ref() != Some(&policy)
+        };
+        if changed || file.error.is_some() {
+            sh.write_policies(&mut file);
+        }
+        let mut g = sh.open_inner()?;
         let tid = g.state.intern(topic);
-        if policy.max_attempts.is_none() && policy.handler.is_none() {
+        if cleared {
             g.policies.remove(&tid);
         } else {
             g.policies.insert(tid, policy);

@@ -29,9 +29,12 @@ struct Prepared {
 
 impl Shared {
     /// Writes a snapshot (unless nothing changed since the last one) and
-    /// returns the LSN it covers. One at a time (`snapshot_lock`).
+    /// returns the LSN it covers. One at a time (`snapshot_lock`). Then
+    /// retries a failed write of `POLICIES`.
     pub(crate) fn snapshot(&self) -> Result<Lsn> {
-        self.snapshot_with(|| {})
+        let done = self.snapshot_with(|| {});
+        self.retry_policies();
+        done
     }
 
     /// `snapshot`, calling `between` once the state is copied and the lock

@@ -18,6 +18,9 @@ impl Engine {
     /// Numbers for `stats()`: gauges, counters since open, recovery facts.
     pub fn stats(&self) -> Result<Vec<(&'static str, Stat)>> {
         let sh = &self.sh;
+        // Before the engine's lock: a change of policy holds this one while
+        // it takes the engine's.
+        let policies_error = sh.policy_file.lock().error.clone();
         let g = sh.open_inner()?;
         let (ready, in_flight, delayed) = g.state.totals();
         let (journal_bytes, segments) = g.journal.disk_usage();
@@ -69,6 +72,7 @@ impl Engine {
             ("degraded", text(g.degraded.clone())),
             ("last_snapshot_error", text(g.snapshot_error.clone())),
             ("journal_prepare_error", text(sh.spares.error())),
+            ("policies_error", text(policies_error)),
         ])
     }
 

@@ -178,6 +178,35 @@ def test_extend_keeps_the_original_delivery_the_holder(harness: Harness) -> None
     assert q.stats()["total"] == 0
 
 
+def test_a_topics_policy_outlives_a_reopen_and_judges_what_was_in_flight(harness: Harness) -> None:
+    """A handler's policy (what ``q.start()`` sets) is kept by the backend:
+    the messages in flight when the queue was closed are judged by it once
+    their lease is over after the reopen (on a directory at once, by the
+    open; on Redis the lease outlives the client), before any handler
+    starts again. The directory judged them by the queue's ``max_attempts``
+    (5): "u" (9 allowed) was dead-lettered on its 6th delivery, "t" (2
+    allowed) delivered a 3rd time."""
+    q = harness.open()
+    q.backend.set_topic_policy("t", max_attempts=2, handler="on_t")
+    q.backend.set_topic_policy("u", max_attempts=9, handler="on_u")
+    for topic, failures in (("t", 1), ("u", 5)):
+        mid = q.publish(topic.encode(), topic)
+        for _ in range(failures):
+            [d] = q.checkout(topic, lease=600, timeout=0)
+            q.nack(d)
+        [d] = q.checkout(topic, lease=600, timeout=0)
+        assert (d.id, d.attempt) == (mid, failures + 1)
+    q.close()
+    q = harness.open()
+    harness.advance(601)
+    [again] = q.checkout("u", lease=600, timeout=0)
+    assert (again.payload, again.attempt) == (b"u", 7)
+    assert q.checkout("t", timeout=0) == []
+    [dead] = q.dlq.list()
+    assert (dead.message.payload, dead.reason, dead.attempts) == (b"t", "lease_expired", 2)
+    assert dead.handler == "on_t"
+
+
 def test_expiry_on_the_last_attempt_dead_letters_with_reason_lease_expired(
     harness: Harness,
 ) -> None:
