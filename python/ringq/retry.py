@@ -174,14 +174,20 @@ def _number_range(
     return " ".join(x for x in (lead, low, "and" if low and high else "", high) if x)
 
 
-def check_seconds(name: str, value: object, *, optional: bool = False) -> float | None:
+def check_seconds(
+    name: str, value: object, *, optional: bool = False, positive: bool = False
+) -> float | None:
     """A duration argument of a call, checked as the engine checks its own:
     ``TypeError`` for a non-number (``bool`` included), ``ValueError`` for
-    NaN, infinities, negative or more than ``MAX_SECONDS``."""
+    NaN, infinities, negative (with ``positive``: 0 too) or more than
+    ``MAX_SECONDS``."""
     if value is None and optional:
         return None
     p = _Problems()
-    v = p.number(name, value, ge=0.0, optional=optional)
+    if positive:
+        v = p.number(name, value, gt=0.0, optional=optional)
+    else:
+        v = p.number(name, value, ge=0.0, optional=optional)
     if v is None:
         msg = p.items[0]
         if isinstance(value, bool) or not isinstance(value, int | float):

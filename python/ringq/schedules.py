@@ -74,7 +74,7 @@ import msgspec
 from ringq.backend import OutgoingMessage
 from ringq.codecs.encoding import outgoing_message
 from ringq.codecs.formats import DEFAULT_CODEC
-from ringq.retry import Backoff, Retry
+from ringq.retry import MAX_SECONDS, Backoff, Retry
 
 if TYPE_CHECKING:
     from ringq.context import Context
@@ -113,6 +113,11 @@ CATCH_UP_LIMIT: Final = 1000
 LEASE: Final = 60.0
 #: Longest name (its per-tick dedup key adds about 35 characters).
 MAX_NAME: Final = 512
+#: The longest delay a tick is published with (``MAX_SECONDS``).
+_MAX_DELAY_US: Final = round(MAX_SECONDS * 1e6)
+#: A tick handled more than this before its fire time came early on
+#: purpose (its fire time was past ``_MAX_DELAY_US``): it is staged again.
+_EARLY_US: Final = 1_000_000
 
 CatchUp = Literal["none", "one", "all"]
 _POLICIES: Final = ("none", "one", "all")
@@ -173,7 +178,8 @@ def _parse_when(when: object) -> tuple[int | None, str | None]:
         from croniter import croniter  # type: ignore[import-untyped]
 
         expr = when.strip()
-        if not expr or not croniter.is_valid(expr):
+        fields = len(expr.split())
+        if not expr or not croniter.is_valid(expr) or not (expr[0] == "@" or 5 <= fields <= 6):
             raise ValueError(
                 f"every: {when!r} is not a cron expression (5 fields, or 6 with seconds) "
                 "nor an interval in seconds"
@@ -226,7 +232,7 @@ def definition(
     out = outgoing_message(message, topic, headers=headers, codec=codec)
     if out.topic == SCHEDULE_TOPIC:
         raise ValueError(f"every: topic {SCHEDULE_TOPIC!r} is ringq's own")
-    return Definition(
+    d = Definition(
         every_us=every_us,
         cron=cron,
         tz=tz,
@@ -235,6 +241,16 @@ def definition(
         headers=dict(out.headers),
         catch_up=catch_up,
     )
+    if cron is not None:
+        # A valid expression may name no date at all ("0 0 30 2 *"): said
+        # here, not by every tick of a schedule that can never fire.
+        from croniter import CroniterError
+
+        try:
+            first_fire(d, round(time.time() * 1e6))
+        except CroniterError as e:
+            raise ValueError(f"every: {cron!r} names no time that ever comes ({e})") from e
+    return d
 
 
 def spec_text(d: Definition) -> str:
@@ -367,12 +383,15 @@ def _stage(ctx: Context, items: list[OutgoingMessage]) -> None:
 def _next_tick(
     name: str, spec: Definition, since: float, fire_us: int, now_us: int
 ) -> OutgoingMessage:
+    """The tick for ``fire_us``. A fire time past the longest delay (365
+    days: a long interval, a cron date years apart) is reached in steps:
+    the tick comes early and is staged again (``_EARLY_US``)."""
     tick = Tick(name=name, spec=spec, since=since, fire_at_us=fire_us)
     return OutgoingMessage(
         SCHEDULE_TOPIC,
         _encode(tick),
         dedup_key=name,
-        delay=max(fire_us - now_us, 1) / 1e6,
+        delay=min(max(fire_us - now_us, 1), _MAX_DELAY_US) / 1e6,
     )
 
 
@@ -418,6 +437,11 @@ def _make_handler(reg: _Registry) -> Any:
             _stage(ctx, [_next_tick(name, spec, since, first_fire(spec, now_us), now_us)])
             return
         assert tick.fire_at_us is not None
+        if tick.fire_at_us - now_us > _EARLY_US:
+            # Its fire time was past the longest delay: the next step.
+            if not ctx.superseded:
+                _stage(ctx, [_next_tick(name, spec, since, tick.fire_at_us, now_us)])
+            return
         policy = spec.catch_up
         limit = 1 if policy == "none" else CATCH_UP_LIMIT
         fires, left_out, nxt = due_fires(spec, tick.fire_at_us, now_us, limit)

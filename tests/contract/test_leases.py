@@ -245,3 +245,31 @@ def test_a_superseded_message_whose_lease_runs_out_is_dropped(harness: Harness) 
     assert q.dlq.list() == []
     with pytest.raises(ringq.LeaseLost):
         q.ack(old)
+
+
+@pytest.mark.parametrize("seconds", [365 * 86400 + 1, 1e15, float("inf"), float("nan"), -1])
+def test_durations_past_365_days_or_not_finite_are_refused_alike_and_change_nothing(
+    q: ringq.Queue, seconds: float
+) -> None:
+    """Every backend takes delays, leases and extensions of 0..=365 days
+    (leases and extensions above 0). Redis took any: ``extend(d, 1e15)``
+    overflowed to a deadline in the past (the message went to another
+    consumer while its holder worked), ``checkout(lease=1e15)`` counted a
+    delivery it then failed to return, ``nack(d, delay=1e15)`` made the
+    message ready at once."""
+    with pytest.raises(ValueError, match="delay="):
+        q.publish(b"x", delay=seconds)
+    assert q.stats()["total"] == 0
+    q.publish(b"x")
+    with pytest.raises(ValueError, match="lease="):
+        q.checkout(lease=seconds, timeout=0)
+    [d] = q.checkout(lease=60, timeout=0)
+    assert d.attempt == 1, "the refused checkout took nothing"
+    with pytest.raises(ValueError, match="seconds="):
+        q.extend(d, seconds)
+    with pytest.raises(ValueError, match="delay="):
+        q.nack(d, delay=seconds)
+    s = q.stats()
+    assert (s["in_flight"], s["ready"], s["delayed"]) == (1, 0, 0), "still leased, untouched"
+    q.ack(d)
+    assert q.stats()["total"] == 0

@@ -200,3 +200,39 @@ def test_a_cron_schedule_fires_at_its_matches(harness: Harness) -> None:
     assert wait_until(lambda: ready(q, "crons") == 2 and settled(q), 10)
     q.stop()
     assert [fired_at(d) for d in drain(q, "crons")] == [at(first), at(second)]
+
+
+def test_a_fire_time_past_the_longest_delay_is_reached_in_steps(harness: Harness) -> None:
+    """An interval of two years: its tick cannot be delayed that long (365
+    days at most), so it waits in steps and fires once, on time. The tick
+    was published with the whole delay, which every backend refused: the
+    ack failed on each retry and nothing was ever published."""
+    year = 365 * 86400.0
+    q = harness.open()
+    every(q, 2 * year, b"far", topic="far", name="far")
+    q.start()
+    wait_settled(q)
+    t0 = harness.now()
+    harness.advance(year)
+    wait_settled(q)
+    assert ready(q, "far") == 0, "a year in: not yet"
+    harness.advance(year - 1)
+    wait_settled(q)
+    assert ready(q, "far") == 0, "a second before its time: not yet"
+    harness.advance(1)
+    assert wait_until(lambda: ready(q, "far") == 1 and settled(q), 10)
+    q.stop()
+    [d] = drain(q, "far")
+    assert fired_at(d) == at(t0 + 2 * year)
+    handler_stats = q.aq.handler_stats() if isinstance(q, AsyncFacade) else q.handler_stats()
+    assert handler_stats["ringq.schedules"]["failed"] == 0
+
+
+@pytest.mark.parametrize("cron", ["0 0 30 2 *", "0 0 31 4 *", "0 0 1 1 * 0 2099", "* * * * * * *"])
+def test_a_cron_that_never_fires_or_has_seven_fields_is_refused_by_every(
+    harness: Harness, cron: str
+) -> None:
+    q = harness.open()
+    with pytest.raises(ValueError, match=r"cron|names no time"):
+        every(q, cron, b"x", topic="t", name="never")
+    assert q.stats()["total"] == 0

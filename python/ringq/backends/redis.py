@@ -63,6 +63,7 @@ from ringq.backend import DeadLetter, Delivery, OutgoingMessage, untrack_deliver
 from ringq.backends.redis_scripts import SCRIPTS
 from ringq.backends.urls import REDIS_SCHEMES as SCHEMES
 from ringq.backends.urls import is_redis_url
+from ringq.retry import check_seconds
 
 __all__ = ["RedisBackend", "is_redis_url", "open_redis"]
 
@@ -600,11 +601,8 @@ class RedisBackend:
                 raise errors.LimitExceeded(
                     f"headers are over max_headers={self._max_headers} bytes"
                 )
-        if delay is not None:
-            if isinstance(delay, bool) or not isinstance(delay, int | float):
-                raise TypeError(f"delay must be a number of seconds, not {type(delay).__name__}")
-            if not 0 <= delay < 1e9:
-                raise errors.ConfigError(f"delay={delay!r} (must be >= 0 seconds)")
+        # As the engine checks it: 0..=365 days.
+        delay = check_seconds("delay", delay, optional=True)
         extra: tuple[object, object, object] = ("", "", "")
         if priority is not None or ordering_key is not None or dedup_window is not None:
             extra = self._extra(dedup_key, priority, ordering_key, dedup_window)
@@ -935,9 +933,8 @@ class RedisBackend:
             raise TypeError(f"max_messages must be an int, not {type(max_messages).__name__}")
         if not 1 <= max_messages <= 1_000_000:
             raise errors.ConfigError(f"max_messages={max_messages} (must be 1..1000000)")
-        lease_s = self._lease if lease is None else float(lease)
-        if not lease_s > 0:
-            raise errors.ConfigError(f"lease={lease!r} (must be > 0 seconds)")
+        lease_s = self._lease if lease is None else check_seconds("lease", lease, positive=True)
+        assert lease_s is not None
         if timeout is not None and timeout < 0:
             raise errors.ConfigError(f"timeout={timeout!r} (must be >= 0 or None)")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -1084,10 +1081,7 @@ class RedisBackend:
     ) -> Op[None]:
         self._check_open()
         [d] = self._leases(delivery, "nack")
-        if delay is not None and (
-            isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0
-        ):
-            raise errors.ConfigError(f"delay={delay!r} (must be >= 0 seconds)")
+        delay = check_seconds("delay", delay, optional=True)
         got = yield (
             "script",
             "nack",
@@ -1111,9 +1105,9 @@ class RedisBackend:
     def _extend(self, delivery: Delivery, seconds: float) -> Op[float]:
         self._check_open()
         [d] = self._leases(delivery, "extend")
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-            raise errors.ConfigError(f"seconds={seconds!r} (must be > 0)")
-        got = yield ("script", "extend", [d.id, d.lease_token, _us(seconds)])
+        by = check_seconds("seconds", seconds, positive=True)
+        assert by is not None
+        got = yield ("script", "extend", [d.id, d.lease_token, _us(by)])
         if _text(got) == "lost":
             raise self._lost([d.id])
         return _s(got)
