@@ -282,7 +282,7 @@ fn load_from(
     // Format-2 headers: prepared segments are spares; torn ones (a crash
     // while one was being prepared) go unless the journal was in use there;
     // used ones form the chain.
-    let mut out = Recovered { next_seq: 1, ..Default::default() };
+    let mut out = Recovered { next_seq: 1, anchor: manifest.journal_anchor, ..Default::default() };
     let mut chain: Vec<ChainSegment> = files
         .wal_v1
         .iter()

@@ -1538,7 +1538,7 @@ fn power_cut_keeping_a_seal_but_not_the_header_it_names() {
 fn power_cut_keeping_a_later_header_but_not_the_snapshot_anchors() {
     let _one = lock(&SERIAL);
     let opts = batch_without_flushes();
-    let mut c = Case::new("anchor-lost", opts);
+    let mut c = Case::new("anchor-lost", opts.clone());
     let e = c.open();
     let roll = |c: &mut Case, e: &Engine| {
         let segments = stat(e, "journal_segments");
@@ -1559,6 +1559,18 @@ fn power_cut_keeping_a_later_header_but_not_the_snapshot_anchors() {
     drop(e);
     let r = c.check("a later header kept, the anchor's lost", &img, cap.required);
     assert_eq!(r.last_lsn, snap, "the journal ends at the snapshot: {r:?}");
+    // Opened with larger segments, the anchor is a spare too small to use.
+    // The image's MANIFEST names it until the open writes a new one: the
+    // open must not delete it before (a kill in between left a queue that
+    // refused to open, "journal segment is missing"). It goes at the next
+    // open, which no MANIFEST names it to.
+    let larger = Options { segment_size: opts.segment_size * 4, ..opts };
+    let vdir = c.scratch.0.join("larger");
+    let r = recover(&img, &vdir, &larger).expect("opened with larger segments");
+    assert_eq!(r.last_lsn, snap);
+    assert!(vdir.join(anchor).exists(), "the open deleted the segment the MANIFEST still named");
+    Engine::open(&vdir, larger).expect("reopen").close().expect("close");
+    assert!(!vdir.join(anchor).exists(), "the next open removes it");
     tracker().untrack();
 }
 

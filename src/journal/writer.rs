@@ -85,6 +85,11 @@ pub struct Recovered {
     pub spares: Vec<(u64, PathBuf)>,
     /// Above every sequence number on disk.
     pub next_seq: u64,
+    /// The segment the MANIFEST anchors (0: none). Found unused (a power
+    /// cut lost its header), it is not deleted by the open that finds it:
+    /// the MANIFEST still names it until the open writes a new one, and a
+    /// kill in between would leave a queue that refuses to open.
+    pub anchor: u64,
 }
 
 pub struct Journal {
@@ -129,6 +134,7 @@ impl Journal {
         recovered: Recovered,
     ) -> Result<(Journal, Arc<Spares>)> {
         let mut ready = Vec::new();
+        let anchor = recovered.anchor;
         for (seq, path) in recovered.spares {
             // Keep one spare; more are left over from a larger segment size or
             // an interrupted close. A kill may have cut its preparation short
@@ -146,7 +152,7 @@ impl Journal {
                 // Format 2, or 3 if recycled (recovery read the header).
                 let version = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
                 ready.push(Prepared { seq, path, file, map, version });
-            } else {
+            } else if seq != anchor {
                 let _ = storage::remove_file(&path);
             }
         }
@@ -686,6 +692,24 @@ mod tests {
         assert_eq!((j.active().version, j.active().seq), (FORMAT_RECYCLED, 2));
         let sync = SyncPoint::new(999, Some(j.active_file()));
         Fixture { _dir: dir, faults, j, sync, _spares: spares }
+    }
+
+    /// An open with a larger segment size deletes spares too small for it,
+    /// but not the one the MANIFEST anchors (found unused: a power cut took
+    /// its header): the MANIFEST names it until the open writes a new one.
+    #[test]
+    fn a_spare_too_small_is_deleted_unless_the_manifest_anchors_it() {
+        for anchor in [0, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let faults = Arc::new(Faults::default());
+            let small = prepare::create_spare(dir.path(), &faults, 1 << 16, false, &|| 2, &|| false).unwrap();
+            let path = small.path.clone();
+            drop(small);
+            let recovered = Recovered { next_seq: 3, spares: vec![(2, path.clone())], anchor, ..Default::default() };
+            let (j, _spares) = Journal::open(dir.path(), faults, 1 << 20, false, 1, recovered).unwrap();
+            assert_eq!(j.active().seq, 3, "anchor {anchor}: the small spare is not used");
+            assert_eq!(path.exists(), anchor == 2, "anchor {anchor}");
+        }
     }
 
     #[test]
