@@ -455,7 +455,9 @@ def _make_handler(reg: _Registry) -> Any:
             out = _messages(name, spec, fires, 0, ctx.message_id) if on_time else []
         if not ctx.superseded:
             # Superseded: a newer message holds the name (``unschedule``) and
-            # carries on from here.
+            # carries on from here. Superseded after this check, before the
+            # ack: the backend drops the next tick (an ack's follow-up that
+            # repeats the key of the superseded message it acks).
             out.append(_next_tick(name, spec, since, nxt, now_us))
         _stage(ctx, out)
 

@@ -237,6 +237,10 @@ impl Engine {
     /// Acks `leases` (id, token) and, in the same journal record, publishes
     /// `publish` (handler chaining). Acks with stale tokens change nothing and
     /// are reported in `lost`; with publishes, any stale token rejects all.
+    /// A follow-up that repeats the topic and dedup key of a superseded
+    /// message it acks is dropped: a newer message took the key while the
+    /// acked one was in flight (a publish; `unschedule`'s tombstone, even
+    /// cancelled since), and the newer one stands.
     pub fn ack(&self, leases: &[(u64, u64)], publish: &[Publish<'_>], wait: Wait) -> Result<AckOutcome> {
         let sh = &self.sh;
         for p in publish {
@@ -246,6 +250,26 @@ impl Engine {
         let (valid, lost) = g.current_leases(leases, sh.clock.now());
         if !publish.is_empty() && !lost.is_empty() {
             return Err(Error::LeaseLost { ids: lost });
+        }
+        let kept: Vec<Publish<'_>>;
+        let mut publish = publish;
+        if publish.iter().any(|p| p.dedup_key.is_some()) {
+            let st = &g.state;
+            let taken: Vec<(u32, &str)> = valid
+                .iter()
+                .filter_map(|id| st.slab.get(*id))
+                .filter(|m| m.superseded)
+                .filter_map(|m| Some((m.topic, m.dedup_key()?)))
+                .collect();
+            if !taken.is_empty() {
+                let repeats = |p: &Publish<'_>| {
+                    p.dedup_key.is_some_and(|k| {
+                        st.topic_id(p.topic).is_some_and(|t| taken.iter().any(|&(tt, tk)| tt == t && tk == k))
+                    })
+                };
+                kept = publish.iter().filter(|p| !repeats(p)).copied().collect();
+                publish = &kept;
+            }
         }
         let freed = valid.len();
         let prefix = if valid.is_empty() { Vec::new() } else { vec![Op::Ack { ids: valid }] };

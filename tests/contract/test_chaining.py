@@ -97,6 +97,36 @@ def test_a_follow_up_with_the_acked_messages_own_key_is_a_new_message(q: ringq.Q
     assert nxt.id != d.id
 
 
+@pytest.mark.parametrize("newer", ["kept", "cancelled"])
+def test_a_follow_up_repeating_the_key_of_a_superseded_message_it_acks_is_dropped(
+    harness: Harness, newer: str
+) -> None:
+    """A message superseded while in flight (a newer one took its key) is
+    acked with a follow-up of its own key, decided before the newer one
+    came: the newer one stands (the follow-up replaced it), and a newer one
+    cancelled meanwhile (``unschedule``: a tombstone, then its cancel)
+    stays gone (the follow-up took the free key: the schedule went on).
+    Other follow-ups go in."""
+    q = harness.open()
+    q.publish(b"v1", "t", dedup_key="k")
+    [d] = q.checkout("t", timeout=0)
+    v2 = q.publish(b"v2", "t", dedup_key="k")
+    if newer == "cancelled":
+        assert q.cancel(v2) == "cancelled"
+    q.backend.ack(
+        d,
+        publish=[
+            OutgoingMessage("t", b"from v1", dedup_key="k"),
+            OutgoingMessage("t", b"other", dedup_key="j"),
+            OutgoingMessage("u", b"same key, other topic", dedup_key="k"),
+        ],
+    )
+    left = {x.payload for x in drain(q, "t")} | {x.payload for x in drain(q, "u")}
+    kept = {b"v2"} if newer == "kept" else set()
+    assert left == kept | {b"other", b"same key, other topic"}
+    assert q.stats()["in_flight"] == len(left)
+
+
 def test_a_handlers_publishes_inherit_correlation_and_commit_with_its_ack(q: ringq.Queue) -> None:
     shipped: list[tuple[str, str | None, str | None]] = []
     both = threading.Event()

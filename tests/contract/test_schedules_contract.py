@@ -7,12 +7,14 @@ pending fire time; ``unschedule`` ends it. Time only moves by ``advance``."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import ringq
 from conftest import wait_until
+from ringq import schedules
 from ringq.schedules import (
     MISSED_HEADER,
     SCHEDULE_HEADER,
@@ -161,6 +163,39 @@ def test_unschedule_ends_the_schedule(harness: Harness) -> None:
     assert wait_until(lambda: ready(q, "ticks") == 2 and settled(q, 1), 10)
     q.stop()
     assert [d.payload for d in drain(q, "ticks")] == [b"other", b"other"]
+
+
+def test_unschedule_while_a_tick_is_handled_ends_the_schedule(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``unschedule`` between a tick handler's check that its tick is still
+    current and its ack: the tick's message goes out, the next tick does
+    not (the backend drops an ack's follow-up that repeats the key of the
+    superseded message it acks). The next tick took the key the cancelled
+    tombstone had freed, and the schedule went on for good."""
+    q = harness.open()
+    every(q, 10.0, b"tick", topic="ticks", name="t")
+    q.start()
+    wait_settled(q)
+    staged, go = threading.Event(), threading.Event()
+    real_stage = schedules._stage
+
+    def stage_then_wait(ctx: Any, items: list[Any]) -> None:
+        real_stage(ctx, items)
+        if not staged.is_set():
+            staged.set()
+            go.wait(10)
+
+    monkeypatch.setattr(schedules, "_stage", stage_then_wait)
+    harness.advance(10.0)
+    assert staged.wait(10)
+    unschedule(q, "t")
+    go.set()
+    assert wait_until(lambda: ready(q, "ticks") == 1 and settled(q, 0), 10), q.topic_stats()
+    harness.advance(10.0)
+    wait_settled(q, 0)
+    assert ready(q, "ticks") == 1
+    q.stop()
 
 
 def test_a_tick_whose_handler_died_is_published_once(harness: Harness) -> None:

@@ -690,13 +690,17 @@ local KEYED = 4503599627370496  -- a lease token from 2^52 on: the message has a
 local WINDOW_SLACK_MS = 60000
 local n = tonumber(ARGV[3])
 local lost, valid, seen = {}, {}, {}
+-- Topic NUL key of each superseded message acked: a follow-up repeating it
+-- is dropped (a newer message took the key meanwhile; it stands).
+local taken = {}
 for j = 0, n - 1 do
   local id, tok = ARGV[4 + 2 * j], ARGV[5 + 2 * j]
-  local f = redis.call('HMGET', P .. 'm:' .. id, 'tok', 't', 'k')
+  local f = redis.call('HMGET', P .. 'm:' .. id, 'tok', 't', 'k', 'sup')
   -- A delivery listed twice: the first acks it, the second finds it gone
   -- (as in the engine).
   if f[1] == tok and not seen[id] then
     seen[id] = true
+    if f[4] and f[3] then taken[f[2] .. NUL .. f[3]] = true end
     local okey = false
     if #tok >= 16 and tonumber(tok) >= KEYED then
       okey = redis.call('HGET', P .. 'm:' .. id, 'o')
@@ -719,7 +723,7 @@ if count > 0 then
     local key = ARGV[i + 2]
     if key == '' then
       need = need + 1
-    elseif not keyed[ARGV[i] .. NUL .. key] then
+    elseif not keyed[ARGV[i] .. NUL .. key] and not taken[ARGV[i] .. NUL .. key] then
       -- A key's later follow-ups replace (or keep) its first: no more room.
       keyed[ARGV[i] .. NUL .. key] = true
       local holder = redis.call('HGET', P .. 'dedup', ARGV[i] .. NUL .. key)
@@ -761,8 +765,15 @@ if #valid > 0 then
 end
 for j = 0, count - 1 do
   local i = base + 1 + j * ITEM
-  local what, a, b = plan(i, false)
-  if what == 'replace' then
+  local what, a, b
+  if ARGV[i + 2] ~= '' and taken[ARGV[i] .. NUL .. ARGV[i + 2]] then
+    what = 'taken'
+  else
+    what, a, b = plan(i, false)
+  end
+  if what == 'taken' then
+    -- dropped: see ``taken`` above
+  elseif what == 'replace' then
     replace(i, a)
   elseif what == 'window' then
     stat('kept')
