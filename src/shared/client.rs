@@ -494,6 +494,11 @@ impl Client {
         {
             let mut p = conn.pending.lock();
             if let Some(why) = &p.broken {
+                // Closed here since the connection was taken: a call on a
+                // closed queue, as the callers it woke were told.
+                if self.closed.load(Ordering::Acquire) {
+                    return Err(Error::Closed);
+                }
                 return Err(Error::OwnerGone(why.clone()));
             }
             p.waiting.insert(id, Arc::clone(&slot));
@@ -894,5 +899,21 @@ mod tests {
 
         other.connection().expect("connected");
         assert!(accepted.recv_timeout(Duration::from_millis(200)).is_err(), "the other client connected anew");
+    }
+
+    /// A call that took the connection just before its client was closed
+    /// (from another thread) fails as a call on a closed queue does,
+    /// `Closed`, not `OwnerGone` ("the owner went away"): seen as a flaky
+    /// `test_close_wakes_a_consumer_waiting_in_checkout[shared-sync]`.
+    #[test]
+    fn a_call_that_took_the_connection_as_its_client_closed_fails_as_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let accepted = hello_only_owner(dir.path(), unique_instance(3), 9);
+        let client = Client::connect(dir.path()).expect("connects");
+        let _side = accepted.recv_timeout(Duration::from_secs(10)).expect("the connection");
+        let conn = client.live().expect("live");
+        client.close();
+        let err = client.request_on(&conn, op::STATS, |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Closed), "{err}");
     }
 }
