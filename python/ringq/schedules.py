@@ -369,6 +369,15 @@ def _now_us(ctx: Context) -> int:
     return round((ctx.deadline - lease) * 1e6)
 
 
+def _capacity(ctx: Context) -> int | None:
+    """The queue's capacity (``None`` if its backend does not say)."""
+    try:
+        capacity = ctx._backend.stats().get("capacity")
+    except Exception:  # the tick goes on as if unbounded (its ack says what is wrong)
+        return None
+    return capacity if isinstance(capacity, int) and capacity > 0 else None
+
+
 def _stage(ctx: Context, items: list[OutgoingMessage]) -> None:
     """Stages already encoded messages with the ack (``ctx.publish`` would
     encode them again)."""
@@ -449,6 +458,15 @@ def _make_handler(reg: _Registry) -> Any:
             missed = len(fires) - 1 + left_out
             out = _messages(name, spec, fires[-1:], missed, ctx.message_id)
         elif policy == "all":
+            capacity = _capacity(ctx) if len(fires) > 1 else None
+            if capacity is not None and len(fires) + 1 > capacity:
+                # More than the queue can ever hold with the next tick (the
+                # ack frees the tick's own place): the newest that fit, the
+                # rest counted, as past ``CATCH_UP_LIMIT``. All of them made
+                # an ack that could never fit, retried until dead-lettered.
+                keep = max(1, capacity - 1)
+                left_out += len(fires) - keep
+                fires = fires[-keep:]
             out = _messages(name, spec, fires, left_out, ctx.message_id)
         else:  # "none": only an on-time tick fires
             on_time = len(fires) == 1 and left_out == 0

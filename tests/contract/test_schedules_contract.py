@@ -130,6 +130,31 @@ def test_the_schedule_survives_a_reopen_and_every_again_keeps_its_fire_time(
     assert fired_at(d) == at(t0 + 10), "the fire time set before the reopen"
 
 
+def test_catch_up_all_past_the_queues_capacity_publishes_the_newest_that_fit(
+    harness: Harness,
+) -> None:
+    """60 fire times missed on a queue of 20: the newest 19 go out with the
+    next tick (20 places, the tick's own freed by its ack), the first
+    counting the 41 left out. All 60 made an ack that could never fit: it
+    was retried for hours, then the tick was dead-lettered (the schedule
+    stopped)."""
+    q = harness.open(capacity=20)
+    every(q, 1.0, b"tick", topic="ticks", name="t", catch_up="all")
+    q.start()
+    wait_settled(q)
+    t0 = harness.now()
+    q.stop()
+    harness.advance(60.5)
+    q.start()
+    assert wait_until(lambda: ready(q, "ticks") == 19 and settled(q), 10), q.topic_stats()
+    q.stop()
+    ds = drain(q, "ticks")
+    assert [fired_at(d) for d in ds] == [at(t0 + k) for k in range(42, 61)]
+    assert ds[0].headers[MISSED_HEADER] == "41"
+    assert all(MISSED_HEADER not in d.headers for d in ds[1:])
+    assert len(q.dlq) == 0
+
+
 def test_a_changed_definition_applies_from_the_pending_tick(harness: Harness) -> None:
     q = harness.open()
     every(q, 10.0, b"v1", topic="ticks", name="t")
