@@ -7,6 +7,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import pytest
+import ringq
+import ringq.asgi
 from conftest import OpenQueue, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -88,6 +91,21 @@ def test_without_a_token_every_action_is_refused(open_queue: OpenQueue) -> None:
     assert call(f"{server.url}/stats")["queue"]["ready"] == 0
 
 
+@pytest.mark.parametrize("token", ["", "   "])
+def test_an_empty_token_is_refused_rather_than_matching_an_empty_bearer(
+    open_queue: OpenQueue, token: str
+) -> None:
+    """``token=os.environ.get("ADMIN_TOKEN", "")`` with the variable unset:
+    the endpoint let anyone act with ``Authorization: Bearer `` (an empty
+    token compared equal). It is refused where it is given, for the
+    threaded endpoint and the ASGI app alike; nothing is served."""
+    q = open_queue()
+    with pytest.raises(ringq.ConfigError, match="token="):
+        q.serve_admin(token=token)
+    with pytest.raises(ringq.ConfigError, match="token="):
+        ringq.asgi.admin_app(q, token=token)
+
+
 def test_tracebacks_only_with_the_token_and_metrics_open_on_request(
     open_queue: OpenQueue,
 ) -> None:
@@ -109,3 +127,30 @@ def test_tracebacks_only_with_the_token_and_metrics_open_on_request(
     assert "ValueError" in row["traceback"] and "traceback_hidden" not in row
     assert "ringq_published" in call(f"{guarded.url}/metrics")
     assert status_of(f"{guarded.url}/stats", None) == 401
+
+
+def test_the_endpoints_metrics_fill_the_handler_histograms(open_queue: OpenQueue) -> None:
+    """``/metrics`` serves the handlers' duration and end-to-end
+    histograms: the endpoint turns the timing on, as
+    ``ringq.metrics.register`` does (they stayed at 0 while the handler's
+    counters moved)."""
+    q = open_queue()
+    server = q.serve_admin()
+    done: list[bytes] = []
+
+    @q.handler(bytes, topic="t")
+    def h(msg: bytes) -> None:
+        done.append(msg)
+
+    q.publish_many([b"a", b"b", b"c"], topic="t")
+    q.start()
+    assert wait_until(lambda: len(done) == 3)
+    q.stop()
+    got = {
+        (s.name, s.labels.get("handler")): s.value
+        for family in text_string_to_metric_families(call(f"{server.url}/metrics"))
+        for s in family.samples
+    }
+    assert got[("ringq_handler_succeeded_total", "h")] == 3
+    assert got[("ringq_handler_handler_duration_seconds_count", "h")] == 3
+    assert got[("ringq_handler_end_to_end_seconds_count", "h")] == 3

@@ -91,18 +91,23 @@ class RingqCollector(Collector):
             return
         stats = q.stats()
         label = [self._name]
+        # A backend reports what it has: Redis has no journal, snapshots or
+        # fsyncs of its own, and its series are left out (a missing key
+        # failed the whole registry's scrape).
         for key, metric, doc in _COUNTERS:
-            c = CounterMetricFamily(metric, doc, labels=["queue"])
-            c.add_metric(label, float(stats[key]))
-            yield c
+            if stats.get(key) is not None:
+                c = CounterMetricFamily(metric, doc, labels=["queue"])
+                c.add_metric(label, float(stats[key]))
+                yield c
         for key, metric, doc in _GAUGES:
-            g = GaugeMetricFamily(metric, doc, labels=["queue"])
-            g.add_metric(label, float(stats[key]))
-            yield g
+            if stats.get(key) is not None:
+                g = GaugeMetricFamily(metric, doc, labels=["queue"])
+                g.add_metric(label, float(stats[key]))
+                yield g
         degraded = GaugeMetricFamily(
             "ringq_degraded", "1 while an fsync failure is unresolved.", labels=["queue"]
         )
-        degraded.add_metric(label, 0.0 if stats["degraded"] is None else 1.0)
+        degraded.add_metric(label, 0.0 if stats.get("degraded") is None else 1.0)
         yield degraded
 
         topics = q.topic_stats()

@@ -92,7 +92,8 @@ def instrument(
         def observe(_: CallbackOptions) -> Iterable[Observation]:
             if queue.closed:
                 return []
-            return [Observation(float(queue.stats()[key]), base)]
+            value = queue.stats().get(key)  # None: not this backend's (Redis: no journal)
+            return [] if value is None else [Observation(float(value), base)]
 
         return observe
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
 from ringq.dlq import as_dict
-from ringq.errors import RingqError
+from ringq.errors import ConfigError, RingqError
 
 if TYPE_CHECKING:
     from ringq.admin import Admin
@@ -53,10 +53,19 @@ class AdminRoutes:
     def __init__(
         self, queue: QueueCore, admin: Admin, token: str | None, open_metrics: bool = False
     ) -> None:
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            # An empty token (an unset environment variable read with a
+            # default of "") matched the header "Bearer ": anyone could act.
+            raise ConfigError(
+                f"token={token!r} (must be a non-empty str; None refuses every action)"
+            )
         self._q = queue
         self._admin = admin
         self._token = token
         self._open_metrics = open_metrics
+        # ``/metrics`` serves the handlers' latency histograms: they fill
+        # only with timing on (as ``ringq.metrics.register`` turns it on).
+        queue._enable_timing()
 
     def handle(
         self,
