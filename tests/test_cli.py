@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ringq
 from conftest import Spawn, kill_and_collect, read_line
 
 
@@ -318,3 +319,23 @@ def test_serve_has_a_flag_for_every_queue_option_but_shared(
         assert result.exit_code == 0, (o.name, result.output)
         got = received.pop()
         assert got == {o.name: value} and type(got[o.name]) is type(value), o.name
+
+
+def test_changing_commands_keep_more_dead_letters_than_the_default_capacity(qdir: Path) -> None:
+    """A queue whose application allows 10,050 dead letters holds 10,020:
+    ``ringq snapshot`` and ``ringq dlq replay`` open it with a dead-letter
+    capacity that holds them all (it is not stored in the directory). They
+    opened it with the default, 10,000, and recovery dropped the oldest 20
+    for good as soon as the command wrote anything."""
+    with ringq.Queue(qdir, max_attempts=1, dlq_capacity=10_050) as q:
+        q.publish_many([b"%d" % i for i in range(10_020)], topic="t")
+        for d in q.checkout("t", max_messages=10_020, timeout=0):
+            q.nack(d, error="bad")
+        assert len(q.dlq) == 10_020
+    assert ringq_cli("snapshot", str(qdir)).returncode == 0
+    assert json.loads(ringq_cli("inspect", str(qdir), "--json").stdout)["dead"] == 10_020
+    [oldest] = json.loads(ringq_cli("dlq", "list", str(qdir), "--json", "--limit", "1").stdout)
+    replay = ringq_cli("dlq", "replay", str(qdir), oldest["id"], "--yes")
+    assert replay.returncode == 0 and "replayed 1" in replay.stdout, replay.stderr
+    info = json.loads(ringq_cli("inspect", str(qdir), "--json").stdout)
+    assert (info["dead"], info["ready"]) == (10_019, 1)

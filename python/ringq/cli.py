@@ -638,11 +638,14 @@ def _open_for_change(path: str, namespace: str | None = None) -> Any:
     if not (Path(path) / "MANIFEST").is_file():
         msg = f"{path} has no MANIFEST (see ringq verify and ringq repair)"
         _fail(CliError(msg, "NoManifest"), False, EXIT_ERROR)
+    from ringq.serve import keeping_dead_letters
+
+    options = keeping_dead_letters(path)
     try:
         if (Path(path) / "SOCKET").is_file():
             # A shared queue's owner serves it: be its client.
-            return Queue(path, shared=True)
-        return Queue(path)
+            return Queue(path, shared=True, **options)
+        return Queue(path, **options)
     except QueueLocked as e:
         click.echo(
             f"refused: {path} is owned by a running process (pid {e.pid}); "

@@ -19,7 +19,7 @@ from typing import Any
 
 from ringq.errors import CorruptionError, RingqError
 
-__all__ = ["EXIT_DAMAGED", "EXIT_ERROR", "EXIT_OK", "EXIT_OWNED", "serve"]
+__all__ = ["EXIT_DAMAGED", "EXIT_ERROR", "EXIT_OK", "EXIT_OWNED", "keeping_dead_letters", "serve"]
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
@@ -27,6 +27,27 @@ EXIT_ERROR = 2
 EXIT_OWNED = 3
 
 log = logging.getLogger("ringq.serve")
+
+#: The dead-letter capacity a queue opens with when none is given.
+DEFAULT_DLQ_CAPACITY = 10_000
+
+
+def keeping_dead_letters(path: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` with a ``dlq_capacity`` that holds every dead letter
+    the directory at ``path`` has (unless one is given). The capacity is
+    not stored in the directory: a tool that opened it with the default
+    (10,000) made recovery drop the oldest dead letters past it, for good,
+    as soon as anything was written."""
+    out = dict(options or {})
+    if out.get("dlq_capacity") is None and (Path(path) / "MANIFEST").is_file():
+        from ringq.backends.local import inspect
+
+        try:
+            dead = int(inspect(path)["dead"])
+        except (RingqError, ValueError, OSError):
+            return out  # the open says what is wrong
+        out["dlq_capacity"] = max(dead, DEFAULT_DLQ_CAPACITY)
+    return out
 
 
 def serve(path: str, options: dict[str, Any], stats_every: float = 60.0) -> int:
@@ -46,7 +67,7 @@ def serve(path: str, options: dict[str, Any], stats_every: float = 60.0) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
-            q = Queue(path, shared=True, **options)
+            q = Queue(path, shared=True, **keeping_dead_letters(path, options))
         except CorruptionError as e:
             log.error("cannot open %s: %s", path, e)
             return EXIT_DAMAGED
