@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import re
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -169,6 +170,53 @@ def test_replay_and_purge_ask_first_and_dry_run_changes_nothing(qdir: Path) -> N
         os.close(master)
         os.close(slave)
     assert dead_ids(qdir) == []
+
+
+def test_a_confirmed_purge_removes_what_was_listed_not_what_came_meanwhile(qdir: Path) -> None:
+    """``ringq dlq purge --all`` on a shared queue lists 2 dead letters and
+    asks; 3 more come while it waits. Answered yes, it purges the 2 it
+    listed (it sent "all" and purged 5, 3 of them never seen)."""
+    owner = ringq.Queue(qdir, shared=True, max_attempts=1)
+    try:
+
+        def dead_letter(n: int) -> None:
+            owner.publish_many([b"%d" % i for i in range(n)], topic="t")
+            for d in owner.checkout("t", max_messages=n, timeout=0):
+                owner.nack(d, error="bad")
+
+        dead_letter(2)
+        listed = [d.id for d in owner.dlq.list()]
+        master, slave = pty.openpty()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ringq.cli", "dlq", "purge", str(qdir), "--all"],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "80"},
+        )
+        try:
+            assert child.stdout is not None
+            out = b""
+            while b"purge these 2 dead letter(s)" not in out:
+                ready, _, _ = select.select([child.stdout], [], [], 30)
+                chunk = os.read(child.stdout.fileno(), 4096) if ready else b""
+                assert chunk, f"no prompt: {out!r}"
+                out += chunk
+            dead_letter(3)
+            assert len(owner.dlq) == 5
+            os.write(master, b"y\n")
+            rest, err = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            os.close(master)
+            os.close(slave)
+        assert child.returncode == 0 and b"purged 2 dead letter(s)" in rest, (rest, err)
+        left = [d.id for d in owner.dlq.list()]
+        assert len(left) == 3 and not set(left) & set(listed)
+    finally:
+        owner.close()
 
 
 # 7. peek of an unknown topic

@@ -813,8 +813,9 @@ def _dlq_change(
 ) -> None:
     """Replays or purges (``verb``) the dead letters ``ids`` (prefixes), or
     all if none: lists them, asks unless ``yes`` (refusing without a
-    terminal), then ``act(queue, ids or None)`` or, through the admin
-    endpoint, ``remote(ids or None)``."""
+    terminal), then ``act(queue, the ids listed)`` or, through the admin
+    endpoint, ``remote(the ids listed)`` (``None``: all, with ``yes`` and
+    no ``ids``)."""
     done = {"replay": "replayed", "purge": "purged"}[verb]
     if dry_run:
         if admin_url:
@@ -853,12 +854,29 @@ def _dlq_change(
             if not click.confirm(f"{verb} these {len(chosen):,} dead letter(s) of {path}?"):
                 click.echo("nothing changed")
                 sys.exit(1)  # as click's Abort
-        selected = [str(d["id"]) for d in chosen] if ids else None
-        n = remote(selected)[done] if admin_url else act(q, selected)
+        # What was listed and confirmed, not what is there by now (a
+        # shared queue's dead letters come meanwhile); with --yes and no
+        # ids: all of them, as they are when the change is made.
+        selected = [str(d["id"]) for d in chosen] if ids or not yes else None
+        if admin_url:
+            n = sum(int(remote(part)[done]) for part in _id_batches(selected))
+        else:
+            n = act(q, selected)
     finally:
         if q is not None:
             q.close()
     click.echo(f"{done} {n} dead letter(s)")
+
+
+#: Ids per request to an admin endpoint (its bodies are at most 1 MiB).
+ID_BATCH = 40_000
+
+
+def _id_batches(selected: list[str] | None) -> list[list[str] | None]:
+    """``selected`` in requests an admin endpoint takes (``None``: all)."""
+    if selected is None:
+        return [None]
+    return [selected[i : i + ID_BATCH] for i in range(0, len(selected), ID_BATCH)]
 
 
 def _chosen(listed: list[dict[str, Any]], ids: tuple[str, ...]) -> list[dict[str, Any]]:
