@@ -60,6 +60,11 @@ def work(job: Job, ctx: ringq.Context) -> None:
         import threading
 
         raise Unpicklable(threading.Lock())
+    elif job.action == "publish-lock":
+        import threading
+
+        ctx.publish(threading.Lock(), "results")  # cannot reach the queue's process
+        return
     elif job.action == "cancelled":
         # Waits for the lease to run out without a heartbeat, then notices.
         ctx.cancelled.wait(10)

@@ -270,3 +270,73 @@ def test_a_handler_in_a_package_module_run_with_python_m_gets_its_relative_impor
     )
     assert done.returncode == 0, done.stderr
     assert "6 succeeded 0 dead" in done.stdout, done.stderr
+
+
+class _Stamp:
+    """Middleware: stamps what is published."""
+
+    def before_publish(self, m: ringq.OutgoingMessage) -> ringq.OutgoingMessage:
+        return ringq.OutgoingMessage(
+            m.topic,
+            m.payload,
+            dedup_key=m.dedup_key,
+            headers={**m.headers, "stamped": "yes"},
+            correlation_id=m.correlation_id,
+            causation_id=m.causation_id,
+        )
+
+
+def test_what_a_worker_process_publishes_goes_through_the_queues_codec_and_middleware(
+    open_queue: OpenQueue,
+) -> None:
+    """On an encrypted queue with a ``before_publish`` hook, a ``processes=``
+    handler's ``ctx.publish`` is sealed and stamped, as a thread's is. The
+    worker process encoded it with the default codec: plaintext JSON in the
+    journal, no hook, and a handler of the queue's codec dead-lettered it."""
+    from ringq.codecs import CODEC_HEADER, Encrypted, JsonCodec
+
+    q = open_queue(codec=Encrypted(JsonCodec(), os.urandom(32)))
+    q.add_middleware(_Stamp())
+    q.handler(Job, processes=1, retry=FAST)(work)
+    q.publish(Job(7))
+    q.start()
+    try:
+        assert wait_until(lambda: _done(q, 1))
+    finally:
+        q.stop()
+    [d] = q.checkout("results", timeout=0)
+    assert b"pid" not in d.payload, d.payload
+    assert d.headers["stamped"] == "yes" and CODEC_HEADER in d.headers, d.headers
+    q.release(d)
+    got: list[dict[str, object]] = []
+
+    @q.handler(dict, topic="results")
+    def on_result(msg: dict[str, object]) -> None:
+        got.append(msg)
+
+    q.start()
+    try:
+        assert wait_until(lambda: len(got) == 1)
+    finally:
+        q.stop()
+    assert got[0]["n"] == 7 and got[0]["pid"] != os.getpid()
+    assert len(q.dlq) == 0 and q.stats()["total"] == 0
+
+
+def test_a_message_published_in_a_worker_process_that_cannot_reach_the_queue_fails_the_attempt(
+    open_queue: OpenQueue,
+) -> None:
+    q = open_queue(max_attempts=2)
+    q.handler(Job, processes=1, retry=ringq.Retry(max_attempts=2, backoff=ringq.Backoff.fixed(0)))(
+        work
+    )
+    q.publish(Job(1, "publish-lock"))
+    q.start()
+    try:
+        assert wait_until(lambda: len(q.dlq) == 1)
+    finally:
+        q.stop()
+    [dead] = q.dlq.list()
+    assert (dead.error_type or "").endswith("HandlerProcessError"), dead.error_type
+    assert "cannot be sent to the queue's process" in (dead.error_message or "")
+    assert q.stats()["total"] == 0 and "results" not in q.topic_stats()

@@ -41,7 +41,7 @@ import threading
 import time
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -209,7 +209,12 @@ class ProcessWorker:
                 ) from None
             kind = reply[0]
             if kind == "done":
-                return [OutgoingMessage(*item[:2], **item[2]) for item in reply[1]]
+                # What the handler asked to publish, encoded here with the
+                # queue's codec and its before_publish middleware (the
+                # child knows neither: an encrypted queue got plaintext).
+                for payload, topic, options in reply[1]:
+                    ctx.publish(payload, topic, **options)
+                return ctx.staged
             if kind == "failed":
                 raise _exception(reply)
             if kind == "heartbeat":
@@ -269,6 +274,40 @@ class _ParentLink:
 
     def is_superseded(self, delivery: Delivery) -> bool:
         return bool(self._ask(("superseded",)))
+
+
+class _ChildContext(Context):
+    """A handler's context in a worker process: what it publishes is sent
+    to the queue's process as it was given (``calls``), to be encoded there
+    with the queue's codec and middleware."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[object, str | None, dict[str, Any]]] = []
+
+    def publish(
+        self,
+        payload: object,
+        topic: str | None = None,
+        *,
+        dedup_key: str | None = None,
+        delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
+        ordering_key: str | None = None,
+        dedup_window: float | None = None,
+    ) -> None:
+        options = {
+            "dedup_key": dedup_key,
+            "delay": delay,
+            "headers": None if headers is None else dict(headers),
+            "priority": priority,
+            "ordering_key": ordering_key,
+            "dedup_window": dedup_window,
+        }
+        self.calls.append((payload, topic, {k: v for k, v in options.items() if v is not None}))
 
 
 class _Expiry:
@@ -359,7 +398,7 @@ def child_main(argv: list[str]) -> int:
         delivery = Delivery(
             fields.pop("id"), fields.pop("topic"), fields.pop("payload"), lease_token=0, **fields
         )
-        ctx = Context(link, delivery, handler, lease)  # type: ignore[arg-type]
+        ctx = _ChildContext(link, delivery, handler, lease)
         ctx.deadline = deadline
         # A heartbeat may shorten the lease: the expiry thread waits anew.
         ctx._on_deadline = lambda _at, ctx=ctx: expiry.watch(ctx)
@@ -376,21 +415,14 @@ def child_main(argv: list[str]) -> int:
             conn.send(("failed", blob, f"{type(e).__module__}.{type(e).__qualname__}", str(e), tb))
             continue
         expiry.watch(None)
-        staged = [
-            (
-                m.topic,
-                m.payload,
-                {
-                    "dedup_key": m.dedup_key,
-                    "delay": m.delay,
-                    "headers": m.headers or None,
-                    "correlation_id": m.correlation_id,
-                    "causation_id": m.causation_id,
-                    "priority": m.priority,
-                    "ordering_key": m.ordering_key,
-                    "dedup_window": m.dedup_window,
-                },
+        try:
+            staged = pickle.dumps(("done", ctx.calls))
+        except Exception as e:
+            error = HandlerProcessError(
+                f"handler {handler}: a message it published cannot be sent to the queue's "
+                f"process: {e}"
             )
-            for m in ctx.staged
-        ]
-        conn.send(("done", staged))
+            kind = f"{type(error).__module__}.{type(error).__qualname__}"
+            conn.send(("failed", pickle.dumps(error), kind, str(error), ""))
+            continue
+        conn.send_bytes(staged)
