@@ -12,6 +12,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 import pytest
@@ -172,6 +173,61 @@ def test_encrypted_round_trip_rotation_and_tampering(tmp_path: Path) -> None:
     # Only the old key: what the new key sealed cannot be opened.
     with pytest.raises(SealError, match="key this codec does not have"):
         Encrypted(JsonCodec(), old).open(rotated.encode(Order("x", 0)))
+
+
+class Card(msgspec.Struct):
+    brand: Literal["visa", "amex"]
+    number: int
+
+
+def test_a_sealed_payload_that_does_not_fit_is_dead_lettered_without_quoting_it(
+    tmp_path: Path,
+) -> None:
+    """An encrypted queue's payload opens but does not fit the handler's
+    type (an older schema): the dead letter says why without the decrypted
+    text (it is stored unsealed). msgspec's message quoted the value, and
+    the traceback and chained exception carried it too."""
+    with ringq.Queue(tmp_path / "q", codec=Encrypted(key=os.urandom(32)), max_attempts=1) as q:
+        q.publish({"brand": "SECRET-BRAND", "number": 4111}, "cards")
+
+        @q.handler(Card, topic="cards")
+        def on_card(card: Card) -> None:
+            raise AssertionError("never decoded")
+
+        q.start()
+        [dead] = _dead(q)
+        q.stop()
+    assert dead.reason == "undecodable"
+    text = " ".join(str(x) for x in (dead.error_message, dead.traceback, dead.error_type))
+    assert "SECRET" not in text, text
+    message = dead.error_message or ""
+    assert "ValidationError" in message and "withheld" in message
+
+
+@pytest.mark.parametrize("tp", [bytes, str])
+def test_a_bytes_or_str_handler_of_a_default_queue_refuses_another_codecs_payload(
+    tmp_path: Path, tp: type
+) -> None:
+    """A producer with ``Encrypted`` publishes to a topic a default-codec
+    consumer handles as ``bytes`` (or ``str``): the consumer dead-letters it
+    as undecodable, naming the codec. It was handed the sealed bytes as if
+    they were the message (a ``str`` handler failed on UTF-8, by chance)."""
+    place = tmp_path / "q"
+    with ringq.Queue(place, codec=Encrypted(key=os.urandom(32))) as q:
+        q.publish(b"secret", "b")
+    got: list[object] = []
+    with ringq.Queue(place, max_attempts=1) as q:
+
+        @q.handler(tp, topic="b")
+        def on_b(b: object) -> None:
+            got.append(b)
+
+        q.start()
+        [dead] = _dead(q)
+        q.stop()
+    assert got == []
+    assert dead.reason == "undecodable"
+    assert "encrypted" in (dead.error_message or ""), dead.error_message
 
 
 def test_a_bytes_handler_of_an_encrypted_queue_gets_the_plain_bytes(tmp_path: Path) -> None:

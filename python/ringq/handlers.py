@@ -112,9 +112,11 @@ class HandlerSpec:
 
     @property
     def needs_headers(self) -> bool:
-        """Whether decoding reads the headers: the type tag (a handler of
-        objects) or the codec label (a codec other than the default)."""
-        return self.message_type not in (bytes, str) or self.codec.name != DEFAULT_CODEC.name
+        """Whether decoding reads the headers: always, for the codec label
+        (a ``bytes`` handler of a default-codec queue was handed another
+        codec's payload, ciphertext included, as if it were its own; reading
+        the headers costs about 7 ns a message without any, 30 with)."""
+        return True
 
     @property
     def kind(self) -> str:

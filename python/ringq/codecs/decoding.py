@@ -209,7 +209,20 @@ def _opening(tp: Any, codec: Encrypted) -> Decoder:
             plain = open_(data)
         except SealError as e:
             raise _undecodable(target, tag, e) from e
-        return inner(plain, tag)
+        try:
+            return inner(plain, tag)
+        except UndecodableError as e:
+            # A decoder's message may quote the decrypted payload (pydantic's
+            # input_value=..., an enum's value), and dead letters are stored
+            # unsealed: only the kind of failure is kept, with no chained
+            # exception (raised outside this block: no context either).
+            cause = e.__cause__
+            kind = type(cause).__name__ if cause is not None else type(e).__name__
+        raise _undecodable(
+            target,
+            tag,
+            f"{kind} (its message is withheld: it may quote the decrypted payload)",
+        )
 
     return opened
 
