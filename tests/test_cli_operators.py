@@ -219,6 +219,20 @@ def test_a_confirmed_purge_removes_what_was_listed_not_what_came_meanwhile(qdir:
         owner.close()
 
 
+def test_a_replay_into_a_full_queue_says_what_it_left(qdir: Path) -> None:
+    """A full queue: the replay publishes nothing and says why (it said
+    "replayed 0 dead letter(s)" and nothing else)."""
+    with ringq.Queue(qdir, max_attempts=1) as q:  # the default capacity, 100,000
+        q.publish(b"dead", "t")
+        [d] = q.checkout("t", timeout=0)
+        q.nack(d, error="bad")
+        q.publish_many([b"%d" % i for i in range(100_000)], topic="t")
+    done = ringq_cli("dlq", "replay", str(qdir), "--yes")
+    assert done.returncode == 0 and "replayed 0 dead letter(s)" in done.stdout, done.stdout
+    assert "1 not replayed" in done.stderr and "no room" in done.stderr, done.stderr
+    assert len(dead_ids(qdir)) == 1
+
+
 # 7. peek of an unknown topic
 
 

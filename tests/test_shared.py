@@ -284,6 +284,24 @@ def test_a_dead_owners_socket_does_not_confuse_the_next_open(qdir: Path, spawn: 
         q.close()
 
 
+def test_ringq_serve_of_a_queue_another_process_owns_unshared_exits_3_at_once(
+    qdir: Path,
+) -> None:
+    """The queue is open in a process without ``shared=True``: ``ringq
+    serve`` says so and exits 3 (another process owns it) at once. It
+    waited 10 s for a socket nobody writes, then exited 2 telling the
+    operator to run ``ringq serve``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "ringq.cli", "serve", str(qdir), "--stats-every", "0"]
+    with ringq.Queue(qdir):
+        started = time.monotonic()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+        took = time.monotonic() - started
+    assert done.returncode == 3, done.stderr
+    assert f"pid {os.getpid()}" in done.stderr and "shared=True" in done.stderr, done.stderr
+    assert took < 5, took
+
+
 def test_ringq_serve_owns_until_sigterm(qdir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "ringq.cli", "serve", str(qdir), "--stats-every", "0.2"]

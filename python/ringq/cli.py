@@ -866,6 +866,12 @@ def _dlq_change(
         if q is not None:
             q.close()
     click.echo(f"{done} {n} dead letter(s)")
+    if verb == "replay" and n < len(chosen):
+        click.echo(
+            f"{len(chosen) - n:,} not replayed (still dead letters): the queue had no room "
+            "for them, or a live message holds their dedup key",
+            err=True,
+        )
 
 
 #: Ids per request to an admin endpoint (its bodies are at most 1 MiB).
