@@ -28,6 +28,7 @@ _GAUGES = (
     ("journal_segments", "ringq_journal_segments", "Journal segments on disk."),
     ("snapshot_age", "ringq_snapshot_age_seconds", "Seconds since the last snapshot."),
     ("lsn", "ringq_lsn", "Last journal record written."),
+    ("snapshot_lsn", "ringq_snapshot_lsn", "Last journal record the newest snapshot covers."),
     ("durable_lsn", "ringq_durable_lsn", "Last journal record known to be on disk."),
     ("recovery_seconds", "ringq_recovery_seconds", "Time the last open spent recovering."),
     ("recovered_records", "ringq_recovered_records", "Records replayed by the last open."),
