@@ -233,6 +233,41 @@ def test_a_replay_into_a_full_queue_says_what_it_left(qdir: Path) -> None:
     assert len(dead_ids(qdir)) == 1
 
 
+def test_a_paced_replay_through_an_endpoint_waits_as_long_as_the_pace_takes(
+    qdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dlq replay --rate R --admin-url``: the endpoint answers once the
+    last dead letter is replayed, N / R seconds on; the command waits that
+    long (plus 60 s). It gave up after 60 s, said the endpoint could not be
+    reached (exit 2), and the replay went on."""
+    import ringq.cli as cli
+
+    timeouts: dict[str, float] = {}
+    real = cli._admin_call
+
+    def recording(
+        url: str, token: str | None, path: str, body: object, timeout: float = 60.0
+    ) -> object:
+        timeouts[path] = timeout
+        return real(url, token, path, body, timeout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "_admin_call", recording)
+    with ringq.Queue(qdir, max_attempts=1) as q:
+        q.publish_many([b"%d" % i for i in range(5)], topic="t")
+        for d in q.checkout("t", max_messages=5, timeout=0):
+            q.nack(d, error="bad")
+        server = q.serve_admin(token="s3cret")
+        try:
+            args = ["dlq", "replay", str(qdir), "--rate", "100", "--yes"]
+            args += ["--admin-url", server.url, "--token", "s3cret"]
+            done = CliRunner().invoke(main, args)
+        finally:
+            server.close()
+        assert done.exit_code == 0 and "replayed 5" in done.output, done.output
+        assert timeouts["/dlq/replay"] == pytest.approx(60 + 5 / 100)
+        assert len(q.dlq) == 0
+
+
 # 7. peek of an unknown topic
 
 

@@ -704,7 +704,9 @@ def dashboard_cmd(
         q.close()
 
 
-def _admin_call(url: str, token: str | None, path: str, body: dict[str, Any] | None) -> Any:
+def _admin_call(
+    url: str, token: str | None, path: str, body: dict[str, Any] | None, timeout: float = 60.0
+) -> Any:
     """One request to a ``q.serve_admin`` endpoint; exits 2 with the reason on failure."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
@@ -715,7 +717,7 @@ def _admin_call(url: str, token: str | None, path: str, body: dict[str, Any] | N
     if token:  # reads need it too where the endpoint has a token
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as e:
         try:
@@ -804,7 +806,7 @@ def _dlq_change(
     path: str,
     ids: tuple[str, ...],
     act: Callable[[Any, list[str] | None], int],
-    remote: Callable[[list[str] | None], dict[str, Any]],
+    remote: Callable[[list[str] | None, int], dict[str, Any]],
     admin_url: str | None,
     token: str | None,
     namespace: str | None,
@@ -859,7 +861,10 @@ def _dlq_change(
         # ids: all of them, as they are when the change is made.
         selected = [str(d["id"]) for d in chosen] if ids or not yes else None
         if admin_url:
-            n = sum(int(remote(part)[done]) for part in _id_batches(selected))
+            n = sum(
+                int(remote(part, len(chosen) if part is None else len(part))[done])
+                for part in _id_batches(selected)
+            )
         else:
             n = act(q, selected)
     finally:
@@ -920,8 +925,15 @@ def dlq_replay_cmd(
         path,
         ids,
         lambda q, selected: int(q.dlq.replay(selected, rate=rate)),
-        lambda selected: _admin_call(
-            str(admin_url), token, "/dlq/replay", {"ids": selected, "rate": rate}
+        lambda selected, count: _admin_call(
+            str(admin_url),
+            token,
+            "/dlq/replay",
+            {"ids": selected, "rate": rate},
+            # Paced, the endpoint answers once the last one is replayed:
+            # waited for (timing out at 60 s said "cannot reach" while the
+            # replay went on).
+            timeout=60.0 + (count / rate if rate else 0.0),
         ),
         admin_url,
         token,
@@ -964,7 +976,7 @@ def dlq_purge_cmd(
         path,
         ids,
         lambda q, selected: int(q.dlq.purge(selected)),
-        lambda selected: _admin_call(
+        lambda selected, _count: _admin_call(
             str(admin_url), token, "/dlq/purge", {"ids": selected} if selected else {"all": True}
         ),
         admin_url,
