@@ -249,8 +249,10 @@ class QueueCore(HandlerHost):
         ``dedup_window`` (seconds, with ``dedup_key``) keeps the key answering
         with this message's id for that long after its ack. A full queue
         blocks (``timeout`` bounds the wait) or, with ``block=False``, raises
-        ``QueueFull``. A ``ringq.Message`` gives its topic, headers and
-        options (keywords win).
+        ``QueueFull``. A ``ringq.Message`` gives its topic (the ``topic``
+        argument only where it has none), its headers (merged over the
+        ``headers`` argument: its own win) and its options (a keyword given
+        wins).
         """
         # ``**options`` rather than named keyword-only parameters: a call
         # that gives none costs one frame and no default lookups.
