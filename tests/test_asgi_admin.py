@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,39 @@ def test_the_token_is_checked_before_the_body_and_bodies_are_capped(qdir: Path) 
                 assert r.status_code == 413
 
         asyncio.run(asgi())
+
+
+def test_a_handler_named_with_a_slash_and_spaces_is_paused_and_resumed(qdir: Path) -> None:
+    """The dashboard percent-encodes a handler's name in the action's path;
+    both endpoints decode each segment of it. The threaded one matched the
+    encoded text (no such handler) and a "/" split the name in two."""
+    name = "mail/send ü"
+    q = ringq.Queue(qdir)
+    try:
+
+        @q.handler(bytes, topic="t", name=name)
+        def h(msg: bytes) -> None:
+            pass
+
+        q.start()
+        server = q.serve_admin(token="t")
+        path = f"/handlers/{urllib.parse.quote(name, safe='')}"
+        auth = {"Authorization": "Bearer t"}
+        try:
+            done = httpx.post(f"{server.url}{path}/pause", json={}, headers=auth, timeout=10)
+            assert done.status_code == 200 and done.json()["handler"] == name, done.text
+            assert q.admin.paused == [name]
+        finally:
+            server.close()
+
+        async def resume() -> None:
+            app: Any = ringq.asgi.admin_app(q, token="t")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://admin") as c:
+                done = await c.post(f"{path}/resume", json={}, headers=auth)
+                assert done.status_code == 200 and done.json()["handler"] == name, done.text
+
+        asyncio.run(resume())
+        assert q.admin.paused == []
+    finally:
+        q.close()

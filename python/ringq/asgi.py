@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from ringq.server import MAX_BODY, AdminRoutes, _json
 
@@ -82,8 +82,11 @@ def admin_app(
             if not message.get("more_body"):
                 break
         if not status:
-            path: str = scope["path"]
-            root: str = scope.get("root_path", "")
+            # As sent (percent-encoded), as the threaded endpoint sees it:
+            # a "/" inside a handler's name stays inside its segment.
+            raw: bytes | None = scope.get("raw_path")
+            path: str = raw.decode("latin-1") if raw else quote(scope["path"])
+            root: str = quote(scope.get("root_path", ""))
             if root and path.startswith(root):
                 path = path[len(root) :]
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))

@@ -27,7 +27,7 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from ringq.dlq import as_dict
 from ringq.errors import ConfigError, RingqError
@@ -152,7 +152,9 @@ class AdminRoutes:
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, str, bytes]:
         admin = self._admin
-        parts = path.strip("/").split("/")
+        # ``path`` as sent (percent-encoded): a handler's name may hold a
+        # "/" or a space (the dashboard encodes it), decoded per segment.
+        parts = [unquote(part) for part in path.strip("/").split("/")]
         if parts == ["snapshot"]:
             return _json(200, {"lsn": admin.snapshot()})
         if parts == ["dlq", "replay"]:
