@@ -436,6 +436,62 @@ def test_container_dependency_cycle_is_reported() -> None:
     assert "Clock -> Settings -> Clock" in str(info.value)
 
 
+class _Left:
+    pass
+
+
+class _Right:
+    pass
+
+
+def test_a_dependency_cycle_first_met_by_two_threads_at_once_is_reported_to_both() -> None:
+    """Singletons that need each other, first asked for by two threads at
+    once: each creates one and waits for the other's. Each thread gets the
+    cycle error (they waited for each other forever)."""
+    both = threading.Barrier(2)
+    lock = threading.Lock()
+    first = [True, True]
+
+    def settings() -> Settings:
+        # Needed first by both: both creations are under way before either
+        # asks for the other (only the first time each: a retry goes on).
+        with lock:
+            meet = first.pop() if first else False
+        if meet:
+            both.wait(5)
+        return Settings()
+
+    def make_left(s: Settings, r: _Right) -> _Left:
+        return _Left()
+
+    def make_right(s: Settings, l_: _Left) -> _Right:
+        return _Right()
+
+    c = di.Container()
+    c.register(Settings, settings, lifetime="transient")
+    c.register(_Left, make_left, lifetime="singleton")
+    c.register(_Right, make_right, lifetime="singleton")
+    errors: dict[str, BaseException] = {}
+
+    def resolve(tp: type) -> None:
+        try:
+            with c.scope() as scope:
+                scope.get(tp)
+        except BaseException as e:
+            errors[tp.__name__] = e
+
+    threads = [threading.Thread(target=resolve, args=(tp,), daemon=True) for tp in (_Left, _Right)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "deadlocked"
+    assert set(errors) == {"_Left", "_Right"}, errors
+    assert all(isinstance(e, di.ResolutionError) and "cycle" in str(e) for e in errors.values()), (
+        errors
+    )
+
+
 def _settings_needs_clock(clock: Clock) -> Settings:
     return Settings()
 

@@ -168,8 +168,9 @@ def main() -> None:
     --namespace). The read-only commands (inspect, verify, peek, schedules,
     dlq list, dlq show) take no lock and work while another process owns the
     queue (on a Redis URL, inspect first settles the due delays and ended
-    leases, as every client's call does). Exit status: 0 done, 1 damaged (or, for peek, an unknown topic),
-    2 a usage or path error, 3 owned by another process.
+    leases, as every client's call does). Exit status: 0 done, 1 damaged
+    (or, for peek, an unknown topic), 2 a usage or path error, 3 owned by
+    another process.
     """
 
 

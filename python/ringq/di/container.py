@@ -134,6 +134,14 @@ class _Registration:
         self.value = value  # instance() registrations only
 
 
+def _cycle_error(reg: _Registration) -> ResolutionError:
+    return ResolutionError(
+        f"dependency cycle: {name_of(reg.tp)} is being created by threads that each wait "
+        "for what another one creates",
+        tp=reg.tp,
+    )
+
+
 class _Pending:
     """A creation under way in a scope. The others that want the value wait
     for ``done`` (a thread-safe future, awaitable from any loop; made by the
@@ -275,7 +283,7 @@ class ContainerScope:
                     tp=reg.tp,
                 )
             assert claim.done is not None  # _claim made it
-            claim.done.result()
+            self._container._wait_for(claim, reg)
         made: _Made | None = None
         try:
             made = (self._create(reg), False)
@@ -458,6 +466,10 @@ class Container:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: Thread -> the creation (in any scope) it waits for: a wait that
+        #: would close a loop of threads (each creating what the next one
+        #: needs, a cycle across threads) is refused instead of hanging.
+        self._waits: dict[int, _Pending] = {}
         self._registrations: dict[Any, _Registration] = {}
         self._local = threading.local()
         self._root = ContainerScope(self, root=True)
@@ -509,6 +521,28 @@ class Container:
 
     def _lookup(self, tp: object) -> _Registration | None:
         return self._registrations.get(tp)
+
+    def _wait_for(self, claim: _Pending, reg: _Registration) -> None:
+        """Waits for ``claim`` (``reg``'s creation by another thread), unless
+        that thread waits, through others, for a creation this one is under
+        way with: then none could ever go on, and this one gives up."""
+        me = threading.get_ident()
+        with self._lock:
+            owner = claim.thread
+            for _ in range(len(self._waits) + 1):
+                if owner == me:
+                    raise _cycle_error(reg)
+                waited = self._waits.get(owner)
+                if waited is None:
+                    break
+                owner = waited.thread
+            self._waits[me] = claim
+        try:
+            assert claim.done is not None
+            claim.done.result()
+        finally:
+            with self._lock:
+                self._waits.pop(me, None)
 
     def _resolving(self) -> list[Any]:
         stack: list[Any] | None = getattr(self._local, "stack", None)
