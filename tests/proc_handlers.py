@@ -60,6 +60,13 @@ def work(job: Job, ctx: ringq.Context) -> None:
         import threading
 
         raise Unpicklable(threading.Lock())
+    elif job.action == "publish-mutated":
+        # Changed after each publish: each message is as it was published.
+        result = {"n": 0}
+        for n in range(3):
+            result["n"] = n
+            ctx.publish(result, "results")
+        return
     elif job.action == "publish-lock":
         import threading
 

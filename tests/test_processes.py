@@ -340,3 +340,19 @@ def test_a_message_published_in_a_worker_process_that_cannot_reach_the_queue_fai
     assert (dead.error_type or "").endswith("HandlerProcessError"), dead.error_type
     assert "cannot be sent to the queue's process" in (dead.error_message or "")
     assert q.stats()["total"] == 0 and "results" not in q.topic_stats()
+
+
+def test_a_message_published_in_a_worker_process_is_as_it_was_at_the_call(
+    open_queue: OpenQueue,
+) -> None:
+    """The handler changes a dict after each ``ctx.publish``: each message
+    holds what the dict held at its call, as with a thread handler."""
+    q = open_queue()
+    q.handler(Job, processes=1, retry=FAST)(work)
+    q.publish(Job(1, "publish-mutated"))
+    q.start()
+    try:
+        assert wait_until(lambda: _done(q, 3))
+    finally:
+        q.stop()
+    assert sorted(int(r["n"]) for r in results(q)) == [0, 1, 2]

@@ -35,10 +35,12 @@ DEFAULT_DLQ_CAPACITY = 10_000
 
 def keeping_dead_letters(path: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """``options`` with a ``dlq_capacity`` that holds every dead letter
-    the directory at ``path`` has (unless one is given). The capacity is
-    not stored in the directory: a tool that opened it with the default
-    (10,000) made recovery drop the oldest dead letters past it, for good,
-    as soon as anything was written."""
+    the directory at ``path`` has, and as many again as the default holds
+    (unless one is given). The capacity is not stored in the directory: a
+    tool that opened it with the default (10,000) made recovery drop the
+    oldest dead letters past it, for good, as soon as anything was written.
+    Give the application's own (``ringq serve --dlq-capacity``) to keep its
+    bound."""
     out = dict(options or {})
     if out.get("dlq_capacity") is None and (Path(path) / "MANIFEST").is_file():
         from ringq.backends.local import inspect
@@ -47,7 +49,10 @@ def keeping_dead_letters(path: str, options: dict[str, Any] | None = None) -> di
             dead = int(inspect(path)["dead"])
         except (RingqError, ValueError, OSError):
             return out  # the open says what is wrong
-        out["dlq_capacity"] = max(dead, DEFAULT_DLQ_CAPACITY)
+        # Room for as many again as the default holds: dead letters that
+        # come while it is open (in-flight messages judged at the open, a
+        # long-running serve's clients) do not push the oldest out either.
+        out["dlq_capacity"] = dead + DEFAULT_DLQ_CAPACITY
     return out
 
 
@@ -72,8 +77,8 @@ def serve(path: str, options: dict[str, Any], stats_every: float = 60.0) -> int:
             log.error("%s is already served by another process (pid %s)", path, _owner(path))
         else:
             log.error(
-                "%s is owned by another process (pid %s) that does not serve it (opened "
-                "without shared=True): stop it first",
+                "%s is owned by another process (pid %s) that serves no socket (opened "
+                "without shared=True, or still starting): stop it first",
                 path,
                 _owner(path),
             )

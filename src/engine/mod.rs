@@ -739,7 +739,6 @@ impl Shared {
         }
     }
 
-    /// The lock, for calls that only read: refused once closed.
     /// Writes `file`'s policies to `POLICIES`; a failure is kept in
     /// `file.error` (cleared by the next write that succeeds).
     pub(crate) fn write_policies(&self, file: &mut PolicyFile) {
@@ -755,6 +754,7 @@ impl Shared {
         }
     }
 
+    /// The lock, for calls that only read: refused once closed.
     pub(crate) fn open_inner(&self) -> Result<MutexGuard<'_, Inner>> {
         self.check()?;
         let g = crate::blocking::lock(&self.inner)?;

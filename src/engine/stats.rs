@@ -19,7 +19,9 @@ impl Engine {
     pub fn stats(&self) -> Result<Vec<(&'static str, Stat)>> {
         let sh = &self.sh;
         // Before the engine's lock: a change of policy holds this one while
-        // it takes the engine's.
+        // it takes the engine's. After the fork check: in a fork child this
+        // lock may be held by a thread that is not there.
+        sh.check()?;
         let policies_error = sh.policy_file.lock().error.clone();
         let g = sh.open_inner()?;
         let (ready, in_flight, delayed) = g.state.totals();

@@ -212,7 +212,14 @@ class ProcessWorker:
                 # What the handler asked to publish, encoded here with the
                 # queue's codec and its before_publish middleware (the
                 # child knows neither: an encrypted queue got plaintext).
-                for payload, topic, options in reply[1]:
+                for blob, topic, options in reply[1]:
+                    try:
+                        payload = pickle.loads(blob)
+                    except Exception as e:
+                        raise HandlerProcessError(
+                            f"handler {self.handler}: a message it published in its worker "
+                            f"process cannot be read here: {e}"
+                        ) from e
                     ctx.publish(payload, topic, **options)
                 return ctx.staged
             if kind == "failed":
@@ -278,14 +285,16 @@ class _ParentLink:
 
 class _ChildContext(Context):
     """A handler's context in a worker process: what it publishes is sent
-    to the queue's process as it was given (``calls``), to be encoded there
-    with the queue's codec and middleware."""
+    to the queue's process as it was given (``calls``: pickled at the call,
+    so a later change to the object is not seen, as a thread handler's
+    ``publish`` encodes at once), to be encoded there with the queue's
+    codec and middleware (an error of those fails the attempt there)."""
 
     __slots__ = ("calls",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.calls: list[tuple[object, str | None, dict[str, Any]]] = []
+        self.calls: list[tuple[bytes, str | None, dict[str, Any]]] = []
 
     def publish(
         self,
@@ -307,7 +316,14 @@ class _ChildContext(Context):
             "ordering_key": ordering_key,
             "dedup_window": dedup_window,
         }
-        self.calls.append((payload, topic, {k: v for k, v in options.items() if v is not None}))
+        try:
+            blob = pickle.dumps(payload)
+        except Exception as e:
+            raise HandlerProcessError(
+                f"handler {self.handler}: a message it published cannot be sent to the "
+                f"queue's process: {e}"
+            ) from e
+        self.calls.append((blob, topic, {k: v for k, v in options.items() if v is not None}))
 
 
 class _Expiry:
@@ -415,14 +431,4 @@ def child_main(argv: list[str]) -> int:
             conn.send(("failed", blob, f"{type(e).__module__}.{type(e).__qualname__}", str(e), tb))
             continue
         expiry.watch(None)
-        try:
-            staged = pickle.dumps(("done", ctx.calls))
-        except Exception as e:
-            error = HandlerProcessError(
-                f"handler {handler}: a message it published cannot be sent to the queue's "
-                f"process: {e}"
-            )
-            kind = f"{type(error).__module__}.{type(error).__qualname__}"
-            conn.send(("failed", pickle.dumps(error), kind, str(error), ""))
-            continue
-        conn.send_bytes(staged)
+        conn.send(("done", ctx.calls))
