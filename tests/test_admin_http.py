@@ -154,3 +154,28 @@ def test_the_endpoints_metrics_fill_the_handler_histograms(open_queue: OpenQueue
     assert got[("ringq_handler_succeeded_total", "h")] == 3
     assert got[("ringq_handler_handler_duration_seconds_count", "h")] == 3
     assert got[("ringq_handler_end_to_end_seconds_count", "h")] == 3
+
+
+@pytest.mark.parametrize("length", ["x", "-1", "1e3"])
+def test_a_bad_content_length_is_answered_400(open_queue: OpenQueue, length: str) -> None:
+    """A ``Content-Length`` that is not a count of bytes: a 400 naming it.
+    "x" raised in the server's thread (a traceback, the connection dropped
+    unanswered); "-1" read until the client hung up."""
+    import http.client
+    from urllib.parse import urlparse
+
+    q = open_queue()
+    server = q.serve_admin(token="s3cret")
+    try:
+        url = urlparse(server.url)
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        conn.putrequest("POST", "/snapshot")
+        conn.putheader("Authorization", "Bearer s3cret")
+        conn.putheader("Content-Length", length)
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert resp.status == 400
+        assert "Content-Length" in json.loads(resp.read())["error"]
+        conn.close()
+    finally:
+        server.close()

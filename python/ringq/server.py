@@ -223,11 +223,16 @@ def _handler_for(routes: AdminRoutes) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             # The token before the body: nobody without it gets one read.
             refused = routes.authorized(self.headers.get("Authorization"))
-            length = int(self.headers.get("Content-Length") or 0)
-            if refused or length > MAX_BODY:
+            given = (self.headers.get("Content-Length") or "0").strip()
+            # Digits only: "-1" read to the end of the stream, "x" raised in
+            # the server's thread (a traceback, no answer).
+            length = int(given) if given.isdigit() else -1
+            if refused or not 0 <= length <= MAX_BODY:
                 self.close_connection = True  # the unread body stays unread
                 if refused:
                     self._send(*_json(refused, {"error": "actions need the admin token"}))
+                elif length < 0:
+                    self._send(*_json(400, {"error": f"bad Content-Length {given!r}"}))
                 else:
                     self._send(*_json(413, {"error": f"the body is over {MAX_BODY} bytes"}))
                 return
