@@ -179,3 +179,30 @@ def test_a_bad_content_length_is_answered_400(open_queue: OpenQueue, length: str
         conn.close()
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [("evil.example", 403), ("evil.example:80", 403), ("localhost:9", 200), ("[::1]:9", 200)],
+)
+def test_a_loopback_endpoint_answers_only_requests_that_name_this_machine(
+    open_queue: OpenQueue, host: str, status: int
+) -> None:
+    """Without a token its reads are open to this machine; a web page that
+    points a name of its own at 127.0.0.1 (DNS rebinding) sends that name
+    as the Host and is refused, so it cannot read the dead letters."""
+    import http.client
+    from urllib.parse import urlparse
+
+    q = open_queue()
+    server = q.serve_admin()
+    try:
+        url = urlparse(server.url)
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        conn.putrequest("GET", "/dlq", skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        assert conn.getresponse().status == status
+        conn.close()
+    finally:
+        server.close()

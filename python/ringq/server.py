@@ -190,14 +190,15 @@ class AdminServer:
         open_metrics: bool = False,
     ) -> None:
         self.routes = AdminRoutes(queue, admin, token, open_metrics)
-        server = ThreadingHTTPServer((host, port), _handler_for(self.routes))
+        local = host in _LOOPBACK
+        server = ThreadingHTTPServer((host, port), _handler_for(self.routes, local))
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name="ringq-admin-http", daemon=True
         )
         self._thread.start()
-        if host not in ("127.0.0.1", "::1", "localhost"):
+        if not local:
             log.warning("admin endpoint on %s: reachable beyond this machine", self.url)
 
     @property
@@ -215,8 +216,32 @@ def _json(status: int, value: Any) -> tuple[int, str, bytes]:
     return status, "application/json", json.dumps(value).encode()
 
 
-def _handler_for(routes: AdminRoutes) -> type[BaseHTTPRequestHandler]:
+#: Names of this machine's loopback interface, as a bind address or a Host.
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _host_name(header: str | None) -> str:
+    """The name in a ``Host`` header, without its port (or brackets)."""
+    host = (header or "").strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _handler_for(routes: AdminRoutes, local: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def parse_request(self) -> bool:
+            if not super().parse_request():
+                return False
+            if local and _host_name(self.headers.get("Host")) not in _LOOPBACK:
+                # On loopback, a request naming another host comes through a
+                # name made to point here (DNS rebinding): a web page reading
+                # the open endpoint. Refused before anything is read.
+                self.close_connection = True
+                self._send(*_json(403, {"error": "the Host header must name this machine"}))
+                return False
+            return True
+
         def do_GET(self) -> None:
             self._answer("GET", b"")
 
