@@ -219,6 +219,19 @@ def test_limits_hold(opened: list[ringq.Queue], url: str, ns: str) -> None:
     assert q.stats()["total"] == 0
 
 
+def test_a_nul_in_a_topic_or_key_is_refused(opened: list[ringq.Queue], url: str, ns: str) -> None:
+    """The namespace's indexes join a topic and a key with NUL: a topic
+    "a\0b" with key "c" was topic "a" with key "b\0c" (one topic's
+    publish replaced another's message). Refused, nothing written."""
+    q = open_q(opened, url, ns)
+    for kw in ({"topic": "a\0b"}, {"topic": "a", "dedup_key": "b\0c"}):
+        with pytest.raises(ValueError, match="NUL"):
+            q.publish(b"x", **kw)
+    with pytest.raises(ValueError, match="NUL"):
+        q.publish(b"x", "a", ordering_key="k\0")
+    assert q.stats()["total"] == 0
+
+
 @dataclass
 class Order:
     order_id: str

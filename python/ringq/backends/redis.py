@@ -83,6 +83,8 @@ _DEFAULT_FSYNC_INTERVAL = 0.05
 _MICRO = 1_000_000
 #: Priorities are 0..=MAX_PRIORITY (as the engine's).
 MAX_PRIORITY = 9
+#: Longest topic, in bytes (as the engine's `MAX_TOPIC`).
+MAX_TOPIC = 255
 #: The longest dedup window, in seconds (as the engine's: a year).
 MAX_WINDOW = 31_536_000
 #: How long a call waits for a reshard of its namespace's slot to end: seconds.
@@ -128,6 +130,14 @@ end
 _HEX = frozenset("0123456789abcdef")
 #: What the ``cancel`` script's answer means (as the engine's ``cancel``).
 _CANCELLED = ("not_found", "cancelled", "cancelled_in_flight")
+
+
+def _limit(what: str, value: str, limit: int) -> None:
+    """``LimitExceeded`` if ``value`` is over ``limit`` bytes (UTF-8), worded
+    as the engine words it."""
+    size = len(value.encode())
+    if size > limit:
+        raise errors.LimitExceeded(f"{what} is {size} bytes, over the limit of {limit} bytes")
 
 
 def _us(seconds: float) -> int:
@@ -583,24 +593,48 @@ class RedisBackend:
     ) -> list[object]:
         """The ten script fields of one message (``ITEM`` in the scripts),
         its limits checked."""
+        # Checked as the engine checks them (``check_limits``), so that what
+        # one backend refuses the other does too; and no NUL in a topic or
+        # key: the namespace's indexes join them with NUL (a topic "a\0b"
+        # and key "c" would be topic "a" and key "b\0c").
         if not isinstance(payload, bytes):
             kind = type(payload).__name__
             raise TypeError(f"the backend takes bytes, not {kind} (ringq.Queue encodes objects)")
-        if not isinstance(topic, str) or not topic:
-            raise ValueError("a topic must be a non-empty str")
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a str, not {type(topic).__name__}")
+        if not topic:
+            raise ValueError("topic must not be empty")
+        _limit("topic", topic, MAX_TOPIC)
         if len(payload) > self._max_payload:
             raise errors.LimitExceeded(
                 f"payload of {len(payload)} bytes is over max_payload={self._max_payload}"
             )
-        if dedup_key is not None and len(dedup_key.encode()) > self._max_key:
-            raise errors.LimitExceeded(f"dedup key is over max_key={self._max_key} bytes")
+        for what, value in (
+            ("dedup_key", dedup_key),
+            ("correlation_id", correlation_id),
+            ("causation_id", causation_id),
+        ):
+            if value is not None:
+                if not isinstance(value, str):
+                    raise TypeError(f"{what} must be None or a str, not {type(value).__name__}")
+                _limit(what, value, self._max_key)
+        if dedup_key == "":
+            raise ValueError("dedup_key must not be empty (use None for no key)")
+        for what, value in (("topic", topic), ("dedup_key", dedup_key)):
+            if value is not None and "\0" in value:
+                raise ValueError(f"{what} must not contain NUL on a Redis queue")
         head = ""
         if headers:
-            head = json.dumps(headers, separators=(",", ":"), ensure_ascii=False)
-            if len(head.encode()) > self._max_headers:
+            if not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+            ):
+                raise TypeError("headers must be a dict of str to str")
+            size = sum(len(k.encode()) + len(v.encode()) + 8 for k, v in headers.items())
+            if size > self._max_headers:
                 raise errors.LimitExceeded(
-                    f"headers are over max_headers={self._max_headers} bytes"
+                    f"headers are {size} bytes, over max_headers={self._max_headers}"
                 )
+            head = json.dumps(headers, separators=(",", ":"), ensure_ascii=False)
         # As the engine checks it: 0..=365 days.
         delay = check_seconds("delay", delay, optional=True)
         extra: tuple[object, object, object] = ("", "", "")
@@ -641,6 +675,8 @@ class RedisBackend:
                 raise TypeError(f"ordering_key must be a str, not {type(ordering_key).__name__}")
             if not ordering_key:
                 raise ValueError("ordering_key must not be empty (use None for no key)")
+            if "\0" in ordering_key:
+                raise ValueError("ordering_key must not contain NUL on a Redis queue")
             if len(ordering_key.encode()) > self._max_key:
                 raise errors.LimitExceeded(f"ordering key is over max_key={self._max_key} bytes")
             okey = ordering_key
@@ -854,8 +890,10 @@ class RedisBackend:
             or expected_version < 0
         ):
             raise errors.ConfigError(f"expected_version={expected_version!r} (must be an int >= 0)")
+        if expected_version is not None and dedup_key is None:
+            raise ValueError("expected_version needs a dedup_key")
         fields = self._item(
-            topic or "default",
+            "default" if topic is None else topic,
             payload,
             dedup_key,
             delay,
