@@ -61,3 +61,18 @@ def test_a_delayed_message_does_not_hold_up_other_topics(q: ringq.Queue) -> None
 def test_a_delay_of_zero_is_no_delay(q: ringq.Queue) -> None:
     mid = q.publish(b"x", delay=0)
     assert [d.id for d in q.checkout(timeout=0)] == [mid]
+
+
+def test_a_lease_end_and_a_delay_falling_due_between_two_calls_reenter_in_time_order(
+    harness: Harness,
+) -> None:
+    """A lease ends at +3 s, a delay falls due at +5 s, and nothing calls
+    the queue until +6 s: the lease's message re-enters first, as its time
+    came first (Redis made every due delay ready before ending any lease)."""
+    q = harness.open()
+    q.publish(b"leased", "t")
+    [_held] = q.checkout("t", lease=3, timeout=0)
+    q.publish(b"delayed", "t", delay=5)
+    harness.advance(6)
+    got = [d.payload for d in q.checkout("t", max_messages=10, timeout=0)]
+    assert got == [b"leased", b"delayed"]
