@@ -46,6 +46,21 @@ def test_other_process_owner_is_named_and_dead_owner_does_not_block(
     assert d.payload == b"from child"
 
 
+def test_a_shared_opener_of_a_queue_owned_without_shared_gets_queue_locked(
+    spawn: Spawn, qdir: Path
+) -> None:
+    """The owner opened it without ``shared=True`` (it serves no socket):
+    ``shared=True`` waits for a socket as long as a starting owner may take
+    (10 s), then raises ``QueueLocked`` naming the owner, as any second
+    opener is told (it raised ``OwnerGone``, "no process serves" it)."""
+    child = spawn(OWNER, str(qdir))
+    assert read_line(child) == "ready"
+    with pytest.raises(ringq.QueueLocked) as info:
+        ringq.Queue(qdir, shared=True)
+    assert info.value.pid == child.pid
+    kill_and_collect(child)
+
+
 def test_directory_is_0700_and_files_are_0600(open_queue: OpenQueue, qdir: Path) -> None:
     q = open_queue(dlq_capacity=10)
     q.publish_many([b"x" * 100] * 100)

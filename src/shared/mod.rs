@@ -53,6 +53,7 @@ pub struct SharedQueue {
 fn open_mode(dir: &Path, opts: &Options) -> Result<Mode> {
     let started = Instant::now();
     let mut last: Option<Error> = None;
+    let mut locked: Option<Error> = None;
     while started.elapsed() < CONNECT_PATIENCE {
         match Engine::open(dir, opts.clone()) {
             Ok(engine) => {
@@ -60,7 +61,7 @@ fn open_mode(dir: &Path, opts: &Options) -> Result<Mode> {
                 let server = Server::start(Arc::clone(&engine))?;
                 return Ok(Mode::Owner { engine, server });
             }
-            Err(Error::Locked { .. }) => {}
+            Err(e @ Error::Locked { .. }) => locked = Some(e),
             // This process may not own the directory (another user's, or
             // read-only here): it can still be a client of the owner.
             Err(e) if matches!(e.errno(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
@@ -78,6 +79,12 @@ fn open_mode(dir: &Path, opts: &Options) -> Result<Mode> {
             Err(e) => return Err(e),
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // Still owned, and still no socket recorded: the owner opened it
+    // without shared=True (it serves nobody). Said as any second opener is
+    // told, naming the owner, rather than "no process serves" it.
+    if let Some(e) = locked.filter(|_| addr::read(dir).is_none()) {
+        return Err(e);
     }
     Err(last.unwrap_or_else(|| Error::OwnerGone(format!("no process serves the shared queue {}", dir.display()))))
 }
