@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import ringq
-from conftest import OpenQueue
+from conftest import OpenQueue, wait_until
 
 
 def test_str_payload_is_utf8_and_objects_are_json_on_their_type_topic(
@@ -208,3 +208,47 @@ def test_untrack_deliveries_leaves_what_could_be_in_a_cycle_tracked() -> None:
         True,
         True,
     )
+
+
+def test_always_threads_publishing_at_once_share_fsyncs(open_queue: OpenQueue) -> None:
+    """``durability="always"``: every publish returns after an fsync that
+    covers it, and 8 threads publishing at once share them (group commit):
+    fewer fsyncs than publishes, and every confirmed record is durable."""
+    q = open_queue(durability="always")
+    start = threading.Barrier(8)
+    per_thread = 50
+
+    early: list[tuple[int, int]] = []
+
+    def publisher(n: int) -> None:
+        start.wait(10)
+        for i in range(per_thread):
+            before = q.stats()["lsn"]  # this publish's record comes after
+            q.publish(b"%d-%d" % (n, i), "t")
+            if q.stats()["durable_lsn"] <= before:
+                early.append((n, i))
+
+    fsyncs = q.stats()["fsyncs"]
+    threads = [threading.Thread(target=publisher, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    s = q.stats()
+    assert s["total"] == 8 * per_thread
+    assert early == [], "publishes that returned before their fsync"
+    assert s["durable_lsn"] == s["lsn"]
+    assert s["fsyncs"] - fsyncs < 8 * per_thread, "no fsync was shared"
+
+
+def test_batch_durability_fsyncs_within_its_interval(open_queue: OpenQueue) -> None:
+    """``durability="batch"``: a publish returns at once and the flusher's
+    fsync covers it within ``fsync_interval`` (50 ms here; the check allows
+    a loaded machine 40 times that)."""
+    q = open_queue(durability="batch", fsync_interval=0.05)
+    for i in range(5):
+        q.publish(b"%d" % i, "t")
+        lsn = q.stats()["lsn"]
+        started = time.monotonic()
+        assert wait_until(lambda lsn=lsn: q.stats()["durable_lsn"] >= lsn, 2.0)
+        assert time.monotonic() - started < 2.0

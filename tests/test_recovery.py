@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import ringq
 from conftest import OpenQueue, Spawn, dir_size, drain, kill_and_collect, read_line, wait_until
+from ringq.backends.local import inspect
 
 
 def test_in_flight_at_close_comes_back_ready_with_attempt_kept(open_queue: OpenQueue) -> None:
@@ -231,3 +232,20 @@ def test_recycle_segments_decides_whether_covered_segments_are_reused_or_deleted
     assert q.stats()["ready"] == 0
     q.publish(b"after")
     assert [d.payload for d in drain(q)] == [b"after"]
+
+
+def test_close_writes_a_final_snapshot_that_covers_the_whole_journal(
+    open_queue: OpenQueue, qdir: Path
+) -> None:
+    """A graceful close leaves a snapshot of everything: the next open
+    replays no record (what the journal held is all in the snapshot)."""
+    q = open_queue(snapshot_every=1 << 40, snapshot_interval=3600)
+    q.publish_many([b"%d" % i for i in range(100)], topic="t")
+    [d] = q.checkout("t", timeout=0)
+    q.ack(d)
+    before = q.stats()
+    assert before["snapshot_lsn"] < before["lsn"], "records the last snapshot does not cover"
+    q.close()
+    info = inspect(str(qdir))
+    assert info["snapshot_lsn"] == info["last_lsn"] == before["lsn"]
+    assert info["records_replayed"] == 0 and info["ready"] == 99

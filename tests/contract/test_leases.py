@@ -273,3 +273,25 @@ def test_durations_past_365_days_or_not_finite_are_refused_alike_and_change_noth
     assert (s["in_flight"], s["ready"], s["delayed"]) == (1, 0, 0), "still leased, untouched"
     q.ack(d)
     assert q.stats()["total"] == 0
+
+
+@pytest.mark.not_on(
+    "redis",
+    "redis_cluster",
+    reason="a lease outlives the client on Redis: back when it runs out (docs/backends.md)",
+)
+def test_a_message_in_flight_when_the_queue_stopped_is_ready_at_the_reopen(
+    harness: Harness,
+) -> None:
+    """The reopen of a directory ends the leases of the process that
+    stopped: its messages are ready at once, the delivery counted (attempt
+    2 next), before any clock moves."""
+    q = harness.open()
+    mid = q.publish(b"x", "t")
+    [d] = q.checkout("t", lease=600, timeout=0)
+    assert d.attempt == 1
+    q.close()
+    q = harness.open()
+    assert (q.stats()["ready"], q.stats()["in_flight"]) == (1, 0)
+    [again] = q.checkout("t", timeout=0)
+    assert (again.id, again.attempt) == (mid, 2)
