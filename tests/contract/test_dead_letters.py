@@ -228,3 +228,20 @@ def test_the_dead_letter_queue_is_bounded_and_evicts_the_oldest(harness: Harness
     assert (s["dead"], s["dlq_evicted"], s["dead_lettered"]) == (3, 2, 5)
     with pytest.raises(ringq.NotFound):
         q.dlq.get(ids[0])
+
+
+def test_listing_limits_and_ids_that_are_not_ids_are_treated_alike(harness: Harness) -> None:
+    """``limit=0`` lists nothing and a negative one is refused; an id that
+    is not one (16 hex digits) is ``NotFound`` for replay and purge (Redis
+    listed one entry for both limits and purged nothing without a word)."""
+    q = harness.open(max_attempts=1)
+    q.publish(b"x", "t")
+    [d] = q.checkout("t", timeout=0)
+    q.nack(d, error="bad")
+    assert q.dlq.list(limit=0) == []
+    with pytest.raises(ValueError, match="limit"):
+        q.dlq.list(limit=-1)
+    for call in (q.dlq.purge, q.dlq.replay):
+        with pytest.raises(ringq.NotFound):
+            call(["zz"])
+    assert len(q.dlq) == 1

@@ -132,6 +132,17 @@ _HEX = frozenset("0123456789abcdef")
 _CANCELLED = ("not_found", "cancelled", "cancelled_in_flight")
 
 
+def _check_ids(ids: list[str] | None) -> None:
+    """``NotFound`` for an id that is not one (16 hex digits), as the
+    engine refuses it."""
+    for i in ids or ():
+        if not (isinstance(i, str) and len(i) == 16 and all(c in _HEX for c in i)):
+            raise errors.NotFound(f"{i!r} (ids are 16 hex digits)")
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
 def _limit(what: str, value: str, limit: int) -> None:
     """``LimitExceeded`` if ``value`` is over ``limit`` bytes (UTF-8), worded
     as the engine words it."""
@@ -1379,6 +1390,13 @@ class RedisBackend:
         self, topic: str | None, reason: str | None, limit: int | None
     ) -> Op[list[DeadLetter]]:
         self._check_open()
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise TypeError(f"limit must be None or an int >= 0, not {type(limit).__name__}")
+            if limit < 0:
+                raise ValueError(f"limit={limit!r} (must be None or an int >= 0)")
+            if limit == 0:
+                return []
         p = self._prefix
         [ids] = yield ("pipe", [("lrange", (p + "dlq", 0, -1))], False)
         found = yield ("pipe", [("hgetall", (p + "x:" + i.decode(),)) for i in ids], False)
@@ -1441,6 +1459,7 @@ class RedisBackend:
 
     def _dlq_replay(self, ids: list[str] | None) -> Op[int]:
         self._check_open()
+        _check_ids(ids)
         got = yield ("script", "dlq_replay", ["1"] if ids is None else ["0", *ids])
         return int(got)
 
@@ -1449,6 +1468,7 @@ class RedisBackend:
 
     def _dlq_purge(self, ids: list[str] | None) -> Op[int]:
         self._check_open()
+        _check_ids(ids)
         got = yield ("script", "dlq_purge", ["1"] if ids is None else ["0", *ids])
         return int(got)
 
