@@ -38,3 +38,9 @@ def test_a_bad_publish_is_refused_alike_and_writes_nothing(
     q.publish(b"fine", "t", headers={"retries": "3"})
     [d] = q.checkout("t", timeout=0)
     assert (d.payload, d.headers) == (b"fine", {"retries": "3"})
+
+
+def test_publish_many_to_an_empty_topic_is_refused_and_writes_nothing(q: ringq.Queue) -> None:
+    with pytest.raises(ValueError, match="topic"):
+        q.publish_many([b"a", b"b"], topic="")
+    assert q.stats()["total"] == 0

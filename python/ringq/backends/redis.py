@@ -940,17 +940,18 @@ class RedisBackend:
         items = payloads if isinstance(payloads, list) else list(payloads)
         if not items:
             return []
+        topic = "default" if topic is None else topic
         if all(type(p) is bytes for p in items):  # one argument per message
-            self._item(topic or "default", b"", None, None, None, None, None)
+            self._item(topic, b"", None, None, None, None, None)
             big = max(map(len, items))
             if big > self._max_payload:
                 raise errors.LimitExceeded(
                     f"payload of {big} bytes is over max_payload={self._max_payload}"
                 )
-            args: list[object] = [topic or "default", *items]
+            args: list[object] = [topic, *items]
             first = yield from self._with_room("publish_plain", args, block, timeout)
             return [f"{i:016x}" for i in range(int(first) + 1, int(first) + 1 + len(items))]
-        args = self._outgoing(items, topic or "default")
+        args = self._outgoing(items, topic)
         got = yield from self._with_room("publish_many", args, block, timeout)
         return [_text(i) or "" for i in got]
 
