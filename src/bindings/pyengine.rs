@@ -943,7 +943,9 @@ impl PyEngine {
         self.run(py, || self.store().interrupt(topic))
     }
 
-    /// Per-topic `max_attempts` and handler name (in memory; `None`s clear).
+    /// Per-topic `max_attempts` and handler name (`None`s clear), kept in
+    /// the directory's `POLICIES`: a change is written and fsynced, so the
+    /// call runs with the GIL released (`q.start()` makes one per handler).
     #[pyo3(signature = (topic, max_attempts=None, handler=None))]
     fn set_topic_policy(
         &self,
@@ -954,7 +956,7 @@ impl PyEngine {
     ) -> PyResult<()> {
         let max_attempts = args::opt_int("max_attempts", max_attempts, 1, u32::MAX as i64)?.map(|v| v as u32);
         let policy = crate::TopicPolicy { max_attempts, handler };
-        self.run(py, || self.store().set_topic_policy(topic, policy.clone()))
+        py.detach(|| self.store().set_topic_policy(topic, policy)).map_err(to_py)
     }
 
     fn is_superseded(&self, py: Python<'_>, delivery: &Bound<'_, PyAny>) -> PyResult<bool> {
