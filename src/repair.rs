@@ -40,14 +40,18 @@ pub fn repair(dir: &Path) -> Result<RepairReport> {
     if !dir.is_dir() {
         return Err(Error::Invalid(format!("{} is not a directory", dir.display())));
     }
+    // Looked at before the lock is taken: a directory that holds no queue
+    // is refused without a LOCK file left in it.
+    let no_queue =
+        || Error::Invalid(format!("{} holds no ringq queue (no MANIFEST, journal or snapshot)", dir.display()));
+    if !recovery::list_files(dir)?.holds_queue_files() && manifest::read(dir).ok().flatten().is_none() {
+        return Err(no_queue());
+    }
     let _lock = DirLock::acquire(dir)?;
     let mut report = RepairReport::default();
     let files = recovery::list_files(dir)?;
     if !files.holds_queue_files() && manifest::read(dir).ok().flatten().is_none() {
-        return Err(Error::Invalid(format!(
-            "{} holds no ringq queue (no MANIFEST, journal or snapshot)",
-            dir.display()
-        )));
+        return Err(no_queue());
     }
     // Topic policies that do not read: removed (each is set again when its
     // handler starts; the queue's max_attempts applies until then).

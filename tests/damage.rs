@@ -632,3 +632,17 @@ fn a_policy_set_on_a_full_disk_applies_and_is_written_by_the_next_snapshot() {
     assert_eq!(ringq::policies::read(&dir).unwrap().get("t"), Some(&policy));
     e.close().unwrap();
 }
+
+/// `repair` of a directory that holds no queue is refused and leaves it as
+/// it was: no `LOCK` file made in it (it took the lock first).
+#[test]
+fn repair_of_a_directory_without_a_queue_is_refused_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("notes.txt"), b"not a queue").unwrap();
+    match ringq::repair::repair(tmp.path()) {
+        Err(Error::Invalid(why)) => assert!(why.contains("holds no ringq queue"), "{why}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["notes.txt"]);
+}
