@@ -182,25 +182,37 @@ def test_a_bad_content_length_is_answered_400(open_queue: OpenQueue, length: str
 
 
 @pytest.mark.parametrize(
-    ("host", "status"),
-    [("evil.example", 403), ("evil.example:80", 403), ("localhost:9", 200), ("[::1]:9", 200)],
+    ("host", "token", "status"),
+    [
+        ("evil.example", None, 403),
+        ("evil.example:80", None, 403),
+        ("localhost:9", None, 200),
+        ("[::1]:9", None, 200),
+        (None, None, 200),  # HTTP/1.0 without a Host: no browser sends that
+        ("proxy.example", "s3cret", 200),  # a same-machine proxy with the token
+        ("proxy.example", "wrong", 403),
+    ],
 )
 def test_a_loopback_endpoint_answers_only_requests_that_name_this_machine(
-    open_queue: OpenQueue, host: str, status: int
+    open_queue: OpenQueue, host: str | None, token: str | None, status: int
 ) -> None:
-    """Without a token its reads are open to this machine; a web page that
+    """Without the token, reads are open to this machine; a web page that
     points a name of its own at 127.0.0.1 (DNS rebinding) sends that name
-    as the Host and is refused, so it cannot read the dead letters."""
+    as the Host and is refused, so it cannot read the dead letters. The
+    token's holder (a reverse proxy passing its client's Host) is not."""
     import http.client
     from urllib.parse import urlparse
 
     q = open_queue()
-    server = q.serve_admin()
+    server = q.serve_admin(token="s3cret", open_metrics=True) if token else q.serve_admin()
     try:
         url = urlparse(server.url)
         conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
         conn.putrequest("GET", "/dlq", skip_host=True)
-        conn.putheader("Host", host)
+        if host is not None:
+            conn.putheader("Host", host)
+        if token is not None:
+            conn.putheader("Authorization", f"Bearer {token}")
         conn.endheaders()
         assert conn.getresponse().status == status
         conn.close()

@@ -233,10 +233,19 @@ def _handler_for(routes: AdminRoutes, local: bool) -> type[BaseHTTPRequestHandle
         def parse_request(self) -> bool:
             if not super().parse_request():
                 return False
-            if local and _host_name(self.headers.get("Host")) not in _LOOPBACK:
-                # On loopback, a request naming another host comes through a
-                # name made to point here (DNS rebinding): a web page reading
-                # the open endpoint. Refused before anything is read.
+            host = self.headers.get("Host")
+            if (
+                local
+                and host is not None
+                and _host_name(host) not in _LOOPBACK
+                and routes.authorized(self.headers.get("Authorization")) != 0
+            ):
+                # On loopback, a request naming another host and without the
+                # token comes through a name made to point here (DNS
+                # rebinding): a web page reading the open endpoint. Refused
+                # before anything is read. (A browser always sends a Host; a
+                # same-machine proxy that passes its own through gives the
+                # token.)
                 self.close_connection = True
                 self._send(*_json(403, {"error": "the Host header must name this machine"}))
                 return False
@@ -251,7 +260,7 @@ def _handler_for(routes: AdminRoutes, local: bool) -> type[BaseHTTPRequestHandle
             given = (self.headers.get("Content-Length") or "0").strip()
             # Digits only: "-1" read to the end of the stream, "x" raised in
             # the server's thread (a traceback, no answer).
-            length = int(given) if given.isdigit() else -1
+            length = int(given) if given.isascii() and given.isdigit() else -1
             if refused or not 0 <= length <= MAX_BODY:
                 self.close_connection = True  # the unread body stays unread
                 if refused:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import ringq
 
 from .conftest import Harness
@@ -63,16 +64,33 @@ def test_a_delay_of_zero_is_no_delay(q: ringq.Queue) -> None:
     assert [d.id for d in q.checkout(timeout=0)] == [mid]
 
 
+@pytest.mark.parametrize("lease", [3, 5])
 def test_a_lease_end_and_a_delay_falling_due_between_two_calls_reenter_in_time_order(
-    harness: Harness,
+    harness: Harness, lease: float
 ) -> None:
-    """A lease ends at +3 s, a delay falls due at +5 s, and nothing calls
-    the queue until +6 s: the lease's message re-enters first, as its time
-    came first (Redis made every due delay ready before ending any lease)."""
+    """A lease ends at +3 s (or +5 s: a tie, the lease first), a delay
+    falls due at +5 s, and nothing calls the queue until +6 s: the lease's
+    message re-enters first, as its time came first (Redis made every due
+    delay ready before ending any lease)."""
     q = harness.open()
     q.publish(b"leased", "t")
-    [_held] = q.checkout("t", lease=3, timeout=0)
+    [_held] = q.checkout("t", lease=lease, timeout=0)
     q.publish(b"delayed", "t", delay=5)
     harness.advance(6)
     got = [d.payload for d in q.checkout("t", max_messages=10, timeout=0)]
     assert got == [b"leased", b"delayed"]
+
+
+def test_more_than_a_thousand_due_delays_still_come_before_a_later_lease_end(
+    harness: Harness,
+) -> None:
+    """1,001 delays fall due at +1 s and a lease ends at +2 s: all the
+    delays re-enter before the lease's message (Redis settles at most 1000
+    of each per call, and stops at the last time of a list it cut)."""
+    q = harness.open()
+    q.publish(b"leased", "t")
+    [_held] = q.checkout("t", lease=2, timeout=0)
+    q.publish_many([ringq.Message(b"d%d" % i, topic="t", delay=1) for i in range(1001)])
+    harness.advance(3)
+    got = [d.payload for d in q.checkout("t", max_messages=2000, timeout=0)]
+    assert len(got) == 1002 and got[-1] == b"leased", got[-3:]

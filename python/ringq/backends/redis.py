@@ -133,14 +133,11 @@ _CANCELLED = ("not_found", "cancelled", "cancelled_in_flight")
 
 
 def _check_ids(ids: list[str] | None) -> None:
-    """``NotFound`` for an id that is not one (16 hex digits), as the
-    engine refuses it."""
+    """``NotFound`` for an id that is not one of this backend's (16
+    lower-case hex digits, as it makes them: its keys hold the text)."""
     for i in ids or ():
         if not (isinstance(i, str) and len(i) == 16 and all(c in _HEX for c in i)):
             raise errors.NotFound(f"{i!r} (ids are 16 hex digits)")
-
-
-_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def _limit(what: str, value: str, limit: int) -> None:

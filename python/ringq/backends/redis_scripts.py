@@ -315,23 +315,31 @@ local function end_lease(id, deadline)
 end
 
 -- Delays that fell due and leases that ran out, in the order of their
--- times (a delay first at a tie), as the engine's timer takes them: a
--- lease that ended before a delay fell due re-enters ahead of it. At most
--- 1000 of each per call (the next call goes on). Every script runs this
--- first.
+-- times (a lease first at a tie), as the engine takes them: a lease that
+-- ended before a delay fell due re-enters ahead of it. At most 1000 of
+-- each per call, oldest first; a list cut at 1000 bounds what is settled
+-- now (nothing past its last time), so the next call goes on in order.
+-- Every script runs this first.
 local function reap()
   local due = redis.call(
     'ZRANGEBYSCORE', P .. 'delayed', '-inf', NOWS, 'LIMIT', 0, 1000, 'WITHSCORES')
   local expired = redis.call(
     'ZRANGEBYSCORE', P .. 'leases', '-inf', NOWS, 'LIMIT', 0, 1000, 'WITHSCORES')
+  local horizon = math.huge
+  if #due == 2000 then horizon = tonumber(due[#due]) end
+  if #expired == 2000 then horizon = math.min(horizon, tonumber(expired[#expired])) end
   local i, j = 1, 1
   while i <= #due or j <= #expired do
-    if j > #expired or (i <= #due and tonumber(due[i + 1]) <= tonumber(expired[j + 1])) then
-      release_due(due[i])
-      i = i + 2
-    else
+    local lease_first = i > #due
+      or (j <= #expired and tonumber(expired[j + 1]) <= tonumber(due[i + 1]))
+    if lease_first then
+      if tonumber(expired[j + 1]) > horizon then break end
       end_lease(expired[j], expired[j + 1])
       j = j + 2
+    else
+      if tonumber(due[i + 1]) > horizon then break end
+      release_due(due[i])
+      i = i + 2
     end
   end
 end

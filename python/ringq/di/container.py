@@ -533,8 +533,8 @@ class Container:
                 if owner == me:
                     raise _cycle_error(reg)
                 waited = self._waits.get(owner)
-                if waited is None:
-                    break
+                if waited is None or (waited.done is not None and waited.done.done()):
+                    break  # not waiting, or its wait is over (it goes on)
                 owner = waited.thread
             self._waits[me] = claim
         try:
