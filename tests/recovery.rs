@@ -909,10 +909,11 @@ fn stored_policies_are_cleared_with_their_topic_and_a_damaged_file_is_refused_th
     let p = ringq::TopicPolicy { max_attempts: Some(3), handler: None };
     e.set_topic_policy("a", p.clone()).unwrap();
     e.set_topic_policy("b", p.clone()).unwrap();
-    let written = fs::metadata(&file).unwrap().modified().unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    // Each write is a new file renamed over the old one: a new inode.
+    let inode = || std::os::unix::fs::MetadataExt::ino(&fs::metadata(&file).unwrap());
+    let written = inode();
     e.set_topic_policy("a", p.clone()).unwrap();
-    assert_eq!(fs::metadata(&file).unwrap().modified().unwrap(), written, "unchanged: not rewritten");
+    assert_eq!(inode(), written, "unchanged: not rewritten");
     e.set_topic_policy("a", ringq::TopicPolicy::default()).unwrap();
     assert_eq!(ringq::policies::read(&dir).unwrap().keys().collect::<Vec<_>>(), ["b"]);
     assert!(matches!(e.stats().unwrap().iter().find(|(k, _)| *k == "policies_error"), Some((_, ringq::Stat::None))));

@@ -111,14 +111,6 @@ class HandlerSpec:
     limits: RateLimits | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
-    def needs_headers(self) -> bool:
-        """Whether decoding reads the headers: always, for the codec label
-        (a ``bytes`` handler of a default-codec queue was handed another
-        codec's payload, ciphertext included, as if it were its own; reading
-        the headers costs about 7 ns a message without any, 30 with)."""
-        return True
-
-    @property
     def kind(self) -> str:
         return "class" if self.cls is not None else "function"
 

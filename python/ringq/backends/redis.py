@@ -136,8 +136,13 @@ def _check_ids(ids: list[str] | None) -> None:
     """``NotFound`` for an id that is not one of this backend's (16
     lower-case hex digits, as it makes them: its keys hold the text)."""
     for i in ids or ():
-        if not (isinstance(i, str) and len(i) == 16 and all(c in _HEX for c in i)):
+        if not _is_id(i):
             raise errors.NotFound(f"{i!r} (ids are 16 hex digits)")
+
+
+def _is_id(i: object) -> bool:
+    """Whether ``i`` is written as this backend writes its ids."""
+    return isinstance(i, str) and len(i) == 16 and all(c in _HEX for c in i)
 
 
 def _limit(what: str, value: str, limit: int) -> None:
@@ -1167,7 +1172,7 @@ class RedisBackend:
 
     def cancel(self, id: str) -> str:
         self._check_open()
-        if not isinstance(id, str) or len(id) != 16 or not all(c in _HEX for c in id):
+        if not _is_id(id):
             raise errors.NotFound(
                 f"no message or dead letter with id {id!r} (ids are 16 hex digits)"
             )

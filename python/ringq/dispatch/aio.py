@@ -204,7 +204,6 @@ class AsyncPool:
         self._flush_scheduled = False
         #: Acks sent from a worker thread (the engine was busy).
         self._elsewhere: set[asyncio.Task[None]] = set()
-        self.needs_headers = spec.needs_headers
         self.needs_context = spec.cls is not None or spec.pass_context
         self.ended = asyncio.Event()
 
@@ -478,7 +477,7 @@ class AsyncPool:
         spec, c = self.spec, self.counters
         c.processed += 1
         try:
-            msg = spec.decode(d.payload, d.headers if self.needs_headers else None)
+            msg = spec.decode(d.payload, d.headers)
         except UndecodableError as e:
             c.undecodable += 1
             if await self._fail(d, e, None, "undecodable"):

@@ -162,9 +162,10 @@ class Pool:
         self.dead_base = 0
         #: Acks the lease monitor sent for this pool's workers (only it writes).
         self.monitor_counters = Counters(bounds)
-        # Per message work we can skip: the type tag (bytes and str ignore
-        # it) and the context (a function handler that does not take one).
-        self.needs_headers = spec.needs_headers
+        # Per message work we can skip: the context (a function handler that
+        # does not take one). The headers are always read: their codec label
+        # is checked for every handler (a bytes handler of a default-codec
+        # queue was handed another codec's ciphertext as its own).
         # A process-pool handler always gets one here: its heartbeats and
         # staged messages come back through it.
         self.needs_context = spec.cls is not None or spec.pass_context or spec.options.processes > 0

@@ -274,7 +274,7 @@ class Runner:
         c = w.counters
         c.processed += 1
         try:
-            msg = spec.decode(d.payload, d.headers if pool.needs_headers else None)
+            msg = spec.decode(d.payload, d.headers)
         except UndecodableError as e:
             undecodable(self.engine, w, d, e)
             return
