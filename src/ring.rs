@@ -191,6 +191,18 @@ pub(crate) struct ReadyList {
 }
 
 impl ReadyList {
+    /// Room for `n` more entries of priority 0 (recovery: without it,
+    /// filling a list of a million entries leaves its smaller buffers of
+    /// 8, 4, 2, ... MB behind).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+
     fn lane(&mut self, priority: u8) -> &mut VecDeque<(u64, u32)> {
         if priority == 0 {
             return &mut self.entries;

@@ -286,6 +286,9 @@ fn decode_body(
     // Before the first slot is used: the capacity, or as many as there are
     // messages if more (their slots may reach further; then it grows).
     state.slab.reserve(nm.max(capacity));
+    if let [t] = &mut state.topics[..] {
+        t.ready.reserve(nm);
+    }
     for i in 0..nm {
         if i % 4096 == 0 {
             release(r.pos());
@@ -392,6 +395,21 @@ mod tests {
             st.apply(crate::record::Op::Enqueue { topic: "t".into(), msg, supersedes: None }).unwrap();
         }
         st
+    }
+
+    /// A snapshot of one topic reserves its ready list for all its messages
+    /// at once (growing by doubling left buffers behind: `reopen_1m`'s peak).
+    #[test]
+    fn one_topics_ready_list_is_reserved_once() {
+        let payloads: Vec<[u8; 3]> = (0..5000u32).map(|i| [i as u8; 3]).collect();
+        let st = ready_state(payloads.iter().map(|p| &p[..]), 8192);
+        let data = encode(&collect(&st, 0, Vec::new()), 5);
+        let (loaded, _) = decode(Path::new("x.snap"), &data, 10, 8192).unwrap();
+        assert_eq!(loaded.topics.len(), 1);
+        let ready = &loaded.topics[0].ready;
+        assert!(ready.capacity() >= 5000, "capacity {}", ready.capacity());
+        // Doubling from 4 reaches 8192 (and over-reserves by 3192).
+        assert!(ready.capacity() < 8192, "capacity {}", ready.capacity());
     }
 
     /// The room made before the lock holds nothing and has the capacity

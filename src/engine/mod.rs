@@ -228,6 +228,7 @@ impl Engine {
     /// Opens (creating if needed) the queue at `path`.
     pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Engine> {
         opts.validate()?;
+        crate::tune_allocator();
         crate::fork::install();
         let path = path.as_ref().to_owned();
         lock::ensure_dir(&path)?;
@@ -348,6 +349,9 @@ impl Engine {
         sh.sync.set_notify(Box::new(move || wakes.signal(wake::DURABLE)));
         let engine = Engine { sh };
         engine.finish_recovery()?;
+        // What recovery freed goes back to the system now, not after the
+        // allocator's purge delay (`tune_allocator`).
+        crate::release_freed_memory();
         background::start(&engine.sh);
         Ok(engine)
     }
