@@ -114,6 +114,34 @@ fn a_dropped_client_gives_its_leases_back_at_once() {
 }
 
 #[test]
+fn a_refused_ack_leaves_the_lease_to_be_given_back_when_the_client_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let owner = open(&path);
+    publish(&owner, "t", b"m");
+    let client = open(&path);
+    let got = checkout(&client, "t", 1, Wait::No);
+    assert_eq!(got.len(), 1);
+    let leases = [(got[0].id, got[0].lease_token)];
+    // A follow-up over the payload limit: the whole ack is refused.
+    let big = vec![0u8; 2 << 20];
+    let follow = Publish { topic: "t", payload: &big, ..Default::default() };
+    assert!(matches!(client.ack(&leases, &[follow], Wait::No), Err(ringq::Error::Limit { .. })));
+    client.close().unwrap();
+    // The message comes back at once, not after its lease.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = checkout(&owner, "t", 1, Wait::No);
+        if let [d] = &again[..] {
+            assert_eq!((d.id, d.attempt), (got[0].id, 2));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the refused ack's lease is still held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn many_threads_share_one_connection() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
@@ -184,6 +212,42 @@ fn garbage_on_the_socket_costs_only_that_connection() {
     s.write_all(&u32::MAX.to_le_bytes()).unwrap();
     assert!(answer(&mut s).is_none(), "a frame over the limit ends the connection");
     // The owner serves on.
+    let client = open(&path);
+    publish(&client, "t", b"still fine");
+    assert_eq!(checkout(&owner, "t", 1, Wait::No).len(), 1);
+}
+
+/// Resident memory of this process, from `/proc/self/status`.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn a_huge_frame_length_costs_no_memory_until_its_bytes_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let owner = open(&path);
+    let before = rss_bytes();
+    // Before the hello, and after it (the hello's own limit is small).
+    let mut early = raw(&path);
+    early.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    early.write_all(&(1u32 << 30).to_le_bytes()).unwrap();
+    let t = std::time::Instant::now();
+    assert!(answer(&mut early).is_none(), "a hello that long ends the connection");
+    assert!(t.elapsed() < std::time::Duration::from_secs(4), "at once");
+    let mut late = raw(&path);
+    late.write_all(&hello()).unwrap();
+    assert_eq!(answer(&mut late).unwrap().1, 0);
+    late.write_all(&(1u32 << 30).to_le_bytes()).unwrap();
+    late.write_all(&[7u8; 100]).unwrap();
+    // The owner is reading the rest of that frame now; it must not have
+    // made room for all of it (it used to: 1 GiB per connection).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 64 << 20, "the owner's memory grew by {grown} bytes");
+    drop(late);
     let client = open(&path);
     publish(&client, "t", b"still fine");
     assert_eq!(checkout(&owner, "t", 1, Wait::No).len(), 1);

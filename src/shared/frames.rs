@@ -51,12 +51,19 @@ impl FrameReader {
     /// Reads one frame (without its length), or `None` at a clean end (the
     /// peer closed between frames). A length out of range is `InvalidData`.
     pub fn read_frame(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.read_frame_max(wire::MAX_FRAME)
+    }
+
+    /// [`read_frame`](Self::read_frame) of a frame at most `max` bytes long.
+    /// A frame larger than the buffer grows as its bytes arrive: a length
+    /// alone (a peer that says 1 GiB and sends nothing) costs no memory.
+    pub fn read_frame_max(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
         if !self.fill(4)? {
             return Ok(None);
         }
         let b = self.buffered();
         let len = u32::from_le_bytes(b[..4].try_into().expect("4 bytes")) as usize;
-        if !(wire::HEADER..=wire::MAX_FRAME).contains(&len) {
+        if !(wire::HEADER..=max).contains(&len) {
             return Err(io::Error::new(ErrorKind::InvalidData, format!("bad frame length {len}")));
         }
         if 4 + len <= self.buf.len() {
@@ -67,18 +74,21 @@ impl FrameReader {
             self.consume(4 + len);
             return Ok(Some(frame));
         }
-        // Larger than the buffer: read the rest straight into the frame.
-        let mut frame = Vec::with_capacity(len);
+        // Larger than the buffer: read the rest straight into the frame,
+        // making room a buffer's size at a time.
+        let mut frame = Vec::with_capacity(2 * BUFFER);
         frame.extend_from_slice(&self.buffered()[4..]);
         self.consume(self.end - self.start);
-        let have = frame.len();
-        frame.resize(len, 0);
-        let mut at = have;
+        let mut at = frame.len();
         while at < len {
+            if at == frame.len() {
+                frame.resize(at + (len - at).min(BUFFER), 0);
+            }
             match recv(&self.stream, &mut frame[at..], 0) {
                 Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
                 Ok(n) => at += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Err(timed_out()),
                 Err(e) => return Err(e),
             }
         }
@@ -122,6 +132,8 @@ impl FrameReader {
                     self.end += n;
                     return Ok(n);
                 }
+                // A blocking read ran out of the socket's read timeout.
+                Err(e) if e.kind() == ErrorKind::WouldBlock && flags == 0 => return Err(timed_out()),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if self.spin.is_zero() {
                         deadline = Some(Instant::now());
@@ -135,6 +147,11 @@ impl FrameReader {
             }
         }
     }
+}
+
+/// What a read past the socket's read timeout (`SO_RCVTIMEO`) gives.
+fn timed_out() -> io::Error {
+    io::Error::new(ErrorKind::TimedOut, "no data within the socket's read timeout")
 }
 
 fn recv(s: &UnixStream, into: &mut [u8], flags: i32) -> io::Result<usize> {
@@ -189,6 +206,30 @@ mod tests {
         a.write_all(&frame(10)[..8]).unwrap();
         drop(a);
         assert_eq!(r.read_frame().unwrap_err().kind(), ErrorKind::UnexpectedEof);
+    }
+
+    /// A read timeout on the socket ends a wait for a frame, at its start
+    /// and in the middle of a large one (it used to poll again forever).
+    #[test]
+    fn a_read_timeout_ends_the_wait_for_a_frame() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        b.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut r = FrameReader::new(b, Duration::from_micros(50));
+        let t = Instant::now();
+        assert_eq!(r.read_frame().unwrap_err().kind(), ErrorKind::TimedOut);
+        // From another thread: more than the socket's buffer holds.
+        let writer = std::thread::spawn(move || {
+            a.write_all(&frame(2 * BUFFER)[..BUFFER + 100]).unwrap();
+            a
+        });
+        assert_eq!(r.read_frame().unwrap_err().kind(), ErrorKind::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        drop(writer.join().unwrap());
+        // A limit below the frame's length refuses it.
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut r = FrameReader::new(b, Duration::ZERO);
+        a.write_all(&frame(100)).unwrap();
+        assert_eq!(r.read_frame_max(50).unwrap_err().kind(), ErrorKind::InvalidData);
     }
 
     #[test]

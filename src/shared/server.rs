@@ -273,8 +273,22 @@ fn serve(inner: &Arc<Inner>, stream: UnixStream) {
     conn.disconnected();
 }
 
+/// The largest hello a client sends is a few dozen bytes.
+const MAX_HELLO: usize = 4096;
+
+/// How long a new connection may take to send its hello.
+const HELLO_PATIENCE: Duration = Duration::from_secs(10);
+
 fn hello(inner: &Inner, conn: &Conn, reader: &mut FrameReader) -> bool {
-    let Ok(Some(frame)) = reader.read_frame() else { return false };
+    // A peer that connects and says nothing (or announces a huge frame)
+    // holds no thread or memory for long.
+    if reader.get_ref().set_read_timeout(Some(HELLO_PATIENCE)).is_err() {
+        return false;
+    }
+    let Ok(Some(frame)) = reader.read_frame_max(MAX_HELLO) else { return false };
+    if reader.get_ref().set_read_timeout(None).is_err() {
+        return false;
+    }
     let parsed = wire::split(&frame).and_then(|(id, code, body)| {
         if code != op::HELLO {
             return Ok((id, Err(Error::Protocol("the first request must be a hello".into()))));
@@ -615,16 +629,17 @@ fn run(conn: &Arc<Conn>, id: u64, code: u8, r: &mut Reader<'_>) -> Result<Step> 
             let (leases, items, wait) =
                 decode(r, |r| Ok((wire::get_leases(r)?, wire::get_publishes(r)?, wire::get_wait(r)?)))?;
             let batch: Vec<_> = items.iter().map(|i| i.as_publish()).collect();
-            let out = e.ack(&leases, &batch, wait);
+            // Refused (a follow-up too large, no room, a storage error),
+            // the acks did not happen: the leases stay the client's, ended
+            // at once if it goes away.
+            let out = e.ack(&leases, &batch, wait)?;
             conn.gave_back(&leases);
-            let out = out?;
             Step::Answer(Ok(body(|w| wire::put_ids(w, &out.lost))), out.lsn)
         }
         op::RELEASE => {
             let leases = decode(r, wire::get_leases)?;
-            let out = e.release(&leases);
+            let out = e.release(&leases)?;
             conn.gave_back(&leases);
-            let out = out?;
             Step::Answer(Ok(body(|w| wire::put_ids(w, &out.lost))), out.lsn)
         }
         op::NACK => {
@@ -637,9 +652,9 @@ fn run(conn: &Arc<Conn>, id: u64, code: u8, r: &mut Reader<'_>) -> Result<Step> 
                     r.opt_string()?,
                 ))
             })?;
-            let out = e.nack(mid, token, delay, failure, reason.as_deref());
+            let lsn = e.nack(mid, token, delay, failure, reason.as_deref())?;
             conn.gave_back(&[(mid, token)]);
-            Step::Answer(Ok(Vec::new()), out?)
+            Step::Answer(Ok(Vec::new()), lsn)
         }
         op::EXTEND => {
             let (mid, token, by) = decode(r, |r| Ok((r.u64()?, r.u64()?, Duration::from_micros(r.u64()?))))?;
