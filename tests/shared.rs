@@ -44,7 +44,7 @@ fn frame(id: u64, code: u8, body: &[u8]) -> Vec<u8> {
 /// A hello in the protocol version this build speaks (`wire::VERSION`).
 fn hello() -> Vec<u8> {
     let mut b = b"RINGQSHR".to_vec();
-    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&4u32.to_le_bytes());
     b.extend_from_slice(&std::process::id().to_le_bytes());
     frame(1, 1, &b)
 }

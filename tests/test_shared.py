@@ -208,6 +208,42 @@ def test_a_client_that_takes_over_keeps_the_queues_durability_capacity_and_attem
         q.close()
 
 
+def test_a_client_that_takes_over_keeps_the_queues_limits_and_dead_letters(
+    qdir: Path, spawn: Spawn
+) -> None:
+    """The owner's other options go on too: a client opened with a smaller
+    ``dlq_capacity`` and the default ``max_payload`` took over with its
+    own, so the open cut the oldest dead letters for good and a payload the
+    queue took before was refused."""
+    owner = spawn(
+        """
+        import sys, time, ringq
+        q = ringq.Queue(
+            sys.argv[1], shared=True, dlq_capacity=50, max_payload=3_000_000, max_attempts=1
+        )
+        q.publish_many([b"%d" % i for i in range(30)], "t")
+        for d in q.checkout("t", max_messages=30, timeout=0):
+            q.nack(d)
+        print(q.role, len(q.dlq.list(limit=100)), flush=True)
+        time.sleep(600)
+        """,
+        str(qdir),
+    )
+    assert read_line(owner) == "owner 30"
+    q = ringq.Queue(qdir, shared=True, dlq_capacity=10)
+    try:
+        assert q.role == "client"
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        q.publish(b"x" * 2_000_000, "big")  # takes the directory over
+        assert q.role == "owner"
+        assert len(q.dlq.list(limit=100)) == 30
+        with pytest.raises(ringq.LimitExceeded):
+            q.publish(b"x" * 3_000_001, "big")
+    finally:
+        q.close()
+
+
 def test_a_deep_directory_uses_an_abstract_socket(tmp_path: Path, spawn: Spawn) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60) / "q"
     assert len(str(deep / "ringq.sock")) > 107

@@ -801,6 +801,7 @@ mod tests {
                     capacity: 16,
                     max_attempts: 5,
                     session,
+                    queue: wire::QueueOptions::default(),
                 };
                 let mut f = Vec::new();
                 let start = wire::begin(&mut f, id, wire::OK);

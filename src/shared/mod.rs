@@ -143,23 +143,24 @@ impl SharedQueue {
     /// The owner is gone: become the owner, or a client of the new one.
     fn take_over(&self) -> Result<()> {
         let mut mode = self.mode.write();
-        // The queue its clients were told of goes on: its durability,
-        // capacity and max_attempts are the last owner's, not the options
-        // this process opened with (a client's options but `lease` are not
-        // the queue's). Taken over with this process's own, an "always"
-        // queue could go on as "batch": calls answered before their fsync.
+        // The queue its clients were told of goes on: its options are the
+        // last owner's, not those this process opened with (a client's
+        // options but `lease` are not the queue's). Taken over with this
+        // process's own, an "always" queue could go on as "batch" (calls
+        // answered before their fsync), and a smaller `dlq_capacity` cut
+        // the oldest dead letters for good at the open.
         let opts = match &*mode {
             Mode::Owner { .. } => return Ok(()),
             Mode::Client(c) => match c.connection() {
                 Ok(()) => return Ok(()),
                 Err(Error::OwnerGone(_)) => {
                     let w = c.welcome();
-                    Options {
+                    w.queue.apply(Options {
                         durability: w.durability,
                         capacity: usize::try_from(w.capacity).unwrap_or(usize::MAX),
                         max_attempts: w.max_attempts,
                         ..self.opts.clone()
-                    }
+                    })
                 }
                 Err(e) => return Err(e),
             },

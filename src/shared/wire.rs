@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The protocol's version; the owner refuses a client that speaks another.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 /// The first bytes of a client's hello.
 pub(crate) const MAGIC: &[u8; 8] = b"RINGQSHR";
 /// The largest frame either side accepts (a bigger one is a protocol error).
@@ -541,6 +541,64 @@ pub struct Welcome {
     /// Drawn at random when the owner started serving: tells this owner
     /// from a later one of the same queue, whatever their pids.
     pub session: u64,
+    /// The rest of the options that shape the queue (version 4): a client
+    /// that takes over opens the queue with them, not with its own.
+    pub queue: QueueOptions,
+}
+
+/// The owner's options a client that takes over keeps (with durability,
+/// capacity and max_attempts, in [`Welcome`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueOptions {
+    pub fsync_interval: Duration,
+    pub segment_size: u64,
+    pub snapshot_every: u64,
+    pub snapshot_interval: Duration,
+    pub max_payload: u64,
+    pub max_key: u64,
+    pub max_headers: u64,
+    pub dlq_capacity: u64,
+    pub recycle_segments: bool,
+}
+
+impl QueueOptions {
+    pub fn of(o: &crate::types::Options) -> QueueOptions {
+        QueueOptions {
+            fsync_interval: o.fsync_interval,
+            segment_size: o.segment_size as u64,
+            snapshot_every: o.snapshot_every,
+            snapshot_interval: o.snapshot_interval,
+            max_payload: o.max_payload as u64,
+            max_key: o.max_key as u64,
+            max_headers: o.max_headers as u64,
+            dlq_capacity: o.dlq_capacity as u64,
+            recycle_segments: o.recycle_segments,
+        }
+    }
+
+    /// `base` with these options (each clamped to what this machine's
+    /// `usize` holds).
+    pub fn apply(&self, base: crate::types::Options) -> crate::types::Options {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        crate::types::Options {
+            fsync_interval: self.fsync_interval,
+            segment_size: size(self.segment_size),
+            snapshot_every: self.snapshot_every,
+            snapshot_interval: self.snapshot_interval,
+            max_payload: size(self.max_payload),
+            max_key: size(self.max_key),
+            max_headers: size(self.max_headers),
+            dlq_capacity: size(self.dlq_capacity),
+            recycle_segments: self.recycle_segments,
+            ..base
+        }
+    }
+}
+
+impl Default for QueueOptions {
+    fn default() -> QueueOptions {
+        QueueOptions::of(&crate::types::Options::default())
+    }
 }
 
 pub(crate) fn put_hello(w: &mut Writer<'_>) {
@@ -573,6 +631,16 @@ pub(crate) fn put_welcome(w: &mut Writer<'_>, x: &Welcome) {
     w.u64(x.capacity);
     w.u32(x.max_attempts);
     w.u64(x.session);
+    let q = &x.queue;
+    w.u64(micros(q.fsync_interval));
+    w.u64(q.segment_size);
+    w.u64(q.snapshot_every);
+    w.u64(micros(q.snapshot_interval));
+    w.u64(q.max_payload);
+    w.u64(q.max_key);
+    w.u64(q.max_headers);
+    w.u64(q.dlq_capacity);
+    w.u8(u8::from(q.recycle_segments));
 }
 
 pub(crate) fn get_welcome(r: &mut Reader<'_>) -> DResult<Welcome> {
@@ -589,6 +657,21 @@ pub(crate) fn get_welcome(r: &mut Reader<'_>) -> DResult<Welcome> {
         capacity: r.u64()?,
         max_attempts: r.u32()?,
         session: r.u64()?,
+        queue: QueueOptions {
+            fsync_interval: Duration::from_micros(r.u64()?),
+            segment_size: r.u64()?,
+            snapshot_every: r.u64()?,
+            snapshot_interval: Duration::from_micros(r.u64()?),
+            max_payload: r.u64()?,
+            max_key: r.u64()?,
+            max_headers: r.u64()?,
+            dlq_capacity: r.u64()?,
+            recycle_segments: match r.u8()? {
+                0 => false,
+                1 => true,
+                t => return Err(DecodeError(format!("bad recycle_segments {t}"))),
+            },
+        },
     })
 }
 
