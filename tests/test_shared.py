@@ -244,6 +244,54 @@ def test_a_client_that_takes_over_keeps_the_queues_limits_and_dead_letters(
         q.close()
 
 
+OWNER = """
+import sys, time, ringq
+q = ringq.Queue(sys.argv[1], shared=True)
+print(q.role, flush=True)
+time.sleep(600)
+"""
+
+
+def test_copies_of_a_deep_queue_never_reach_each_others_owner(tmp_path: Path, spawn: Spawn) -> None:
+    """Two copies of a queue (a backup restored beside it: the same
+    identity) too deep for a socket file: their abstract sockets were named
+    after the identity only, so a client of one copy whose owner died
+    published into the other copy, and a copy made while the queue was
+    served connected to the original's owner."""
+    deep = tmp_path / ("x" * 100)
+    a, b, c = deep / "A", deep / "B", deep / "C"
+    ringq.Queue(a).close()
+    shutil.copytree(a, b)
+    owner_b = spawn(OWNER, str(b))
+    assert read_line(owner_b) == "owner"
+    qb = ringq.Queue(b, shared=True)
+    try:
+        assert qb.role == "client"
+        os.kill(owner_b.pid, signal.SIGKILL)
+        owner_b.wait()
+        owner_a = spawn(OWNER, str(a))
+        assert read_line(owner_a) == "owner"
+        qb.publish(b"meant for B", "t")
+        assert qb.role == "owner", "B's client takes B over, not A's owner's socket"
+        assert qb.topic_stats()["t"]["ready"] == 1
+        # A copy made while A is served holds A's SOCKET file.
+        shutil.copytree(a, c)
+        qc = ringq.Queue(c, shared=True)
+        try:
+            assert qc.role == "owner"
+        finally:
+            qc.close()
+    finally:
+        qb.close()
+    os.kill(owner_a.pid, signal.SIGKILL)
+    owner_a.wait()
+    qa = ringq.Queue(a)
+    try:
+        assert "t" not in qa.topic_stats()
+    finally:
+        qa.close()
+
+
 def test_a_deep_directory_uses_an_abstract_socket(tmp_path: Path, spawn: Spawn) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60) / "q"
     assert len(str(deep / "ringq.sock")) > 107

@@ -5,7 +5,7 @@
 //! on Linux). A deeper directory gets a Linux abstract socket named after
 //! the queue's identity instead. Either way the owner writes the address to
 //! the file `SOCKET` in the directory (`unix ringq.sock` or
-//! `abstract ringq/<instance id>`), and clients read it from there. Peers
+//! `abstract ringq/<instance id>/<dev>.<inode>`), and clients read it from there. Peers
 //! are checked by uid (`SO_PEERCRED`), which also covers abstract sockets
 //! (they have no file permissions).
 
@@ -34,12 +34,16 @@ pub enum Address {
 
 impl Address {
     /// The address to use for the queue in `dir` with identity `instance`.
+    /// An abstract name also names the directory ([`dir_id`]): a copy of a
+    /// queue (a backup restored beside it) has the same identity, and two
+    /// copies served at once must not share a name.
     pub fn for_dir(dir: &Path, instance: u64) -> Address {
         let path = dir.join(SOCKET_NAME);
         if path.as_os_str().len() <= MAX_PATH {
             Address::Path(path)
         } else {
-            Address::Abstract(format!("ringq/{}", crate::error::fmt_id(instance)))
+            let (dev, ino) = dir_id(dir);
+            Address::Abstract(format!("ringq/{}/{dev:x}.{ino:x}", crate::error::fmt_id(instance)))
         }
     }
 
@@ -116,6 +120,14 @@ pub(crate) fn clear(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(SOCKET_NAME));
 }
 
+/// The directory's device and inode numbers ((0, 0) if it cannot be read):
+/// what tells a queue directory from a copy of it. The owner says them in
+/// its welcome and a client checks them against its own directory's.
+pub fn dir_id(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).map_or((0, 0), |m| (m.dev(), m.ino()))
+}
+
 /// The address recorded in `dir`, if any.
 pub fn read(dir: &Path) -> Option<Address> {
     let text = std::fs::read_to_string(dir.join(ADDRESS_FILE)).ok()?;
@@ -130,8 +142,15 @@ mod tests {
     fn a_deep_directory_gets_an_abstract_socket() {
         let short = Path::new("/tmp/q");
         assert_eq!(Address::for_dir(short, 1), Address::Path(short.join(SOCKET_NAME)));
-        let deep = PathBuf::from(format!("/tmp/{}", "d".repeat(120)));
-        assert_eq!(Address::for_dir(&deep, 0xab), Address::Abstract("ringq/00000000000000ab".into()));
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("d".repeat(110)), root.path().join("e".repeat(110)));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        let (dev, ino) = dir_id(&a);
+        assert_ne!((dev, ino), (0, 0));
+        assert_eq!(Address::for_dir(&a, 0xab), Address::Abstract(format!("ringq/00000000000000ab/{dev:x}.{ino:x}")));
+        // A copy of the queue (same identity) in another directory: another name.
+        assert_ne!(Address::for_dir(&a, 0xab), Address::for_dir(&b, 0xab));
     }
 
     #[test]

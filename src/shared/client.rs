@@ -37,6 +37,9 @@ use std::time::Duration;
 /// with the owner's work in it.
 const SPIN: Duration = Duration::from_micros(100);
 
+/// How long a client waits for the owner's welcome (shorter in tests).
+const HELLO_PATIENCE: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 10 });
+
 /// Ends a caller's turn at reading answers when dropped.
 struct Resign<'a>(&'a Conn);
 
@@ -563,6 +566,9 @@ fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
     // If the owner refuses us it answers before our hello and hangs up: a
     // failed write still leaves its answer to read.
     let sent = (&stream).write_all(&hello);
+    // An owner that is alive but does not answer (stopped, frozen) is no
+    // owner to wait for without end.
+    stream.set_read_timeout(Some(HELLO_PATIENCE)).map_err(|e| no_owner(e.to_string()))?;
     let mut r = FrameReader::new(stream.try_clone().map_err(|e| no_owner(e.to_string()))?, SPIN);
     let frame = match (r.read_frame(), sent) {
         (Ok(Some(f)), _) => f,
@@ -575,6 +581,15 @@ fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
         return Err(wire::get_error(&mut Reader::new(body)).unwrap_or_else(|e| Error::Protocol(e.0)));
     }
     let welcome = parse(body, wire::get_welcome)?;
+    stream.set_read_timeout(None).map_err(|e| no_owner(e.to_string()))?;
+    if welcome.dir != addr::dir_id(dir) {
+        // The name recorded here (copied with the directory, or reused by
+        // a copy's owner) leads to the owner of another directory.
+        return Err(no_owner(format!(
+            "{address} is served by the owner of another directory (pid {})",
+            welcome.owner_pid
+        )));
+    }
     let gone = format!(
         "the owner of the shared queue {} (pid {}) went away during the call; whether the call took effect is \
          unknown. The next call connects to the new owner (or takes the queue over)",
@@ -787,6 +802,7 @@ mod tests {
     /// test. It answers no request.
     fn hello_only_owner(dir: &Path, instance: u64, session: u64) -> mpsc::Receiver<UnixStream> {
         let (listener, _) = addr::bind(dir, instance).expect("binds");
+        let dir_id = addr::dir_id(dir);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for s in listener.incoming() {
@@ -801,6 +817,7 @@ mod tests {
                     capacity: 16,
                     max_attempts: 5,
                     session,
+                    dir: dir_id,
                     queue: wire::QueueOptions::default(),
                 };
                 let mut f = Vec::new();
@@ -838,6 +855,43 @@ mod tests {
     /// used: the next call connects anew instead of going to the dying
     /// owner and failing with `OwnerGone`. A hello from that owner (it is
     /// alive after all) makes its connections usable again.
+    /// An owner that is alive but never answers (stopped with SIGSTOP,
+    /// frozen): a client's open gives up on it after `HELLO_PATIENCE`
+    /// instead of waiting for its welcome for good.
+    #[test]
+    fn an_owner_that_never_says_hello_is_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, _) = addr::bind(dir.path(), unique_instance(4)).expect("binds");
+        let keep = std::thread::spawn(move || listener.incoming().take(1).map(|s| s.unwrap()).collect::<Vec<_>>());
+        let t = std::time::Instant::now();
+        match open_conn(dir.path(), 1) {
+            Err(Error::OwnerGone(why)) => assert!(why.contains("waiting for its hello"), "{why}"),
+            Err(e) => panic!("expected OwnerGone, got {e}"),
+            Ok(_) => panic!("expected OwnerGone, got a connection"),
+        }
+        assert!(t.elapsed() < HELLO_PATIENCE * 3, "{:?}", t.elapsed());
+        drop(keep.join());
+    }
+
+    /// The owner of another directory (a copy of the queue, the same
+    /// identity) reached through the name recorded here is not this
+    /// queue's owner.
+    #[test]
+    fn the_owner_of_another_directory_is_not_this_queues() {
+        let (here, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // Deep: an abstract socket, whose name the copied file keeps.
+        let there = root.path().join("d".repeat(110));
+        std::fs::create_dir(&there).unwrap();
+        let accepted = hello_only_owner(&there, unique_instance(5), 10);
+        std::fs::copy(there.join(addr::ADDRESS_FILE), here.path().join(addr::ADDRESS_FILE)).unwrap();
+        match open_conn(here.path(), 1) {
+            Err(Error::OwnerGone(why)) => assert!(why.contains("another directory"), "{why}"),
+            Err(e) => panic!("expected OwnerGone, got {e}"),
+            Ok(_) => panic!("expected OwnerGone, got a connection"),
+        }
+        drop(accepted);
+    }
+
     #[test]
     fn an_owner_seen_hanging_up_on_one_connection_is_not_called_on_another() {
         let dir = tempfile::tempdir().unwrap();

@@ -319,6 +319,7 @@ fn hello(inner: &Inner, conn: &Conn, reader: &mut FrameReader) -> bool {
                 capacity: e.options().capacity as u64,
                 max_attempts: e.options().max_attempts,
                 session: inner.session,
+                dir: super::addr::dir_id(e.path()),
                 queue: wire::QueueOptions::of(e.options()),
             },
         );

@@ -541,6 +541,10 @@ pub struct Welcome {
     /// Drawn at random when the owner started serving: tells this owner
     /// from a later one of the same queue, whatever their pids.
     pub session: u64,
+    /// The device and inode numbers of the owner's queue directory
+    /// (`addr::dir_id`; version 4): a client connected to the owner of a
+    /// copy of its queue (the same identity) tells it apart.
+    pub dir: (u64, u64),
     /// The rest of the options that shape the queue (version 4): a client
     /// that takes over opens the queue with them, not with its own.
     pub queue: QueueOptions,
@@ -631,6 +635,8 @@ pub(crate) fn put_welcome(w: &mut Writer<'_>, x: &Welcome) {
     w.u64(x.capacity);
     w.u32(x.max_attempts);
     w.u64(x.session);
+    w.u64(x.dir.0);
+    w.u64(x.dir.1);
     let q = &x.queue;
     w.u64(micros(q.fsync_interval));
     w.u64(q.segment_size);
@@ -657,6 +663,7 @@ pub(crate) fn get_welcome(r: &mut Reader<'_>) -> DResult<Welcome> {
         capacity: r.u64()?,
         max_attempts: r.u32()?,
         session: r.u64()?,
+        dir: (r.u64()?, r.u64()?),
         queue: QueueOptions {
             fsync_interval: Duration::from_micros(r.u64()?),
             segment_size: r.u64()?,
