@@ -85,6 +85,7 @@ from ringq.errors import (
 )
 from ringq.middleware import Middlewares
 from ringq.queue import Queue
+from ringq.retry import check_seconds
 
 if TYPE_CHECKING:
     from ringq.core import PublishOptions
@@ -277,6 +278,16 @@ class _LoopSide(QueueCore):
 
     def _open_backend(self, path: str | os.PathLike[str], settings: dict[str, object]) -> Backend:
         return self._handle
+
+    def _hooked(self) -> _LoopSide:
+        """This side, without the frameless publish path once the queue's
+        middlewares have ``before_publish`` hooks (added before or after
+        this side was made: ``Queue.add_middleware`` only knows its own)."""
+        mw = self._middleware
+        if mw.publish and "publish" in vars(self):
+            vars(self).pop("publish", None)
+            vars(self).pop("publish_many", None)
+        return self
 
 
 class _ThreadSide(QueueCore):
@@ -653,7 +664,7 @@ class AsyncOps:
             await asyncio.sleep(0)
         if not self._bound:
             self._bind()
-        side = self._side
+        side = self._side._hooked()
         try:
             try:
                 mid = side.publish(payload, topic, **options)
@@ -694,7 +705,7 @@ class AsyncOps:
             await asyncio.sleep(0)
         if not self._bound:
             self._bind()
-        side = self._side
+        side = self._side._hooked()
         items = payloads if isinstance(payloads, list) else list(payloads)
         waits: dict[str, Any] = {"block": block, "timeout": timeout}
         try:
@@ -1042,13 +1053,29 @@ class AsyncQueue(AsyncOps):
 
     async def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
         """``Queue.stop``, awaited: the async handlers end on this loop
-        (``drain``: after what is ready now), the threads in a worker thread."""
+        (``drain``: after what is ready now), the threads in a worker thread.
+        ``timeout`` bounds the whole wait (the threads get what the async
+        handlers left of it); a bad one raises before anything stops."""
+        # Checked first (as Queue.stop does): a bad argument stops nothing.
+        check_seconds("timeout", timeout, optional=True)
+        self._queue.backend.check_not_forked()
+        return await self._stop(drain, timeout, self._queue.stop)
+
+    async def _stop(
+        self, drain: bool, timeout: float | None, stop_threads: Callable[[bool, float | None], bool]
+    ) -> bool:
+        """``stop``: the async handlers, then ``stop_threads`` (``Queue.stop``,
+        or without its snapshot ``Queue._stop_workers``) with what is left
+        of ``timeout``."""
         ok = True
+        started = time.monotonic()
         dispatcher = self._queue._dispatcher
         asynchronous = None if dispatcher is None else dispatcher._async
         if asynchronous is not None:
             ok = await asynchronous.stop_async(drain, timeout)
-        ok = await asyncio.to_thread(self._queue.stop, drain, timeout) and ok
+        if timeout is not None:  # one timeout for both: the threads get what is left
+            timeout = max(0.0, timeout - (time.monotonic() - started))
+        ok = await asyncio.to_thread(stop_threads, drain, timeout) and ok
         if self._stopped is not None:
             self._stopped.set()
         return ok
@@ -1126,6 +1153,11 @@ class AsyncQueue(AsyncOps):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Leaving ``async with q:`` closes without draining what is ready
+        (unlike ``with Queue``): an app's lifespan ends when its server
+        stops, which should not wait for a backlog. Running handlers
+        finish; what is ready waits for the next start. ``await q.stop()``
+        first drains."""
         await self.aclose()
 
     def __repr__(self) -> str:

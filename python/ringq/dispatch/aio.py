@@ -232,7 +232,18 @@ class AsyncPool:
                 d = await self._take(w)
                 if d is None:
                     return
-                await self._handle(w, d)
+                try:
+                    await self._handle(w, d)
+                except QueueClosed:
+                    # Closed under the running handler: its ack or failure
+                    # was not recorded, so the message comes back as any
+                    # unacked one does. This worker ends (no task error).
+                    log.info(
+                        "handler %s: the queue closed while message %s ran; it was not acked",
+                        self.spec.name,
+                        d.id,
+                    )
+                    return
                 if ops._turn_due():
                     # Handlers that never wait would never let the loop run.
                     await asyncio.sleep(0)
@@ -539,9 +550,14 @@ class AsyncPool:
             w.delivery = w.ctx = None
             if started:
                 c.handler_duration.observe(time.perf_counter() - started)
+        leaving = False
         if w.timed_out:
             assert w.task is not None
-            w.task.uncancel()  # this worker goes on with the next message
+            # This worker goes on with the next message, unless it was also
+            # cancelled from outside (stop, asyncio.run's teardown, a task
+            # group) while the handler cleaned up after its timeout: it then
+            # records the attempt's failure (below) and ends cancelled.
+            leaving = w.task.uncancel() > 0
             if failure is None:  # finished as the watchdog cancelled it: too late
                 failure = TimeoutError(f"handler {spec.name} ran past its timeout on {d.id}")
         if hooked and mw is not None and mw.after:
@@ -558,9 +574,13 @@ class AsyncPool:
             log.info(
                 "handler %s: message %s was cancelled while it ran; nothing sent", spec.name, d.id
             )
+            if leaving:
+                raise asyncio.CancelledError
             return
         if failure is not None:
             await self._attempt_failed(d, failure)
+            if leaving:
+                raise asyncio.CancelledError
             return
         staged = None if ctx is None else ctx._staged
         if staged is None and not self.ops._always:
