@@ -1,7 +1,7 @@
 """Fixes from an audit of the asyncio API (``ringq.AsyncQueue`` and async
 handlers): a second cancel during a timed-out handler's cleanup, publish
 middleware on the loop's fast path, ``stop``'s arguments and timeout, a
-queue closed under a running handler, and ``async with``'s drain."""
+queue closed under a running handler, and ``q.stop()`` from a thread."""
 
 from __future__ import annotations
 
@@ -224,3 +224,46 @@ def test_a_queue_closed_under_a_running_async_handler_ends_its_worker_cleanly(
     with ringq.Queue(qdir) as q:
         stats = q.stats()
         assert (stats["ready"], stats["in_flight"]) == (1, 0)
+
+
+def test_a_stop_from_another_thread_stops_the_handlers_on_the_callers_loop(qdir: Path) -> None:
+    """``aq.queue.stop()`` (or the admin endpoint's drain) from a thread
+    while the loop runs: the async handlers on that loop stop too (they
+    were skipped: the queue said it had stopped and went on consuming).
+    On the loop itself, a sync stop raises before anything stops."""
+    handled: list[bytes] = []
+
+    async def main() -> None:
+        aq = ringq.AsyncQueue(qdir)
+
+        @aq.handler(bytes, topic="t", max_parallelism=2)
+        async def h(m: bytes) -> None:
+            handled.append(m)
+
+        aq.start()
+        try:
+            await aq.publish(b"before", "t")
+            deadline = time.monotonic() + 10
+            while handled != [b"before"]:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.005)
+            try:
+                aq.queue.stop()
+            except RuntimeError as e:
+                assert "await" in str(e)
+            else:
+                raise AssertionError("a sync stop on the handlers' loop must raise")
+            assert aq.running
+            assert await asyncio.to_thread(aq.queue.stop, True, 10)
+            assert not aq.running
+            pool = _pool(aq, "h")
+            assert not pool.workers  # type: ignore[attr-defined]
+            await aq.publish(b"after", "t")
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert handled == [b"before"]
+            assert aq.stats()["ready"] == 1
+        finally:
+            await aq.aclose()
+
+    asyncio.run(main())

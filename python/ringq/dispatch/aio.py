@@ -930,8 +930,11 @@ class AsyncHandlers:
         loop's own thread."""
         if self.loop is None:
             return True
-        if self._in_loop():  # pragma: no cover - AsyncQueue awaits stop_async
-            raise RuntimeError("stop the async handlers with await q.stop() on their loop")
+        if self._in_loop():
+            raise RuntimeError(
+                "q.stop() was called on the event loop its async handlers run on: "
+                "await the AsyncQueue's stop() there instead"
+            )
         ok: bool = self._run(lambda: self.stop_async(drain, timeout))
         if self.own_thread is not None:
             loop, thread = self.loop, self.own_thread

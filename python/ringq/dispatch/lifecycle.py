@@ -169,12 +169,21 @@ class Dispatcher:
 
         Workers abandoned by the lease monitor are not waited for: their
         messages were already given back. Async handlers on a caller's loop
-        are stopped by ``AsyncQueue.stop`` (awaited) before this.
+        are stopped by ``AsyncQueue.stop`` (awaited) before this; called
+        from another thread (``q.stop()``, the admin endpoint's drain) while
+        that loop runs, this stops them on it. On the loop itself it raises
+        (``await q.stop()`` is the way there); a loop no longer running
+        runs no handler.
         """
         started = time.monotonic()
         asynchronous = self._async
         async_ok = True
-        if asynchronous is not None and self._loop is None:
+        if asynchronous is not None and (
+            self._loop is None or (self.running and self._loop.is_running())
+        ):
+            # Raises before anything stops when called on that loop. Not
+            # once stopped: a close after a stop that timed out leaves the
+            # handlers still running on the caller's loop to finish there.
             async_ok = asynchronous.stop(drain, timeout)
         if timeout is not None:
             timeout = max(0.0, timeout - (time.monotonic() - started))
