@@ -463,7 +463,7 @@ class QueueCore(HandlerHost):
         of the process that opened it, only marks this copy closed (the
         queue, its threads and its lock are the parent's)."""
         if not self._backend.forked:
-            self._stop_workers(drain=False)
+            self._stop_workers(drain=False, closing=True)
         self._backend.close()
 
     def __enter__(self) -> QueueCore:
@@ -478,7 +478,7 @@ class QueueCore(HandlerHost):
         """Leaving ``with q:`` drains and stops running handlers (without
         draining if the block raised), then closes."""
         try:
-            self._stop_workers(drain=exc_type is None)
+            self._stop_workers(drain=exc_type is None, closing=True)
         finally:
             self.close()
 

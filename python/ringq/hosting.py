@@ -273,12 +273,15 @@ class HandlerHost:
             self._backend.snapshot()
         return stopped
 
-    def _stop_workers(self, drain: bool, timeout: float | None = None) -> bool:
-        """``stop`` without the snapshot (``close`` writes its own). In a
-        ``fork()`` child there is nothing to stop: the workers are the parent's."""
+    def _stop_workers(
+        self, drain: bool, timeout: float | None = None, closing: bool = False
+    ) -> bool:
+        """``stop`` without the snapshot (``close`` writes its own; it passes
+        ``closing``). In a ``fork()`` child there is nothing to stop: the
+        workers are the parent's."""
         if self._dispatcher is None or self._backend.forked:
             return True
-        return self._dispatcher.stop(drain, timeout)
+        return self._dispatcher.stop(drain, timeout, closing=closing)
 
     @property
     def running(self) -> bool:

@@ -224,6 +224,10 @@ fn fill_segments(durability: Durability) -> bool {
     durability != Durability::Always
 }
 
+/// Messages loaded at open from which the memory recovery freed is given
+/// back at once (`Engine::open`).
+const RELEASE_AFTER_LOADING: usize = 1 << 16;
+
 impl Engine {
     /// Opens (creating if needed) the queue at `path`.
     pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<Engine> {
@@ -349,9 +353,13 @@ impl Engine {
         sh.sync.set_notify(Box::new(move || wakes.signal(wake::DURABLE)));
         let engine = Engine { sh };
         engine.finish_recovery()?;
-        // What recovery freed goes back to the system now, not after the
-        // allocator's purge delay (`tune_allocator`).
-        crate::release_freed_memory();
+        // What recovery of a large queue freed goes back to the system
+        // now, not after the allocator's purge delay (`tune_allocator`);
+        // not for a small one: a forced collection also gives back what
+        // the process had kept for reuse (a queue closed just before).
+        if engine.sh.inner.lock().state.slab.live() >= RELEASE_AFTER_LOADING {
+            crate::release_freed_memory();
+        }
         background::start(&engine.sh);
         Ok(engine)
     }

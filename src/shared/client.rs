@@ -582,9 +582,11 @@ fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
     }
     let welcome = parse(body, wire::get_welcome)?;
     stream.set_read_timeout(None).map_err(|e| no_owner(e.to_string()))?;
-    if welcome.dir != addr::dir_id(dir) {
+    let here = addr::dir_id(dir);
+    if matches!(address, Address::Abstract(_)) && welcome.dir != here && welcome.dir != (0, 0) && here != (0, 0) {
         // The name recorded here (copied with the directory, or reused by
-        // a copy's owner) leads to the owner of another directory.
+        // a copy's owner) leads to the owner of another directory. (A
+        // socket file is this directory's own: nothing to check.)
         return Err(no_owner(format!(
             "{address} is served by the owner of another directory (pid {})",
             welcome.owner_pid

@@ -63,6 +63,9 @@ struct Inner {
     uid: u32,
     /// This owner's `Welcome::session`.
     session: u64,
+    /// `Welcome::dir`: the directory's identity when serving began (the
+    /// path may be relative, or renamed later).
+    dir_id: (u64, u64),
 }
 
 /// A connection's socket (to shut it down at stop) and its reader thread.
@@ -93,6 +96,7 @@ struct Leases {
 impl Server {
     /// Binds the queue's socket and starts accepting clients.
     pub fn start(engine: Arc<Engine>) -> Result<Server> {
+        let dir_id = super::addr::dir_id(engine.path());
         let (listener, address) = super::addr::bind(engine.path(), engine.instance_id())?;
         let inner = Arc::new(Inner {
             engine,
@@ -105,6 +109,7 @@ impl Server {
             clients: AtomicUsize::new(0),
             uid: unsafe_free_geteuid(),
             session: crate::manifest::random_u64(),
+            dir_id,
         });
         let me = Arc::clone(&inner);
         let accept = std::thread::Builder::new()
@@ -319,7 +324,7 @@ fn hello(inner: &Inner, conn: &Conn, reader: &mut FrameReader) -> bool {
                 capacity: e.options().capacity as u64,
                 max_attempts: e.options().max_attempts,
                 session: inner.session,
-                dir: super::addr::dir_id(e.path()),
+                dir: inner.dir_id,
                 queue: wire::QueueOptions::of(e.options()),
             },
         );

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -835,7 +836,7 @@ class AsyncHandlers:
             self.loop = loop
         return self.loop
 
-    def _in_loop(self) -> bool:
+    def in_loop(self) -> bool:
         try:
             return asyncio.get_running_loop() is self.loop
         except RuntimeError:
@@ -846,15 +847,19 @@ class AsyncHandlers:
         return self._run_on(self._ensure_loop(), make)
 
     @staticmethod
-    def _run_on(loop: asyncio.AbstractEventLoop, make: Callable[[], Awaitable[Any]]) -> Any:
+    def _run_on(
+        loop: asyncio.AbstractEventLoop,
+        make: Callable[[], Awaitable[Any]],
+        timeout: float | None = None,
+    ) -> Any:
         async def wrapped() -> Any:
             return await make()
 
-        return asyncio.run_coroutine_threadsafe(wrapped(), loop).result()
+        return asyncio.run_coroutine_threadsafe(wrapped(), loop).result(timeout)
 
     def add(self, spec: HandlerSpec, dead_base: int) -> None:
         """Starts ``spec``'s pool (from any thread)."""
-        if self._in_loop():
+        if self.in_loop():
             self._add(spec, dead_base)
         else:
             loop = self._ensure_loop()
@@ -896,7 +901,7 @@ class AsyncHandlers:
         pool = self.pools.get(name)
         if pool is None:
             return False
-        if self._in_loop():
+        if self.in_loop():
             pool.scale(parallelism)
         else:
             assert self.loop is not None
@@ -930,12 +935,16 @@ class AsyncHandlers:
         loop's own thread."""
         if self.loop is None:
             return True
-        if self._in_loop():
-            raise RuntimeError(
-                "q.stop() was called on the event loop its async handlers run on: "
-                "await the AsyncQueue's stop() there instead"
+        if self.in_loop():  # pragma: no cover - the dispatcher checks first
+            raise RuntimeError("stop the async handlers with await q.stop() on their loop")
+        # Bounded: a loop that stops meanwhile never runs stop_async.
+        wait = None if timeout is None else timeout + 5
+        try:
+            ok: bool = self._run_on(
+                self._ensure_loop(), lambda: self.stop_async(drain, timeout), wait
             )
-        ok: bool = self._run(lambda: self.stop_async(drain, timeout))
+        except concurrent.futures.TimeoutError:
+            ok = False
         if self.own_thread is not None:
             loop, thread = self.loop, self.own_thread
             self.own_thread = None

@@ -164,27 +164,36 @@ class Dispatcher:
                 self.engine.interrupt(spec.topic)
         log.info("handler %s scaled to %d workers", name, workers)
 
-    def stop(self, drain: bool = True, timeout: float | None = None) -> bool:
+    def stop(
+        self, drain: bool = True, timeout: float | None = None, *, closing: bool = False
+    ) -> bool:
         """Stop every worker; True if all of them stopped within ``timeout``.
 
         Workers abandoned by the lease monitor are not waited for: their
         messages were already given back. Async handlers on a caller's loop
         are stopped by ``AsyncQueue.stop`` (awaited) before this; called
         from another thread (``q.stop()``, the admin endpoint's drain) while
-        that loop runs, this stops them on it. On the loop itself it raises
-        (``await q.stop()`` is the way there); a loop no longer running
-        runs no handler.
+        that loop runs, this stops them on it. On the loop itself an
+        explicit stop raises (``await q.stop()`` is the way there) and a
+        close (``closing``) leaves them to finish there; a loop no longer
+        running runs no handler.
         """
         started = time.monotonic()
         asynchronous = self._async
         async_ok = True
-        if asynchronous is not None and (
-            self._loop is None or (self.running and self._loop.is_running())
-        ):
-            # Raises before anything stops when called on that loop. Not
-            # once stopped: a close after a stop that timed out leaves the
-            # handlers still running on the caller's loop to finish there.
-            async_ok = asynchronous.stop(drain, timeout)
+        if asynchronous is not None:
+            if self._loop is None:
+                async_ok = asynchronous.stop(drain, timeout)
+            elif self.running and self._loop.is_running():
+                # Not once stopped: a close after a stop that timed out
+                # leaves the handlers still running to finish on their loop.
+                if not asynchronous.in_loop():
+                    async_ok = asynchronous.stop(drain, timeout)
+                elif not closing:
+                    raise RuntimeError(
+                        "q.stop() was called on the event loop its async handlers run on: "
+                        "await the AsyncQueue's stop() there instead"
+                    )
         if timeout is not None:
             timeout = max(0.0, timeout - (time.monotonic() - started))
         with self._lock:
