@@ -851,12 +851,6 @@ mod tests {
         0x5eed_0000_0000_0000 | u64::from(std::process::id()) << 8 | n
     }
 
-    /// An owner killed closes its sockets one after another. Once one
-    /// connection of this process saw it hang up (here the event loop's),
-    /// another one still open to it (the blocking client's, idle) is not
-    /// used: the next call connects anew instead of going to the dying
-    /// owner and failing with `OwnerGone`. A hello from that owner (it is
-    /// alive after all) makes its connections usable again.
     /// An owner that is alive but never answers (stopped with SIGSTOP,
     /// frozen): a client's open gives up on it after `HELLO_PATIENCE`
     /// instead of waiting for its welcome for good.
@@ -894,6 +888,12 @@ mod tests {
         drop(accepted);
     }
 
+    /// An owner killed closes its sockets one after another. Once one
+    /// connection of this process saw it hang up (here the event loop's),
+    /// another one still open to it (the blocking client's, idle) is not
+    /// used: the next call connects anew instead of going to the dying
+    /// owner and failing with `OwnerGone`. A hello from that owner (it is
+    /// alive after all) makes its connections usable again.
     #[test]
     fn an_owner_seen_hanging_up_on_one_connection_is_not_called_on_another() {
         let dir = tempfile::tempdir().unwrap();
