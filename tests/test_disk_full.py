@@ -85,7 +85,10 @@ def test_full_disk_periods_keep_a_small_queue_working_in_bounded_space(small_fs:
             fulls += retry_on_full(q, lambda: q.publish(bytes(900 * 1024), topic="big"))
             [big] = q.checkout("big", timeout=0)
             fulls += retry_on_full(q, lambda big=big: q.ack(big))
-            q.snapshot()
+            # The disk is still full: a snapshot may find no room (it
+            # failed with ENOSPC writing the MANIFEST in two loaded CI
+            # runs; the cause is not established) and says so.
+            fulls += retry_on_full(q, q.snapshot)
         filler.unlink()
     assert fulls >= 3, "the disk was full in every period"
     # Space is back: default options, nothing confirmed lost.
