@@ -1059,14 +1059,6 @@ class AsyncQueue(AsyncOps):
         # Checked first (as Queue.stop does): a bad argument stops nothing.
         check_seconds("timeout", timeout, optional=True)
         self._queue.backend.check_not_forked()
-        return await self._stop(drain, timeout, self._queue.stop)
-
-    async def _stop(
-        self, drain: bool, timeout: float | None, stop_threads: Callable[[bool, float | None], bool]
-    ) -> bool:
-        """``stop``: the async handlers, then ``stop_threads`` (``Queue.stop``,
-        or without its snapshot ``Queue._stop_workers``) with what is left
-        of ``timeout``."""
         ok = True
         started = time.monotonic()
         dispatcher = self._queue._dispatcher
@@ -1075,7 +1067,7 @@ class AsyncQueue(AsyncOps):
             ok = await asynchronous.stop_async(drain, timeout)
         if timeout is not None:  # one timeout for both: the threads get what is left
             timeout = max(0.0, timeout - (time.monotonic() - started))
-        ok = await asyncio.to_thread(stop_threads, drain, timeout) and ok
+        ok = await asyncio.to_thread(self._queue.stop, drain, timeout) and ok
         if self._stopped is not None:
             self._stopped.set()
         return ok
