@@ -72,17 +72,31 @@ impl Error {
 
 /// A message id as users see it: 16 lowercase hex digits (so ids sort as
 /// text in publish order).
-pub fn hex_id(id: u64) -> [u8; 16] {
+pub fn hex_id(id: u64) -> HexId {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 16];
     for (i, b) in out.iter_mut().enumerate() {
         *b = HEX[((id >> (60 - 4 * i)) & 0xf) as usize];
     }
-    out
+    HexId(out)
+}
+
+/// An id as 16 lowercase hex digits, without an allocation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HexId([u8; 16]);
+
+impl HexId {
+    pub fn as_str(&self) -> &str {
+        // Every byte is an ASCII hex digit (`hex_id`): valid UTF-8, so
+        // the check `from_utf8` makes per id is left out of the hot path.
+        debug_assert!(self.0.iter().all(u8::is_ascii_hexdigit));
+        // SAFETY: ASCII bytes are valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
 }
 
 pub(crate) fn fmt_id(id: u64) -> String {
-    String::from_utf8(hex_id(id).to_vec()).expect("hex is ASCII")
+    hex_id(id).as_str().to_owned()
 }
 
 impl fmt::Display for Error {
@@ -167,5 +181,18 @@ impl std::error::Error for Error {
             Error::Storage { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_sixteen_lowercase_hex_digits() {
+        assert_eq!(hex_id(0x0123_4567_89ab_cdef).as_str(), "0123456789abcdef");
+        assert_eq!(fmt_id(0), "0000000000000000");
+        assert_eq!(fmt_id(u64::MAX), "ffffffffffffffff");
+        assert_eq!(fmt_id(0xa), "000000000000000a");
     }
 }

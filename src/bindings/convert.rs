@@ -54,8 +54,7 @@ pub fn lease_of(d: &Bound<'_, PyAny>, queue: u64) -> PyResult<(u64, u64)> {
 }
 
 pub fn id_str(py: Python<'_>, id: u64) -> Bound<'_, PyString> {
-    let hex = crate::error::hex_id(id);
-    PyString::new(py, std::str::from_utf8(&hex).expect("hex is ASCII"))
+    PyString::new(py, crate::error::hex_id(id).as_str())
 }
 
 pub fn id_list<'py>(py: Python<'py>, ids: &[u64]) -> PyResult<Bound<'py, PyList>> {

@@ -162,6 +162,20 @@ impl PyEngine {
         }
     }
 
+    /// `publish_many` of `batch`: its ids, as a list of `str`.
+    fn publish_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch: &[Publish<'_>],
+        block: bool,
+        wait: Wait,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let (ids, lsn) =
+            self.with_room(py, block, wait, |w| self.store().publish_many(batch, PublishOpts::default(), w))?;
+        self.durable(py, lsn)?;
+        id_list(py, &ids)
+    }
+
     fn fallback(&self, which: usize) -> PyResult<&Py<PyAny>> {
         self.fallbacks
             .get()
@@ -261,6 +275,16 @@ fn plain_topic<'a>(topic: Option<&'a Bound<'_, PyAny>>) -> PyResult<Option<&'a s
         None => Ok(Some(DEFAULT_TOPIC)),
         Some(t) => t.cast_exact::<PyString>().ok().map(|s| s.to_str()).transpose(),
     }
+}
+
+/// The items of `list`, held, if every one is exact `bytes` (`None` at
+/// the first that is not).
+fn exact_bytes<'py>(list: &Bound<'py, PyList>) -> Option<Vec<Bound<'py, PyBytes>>> {
+    let mut out = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        out.push(item.cast_into_exact::<PyBytes>().ok()?);
+    }
+    Some(out)
 }
 
 /// An item of `publish_many` or of an ack's `publish=`.
@@ -627,9 +651,15 @@ impl PyEngine {
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if let (Some(t), Ok(list)) = (plain_topic(topic)?, payloads.cast_exact::<PyList>())
-            && list.iter().all(|p| p.is_exact_instance_of::<PyBytes>())
+            && let Some(items) = exact_bytes(list)
         {
-            return Ok(self.publish_many(py, payloads, Some(t), block, timeout)?.into_any());
+            // One pass over the list: the items are held (the GIL may be
+            // released while the engine waits, and the list changed meanwhile).
+            let block = block_flag(block)?;
+            let wait = args::timeout(timeout)?;
+            let batch: Vec<Publish<'_>> =
+                items.iter().map(|b| Publish { topic: t, payload: b.as_bytes(), ..Default::default() }).collect();
+            return Ok(self.publish_batch(py, &batch, block, wait)?.into_any());
         }
         let kwargs = PyDict::new(py);
         for (name, v) in [("block", block), ("timeout", timeout)] {
@@ -824,10 +854,7 @@ impl PyEngine {
         let held = outgoing_items(payloads, "publish_many")?;
         let topic = topic.unwrap_or(DEFAULT_TOPIC);
         let batch: Vec<Publish<'_>> = held.iter().map(|it| it.publish(py, topic)).collect();
-        let (ids, lsn) =
-            self.with_room(py, block, wait, |w| self.store().publish_many(&batch, PublishOpts::default(), w))?;
-        self.durable(py, lsn)?;
-        id_list(py, &ids)
+        self.publish_batch(py, &batch, block, wait)
     }
 
     /// Take up to `max_messages` ready messages of `topic` under a lease
