@@ -222,3 +222,47 @@ def test_a_batch_bigger_than_the_queue_says_so_instead_of_suggesting_to_block(
             q.publish(b"y", block=False)
         assert "block=True" in str(info.value)
         assert q.stats()["total"] == 3
+
+
+@pytest.mark.parametrize("payloads", [b"abc", "abc", bytearray(b"abc"), memoryview(b"abc")])
+def test_publish_many_of_one_bytes_or_str_is_refused_instead_of_publishing_each_item(
+    tmp_path: Path, payloads: object
+) -> None:
+    # Iterating b"abc" gives the ints 97, 98, 99: each would have become a
+    # JSON message of its own.
+    with ringq.Queue(tmp_path / "q") as q:
+        with pytest.raises(TypeError, match=r"publish_many\(\) takes an iterable of payloads"):
+            q.publish_many(payloads, "t")  # type: ignore[arg-type]
+        assert q.stats()["total"] == 0
+
+
+@pytest.mark.parametrize("payload", [b"x", {"n": 1}])
+def test_a_topic_that_is_not_a_str_is_refused_by_name(tmp_path: Path, payload: object) -> None:
+    with ringq.Queue(tmp_path / "q") as q:
+        not_str = r"\(\) topic must be a str or None, not int"
+        with pytest.raises(TypeError, match=r"Queue\.publish" + not_str):
+            q.publish(payload, 5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"Queue\.publish_many" + not_str):
+            q.publish_many([payload], 5)  # type: ignore[arg-type]
+        assert q.stats()["total"] == 0
+
+
+def test_an_unknown_publish_keyword_is_named(tmp_path: Path) -> None:
+    class Hook:
+        def before_publish(self, m: ringq.OutgoingMessage) -> ringq.OutgoingMessage:
+            return m
+
+    with ringq.Queue(tmp_path / "q") as q, ringq.Queue(tmp_path / "hooked") as hooked:
+        # The frameless path (plain queue) refuses it before any Python
+        # frame, in the engine method's name; the queue's own method (with
+        # middleware, in a subclass) in its name. Both name the keyword.
+        hooked.add_middleware(Hook())
+        unknown = r"Queue\.publish\(\) got an unexpected keyword argument 'dedupe_key'"
+        with pytest.raises(TypeError, match=unknown):
+            hooked.publish({"n": 1}, "t", dedupe_key="k")  # type: ignore[call-arg]
+        for queue in (q, hooked):
+            with pytest.raises(TypeError, match="unexpected keyword argument 'dedupe_key'"):
+                queue.publish(b"x", "t", dedupe_key="k")  # type: ignore[call-arg]
+            with pytest.raises(TypeError, match="unexpected keyword argument 'blocking'"):
+                queue.publish_many([b"x"], "t", blocking=False)  # type: ignore[call-arg]
+            assert queue.stats()["total"] == 0

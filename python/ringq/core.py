@@ -128,6 +128,29 @@ def outgoing(
     return outgoing_message(item, topic, codec=codec)
 
 
+#: The keywords ``Queue.publish`` takes.
+PUBLISH_OPTION_NAMES: Final = frozenset(PublishOptions.__annotations__)
+
+
+def check_publish_call(
+    what: str, topic: object, options: Mapping[str, object] | None = None, payloads: object = None
+) -> None:
+    """Refuses, with a message naming ``what`` (``"Queue.publish"``...), a
+    ``topic`` that is not a ``str`` or ``None``, a keyword ``publish`` does
+    not take, and ``publish_many`` payloads given as one ``bytes``/``str``
+    (iterating them would publish each byte or character as a message)."""
+    if topic is not None and not isinstance(topic, str):
+        raise TypeError(f"{what}() topic must be a str or None, not {type(topic).__name__}")
+    if options and not options.keys() <= PUBLISH_OPTION_NAMES:
+        bad = sorted(options.keys() - PUBLISH_OPTION_NAMES)[0]
+        raise TypeError(f"{what}() got an unexpected keyword argument {bad!r}")
+    if isinstance(payloads, (bytes, bytearray, memoryview, str)):
+        raise TypeError(
+            f"{what}() takes an iterable of payloads, not one {type(payloads).__name__} "
+            "(wrap it in a list, or call publish)"
+        )
+
+
 def _weakly(obj: QueueCore, method: Callable[..., T]) -> Callable[..., T]:
     """``method`` bound to ``obj`` without keeping ``obj`` alive: the
     engine holds the fast path's fallbacks, and a strong reference would
@@ -256,6 +279,7 @@ class QueueCore(HandlerHost):
         """
         # ``**options`` rather than named keyword-only parameters: a call
         # that gives none costs one frame and no default lookups.
+        check_publish_call("Queue.publish", topic, options)
         hooked = bool(self._middleware.publish)
         if type(payload) is bytes and not self._sealed and not hooked:
             if options:
@@ -321,6 +345,7 @@ class QueueCore(HandlerHost):
         them) or ``ringq.Message`` for per-message options (its ``topic`` wins).
         Returns the ids in item order.
         """
+        check_publish_call("Queue.publish_many", topic, payloads=payloads)
         if self._middleware.publish:
             mw, default = self._middleware, DEFAULT_TOPIC if topic is None else topic
             items: list[bytes | OutgoingMessage] = []

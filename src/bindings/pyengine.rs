@@ -589,7 +589,9 @@ impl PyEngine {
         dedup_window: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         // Keyword parameters rather than **options: a call that names
-        // `topic` then needs no dict (a quarter of the call's cost).
+        // `topic` then needs no dict (a quarter of the call's cost; a
+        // `**rest` for unknown keywords would cost another dict per call:
+        // PyO3 then names this method in its error).
         let options = [
             ("dedup_key", dedup_key),
             ("delay", delay),
@@ -640,7 +642,7 @@ impl PyEngine {
     /// `Queue.publish_many` of a queue on this engine, as `publish_fast` is
     /// its `publish`: a list of `bytes` is published here, anything else
     /// (objects to encode, `Message`s, an iterator) goes to the fallback.
-    #[pyo3(signature = (payloads, topic=None, *, block=None, timeout=None),
+    #[pyo3(signature = (payloads, topic=None, *, block=None, timeout=None, **unknown),
         text_signature = "($self, payloads, topic=None, *, block=True, timeout=None)")]
     fn publish_many_fast<'py>(
         &self,
@@ -649,8 +651,10 @@ impl PyEngine {
         topic: Option<&Bound<'py, PyAny>>,
         block: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
+        unknown: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if let (Some(t), Ok(list)) = (plain_topic(topic)?, payloads.cast_exact::<PyList>())
+            && unknown.is_none_or(|u| u.is_empty())
             && let Some(items) = exact_bytes(list)
         {
             // One pass over the list: the items are held (the GIL may be
@@ -661,7 +665,10 @@ impl PyEngine {
                 items.iter().map(|b| Publish { topic: t, payload: b.as_bytes(), ..Default::default() }).collect();
             return Ok(self.publish_batch(py, &batch, block, wait)?.into_any());
         }
-        let kwargs = PyDict::new(py);
+        let kwargs = match unknown {
+            Some(u) => u.copy()?,
+            None => PyDict::new(py),
+        };
         for (name, v) in [("block", block), ("timeout", timeout)] {
             if let Some(v) = v {
                 kwargs.set_item(name, v)?;
