@@ -1002,7 +1002,13 @@ class AsyncQueue(AsyncOps):
             queue.close()
             raise
         self._queue = queue
+        #: Set once the handlers ``run()`` started are stopped (from anywhere).
         self._stopped: asyncio.Event | None = None
+        #: The dispatcher whose stop sets ``_stopped`` (``start``), and how
+        #: many ``stop`` calls of this queue are under way (they set it when
+        #: they return, after the snapshot).
+        self._watched: object = None
+        self._own_stops = 0
         #: ``Queue.handler``: registers a handler (``async def`` ones run on
         #: this queue's loop, plain ones on worker threads).
         self.handler = queue.handler
@@ -1036,13 +1042,34 @@ class AsyncQueue(AsyncOps):
         (call it inside one), plain ones on worker threads."""
         loop = asyncio.get_running_loop()
         self._bind()  # the queue now belongs to this loop
-        if self._stopped is None or self._stopped.is_set():
-            self._stopped = asyncio.Event()
         self._queue._start(loop)
+        dispatcher = self._queue._dispatcher
+        stopped = self._stopped
+        if stopped is None or stopped.is_set() or dispatcher is not self._watched:
+            stopped = self._stopped = asyncio.Event()
+            self._watched = dispatcher
+            if dispatcher is not None:
+                # A stop from another thread (``q.queue.stop()``, the admin
+                # endpoint's drain, a close) ends ``run()`` too.
+                dispatcher.when_stopped(functools.partial(self._stopped_from, loop, stopped))
+
+    def _stopped_from(self, loop: asyncio.AbstractEventLoop, stopped: asyncio.Event) -> None:
+        """The dispatcher's stop ended the handlers (in the thread that
+        stopped them): ``stopped`` is set on ``loop`` (nothing if the loop
+        is closed: nobody awaits it any more)."""
+
+        def wake() -> None:
+            if not self._own_stops:  # else ``stop`` sets it as it returns
+                stopped.set()
+
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(wake)
 
     async def run(self) -> None:
-        """Starts the handlers and returns once ``stop`` ended them (or,
-        cancelled, stops them without draining)."""
+        """Starts the handlers and returns once they are stopped: by
+        ``stop``, or from another thread (``q.queue.stop()``, the admin
+        endpoint's drain, a close). Cancelled, it stops them without
+        draining."""
         self.start()
         assert self._stopped is not None
         try:
@@ -1063,13 +1090,20 @@ class AsyncQueue(AsyncOps):
         started = time.monotonic()
         dispatcher = self._queue._dispatcher
         asynchronous = None if dispatcher is None else dispatcher._async
-        if asynchronous is not None:
-            ok = await asynchronous.stop_async(drain, timeout)
-        if timeout is not None:  # one timeout for both: the threads get what is left
-            timeout = max(0.0, timeout - (time.monotonic() - started))
-        ok = await asyncio.to_thread(self._queue.stop, drain, timeout) and ok
-        if self._stopped is not None:
-            self._stopped.set()
+        self._own_stops += 1
+        stopped = False
+        try:
+            if asynchronous is not None:
+                ok = await asynchronous.stop_async(drain, timeout)
+            if timeout is not None:  # one timeout for both: the threads get what is left
+                timeout = max(0.0, timeout - (time.monotonic() - started))
+            ok = await asyncio.to_thread(self._queue.stop, drain, timeout) and ok
+            stopped = True
+        finally:
+            self._own_stops -= 1
+            # ``run()`` returns (also if the snapshot after the stop failed).
+            if self._stopped is not None and (stopped or not self._queue.running):
+                self._stopped.set()
         return ok
 
     @property

@@ -151,7 +151,7 @@ class _Worker:
     """One handler coroutine's place: the long-lived task that runs the
     pool's messages one after another, and the message it is running."""
 
-    __slots__ = ("ctx", "deadline", "delivery", "leaving", "task", "timed_out")
+    __slots__ = ("ctx", "deadline", "delivery", "leaving", "taking", "task", "timed_out")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
@@ -160,6 +160,8 @@ class _Worker:
         self.deadline = 0.0
         self.timed_out = False
         self.leaving = False
+        #: Idle and staying: it takes one of the pool's ``ready`` (``AsyncPool.takers``).
+        self.taking = False
 
     def due(self) -> float:
         """When the running message times out (epoch seconds): its context's
@@ -193,9 +195,12 @@ class AsyncPool:
         self.drain = True
         self.dead_base = 0
         self.timing = False
-        #: Checked out, not started yet (at most one per idle worker).
+        #: Checked out, not started yet (at most one per idle worker that
+        #: stays: ``_trim_ready`` gives back the rest).
         self.ready: collections.deque[Delivery] = collections.deque()
         self.idle = 0
+        #: The idle workers that are not leaving: each takes one of ``ready``.
+        self.takers = 0
         self._fetching = False
         self._fetched = asyncio.Event()
         self._checkout: asyncio.Future[list[Delivery]] | None = None
@@ -218,6 +223,9 @@ class AsyncPool:
         live = [w for w in self.workers if not w.leaving]
         for w in live[self.target :]:
             w.leaving = True
+            if w.taking:  # idle: it will not take one of ``ready`` now
+                w.taking = False
+                self.takers -= 1
         if self.target > len(live):
             self.ended.clear()
         for _ in range(self.target - len(live)):
@@ -264,8 +272,15 @@ class AsyncPool:
         ``None`` when ``w`` should end."""
         spec = self.spec
         self.idle += 1
+        if not w.leaving:
+            w.taking = True
+            self.takers += 1
         try:
             while True:
+                if len(self.ready) > self.takers or (self.stopping and self.ready):
+                    # More than the idle workers that stay will take (scaled
+                    # down, stopping, or a batch sized before that came in).
+                    self._trim_ready()
                 if w.leaving or (self.stopping and not self.drain):
                     return None
                 if self.ready:
@@ -275,7 +290,7 @@ class AsyncPool:
                     await self._fetched.wait()
                     continue
                 lease = spec.options.timeout + grace(spec.options.timeout)
-                want = max(1, self.idle)
+                want = max(1, self.takers)
                 gate = self.gate
                 if gate is not None and gate.limit is not None:
                     self._fetching = True
@@ -308,6 +323,9 @@ class AsyncPool:
                     self._fetched.set()
         finally:
             self.idle -= 1
+            if w.taking:
+                w.taking = False
+                self.takers -= 1
 
     async def _limited_fetch(self, w: _Worker, gate: Gate, want: int, lease: float) -> bool:
         """``Runner._limited_checkout`` for coroutines: tokens first (awaited),
@@ -413,6 +431,23 @@ class AsyncPool:
                 "handler %s: release of %d messages failed: %s", self.spec.name, len(rest), e
             )
 
+    def _trim_ready(self) -> None:
+        """Gives back (unstarted, delivery not counted) what was checked out
+        beyond one per idle worker that stays: workers were removed
+        (``scale``) or are stopping without draining. Left in ``ready``, a
+        message would wait for a busy worker while its lease ran down (its
+        expiry counts an attempt of a message that never ran)."""
+        keep = 0 if self.stopping and not self.drain else self.takers
+        surplus = len(self.ready) - keep
+        if surplus <= 0:
+            return
+        rest = [self.ready.pop() for _ in range(surplus)]
+        rest.reverse()  # in checkout order: the front of the topic again
+        task = asyncio.ensure_future(self._give_back(rest))
+        # The pool's last worker waits for it (``_work``).
+        self._elsewhere.add(task)
+        task.add_done_callback(self._elsewhere.discard)
+
     def _release_unstarted(self) -> None:
         """Gives back what was checked out and not started (stop without
         draining): first in its topic again, its delivery not counted."""
@@ -436,6 +471,7 @@ class AsyncPool:
         self.stopping = True
         self.drain = drain
         self._stopped.set()
+        self._trim_ready()  # without draining: the unstarted go back now
         self._limit_wake.set()
         if self._checkout is not None:
             self._checkout.cancel()
@@ -449,6 +485,10 @@ class AsyncPool:
         if self._checkout is not None and target < len(self.workers):
             self._checkout.cancel()
         self._fit()
+        # The idle workers removed took none of ``ready``: it goes back now
+        # rather than wait for a busy worker (a batch still on its way is
+        # trimmed when it comes in, ``_take``).
+        self._trim_ready()
 
     # -- timeouts --------------------------------------------------------------
 

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ringq.di.container import Container
@@ -73,6 +74,9 @@ class Dispatcher:
         self.resolver = resolver if resolver is not None else Container()
         self.runner = Runner(backend, self.monitor, self.resolver, timing)
         self.running = False
+        #: Set once a ``stop`` (from any thread) stopped the handlers.
+        self._stop_done = False
+        self._on_stopped: list[Callable[[], None]] = []
 
     @property
     def timing(self) -> bool:
@@ -164,6 +168,26 @@ class Dispatcher:
                 self.engine.interrupt(spec.topic)
         log.info("handler %s scaled to %d workers", name, workers)
 
+    def when_stopped(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback()`` once a ``stop`` stopped the handlers, in the
+        thread that stopped them (at once if they are stopped already): an
+        ``AsyncQueue.run()`` returns after a stop made from another thread."""
+        with self._lock:
+            if not self._stop_done:
+                self._on_stopped.append(callback)
+                return
+        callback()
+
+    def _notify_stopped(self) -> None:
+        with self._lock:
+            self._stop_done = True
+            callbacks, self._on_stopped = self._on_stopped, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a callback of the handlers' stop failed")
+
     def stop(
         self, drain: bool = True, timeout: float | None = None, *, closing: bool = False
     ) -> bool:
@@ -176,8 +200,15 @@ class Dispatcher:
         that loop runs, this stops them on it. On the loop itself an
         explicit stop raises (``await q.stop()`` is the way there) and a
         close (``closing``) leaves them to finish there; a loop no longer
-        running runs no handler.
+        running runs no handler. Then the ``when_stopped`` callbacks run.
         """
+        try:
+            return self._stop(drain, timeout, closing)
+        finally:
+            if not self.running:  # not when it raised before stopping anything
+                self._notify_stopped()
+
+    def _stop(self, drain: bool, timeout: float | None, closing: bool) -> bool:
         started = time.monotonic()
         asynchronous = self._async
         async_ok = True
