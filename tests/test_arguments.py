@@ -10,6 +10,7 @@ range are accepted.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -266,3 +267,13 @@ def test_an_unknown_publish_keyword_is_named(tmp_path: Path) -> None:
             with pytest.raises(TypeError, match="unexpected keyword argument 'blocking'"):
                 queue.publish_many([b"x"], "t", blocking=False)  # type: ignore[call-arg]
             assert queue.stats()["total"] == 0
+
+
+def test_async_publish_many_of_one_bytes_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with ringq.AsyncQueue(tmp_path / "q") as aq:
+            with pytest.raises(TypeError, match=r"AsyncQueue\.publish_many\(\) takes an iterable"):
+                await aq.publish_many(b"abc", "t")  # type: ignore[arg-type]
+            assert aq.stats()["total"] == 0
+
+    asyncio.run(main())

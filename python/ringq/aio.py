@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack
 from ringq.backend import Backend, DeadLetter, Delivery, OutgoingMessage
 from ringq.codecs.formats import Codec
 from ringq.config import Durability, QueueOptions
-from ringq.core import QueueCore
+from ringq.core import QueueCore, check_publish_call
 from ringq.dispatch import aio as _dispatch_aio
 from ringq.dlq import DeadLetterPredicate, DeadLetterQueue
 from ringq.errors import (
@@ -701,6 +701,7 @@ class AsyncOps:
         timeout: float | None = None,
     ) -> list[str]:
         """``Queue.publish_many``, awaited (all or none)."""
+        check_publish_call("AsyncQueue.publish_many", topic, payloads=payloads)
         if self._turn_due():
             await asyncio.sleep(0)
         if not self._bound:
