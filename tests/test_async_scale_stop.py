@@ -247,3 +247,44 @@ def test_run_returns_after_a_stop_from_another_thread(qdir: Path, kind: str, how
             await aq.aclose()
 
     asyncio.run(main())
+
+
+def test_a_worker_cancelled_from_outside_mid_handler_gives_its_message_back(
+    tmp_path: Path,
+) -> None:
+    """A worker cancelled while its handler runs (a stop that timed out,
+    asyncio.run's teardown, a task group): the message goes back to the
+    front of its topic at once (it stayed leased until its lease ran out,
+    30 s here), and the attempt is not spent."""
+
+    async def main() -> None:
+        aq = ringq.AsyncQueue(tmp_path / "q")
+        started, never = asyncio.Event(), asyncio.Event()
+        attempts: list[int] = []
+
+        @aq.handler(bytes, topic="t", timeout=30, max_parallelism=1, retry=ONCE)
+        async def h(m: bytes, ctx: ringq.Context) -> None:
+            attempts.append(ctx.attempt)
+            started.set()
+            await never.wait()
+
+        aq.start()
+        try:
+            await aq.publish(b"a", "t")
+            await asyncio.wait_for(started.wait(), 5)
+            (w,) = _pool(aq, "h").workers
+            task = w.task
+            task.cancel()  # from outside, mid-handler
+            done, _ = await asyncio.wait([task], timeout=5)
+            assert task in done and task.cancelled()
+            stats = aq.stats()
+            assert (stats["in_flight"], stats["ready"]) == (0, 1)
+            (d,) = await aq.checkout("t", timeout=0)
+            assert d.payload == b"a" and d.attempt == 1  # the cancelled run was not counted
+            await aq.ack(d)
+        finally:
+            never.set()
+            await aq.stop(drain=False, timeout=1)
+            await aq.aclose()
+
+    asyncio.run(main())

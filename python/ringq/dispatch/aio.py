@@ -20,7 +20,11 @@ at its current ``await``, ``ctx.cancelled`` is set, and the attempt fails
 with ``TimeoutError`` (retried or dead-lettered by the policy). A
 ``ctx.heartbeat()`` extends the lease and moves the timeout with it. A
 handler that blocks the loop (a plain ``time.sleep``) cannot be cancelled
-until it yields; its lease then runs out as for a thread.
+until it yields; its lease then runs out as for a thread. A worker
+cancelled from outside while its handler runs (a stop that timed out,
+``asyncio.run``'s teardown, a task group) gives the message back at once
+(released: first in its topic, the attempt not counted), as a stop
+without draining does with what was not started.
 
 A rate-limited async handler takes its tokens before each checkout, as a
 thread worker does (``ringq.ratelimit``), awaiting them without blocking
@@ -453,8 +457,13 @@ class AsyncPool:
         draining): first in its topic again, its delivery not counted."""
         rest = list(self.ready)
         self.ready.clear()
-        if not rest:
-            return
+        if rest:
+            self._release_now(rest)
+
+    def _release_now(self, rest: list[Delivery]) -> None:
+        """Releases ``rest`` without awaiting (the caller is ending: a
+        stopped pool, a cancelled worker); if that fails they come back
+        when their lease runs out."""
         try:
             try:
                 self.ops._handle.release(rest)
@@ -574,7 +583,12 @@ class AsyncPool:
             if not w.timed_out:
                 task = asyncio.current_task()
                 if task is None or task.cancelling():
-                    raise  # this worker is cancelled (stop, shutdown)
+                    # This worker is cancelled (a stop that timed out,
+                    # asyncio.run's teardown, a task group): the message
+                    # goes back to the front of its topic now, not when its
+                    # lease runs out (at-least-once: it runs again).
+                    self._release_now([d])
+                    raise
                 # Raised by the handler's own code (it awaited a task that
                 # something else cancelled): a failed attempt, as any
                 # exception; the worker goes on.
