@@ -288,3 +288,33 @@ def test_a_worker_cancelled_from_outside_mid_handler_gives_its_message_back(
             await aq.aclose()
 
     asyncio.run(main())
+
+
+def test_a_queues_own_handler_loop_is_closed_after_a_stop_that_timed_out(tmp_path: Path) -> None:
+    """``Queue`` runs async handlers on a loop in a thread of its own. A
+    stop that timed out leaves that loop to stop once its handlers end; it
+    was then never closed (its epoll fd and executor stayed, and a
+    ResourceWarning came when it was collected)."""
+    go = threading.Event()
+    with ringq.Queue(tmp_path / "q") as q:
+        started = threading.Event()
+
+        @q.handler(bytes, topic="t", timeout=30, max_parallelism=1)
+        async def h(m: bytes) -> None:
+            started.set()
+            while not go.is_set():
+                await asyncio.sleep(0.005)
+
+        q.start()
+        q.publish(b"a", "t")
+        assert started.wait(5)
+        handlers = q._dispatcher._async  # type: ignore[union-attr]
+        assert handlers is not None
+        loop, thread = handlers.loop, handlers.own_thread
+        assert loop is not None and thread is not None
+        assert q.stop(timeout=0.05) is False  # the handler still runs
+        go.set()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert loop.is_closed()
+        assert q.stats()["total"] == 0  # it finished and was acked

@@ -882,7 +882,13 @@ class AsyncHandlers:
             def run() -> None:
                 asyncio.set_event_loop(loop)
                 loop.call_soon(started.set)
-                loop.run_forever()
+                try:
+                    loop.run_forever()
+                finally:
+                    # Also when a stop that timed out left the loop to stop
+                    # once its handlers ended (``stop``): its selector and
+                    # executor are let go of (closing twice is a no-op).
+                    loop.close()
 
             self.own_thread = threading.Thread(target=run, name="ringq-async-handlers", daemon=True)
             self.own_thread.start()
