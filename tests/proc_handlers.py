@@ -89,3 +89,17 @@ def plain(job: Job) -> None:
 
 def not_a_function_handler() -> object:
     return lambda job: None
+
+
+@dataclass
+class Sealed:
+    """A message that decodes but cannot be pickled for a worker process."""
+
+    n: int
+
+    def __reduce__(self) -> object:
+        raise TypeError("a Sealed message stays in its process")
+
+
+def sealed_work(msg: Sealed) -> None:
+    """Never runs: the message cannot reach a worker process."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import ringq
 from conftest import OpenQueue
-from proc_handlers import Job, NotRetryable, plain, work
+from proc_handlers import Job, NotRetryable, Sealed, plain, sealed_work, work
 
 FAST = ringq.Retry(max_attempts=3, backoff=ringq.Backoff.fixed(0))
 
@@ -356,3 +356,25 @@ def test_a_message_published_in_a_worker_process_is_as_it_was_at_the_call(
     finally:
         q.stop()
     assert sorted(int(r["n"]) for r in results(q)) == [0, 1, 2]
+
+
+def test_a_message_that_cannot_be_sent_to_a_worker_process_is_dead_lettered_at_once(
+    open_queue: OpenQueue,
+) -> None:
+    # It cannot be pickled now and never will be: retrying it only spent
+    # every attempt (max_attempts=3 here) before the same dead letter.
+    q = open_queue()
+    q.handler(Sealed, processes=1, retry=FAST)(sealed_work)
+    q.publish(Sealed(1))
+    q.start()
+    try:
+        assert wait_until(lambda: len(q.dlq) == 1)
+    finally:
+        q.stop()
+    [dead] = q.dlq.list()
+    assert dead.reason == "non_retryable", dead.reason
+    assert dead.message.attempt == 1
+    assert (dead.error_type or "").endswith("UnsendableMessage"), dead.error_type
+    assert "cannot be sent to a worker process" in (dead.error_message or "")
+    assert q.handler_stats()["sealed_work"]["dead_lettered"] == 1
+    assert q.stats()["total"] == 0

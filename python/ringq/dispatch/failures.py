@@ -13,7 +13,9 @@ The worker supplies only what the engine cannot know:
 
 - the reason of a failure the engine cannot see: ``undecodable`` (the
   payload does not decode into the handler's type) and ``non_retryable``
-  (an exception listed in ``dead_letter_on``), both at once;
+  (an exception listed in ``dead_letter_on``, or a decoded message that
+  cannot be pickled for a ``processes=`` handler's worker process), both
+  at once;
 - for any other exception, the delay before the next delivery, from the
   handler's backoff (``Retry.next_delay``).
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ringq.dispatch.processes import UnsendableMessage
 from ringq.errors import LeaseLost, QueueClosed, RingqError, describe_error
 
 if TYPE_CHECKING:
@@ -69,7 +72,7 @@ def attempt_failed(engine: Backend, w: Worker, d: Delivery, e: BaseException) ->
             "handler %s failed on message %s after its lease ran out: %r", spec.name, d.id, e
         )
         return
-    if isinstance(e, spec.options.dead_letter_on):
+    if isinstance(e, (spec.options.dead_letter_on, UnsendableMessage)):
         if _nack(engine, w, d, e, None, "non_retryable"):
             c.dead_lettered += 1
             _dead_lettered(w, d, "non_retryable", e)

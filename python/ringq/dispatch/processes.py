@@ -50,7 +50,7 @@ from ringq.context import Context
 from ringq.errors import RingqError
 from ringq.handlers import MAIN_MODULE_PREFIX
 
-__all__ = ["GRACE", "HandlerProcessError", "ProcessWorker", "child_main"]
+__all__ = ["GRACE", "HandlerProcessError", "ProcessWorker", "UnsendableMessage", "child_main"]
 
 log = logging.getLogger("ringq.dispatch")
 
@@ -63,6 +63,13 @@ START_TIMEOUT = 60.0
 class HandlerProcessError(RingqError):
     """A handler in a worker process failed with an exception that could
     not be sent back as itself, or its process died or ran out of time."""
+
+
+class UnsendableMessage(HandlerProcessError):
+    """The decoded message cannot be pickled for a worker process. It never
+    will be (its payload decodes the same way every time), so the attempt
+    dead-letters it at once (reason ``non_retryable``) instead of spending
+    every attempt on it."""
 
 
 # -- the worker thread's side -------------------------------------------------------
@@ -176,7 +183,7 @@ class ProcessWorker:
                 ("job", msg, fields, ctx._lease, ctx.deadline, pass_context, ctx.handler)
             )
         except Exception as e:
-            raise HandlerProcessError(
+            raise UnsendableMessage(
                 f"handler {self.handler}: the message ({type(msg).__name__}) cannot be sent "
                 f"to a worker process: {e}"
             ) from e
