@@ -35,12 +35,40 @@ mod meta_tag {
     pub const EXTENDED: u8 = 2;
 }
 
+/// The topic of an [`Op::Enqueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicRef {
+    /// By name: a decoded record, a snapshot's message, a test.
+    Name(Arc<str>),
+    /// The index of a topic the engine's live state has interned (the
+    /// engine's own plans): the journal looks its name up as it encodes
+    /// the record ([`encode_txn_named`]). A batch then carries no reference
+    /// count per message (a clone in the plan and a drop in `apply`, two
+    /// atomic operations each, about a tenth of an engine `publish_many`).
+    Id(u32),
+}
+
+impl From<Arc<str>> for TopicRef {
+    fn from(name: Arc<str>) -> Self {
+        TopicRef::Name(name)
+    }
+}
+
+impl From<&str> for TopicRef {
+    fn from(name: &str) -> Self {
+        TopicRef::Name(name.into())
+    }
+}
+
+/// Looks up the name of an interned topic (see [`TopicRef::Id`]).
+pub type TopicNames<'a> = &'a dyn Fn(u32) -> Option<&'a str>;
+
 /// One state change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// A new message. `supersedes` names the in-flight holder of the same
     /// dedup key that this message supersedes.
-    Enqueue { topic: Arc<str>, msg: Message, supersedes: Option<u64> },
+    Enqueue { topic: TopicRef, msg: Message, supersedes: Option<u64> },
     /// Replace a ready/delayed message's payload and metadata in place.
     Replace { id: u64, version: u32, payload: Payload, meta: Option<Arc<Meta>> },
     /// Deliveries: each message goes in flight, attempt + 1.
@@ -223,20 +251,37 @@ pub(crate) fn decode_failure(r: &mut Reader<'_>) -> DResult<Failure> {
     })
 }
 
-/// Appends the encoded transaction body to `buf`.
+/// Appends the encoded transaction body to `buf` (its enqueues name their
+/// topics: [`TopicRef::Name`]).
 pub fn encode_txn(ops: &[Op], buf: &mut Vec<u8>) {
+    encode_txn_named(ops, &|_| None, buf);
+}
+
+/// [`encode_txn`] for operations that may name interned topics by index
+/// ([`TopicRef::Id`]), whose names `names` gives.
+///
+/// # Panics
+///
+/// On an index `names` does not know: the engine plans only with topics
+/// its state interned, and encodes with that state's names.
+pub fn encode_txn_named(ops: &[Op], names: TopicNames<'_>, buf: &mut Vec<u8>) {
     let mut w = Writer::new(buf);
     w.u32(ops.len() as u32);
     for op in ops {
-        encode_op(&mut w, op);
+        encode_op(&mut w, op, names);
     }
 }
 
-fn encode_op(w: &mut Writer<'_>, op: &Op) {
+fn encode_op(w: &mut Writer<'_>, op: &Op, names: TopicNames<'_>) {
     match op {
         Op::Enqueue { topic, msg, supersedes } => {
             w.u8(tag::ENQUEUE);
-            w.str(topic);
+            match topic {
+                TopicRef::Name(name) => w.str(name),
+                TopicRef::Id(id) => {
+                    w.str(names(*id).unwrap_or_else(|| panic!("ringq internal error: no name for topic {id}")))
+                }
+            }
             w.u64(supersedes.unwrap_or(0));
             encode_message(w, msg);
         }
@@ -312,7 +357,7 @@ fn decode_ops(r: &mut Reader<'_>) -> DResult<Vec<Op>> {
 fn decode_op(r: &mut Reader<'_>) -> DResult<Op> {
     Ok(match r.u8()? {
         tag::ENQUEUE => {
-            let topic: Arc<str> = r.str()?.into();
+            let topic = TopicRef::Name(r.str()?.into());
             let sup = r.u64()?;
             let msg = decode_message(r, 0)?;
             Op::Enqueue { topic, msg, supersedes: (sup != 0).then_some(sup) }
@@ -367,6 +412,33 @@ mod tests {
             payload: payload.into(),
             meta,
         }
+    }
+
+    #[test]
+    fn an_enqueue_naming_an_interned_topic_by_index_is_written_with_its_name() {
+        let names = ["orders", "emails"];
+        let lookup = |t: u32| names.get(t as usize).copied();
+        let by_index = vec![
+            Op::Enqueue { topic: TopicRef::Id(1), msg: msg(7, b"a".to_vec(), None), supersedes: None },
+            Op::Enqueue { topic: TopicRef::Id(0), msg: msg(8, b"b".to_vec(), None), supersedes: Some(3) },
+        ];
+        let mut buf = Vec::new();
+        encode_txn_named(&by_index, &lookup, &mut buf);
+        let by_name = vec![
+            Op::Enqueue { topic: "emails".into(), msg: msg(7, b"a".to_vec(), None), supersedes: None },
+            Op::Enqueue { topic: "orders".into(), msg: msg(8, b"b".to_vec(), None), supersedes: Some(3) },
+        ];
+        let mut named = Vec::new();
+        encode_txn(&by_name, &mut named);
+        assert_eq!(buf, named, "the same bytes as the names would give");
+        assert_eq!(decode_txn(&buf).unwrap(), by_name);
+    }
+
+    #[test]
+    #[should_panic(expected = "no name for topic 5")]
+    fn an_index_without_a_name_is_an_internal_error_not_a_wrong_record() {
+        let op = Op::Enqueue { topic: TopicRef::Id(5), msg: msg(1, Vec::new(), None), supersedes: None };
+        encode_txn(&[op], &mut Vec::new());
     }
 
     fn arb_meta() -> impl Strategy<Value = Option<Arc<Meta>>> {

@@ -298,8 +298,7 @@ fn decode_body(
             return Err(DecodeError(format!("message names topic {topic} of {}", state.topics.len())));
         }
         let m = decode_message_with(r, topic, payload)?;
-        let name = state.topics[topic as usize].name.clone();
-        let op = crate::record::Op::Enqueue { topic: name, msg: m, supersedes: None };
+        let op = crate::record::Op::Enqueue { topic: crate::record::TopicRef::Id(topic), msg: m, supersedes: None };
         // An in-flight message goes in as such: apply() refuses in-flight
         // enqueues, so place it ready and check it out without an attempt.
         apply_snapshot_message(&mut state, op).map_err(DecodeError)?;

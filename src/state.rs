@@ -9,7 +9,7 @@
 use crate::dedup::{DedupIndex, Remembered};
 use crate::dlq::DeadLetterRing;
 use crate::payload::Payload;
-use crate::record::Op;
+use crate::record::{Op, TopicRef};
 use crate::ring::{ReadyList, Slab};
 use crate::timers::{DelayHeap, LeaseHeap};
 use crate::types::{DeadLetter, Message, Micros, MsgState, NO_LINE, SLOT_BITS, slot_of};
@@ -256,12 +256,6 @@ impl State {
         t
     }
 
-    /// The shared name of a topic (creating it), for operations to carry.
-    pub fn topic_name(&mut self, name: &str) -> Arc<str> {
-        let t = self.intern(name);
-        self.topics[t as usize].name.clone()
-    }
-
     pub fn totals(&self) -> (usize, usize, usize) {
         self.topics.iter().fold((0, 0, 0), |(r, f, d), t| (r + t.n_ready, f + t.n_in_flight, d + t.n_delayed))
     }
@@ -470,7 +464,11 @@ impl State {
         use MsgState::*;
         match op {
             Op::Enqueue { topic, mut msg, supersedes } => {
-                let tid = self.intern(&topic);
+                let tid = match topic {
+                    TopicRef::Name(name) => self.intern(&name),
+                    TopicRef::Id(t) if (t as usize) < self.topics.len() => t,
+                    TopicRef::Id(t) => return Err(format!("enqueue names topic {t} of {}", self.topics.len())),
+                };
                 msg.topic = tid;
                 if matches!(msg.state, InFlight) {
                     return Err(format!("enqueue of {:016x} in flight", msg.id));

@@ -64,7 +64,7 @@ impl Engine {
             if msg.meta.as_ref().is_some_and(|m| m.first_failed_at.is_some()) {
                 msg.meta_mut().first_failed_at = None;
             }
-            let topic = g.state.topic_name(&d.topic);
+            let topic = crate::record::TopicRef::Id(g.state.intern(&d.topic));
             ops.push(Op::Enqueue { topic, msg, supersedes: None });
         }
         let n = slots.len();

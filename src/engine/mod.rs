@@ -667,7 +667,9 @@ impl Shared {
         if g.state.n_windowed > 0 {
             g.state.remember_acked(&mut ops, self.clock.now());
         }
-        let lsn = match g.journal.append(&ops, &self.sync) {
+        let Inner { journal, state, .. } = &mut *g;
+        let topics = &state.topics;
+        let lsn = match journal.append_named(&ops, &|t| topics.get(t as usize).map(|t| &*t.name), &self.sync) {
             Ok(lsn) => lsn,
             Err(e) => {
                 if e.errno() == Some(libc::ENOSPC) {

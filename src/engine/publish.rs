@@ -6,7 +6,7 @@
 
 use super::{Engine, Inner, Shared};
 use crate::error::{Error, Result};
-use crate::record::Op;
+use crate::record::{Op, TopicRef};
 use crate::types::{MAX_TOPIC, Message, Meta, MsgState, OnDuplicate, Wait, micros_after};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -116,17 +116,19 @@ impl Shared {
         g.state.remembered.prune(now);
         let mut plan = Plan { ops: Vec::with_capacity(items.len()), ..Default::default() };
         let mut pending: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut topic: Option<(&str, u32, Arc<str>)> = None;
+        let mut topic: Option<(&str, u32)> = None;
         for p in items {
-            let (tid, name) = match &topic {
-                Some((t, tid, name)) if *t == p.topic => (*tid, name.clone()),
+            let tid = match topic {
+                Some((t, tid)) if std::ptr::eq(t, p.topic) || t == p.topic => tid,
                 _ => {
                     let tid = g.state.intern(p.topic);
-                    let name = g.state.topics[tid as usize].name.clone();
-                    topic = Some((p.topic, tid, name.clone()));
-                    (tid, name)
+                    topic = Some((p.topic, tid));
+                    tid
                 }
             };
+            // The operations name the topic by its index in the state
+            // (interned above, under this lock): no name to share per message.
+            let name = TopicRef::Id(tid);
             // The key's line, found once here and handed to `apply` with
             // the message; its shared metadata when the publish has nothing
             // else to carry.
@@ -378,7 +380,7 @@ impl Plan {
     #[allow(clippy::too_many_arguments)]
     fn push_new(
         &mut self,
-        topic: Arc<str>,
+        topic: TopicRef,
         p: &Publish<'_>,
         (meta, line): (Option<Arc<Meta>>, u32),
         version: u32,

@@ -25,7 +25,7 @@ use super::{
     encode_seal_in, frame_in, page_round, segment_header_as, segment_name,
 };
 use crate::error::{Error, Result};
-use crate::record::{Op, encode_txn};
+use crate::record::{Op, TopicNames, encode_txn_named};
 use crate::storage::{self, FaultPoint, Faults};
 use crate::sync::SyncPoint;
 use crate::types::Lsn;
@@ -268,6 +268,12 @@ impl Journal {
     /// either (a roll may have happened first: the next record goes to the
     /// new segment with the same LSN).
     pub fn append(&mut self, ops: &[Op], sync: &SyncPoint<Arc<File>>) -> Result<Lsn> {
+        self.append_named(ops, &|_| None, sync)
+    }
+
+    /// [`append`](Self::append) of operations that may name interned
+    /// topics by index (`TopicRef::Id`), whose names `names` gives.
+    pub fn append_named(&mut self, ops: &[Op], names: TopicNames<'_>, sync: &SyncPoint<Arc<File>>) -> Result<Lsn> {
         if let Some(errno) = self.stuck {
             let path = self.active().path.clone();
             return Err(Error::storage(
@@ -286,7 +292,7 @@ impl Journal {
         }
         self.scratch.clear();
         self.scratch.resize(RECORD_HEADER_LEN, 0);
-        encode_txn(ops, &mut self.scratch);
+        encode_txn_named(ops, names, &mut self.scratch);
         let need = self.scratch.len();
         if need - RECORD_HEADER_LEN > (u32::MAX as usize) - SEGMENT_HEADER_LEN - SEAL_LEN {
             return Err(Error::Limit { what: "journal record (batch)", size: need, limit: u32::MAX as usize });
