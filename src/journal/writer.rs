@@ -21,7 +21,7 @@
 
 use super::prepare::{self, Prepared, Spares};
 use super::{
-    FORMAT_RECYCLED, GAP_UNKNOWN, RECORD_HEADER_LEN, RECORD_TXN, SEAL_LEN, SEGMENT_HEADER_LEN, WRITE_MIN,
+    FORMAT_RECYCLED, GAP_UNKNOWN, PAGE, RECORD_HEADER_LEN, RECORD_TXN, SEAL_LEN, SEGMENT_HEADER_LEN, WRITE_MIN,
     encode_seal_in, frame_in, page_round, segment_header_as, segment_name,
 };
 use crate::error::{Error, Result};
@@ -46,6 +46,8 @@ struct Active {
     /// be stale records, so every append also writes the zeros that end
     /// the log after its record.
     version: u32,
+    /// The mapping's pages below this offset are let go of (see `let_go`).
+    let_go: usize,
 }
 
 /// A segment before the active one, still on disk.
@@ -183,6 +185,7 @@ impl Journal {
                 pos: s.end as usize,
                 first_lsn: s.first_lsn,
                 version: s.version,
+                let_go: 0,
             }
         } else {
             let p = match spares.take(0) {
@@ -337,6 +340,7 @@ impl Journal {
             a.map[pos..pos + need].copy_from_slice(&self.scratch);
         }
         a.pos += need;
+        let_go(a);
         self.next_lsn += 1;
         if self.scratch.capacity() > 1 << 20 {
             self.scratch = Vec::with_capacity(4096);
@@ -448,6 +452,7 @@ impl Journal {
             return Err(Error::storage("rewinding journal segment", &path, e));
         }
         a.pos = SEGMENT_HEADER_LEN;
+        a.let_go = 0;
         a.first_lsn = next_lsn;
         a.version = FORMAT_RECYCLED;
         sync.synced_externally(next_lsn - 1, true);
@@ -566,7 +571,39 @@ fn end_log_after_header(file: &File, map: &MmapMut) -> std::io::Result<()> {
 
 fn start(p: Prepared, first_lsn: Lsn) -> Active {
     let version = p.version;
-    Active { seq: p.seq, path: p.path, file: Arc::new(p.file), map: p.map, pos: SEGMENT_HEADER_LEN, first_lsn, version }
+    Active {
+        seq: p.seq,
+        path: p.path,
+        file: Arc::new(p.file),
+        map: p.map,
+        pos: SEGMENT_HEADER_LEN,
+        first_lsn,
+        version,
+        let_go: 0,
+    }
+}
+
+/// How many bytes of written pages the writer lets go of at a time.
+const LET_GO: usize = 256 * 1024;
+
+/// Lets go of the mapping's pages the writer has moved past, `LET_GO`
+/// bytes at a time (`MADV_DONTNEED`: the page table entries go; the pages
+/// stay in the page cache, dirty until written back). A page still mapped
+/// writable when the flusher's fsync writes it back is write-protected
+/// again (`page_mkclean`), one TLB shootdown per page for every CPU the
+/// process runs on: in a VM an interrupt each, thousands per fsync of a
+/// busy journal. Let go of first, the fsync finds them unmapped; one
+/// shootdown per `LET_GO` bytes instead.
+fn let_go(a: &mut Active) {
+    let done = a.pos / PAGE * PAGE;
+    if done >= a.let_go + LET_GO {
+        // SAFETY: a shared file mapping: `MADV_DONTNEED` drops only the
+        // page table entries (dirty pages keep their data in the page
+        // cache, and a later access maps them in again); nothing else
+        // holds a reference into this range.
+        let _ = unsafe { a.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a.let_go, done - a.let_go) };
+        a.let_go = done;
+    }
 }
 
 /// Overwrites a torn tail (and whatever was dropped with it) with zeros and
@@ -651,6 +688,28 @@ mod tests {
         assert!(records.iter().any(|r| r.1 + RECORD_HEADER_LEN >= WRITE_MIN), "no record took pwrite");
         assert!(records.iter().any(|r| r.1 + RECORD_HEADER_LEN < WRITE_MIN), "no record took the mapping");
         assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=sizes.len() as Lsn).collect::<Vec<_>>());
+        assert!(scan.torn.is_none());
+        assert_eq!(scan.end as usize, j.active().pos);
+    }
+
+    #[test]
+    fn pages_the_writer_moved_past_are_let_go_and_their_records_stay() {
+        let Fixture { _dir, faults: _, mut j, sync, _spares } = fresh_journal();
+        // Records through the mapping (under `WRITE_MIN`), about 900 bytes
+        // each, until more than two chunks are behind the writer.
+        let mut n = 0;
+        while j.active().pos < 2 * LET_GO + PAGE {
+            j.append(&drops(100), &sync).unwrap();
+            n += 1;
+        }
+        let a = j.active();
+        assert!(a.let_go >= 2 * LET_GO && a.let_go % PAGE == 0 && a.let_go <= a.pos, "let go up to {}", a.let_go);
+        // What was let go is in the file (read through another mapping),
+        // and the writer goes on where it was.
+        j.append(&drops(1), &sync).unwrap();
+        let (records, scan) = scan_active(&j);
+        assert_eq!(records.len(), n + 1);
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=(n + 1) as Lsn).collect::<Vec<_>>());
         assert!(scan.torn.is_none());
         assert_eq!(scan.end as usize, j.active().pos);
     }
