@@ -2,10 +2,12 @@
 //! synchronisation code in `sync` is model-checked (the tokio `src/loom` idea).
 
 #[cfg(loom)]
-pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
+pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard, atomic::AtomicU64};
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::AtomicU64;
 
 /// `lock()` that reads the same under both (loom's returns a `LockResult`).
 #[cfg(loom)]

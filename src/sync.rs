@@ -10,7 +10,10 @@
 //! - a waiter returns `Ok` only when `durable >= lsn`, and `Err` only for a
 //!   failed fsync round that started after the waiter asked and covered `lsn`;
 //! - no wake-up is lost: a waiter always registers its request under the
-//!   same lock the flusher checks before sleeping.
+//!   same lock the flusher checks before sleeping;
+//! - `written` is an atomic (a commit records its LSN without the lock): a
+//!   writer stores it before it takes the lock to ask for an fsync, so a
+//!   flusher that sees the request under the lock sees the write too.
 //!
 //! The flusher syncs the segments the writer rolled away from (oldest
 //! first) before the active one, so "durable up to N" means every segment
@@ -31,7 +34,6 @@ pub struct SyncFailure {
 }
 
 struct State<F> {
-    written: Lsn,
     durable: Lsn,
     requested: Lsn,
     /// Completed fsync rounds (success or failure).
@@ -77,6 +79,9 @@ impl<F> State<F> {
 /// Shared between writers and the flusher. `F` is the handle to sync.
 pub struct SyncPoint<F> {
     st: Mutex<State<F>>,
+    /// Everything up to here has reached the OS (`written`): read by the
+    /// flusher under `st`, stored without it.
+    written: crate::loom::AtomicU64,
     work: Condvar,
     done: Condvar,
     /// How long the flusher may wait for as many writers as its last round
@@ -112,7 +117,6 @@ impl<F: Clone> SyncPoint<F> {
     pub fn new(durable: Lsn, target: Option<F>) -> Self {
         SyncPoint {
             st: Mutex::new(State {
-                written: durable,
                 durable,
                 requested: durable,
                 round: 0,
@@ -125,6 +129,7 @@ impl<F: Clone> SyncPoint<F> {
                 arrivals: 0,
                 last_batch: 0,
             }),
+            written: crate::loom::AtomicU64::new(durable),
             work: Condvar::new(),
             done: Condvar::new(),
             gather: std::sync::atomic::AtomicU64::new(0),
@@ -196,10 +201,13 @@ impl<F: Clone> SyncPoint<F> {
 
     /// Records that everything up to `lsn` has reached the OS.
     pub fn written(&self, lsn: Lsn) {
-        let mut st = lock(&self.st);
-        if lsn > st.written {
-            st.written = lsn;
-        }
+        // No lock: one per commit otherwise. Release: a flusher that reads
+        // it (Acquire) after the request this writer makes next sees it.
+        self.written.fetch_max(lsn, std::sync::atomic::Ordering::Release);
+    }
+
+    fn written_now(&self) -> Lsn {
+        self.written.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Everything up to `lsn` was made durable by someone else: a snapshot
@@ -248,7 +256,7 @@ impl<F: Clone> SyncPoint<F> {
     /// Asks for an fsync without waiting (batch mode's timer and `close`).
     pub fn request(&self) {
         let mut st = lock(&self.st);
-        st.requested = st.written;
+        st.requested = self.written_now();
         drop(st);
         self.work.notify_one();
     }
@@ -258,7 +266,7 @@ impl<F: Clone> SyncPoint<F> {
     pub fn next_job(&self, interval: Option<std::time::Duration>) -> Job<F> {
         let mut st = lock(&self.st);
         loop {
-            let pending = st.written > st.durable;
+            let pending = self.written_now() > st.durable;
             if st.requested > st.durable && pending {
                 break;
             }
@@ -274,7 +282,7 @@ impl<F: Clone> SyncPoint<F> {
                 #[cfg(not(loom))]
                 Some(d) => {
                     let timed_out = self.work.wait_for(&mut st, d).timed_out();
-                    if timed_out && st.written > st.durable {
+                    if timed_out && self.written_now() > st.durable {
                         break;
                     }
                     st
@@ -305,7 +313,7 @@ impl<F: Clone> SyncPoint<F> {
         let mut targets = st.retiring.clone();
         st.job_retiring = targets.len();
         targets.push(active);
-        Job::Sync { upto: st.written, targets }
+        Job::Sync { upto: self.written_now(), targets }
     }
 
     /// Reports the outcome of the fsync that `next_job` asked for.
