@@ -235,10 +235,8 @@ impl State {
 
     pub fn intern(&mut self, name: &str) -> u32 {
         // Most operations hit the topic the previous one did.
-        // A publish's operations carry the topic's own name: the same
-        // pointer, so most need no comparison of the bytes.
         if let Some(t) = self.topics.get(self.last_topic as usize)
-            && (std::ptr::eq(t.name.as_ptr(), name.as_ptr()) && t.name.len() == name.len() || *t.name == *name)
+            && *t.name == *name
         {
             return self.last_topic;
         }

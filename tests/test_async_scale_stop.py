@@ -249,22 +249,17 @@ def test_run_returns_after_a_stop_from_another_thread(qdir: Path, kind: str, how
     asyncio.run(main())
 
 
-def test_a_worker_cancelled_from_outside_mid_handler_gives_its_message_back(
-    tmp_path: Path,
-) -> None:
-    """A worker cancelled while its handler runs (a stop that timed out,
-    asyncio.run's teardown, a task group): the message goes back to the
-    front of its topic at once (it stayed leased until its lease ran out,
-    30 s here), and the attempt is not spent."""
+def _cancel_mid_handler(tmp_path: Path, retry: ringq.Retry) -> Any:
+    """Publishes one message to a handler that never finishes, cancels its
+    worker from outside mid-handler, and returns the queue's stats, the
+    dead letters and the next checkout of the topic."""
 
-    async def main() -> None:
+    async def main() -> Any:
         aq = ringq.AsyncQueue(tmp_path / "q")
         started, never = asyncio.Event(), asyncio.Event()
-        attempts: list[int] = []
 
-        @aq.handler(bytes, topic="t", timeout=30, max_parallelism=1, retry=ONCE)
-        async def h(m: bytes, ctx: ringq.Context) -> None:
-            attempts.append(ctx.attempt)
+        @aq.handler(bytes, topic="t", timeout=30, max_parallelism=1, retry=retry)
+        async def h(m: bytes) -> None:
             started.set()
             await never.wait()
 
@@ -278,16 +273,39 @@ def test_a_worker_cancelled_from_outside_mid_handler_gives_its_message_back(
             done, _ = await asyncio.wait([task], timeout=5)
             assert task in done and task.cancelled()
             stats = aq.stats()
-            assert (stats["in_flight"], stats["ready"]) == (0, 1)
-            (d,) = await aq.checkout("t", timeout=0)
-            assert d.payload == b"a" and d.attempt == 1  # the cancelled run was not counted
-            await aq.ack(d)
+            dead = await aq.dlq.list()
+            got = await aq.checkout("t", timeout=0)
+            await aq.ack(got)
+            return stats, dead, got
         finally:
             never.set()
             await aq.stop(drain=False, timeout=1)
             await aq.aclose()
 
-    asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_a_worker_cancelled_from_outside_mid_handler_ends_the_attempt_at_once(
+    tmp_path: Path,
+) -> None:
+    """A worker cancelled while its handler runs (a stop that timed out,
+    asyncio.run's teardown, a task group): the attempt ends now (the
+    message stayed leased until its lease ran out, 30 s here) and counts,
+    as the expiry's would: a handler that always outlasts a shutdown must
+    not run its message for ever uncounted."""
+    stats, dead, got = _cancel_mid_handler(tmp_path, ringq.Retry(max_attempts=3))
+    assert (stats["in_flight"], stats["ready"]) == (0, 1)
+    assert not dead
+    (d,) = got
+    assert d.payload == b"a" and d.attempt == 2  # the interrupted run counted
+
+
+def test_a_worker_cancelled_on_the_last_attempt_dead_letters_its_message(tmp_path: Path) -> None:
+    stats, dead, got = _cancel_mid_handler(tmp_path, ONCE)
+    assert (stats["in_flight"], stats["ready"]) == (0, 0) and not got
+    (dl,) = dead
+    assert dl.reason == "max_attempts" and dl.message.payload == b"a"
+    assert "cancelled" in (dl.error_type or "").lower() + (dl.error_message or "").lower()
 
 
 def test_a_queues_own_handler_loop_is_closed_after_a_stop_that_timed_out(tmp_path: Path) -> None:

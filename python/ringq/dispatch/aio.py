@@ -22,9 +22,9 @@ with ``TimeoutError`` (retried or dead-lettered by the policy). A
 handler that blocks the loop (a plain ``time.sleep``) cannot be cancelled
 until it yields; its lease then runs out as for a thread. A worker
 cancelled from outside while its handler runs (a stop that timed out,
-``asyncio.run``'s teardown, a task group) gives the message back at once
-(released: first in its topic, the attempt not counted), as a stop
-without draining does with what was not started.
+``asyncio.run``'s teardown, a task group) ends the attempt at once: the
+message is ready again (the attempt counts, as a lease expiry's would) or
+dead-lettered if that was its last attempt.
 
 A rate-limited async handler takes its tokens before each checkout, as a
 thread worker does (``ringq.ratelimit``), awaiting them without blocking
@@ -48,7 +48,14 @@ from ringq.context import Context
 from ringq.di.injection import abuild, build
 from ringq.dispatch.outage import Outage
 from ringq.dispatch.tallies import Counters, Histogram
-from ringq.errors import LeaseLost, QueueClosed, RingqError, Submitted, WouldBlock
+from ringq.errors import (
+    LeaseLost,
+    QueueClosed,
+    RingqError,
+    Submitted,
+    WouldBlock,
+    describe_error,
+)
 from ringq.middleware import Outcome
 from ringq.ratelimit import Gate, RateLimits, acquire_async
 
@@ -460,6 +467,36 @@ class AsyncPool:
         if rest:
             self._release_now(rest)
 
+    def _interrupted_now(self, d: Delivery, e: BaseException) -> None:
+        """Records, without awaiting (the worker is ending cancelled), that
+        ``d``'s attempt was interrupted: retried at once (the attempt
+        counts), or dead-lettered by the engine if it was the last. If that
+        fails, it comes back when its lease runs out."""
+        error_type, message, tb = describe_error(e)
+        args = (
+            d,
+            0.0,
+            error_type,
+            message or "the handler's worker was cancelled",
+            tb,
+            self.spec.name,
+            None,
+        )
+        self.counters.failed += 1
+        try:
+            try:
+                self.ops._handle.nack(*args)
+            except Submitted as s:  # sent now: this is the worker's last act
+                self.ops._send_now(s)
+            except WouldBlock:  # the engine is busy; this is the worker's last act
+                self.ops._thread_side.backend.nack(*args)
+        except (LeaseLost, QueueClosed):
+            pass
+        except RingqError as err:
+            log.error(
+                "handler %s: nack of interrupted message %s failed: %s", self.spec.name, d.id, err
+            )
+
     def _release_now(self, rest: list[Delivery]) -> None:
         """Releases ``rest`` without awaiting (the caller is ending: a
         stopped pool, a cancelled worker); if that fails they come back
@@ -480,7 +517,8 @@ class AsyncPool:
         self.stopping = True
         self.drain = drain
         self._stopped.set()
-        self._trim_ready()  # without draining: the unstarted go back now
+        if not drain:
+            self._release_unstarted()  # the unstarted go back now, not in a task
         self._limit_wake.set()
         if self._checkout is not None:
             self._checkout.cancel()
@@ -584,10 +622,12 @@ class AsyncPool:
                 task = asyncio.current_task()
                 if task is None or task.cancelling():
                     # This worker is cancelled (a stop that timed out,
-                    # asyncio.run's teardown, a task group): the message
-                    # goes back to the front of its topic now, not when its
-                    # lease runs out (at-least-once: it runs again).
-                    self._release_now([d])
+                    # asyncio.run's teardown, a task group): the attempt
+                    # ends now, counted (it ran), rather than when its lease
+                    # runs out; ready again at once, or dead-lettered if it
+                    # was the last (a handler that always outlasts a
+                    # shutdown must not run for ever uncounted).
+                    self._interrupted_now(d, e)
                     raise
                 # Raised by the handler's own code (it awaited a task that
                 # something else cancelled): a failed attempt, as any
@@ -1012,8 +1052,7 @@ class AsyncHandlers:
             if ok:
                 self._run_on(loop, finish_tasks)
                 loop.call_soon_threadsafe(loop.stop)
-                thread.join(10)
-                loop.close()
+                thread.join(10)  # the thread closes the loop as it ends
             else:
                 # Handlers still running finish on their own: the loop (a
                 # daemon thread) stops once they have.

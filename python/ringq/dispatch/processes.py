@@ -182,6 +182,10 @@ class ProcessWorker:
             job = pickle.dumps(
                 ("job", msg, fields, ctx._lease, ctx.deadline, pass_context, ctx.handler)
             )
+        except MemoryError as e:  # not the message's fault: retried
+            raise HandlerProcessError(
+                f"handler {self.handler}: no memory to send the message to a worker process"
+            ) from e
         except Exception as e:
             raise UnsendableMessage(
                 f"handler {self.handler}: the message ({type(msg).__name__}) cannot be sent "
