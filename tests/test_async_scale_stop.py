@@ -44,7 +44,10 @@ async def _until(predicate: Any, timeout: float = 5.0) -> bool:
 
 
 def _scaled_down_while_busy(
-    aq: ringq.AsyncQueue, release: asyncio.Event, heartbeat: float | None = None
+    aq: ringq.AsyncQueue,
+    release: asyncio.Event,
+    heartbeat: float | None = None,
+    rate_limit: str | None = None,
 ) -> tuple[list[tuple[bytes, int]], asyncio.Event]:
     """A handler of four coroutines that, when its second message starts,
     is scaled down to one: two messages were checked out with the second
@@ -54,7 +57,7 @@ def _scaled_down_while_busy(
     ran: list[tuple[bytes, int]] = []
     scaled = asyncio.Event()
 
-    @aq.handler(bytes, topic="t", timeout=30, max_parallelism=4, retry=ONCE)
+    @aq.handler(bytes, topic="t", timeout=30, max_parallelism=4, retry=ONCE, rate_limit=rate_limit)
     async def h(m: bytes, ctx: ringq.Context) -> None:
         ran.append((m, ctx.attempt))
         if len(ran) == 2 and not scaled.is_set():
@@ -99,6 +102,36 @@ def test_scaling_down_gives_back_the_unstarted_messages_at_once(qdir: Path) -> N
             assert await aq.dlq.count() == 0
         finally:
             release.set()
+            await aq.aclose()
+
+    asyncio.run(main())
+
+
+def test_scaling_a_limited_handler_down_gives_back_the_tokens_of_what_it_releases(
+    qdir: Path,
+) -> None:
+    """Under a rate limit each message checked out took a token: the two
+    released by the scale-down give theirs back, and take them again when
+    the remaining worker checks them out (kept, they cost two each, and
+    with the burst of 4 spent the last two waited 15 minutes each)."""
+
+    async def main() -> None:
+        aq = ringq.AsyncQueue(qdir)
+        release = asyncio.Event()
+        ran, scaled = _scaled_down_while_busy(aq, release, rate_limit="4/h, burst=4")
+        aq.start()
+        try:
+            pool = _pool(aq, "h")
+            assert await _until(lambda: pool.idle == 4)
+            await aq.publish_many([b"m0", b"m1", b"m2", b"m3"], "t")
+            assert await _until(scaled.is_set)
+            assert await _until(lambda: aq.stats()["ready"] == 2, timeout=2)
+            release.set()
+            assert await _until(lambda: len(ran) == 4, timeout=5), ran
+            assert sorted(ran) == [(b"m0", 1), (b"m1", 1), (b"m2", 1), (b"m3", 1)]
+        finally:
+            release.set()
+            await aq.stop(drain=False, timeout=5)
             await aq.aclose()
 
     asyncio.run(main())

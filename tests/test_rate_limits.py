@@ -297,6 +297,30 @@ def test_a_rate_limited_message_does_not_spend_an_attempt(open_queue: OpenQueue)
     assert q.stats()["dead"] == 0 and len(q.dlq.list()) == 0
 
 
+def test_a_batch_given_back_unstarted_gives_back_its_tokens(open_queue: OpenQueue) -> None:
+    """A worker's batch waits behind a slow first message; after the hold
+    its unstarted messages go back to the queue (``release_rest``) and,
+    checked out again, each takes a token again. The tokens the batch held
+    go back with them: kept, each released message cost two, and with
+    the burst spent the rest waited for new tokens (ten minutes each at
+    6/h)."""
+    q = open_queue()
+    ran: list[bytes] = []
+
+    @q.handler(bytes, topic="jobs", rate_limit="6/h, burst=6", max_parallelism=1, timeout=30)
+    def on_job(m: bytes) -> None:
+        ran.append(m)
+        time.sleep(0.05)  # past the batch's hold (20 ms): its neighbours are released
+
+    q.publish_many([b"%d" % i for i in range(6)], topic="jobs")
+    q.start()
+    try:
+        assert wait_until(lambda: len(ran) == 6, timeout=10), ran
+    finally:
+        q.stop(drain=False)  # a regression must not wait ten minutes a token
+    assert sorted(ran) == [b"%d" % i for i in range(6)]
+
+
 def test_a_message_arriving_while_the_bucket_is_empty_waits_unleased(open_queue: OpenQueue) -> None:
     q = open_queue()
     seen: list[int] = []

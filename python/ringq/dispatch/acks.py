@@ -32,10 +32,16 @@ log = logging.getLogger("ringq.dispatch")
 
 def release_rest(engine: Backend, w: Worker) -> None:
     """Gives back the unstarted messages of ``w``'s batch (front of the
-    topic, deliveries undone), whoever calls it first."""
+    topic, deliveries undone), whoever calls it first, and under a rate
+    limit the token each took (it takes one again when it is checked out
+    again: kept, a released message cost two and the handler ran below its
+    rate)."""
     rest = _take_all(w.batch)
     if not rest:
         return
+    gate = w.pool.gate
+    if gate is not None:
+        gate.give_back(len(rest))
     try:
         engine.release(rest)
     except LeaseLost:

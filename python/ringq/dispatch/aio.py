@@ -430,9 +430,13 @@ class AsyncPool:
             return None
         return batch
 
-    async def _give_back(self, rest: list[Delivery]) -> None:
+    async def _give_back(self, rest: list[Delivery], tokens: bool = False) -> None:
         """Releases ``rest`` (unstarted, delivery not counted); if that
-        fails they come back when their lease runs out."""
+        fails they come back when their lease runs out. ``tokens``: each
+        took a token of the rate limit, given back too (checked out again,
+        it takes one again)."""
+        if tokens and self.gate is not None:
+            await self.gate.give_back_async(len(rest))
         try:
             await self.ops.release(rest)
         except LeaseLost:
@@ -454,17 +458,22 @@ class AsyncPool:
             return
         rest = [self.ready.pop() for _ in range(surplus)]
         rest.reverse()  # in checkout order: the front of the topic again
-        task = asyncio.ensure_future(self._give_back(rest))
+        task = asyncio.ensure_future(self._give_back(rest, tokens=True))
         # The pool's last worker waits for it (``_work``).
         self._elsewhere.add(task)
         task.add_done_callback(self._elsewhere.discard)
 
     def _release_unstarted(self) -> None:
         """Gives back what was checked out and not started (stop without
-        draining): first in its topic again, its delivery not counted."""
+        draining): first in its topic again, its delivery not counted, and
+        its rate-limit token if the bucket is in this process (a remote
+        one is not waited for on the way out)."""
         rest = list(self.ready)
         self.ready.clear()
         if rest:
+            gate = self.gate
+            if gate is not None and not gate.bucket.remote:
+                gate.give_back(len(rest))
             self._release_now(rest)
 
     def _interrupted_now(self, d: Delivery, e: BaseException) -> None:
