@@ -71,6 +71,16 @@ def _scaled_down_while_busy(
     return ran, scaled
 
 
+async def _publish_four_until_scaled(aq: ringq.AsyncQueue, scaled: asyncio.Event) -> Any:
+    """Once the four workers of ``_scaled_down_while_busy`` wait, publishes
+    four messages and waits for the scale-down; returns the pool."""
+    pool = _pool(aq, "h")
+    assert await _until(lambda: pool.idle == 4)  # all four wait for messages
+    await aq.publish_many([b"m0", b"m1", b"m2", b"m3"], "t")
+    assert await _until(scaled.is_set)
+    return pool
+
+
 def test_scaling_down_gives_back_the_unstarted_messages_at_once(qdir: Path) -> None:
     """They are released (their delivery not counted), not left in the
     pool until a busy worker gets to them; each message then runs once."""
@@ -81,10 +91,7 @@ def test_scaling_down_gives_back_the_unstarted_messages_at_once(qdir: Path) -> N
         ran, scaled = _scaled_down_while_busy(aq, release)
         aq.start()
         try:
-            pool = _pool(aq, "h")
-            assert await _until(lambda: pool.idle == 4)  # all four wait for messages
-            await aq.publish_many([b"m0", b"m1", b"m2", b"m3"], "t")
-            assert await _until(scaled.is_set)
+            pool = await _publish_four_until_scaled(aq, scaled)
             assert await _until(lambda: len(pool.workers) == 2)  # the two running
             # The two not started are back in the queue, not leased in the pool.
             given_back = await _until(lambda: aq.stats()["ready"] == 2, timeout=2)
@@ -121,10 +128,7 @@ def test_scaling_a_limited_handler_down_gives_back_the_tokens_of_what_it_release
         ran, scaled = _scaled_down_while_busy(aq, release, rate_limit="4/h, burst=4")
         aq.start()
         try:
-            pool = _pool(aq, "h")
-            assert await _until(lambda: pool.idle == 4)
-            await aq.publish_many([b"m0", b"m1", b"m2", b"m3"], "t")
-            assert await _until(scaled.is_set)
+            await _publish_four_until_scaled(aq, scaled)
             assert await _until(lambda: aq.stats()["ready"] == 2, timeout=2)
             release.set()
             assert await _until(lambda: len(ran) == 4, timeout=5), ran
@@ -152,10 +156,7 @@ def test_scaling_down_spends_no_attempt_of_a_message_that_never_ran(qdir: Path) 
         ran, scaled = _scaled_down_while_busy(aq, release, heartbeat=3600)
         aq.start()
         try:
-            pool = _pool(aq, "h")
-            assert await _until(lambda: pool.idle == 4)  # all four wait for messages
-            await aq.publish_many([b"m0", b"m1", b"m2", b"m3"], "t")
-            assert await _until(scaled.is_set)
+            await _publish_four_until_scaled(aq, scaled)
             # (no assertion: the test is what the leases' end does)
             await _until(lambda: aq.stats()["ready"] == 2, timeout=1)
             clock.advance(120)  # every lease of the batch has run out but the heartbeats'

@@ -298,8 +298,8 @@ def test_a_rate_limited_message_does_not_spend_an_attempt(open_queue: OpenQueue)
 
 
 def test_a_batch_given_back_unstarted_gives_back_its_tokens(open_queue: OpenQueue) -> None:
-    """A worker's batch waits behind a slow first message; after the hold
-    its unstarted messages go back to the queue (``release_rest``) and,
+    """A handler's heartbeat gives its batch's unstarted messages back to
+    the queue (``release_rest``; so does the batch's hold running out);
     checked out again, each takes a token again. The tokens the batch held
     go back with them: kept, each released message cost two, and with
     the burst spent the rest waited for new tokens (ten minutes each at
@@ -308,9 +308,9 @@ def test_a_batch_given_back_unstarted_gives_back_its_tokens(open_queue: OpenQueu
     ran: list[bytes] = []
 
     @q.handler(bytes, topic="jobs", rate_limit="6/h, burst=6", max_parallelism=1, timeout=30)
-    def on_job(m: bytes) -> None:
+    def on_job(m: bytes, ctx: ringq.Context) -> None:
         ran.append(m)
-        time.sleep(0.05)  # past the batch's hold (20 ms): its neighbours are released
+        ctx.heartbeat()  # its neighbours in the batch are released
 
     q.publish_many([b"%d" % i for i in range(6)], topic="jobs")
     q.start()

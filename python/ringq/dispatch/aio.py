@@ -474,53 +474,33 @@ class AsyncPool:
             gate = self.gate
             if gate is not None and not gate.bucket.remote:
                 gate.give_back(len(rest))
-            self._release_now(rest)
+            self._last_call("release", (rest,), f"release of {len(rest)} messages")
 
     def _interrupted_now(self, d: Delivery, e: BaseException) -> None:
         """Records, without awaiting (the worker is ending cancelled), that
         ``d``'s attempt was interrupted: retried at once (the attempt
-        counts), or dead-lettered by the engine if it was the last. If that
-        fails, it comes back when its lease runs out."""
+        counts), or dead-lettered by the engine if it was the last."""
         error_type, message, tb = describe_error(e)
-        args = (
-            d,
-            0.0,
-            error_type,
-            message or "the handler's worker was cancelled",
-            tb,
-            self.spec.name,
-            None,
-        )
+        message = message or "the handler's worker was cancelled"
         self.counters.failed += 1
+        args = (d, 0.0, error_type, message, tb, self.spec.name, None)
+        self._last_call("nack", args, f"nack of interrupted message {d.id}")
+
+    def _last_call(self, name: str, args: tuple[Any, ...], what: str) -> None:
+        """The engine's ``name(*args)`` without awaiting: its caller is
+        ending (a stopped pool, a cancelled worker). If it fails, the
+        messages come back when their leases run out."""
         try:
             try:
-                self.ops._handle.nack(*args)
-            except Submitted as s:  # sent now: this is the worker's last act
+                getattr(self.ops._handle, name)(*args)
+            except Submitted as s:  # sent now: this is the caller's last act
                 self.ops._send_now(s)
-            except WouldBlock:  # the engine is busy; this is the worker's last act
-                self.ops._thread_side.backend.nack(*args)
+            except WouldBlock:  # the engine is busy; this is the caller's last act
+                getattr(self.ops._thread_side.backend, name)(*args)
         except (LeaseLost, QueueClosed):
             pass
         except RingqError as err:
-            log.error(
-                "handler %s: nack of interrupted message %s failed: %s", self.spec.name, d.id, err
-            )
-
-    def _release_now(self, rest: list[Delivery]) -> None:
-        """Releases ``rest`` without awaiting (the caller is ending: a
-        stopped pool, a cancelled worker); if that fails they come back
-        when their lease runs out."""
-        try:
-            try:
-                self.ops._handle.release(rest)
-            except Submitted as s:  # sent now: this is the pool's last act
-                self.ops._send_now(s)
-            except WouldBlock:  # the engine is busy; this is the pool's last act
-                self.ops._thread_side.backend.release(rest)
-        except (LeaseLost, QueueClosed):
-            pass
-        except RingqError as e:
-            log.error("handler %s: release of %d messages failed: %s", self.spec.name, len(rest), e)
+            log.error("handler %s: %s failed: %s", self.spec.name, what, err)
 
     def begin_stop(self, drain: bool) -> None:
         self.stopping = True
