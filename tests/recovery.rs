@@ -429,7 +429,7 @@ fn long_run_disk_use_stays_bounded_by_live_data() {
     let opts = Options { segment_size: 64 * 1024, snapshot_every: 500, ..Options::default() };
     let e = Engine::open(&dir, opts).unwrap();
     let payload = [7u8; 100];
-    let (mut first_half, mut second_half) = (0, 0);
+    let (mut first_half, mut second_half) = (Vec::new(), Vec::new());
     const ROUNDS: u32 = 60_000;
     for round in 0..ROUNDS {
         publish(&e, "t", &payload);
@@ -437,15 +437,24 @@ fn long_run_disk_use_stays_bounded_by_live_data() {
         e.ack(&[(d[0].id, d[0].lease_token)], &[], Wait::No).unwrap();
         if round % 500 == 0 {
             let size = dir_size(&dir);
-            if round < ROUNDS / 2 { first_half = first_half.max(size) } else { second_half = second_half.max(size) }
+            if round < ROUNDS / 2 { first_half.push(size) } else { second_half.push(size) }
         }
     }
     // 60k messages went through (~14 MB of records) and none is live: the
     // directory holds a few segments and a small snapshot, however long it
-    // runs. (How many segments wait for the snapshotter depends on fsync
-    // speed, hence a loose absolute bound and a no-growth check.)
-    assert!(second_half < 8 * 1024 * 1024, "directory grew to {second_half} bytes");
-    assert!(second_half <= 2 * first_half + 1024 * 1024, "grows with history: {first_half} then {second_half}");
+    // runs. How many segments wait for the snapshotter at one sample
+    // depends on fsync speed and scheduling (a quarter-second stall of the
+    // snapshotter on a busy machine leaves ~75 of them), so the bounds are
+    // loose and the no-growth check compares the halves' medians, which a
+    // stall or two does not move and a leak does.
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let (first, second) = (median(&mut first_half), median(&mut second_half));
+    let peak = *second_half.last().unwrap();
+    assert!(peak < 8 * 1024 * 1024, "directory grew to {peak} bytes");
+    assert!(second <= 2 * first + 1024 * 1024, "grows with history: median {first} then {second}");
     e.close().unwrap();
     assert!(dir_size(&dir) < 256 * 1024);
 }
