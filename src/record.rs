@@ -69,6 +69,12 @@ pub enum Op {
     /// A new message. `supersedes` names the in-flight holder of the same
     /// dedup key that this message supersedes.
     Enqueue { topic: TopicRef, msg: Message, supersedes: Option<u64> },
+    /// New messages of one topic with nothing but a payload each (the
+    /// engine's plain `publish_many`): ready, version 1, no metadata. In
+    /// memory only: written as one `Enqueue` per message, the same bytes a
+    /// list of `Enqueue`s would write, so a replay reads `Enqueue`s. One
+    /// operation for the whole batch instead of a 136-byte `Enqueue` each.
+    EnqueuePlain { topic: TopicRef, enqueued_at: Micros, msgs: Vec<(u64, Payload)> },
     /// Replace a ready/delayed message's payload and metadata in place.
     Replace { id: u64, version: u32, payload: Payload, meta: Option<Arc<Meta>> },
     /// Deliveries: each message goes in flight, attempt + 1.
@@ -266,9 +272,18 @@ pub fn encode_txn(ops: &[Op], buf: &mut Vec<u8>) {
 /// its state interned, and encodes with that state's names.
 pub fn encode_txn_named(ops: &[Op], names: TopicNames<'_>, buf: &mut Vec<u8>) {
     let mut w = Writer::new(buf);
-    w.u32(ops.len() as u32);
+    let count: usize = ops.iter().map(|op| if let Op::EnqueuePlain { msgs, .. } = op { msgs.len() } else { 1 }).sum();
+    w.u32(count as u32);
     for op in ops {
         encode_op(&mut w, op, names);
+    }
+}
+
+/// Writes an enqueue's topic name.
+fn write_topic(w: &mut Writer<'_>, topic: &TopicRef, names: TopicNames<'_>) {
+    match topic {
+        TopicRef::Name(name) => w.str(name),
+        TopicRef::Id(id) => w.str(names(*id).unwrap_or_else(|| panic!("ringq internal error: no name for topic {id}"))),
     }
 }
 
@@ -276,14 +291,26 @@ fn encode_op(w: &mut Writer<'_>, op: &Op, names: TopicNames<'_>) {
     match op {
         Op::Enqueue { topic, msg, supersedes } => {
             w.u8(tag::ENQUEUE);
-            match topic {
-                TopicRef::Name(name) => w.str(name),
-                TopicRef::Id(id) => {
-                    w.str(names(*id).unwrap_or_else(|| panic!("ringq internal error: no name for topic {id}")))
-                }
-            }
+            write_topic(w, topic, names);
             w.u64(supersedes.unwrap_or(0));
             encode_message(w, msg);
+        }
+        Op::EnqueuePlain { topic, enqueued_at, msgs } => {
+            for (id, payload) in msgs {
+                // As `Enqueue` of the message `State::apply` makes of it.
+                w.u8(tag::ENQUEUE);
+                write_topic(w, topic, names);
+                w.u64(0);
+                w.u64(*id);
+                w.u8(MsgState::Ready as u8);
+                w.u8(0);
+                w.u32(0);
+                w.u32(1);
+                w.u64(*enqueued_at);
+                w.u64(0);
+                w.u8(meta_tag::NONE);
+                w.bytes(payload);
+            }
         }
         Op::Replace { id, version, payload, meta } => {
             w.u8(tag::REPLACE);
@@ -432,6 +459,41 @@ mod tests {
         encode_txn(&by_name, &mut named);
         assert_eq!(buf, named, "the same bytes as the names would give");
         assert_eq!(decode_txn(&buf).unwrap(), by_name);
+    }
+
+    #[test]
+    fn a_plain_batch_is_written_as_the_enqueues_it_stands_for() {
+        let names = ["orders", "emails"];
+        let lookup = |t: u32| names.get(t as usize).copied();
+        let plain = |id: u64, payload: &[u8]| Message {
+            attempt: 0,
+            version: 1,
+            enqueued_at: 11,
+            visible_at: 0,
+            ..msg(id, payload.to_vec(), None)
+        };
+        let batch = vec![
+            Op::Ack { ids: vec![3, 4] },
+            Op::EnqueuePlain {
+                topic: TopicRef::Id(1),
+                enqueued_at: 11,
+                msgs: vec![(7, b"a".as_slice().into()), (9, Payload::from(&[][..])), (8, vec![0xFF; 300].into())],
+            },
+            Op::Drop { id: 5 },
+        ];
+        let mut buf = Vec::new();
+        encode_txn_named(&batch, &lookup, &mut buf);
+        let each = vec![
+            Op::Ack { ids: vec![3, 4] },
+            Op::Enqueue { topic: "emails".into(), msg: plain(7, b"a"), supersedes: None },
+            Op::Enqueue { topic: "emails".into(), msg: plain(9, b""), supersedes: None },
+            Op::Enqueue { topic: "emails".into(), msg: plain(8, &[0xFF; 300]), supersedes: None },
+            Op::Drop { id: 5 },
+        ];
+        let mut one_by_one = Vec::new();
+        encode_txn(&each, &mut one_by_one);
+        assert_eq!(buf, one_by_one, "the same bytes as one Enqueue per message");
+        assert_eq!(decode_txn(&buf).unwrap(), each, "read back as Enqueues");
     }
 
     #[test]

@@ -456,52 +456,86 @@ impl State {
         }
     }
 
+    /// The index of an enqueue's topic (interned if it comes by name).
+    fn topic_of(&mut self, topic: TopicRef) -> std::result::Result<u32, String> {
+        match topic {
+            TopicRef::Name(name) => Ok(self.intern(&name)),
+            TopicRef::Id(t) if (t as usize) < self.topics.len() => Ok(t),
+            TopicRef::Id(t) => Err(format!("enqueue names topic {t} of {}", self.topics.len())),
+        }
+    }
+
+    /// A new message of topic `tid` (`Op::Enqueue`).
+    fn enqueue(&mut self, tid: u32, mut msg: Message, supersedes: Option<u64>) -> Applied {
+        use MsgState::*;
+        msg.topic = tid;
+        if matches!(msg.state, InFlight) {
+            return Err(format!("enqueue of {:016x} in flight", msg.id));
+        }
+        if slot_of(msg.id) as usize >= self.slot_limit {
+            return Err(format!(
+                "message {:016x} uses slot {}, but this queue never had more than {} slots",
+                msg.id,
+                slot_of(msg.id),
+                self.slot_limit
+            ));
+        }
+        if let Some(old) = supersedes {
+            self.require(old, &[InFlight], "supersede")?;
+            self.slab.get_mut(old).expect("checked").superseded = true;
+        }
+        let id = msg.id;
+        if let Some(k) = msg.dedup_key()
+            && !msg.superseded
+        {
+            self.dedup.set(tid, k, id);
+        }
+        let windowed = msg.dedup_key().is_some() && msg.meta.as_ref().is_some_and(|x| x.dedup_window.is_some());
+        let key: Option<Arc<crate::types::Meta>> = msg.ordering_key().and(msg.meta.clone());
+        self.next_seq = self.next_seq.max((id >> SLOT_BITS) + 1);
+        msg.lease_token = 0;
+        let hint = std::mem::replace(&mut msg.line, NO_LINE); // set by `key_insert`
+        if !self.slab.insert(msg) {
+            return Err(format!("enqueue of {id:016x}: slot is taken"));
+        }
+        self.n_windowed += windowed as usize;
+        if let Some(meta) = key {
+            self.key_insert(tid, meta, id, hint);
+        }
+        self.place(id);
+        Ok(())
+    }
+
     /// Applies one operation. Errors mean the journal does not fit the state
     /// (corruption or a bug); the live path never produces one.
     pub fn apply(&mut self, op: Op) -> Applied {
         use MsgState::*;
         match op {
-            Op::Enqueue { topic, mut msg, supersedes } => {
-                let tid = match topic {
-                    TopicRef::Name(name) => self.intern(&name),
-                    TopicRef::Id(t) if (t as usize) < self.topics.len() => t,
-                    TopicRef::Id(t) => return Err(format!("enqueue names topic {t} of {}", self.topics.len())),
-                };
-                msg.topic = tid;
-                if matches!(msg.state, InFlight) {
-                    return Err(format!("enqueue of {:016x} in flight", msg.id));
+            Op::Enqueue { topic, msg, supersedes } => {
+                let tid = self.topic_of(topic)?;
+                self.enqueue(tid, msg, supersedes)?;
+            }
+            Op::EnqueuePlain { topic, enqueued_at, msgs } => {
+                let tid = self.topic_of(topic)?;
+                for (id, payload) in msgs {
+                    let msg = Message {
+                        id,
+                        topic: tid,
+                        state: Ready,
+                        superseded: false,
+                        attempt: 0,
+                        version: 1,
+                        enqueued_at,
+                        visible_at: 0,
+                        lease_token: 0,
+                        lease_deadline: 0,
+                        ticket: 0,
+                        line: NO_LINE,
+                        payload,
+                        meta: None,
+                    };
+                    self.enqueue(tid, msg, None)?;
                 }
-                if slot_of(msg.id) as usize >= self.slot_limit {
-                    return Err(format!(
-                        "message {:016x} uses slot {}, but this queue never had more than {} slots",
-                        msg.id,
-                        slot_of(msg.id),
-                        self.slot_limit
-                    ));
-                }
-                if let Some(old) = supersedes {
-                    self.require(old, &[InFlight], "supersede")?;
-                    self.slab.get_mut(old).expect("checked").superseded = true;
-                }
-                let id = msg.id;
-                if let Some(k) = msg.dedup_key()
-                    && !msg.superseded
-                {
-                    self.dedup.set(tid, k, id);
-                }
-                let windowed = msg.dedup_key().is_some() && msg.meta.as_ref().is_some_and(|x| x.dedup_window.is_some());
-                let key: Option<Arc<crate::types::Meta>> = msg.ordering_key().and(msg.meta.clone());
-                self.next_seq = self.next_seq.max((id >> SLOT_BITS) + 1);
-                msg.lease_token = 0;
-                let hint = std::mem::replace(&mut msg.line, NO_LINE); // set by `key_insert`
-                if !self.slab.insert(msg) {
-                    return Err(format!("enqueue of {id:016x}: slot is taken"));
-                }
-                self.n_windowed += windowed as usize;
-                if let Some(meta) = key {
-                    self.key_insert(tid, meta, id, hint);
-                }
-                self.place(id);
             }
             Op::Replace { id, version, payload, meta } => {
                 self.require(id, &[Ready, Delayed], "replace")?;

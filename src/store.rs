@@ -39,6 +39,13 @@ pub trait Store: Send + Sync {
 
     fn publish(&self, p: Publish<'_>, opts: PublishOpts, wait: Wait) -> Result<(u64, Option<Lsn>)>;
     fn publish_many(&self, items: &[Publish<'_>], opts: PublishOpts, wait: Wait) -> Result<(Vec<u64>, Option<Lsn>)>;
+    /// `publish_many` of messages of `topic` with nothing but a payload
+    /// each ([`Engine::publish_payloads`]).
+    fn publish_payloads(&self, topic: &str, payloads: &[&[u8]], wait: Wait) -> Result<(Vec<u64>, Option<Lsn>)> {
+        let items: Vec<Publish<'_>> =
+            payloads.iter().map(|&payload| Publish { topic, payload, ..Default::default() }).collect();
+        self.publish_many(&items, PublishOpts::default(), wait)
+    }
     fn checkout_with(&self, topic: &str, c: Checkout) -> Result<Vec<Delivered>>;
     fn interrupts(&self, topic: &str) -> Result<u64>;
     fn interrupt(&self, topic: &str) -> Result<()>;
@@ -103,6 +110,9 @@ impl Store for Engine {
     }
     fn publish_many(&self, items: &[Publish<'_>], opts: PublishOpts, wait: Wait) -> Result<(Vec<u64>, Option<Lsn>)> {
         Engine::publish_many(self, items, opts, wait)
+    }
+    fn publish_payloads(&self, topic: &str, payloads: &[&[u8]], wait: Wait) -> Result<(Vec<u64>, Option<Lsn>)> {
+        Engine::publish_payloads(self, topic, payloads, wait)
     }
     fn checkout_with(&self, topic: &str, c: Checkout) -> Result<Vec<Delivered>> {
         Engine::checkout_with(self, topic, c)

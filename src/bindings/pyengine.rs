@@ -661,9 +661,10 @@ impl PyEngine {
             // released while the engine waits, and the list changed meanwhile).
             let block = block_flag(block)?;
             let wait = args::timeout(timeout)?;
-            let batch: Vec<Publish<'_>> =
-                items.iter().map(|b| Publish { topic: t, payload: b.as_bytes(), ..Default::default() }).collect();
-            return Ok(self.publish_batch(py, &batch, block, wait)?.into_any());
+            let payloads: Vec<&[u8]> = items.iter().map(|b| b.as_bytes()).collect();
+            let (ids, lsn) = self.with_room(py, block, wait, |w| self.store().publish_payloads(t, &payloads, w))?;
+            self.durable(py, lsn)?;
+            return Ok(id_list(py, &ids)?.into_any());
         }
         let kwargs = match unknown {
             Some(u) => u.copy()?,

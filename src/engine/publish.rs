@@ -286,21 +286,7 @@ impl Shared {
             if plan.new_count == 0 || live + plan.new_count <= self.opts.capacity {
                 break plan;
             }
-            let full = |waited| Error::Full { capacity: self.opts.capacity, need: plan.new_count, waited };
-            if plan.new_count > self.opts.capacity {
-                return Err(full(false));
-            }
-            let timed_out = match wait {
-                Wait::No => true,
-                Wait::Until(t) => self.not_full.wait_until(g, t).timed_out(),
-                Wait::Forever => {
-                    self.not_full.wait(g);
-                    false
-                }
-            };
-            if timed_out && g.state.slab.live() - freed + plan.new_count > self.opts.capacity {
-                return Err(full(!matches!(wait, Wait::No)));
-            }
+            self.wait_for_room(g, plan.new_count, freed, wait)?;
         };
         let gone: &[u64] = match prefix.first() {
             Some(Op::Ack { ids }) => ids,
@@ -373,6 +359,92 @@ impl Shared {
             self.wake_timer_for(g, at);
         }
         Ok((ids, lsn))
+    }
+
+    /// `need` new messages do not fit (beside `freed`, messages the same
+    /// record removes): waits per `wait` for room. `Error::Full` when they
+    /// never can, or when the wait ran out and they still do not; `Ok`:
+    /// plan again (the state may have changed meanwhile).
+    fn wait_for_room(
+        &self,
+        g: &mut parking_lot::MutexGuard<'_, Inner>,
+        need: usize,
+        freed: usize,
+        wait: Wait,
+    ) -> Result<()> {
+        let full = |waited| Error::Full { capacity: self.opts.capacity, need, waited };
+        if need > self.opts.capacity {
+            return Err(full(false));
+        }
+        let timed_out = match wait {
+            Wait::No => true,
+            Wait::Until(t) => self.not_full.wait_until(g, t).timed_out(),
+            Wait::Forever => {
+                self.not_full.wait(g);
+                false
+            }
+        };
+        if timed_out && g.state.slab.live() - freed + need > self.opts.capacity {
+            return Err(full(!matches!(wait, Wait::No)));
+        }
+        Ok(())
+    }
+
+    /// `publish_locked` of messages of `topic` with nothing but a payload
+    /// each (at least one): the same ids, record bytes, state and wake-ups
+    /// as the plan of the equivalent `Publish`es would give, without a
+    /// plan (one `Op::EnqueuePlain`).
+    fn publish_plain_locked(
+        &self,
+        g: &mut parking_lot::MutexGuard<'_, Inner>,
+        topic: &str,
+        payloads: &[&[u8]],
+        wait: Wait,
+    ) -> Result<(Vec<u64>, Option<u64>)> {
+        let n = payloads.len();
+        debug_assert!(n > 0, "an empty batch takes the planned path");
+        loop {
+            self.ensure_healthy(g)?;
+            if g.state.slab.live() + n <= self.opts.capacity {
+                break;
+            }
+            self.wait_for_room(g, n, 0, wait)?;
+        }
+        let now = self.clock.now();
+        g.state.remembered.prune(now);
+        let tid = g.state.intern(topic);
+        let (mut ids, mut slots) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            ids.push(g.state.alloc_message(&mut slots)?);
+        }
+        let msgs = ids.iter().zip(payloads).map(|(&id, &p)| (id, p.into())).collect();
+        let op = Op::EnqueuePlain { topic: TopicRef::Id(tid), enqueued_at: now, msgs };
+        let lsn = match self.commit(g, vec![op]) {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                for s in slots {
+                    g.state.slab.unalloc(s);
+                }
+                return Err(e);
+            }
+        };
+        g.counters.published += n as u64;
+        self.wake_topic(g, tid, n);
+        Ok((ids, Some(lsn)))
+    }
+}
+
+impl Publish<'_> {
+    /// Nothing but a topic and a payload (`Op::EnqueuePlain` can carry it).
+    fn is_plain(&self) -> bool {
+        self.dedup_key.is_none()
+            && self.delay.is_none_or(|d| d.is_zero())
+            && self.headers.is_empty()
+            && self.correlation_id.is_none()
+            && self.causation_id.is_none()
+            && self.priority == 0
+            && self.ordering_key.is_none()
+            && self.dedup_window.is_none()
     }
 }
 
@@ -470,7 +542,157 @@ impl Engine {
         for p in items {
             self.sh.check_limits(p)?;
         }
+        if let Some(first) = items.first()
+            && opts.expected_version.is_none()
+            && items.iter().all(|p| p.is_plain() && p.topic == first.topic)
+        {
+            let payloads: Vec<&[u8]> = items.iter().map(|p| p.payload).collect();
+            let mut g = self.sh.lock_healthy()?;
+            return self.sh.publish_plain_locked(&mut g, first.topic, &payloads, wait);
+        }
         let mut g = self.sh.lock_healthy()?;
         self.sh.publish_locked(&mut g, items, opts, Vec::new(), 0, wait)
+    }
+
+    /// `publish_many` of messages of `topic` with nothing but a payload
+    /// each, without building a `Publish` per message (the bindings' list
+    /// of `bytes`).
+    pub fn publish_payloads(&self, topic: &str, payloads: &[&[u8]], wait: Wait) -> Result<(Vec<u64>, Option<u64>)> {
+        if payloads.is_empty() {
+            return self.publish_many(&[], PublishOpts::default(), wait);
+        }
+        for &payload in payloads {
+            self.sh.check_limits(&Publish { topic, payload, ..Default::default() })?;
+        }
+        let mut g = self.sh.lock_healthy()?;
+        self.sh.publish_plain_locked(&mut g, topic, payloads, wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::Error;
+    use crate::storage::FaultPoint;
+    use crate::types::{Options, Wait};
+    use crate::{Engine, Publish, PublishOpts};
+    use std::time::{Duration, Instant};
+
+    fn open(dir: &std::path::Path, capacity: usize) -> Engine {
+        Engine::open(dir, Options { capacity, ..Options::default() }).unwrap()
+    }
+
+    /// (slots neither free nor holding a message, live messages)
+    fn slots(e: &Engine) -> (usize, usize) {
+        let g = e.sh.inner.lock();
+        let s = &g.state.slab;
+        (s.slot_count() - s.free_slots() - s.live(), s.live())
+    }
+
+    fn drain(e: &Engine, topic: &str) -> Vec<(u64, Vec<u8>)> {
+        let ds = e.checkout(topic, 1000, Duration::from_secs(60), Wait::No).unwrap();
+        let leases: Vec<_> = ds.iter().map(|d| (d.id, d.lease_token)).collect();
+        e.ack(&leases, &[], Wait::No).unwrap();
+        ds.into_iter().map(|d| (d.id, d.payload.to_vec())).collect()
+    }
+
+    fn full(err: Error) -> (usize, bool) {
+        match err {
+            Error::Full { need, waited, .. } => (need, waited),
+            other => panic!("expected Full, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_batch_is_published_whole_in_order_and_read_back_after_a_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("q");
+        let e = open(&dir, 100);
+        let (ids, lsn) = e.publish_payloads("t", &[b"a", b"", b"ccc"], Wait::No).unwrap();
+        assert!(lsn.is_some() && ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        // `publish_many` of plain items goes the same way, with the next ids.
+        let items: Vec<Publish<'_>> =
+            [b"d", b"e"].iter().map(|p| Publish { topic: "t", payload: *p, ..Default::default() }).collect();
+        let (more, _) = e.publish_many(&items, PublishOpts::default(), Wait::No).unwrap();
+        assert!(more[0] > ids[2]);
+        let stat = |e: &Engine, key: &str| e.stats().unwrap().into_iter().find(|(k, _)| *k == key).unwrap().1;
+        assert_eq!(stat(&e, "published"), crate::Stat::Int(5));
+        e.close().unwrap();
+        let e = open(&dir, 100);
+        let got = drain(&e, "t");
+        let want: Vec<(u64, Vec<u8>)> =
+            ids.iter().chain(&more).copied().zip([&b"a"[..], b"", b"ccc", b"d", b"e"].map(<[u8]>::to_vec)).collect();
+        assert_eq!(got, want);
+        e.close().unwrap();
+    }
+
+    #[test]
+    fn a_plain_batch_that_does_not_fit_is_refused_whole_or_waits_for_room() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = std::sync::Arc::new(open(&tmp.path().join("q"), 4));
+        let four: [&[u8]; 5] = [b"1", b"2", b"3", b"4", b"5"];
+        assert_eq!(full(e.publish_payloads("t", &four, Wait::Forever).unwrap_err()), (5, false), "never fits");
+        e.publish_payloads("t", &four[..3], Wait::No).unwrap();
+        assert_eq!(full(e.publish_payloads("t", &four[..2], Wait::No).unwrap_err()), (2, false));
+        let soon = Wait::Until(Instant::now() + Duration::from_millis(20));
+        assert_eq!(full(e.publish_payloads("t", &four[..2], soon).unwrap_err()), (2, true));
+        assert_eq!(slots(&e), (0, 3), "a refused batch adds nothing");
+        // Room made while it waits: the batch goes in then.
+        let consumer = std::thread::spawn({
+            let e = e.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(30));
+                drain(&e, "t").len()
+            }
+        });
+        let (ids, _) =
+            e.publish_payloads("t", &four[3..], Wait::Until(Instant::now() + Duration::from_secs(30))).unwrap();
+        assert_eq!((ids.len(), consumer.join().unwrap()), (2, 3));
+        assert_eq!(slots(&e).1, 2);
+    }
+
+    #[test]
+    fn a_plain_batch_refused_for_want_of_ids_gives_its_slots_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = open(&tmp.path().join("q"), 10);
+        e.publish_payloads("t", &[b"a"], Wait::No).unwrap();
+        e.sh.inner.lock().state.set_next_seq((1u64 << crate::types::SEQ_BITS) - 2);
+        let err = e.publish_payloads("t", &[b"b", b"c", b"d"], Wait::No).unwrap_err();
+        assert!(err.to_string().contains("used all"), "{err}");
+        assert_eq!(slots(&e), (0, 1), "every slot the batch took is free again");
+        assert_eq!(drain(&e, "t").len(), 1);
+    }
+
+    #[test]
+    fn a_plain_batch_whose_record_is_not_written_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("q");
+        let e = open(&dir, 1000);
+        let payload = [7u8; 100];
+        // 100 messages: a record big enough for `pwrite` (`WRITE_MIN`).
+        let batch = vec![&payload[..]; 100];
+        e.inject_fault(FaultPoint::JournalWrite, libc::EIO, 1);
+        let err = e.publish_payloads("t", &batch, Wait::No).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EIO), "{err}");
+        assert_eq!(slots(&e), (0, 0), "no message, no slot held");
+        let (ids, _) = e.publish_payloads("t", &batch[..2], Wait::No).unwrap();
+        e.close().unwrap();
+        let e = open(&dir, 1000);
+        assert_eq!(drain(&e, "t").into_iter().map(|(id, _)| id).collect::<Vec<_>>(), ids);
+        e.close().unwrap();
+    }
+
+    #[test]
+    fn a_plain_batch_wakes_a_waiting_checkout() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = std::sync::Arc::new(open(&tmp.path().join("q"), 10));
+        let waiter = std::thread::spawn({
+            let e = e.clone();
+            move || e.checkout("t", 10, Duration::from_secs(60), Wait::Until(Instant::now() + Duration::from_secs(30)))
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let started = Instant::now();
+        e.publish_payloads("t", &[b"x", b"y"], Wait::No).unwrap();
+        let got = waiter.join().unwrap().unwrap();
+        assert!(!got.is_empty() && started.elapsed() < Duration::from_secs(10));
     }
 }

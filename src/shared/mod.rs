@@ -235,6 +235,9 @@ impl Store for SharedQueue {
     fn publish_many(&self, items: &[Publish<'_>], opts: PublishOpts, wait: Wait) -> Result<(Vec<u64>, Option<Lsn>)> {
         self.with(|s| s.publish_many(items, opts, wait))
     }
+    fn publish_payloads(&self, topic: &str, payloads: &[&[u8]], wait: Wait) -> Result<(Vec<u64>, Option<Lsn>)> {
+        self.with(|s| s.publish_payloads(topic, payloads, wait))
+    }
     fn checkout_with(&self, topic: &str, c: Checkout) -> Result<Vec<Delivered>> {
         self.with(|s| s.checkout_with(topic, c))
     }
