@@ -11,7 +11,7 @@ use ringq::journal::SEGMENT_HEADER_LEN;
 use ringq::{Durability, Engine, Error, FaultPoint, Options, Publish, PublishOpts, Wait};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[test]
 fn torn_tail_at_every_byte_offset_reopens_to_a_valid_prefix() {
@@ -436,25 +436,27 @@ fn long_run_disk_use_stays_bounded_by_live_data() {
         let d = e.checkout("t", 1, Duration::from_secs(60), Wait::No).unwrap();
         e.ack(&[(d[0].id, d[0].lease_token)], &[], Wait::No).unwrap();
         if round % 500 == 0 {
+            // The snapshotter runs on its own thread: a busy machine can
+            // hold it back for a while (these 60k rounds take about a
+            // quarter of a second), and what it has not covered yet stays
+            // on disk. Each sample waits until it is at most four
+            // snapshots behind, so that what is measured is what the
+            // queue keeps, not how late that thread is.
+            let t0 = Instant::now();
+            while stat(&e, "lsn") > stat(&e, "snapshot_lsn") + 4 * 500 {
+                assert!(t0.elapsed() < Duration::from_secs(30), "the snapshotter never caught up");
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let size = dir_size(&dir);
             if round < ROUNDS / 2 { first_half.push(size) } else { second_half.push(size) }
         }
     }
     // 60k messages went through (~14 MB of records) and none is live: the
     // directory holds a few segments and a small snapshot, however long it
-    // runs. How many segments wait for the snapshotter at one sample
-    // depends on fsync speed and scheduling (a quarter-second stall of the
-    // snapshotter on a busy machine leaves ~75 of them), so the bounds are
-    // loose and the no-growth check compares the halves' medians, which a
-    // stall or two does not move and a leak does.
-    let median = |v: &mut Vec<u64>| {
-        v.sort_unstable();
-        v[v.len() / 2]
-    };
-    let (first, second) = (median(&mut first_half), median(&mut second_half));
-    let peak = *second_half.last().unwrap();
-    assert!(peak < 8 * 1024 * 1024, "directory grew to {peak} bytes");
-    assert!(second <= 2 * first + 1024 * 1024, "grows with history: median {first} then {second}");
+    // runs.
+    let (first, second) = (*first_half.iter().max().unwrap(), *second_half.iter().max().unwrap());
+    assert!(second < 4 * 1024 * 1024, "directory grew to {second} bytes");
+    assert!(second <= 2 * first + 1024 * 1024, "grows with history: {first} then {second}");
     e.close().unwrap();
     assert!(dir_size(&dir) < 256 * 1024);
 }

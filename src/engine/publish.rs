@@ -527,7 +527,11 @@ impl Engine {
     pub fn publish(&self, p: Publish<'_>, opts: PublishOpts, wait: Wait) -> Result<(u64, Option<u64>)> {
         self.sh.check_limits(&p)?;
         let mut g = self.sh.lock_healthy()?;
-        let (ids, lsn) = self.sh.publish_locked(&mut g, &[p], opts, Vec::new(), 0, wait)?;
+        let (ids, lsn) = if p.is_plain() && opts.expected_version.is_none() {
+            self.sh.publish_plain_locked(&mut g, p.topic, &[p.payload], wait)?
+        } else {
+            self.sh.publish_locked(&mut g, &[p], opts, Vec::new(), 0, wait)?
+        };
         Ok((ids[0], lsn))
     }
 
@@ -612,15 +616,31 @@ mod tests {
         // `publish_many` of plain items goes the same way, with the next ids.
         let items: Vec<Publish<'_>> =
             [b"d", b"e"].iter().map(|p| Publish { topic: "t", payload: *p, ..Default::default() }).collect();
-        let (more, _) = e.publish_many(&items, PublishOpts::default(), Wait::No).unwrap();
+        let (mut more, _) = e.publish_many(&items, PublishOpts::default(), Wait::No).unwrap();
         assert!(more[0] > ids[2]);
+        // So does a single plain publish; one with an option is planned.
+        let one = |payload: &'static [u8], delay: Option<Duration>| Publish {
+            topic: "t",
+            payload,
+            delay,
+            ..Default::default()
+        };
+        more.push(e.publish(one(b"f", Some(Duration::ZERO)), PublishOpts::default(), Wait::No).unwrap().0);
+        let delayed =
+            e.publish(one(b"g", Some(Duration::from_secs(3600))), PublishOpts::default(), Wait::No).unwrap().0;
+        more.push(e.publish(one(b"h", None), PublishOpts::default(), Wait::No).unwrap().0);
+        assert!(more.windows(2).all(|w| w[0] < w[1]) && delayed > more[2] && delayed < more[3], "{more:?} {delayed}");
         let stat = |e: &Engine, key: &str| e.stats().unwrap().into_iter().find(|(k, _)| *k == key).unwrap().1;
-        assert_eq!(stat(&e, "published"), crate::Stat::Int(5));
+        assert_eq!(stat(&e, "published"), crate::Stat::Int(8));
         e.close().unwrap();
         let e = open(&dir, 100);
         let got = drain(&e, "t");
-        let want: Vec<(u64, Vec<u8>)> =
-            ids.iter().chain(&more).copied().zip([&b"a"[..], b"", b"ccc", b"d", b"e"].map(<[u8]>::to_vec)).collect();
+        let want: Vec<(u64, Vec<u8>)> = ids
+            .iter()
+            .chain(&more)
+            .copied()
+            .zip([&b"a"[..], b"", b"ccc", b"d", b"e", b"f", b"h"].map(<[u8]>::to_vec))
+            .collect();
         assert_eq!(got, want);
         e.close().unwrap();
     }
