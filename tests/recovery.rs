@@ -440,8 +440,9 @@ fn long_run_disk_use_stays_bounded_by_live_data() {
             // hold it back for a while (these 60k rounds take about a
             // quarter of a second), and what it has not covered yet stays
             // on disk. Each sample waits until it is at most four
-            // snapshots behind, so that what is measured is what the
-            // queue keeps, not how late that thread is.
+            // snapshots behind (the segments a snapshot covers are deleted
+            // just after it: a few more), so that what is measured is what
+            // the queue keeps, not how late that thread is.
             let t0 = Instant::now();
             while stat(&e, "lsn") > stat(&e, "snapshot_lsn") + 4 * 500 {
                 assert!(t0.elapsed() < Duration::from_secs(30), "the snapshotter never caught up");

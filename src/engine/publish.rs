@@ -576,6 +576,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use crate::error::Error;
+    use crate::record::{Op, TopicRef};
     use crate::storage::FaultPoint;
     use crate::types::{Options, Wait};
     use crate::{Engine, Publish, PublishOpts};
@@ -632,9 +633,27 @@ mod tests {
         assert!(more.windows(2).all(|w| w[0] < w[1]) && delayed > more[2] && delayed < more[3], "{more:?} {delayed}");
         let stat = |e: &Engine, key: &str| e.stats().unwrap().into_iter().find(|(k, _)| *k == key).unwrap().1;
         assert_eq!(stat(&e, "published"), crate::Stat::Int(8));
+        // What a kill would leave (a copy of the open queue): its journal is
+        // replayed, as a close's snapshot would not show.
+        let copy = tmp.path().join("copy");
+        std::fs::create_dir(&copy).unwrap();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_none_or(|x| x != "tmp") {
+                std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+            }
+        }
         e.close().unwrap();
+        let killed = open(&copy, 100);
+        assert_eq!(
+            killed.stats().unwrap().into_iter().find(|(k, _)| *k == "recovered_records").unwrap().1,
+            crate::Stat::Int(5)
+        );
+        let replayed = drain(&killed, "t");
+        killed.close().unwrap();
         let e = open(&dir, 100);
         let got = drain(&e, "t");
+        assert_eq!(replayed, got);
         let want: Vec<(u64, Vec<u8>)> = ids
             .iter()
             .chain(&more)
@@ -643,6 +662,54 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         e.close().unwrap();
+    }
+
+    #[test]
+    fn a_plain_batch_writes_and_applies_what_the_plan_of_its_items_would() {
+        let tmp = tempfile::tempdir().unwrap();
+        let clock = crate::clock::Clock::Manual { start: 1_700_000_000_000_000 };
+        let open = |name: &str| Engine::open(tmp.path().join(name), Options { clock, ..Options::default() }).unwrap();
+        let (planned, plain) = (open("planned"), open("plain"));
+        let payloads: [&[u8]; 3] = [b"a", b"", &[0xFF; 300]];
+        let items: Vec<Publish<'_>> =
+            payloads.iter().map(|&payload| Publish { topic: "t", payload, ..Default::default() }).collect();
+        // The planned path's operations, encoded, then committed.
+        let (ids, bytes, tid) = {
+            let mut g = planned.sh.lock_healthy().unwrap();
+            let mut plan = planned.sh.plan(&mut g, &items, PublishOpts::default(), &[]).unwrap();
+            planned.sh.assign_ids(&mut g, &mut plan, &[]).unwrap();
+            let ids: Vec<u64> = (plan.ops.iter())
+                .map(|op| match op {
+                    Op::Enqueue { msg, .. } => msg.id,
+                    other => panic!("planned {other:?}"),
+                })
+                .collect();
+            let mut bytes = Vec::new();
+            let topics = &g.state.topics;
+            crate::record::encode_txn_named(&plan.ops, &|t| topics.get(t as usize).map(|t| &*t.name), &mut bytes);
+            let tid = g.state.topic_id("t").unwrap();
+            planned.sh.commit(&mut g, plan.ops).unwrap();
+            (ids, bytes, tid)
+        };
+        // The plain path, for real; and its operation, as it builds it.
+        let (plain_ids, _) = plain.publish_payloads("t", &payloads, Wait::No).unwrap();
+        assert_eq!(plain_ids, ids);
+        let op = Op::EnqueuePlain {
+            topic: TopicRef::Id(tid),
+            enqueued_at: plain.sh.clock.now(),
+            msgs: ids.iter().zip(payloads).map(|(&id, p)| (id, p.into())).collect(),
+        };
+        let g = plain.sh.inner.lock();
+        let mut plain_bytes = Vec::new();
+        let topics = &g.state.topics;
+        crate::record::encode_txn_named(&[op], &|t| topics.get(t as usize).map(|t| &*t.name), &mut plain_bytes);
+        assert_eq!(plain_bytes, bytes, "the same record");
+        let h = planned.sh.inner.lock();
+        for id in &ids {
+            assert_eq!(g.state.slab.get(*id), h.state.slab.get(*id), "message {id:x}");
+        }
+        assert_eq!(g.state.topics[tid as usize].n_ready, h.state.topics[tid as usize].n_ready);
+        assert_eq!(g.counters.published, h.counters.published + 3, "commit alone counts nothing");
     }
 
     #[test]
@@ -668,6 +735,19 @@ mod tests {
             e.publish_payloads("t", &four[3..], Wait::Until(Instant::now() + Duration::from_secs(30))).unwrap();
         assert_eq!((ids.len(), consumer.join().unwrap()), (2, 3));
         assert_eq!(slots(&e).1, 2);
+    }
+
+    #[test]
+    fn a_plain_batch_is_checked_before_anything_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = Engine::open(tmp.path().join("q"), Options { max_payload: 10, ..Options::default() }).unwrap();
+        assert_eq!(e.publish_payloads("t", &[], Wait::No).unwrap(), (Vec::new(), None));
+        let err = e.publish_payloads("", &[b"a"], Wait::No).unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err}");
+        let err = e.publish_payloads("t", &[b"a", &[0; 11]], Wait::No).unwrap_err();
+        assert!(matches!(err, Error::Limit { what: "payload", size: 11, limit: 10 }), "{err}");
+        assert_eq!(slots(&e), (0, 0), "nothing published, no slot taken");
+        assert_eq!(e.sh.inner.lock().state.topic_id("t"), None, "no topic made");
     }
 
     #[test]

@@ -64,6 +64,7 @@ fn ops<'a>(leases: &'a [(u64, u64)], dead: u64) -> Vec<Op<'a>> {
             }),
         ),
         ("publish_many", Box::new(move |s| s.publish_many(&[p(), p()], PublishOpts::default(), Wait::No).map(|_| ()))),
+        ("publish_payloads", Box::new(|s| s.publish_payloads("a", &[b"p1", b"p2"], Wait::No).map(|_| ()))),
         (
             "checkout",
             Box::new(|s| s.checkout_with("a", Checkout::new(1, Duration::from_secs(30), Wait::No)).map(|_| ())),
