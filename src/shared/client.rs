@@ -453,13 +453,36 @@ impl Client {
 
     fn live(&self) -> Result<Arc<Conn>> {
         self.check()?;
+        self.live_checked()
+    }
+
+    /// `live` past its first check. `close` marks the client closed before
+    /// it takes the connection's lock, so a call that passed the check as
+    /// another thread closed the client finds it closed here, and must not
+    /// connect again (its owner may be closing too: the call then failed
+    /// with `OwnerGone`, seen as a flaky
+    /// `test_close_wakes_a_consumer_waiting_in_checkout[shared-sync]`).
+    fn live_checked(&self) -> Result<Arc<Conn>> {
         let mut slot = self.conn.lock();
         if let Some(c) = slot.as_ref().filter(|c| c.usable()) {
             return Ok(Arc::clone(c));
         }
         slot.take();
+        let closed = || self.closed.load(Ordering::Acquire);
+        if closed() {
+            return Err(Error::Closed);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (conn, welcome) = open_conn(&self.dir, id)?;
+        let (conn, welcome) = match open_conn(&self.dir, id) {
+            Ok(opened) => opened,
+            // Closed while it connected (`close` waits for the lock).
+            Err(_) if closed() => return Err(Error::Closed),
+            Err(e) => return Err(e),
+        };
+        if closed() {
+            conn.fail_all("the queue was closed".into());
+            return Err(Error::Closed);
+        }
         if welcome.instance_id != self.welcome.instance_id {
             conn.fail_all("replaced".into());
             return Err(self.replaced(welcome.instance_id, self.welcome.instance_id));
@@ -972,5 +995,23 @@ mod tests {
         client.close();
         let err = client.request_on(&conn, op::STATS, |_| {}).unwrap_err();
         assert!(matches!(err, Error::Closed), "{err}");
+    }
+
+    /// A call that passed the closed check just before its client was
+    /// closed (from another thread), and finds no connection: `Closed`,
+    /// and no new connection to the owner.
+    #[test]
+    fn a_call_that_finds_its_client_closed_after_the_check_does_not_connect_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let accepted = hello_only_owner(dir.path(), unique_instance(4), 9);
+        let client = Client::connect(dir.path()).expect("connects");
+        let _side = accepted.recv_timeout(Duration::from_secs(10)).expect("the connection");
+        client.close();
+        match client.live_checked() {
+            Err(Error::Closed) => {}
+            Err(e) => panic!("expected Closed, got {e}"),
+            Ok(_) => panic!("expected Closed, got a connection"),
+        }
+        assert!(accepted.recv_timeout(Duration::from_millis(200)).is_err(), "it connected again");
     }
 }
