@@ -68,15 +68,7 @@ impl Engine {
             ops.push(Op::Enqueue { topic, msg, supersedes: None });
         }
         let n = slots.len();
-        let lsn = match sh.commit(&mut g, ops) {
-            Ok(l) => l,
-            Err(e) => {
-                for s in slots {
-                    g.state.slab.unalloc(s);
-                }
-                return Err(e);
-            }
-        };
+        let lsn = sh.commit_new(&mut g, ops, slots)?;
         g.counters.dlq_replayed += n as u64;
         for t in 0..g.state.topics.len() as u32 {
             sh.wake_topic(&g, t, n);

@@ -662,6 +662,16 @@ impl Shared {
         Ok(())
     }
 
+    /// `commit` of operations that add messages in `slots` (taken with
+    /// `State::alloc_message`): on error the slots are free again.
+    pub(crate) fn commit_new(&self, g: &mut Inner, ops: Vec<Op>, slots: Vec<u32>) -> Result<Lsn> {
+        self.commit(g, ops).inspect_err(|_| {
+            for s in slots {
+                g.state.slab.unalloc(s);
+            }
+        })
+    }
+
     /// Journals `ops` as one record and applies them. On error nothing changed.
     pub(crate) fn commit(&self, g: &mut Inner, mut ops: Vec<Op>) -> Result<Lsn> {
         if g.state.n_windowed > 0 {

@@ -419,15 +419,7 @@ impl Shared {
         }
         let msgs = ids.iter().zip(payloads).map(|(&id, &p)| (id, p.into())).collect();
         let op = Op::EnqueuePlain { topic: TopicRef::Id(tid), enqueued_at: now, msgs };
-        let lsn = match self.commit(g, vec![op]) {
-            Ok(lsn) => lsn,
-            Err(e) => {
-                for s in slots {
-                    g.state.slab.unalloc(s);
-                }
-                return Err(e);
-            }
-        };
+        let lsn = self.commit_new(g, vec![op], slots)?;
         g.counters.published += n as u64;
         self.wake_topic(g, tid, n);
         Ok((ids, Some(lsn)))
