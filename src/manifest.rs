@@ -24,11 +24,13 @@ use std::path::Path;
 
 pub const MANIFEST_FILE: &str = "MANIFEST";
 const MAGIC: &[u8; 8] = b"RINGQMAN";
-/// Format 4 has format 3's layout; it marks a queue whose journal and
-/// snapshots may hold what format 4 added (meta tag 2, operation tag 10,
-/// snapshot format 2), so a build that reads only format 3 refuses the
-/// directory before it meets them.
-pub const MANIFEST_VERSION: u32 = 4;
+/// Formats 4 and 5 have format 3's layout. Format 4 marks a queue whose
+/// journal and snapshots may hold what format 4 added (meta tag 2,
+/// operation tag 10, snapshot format 2), format 5 one whose journal may
+/// hold operation tags 11 and 12 (checkout and ack ids as runs), so a build
+/// that reads only an older format refuses the directory before it meets
+/// them.
+pub const MANIFEST_VERSION: u32 = 5;
 const V1_LEN: usize = 24;
 const V2_LEN: usize = 28;
 const V3_LEN: usize = 52;
@@ -72,8 +74,8 @@ impl Manifest {
     }
 }
 
-/// Writes `m` as the directory's manifest (format 4), atomically. Only a
-/// manifest that `read` gives back as it is can be written: format 4, a slot
+/// Writes `m` as the directory's manifest (format 5), atomically. Only a
+/// manifest that `read` gives back as it is can be written: format 5, a slot
 /// limit, a non-zero instance id (`read` refuses instance id 0 as damage);
 /// anything else (`Manifest::default()`, or an older format as `read`
 /// returned it, before `Engine::open` or `repair` upgrades it) is refused
@@ -117,7 +119,7 @@ pub fn read(dir: &Path) -> Result<Option<Manifest>> {
     let want = match version {
         1 => V1_LEN,
         2 => V2_LEN,
-        3 | 4 => V3_LEN,
+        3..=5 => V3_LEN,
         0 => return Err(bad(8, "manifest format 0 (no ringq writes it): damaged".into())),
         v => return Err(bad(8, format!("queue format {v} is newer than this ringq reads; upgrade ringq"))),
     };
@@ -166,7 +168,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
         let m = Manifest {
-            version: 4,
+            version: MANIFEST_VERSION,
             epoch: 7,
             slot_limit: Some(100),
             instance_id: 0xdead_beef,
@@ -190,7 +192,8 @@ mod tests {
         // `write` used to write `Manifest::default()` (instance id 0) as a
         // format-3 file that `read` then refused as damaged.
         let dir = tempfile::tempdir().unwrap();
-        let good = Manifest { version: 4, epoch: 1, slot_limit: Some(8), instance_id: 7, ..Default::default() };
+        let good =
+            Manifest { version: MANIFEST_VERSION, epoch: 1, slot_limit: Some(8), instance_id: 7, ..Default::default() };
         let cases = [
             (Manifest::default(), "format 0"),
             (Manifest { instance_id: 0, ..good }, "instance id 0"),
@@ -198,6 +201,7 @@ mod tests {
             (Manifest { version: 1, slot_limit: None, instance_id: 0, ..good }, "no slot limit, instance id 0"),
             (Manifest { version: 2, instance_id: 0, ..good }, "format 2"),
             (Manifest { version: 3, ..good }, "format 3"),
+            (Manifest { version: 4, ..good }, "format 4"),
             (Manifest { slot_limit: None, ..good }, "no slot limit"),
         ];
         for (m, what) in cases {
@@ -212,7 +216,7 @@ mod tests {
         write(dir.path(), &good).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(good));
         let v1 = Manifest { version: 1, epoch: 4, ..Default::default() };
-        let upgraded = Manifest { version: 4, slot_limit: Some(0), instance_id: random_u64(), ..v1 };
+        let upgraded = Manifest { version: MANIFEST_VERSION, slot_limit: Some(0), instance_id: random_u64(), ..v1 };
         write(dir.path(), &upgraded).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(upgraded));
     }

@@ -257,6 +257,19 @@ fn write_golden_fixture() {
     let leases: Vec<_> = g.iter().map(|d| (d.id, d.lease_token)).collect();
     e.ack(&leases[..1], &[], Wait::No).unwrap();
     e.release(&leases[1..]).unwrap();
+    // Queue format 5 (op tags 11 and 12): a checkout of five in order and an
+    // ack of three of them are written with their ids as runs; two stay in
+    // flight at the "crash". Their slots are new ones, in order (the pad
+    // takes every slot freed so far), so their ids make one run.
+    for _ in 0..32 {
+        publish(&e, "pad", b"p");
+    }
+    for i in 0..5u8 {
+        publish(&e, "eps", &[b'e', b'0' + i]);
+    }
+    let eps = e.checkout("eps", 5, Duration::from_secs(60), Wait::No).unwrap();
+    let leases: Vec<_> = eps.iter().map(|d| (d.id, d.lease_token)).collect();
+    e.ack(&leases[..3], &[], Wait::No).unwrap();
     // Enough records to roll once (the first segment ends in a seal).
     for i in 0..300u32 {
         let d = publish(&e, "delta", &[&i.to_le_bytes()[..], &filler].concat());
@@ -278,7 +291,56 @@ fn write_golden_fixture() {
                 || ringq::journal::read_segment_header(Path::new(n), b).unwrap().is_some_and(|h| h.first_lsn != 0)
         })
         .collect();
-    restore(&files, &fixture_dir("golden-v3"));
+    restore(&files, &fixture_dir("golden-v5"));
+    e.close().unwrap();
+}
+
+/// The first operation tag of each transaction record in the segments of
+/// `dir`'s files.
+fn record_tags(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut tags = Vec::new();
+    for (name, data) in files.iter().filter(|(n, _)| n.ends_with(".log")) {
+        let path = Path::new(name);
+        let Some(header) = ringq::journal::read_segment_header(path, data).unwrap() else { continue };
+        if header.first_lsn == 0 {
+            continue;
+        }
+        ringq::journal::scan_segment(path, data, &header, 0, |_, _, body| {
+            tags.push(body[4]);
+            Ok(())
+        })
+        .unwrap();
+    }
+    tags
+}
+
+#[test]
+fn golden_fixture_of_format_v5_is_read() {
+    let files = snapshot_files(&fixture_dir("golden-v5"));
+    let tags = record_tags(&files);
+    assert!(tags.contains(&11) && tags.contains(&12), "the fixture holds runs (tags 11 and 12): {tags:?}");
+    assert!(tags.contains(&3) && tags.contains(&4), "and plain checkouts and acks (tags 3 and 4)");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    restore(&files, &dir);
+    assert_eq!(ringq::manifest::read(&dir).unwrap().unwrap().version, 5);
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(e.recovery_report().torn_bytes(), 0);
+    // The two of the five checked out and not acked come back, attempt kept.
+    let eps = e.checkout("eps", 10, Duration::from_secs(60), Wait::No).unwrap();
+    let got: Vec<(&[u8], u32)> = eps.iter().map(|d| (&d.payload[..], d.attempt)).collect();
+    assert_eq!(got, vec![(&b"e3"[..], 2), (&b"e4"[..], 2)]);
+    assert_eq!(drain(&e, "pad").len(), 32);
+    // What format 4 held reads as in the format-3 fixture.
+    let alpha = e.checkout("alpha", 10, Duration::from_secs(60), Wait::No).unwrap();
+    let got: Vec<(&[u8], u32, u32)> = alpha.iter().map(|d| (&d.payload[..], d.attempt, d.version)).collect();
+    assert_eq!(got, vec![(&b"a2-v2"[..], 1, 2), (&b"a1"[..], 2, 1)]);
+    assert_eq!(drain(&e, "beta"), vec![b"b2".to_vec()]);
+    assert_eq!(e.dlq_list(None, None, None).unwrap().len(), 1);
+    let gamma = e.checkout("gamma", 10, Duration::from_secs(60), Wait::No).unwrap();
+    assert_eq!(gamma.iter().map(|d| d.attempt).collect::<Vec<_>>(), vec![1, 1]);
+    assert_eq!(drain(&e, "delta"), vec![b"last".to_vec()]);
+    assert_eq!(drain(&e, "prio"), vec![b"p9".to_vec(), b"p5".to_vec(), b"p0".to_vec()]);
     e.close().unwrap();
 }
 
@@ -312,7 +374,7 @@ fn golden_fixture_of_format_v3_is_read() {
     }
     assert!(drain(&e, "win").is_empty(), "both keys answered with their acked message");
     e.close().unwrap();
-    assert_eq!(ringq::manifest::read(&dir).unwrap().unwrap().version, 4);
+    assert_eq!(ringq::manifest::read(&dir).unwrap().unwrap().version, ringq::manifest::MANIFEST_VERSION);
 }
 
 #[test]
