@@ -84,6 +84,9 @@ fn txns() -> Vec<(&'static str, Vec<Op>)> {
         ("replace", vec![Op::Replace { id: id(1, 0), version: 3, payload: b"new".to_vec().into(), meta: meta() }]),
         ("checkout", vec![Op::Checkout { ids: vec![id(1, 0), id(2, 1)] }]),
         ("ack", vec![Op::Ack { ids: vec![id(1, 0)] }]),
+        // Ids in checkout order: written as runs (tags 11 and 12).
+        ("checkout_runs", vec![Op::Checkout { ids: (0..8u64).map(|i| id(10 + i, i)).collect() }]),
+        ("ack_runs", vec![Op::Ack { ids: (0..8u64).map(|i| id(20 + i, 7 - i)).chain([id(3, 2)]).collect() }]),
         ("requeue", vec![Op::Requeue { id: id(1, 0), visible_at: 0, failed_at: 7 }]),
         ("dead_letter", vec![Op::DeadLetter { id: id(1, 0), reason: "max_attempts".into(), failure, at: 9 }]),
         ("drop", vec![Op::Drop { id: id(2, 1) }]),
@@ -374,7 +377,7 @@ fn manifest_seeds(out: &Path) {
     let tmp: PathBuf = std::env::temp_dir().join(format!("ringq-fuzz-manifest-seed-{}", std::process::id()));
     fs::create_dir_all(&tmp).unwrap();
     let m = Manifest {
-        version: 3,
+        version: ringq::manifest::MANIFEST_VERSION,
         epoch: 7,
         slot_limit: Some(100_000),
         instance_id: 0x0123_4567_89ab_cdef,
@@ -382,8 +385,14 @@ fn manifest_seeds(out: &Path) {
         snapshot_lsn: 41,
     };
     ringq::manifest::write(&tmp, &m).unwrap();
-    let v3 = fs::read(tmp.join(MANIFEST_FILE)).unwrap();
+    let current = fs::read(tmp.join(MANIFEST_FILE)).unwrap();
     let _ = fs::remove_dir_all(&tmp);
+    write(&dir, "current", &current);
+    // Format 3: the same layout (`write` takes only the current format).
+    let mut v3 = current;
+    v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let crc = crc32c::crc32c(&v3[..48]);
+    v3[48..52].copy_from_slice(&crc.to_le_bytes());
     write(&dir, "v3", &v3);
     // Formats 2 and 1 (this version never writes them): magic, version,
     // epoch, [slot limit,] CRC32C.
