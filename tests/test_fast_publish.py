@@ -1,6 +1,6 @@
 """``Queue.publish`` and ``publish_many`` on the engine skip their Python
-frame for a plain call (``Engine.publish_fast``, ``publish_many_fast``):
-the same results and errors as the methods,
+frame for a plain call (``Engine._fast_publishers``: methods of a class
+named ``Queue``): the same results and errors as the methods,
 every other call handed to the method, a subclass's override kept, and no
 queue kept alive by the fast path."""
 
@@ -26,8 +26,9 @@ def test_a_plain_publish_takes_the_fast_path_and_stores_what_the_method_would(
     open_queue: OpenQueue,
 ) -> None:
     q = open_queue()
-    assert q.publish.__name__ == "publish_fast"
+    assert q.publish.__qualname__ == "Queue.publish"
     assert str(inspect.signature(q.publish)) == "(payload, topic=None, **options)"
+    assert "help(ringq.Queue.publish)" in (q.publish.__doc__ or "")
     fast = [q.publish(b"a"), q.publish(b"b", "t"), q.publish(b"c", topic="t")]
     slow = [QueueCore.publish(q, b"d"), QueueCore.publish(q, b"e", "t")]
     assert [d.payload for d in q.checkout("default", 10, timeout=0)] == [b"a", b"d"]
@@ -58,8 +59,16 @@ def test_errors_are_the_methods(open_queue: OpenQueue) -> None:
     q = open_queue(capacity=1)
     with pytest.raises(TypeError):
         q.publish(b"x", 5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
+    # An unknown keyword is refused naming what was called, as the method
+    # would (it named an engine method, ``Engine.publish_fast()``, before).
+    unknown = r"publish\(\) got an unexpected keyword argument 'no_such_option'$"
+    with pytest.raises(TypeError, match=r"^Queue\." + unknown):
         q.publish(b"x", "t", no_such_option=1)  # type: ignore[call-arg]
+    missing = r"^Queue\.publish\(\) missing 1 required positional argument: 'payload'$"
+    with pytest.raises(TypeError, match=missing):
+        q.publish()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^QueueCore\.publish_many\(\) got an unexpected keyword"):
+        q.publish_many([b"x"], "t", no_such_option=1)  # type: ignore[call-arg]
     q.publish(b"x")
     with pytest.raises(ringq.QueueFull):
         q.publish(b"y", block=False)
@@ -104,7 +113,7 @@ def test_the_fast_path_does_not_keep_a_queue_alive(qdir: Path) -> None:
 def test_a_shared_queues_client_takes_it_too(open_queue: OpenQueue, qdir: Path) -> None:
     owner = open_queue(shared=True)
     client = open_queue(shared=True)
-    assert client.publish.__name__ == "publish_fast"
+    assert client.publish.__qualname__ == "Queue.publish"
     client.publish(b"from client", "c")
     assert [d.payload for d in owner.checkout("c", 5, timeout=5)] == [b"from client"]
 
@@ -113,7 +122,7 @@ def test_publish_many_of_bytes_takes_the_fast_path_and_the_rest_the_method(
     open_queue: OpenQueue,
 ) -> None:
     q = open_queue(capacity=10)
-    assert q.publish_many.__name__ == "publish_many_fast"
+    assert q.publish_many.__qualname__ == "Queue.publish_many"
     ids = q.publish_many([b"a", b"b"], "t")
     ids += q.publish_many([b"c", Order(3), ringq.Message(b"d", topic="t")], "t")
     ids += q.publish_many(iter([b"e"]), "t")  # an iterator: the method

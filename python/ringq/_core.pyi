@@ -229,18 +229,9 @@ class Engine:
         ordering_key: str | None = None,
         dedup_window: float | None = None,
     ) -> str: ...
-    def publish_fast(self, payload: object, topic: str | None = None, **options: Any) -> str: ...
-    def publish_many_fast(
-        self,
-        payloads: Iterable[object],
-        topic: str | None = None,
-        *,
-        block: bool = True,
-        timeout: float | None = None,
-    ) -> list[str]: ...
-    def _set_fast_fallbacks(
+    def _fast_publishers(
         self, publish: Callable[..., str], publish_many: Callable[..., list[str]]
-    ) -> None: ...
+    ) -> tuple[Callable[..., str], Callable[..., list[str]]]: ...
     def publish_many(
         self,
         payloads: Iterable[bytes | OutgoingMessage],

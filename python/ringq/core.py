@@ -175,7 +175,7 @@ class QueueCore(HandlerHost):
     _backend: Backend
     _dlq: DeadLetterQueue
     #: Whether ``publish``/``publish_many`` may take the backend's frameless
-    #: path (``ringq.backends.fast_publish``; it takes one queue per engine).
+    #: path (``ringq.backends.fast_publish``).
     _fast_path = True
 
     def __init__(

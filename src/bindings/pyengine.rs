@@ -37,9 +37,6 @@ pub struct PyEngine {
     core: std::sync::Arc<Core>,
     /// The lease of a `checkout` that does not give one.
     lease: Duration,
-    /// Where `publish_fast` and `publish_many_fast` send the calls they do
-    /// not take themselves (the queue's own methods).
-    fallbacks: std::sync::OnceLock<[Py<PyAny>; 2]>,
     /// Set on the handle `_deferred` makes for an event loop: no call waits.
     deferred: Option<Deferred>,
 }
@@ -174,13 +171,6 @@ impl PyEngine {
             self.with_room(py, block, wait, |w| self.store().publish_many(batch, PublishOpts::default(), w))?;
         self.durable(py, lsn)?;
         id_list(py, &ids)
-    }
-
-    fn fallback(&self, which: usize) -> PyResult<&Py<PyAny>> {
-        self.fallbacks
-            .get()
-            .map(|f| &f[which])
-            .ok_or_else(|| PyTypeError::new_err("Engine.publish_fast needs _set_fast_fallbacks first"))
     }
 
     fn deferred_part(&self) -> PyResult<&Deferred> {
@@ -446,12 +436,7 @@ impl PyEngine {
         } else {
             Core::Local(py.detach(|| Engine::open(&path, o)).map_err(to_py)?)
         };
-        Ok(PyEngine {
-            core: std::sync::Arc::new(core),
-            lease: lease_d,
-            fallbacks: std::sync::OnceLock::new(),
-            deferred: None,
-        })
+        Ok(PyEngine { core: std::sync::Arc::new(core), lease: lease_d, deferred: None })
     }
 
     #[getter]
@@ -558,126 +543,6 @@ impl PyEngine {
         self.publish_one(py, p, opts, block, wait)
     }
 
-    /// `Queue.publish` of a queue on this engine (bound in its place by
-    /// `ringq.backends.fast_publish`): a plain call (`bytes`, a `str` topic or
-    /// none, no options) is published here without a Python frame; any
-    /// other call goes unchanged to the fallback set by
-    /// `_set_fast_fallbacks` (the queue's own `publish`, which encodes
-    /// objects and merges options). A plain call is exactly what the
-    /// fallback would send to `publish`, so results and errors are the same.
-    #[pyo3(signature = (payload, topic=None, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
-        causation_id=None, on_duplicate=None, expected_version=None, block=None, timeout=None, priority=None,
-        ordering_key=None, dedup_window=None),
-        text_signature = "($self, payload, topic=None, **options)")]
-    #[allow(clippy::too_many_arguments)]
-    fn publish_fast<'py>(
-        &self,
-        py: Python<'py>,
-        payload: &Bound<'py, PyAny>,
-        topic: Option<&Bound<'py, PyAny>>,
-        dedup_key: Option<&Bound<'py, PyAny>>,
-        delay: Option<&Bound<'py, PyAny>>,
-        headers: Option<&Bound<'py, PyAny>>,
-        correlation_id: Option<&Bound<'py, PyAny>>,
-        causation_id: Option<&Bound<'py, PyAny>>,
-        on_duplicate: Option<&Bound<'py, PyAny>>,
-        expected_version: Option<&Bound<'py, PyAny>>,
-        block: Option<&Bound<'py, PyAny>>,
-        timeout: Option<&Bound<'py, PyAny>>,
-        priority: Option<&Bound<'py, PyAny>>,
-        ordering_key: Option<&Bound<'py, PyAny>>,
-        dedup_window: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        // Keyword parameters rather than **options: a call that names
-        // `topic` then needs no dict (a quarter of the call's cost; a
-        // `**rest` for unknown keywords would cost another dict per call:
-        // PyO3 then names this method in its error).
-        let options = [
-            ("dedup_key", dedup_key),
-            ("delay", delay),
-            ("headers", headers),
-            ("correlation_id", correlation_id),
-            ("causation_id", causation_id),
-            ("on_duplicate", on_duplicate),
-            ("expected_version", expected_version),
-            ("block", block),
-            ("timeout", timeout),
-            ("priority", priority),
-            ("ordering_key", ordering_key),
-            ("dedup_window", dedup_window),
-        ];
-        // `priority` (an int) and `ordering_key` (a str) are taken here too;
-        // anything else (another type: the fallback's error) goes there.
-        let plain_int =
-            |v: Option<&Bound<'py, PyAny>>| v.is_none_or(|v| v.is_none() || v.is_exact_instance_of::<PyInt>());
-        let plain_str =
-            |v: Option<&Bound<'py, PyAny>>| v.is_none_or(|v| v.is_none() || v.is_exact_instance_of::<PyString>());
-        if options[..options.len() - 3].iter().all(|(_, v)| v.is_none())
-            && dedup_window.is_none()
-            && plain_int(priority)
-            && plain_str(ordering_key)
-            && let Ok(bytes) = payload.cast_exact::<PyBytes>()
-            && let Some(topic) = plain_topic(topic)?
-        {
-            let key = ordering_key.filter(|k| !k.is_none()).map(|k| k.cast::<PyString>()).transpose()?;
-            let p = Publish {
-                topic,
-                payload: bytes.as_bytes(),
-                priority: super::types::priority_arg(priority)?,
-                ordering_key: key.as_ref().map(|k| k.to_str()).transpose()?,
-                ..Default::default()
-            };
-            return Ok(self.publish_one(py, p, PublishOpts::default(), true, Wait::Forever)?.into_any());
-        }
-        let fallback = &self.fallback(0)?;
-        let kwargs = PyDict::new(py);
-        for (name, v) in options {
-            if let Some(v) = v {
-                kwargs.set_item(name, v)?;
-            }
-        }
-        fallback.bind(py).call((payload, topic), Some(&kwargs))
-    }
-
-    /// `Queue.publish_many` of a queue on this engine, as `publish_fast` is
-    /// its `publish`: a list of `bytes` is published here, anything else
-    /// (objects to encode, `Message`s, an iterator) goes to the fallback.
-    #[pyo3(signature = (payloads, topic=None, *, block=None, timeout=None, **unknown),
-        text_signature = "($self, payloads, topic=None, *, block=True, timeout=None)")]
-    fn publish_many_fast<'py>(
-        &self,
-        py: Python<'py>,
-        payloads: &Bound<'py, PyAny>,
-        topic: Option<&Bound<'py, PyAny>>,
-        block: Option<&Bound<'py, PyAny>>,
-        timeout: Option<&Bound<'py, PyAny>>,
-        unknown: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if let (Some(t), Ok(list)) = (plain_topic(topic)?, payloads.cast_exact::<PyList>())
-            && unknown.is_none_or(|u| u.is_empty())
-            && let Some(items) = exact_bytes(list)
-        {
-            // One pass over the list: the items are held (the GIL may be
-            // released while the engine waits, and the list changed meanwhile).
-            let block = block_flag(block)?;
-            let wait = args::timeout(timeout)?;
-            let payloads: Vec<&[u8]> = items.iter().map(|b| b.as_bytes()).collect();
-            let (ids, lsn) = self.with_room(py, block, wait, |w| self.store().publish_payloads(t, &payloads, w))?;
-            self.durable(py, lsn)?;
-            return Ok(id_list(py, &ids)?.into_any());
-        }
-        let kwargs = match unknown {
-            Some(u) => u.copy()?,
-            None => PyDict::new(py),
-        };
-        for (name, v) in [("block", block), ("timeout", timeout)] {
-            if let Some(v) = v {
-                kwargs.set_item(name, v)?;
-            }
-        }
-        self.fallback(1)?.bind(py).call((payloads, topic), Some(&kwargs))
-    }
-
     /// A handle on the same queue for an event loop (`ringq.AsyncQueue`):
     /// its calls never wait (a full queue raises `QueueFull`, a checkout
     /// returns what is ready, an fsync is not waited for: `_take_lsn` gives
@@ -694,7 +559,6 @@ impl PyEngine {
             return Ok(PyEngine {
                 core: std::sync::Arc::new(Core::Loop(Box::new(client))),
                 lease: self.lease,
-                fallbacks: std::sync::OnceLock::new(),
                 deferred: None,
             });
         }
@@ -705,7 +569,6 @@ impl PyEngine {
         Ok(PyEngine {
             core: self.core.clone(),
             lease: self.lease,
-            fallbacks: std::sync::OnceLock::new(),
             deferred: Some(Deferred {
                 wake,
                 lsn: std::sync::atomic::AtomicU64::new(0),
@@ -833,16 +696,17 @@ impl PyEngine {
         self.with_engine(|e| e.unregister_wake(&wake))
     }
 
-    /// Sets the fallbacks of `publish_fast` and `publish_many_fast` (once).
-    fn _set_fast_fallbacks(&self, publish: Py<PyAny>, publish_many: Py<PyAny>) -> PyResult<()> {
-        self.fallbacks.set([publish, publish_many]).map_err(|_| PyValueError::new_err("the fallbacks are set already"))
-    }
-
-    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        for f in self.fallbacks.get().into_iter().flatten() {
-            visit.call(f)?;
-        }
-        Ok(())
+    /// The `publish` and `publish_many` to bind in place of a queue's own
+    /// (`ringq.backends.fast_publish`), which are given as the methods that
+    /// take every call these do not (see [`FastPublish`]).
+    fn _fast_publishers<'py>(
+        slf: &Bound<'py, Self>,
+        publish: Py<PyAny>,
+        publish_many: Py<PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let fast =
+            Bound::new(slf.py(), FastPublish { engine: slf.clone().unbind(), fallbacks: [publish, publish_many] })?;
+        Ok((fast.getattr("publish")?, fast.getattr("publish_many")?))
     }
 
     /// Publish several messages atomically (all or none); returns the ids in
@@ -1144,4 +1008,155 @@ fn _default_options(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_function(wrap_pyfunction!(_default_options, m)?)
+}
+
+/// `publish` and `publish_many` of a `ringq.Queue` on an engine, bound in
+/// place of the queue's own (`Engine._fast_publishers`,
+/// `ringq.backends.fast_publish`): a plain call skips the queue's Python
+/// frame, about a quarter of its cost. A class of its own, named `Queue`,
+/// so that an argument error names what the caller called (`Queue.publish()
+/// got an unexpected keyword argument 'x'`), as the queue's own method
+/// would, not an engine method.
+#[pyclass(frozen, name = "Queue", module = "ringq._core")]
+pub struct FastPublish {
+    engine: Py<PyEngine>,
+    /// The queue's own `publish` and `publish_many` (bound weakly by the
+    /// queue): every call not taken here.
+    fallbacks: [Py<PyAny>; 2],
+}
+
+#[pymethods]
+impl FastPublish {
+    /// Publish one message and return its id (`help(ringq.Queue.publish)`
+    /// gives the options).
+    //
+    // A plain call (`bytes`, a `str` topic or none, no options) is
+    // published here without a Python frame; any other call goes unchanged
+    // to the queue's own `publish`, which encodes objects and merges
+    // options. A plain call is exactly what that would send to the engine,
+    // so results and errors are the same.
+    #[pyo3(signature = (payload, topic=None, *, dedup_key=None, delay=None, headers=None, correlation_id=None,
+        causation_id=None, on_duplicate=None, expected_version=None, block=None, timeout=None, priority=None,
+        ordering_key=None, dedup_window=None),
+        text_signature = "($self, payload, topic=None, **options)")]
+    #[allow(clippy::too_many_arguments)]
+    fn publish<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+        topic: Option<&Bound<'py, PyAny>>,
+        dedup_key: Option<&Bound<'py, PyAny>>,
+        delay: Option<&Bound<'py, PyAny>>,
+        headers: Option<&Bound<'py, PyAny>>,
+        correlation_id: Option<&Bound<'py, PyAny>>,
+        causation_id: Option<&Bound<'py, PyAny>>,
+        on_duplicate: Option<&Bound<'py, PyAny>>,
+        expected_version: Option<&Bound<'py, PyAny>>,
+        block: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
+        priority: Option<&Bound<'py, PyAny>>,
+        ordering_key: Option<&Bound<'py, PyAny>>,
+        dedup_window: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // Keyword parameters rather than **options: a call that names
+        // `topic` then needs no dict (a quarter of the call's cost; a
+        // `**rest` for unknown keywords would cost another dict per call;
+        // PyO3 names this class and method in its error: `Queue.publish()`).
+        let options = [
+            ("dedup_key", dedup_key),
+            ("delay", delay),
+            ("headers", headers),
+            ("correlation_id", correlation_id),
+            ("causation_id", causation_id),
+            ("on_duplicate", on_duplicate),
+            ("expected_version", expected_version),
+            ("block", block),
+            ("timeout", timeout),
+            ("priority", priority),
+            ("ordering_key", ordering_key),
+            ("dedup_window", dedup_window),
+        ];
+        // `priority` (an int) and `ordering_key` (a str) are taken here too;
+        // anything else (another type: the fallback's error) goes there.
+        let plain_int =
+            |v: Option<&Bound<'py, PyAny>>| v.is_none_or(|v| v.is_none() || v.is_exact_instance_of::<PyInt>());
+        let plain_str =
+            |v: Option<&Bound<'py, PyAny>>| v.is_none_or(|v| v.is_none() || v.is_exact_instance_of::<PyString>());
+        if options[..options.len() - 3].iter().all(|(_, v)| v.is_none())
+            && dedup_window.is_none()
+            && plain_int(priority)
+            && plain_str(ordering_key)
+            && let Ok(bytes) = payload.cast_exact::<PyBytes>()
+            && let Some(topic) = plain_topic(topic)?
+        {
+            let key = ordering_key.filter(|k| !k.is_none()).map(|k| k.cast::<PyString>()).transpose()?;
+            let p = Publish {
+                topic,
+                payload: bytes.as_bytes(),
+                priority: super::types::priority_arg(priority)?,
+                ordering_key: key.as_ref().map(|k| k.to_str()).transpose()?,
+                ..Default::default()
+            };
+            return Ok(self.engine.get().publish_one(py, p, PublishOpts::default(), true, Wait::Forever)?.into_any());
+        }
+        let fallback = &self.fallbacks[0];
+        let kwargs = PyDict::new(py);
+        for (name, v) in options {
+            if let Some(v) = v {
+                kwargs.set_item(name, v)?;
+            }
+        }
+        fallback.bind(py).call((payload, topic), Some(&kwargs))
+    }
+
+    /// Publish several messages atomically and return their ids
+    /// (`help(ringq.Queue.publish_many)` gives the options).
+    //
+    // A list of `bytes` is published here, anything else (objects to
+    // encode, `Message`s, an iterator) goes to the queue's own
+    // `publish_many`.
+    #[pyo3(signature = (payloads, topic=None, *, block=None, timeout=None, **unknown),
+        text_signature = "($self, payloads, topic=None, *, block=True, timeout=None)")]
+    fn publish_many<'py>(
+        &self,
+        py: Python<'py>,
+        payloads: &Bound<'py, PyAny>,
+        topic: Option<&Bound<'py, PyAny>>,
+        block: Option<&Bound<'py, PyAny>>,
+        timeout: Option<&Bound<'py, PyAny>>,
+        unknown: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let (Some(t), Ok(list)) = (plain_topic(topic)?, payloads.cast_exact::<PyList>())
+            && unknown.is_none_or(|u| u.is_empty())
+            && let Some(items) = exact_bytes(list)
+        {
+            // One pass over the list: the items are held (the GIL may be
+            // released while the engine waits, and the list changed meanwhile).
+            let block = block_flag(block)?;
+            let wait = args::timeout(timeout)?;
+            let payloads: Vec<&[u8]> = items.iter().map(|b| b.as_bytes()).collect();
+            let e = self.engine.get();
+            let (ids, lsn) = e.with_room(py, block, wait, |w| e.store().publish_payloads(t, &payloads, w))?;
+            e.durable(py, lsn)?;
+            return Ok(id_list(py, &ids)?.into_any());
+        }
+        let kwargs = match unknown {
+            Some(u) => u.copy()?,
+            None => PyDict::new(py),
+        };
+        for (name, v) in [("block", block), ("timeout", timeout)] {
+            if let Some(v) = v {
+                kwargs.set_item(name, v)?;
+            }
+        }
+        self.fallbacks[1].bind(py).call((payloads, topic), Some(&kwargs))
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.engine)?;
+        for f in &self.fallbacks {
+            visit.call(f)?;
+        }
+        Ok(())
+    }
 }

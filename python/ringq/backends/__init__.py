@@ -61,5 +61,4 @@ def fast_publish(
 
     if type(backend) is not _core.Engine:
         return None
-    backend._set_fast_fallbacks(publish, publish_many)
-    return backend.publish_fast, backend.publish_many_fast
+    return backend._fast_publishers(publish, publish_many)
