@@ -248,8 +248,9 @@ fn decode_ids(r: &mut Reader<'_>) -> DResult<Vec<u64>> {
 /// A run's bytes: first id (8), step (8), length (4).
 const RUN_BYTES: usize = 20;
 
-/// Most ids one runs operation may stand for: more than a queue has slots
-/// can never apply, and a damaged length must not make a huge allocation.
+/// Most ids the runs operations of one record may stand for together: more
+/// than a queue has slots can never apply, and a damaged length must not
+/// make a huge allocation (a record of many such operations neither).
 const MAX_RUN_IDS: usize = 1 << crate::types::SLOT_BITS;
 
 /// `ids` as arithmetic runs, greedily: `(first, step, length)`, each id of
@@ -295,7 +296,9 @@ fn encode_ids_tagged(w: &mut Writer<'_>, plain: u8, runs: u8, ids: &[u64]) {
     }
 }
 
-fn decode_runs(r: &mut Reader<'_>) -> DResult<Vec<u64>> {
+/// Runs, expanded; `budget` is how many ids the record's runs may still
+/// stand for (checked before anything is allocated for them).
+fn decode_runs(r: &mut Reader<'_>, budget: &mut usize) -> DResult<Vec<u64>> {
     let n = r.count(RUN_BYTES)?;
     let mut runs = Vec::with_capacity(n);
     let mut total = 0usize;
@@ -305,11 +308,12 @@ fn decode_runs(r: &mut Reader<'_>) -> DResult<Vec<u64>> {
             return Err(DecodeError("a run of 0 ids".into()));
         }
         total += len;
-        if total > MAX_RUN_IDS {
-            return Err(DecodeError(format!("runs of more than {MAX_RUN_IDS} ids")));
+        if total > *budget {
+            return Err(DecodeError(format!("runs of more than {MAX_RUN_IDS} ids in one record")));
         }
         runs.push((first, step, len));
     }
+    *budget -= total;
     let mut ids = Vec::with_capacity(total);
     for (first, step, len) in runs {
         let mut id = first;
@@ -449,13 +453,14 @@ pub fn decode_txn(body: &[u8]) -> Result<Vec<Op>, String> {
 fn decode_ops(r: &mut Reader<'_>) -> DResult<Vec<Op>> {
     let n = r.count(5)?;
     let mut ops = Vec::with_capacity(n);
+    let mut budget = MAX_RUN_IDS;
     for _ in 0..n {
-        ops.push(decode_op(r)?);
+        ops.push(decode_op(r, &mut budget)?);
     }
     Ok(ops)
 }
 
-fn decode_op(r: &mut Reader<'_>) -> DResult<Op> {
+fn decode_op(r: &mut Reader<'_>, run_budget: &mut usize) -> DResult<Op> {
     Ok(match r.u8()? {
         tag::ENQUEUE => {
             let topic = TopicRef::Name(r.str()?.into());
@@ -472,8 +477,8 @@ fn decode_op(r: &mut Reader<'_>) -> DResult<Op> {
         }
         tag::CHECKOUT => Op::Checkout { ids: decode_ids(r)? },
         tag::ACK => Op::Ack { ids: decode_ids(r)? },
-        tag::CHECKOUT_RUNS => Op::Checkout { ids: decode_runs(r)? },
-        tag::ACK_RUNS => Op::Ack { ids: decode_runs(r)? },
+        tag::CHECKOUT_RUNS => Op::Checkout { ids: decode_runs(r, run_budget)? },
+        tag::ACK_RUNS => Op::Ack { ids: decode_runs(r, run_budget)? },
         tag::REQUEUE => Op::Requeue { id: r.u64()?, visible_at: r.u64()?, failed_at: r.u64()? },
         tag::DEAD_LETTER => {
             let id = r.u64()?;
@@ -668,8 +673,7 @@ mod tests {
 
     #[test]
     fn runs_refuse_a_run_of_no_ids_and_more_ids_than_a_queue_has_slots() {
-        let body = |tag: u8, runs: &[(u64, u64, u32)]| {
-            let mut b = 1u32.to_le_bytes().to_vec();
+        let op = |b: &mut Vec<u8>, tag: u8, runs: &[(u64, u64, u32)]| {
             b.push(tag);
             b.extend((runs.len() as u32).to_le_bytes());
             for (first, step, len) in runs {
@@ -677,6 +681,10 @@ mod tests {
                 b.extend(step.to_le_bytes());
                 b.extend(len.to_le_bytes());
             }
+        };
+        let body = |tag: u8, runs: &[(u64, u64, u32)]| {
+            let mut b = 1u32.to_le_bytes().to_vec();
+            op(&mut b, tag, runs);
             b
         };
         let err = decode_txn(&body(tag::ACK_RUNS, &[(5, 1, 2), (1, 1, 0)])).unwrap_err();
@@ -686,6 +694,13 @@ mod tests {
         assert!(err.contains("runs of more than 16777216 ids"), "{err}");
         let err = decode_txn(&body(tag::CHECKOUT_RUNS, &[(1, 1, u32::MAX)])).unwrap_err();
         assert!(err.contains("runs of more than"), "{err}");
+        // The bound holds for the record, not per operation: two operations
+        // of 2^23 + 1 ids each are refused at the second.
+        let mut two = 2u32.to_le_bytes().to_vec();
+        op(&mut two, tag::CHECKOUT_RUNS, &[(1, 1, (1 << 23) + 1)]);
+        op(&mut two, tag::ACK_RUNS, &[(1, 1, (1 << 23) + 1)]);
+        let err = decode_txn(&two).unwrap_err();
+        assert!(err.contains("ids in one record"), "{err}");
         // A step wraps, as the encoder's subtraction did.
         let ops = decode_txn(&body(tag::CHECKOUT_RUNS, &[(u64::MAX, 2, 2), (9, 0, 1)])).unwrap();
         assert_eq!(ops, vec![Op::Checkout { ids: vec![u64::MAX, 1, 9] }]);

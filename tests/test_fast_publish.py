@@ -67,7 +67,7 @@ def test_errors_are_the_methods(open_queue: OpenQueue) -> None:
     missing = r"^Queue\.publish\(\) missing 1 required positional argument: 'payload'$"
     with pytest.raises(TypeError, match=missing):
         q.publish()  # type: ignore[call-arg]
-    with pytest.raises(TypeError, match=r"^QueueCore\.publish_many\(\) got an unexpected keyword"):
+    with pytest.raises(TypeError, match=r"^Queue\.publish_many\(\) got an unexpected keyword"):
         q.publish_many([b"x"], "t", no_such_option=1)  # type: ignore[call-arg]
     q.publish(b"x")
     with pytest.raises(ringq.QueueFull):
@@ -95,8 +95,9 @@ def test_a_subclass_that_overrides_publish_keeps_its_own(qdir: Path) -> None:
 
 
 def test_the_fast_path_does_not_keep_a_queue_alive(qdir: Path) -> None:
-    # The engine holds the fallbacks weakly: a queue dropped without close()
-    # goes at once (no cycle to wait for the collector), and so does its lock.
+    # The fast path holds the fallbacks weakly: a queue dropped without
+    # close() goes at once (no cycle to wait for the collector), and so does
+    # its lock.
     gc.disable()
     try:
         q = ringq.Queue(qdir)

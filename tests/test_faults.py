@@ -81,6 +81,22 @@ def test_eio_on_fsync_with_durability_always_raises_storage_error(
     assert ids == sorted(ids)
 
 
+def id_runs(ids: list[str]) -> int:
+    """How many runs the journal's writer splits ``ids`` into
+    (``record::id_runs``: each run takes its step from its first two ids)."""
+    n = [int(i, 16) for i in ids]
+    runs, i = 0, 0
+    while i < len(n):
+        runs += 1
+        if i + 1 == len(n):
+            break
+        step, j = n[i + 1] - n[i], i + 1
+        while j + 1 < len(n) and n[j + 1] - n[j] == step:
+            j += 1
+        i = j + 1
+    return runs
+
+
 @pytest.mark.parametrize("durability", ["batch", "always"])
 def test_a_failed_journal_write_fails_the_batch_and_loses_nothing(
     open_queue: OpenQueue, durability: str
@@ -88,18 +104,19 @@ def test_a_failed_journal_write_fails_the_batch_and_loses_nothing(
     # Large records (batches, checkouts and acks of many) are written with
     # pwrite; the injected fault strikes after half of the record, and the
     # journal writes zeros over it again. The 1000 messages are published
-    # among others of a second topic, at random: their ids make no runs,
-    # so a checkout or ack of many of them is written as a list of ids
-    # (tag 3 or 4, large), not as runs (tag 11 or 12, a few bytes).
+    # among 0 to 7 of a second topic each, at random: their ids make too
+    # few runs, so a checkout or ack of many of them is written as a list
+    # of ids (tag 3 or 4, 8 KB), not as runs (tag 11 or 12; in FIFO order
+    # on a topic of its own, 24 bytes, which goes through the mapping).
     q = open_queue(durability=durability)
     rnd = random.Random(7)
     items = []
     for i in range(1000):
-        if rnd.random() < 0.5:
-            items.append(ringq.Message(b"o", topic="other"))
+        items += [ringq.Message(b"o", topic="other")] * rnd.randrange(8)
         items.append(ringq.Message(b"a%d" % i, topic="default"))
     ids = q.publish_many(items)
     first = [i for i, m in zip(ids, items, strict=True) if m.topic == "default"]
+    assert 20 * id_runs(first) >= 8 * len(first), "written as runs: not the pwrite path"
     before = q.stats()
     q._backend._inject_fault("journal_write", errno.EIO, 1)
     with pytest.raises(ringq.StorageError) as info:

@@ -153,9 +153,10 @@ def check_publish_call(
 
 def _weakly(obj: QueueCore, method: Callable[..., T]) -> Callable[..., T]:
     """``method`` bound to ``obj`` without keeping ``obj`` alive: the
-    engine holds the fast path's fallbacks, and a strong reference would
-    make the queue and its engine a cycle (a queue dropped without
-    ``close()`` would keep its directory locked until the collector ran)."""
+    fast path (``Engine._fast_publishers``), which the queue holds, holds
+    its fallbacks, and a strong reference would make the queue and the fast
+    path a cycle (a queue dropped without ``close()`` would keep its
+    directory locked until the collector ran)."""
     ref = weakref.ref(obj)
 
     def call(*args: Any, **kwargs: Any) -> T:

@@ -1140,10 +1140,13 @@ impl FastPublish {
             e.durable(py, lsn)?;
             return Ok(id_list(py, &ids)?.into_any());
         }
-        let kwargs = match unknown {
-            Some(u) => u.copy()?,
-            None => PyDict::new(py),
-        };
+        if let Some((name, _)) = unknown.and_then(|u| u.iter().next()) {
+            // What the queue's method would raise, naming what was called.
+            return Err(PyTypeError::new_err(format!(
+                "Queue.publish_many() got an unexpected keyword argument '{name}'"
+            )));
+        }
+        let kwargs = PyDict::new(py);
         for (name, v) in [("block", block), ("timeout", timeout)] {
             if let Some(v) = v {
                 kwargs.set_item(name, v)?;
