@@ -12,12 +12,12 @@ stderr.
 Scenarios (``durability="batch"`` unless stated):
 
 - ``publish_single``: ``q.publish(payload, topic="t")`` N times vs
-  ``queue.Queue.put`` (target ratio >= 1.0).
+  ``queue.Queue.put`` (target ratio >= 1.3).
 - ``publish_many``: ``q.publish_many(batch_of_1000, topic="t")`` vs ``put``
-  (target ratio >= 3).
+  (target ratio >= 4).
 - ``checkout_ack``: draining N ready messages with
   ``checkout(max_messages=256, timeout=0)`` + ``ack(list)`` vs
-  ``get()`` + ``task_done()`` (target ratio >= 1.0).
+  ``get()`` + ``task_done()`` (target ratio >= 5).
 - ``producer_consumer``: one thread publishing N singly while another checks
   out (256 at a time, blocking with a timeout) and acks, vs the same pair on
   ``queue.Queue``; counts and FIFO order are verified before a figure is kept
@@ -25,7 +25,9 @@ Scenarios (``durability="batch"`` unless stated):
 - ``always_publish_many``: ``durability="always"``, ``publish_many`` of 1000
   (target >= 1M msg/s).
 - ``always_threads``: ``durability="always"``, 8 threads publishing singly vs
-  one thread; group commit should share fsyncs (target ratio >= 5).
+  one thread; group commit should share fsyncs (target ratio >= 6).
+- ``always_publish_many_2t``: as ``always_publish_many`` from 2 threads
+  (target >= 1.5M msg/s).
 - ``handler_pair`` / ``handler_latency``: a producer thread with a trivial
   handler vs ``queue.Queue`` with a consumer thread (target ratio >= 1.5), and
   publish -> handler start on an idle queue (p50 <= 100 us, p99 reported);
@@ -38,8 +40,14 @@ Scenarios (``durability="batch"`` unless stated):
 - ``reopen_1m``: 1M ready messages, closed, then ``ringq.Queue(path)``
   reopened in a fresh subprocess: seconds (target <= 0.25 s), VmRSS after
   the reopen (target <= 150 MB) and its peak while reopening (VmHWM, target
-  <= 200 MB); issue #15's targets, stricter than #2's (1 s, 250 MB).
+  <= 200 MB).
   ``--quick`` uses 200k messages.
+
+The targets are issue #15's where it set one (``publish_single``,
+``publish_many``, ``checkout_ack``, the two ``always`` scenarios with
+threads, ``reopen_1m``): stricter than issue #2's (ratios 1.0, 3, 1.0
+and 5; 1 s and 250 MB for the reopen). ``docs/benchmarks.md`` has the
+figures against both.
 
 """
 
@@ -119,7 +127,7 @@ def publish_single(cfg: Config) -> dict[str, Any]:
 
         return n / timed(run)
 
-    res = paired(cfg, "publish_single", ours, theirs, 1.0)
+    res = paired(cfg, "publish_single", ours, theirs, 1.3)
     return {"n": n, "durability": "batch", **res}
 
 
@@ -160,7 +168,7 @@ def publish_many(cfg: Config) -> dict[str, Any]:
 
         return n / timed(run)
 
-    res = paired(cfg, "publish_many", ours, theirs, 3.0)
+    res = paired(cfg, "publish_many", ours, theirs, 4.0)
     out = {"n": n, "batch": BATCH, "durability": "batch", **res}
     if batch_path:
         out["reference_backend_publish_many"] = spread(batch_path)
@@ -218,7 +226,7 @@ def checkout_ack(cfg: Config) -> dict[str, Any]:
         verify_fifo(received, payloads, "queue.Queue checkout_ack")
         return n / dt
 
-    res = paired(cfg, "checkout_ack", ours, theirs, 1.0)
+    res = paired(cfg, "checkout_ack", ours, theirs, 5.0)
     return {"n": n, "max_messages": CHECKOUT_MAX, "durability": "batch", **res}
 
 
@@ -353,7 +361,7 @@ def publish_threads(q: BenchQueue, threads: int, each: int, payloads: list[bytes
 def always_threads(cfg: Config) -> dict[str, Any]:
     each, single = cfg.threads_each, cfg.single_n
     payloads = cfg.payloads(max(THREADS * each, single))
-    target = 5.0
+    target = 6.0
 
     def run(threads: int, count: int) -> tuple[float, float]:
         with fresh_dir(cfg) as path:
