@@ -483,11 +483,16 @@ fn check_version(key: &str, expected: Option<u32>, actual: u32) -> Result<()> {
     }
 }
 
+/// The message's options as stored. An empty correlation or causation id
+/// is stored as none, as every backend reads it back (a Redis hash cannot
+/// tell an empty field from a missing one).
 fn build_meta(p: &Publish<'_>) -> Option<Arc<Meta>> {
+    let correlation_id = p.correlation_id.filter(|s| !s.is_empty());
+    let causation_id = p.causation_id.filter(|s| !s.is_empty());
     if p.dedup_key.is_none()
         && p.headers.is_empty()
-        && p.correlation_id.is_none()
-        && p.causation_id.is_none()
+        && correlation_id.is_none()
+        && causation_id.is_none()
         && p.priority == 0
         && p.ordering_key.is_none()
     {
@@ -495,8 +500,8 @@ fn build_meta(p: &Publish<'_>) -> Option<Arc<Meta>> {
     }
     if p.dedup_key.is_none()
         && p.headers.is_empty()
-        && p.correlation_id.is_none()
-        && p.causation_id.is_none()
+        && correlation_id.is_none()
+        && causation_id.is_none()
         && p.ordering_key.is_none()
     {
         return Some(Meta::priority_only(p.priority));
@@ -504,8 +509,8 @@ fn build_meta(p: &Publish<'_>) -> Option<Arc<Meta>> {
     Some(Arc::new(Meta {
         dedup_key: p.dedup_key.map(str::to_owned),
         headers: p.headers.to_vec(),
-        correlation_id: p.correlation_id.map(str::to_owned),
-        causation_id: p.causation_id.map(str::to_owned),
+        correlation_id: correlation_id.map(str::to_owned),
+        causation_id: causation_id.map(str::to_owned),
         first_failed_at: None,
         priority: p.priority,
         ordering_key: p.ordering_key.map(str::to_owned),

@@ -13,6 +13,19 @@ from .conftest import Harness, at, drain
 ID = re.compile(r"^[0-9a-f]{16}$")
 
 
+def test_an_empty_correlation_or_causation_id_reads_back_as_none(harness: Harness) -> None:
+    """The same on every backend: a Redis hash cannot keep an empty field
+    apart from a missing one, so the engine stores an empty id as none."""
+    q = harness.open()
+    q.publish(b"a", "t", correlation_id="", causation_id="")
+    q.publish(b"b", "t", correlation_id="", causation_id="c-1", headers={"h": "v"})
+    q.publish(b"c", "t", correlation_id="r-1", causation_id="")
+    a, b, c = q.checkout("t", max_messages=3, timeout=0)
+    assert (a.correlation_id, a.causation_id) == (None, None)
+    assert (b.correlation_id, b.causation_id, b.headers) == (None, "c-1", {"h": "v"})
+    assert (c.correlation_id, c.causation_id) == ("r-1", None)
+
+
 def test_round_trip_fills_every_delivery_field(harness: Harness) -> None:
     q = harness.open(lease=7.0)
     published_at = harness.now()
