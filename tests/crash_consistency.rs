@@ -1139,11 +1139,14 @@ impl Run {
         }
         for (t, k, p) in &chained {
             // A publish that keeps the existing holder writes nothing and
-            // returns its id.
+            // returns its id, to be waited on as the record that made it.
             let keep = PublishOpts { on_duplicate: ringq::OnDuplicate::Keep, ..Default::default() };
             let probe = Publish { topic: t, payload: b"probe", dedup_key: Some(k), ..Default::default() };
             let (id, lsn) = self.e().publish(probe, keep, Wait::No).expect("probe");
-            assert_eq!(lsn, None, "a kept duplicate wrote a record");
+            assert!(lsn.is_some() && lsn >= out.lsn, "a kept duplicate waits for the ack's record: {lsn:?}");
+            let (again, lsn_again) = self.e().publish(probe, keep, Wait::No).expect("probe");
+            assert_eq!((again, lsn_again), (id, lsn), "a kept duplicate wrote a record");
+            self.confirm(lsn);
             self.exp.published(t, p, Some(k), id);
         }
     }

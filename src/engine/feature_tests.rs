@@ -258,6 +258,32 @@ fn a_dedup_window_answers_with_the_acked_id_until_it_closes_across_reopens() {
     }
 }
 
+/// A kept duplicate writes nothing, but is answered with a message whose
+/// record may not be on disk yet: its caller gets an LSN to wait on (the
+/// last one written), so under `durability="always"` it returns only once
+/// the message it was answered with is durable.
+#[test]
+fn a_kept_duplicate_waits_for_the_record_that_made_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path().join("q"), Options { durability: Durability::Always, ..opts() }).unwrap();
+    let first = Publish { topic: "t", payload: b"a", dedup_key: Some("k"), ..Default::default() };
+    let (id, lsn) = e.publish(first, PublishOpts::default(), Wait::No).unwrap();
+    let lsn = lsn.expect("a new message writes a record");
+    let keep = PublishOpts { on_duplicate: crate::types::OnDuplicate::Keep, ..Default::default() };
+    let again = Publish { payload: b"b", ..first };
+    assert_eq!(e.publish(again, keep, Wait::No).unwrap(), (id, Some(lsn)), "held: the holder's record");
+    e.wait_durable(Some(lsn)).unwrap();
+    assert_eq!(e.publish(again, keep, Wait::No).unwrap(), (id, Some(lsn)), "no record of its own");
+    // Acked inside a dedup window: answered with the acked id, which stands
+    // on the ack's record.
+    let w = windowed(b"w", 60);
+    let (wid, _) = e.publish(w, PublishOpts::default(), Wait::No).unwrap();
+    let d = e.checkout("t", 10, LEASE, Wait::No).unwrap().into_iter().find(|d| d.id == wid).unwrap();
+    let acked = e.ack(&[(d.id, d.lease_token)], &[], Wait::No).unwrap().lsn.expect("an ack record");
+    assert_eq!(e.publish(windowed(b"w2", 60), keep, Wait::No).unwrap(), (wid, Some(acked)), "remembered");
+    e.close().unwrap();
+}
+
 #[test]
 fn expired_dedup_windows_are_dropped_and_not_snapshotted() {
     let dir = tempfile::tempdir().unwrap();

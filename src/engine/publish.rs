@@ -313,7 +313,11 @@ impl Shared {
         }
         let n_new = plan.new_count;
         let lsn = if ops.is_empty() {
-            None
+            // A kept duplicate writes nothing, but its answer (the holder's
+            // id, or an acked one a dedup window remembers) stands on records
+            // that may not be durable yet: the caller waits for the last one
+            // written, as for a record of its own (no wait once it is).
+            (plan.kept > 0).then(|| g.journal.next_lsn() - 1).filter(|lsn| *lsn > 0)
         } else {
             match self.commit(g, ops) {
                 Ok(lsn) => Some(lsn),
