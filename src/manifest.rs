@@ -101,6 +101,27 @@ pub fn write(dir: &Path, m: &Manifest) -> Result<()> {
         .map_err(|e| Error::storage("writing the manifest", dir.join(MANIFEST_FILE), e))
 }
 
+/// The format of a well-formed MANIFEST newer than this build reads (its
+/// magic, and a CRC32C over all but its last 4 bytes in them): written by
+/// a newer ringq, not damaged. `None` for anything else, damage included.
+pub fn newer_format(dir: &Path) -> Option<u32> {
+    let data = std::fs::read(dir.join(MANIFEST_FILE)).ok()?;
+    newer_in(&data, MAGIC, MANIFEST_VERSION)
+}
+
+/// `data` as a file of ours that is a well-formed format newer than
+/// `newest`: `magic`, a format above `newest` after it, and a CRC32C of
+/// all but the last 4 bytes in them (the layout of every format so far).
+pub(crate) fn newer_in(data: &[u8], magic: &[u8; 8], newest: u32) -> Option<u32> {
+    if data.len() < 16 || &data[..8] != magic {
+        return None;
+    }
+    let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    let (body, crc) = data.split_at(data.len() - 4);
+    (version > newest && crc32c::crc32c(body) == u32::from_le_bytes(crc.try_into().expect("4 bytes")))
+        .then_some(version)
+}
+
 /// Reads the manifest: `None` if there is none.
 pub fn read(dir: &Path) -> Result<Option<Manifest>> {
     let path = dir.join(MANIFEST_FILE);

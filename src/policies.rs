@@ -58,6 +58,13 @@ pub fn write(dir: &Path, policies: &Policies, faults: Option<&storage::Faults>) 
 }
 
 /// Reads the directory's `POLICIES` (none stored: empty).
+/// The format of a POLICIES file newer than this build reads (its CRC
+/// holds: written by a newer ringq, not damaged), if it is one.
+pub fn newer_format(dir: &Path) -> Option<u32> {
+    let data = std::fs::read(dir.join(POLICIES_FILE)).ok()?;
+    crate::manifest::newer_in(&data, MAGIC, POLICIES_VERSION)
+}
+
 pub fn read(dir: &Path) -> Result<Policies> {
     let path = dir.join(POLICIES_FILE);
     let data = match std::fs::read(&path) {

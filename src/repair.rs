@@ -36,6 +36,26 @@ pub struct RepairReport {
 }
 
 /// Repairs `dir` (see the module docs).
+/// Refuses, before anything is changed, a directory holding a file a newer
+/// ringq wrote: a MANIFEST, POLICIES or snapshot of a newer format whose
+/// CRC holds. Read as damage, the MANIFEST would be rebuilt in this
+/// build's format (letting builds that cannot read the queue open it) and
+/// the POLICIES removed.
+fn refuse_newer_formats(dir: &Path, files: &recovery::Listing) -> Result<()> {
+    let found = manifest::newer_format(dir)
+        .map(|v| (dir.join(manifest::MANIFEST_FILE), v))
+        .or_else(|| crate::policies::newer_format(dir).map(|v| (dir.join(crate::policies::POLICIES_FILE), v)))
+        .or_else(|| files.snapshots.iter().find_map(|(_, p)| crate::snapshot::newer_format(p).map(|v| (p.clone(), v))));
+    match found {
+        Some((path, v)) => Err(Error::Invalid(format!(
+            "{}: format {v} was written by a newer ringq than this one; nothing was changed (repair it with that \
+             version or a later one)",
+            path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub fn repair(dir: &Path) -> Result<RepairReport> {
     if !dir.is_dir() {
         return Err(Error::Invalid(format!("{} is not a directory", dir.display())));
@@ -53,6 +73,7 @@ pub fn repair(dir: &Path) -> Result<RepairReport> {
     if !files.holds_queue_files() && manifest::read(dir).ok().flatten().is_none() {
         return Err(no_queue());
     }
+    refuse_newer_formats(dir, &files)?;
     // Topic policies that do not read: removed (each is set again when its
     // handler starts; the queue's max_attempts applies until then).
     if let Err(e @ Error::Corruption { .. }) = crate::policies::read(dir) {

@@ -23,6 +23,18 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"RINGQSNP";
 pub const SNAPSHOT_VERSION: u32 = 2;
 pub const SNAPSHOT_HEADER_LEN: usize = 40;
 
+/// The format of a snapshot file newer than this build reads (its header's
+/// CRC holds: written by a newer ringq, not damaged), if it is one.
+pub fn newer_format(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut h = [0u8; SNAPSHOT_HEADER_LEN];
+    std::fs::File::open(path).ok()?.read_exact(&mut h).ok()?;
+    let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().expect("4"));
+    let version = u32_at(8);
+    (&h[0..8] == SNAPSHOT_MAGIC && crc32c::crc32c(&h[0..36]) == u32_at(36) && version > SNAPSHOT_VERSION)
+        .then_some(version)
+}
+
 pub fn snapshot_name(lsn: Lsn) -> String {
     format!("{lsn:020}.snap")
 }

@@ -646,3 +646,90 @@ fn repair_of_a_directory_without_a_queue_is_refused_and_leaves_nothing() {
     let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["notes.txt"]);
 }
+
+/// Every file of `dir` but the lock, with its bytes.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "LOCK"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), fs::read(&p).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Sets the 32-bit format after the 8-byte magic of `path` to `version`,
+/// and the CRC32C over `[0, crc_at)` at `crc_at` to match, as a newer
+/// ringq would write it.
+fn rewrite_format(path: &Path, version: u32, crc_at: Option<usize>) {
+    let mut data = fs::read(path).unwrap();
+    data[8..12].copy_from_slice(&version.to_le_bytes());
+    if let Some(at) = crc_at {
+        let crc = crc32c::crc32c(&data[..at]);
+        data[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+    fs::write(path, data).unwrap();
+}
+
+/// `repair` from a build older than the queue's files refuses before it
+/// changes anything: read as damage, the MANIFEST would be rebuilt in the
+/// older format (so builds that cannot read the queue would open it) and
+/// the POLICIES deleted. A MANIFEST that is damaged, not newer (its CRC
+/// fails), is still rebuilt.
+#[test]
+fn repair_refuses_files_of_a_newer_format_and_changes_nothing() {
+    let make = || {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("q");
+        let e = Engine::open(&dir, small()).unwrap();
+        publish(&e, "t", b"kept");
+        e.set_topic_policy("t", ringq::TopicPolicy { max_attempts: Some(3), handler: None }).unwrap();
+        e.snapshot().unwrap();
+        e.close().unwrap();
+        (tmp, dir)
+    };
+    type Newer = fn(&Path) -> (PathBuf, u32, Option<usize>);
+    let cases: [(&str, Newer); 3] = [
+        ("MANIFEST", |d| {
+            let p = d.join("MANIFEST");
+            let at = fs::metadata(&p).unwrap().len() as usize - 4;
+            (p, ringq::manifest::MANIFEST_VERSION + 1, Some(at))
+        }),
+        ("POLICIES", |d| {
+            let p = d.join("POLICIES");
+            let at = fs::metadata(&p).unwrap().len() as usize - 4;
+            (p, 2, Some(at))
+        }),
+        ("snapshot", |d| {
+            let p = fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.extension().is_some_and(|x| x == "snap"))
+                .unwrap();
+            (p, ringq::snapshot::SNAPSHOT_VERSION + 1, Some(36))
+        }),
+    ];
+    for (what, newer) in cases {
+        let (_tmp, dir) = make();
+        let (path, version, crc_at) = newer(&dir);
+        rewrite_format(&path, version, crc_at);
+        let before = contents(&dir);
+        let err = ringq::repair::repair(&dir).expect_err(what).to_string();
+        assert!(
+            err.contains("newer ringq")
+                && err.contains("nothing was changed")
+                && err.contains(&format!("format {version}")),
+            "{what}: {err}"
+        );
+        assert_eq!(contents(&dir), before, "{what}: repair changed the directory");
+    }
+    // Damaged, not newer: the format says 6 but the CRC does not hold.
+    let (_tmp, dir) = make();
+    rewrite_format(&dir.join("MANIFEST"), ringq::manifest::MANIFEST_VERSION + 1, None);
+    let report = ringq::repair::repair(&dir).unwrap();
+    assert!(report.changes.iter().any(|c| c.contains("MANIFEST was unreadable")), "{:?}", report.changes);
+    let e = Engine::open(&dir, small()).unwrap();
+    assert_eq!(drain(&e, "t"), vec![b"kept".to_vec()]);
+    e.close().unwrap();
+}
