@@ -301,3 +301,33 @@ fn the_owners_close_fails_waiting_calls_and_the_client_takes_over() {
     assert_eq!(client.role(), "owner");
     assert_eq!(&*got[0].payload, b"kept");
 }
+
+/// A client keeps what the owner said when it last connected: taking the
+/// queue over after an owner that was restarted with `"always"`, it goes
+/// on with `"always"`, not with the first owner's `"batch"` (its own
+/// callers, and clients that connect to it, would be answered before
+/// the fsync).
+#[test]
+fn a_take_over_uses_the_options_of_the_owner_last_connected_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let batch = Options { durability: Durability::Batch, ..Options::default() };
+    let first = SharedQueue::open(&path, batch.clone()).unwrap();
+    let client = open(&path);
+    assert_eq!((client.role(), client.durability()), ("client", Durability::Batch));
+    first.close().unwrap();
+    let always = Options { durability: Durability::Always, ..Options::default() };
+    let second = SharedQueue::open(&path, always).unwrap();
+    assert_eq!(second.role(), "owner");
+    publish(&client, "t", b"through the second owner");
+    assert_eq!(client.durability(), Durability::Always, "the second owner's welcome");
+    second.close().unwrap();
+    let got = checkout(&client, "t", 1, Wait::No);
+    assert_eq!(client.role(), "owner");
+    assert_eq!(&*got[0].payload, b"through the second owner");
+    assert_eq!(client.durability(), Durability::Always, "taken over as the last owner served it");
+    let mut engine_durability = None;
+    assert!(client.with_engine(&mut |e| engine_durability = Some(e.durability())));
+    assert_eq!(engine_durability, Some(Durability::Always));
+    client.close().unwrap();
+}

@@ -302,7 +302,11 @@ impl Conn {
 pub struct Client {
     dir: PathBuf,
     conn: Mutex<Option<Arc<Conn>>>,
-    welcome: Welcome,
+    /// The queue's identity (every owner this client connects to serves it).
+    instance: u64,
+    /// What the owner said when this client last connected (a later owner
+    /// may serve the queue with other options: see `SharedQueue::take_over`).
+    welcome: Mutex<Welcome>,
     next_id: AtomicU64,
     closed: AtomicBool,
     fork_generation: u64,
@@ -325,7 +329,8 @@ impl Client {
         Ok(Client {
             dir: dir.to_owned(),
             conn: Mutex::new(Some(conn)),
-            welcome,
+            instance: welcome.instance_id,
+            welcome: Mutex::new(welcome),
             next_id: AtomicU64::new(2),
             closed: AtomicBool::new(false),
             fork_generation: crate::fork::generation(),
@@ -343,7 +348,7 @@ impl Client {
         let mut c = Client::connect(dir)?;
         let conn = c.conn.get_mut().take().expect("connected");
         c.looped = Some(Box::new(Mutex::new(None)));
-        c.install_loop_conn(conn, c.welcome.instance_id, instance)?;
+        c.install_loop_conn(conn, c.instance, instance)?;
         Ok(c)
     }
 
@@ -429,12 +434,16 @@ impl Client {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (conn, welcome) = open_conn(&self.dir, id)?;
-        self.install_loop_conn(conn, welcome.instance_id, self.welcome.instance_id)
+        let instance = welcome.instance_id;
+        if instance == self.instance {
+            *self.welcome.lock() = welcome;
+        }
+        self.install_loop_conn(conn, instance, self.instance)
     }
 
-    /// What the owner said when this client first connected.
-    pub fn welcome(&self) -> &Welcome {
-        &self.welcome
+    /// What the owner said when this client last connected.
+    pub fn welcome(&self) -> Welcome {
+        self.welcome.lock().clone()
     }
 
     fn check(&self) -> Result<()> {
@@ -483,10 +492,11 @@ impl Client {
             conn.fail_all("the queue was closed".into());
             return Err(Error::Closed);
         }
-        if welcome.instance_id != self.welcome.instance_id {
+        if welcome.instance_id != self.instance {
             conn.fail_all("replaced".into());
-            return Err(self.replaced(welcome.instance_id, self.welcome.instance_id));
+            return Err(self.replaced(welcome.instance_id, self.instance));
         }
+        *self.welcome.lock() = welcome;
         *slot = Some(Arc::clone(&conn));
         drop(slot);
         // A new owner knows nothing of this process's topic policies.
@@ -540,7 +550,7 @@ impl Client {
             "the owner of the shared queue {} (pid {}) went away during the call ({why}); whether the call took \
              effect is unknown. The next call connects to the new owner (or takes the queue over)",
             self.dir.display(),
-            self.welcome.owner_pid
+            self.welcome.lock().owner_pid
         )
     }
 
@@ -661,10 +671,10 @@ impl Store for Client {
         &self.dir
     }
     fn instance_id(&self) -> u64 {
-        self.welcome.instance_id
+        self.instance
     }
     fn durability(&self) -> Durability {
-        self.welcome.durability
+        self.welcome.lock().durability
     }
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)

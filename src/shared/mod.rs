@@ -33,7 +33,7 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 /// This process's role.
 enum Mode {
     Owner { engine: Arc<Engine>, server: Server },
-    Client(Client),
+    Client(Box<Client>),
 }
 
 /// A queue directory shared by processes: owned here or reached as a client.
@@ -41,7 +41,6 @@ pub struct SharedQueue {
     dir: PathBuf,
     opts: Options,
     instance: u64,
-    durability: Durability,
     mode: RwLock<Mode>,
     /// Topic policies set here, for an engine this process takes over.
     policies: Mutex<Vec<(String, TopicPolicy)>>,
@@ -66,7 +65,7 @@ fn open_mode(dir: &Path, opts: &Options) -> Result<Mode> {
             // read-only here): it can still be a client of the owner.
             Err(e) if matches!(e.errno(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
                 return match Client::connect(dir) {
-                    Ok(c) => Ok(Mode::Client(c)),
+                    Ok(c) => Ok(Mode::Client(Box::new(c))),
                     Err(Error::OwnerGone(_)) => Err(e),
                     Err(other) => Err(other),
                 };
@@ -74,7 +73,7 @@ fn open_mode(dir: &Path, opts: &Options) -> Result<Mode> {
             Err(e) => return Err(e),
         }
         match Client::connect(dir) {
-            Ok(c) => return Ok(Mode::Client(c)),
+            Ok(c) => return Ok(Mode::Client(Box::new(c))),
             Err(e @ Error::OwnerGone(_)) => last = Some(e),
             Err(e) => return Err(e),
         }
@@ -94,11 +93,11 @@ impl SharedQueue {
         opts.validate()?;
         let dir = dir.as_ref().to_owned();
         let mode = open_mode(&dir, &opts)?;
-        let (instance, durability) = match &mode {
-            Mode::Owner { engine, .. } => (engine.instance_id(), engine.durability()),
-            Mode::Client(c) => (c.welcome().instance_id, c.welcome().durability),
+        let instance = match &mode {
+            Mode::Owner { engine, .. } => engine.instance_id(),
+            Mode::Client(c) => c.instance_id(),
         };
-        Ok(SharedQueue { dir, opts, instance, durability, mode: RwLock::new(mode), policies: Mutex::new(Vec::new()) })
+        Ok(SharedQueue { dir, opts, instance, mode: RwLock::new(mode), policies: Mutex::new(Vec::new()) })
     }
 
     /// `"owner"` or `"client"`.
@@ -126,7 +125,7 @@ impl SharedQueue {
             match &*mode {
                 Mode::Owner { engine, .. } => return f(&**engine),
                 Mode::Client(c) => match c.connection() {
-                    Ok(()) => return f(c),
+                    Ok(()) => return f(&**c),
                     Err(Error::OwnerGone(_)) => {}
                     Err(e) => return Err(e),
                 },
@@ -136,7 +135,7 @@ impl SharedQueue {
         let mode = self.mode.read();
         match &*mode {
             Mode::Owner { engine, .. } => f(&**engine),
-            Mode::Client(c) => f(c),
+            Mode::Client(c) => f(&**c),
         }
     }
 
@@ -144,7 +143,10 @@ impl SharedQueue {
     fn take_over(&self) -> Result<()> {
         let mut mode = self.mode.write();
         // The queue its clients were told of goes on: its options are the
-        // last owner's, not those this process opened with (a client's
+        // last owner's (as it said when this client last connected: a
+        // client keeps the welcome of each reconnection, so an owner
+        // restarted with "always" is not taken over as the first one's
+        // "batch"), not those this process opened with (a client's
         // options but `lease` are not the queue's). Taken over with this
         // process's own, an "always" queue could go on as "batch" (calls
         // answered before their fsync), and a smaller `dlq_capacity` cut
@@ -168,7 +170,7 @@ impl SharedQueue {
         let new = open_mode(&self.dir, &opts)?;
         let instance = match &new {
             Mode::Owner { engine, .. } => engine.instance_id(),
-            Mode::Client(c) => c.welcome().instance_id,
+            Mode::Client(c) => c.instance_id(),
         };
         if instance != self.instance {
             return Err(Error::OwnerGone(format!(
@@ -179,7 +181,7 @@ impl SharedQueue {
         }
         let store: &dyn Store = match &new {
             Mode::Owner { engine, .. } => &**engine,
-            Mode::Client(c) => c,
+            Mode::Client(c) => &**c,
         };
         for (topic, p) in self.policies.lock().iter() {
             store.set_topic_policy(topic, p.clone())?;
@@ -196,8 +198,13 @@ impl Store for SharedQueue {
     fn instance_id(&self) -> u64 {
         self.instance
     }
+    /// The current owner's (a queue taken over goes on with the options of
+    /// the owner this process last connected to).
     fn durability(&self) -> Durability {
-        self.durability
+        match &*self.mode.read() {
+            Mode::Owner { engine, .. } => engine.durability(),
+            Mode::Client(c) => c.durability(),
+        }
     }
     fn is_closed(&self) -> bool {
         match &*self.mode.read() {
