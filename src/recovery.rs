@@ -442,6 +442,7 @@ fn load_from(
                 last_lsn: nf - 1,
                 end: 0,
                 sealed: true,
+                next_seq: None,
                 len,
             });
             continue;
@@ -643,6 +644,7 @@ fn load_from(
             last_lsn: scan.last_lsn,
             end,
             sealed,
+            next_seq: scan.sealed.as_ref().filter(|_| sealed).map(|seal| seal.next_seq),
             len: map.len() as u64,
         });
     }

@@ -76,6 +76,8 @@ pub struct UsedSegment {
     /// Just past the last valid record.
     pub end: u64,
     pub sealed: bool,
+    /// The segment a seal names, where the journal goes on (when sealed).
+    pub next_seq: Option<u64>,
     pub len: u64,
 }
 
@@ -137,7 +139,21 @@ impl Journal {
     ) -> Result<(Journal, Arc<Spares>)> {
         let mut ready = Vec::new();
         let anchor = recovered.anchor;
+        // A seal in the segment read last names the one the journal goes on
+        // in (found unused: a power cut lost its header). The journal must
+        // go on there, or in a segment numbered above it: a spare numbered
+        // below (made while the roll that wrote the seal created the named
+        // one itself, and not yet deleted) would make the next open find
+        // the sealed segment followed by a segment other than the one its
+        // seal names.
+        let named = recovered.used.last().and_then(|s| s.next_seq);
         for (seq, path) in recovered.spares {
+            if named.is_some_and(|n| seq < n) {
+                if seq != anchor {
+                    let _ = storage::remove_file(&path);
+                }
+                continue;
+            }
             // Keep one spare; more are left over from a larger segment size or
             // an interrupted close. A kill may have cut its preparation short
             // before its fsyncs (while another thread's directory fsync made
@@ -764,6 +780,40 @@ mod tests {
     /// An open with a larger segment size deletes spares too small for it,
     /// but not the one the MANIFEST anchors (found unused: a power cut took
     /// its header): the MANIFEST names it until the open writes a new one.
+    /// The segment read last is sealed, naming segment 7, which a power cut
+    /// left unused; spare 6, made meanwhile, is there too. The journal goes
+    /// on in 7 (in 6, the next open would find 5 followed by 6 while its
+    /// seal names 7, and refuse the queue), and 6 is deleted.
+    #[test]
+    fn the_journal_goes_on_in_the_segment_the_last_seal_names_not_a_spare_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let spare = |seq: u64| {
+            let p = prepare::create_spare(dir.path(), &faults, 1 << 16, false, &|| seq, &|| false).unwrap();
+            p.path.clone()
+        };
+        let (six, seven) = (spare(6), spare(7));
+        let sealed = dir.path().join(segment_name(5));
+        std::fs::write(&sealed, b"a used segment").unwrap();
+        let used = vec![UsedSegment {
+            path: sealed,
+            version: 2,
+            seq: Some(5),
+            first_lsn: 1,
+            last_lsn: 99,
+            end: 14,
+            sealed: true,
+            next_seq: Some(7),
+            len: 14,
+        }];
+        let recovered =
+            Recovered { used, spares: vec![(6, six.clone()), (7, seven.clone())], next_seq: 8, ..Default::default() };
+        let (j, _spares) = Journal::open(dir.path(), faults.clone(), 1 << 16, false, 100, recovered).unwrap();
+        assert_eq!(j.active().seq, 7, "the journal goes on in the segment the seal names");
+        assert!(!six.exists(), "the spare below it is deleted");
+        assert!(seven.exists());
+    }
+
     #[test]
     fn a_spare_too_small_is_deleted_unless_the_manifest_anchors_it() {
         for anchor in [0, 2] {
