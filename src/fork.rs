@@ -17,7 +17,11 @@
 //!   listener and its clients' connections, [`ChildDrops`]): a child that
 //!   kept them would keep the owner's clients connected to nobody after the
 //!   owner died (no hang-up reaches them) and take their new connections
-//!   into a backlog nobody accepts.
+//!   into a backlog nobody accepts;
+//! - and every socket of a shared queue's client (its connections to the
+//!   owner): a child that kept them would keep a client that died
+//!   connected, and the owner would keep its leases (and hand it messages
+//!   a blocking checkout was waiting for) until the child exits.
 //!
 //! The handler only does async-signal-safe things (atomics, `open`, `dup2`,
 //! `fcntl`, `close`), as a child of a threaded parent must.

@@ -418,6 +418,48 @@ def test_a_fork_child_of_a_shared_owner_does_not_keep_its_clients_waiting_after_
             os.kill(child_pid, signal.SIGKILL)
 
 
+SHARED_CLIENT = """
+import os, sys, time, ringq
+q = ringq.Queue(sys.argv[1], shared=True)
+got = q.checkout("t", max_messages=3, lease=600, timeout=5)
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    time.sleep(60)
+    os._exit(0)
+print(q.role, len(got), pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_fork_child_of_a_killed_client_does_not_keep_its_leases(
+    spawn: Spawn, qdir: Path, open_queue: OpenQueue
+) -> None:
+    """A client holding leases forks, and is killed while the child lives
+    on: the owner ends the leases at once, as for any client that died. The
+    child held copies of the client's connection: the owner saw no hang-up,
+    and the leases stayed until their deadline (600 s here)."""
+    q = open_queue(shared=True, lease=600)
+    q.publish_many([b"x%d" % i for i in range(5)], "t")
+    client = spawn(SHARED_CLIENT, str(qdir))
+    role, held, child = read_line(client).split()
+    child_pid = int(child)
+    try:
+        assert (role, held) == ("client", "3")
+        assert q.stats()["in_flight"] == 3
+        kill_and_collect(client)
+        os.kill(child_pid, 0)  # the child is still alive
+        deadline = time.monotonic() + 10
+        while q.stats()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert q.stats()["in_flight"] == 0, "the fork child kept the dead client's leases"
+        got = q.checkout("t", max_messages=5, timeout=0)
+        assert sorted(d.attempt for d in got) == [1, 1, 2, 2, 2]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child_pid, signal.SIGKILL)
+
+
 def test_a_fork_child_opens_the_queue_itself_after_the_parent_closed_it(
     open_queue: OpenQueue, qdir: Path
 ) -> None:

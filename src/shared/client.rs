@@ -51,6 +51,12 @@ impl Drop for Resign<'_> {
 
 /// A connection to the owner (one per client, rebuilt after a break).
 struct Conn {
+    /// A `fork()` child points its copies of the two sockets at
+    /// `/dev/null` (`fork::ChildDrops`; before `stream` and `reader`, so
+    /// dropped before they close): a child that kept them would keep this
+    /// connection open after this process died, and the owner would not
+    /// end its leases, nor stop handing it messages, until the child exits.
+    _in_child: [crate::fork::ChildDrops; 2],
     stream: UnixStream,
     out: Mutex<Outgoing>,
     pending: Mutex<Pending>,
@@ -632,6 +638,7 @@ fn open_conn(dir: &Path, id: u64) -> Result<(Arc<Conn>, Welcome)> {
         welcome.owner_pid
     );
     let conn = Arc::new(Conn {
+        _in_child: [crate::fork::ChildDrops::new(&stream), crate::fork::ChildDrops::new(r.get_ref())],
         stream,
         out: Mutex::new(Outgoing::default()),
         pending: Mutex::new(Pending::default()),

@@ -30,6 +30,8 @@ pub type Answer = (u64, u8, Result<Vec<u8>>);
 
 /// A connection to the owner for one event loop.
 pub struct LoopConn {
+    /// Dropped by a `fork()` child (as a blocking connection's sockets).
+    _in_child: crate::fork::ChildDrops,
     stream: UnixStream,
     /// Requests not yet written, from `sent` on.
     out: Vec<u8>,
@@ -54,6 +56,7 @@ impl LoopConn {
     pub fn new(stream: UnixStream, owner: (u64, u64)) -> std::io::Result<LoopConn> {
         stream.set_nonblocking(true)?;
         Ok(LoopConn {
+            _in_child: crate::fork::ChildDrops::new(&stream),
             stream,
             out: Vec::new(),
             sent: 0,
