@@ -57,7 +57,6 @@ pub fn write(dir: &Path, policies: &Policies, faults: Option<&storage::Faults>) 
         .map_err(|e| Error::storage("writing the topic policies", dir.join(POLICIES_FILE), e))
 }
 
-/// Reads the directory's `POLICIES` (none stored: empty).
 /// The format of a POLICIES file newer than this build reads (its CRC
 /// holds: written by a newer ringq, not damaged), if it is one.
 pub fn newer_format(dir: &Path) -> Option<u32> {
@@ -65,6 +64,7 @@ pub fn newer_format(dir: &Path) -> Option<u32> {
     crate::manifest::newer_in(&data, MAGIC, POLICIES_VERSION)
 }
 
+/// Reads the directory's `POLICIES` (none stored: empty).
 pub fn read(dir: &Path) -> Result<Policies> {
     let path = dir.join(POLICIES_FILE);
     let data = match std::fs::read(&path) {

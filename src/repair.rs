@@ -35,7 +35,6 @@ pub struct RepairReport {
     pub instance_id: u64,
 }
 
-/// Repairs `dir` (see the module docs).
 /// Refuses, before anything is changed, a directory holding a file a newer
 /// ringq wrote: a MANIFEST, POLICIES or snapshot of a newer format whose
 /// CRC holds. Read as damage, the MANIFEST would be rebuilt in this
@@ -56,6 +55,7 @@ fn refuse_newer_formats(dir: &Path, files: &recovery::Listing) -> Result<()> {
     }
 }
 
+/// Repairs `dir` (see the module docs).
 pub fn repair(dir: &Path) -> Result<RepairReport> {
     if !dir.is_dir() {
         return Err(Error::Invalid(format!("{} is not a directory", dir.display())));
@@ -64,7 +64,10 @@ pub fn repair(dir: &Path) -> Result<RepairReport> {
     // is refused without a LOCK file left in it.
     let no_queue =
         || Error::Invalid(format!("{} holds no ringq queue (no MANIFEST, journal or snapshot)", dir.display()));
-    if !recovery::list_files(dir)?.holds_queue_files() && manifest::read(dir).ok().flatten().is_none() {
+    let listed = recovery::list_files(dir)?;
+    if !listed.holds_queue_files() && manifest::read(dir).ok().flatten().is_none() {
+        // A MANIFEST a newer ringq wrote does not read here: said as such.
+        refuse_newer_formats(dir, &listed)?;
         return Err(no_queue());
     }
     let _lock = DirLock::acquire(dir)?;

@@ -1143,7 +1143,7 @@ impl Run {
             let keep = PublishOpts { on_duplicate: ringq::OnDuplicate::Keep, ..Default::default() };
             let probe = Publish { topic: t, payload: b"probe", dedup_key: Some(k), ..Default::default() };
             let (id, lsn) = self.e().publish(probe, keep, Wait::No).expect("probe");
-            assert!(lsn.is_some() && lsn >= out.lsn, "a kept duplicate waits for the ack's record: {lsn:?}");
+            assert!(out.lsn.is_some() && lsn >= out.lsn, "a kept duplicate waits for the ack's record: {lsn:?}");
             let (again, lsn_again) = self.e().publish(probe, keep, Wait::No).expect("probe");
             assert_eq!((again, lsn_again), (id, lsn), "a kept duplicate wrote a record");
             self.confirm(lsn);

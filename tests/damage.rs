@@ -724,6 +724,19 @@ fn repair_refuses_files_of_a_newer_format_and_changes_nothing() {
         );
         assert_eq!(contents(&dir), before, "{what}: repair changed the directory");
     }
+    // Nothing but a newer MANIFEST: said as such, not "holds no ringq queue".
+    let (_tmp, dir) = make();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n != "MANIFEST") {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    let manifest = dir.join("MANIFEST");
+    let at = fs::metadata(&manifest).unwrap().len() as usize - 4;
+    rewrite_format(&manifest, ringq::manifest::MANIFEST_VERSION + 1, Some(at));
+    let err = ringq::repair::repair(&dir).expect_err("a lone newer MANIFEST").to_string();
+    assert!(err.contains("newer ringq") && err.contains("MANIFEST"), "{err}");
     // Damaged, not newer: the format says 6 but the CRC does not hold.
     let (_tmp, dir) = make();
     rewrite_format(&dir.join("MANIFEST"), ringq::manifest::MANIFEST_VERSION + 1, None);

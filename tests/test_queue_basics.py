@@ -252,3 +252,12 @@ def test_batch_durability_fsyncs_within_its_interval(open_queue: OpenQueue) -> N
         started = time.monotonic()
         assert wait_until(lambda lsn=lsn: q.stats()["durable_lsn"] >= lsn, 2.0)
         assert time.monotonic() - started < 2.0
+
+
+def test_a_delivery_reads_an_empty_correlation_or_causation_id_as_none() -> None:
+    """A message stored with an empty id before the engine stored it as none
+    (or made by a backend written in Python) reads the same as one without."""
+    d = ringq.Delivery("0000000000000001", "t", b"x", correlation_id="", causation_id="")
+    assert (d.correlation_id, d.causation_id) == (None, None)
+    e = ringq.Delivery("0000000000000002", "t", b"y", correlation_id="c", causation_id="z")
+    assert (e.correlation_id, e.causation_id) == ("c", "z")

@@ -211,13 +211,15 @@ impl PyDelivery {
     fn dedup_key(&self) -> Option<&str> {
         self.meta.as_ref().and_then(|m| m.dedup_key.as_deref())
     }
+    /// `None` for an empty one too: the engine stores an empty id as none
+    /// (`build_meta`), and a message written before it did reads the same.
     #[getter]
     fn correlation_id(&self) -> Option<&str> {
-        self.meta.as_ref().and_then(|m| m.correlation_id.as_deref())
+        self.meta.as_ref().and_then(|m| m.correlation_id.as_deref()).filter(|s| !s.is_empty())
     }
     #[getter]
     fn causation_id(&self) -> Option<&str> {
-        self.meta.as_ref().and_then(|m| m.causation_id.as_deref())
+        self.meta.as_ref().and_then(|m| m.causation_id.as_deref()).filter(|s| !s.is_empty())
     }
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -777,9 +777,6 @@ mod tests {
         Fixture { _dir: dir, faults, j, sync, _spares: spares }
     }
 
-    /// An open with a larger segment size deletes spares too small for it,
-    /// but not the one the MANIFEST anchors (found unused: a power cut took
-    /// its header): the MANIFEST names it until the open writes a new one.
     /// The segment read last is sealed, naming segment 7, which a power cut
     /// left unused; spare 6, made meanwhile, is there too. The journal goes
     /// on in 7 (in 6, the next open would find 5 followed by 6 while its
@@ -814,6 +811,9 @@ mod tests {
         assert!(seven.exists());
     }
 
+    /// An open with a larger segment size deletes spares too small for it,
+    /// but not the one the MANIFEST anchors (found unused: a power cut took
+    /// its header): the MANIFEST names it until the open writes a new one.
     #[test]
     fn a_spare_too_small_is_deleted_unless_the_manifest_anchors_it() {
         for anchor in [0, 2] {

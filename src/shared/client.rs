@@ -365,6 +365,12 @@ impl Client {
             return Err(self.replaced(found, expected));
         }
         let conn = Arc::into_inner(conn).expect("a new connection has one handle");
+        // Non-blocking before the stream moves (`LoopConn::new` sets it
+        // again): a failure then closes it while `conn` still guards its
+        // number for a fork child (`fork::ChildDrops`).
+        conn.stream
+            .set_nonblocking(true)
+            .map_err(|e| Error::OwnerGone(format!("setting up the connection to the owner: {e}")))?;
         let lc = LoopConn::new(conn.stream, conn.owner)
             .map_err(|e| Error::OwnerGone(format!("setting up the connection to the owner: {e}")))?;
         *looped.lock() = Some(lc);

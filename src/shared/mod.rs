@@ -24,6 +24,7 @@ use parking_lot::{Mutex, RwLock};
 use server::Server;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long an open (or a takeover) keeps trying when the directory is
@@ -42,6 +43,8 @@ pub struct SharedQueue {
     opts: Options,
     instance: u64,
     mode: RwLock<Mode>,
+    /// The current owner's durability as last read (see `durability`).
+    durability: AtomicU8,
     /// Topic policies set here, for an engine this process takes over.
     policies: Mutex<Vec<(String, TopicPolicy)>>,
 }
@@ -97,7 +100,8 @@ impl SharedQueue {
             Mode::Owner { engine, .. } => engine.instance_id(),
             Mode::Client(c) => c.instance_id(),
         };
-        Ok(SharedQueue { dir, opts, instance, mode: RwLock::new(mode), policies: Mutex::new(Vec::new()) })
+        let durability = AtomicU8::new(durability_code(mode_durability(&mode)));
+        Ok(SharedQueue { dir, opts, instance, mode: RwLock::new(mode), durability, policies: Mutex::new(Vec::new()) })
     }
 
     /// `"owner"` or `"client"`.
@@ -186,8 +190,24 @@ impl SharedQueue {
         for (topic, p) in self.policies.lock().iter() {
             store.set_topic_policy(topic, p.clone())?;
         }
+        self.durability.store(durability_code(mode_durability(&new)), Ordering::Relaxed);
         *mode = new;
         Ok(())
+    }
+}
+
+fn mode_durability(mode: &Mode) -> Durability {
+    match mode {
+        Mode::Owner { engine, .. } => engine.durability(),
+        Mode::Client(c) => c.durability(),
+    }
+}
+
+fn durability_code(d: Durability) -> u8 {
+    match d {
+        Durability::Always => 0,
+        Durability::Batch => 1,
+        Durability::Os => 2,
     }
 }
 
@@ -199,11 +219,20 @@ impl Store for SharedQueue {
         self.instance
     }
     /// The current owner's (a queue taken over goes on with the options of
-    /// the owner this process last connected to).
+    /// the owner this process last connected to). Never waits for the
+    /// mode's lock: the bindings ask after each publish with the GIL held,
+    /// and a takeover waiting for the write lock (behind a long blocking
+    /// call) would stop every Python thread; the value last read then.
     fn durability(&self) -> Durability {
-        match &*self.mode.read() {
-            Mode::Owner { engine, .. } => engine.durability(),
-            Mode::Client(c) => c.durability(),
+        if let Some(mode) = self.mode.try_read() {
+            let d = mode_durability(&mode);
+            self.durability.store(durability_code(d), Ordering::Relaxed);
+            return d;
+        }
+        match self.durability.load(Ordering::Relaxed) {
+            0 => Durability::Always,
+            1 => Durability::Batch,
+            _ => Durability::Os,
         }
     }
     fn is_closed(&self) -> bool {
