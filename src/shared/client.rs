@@ -365,9 +365,11 @@ impl Client {
             return Err(self.replaced(found, expected));
         }
         let conn = Arc::into_inner(conn).expect("a new connection has one handle");
-        // Non-blocking before the stream moves (`LoopConn::new` sets it
-        // again): a failure then closes it while `conn` still guards its
-        // number for a fork child (`fork::ChildDrops`).
+        // Non-blocking before the stream moves out of `conn` (`LoopConn::new`
+        // sets it again): a failure here drops `conn` whole, its
+        // `ChildDrops` before its sockets, where one in `LoopConn::new`
+        // would close a stream whose number `conn` still registered for a
+        // fork child.
         conn.stream
             .set_nonblocking(true)
             .map_err(|e| Error::OwnerGone(format!("setting up the connection to the owner: {e}")))?;
