@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import pytest
 import ringq
-from conftest import OpenQueue, Spawn, kill_and_collect, read_line
+from conftest import OpenQueue, Spawn, kill_and_collect, read_line, wait_until
 
 FORKED = "after the fork"
 #: Counters the child's refused calls must leave alone (``lsn``: nothing journaled).
@@ -449,10 +449,9 @@ def test_a_fork_child_of_a_killed_client_does_not_keep_its_leases(
         assert q.stats()["in_flight"] == 3
         kill_and_collect(client)
         os.kill(child_pid, 0)  # the child is still alive
-        deadline = time.monotonic() + 10
-        while q.stats()["in_flight"] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert q.stats()["in_flight"] == 0, "the fork child kept the dead client's leases"
+        assert wait_until(lambda: q.stats()["in_flight"] == 0, 10.0), (
+            "the fork child kept the dead client's leases"
+        )
         got = q.checkout("t", max_messages=5, timeout=0)
         assert sorted(d.attempt for d in got) == [1, 1, 2, 2, 2]
     finally:

@@ -100,7 +100,7 @@ impl SharedQueue {
             Mode::Owner { engine, .. } => engine.instance_id(),
             Mode::Client(c) => c.instance_id(),
         };
-        let durability = AtomicU8::new(durability_code(mode_durability(&mode)));
+        let durability = AtomicU8::new(wire::durability_code(mode_durability(&mode)));
         Ok(SharedQueue { dir, opts, instance, mode: RwLock::new(mode), durability, policies: Mutex::new(Vec::new()) })
     }
 
@@ -190,7 +190,7 @@ impl SharedQueue {
         for (topic, p) in self.policies.lock().iter() {
             store.set_topic_policy(topic, p.clone())?;
         }
-        self.durability.store(durability_code(mode_durability(&new)), Ordering::Relaxed);
+        self.durability.store(wire::durability_code(mode_durability(&new)), Ordering::Relaxed);
         *mode = new;
         Ok(())
     }
@@ -200,14 +200,6 @@ fn mode_durability(mode: &Mode) -> Durability {
     match mode {
         Mode::Owner { engine, .. } => engine.durability(),
         Mode::Client(c) => c.durability(),
-    }
-}
-
-fn durability_code(d: Durability) -> u8 {
-    match d {
-        Durability::Always => 0,
-        Durability::Batch => 1,
-        Durability::Os => 2,
     }
 }
 
@@ -226,14 +218,10 @@ impl Store for SharedQueue {
     fn durability(&self) -> Durability {
         if let Some(mode) = self.mode.try_read() {
             let d = mode_durability(&mode);
-            self.durability.store(durability_code(d), Ordering::Relaxed);
+            self.durability.store(wire::durability_code(d), Ordering::Relaxed);
             return d;
         }
-        match self.durability.load(Ordering::Relaxed) {
-            0 => Durability::Always,
-            1 => Durability::Batch,
-            _ => Durability::Os,
-        }
+        wire::durability_of(self.durability.load(Ordering::Relaxed)).expect("stored by durability_code")
     }
     fn is_closed(&self) -> bool {
         match &*self.mode.read() {

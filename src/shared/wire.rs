@@ -623,14 +623,29 @@ pub(crate) fn get_hello(r: &mut Reader<'_>) -> DResult<(u32, u32)> {
     Ok((r.u32()?, r.u32()?))
 }
 
-pub(crate) fn put_welcome(w: &mut Writer<'_>, x: &Welcome) {
-    w.u32(x.version);
-    w.u64(x.instance_id);
-    w.u8(match x.durability {
+/// A durability as the welcome carries it (one byte).
+pub(crate) fn durability_code(d: Durability) -> u8 {
+    match d {
         Durability::Always => 0,
         Durability::Batch => 1,
         Durability::Os => 2,
-    });
+    }
+}
+
+/// The durability a welcome's byte stands for (`None`: no such code).
+pub(crate) fn durability_of(code: u8) -> Option<Durability> {
+    match code {
+        0 => Some(Durability::Always),
+        1 => Some(Durability::Batch),
+        2 => Some(Durability::Os),
+        _ => None,
+    }
+}
+
+pub(crate) fn put_welcome(w: &mut Writer<'_>, x: &Welcome) {
+    w.u32(x.version);
+    w.u64(x.instance_id);
+    w.u8(durability_code(x.durability));
     w.u32(x.owner_pid);
     w.u64(x.capacity);
     w.u32(x.max_attempts);
@@ -653,11 +668,9 @@ pub(crate) fn get_welcome(r: &mut Reader<'_>) -> DResult<Welcome> {
     Ok(Welcome {
         version: r.u32()?,
         instance_id: r.u64()?,
-        durability: match r.u8()? {
-            0 => Durability::Always,
-            1 => Durability::Batch,
-            2 => Durability::Os,
-            t => return Err(DecodeError(format!("bad durability {t}"))),
+        durability: {
+            let t = r.u8()?;
+            durability_of(t).ok_or_else(|| DecodeError(format!("bad durability {t}")))?
         },
         owner_pid: r.u32()?,
         capacity: r.u64()?,
